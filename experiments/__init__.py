@@ -1,0 +1,1 @@
+"""Experiment files (*.toml here) and the runner that executes them on the testbed."""

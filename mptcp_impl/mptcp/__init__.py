@@ -1,0 +1,1 @@
+"""The MPTCP layer (RFC 8684) above mptcp_impl.tcp; subflows are ordinary TCP connections."""

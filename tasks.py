@@ -1,0 +1,43 @@
+"""mptcp-lab tasks. Run them through ./inv (it bootstraps the machine first): ./inv --list.
+
+Each task is a thin shell over a function in a package, so that the logic is importable and
+tested; the task only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import task
+
+
+@task(help={"k": "pytest -k expression", "x": "stop at the first failure", "args": "more pytest arguments"})
+def test(c, k="", x=False, args=""):
+    """Run the test suite (real namespaces, real kernel peers, real captures)."""
+    cmd = [sys.executable, "-m", "pytest"]
+    if k:
+        cmd += ["-k", repr(k)]
+    if x:
+        cmd.append("-x")
+    if args:
+        cmd.append(args)
+    c.run(" ".join(cmd), pty=False)
+
+
+@task
+def clean(c):
+    """Remove what a crashed or interrupted run of this project left behind (and nothing else)."""
+    from testbed.cleanup import clean_leftovers
+
+    for line in clean_leftovers():
+        print(line)
+
+
+@task(help={"topology": "topology name or file", "json": "print a JSON summary as the last line",
+            "set_": "override a topology parameter, e.g. links.wifi.delay_ms=20 (repeatable)"},
+      iterable=["set_"])
+def testbed_check(c, topology="two_path", json=False, set_=None):
+    """Build a topology, measure each path's RTT and throughput against what it should be."""
+    from testbed.check import main as check_main
+
+    sys.exit(check_main(topology, overrides=set_ or [], as_json=json))
