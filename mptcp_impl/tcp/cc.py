@@ -1,0 +1,148 @@
+"""Pluggable congestion control: Reno (RFC 5681 + ABC, RFC 3465) and CUBIC (RFC 9438).
+
+The connection owns loss detection and recovery (which bytes to resend); a controller only
+decides how big cwnd and ssthresh are, so MPTCP can later swap in coupled controllers
+(LIA/OLIA) without touching the state machine. All sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class CongestionControl(Protocol):
+    cwnd: int
+    ssthresh: int
+
+    def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
+        """New data acked outside recovery (grow cwnd)."""
+
+    def enter_recovery(self, flight: int, now: float) -> None:
+        """A loss was detected by dupacks/SACK: set ssthresh and the reduced cwnd."""
+
+    def exit_recovery(self, flight: int, now: float) -> None:
+        """Recovery point acked: settle cwnd (RFC 6582 step 3)."""
+
+    def on_rto(self, flight: int, now: float) -> None:
+        """Retransmission timeout: cwnd drops to one segment."""
+
+
+def initial_window(mss: int) -> int:
+    """RFC 6928 IW10, expressed in bytes."""
+    return min(10 * mss, max(2 * mss, 14600))
+
+
+class Reno:
+    """Slow start with appropriate byte counting (L = 2 SMSS), then one SMSS per cwnd acked."""
+
+    name = "reno"
+
+    def __init__(self, mss: int) -> None:
+        self.mss = mss
+        self.cwnd = initial_window(mss)
+        self.ssthresh = 1 << 30
+        self._acc = 0
+
+    def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
+        if self.cwnd < self.ssthresh:
+            self.cwnd += min(bytes_acked, 2 * self.mss)
+            return
+        self._acc += bytes_acked
+        if self._acc >= self.cwnd:
+            self._acc -= self.cwnd
+            self.cwnd += self.mss
+
+    def enter_recovery(self, flight: int, now: float) -> None:
+        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self.cwnd = self.ssthresh
+        self._acc = 0
+
+    def exit_recovery(self, flight: int, now: float) -> None:
+        self.cwnd = self.ssthresh
+
+    def on_rto(self, flight: int, now: float) -> None:
+        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self.cwnd = self.mss
+        self._acc = 0
+
+
+class Cubic:
+    """CUBIC: W(t) = C (t - K)^3 + W_max, with fast convergence and the Reno-friendly region."""
+
+    name = "cubic"
+    C = 0.4
+    BETA = 0.7
+
+    def __init__(self, mss: int) -> None:
+        self.mss = mss
+        self.cwnd = initial_window(mss)
+        self.ssthresh = 1 << 30
+        self.w_max = 0.0  # segments
+        self.w_last_max = 0.0
+        self.k = 0.0
+        self.epoch_start: float | None = None
+        self.w_est = 0.0  # segments, Reno-friendly estimate
+        self._cwnd_f = float(self.cwnd)  # bytes, fractional growth accumulates here
+
+    def _reduce(self, now: float) -> None:
+        seg = self.cwnd / self.mss
+        if seg < self.w_last_max:  # fast convergence: release bandwidth to newer flows
+            self.w_last_max = seg
+            self.w_max = seg * (1 + self.BETA) / 2
+        else:
+            self.w_last_max = seg
+            self.w_max = seg
+        self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
+        self.epoch_start = None
+
+    def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
+        mss = self.mss
+        if self.cwnd < self.ssthresh:
+            self.cwnd += min(bytes_acked, 2 * mss)
+            self._cwnd_f = float(self.cwnd)
+            return
+        cwnd_seg = self._cwnd_f / mss
+        if self.epoch_start is None:
+            self.epoch_start = now
+            if cwnd_seg < self.w_max:
+                self.k = ((self.w_max - cwnd_seg) / self.C) ** (1 / 3)
+            else:
+                self.k = 0.0
+                self.w_max = cwnd_seg
+            self.w_est = cwnd_seg
+        t = now - self.epoch_start + (rtt or 0.0)
+        target = self.C * (t - self.k) ** 3 + self.w_max
+        acked_seg = bytes_acked / mss
+        alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
+        self.w_est += alpha * acked_seg / cwnd_seg
+        if target < self.w_est:  # Reno-friendly region
+            new = self.w_est
+        else:
+            target = min(target, 1.5 * cwnd_seg)
+            new = cwnd_seg + max(0.0, target - cwnd_seg) * acked_seg / cwnd_seg
+        self._cwnd_f = max(self._cwnd_f, new * mss)
+        self.cwnd = int(self._cwnd_f)
+
+    def enter_recovery(self, flight: int, now: float) -> None:
+        self._reduce(now)
+        self.cwnd = self.ssthresh
+        self._cwnd_f = float(self.cwnd)
+
+    def exit_recovery(self, flight: int, now: float) -> None:
+        self.cwnd = self.ssthresh
+        self._cwnd_f = float(self.cwnd)
+
+    def on_rto(self, flight: int, now: float) -> None:
+        self._reduce(now)
+        self.cwnd = self.mss
+        self._cwnd_f = float(self.cwnd)
+
+
+CONTROLLERS = {"reno": Reno, "cubic": Cubic}
+
+
+def make_cc(name: str, mss: int) -> CongestionControl:
+    try:
+        return CONTROLLERS[name](mss)
+    except KeyError:
+        raise ValueError(f"unknown congestion control {name!r} (have {sorted(CONTROLLERS)})") from None
