@@ -1,0 +1,244 @@
+"""Two network namespaces joined by two veth paths, kernel MPTCP on both, tcpdump on every interface.
+
+Self-contained on purpose (the testbed package is written in parallel): the analysis tests need real
+captures of real kernel MPTCP, and the benchmark reuses this to make a large one.
+
+Layout: <prefix>-c (client) and <prefix>-s (server); path i is client eth<i> 10.0.<i+1>.1 <->
+server eth<i> 10.0.<i+1>.2. The server announces its second address (ADD_ADDR), the client accepts
+it and opens the second subflow. Each path is shaped with tbf on both egresses so transfers last
+long enough to have a timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PORT = 5201
+
+SERVER = r"""
+import json, socket, sys
+mode, total, report_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", %d)); ls.listen(1)
+print("ready", flush=True)
+c, _ = ls.accept()
+n, reported = 0, False
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+    if not reported and n >= report_at:
+        print("progress", n, flush=True); reported = True
+        if mode == "abort":
+            sys.stdin.readline()          # harness says: close now, with unread data -> MP_FASTCLOSE
+            break
+if mode != "abort":
+    c.sendall(b"r" * 100000)
+c.close()
+print(json.dumps({"received": n}), flush=True)
+""" % PORT
+
+CLIENT = r"""
+import json, socket, sys
+dst, total = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.connect((dst, %d))
+buf, sent, back = b"x" * 65536, 0, 0
+try:
+    while sent < total:
+        sent += s.send(buf[: min(65536, total - sent)])
+    s.shutdown(socket.SHUT_WR)
+    while d := s.recv(65536):
+        back += len(d)
+    err = None
+except OSError as e:
+    err = str(e)
+s.close()
+print(json.dumps({"sent": sent, "received": back, "error": err}), flush=True)
+""" % PORT
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command, fail loudly with its stderr (setup errors must name the command)."""
+    p = subprocess.run(list(args), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: rc={p.returncode} {p.stderr.strip()}")
+    return p
+
+
+@dataclass
+class Pair:
+    """The two namespaces and where captures go."""
+
+    prefix: str
+    client: str
+    server: str
+    rates_mbit: tuple[int, int]
+    captures: list[subprocess.Popen] = field(default_factory=list)
+
+    def ns(self, ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", ns, *cmd, check=check)
+
+
+def _setup(pair: Pair) -> None:
+    for ns in (pair.client, pair.server):
+        sh("ip", "netns", "add", ns)
+        pair.ns(ns, "ip", "link", "set", "lo", "up")
+        pair.ns(ns, "sysctl", "-qw", "net.mptcp.enabled=1")
+        pair.ns(ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+        pair.ns(ns, "ip", "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4")
+    for i, rate in enumerate(pair.rates_mbit):
+        sh("ip", "link", "add", f"eth{i}", "netns", pair.client, "type", "veth",
+           "peer", "name", f"eth{i}", "netns", pair.server)
+        for ns, host in ((pair.client, 1), (pair.server, 2)):
+            pair.ns(ns, "ip", "addr", "add", f"10.0.{i + 1}.{host}/24", "dev", f"eth{i}")
+            pair.ns(ns, "ip", "link", "set", f"eth{i}", "up")
+            pair.ns(ns, "ethtool", "-K", f"eth{i}", "tso", "off", "gso", "off", "gro", "off")
+            pair.ns(ns, "tc", "qdisc", "add", "dev", f"eth{i}", "root", "tbf", "rate",
+                    f"{rate}mbit", "burst", "16kb", "latency", "40ms")
+    pair.ns(pair.server, "ip", "mptcp", "endpoint", "add", "10.0.2.2", "dev", "eth1", "signal")
+
+
+@contextmanager
+def mptcp_pair(prefix: str, rates_mbit: tuple[int, int] = (20, 10)) -> Iterator[Pair]:
+    """Create the namespaces, yield, then delete exactly them (and stop our captures)."""
+    pair = Pair(prefix, f"{prefix}-c", f"{prefix}-s", rates_mbit)
+    try:
+        _setup(pair)
+        yield pair
+    finally:
+        for p in pair.captures:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for ns in (pair.client, pair.server):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def _readline(p: subprocess.Popen, stream, timeout: float) -> str:
+    """Read one line from a child's pipe, with a deadline (a hung peer must fail the test)."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"no output from {p.args} within {timeout}s")
+    return stream.readline()
+
+
+def start_capture(pair: Pair, ns: str, host: str, intf: str, out_dir: Path) -> subprocess.Popen:
+    """tcpdump -U -s 128 into <host>-<intf>.pcap; returns once tcpdump says it is listening."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "tcpdump", "-i", intf, "-U", "--immediate-mode", "-s", "128",
+         "-Z", "root",
+         "-w", str(out_dir / f"{host}-{intf}.pcap"), "tcp"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pair.captures.append(p)
+    while True:
+        line = _readline(p, p.stderr, 10)
+        if not line:
+            raise RuntimeError(f"tcpdump on {ns}/{intf} exited: rc={p.wait()}")
+        if "listening on" in line:
+            return p
+
+
+def wait_quiet(pair: Pair, timeout: float = 5.0) -> None:
+    """Wait until no TCP socket is mid-conversation in either namespace (the last FIN/ACKs are on
+    the wire before the captures stop). There is no event for this, so poll ss with a deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [pair.ns(ns, "ss", "-taH", "exclude", "time-wait", "exclude", "listening").stdout
+                for ns in (pair.client, pair.server)]
+        if not any(b.strip() for b in busy):
+            return
+        time.sleep(0.02)
+
+
+def stop_captures(pair: Pair) -> list[str]:
+    """SIGINT and wait: tcpdump flushes its file (started with -U) and prints its counters.
+
+    Returns tcpdump's closing lines (packets captured / dropped by kernel), one string per capture.
+    """
+    for p in pair.captures:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    stats = []
+    for p in pair.captures:
+        _, err = p.communicate(timeout=10)
+        stats.append(" ".join(err.split()))
+    pair.captures.clear()
+    return stats
+
+
+def _cut(pair: Pair) -> None:
+    """Path 0 fails: drop everything on the client's eth0 in both directions (nft, no netem)."""
+    rules = ("table inet cut {\n chain i { type filter hook input priority 0; iifname eth0 drop; }\n"
+             " chain o { type filter hook output priority 0; oifname eth0 drop; }\n}\n")
+    subprocess.run(["ip", "netns", "exec", pair.client, "nft", "-f", "-"], input=rules,
+                   text=True, check=True)
+
+
+def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
+    """One MPTCP upload client->server with captures on all four interfaces.
+
+    variant: "bulk" (server switches its second path to backup mid-way: MP_PRIO), "failover" (path 0
+    cut when a third has arrived), "abort" (server closes with unread data: MP_FASTCLOSE).
+    Returns a summary with the wall-clock times of link events.
+    """
+    for ns, host in ((pair.client, "client"), (pair.server, "server")):
+        for i in range(len(pair.rates_mbit)):
+            start_capture(pair, ns, host, f"eth{i}", out_dir)
+    t0 = time.time()
+    mode = "abort" if variant == "abort" else "drain"
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", pair.server, sys.executable, "-c", SERVER, mode, str(total),
+         str(total // 3)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cli = None
+    events: list[dict] = []
+    try:
+        assert _readline(srv, srv.stdout, 10).strip() == "ready"
+        cli = subprocess.Popen(
+            ["ip", "netns", "exec", pair.client, sys.executable, "-c", CLIENT, "10.0.1.2",
+             str(total)], stdout=subprocess.PIPE, text=True)
+        line = _readline(srv, srv.stdout, 60)
+        assert line.startswith("progress"), line
+        now = time.time()
+        if variant == "failover":
+            _cut(pair)
+            events.append({"at": now - t0, "actual": now, "link": "path0", "action": "down"})
+        elif variant == "bulk":
+            pair.ns(pair.server, "ip", "mptcp", "endpoint", "change", "id", "1", "backup")
+            events.append({"at": now - t0, "actual": now, "link": "path1", "action": "set"})
+        elif variant == "abort":
+            srv.stdin.write("close\n")
+            srv.stdin.flush()
+        server_out = json.loads(_readline(srv, srv.stdout, 60))
+        client_out = json.loads(_readline(cli, cli.stdout, 60))
+        srv.wait(10)
+        cli.wait(10)
+    finally:
+        for p in (srv, cli):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        wait_quiet(pair)
+        stats = stop_captures(pair)
+    return {"t0": t0, "events": events, "server": server_out, "client": client_out,
+            "tcpdump": stats}
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    variant = sys.argv[2] if len(sys.argv) > 2 else "bulk"
+    with mptcp_pair(f"ap{os.getpid()}") as pr:
+        print(json.dumps(run_transfer(pr, out, variant, 3_000_000)))
