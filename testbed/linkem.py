@@ -1,0 +1,342 @@
+"""The delay/jitter emulator process: holds NFQUEUE verdicts until each packet's release time.
+
+There is no netem on this kernel, so a router's nft rules send the packets of a delayed link
+direction to an NFQUEUE (see testbed/emulation.py) and this process, run inside the router's
+namespace, gives the verdicts late. One process serves all queues of a router on one event loop:
+
+    python -m testbed.linkem '{"seed": 1, "queues": {"0": {"delay_ms": 10, "jitter_ms": 0}}}'
+
+It prints "ready" on stdout once every queue is bound, then takes JSON lines on stdin and answers
+each with one JSON line on stdout:
+
+    {"op": "update", "queue": 0, "delay_ms": 20, "jitter_ms": 2}  -> {"ok": true}
+    {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
+    {"op": "stop"}                                              -> {"ok": true}, then exits
+
+EOF on stdin, SIGTERM and SIGINT also end it. On the way out it releases what it still holds,
+so a stop never turns queued packets into losses.
+
+Why it talks netlink itself instead of using the netfilterqueue bindings: speed. The bindings copy
+every packet into userspace, cannot set NFQA_CFG_F_GSO (so the kernel cuts each 64 KB GSO
+super-packet into ~45 MTU packets before queueing) and give one verdict per packet. Here the queue
+copies metadata only (NFQNL_COPY_META), GSO packets stay whole (F_GSO) and one
+NFQNL_MSG_VERDICT_BATCH message accepts every due packet of a queue at once; that works because a
+queue's packets are released in arrival order (jitter never reorders: release time =
+max(previous release, arrival + delay + jitter)), and the kernel's batch verdict accepts all
+packets with an id up to the given one.
+
+Fail-open is off on purpose: if userspace falls behind so far that the kernel queue (maxlen) or
+the socket buffer overflows, the kernel drops the packet. Passing it undelayed would reorder the
+flow and silently change the link model; a drop shows up in the stats ("kernel_dropped") instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_NO_ENOBUFS = 5
+SO_RCVBUFFORCE = 33
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLMSG_ERROR = 0x2
+NFNL_SUBSYS_QUEUE = 3
+NFQNL_MSG_PACKET = 0
+NFQNL_MSG_VERDICT_BATCH = 3
+NFQNL_MSG_CONFIG = 2
+NFQA_PACKET_HDR = 1
+NFQA_VERDICT_HDR = 2
+NFQA_CFG_CMD = 1
+NFQA_CFG_PARAMS = 2
+NFQA_CFG_QUEUE_MAXLEN = 3
+NFQA_CFG_MASK = 4
+NFQA_CFG_FLAGS = 5
+NFQNL_CFG_CMD_BIND = 1
+NFQNL_COPY_META = 1
+NFQA_CFG_F_GSO = 4
+NF_ACCEPT = 1
+
+MSG_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+MAX_DRAIN = 512  # packets pulled per loop turn before releases get a chance again
+
+_NLMSG = struct.Struct("=IHHII")
+_NFGEN = struct.Struct("=BBH")  # family, version, res_id (big endian, packed by hand)
+_ATTR = struct.Struct("=HH")
+_PACKET_HDR = struct.Struct("!IHB")
+_VERDICT = struct.Struct("=IHHII" "BBH" "HH" "II")
+
+
+@dataclass
+class Queue:
+    """One NFQUEUE: a link direction's delay/jitter and the packets it holds (FIFO)."""
+
+    num: int
+    delay: float = 0.0  # seconds
+    jitter: float = 0.0  # seconds
+    dist: str = "uniform"
+    rng: random.Random = field(default_factory=random.Random)
+    held: deque = field(default_factory=deque)  # (release_time, packet_id), release-ordered
+    last_release: float = 0.0
+    packets: int = 0
+    verdicts: int = 0
+
+    def configure(self, delay_ms: float | None = None, jitter_ms: float | None = None,
+                  jitter_dist: str | None = None) -> None:
+        if delay_ms is not None:
+            self.delay = float(delay_ms) / 1000.0
+        if jitter_ms is not None:
+            self.jitter = float(jitter_ms) / 1000.0
+        if jitter_dist is not None:
+            if jitter_dist not in ("uniform", "normal"):
+                raise ValueError(f"unknown jitter_dist {jitter_dist!r}")
+            self.dist = jitter_dist
+
+    def release_time(self, now: float) -> float:
+        """When a packet that arrived now leaves: never before the previous one (no reordering)."""
+        d = self.delay
+        if self.jitter:
+            if self.dist == "uniform":
+                d += self.rng.uniform(-self.jitter, self.jitter)
+            else:
+                d += self.rng.gauss(0.0, self.jitter)
+            if d < 0.0:
+                d = 0.0
+        t = now + d
+        if t < self.last_release:
+            t = self.last_release
+        self.last_release = t
+        return t
+
+
+class NfQueueSocket:
+    """A netlink socket bound to several NFQUEUEs in COPY_META mode with F_GSO."""
+
+    def __init__(self, rcvbuf: int = 32 << 20):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        # A full socket buffer is counted by the kernel; we do not want ENOBUFS errors on recv.
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+        self.seq = 0
+        self.buf = bytearray(4096)
+        self.view = memoryview(self.buf)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _config(self, queue: int, attrs: list[tuple[int, bytes]]) -> None:
+        """Send one NFQNL_MSG_CONFIG with an ACK request and raise on a netlink error."""
+        body = b""
+        for atype, payload in attrs:
+            alen = 4 + len(payload)
+            body += _ATTR.pack(alen, atype) + payload + b"\0" * ((-alen) % 4)
+        self.seq += 1
+        msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
+        hdr = _NLMSG.pack(16 + 4 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
+        self.sock.send(hdr + struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", queue)
+                       + body)
+        while True:
+            data = self.sock.recv(65536)
+            _, mtype, _, seq, _ = _NLMSG.unpack_from(data, 0)
+            if mtype == NLMSG_ERROR and seq == self.seq:
+                (err,) = struct.unpack_from("=i", data, 16)
+                if err:
+                    raise OSError(-err, f"NFQUEUE config of queue {queue}: {os.strerror(-err)}")
+                return
+
+    def bind(self, queue: int, maxlen: int) -> None:
+        self._config(queue, [(NFQA_CFG_CMD, struct.pack("!BBH", NFQNL_CFG_CMD_BIND, 0, 0))])
+        self._config(queue, [
+            (NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META)),
+            (NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen)),
+            (NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO)),
+            (NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_GSO)),
+        ])
+
+    def accept_upto(self, queue: int, packet_id: int) -> None:
+        """NFQNL_MSG_VERDICT_BATCH: accept every packet of the queue with an id <= packet_id."""
+        msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH
+        self.sock.send(_VERDICT.pack(
+            32, msg_type, NLM_F_REQUEST, 0, 0,
+            socket.AF_UNSPEC, 0, socket.htons(queue),
+            12, NFQA_VERDICT_HDR,
+            socket.htonl(NF_ACCEPT), socket.htonl(packet_id)))
+
+
+class Emulator:
+    """The event loop: pull packets, stamp their release times, accept what is due."""
+
+    def __init__(self, config: dict):
+        seed = config.get("seed")
+        self.maxlen = int(config.get("maxlen", 100000))
+        self.queues: dict[int, Queue] = {}
+        for key, qc in config.get("queues", {}).items():
+            num = int(key)
+            q = Queue(num=num, rng=random.Random(None if seed is None else f"{seed}/{num}"))
+            q.configure(qc.get("delay_ms", 0.0), qc.get("jitter_ms", 0.0),
+                        qc.get("jitter_dist", "uniform"))
+            self.queues[num] = q
+        self.nfq = NfQueueSocket()
+        self.stdin_buf = b""
+        self.stopping = False
+
+    def bind(self) -> None:
+        for num in self.queues:
+            self.nfq.bind(num, self.maxlen)
+
+    def reply(self, obj: dict) -> None:
+        os.write(1, (json.dumps(obj) + "\n").encode())
+
+    def handle_command(self, line: bytes) -> None:
+        try:
+            cmd = json.loads(line)
+            op = cmd.get("op")
+            if op == "update":
+                q = self.queues[int(cmd["queue"])]
+                q.configure(cmd.get("delay_ms"), cmd.get("jitter_ms"), cmd.get("jitter_dist"))
+                self.reply({"ok": True})
+            elif op == "stats":
+                self.reply({"ok": True, "stats": self.stats()})
+            elif op == "stop":
+                self.stopping = True
+                self.reply({"ok": True})
+            else:
+                self.reply({"ok": False, "error": f"unknown op {op!r}"})
+        except (ValueError, KeyError, TypeError) as exc:
+            self.reply({"ok": False, "error": repr(exc)})
+
+    def stats(self) -> dict:
+        return {str(q.num): {"packets": q.packets, "held": len(q.held), "verdicts": q.verdicts,
+                             "delay_ms": q.delay * 1000, "jitter_ms": q.jitter * 1000}
+                for q in self.queues.values()}
+
+    def read_stdin(self) -> None:
+        data = os.read(0, 65536)
+        if not data:
+            self.stopping = True
+            return
+        self.stdin_buf += data
+        while b"\n" in self.stdin_buf:
+            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
+            if line.strip():
+                self.handle_command(line)
+
+    def drain(self) -> None:
+        """Pull queued packets (non-blocking) and stamp each with its release time."""
+        recv_into = self.nfq.sock.recv_into
+        buf = self.nfq.buf
+        queues = self.queues
+        unpack_from = struct.unpack_from
+        now_fn = time.monotonic
+        for _ in range(MAX_DRAIN):
+            try:
+                n = recv_into(buf, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            if n < 28:
+                continue
+            mtype, queue_be = unpack_from("=4xH12xH", buf, 0)
+            if mtype != MSG_PACKET:
+                continue
+            q = queues.get(socket.ntohs(queue_be))
+            if q is None:
+                continue
+            alen, atype = unpack_from("=HH", buf, 20)
+            if atype != NFQA_PACKET_HDR:  # the kernel puts the packet header first
+                continue
+            (pid,) = unpack_from("!I", buf, 24)
+            q.packets += 1
+            q.held.append((q.release_time(now_fn()), pid))
+
+    def release(self, now: float) -> float | None:
+        """Accept every due packet (one batch verdict per queue); return the next release time."""
+        nxt = None
+        for q in self.queues.values():
+            held = q.held
+            if not held:
+                continue
+            last = None
+            while held and held[0][0] <= now:
+                last = held.popleft()[1]
+            if last is not None:
+                self.nfq.accept_upto(q.num, last)
+                q.verdicts += 1
+            if held and (nxt is None or held[0][0] < nxt):
+                nxt = held[0][0]
+        return nxt
+
+    def release_all(self) -> None:
+        for q in self.queues.values():
+            if q.held:
+                self.nfq.accept_upto(q.num, q.held[-1][1])
+                q.held.clear()
+
+    def run(self) -> None:
+        fds = [self.nfq.sock.fileno(), 0]
+        nfq_fd = fds[0]
+        nxt = None
+        while not self.stopping:
+            timeout = None if nxt is None else max(0.0, nxt - time.monotonic())
+            readable, _, _ = select.select(fds, [], [], timeout)
+            for fd in readable:
+                if fd == nfq_fd:
+                    self.drain()
+                else:
+                    self.read_stdin()
+            nxt = self.release(time.monotonic())
+        self.release_all()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise _Stop()
+
+
+def _set_timer_slack(ns: int) -> None:
+    """Tighter wakeups than the default 50 us slack: the delay is what we emulate."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(29, ctypes.c_ulong(ns), 0, 0, 0)  # PR_SET_TIMERSLACK
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    config = json.loads(argv[0] if argv else sys.stdin.readline())
+    _set_timer_slack(1000)
+    emu = Emulator(config)
+    emu.bind()
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    os.set_blocking(0, False)
+    emu.reply({"ready": True, "pid": os.getpid(), "queues": sorted(emu.queues)})
+    try:
+        emu.run()
+    except _Stop:
+        emu.release_all()
+    finally:
+        print(json.dumps({"exit_stats": emu.stats()}), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

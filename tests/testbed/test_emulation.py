@@ -1,0 +1,210 @@
+"""The link model on a real h1 -- r1 -- h2 Mininet network: ping and iperf3 through a router
+whose emulator holds, drops and blackholes packets, and htb rates measured end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+
+import pytest
+
+from testbed.emulation import TABLE, EmulatedPort, LinkModel, RouterEmulator, shape_interface
+
+pytestmark = pytest.mark.net
+
+H1_IP, H2_IP = "10.77.1.1", "10.77.2.1"
+
+
+class Triangle:
+    """h1 -- r1 -- h2 with plain veth links, no controller, no switches; forwarding on r1."""
+
+    def __init__(self, prefix: str = "le"):
+        from mininet.net import Mininet
+
+        self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
+        self.h1 = self.net.addHost(f"{prefix}h1", ip=None)
+        self.r1 = self.net.addHost(f"{prefix}r1", ip=None)
+        self.h2 = self.net.addHost(f"{prefix}h2", ip=None)
+        self.net.addLink(self.h1, self.r1)
+        self.net.addLink(self.r1, self.h2)
+        self.net.build()
+        h1, r1, h2 = self.h1, self.r1, self.h2
+        self.r1_h1, self.r1_h2 = f"{r1.name}-eth0", f"{r1.name}-eth1"
+        self.h1_if, self.h2_if = f"{h1.name}-eth0", f"{h2.name}-eth0"
+        h1.cmd(f"ip addr add {H1_IP}/24 dev {self.h1_if}; ip route add default via 10.77.1.254")
+        h2.cmd(f"ip addr add {H2_IP}/24 dev {self.h2_if}; ip route add default via 10.77.2.254")
+        r1.cmd(f"ip addr add 10.77.1.254/24 dev {self.r1_h1}")
+        r1.cmd(f"ip addr add 10.77.2.254/24 dev {self.r1_h2}")
+        r1.cmd("sysctl -qw net.ipv4.ip_forward=1")
+
+    def ports(self, left: LinkModel, right: LinkModel) -> list[EmulatedPort]:
+        return [EmulatedPort(link="left", intf=self.r1_h1, model=left),
+                EmulatedPort(link="right", intf=self.r1_h2, model=right)]
+
+    def stop(self) -> None:
+        self.net.stop()
+
+
+@pytest.fixture(scope="module")
+def tri():
+    t = Triangle()
+    try:
+        yield t
+    finally:
+        t.stop()
+
+
+@pytest.fixture
+def emulator(tri):
+    """An emulator the test starts itself; always stopped afterwards."""
+    made: list[RouterEmulator] = []
+
+    def make(left: LinkModel, right: LinkModel, **kw) -> RouterEmulator:
+        emu = RouterEmulator(tri.r1, tri.ports(left, right), seed=7, **kw)
+        made.append(emu)
+        emu.start()
+        return emu
+
+    yield make
+    for emu in made:
+        emu.stop()
+
+
+def ping(node, dst: str, count: int, interval: float = 0.01, wait: float = 1.0,
+         flood: bool = False) -> tuple[int, int, list[tuple[int, float]]]:
+    """(transmitted, received, [(icmp_seq, rtt_ms) in arrival order])."""
+    opts = "-f" if flood else f"-i {interval}"
+    out = node.cmd(f"ping -n {opts} -c {count} -W {wait} {dst}")
+    tx, rx = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
+    replies = [(int(s), float(t)) for s, t in re.findall(r"icmp_seq=(\d+) ttl=\d+ time=([\d.]+)",
+                                                          out)]
+    return tx, rx, replies
+
+
+def median_rtt(node, dst: str, count: int = 20) -> float:
+    _, rx, replies = ping(node, dst, count, interval=0.02)
+    assert rx >= count - 1, f"lost pings without loss configured: {rx}/{count}"
+    return statistics.median(t for _, t in replies)
+
+
+def test_delay_both_links_gives_four_one_way_delays(tri, emulator):
+    base = median_rtt(tri.h1, H2_IP)
+    emulator(LinkModel(delay_ms=10), LinkModel(delay_ms=10))
+    rtt = median_rtt(tri.h1, H2_IP)
+    assert abs(rtt - base - 40.0) <= 2.0, f"RTT {rtt} ms (base {base}) should be 40 ms + base"
+
+
+def test_jitter_spreads_but_never_reorders(tri, emulator):
+    emu = emulator(LinkModel(delay_ms=10, jitter_ms=5), LinkModel())
+    # 2 ms between pings, up to 10 ms of jitter range each way: unordered release would reorder.
+    tx, rx, replies = ping(tri.h1, H2_IP, 300, interval=0.002)
+    assert rx == tx == 300
+    seqs = [s for s, _ in replies]
+    assert seqs == sorted(seqs), "replies came back out of order"
+    rtts = [t for _, t in replies]
+    assert statistics.pstdev(rtts) > 1.0, f"no spread: {statistics.pstdev(rtts):.2f} ms"
+    assert min(rtts) >= 10.0 - 0.5, f"faster than the no-jitter floor: {min(rtts)}"
+    assert max(rtts) <= 2 * (10 + 5) + 5, f"slower than delay + jitter allows: {max(rtts)}"
+    st = emu.stats()["left"]
+    assert st["in"]["packets"] >= 300 and st["out"]["packets"] >= 300
+
+
+def test_loss_one_percent(tri, emulator):
+    emulator(LinkModel(loss_pct=1.0), LinkModel())
+    tx, rx, _ = ping(tri.h1, H2_IP, 10000, flood=True, wait=0.2)
+    round_trip = 1 - rx / tx
+    one_way = 1 - (1 - round_trip) ** 0.5  # the echo and its reply each cross the link once
+    assert abs(one_way * 100 - 1.0) <= 0.3, f"one-way loss {one_way:.4%} ({tx} sent, {rx} back)"
+
+
+def test_blackhole_on_then_off(tri, emulator):
+    emu = emulator(LinkModel(delay_ms=1), LinkModel())
+    assert ping(tri.h1, H2_IP, 3)[1] == 3
+    emu.blackhole("left", True)
+    assert ping(tri.h1, H2_IP, 5, wait=0.3)[1] == 0
+    assert "up" in tri.r1.cmd(f"ip -br link show {tri.r1_h1}").lower()
+    emu.blackhole("left", False)
+    assert ping(tri.h1, H2_IP, 3)[1] == 3
+
+
+def test_runtime_update_changes_rtt(tri, emulator):
+    emu = emulator(LinkModel(delay_ms=5), LinkModel())
+    before = median_rtt(tri.h1, H2_IP)
+    emu.update("left", delay_ms=25)
+    after = median_rtt(tri.h1, H2_IP)
+    assert abs(after - before - 40.0) <= 2.0, f"RTT {before} -> {after}, expected +40 ms"
+    emu.update("right", delay_ms=5, loss_pct=0.0)  # a second link starts being delayed
+    assert abs(median_rtt(tri.h1, H2_IP) - after - 10.0) <= 2.0
+    emu.update("left", delay_ms=0)
+    emu.update("right", delay_ms=0)
+    assert median_rtt(tri.h1, H2_IP) < 2.0
+
+
+def test_delay_added_at_runtime_starts_the_process(tri, emulator):
+    emu = emulator(LinkModel(), LinkModel())
+    assert emu.pids == []
+    emu.update("right", delay_ms=10)
+    assert len(emu.pids) == 1
+    assert abs(median_rtt(tri.h1, H2_IP) - 20.0) <= 2.0
+
+
+def iperf3(client, server, dst: str, seconds: float, reverse: bool = False) -> float:
+    """Receiver-side Mbit/s of one TCP iperf3 run; the server is ready once it says so."""
+    srv = server.popen(["iperf3", "-s", "-1", "--forceflush", "-p", "5299"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in srv.stdout:
+            if "Server listening" in line:
+                break
+        else:
+            raise RuntimeError("iperf3 server did not start")
+        out = client.cmd(f"iperf3 -c {dst} -p 5299 -J -t {seconds} {'-R' if reverse else ''}")
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+@pytest.mark.parametrize("rate", [10, 100])
+def test_htb_rate(tri, rate):
+    model = LinkModel(rate_mbit=rate, queue_pkts=100)
+    for node, intf in ((tri.h1, tri.h1_if), (tri.r1, tri.r1_h1)):
+        shape_interface(node, intf, model)
+    try:
+        got = iperf3(tri.h1, tri.h2, H2_IP, 3)
+        assert abs(got - rate) <= 0.1 * rate, f"{got:.1f} Mbit/s through a {rate} Mbit/s link"
+        got_rev = iperf3(tri.h1, tri.h2, H2_IP, 3, reverse=True)
+        assert abs(got_rev - rate) <= 0.1 * rate, f"reverse: {got_rev:.1f} Mbit/s"
+    finally:
+        for node, intf in ((tri.h1, tri.h1_if), (tri.r1, tri.r1_h1)):
+            shape_interface(node, intf, LinkModel())
+    assert "htb" not in tri.h1.cmd(f"tc qdisc show dev {tri.h1_if}")
+
+
+def test_shape_interface_changes_in_place(tri):
+    shape_interface(tri.r1, tri.r1_h2, LinkModel(rate_mbit=10, queue_pkts=50))
+    try:
+        shape_interface(tri.r1, tri.r1_h2, LinkModel(rate_mbit=20, queue_pkts=10))
+        classes = tri.r1.cmd(f"tc class show dev {tri.r1_h2}")
+        qdiscs = tri.r1.cmd(f"tc qdisc show dev {tri.r1_h2}")
+        assert "rate 20Mbit" in classes, classes
+        assert f"limit {10 * 1514}b" in qdiscs, qdiscs
+    finally:
+        shape_interface(tri.r1, tri.r1_h2, LinkModel())
+
+
+def test_stop_leaves_nothing(tri):
+    emu = RouterEmulator(tri.r1, tri.ports(LinkModel(delay_ms=5), LinkModel(loss_pct=1)))
+    emu.start()
+    pids = emu.pids
+    assert len(pids) == 1 and os.path.exists(f"/proc/{pids[0]}")
+    assert TABLE in tri.r1.cmd("nft list tables")
+    emu.stop()
+    emu.stop()  # idempotent
+    assert TABLE not in tri.r1.cmd("nft list tables")
+    assert not os.path.exists(f"/proc/{pids[0]}")
+    assert emu.pids == []
+    assert median_rtt(tri.h1, H2_IP) < 2.0
