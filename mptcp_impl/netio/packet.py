@@ -1,0 +1,299 @@
+"""Packet sockets: receive our segments with AF_PACKET, send them through the kernel.
+
+Receive: one AF_PACKET/SOCK_RAW socket (Ethernet-like devices: veth, lo) per local (address, port), a BPF filter so that only
+our segments are copied up, ``PACKET_VNET_HDR`` so that each packet carries the kernel's
+checksum verdict (segments from a local or veth peer are often CHECKSUM_PARTIAL, i.e. their
+checksum field is not yet filled in, and verifying them in Python would wrongly reject them), and
+lengths taken from the IP header, so that GSO super-packets (TSO on veth) come up whole.
+
+Send: either a raw IP socket bound to the source address (the kernel's routing, including the
+testbed's source-based rules, picks the interface; one syscall per MSS segment), or an AF_PACKET
+socket with ``PACKET_VNET_HDR`` that hands the kernel one GSO super-packet of up to 64 KiB with
+checksum offload: the per-packet Python cost is then paid once per ~44 segments. The latter needs
+the next hop's MAC address, resolved once at start from the routing and neighbour tables.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bpf import attach_filter, tcp_dst_filter
+
+ETH_P_IP = 0x0800
+ETH_HLEN = 14
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+
+VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_off
+VNET_HDR_LEN = VNET_HDR.size  # 10
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+VIRTIO_NET_HDR_F_DATA_VALID = 2
+VIRTIO_NET_HDR_GSO_NONE = 0
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+
+BASE = VNET_HDR_LEN + ETH_HLEN  # where the IPv4 header starts in a received buffer
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_H = struct.Struct("!H")
+
+
+@dataclass(slots=True)
+class ReceivedSegment:
+    """The TCP bytes of one received packet with its addresses (4-byte packed)."""
+
+    src: bytes
+    dst: bytes
+    tcp: bytes
+    csum_ok: bool  # the kernel verified it, or it is locally generated (partial) and trusted
+
+
+class PacketReceiver:
+    """An AF_PACKET socket that sees only TCP to (local_ip, port), checksum verdicts included."""
+
+    def __init__(self, local_ip: str | None, port: int, rcvbuf: int = 16 << 20,
+                 max_packet: int = 1 << 18) -> None:
+        # SOCK_RAW: the kernel allows PACKET_VNET_HDR only there. Python cannot bind a packet
+        # socket to "all interfaces", so the protocol is given at creation; whatever arrives
+        # before the filter is attached is drained below.
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        try:
+            attach_filter(s, tcp_dst_filter(local_ip, port, l2=ETH_HLEN))
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            except OSError:
+                pass  # older kernels: outgoing copies fail the dst filter anyway
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            s.setblocking(False)
+            while True:  # drain what slipped in before the filter
+                try:
+                    s.recv(1)
+                except BlockingIOError:
+                    break
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        self._buf = bytearray(max_packet)
+        self._view = memoryview(self._buf)
+        self.packets = 0
+        self.bytes = 0
+        self.bad_ip = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_batch(self, limit: int = 64) -> list[ReceivedSegment]:
+        """Read up to ``limit`` packets without blocking; an empty list means nothing pending."""
+        out: list[ReceivedSegment] = []
+        recv_into = self.sock.recv_into
+        buf = self._buf
+        view = self._view
+        for _ in range(limit):
+            try:
+                n = recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            self.packets += 1
+            if n < BASE + 20:
+                self.bad_ip += 1
+                continue
+            flags = buf[0]
+            ihl = (buf[BASE] & 0x0F) * 4
+            tot = (buf[BASE + 2] << 8) | buf[BASE + 3]
+            avail = n - BASE
+            if tot == 0:  # BIG TCP super-packets leave the 16-bit length zero
+                tot = avail
+            if ihl < 20 or tot < ihl or tot > avail:
+                self.bad_ip += 1
+                continue
+            base = BASE
+            self.bytes += tot
+            out.append(ReceivedSegment(
+                bytes(view[base + 12:base + 16]), bytes(view[base + 16:base + 20]),
+                bytes(view[base + ihl:base + tot]),
+                bool(flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))))
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawIpSender:
+    """One IPv4 datagram per segment through a raw socket connected to the peer.
+
+    Bound to the source address, so the kernel's routing (source-based rules included) picks
+    the interface; IP_HDRINCL lets us set DF while the kernel fills in the checksum and the ID.
+    """
+
+    gso = False
+
+    def __init__(self, src: str, dst: str) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        try:
+            s.bind((src, 0))
+            s.connect((dst, 0))
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
+            except OSError:
+                pass
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        self._src = socket.inet_aton(src)
+        self._dst = socket.inet_aton(dst)
+        self.packets = 0
+        self.dropped = 0
+
+    def send(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
+        """Send one segment: ``header`` is the TCP header with its checksum complete."""
+        ip = _IPV4.pack(0x45, 0, 20 + len(header) + len(payload), 0, 0x4000, 64,
+                        socket.IPPROTO_TCP, 0, self._src, self._dst)
+        try:
+            self.sock.sendmsg((ip, header, payload))
+            self.packets += 1
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1  # the queue is full: TCP will retransmit, as after a loss
+        except OSError:
+            self.dropped += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class NextHop:
+    dev: str
+    ifindex: int
+    src_mac: bytes
+    dst_mac: bytes
+    mtu: int
+
+
+def _ip_json(*args: str) -> list[dict]:
+    res = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, timeout=10)
+    if res.returncode != 0:
+        raise OSError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+    return json.loads(res.stdout or "[]")
+
+
+def _arp_lookup(addr: str, dev: str) -> bytes | None:
+    for line in Path("/proc/net/arp").read_text().splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 6 and f[0] == addr and f[5] == dev and int(f[2], 16) & 0x2:
+            return bytes.fromhex(f[3].replace(":", ""))
+    return None
+
+
+def resolve_next_hop(src: str, dst: str, timeout: float = 3.0) -> NextHop:
+    """Interface and MAC addresses to reach ``dst`` from ``src``, as the kernel routes it.
+
+    When the neighbour is not yet resolved, a UDP datagram to the discard port makes the kernel
+    resolve it; the table has no change notification we can wait on cheaply, so this polls.
+    """
+    route = _ip_json("route", "get", dst, "from", src)[0]
+    dev = route["dev"]
+    nh = route.get("gateway", dst)
+    sysfs = Path("/sys/class/net") / dev
+    src_mac = bytes.fromhex(sysfs.joinpath("address").read_text().strip().replace(":", ""))
+    mtu = int(sysfs.joinpath("mtu").read_text())
+    ifindex = int(sysfs.joinpath("ifindex").read_text())
+    if dev == "lo":
+        return NextHop(dev, ifindex, src_mac, b"\0" * 6, mtu)
+    mac = _arp_lookup(nh, dev)
+    deadline = time.monotonic() + timeout
+    while mac is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((src, 0))
+            u.sendto(b"", (nh, 9))
+        time.sleep(0.01)
+        mac = _arp_lookup(nh, dev)
+        if mac is None and time.monotonic() > deadline:
+            raise OSError(f"no neighbour entry for {nh} on {dev}")
+    return NextHop(dev, ifindex, src_mac, mac, mtu)
+
+
+def ones_sum(data: bytes) -> int:
+    """One's-complement sum modulo 0xffff (2**16 == 1 mod 0xffff, so one bigint mod does it)."""
+    return int.from_bytes(data, "big") % 0xFFFF
+
+
+class GsoPacketSender:
+    """Ethernet frames with a virtio_net_hdr: checksum offload and GSO super-packets.
+
+    The TCP checksum field carries only the pseudo-header sum (as the kernel's own TCP leaves
+    it for CHECKSUM_PARTIAL); the kernel or the device completes it, and cuts a super-packet of
+    ``len(payload) > gso_size`` into ``gso_size`` pieces with the TCP and IP headers fixed up.
+    """
+
+    gso = True
+
+    def __init__(self, src: str, dst: str, hop: NextHop | None = None) -> None:
+        self.hop = hop or resolve_next_hop(src, dst)
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: never receives
+        try:
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
+            except OSError:
+                pass
+            s.bind((self.hop.dev, 0))
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        self._src = socket.inet_aton(src)
+        self._dst = socket.inet_aton(dst)
+        self._eth = self.hop.dst_mac + self.hop.src_mac + b"\x08\x00"
+        # Pseudo-header sum without the length: src, dst, protocol.
+        self._pseudo = int.from_bytes(self._src + self._dst, "big") + socket.IPPROTO_TCP
+        self._ip_id = 0
+        self.packets = 0
+        self.dropped = 0
+
+    def tcp_checksum_field(self, tcp_len: int) -> int:
+        """The value to put in the checksum field for offload: the folded pseudo-header sum."""
+        s = (self._pseudo + tcp_len) % 0xFFFF
+        return s
+
+    def send(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
+        """``header``'s checksum field must hold ``tcp_checksum_field(len(header)+len(payload))``."""
+        hlen = len(header)
+        plen = len(payload)
+        total = 20 + hlen + plen
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        ip = _IPV4.pack(0x45, 0, total if total <= 0xFFFF else 0, self._ip_id, 0x4000, 64,
+                        socket.IPPROTO_TCP, 0, self._src, self._dst)
+        s = ones_sum(ip)
+        csum = 0xFFFF - s if s else 0xFFFF
+        ip = ip[:10] + _H.pack(csum) + ip[12:]
+        if gso_size and plen > gso_size:
+            vnet = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+                                 34 + hlen, gso_size, 34, 16)
+        else:
+            vnet = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
+                                 34 + hlen, 0, 34, 16)
+        try:
+            self.sock.sendmsg((vnet, self._eth, ip, header, payload))
+            self.packets += 1
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1
+        except OSError:
+            self.dropped += 1
+
+    def close(self) -> None:
+        self.sock.close()
