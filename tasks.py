@@ -27,7 +27,7 @@ def test(c, k="", x=False, args=""):
 @task
 def clean(c):
     """Remove what a crashed or interrupted run of this project left behind (and nothing else)."""
-    from testbed.cleanup import clean_leftovers
+    from testbed.registry import clean_leftovers
 
     for line in clean_leftovers():
         print(line)

@@ -1,0 +1,43 @@
+"""Packet capture with tcpdump on chosen interfaces, started before and flushed after traffic."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+from testbed.host import Host, Process
+
+
+class Capture:
+    """tcpdump on (host, interface) pairs; files are named `<interface>.pcap`, and an interface
+    is called `<host>-ethN`, so a file says both where and on which link it was taken."""
+
+    def __init__(self, targets: list[tuple[Host, str]], outdir: Path, *, snaplen: int = 128):
+        self.targets = targets
+        self.outdir = Path(outdir)
+        self.snaplen = snaplen
+        self.procs: list[Process] = []
+        self.files: list[Path] = []
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        for host, intf in self.targets:
+            path = self.outdir / f"{intf}.pcap"
+            # -U: write each packet at once, so SIGINT loses nothing; -Z root: tcpdump would
+            # otherwise drop to user tcpdump, who may not write here.
+            args = ["tcpdump", "-i", intf, "-n", "-U", "-s", str(self.snaplen), "-Z", "root",
+                    "-w", str(path), "tcp or icmp"]
+            proc = host.start(args, stderr=subprocess.PIPE)
+            self.procs.append(proc)
+            self.files.append(path)
+        for proc in self.procs:
+            proc.wait_for_line(r"listening on", stream="stderr", timeout=timeout)
+
+    def stop(self) -> list[Path]:
+        """SIGINT each tcpdump and wait, so the files are complete."""
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.stop(signal.SIGINT, timeout=5)
+        self.procs.clear()
+        return [f for f in self.files if f.exists()]

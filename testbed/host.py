@@ -1,0 +1,214 @@
+"""The one interface through which experiments reach a host.
+
+Everything an experiment does to a machine (run a command, start and stop a process, move a
+file, capture) goes through `Host`, so the same experiment can later run on real machines over
+SSH (paramiko) by providing another implementation. `MininetHost` is the first one: a process
+in a Mininet node's network namespace on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Protocol
+
+from testbed import registry
+
+
+class HostCommandError(RuntimeError):
+    """A command on a host failed; carries what it printed so the caller can show it."""
+
+    def __init__(self, host: str, args: list[str], returncode: int, stdout: str, stderr: str):
+        self.host, self.args_, self.returncode = host, args, returncode
+        self.stdout, self.stderr = stdout, stderr
+        detail = (stderr or stdout).strip().splitlines()[-3:]
+        super().__init__(f"{host}: {' '.join(args)!r} exited {returncode}: {' | '.join(detail)}")
+
+
+class Process:
+    """A process started on a host; stopped by its own pid and process group, never by name."""
+
+    def __init__(self, host: str, args: list[str], popen: subprocess.Popen,
+                 files: list[IO] | None = None):
+        self.host = host
+        self.args = args
+        self.popen = popen
+        self.pid = popen.pid
+        self._files = files or []
+        self._token = registry.record_pid(popen.pid)
+        self._pending: dict[str, bytes] = {}
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    @property
+    def stdout(self) -> IO | None:
+        return self.popen.stdout
+
+    @property
+    def stdin(self) -> IO | None:
+        return self.popen.stdin
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self.popen.wait(timeout)
+        self._release()
+        return rc
+
+    def wait_for_line(self, pattern: str, *, stream: str = "stderr",
+                      timeout: float = 10.0) -> str:
+        """Block until the process prints a line matching `pattern` on a PIPE'd stream.
+
+        This is how we learn that a server listens or tcpdump captures: the process says so,
+        so nothing has to sleep and hope.
+        """
+        pipe = self.popen.stderr if stream == "stderr" else self.popen.stdout
+        if pipe is None:
+            raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        fd = pipe.fileno()
+        buf = self._pending.get(stream, b"")
+        seen: list[str] = []
+        while True:
+            # Read the fd directly: a buffered readline() could swallow the line we wait for
+            # into Python's buffer, where select() no longer sees it.
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                seen.append(line)
+                if rx.search(line):
+                    self._pending[stream] = buf
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+        self._pending[stream] = buf
+        raise TimeoutError(f"{self.host}: {self.args[0]} did not print /{pattern}/ "
+                           f"within {timeout}s (rc={self.returncode}); it printed: {seen[-5:]}")
+
+    def send_signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                os.kill(self.pid, sig)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int:
+        """Ask politely (SIGINT lets tcpdump flush), then insist."""
+        self.send_signal(sig)
+        try:
+            rc = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send_signal(signal.SIGKILL)
+            rc = self.popen.wait(timeout)
+        self._release()
+        return rc
+
+    def _release(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
+        for pipe in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
+            if pipe is not None and self.popen.poll() is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        if self._token is not None and self.popen.poll() is not None:
+            registry.forget_pid(self._token)
+            self._token = None
+
+
+class Host(Protocol):
+    """What an experiment may do to a host."""
+
+    name: str
+
+    def run(self, args: list[str], *, check: bool = True, timeout: float | None = 60,
+            input: str | None = None) -> subprocess.CompletedProcess: ...
+
+    def start(self, args: list[str], *, stdout: Path | int | None = None,
+              stderr: Path | int | None = None, stdin: int | None = None,
+              env: dict[str, str] | None = None) -> Process: ...
+
+    def put(self, local: Path, remote: Path) -> None: ...
+
+    def get(self, remote: Path, local: Path) -> None: ...
+
+
+def _open(target: Path | int | None) -> tuple[IO | int | None, IO | None]:
+    if isinstance(target, Path | str):
+        f = open(target, "wb")  # noqa: SIM115 - closed by Process._release
+        return f, f
+    return (subprocess.DEVNULL if target is None else target), None
+
+
+class MininetHost:
+    """A Mininet node seen through the Host interface (same machine, its own namespace)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.name: str = node.name
+        self.processes: list[Process] = []
+
+    @property
+    def pid(self) -> int:
+        return self.node.pid
+
+    def _argv(self, args: list[str]) -> list[str]:
+        return ["mnexec", "-a", str(self.node.pid), *args]
+
+    def run(self, args: list[str], *, check: bool = True, timeout: float | None = 60,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        res = subprocess.run(self._argv(args), capture_output=True, text=True, timeout=timeout,
+                             input=input)
+        if check and res.returncode != 0:
+            raise HostCommandError(self.name, args, res.returncode, res.stdout, res.stderr)
+        return res
+
+    def start(self, args: list[str], *, stdout: Path | int | None = None,
+              stderr: Path | int | None = None, stdin: int | None = None,
+              env: dict[str, str] | None = None) -> Process:
+        out, fo = _open(stdout)
+        err, fe = _open(stderr)
+        full_env = None if env is None else {**os.environ, **env}
+        popen = subprocess.Popen(["mnexec", "-da", str(self.node.pid), *args], stdout=out,
+                                 stderr=err, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                 env=full_env)
+        proc = Process(self.name, args, popen, [f for f in (fo, fe) if f])
+        self.processes.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        """Stop every process started here that still runs (teardown)."""
+        for proc in self.processes:
+            if proc.returncode is None:
+                proc.stop(signal.SIGTERM, timeout=3)
+            else:
+                proc._release()
+        self.processes.clear()
+
+    def put(self, local: Path, remote: Path) -> None:
+        # Same machine and file system: a copy is all it takes.
+        Path(remote).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, remote)
+
+    def get(self, remote: Path, local: Path) -> None:
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(remote, local)
+
+    def __repr__(self) -> str:
+        return f"<MininetHost {self.name} pid={self.node.pid}>"

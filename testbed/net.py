@@ -1,0 +1,330 @@
+"""Build a topology as Mininet nodes, run it, and take it down again exactly.
+
+No controller, no Open vSwitch: every node is a plain Mininet node (a shell in its own network
+namespace), routers are nodes with forwarding on, links are veth pairs created straight inside
+the two namespaces (so nothing ever appears in the root namespace). Everything the testbed
+starts is recorded in testbed.registry, so `./inv clean` can remove it after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+
+from testbed import registry
+from testbed.capture import Capture
+from testbed.emulation import EmulatedPort, LinkModel, RouterEmulator, shape_interface
+from testbed.events import EventRun, LinkEvent
+from testbed.host import Host, HostCommandError, MininetHost
+from testbed.routing import ResolvedPath, host_default, host_tables, resolve_path, router_routes
+from testbed.topology import LinkSpec, Topology
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread on SIGTERM so that `with Testbed(...)` unwinds and tears down."""
+
+
+class Testbed:
+    """A running topology. Use as a context manager; every exit path tears it down."""
+
+    def __init__(self, topo: Topology, *, workdir: Path | None = None, seed: int | None = None):
+        self.topo = topo
+        self.seed = seed
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mptcplab-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.models: dict[str, LinkModel] = {n: lk.model for n, lk in topo.links.items()}
+        self.net: Mininet | None = None
+        self.hosts: dict[str, MininetHost] = {}
+        self.emulators: dict[str, RouterEmulator] = {}
+        self.link_router: dict[str, str] = {}      # link -> router that emulates it
+        self.paths: list[ResolvedPath] = [resolve_path(topo, p) for p in topo.paths]
+        self._ns_tokens: list[str] = []
+        self._captures: list[Capture] = []
+        self._events: list[EventRun] = []
+        self._old_handlers: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Testbed:
+        self._install_signal_handlers()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            self._restore_signal_handlers()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.stop()
+        finally:
+            self._restore_signal_handlers()
+
+    def start(self) -> None:
+        setLogLevel("warning")
+        Mininet.inited = True  # skip Mininet's fixLimits(): it would raise sysctls of the root namespace
+        self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False,
+                           waitConnected=False)
+        for name in self.topo.nodes:
+            node = self.net.addHost(name, ip=None)
+            self.hosts[name] = MininetHost(node)
+            token = registry.record_netns(f"{self.topo.name}/{name}", node.pid)
+            if token:
+                self._ns_tokens.append(token)
+        for link in self.topo.links.values():
+            self.net.addLink(link.a, link.b, intfName1=self.intf(link.a, link.name),
+                             intfName2=self.intf(link.b, link.name))
+        self.net.build()
+        for name in self.topo.nodes:
+            self._configure_node(name)
+        for link in self.topo.links.values():
+            if link.model.rate_mbit or link.model.queue_pkts:
+                for end in (link.a, link.b):
+                    shape_interface(self.hosts[end].node, self.intf(end, link.name), link.model)
+        self._start_emulators()
+
+    def stop(self) -> None:
+        """Tear down in reverse order; each step runs even if an earlier one failed."""
+        for ev in self._events:
+            ev.cancel()
+        for cap in self._captures:
+            _quietly(cap.stop)
+        for emu in self.emulators.values():
+            _quietly(emu.stop)
+        for host in self.hosts.values():
+            _quietly(host.stop_all)
+        if self.net is not None:
+            _quietly(self.net.stop)
+            self.net = None
+        for token in self._ns_tokens:
+            registry.forget_netns(token)
+        self._ns_tokens.clear()
+        self._captures.clear()
+        self.emulators.clear()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_term(signum, frame):
+            raise Interrupted(f"signal {signum}")
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self._old_handlers[sig] = signal.signal(sig, on_term)
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers.clear()
+
+    # ---- building ----------------------------------------------------------------------------
+
+    def intf(self, node: str, link: str) -> str:
+        """Interface name of `node` on `link`: <node>-eth<index of the link among its links>."""
+        names = [lk.name for lk in self.topo.links_of(node)]
+        return f"{node}-eth{names.index(link)}"
+
+    def _configure_node(self, name: str) -> None:
+        host = self.hosts[name]
+        is_router = self.topo.nodes[name] == "router"
+        links = self.topo.links_of(name)
+        sysctls = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                   "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                   f"net.ipv4.ip_forward={1 if is_router else 0}"]
+        for lk in links:
+            i = self.intf(name, lk.name)
+            sysctls += [f"net.ipv4.conf.{i}.rp_filter=0", f"net.ipv6.conf.{i}.disable_ipv6=1"]
+        host.run(["sysctl", "-q", "-w", *sysctls])
+        batch = ["link set lo up"]
+        for lk in links:
+            i = self.intf(name, lk.name)
+            batch += [f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
+                      f"link set {i} up"]
+        if is_router:
+            for r in router_routes(self.topo, name):
+                batch.append(f"route add {r.dst} via {r.via} dev {self.intf(name, r.link)}")
+        else:
+            default = host_default(self.topo, name)
+            if default:
+                batch.append(f"route add default via {default.via} "
+                             f"dev {self.intf(name, default.link)}")
+            for t in host_tables(self.topo, name):
+                batch.append(f"rule add from {t.src} lookup {t.table}")
+            batch += self._source_routes(name)
+        host.run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+
+    def _source_routes(self, host: str, only_link: str | None = None) -> list[str]:
+        out = []
+        for t in host_tables(self.topo, host):
+            if only_link and t.link != only_link:
+                continue
+            for r in t.routes:
+                via = f" via {r.via}" if r.via else ""
+                src = f" src {t.src}" if r.via is None else ""
+                out.append(f"route replace {r.dst}{via} dev {self.intf(host, r.link)}{src} "
+                           f"table {t.table}")
+        return out
+
+    def _emulating_router(self, link: LinkSpec) -> str | None:
+        for end in (link.a, link.b):
+            if self.topo.nodes[end] == "router":
+                return end
+        return None
+
+    def _start_emulators(self) -> None:
+        ports: dict[str, list[EmulatedPort]] = {}
+        for link in self.topo.links.values():
+            router = self._emulating_router(link)
+            if router is None:
+                continue
+            self.link_router[link.name] = router
+            ports.setdefault(router, []).append(
+                EmulatedPort(link=link.name, intf=self.intf(router, link.name), model=link.model))
+        for k, (router, plist) in enumerate(sorted(ports.items())):
+            emu = RouterEmulator(self.hosts[router].node, plist,
+                                 log_path=self.workdir / f"linkem-{router}.log",
+                                 seed=None if self.seed is None else self.seed + k)
+            self.emulators[router] = emu
+            emu.start()  # its process lives in the router's recorded namespace
+
+    # ---- use ---------------------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        if name not in self.hosts:
+            raise KeyError(f"no node {name!r} in topology {self.topo.name}")
+        return self.hosts[name]
+
+    def addr(self, host: str, link: str) -> str:
+        return self.topo.links[link].addr_of(host)
+
+    def path(self, name: str) -> ResolvedPath:
+        for p in self.paths:
+            if p.name == name:
+                return p
+        raise KeyError(f"no path {name!r} in topology {self.topo.name}")
+
+    def capture(self, outdir: Path, hosts: list[str] | None = None, snaplen: int = 128) -> Capture:
+        """tcpdump on every interface of `hosts` (default: every host); returns once all listen."""
+        hosts = hosts or self.topo.hosts
+        targets = [(self.hosts[h], self.intf(h, lk.name)) for h in hosts
+                   for lk in self.topo.links_of(h)]
+        cap = Capture(targets, Path(outdir), snaplen=snaplen)
+        self._captures.append(cap)
+        cap.start()
+        return cap
+
+    def kernel_mptcp(self, host: str, *, limits: dict[str, int] | None = None,
+                     endpoints: list[tuple[str, str, str]] | None = None) -> None:
+        """Configure Linux MPTCP in one host: limits, then its endpoint list replaced.
+
+        endpoints: (address, device, flags) with flags like "subflow", "signal", "backup",
+        "fullmesh" or combinations ("subflow backup").
+        """
+        limits = limits or {"subflows": 8, "add_addr_accepted": 8}
+        batch = ["mptcp limits set " + " ".join(f"{k} {v}" for k, v in limits.items()),
+                 "mptcp endpoint flush"]
+        for addr, dev, flags in endpoints or []:
+            batch.append(f"mptcp endpoint add {addr} dev {dev} {flags}")
+        self.hosts[host].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+
+    def kernel_mptcp_default(self, flags: str = "subflow") -> None:
+        """Every host: generous limits; multi-homed hosts announce their extra addresses as
+        `flags` endpoints bound to their device (the first address is the connection's own)."""
+        for h in self.topo.hosts:
+            links = self.topo.links_of(h)
+            eps = [(lk.addr_of(h), self.intf(h, lk.name), flags) for lk in links[1:]]
+            self.kernel_mptcp(h, endpoints=eps)
+
+    # ---- link events -------------------------------------------------------------------------
+
+    def _host_end(self, link: LinkSpec) -> str:
+        for end in (link.a, link.b):
+            if self.topo.nodes[end] == "host":
+                return end
+        return link.a
+
+    def link_down(self, link: str, mode: str = "blackhole") -> None:
+        self._link_state(link, up=False, mode=mode)
+
+    def link_up(self, link: str, mode: str = "blackhole") -> None:
+        self._link_state(link, up=True, mode=mode)
+
+    def _link_state(self, link: str, *, up: bool, mode: str) -> None:
+        spec = self.topo.links[link]
+        if mode == "blackhole":
+            router = self.link_router.get(link)
+            if router is None:
+                raise ValueError(f"link {link} has no router end to blackhole it on")
+            self.emulators[router].blackhole(link, not up)
+        elif mode == "interface":
+            end = self._host_end(spec)
+            intf = self.intf(end, link)
+            batch = [f"link set {intf} {'up' if up else 'down'}"]
+            if up and self.topo.nodes[end] == "host":
+                # Taking an interface down flushes its routes; put the source table back.
+                batch += self._source_routes(end, only_link=link)
+                default = host_default(self.topo, end)
+                if default and default.link == link:
+                    batch.append(f"route replace default via {default.via} dev {intf}")
+            self.hosts[end].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+        else:
+            raise ValueError(f"unknown link event mode {mode!r} (blackhole or interface)")
+
+    def set_link(self, link: str, **changes: Any) -> None:
+        """Change a link's model while it runs (rate/queue with tc, the rest in the emulator)."""
+        spec = self.topo.links[link]
+        model = replace(self.models[link], **changes)
+        self.models[link] = model
+        if {"rate_mbit", "queue_pkts"} & changes.keys():
+            for end in (spec.a, spec.b):
+                shape_interface(self.hosts[end].node, self.intf(end, link), model)
+        emu_changes = {k: v for k, v in changes.items()
+                       if k in ("delay_ms", "jitter_ms", "loss_pct")}
+        if emu_changes:
+            router = self.link_router.get(link)
+            if router is None:
+                raise ValueError(f"link {link} has no router end to emulate on")
+            self.emulators[router].update(link, **emu_changes)
+
+    def apply(self, event: LinkEvent) -> None:
+        if event.action == "down":
+            self.link_down(event.link, mode=event.mode)
+        elif event.action == "up":
+            self.link_up(event.link, mode=event.mode)
+        elif event.action == "set":
+            self.set_link(event.link, **event.params)
+        else:
+            raise ValueError(f"unknown link event action {event.action!r}")
+
+    def schedule(self, events: list[LinkEvent], t0: float | None = None) -> EventRun:
+        """Run `events` at their times (seconds after t0, a time.monotonic() value)."""
+        for ev in events:
+            if ev.link not in self.topo.links:
+                raise ValueError(f"event at {ev.at}s names unknown link {ev.link!r}")
+        run = EventRun(self.apply, events, t0 if t0 is not None else time.monotonic())
+        self._events.append(run)
+        run.start()
+        return run
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except (Exception, Interrupted) as e:  # teardown goes on whatever one step says
+        log.warning("teardown step %s failed: %s", getattr(fn, "__qualname__", fn), e)
+
+
+__all__ = ["Testbed", "Interrupted", "HostCommandError"]

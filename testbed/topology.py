@@ -1,0 +1,301 @@
+"""Topology files: nodes, links with their model, and named paths, read from TOML.
+
+A topology is data a user writes, so every mistake must come back as an error that names the
+file and the field; everything else in the testbed can then trust a `Topology`.
+
+File format (see topologies/*.toml)::
+
+    description = "one line shown by ./inv list"
+    [nodes]
+    client = "host"          # or "router"
+    [links.wifi]
+    ends = ["client", "r1"]
+    rate_mbit = 20           # optional: htb rate on both ends
+    delay_ms = 10            # optional: one-way delay each direction (emulated on a router end)
+    jitter_ms = 0
+    loss_pct = 0
+    queue_pkts = 100         # optional: queue limit at the rate limiter
+    [paths.wifi]
+    from = "client"
+    link = "wifi"            # the first link: selects the source interface and address
+    to = "server"
+
+Addresses are derived: the k-th link (in file order) is 10.0.k.0/24, `ends[0]` gets .1 and
+`ends[1]` gets .2, unless the link sets `subnet = "A.B.C.0/24"`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.emulation import LinkModel
+
+TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
+NODE_KINDS = ("host", "router")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # short: Mininet names interfaces <node>-ethN
+LINK_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MODEL_FIELDS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "queue_pkts"}
+LINK_FIELDS = MODEL_FIELDS | {"ends", "subnet"}
+PATH_FIELDS = {"from", "link", "to"}
+TOP_FIELDS = {"description", "nodes", "links", "paths"}
+
+
+class TopologyError(ValueError):
+    """A topology file (or an override) is wrong; the message names the file and the field."""
+
+    def __init__(self, source: str, field_name: str, problem: str):
+        self.source = source
+        self.field = field_name
+        super().__init__(f"{source}: {field_name}: {problem}")
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    name: str
+    a: str
+    b: str
+    model: LinkModel
+    subnet: ipaddress.IPv4Network
+
+    @property
+    def addr_a(self) -> str:
+        return str(self.subnet.network_address + 1)
+
+    @property
+    def addr_b(self) -> str:
+        return str(self.subnet.network_address + 2)
+
+    def addr_of(self, node: str) -> str:
+        if node == self.a:
+            return self.addr_a
+        if node == self.b:
+            return self.addr_b
+        raise KeyError(f"{node} is not on link {self.name}")
+
+    def other(self, node: str) -> str:
+        return self.b if node == self.a else self.a
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    name: str
+    src: str
+    link: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    description: str
+    source: str
+    nodes: dict[str, str]
+    links: dict[str, LinkSpec]
+    paths: dict[str, PathSpec]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def hosts(self) -> list[str]:
+        return [n for n, kind in self.nodes.items() if kind == "host"]
+
+    @property
+    def routers(self) -> list[str]:
+        return [n for n, kind in self.nodes.items() if kind == "router"]
+
+    def links_of(self, node: str) -> list[LinkSpec]:
+        """The node's links in file order: this order gives its interface numbers (ethN)."""
+        return [lk for lk in self.links.values() if node in (lk.a, lk.b)]
+
+
+def topology_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    return TOPOLOGY_DIR / f"{name_or_path}.toml"
+
+
+def list_topologies() -> list[tuple[str, str]]:
+    """(name, description) of every topology file shipped under topologies/."""
+    out = []
+    for f in sorted(TOPOLOGY_DIR.glob("*.toml")):
+        try:
+            desc = tomllib.loads(f.read_text()).get("description", "")
+        except tomllib.TOMLDecodeError as e:
+            desc = f"(unreadable: {e})"
+        out.append((f.stem, str(desc)))
+    return out
+
+
+def load_topology(name_or_path: str | Path,
+                  overrides: dict[str, Any] | list[str] | None = None) -> Topology:
+    """Read, override and validate a topology.
+
+    `overrides` maps dotted keys to values ({"links.lte.delay_ms": 50}) or is a list of
+    "key=value" strings as typed on a command line; the values go through the same validation
+    as the file, so a bad override is reported like a bad file.
+    """
+    path = topology_path(name_or_path)
+    source = str(path)
+    if not path.exists():
+        known = ", ".join(n for n, _ in list_topologies())
+        raise TopologyError(source, "(file)", f"no such topology file (known: {known})")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise TopologyError(source, "(syntax)", str(e)) from None
+    for key, value in parse_overrides(overrides, source).items():
+        apply_override(raw, key, value, source)
+    return parse_topology(raw, name=path.stem, source=source)
+
+
+def parse_overrides(overrides: dict[str, Any] | list[str] | None, source: str) -> dict[str, Any]:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise TopologyError(source, item, "an override is written key=value")
+        out[key.strip()] = parse_scalar(text.strip())
+    return out
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value as TOML would read it (numbers, booleans, strings, lists)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[: i + 1])
+            raise TopologyError(source, key, f"override names {where!r}, which the topology lacks")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise TopologyError(source, key, "override does not name a field of a table")
+    node[parts[-1]] = value
+
+
+def _number(source: str, where: str, value: Any, *, lo: float, hi: float,
+            integer: bool = False) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TopologyError(source, where, f"expected a number, got {value!r}")
+    if integer and not isinstance(value, int):
+        raise TopologyError(source, where, f"expected a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise TopologyError(source, where, f"{value} is outside [{lo}, {hi}]")
+    return value
+
+
+def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
+    def get(name: str, lo: float, hi: float, integer: bool = False) -> Any:
+        if name not in table:
+            return None
+        return _number(source, f"{prefix}.{name}", table[name], lo=lo, hi=hi, integer=integer)
+
+    rate = get("rate_mbit", 0.01, 100_000)
+    delay = get("delay_ms", 0, 10_000) or 0.0
+    jitter = get("jitter_ms", 0, 10_000) or 0.0
+    loss = get("loss_pct", 0, 100) or 0.0
+    queue = get("queue_pkts", 1, 1_000_000, integer=True)
+    return LinkModel(rate_mbit=rate, delay_ms=float(delay), jitter_ms=float(jitter),
+                     loss_pct=float(loss), queue_pkts=queue)
+
+
+def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
+    unknown = set(raw) - TOP_FIELDS
+    if unknown:
+        raise TopologyError(source, sorted(unknown)[0], f"unknown field (known: {sorted(TOP_FIELDS)})")
+    desc = raw.get("description")
+    if not isinstance(desc, str) or not desc.strip():
+        raise TopologyError(source, "description", "a one-line description is required")
+
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, dict) or not nodes_raw:
+        raise TopologyError(source, "nodes", "a table of node = \"host\"|\"router\" is required")
+    nodes: dict[str, str] = {}
+    for n, kind in nodes_raw.items():
+        if not NAME_RE.match(n):
+            raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
+        if kind not in NODE_KINDS:
+            raise TopologyError(source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}")
+        nodes[n] = kind
+
+    links_raw = raw.get("links")
+    if not isinstance(links_raw, dict) or not links_raw:
+        raise TopologyError(source, "links", "at least one [links.NAME] table is required")
+    links: dict[str, LinkSpec] = {}
+    subnets: set[ipaddress.IPv4Network] = set()
+    for k, (lname, table) in enumerate(links_raw.items(), start=1):
+        where = f"links.{lname}"
+        if not LINK_NAME_RE.match(lname):
+            raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
+        if not isinstance(table, dict):
+            raise TopologyError(source, where, "must be a table")
+        bad = set(table) - LINK_FIELDS
+        if bad:
+            raise TopologyError(source, f"{where}.{sorted(bad)[0]}",
+                                f"unknown field (known: {sorted(LINK_FIELDS)})")
+        ends = table.get("ends")
+        if (not isinstance(ends, list) or len(ends) != 2
+                or not all(isinstance(e, str) for e in ends)):
+            raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
+        for e in ends:
+            if e not in nodes:
+                raise TopologyError(source, f"{where}.ends", f"unknown node {e!r}")
+        if ends[0] == ends[1]:
+            raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
+        model = parse_model(source, where, table)
+        if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
+                nodes[e] == "router" for e in ends):
+            raise TopologyError(source, where, "delay, jitter and loss are emulated on a router: "
+                                "at least one end must be a router (never on an endpoint)")
+        try:
+            subnet = ipaddress.IPv4Network(table.get("subnet", f"10.0.{k}.0/24"))
+        except ValueError as e:
+            raise TopologyError(source, f"{where}.subnet", str(e)) from None
+        if subnet.num_addresses < 4:
+            raise TopologyError(source, f"{where}.subnet", "needs room for two hosts")
+        if any(subnet.overlaps(s) for s in subnets):
+            raise TopologyError(source, f"{where}.subnet", f"{subnet} overlaps another link")
+        subnets.add(subnet)
+        links[lname] = LinkSpec(name=lname, a=ends[0], b=ends[1], model=model, subnet=subnet)
+
+    paths: dict[str, PathSpec] = {}
+    for pname, table in (raw.get("paths") or {}).items():
+        where = f"paths.{pname}"
+        if not isinstance(table, dict):
+            raise TopologyError(source, where, "must be a table")
+        bad = set(table) - PATH_FIELDS
+        if bad:
+            raise TopologyError(source, f"{where}.{sorted(bad)[0]}",
+                                f"unknown field (known: {sorted(PATH_FIELDS)})")
+        for f in sorted(PATH_FIELDS):
+            if not isinstance(table.get(f), str):
+                raise TopologyError(source, f"{where}.{f}", "required, a name")
+        src, lname, dst = table["from"], table["link"], table["to"]
+        for f, n in (("from", src), ("to", dst)):
+            if nodes.get(n) != "host":
+                raise TopologyError(source, f"{where}.{f}", f"{n!r} is not a host of this topology")
+        if lname not in links or src not in (links[lname].a, links[lname].b):
+            raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
+        paths[pname] = PathSpec(name=pname, src=src, link=lname, dst=dst)
+
+    topo = Topology(name=name, description=desc.strip(), source=source, nodes=nodes,
+                    links=links, paths=paths, raw=raw)
+    for n in nodes:
+        if not topo.links_of(n):
+            raise TopologyError(source, f"nodes.{n}", "is on no link")
+    return topo
