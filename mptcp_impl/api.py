@@ -1,0 +1,360 @@
+"""Application API of the userspace TCP: asyncio streams, and a blocking socket-like facade.
+
+The streams mirror ``asyncio.open_connection``/``asyncio.start_server`` so code written for the
+kernel's TCP runs over ours by changing one import. The reader is a plain ``asyncio.StreamReader``
+with a transport stand-in whose pause/resume stops and restarts pulling bytes out of the
+connection: a slow reader then closes the TCP receive window instead of growing a buffer.
+
+Run as root: the stack opens packet sockets and installs an nft table (see netio.firewall).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .netio.stack import Conn, StackConfig, TcpStack
+
+_STACKS: dict[asyncio.AbstractEventLoop, TcpStack] = {}
+
+
+def get_stack(config: StackConfig | None = None) -> TcpStack:
+    """The stack of the running loop (created on first use; ``config`` applies then)."""
+    loop = asyncio.get_running_loop()
+    stack = _STACKS.get(loop)
+    if stack is None:
+        stack = _STACKS[loop] = TcpStack(config, loop)
+    return stack
+
+
+def close_stack() -> None:
+    """Release every endpoint of the running loop's stack (ports, sockets, fence rules)."""
+    loop = asyncio.get_running_loop()
+    stack = _STACKS.pop(loop, None)
+    if stack is not None:
+        stack.close()
+
+
+class _ReaderTransport(asyncio.Transport):
+    """What StreamReader calls pause_reading/resume_reading on."""
+
+    def __init__(self, stream: _StreamHandler) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def pause_reading(self) -> None:
+        self._stream.paused = True
+
+    def resume_reading(self) -> None:
+        self._stream.paused = False
+        self._stream.pull()
+
+    def is_reading(self) -> bool:
+        return not self._stream.paused
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._stream.extra(name, default)
+
+
+class _StreamHandler:
+    """The ConnectionHandler behind one reader/writer pair."""
+
+    def __init__(self, limit: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.conn: Conn | None = None
+        self.reader = asyncio.StreamReader(limit=limit, loop=self.loop)
+        self.reader.set_transport(_ReaderTransport(self))
+        self.paused = False
+        self.connected: asyncio.Future[None] = self.loop.create_future()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.pending: deque[memoryview] = deque()
+        self.pending_bytes = 0
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.close_requested = False
+        self.exc: BaseException | None = None
+
+    def extra(self, name: str, default: Any = None) -> Any:
+        c = self.conn
+        if c is None:
+            return default
+        return {"peername": c.remote, "sockname": c.local, "stats": c.stats()}.get(name, default)
+
+    # ConnectionHandler -------------------------------------------------------------------------
+    def on_connected(self) -> None:
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def on_data(self) -> None:
+        self.pull()
+
+    def pull(self) -> None:
+        if self.paused or self.conn is None:
+            return
+        data = self.conn.read()
+        if data:
+            self.reader.feed_data(data)
+
+    def on_send_space(self) -> None:
+        self.push()
+
+    def on_peer_closed(self) -> None:
+        self.pull()
+        self.reader.feed_eof()
+
+    def on_closed(self, exc: BaseException | None) -> None:
+        self.exc = exc
+        if not self.connected.done():
+            self.connected.set_exception(exc or ConnectionRefusedError("connection closed"))
+        if exc is not None:
+            self.reader.set_exception(exc)
+        else:
+            self.pull()
+            self.reader.feed_eof()
+        for w in self.drain_waiters:
+            if not w.done():
+                if exc is not None:
+                    w.set_exception(exc)
+                else:
+                    w.set_result(None)
+        self.drain_waiters.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # Writing ------------------------------------------------------------------------------------
+    def push(self) -> None:
+        """Move queued bytes into the connection's send buffer, as far as it takes them."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        while self.pending:
+            buf = self.pending[0]
+            n = conn.send(buf)
+            self.pending_bytes -= n
+            if n < len(buf):
+                self.pending[0] = buf[n:]
+                break
+            self.pending.popleft()
+        if not self.pending:
+            for w in self.drain_waiters:
+                if not w.done():
+                    w.set_result(None)
+            self.drain_waiters.clear()
+            if self.close_requested:
+                conn.close()
+
+
+class UserspaceStreamWriter:
+    """The subset of asyncio.StreamWriter that applications use."""
+
+    def __init__(self, handler: _StreamHandler, high_water: int = 1 << 20) -> None:
+        self._h = handler
+        self._high = high_water
+        self.transport = handler.reader._transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._h.close_requested:
+            raise RuntimeError("write after close")
+        if self._h.exc is not None:
+            raise self._h.exc
+        if not data:
+            return
+        self._h.pending.append(memoryview(bytes(data)) if isinstance(data, bytearray)
+                               else memoryview(data))
+        self._h.pending_bytes += len(data)
+        self._h.push()
+
+    def writelines(self, data: list[bytes]) -> None:
+        for d in data:
+            self.write(d)
+
+    async def drain(self) -> None:
+        h = self._h
+        if h.exc is not None:
+            raise h.exc
+        if h.pending_bytes <= self._high:
+            return
+        fut = h.loop.create_future()
+        h.drain_waiters.append(fut)
+        await fut
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Half-close: a FIN after the queued bytes; reading goes on."""
+        self.close()
+
+    def close(self) -> None:
+        h = self._h
+        if h.close_requested:
+            return
+        h.close_requested = True
+        if not h.pending and h.conn is not None:
+            h.conn.close()
+
+    def abort(self) -> None:
+        if self._h.conn is not None:
+            self._h.conn.abort()
+
+    def is_closing(self) -> bool:
+        return self._h.close_requested or self._h.closed.done()
+
+    async def wait_closed(self) -> None:
+        """Until the connection is fully closed (our FIN acknowledged, the peer's FIN seen)."""
+        await asyncio.shield(self._h.closed)
+        if self._h.exc is not None:
+            raise self._h.exc
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._h.extra(name, default)
+
+    def stats(self) -> dict[str, Any]:
+        return self._h.conn.stats() if self._h.conn else {}
+
+
+async def open_connection(host: str, port: int, *, local_addr: tuple[str, int] | str | None = None,
+                          limit: int = 1 << 20, config: StackConfig | None = None,
+                          ) -> tuple[asyncio.StreamReader, UserspaceStreamWriter]:
+    """Connect with our TCP; like asyncio.open_connection."""
+    stack = get_stack(config)
+    h = _StreamHandler(limit)
+    h.conn = await stack.connect(host, port, h, local_addr=local_addr)
+    await h.connected
+    return h.reader, UserspaceStreamWriter(h)
+
+
+class UserspaceServer:
+    """Like asyncio.Server: close(), wait_closed(), serve_forever(), async with."""
+
+    def __init__(self, stack: TcpStack, listener: Any) -> None:
+        self._stack = stack
+        self._listener = listener
+        self._closed = asyncio.get_running_loop().create_future()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def port(self) -> int:
+        return self._listener.port
+
+    def close(self) -> None:
+        self._listener.close()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        await self._closed
+
+    async def serve_forever(self) -> None:
+        await self._closed
+
+    async def __aenter__(self) -> UserspaceServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def start_server(client_connected_cb: Callable[[asyncio.StreamReader, UserspaceStreamWriter],
+                                                     Awaitable[None] | None],
+                       host: str, port: int, *, limit: int = 1 << 20,
+                       config: StackConfig | None = None) -> UserspaceServer:
+    """Listen with our TCP; the callback runs (as a task if a coroutine) once a peer connects."""
+    stack = get_stack(config)
+    server: UserspaceServer
+
+    def on_accept(conn: Conn) -> _StreamHandler:
+        h = _StreamHandler(limit)
+        h.conn = conn
+
+        def start() -> None:
+            res = client_connected_cb(h.reader, UserspaceStreamWriter(h))
+            if asyncio.iscoroutine(res):
+                t = asyncio.ensure_future(res)
+                server.tasks.add(t)
+                t.add_done_callback(server.tasks.discard)
+
+        h.connected.add_done_callback(lambda f: None if f.exception() else start())
+        return h
+
+    listener = stack.listen(host, port, on_accept)
+    server = UserspaceServer(stack, listener)
+    return server
+
+
+class UserspaceSocket:
+    """A blocking, socket-like client over our TCP (connect, sendall, recv, shutdown, close).
+
+    Our stack lives on an asyncio loop; this facade runs one in a background thread (one thread
+    per facade, none per packet) and waits on its futures.
+    """
+
+    def __init__(self, config: StackConfig | None = None, timeout: float | None = None) -> None:
+        self._config = config
+        self._timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="userspace-tcp")
+        self._thread.start()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: UserspaceStreamWriter | None = None
+
+    def _call(self, coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+
+    def connect(self, address: tuple[str, int], local_addr: str | None = None) -> None:
+        async def go() -> None:
+            self._reader, self._writer = await open_connection(
+                address[0], address[1], local_addr=local_addr, config=self._config)
+        self._call(go())
+
+    def sendall(self, data: bytes) -> None:
+        async def go() -> None:
+            assert self._writer is not None
+            self._writer.write(data)
+            await self._writer.drain()
+        self._call(go())
+
+    def recv(self, bufsize: int) -> bytes:
+        assert self._reader is not None
+        return self._call(self._reader.read(bufsize))
+
+    def shutdown_write(self) -> None:
+        async def go() -> None:
+            assert self._writer is not None
+            self._writer.write_eof()
+        self._call(go())
+
+    def stats(self) -> dict[str, Any]:
+        async def go() -> dict[str, Any]:
+            return self._writer.stats() if self._writer else {}
+        return self._call(go())
+
+    def close(self) -> None:
+        """Close gracefully (FIN, wait for the peer's), then release everything."""
+        async def go() -> None:
+            try:
+                if self._writer is not None:
+                    self._writer.close()
+                    await asyncio.wait_for(self._writer.wait_closed(), 10)
+            except (TimeoutError, OSError):
+                pass
+            finally:
+                close_stack()
+        try:
+            self._call(go())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
+
+    def __enter__(self) -> UserspaceSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,205 @@
+"""Command line of the userspace stack, used by tests and experiments.
+
+    python -m mptcp_impl client --connect HOST:PORT --bytes N [--bind ADDR] [--seed S] --json
+    python -m mptcp_impl server --listen HOST:PORT [--once] --json
+
+The client sends N bytes of a deterministic pseudo-random stream (a 1 MiB block from
+``random.Random(seed)``, repeated: cheap to produce at Gbit/s, and any peer can recompute its
+sha256) and reports what it sent; the server reads to the end of the stream and reports what it
+got. The server prints ``listening HOST:PORT`` to stderr once its endpoint is in place, so that
+callers can wait for that line instead of sleeping. Each process sets up and removes its own
+nft table and port reservation (also on SIGINT/SIGTERM).
+
+``--tcp-only`` is accepted for forward compatibility: once the MPTCP layer lands, the default
+becomes MPTCP and this flag selects plain TCP (today everything is plain TCP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import resource
+import signal
+import sys
+import time
+from typing import Any
+
+from .api import close_stack, open_connection, start_server
+from .netio.firewall import process_fence
+from .netio.stack import StackConfig
+
+BLOCK = 1 << 20
+
+
+def pattern_block(seed: int) -> bytes:
+    return random.Random(seed).randbytes(BLOCK)
+
+
+def pattern_sha256(nbytes: int, seed: int = 0) -> str:
+    """sha256 of the first ``nbytes`` of the stream the client sends (for peers and tests)."""
+    block = pattern_block(seed)
+    h = hashlib.sha256()
+    full, rest = divmod(nbytes, BLOCK)
+    for _ in range(full):
+        h.update(block)
+    h.update(block[:rest])
+    return h.hexdigest()
+
+
+def _hostport(s: str) -> tuple[str, int]:
+    host, _, port = s.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}")
+    return host, int(port)
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _config(args: argparse.Namespace) -> StackConfig:
+    return StackConfig(gso=not args.no_gso)
+
+
+async def run_client(args: argparse.Namespace) -> dict[str, Any]:
+    host, port = args.connect
+    block = memoryview(pattern_block(args.seed))
+    h = hashlib.sha256()
+    cpu0 = _cpu()
+    t0 = time.monotonic()
+    reader, writer = await open_connection(host, port, local_addr=args.bind, config=_config(args))
+    t_conn = time.monotonic()
+    left = args.bytes
+    while left > 0:
+        chunk = block[:left] if left < BLOCK else block
+        h.update(chunk)
+        writer.write(chunk)
+        left -= len(chunk)
+        await writer.drain()
+    writer.close()
+    # Our FIN is acknowledged and the peer has closed too: everything arrived.
+    await reader.read()
+    await writer.wait_closed()
+    t1 = time.monotonic()
+    dur = t1 - t_conn
+    return {
+        "role": "client",
+        "bytes_sent": args.bytes,
+        "sha256": h.hexdigest(),
+        "duration_s": round(dur, 6),
+        "connect_s": round(t_conn - t0, 6),
+        "goodput_mbit": round(args.bytes * 8 / dur / 1e6, 3) if dur > 0 else None,
+        "cpu_s": round(_cpu() - cpu0, 4),
+        "local": list(writer.get_extra_info("sockname")),
+        "stats": writer.stats(),
+    }
+
+
+async def run_server(args: argparse.Namespace) -> int:
+    host, port = args.listen
+    done: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def handle(reader: asyncio.StreamReader, writer: Any) -> None:
+        h = hashlib.sha256()
+        n = 0
+        cpu0 = _cpu()
+        t0 = time.monotonic()
+        t_first: float | None = None
+        err = None
+        try:
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                if t_first is None:
+                    t_first = time.monotonic()
+                n += len(data)
+                h.update(data)
+            writer.close()
+            await writer.wait_closed()
+        except OSError as e:
+            err = f"{type(e).__name__}: {e}"
+        t1 = time.monotonic()
+        dur = t1 - t0
+        res = {"role": "server", "bytes_received": n, "sha256": h.hexdigest(),
+               "duration_s": round(dur, 6),
+               "goodput_mbit": round(n * 8 / dur / 1e6, 3) if dur > 0 else None,
+               "cpu_s": round(_cpu() - cpu0, 4),
+               "peer": list(writer.get_extra_info("peername") or []),
+               "stats": writer.stats()}
+        if err:
+            res["error"] = err
+        await done.put(res)
+
+    server = await start_server(handle, host, port, config=_config(args))
+    print(f"listening {host}:{server.port}", file=sys.stderr, flush=True)
+    rc = 0
+    try:
+        while True:
+            res = await done.get()
+            if "error" in res:
+                rc = 1
+            print(json.dumps(res) if args.json else _human(res), flush=True)
+            if args.once:
+                break
+    finally:
+        server.close()
+    return rc
+
+
+def _human(res: dict[str, Any]) -> str:
+    keys = ("role", "bytes_sent", "bytes_received", "sha256", "duration_s", "goodput_mbit")
+    return " ".join(f"{k}={res[k]}" for k in keys if k in res)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mptcp_impl", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object per result")
+    common.add_argument("--tcp-only", action="store_true",
+                        help="plain TCP (today the only mode; MPTCP becomes the default later)")
+    common.add_argument("--no-gso", action="store_true",
+                        help="send one MSS per syscall through a raw IP socket (no GSO)")
+    common.add_argument("--seed", type=int, default=0, help="seed of the pseudo-random stream")
+    c = sub.add_parser("client", parents=[common], help="send N bytes and report")
+    c.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")
+    c.add_argument("--bytes", type=int, required=True)
+    c.add_argument("--bind", default=None, metavar="ADDR", help="local address")
+    s = sub.add_parser("server", parents=[common], help="receive streams and report")
+    s.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
+    s.add_argument("--once", action="store_true", help="exit after the first connection")
+    return p
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        if args.cmd == "client":
+            res = await run_client(args)
+            print(json.dumps(res) if args.json else _human(res), flush=True)
+            return 0
+        return await run_server(args)
+    except asyncio.CancelledError:
+        return 130
+    except OSError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        close_stack()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_amain(args))
+    finally:
+        process_fence().close()  # whatever happened above, the nft table goes

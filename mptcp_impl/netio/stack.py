@@ -1,0 +1,473 @@
+"""The asyncio driver: feeds packets to sans-I/O TcpConnections and their segments to the wire.
+
+One ``Endpoint`` per local (address, port) owns a filtered packet socket (``loop.add_reader``),
+a reserved kernel port and a fence rule; it demultiplexes segments to connections by (remote
+address, remote port) and hands SYNs to a listener. Each connection has one asyncio timer handle,
+rescheduled to ``conn.get_timer()`` after every interaction, and a "dirty" mark: whatever touches
+a connection (segments, timers, the application) marks it, and one flush per loop iteration
+drains its events and sends its segments. No thread, no per-packet task.
+
+Time is ``loop.time()`` (monotonic) everywhere, so the core's timers and asyncio's agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..tcp import segment as _segmod
+from ..tcp.connection import TcpConfig, TcpConnection, TcpState
+from ..tcp.errors import MalformedSegment
+from ..tcp.options import encode_options
+from ..tcp.segment import ACK, RST, SYN, TcpSegment, decode_segment, encode_segment
+from .firewall import KernelFence, process_fence, reserve_port
+from .packet import GsoPacketSender, PacketReceiver, RawIpSender, resolve_next_hop
+
+log = logging.getLogger(__name__)
+
+_HDR = _segmod._HDR  # the core's header layout; reused so that the two encoders cannot drift
+
+
+def local_address_for(remote: str) -> str:
+    """The source address the kernel would pick for ``remote`` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((remote, 9))
+        return s.getsockname()[0]
+
+
+@dataclass
+class StackConfig:
+    """Edge settings. ``gso`` hands the kernel 64 KiB super-packets (AF_PACKET + vnet header)."""
+
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    gso: bool = True
+    gso_max_payload: int = 62 * 1024
+    batch: int = 128  # packets read per wake-up before the loop runs other callbacks
+
+
+class ConnectionHandler(Protocol):
+    """What the layer above (streams, CLI) implements to hear from a connection."""
+
+    def on_connected(self) -> None: ...
+    def on_data(self) -> None: ...
+    def on_send_space(self) -> None: ...
+    def on_peer_closed(self) -> None: ...
+    def on_closed(self, exc: BaseException | None) -> None: ...
+
+
+class ConnectionReset(ConnectionResetError):
+    pass
+
+
+@dataclass
+class EdgeStats:
+    """Counters of the edge (the core keeps its own in ``conn.stats``)."""
+
+    segments_in: int = 0
+    segments_out: int = 0
+    packets_out: int = 0
+    malformed_dropped: int = 0
+    send_dropped: int = 0
+
+
+class Conn:
+    """The edge's handle on one TcpConnection."""
+
+    def __init__(self, stack: TcpStack, endpoint: Endpoint, tcp: TcpConnection,
+                 local: tuple[str, int], remote: tuple[str, int]) -> None:
+        self.stack = stack
+        self.endpoint = endpoint
+        self.tcp = tcp
+        self.local = local
+        self.remote = remote
+        self.handler: ConnectionHandler | None = None
+        self.edge = EdgeStats()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._src_b = socket.inet_aton(local[0])
+        self._dst_b = socket.inet_aton(remote[0])
+        self.sender = stack._make_sender(local[0], remote[0])
+        self.closed = False
+        self.close_exc: BaseException | None = None
+        self.connected = False
+        self._dirty_in_batch = False
+        self._app_done = False
+
+    # The application side -------------------------------------------------------------------
+    def send(self, data: bytes | memoryview) -> int:
+        n = self.tcp.send(data)
+        self.stack._mark(self)
+        return n
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        data = self.tcp.read(max_bytes)
+        if data:
+            self.stack._mark(self)  # the window may have opened: an update may be due
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            self.tcp.close(self.stack.now())
+            self.stack._mark(self)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.tcp.abort(self.stack.now())
+            self.stack._mark(self)
+
+    def stats(self) -> dict[str, Any]:
+        core = self.tcp.stats
+        if dataclasses.is_dataclass(core):
+            d = dataclasses.asdict(core)
+        elif isinstance(core, dict):
+            d = dict(core)
+        else:
+            d = {k: v for k, v in vars(core).items() if not k.startswith("_")}
+        d["edge"] = dataclasses.asdict(self.edge)
+        d["sender"] = "gso" if self.sender.gso else "raw"
+        return d
+
+    # The wire side ----------------------------------------------------------------------------
+    def _flush(self, now: float) -> None:
+        tcp = self.tcp
+        while True:
+            ev = tcp.next_event()
+            if ev is None:
+                break
+            self._dispatch(ev)
+        segs = tcp.segments_to_send(now)
+        if segs:
+            self.edge.segments_out += len(segs)
+            send = self.sender.send
+            if self.sender.gso:
+                for seg in segs:
+                    hdr = self._gso_header(seg)
+                    send(hdr, seg.payload, seg.gso_size)
+            else:
+                src, dst = self._src_b, self._dst_b
+                for seg in segs:
+                    if seg.gso_size and len(seg.payload) > seg.gso_size:
+                        for piece in _split(seg):
+                            send(encode_segment(piece, src, dst), b"")
+                    else:
+                        send(encode_segment(seg, src, dst), b"")
+            self.edge.packets_out = self.sender.packets
+            self.edge.send_dropped = self.sender.dropped
+        # Sending may itself have produced events (e.g. send buffer space after a retransmit).
+        while True:
+            ev = tcp.next_event()
+            if ev is None:
+                break
+            self._dispatch(ev)
+        if tcp.state is TcpState.TIME_WAIT and not self._app_done:
+            # Both FINs are through: for the application the connection is over. The edge keeps
+            # the TIME-WAIT state (and its port) until the core's timer ends it.
+            self._app_done = True
+            if self.handler:
+                self.handler.on_closed(None)
+        self._reschedule_timer()
+
+    def _gso_header(self, seg: TcpSegment) -> bytes:
+        opts = encode_options(seg.options) if seg.options else b""
+        hlen = 20 + len(opts)
+        tcp_len = hlen + len(seg.payload)
+        return _HDR.pack(seg.src_port, seg.dst_port, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
+                         ((hlen >> 2) << 12) | (seg.flags & 0x1FF), seg.window & 0xFFFF,
+                         self.sender.tcp_checksum_field(tcp_len), seg.urgent) + opts
+
+    def _dispatch(self, ev: object) -> None:
+        name = type(ev).__name__
+        h = self.handler
+        if name == "Connected":
+            self.connected = True
+            if h:
+                h.on_connected()
+        elif name == "DataReceived":
+            if h:
+                h.on_data()
+        elif name == "SendBufferAvailable":
+            if h:
+                h.on_send_space()
+        elif name == "PeerClosed":
+            if h:
+                h.on_peer_closed()
+        elif name == "Reset":
+            self._finish(ConnectionReset(f"connection reset by {self.remote[0]}:{self.remote[1]}"))
+        elif name == "Closed":
+            self._finish(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_exc = exc
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.handler and not self._app_done:
+            self._app_done = True
+            self.handler.on_closed(exc)
+        self.endpoint._remove(self)
+
+    def _reschedule_timer(self) -> None:
+        if self.closed:
+            return
+        at = self.tcp.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self.stack.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.stack.now()
+        self.tcp.handle_timer(now)
+        self._flush(now)
+
+
+def _split(seg: TcpSegment) -> list[TcpSegment]:
+    """Cut a GSO segment into MSS pieces for a sender without offload."""
+    size = seg.gso_size
+    payload = memoryview(seg.payload)
+    n = len(payload)
+    out = []
+    for off in range(0, n, size):
+        last = off + size >= n
+        flags = seg.flags if last else seg.flags & ~0x09  # FIN and PSH only on the last piece
+        out.append(dataclasses.replace(seg, seq=(seg.seq + off) & 0xFFFFFFFF, flags=flags,
+                                       payload=bytes(payload[off:off + size]), gso_size=0))
+    return out
+
+
+class Endpoint:
+    """One local (address, port): packet socket, reserved kernel port, fence rule, demux."""
+
+    def __init__(self, stack: TcpStack, addr: str, port: int) -> None:
+        self.stack = stack
+        self._reservation, self.port = reserve_port(addr, port)
+        self.addr = addr
+        self.fence: KernelFence = stack.fence
+        try:
+            self.fence.block(addr, self.port)
+            self.rx = PacketReceiver(addr, self.port)
+        except BaseException:
+            self.fence.unblock(addr, self.port)
+            self._reservation.close()
+            raise
+        self.conns: dict[tuple[bytes, int, bytes], Conn] = {}
+        self.on_syn: Callable[[TcpSegment, bytes, bytes], None] | None = None
+        self.malformed_dropped = 0
+        self.unknown_dropped = 0
+        self._closed = False
+        stack.loop.add_reader(self.rx.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        stack = self.stack
+        batch = self.rx.recv_batch(stack.config.batch)
+        if not batch:
+            return
+        now = stack.now()
+        conns = self.conns
+        touched: list[Conn] = []
+        for r in batch:
+            tcp = r.tcp
+            sport = (tcp[0] << 8) | tcp[1] if len(tcp) >= 2 else -1
+            conn = conns.get((r.src, sport, r.dst))
+            try:
+                seg = decode_segment(tcp, r.src, r.dst, verify_checksum=not r.csum_ok)
+            except MalformedSegment as e:
+                self.malformed_dropped += 1
+                if conn is not None:
+                    conn.edge.malformed_dropped += 1
+                    conn.tcp.note_malformed()
+                log.debug("malformed segment from %s dropped: %s", socket.inet_ntoa(r.src), e)
+                continue
+            if conn is None:
+                self._unknown(seg, r.src, r.dst, now)
+                continue
+            conn.edge.segments_in += 1
+            conn.tcp.receive_segment(seg, now)
+            if not conn._dirty_in_batch:
+                conn._dirty_in_batch = True
+                touched.append(conn)
+        for conn in touched:
+            conn._dirty_in_batch = False
+            if not conn.closed:
+                conn._flush(now)
+
+    def _unknown(self, seg: TcpSegment, src: bytes, dst: bytes, now: float) -> None:
+        if seg.flags & SYN and not seg.flags & (ACK | RST) and self.on_syn is not None:
+            self.on_syn(seg, src, dst)
+            return
+        self.unknown_dropped += 1
+        if seg.flags & RST:
+            return
+        # No connection: answer with a RST as the kernel would (RFC 9293 3.10.7.1).
+        if seg.flags & ACK:
+            rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+        else:
+            seglen = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & 1 else 0)
+            rst = TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seglen) & 0xFFFFFFFF,
+                             RST | ACK, 0)
+        try:
+            s = RawIpSender(socket.inet_ntoa(dst), socket.inet_ntoa(src))
+            s.send(encode_segment(rst, dst, src), b"")
+            s.close()
+        except OSError as e:
+            log.debug("could not send RST: %s", e)
+
+    def add(self, conn: Conn) -> None:
+        self.conns[(socket.inet_aton(conn.remote[0]), conn.remote[1],
+                    socket.inet_aton(conn.local[0]))] = conn
+
+    def _remove(self, conn: Conn) -> None:
+        key = (socket.inet_aton(conn.remote[0]), conn.remote[1], socket.inet_aton(conn.local[0]))
+        if self.conns.get(key) is conn:
+            del self.conns[key]
+        conn.sender.close()
+        if not self.conns and self.on_syn is None:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.stack.loop.remove_reader(self.rx.fileno())
+        except Exception:  # noqa: BLE001 - the loop may already be closed at exit
+            pass
+        self.rx.close()
+        self.fence.unblock(self.addr, self.port)
+        self._reservation.close()
+        self.stack._endpoints.discard(self)
+
+
+class Listener:
+    """Passive opens on one endpoint: each SYN for an unknown 4-tuple becomes a Conn."""
+
+    def __init__(self, stack: TcpStack, endpoint: Endpoint,
+                 on_accept: Callable[[Conn], ConnectionHandler]) -> None:
+        self.stack = stack
+        self.endpoint = endpoint
+        self.on_accept = on_accept
+        endpoint.on_syn = self._on_syn
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    def _on_syn(self, syn: TcpSegment, src: bytes, dst: bytes) -> None:
+        now = self.stack.now()
+        local = (socket.inet_ntoa(dst), syn.dst_port)
+        remote = (socket.inet_ntoa(src), syn.src_port)
+        tcp = TcpConnection.accept_syn(self.stack.tcp_config(), syn, local, remote, now)
+        conn = Conn(self.stack, self.endpoint, tcp, local, remote)
+        self.endpoint.add(conn)
+        conn.handler = self.on_accept(conn)
+        conn._flush(now)
+
+    def close(self) -> None:
+        self.endpoint.on_syn = None
+        if not self.endpoint.conns:
+            self.endpoint.close()
+
+
+class TcpStack:
+    """All endpoints of one event loop. Create with ``TcpStack(config)`` inside the loop."""
+
+    def __init__(self, config: StackConfig | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config or StackConfig()
+        self.loop = loop or asyncio.get_running_loop()
+        self.fence = process_fence()
+        self._endpoints: set[Endpoint] = set()
+        self._dirty: list[Conn] = []
+        self._flush_scheduled = False
+        self._hops: dict[tuple[str, str], Any] = {}
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def tcp_config(self) -> TcpConfig:
+        cfg = self.config.tcp
+        if self.config.gso and getattr(cfg, "max_segment_payload", None) is None:
+            cfg = dataclasses.replace(cfg, max_segment_payload=self.config.gso_max_payload)
+        return cfg
+
+    def _make_sender(self, src: str, dst: str) -> RawIpSender | GsoPacketSender:
+        if self.config.gso:
+            try:
+                key = (src, dst)
+                hop = self._hops.get(key)
+                if hop is None:
+                    hop = self._hops[key] = resolve_next_hop(src, dst)
+                if hop.dev != "lo":
+                    return GsoPacketSender(src, dst, hop)
+            except OSError as e:
+                log.warning("no GSO sender for %s -> %s (%s); using a raw IP socket", src, dst, e)
+        return RawIpSender(src, dst)
+
+    def _mark(self, conn: Conn) -> None:
+        if conn._dirty_in_batch or conn in self._dirty:
+            return
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        now = self.now()
+        for conn in dirty:
+            if not conn.closed:
+                conn._flush(now)
+
+    async def connect(self, host: str, port: int, handler: ConnectionHandler,
+                      local_addr: tuple[str, int] | str | None = None) -> Conn:
+        """Active open; returns once the SYN is out (the handler hears ``on_connected``)."""
+        if isinstance(local_addr, str):
+            local_addr = (local_addr, 0)
+        laddr, lport = local_addr if local_addr else (local_address_for(host), 0)
+        ep = Endpoint(self, laddr, lport)
+        self._endpoints.add(ep)
+        try:
+            tcp = TcpConnection(self.tcp_config(), local=(laddr, ep.port), remote=(host, port))
+            conn = Conn(self, ep, tcp, (laddr, ep.port), (host, port))
+        except BaseException:
+            ep.close()
+            raise
+        ep.add(conn)
+        conn.handler = handler
+        now = self.now()
+        tcp.connect(now)
+        conn._flush(now)
+        return conn
+
+    def listen(self, host: str, port: int,
+               on_accept: Callable[[Conn], ConnectionHandler]) -> Listener:
+        ep = Endpoint(self, host or "0.0.0.0", port)
+        self._endpoints.add(ep)
+        return Listener(self, ep, on_accept)
+
+    def close(self) -> None:
+        """Drop every endpoint (sockets, port reservations, fence rules). Connections vanish."""
+        for ep in list(self._endpoints):
+            for conn in list(ep.conns.values()):
+                if conn._timer is not None:
+                    conn._timer.cancel()
+                conn.closed = True
+                conn.sender.close()
+            ep.conns.clear()
+            ep.on_syn = None
+            ep.close()
