@@ -38,6 +38,8 @@ class Interrupted(BaseException):
 class Testbed:
     """A running topology. Use as a context manager; every exit path tears it down."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, topo: Topology, *, workdir: Path | None = None, seed: int | None = None):
         self.topo = topo
         self.seed = seed

@@ -1,0 +1,170 @@
+"""The testbed on a real kernel: build, events, kernel MPTCP over two paths, exact teardown."""
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from testbed import registry
+from testbed.events import LinkEvent
+from testbed.net import Testbed
+from testbed.topology import load_topology
+
+pytestmark = pytest.mark.net
+
+
+def root_links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
+
+
+def ping_ok(tb: Testbed, src: str, path: str) -> bool:
+    p = tb.path(path)
+    res = tb.host(src).run(["ping", "-n", "-c", "1", "-W", "1", "-I", p.src_addr, p.dst_addr],
+                           check=False)
+    return res.returncode == 0
+
+
+def test_build_and_teardown_leave_nothing(tmp_path):
+    before = root_links()
+    topo = load_topology("two_path", {"links.wifi.delay_ms": 2, "links.lte.delay_ms": 2})
+    with Testbed(topo, workdir=tmp_path) as tb:
+        node_pids = [h.pid for h in tb.hosts.values()]
+        inodes = {registry.netns_inode(pid) for pid in node_pids}
+        assert len(inodes) == len(topo.nodes) and registry.netns_inode(os.getpid()) not in inodes
+        emu_pids = [pid for emu in tb.emulators.values() for pid in emu.pids]
+        assert emu_pids, "the routers' delay emulators should run"
+        assert ping_ok(tb, "client", "wifi") and ping_ok(tb, "client", "lte")
+        proc = tb.host("server").start(["sleep", "600"])
+    for pid in node_pids + emu_pids + [proc.pid]:
+        assert registry.start_ticks(pid) is None, f"process {pid} survived teardown"
+    assert root_links() == before
+    assert not list(registry.STATE_DIR.glob(f"{os.getpid()}-*.json"))
+
+
+RUNNER = textwrap.dedent("""
+    import sys, time
+    from testbed.net import Testbed
+    from testbed.topology import load_topology
+    with Testbed(load_topology("two_path")) as tb:
+        print(" ".join(str(h.pid) for h in tb.hosts.values()), flush=True)
+        time.sleep(600)
+""")
+
+
+def start_runner() -> tuple[subprocess.Popen, list[int]]:
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert pids, "the runner did not build its testbed"
+    return proc, pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_tears_down(sig):
+    proc, pids = start_runner()
+    proc.send_signal(sig)
+    proc.wait(30)
+    for pid in pids:
+        assert registry.start_ticks(pid) is None, f"node {pid} survived {sig!r}"
+
+
+def test_clean_removes_what_a_killed_run_left():
+    proc, pids = start_runner()
+    proc.kill()  # no chance to tear down: the shells and the emulators stay behind
+    proc.wait(10)
+    fds = [os.pidfd_open(pid) for pid in pids]  # readable once that process has exited
+    try:
+        assert not select.select(fds, [], [], 0)[0], "the nodes should outlive their owner"
+        report = registry.clean_leftovers()
+        assert any("removed namespace" in line for line in report), report
+        for fd in fds:
+            assert select.select([fd], [], [], 5)[0], "a node survived ./inv clean"
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_link_events_on_time_and_effective(tmp_path):
+    topo = load_topology("two_path", {"links.wifi.delay_ms": 1, "links.lte.delay_ms": 1})
+    with Testbed(topo, workdir=tmp_path) as tb:
+        events = [LinkEvent(at=0.3, link="wifi", action="down"),
+                  LinkEvent(at=0.6, link="wifi", action="up"),
+                  LinkEvent(at=0.9, link="lte", action="down", mode="interface"),
+                  LinkEvent(at=1.2, link="lte", action="up", mode="interface"),
+                  LinkEvent(at=1.5, link="wifi", action="set", params={"delay_ms": 30})]
+        log = tb.schedule(events).wait(10)
+        assert [e["action"] for e in log] == ["down", "up", "down", "up", "set"]
+        for e in log:
+            assert abs(e["actual"] - e["at"]) < 0.020, e
+            assert e["done"] - e["at"] < 0.200, e
+        # effects: both paths work again, and the wifi RTT now carries 2 x 30 ms
+        assert ping_ok(tb, "client", "wifi") and ping_ok(tb, "client", "lte")
+        tb.link_down("wifi")
+        assert not ping_ok(tb, "client", "wifi") and ping_ok(tb, "client", "lte")
+        tb.link_up("wifi")
+        tb.link_down("lte", mode="interface")
+        assert not ping_ok(tb, "client", "lte")
+        tb.link_up("lte", mode="interface")
+        assert ping_ok(tb, "client", "lte")
+        p = tb.path("wifi")
+        out = tb.host("client").run(["ping", "-n", "-c", "3", "-i", "0.05", "-I", p.src_addr,
+                                     p.dst_addr]).stdout
+        avg = float(out.rsplit("=", 1)[1].split("/")[1])
+        assert 60 <= avg < 66, out
+
+
+MPTCP_SERVER = textwrap.dedent("""
+    import json, socket, sys, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], 5000)); s.listen(1)
+    print("listening", file=sys.stderr, flush=True)
+    c, _ = s.accept()
+    t0 = time.monotonic(); samples = []; total = 0
+    while True:
+        n = len(c.recv(1 << 20))
+        if not n: break
+        total += n; samples.append((time.monotonic() - t0, total))
+    print(json.dumps(samples[:: max(1, len(samples) // 400)] + samples[-1:]))
+""")
+MPTCP_CLIENT = textwrap.dedent("""
+    import socket, sys, time
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    c.connect((sys.argv[1], 5000))
+    block = b"x" * (1 << 16); end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end: c.sendall(block)
+    c.close()
+""")
+
+
+def nstat(tb: Testbed, host: str) -> dict[str, int]:
+    out = tb.host(host).run(["nstat", "-az", "--json"]).stdout
+    return {k: int(v) for k, v in json.loads(out)["kernel"].items() if k.startswith("MPTcp")}
+
+
+def test_kernel_mptcp_uses_both_paths(tmp_path):
+    with Testbed(load_topology("two_path"), workdir=tmp_path) as tb:
+        tb.kernel_mptcp_default()
+        server_addr = tb.path("wifi").dst_addr
+        srv = tb.host("server").start([sys.executable, "-c", MPTCP_SERVER, server_addr],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        srv.wait_for_line("listening")
+        tb.host("client").run([sys.executable, "-c", MPTCP_CLIENT, server_addr, "6"], timeout=30)
+        samples = json.loads(srv.popen.stdout.read())
+        srv.wait(10)
+        client, server = nstat(tb, "client"), nstat(tb, "server")
+    assert client["MPTcpExtMPCapableSYNACKRX"] == 1
+    assert client["MPTcpExtMPJoinSynAckRx"] == 1, client   # the second subflow, on lte
+    assert server["MPTcpExtMPJoinAckRx"] == 1, server
+    # goodput after the ramp (t >= 2 s) against the 20 + 10 Mbit/s of the two paths
+    t1, b1 = next((t, b) for t, b in samples if t >= 2.0)
+    t2, b2 = samples[-1]
+    mbit = (b2 - b1) * 8 / (t2 - t1) / 1e6
+    assert mbit > 0.85 * 30, f"{mbit:.1f} Mbit/s is not close to the 30 Mbit/s of both paths"

@@ -1,0 +1,118 @@
+"""Topology files and the routing plan: pure checks, no network."""
+
+from pathlib import Path
+
+import pytest
+
+from testbed.routing import resolve_path, router_routes
+from testbed.topology import TopologyError, list_topologies, load_topology
+
+GOOD = """
+description = "test"
+[nodes]
+c = "host"
+r = "router"
+s = "host"
+[links.a]
+ends = ["c", "r"]
+delay_ms = 5
+rate_mbit = 10
+[links.b]
+ends = ["r", "s"]
+[paths.p]
+from = "c"
+link = "a"
+to = "s"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    f = tmp_path / "topo.toml"
+    f.write_text(text)
+    return f
+
+
+def test_shipped_topologies_load_and_resolve():
+    names = {n for n, _ in list_topologies()}
+    assert {"two_path", "n_path", "shared_bottleneck"} <= names
+    for name in names:
+        topo = load_topology(name)
+        assert topo.description
+        for p in topo.paths:
+            resolve_path(topo, p)
+
+
+def test_two_path_expectations():
+    topo = load_topology("two_path")
+    wifi, lte = resolve_path(topo, "wifi"), resolve_path(topo, "lte")
+    assert (wifi.want_rtt_ms, wifi.want_mbit) == (20.0, 20)
+    assert (lte.want_rtt_ms, lte.want_mbit) == (80.0, 10)
+    assert wifi.links == ("wifi", "wifi-core", "server")
+    assert wifi.src_addr != lte.src_addr and wifi.dst_addr == lte.dst_addr
+
+
+def test_n_path_has_four_disjoint_paths():
+    topo = load_topology("n_path")
+    paths = [resolve_path(topo, p) for p in topo.paths]
+    assert len(paths) == 4
+    assert len({p.links[0] for p in paths}) == 4
+
+
+def test_shared_bottleneck_routes_everyone_through_it():
+    topo = load_topology("shared_bottleneck")
+    for p in topo.paths:
+        assert "bottleneck" in resolve_path(topo, p).links
+
+
+def test_router_routes_cover_every_remote_subnet():
+    topo = load_topology("two_path")
+    routes = {r.dst: r for r in router_routes(topo, "core")}
+    assert routes[str(topo.links["wifi"].subnet)].link == "wifi-core"
+    assert routes[str(topo.links["lte"].subnet)].link == "lte-core"
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    topo = load_topology("two_path", {"links.lte.delay_ms": 50})
+    assert topo.links["lte"].model.delay_ms == 50
+    topo = load_topology("two_path", ["links.wifi.rate_mbit=5", "links.wifi.loss_pct=1.5"])
+    assert topo.links["wifi"].model.rate_mbit == 5 and topo.links["wifi"].model.loss_pct == 1.5
+    with pytest.raises(TopologyError, match=r"links\.nope\.delay_ms.*lacks"):
+        load_topology("two_path", {"links.nope.delay_ms": 5})
+    with pytest.raises(TopologyError, match=r"links\.lte\.delay_ms: expected a number"):
+        load_topology("two_path", ["links.lte.delay_ms=fast"])
+
+
+@pytest.mark.parametrize("change, field", [
+    (('c = "host"', 'c = "switch"'), "nodes.c"),
+    (('ends = ["c", "r"]', 'ends = ["c", "x"]'), "links.a.ends"),
+    (('ends = ["c", "r"]', 'ends = ["c"]'), "links.a.ends"),
+    (("delay_ms = 5", "delay_ms = -1"), "links.a.delay_ms"),
+    (("rate_mbit = 10", 'rate_mbit = "ten"'), "links.a.rate_mbit"),
+    (("delay_ms = 5", "delay_ms = 5\nspeed = 3"), "links.a.speed"),
+    (('link = "a"', 'link = "b"'), "paths.p.link"),
+    (('to = "s"', 'to = "r"'), "paths.p.to"),
+    (('description = "test"', ""), "description"),
+    (('[links.b]', '[links.b]\nsubnet = "10.0.1.0/24"'), "links.b.subnet"),
+    (('[links.b]', '[links.B]'), "links.B"),
+])
+def test_mistakes_name_the_file_and_field(tmp_path, change, field):
+    old, new = change
+    f = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(TopologyError) as info:
+        load_topology(f)
+    assert str(f) in str(info.value)
+    assert info.value.field == field, str(info.value)
+
+
+def test_delay_between_two_hosts_is_refused(tmp_path):
+    text = GOOD.replace('[links.b]\nends = ["r", "s"]', '[links.b]\nends = ["c", "s"]\ndelay_ms = 3')
+    with pytest.raises(TopologyError, match="never on an endpoint") as info:
+        load_topology(write(tmp_path, text))
+    assert info.value.field == "links.b"
+
+
+def test_syntax_error_and_missing_file(tmp_path):
+    with pytest.raises(TopologyError, match=r"\(syntax\)"):
+        load_topology(write(tmp_path, "description = \n"))
+    with pytest.raises(TopologyError, match="no such topology"):
+        load_topology("does_not_exist")
