@@ -1,0 +1,109 @@
+"""Command line of the experiment runner: python -m experiments run FILE | list.
+
+./inv run and ./inv list are thin shells over this; the tests drive it as a subprocess too
+(e.g. to interrupt a real run with SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from experiments.config import ExperimentError, list_experiments, load_experiment
+from experiments.stacks import STACKS, StackUnavailable
+
+
+def print_listing() -> None:
+    from testbed.topology import list_topologies
+
+    print("Experiments (experiments/*.toml):")
+    for name, desc in list_experiments():
+        print(f"  {name:<22} {desc}")
+    print("Topologies (topologies/*.toml):")
+    for name, desc in list_topologies():
+        print(f"  {name:<22} {desc}")
+    print("Stacks:")
+    for name, stack in STACKS.items():
+        try:
+            stack.check_available()
+            note = ""
+        except StackUnavailable as e:
+            note = f"  [{e}]"
+        print(f"  {name:<22} {stack.description}{note}")
+
+
+def run_cli(
+    file: str,
+    *,
+    stack: str | None = None,
+    sets: list[str] | None = None,
+    reps: int | None = None,
+    results: str | None = None,
+    quiet: bool = False,
+    analyze: bool = True,
+) -> int:
+    """Validate, run, print where the results are and the summary; exit status says it all."""
+    from experiments.runner import run_experiment
+
+    try:
+        exp = load_experiment(file, sets or [], stack=stack, reps=reps)
+        res = run_experiment(
+            exp,
+            results_root=Path(results) if results else None,
+            progress=not quiet,
+            analyze=analyze,
+        )
+    except (ExperimentError, StackUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"results: {res.run_dir}")
+    for row in res.summary:
+        g = row["goodput_steady_mbit"]
+        line = (
+            f"  {row['stack']:<13} {json.dumps(row['point_values'])} "
+            f"goodput {g['mean']} ± {g['std']} Mbit/s (n={g['n']})"
+        )
+        if "goodput_vs_sum_of_rates" in row:
+            line += f", {row['goodput_vs_sum_of_rates']['mean']:.0%} of the sum of path rates"
+        if "failover_gap_s" in row:
+            line += (
+                f", failover gap {row['failover_gap_s']['mean']} ± {row['failover_gap_s']['std']} s"
+            )
+        line += "" if row["all_intact"] else ", DATA NOT INTACT"
+        print(line)
+    if res.report:
+        print(f"report: {res.report}")
+    return 0 if all(r.intact and r.ok for r in res.runs) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run an experiment file")
+    r.add_argument("file")
+    r.add_argument("--stack", help="only these stacks (comma-separated)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--reps", type=int)
+    r.add_argument("--results", help="results root (default: results/)")
+    r.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    r.add_argument("--no-analysis", action="store_true")
+    sub.add_parser("list", help="experiments, topologies and stacks")
+    a = ap.parse_args(argv)
+    if a.cmd == "list":
+        print_listing()
+        return 0
+    return run_cli(
+        a.file,
+        stack=a.stack,
+        sets=a.sets,
+        reps=a.reps,
+        results=a.results,
+        quiet=a.quiet,
+        analyze=not a.no_analysis,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

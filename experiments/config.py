@@ -1,0 +1,618 @@
+"""Experiment files: one readable TOML file describes one experiment; this module checks it.
+
+A researcher copies a file under experiments/, changes a number and runs it, so every mistake
+must come back as an `ExperimentError` that names the file and the field, unknown keys included
+(a typo silently ignored is a wrong experiment that looks right). After validation everything is
+plain dataclasses, and `resolve_runs` turns the file into the exact list of runs: same file,
+same seed, same overrides -> the same list, which metadata.json records.
+
+File format (see experiments/*.toml)::
+
+    name = "failover"                     # results go to results/<name>/<run-id>/
+    description = "one line for ./inv list"
+    seed = 1                              # payload seeds and run order derive from it
+    repetitions = 3
+    stacks = ["tcp", "kernel-mptcp"]      # names from experiments.stacks.STACKS
+    shuffle = false                       # randomise run order (seeded) against drift
+
+    [topology]
+    name = "two_path"                     # a topologies/*.toml name or a path
+    [topology.set]                        # overrides, dotted keys as in the topology file
+    "links.lte.delay_ms" = 40
+
+    [traffic]                             # the flow under test, run with each stack
+    client = "client"
+    server = "server"
+    kind = "bulk"                         # bulk | reqresp | stream
+    direction = "download"                # download: server -> client
+    duration_s = 10                       # or bytes = N
+    port = 5201
+
+    [[background]]                        # optional competing flows with a fixed stack
+    name = "tcp-competitor"
+    stack = "tcp"
+    client = "tcpc"
+    server = "tcps"
+    duration_s = 10
+    port = 5202
+
+    [[events]]                            # link events, seconds from traffic start
+    at = 5.0
+    link = "wifi"
+    action = "down"                       # down | up | set
+    mode = "blackhole"                    # blackhole | interface (down/up)
+    # set: rate_mbit = 5, delay_ms = 80, loss_pct = 1, jitter_ms = 0
+
+    [grid]                                # parameter sweep: the product of these lists
+    "links.lte.delay_ms" = [10, 50, 100]  # topology keys, or "traffic.<field>"
+
+    [stack.kernel-mptcp]                  # per-stack options (see experiments.stacks)
+    endpoints = [{ host = "client", link = "lte", flags = ["subflow", "backup"] }]
+
+    [metrics]
+    warmup_s = 1.0                        # steady-state goodput ignores the first seconds
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import random
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT_DIR = Path(__file__).resolve().parent
+
+TOP_KEYS = {
+    "name",
+    "description",
+    "seed",
+    "repetitions",
+    "stacks",
+    "shuffle",
+    "topology",
+    "traffic",
+    "background",
+    "events",
+    "grid",
+    "stack",
+    "metrics",
+}
+FLOW_KEYS = {
+    "client",
+    "server",
+    "kind",
+    "direction",
+    "bytes",
+    "duration_s",
+    "rate_mbit",
+    "req_bytes",
+    "resp_bytes",
+    "count",
+    "port",
+    "timeout_s",
+}
+BACKGROUND_KEYS = FLOW_KEYS | {"name", "stack"}
+EVENT_KEYS = {"at", "link", "action", "mode", "rate_mbit", "delay_ms", "loss_pct", "jitter_ms"}
+SET_PARAMS = ("rate_mbit", "delay_ms", "loss_pct", "jitter_ms")
+METRIC_KEYS = {"warmup_s", "gap_window_s"}
+
+
+class ExperimentError(ValueError):
+    """An experiment file (or a --set override) is wrong; names the file and the field."""
+
+    def __init__(self, source: str | Path, field_name: str, problem: str):
+        self.source = str(source)
+        self.field = field_name
+        self.problem = problem
+        super().__init__(f"{source}: {field_name}: {problem}")
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """One traffic flow between two hosts, as the traffic tool understands it."""
+
+    client: str = "client"
+    server: str = "server"
+    kind: str = "bulk"
+    direction: str = "download"
+    bytes: int = 0
+    duration_s: float = 0.0
+    rate_mbit: float = 0.0
+    req_bytes: int = 100
+    resp_bytes: int = 10000
+    count: int = 10
+    port: int = 5201
+    timeout_s: float = 120.0  # the client must finish within this (after its own duration)
+    # background flows only (they start with the main flow)
+    name: str = "main"
+    stack: str = ""
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    at: float
+    link: str
+    action: str
+    mode: str = "blackhole"
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    """A validated experiment file (plus any overrides given on the command line)."""
+
+    name: str
+    description: str
+    source: str
+    text: str  # the file as read, kept verbatim for metadata.json
+    seed: int
+    repetitions: int
+    stacks: list[str]
+    shuffle: bool
+    topology: str
+    topology_set: dict[str, Any]
+    traffic: FlowSpec
+    background: list[FlowSpec]
+    events: list[EventSpec]
+    grid: dict[str, list[Any]]
+    stack_options: dict[str, dict[str, Any]]
+    warmup_s: float = 1.0
+    gap_window_s: float = 10.0
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a grid point, a stack and a repetition, with everything resolved."""
+
+    index: int
+    point: int
+    point_values: dict[str, Any]
+    stack: str
+    rep: int
+    seed: int
+    topology_set: dict[str, Any]
+    traffic: FlowSpec
+
+    @property
+    def label(self) -> str:
+        """Directory below pcap/, traffic/...: <stack>/rep<k>, or <stack>/p<j>-rep<k> in a grid."""
+        return (
+            f"{self.stack}/rep{self.rep}"
+            if self.point_values == {}
+            else f"{self.stack}/p{self.point}-rep{self.rep}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["label"] = self.label
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def experiment_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    return EXPERIMENT_DIR / f"{name_or_path}.toml"
+
+
+def list_experiments() -> list[tuple[str, str]]:
+    """(file name, description) of every experiment file shipped under experiments/."""
+    out = []
+    for f in sorted(EXPERIMENT_DIR.glob("*.toml")):
+        try:
+            desc = str(tomllib.loads(f.read_text()).get("description", ""))
+        except tomllib.TOMLDecodeError as e:
+            desc = f"(unreadable: {e})"
+        out.append((f.stem, desc))
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML would read it (numbers, booleans, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_experiment(
+    name_or_path: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    stack: str | None = None,
+    reps: int | None = None,
+    check_topology: bool = True,
+) -> Experiment:
+    """Read, override and validate an experiment file.
+
+    `overrides` are "key=value" strings as typed after --set. A key that starts with a section
+    of the experiment file (traffic.duration_s, repetitions, grid.links.lte.delay_ms, ...) edits
+    the experiment; any other key is a topology override (links.lte.delay_ms=50) and pins that
+    parameter, taking it out of the grid. `stack` and `reps` are the --stack/--reps shortcuts.
+    """
+    path = experiment_path(name_or_path)
+    source = str(path)
+    if not path.exists():
+        known = ", ".join(n for n, _ in list_experiments())
+        raise ExperimentError(source, "(file)", f"no such experiment file (known: {known})")
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(source, "(syntax)", str(e)) from None
+    overrides = list(overrides or [])
+    for item in overrides:
+        _apply_override(raw, item, source)
+    if stack is not None:
+        raw["stacks"] = [s.strip() for s in stack.split(",") if s.strip()]
+    if reps is not None:
+        raw["repetitions"] = reps
+    exp = parse_experiment(raw, source=source, text=text)
+    exp.overrides = (
+        overrides
+        + ([f"stacks={raw['stacks']}"] if stack is not None else [])
+        + ([f"repetitions={reps}"] if reps is not None else [])
+    )
+    if check_topology:
+        check_against_topology(exp)
+    return exp
+
+
+def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ExperimentError(source, item, "an override is written key=value")
+    value = parse_value(text.strip())
+    head, _, rest = key.partition(".")
+    if head == "grid" and rest:
+        raw.setdefault("grid", {})[rest] = value
+    elif head == "topology" and rest.startswith("set.") and len(rest) > 4:
+        raw.setdefault("topology", {}).setdefault("set", {})[rest[4:]] = value
+    elif head in TOP_KEYS:
+        node: Any = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node, dict):
+                raise ExperimentError(source, key, "override does not name a field of a table")
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ExperimentError(source, key, "override does not name a field of a table")
+        node[parts[-1]] = value
+    else:
+        # A topology parameter: pin it, and stop sweeping it.
+        raw.setdefault("topology", {}).setdefault("set", {})[key] = value
+        grid = raw.get("grid")
+        if isinstance(grid, dict):
+            grid.pop(key, None)
+
+
+def _unknown(source: str, where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    for k in table:
+        if k not in allowed:
+            prefix = f"{where}." if where else ""
+            raise ExperimentError(
+                source, f"{prefix}{k}", f"unknown key (allowed: {', '.join(sorted(allowed))})"
+            )
+
+
+def _typed(
+    source: str, where: str, value: Any, kind: type | tuple[type, ...], *, lo: float | None = None
+) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # TOML booleans are ints to Python; a number field must not accept true/false.
+    ok = (
+        isinstance(value, bool)
+        if bool in kinds
+        else (isinstance(value, kinds) and not isinstance(value, bool))
+    )
+    if not ok:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ExperimentError(source, where, f"expected {names}, got {value!r}")
+    if lo is not None and value < lo:
+        raise ExperimentError(source, where, f"must be >= {lo}, got {value!r}")
+    return value
+
+
+def _table(source: str, where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ExperimentError(source, where, f"expected a table, got {value!r}")
+    return value
+
+
+def _flow(source: str, where: str, raw: dict[str, Any], background: bool) -> FlowSpec:
+    _unknown(source, where, raw, BACKGROUND_KEYS if background else FLOW_KEYS)
+    num = (int, float)
+    kw: dict[str, Any] = {}
+    for k, v in raw.items():
+        w = f"{where}.{k}"
+        if k in ("client", "server", "name", "stack"):
+            kw[k] = _typed(source, w, v, str)
+        elif k == "kind":
+            if v not in ("bulk", "reqresp", "stream"):
+                raise ExperimentError(source, w, f"must be bulk, reqresp or stream, not {v!r}")
+            kw[k] = v
+        elif k == "direction":
+            if v not in ("download", "upload"):
+                raise ExperimentError(source, w, f"must be download or upload, not {v!r}")
+            kw[k] = v
+        elif k in ("bytes", "req_bytes", "resp_bytes", "count"):
+            kw[k] = _typed(source, w, v, int, lo=0)
+        elif k == "port":
+            kw[k] = _typed(source, w, v, int, lo=1)
+            if v > 65535:
+                raise ExperimentError(source, w, f"must be <= 65535, got {v}")
+        else:
+            kw[k] = float(_typed(source, w, v, num, lo=0))
+    flow = FlowSpec(**kw)
+    if flow.kind in ("bulk", "stream") and flow.bytes <= 0 and flow.duration_s <= 0:
+        raise ExperimentError(
+            source, f"{where}.duration_s", f"a {flow.kind} flow needs duration_s > 0 or bytes > 0"
+        )
+    if flow.kind == "stream" and flow.rate_mbit <= 0:
+        raise ExperimentError(source, f"{where}.rate_mbit", "a stream flow needs rate_mbit > 0")
+    if flow.kind == "reqresp" and min(flow.req_bytes, flow.resp_bytes, flow.count) <= 0:
+        raise ExperimentError(
+            source, f"{where}.count", "a reqresp flow needs req_bytes, resp_bytes and count > 0"
+        )
+    return flow
+
+
+def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Experiment:
+    """Validate a parsed experiment document; every error names the field."""
+    from experiments.stacks import STACKS
+
+    _unknown(source, "", raw, TOP_KEYS)
+    for req in ("name", "topology", "traffic", "stacks"):
+        if req not in raw:
+            raise ExperimentError(source, req, "missing (required)")
+    name = _typed(source, "name", raw["name"], str)
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ExperimentError(source, "name", f"use letters, digits, - and _ only: {name!r}")
+    description = _typed(source, "description", raw.get("description", ""), str)
+    seed = _typed(source, "seed", raw.get("seed", 1), int, lo=0)
+    reps = _typed(source, "repetitions", raw.get("repetitions", 1), int, lo=1)
+    shuffle = _typed(source, "shuffle", raw.get("shuffle", False), bool)
+
+    stacks = raw["stacks"]
+    if not isinstance(stacks, list) or not stacks:
+        raise ExperimentError(source, "stacks", f"expected a non-empty list, got {stacks!r}")
+    for i, s in enumerate(stacks):
+        if s not in STACKS:
+            raise ExperimentError(
+                source, f"stacks[{i}]", f"unknown stack {s!r} (known: {', '.join(STACKS)})"
+            )
+    if len(set(stacks)) != len(stacks):
+        raise ExperimentError(source, "stacks", f"a stack is listed twice: {stacks}")
+
+    topo = _table(source, "topology", raw["topology"])
+    _unknown(source, "topology", topo, {"name", "set"})
+    if "name" not in topo:
+        raise ExperimentError(source, "topology.name", "missing (required)")
+    topo_name = _typed(source, "topology.name", topo["name"], str)
+    topo_set = dict(_table(source, "topology.set", topo.get("set", {})))
+
+    traffic = _flow(source, "traffic", _table(source, "traffic", raw["traffic"]), False)
+    background = []
+    bg_raw = raw.get("background", [])
+    if not isinstance(bg_raw, list):
+        raise ExperimentError(source, "background", "expected an array of tables [[background]]")
+    for i, b in enumerate(bg_raw):
+        flow = _flow(source, f"background[{i}]", _table(source, f"background[{i}]", b), True)
+        if not flow.stack:
+            flow = FlowSpec(**{**asdict(flow), "stack": "tcp"})
+        if flow.stack not in STACKS:
+            raise ExperimentError(source, f"background[{i}].stack", f"unknown stack {flow.stack!r}")
+        if flow.name == "main":
+            flow = FlowSpec(**{**asdict(flow), "name": f"background{i}"})
+        background.append(flow)
+
+    events = []
+    ev_raw = raw.get("events", [])
+    if not isinstance(ev_raw, list):
+        raise ExperimentError(source, "events", "expected an array of tables [[events]]")
+    for i, e in enumerate(ev_raw):
+        where = f"events[{i}]"
+        e = _table(source, where, e)
+        _unknown(source, where, e, EVENT_KEYS)
+        for req in ("at", "link", "action"):
+            if req not in e:
+                raise ExperimentError(source, f"{where}.{req}", "missing (required)")
+        at = float(_typed(source, f"{where}.at", e["at"], (int, float), lo=0))
+        link = _typed(source, f"{where}.link", e["link"], str)
+        action = e["action"]
+        if action not in ("down", "up", "set"):
+            raise ExperimentError(
+                source, f"{where}.action", f"must be down, up or set, not {action!r}"
+            )
+        mode = e.get("mode", "blackhole")
+        if mode not in ("blackhole", "interface"):
+            raise ExperimentError(
+                source, f"{where}.mode", f"must be blackhole or interface, not {mode!r}"
+            )
+        params = {
+            k: float(_typed(source, f"{where}.{k}", e[k], (int, float), lo=0))
+            for k in SET_PARAMS
+            if k in e
+        }
+        if action == "set" and not params:
+            raise ExperimentError(
+                source, where, f"a set event needs one of {', '.join(SET_PARAMS)}"
+            )
+        if action != "set" and params:
+            raise ExperimentError(
+                source, f"{where}.{next(iter(params))}", "only set events take link parameters"
+            )
+        events.append(EventSpec(at=at, link=link, action=action, mode=mode, params=params))
+
+    grid = {}
+    for k, v in _table(source, "grid", raw.get("grid", {})).items():
+        if not isinstance(v, list) or not v:
+            raise ExperimentError(source, f"grid.{k}", f"expected a non-empty list, got {v!r}")
+        if k.startswith("traffic."):
+            fld = k.split(".", 1)[1]
+            if fld not in FLOW_KEYS or fld in ("client", "server"):
+                raise ExperimentError(
+                    source, f"grid.{k}", f"not a sweepable traffic field: {fld!r}"
+                )
+            for j, val in enumerate(v):
+                _flow(source, f"grid.{k}[{j}]", {**_flow_raw(traffic), fld: val}, False)
+        grid[k] = list(v)
+
+    stack_opts = {}
+    for s, opts in _table(source, "stack", raw.get("stack", {})).items():
+        if s not in STACKS:
+            raise ExperimentError(
+                source, f"stack.{s}", f"unknown stack (known: {', '.join(STACKS)})"
+            )
+        stack_opts[s] = STACKS[s].validate_options(
+            source, f"stack.{s}", _table(source, f"stack.{s}", opts)
+        )
+
+    metrics = _table(source, "metrics", raw.get("metrics", {}))
+    _unknown(source, "metrics", metrics, METRIC_KEYS)
+    warmup = float(
+        _typed(source, "metrics.warmup_s", metrics.get("warmup_s", 1.0), (int, float), lo=0)
+    )
+    window = float(
+        _typed(
+            source, "metrics.gap_window_s", metrics.get("gap_window_s", 10.0), (int, float), lo=0
+        )
+    )
+
+    return Experiment(
+        name=name,
+        description=description,
+        source=source,
+        text=text,
+        seed=seed,
+        repetitions=reps,
+        stacks=list(stacks),
+        shuffle=shuffle,
+        topology=topo_name,
+        topology_set=topo_set,
+        traffic=traffic,
+        background=background,
+        events=sorted(events, key=lambda ev: ev.at),
+        grid=grid,
+        stack_options=stack_opts,
+        warmup_s=warmup,
+        gap_window_s=window,
+    )
+
+
+def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
+    d = asdict(flow)
+    for k in ("name", "stack"):
+        d.pop(k)
+    return d
+
+
+def check_against_topology(exp: Experiment) -> None:
+    """Every grid point must give a valid topology, and hosts/links named must exist in it."""
+    from testbed.topology import TopologyError, load_topology
+
+    points = grid_points(exp)
+    for values in points:
+        topo_keys = {k: v for k, v in values.items() if not k.startswith("traffic.")}
+        try:
+            topo = load_topology(exp.topology, {**exp.topology_set, **topo_keys})
+        except TopologyError as e:
+            fld = e.field
+            where = (
+                f"grid.{fld}"
+                if fld in topo_keys
+                else f"topology.set.{fld}"
+                if fld in exp.topology_set
+                else "topology.name"
+            )
+            raise ExperimentError(exp.source, where, str(e)) from None
+    for where, flow in [("traffic", exp.traffic)] + [
+        (f"background[{i}]", b) for i, b in enumerate(exp.background)
+    ]:
+        for role in ("client", "server"):
+            h = getattr(flow, role)
+            if h not in topo.hosts:
+                raise ExperimentError(
+                    exp.source,
+                    f"{where}.{role}",
+                    f"no host {h!r} in {exp.topology} (hosts: {', '.join(topo.hosts)})",
+                )
+    for i, ev in enumerate(exp.events):
+        if ev.link not in topo.links:
+            raise ExperimentError(
+                exp.source,
+                f"events[{i}].link",
+                f"no link {ev.link!r} in {exp.topology} (links: {', '.join(topo.links)})",
+            )
+    for s, opts in exp.stack_options.items():
+        from experiments.stacks import STACKS
+
+        STACKS[s].check_topology(exp.source, f"stack.{s}", opts, topo)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving the runs
+
+
+def grid_points(exp: Experiment) -> list[dict[str, Any]]:
+    """The parameter grid as a list of {key: value}, in file order (product of the lists)."""
+    if not exp.grid:
+        return [{}]
+    keys = list(exp.grid)
+    return [
+        dict(zip(keys, combo, strict=True))
+        for combo in itertools.product(*(exp.grid[k] for k in keys))
+    ]
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A stable per-run seed (sha256, not Python's salted hash()): same inputs, same seed."""
+    digest = hashlib.sha256(":".join(str(p) for p in (seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def resolve_runs(exp: Experiment) -> list[RunSpec]:
+    """The exact list of runs, in execution order.
+
+    Stacks alternate inside each repetition so slow drift of the machine hits every stack alike;
+    the payload seed depends on the point and repetition but not on the stack, so stacks are
+    compared on identical bytes. `shuffle = true` permutes the order with the experiment seed.
+    """
+    runs: list[RunSpec] = []
+    for p, values in enumerate(grid_points(exp)):
+        topo_set = {
+            **exp.topology_set,
+            **{k: v for k, v in values.items() if not k.startswith("traffic.")},
+        }
+        traffic_over = {
+            k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("traffic.")
+        }
+        traffic = FlowSpec(**{**asdict(exp.traffic), **traffic_over})
+        for rep in range(1, exp.repetitions + 1):
+            seed = derive_seed(exp.seed, p, rep)
+            for stack in exp.stacks:
+                runs.append(
+                    RunSpec(
+                        index=0,
+                        point=p,
+                        point_values=dict(values),
+                        stack=stack,
+                        rep=rep,
+                        seed=seed,
+                        topology_set=copy.deepcopy(topo_set),
+                        traffic=traffic,
+                    )
+                )
+    if exp.shuffle:
+        random.Random(derive_seed(exp.seed, "order")).shuffle(runs)
+    return [RunSpec(**{**r.__dict__, "index": i}) for i, r in enumerate(runs)]

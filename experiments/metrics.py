@@ -1,0 +1,273 @@
+"""Headline metrics computed from the traffic tool's own reports (no pcap parsing needed).
+
+The receiver samples its in-order byte count every 100 ms and records every pause longer than
+50 ms; the kernel's per-subflow counters are sampled alongside. That is enough for goodput,
+the failover gap and which path carried the data, so a run has its headline numbers even when
+the pcap analysis (analysis/) is not run. Definitions follow /work/shared/REFERENCE.md.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class FailoverMetrics:
+    """What happened to the flow around one link-down event (times from the event)."""
+
+    link: str
+    event_t: float  # seconds after the receiver's start
+    gap_s: float  # longest pause in in-order progress that starts within the window
+    gap_start_t: float | None
+    resume_after_s: float | None  # event -> end of that pause (in-order progress resumed)
+    recovery_90pct_s: float | None  # first 500 ms window at >= 90% of pre-event goodput
+    goodput_before_mbit: float
+    goodput_after_mbit: float  # from 1 s after the event to the next event (or the end)
+    subflow_bytes_after: dict[str, int] = field(default_factory=dict)  # per subflow, event+1s..
+    cut_path_bytes_after: int | None = None  # subflows on the cut link (should be 0)
+    other_paths_bytes_after: int | None = None  # subflows elsewhere (should carry on)
+
+
+@dataclass
+class RunMetrics:
+    label: str
+    stack: str
+    point: int
+    point_values: dict[str, Any]
+    rep: int
+    ok: bool  # both ends finished without error
+    intact: bool  # receiver's sha256 == sender's sha256 and byte counts equal
+    bytes: int
+    duration_s: float
+    goodput_mbit: float  # whole transfer
+    goodput_steady_mbit: float  # after the warm-up, up to the first event (or the end)
+    max_subflows: int
+    mptcp_fallback: bool | None
+    subflow_bytes: dict[str, int]
+    path_rates_mbit: dict[str, float]
+    aggregation_benefit: float | None
+    goodput_vs_sum_of_rates: float | None
+    latency_ms_median: float | None
+    failover: list[FailoverMetrics] = field(default_factory=list)
+    background: list[dict[str, Any]] = field(default_factory=list)  # competing flows' goodput
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rate_between(samples: list[list[float]], t_from: float, t_to: float) -> float:
+    """Mbit/s of in-order progress between two times (samples: [t, cumulative bytes])."""
+    inside = [s for s in samples if t_from <= s[0] <= t_to]
+    if len(inside) < 2:
+        return 0.0
+    dt = inside[-1][0] - inside[0][0]
+    return (inside[-1][1] - inside[0][1]) * 8 / 1e6 / dt if dt > 0 else 0.0
+
+
+def _bytes_at(series: list[list[float]], t: float) -> float:
+    """Cumulative count at time t (last sample at or before t; 0 before the first)."""
+    best = 0.0
+    for s in series:
+        if s[0] <= t:
+            best = s[1]
+        else:
+            break
+    return best
+
+
+def failover_metrics(
+    receiver: dict[str, Any],
+    event_t: float,
+    link: str,
+    next_t: float | None,
+    window_s: float,
+    link_addr: str | None = None,
+) -> FailoverMetrics:
+    """`link_addr` is the client's address on the cut link: subflows using it are "cut"."""
+    samples = receiver.get("samples", [])
+    end_t = samples[-1][0] if samples else event_t
+    gaps = [
+        g
+        for g in receiver.get("gaps", [])
+        if event_t - 1.0 <= g[0] + g[1] and g[0] <= event_t + window_s
+    ]
+    # A pause counts if it overlaps the event or starts within the window after it.
+    best = max(gaps, key=lambda g: g[1], default=None)
+    resume = round(best[0] + best[1] - event_t, 3) if best else None
+    before = _rate_between(samples, max(0.0, event_t - 3.0), event_t)
+    after_end = next_t if next_t is not None else end_t
+    after = _rate_between(samples, event_t + 1.0, after_end)
+    recovery = None
+    t = event_t
+    while before > 0 and t + 0.5 <= after_end:
+        if _rate_between(samples, t, t + 0.5) >= 0.9 * before:
+            recovery = round(t - event_t, 3)
+            break
+        t += 0.1
+    sub_after: dict[str, int] = {}
+    sub = receiver.get("subflow_samples", [])
+    if sub:
+        keys = {k for _, d in sub for k in d}
+        for k in sorted(keys):
+            series = [[t_, d[k]] for t_, d in sub if k in d]
+            sub_after[k] = int(_bytes_at(series, after_end) - _bytes_at(series, event_t + 1.0))
+    cut = other = None
+    if sub_after and link_addr:
+        on_cut = [
+            k for k in sub_after if any(end.rsplit(":", 1)[0] == link_addr for end in k.split("->"))
+        ]
+        cut = sum(sub_after[k] for k in on_cut)
+        other = sum(v for k, v in sub_after.items() if k not in on_cut)
+    return FailoverMetrics(
+        link=link,
+        event_t=round(event_t, 3),
+        gap_s=round(best[1], 3) if best else 0.0,
+        gap_start_t=round(best[0], 3) if best else None,
+        resume_after_s=resume,
+        recovery_90pct_s=recovery,
+        goodput_before_mbit=round(before, 3),
+        goodput_after_mbit=round(after, 3),
+        subflow_bytes_after=sub_after,
+        cut_path_bytes_after=cut,
+        other_paths_bytes_after=other,
+    )
+
+
+def aggregation_benefit(goodput: float, capacities: list[float]) -> float | None:
+    """Kaspar 2012 / Paasch 2014: 1 = perfect aggregation, 0 = as good as the best path."""
+    if not capacities or goodput <= 0:
+        return None
+    c_max = max(capacities)
+    total = sum(capacities)
+    if goodput >= c_max:
+        return (goodput - c_max) / (total - c_max) if total > c_max else 0.0
+    return (goodput - c_max) / c_max
+
+
+def run_metrics(
+    *,
+    label: str,
+    stack: str,
+    point: int,
+    point_values: dict[str, Any],
+    rep: int,
+    client: dict[str, Any],
+    server: dict[str, Any],
+    direction: str,
+    events: list[dict[str, Any]],
+    event_times: list[float],
+    path_rates: dict[str, float],
+    warmup_s: float,
+    window_s: float,
+    link_addrs: dict[str, str] | None = None,
+) -> RunMetrics:
+    """Metrics for one run. `event_times` are the events' actual times on the receiver's clock."""
+    receiver, sender = (client, server) if direction == "download" else (server, client)
+    errors = [f"{r.get('role')}: {r['error']}" for r in (client, server) if r.get("error")]
+    intact = (
+        bool(receiver.get("bytes_received"))
+        and receiver.get("received_sha256") == sender.get("sent_sha256")
+        and receiver.get("bytes_received") == sender.get("bytes_sent")
+        and client.get("received_sha256") == server.get("sent_sha256")
+        and server.get("received_sha256") == client.get("sent_sha256")
+    )
+    samples = receiver.get("samples", [])
+    end_t = samples[-1][0] if samples else 0.0
+    steady_end = min([t for t in event_times if t > warmup_s] + [end_t])
+    steady = _rate_between(samples, warmup_s, steady_end) if steady_end > warmup_s else 0.0
+    sub = receiver.get("subflow_samples", [])
+    subflow_bytes = dict(sub[-1][1]) if sub else {}
+    caps = [r for r in path_rates.values() if r]
+    benefit = aggregation_benefit(steady, caps) if not events else None
+    latencies = client.get("latencies_ms") or []
+    fails: list[FailoverMetrics] = []
+    for i, (ev, t) in enumerate(zip(events, event_times, strict=True)):
+        if ev["action"] != "down":
+            continue
+        later = [
+            tt
+            for e2, tt in zip(events[i + 1 :], event_times[i + 1 :], strict=True)
+            if e2["link"] == ev["link"]
+        ]
+        fails.append(
+            failover_metrics(
+                receiver,
+                t,
+                ev["link"],
+                later[0] if later else None,
+                window_s,
+                (link_addrs or {}).get(ev["link"]),
+            )
+        )
+    return RunMetrics(
+        label=label,
+        stack=stack,
+        point=point,
+        point_values=point_values,
+        rep=rep,
+        ok=not errors,
+        intact=intact,
+        bytes=int(receiver.get("bytes_received", 0)),
+        duration_s=float(receiver.get("duration_s", 0.0)),
+        goodput_mbit=float(receiver.get("goodput_mbit", 0.0)),
+        goodput_steady_mbit=round(steady, 3),
+        max_subflows=int(receiver.get("max_subflows", 0)),
+        mptcp_fallback=receiver.get("mptcp_fallback"),
+        subflow_bytes=subflow_bytes,
+        path_rates_mbit=path_rates,
+        aggregation_benefit=None if benefit is None else round(benefit, 4),
+        goodput_vs_sum_of_rates=round(steady / sum(caps), 4) if caps and not events else None,
+        latency_ms_median=statistics.median(latencies) if latencies else None,
+        failover=fails,
+        errors=errors,
+    )
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    return {
+        "n": len(vals),
+        "mean": round(statistics.fmean(vals), 4),
+        "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
+        "min": round(min(vals), 4),
+        "max": round(max(vals), 4),
+    }
+
+
+def summarize(runs: list[RunMetrics]) -> list[dict[str, Any]]:
+    """Mean and spread over repetitions, per grid point and stack."""
+    groups: dict[tuple[int, str], list[RunMetrics]] = {}
+    for r in runs:
+        groups.setdefault((r.point, r.stack), []).append(r)
+    out = []
+    for (point, stack), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        row: dict[str, Any] = {
+            "point": point,
+            "point_values": rs[0].point_values,
+            "stack": stack,
+            "repetitions": len(rs),
+            "all_intact": all(r.intact for r in rs),
+            "goodput_mbit": _stats([r.goodput_mbit for r in rs]),
+            "goodput_steady_mbit": _stats([r.goodput_steady_mbit for r in rs]),
+            "path_rates_mbit": rs[0].path_rates_mbit,
+        }
+        if any(r.aggregation_benefit is not None for r in rs):
+            row["aggregation_benefit"] = _stats([r.aggregation_benefit for r in rs])
+            row["goodput_vs_sum_of_rates"] = _stats([r.goodput_vs_sum_of_rates for r in rs])
+        if any(r.failover for r in rs):
+            row["failover_gap_s"] = _stats(
+                [max(f.gap_s for f in r.failover) for r in rs if r.failover]
+            )
+            row["goodput_after_failure_mbit"] = _stats(
+                [r.failover[0].goodput_after_mbit for r in rs if r.failover]
+            )
+        if any(r.latency_ms_median is not None for r in rs):
+            row["latency_ms_median"] = _stats([r.latency_ms_median for r in rs])
+        out.append(row)
+    return out

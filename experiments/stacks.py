@@ -1,0 +1,331 @@
+"""The stacks an experiment compares, behind one small interface (the seam for new stacks).
+
+A stack knows three things: how to check it can run here, how to configure the hosts before a
+run (kernel MPTCP endpoints, limits, scheduler), and which command line runs its server and its
+client. `tcp` and `kernel-mptcp` both run our traffic tool (experiments/traffic.py) with a
+different socket protocol, so they are measured by identical code. `userspace` runs our own
+MPTCP implementation's CLI (python -m mptcp_impl) once it exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ExperimentError
+
+ENDPOINT_FLAGS = ("subflow", "signal", "backup", "fullmesh")
+SCHEDULERS_FILE = Path("/proc/sys/net/mptcp/available_schedulers")
+
+
+class StackUnavailable(RuntimeError):
+    """The stack cannot run on this machine or in this checkout (says why)."""
+
+
+@dataclass
+class Command:
+    """How to start one end of a flow on a host, and how to read its result afterwards."""
+
+    argv: list[str]
+    out_file: Path | None  # the JSON report the program writes on the host (None: stdout)
+    ready_pattern: str | None = None  # servers: printed once listening
+
+
+class Stack:
+    """Base class: plain behaviour shared by the stacks driven through our traffic tool."""
+
+    name = ""
+    proto = "tcp"  # the traffic tool's --proto
+    description = ""
+
+    # ---- validation (experiment file time) -------------------------------------------------
+
+    def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        if opts:
+            raise ExperimentError(
+                source, f"{where}.{next(iter(opts))}", f"the {self.name} stack takes no options"
+            )
+        return {}
+
+    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Any) -> None:
+        """Options that name hosts or links are checked against the topology here."""
+
+    def check_available(self) -> None:
+        """Raise StackUnavailable when this stack cannot run here."""
+
+    # ---- run time ----------------------------------------------------------------------------
+
+    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        """Configure the hosts before a run; returns what was done (goes into the logs)."""
+        return {}
+
+    def server(self, python: str, tool: Path, listen: str, out: Path) -> Command:
+        return Command(
+            [
+                python,
+                str(tool),
+                "server",
+                "--listen",
+                listen,
+                "--proto",
+                self.proto,
+                "--once",
+                "--out",
+                str(out),
+            ],
+            out,
+            ready_pattern=r"^listening ",
+        )
+
+    def client(
+        self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
+    ) -> Command:
+        argv = [
+            python,
+            str(tool),
+            "client",
+            "--connect",
+            connect,
+            "--proto",
+            self.proto,
+            "--kind",
+            flow.kind,
+            "--direction",
+            flow.direction,
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ]
+        if flow.bytes:
+            argv += ["--bytes", str(flow.bytes)]
+        if flow.duration_s:
+            argv += ["--duration", str(flow.duration_s)]
+        if flow.rate_mbit:
+            argv += ["--rate-mbit", str(flow.rate_mbit)]
+        if flow.kind == "reqresp":
+            argv += [
+                "--req-bytes",
+                str(flow.req_bytes),
+                "--resp-bytes",
+                str(flow.resp_bytes),
+                "--count",
+                str(flow.count),
+            ]
+        return Command(argv, out)
+
+    def read_result(self, text: str) -> dict[str, Any]:
+        """The program's JSON report (the last JSON line of its output)."""
+        for line in reversed(text.strip().splitlines()):
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+        raise ValueError("no JSON report in the program's output")
+
+
+class TcpStack(Stack):
+    name = "tcp"
+    proto = "tcp"
+    description = "plain kernel TCP on the primary path (single path)"
+
+
+class KernelMptcpStack(Stack):
+    """Linux MPTCP: per-host `ip mptcp limits` and `endpoint`s, optional scheduler.
+
+    Options ([stack.kernel-mptcp] in the experiment file):
+      endpoints = "default" | [{host, link, flags = ["subflow", "backup", ...]}, ...]
+        "default" (the default): every multi-homed host gets each extra address as a
+        `subflow` endpoint on its device. With a list, hosts not named get an empty endpoint
+        list (so they only accept joins).
+      limits = {subflows = 8, add_addr_accepted = 8}
+      scheduler = "default"   (checked against /proc/sys/net/mptcp/available_schedulers)
+    """
+
+    name = "kernel-mptcp"
+    proto = "mptcp"
+    description = "Linux kernel MPTCP (ip mptcp endpoints/limits, socket protocol 262)"
+
+    def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"endpoints", "limits", "scheduler"}
+        for k in opts:
+            if k not in allowed:
+                raise ExperimentError(
+                    source, f"{where}.{k}", f"unknown key (allowed: {', '.join(sorted(allowed))})"
+                )
+        out: dict[str, Any] = {
+            "endpoints": "default",
+            "limits": {"subflows": 8, "add_addr_accepted": 8},
+            "scheduler": None,
+        }
+        eps = opts.get("endpoints", "default")
+        if eps != "default":
+            if not isinstance(eps, list):
+                raise ExperimentError(
+                    source,
+                    f"{where}.endpoints",
+                    'expected "default" or a list of {host, link, flags}',
+                )
+            clean = []
+            for i, ep in enumerate(eps):
+                w = f"{where}.endpoints[{i}]"
+                if not isinstance(ep, dict):
+                    raise ExperimentError(source, w, "expected a table {host, link, flags}")
+                for k in ep:
+                    if k not in ("host", "link", "flags"):
+                        raise ExperimentError(source, f"{w}.{k}", "unknown key (host, link, flags)")
+                for k in ("host", "link"):
+                    if not isinstance(ep.get(k), str):
+                        raise ExperimentError(source, f"{w}.{k}", "missing or not a string")
+                flags = ep.get("flags", ["subflow"])
+                if isinstance(flags, str):
+                    flags = flags.split()
+                if not isinstance(flags, list) or not flags:
+                    raise ExperimentError(source, f"{w}.flags", "expected a list of flags")
+                for f in flags:
+                    if f not in ENDPOINT_FLAGS:
+                        raise ExperimentError(
+                            source,
+                            f"{w}.flags",
+                            f"unknown flag {f!r} (known: {', '.join(ENDPOINT_FLAGS)})",
+                        )
+                clean.append({"host": ep["host"], "link": ep["link"], "flags": list(flags)})
+            out["endpoints"] = clean
+        limits = opts.get("limits", out["limits"])
+        if not isinstance(limits, dict):
+            raise ExperimentError(source, f"{where}.limits", "expected a table")
+        for k, v in limits.items():
+            if k not in ("subflows", "add_addr_accepted"):
+                raise ExperimentError(
+                    source, f"{where}.limits.{k}", "unknown limit (subflows, add_addr_accepted)"
+                )
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 8:
+                raise ExperimentError(source, f"{where}.limits.{k}", f"expected 0..8, got {v!r}")
+        out["limits"] = dict(limits)
+        sched = opts.get("scheduler")
+        if sched is not None:
+            if not isinstance(sched, str):
+                raise ExperimentError(source, f"{where}.scheduler", "expected a string")
+            available = available_schedulers()
+            if available and sched not in available:
+                raise ExperimentError(
+                    source,
+                    f"{where}.scheduler",
+                    f"{sched!r} is not offered by this kernel (available: {', '.join(available)})",
+                )
+            out["scheduler"] = sched
+        return out
+
+    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Any) -> None:
+        if opts.get("endpoints") in (None, "default"):
+            return
+        for i, ep in enumerate(opts["endpoints"]):
+            w = f"{where}.endpoints[{i}]"
+            if ep["host"] not in topo.hosts:
+                raise ExperimentError(
+                    source, f"{w}.host", f"no host {ep['host']!r} in the topology"
+                )
+            if ep["link"] not in topo.links or ep["host"] not in (
+                topo.links[ep["link"]].a,
+                topo.links[ep["link"]].b,
+            ):
+                raise ExperimentError(
+                    source, f"{w}.link", f"{ep['host']!r} has no link {ep['link']!r}"
+                )
+
+    def check_available(self) -> None:
+        try:
+            enabled = Path("/proc/sys/net/mptcp/enabled").read_text().strip()
+        except FileNotFoundError:
+            raise StackUnavailable(
+                "kernel-mptcp: this kernel has no MPTCP (/proc/sys/net/mptcp missing)"
+            ) from None
+        if enabled != "1":
+            raise StackUnavailable("kernel-mptcp: net.mptcp.enabled is 0")
+
+    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
+        done: dict[str, Any] = {"limits": limits, "endpoints": {}}
+        eps = opts.get("endpoints", "default")
+        for h in tb.topo.hosts:
+            if eps in (None, "default"):
+                links = tb.topo.links_of(h)
+                mine = [(lk.addr_of(h), tb.intf(h, lk.name), "subflow") for lk in links[1:]]
+            else:
+                mine = [
+                    (tb.addr(h, ep["link"]), tb.intf(h, ep["link"]), " ".join(ep["flags"]))
+                    for ep in eps
+                    if ep["host"] == h
+                ]
+            tb.kernel_mptcp(h, limits=limits, endpoints=mine)
+            done["endpoints"][h] = [list(e) for e in mine]
+        sched = opts.get("scheduler")
+        if sched:
+            for h in tb.topo.hosts:
+                tb.host(h).run(["sysctl", "-q", "-w", f"net.mptcp.scheduler={sched}"])
+            done["scheduler"] = sched
+        return done
+
+
+class UserspaceStack(Stack):
+    """Our own MPTCP implementation (mptcp_impl), driven through its CLI.
+
+    Its CLI moves N bytes and prints a JSON report; it does not speak our traffic tool's
+    protocol, so only bulk flows of a fixed size are possible with it.
+    """
+
+    name = "userspace"
+    proto = "userspace"
+    description = "our userspace MPTCP stack (python -m mptcp_impl)"
+
+    def check_available(self) -> None:
+        if importlib.util.find_spec("mptcp_impl.__main__") is None:
+            raise StackUnavailable(
+                "userspace: not available yet (mptcp_impl/__main__.py, the "
+                "stack's command line, does not exist in this checkout)"
+            )
+
+    def server(self, python: str, tool: Path, listen: str, out: Path) -> Command:
+        return Command(
+            [python, "-m", "mptcp_impl", "server", "--listen", listen, "--once", "--json"],
+            None,
+            ready_pattern=r"listening",
+        )
+
+    def client(
+        self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
+    ) -> Command:
+        if flow.kind != "bulk" or not flow.bytes:
+            raise StackUnavailable("userspace: only bulk flows with bytes = N are supported")
+        return Command(
+            [
+                python,
+                "-m",
+                "mptcp_impl",
+                "client",
+                "--connect",
+                connect,
+                "--bytes",
+                str(flow.bytes),
+                "--json",
+            ],
+            None,
+        )
+
+
+STACKS: dict[str, Stack] = {s.name: s for s in (TcpStack(), KernelMptcpStack(), UserspaceStack())}
+
+
+def available_schedulers() -> list[str]:
+    try:
+        return SCHEDULERS_FILE.read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def get_stack(name: str) -> Stack:
+    if name not in STACKS:
+        raise KeyError(f"unknown stack {name!r} (known: {', '.join(STACKS)})")
+    return STACKS[name]
