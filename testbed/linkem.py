@@ -69,6 +69,8 @@ NFQA_CFG_F_GSO = 4
 NF_ACCEPT = 1
 
 MSG_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+EARLY_SLACK = 20e-6  # release packets due within this much of now
+OVERSHOOT_MAX = 2e-3  # ignore wakeups later than this when learning the timer overshoot
 MAX_DRAIN = 512  # packets pulled per loop turn before releases get a chance again
 
 _NLMSG = struct.Struct("=IHHII")
@@ -91,6 +93,7 @@ class Queue:
     last_release: float = 0.0
     packets: int = 0
     verdicts: int = 0
+    late_sum: float = 0.0  # sum over verdicts of (verdict time - release time of its oldest)
 
     def configure(self, delay_ms: float | None = None, jitter_ms: float | None = None,
                   jitter_dist: str | None = None) -> None:
@@ -194,6 +197,7 @@ class Emulator:
         self.nfq = NfQueueSocket()
         self.stdin_buf = b""
         self.stopping = False
+        self.overshoot = 50e-6  # learnt timer overshoot, seconds
 
     def bind(self) -> None:
         for num in self.queues:
@@ -211,7 +215,8 @@ class Emulator:
                 q.configure(cmd.get("delay_ms"), cmd.get("jitter_ms"), cmd.get("jitter_dist"))
                 self.reply({"ok": True})
             elif op == "stats":
-                self.reply({"ok": True, "stats": self.stats()})
+                self.reply({"ok": True, "stats": self.stats(),
+                            "overshoot_us": round(self.overshoot * 1e6, 1)})
             elif op == "stop":
                 self.stopping = True
                 self.reply({"ok": True})
@@ -222,6 +227,7 @@ class Emulator:
 
     def stats(self) -> dict:
         return {str(q.num): {"packets": q.packets, "held": len(q.held), "verdicts": q.verdicts,
+                             "mean_late_us": round(q.late_sum / max(1, q.verdicts) * 1e6, 1),
                              "delay_ms": q.delay * 1000, "jitter_ms": q.jitter * 1000}
                 for q in self.queues.values()}
 
@@ -271,6 +277,8 @@ class Emulator:
             if not held:
                 continue
             last = None
+            if held[0][0] <= now:
+                q.late_sum += now - held[0][0]
             while held and held[0][0] <= now:
                 last = held.popleft()[1]
             if last is not None:
@@ -287,18 +295,31 @@ class Emulator:
                 q.held.clear()
 
     def run(self) -> None:
+        """Sleep until a packet, a command or the next release. The kernel wakes us ~100 us
+        after the timeout asked for (measured here), so we ask early by a running estimate of
+        that overshoot (EWMA of timeout-driven wakeups), and release what is due within
+        EARLY_SLACK of now instead of spinning on a few microseconds."""
         fds = [self.nfq.sock.fileno(), 0]
         nfq_fd = fds[0]
         nxt = None
+        monotonic = time.monotonic
         while not self.stopping:
-            timeout = None if nxt is None else max(0.0, nxt - time.monotonic())
+            if nxt is None:
+                timeout = wake_at = None
+            else:
+                wake_at = nxt - self.overshoot
+                timeout = max(0.0, wake_at - monotonic())
             readable, _, _ = select.select(fds, [], [], timeout)
+            if not readable and timeout:
+                late = monotonic() - wake_at
+                if 0.0 <= late < OVERSHOOT_MAX:
+                    self.overshoot += (late - self.overshoot) * 0.1
             for fd in readable:
                 if fd == nfq_fd:
                     self.drain()
                 else:
                     self.read_stdin()
-            nxt = self.release(time.monotonic())
+            nxt = self.release(monotonic() + EARLY_SLACK)
         self.release_all()
 
 

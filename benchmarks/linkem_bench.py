@@ -1,0 +1,137 @@
+"""How fast the delay emulator goes: h1 -- r1 -- h2, 20 ms RTT, iperf3 through the router.
+
+The delay sits on ONE link (h1 -- r1), delay_ms each way (default 10 ms, so RTT 20 ms), so every
+packet crosses the emulator once. The other link is plain. No rate limit unless --rate is given
+(htb on both ends of the h1 -- r1 link). Three phases: h1 -> h2, h2 -> h1 (iperf3 -R) and both
+at once (--bidir). For each it prints the receiver-side Mbit/s per direction and the emulator's
+CPU use in % of one core (utime + stime from /proc/<pid>/stat over the phase).
+
+    ./inv bench-linkem            or    python -m benchmarks.linkem_bench --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from testbed.emulation import EmulatedPort, LinkModel, RouterEmulator, shape_interface
+
+H1_IP, H2_IP = "10.78.1.1", "10.78.2.1"
+PORT = 5298
+
+
+def build(prefix: str = "lb"):
+    """h1 -- r1 -- h2 on veth links, no controller, no switches; forwarding on r1."""
+    from mininet.net import Mininet
+
+    net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
+    h1, r1, h2 = (net.addHost(f"{prefix}{n}", ip=None) for n in ("h1", "r1", "h2"))
+    net.addLink(h1, r1)
+    net.addLink(r1, h2)
+    net.build()
+    h1.cmd(f"ip addr add {H1_IP}/24 dev {h1.name}-eth0; ip route add default via 10.78.1.254")
+    h2.cmd(f"ip addr add {H2_IP}/24 dev {h2.name}-eth0; ip route add default via 10.78.2.254")
+    r1.cmd(f"ip addr add 10.78.1.254/24 dev {r1.name}-eth0")
+    r1.cmd(f"ip addr add 10.78.2.254/24 dev {r1.name}-eth1")
+    r1.cmd("sysctl -qw net.ipv4.ip_forward=1")
+    return net, h1, r1, h2
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def iperf3(client, server, seconds: float, mode: str) -> dict[str, float]:
+    """Receiver-side Mbit/s per direction ("h1->h2", "h2->h1") of one TCP iperf3 run."""
+    srv = server.popen(["iperf3", "-s", "-1", "--forceflush", "-p", str(PORT)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in srv.stdout:
+            if "Server listening" in line:
+                break
+        flag = {"forward": "", "reverse": "-R", "bidir": "--bidir"}[mode]
+        out = client.cmd(f"iperf3 -c {H2_IP} -p {PORT} -J -t {seconds} {flag}")
+        end = json.loads(out)["end"]
+    finally:
+        srv.kill()
+        srv.wait()
+    rtts = [st["sender"]["mean_rtt"] / 1000 for st in end.get("streams", [])
+            if st.get("sender", {}).get("mean_rtt")]
+    result = {"sender_mean_rtt_ms": max(rtts) if rtts else float("nan")}
+    if mode in ("forward", "bidir"):
+        result["h1->h2"] = end["sum_received"]["bits_per_second"] / 1e6
+    if mode == "reverse":
+        result["h2->h1"] = end["sum_received"]["bits_per_second"] / 1e6
+    if mode == "bidir":
+        result["h2->h1"] = end["sum_received_bidir_reverse"]["bits_per_second"] / 1e6
+    return result
+
+
+def ping_rtt(node, count: int = 20) -> float:
+    """Median ping RTT to h2 in ms (the median skips the first ping's ARP resolution)."""
+    out = node.cmd(f"ping -n -i 0.02 -c {count} {H2_IP}")
+    rtts = sorted(float(t) for t in re.findall(r"time=([\d.]+)", out))
+    return rtts[len(rtts) // 2] if rtts else float("nan")
+
+
+def run(seconds: float, delay_ms: float, rate_mbit: float | None, modes: list[str],
+        log_path: Path | None) -> list[dict]:
+    net, h1, r1, h2 = build()
+    emu = None
+    results = []
+    try:
+        model = LinkModel(delay_ms=delay_ms, rate_mbit=rate_mbit)
+        if rate_mbit:
+            shape_interface(h1, f"{h1.name}-eth0", model)
+            shape_interface(r1, f"{r1.name}-eth0", model)
+        emu = RouterEmulator(r1, [EmulatedPort("left", f"{r1.name}-eth0", model)],
+                             log_path=log_path, seed=1)
+        emu.start()
+        (pid,) = emu.pids
+        print(f"ping RTT through r1: {ping_rtt(h1):.2f} ms (configured {2 * delay_ms:g} ms"
+              f" = {delay_ms:g} ms each way on one link)", flush=True)
+        for mode in modes:
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            mbit = iperf3(h1, h2, seconds, mode)
+            cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
+            stats = emu.stats()["left"]
+            row = {"mode": mode, **{k: round(v, 1) for k, v in mbit.items()},
+                   "emulator_cpu_pct": round(cpu, 1),
+                   "queued_packets": stats["in"]["packets"] + stats["out"]["packets"]}
+            results.append(row)
+            dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
+            dirs += f"  (sender's mean RTT {mbit['sender_mean_rtt_ms']:.1f} ms)"
+            print(f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core", flush=True)
+    finally:
+        if emu is not None:
+            emu.stop()
+        net.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="iperf3 time per phase")
+    ap.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay on h1 -- r1")
+    ap.add_argument("--rate", type=float, default=None, help="htb Mbit/s on h1 -- r1 (none)")
+    ap.add_argument("--modes", default="forward,reverse,bidir")
+    ap.add_argument("--log", type=Path, default=None, help="emulator stderr log")
+    ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    args = ap.parse_args(argv)
+    results = run(args.seconds, args.delay_ms, args.rate, args.modes.split(","), args.log)
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
