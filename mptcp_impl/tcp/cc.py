@@ -101,6 +101,8 @@ class Cubic:
             self.cwnd += min(bytes_acked, 2 * mss)
             self._cwnd_f = float(self.cwnd)
             return
+        if int(self._cwnd_f) != self.cwnd:  # the connection set cwnd (NewReno recovery)
+            self._cwnd_f = float(self.cwnd)
         cwnd_seg = self._cwnd_f / mss
         if self.epoch_start is None:
             self.epoch_start = now

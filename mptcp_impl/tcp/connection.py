@@ -1,0 +1,1369 @@
+"""A sans-I/O TCP connection: the RFC 9293 state machine with modern loss recovery.
+
+Nothing here touches a socket or a clock. The I/O edge feeds segments (``receive_segment``) and
+time (``handle_timer`` at ``get_timer()``), and drains segments (``segments_to_send``) and events
+(``next_event``). That keeps every behaviour reproducible in tests with a fake clock and lets the
+MPTCP layer drive several subflows from one event loop.
+
+Internally all sequence numbers are *unwrapped* Python ints (ISS + offset, never reduced
+modulo 2**32), so ordinary ``<`` comparisons are correct; numbers are reduced only when written
+to a segment, and incoming ones are unwrapped against a nearby reference (``_unwrap``).
+
+Control segments (SYN, ACK, RST, probes) are queued as soon as they are decided; data segments
+are cut lazily in ``segments_to_send`` so that one call after a burst of received ACKs produces
+one well-sized batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .cc import CongestionControl, make_cc
+from .errors import MalformedSegment
+from .options import (
+    MAX_OPTIONS_LEN,
+    MSS,
+    Sack,
+    SackPermitted,
+    Timestamps,
+    WindowScale,
+    encoded_length,
+)
+from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
+
+MASK = 0xFFFFFFFF
+HALF = 1 << 31
+DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+DUPTHRESH = 3
+
+
+class TcpState(enum.Enum):
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSING = "CLOSING"
+    TIME_WAIT = "TIME-WAIT"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    LAST_ACK = "LAST-ACK"
+
+
+S = TcpState
+_SYNCHRONIZED = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.TIME_WAIT,
+                           S.CLOSE_WAIT, S.LAST_ACK})
+_SEND_DATA_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+_RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+
+
+# --------------------------------------------------------------------------- config, stats, events
+
+
+@dataclass(slots=True)
+class TcpConfig:
+    mss: int = 1460
+    rcv_buf: int = 4 * 1024 * 1024
+    snd_buf: int = 4 * 1024 * 1024
+    window_scale: bool = True
+    sack: bool = True
+    timestamps: bool = True
+    cc: str = "cubic"  # "reno" | "cubic"
+    min_rto: float = 0.2
+    initial_rto: float = 1.0
+    max_rto: float = 60.0
+    delayed_ack: float = 0.04
+    time_wait: float = 1.0  # 2*MSL; short by default so tests and experiments do not linger
+    max_syn_retries: int = 6
+    # If set (> mss), the edge can hand large segments to kernel GSO; the core never builds a
+    # segment payload larger than max(mss, this).
+    max_segment_payload: int | None = None
+    # Additions beyond the shared API:
+    max_retries: int = 15  # data RTOs in a row before giving up (Reset("timeout"))
+    isn: int | None = None  # fixed ISS for tests (e.g. near 2**32); None = RFC 6528
+    challenge_ack_limit: int = 1000  # per second, RFC 5961 section 7
+    dupthresh: int = DUPTHRESH
+
+
+@dataclass(slots=True)
+class TcpStats:
+    segments_in: int = 0
+    segments_out: int = 0
+    bytes_in: int = 0  # payload bytes accepted in window
+    bytes_out: int = 0  # payload bytes transmitted, retransmissions included
+    retransmits: int = 0  # segments carrying retransmitted sequence space
+    fast_retransmits: int = 0  # entries into fast recovery
+    sack_recoveries: int = 0  # of which SACK-based (RFC 6675)
+    rto_count: int = 0
+    dupacks: int = 0
+    malformed_dropped: int = 0
+    challenge_acks: int = 0
+    paws_dropped: int = 0
+    ooo_segments: int = 0
+    persist_probes: int = 0
+    window_updates: int = 0
+    srtt: float | None = None
+    rttvar: float | None = None
+    rto: float = 1.0
+    cwnd: int = 0
+    ssthresh: int = 0
+
+
+@dataclass(slots=True)
+class Connected:
+    pass
+
+
+@dataclass(slots=True)
+class DataReceived:
+    nbytes: int
+
+
+@dataclass(slots=True)
+class SendBufferAvailable:
+    pass
+
+
+@dataclass(slots=True)
+class PeerClosed:
+    pass
+
+
+@dataclass(slots=True)
+class Closed:
+    pass
+
+
+@dataclass(slots=True)
+class Reset:
+    reason: str
+
+
+Event = Connected | DataReceived | SendBufferAvailable | PeerClosed | Closed | Reset
+
+
+class TcpHooks(Protocol):
+    """What the MPTCP layer plugs in. Sequence numbers given to hooks are wire values (mod 2**32);
+    subtract ``conn.iss``/``conn.irs`` for the relative numbers DSS mappings use."""
+
+    def outgoing_options(self, conn: TcpConnection, seg: TcpSegment, space: int) -> list: ...
+
+    def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> None: ...
+
+    def sent_range(self, conn: TcpConnection, seq_start: int, length: int, meta: object) -> None: ...
+
+    def received_range(self, conn: TcpConnection, seq_start: int, data_len: int,
+                       seg: TcpSegment) -> None: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+_SECRET = os.urandom(16)
+
+
+def rfc6528_isn(local: tuple[str, int], remote: tuple[str, int], now: float) -> int:
+    """ISN = M + F(4-tuple, secret): M ticks every 4 us, F is a keyed hash (RFC 6528)."""
+    h = hashlib.blake2s(f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(), key=_SECRET,
+                        digest_size=4).digest()
+    return (int(now * 250_000) + int.from_bytes(h, "big")) & MASK
+
+
+def _unwrap(x: int, ref: int) -> int:
+    """The unwrapped number nearest to ``ref`` whose low 32 bits are ``x``."""
+    return ref + ((x - ref + HALF) & MASK) - HALF
+
+
+def _wscale_for(buf: int) -> int:
+    s = 0
+    while (buf >> s) > 0xFFFF and s < 14:
+        s += 1
+    return s
+
+
+# --------------------------------------------------------------------------- connection
+
+
+class TcpConnection:
+    def __init__(self, config: TcpConfig | None = None, local: tuple[str, int] = ("0.0.0.0", 0),
+                 remote: tuple[str, int] = ("0.0.0.0", 0), hooks: TcpHooks | None = None) -> None:
+        self.config = cfg = config or TcpConfig()
+        self.local = local
+        self.remote = remote
+        self.hooks = hooks
+        self.state = S.CLOSED
+        self._st = TcpStats(rto=cfg.initial_rto)
+        self._events: deque[Event] = deque()
+        self._out: list[TcpSegment] = []
+
+        # send side
+        self.iss = 0
+        self.snd_una = self.snd_nxt = self.snd_max = 0
+        self.snd_wnd = 0
+        self.snd_wl1 = self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self._sbuf = bytearray()
+        self._sbuf_seq = 0  # sequence number of _sbuf[0]
+        self._snd_blocked = False
+        self._fin_queued = False
+        self._fin_seq = -1
+        self._close_pending = False
+        self._metas: deque[list[Any]] = deque()  # [start, end, meta], unwrapped seq
+        self._meta_high = 0
+        self.peer_mss = DEFAULT_PEER_MSS
+        self._mss_send = DEFAULT_PEER_MSS
+        self._hook_reserve = 0
+
+        # receive side
+        self.irs = 0
+        self.rcv_nxt = 0
+        self._rbuf = bytearray()
+        self._rcv_adv = 0  # right edge of the window we last advertised
+        self._ooo: list[list[Any]] = []  # sorted [start, end, bytearray]
+        self._ooo_last = 0  # start of the most recently received out-of-order segment
+        self._fin_rcv_seq: int | None = None
+        self._rcv_mss = 536  # largest payload seen: the "full-sized segment" for delayed ACK
+        self._unacked_bytes = 0
+        self._ack_now = False
+
+        # negotiated options
+        self.snd_wscale = 0
+        self.rcv_wscale = _wscale_for(cfg.rcv_buf) if cfg.window_scale else 0
+        self._offer_ws = cfg.window_scale
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0
+        self._last_ack_sent = 0
+        self._ts_offset = 0
+
+        # RTT / RTO
+        self.srtt: float | None = None
+        self.rttvar: float | None = None
+        self.rto = cfg.initial_rto
+        self._rtt_seq: int | None = None  # Karn timing when timestamps are off
+        self._rtt_time = 0.0
+        self._retries = 0
+
+        # loss recovery
+        self.cc: CongestionControl = make_cc(cfg.cc, DEFAULT_PEER_MSS)
+        self._dupacks = 0
+        self.in_recovery = False
+        self._recover = 0
+        self._rto_recover = 0
+        self._force_rxt: int | None = None
+        self._sacked: list[list[int]] = []  # sorted, merged [left, right) SACKed above snd_una
+        self._high_rxt = 0
+
+        # timers (absolute deadlines or None)
+        self._rto_deadline: float | None = None
+        self._delack_deadline: float | None = None
+        self._persist_deadline: float | None = None
+        self._persist_backoff = 0
+        self._tw_deadline: float | None = None
+
+        self._chack_window = 0
+        self._chack_count = 0
+
+    # ------------------------------------------------------------------ opening
+
+    def _init_iss(self, now: float) -> None:
+        cfg = self.config
+        self.iss = cfg.isn if cfg.isn is not None else rfc6528_isn(self.local, self.remote, now)
+        self.snd_una = self.snd_nxt = self.snd_max = self.iss
+        self._sbuf_seq = self._meta_high = self.iss + 1
+        self._recover = self._rto_recover = self._high_rxt = self.iss
+        self._ts_offset = random.getrandbits(32)
+
+    def connect(self, now: float) -> None:
+        """Active open: send a SYN."""
+        if self.state is not S.CLOSED:
+            raise ConnectionError(f"connect() in state {self.state.value}")
+        self._init_iss(now)
+        self.state = S.SYN_SENT
+        self._send_syn(now, ack=False)
+
+    @classmethod
+    def accept_syn(cls, config: TcpConfig | None, syn_segment: TcpSegment,
+                   local: tuple[str, int], remote: tuple[str, int], now: float,
+                   hooks: TcpHooks | None = None) -> TcpConnection:
+        """Passive open from a SYN the edge's listener received: answer with a SYN-ACK."""
+        if not syn_segment.flags & SYN or syn_segment.flags & (ACK | RST):
+            raise ValueError("accept_syn needs a plain SYN segment")
+        conn = cls(config, local, remote, hooks)
+        conn._init_iss(now)
+        conn.stats.segments_in += 1
+        conn._take_syn(syn_segment)
+        if hooks is not None:
+            hooks.incoming_options(conn, syn_segment)
+        conn.state = S.SYN_RECEIVED
+        conn._send_syn(now, ack=True)
+        return conn
+
+    def _take_syn(self, seg: TcpSegment) -> None:
+        """Record the peer's ISN and negotiate options from its SYN or SYN-ACK."""
+        cfg = self.config
+        self.irs = seg.seq
+        self.rcv_nxt = seg.seq + 1
+        peer_ws = None
+        peer_sack = False
+        peer_ts = None
+        mss = DEFAULT_PEER_MSS
+        for o in seg.options:
+            t = type(o)
+            if t is MSS:
+                mss = o.value
+            elif t is WindowScale:
+                peer_ws = min(o.shift, 14)
+            elif t is SackPermitted:
+                peer_sack = True
+            elif t is Timestamps:
+                peer_ts = o
+        # Each option is on only if both SYNs carried it (RFC 7323, RFC 2018); a SYN-ACK we send
+        # offers only what the peer's SYN offered.
+        if self._offer_ws and peer_ws is not None:
+            self.snd_wscale = peer_ws
+        else:
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+            self._offer_ws = False
+        self.sack_ok = cfg.sack and peer_sack
+        self.ts_ok = cfg.timestamps and peer_ts is not None
+        if self.ts_ok:
+            self.ts_recent = peer_ts.tsval
+        self.peer_mss = mss
+        self._mss_send = max(64, min(mss, cfg.mss))
+        self.cc = make_cc(cfg.cc, self._mss_send)
+        # SYN windows are never scaled.
+        self.snd_wnd = seg.window
+        self.max_snd_wnd = seg.window
+        self.snd_wl1 = self.rcv_nxt - 1
+        self.snd_wl2 = self.iss
+
+    def _send_syn(self, now: float, ack: bool) -> None:
+        cfg = self.config
+        opts: list = [MSS(cfg.mss)]
+        if self.state is S.SYN_SENT or self.sack_ok:
+            if cfg.sack:
+                opts.append(SackPermitted())
+        if (self.state is S.SYN_SENT and cfg.timestamps) or self.ts_ok:
+            opts.append(Timestamps(self._ts_now(now), self.ts_recent if ack else 0))
+        if self._offer_ws:
+            opts.append(WindowScale(self.rcv_wscale))
+        win = min(cfg.rcv_buf, 0xFFFF)
+        seg = TcpSegment(self.local[1], self.remote[1], self.iss & MASK,
+                         (self.rcv_nxt & MASK) if ack else 0, SYN | (ACK if ack else 0), win, opts)
+        if ack:
+            self._rcv_adv = self.rcv_nxt + win
+            self._last_ack_sent = self.rcv_nxt
+        self._add_hook_options(seg, encoded_length(opts))
+        self._out.append(seg)
+        self.snd_nxt = self.snd_max = self.iss + 1
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rto
+        self._rtt_seq = self.iss if self._retries == 0 else None
+        self._rtt_time = now
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def stats(self) -> TcpStats:
+        """Counters plus the current congestion state (cwnd/ssthresh are copied on read)."""
+        st = self._st
+        st.cwnd = self.cc.cwnd
+        st.ssthresh = self.cc.ssthresh
+        return st
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self.snd_max - self.snd_una
+
+    @property
+    def send_buffer_free(self) -> int:
+        return max(0, self.config.snd_buf - len(self._sbuf))
+
+    @property
+    def readable(self) -> int:
+        return len(self._rbuf)
+
+    @property
+    def cwnd(self) -> int:
+        return self.cc.cwnd
+
+    @property
+    def mss(self) -> int:
+        """Largest payload of a single wire segment after our fixed options."""
+        return self._mss_send - (12 if self.ts_ok else 0) - self._hook_reserve
+
+    def send(self, data: bytes, meta: object | None = None) -> int:
+        """Queue data; returns how much fitted in the send buffer (the rest is the caller's)."""
+        if self._fin_queued or self._close_pending or self.state not in (
+                S.ESTABLISHED, S.CLOSE_WAIT, S.SYN_SENT, S.SYN_RECEIVED):
+            raise ConnectionError(f"cannot send in state {self.state.value} after close")
+        n = min(len(data), self.config.snd_buf - len(self._sbuf))
+        if n < len(data):
+            self._snd_blocked = True
+        if n <= 0:
+            return 0
+        start = self._sbuf_seq + len(self._sbuf)
+        self._sbuf += data if n == len(data) else memoryview(data)[:n]
+        if meta is not None:
+            self._metas.append([start, start + n, meta])
+        return n
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        """Take in-order data; a read that opens the window enough schedules a window update."""
+        buf = self._rbuf
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data = bytes(buf)
+            self._rbuf = bytearray()
+        else:
+            data = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        if data and self.state in _RECV_DATA_STATES and not self._ack_now:
+            # Like Linux's tcp_cleanup_rbuf: a dedicated update only when the window the peer
+            # sees has fallen to half the buffer or less and this read at least doubles it;
+            # otherwise the next ACK carries the new window anyway.
+            cur = self._rcv_adv - self.rcv_nxt
+            new = self.config.rcv_buf - len(self._rbuf)
+            if 2 * cur <= self.config.rcv_buf and new >= 2 * cur and new - cur >= self._rcv_mss:
+                self._ack_now = True
+                self._st.window_updates += 1
+        return data
+
+    def close(self, now: float) -> None:
+        """Half-close our direction: FIN goes out after everything queued."""
+        st = self.state
+        if st is S.SYN_SENT or st is S.CLOSED or st is S.LISTEN:
+            self._enter_closed(None)
+            return
+        if st is S.SYN_RECEIVED:
+            self._close_pending = True
+            return
+        if self._fin_queued:
+            return
+        if st is S.ESTABLISHED:
+            self.state = S.FIN_WAIT_1
+        elif st is S.CLOSE_WAIT:
+            self.state = S.LAST_ACK
+        else:
+            return
+        self._fin_queued = True
+        self._fin_seq = self._sbuf_seq + len(self._sbuf)
+
+    def abort(self, now: float) -> None:
+        """Send RST and forget the connection."""
+        if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
+            self._queue_ctl(RST | ACK, self.snd_nxt, now)
+        self._enter_closed(None)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        t = None
+        for d in (self._rto_deadline, self._delack_deadline, self._persist_deadline,
+                  self._tw_deadline):
+            if d is not None and (t is None or d < t):
+                t = d
+        return t
+
+    def note_malformed(self) -> None:
+        """The edge failed to decode a segment for this connection: count it."""
+        self._st.malformed_dropped += 1
+
+    def receive_bytes(self, data: bytes, src_ip: str | bytes, dst_ip: str | bytes,
+                      now: float, verify_checksum: bool = True) -> None:
+        """Decode and receive; undecodable segments are counted and dropped."""
+        try:
+            seg = decode_segment(data, src_ip, dst_ip, verify_checksum)
+        except MalformedSegment:
+            self._st.malformed_dropped += 1
+            return
+        self.receive_segment(seg, now)
+
+    # ------------------------------------------------------------------ timers
+
+    def handle_timer(self, now: float) -> None:
+        if self._tw_deadline is not None and now >= self._tw_deadline:
+            self._tw_deadline = None
+            self._enter_closed(None)
+            return
+        if self._delack_deadline is not None and now >= self._delack_deadline:
+            self._delack_deadline = None
+            self._ack_now = True
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            self._rto_deadline = None
+            self._on_rto(now)
+        if self._persist_deadline is not None and now >= self._persist_deadline:
+            self._persist_deadline = None
+            self._on_persist(now)
+
+    def _on_rto(self, now: float) -> None:
+        st = self.state
+        cfg = self.config
+        self._retries += 1
+        self._st.rto_count += 1
+        self.rto = min(self.rto * 2, cfg.max_rto)
+        self._st.rto = self.rto
+        self._rtt_seq = None
+        if st is S.SYN_SENT or st is S.SYN_RECEIVED:
+            if self._retries > cfg.max_syn_retries:
+                self._reset("timeout")
+                return
+            self._st.retransmits += 1
+            self._send_syn(now, ack=st is S.SYN_RECEIVED)
+            return
+        if self.snd_una >= self.snd_max:
+            return
+        if self._retries > cfg.max_retries:
+            self._reset("timeout")
+            return
+        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una.
+        self.cc.on_rto(self.snd_max - self.snd_una, now)
+        self.in_recovery = False
+        self._dupacks = 0
+        self._sacked.clear()
+        self._force_rxt = None
+        self._rto_recover = self.snd_max
+        self._high_rxt = self.snd_una
+        self.snd_nxt = self.snd_una
+
+    def _on_persist(self, now: float) -> None:
+        """Zero-window probe: an old sequence number elicits an ACK carrying the current window."""
+        if self.state not in _SEND_DATA_STATES:
+            return
+        self._st.persist_probes += 1
+        nxt = self.snd_nxt
+        n = min(self.snd_una + self.snd_wnd - nxt, self._data_end() - nxt, self.mss)
+        if n > 0:  # a small window that SWS avoidance would wait on forever: use it
+            self._xmit(nxt, nxt + n, now)
+        else:
+            self._queue_ctl(ACK, self.snd_una - 1, now)
+        self._persist_backoff += 1
+        self._persist_deadline = now + min(self.rto * (1 << self._persist_backoff),
+                                           self.config.max_rto)
+
+    # ------------------------------------------------------------------ output
+
+    def _ts_now(self, now: float) -> int:
+        return (int(now * 1000) + self._ts_offset) & MASK
+
+    def _window_field(self) -> int:
+        """Advertised window: the right edge never shrinks, and it only moves right by at least
+        min(rcv_buf/2, MSS) at a time (receiver SWS avoidance, RFC 9293 3.8.6.2.2)."""
+        cfg = self.config
+        rcv_nxt = self.rcv_nxt
+        avail = cfg.rcv_buf - len(self._rbuf)
+        edge = rcv_nxt + (avail if avail > 0 else 0)
+        adv = self._rcv_adv
+        if edge - adv < min(cfg.rcv_buf >> 1, self._rcv_mss):
+            edge = adv if adv > rcv_nxt else rcv_nxt
+        field = (edge - rcv_nxt) >> self.rcv_wscale
+        if field > 0xFFFF:
+            field = 0xFFFF
+        edge = rcv_nxt + (field << self.rcv_wscale)
+        if edge > adv:
+            self._rcv_adv = edge
+        return field
+
+    def _base_options(self, now: float) -> list:
+        opts: list = []
+        if self.ts_ok:
+            opts.append(Timestamps(self._ts_now(now), self.ts_recent))
+        if self._ooo and self.sack_ok:
+            opts.append(Sack(self._sack_blocks(3 if self.ts_ok else 4)))
+        return opts
+
+    def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
+        """Most recently changed block first (RFC 2018 section 4), then the highest ones."""
+        first = None
+        for b in self._ooo:
+            if b[0] <= self._ooo_last < b[1]:
+                first = b
+                break
+        blocks = [first] if first is not None else []
+        for b in reversed(self._ooo):
+            if len(blocks) >= limit:
+                break
+            if b is not first:
+                blocks.append(b)
+        return [(b[0] & MASK, b[1] & MASK) for b in blocks]
+
+    def _add_hook_options(self, seg: TcpSegment, olen: int) -> int:
+        """Ask the hooks for extra options; drop what does not fit in 40 bytes. Returns the new
+        options length."""
+        hooks = self.hooks
+        if hooks is None:
+            return olen
+        extra = hooks.outgoing_options(self, seg, MAX_OPTIONS_LEN - olen)
+        if not extra:
+            return olen
+        opts = seg.options
+        for o in extra:
+            opts.append(o)
+            n = encoded_length(opts)
+            if n > MAX_OPTIONS_LEN:
+                opts.pop()
+            else:
+                olen = n
+        return olen
+
+    def _queue_ctl(self, flags: int, seq: int, now: float) -> None:
+        """Queue a control segment (pure ACK, RST, FIN-less probe)."""
+        if flags & RST:
+            opts: list = [Timestamps(self._ts_now(now), self.ts_recent)] if self.ts_ok else []
+        else:
+            opts = self._base_options(now)
+        win = self._window_field() if flags & ACK else 0
+        seg = TcpSegment(self.local[1], self.remote[1], seq & MASK,
+                         (self.rcv_nxt & MASK) if flags & ACK else 0, flags, win, opts)
+        if flags & ACK:
+            self._ack_sent()
+        self._add_hook_options(seg, encoded_length(opts))
+        self._out.append(seg)
+
+    def _ack_sent(self) -> None:
+        self._ack_now = False
+        self._unacked_bytes = 0
+        self._delack_deadline = None
+        self._last_ack_sent = self.rcv_nxt
+
+    def segments_to_send(self, now: float) -> list[TcpSegment]:
+        """Everything to transmit now: queued control segments, then data within cwnd/rwnd."""
+        if self.state in _SEND_DATA_STATES:
+            self._send_data(now)
+        if self._ack_now and self.state in _SYNCHRONIZED:
+            self._queue_ctl(ACK, self.snd_nxt, now)
+        out = self._out
+        if out:
+            self._out = []
+            self._st.segments_out += len(out)
+        return out
+
+    def _send_data(self, now: float) -> None:
+        if self._force_rxt is not None:
+            seq = self._force_rxt
+            self._force_rxt = None
+            if self.snd_una <= seq < self.snd_max:
+                self._xmit(seq, self._seg_end(seq, self.snd_max), now)
+        if self.in_recovery and self.sack_ok:
+            self._send_sack_recovery(now)
+        else:
+            self._send_window(now)
+        if self._rto_deadline is None and self.snd_max > self.snd_una:
+            self._rto_deadline = now + self.rto
+        # Persist timer: data waiting, nothing in flight, and the peer's window is what stops us.
+        if (self.snd_max == self.snd_una and self._rto_deadline is None
+                and self._persist_deadline is None and self._has_unsent()
+                and self.snd_wnd < min(self._unsent(), self._mss_send)):
+            self._persist_deadline = now + min(self.rto * (1 << self._persist_backoff),
+                                               self.config.max_rto)
+
+    def _data_end(self) -> int:
+        return self._sbuf_seq + len(self._sbuf)
+
+    def _has_unsent(self) -> bool:
+        return self.snd_nxt < self._data_end() or (self._fin_queued and
+                                                   self.snd_nxt <= self._fin_seq)
+
+    def _unsent(self) -> int:
+        return self._data_end() - self.snd_nxt
+
+    def _seg_end(self, seq: int, limit: int) -> int:
+        """End of a one-segment retransmission starting at seq (FIN included if it is next)."""
+        data_end = self._data_end()
+        end = min(seq + self.mss, limit, data_end)
+        if self._fin_queued and end == self._fin_seq and limit > self._fin_seq:
+            end += 1
+        return end
+
+    def _send_window(self, now: float) -> None:
+        """Normal transmission (also NewReno recovery and go-back-N after an RTO)."""
+        cfg = self.config
+        cc = self.cc
+        data_end = self._data_end()
+        mss = self.mss
+        big = cfg.max_segment_payload
+        seg_cap = mss if not big or big <= mss else max(mss, (big // mss) * mss)
+        fin_queued = self._fin_queued
+        while True:
+            nxt = self.snd_nxt
+            if nxt >= data_end:
+                if fin_queued and nxt == self._fin_seq:
+                    if cc.cwnd - (nxt - self.snd_una) > 0 or nxt == self.snd_una:
+                        self._xmit(nxt, nxt + 1, now)
+                break
+            limit = self.snd_una + min(cc.cwnd, self.snd_wnd)
+            usable = limit - nxt
+            if usable <= 0:
+                break
+            avail = data_end - nxt
+            n = min(avail, usable, seg_cap)
+            if n < mss and n < avail and usable < self.max_snd_wnd // 2:
+                break  # sender SWS avoidance: wait for a bigger window
+            end = nxt + n
+            if fin_queued and end == self._fin_seq:
+                end += 1
+            self._xmit(nxt, end, now)
+            if self.snd_nxt == nxt:  # nothing went out (cannot happen, but never spin)
+                break
+        if self.snd_nxt < data_end and self._persist_deadline is not None \
+                and self.snd_wnd > 0 and self.snd_max > self.snd_una:
+            self._persist_deadline = None
+
+    def _xmit(self, seq: int, end: int, now: float) -> None:
+        """Build and queue one data/FIN segment covering [seq, end) (end may include the FIN).
+
+        Options come first: with hooks, bytes are reported through ``sent_range`` before
+        ``outgoing_options`` so the hook can map them in this very segment; if the hook's
+        options then leave too little room, the payload is shortened (the mapping may cover
+        more than the segment, which DSS allows) and the shortfall is remembered so that the
+        next segments are sized right from the start.
+        """
+        fin = self._fin_queued and end == self._fin_seq + 1
+        data_stop = end - 1 if fin else end
+        opts = self._base_options(now)
+        olen = encoded_length(opts)
+        n = data_stop - seq
+        if n > 0:
+            off = seq - self._sbuf_seq
+            with memoryview(self._sbuf) as m:
+                payload = bytes(m[off:off + n])
+        else:
+            payload = b""
+        flags = ACK | (FIN if fin else 0) | (PSH if n and data_stop == self._data_end() else 0)
+        seg = TcpSegment(self.local[1], self.remote[1], seq & MASK, self.rcv_nxt & MASK, flags,
+                         self._window_field(), opts, payload)
+        hooks = self.hooks
+        if hooks is not None:
+            if data_stop > self._meta_high:
+                if self._metas:
+                    self._report_sent(max(seq, self._meta_high), data_stop)
+                self._meta_high = data_stop
+            olen2 = self._add_hook_options(seg, olen)
+            if olen2 - olen > self._hook_reserve and n:
+                self._hook_reserve = olen2 - olen
+            olen = olen2
+        piece = self._mss_send - olen
+        if n > piece:
+            big = self.config.max_segment_payload
+            if big and big > self._mss_send:
+                seg.gso_size = piece
+            else:  # options grew (hook, SACK blocks): send what fits, the rest follows
+                n = piece
+                seg.payload = payload[:n]
+                seg.flags &= ~(FIN | PSH)
+                end = seq + n
+        self._ack_sent()
+        self._out.append(seg)
+        st = self._st
+        st.bytes_out += n
+        if seq < self.snd_max:
+            st.retransmits += 1
+            self._rtt_seq = None
+            if end > self._high_rxt:
+                self._high_rxt = end
+        elif self._rtt_seq is None and not self.ts_ok:
+            self._rtt_seq = seq
+            self._rtt_time = now
+        if end > self.snd_nxt:
+            self.snd_nxt = end
+        if end > self.snd_max:
+            self.snd_max = end
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rto
+
+    def _report_sent(self, start: int, stop: int) -> None:
+        """sent_range for every meta range overlapping [start, stop); each byte is reported once."""
+        hooks = self.hooks
+        metas = self._metas
+        while metas and metas[0][1] <= start:
+            metas.popleft()
+        for ms, me, meta in metas:
+            if ms >= stop:
+                break
+            a = ms if ms > start else start
+            b = me if me < stop else stop
+            hooks.sent_range(self, a & MASK, b - a, meta)
+        while metas and metas[0][1] <= stop:
+            metas.popleft()
+
+    # ------------------------------------------------------------------ SACK recovery (RFC 6675)
+
+    def _sacked_below(self, x: int) -> int:
+        n = 0
+        for left, right in self._sacked:
+            if left >= x:
+                break
+            n += (right if right < x else x) - left
+        return n
+
+    def _holes_below(self, x: int) -> int:
+        if x <= self.snd_una:
+            return 0
+        return (x - self.snd_una) - self._sacked_below(x)
+
+    def _lost_edge(self) -> int:
+        """Holes below this point count as lost: DupThresh*SMSS bytes are SACKed above them."""
+        need = self.config.dupthresh * self.mss
+        acc = 0
+        for left, right in reversed(self._sacked):
+            acc += right - left
+            if acc >= need:
+                return left
+        return self.snd_una
+
+    def _pipe(self, lost_edge: int) -> int:
+        total_sacked = self._sacked_below(self.snd_max)
+        return (self.snd_max - self.snd_una - total_sacked - self._holes_below(lost_edge)
+                + self._holes_below(min(self._high_rxt, self.snd_max)))
+
+    def _next_hole(self, start: int, stop: int) -> tuple[int, int] | None:
+        """First unSACKed range at or after start, below stop."""
+        x = max(start, self.snd_una)
+        for left, right in self._sacked:
+            if right <= x:
+                continue
+            if left > x:
+                break
+            x = right
+        if x >= stop:
+            return None
+        end = stop
+        for left, _right in self._sacked:
+            if left > x:
+                end = min(end, left)
+                break
+        return x, end
+
+    def _send_sack_recovery(self, now: float) -> None:
+        """RFC 6675 6.1: while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
+        mss = self.mss
+        cc = self.cc
+        for _ in range(100_000):
+            lost_edge = self._lost_edge()
+            if cc.cwnd - self._pipe(lost_edge) < mss:
+                break
+            hole = self._next_hole(self._high_rxt, lost_edge)  # rule 1: holes deemed lost
+            if hole is None:  # rule 2: new data, within the receiver's window
+                nxt = self.snd_nxt
+                if self._fin_queued and nxt == self._fin_seq:
+                    self._xmit(nxt, nxt + 1, now)
+                    continue
+                n = min(self._data_end() - nxt, self.snd_una + self.snd_wnd - nxt, mss)
+                if n > 0:
+                    end = nxt + n
+                    if self._fin_queued and end == self._fin_seq:
+                        end += 1
+                    self._xmit(nxt, end, now)
+                    continue
+                high_sacked = self._sacked[-1][1] if self._sacked else self.snd_una
+                hole = self._next_hole(self._high_rxt, high_sacked)  # rule 3
+                if hole is None:
+                    break
+            start, stop = hole
+            self._xmit(start, self._seg_end(start, stop), now)
+
+    def _update_scoreboard(self, sack: Sack) -> None:
+        una = self.snd_una
+        smax = self.snd_max
+        sb = self._sacked
+        for lw, rw in sack.blocks:
+            left = _unwrap(lw, una)
+            right = _unwrap(rw, una)
+            if right <= una or left >= right or right > smax:
+                continue  # D-SACK, stale or bogus
+            if left < una:
+                left = una
+            # insert and merge
+            i = 0
+            n = len(sb)
+            while i < n and sb[i][1] < left:
+                i += 1
+            j = i
+            while j < n and sb[j][0] <= right:
+                left = min(left, sb[j][0])
+                right = max(right, sb[j][1])
+                j += 1
+            sb[i:j] = [[left, right]]
+
+    # ------------------------------------------------------------------ input
+
+    def receive_segment(self, seg: TcpSegment, now: float) -> None:
+        st = self._st
+        st.segments_in += 1
+        flags = seg.flags
+        if flags & SYN and flags & (RST | FIN):
+            st.malformed_dropped += 1
+            return
+        state = self.state
+        if state is S.ESTABLISHED or state in _SYNCHRONIZED or state is S.SYN_RECEIVED:
+            self._rx_synchronized(seg, now)
+        elif state is S.SYN_SENT:
+            self._rx_syn_sent(seg, now)
+        elif state is S.CLOSED:
+            if not flags & RST:
+                self._rst_for(seg)
+        # LISTEN is handled by the edge through accept_syn().
+
+    def _rst_for(self, seg: TcpSegment) -> None:
+        """RFC 9293 reset generation for a segment that belongs to no connection."""
+        if seg.flags & ACK:
+            rst = TcpSegment(self.local[1], self.remote[1], seg.ack, 0, RST, 0)
+        else:
+            ln = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
+            rst = TcpSegment(self.local[1], self.remote[1], 0, (seg.seq + ln) & MASK,
+                             RST | ACK, 0)
+        self._out.append(rst)
+
+    def _rx_syn_sent(self, seg: TcpSegment, now: float) -> None:
+        flags = seg.flags
+        if flags & ACK:
+            ack = _unwrap(seg.ack, self.iss)
+            if ack <= self.iss or ack > self.snd_max:
+                if not flags & RST:
+                    self._rst_for(seg)
+                return
+            if flags & RST:
+                self._reset("connection refused")
+                return
+        elif flags & RST:
+            return
+        if not flags & SYN:
+            return
+        self._take_syn(seg)
+        if self.hooks is not None:
+            self.hooks.incoming_options(self, seg)
+        if flags & ACK:
+            self.snd_una = self.snd_wl2 = _unwrap(seg.ack, self.iss)
+            self._established(now)
+            self._rtt_from(seg, now)
+            self._retries = 0
+            self._ack_now = True
+            self._rto_deadline = None
+        else:
+            # Simultaneous open: answer with SYN-ACK on the same ISS.
+            self.state = S.SYN_RECEIVED
+            self.snd_nxt = self.iss
+            self._rto_deadline = None
+            self._send_syn(now, ack=True)
+
+    def _established(self, now: float) -> None:
+        self.state = S.ESTABLISHED
+        self._rcv_adv = max(self._rcv_adv, self.rcv_nxt)
+        self._events.append(Connected())
+        if self._close_pending:
+            self._close_pending = False
+            self.close(now)
+
+    def _challenge_ack(self, now: float) -> None:
+        sec = int(now)
+        if sec != self._chack_window:
+            self._chack_window = sec
+            self._chack_count = 0
+        if self._chack_count >= self.config.challenge_ack_limit:
+            return
+        self._chack_count += 1
+        self._st.challenge_acks += 1
+        self._ack_now = True
+
+    def _rx_synchronized(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 3.10.7.4 for SYN-RECEIVED and every synchronized state."""
+        flags = seg.flags
+        st = self._st
+        rcv_nxt = self.rcv_nxt
+        s = _unwrap(seg.seq, rcv_nxt)
+        plen = len(seg.payload)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        state = self.state
+
+        # A SYN retransmitted by a peer that has not seen our SYN-ACK yet.
+        if state is S.SYN_RECEIVED and flags & SYN and not flags & ACK and s == rcv_nxt - 1:
+            self._send_syn(now, ack=True)
+            return
+
+        # PAWS (RFC 7323 5.3): a timestamp older than TS.Recent marks an old duplicate.
+        tsopt = None
+        if self.ts_ok:
+            for o in seg.options:
+                if type(o) is Timestamps:
+                    tsopt = o
+                    break
+            if tsopt is not None and not flags & RST and \
+                    ((tsopt.tsval - self.ts_recent) & MASK) >= HALF:
+                st.paws_dropped += 1
+                self._ack_now = True
+                return
+
+        # Acceptability test (RFC 9293 3.10.7.4, four cases).
+        wnd = self._rcv_adv - rcv_nxt
+        if wnd < 0:
+            wnd = 0
+        text_ok = True
+        if seglen == 0:
+            ok = s == rcv_nxt if wnd == 0 else rcv_nxt <= s < rcv_nxt + wnd
+        elif wnd == 0:
+            # "special allowance ... to accept valid ACKs, URGs, and RSTs": keep the ACK,
+            # drop the text (our window is closed).
+            ok = s == rcv_nxt
+            text_ok = False
+        else:
+            ok = (rcv_nxt <= s < rcv_nxt + wnd) or (rcv_nxt <= s + seglen - 1 < rcv_nxt + wnd)
+        if not ok:
+            if not flags & RST:
+                self._ack_now = True  # also answers zero-window probes
+                if state is S.TIME_WAIT and flags & FIN:
+                    self._tw_deadline = now + self.config.time_wait
+            return
+
+        # RST (RFC 5961 3.2): only the exact next sequence number resets; others in window
+        # get a challenge ACK.
+        if flags & RST:
+            if s == rcv_nxt:
+                self._reset("connection reset by peer")
+            else:
+                self._challenge_ack(now)
+            return
+
+        # SYN in a synchronized state (RFC 5961 4.2): challenge ACK, never reset.
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+
+        if not flags & ACK:
+            return
+
+        # TS.Recent follows segments at the left window edge (RFC 7323 4.3).
+        if tsopt is not None and s <= self._last_ack_sent:
+            self.ts_recent = tsopt.tsval
+
+        if self.hooks is not None:
+            self.hooks.incoming_options(self, seg)
+
+        if state is S.SYN_RECEIVED:
+            ack = _unwrap(seg.ack, self.snd_una)
+            if not (self.snd_una < ack <= self.snd_max):
+                self._rst_for(seg)
+                return
+            # _process_ack below moves snd_una over our SYN and takes the RTT sample.
+            self.snd_wnd = seg.window << self.snd_wscale
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+            self.snd_wl1 = s
+            self.snd_wl2 = ack
+            self._established(now)
+
+        if not self._process_ack(seg, s, tsopt, now):
+            return
+        state = self.state
+        if state is S.CLOSED or not text_ok:
+            return
+
+        if state in _RECV_DATA_STATES:
+            if plen:
+                self._rx_data(seg, s, now)
+            if flags & FIN:
+                fin_seq = s + plen
+                if fin_seq >= self.rcv_nxt:
+                    self._fin_rcv_seq = fin_seq  # may wait for holes to fill
+                else:
+                    self._ack_now = True
+            if self._fin_rcv_seq is not None and self._fin_rcv_seq == self.rcv_nxt:
+                self._fin_rcv_seq = None
+                self._on_fin(now)
+        elif flags & FIN:
+            # FIN already processed (CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT): re-ACK it.
+            self._ack_now = True
+            if state is S.TIME_WAIT:
+                self._tw_deadline = now + self.config.time_wait
+
+    def _on_fin(self, now: float) -> None:
+        self.rcv_nxt += 1
+        self._ack_now = True
+        self._events.append(PeerClosed())
+        st = self.state
+        if st is S.ESTABLISHED or st is S.SYN_RECEIVED:
+            self.state = S.CLOSE_WAIT
+        elif st is S.FIN_WAIT_1:
+            if self._fin_queued and self.snd_una > self._fin_seq:
+                self._enter_time_wait(now)
+            else:
+                self.state = S.CLOSING
+        elif st is S.FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = S.TIME_WAIT
+        self._rto_deadline = None
+        self._persist_deadline = None
+        self._delack_deadline = None
+        self._tw_deadline = now + self.config.time_wait
+
+    def _rtt_from(self, seg: TcpSegment, now: float) -> None:
+        if self.ts_ok:
+            for o in seg.options:
+                if type(o) is Timestamps:
+                    if o.tsecr:
+                        d = (self._ts_now(now) - o.tsecr) & MASK
+                        if d < HALF:
+                            self._rtt_sample(d / 1000.0)
+                    return
+        elif self._rtt_seq is not None and self.snd_una > self._rtt_seq:
+            self._rtt_seq = None
+            self._rtt_sample(now - self._rtt_time)
+
+    def _rtt_sample(self, r: float) -> None:
+        """RFC 6298 section 2."""
+        cfg = self.config
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        rto = self.srtt + max(0.001, 4 * self.rttvar)
+        self.rto = min(max(rto, cfg.min_rto), cfg.max_rto)
+        st = self._st
+        st.srtt = self.srtt
+        st.rttvar = self.rttvar
+        st.rto = self.rto
+
+    def _process_ack(self, seg: TcpSegment, s: int, tsopt: Timestamps | None,
+                     now: float) -> bool:
+        """Returns False when the segment must be dropped after the ACK field."""
+        una = self.snd_una
+        ack = _unwrap(seg.ack, una)
+        if ack > self.snd_max:
+            self._ack_now = True  # acks something not yet sent
+            return False
+        if ack < una - max(self.max_snd_wnd, 0xFFFF):
+            self._challenge_ack(now)  # RFC 5961 section 5
+            return False
+        cc = self.cc
+        wnd = seg.window << self.snd_wscale
+        sack_opt = None
+        if self.sack_ok and seg.options:
+            for o in seg.options:
+                if type(o) is Sack:
+                    sack_opt = o
+                    break
+        if ack > una:
+            acked = ack - una
+            self.snd_una = ack
+            # free acknowledged bytes (the FIN's sequence number is not in the buffer)
+            data_acked = min(ack, self._data_end()) - self._sbuf_seq
+            if data_acked > 0:
+                del self._sbuf[:data_acked]
+                self._sbuf_seq += data_acked
+                if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+                    self._snd_blocked = False
+                    self._events.append(SendBufferAvailable())
+            if self.snd_nxt < ack:
+                self.snd_nxt = ack  # after go-back-N, an ACK can jump past snd_nxt
+            if tsopt is not None:
+                if tsopt.tsecr:
+                    d = (self._ts_now(now) - tsopt.tsecr) & MASK
+                    if d < HALF:
+                        self._rtt_sample(d / 1000.0)
+            elif self._rtt_seq is not None and ack > self._rtt_seq:
+                self._rtt_seq = None
+                self._rtt_sample(now - self._rtt_time)
+            self._retries = 0
+            self._persist_backoff = 0
+            if self._sacked:
+                sb = self._sacked
+                while sb and sb[0][1] <= ack:
+                    sb.pop(0)
+                if sb and sb[0][0] < ack:
+                    sb[0][0] = ack
+            if sack_opt is not None:
+                self._update_scoreboard(sack_opt)
+            if self.in_recovery:
+                if ack >= self._recover:
+                    self.in_recovery = False
+                    self._dupacks = 0
+                    if self.sack_ok:
+                        cc.exit_recovery(self.snd_max - ack, now)
+                    else:
+                        cc.exit_recovery(self.snd_max - ack, now)
+                        cc.cwnd = min(cc.ssthresh, max(self.snd_max - ack, 0) + self.mss)
+                elif not self.sack_ok:
+                    # NewReno partial ACK (RFC 6582 3.2 step 5)
+                    self._force_rxt = ack
+                    cwnd = cc.cwnd - acked + (self.mss if acked >= self.mss else 0)
+                    cc.cwnd = max(cwnd, self.mss)
+                    self._rto_deadline = now + self.rto
+                else:
+                    if self._high_rxt < ack:
+                        self._high_rxt = ack
+            else:
+                self._dupacks = 0
+                cc.on_ack(acked, self.srtt, now)
+            if self._high_rxt < ack:
+                self._high_rxt = ack
+            # RTO timer (RFC 6298 5.2/5.3)
+            if ack >= self.snd_max:
+                self._rto_deadline = None
+            elif not self.in_recovery or self.sack_ok:
+                self._rto_deadline = now + self.rto
+            st = self.state
+            if self._fin_queued and ack > self._fin_seq:
+                if st is S.FIN_WAIT_1:
+                    self.state = S.FIN_WAIT_2
+                elif st is S.CLOSING:
+                    self._enter_time_wait(now)
+                elif st is S.LAST_ACK:
+                    self._enter_closed(None)
+                    return False
+        else:
+            if sack_opt is not None:
+                self._update_scoreboard(sack_opt)
+            if (ack == una and not seg.payload and not seg.flags & (SYN | FIN)
+                    and self.snd_max > una and wnd == self.snd_wnd):
+                self._dupacks += 1
+                self._st.dupacks += 1
+                if self.in_recovery and not self.sack_ok:
+                    cc.cwnd += self.mss  # NewReno inflation
+                elif not self.in_recovery and una >= self._rto_recover and (
+                        self._dupacks >= self.config.dupthresh
+                        or (self.sack_ok and self._sacked_below(self.snd_max)
+                            > (self.config.dupthresh - 1) * self.mss)):
+                    self._enter_recovery(now)
+            elif sack_opt is not None and not self.in_recovery and una >= self._rto_recover \
+                    and self.snd_max > una and self._sacked_below(self.snd_max) \
+                    > (self.config.dupthresh - 1) * self.mss:
+                self._enter_recovery(now)
+        # window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule)
+        if self.snd_wl1 < s or (self.snd_wl1 == s and self.snd_wl2 <= ack):
+            self.snd_wnd = wnd
+            self.snd_wl1 = s
+            self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            if wnd > 0 and self._persist_deadline is not None:
+                self._persist_deadline = None
+                self._persist_backoff = 0
+        return True
+
+    def _enter_recovery(self, now: float) -> None:
+        cc = self.cc
+        st = self._st
+        st.fast_retransmits += 1
+        self.in_recovery = True
+        self._recover = self.snd_max
+        cc.enter_recovery(self.snd_max - self.snd_una, now)
+        if self.sack_ok:
+            st.sack_recoveries += 1
+        else:
+            cc.cwnd = cc.ssthresh + 3 * self.mss
+        self._high_rxt = self.snd_una
+        self._force_rxt = self.snd_una
+        self._rtt_seq = None
+
+    def _rx_data(self, seg: TcpSegment, s: int, now: float) -> None:
+        payload = seg.payload
+        plen = len(payload)
+        rcv_nxt = self.rcv_nxt
+        # trim to the window: what precedes rcv_nxt and what lies past our buffer space
+        start = 0
+        if s < rcv_nxt:
+            start = rcv_nxt - s
+        right = max(self._rcv_adv, rcv_nxt + self.config.rcv_buf - len(self._rbuf))
+        stop = plen
+        if s + stop > right:
+            stop = right - s
+        if stop <= start:
+            self._ack_now = True
+            return
+        first = s + start
+        n = stop - start
+        self._st.bytes_in += n
+        if self.hooks is not None:
+            self.hooks.received_range(self, first & MASK, n, seg)
+        if plen > self._rcv_mss and self._rcv_mss < self.config.mss:
+            self._rcv_mss = min(plen, self.config.mss)  # GRO'd segments do not count as larger
+        if first == rcv_nxt:
+            if start == 0 and stop == plen:
+                self._rbuf += payload
+            else:
+                self._rbuf += memoryview(payload)[start:stop]
+            self.rcv_nxt = rcv_nxt = first + n
+            delivered = n
+            if self._ooo:
+                delivered += self._drain_ooo()
+                self._ack_now = True  # a hole was (partly) filled: tell the sender at once
+            ev = self._events
+            if ev and type(ev[-1]) is DataReceived:
+                ev[-1].nbytes += delivered
+            else:
+                ev.append(DataReceived(delivered))
+            if not self._ack_now:
+                self._unacked_bytes += n
+                if self._unacked_bytes >= 2 * self._rcv_mss:
+                    self._ack_now = True
+                elif self._delack_deadline is None:
+                    self._delack_deadline = now + self.config.delayed_ack
+        else:
+            self._st.ooo_segments += 1
+            self._ooo_insert(first, bytes(memoryview(payload)[start:stop]))
+            self._ooo_last = first
+            self._ack_now = True
+
+    def _ooo_insert(self, start: int, data: bytes) -> None:
+        end = start + len(data)
+        ooo = self._ooo
+        # fast path: extends the last block
+        if ooo and ooo[-1][1] == start:
+            ooo[-1][2] += data
+            ooo[-1][1] = end
+            return
+        if not ooo or ooo[-1][1] < start:
+            ooo.append([start, end, bytearray(data)])
+            return
+        i = 0
+        n = len(ooo)
+        while i < n and ooo[i][1] < start:
+            i += 1
+        j = i
+        new_start, new_end = start, end
+        while j < n and ooo[j][0] <= end:
+            new_start = min(new_start, ooo[j][0])
+            new_end = max(new_end, ooo[j][1])
+            j += 1
+        buf = bytearray(new_end - new_start)
+        for b in ooo[i:j]:
+            buf[b[0] - new_start:b[1] - new_start] = b[2]
+        buf[start - new_start:end - new_start] = data
+        ooo[i:j] = [[new_start, new_end, buf]]
+
+    def _drain_ooo(self) -> int:
+        delivered = 0
+        ooo = self._ooo
+        while ooo and ooo[0][0] <= self.rcv_nxt:
+            bstart, bend, buf = ooo.pop(0)
+            if bend > self.rcv_nxt:
+                skip = self.rcv_nxt - bstart
+                self._rbuf += memoryview(buf)[skip:]
+                delivered += bend - self.rcv_nxt
+                self.rcv_nxt = bend
+        return delivered
+
+    def _reset(self, reason: str) -> None:
+        self._enter_closed(reason)
+
+    def _enter_closed(self, reason: str | None) -> None:
+        was = self.state
+        self.state = S.CLOSED
+        self._rto_deadline = self._delack_deadline = None
+        self._persist_deadline = self._tw_deadline = None
+        self._ack_now = False
+        if was is S.CLOSED:
+            return
+        if reason is not None:
+            self._events.append(Reset(reason))
+        self._events.append(Closed())
