@@ -41,3 +41,18 @@ def testbed_check(c, topology="two_path", json=False, set_=None):
     from testbed.check import main as check_main
 
     sys.exit(check_main(topology, overrides=set_ or [], as_json=json))
+
+
+@task(help={"seconds": "iperf3 time per phase", "delay_ms": "one-way delay on the emulated link",
+            "rate": "htb Mbit/s on the emulated link (default: none)",
+            "json": "print a JSON summary as the last line"})
+def bench_linkem(c, seconds=10.0, delay_ms=10.0, rate=None, json=False):
+    """How fast the delay emulator goes: h1 -- r1 -- h2 at 20 ms RTT, Mbit/s and its CPU use."""
+    from benchmarks.linkem_bench import main as bench_main
+
+    args = ["--seconds", str(seconds), "--delay-ms", str(delay_ms)]
+    if rate is not None:
+        args += ["--rate", str(rate)]
+    if json:
+        args.append("--json")
+    sys.exit(bench_main(args))
