@@ -52,6 +52,7 @@ class Testbed:
         self.link_router: dict[str, str] = {}      # link -> router that emulates it
         self.paths: list[ResolvedPath] = [resolve_path(topo, p) for p in topo.paths]
         self._ns_tokens: list[str] = []
+        self._pid_tokens: list[str] = []
         self._captures: list[Capture] = []
         self._events: list[EventRun] = []
         self._old_handlers: dict[int, Any] = {}
@@ -113,7 +114,10 @@ class Testbed:
             self.net = None
         for token in self._ns_tokens:
             registry.forget_netns(token)
+        for token in self._pid_tokens:
+            registry.forget_pid(token)
         self._ns_tokens.clear()
+        self._pid_tokens.clear()
         self._captures.clear()
         self.emulators.clear()
 
@@ -200,7 +204,10 @@ class Testbed:
                                  log_path=self.workdir / f"linkem-{router}.log",
                                  seed=None if self.seed is None else self.seed + k)
             self.emulators[router] = emu
-            emu.start()  # its process lives in the router's recorded namespace
+            emu.start()
+            # Recorded by pid too: if we die, the node shells die with their pty, but the
+            # emulator (its own session) would live on and keep the namespace.
+            self._pid_tokens += [t for t in map(registry.record_pid, emu.pids) if t]
 
     # ---- use ---------------------------------------------------------------------------------
 
