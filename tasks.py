@@ -43,6 +43,16 @@ def testbed_check(c, topology="two_path", json=False, set_=None):
     sys.exit(check_main(topology, overrides=set_ or [], as_json=json))
 
 
+@task(help={"topology": "topology name or file", "rates": "comma-separated Mbit/s",
+            "rtts": "comma-separated RTTs in ms"})
+def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
+    """testbed-check over a grid of rates and RTTs (minutes): the emulator's accuracy campaign."""
+    from testbed.check import sweep
+
+    sys.exit(sweep(topology, [float(r) for r in rates.split(",")],
+                   [float(r) for r in rtts.split(",")]))
+
+
 @task(help={"seconds": "iperf3 time per phase", "delay_ms": "one-way delay on the emulated link",
             "rate": "htb Mbit/s on the emulated link (default: none)",
             "json": "print a JSON summary as the last line"})

@@ -106,3 +106,29 @@ def main(topology: str, overrides: list[str] | None = None, as_json: bool = Fals
             {k: v for k, v in asdict(r).items() if k in
              ("name", "want_rtt_ms", "rtt_ms", "want_mbit", "mbit", "ok")} for r in results]}))
     return 0 if all(r.ok for r in results) else 1
+
+
+def sweep(topology: str, rates: list[float], rtts: list[float], seconds: float = 6.0) -> int:
+    """testbed-check over a grid: every path's first link set to each rate and RTT in turn.
+
+    This is the accuracy campaign behind the issue's figures (1-100 Mbit/s, 2-200 ms); it is a
+    task, not a test, because it takes minutes.
+    """
+    topo = load_topology(topology)
+    first_links = [topo.paths[p].link for p in topo.paths]
+    rows, failures = [], 0
+    for rate in rates:
+        for rtt in rtts:
+            overrides = {}
+            for link in first_links:
+                overrides[f"links.{link}.rate_mbit"] = rate
+                overrides[f"links.{link}.delay_ms"] = rtt / 2
+            with Testbed(load_topology(topology, overrides)) as tb:
+                for r in check_paths(tb, seconds=seconds):
+                    failures += not r.ok
+                    rows.append(r)
+                    print(f"{topology:<18}{r.name:<6}{rate:>7g} Mbit/s {rtt:>6g} ms -> "
+                          f"{r.mbit:>7.2f} Mbit/s {r.rtt_ms:>8.2f} ms  "
+                          f"{'ok' if r.ok else 'OFF: ' + r.why}", flush=True)
+    print(f"{len(rows) - failures}/{len(rows)} path checks within tolerance")
+    return 0 if failures == 0 else 1
