@@ -53,6 +53,36 @@ def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
                    [float(r) for r in rtts.split(",")]))
 
 
+@task(help={"experiment": "an experiment file (experiments/*.toml) or its name",
+            "stack": "only these stacks, comma-separated (e.g. kernel-mptcp)",
+            "set_": "override, e.g. links.lte.delay_ms=50 or traffic.duration_s=5 (repeatable)",
+            "reps": "repetitions (overrides the file)",
+            "results": "results root (default: results/)"},
+      iterable=["set_"])
+def run(c, experiment, stack=None, set_=None, reps=None, results=None):
+    """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
+    from experiments.__main__ import run_cli
+
+    sys.exit(run_cli(experiment, stack=stack, sets=set_ or [],
+                     reps=int(reps) if reps is not None else None, results=results))
+
+
+@task(name="list")
+def list_(c):
+    """List experiment files, topologies and stacks with their descriptions."""
+    from experiments.__main__ import print_listing
+
+    print_listing()
+
+
+@task(help={"results": "results root (default: results/)"})
+def demo(c, results=None):
+    """The flagship: two_path failover and aggregation, tcp vs kernel MPTCP, and their report."""
+    from experiments.demo import run_demo
+
+    sys.exit(run_demo(results_root=results))
+
+
 @task(help={"seconds": "iperf3 time per phase", "delay_ms": "one-way delay on the emulated link",
             "rate": "htb Mbit/s on the emulated link (default: none)",
             "json": "print a JSON summary as the last line"})
