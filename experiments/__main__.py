@@ -58,7 +58,10 @@ def run_cli(
     except (ExperimentError, StackUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"results: {res.run_dir}")
+    from experiments.report import write_summary
+
+    summary = write_summary([res.run_dir], res.run_dir / "summary.md", title=exp.name)
+    print(f"results: {res.run_dir}  (summary: {summary.name})")
     for row in res.summary:
         g = row["goodput_steady_mbit"]
         line = (
@@ -67,6 +70,8 @@ def run_cli(
         )
         if "goodput_vs_sum_of_rates" in row:
             line += f", {row['goodput_vs_sum_of_rates']['mean']:.0%} of the sum of path rates"
+        if "main_share" in row:
+            line += f", share against background flows {row['main_share']['mean']:.0%}"
         if "failover_gap_s" in row:
             line += (
                 f", failover gap {row['failover_gap_s']['mean']} ± {row['failover_gap_s']['std']} s"

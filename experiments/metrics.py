@@ -164,6 +164,7 @@ def run_metrics(
     warmup_s: float,
     window_s: float,
     link_addrs: dict[str, str] | None = None,
+    has_background: bool = False,
 ) -> RunMetrics:
     """Metrics for one run. `event_times` are the events' actual times on the receiver's clock."""
     receiver, sender = (client, server) if direction == "download" else (server, client)
@@ -181,7 +182,9 @@ def run_metrics(
     steady = _rate_between(samples, warmup_s, steady_end) if steady_end > warmup_s else 0.0
     sub = receiver.get("subflow_samples", [])
     subflow_bytes = dict(sub[-1][1]) if sub else {}
-    caps = [r for r in path_rates.values() if r]
+    # Aggregation is measured against the paths' rates only when the flow is alone: with
+    # competing flows (or a shared bottleneck) the sum of the path rates is not its capacity.
+    caps = [r for r in path_rates.values() if r] if not has_background else []
     benefit = aggregation_benefit(steady, caps) if not events else None
     latencies = client.get("latencies_ms") or []
     fails: list[FailoverMetrics] = []
@@ -266,6 +269,17 @@ def summarize(runs: list[RunMetrics]) -> list[dict[str, Any]]:
             )
             row["goodput_after_failure_mbit"] = _stats(
                 [r.failover[0].goodput_after_mbit for r in rs if r.failover]
+            )
+        if any(r.background for r in rs):
+            # Share of the bottleneck the flow under test took against the competing flows.
+            shares = []
+            for r in rs:
+                other = sum(b.get("goodput_mbit") or 0 for b in r.background)
+                total = r.goodput_mbit + other
+                shares.append(r.goodput_mbit / total if total else None)
+            row["main_share"] = _stats(shares)
+            row["background_goodput_mbit"] = _stats(
+                [sum(b.get("goodput_mbit") or 0 for b in r.background) for r in rs]
             )
         if any(r.latency_ms_median is not None for r in rs):
             row["latency_ms_median"] = _stats([r.latency_ms_median for r in rs])

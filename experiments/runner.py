@@ -108,6 +108,10 @@ class Progress:
             flush=True,
         )
 
+    def note(self, line: str) -> None:
+        if self.enabled:
+            print(f"{'':22}.. {line}", file=self.stream, flush=True)
+
     def finish(self, line: str) -> None:
         self.done += 1
         if self.enabled:
@@ -164,11 +168,12 @@ def _server_addr(tb: Any, host: str) -> str:
 class RunExecutor:
     """Carries out one RunSpec on its own testbed and returns its metrics."""
 
-    def __init__(self, exp: Experiment, run_dir: Path, run_id: str):
+    def __init__(self, exp: Experiment, run_dir: Path, run_id: str, on_traffic: Any = None):
         self.exp = exp
         self.run_dir = run_dir
         self.run_id = run_id
         self.events_log: list[dict[str, Any]] = []
+        self.on_traffic = on_traffic  # called once the clients run (progress, tests)
 
     def execute(self, spec: RunSpec) -> RunMetrics:
         from testbed.events import LinkEvent
@@ -247,6 +252,7 @@ class RunExecutor:
             warmup_s=exp.warmup_s,
             window_s=exp.gap_window_s,
             link_addrs=link_addrs,
+            has_background=bool(exp.background),
         )
         bg = [
             {
@@ -324,6 +330,9 @@ class RunExecutor:
                 ],
                 t0=t0,
             )
+        _write_json(logs / "processes.json", {"pids": [p.pid for p in procs]})
+        if self.on_traffic:
+            self.on_traffic(spec)
         for flow, _, host, p, _ in clients:
             limit = flow.duration_s + flow.timeout_s
             try:
@@ -474,8 +483,10 @@ def run_experiment(
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    executor = RunExecutor(exp, run_dir, run_id)
     bar = Progress(len(runs), stream=stream, enabled=progress)
+    executor = RunExecutor(
+        exp, run_dir, run_id, on_traffic=lambda s: bar.note(f"traffic running ({s.label})")
+    )
     result = CampaignResult(run_dir=run_dir, complete=False)
     if progress:
         print(f"{exp.name}: {len(runs)} runs -> {run_dir}", file=bar.stream, flush=True)

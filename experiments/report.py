@@ -1,0 +1,75 @@
+"""A plain-markdown summary of one or more campaigns, from their metrics.json and metadata.json.
+
+The full report (figures, pcap-level metrics) belongs to analysis/; this one only needs what the
+runner wrote, so `./inv demo` always ends with a readable answer: goodput per stack, the
+aggregation benefit, the failover gap, with mean and spread, and where every number came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _ms(stat: dict[str, Any] | None, unit: str = "", pct: bool = False) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    if pct:
+        return f"{stat['mean']:.0%} ± {stat['std']:.0%}"
+    return f"{stat['mean']:.2f} ± {stat['std']:.2f}{unit}"
+
+
+def campaign_section(run_dir: Path) -> list[str]:
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"summary": []}
+    git = meta.get("git", {})
+    lines = [
+        f"## {meta['experiment']}: {meta.get('description', '')}",
+        "",
+        f"- results: `{run_dir}`  (complete: {meta.get('complete')})",
+        f"- file: `{meta['source']}` sha256 {meta['file_sha256'][:12]}…, overrides "
+        f"{meta.get('overrides') or 'none'}, seed {meta['seed']}",
+        f"- git {str(git.get('commit'))[:10]}{' (dirty)' if git.get('dirty') else ''}, "
+        f"kernel {meta['kernel']['release']}, {meta['runs_done']}/{meta['runs_total']} runs",
+        "",
+        "| point | stack | n | goodput Mbit/s (steady) | of sum of rates | benefit | "
+        "failover gap s | goodput after failure | intact |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in metrics.get("summary", []):
+        point = (
+            ", ".join(
+                f"{k.split('.')[-2]}.{k.split('.')[-1]}={v}" if "." in k else f"{k}={v}"
+                for k, v in row["point_values"].items()
+            )
+            or "-"
+        )
+        lines.append(
+            f"| {point} | {row['stack']} | {row['repetitions']} | "
+            f"{_ms(row['goodput_steady_mbit'])} | {_ms(row.get('goodput_vs_sum_of_rates'), pct=True)} | "
+            f"{_ms(row.get('aggregation_benefit'))} | {_ms(row.get('failover_gap_s'))} | "
+            f"{_ms(row.get('goodput_after_failure_mbit'))} | "
+            f"{'yes' if row['all_intact'] else 'NO'} |"
+        )
+    fails = [r for r in metrics.get("runs", []) if r.get("failover")]
+    if fails:
+        lines += ["", "Per run, around each link-down event (subflow bytes from 1 s after it):", ""]
+        for r in fails:
+            for f in r["failover"]:
+                lines.append(
+                    f"- {r['label']}: {f['link']} down at {f['event_t']:.2f} s, gap "
+                    f"{f['gap_s']:.2f} s, in-order data resumed {f['resume_after_s']} s after; "
+                    f"cut-path subflows {f['cut_path_bytes_after']} B, other paths "
+                    f"{f['other_paths_bytes_after']} B"
+                )
+    return lines + [""]
+
+
+def write_summary(run_dirs: list[Path], out: Path, title: str = "mptcp-lab report") -> Path:
+    lines = [f"# {title}", ""]
+    for d in run_dirs:
+        lines += campaign_section(Path(d))
+    out.write_text("\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,173 @@
+"""The runner on real namespaces and real kernel MPTCP: short runs, real results on disk.
+
+Each test writes a small experiment file (a few seconds of traffic) into tmp_path and runs it
+through the same code as ./inv run, with results under tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import runner
+from experiments.config import load_experiment
+from experiments.runner import new_run_dir, run_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.net
+
+TINY = """
+name = "{name}"
+description = "test run"
+seed = 3
+repetitions = 1
+stacks = {stacks}
+
+[topology]
+name = "two_path"
+
+[traffic]
+client = "client"
+server = "server"
+kind = "bulk"
+direction = "download"
+duration_s = {duration}
+
+[stack.kernel-mptcp]
+endpoints = [{{ host = "client", link = "lte", flags = ["subflow"] }}]
+
+[metrics]
+warmup_s = 1.0
+"""
+
+
+def tiny(
+    tmp_path: Path, name: str = "tiny", stacks: str = '["kernel-mptcp"]', duration: float = 3
+) -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(TINY.format(name=name, stacks=stacks, duration=duration))
+    return p
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_kernel_mptcp_two_subflows_on_two_path(tmp_path):
+    exp = load_experiment(tiny(tmp_path))
+    res = run_experiment(exp, results_root=tmp_path / "results", progress=False, analyze=False)
+    assert res.complete
+    (m,) = res.runs
+    assert m.ok and m.intact, m.errors
+    assert m.max_subflows == 2 and m.mptcp_fallback is False
+    # Both subflows (wifi 10.0.1.1 and lte 10.0.2.1) carried data.
+    by_addr = {k.split("->")[0].rsplit(":", 1)[0]: v for k, v in m.subflow_bytes.items()}
+    assert set(by_addr) == {"10.0.1.1", "10.0.2.1"}
+    assert all(v > 100_000 for v in by_addr.values()), by_addr
+    # More than the best single path (20 Mbit/s): aggregation happened.
+    assert m.goodput_steady_mbit > 21, m.goodput_steady_mbit
+
+    d = res.run_dir
+    meta = json.loads((d / "metadata.json").read_text())
+    assert meta["complete"] is True and meta["runs_done"] == 1
+    assert len(meta["git"]["commit"]) == 40 and meta["kernel"]["release"] == os.uname().release
+    assert meta["file_text"] == exp.text and meta["resolved_runs"][0]["stack"] == "kernel-mptcp"
+    pcaps = sorted(p.name for p in (d / "pcap" / "kernel-mptcp" / "rep1").glob("*.pcap"))
+    assert pcaps == ["client-eth0.pcap", "client-eth1.pcap", "server-eth0.pcap"]
+    client = json.loads((d / "traffic/kernel-mptcp/rep1/main-client.json").read_text())
+    server = json.loads((d / "traffic/kernel-mptcp/rep1/main-server.json").read_text())
+    assert client["received_sha256"] == server["sent_sha256"]
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["summary"][0]["stack"] == "kernel-mptcp"
+    assert json.loads((d / "events.json").read_text())[0]["label"] == "kernel-mptcp/rep1"
+
+
+def test_results_are_never_overwritten(tmp_path, monkeypatch):
+    root = tmp_path / "results"
+    # A run directory that already exists is skipped, not reused, even on a suffix collision.
+    suffixes = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(runner.secrets, "token_hex", lambda n: next(suffixes))
+    _, first = new_run_dir(root, "exp")
+    (first / "marker").write_text("first")
+    _, second = new_run_dir(root, "exp")
+    assert second != first and second.name.endswith("bbbbbb")
+    assert (first / "marker").read_text() == "first"
+    monkeypatch.undo()
+    # Two real runs of the same file: two directories, the first one untouched by the second.
+    path = tiny(tmp_path, stacks='["tcp"]', duration=1)
+    a = run_experiment(load_experiment(path), results_root=root, progress=False, analyze=False)
+    meta_a = (a.run_dir / "metadata.json").read_text()
+    b = run_experiment(load_experiment(path), results_root=root, progress=False, analyze=False)
+    assert a.run_dir != b.run_dir and a.run_dir.parent == b.run_dir.parent
+    assert (a.run_dir / "metadata.json").read_text() == meta_a
+    assert a.runs[0].intact and b.runs[0].intact
+
+
+def test_interrupted_run_is_marked_and_cleaned(tmp_path):
+    path = tiny(tmp_path, name="interrupted", duration=30)
+    root = tmp_path / "results"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments",
+            "run",
+            str(path),
+            "--results",
+            str(root),
+            "--no-analysis",
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        seen = []
+        for line in proc.stderr:  # the runner says when the traffic runs: that is our event
+            seen.append(line)
+            if "traffic running" in line:
+                break
+        else:
+            pytest.fail(f"runner never started traffic: {''.join(seen)}")
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc != 0
+    (run_dir,) = (root / "interrupted").iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["complete"] is False and meta["interrupted"] is True, rest
+    assert "Interrupted" in meta["error"] and meta["end"]
+    logs = run_dir / "logs" / "kernel-mptcp" / "rep1"
+    nodes = json.loads((logs / "nodes.json").read_text())
+    procs = json.loads((logs / "processes.json").read_text())["pids"]
+    assert set(nodes) == {"client", "r1", "r2", "core", "server"} and len(procs) == 2
+    # The testbed is gone: no node shell (namespace holder), no traffic tool, no tcpdump left.
+    assert [p for p in [*nodes.values(), *procs] if alive(p)] == []
+    leftovers = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(run_dir) in cmd or run_dir.name in cmd:
+                leftovers.append(cmd)
+    assert leftovers == []
+    # Nothing left in the testbed's crash registry under the runner's pid either.
+    state = Path(os.environ.get("MPTCP_LAB_STATE", "/run/mptcp-lab"))
+    assert not list(state.glob(f"{proc.pid}-*.json"))
