@@ -74,19 +74,23 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     reader, writer = await open_connection(host, port, local_addr=args.bind, config=_config(args))
     t_conn = time.monotonic()
     left = args.bytes
-    while left > 0:
-        chunk = block[:left] if left < BLOCK else block
-        h.update(chunk)
-        writer.write(chunk)
-        left -= len(chunk)
-        await writer.drain()
-    writer.close()
-    # Our FIN is acknowledged and the peer has closed too: everything arrived.
-    await reader.read()
-    await writer.wait_closed()
+    err = None
+    try:
+        while left > 0:
+            chunk = block[:left] if left < BLOCK else block
+            h.update(chunk)
+            writer.write(chunk)
+            left -= len(chunk)
+            await writer.drain()
+        writer.close()
+        # Our FIN is acknowledged and the peer has closed too: everything arrived.
+        await reader.read()
+        await writer.wait_closed()
+    except OSError as e:
+        err = f"{type(e).__name__}: {e}"
     t1 = time.monotonic()
     dur = t1 - t_conn
-    return {
+    res = {
         "role": "client",
         "bytes_sent": args.bytes,
         "sha256": h.hexdigest(),
@@ -97,6 +101,10 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
         "local": list(writer.get_extra_info("sockname")),
         "stats": writer.stats(),
     }
+    if err:
+        res["error"] = err
+        res["bytes_written"] = args.bytes - left
+    return res
 
 
 async def run_server(args: argparse.Namespace) -> int:
@@ -186,6 +194,9 @@ async def _amain(args: argparse.Namespace) -> int:
         if args.cmd == "client":
             res = await run_client(args)
             print(json.dumps(res) if args.json else _human(res), flush=True)
+            if "error" in res:
+                print(f"error: {res['error']}", file=sys.stderr)
+                return 1
             return 0
         return await run_server(args)
     except asyncio.CancelledError:
