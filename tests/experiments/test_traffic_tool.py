@@ -1,0 +1,179 @@
+"""The traffic tool: data integrity end to end (sha256 at both ends), for every traffic kind.
+
+The network tests run the tool exactly as the runner does: copied to the hosts of a real
+two_path testbed through the Host interface, started there, the server's "listening" line
+awaited. The expected hash is also computed here, independently of both ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.metrics import run_metrics
+from experiments.traffic import Payload, TrafficSpec
+
+TOOL = Path(__file__).resolve().parents[2] / "experiments" / "traffic.py"
+
+
+def test_payload_is_deterministic_and_slicing_independent():
+    whole = Payload(42).take(300_000)
+    p = Payload(42)
+    parts = b"".join(p.take(n) for n in (1, 65535, 70000, 3, 164461))
+    assert parts == whole and len(whole) == 300_000
+    assert Payload(43).take(1000) != whole[:1000]
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError):
+        TrafficSpec(kind="bulk").validate()  # neither bytes nor duration
+    with pytest.raises(ValueError):
+        TrafficSpec(kind="stream", duration_s=1).validate()  # no rate
+
+
+def test_tampered_data_is_not_intact():
+    ok = {"bytes_received": 10, "received_sha256": "a", "sent_sha256": "e3", "bytes_sent": 0}
+    srv = {"bytes_sent": 10, "sent_sha256": "a", "received_sha256": "e3", "bytes_received": 0}
+    kw = dict(
+        label="x",
+        stack="tcp",
+        point=0,
+        point_values={},
+        rep=1,
+        direction="download",
+        events=[],
+        event_times=[],
+        path_rates={},
+        warmup_s=0.0,
+        window_s=1.0,
+    )
+    assert run_metrics(client=ok, server=srv, **kw).intact
+    assert not run_metrics(client={**ok, "received_sha256": "b"}, server=srv, **kw).intact
+    assert not run_metrics(client=ok, server={**srv, "bytes_sent": 11}, **kw).intact
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    from testbed.net import Testbed
+    from testbed.topology import load_topology
+
+    work = tmp_path_factory.mktemp("traffic")
+    with Testbed(load_topology("two_path"), workdir=work / "tb") as tb:
+        tb.kernel_mptcp(
+            "client", endpoints=[(tb.addr("client", "lte"), tb.intf("client", "lte"), "subflow")]
+        )
+        tb.kernel_mptcp("server")
+        yield tb, work
+
+
+def exchange(tb, work: Path, name: str, proto: str, client_args: list[str]) -> tuple[dict, dict]:
+    server, client = tb.host("server"), tb.host("client")
+    tool_s, tool_c = work / name / "s" / "traffic.py", work / name / "c" / "traffic.py"
+    server.put(TOOL, tool_s)
+    client.put(TOOL, tool_c)
+    out_s, out_c = work / name / "server.json", work / name / "client.json"
+    srv = server.start(
+        [
+            sys.executable,
+            str(tool_s),
+            "server",
+            "--listen",
+            "0.0.0.0:5301",
+            "--proto",
+            proto,
+            "--once",
+            "--out",
+            str(out_s),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        srv.wait_for_line(r"^listening ", stream="stdout", timeout=15)
+        res = client.run(
+            [
+                sys.executable,
+                str(tool_c),
+                "client",
+                "--connect",
+                f"{tb.addr('server', 'server')}:5301",
+                "--proto",
+                proto,
+                "--out",
+                str(out_c),
+                *client_args,
+            ],
+            timeout=60,
+        )
+        assert srv.wait(timeout=20) == 0
+    finally:
+        if srv.returncode is None:
+            srv.stop()
+    assert res.returncode == 0, res.stderr
+    return json.loads(out_c.read_text()), json.loads(out_s.read_text())
+
+
+@pytest.mark.net
+@pytest.mark.parametrize("proto", ["tcp", "mptcp"])
+def test_bulk_upload_integrity(testbed, proto):
+    tb, work = testbed
+    n = 3_000_000
+    c, s = exchange(
+        tb,
+        work,
+        f"bulk-{proto}",
+        proto,
+        ["--kind", "bulk", "--direction", "upload", "--bytes", str(n), "--seed", "9"],
+    )
+    expected = hashlib.sha256(Payload(9).take(n)).hexdigest()
+    assert c["bytes_sent"] == s["bytes_received"] == n
+    assert c["sent_sha256"] == s["received_sha256"] == expected
+    assert not c["error"] and not s["error"]
+    assert s["samples"] and s["goodput_mbit"] > 1
+    if proto == "mptcp":
+        assert s["mptcp_fallback"] is False and s["max_subflows"] == 2
+
+
+@pytest.mark.net
+def test_reqresp_and_stream_integrity(testbed):
+    tb, work = testbed
+    c, s = exchange(
+        tb,
+        work,
+        "rr",
+        "mptcp",
+        [
+            "--kind",
+            "reqresp",
+            "--req-bytes",
+            "500",
+            "--resp-bytes",
+            "20000",
+            "--count",
+            "5",
+            "--seed",
+            "4",
+        ],
+    )
+    # Each end has its own generator with the same seed: the client's requests, the server's
+    # responses, each in exchange order.
+    creq, sresp = Payload(4), Payload(4)
+    want_req = hashlib.sha256(b"".join(creq.take(500) for _ in range(5))).hexdigest()
+    want_resp = hashlib.sha256(b"".join(sresp.take(20000) for _ in range(5))).hexdigest()
+    assert c["sent_sha256"] == s["received_sha256"] == want_req
+    assert s["sent_sha256"] == c["received_sha256"] == want_resp
+    assert len(c["latencies_ms"]) == 5 and min(c["latencies_ms"]) >= 19  # >= one wifi RTT
+
+    c, s = exchange(
+        tb,
+        work,
+        "stream",
+        "tcp",
+        ["--kind", "stream", "--rate-mbit", "4", "--duration", "2", "--seed", "5"],
+    )
+    assert c["received_sha256"] == s["sent_sha256"] and c["bytes_received"] == s["bytes_sent"]
+    assert 3.0 <= c["goodput_mbit"] <= 4.6, c["goodput_mbit"]
