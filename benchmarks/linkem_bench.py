@@ -84,33 +84,50 @@ def ping_rtt(node, count: int = 20) -> float:
 
 
 def run(seconds: float, delay_ms: float, rate_mbit: float | None, modes: list[str],
-        log_path: Path | None) -> list[dict]:
+        log_path: Path | None, jitter_ms: float = 0.0, no_offload: bool = False) -> list[dict]:
     net, h1, r1, h2 = build()
     emu = None
     results = []
     try:
-        model = LinkModel(delay_ms=delay_ms, rate_mbit=rate_mbit)
+        if no_offload:  # MTU-sized packets only: the emulator's per-packet cost shows
+            for node in (h1, h2):
+                node.cmd(f"ethtool -K {node.name}-eth0 tso off gso off gro off")
+            for intf in ("eth0", "eth1"):
+                r1.cmd(f"ethtool -K {r1.name}-{intf} tso off gso off gro off")
+        model = LinkModel(delay_ms=delay_ms, jitter_ms=jitter_ms, rate_mbit=rate_mbit)
         if rate_mbit:
             shape_interface(h1, f"{h1.name}-eth0", model)
             shape_interface(r1, f"{r1.name}-eth0", model)
         emu = RouterEmulator(r1, [EmulatedPort("left", f"{r1.name}-eth0", model)],
                              log_path=log_path, seed=1)
         emu.start()
-        (pid,) = emu.pids
+        pid = emu.pids[0] if emu.pids else None  # --delay-ms 0: no emulator, the baseline
         print(f"ping RTT through r1: {ping_rtt(h1):.2f} ms (configured {2 * delay_ms:g} ms"
               f" = {delay_ms:g} ms each way on one link)", flush=True)
+        def counts() -> tuple[int, int]:
+            st = emu.stats().get("left")
+            if st is None:
+                return 0, 0
+            return (sum(st[d]["packets"] for d in ("in", "out")),
+                    sum(st[d]["kernel_dropped"] for d in ("in", "out")))
+
         for mode in modes:
-            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            pkts0, drops0 = counts()
+            cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
             mbit = iperf3(h1, h2, seconds, mode)
-            cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
-            stats = emu.stats()["left"]
+            elapsed = time.monotonic() - t0
+            cpu = (cpu_seconds(pid) - cpu0) / elapsed * 100 if pid else 0.0
+            pkts1, drops1 = counts()
             row = {"mode": mode, **{k: round(v, 1) for k, v in mbit.items()},
                    "emulator_cpu_pct": round(cpu, 1),
-                   "queued_packets": stats["in"]["packets"] + stats["out"]["packets"]}
+                   "queued_per_s": round((pkts1 - pkts0) / elapsed),
+                   "kernel_dropped": drops1 - drops0}
             results.append(row)
             dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
             dirs += f"  (sender's mean RTT {mbit['sender_mean_rtt_ms']:.1f} ms)"
-            print(f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core", flush=True)
+            print(f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core, "
+                  f"{row['queued_per_s']} packets/s queued, "
+                  f"{row['kernel_dropped']} dropped by a full queue", flush=True)
     finally:
         if emu is not None:
             emu.stop()
@@ -122,12 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="iperf3 time per phase")
     ap.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay on h1 -- r1")
+    ap.add_argument("--jitter-ms", type=float, default=0.0, help="jitter on h1 -- r1")
     ap.add_argument("--rate", type=float, default=None, help="htb Mbit/s on h1 -- r1 (none)")
+    ap.add_argument("--no-offload", action="store_true",
+                    help="TSO/GSO/GRO off on every interface: MTU-sized packets only")
     ap.add_argument("--modes", default="forward,reverse,bidir")
     ap.add_argument("--log", type=Path, default=None, help="emulator stderr log")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     args = ap.parse_args(argv)
-    results = run(args.seconds, args.delay_ms, args.rate, args.modes.split(","), args.log)
+    results = run(args.seconds, args.delay_ms, args.rate, args.modes.split(","), args.log,
+                  jitter_ms=args.jitter_ms, no_offload=args.no_offload)
     if args.json:
         print(json.dumps(results))
     return 0

@@ -181,6 +181,22 @@ class NfQueueSocket:
             socket.htonl(NF_ACCEPT), socket.htonl(packet_id)))
 
 
+def kernel_drops() -> dict[int, int]:
+    """Packets the kernel dropped per queue (queue full or socket buffer full), from this
+    namespace's /proc/net/netfilter/nfnetlink_queue: fields queue, portid, waiting, copy mode,
+    copy range, queue_dropped, user_dropped, id sequence, 1."""
+    drops = {}
+    try:
+        with open("/proc/net/netfilter/nfnetlink_queue") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 7:
+                    drops[int(fields[0])] = int(fields[5]) + int(fields[6])
+    except OSError:
+        pass
+    return drops
+
+
 class Emulator:
     """The event loop: pull packets, stamp their release times, accept what is due."""
 
@@ -226,8 +242,10 @@ class Emulator:
             self.reply({"ok": False, "error": repr(exc)})
 
     def stats(self) -> dict:
+        dropped = kernel_drops()
         return {str(q.num): {"packets": q.packets, "held": len(q.held), "verdicts": q.verdicts,
                              "mean_late_us": round(q.late_sum / max(1, q.verdicts) * 1e6, 1),
+                             "kernel_dropped": dropped.get(q.num, 0),
                              "delay_ms": q.delay * 1000, "jitter_ms": q.jitter * 1000}
                 for q in self.queues.values()}
 

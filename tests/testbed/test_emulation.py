@@ -200,7 +200,9 @@ def test_stop_leaves_nothing(tri):
     emu = RouterEmulator(tri.r1, tri.ports(LinkModel(delay_ms=5), LinkModel(loss_pct=1)))
     emu.start()
     pids = emu.pids
-    assert len(pids) == 1 and os.path.exists(f"/proc/{pids[0]}")
+    assert len(pids) == 1
+    with open(f"/proc/{pids[0]}/cmdline", "rb") as f:
+        assert b"testbed.linkem" in f.read()
     assert TABLE in tri.r1.cmd("nft list tables")
     emu.stop()
     emu.stop()  # idempotent
