@@ -338,7 +338,7 @@ class TcpConnection:
             self.ts_recent = peer_ts.tsval
         self.peer_mss = mss
         self._mss_send = max(64, min(mss, cfg.mss))
-        self.cc = make_cc(cfg.cc, self._mss_send)
+        self.cc = make_cc(cfg.cc, self._mss_send - (12 if self.ts_ok else 0))
         # SYN windows are never scaled.
         self.snd_wnd = seg.window
         self.max_snd_wnd = seg.window
@@ -983,10 +983,26 @@ class TcpConnection:
         seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         state = self.state
 
-        # A SYN retransmitted by a peer that has not seen our SYN-ACK yet.
-        if state is S.SYN_RECEIVED and flags & SYN and not flags & ACK and s == rcv_nxt - 1:
-            self._send_syn(now, ack=True)
-            return
+        if state is S.SYN_RECEIVED and flags & SYN and s == rcv_nxt - 1 and not flags & RST:
+            if not flags & ACK:
+                # A SYN retransmitted by a peer that has not seen our SYN-ACK yet.
+                self._send_syn(now, ack=True)
+                return
+            if _unwrap(seg.ack, self.snd_una) == self.iss + 1:
+                # Simultaneous open: the peer's SYN-ACK acks our SYN. Its SYN is old news
+                # (already taken), so only the ACK half completes our side.
+                self.snd_una = self.iss + 1
+                self.snd_wnd = self.max_snd_wnd = seg.window << self.snd_wscale
+                self.snd_wl1 = s
+                self.snd_wl2 = self.snd_una
+                self._rtt_from(seg, now)
+                self._retries = 0
+                self._rto_deadline = None
+                self._ack_now = True
+                if self.hooks is not None:
+                    self.hooks.incoming_options(self, seg)
+                self._established(now)
+                return
 
         # PAWS (RFC 7323 5.3): a timestamp older than TS.Recent marks an old duplicate.
         tsopt = None
