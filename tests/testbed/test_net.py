@@ -24,6 +24,14 @@ def root_links() -> set[str]:
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
 
 
+def root_rules() -> str:
+    """The root namespace's firewall, counters left out (they move with any traffic)."""
+    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    ipt = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    lines = (nft + ipt).splitlines()
+    return "\n".join(ln for ln in lines if not ln.startswith("#") and not ln.startswith(":"))
+
+
 def ping_ok(tb: Testbed, src: str, path: str) -> bool:
     p = tb.path(path)
     res = tb.host(src).run(["ping", "-n", "-c", "1", "-W", "1", "-I", p.src_addr, p.dst_addr],
@@ -32,7 +40,7 @@ def ping_ok(tb: Testbed, src: str, path: str) -> bool:
 
 
 def test_build_and_teardown_leave_nothing(tmp_path):
-    before = root_links()
+    before, rules = root_links(), root_rules()
     topo = load_topology("two_path", {"links.wifi.delay_ms": 2, "links.lte.delay_ms": 2})
     with Testbed(topo, workdir=tmp_path) as tb:
         node_pids = [h.pid for h in tb.hosts.values()]
@@ -45,6 +53,7 @@ def test_build_and_teardown_leave_nothing(tmp_path):
     for pid in node_pids + emu_pids + [proc.pid]:
         assert registry.start_ticks(pid) is None, f"process {pid} survived teardown"
     assert root_links() == before
+    assert root_rules() == rules
     assert not list(registry.STATE_DIR.glob(f"{os.getpid()}-*.json"))
 
 
