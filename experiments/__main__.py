@@ -63,10 +63,11 @@ def run_cli(
     summary = write_summary([res.run_dir], res.run_dir / "summary.md", title=exp.name)
     print(f"results: {res.run_dir}  (summary: {summary.name})")
     for row in res.summary:
-        g = row["goodput_steady_mbit"]
+        g, w = row["goodput_steady_mbit"], row["goodput_mbit"]
         line = (
             f"  {row['stack']:<13} {json.dumps(row['point_values'])} "
-            f"goodput {g['mean']} ± {g['std']} Mbit/s (n={g['n']})"
+            f"goodput steady {g['mean']} ± {g['std']}, whole transfer {w['mean']} ± {w['std']} "
+            f"Mbit/s (n={g['n']})"
         )
         if "goodput_vs_sum_of_rates" in row:
             line += f", {row['goodput_vs_sum_of_rates']['mean']:.0%} of the sum of path rates"

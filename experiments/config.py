@@ -468,6 +468,11 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
                 _flow(source, f"grid.{k}[{j}]", {**_flow_raw(traffic), fld: val}, False)
         grid[k] = list(v)
 
+    for s in stacks:
+        STACKS[s].check_flow(source, "traffic", traffic)
+    for i, b in enumerate(background):
+        STACKS[b.stack].check_flow(source, f"background[{i}]", b)
+
     stack_opts = {}
     for s, opts in _table(source, "stack", raw.get("stack", {})).items():
         if s not in STACKS:

@@ -290,14 +290,17 @@ class RunExecutor:
             tool = remote / flow.server / "traffic.py"
             host.put(TOOL, tool)
             out = remote / flow.server / f"{flow.name}-server.json"
-            cmd = stack.server(python, tool, f"0.0.0.0:{flow.port}", out)
+            cmd = stack.server(python, tool, _server_addr(tb, flow.server), flow.port, out)
             log.info("%s: start server on %s: %s", spec.label, flow.server, " ".join(cmd.argv))
+            pipe_out = cmd.ready_stream == "stdout"
             p = host.start(
-                cmd.argv, stdout=subprocess.PIPE, stderr=logs / f"{flow.name}-server.stderr"
+                cmd.argv,
+                stdout=subprocess.PIPE if pipe_out else logs / f"{flow.name}-server.stdout",
+                stderr=logs / f"{flow.name}-server.stderr" if pipe_out else subprocess.PIPE,
             )
             procs.append(p)
             if cmd.ready_pattern:
-                p.wait_for_line(cmd.ready_pattern, stream="stdout", timeout=15)
+                p.wait_for_line(cmd.ready_pattern, stream=cmd.ready_stream, timeout=15)
             servers.append((flow, stack, host, p, cmd))
         clients = []
         t0 = time.monotonic()
@@ -364,8 +367,13 @@ class RunExecutor:
                 FlowResult(
                     flow.name,
                     stack.name,
-                    self._report(chost, ccmd, logs / f"{flow.name}-client.stdout"),
-                    self._report(shost, scmd, None, sp),
+                    stack.normalize(
+                        self._report(chost, ccmd, logs / f"{flow.name}-client.stdout"), "client"
+                    ),
+                    stack.normalize(
+                        self._report(shost, scmd, logs / f"{flow.name}-server.stdout", sp),
+                        "server",
+                    ),
                 )
             )
         return {"flows": results, "events": list(events), "t0_wall": t0_wall}
@@ -381,7 +389,10 @@ class RunExecutor:
                 except OSError as e:
                     return {"error": f"no report from {host.name}: {e}"}
                 return json.loads(local.read_text())
-        text = stdout_file.read_text() if stdout_file else proc.stdout.read().decode()
+        if stdout_file is not None and stdout_file.exists():
+            text = stdout_file.read_text()
+        else:
+            text = proc.stdout.read().decode() if proc is not None and proc.stdout else ""
         try:
             return STACKS["tcp"].read_result(text)
         except ValueError as e:

@@ -9,6 +9,7 @@ MPTCP implementation's CLI (python -m mptcp_impl) once it exists.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Command:
     argv: list[str]
     out_file: Path | None  # the JSON report the program writes on the host (None: stdout)
     ready_pattern: str | None = None  # servers: printed once listening
+    ready_stream: str = "stdout"  # where the ready line appears (the other stream goes to a log)
 
 
 class Stack:
@@ -56,20 +58,29 @@ class Stack:
     def check_available(self) -> None:
         """Raise StackUnavailable when this stack cannot run here."""
 
+    def check_flow(self, source: str, where: str, flow: Any) -> None:
+        """Refuse, at file-validation time, traffic this stack's programs cannot produce."""
+
+    def normalize(self, report: dict[str, Any], role: str) -> dict[str, Any]:
+        """The program's report in the traffic tool's schema (what metrics.py reads)."""
+        return report
+
     # ---- run time ----------------------------------------------------------------------------
 
     def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         """Configure the hosts before a run; returns what was done (goes into the logs)."""
         return {}
 
-    def server(self, python: str, tool: Path, listen: str, out: Path) -> Command:
+    def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
+        """addr is the server's own address; our tool listens on all of them (MPTCP joins may
+        arrive on any address the server announces)."""
         return Command(
             [
                 python,
                 str(tool),
                 "server",
                 "--listen",
-                listen,
+                f"0.0.0.0:{port}",
                 "--proto",
                 self.proto,
                 "--once",
@@ -272,8 +283,10 @@ class KernelMptcpStack(Stack):
 class UserspaceStack(Stack):
     """Our own MPTCP implementation (mptcp_impl), driven through its CLI.
 
-    Its CLI moves N bytes and prints a JSON report; it does not speak our traffic tool's
-    protocol, so only bulk flows of a fixed size are possible with it.
+    Its CLI (python -m mptcp_impl client|server ... --json) moves N bytes from the client to the
+    server and prints one JSON report; it does not speak our traffic tool's protocol, so with it
+    only bulk uploads of a fixed size are possible (checked when the file is validated), and
+    there are no 100 ms samples: goodput and integrity only.
     """
 
     name = "userspace"
@@ -287,18 +300,35 @@ class UserspaceStack(Stack):
                 "stack's command line, does not exist in this checkout)"
             )
 
-    def server(self, python: str, tool: Path, listen: str, out: Path) -> Command:
+    def check_flow(self, source: str, where: str, flow: Any) -> None:
+        if flow.kind != "bulk" or flow.direction != "upload" or not flow.bytes:
+            raise ExperimentError(
+                source,
+                f"{where}.kind",
+                "the userspace stack's CLI only does bulk uploads of a fixed size: "
+                'kind = "bulk", direction = "upload", bytes = N',
+            )
+
+    def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
         return Command(
-            [python, "-m", "mptcp_impl", "server", "--listen", listen, "--once", "--json"],
+            [
+                python,
+                "-m",
+                "mptcp_impl",
+                "server",
+                "--listen",
+                f"{addr}:{port}",
+                "--once",
+                "--json",
+            ],
             None,
-            ready_pattern=r"listening",
+            ready_pattern=r"^listening ",
+            ready_stream="stderr",
         )
 
     def client(
         self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
     ) -> Command:
-        if flow.kind != "bulk" or not flow.bytes:
-            raise StackUnavailable("userspace: only bulk flows with bytes = N are supported")
         return Command(
             [
                 python,
@@ -309,10 +339,45 @@ class UserspaceStack(Stack):
                 connect,
                 "--bytes",
                 str(flow.bytes),
+                "--seed",
+                str(seed),
                 "--json",
             ],
             None,
         )
+
+    def normalize(self, report: dict[str, Any], role: str) -> dict[str, Any]:
+        empty = hashlib.sha256(b"").hexdigest()
+        sha = report.get("sha256", "")
+        out = {
+            "role": role,
+            "proto": self.proto,
+            "error": report.get("error", ""),
+            "duration_s": report.get("duration_s", 0.0),
+            "samples": [],
+            "gaps": [],
+            "subflow_samples": [],
+            "max_subflows": 0,
+            "mptcp_fallback": None,
+            "native": report,
+        }
+        if role == "client":
+            out |= {
+                "bytes_sent": report.get("bytes_sent", 0),
+                "sent_sha256": sha,
+                "bytes_received": 0,
+                "received_sha256": empty,
+                "goodput_mbit": 0.0,
+            }
+        else:
+            out |= {
+                "bytes_received": report.get("bytes_received", 0),
+                "received_sha256": sha,
+                "bytes_sent": 0,
+                "sent_sha256": empty,
+                "goodput_mbit": report.get("goodput_mbit") or 0.0,
+            }
+        return out
 
 
 STACKS: dict[str, Stack] = {s.name: s for s in (TcpStack(), KernelMptcpStack(), UserspaceStack())}

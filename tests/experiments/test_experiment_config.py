@@ -149,3 +149,21 @@ def test_shipped_experiment_files_are_valid():
     for n in names:
         exp = load_experiment(n)
         assert exp.description and resolve_runs(exp)
+
+
+def test_userspace_stack_seam(tmp_path, monkeypatch):
+    from experiments import stacks
+
+    # Its CLI only uploads N bytes: other traffic is refused when the file is read.
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(write(tmp_path, GOOD.replace('["tcp", "kernel-mptcp"]', '["userspace"]')))
+    assert info.value.field == "traffic.kind" and "upload" in str(info.value)
+    # Without mptcp_impl/__main__.py the stack says clearly that it is not there yet.
+    real = stacks.importlib.util.find_spec
+    monkeypatch.setattr(
+        stacks.importlib.util,
+        "find_spec",
+        lambda name: None if name == "mptcp_impl.__main__" else real(name),
+    )
+    with pytest.raises(stacks.StackUnavailable, match="not available yet"):
+        stacks.STACKS["userspace"].check_available()
