@@ -3,21 +3,23 @@
     python -m tests.userspace_tcp.kpeer server --listen IP:PORT [--rcvbuf N] [--slow-ms MS] [--stall-ms MS]
                                                [--reset-after N] [--shutdown-after N]
     python -m tests.userspace_tcp.kpeer client --connect IP:PORT --bytes N [--pause-at N]
-    python -m tests.userspace_tcp.kpeer inject --local IP --peer IP:PORT --kind KIND
+    python -m tests.userspace_tcp.kpeer inject --local IP --peer IP:PORT --kinds K1,K2 --offset N
 
 Each prints one JSON line on stdout; servers print "listening" on stderr when ready, a pausing
-client prints "paused" and waits for a line on stdin, the injector prints "observed" once it has
-seen a segment of the connection and "injected" after sending.
+client prints "paused" and waits for a line on stdin, the injector prints "sniffing", then "observed"
+once it has seen the peer's SYN-ACK, waits for a line on stdin, and prints "injected" when done.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import socket
 import struct
 import sys
+import termios
 import time
 
 from mptcp_impl.cli import BLOCK, pattern_block
@@ -71,6 +73,11 @@ def server(a: argparse.Namespace) -> None:
     print(json.dumps(res), flush=True)
 
 
+def _outq(s: socket.socket) -> int:
+    buf = fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ
+    return struct.unpack("i", buf)[0]
+
+
 def client(a: argparse.Namespace) -> None:
     block = memoryview(pattern_block(a.seed))
     s = socket.create_connection(_hp(a.connect), timeout=60)
@@ -80,7 +87,8 @@ def client(a: argparse.Namespace) -> None:
     t0 = time.monotonic()
     paused = False
     while left > 0:
-        chunk = block[: min(left, BLOCK)]
+        pos = sent % BLOCK  # where in the repeated block the stream is
+        chunk = block[pos: pos + min(left, BLOCK - pos)]
         if a.pause_at and not paused and sent + len(chunk) > a.pause_at:
             chunk = chunk[: a.pause_at - sent]
         s.sendall(chunk)
@@ -89,6 +97,11 @@ def client(a: argparse.Namespace) -> None:
         left -= len(chunk)
         if a.pause_at and not paused and sent >= a.pause_at:
             paused = True
+            # Pause only once everything sent is acknowledged, so the peer's rcv.nxt is known
+            # exactly. The kernel offers no event for that: poll SIOCOUTQ (unacked + unsent).
+            deadline = time.monotonic() + 10
+            while _outq(s) and time.monotonic() < deadline:
+                time.sleep(0.002)
             print(f"paused {s.getsockname()[0]}:{s.getsockname()[1]}", file=sys.stderr,
                   flush=True)
             sys.stdin.readline()
@@ -123,57 +136,95 @@ def craft(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags:
 
 KINDS = ("rst_in_window", "syn_in_window", "bad_doff_small", "bad_doff_large", "optlen0",
          "optlen1", "opt_past_header", "trunc_opts", "bad_checksum")
+CHALLENGED = ("rst_in_window", "syn_in_window")
+
+
+def _tcp_of(pkt: bytes) -> tuple[str, str, int, int, int, int, int, int] | None:
+    if len(pkt) < 40 or pkt[0] >> 4 != 4 or pkt[9] != 6:
+        return None
+    ihl = (pkt[0] & 15) * 4
+    tot = int.from_bytes(pkt[2:4], "big")
+    sport, dport, seq, ack, offfl = struct.unpack_from("!HHIIH", pkt, ihl)
+    plen = tot - ihl - (offfl >> 12) * 4
+    return (socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20]), sport, dport, seq, ack,
+            offfl & 0x1FF, plen)
 
 
 def inject(a: argparse.Namespace) -> None:
-    """Observe one segment from the peer to us, then send a crafted segment back at the peer."""
+    """Learn the connection from the peer's SYN-ACK; on a stdin line, send crafted segments.
+
+    Our side's sequence number at injection time is deterministic: the SYN-ACK acknowledges our
+    ISN + 1, and the client has sent exactly ``--offset`` bytes when it pauses. After each
+    segment that calls for a challenge ACK (RFC 5961), wait for the peer's ACK of exactly
+    rcv.nxt on the wire and count it.
+    """
     peer_ip, peer_port = _hp(a.peer)
     sniff = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
-    sniff.settimeout(10)
+    sniff.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sniff.settimeout(20)
+    print("sniffing", file=sys.stderr, flush=True)
     while True:
-        pkt = sniff.recv(65536)
-        if len(pkt) < 40 or pkt[9] != 6:
-            continue
-        ihl = (pkt[0] & 15) * 4
-        src, dst = socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20])
-        sport, dport, seq, ack = struct.unpack_from("!HHII", pkt, ihl)
-        if src == peer_ip and sport == peer_port and dst == a.local:
+        t = _tcp_of(sniff.recv(65536))
+        if t and t[0] == peer_ip and t[2] == peer_port and t[1] == a.local \
+                and t[6] & (SYN | ACK) == SYN | ACK:
+            _, _, _, mine, peer_isn, ack, _, _ = t
             break
-    sniff.close()
     print("observed", file=sys.stderr, flush=True)
-    # The peer's segment says: its rcv.nxt is `ack`; our sending port is `dport`.
-    mine, rcv_nxt = dport, ack
-    k = a.kind
-    args = dict(src=a.local, dst=peer_ip, sport=mine, dport=peer_port, ack=seq, flags=ACK)
-    if k == "rst_in_window":
-        raw = craft(seq=rcv_nxt + 1000, **{**args, "flags": RST})
-    elif k == "syn_in_window":
-        raw = craft(seq=rcv_nxt + 1000, **{**args, "flags": SYN})
-    elif k == "bad_doff_small":
-        raw = craft(seq=rcv_nxt, doff=3, payload=b"x" * 20, **args)
-    elif k == "bad_doff_large":
-        raw = craft(seq=rcv_nxt, doff=15, payload=b"x" * 8, **args)
-    elif k == "optlen0":
-        raw = craft(seq=rcv_nxt, options=b"\x08\x00" + b"\x01" * 10, **args)
-    elif k == "optlen1":
-        raw = craft(seq=rcv_nxt, options=b"\x08\x01" + b"\x01" * 10, **args)
-    elif k == "opt_past_header":
-        raw = craft(seq=rcv_nxt, options=b"\x01\x01\x08\x20" + b"\x00" * 8, **args)
-    elif k == "trunc_opts":
-        raw = craft(seq=rcv_nxt, options=b"\x01\x01\x01\x08", **args)  # kind 8 with no length
-    elif k == "bad_checksum":
-        raw = bytearray(craft(seq=rcv_nxt, payload=b"y" * 10, **args))
-        raw[16] ^= 0x55
-        raw = bytes(raw)
-    else:
-        raise SystemExit(f"unknown kind {k}")
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-    s.bind((a.local, 0))
-    for _ in range(a.count):
-        s.sendto(raw, (peer_ip, 0))
-    s.close()
+    sys.stdin.readline()
+    sniff.setblocking(False)
+    while True:  # forget what flowed before the pause
+        try:
+            sniff.recv(65536)
+        except BlockingIOError:
+            break
+    sniff.settimeout(3)
+    rcv_nxt = (ack + a.offset) & 0xFFFFFFFF
+    snd_nxt = (peer_isn + 1) & 0xFFFFFFFF
+    base = dict(src=a.local, dst=peer_ip, sport=mine, dport=peer_port, ack=snd_nxt, flags=ACK)
+    out = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    out.bind((a.local, 0))
+    seen: dict[str, int] = {}
+    for k in a.kinds.split(","):
+        if k == "rst_in_window":
+            raw = craft(**{**base, "seq": rcv_nxt + 1000, "flags": RST, "ack": 0})
+        elif k == "syn_in_window":
+            raw = craft(**{**base, "seq": rcv_nxt + 1000, "flags": SYN, "ack": 0})
+        elif k == "bad_doff_small":
+            raw = craft(seq=rcv_nxt, doff=3, payload=b"x" * 20, **base)
+        elif k == "bad_doff_large":
+            raw = craft(seq=rcv_nxt, doff=15, payload=b"x" * 8, **base)
+        elif k == "optlen0":  # an option of length 0 (would loop forever if trusted)
+            raw = craft(seq=rcv_nxt, options=b"\x08\x00" + b"\x01" * 10, payload=b"x", **base)
+        elif k == "optlen1":  # length 1 cannot even cover kind and length
+            raw = craft(seq=rcv_nxt, options=b"\x08\x01" + b"\x01" * 10, payload=b"x", **base)
+        elif k == "opt_past_header":  # timestamps claiming 32 bytes in a 12-byte option area
+            raw = craft(seq=rcv_nxt, options=b"\x01\x01\x08\x20" + b"\x00" * 8, payload=b"x",
+                        **base)
+        elif k == "trunc_opts":  # kind 8 as the last byte, its length missing
+            raw = craft(seq=rcv_nxt, options=b"\x01\x01\x01\x08", payload=b"x", **base)
+        elif k == "bad_checksum":
+            b = bytearray(craft(seq=rcv_nxt, payload=b"y" * 10, **base))
+            b[16] ^= 0x55
+            raw = bytes(b)
+        else:
+            raise SystemExit(f"unknown kind {k}")
+        out.sendto(raw, (peer_ip, 0))
+        if k in CHALLENGED:
+            seen[k] = 0
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                try:
+                    t = _tcp_of(sniff.recv(65536))
+                except (TimeoutError, BlockingIOError):
+                    break
+                if t and t[0] == peer_ip and t[2] == peer_port and t[3] == mine \
+                        and t[6] == ACK and t[7] == 0 and t[5] == rcv_nxt:
+                    seen[k] += 1
+                    break
+    out.close()
     print("injected", file=sys.stderr, flush=True)
-    print(json.dumps({"kind": k, "rcv_nxt": rcv_nxt, "seq_seen": seq, "port": mine}), flush=True)
+    print(json.dumps({"kinds": a.kinds.split(","), "rcv_nxt": rcv_nxt, "port": mine,
+                      "challenge_acks_seen": seen}), flush=True)
 
 
 def main() -> None:
@@ -194,8 +245,8 @@ def main() -> None:
     i = sub.add_parser("inject")
     i.add_argument("--local", required=True)
     i.add_argument("--peer", required=True)
-    i.add_argument("--kind", required=True, choices=KINDS)
-    i.add_argument("--count", type=int, default=1)
+    i.add_argument("--kinds", required=True, help="comma-separated: " + ",".join(KINDS))
+    i.add_argument("--offset", type=int, required=True, help="bytes we sent before pausing")
     a = p.parse_args()
     {"server": server, "client": client, "inject": inject}[a.cmd](a)
 
