@@ -171,3 +171,31 @@ def test_interrupted_run_is_marked_and_cleaned(tmp_path):
     # Nothing left in the testbed's crash registry under the runner's pid either.
     state = Path(os.environ.get("MPTCP_LAB_STATE", "/run/mptcp-lab"))
     assert not list(state.glob(f"{proc.pid}-*.json"))
+
+
+def test_failover_cut_path_stops_other_carries_on(tmp_path):
+    text = (
+        TINY.format(name="fo", stacks='["kernel-mptcp"]', duration=5)
+        + """
+[[events]]
+at = 2.0
+link = "wifi"
+action = "down"
+mode = "interface"
+"""
+    )
+    path = tmp_path / "fo.toml"
+    path.write_text(text)
+    res = run_experiment(
+        load_experiment(path), results_root=tmp_path / "results", progress=False, analyze=False
+    )
+    (m,) = res.runs
+    assert m.ok and m.intact, m.errors
+    (f,) = m.failover
+    assert f.link == "wifi" and 1.5 < f.event_t < 2.1
+    # After the cut, the wifi subflow carries nothing and lte carries on (10 Mbit/s for ~2 s).
+    assert f.cut_path_bytes_after == 0
+    assert f.other_paths_bytes_after > 1_000_000, f.subflow_bytes_after
+    assert 0 < f.gap_s < 3.0 and f.goodput_after_mbit > 5
+    events = json.loads((res.run_dir / "events.json").read_text())
+    assert events[0]["events"][0]["action"] == "down"
