@@ -546,6 +546,11 @@ def _one_line(m: RunMetrics) -> str:
     ]
     for f in m.failover:
         parts.append(f"gap {f.gap_s:.2f} s after {f.link} down")
+        if f.cut_path_bytes_after is not None:
+            parts.append(
+                f"then {f.link} subflows {f.cut_path_bytes_after / 1e6:.1f} MB, "
+                f"others {f.other_paths_bytes_after / 1e6:.1f} MB"
+            )
     if m.errors:
         parts.append("errors: " + "; ".join(m.errors))
     return ", ".join(parts)
