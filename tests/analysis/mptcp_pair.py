@@ -30,7 +30,7 @@ import json, socket, sys
 mode, total, report_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("0.0.0.0", %d)); ls.listen(1)
+ls.bind(("0.0.0.0", PORT)); ls.listen(1)
 print("ready", flush=True)
 c, _ = ls.accept()
 n, reported = 0, False
@@ -48,13 +48,13 @@ if mode != "abort":
     c.sendall(b"r" * 100000)
 c.close()
 print(json.dumps({"received": n}), flush=True)
-""" % PORT
+""".replace("PORT", str(PORT))
 
 CLIENT = r"""
 import json, socket, sys
 dst, total = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-s.connect((dst, %d))
+s.connect((dst, PORT))
 buf, sent, back = b"x" * 65536, 0, 0
 try:
     while sent < total:
@@ -67,7 +67,7 @@ except OSError as e:
     err = str(e)
 s.close()
 print(json.dumps({"sent": sent, "received": back, "error": err}), flush=True)
-""" % PORT
+""".replace("PORT", str(PORT))
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -219,7 +219,9 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
         elif variant == "bulk":
             pair.ns(pair.server, "ip", "mptcp", "endpoint", "change", "id", "1", "backup")
             events.append({"at": now - t0, "actual": now, "link": "path1", "action": "set"})
-        elif variant == "abort":
+        elif variant == "abort":  # REMOVE_ADDR for the second path, then MP_FASTCLOSE
+            pair.ns(pair.server, "ip", "mptcp", "endpoint", "delete", "id", "1")
+            events.append({"at": now - t0, "actual": now, "link": "path1", "action": "down"})
             srv.stdin.write("close\n")
             srv.stdin.flush()
         server_out = json.loads(_readline(srv, srv.stdout, 60))

@@ -1,0 +1,78 @@
+"""Session fixtures: real kernel MPTCP runs between two namespaces, captured with tcpdump.
+
+Three small runs, laid out like the experiment runner's output (RUN/metadata.json,
+RUN/events.json, RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap):
+  bulk      3 MB upload over two paths, the server's second path switched to backup (MP_PRIO)
+  failover  the same, path 0 cut (nft drop) when a third has arrived
+  abort     the server drops its second address (REMOVE_ADDR), closes with unread data
+            (MP_FASTCLOSE + MP_TCPRST)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mptcp_pair import mptcp_pair, run_transfer
+
+TOTAL = 3_000_000
+
+
+def _git_commit() -> str:
+    p = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                       cwd=Path(__file__).parent)
+    return p.stdout.strip()
+
+
+def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0) -> dict:
+    """One captured transfer in run/ with the runner's layout; returns the transfer summary."""
+    with mptcp_pair(f"an{os.getpid()}{variant[:2]}{rep}") as pair:
+        start = time.time()
+        res = run_transfer(pair, run / "pcap" / stack / str(rep), variant, TOTAL)
+        end = time.time()
+    events = [dict(e, at=e["actual"] - start) for e in res["events"]]
+    meta_path = run / "metadata.json"
+    if not meta_path.exists():
+        meta = {"experiment": f"analysis-fixture-{variant}",
+                "parameters": {"bytes": TOTAL, "rates_mbit": [20, 10], "variant": variant},
+                "seed": 0, "git_commit": _git_commit(), "kernel": platform.release(),
+                "host": platform.node(), "start": start, "end": end,
+                "packages": {"python": platform.python_version()}}
+        meta_path.write_text(json.dumps(meta, indent=1))
+        (run / "events.json").write_text(json.dumps(events, indent=1))
+    (run / f"traffic-{stack}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """The three runs, made once per session (about 8 s)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for namespaces")
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for variant in ("bulk", "failover", "abort"):
+        make_run(root / variant, variant)
+        out[variant] = root / variant
+    return out
+
+
+@pytest.fixture(scope="session")
+def all_pcaps(runs) -> list[Path]:
+    return sorted(p for r in runs.values() for p in (r / "pcap").rglob("*.pcap"))
+
+
+@pytest.fixture(scope="session")
+def oracle(all_pcaps) -> dict[Path, dict[int, dict[str, str]]]:
+    """tshark's view of every fixture capture, computed once (two at a time: 2 cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from oracle import tshark_fields
+
+    with ThreadPoolExecutor(2) as ex:
+        return dict(zip(all_pcaps, ex.map(tshark_fields, all_pcaps), strict=True))

@@ -1,0 +1,153 @@
+"""tshark as the oracle: its MPTCP dissector's fields next to ours, per frame.
+
+Kept in one place so every test compares the same way: tshark's multi-valued fields (several MPTCP
+options in one segment) are ';'-joined, in option order, which is also how we build ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+ANALYSIS_OPTS = ["-2", "-o", "tcp.analyze_sequence_numbers:TRUE", "-o", "mptcp.analyze_mptcp:TRUE",
+                 "-o", "mptcp.relative_sequence_numbers:FALSE", "-o",
+                 "mptcp.analyze_mappings:TRUE", "-o", "mptcp.intersubflows_retransmission:TRUE"]
+
+P = "tcp.options.mptcp."
+FIELDS = ["frame.number", "tcp.len", P + "subtype", P + "version", P + "sendkey", P + "recvkey",
+          P + "recvtok", P + "sendrand", P + "sendtrunchmac", P + "sendhmac", P + "rawdataseqno",
+          P + "rawdataack", P + "subflowseqno", P + "datalvllen", P + "checksum",
+          P + "datafin.flag", P + "addrid", P + "backup.flag", P + "echo", P + "ipv4", P + "ipv6",
+          P + "port", P + "addaddrtrunchmac", P + "rst_reason", P + "flag_U.flag",
+          P + "flag_V.flag", P + "flag_W.flag", P + "flag_T.flag", "mptcp.rawdsn64", "mptcp.ack",
+          "mptcp.stream"]
+
+
+def tshark_fields(pcap: Path, fields: list[str] = FIELDS) -> dict[int, dict[str, str]]:
+    """frame number -> {field: value} from one tshark pass with all MPTCP analysis on."""
+    cmd = ["tshark", "-r", str(pcap), *ANALYSIS_OPTS, "-T", "fields", "-E", "header=y",
+           "-E", "separator=,", "-E", "quote=d", "-E", "occurrence=a", "-E", "aggregator=;"]
+    for f in fields:
+        cmd += ["-e", f]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = csv.DictReader(io.StringIO(p.stdout))
+    return {int(r["frame.number"]): r for r in rows}
+
+
+def _s(v) -> str | None:
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def expected_fields(row) -> dict[str, str]:
+    """Our parsed row rendered as tshark would print its MPTCP option fields."""
+    subs = [int(x) for x in str(row["mp_subtypes"]).split(",")]
+    acc: dict[str, list[str]] = {}
+
+    def add(field: str, v) -> None:
+        s = _s(v)
+        if s is not None:
+            acc.setdefault(P + field, []).append(s)
+
+    for st in subs:
+        if st == 0:
+            add("version", row["mpc_version"])
+            add("sendkey", row["mpc_send_key"])
+            add("recvkey", row["mpc_recv_key"])
+            add("datalvllen", row["mpc_dll"])
+            add("checksum", row["mpc_checksum"])
+        elif st == 1:
+            add("recvtok", row["join_token"])
+            add("sendrand", row["join_nonce"])
+            add("sendtrunchmac", row["join_hmac64"])
+            add("sendhmac", row["join_hmac"])
+            add("addrid", row["join_addr_id"])
+            add("backup.flag", row["join_backup"])
+        elif st == 2:
+            add("rawdataseqno", row["dss_dsn"])
+            add("rawdataack", row["dss_ack"])
+            add("subflowseqno", row["dss_ssn"])
+            add("datalvllen", row["dss_dll"])
+            add("checksum", row["dss_checksum"])
+            add("datafin.flag", row["dss_fin"])
+        elif st == 3:
+            add("echo", row["add_echo"])
+            add("ipv4" if row["add_ipver"] == 4 else "ipv6", row["add_addr"])
+            add("port", row["add_port"])
+            add("addaddrtrunchmac", row["add_hmac"])
+            add("addrid", row["add_addr_id"])
+        elif st == 4:
+            for a in str(row["rm_addr_ids"]).split(","):
+                add("addrid", a)
+        elif st == 5:
+            add("backup.flag", row["prio_backup"])
+            add("addrid", row["prio_addr_id"])
+        elif st == 6:
+            add("rawdataseqno", row["fail_dsn"])
+        elif st == 7:
+            add("recvkey", row["fastclose_key"])
+        elif st == 8:
+            fl = row["tcprst_flags"]
+            for bit, name in ((8, "U"), (4, "V"), (2, "W"), (1, "T")):
+                add(f"flag_{name}.flag", int(bool(fl & bit)))
+            if _s(row["tcprst_reason"]) is not None:
+                add("rst_reason", f"0x{int(row['tcprst_reason']):02x}")
+    out = {k: ";".join(v) for k, v in acc.items()}
+    out[P + "subtype"] = ";".join(str(s) for s in subs)
+    return out
+
+
+def _norm(field: str, v: str) -> str:
+    """tshark prints FT_BOOLEAN flags as True/False and some as 0/1; and groups multi values."""
+    return ";".join({"True": "1", "False": "0"}.get(x, x) for x in v.split(";")) if v else v
+
+
+def compare_options(ours: pd.DataFrame, theirs: dict[int, dict[str, str]]) -> list[str]:
+    """Every MPTCP option field of every frame: a list of human-readable mismatches."""
+    bad: list[str] = []
+    mp = ours[ours["mp_subtypes"].notna()]
+    seen = set()
+    for _, row in mp.iterrows():
+        fr = int(row["frame"])
+        seen.add(fr)
+        t = theirs.get(fr)
+        if t is None:
+            bad.append(f"frame {fr}: not in tshark output")
+            continue
+        exp = expected_fields(row)
+        for f in FIELDS:
+            if not f.startswith(P):
+                continue
+            want, got = exp.get(f, ""), _norm(f, t.get(f, ""))
+            if f == P + "checksum" and want and not got and "2" in exp[P + "subtype"]:
+                continue  # tshark 4.0 never shows the DSS checksum (test_crafted checks ours)
+            if want != got:
+                bad.append(f"frame {fr} {f}: ours {want!r} tshark {got!r}")
+    for fr, t in theirs.items():
+        if t.get(P + "subtype") and fr not in seen:
+            bad.append(f"frame {fr}: tshark sees MPTCP {t[P + 'subtype']}, we do not")
+    return bad
+
+
+def compare_dsn(annotated: pd.DataFrame, theirs: dict[int, dict[str, str]]) -> tuple[int, list[str]]:
+    """Our absolute DSN of every data segment against tshark's `mptcp.rawdsn64`, and our expanded
+    data ACK against `mptcp.ack`. Returns (segments compared, mismatches)."""
+    bad: list[str] = []
+    n = 0
+    for fr, plen, dsn, dack in annotated[["frame", "payload_len", "dsn", "data_ack"]].itertuples(
+            index=False):
+        t = theirs[int(fr)]
+        if plen > 0 and t.get("mptcp.rawdsn64"):
+            n += 1
+            if _s(dsn) != t["mptcp.rawdsn64"]:
+                bad.append(f"frame {fr} dsn: ours {_s(dsn)} tshark {t['mptcp.rawdsn64']}")
+        if _s(dack) is not None and _s(dack) != t.get("mptcp.ack"):
+            bad.append(f"frame {fr} data ack: ours {_s(dack)} tshark {t.get('mptcp.ack')}")
+    return n, bad
