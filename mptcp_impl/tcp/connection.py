@@ -107,6 +107,7 @@ class TcpStats:
     challenge_acks: int = 0
     paws_dropped: int = 0
     ooo_segments: int = 0
+    lost_retransmits: int = 0  # retransmissions detected lost again during SACK recovery
     persist_probes: int = 0
     window_updates: int = 0
     srtt: float | None = None
@@ -259,6 +260,7 @@ class TcpConnection:
         self._force_rxt: int | None = None
         self._sacked: list[list[int]] = []  # sorted, merged [left, right) SACKed above snd_una
         self._high_rxt = 0
+        self._rxt_log: deque[tuple[int, int, int]] = deque()  # (start, end, snd_max then)
 
         # timers (absolute deadlines or None)
         self._rto_deadline: float | None = None
@@ -529,6 +531,7 @@ class TcpConnection:
         self.in_recovery = False
         self._dupacks = 0
         self._sacked.clear()
+        self._rxt_log.clear()
         self._force_rxt = None
         self._rto_recover = self.snd_max
         self._high_rxt = self.snd_una
@@ -769,6 +772,8 @@ class TcpConnection:
             self._rtt_seq = None
             if end > self._high_rxt:
                 self._high_rxt = end
+            if self.in_recovery and self.sack_ok:
+                self._rxt_log.append((seq, end, self.snd_max))
         elif self._rtt_seq is None and not self.ts_ok:
             self._rtt_seq = seq
             self._rtt_time = now
@@ -850,7 +855,9 @@ class TcpConnection:
             lost_edge = self._lost_edge()
             if cc.cwnd - self._pipe(lost_edge) < mss:
                 break
-            hole = self._next_hole(self._high_rxt, lost_edge)  # rule 1: holes deemed lost
+            hole = self._relost()
+            if hole is None:
+                hole = self._next_hole(self._high_rxt, lost_edge)  # rule 1: holes deemed lost
             if hole is None:  # rule 2: new data, within the receiver's window
                 nxt = self.snd_nxt
                 if self._fin_queued and nxt == self._fin_seq:
@@ -869,6 +876,28 @@ class TcpConnection:
                     break
             start, stop = hole
             self._xmit(start, self._seg_end(start, stop), now)
+
+    def _relost(self) -> tuple[int, int] | None:
+        """A retransmission that is still a hole although DupThresh segments sent after it have
+        been SACKed was lost too (Linux's lost-retransmit detection, in the spirit of RACK);
+        without this only the RTO could repair it."""
+        log = self._rxt_log
+        if not log or not self._sacked:
+            return None
+        limit = self._sacked[-1][1] - self.config.dupthresh * self.mss
+        while log:
+            start, end, mark = log[0]
+            if end <= self.snd_una:
+                log.popleft()
+                continue
+            if mark > limit:
+                return None
+            log.popleft()
+            hole = self._next_hole(start, end)
+            if hole is not None:
+                self._st.lost_retransmits += 1
+                return hole
+        return None
 
     def _update_scoreboard(self, sack: Sack) -> None:
         una = self.snd_una
@@ -1202,6 +1231,7 @@ class TcpConnection:
             if self.in_recovery:
                 if ack >= self._recover:
                     self.in_recovery = False
+                    self._rxt_log.clear()
                     self._dupacks = 0
                     if self.sack_ok:
                         cc.exit_recovery(self.snd_max - ack, now)
