@@ -16,6 +16,7 @@ import argparse
 import fcntl
 import hashlib
 import json
+import resource
 import socket
 import struct
 import sys
@@ -24,6 +25,11 @@ import time
 
 from mptcp_impl.cli import BLOCK, pattern_block
 from mptcp_impl.tcp.segment import ACK, RST, SYN
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _hp(s: str) -> tuple[str, int]:
@@ -69,7 +75,7 @@ def server(a: argparse.Namespace) -> None:
     c.close()
     ls.close()
     res.update(bytes_received=n, sha256=h.hexdigest(), duration_s=time.monotonic() - t0,
-               peer=list(peer))
+               peer=list(peer), cpu_s=_cpu())
     print(json.dumps(res), flush=True)
 
 
@@ -111,7 +117,7 @@ def client(a: argparse.Namespace) -> None:
     dur = time.monotonic() - t0
     s.close()
     print(json.dumps({"bytes_sent": sent, "sha256": h.hexdigest(), "duration_s": dur,
-                      "goodput_mbit": sent * 8 / dur / 1e6}), flush=True)
+                      "goodput_mbit": sent * 8 / dur / 1e6, "cpu_s": _cpu()}), flush=True)
 
 
 def _csum(data: bytes) -> int:
