@@ -96,3 +96,22 @@ def bench_linkem(c, seconds=10.0, delay_ms=10.0, rate=None, json=False):
     if json:
         args.append("--json")
     sys.exit(bench_main(args))
+
+
+@task(help={"mbytes": "MB per transfer", "loss": "loss in percent on the path",
+            "rtt": "added round-trip time in ms", "jitter": "one-way jitter in ms",
+            "rate": "shaping in Mbit/s (default: none)", "reps": "repetitions per pair",
+            "pairs": "sender:receiver list, e.g. ours:linux,linux:ours (default: all)",
+            "json": "print a JSON summary as the last line"})
+def bench_tcp(c, mbytes=200.0, loss=0.0, rtt=0.0, jitter=0.0, rate=0.0, reps=3, pairs="",
+              json=False):
+    """Goodput and CPU s/Gbit of our userspace TCP vs Linux TCP (clean veth, or loss and RTT)."""
+    from benchmarks.tcp_goodput_bench import main as bench_main
+
+    args = ["--mbytes", str(mbytes), "--loss", str(loss), "--rtt", str(rtt), "--jitter",
+            str(jitter), "--rate", str(rate), "--reps", str(reps)]
+    if pairs:
+        args += ["--pairs", pairs]
+    if json:
+        args.append("--json")
+    sys.exit(bench_main(args))
