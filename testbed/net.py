@@ -155,14 +155,21 @@ class Testbed:
             sysctls += [f"net.ipv4.conf.{i}.rp_filter=0", f"net.ipv6.conf.{i}.disable_ipv6=1"]
         host.run(["sysctl", "-q", "-w", *sysctls])
         batch = ["link set lo up"]
-        for lk in links:
-            i = self.intf(name, lk.name)
-            batch += [f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
-                      f"link set {i} up"]
+        if self.topo.nodes[name] == "bridge":
+            # A shared segment: one Linux bridge, every interface a port, no address.
+            batch.append("link add br0 type bridge stp_state 0 forward_delay 0")
+            batch += [f"link set {self.intf(name, lk.name)} master br0" for lk in links]
+            batch += [f"link set {self.intf(name, lk.name)} up" for lk in links]
+            batch.append("link set br0 up")
+        else:
+            for lk in links:
+                i = self.intf(name, lk.name)
+                batch += [f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
+                          f"link set {i} up"]
         if is_router:
             for r in router_routes(self.topo, name):
                 batch.append(f"route add {r.dst} via {r.via} dev {self.intf(name, r.link)}")
-        else:
+        elif self.topo.nodes[name] == "host":
             default = host_default(self.topo, name)
             if default:
                 batch.append(f"route add default via {default.via} "

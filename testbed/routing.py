@@ -2,10 +2,11 @@
 network and applied by net.py.
 
 Routers forward by destination along shortest paths (hop count, ties broken by link order in
-the file, so the plan is deterministic). Hosts route by *source*: one table per interface with
-`ip rule from ADDR`, so a packet leaves by the interface that owns its source address, which is
-what MPTCP subflows bound to an address need. The main table sends everything else out of the
-host's first link.
+the file, so the plan is deterministic). Bridges are transparent: the hosts and routers on a
+shared segment are each other's neighbours. Hosts route by *source*: one table per interface
+with `ip rule from ADDR`, so a packet leaves by the interface that owns its source address,
+which is what MPTCP subflows bound to an address need. The main table sends everything else out
+of the host's first link.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ipaddress
 from collections import deque
 from dataclasses import dataclass
 
-from testbed.topology import LinkSpec, Topology
+from testbed.topology import LinkSpec, Segment, Topology
 
 HOST_TABLE_BASE = 100
 
@@ -46,48 +47,65 @@ class ResolvedPath:
     want_mbit: float | None
 
 
-def _next_hops(topo: Topology, start: str) -> dict[str, tuple[int, LinkSpec]]:
-    """For every node reachable from `start`: its hop distance and the first link towards it.
+@dataclass(frozen=True)
+class Hop:
+    node: str        # the neighbour
+    addr: str        # its address on the shared segment
+    link: str        # our link towards it
 
-    Only routers forward, so the search does not go through hosts. Links are visited in file
-    order, which makes ties deterministic.
+
+def neighbours(topo: Topology, node: str) -> list[Hop]:
+    """Nodes one IP hop away, through a direct link or across a bridged segment."""
+    out = []
+    for link in topo.links_of(node):
+        for member, addr in link.segment.addrs.items():
+            if member != node:
+                out.append(Hop(node=member, addr=addr, link=link.name))
+    return out
+
+
+def _first_hops(topo: Topology, start: str) -> dict[str, tuple[int, Hop]]:
+    """For every node reachable from `start`: its distance and the first hop towards it.
+
+    Only routers forward, so the search does not continue through hosts.
     """
-    first: dict[str, tuple[int, LinkSpec]] = {}
+    first: dict[str, tuple[int, Hop]] = {}
     seen = {start}
     queue: deque[tuple[str, int]] = deque([(start, 0)])
     while queue:
         node, dist = queue.popleft()
-        for link in topo.links_of(node):
-            nxt = link.other(node)
-            if nxt in seen:
+        for hop in neighbours(topo, node):
+            if hop.node in seen:
                 continue
-            seen.add(nxt)
-            first[nxt] = (dist + 1, first[node][1] if node in first else link)
-            if topo.nodes[nxt] == "router":
-                queue.append((nxt, dist + 1))
+            seen.add(hop.node)
+            first[hop.node] = (dist + 1, first[node][1] if node in first else hop)
+            if topo.nodes[hop.node] == "router":
+                queue.append((hop.node, dist + 1))
     return first
 
 
 def router_routes(topo: Topology, router: str) -> list[Route]:
     """Routes to every subnet that is not directly attached to `router`."""
-    first = _next_hops(topo, router)
-    attached = {lk.name for lk in topo.links_of(router)}
+    first = _first_hops(topo, router)
+    attached = {id(lk.segment) for lk in topo.links_of(router)}
     routes = []
-    for link in topo.links.values():
-        if link.name in attached:
+    for seg in topo.segments:
+        if id(seg) in attached:
             continue
-        reachable = [first[e] for e in (link.a, link.b) if e in first]
+        reachable = [first[m] for m in seg.addrs if m in first]
         if not reachable:
             continue
-        _, out = min(reachable, key=lambda dl: dl[0])
-        routes.append(Route(dst=str(link.subnet), via=out.addr_of(out.other(router)),
-                            link=out.name))
+        _, hop = min(reachable, key=lambda dh: dh[0])
+        routes.append(Route(dst=str(seg.subnet), via=hop.addr, link=hop.link))
     return routes
 
 
 def _gateway(topo: Topology, host: str, link: LinkSpec) -> str | None:
-    peer = link.other(host)
-    return link.addr_of(peer) if topo.nodes[peer] == "router" else None
+    """The first router on the link's segment, if any."""
+    for member, addr in link.segment.addrs.items():
+        if member != host and topo.nodes[member] == "router":
+            return addr
+    return None
 
 
 def host_tables(topo: Topology, host: str) -> list[SourceTable]:
@@ -112,15 +130,40 @@ def host_default(topo: Topology, host: str) -> Route | None:
     return None
 
 
-def _route_lookup(topo: Topology, router: str, dst_addr: str) -> LinkSpec | None:
+def _segment_links(topo: Topology, seg: Segment, a: str, b: str) -> list[LinkSpec]:
+    """The links a frame crosses from `a` to `b` inside one segment (through its bridges)."""
+    prev: dict[str, LinkSpec | None] = {a: None}
+    queue = deque([a])
+    while queue:
+        node = queue.popleft()
+        if node == b:
+            break
+        for name in seg.links:
+            link = topo.links[name]
+            if node in (link.a, link.b):
+                nxt = link.other(node)
+                if nxt not in prev and (nxt == b or topo.nodes[nxt] == "bridge"):
+                    prev[nxt] = link
+                    queue.append(nxt)
+    chain, node = [], b
+    while prev.get(node) is not None:
+        link = prev[node]
+        chain.append(link)
+        node = link.other(node)
+    return chain[::-1]
+
+
+def _next_hop(topo: Topology, router: str, dst_addr: str) -> tuple[str, LinkSpec]:
+    """Where `router` sends a packet for dst_addr: the next node and the link it leaves by."""
     addr = ipaddress.IPv4Address(dst_addr)
     for link in topo.links_of(router):
         if addr in link.subnet:
-            return link
+            return link.segment.member_at(dst_addr), link
     for r in router_routes(topo, router):
         if addr in ipaddress.IPv4Network(r.dst):
-            return topo.links[r.link]
-    return None
+            link = topo.links[r.link]
+            return link.segment.member_at(r.via), link
+    raise ValueError(f"{router} has no route to {dst_addr}")
 
 
 def resolve_path(topo: Topology, name: str) -> ResolvedPath:
@@ -132,20 +175,22 @@ def resolve_path(topo: Topology, name: str) -> ResolvedPath:
     spec = topo.paths[name]
     first = topo.links[spec.link]
     src_addr = first.addr_of(spec.src)
-    dst_link = topo.links_of(spec.dst)[0]
-    dst_addr = dst_link.addr_of(spec.dst)
-    links = [first]
-    node = first.other(spec.src)
-    hops = 0
+    dst_addr = topo.links_of(spec.dst)[0].addr_of(spec.dst)
+    if ipaddress.IPv4Address(dst_addr) in first.subnet:
+        nxt = spec.dst
+    else:
+        gw = _gateway(topo, spec.src, first)
+        if gw is None:
+            raise ValueError(f"path {name}: no router on link {first.name}")
+        nxt = first.segment.member_at(gw)
+    links = _segment_links(topo, first.segment, spec.src, nxt)
+    node = nxt
     while node != spec.dst:
-        if topo.nodes[node] != "router" or hops > len(topo.links):
+        if topo.nodes[node] != "router" or len(links) > len(topo.links):
             raise ValueError(f"path {name}: no route from {spec.src} to {spec.dst} via {node}")
-        link = _route_lookup(topo, node, dst_addr)
-        if link is None:
-            raise ValueError(f"path {name}: {node} has no route to {dst_addr}")
-        links.append(link)
-        node = link.other(node)
-        hops += 1
+        nxt, link = _next_hop(topo, node, dst_addr)
+        links += _segment_links(topo, link.segment, node, nxt)
+        node = nxt
     rates = [lk.model.rate_mbit for lk in links if lk.model.rate_mbit]
     return ResolvedPath(
         name=name, src=spec.src, dst=spec.dst, src_addr=src_addr, dst_addr=dst_addr,

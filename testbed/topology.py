@@ -21,7 +21,9 @@ File format (see topologies/*.toml)::
     to = "server"
 
 Addresses are derived: the k-th link (in file order) is 10.0.k.0/24, `ends[0]` gets .1 and
-`ends[1]` gets .2, unless the link sets `subnet = "A.B.C.0/24"`.
+`ends[1]` gets .2, unless the link sets `subnet = "A.B.C.0/24"`. A node of kind "bridge" is a
+Linux bridge: the links that meet at bridges form one shared segment with the subnet of its first
+link, and the hosts and routers on it are numbered .1, .2, ... in the order their links appear.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 from testbed.emulation import LinkModel
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
-NODE_KINDS = ("host", "router")
+NODE_KINDS = ("host", "router", "bridge")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # short: Mininet names interfaces <node>-ethN
 LINK_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MODEL_FIELDS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "queue_pkts"}
@@ -55,27 +57,33 @@ class TopologyError(ValueError):
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One IP subnet: a single link, or every link that meets at bridges."""
+
+    subnet: ipaddress.IPv4Network
+    links: tuple[str, ...]
+    addrs: dict[str, str]          # member (host or router) -> its address, in link order
+
+    def member_at(self, addr: str) -> str:
+        return next(n for n, a in self.addrs.items() if a == addr)
+
+
+@dataclass(frozen=True)
 class LinkSpec:
     name: str
     a: str
     b: str
     model: LinkModel
-    subnet: ipaddress.IPv4Network
+    segment: Segment
 
     @property
-    def addr_a(self) -> str:
-        return str(self.subnet.network_address + 1)
-
-    @property
-    def addr_b(self) -> str:
-        return str(self.subnet.network_address + 2)
+    def subnet(self) -> ipaddress.IPv4Network:
+        return self.segment.subnet
 
     def addr_of(self, node: str) -> str:
-        if node == self.a:
-            return self.addr_a
-        if node == self.b:
-            return self.addr_b
-        raise KeyError(f"{node} is not on link {self.name}")
+        if node not in (self.a, self.b) or node not in self.segment.addrs:
+            raise KeyError(f"{node} has no address on link {self.name}")
+        return self.segment.addrs[node]
 
     def other(self, node: str) -> str:
         return self.b if node == self.a else self.a
@@ -106,6 +114,14 @@ class Topology:
     @property
     def routers(self) -> list[str]:
         return [n for n, kind in self.nodes.items() if kind == "router"]
+
+    @property
+    def segments(self) -> list[Segment]:
+        out: list[Segment] = []
+        for lk in self.links.values():
+            if all(lk.segment is not s for s in out):
+                out.append(lk.segment)
+        return out
 
     def links_of(self, node: str) -> list[LinkSpec]:
         """The node's links in file order: this order gives its interface numbers (ethN)."""
@@ -214,6 +230,55 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
                      loss_pct=float(loss), queue_pkts=queue)
 
 
+def _build_links(source: str, nodes: dict[str, str],
+                 parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]]
+                 ) -> dict[str, LinkSpec]:
+    """Group links into segments (links meeting at a bridge share one) and number addresses."""
+    group = list(range(len(parsed)))  # union-find over link indices
+
+    def find(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    first_at_bridge: dict[str, int] = {}
+    for i, (_, ends, _, _) in enumerate(parsed):
+        for e in ends:
+            if nodes[e] == "bridge":
+                j = first_at_bridge.setdefault(e, i)
+                group[find(i)] = find(j)
+    members: dict[int, list[int]] = {}
+    for i in range(len(parsed)):
+        members.setdefault(find(i), []).append(i)
+
+    links: dict[str, LinkSpec] = {}
+    taken: list[ipaddress.IPv4Network] = []
+    for idxs in sorted(members.values()):
+        first = idxs[0]
+        lname0 = parsed[first][0]
+        explicit = [parsed[i][3] for i in idxs if parsed[i][3] is not None]
+        subnet = explicit[0] if explicit else ipaddress.IPv4Network(f"10.0.{first + 1}.0/24")
+        where = f"links.{lname0}.subnet"
+        addrs: dict[str, str] = {}
+        for i in idxs:
+            for e in parsed[i][1]:
+                if nodes[e] != "bridge" and e not in addrs:
+                    addrs[e] = ""
+        if subnet.num_addresses < len(addrs) + 2:
+            raise TopologyError(source, where, f"{subnet} has no room for {len(addrs)} nodes")
+        if any(subnet.overlaps(t) for t in taken):
+            raise TopologyError(source, where, f"{subnet} overlaps another link")
+        taken.append(subnet)
+        for k, node in enumerate(addrs, start=1):
+            addrs[node] = str(subnet.network_address + k)
+        seg = Segment(subnet=subnet, links=tuple(parsed[i][0] for i in idxs), addrs=addrs)
+        for i in idxs:
+            lname, ends, model, _ = parsed[i]
+            links[lname] = LinkSpec(name=lname, a=ends[0], b=ends[1], model=model, segment=seg)
+    return {p[0]: links[p[0]] for p in parsed}  # file order
+
+
 def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
     unknown = set(raw) - TOP_FIELDS
     if unknown:
@@ -236,9 +301,8 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
     links_raw = raw.get("links")
     if not isinstance(links_raw, dict) or not links_raw:
         raise TopologyError(source, "links", "at least one [links.NAME] table is required")
-    links: dict[str, LinkSpec] = {}
-    subnets: set[ipaddress.IPv4Network] = set()
-    for k, (lname, table) in enumerate(links_raw.items(), start=1):
+    parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]] = []
+    for lname, table in links_raw.items():
         where = f"links.{lname}"
         if not LINK_NAME_RE.match(lname):
             raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
@@ -262,16 +326,14 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
                 nodes[e] == "router" for e in ends):
             raise TopologyError(source, where, "delay, jitter and loss are emulated on a router: "
                                 "at least one end must be a router (never on an endpoint)")
-        try:
-            subnet = ipaddress.IPv4Network(table.get("subnet", f"10.0.{k}.0/24"))
-        except ValueError as e:
-            raise TopologyError(source, f"{where}.subnet", str(e)) from None
-        if subnet.num_addresses < 4:
-            raise TopologyError(source, f"{where}.subnet", "needs room for two hosts")
-        if any(subnet.overlaps(s) for s in subnets):
-            raise TopologyError(source, f"{where}.subnet", f"{subnet} overlaps another link")
-        subnets.add(subnet)
-        links[lname] = LinkSpec(name=lname, a=ends[0], b=ends[1], model=model, subnet=subnet)
+        subnet = None
+        if "subnet" in table:
+            try:
+                subnet = ipaddress.IPv4Network(table["subnet"])
+            except (ValueError, TypeError) as e:
+                raise TopologyError(source, f"{where}.subnet", str(e)) from None
+        parsed.append((lname, ends, model, subnet))
+    links = _build_links(source, nodes, parsed)
 
     paths: dict[str, PathSpec] = {}
     for pname, table in (raw.get("paths") or {}).items():

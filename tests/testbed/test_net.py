@@ -180,3 +180,11 @@ def test_kernel_mptcp_uses_both_paths(tmp_path):
     t2, b2 = samples[-1]
     mbit = (b2 - b1) * 8 / (t2 - t1) / 1e6
     assert mbit > 0.85 * 30, f"{mbit:.1f} Mbit/s is not close to the 30 Mbit/s of both paths"
+
+
+def test_bridged_segment(tmp_path):
+    topo = load_topology(Path(__file__).with_name("bridged.toml"))
+    with Testbed(topo, workdir=tmp_path) as tb:
+        assert ping_ok(tb, "a", "a") and ping_ok(tb, "b", "b")
+        out = tb.host("a").run(["ping", "-n", "-c", "1", "-W", "1", tb.addr("b", "lb")]).stdout
+        assert " 0% packet loss" in out  # a and b share the bridged LAN: no router between

@@ -116,3 +116,16 @@ def test_syntax_error_and_missing_file(tmp_path):
         load_topology(write(tmp_path, "description = \n"))
     with pytest.raises(TopologyError, match="no such topology"):
         load_topology("does_not_exist")
+
+
+BRIDGED = Path(__file__).with_name("bridged.toml")
+
+
+def test_bridged_segment_shares_one_subnet():
+    topo = load_topology(BRIDGED)
+    lan = topo.links["la"].segment
+    assert lan is topo.links["lb"].segment is topo.links["lr"].segment
+    assert lan.addrs == {"a": "10.0.1.1", "b": "10.0.1.2", "r": "10.0.1.3"}
+    p = resolve_path(topo, "a")
+    assert p.links == ("la", "lr", "up") and p.want_rtt_ms == 10 and p.want_mbit == 10
+    assert resolve_path(topo, "b").want_mbit is None
