@@ -427,7 +427,8 @@ class TcpConnection:
         else:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
-        if data and self.state in _RECV_DATA_STATES and not self._ack_now:
+        st = self.state
+        if data and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
             # Like Linux's tcp_cleanup_rbuf: a dedicated update only when the window the peer
             # sees has fallen to half the buffer or less and this read at least doubles it;
             # otherwise the next ACK carries the new window anyway.
@@ -639,9 +640,10 @@ class TcpConnection:
 
     def segments_to_send(self, now: float) -> list[TcpSegment]:
         """Everything to transmit now: queued control segments, then data within cwnd/rwnd."""
-        if self.state in _SEND_DATA_STATES:
+        state = self.state
+        if state is S.ESTABLISHED or state in _SEND_DATA_STATES:
             self._send_data(now)
-        if self._ack_now and self.state in _SYNCHRONIZED:
+        if self._ack_now and (state is S.ESTABLISHED or self.state in _SYNCHRONIZED):
             self._queue_ctl(ACK, self.snd_nxt, now)
         out = self._out
         if out:
@@ -1109,7 +1111,7 @@ class TcpConnection:
         if state is S.CLOSED or not text_ok:
             return
 
-        if state in _RECV_DATA_STATES:
+        if state is S.ESTABLISHED or state in _RECV_DATA_STATES:
             if plen:
                 self._rx_data(seg, s, now)
             if flags & FIN:

@@ -78,7 +78,7 @@ def _pseudo_sum(src_ip: str | bytes, dst_ip: str | bytes) -> int:
     if len(s) != len(d):
         raise ValueError("source and destination address families differ")
     # IPv4: src dst 0 proto len16; IPv6: src dst len32 0 0 0 proto. Both sum the same way.
-    return int.from_bytes(s + d, "big") + socket.IPPROTO_TCP
+    return (int.from_bytes(s + d, "big") + socket.IPPROTO_TCP) % 0xFFFF
 
 
 def internet_checksum_sum(data: bytes | memoryview) -> int:
@@ -92,13 +92,13 @@ def internet_checksum_sum(data: bytes | memoryview) -> int:
 def tcp_checksum(src_ip: str | bytes, dst_ip: str | bytes, header: bytes,
                  payload: bytes | memoryview = b"") -> int:
     """Checksum for a header whose checksum field is zero."""
-    total = len(header) + len(payload)
-    v = _pseudo_sum(src_ip, dst_ip) + total + int.from_bytes(header, "big")
-    if payload:
-        p = int.from_bytes(payload, "big")
-        if len(payload) & 1:
-            p <<= 8
-        v += p
+    # Reduce each big integer right away: one from_bytes and one small-divisor modulo per
+    # buffer, everything else on small ints.
+    plen = len(payload)
+    v = _pseudo_sum(src_ip, dst_ip) + len(header) + plen + int.from_bytes(header, "big") % 0xFFFF
+    if plen:
+        p = int.from_bytes(payload, "big") % 0xFFFF
+        v += (p << 8) if plen & 1 else p
     s = v % 0xFFFF
     return 0xFFFF - s if s else 0xFFFF
 
@@ -109,11 +109,12 @@ def encode_segment(seg: TcpSegment, src_ip: str | bytes, dst_ip: str | bytes) ->
     hlen = 20 + len(opts)
     if hlen > 60:
         raise ValueError(f"TCP header would be {hlen} bytes")
-    hdr = _HDR.pack(seg.src_port, seg.dst_port, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
-                    ((hlen >> 2) << 12) | (seg.flags & 0x1FF), seg.window & 0xFFFF, 0,
-                    seg.urgent) + opts
-    csum = tcp_checksum(src_ip, dst_ip, hdr, seg.payload)
-    return b"".join((hdr[:16], csum.to_bytes(2, "big"), hdr[18:], seg.payload))
+    fields = [seg.src_port, seg.dst_port, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
+              ((hlen >> 2) << 12) | (seg.flags & 0x1FF), seg.window & 0xFFFF, 0, seg.urgent]
+    payload = seg.payload
+    fields[6] = tcp_checksum(src_ip, dst_ip, _HDR.pack(*fields) + opts, payload)
+    hdr = _HDR.pack(*fields) + opts
+    return hdr + payload if payload else hdr
 
 
 def decode_segment(data: bytes, src_ip: str | bytes, dst_ip: str | bytes,
@@ -129,8 +130,10 @@ def decode_segment(data: bytes, src_ip: str | bytes, dst_ip: str | bytes,
     if hlen > n:
         raise MalformedSegment(f"data offset {hlen // 4} runs past the segment ({n} bytes)")
     if verify_checksum:
-        v = _pseudo_sum(src_ip, dst_ip) + n + int.from_bytes(data, "big") * (256 if n & 1 else 1)
-        if v % 0xFFFF:
+        v = int.from_bytes(data, "big") % 0xFFFF
+        if n & 1:
+            v <<= 8
+        if (v + _pseudo_sum(src_ip, dst_ip) + n) % 0xFFFF:
             raise MalformedSegment("bad checksum")
     opts = decode_options(data[20:hlen]) if hlen > 20 else []
     return TcpSegment(sport, dport, seqn, ackn, off_flags & 0x1FF, win, opts, data[hlen:], urg)
