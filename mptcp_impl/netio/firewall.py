@@ -49,6 +49,7 @@ class KernelFence:
     def _ensure_table(self) -> None:
         if self._created:
             return
+        remove_stale_tables()
         # Priority -300 (raw): before conntrack, so fenced segments leave no conntrack state.
         _nft(input_text=(
             f"table ip {self.table} {{\n"
@@ -117,6 +118,27 @@ def list_tables() -> list[str]:
         if t and t["name"].startswith(TABLE_PREFIX):
             names.append(t["name"])
     return names
+
+
+def remove_stale_tables() -> list[str]:
+    """Delete this namespace's ``mptcplab_<pid>`` tables whose process is gone (SIGKILL, crash).
+
+    Only tables of dead pids are touched: a live process's table is its own business.
+    """
+    removed = []
+    try:
+        names = list_tables()
+    except (FirewallError, ValueError):
+        return removed
+    for name in names:
+        pid = name[len(TABLE_PREFIX):]
+        if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                _nft("delete", "table", "ip", name)
+                removed.append(name)
+            except FirewallError:
+                pass
+    return removed
 
 
 _FENCE: KernelFence | None = None

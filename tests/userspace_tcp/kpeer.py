@@ -1,6 +1,6 @@
 """Linux-kernel TCP peers and a segment injector, run inside test namespaces.
 
-    python -m tests.userspace_tcp.kpeer server --listen IP:PORT [--rcvbuf N] [--slow-ms MS] [--stall-ms MS]
+    python -m tests.userspace_tcp.kpeer server --listen IP:PORT [--rcvbuf N] [--slow-ms MS] [--stall-ms MS] [--echo]
                                                [--reset-after N] [--shutdown-after N]
     python -m tests.userspace_tcp.kpeer client --connect IP:PORT --bytes N [--pause-at N]
     python -m tests.userspace_tcp.kpeer inject --local IP --peer IP:PORT --kinds K1,K2 --offset N
@@ -63,6 +63,8 @@ def server(a: argparse.Namespace) -> None:
             break
         n += len(d)
         h.update(d)
+        if a.echo:
+            c.sendall(d)
         if a.slow_ms:
             time.sleep(a.slow_ms / 1000)  # a slow application, to close the window
         if a.reset_after and n >= a.reset_after:
@@ -241,6 +243,7 @@ def main() -> None:
     s.add_argument("--rcvbuf", type=int, default=0)
     s.add_argument("--slow-ms", type=float, default=0)
     s.add_argument("--stall-ms", type=float, default=0)
+    s.add_argument("--echo", action="store_true", help="send back what arrives")
     s.add_argument("--reset-after", type=int, default=0)
     s.add_argument("--shutdown-after", type=int, default=0)
     c = sub.add_parser("client")

@@ -1,0 +1,72 @@
+"""The application API (blocking facade, streams) and the CLI's lifecycle, on real namespaces."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+
+import pytest
+
+from .conftest import Bed
+from .test_interop import linux_server, no_tables_left, ours_server
+
+pytestmark = pytest.mark.net
+
+MB = 1_000_000
+
+FACADE = textwrap.dedent("""
+    import hashlib, json, sys
+    from mptcp_impl.api import UserspaceSocket
+    host, port, local, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    data = bytes(range(256)) * (n // 256)
+    back = bytearray()
+    with UserspaceSocket(timeout=60) as s:
+        s.connect((host, port), local_addr=local)
+        s.sendall(data)
+        s.shutdown_write()
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            back += chunk
+        stats = s.stats()
+    print(json.dumps({"sent": hashlib.sha256(data).hexdigest(),
+                      "echoed": hashlib.sha256(back).hexdigest(), "n": len(back),
+                      "stats": stats}))
+""")
+
+
+def test_blocking_facade_echo_through_linux(clean_bed: Bed) -> None:
+    """UserspaceSocket: connect, sendall, half-close, recv to EOF, against a Linux echo server."""
+    n = 2 * 1024 * 1024
+    srv = linux_server(clean_bed, 5401, "k_echo", "--echo")
+    cli = clean_bed.start(clean_bed.client, ["-c", FACADE, clean_bed.server_ip, "5401",
+                                             clean_bed.client_ip, str(n)], "u_facade")
+    r = clean_bed.result(cli, timeout=60)
+    s = clean_bed.result(srv)
+    assert r["_rc"] == 0 and r["n"] == n == s["bytes_received"]
+    assert r["sent"] == r["echoed"] == s["sha256"]
+    assert r["stats"]["bytes_in"] == n
+    assert no_tables_left(clean_bed.client)
+
+
+def test_server_sigterm_removes_its_table_and_port(clean_bed: Bed) -> None:
+    """A listening CLI server owns an nft table and a port; SIGTERM gives both back."""
+    srv = ours_server(clean_bed, 5402, "u_term")
+    tables = clean_bed.server.run(["nft", "list", "tables"]).stdout
+    assert "mptcplab_" in tables
+    # The port is reserved from the kernel while we listen on it.
+    bind = ["-c", "import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 5402))",
+            clean_bed.server_ip]
+    busy = clean_bed.server.run([clean_bed_py(), *bind], check=False)
+    assert busy.returncode != 0 and "Address already in use" in busy.stderr
+    srv.stop(signal.SIGTERM, timeout=10)
+    assert no_tables_left(clean_bed.server)
+    free = clean_bed.server.run([clean_bed_py(), *bind], check=False)
+    assert free.returncode == 0, free.stderr
+
+
+def clean_bed_py() -> str:
+    from .conftest import PY
+
+    return PY
