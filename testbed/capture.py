@@ -24,9 +24,12 @@ class Capture:
         self.outdir.mkdir(parents=True, exist_ok=True)
         for host, intf in self.targets:
             path = self.outdir / f"{intf}.pcap"
-            # -U: write each packet at once, so SIGINT loses nothing; -Z root: tcpdump would
-            # otherwise drop to user tcpdump, who may not write here.
-            args = ["tcpdump", "-i", intf, "-n", "-U", "-s", str(self.snaplen), "-Z", "root",
+            # --immediate-mode: hand over each packet at once (otherwise libpcap holds up to a
+            # second of them in a ring block, and SIGINT loses that block); -U: write each
+            # packet at once; -Z root: tcpdump would otherwise drop to user tcpdump, who may
+            # not write here.
+            args = ["tcpdump", "-i", intf, "-n", "-U", "--immediate-mode", "-s",
+                    str(self.snaplen), "-Z", "root",
                     "-w", str(path), "tcp or icmp"]
             proc = host.start(args, stderr=subprocess.PIPE)
             self.procs.append(proc)

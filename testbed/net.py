@@ -233,10 +233,22 @@ class Testbed:
         raise KeyError(f"no path {name!r} in topology {self.topo.name}")
 
     def capture(self, outdir: Path, hosts: list[str] | None = None, snaplen: int = 128) -> Capture:
-        """tcpdump on every interface of `hosts` (default: every host); returns once all listen."""
-        hosts = hosts or self.topo.hosts
-        targets = [(self.hosts[h], self.intf(h, lk.name)) for h in hosts
-                   for lk in self.topo.links_of(h)]
+        """tcpdump on chosen interfaces; returns once every tcpdump listens.
+
+        `hosts` entries are host names (all of that host's interfaces) or interface names
+        ("client-eth1"); the default is every interface of every host, i.e. both endpoints.
+        """
+        intf_owner = {self.intf(h, lk.name): h for h in self.topo.hosts
+                      for lk in self.topo.links_of(h)}
+        targets = []
+        for entry in hosts or self.topo.hosts:
+            if entry in intf_owner:
+                targets.append((self.hosts[intf_owner[entry]], entry))
+            elif self.topo.nodes.get(entry) == "host":
+                targets += [(self.hosts[entry], self.intf(entry, lk.name))
+                            for lk in self.topo.links_of(entry)]
+            else:
+                raise KeyError(f"capture: {entry!r} is neither a host nor a host interface")
         cap = Capture(targets, Path(outdir), snaplen=snaplen)
         self._captures.append(cap)
         cap.start()

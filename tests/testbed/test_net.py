@@ -188,3 +188,16 @@ def test_bridged_segment(tmp_path):
         assert ping_ok(tb, "a", "a") and ping_ok(tb, "b", "b")
         out = tb.host("a").run(["ping", "-n", "-c", "1", "-W", "1", tb.addr("b", "lb")]).stdout
         assert " 0% packet loss" in out  # a and b share the bridged LAN: no router between
+
+
+def test_capture_chosen_interfaces(tmp_path):
+    topo = load_topology("two_path", {"links.wifi.delay_ms": 1, "links.lte.delay_ms": 1})
+    with Testbed(topo, workdir=tmp_path) as tb:
+        cap = tb.capture(tmp_path / "pcap", hosts=["client-eth1", "server"], snaplen=96)
+        assert ping_ok(tb, "client", "lte")
+        files = cap.stop()
+    assert sorted(f.name for f in files) == ["client-eth1.pcap", "server-eth0.pcap"]
+    out = subprocess.run(["tshark", "-r", str(tmp_path / "pcap" / "client-eth1.pcap"), "-T",
+                          "fields", "-e", "ip.src", "-Y", "icmp.type == 8"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [tb.path("lte").src_addr]
