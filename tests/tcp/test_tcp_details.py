@@ -1,0 +1,147 @@
+"""Smaller behaviours: ISN generation, reassembly of overlapping pieces, immediate ACKs, Karn
+RTT sampling, window scaling on the wire, send-buffer back-pressure."""
+
+import os
+
+import pytest
+from tcp_wire import A_ADDR, B_ADDR, Wire
+
+from mptcp_impl.tcp import (
+    ACK,
+    DataReceived,
+    Sack,
+    SendBufferAvailable,
+    TcpConfig,
+    TcpConnection,
+    TcpSegment,
+)
+from mptcp_impl.tcp.connection import rfc6528_isn
+
+M = 0xFFFFFFFF
+
+
+def test_isn_is_keyed_per_four_tuple_and_ticks_every_4us():
+    a = rfc6528_isn(A_ADDR, B_ADDR, 100.0)
+    assert rfc6528_isn(A_ADDR, B_ADDR, 100.0) == a
+    assert (rfc6528_isn(A_ADDR, B_ADDR, 100.001) - a) & M == 250  # 1 ms = 250 ticks
+    others = {rfc6528_isn(A_ADDR, (B_ADDR[0], p), 100.0) for p in range(6000, 6020)}
+    assert len(others) == 20 and a not in others
+    c = TcpConnection(TcpConfig(), A_ADDR, B_ADDR)
+    c.connect(100.0)
+    assert c.iss == a
+
+
+def established():
+    w = Wire()
+    w.connect()
+    w.run(until=w.now + 0.1)
+    return w
+
+
+def seg_to_b(w, off, payload, flags=ACK):
+    b = w.b
+    return TcpSegment(A_ADDR[1], B_ADDR[1], (b.rcv_nxt + off) & M, b.snd_nxt & M, flags,
+                      0xFFFF, [], payload)
+
+
+def test_out_of_order_overlapping_pieces_reassemble_and_ack_at_once():
+    w = established()
+    b = w.b
+    data = os.urandom(10_000)
+    pieces = [(6000, 8000), (1000, 3000), (2500, 6500), (9000, 10_000), (7000, 9500), (0, 1200)]
+    acks = []
+    for lo, hi in pieces:
+        b.receive_segment(seg_to_b(w, lo, data[lo:hi]), w.now)
+        out = b.segments_to_send(w.now)
+        acks.append(out)
+    # every out-of-order arrival is acknowledged at once, with SACK blocks
+    for out in acks[:-1]:
+        assert len(out) == 1 and any(isinstance(o, Sack) for o in out[0].options)
+    sack = next(o for o in acks[0][0].options if isinstance(o, Sack))
+    assert sack.blocks == [((b.rcv_nxt - 10_000 + 6000) & M, (b.rcv_nxt - 10_000 + 8000) & M)]
+    assert b.read() == data
+    assert b._ooo == []
+    last = acks[-1][0]
+    assert last.ack == b.rcv_nxt & M and not any(isinstance(o, Sack) for o in last.options)
+
+
+def test_duplicate_and_old_data_is_not_delivered_twice():
+    w = established()
+    b = w.b
+    b.receive_segment(seg_to_b(w, 0, b"hello"), w.now)
+    b.receive_segment(seg_to_b(w, -5, b"hello world"), w.now)  # overlaps the old bytes
+    b.receive_segment(seg_to_b(w, -11, b"hello world"), w.now)  # entirely old
+    assert b.read() == b"hello world"
+    events = []
+    while (e := b.next_event()) is not None:
+        events.append(e)
+    assert sum(e.nbytes for e in events if isinstance(e, DataReceived)) == 11
+
+
+def test_data_beyond_the_window_is_trimmed():
+    w = Wire(TcpConfig(), TcpConfig(rcv_buf=4000, window_scale=False))
+    w.connect()
+    b = w.b
+    b.receive_segment(seg_to_b(w, 0, os.urandom(6000)), w.now)
+    assert b.readable == 4000
+
+
+def test_rtt_without_timestamps_uses_karn_timing():
+    w = Wire(TcpConfig(timestamps=False), TcpConfig(timestamps=False), delay=0.05)
+    w.connect()
+    assert w.a.stats.srtt == pytest.approx(0.1)  # the SYN was timed
+    data = os.urandom(300_000)
+    w.write("a", data)
+    w.run(cond=lambda: len(w.received["b"]) == len(data))
+    assert w.a.srtt == pytest.approx(0.1, abs=0.045)  # delayed ACKs add up to 40 ms
+    assert w.a.rto >= 0.2
+
+
+def test_window_scale_applied_on_the_wire():
+    w = Wire(TcpConfig(rcv_buf=3 << 20), TcpConfig(rcv_buf=3 << 20))
+    w.connect()
+    w.run(until=w.now + 0.1)
+    assert w.a.rcv_wscale == 6
+    acks = [s for _, d, s in w.log if d == "ab" and not s.flags & 0x02]
+    assert acks[-1].window == (3 << 20) >> 6
+    assert w.b.snd_wnd == 3 << 20
+
+
+def test_send_buffer_back_pressure_and_available_event():
+    w = Wire(TcpConfig(snd_buf=50_000))
+    w.connect()
+    assert w.a.send(os.urandom(80_000)) == 50_000
+    assert w.a.send_buffer_free == 0
+    assert w.a.send(b"more") == 0
+    w.run(cond=lambda: any(isinstance(e, SendBufferAvailable) for e in w.events["a"]))
+    assert w.a.send_buffer_free > 0
+    assert w.a.bytes_in_flight <= 50_000
+
+
+def test_gso_with_hook_options_never_exceeds_the_limit():
+    class Hook:
+        def outgoing_options(self, conn, seg, space):
+            from mptcp_impl.tcp import UnknownOption
+
+            return [UnknownOption(30, bytes(18))] if space >= 20 else []
+
+        def incoming_options(self, conn, seg):
+            pass
+
+        def sent_range(self, conn, seq_start, length, meta):
+            pass
+
+        def received_range(self, conn, seq_start, data_len, seg):
+            pass
+
+    w = Wire(TcpConfig(max_segment_payload=30_000), hooks_a=Hook())
+    w.connect()
+    data = os.urandom(1_000_000)
+    w.write("a", data)
+    w.run(cond=lambda: len(w.received["b"]) == len(data))
+    assert bytes(w.received["b"]) == data
+    for _, d, s in w.log:
+        if d == "ab" and s.payload:
+            assert len(s.payload) <= 30_000
+            if len(s.payload) > s.gso_size > 0:
+                assert s.gso_size == 1460 - 12 - 20
