@@ -151,8 +151,8 @@ def test_delay_added_at_runtime_starts_the_process(tri, emulator):
     assert abs(median_rtt(tri.h1, H2_IP) - 20.0) <= 2.0
 
 
-def iperf3(client, server, dst: str, seconds: float, reverse: bool = False) -> float:
-    """Receiver-side Mbit/s of one TCP iperf3 run; the server is ready once it says so."""
+def iperf3_json(client, server, dst: str, seconds: float, reverse: bool = False) -> dict:
+    """iperf3's JSON "end" section of one TCP run; the server is ready once it says so."""
     srv = server.popen(["iperf3", "-s", "-1", "--forceflush", "-p", "5299"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -162,10 +162,30 @@ def iperf3(client, server, dst: str, seconds: float, reverse: bool = False) -> f
         else:
             raise RuntimeError("iperf3 server did not start")
         out = client.cmd(f"iperf3 -c {dst} -p 5299 -J -t {seconds} {'-R' if reverse else ''}")
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+        return json.loads(out)["end"]
     finally:
         srv.kill()
         srv.wait()
+
+
+def iperf3(client, server, dst: str, seconds: float, reverse: bool = False) -> float:
+    """Receiver-side Mbit/s of one TCP iperf3 run."""
+    end = iperf3_json(client, server, dst, seconds, reverse)
+    return end["sum_received"]["bits_per_second"] / 1e6
+
+
+def test_bulk_tcp_is_delayed_too(tri, emulator):
+    """GSO super-packets take another path than pings (queued whole): the sender must see the
+    configured RTT under load, and the kernel must not have dropped any queued packet."""
+    emu = emulator(LinkModel(delay_ms=10), LinkModel())
+    end = iperf3_json(tri.h1, tri.h2, H2_IP, 2)
+    rtt_ms = end["streams"][0]["sender"]["mean_rtt"] / 1000
+    mbit = end["sum_received"]["bits_per_second"] / 1e6
+    assert 20.0 <= rtt_ms <= 30.0, f"sender's mean RTT {rtt_ms} ms through 2 x 10 ms"
+    assert mbit > 100, f"only {mbit:.0f} Mbit/s at 20 ms RTT"
+    st = emu.stats()["left"]
+    assert st["in"]["packets"] > 1000
+    assert st["in"]["kernel_dropped"] == st["out"]["kernel_dropped"] == 0
 
 
 @pytest.mark.parametrize("rate", [10, 100])
@@ -210,3 +230,39 @@ def test_stop_leaves_nothing(tri):
     assert not os.path.exists(f"/proc/{pids[0]}")
     assert emu.pids == []
     assert median_rtt(tri.h1, H2_IP) < 2.0
+
+
+def test_two_routers_each_emulate_their_own_links():
+    """h1 -- r1 -- r2 -- h2: the r1 -- r2 link is emulated by r1 only, r2 -- h2 by r2; both
+    processes use queue numbers 0..3, which must not clash (queues are per namespace)."""
+    from mininet.net import Mininet
+
+    net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
+    h1, r1, r2, h2 = (net.addHost(f"lq{n}", ip=None) for n in ("h1", "r1", "r2", "h2"))
+    for a, b in ((h1, r1), (r1, r2), (r2, h2)):
+        net.addLink(a, b)
+    emus: list[RouterEmulator] = []
+    try:
+        net.build()
+        h1.cmd("ip addr add 10.79.1.1/24 dev lqh1-eth0; ip route add default via 10.79.1.254")
+        r1.cmd("ip addr add 10.79.1.254/24 dev lqr1-eth0; ip addr add 10.79.2.1/24 dev lqr1-eth1;"
+               "ip route add default via 10.79.2.2; sysctl -qw net.ipv4.ip_forward=1")
+        r2.cmd("ip addr add 10.79.2.2/24 dev lqr2-eth0; ip addr add 10.79.3.254/24 dev lqr2-eth1;"
+               "ip route add default via 10.79.2.1; sysctl -qw net.ipv4.ip_forward=1")
+        h2.cmd("ip addr add 10.79.3.1/24 dev lqh2-eth0; ip route add default via 10.79.3.254")
+        base = median_rtt(h1, "10.79.3.1")
+        emus.append(RouterEmulator(r1, [EmulatedPort("h1r1", "lqr1-eth0", LinkModel()),
+                                        EmulatedPort("r1r2", "lqr1-eth1",
+                                                     LinkModel(delay_ms=5))]))
+        emus.append(RouterEmulator(r2, [EmulatedPort("r2h2", "lqr2-eth1",
+                                                     LinkModel(delay_ms=10))]))
+        for emu in emus:
+            emu.start()
+        rtt = median_rtt(h1, "10.79.3.1")
+        assert abs(rtt - base - 30.0) <= 2.0, f"RTT {rtt} ms, expected 2 * (5 + 10) + {base}"
+        assert emus[0].stats()["r1r2"]["out"]["packets"] >= 19
+        assert emus[1].stats()["r2h2"]["out"]["packets"] >= 19
+    finally:
+        for emu in emus:
+            emu.stop()
+        net.stop()
