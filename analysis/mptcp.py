@@ -232,8 +232,9 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             dsn_ok[tgt] = True
     out["dsn"] = pd.arrays.IntegerArray(dsn, ~dsn_ok)
     out["data_ack"] = pd.arrays.IntegerArray(dack, ~dack_ok)
-    table = pd.DataFrame([c.__dict__ for c in conns]) if conns else pd.DataFrame(
-        columns=list(Connection.__dataclass_fields__))
+    # object dtype: keys, tokens and IDSNs are exact Python ints (uint64 and None do not mix)
+    table = pd.DataFrame([c.__dict__ for c in conns], columns=list(Connection.__dataclass_fields__),
+                         dtype=object)
     return out, table
 
 

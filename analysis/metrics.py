@@ -1,0 +1,366 @@
+"""Metrics a researcher would otherwise read off Wireshark by hand, as plain functions on the
+annotated frame table (analysis.mptcp.annotate) returning dataclasses or DataFrames.
+
+Definitions follow shared/REFERENCE.md: goodput from data-level progress at the receiver (100 ms
+bins), aggregation benefit after Kaspar, failover gap around a link event, reinjected bytes as DSN
+ranges sent on more than one subflow, reordering delay as time spent waiting for lower DSNs.
+Times are absolute (epoch seconds, as in the pcap) unless a name ends in `_s` (a duration).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+BIN_S = 0.1
+
+
+# ---- who sends, where to look ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Vantage:
+    """Which MPTCP role sent the bulk of a connection's data, and which capture host is closest to
+    the sender and to the receiver (Mininet hosts share one clock, so we can tell by who saw the
+    same segment first)."""
+
+    conn: int
+    sender_role: str
+    sender_host: str
+    receiver_host: str
+
+
+def vantage(df: pd.DataFrame, conn: int) -> Vantage:
+    c = df[(df["conn"] == conn) & (df["payload_len"] > 0)]
+    if c.empty:
+        h = str(df["host"].iloc[0]) if len(df) else ""
+        return Vantage(conn, "client", h, h)
+    by_role = c.groupby("role", observed=True)["payload_len"].sum()
+    role = str(by_role.idxmax())
+    data = c[c["role"] == role]
+    hosts = [str(h) for h in data["host"].unique()]
+    if len(hosts) < 2:
+        return Vantage(conn, role, hosts[0], hosts[0])
+    first = data.groupby(["host", "subflow", "seq"], observed=True)["time"].min().unstack(0)
+    first = first.dropna()
+    med = {h: float(np.median(first[h] - first.mean(axis=1))) for h in first.columns}
+    order = sorted(med, key=med.get)
+    return Vantage(conn, role, str(order[0]), str(order[-1]))
+
+
+def receiver_data(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
+    """Data segments of the main direction as they arrived at the receiver, in time order."""
+    m = (df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["payload_len"] > 0)
+    m &= (df["host"] == v.receiver_host) & df["dsn"].notna()
+    out = df.loc[m, ["time", "subflow", "intf", "dsn", "payload_len", "seq"]].copy()
+    out["dsn"] = out["dsn"].astype("uint64")
+    return out.sort_values("time", kind="stable")
+
+
+def data_acks(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
+    """DATA_ACKs the receiver sent for the main direction, as captured at the receiver."""
+    m = (df["conn"] == v.conn) & (df["role"] != v.sender_role) & df["data_ack"].notna()
+    m &= df["host"] == v.receiver_host
+    out = df.loc[m, ["time", "subflow", "data_ack"]].copy()
+    out["data_ack"] = out["data_ack"].astype("uint64")
+    return out.sort_values("time", kind="stable")
+
+
+def subflow_labels(df: pd.DataFrame, v: Vantage) -> dict[int, str]:
+    """Readable subflow names: 'sf1 eth1 10.0.2.1:42783>10.0.2.2:5201' (sender > receiver)."""
+    d = df[(df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["host"] == v.receiver_host)]
+    out = {}
+    for sf, g in d.groupby("subflow"):
+        r = g.iloc[0]
+        out[int(sf)] = f"sf{int(sf)} {r['intf']} {r['src']}:{r['sport']}>{r['dst']}:{r['dport']}"
+    return out
+
+
+# ---- goodput ----------------------------------------------------------------------------------
+
+def _bins(t: np.ndarray, t0: float, t_end: float, bin_s: float) -> np.ndarray:
+    return np.arange(t0, t_end + bin_s, bin_s)
+
+
+def connection_goodput(acks: pd.DataFrame, t0: float, t_end: float | None = None,
+                       bin_s: float = BIN_S) -> pd.DataFrame:
+    """Goodput per bin from data-level ACK progress (mptcptrace -G): bits/s, t relative to t0."""
+    if acks.empty:
+        return pd.DataFrame({"t": [], "goodput_bps": []})
+    t = acks["time"].to_numpy()
+    level = np.maximum.accumulate(acks["data_ack"].to_numpy().astype(np.float64))
+    t_end = float(t.max()) if t_end is None else t_end
+    edges = _bins(t, t0, t_end, bin_s)
+    # the ACK level at each bin edge: last ACK at or before the edge
+    k = np.searchsorted(t, edges, side="right") - 1
+    lvl = np.where(k >= 0, level[np.maximum(k, 0)], level[0])
+    delta = np.diff(lvl)
+    return pd.DataFrame({"t": edges[:-1] - t0, "goodput_bps": delta * 8 / bin_s})
+
+
+def first_seen(rx: pd.DataFrame) -> pd.DataFrame:
+    """Receiver data segments whose DSN range had not arrived before (first copy of each)."""
+    return rx.drop_duplicates(subset=["dsn"], keep="first")
+
+
+def subflow_goodput(rx: pd.DataFrame, t0: float, t_end: float | None = None,
+                    bin_s: float = BIN_S) -> pd.DataFrame:
+    """Bytes of first-seen DSNs per bin, by the subflow that carried them: long table
+    (t, subflow, goodput_bps), every subflow present in every bin."""
+    fs = first_seen(rx)
+    if fs.empty:
+        return pd.DataFrame({"t": [], "subflow": [], "goodput_bps": []})
+    t_end = float(fs["time"].max()) if t_end is None else t_end
+    edges = _bins(fs["time"].to_numpy(), t0, t_end, bin_s)
+    b = np.clip(np.searchsorted(edges, fs["time"].to_numpy(), side="right") - 1, 0,
+                len(edges) - 2)
+    tab = (pd.DataFrame({"bin": b, "subflow": fs["subflow"].to_numpy(),
+                         "bytes": fs["payload_len"].to_numpy()})
+           .pivot_table(index="bin", columns="subflow", values="bytes", aggfunc="sum",
+                        fill_value=0)
+           .reindex(range(len(edges) - 1), fill_value=0))
+    long = tab.stack().rename("bytes").reset_index()
+    long["t"] = edges[long["bin"].to_numpy()] - t0
+    long["goodput_bps"] = long["bytes"] * 8 / bin_s
+    return long[["t", "subflow", "goodput_bps"]]
+
+
+# ---- aggregation benefit ------------------------------------------------------------------------
+
+def aggregation_benefit(goodput: float, capacities: list[float]) -> float:
+    """Kaspar's aggregation benefit in [-1, 1]: 1 = perfect aggregation, 0 = as good as the best
+    single path, negative = worse than it."""
+    if not capacities:
+        raise ValueError("need at least one path capacity")
+    c_max = max(capacities)
+    rest = sum(capacities) - c_max
+    if goodput >= c_max:
+        return 1.0 if rest <= 0 else min(1.0, (goodput - c_max) / rest)
+    return (goodput - c_max) / c_max
+
+
+# ---- completion ---------------------------------------------------------------------------------
+
+@dataclass
+class Completion:
+    """From the connection's first SYN to the last data-level progress at the receiver."""
+
+    conn: int
+    start: float
+    end: float
+    duration_s: float
+    bytes: int
+    goodput_bps: float
+
+
+def completion(df: pd.DataFrame, v: Vantage, idsn: int | None) -> Completion:
+    c = df[df["conn"] == v.conn]
+    start = float(c.loc[c["syn"], "time"].min()) if c["syn"].any() else float(c["time"].min())
+    acks = data_acks(df, v)
+    rx = receiver_data(df, v)
+    if not acks.empty:
+        top = int(acks["data_ack"].max())
+        end = float(acks.loc[acks["data_ack"] == top, "time"].iloc[0])
+        nbytes = top - (idsn + 1) if idsn is not None else int(first_seen(rx)["payload_len"].sum())
+        fin = c[(c["role"] == v.sender_role) & c["dss_fin"].fillna(False).astype(bool)]
+        if idsn is not None and not fin.empty:
+            nbytes -= 1  # DATA_FIN takes one DSN
+    else:
+        end = float(rx["time"].max()) if not rx.empty else start
+        nbytes = int(first_seen(rx)["payload_len"].sum())
+    dur = max(end - start, 1e-9)
+    return Completion(v.conn, start, end, end - start, int(nbytes), nbytes * 8 / dur)
+
+
+# ---- failover -----------------------------------------------------------------------------------
+
+@dataclass
+class Failover:
+    """What a link event did to data-level progress at the receiver."""
+
+    event_time: float
+    gap_s: float | None  # longest pause in data-level progress around the event
+    gap_start: float | None
+    gap_end: float | None
+    first_new_data_s: float | None  # event -> first new DSN on a surviving subflow
+    regain90_s: float | None  # event -> goodput back at 90% of the pre-failure level
+    pre_goodput_bps: float | None
+    surviving_subflows: list[int] = field(default_factory=list)
+
+
+def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: float = 1.0,
+             horizon_s: float = 10.0, bin_s: float = BIN_S) -> Failover:
+    """Gap, time to first new data, time to regain 90% of pre-failure goodput (see REFERENCE)."""
+    if acks.empty or rx.empty:
+        return Failover(event_time, None, None, None, None, None, None)
+    t = acks["time"].to_numpy()
+    lvl = np.maximum.accumulate(acks["data_ack"].to_numpy().astype(np.float64))
+    prog = t[np.r_[True, np.diff(lvl) > 0]]  # times where the data ACK moved forward
+    near = prog[(prog >= event_time - window_s) & (prog <= event_time + horizon_s)]
+    gap = gs = ge = None
+    if len(near) >= 2:
+        starts, ends = near[:-1], near[1:]
+        ok = ends > event_time
+        if ok.any():
+            d = np.where(ok, ends - starts, -1)
+            i = int(np.argmax(d))
+            gap, gs, ge = float(d[i]), float(starts[i]), float(ends[i])
+    # surviving subflows: those still delivering data after the gap
+    after = rx[rx["time"] > (ge if ge is not None else event_time)]
+    surviving = sorted(int(s) for s in after["subflow"].unique())
+    before = rx[rx["time"] <= event_time]
+    high = int((before["dsn"].astype("uint64") + before["payload_len"].astype("uint64")).max()) \
+        if not before.empty else 0
+    new = rx[(rx["time"] > event_time) & rx["subflow"].isin(surviving)]
+    new = new[new["dsn"].astype("uint64") + new["payload_len"].astype("uint64") > high]
+    first_new = float(new["time"].iloc[0] - event_time) if not new.empty else None
+    # goodput before the event and the first time a 0.5 s window gets back to 90% of it
+    t0 = max(float(t[0]), event_time - window_s)
+    g = connection_goodput(acks, t0, float(t[-1]), bin_s)
+    pre = g[g["t"] + t0 < event_time - 1e-9]["goodput_bps"]
+    pre_bps = float(pre.mean()) if len(pre) else None
+    regain = None
+    if pre_bps:
+        post = g[g["t"] + t0 >= event_time]
+        roll = post["goodput_bps"].rolling(5, min_periods=5).mean()
+        hit = post[roll.to_numpy() >= 0.9 * pre_bps]
+        if not hit.empty:
+            regain = float(hit["t"].iloc[0] + t0 + bin_s - event_time)
+    return Failover(event_time, gap, gs, ge, first_new, regain, pre_bps, surviving)
+
+
+# ---- reinjection, retransmissions, RTT ------------------------------------------------------------
+
+def _union_len(starts: np.ndarray, ends: np.ndarray) -> int:
+    """Total length of the union of [start, end) intervals."""
+    if len(starts) == 0:
+        return 0
+    o = np.argsort(starts, kind="stable")
+    s, e = starts[o], ends[o]
+    run_end = np.maximum.accumulate(e)
+    new_block = np.r_[True, s[1:] > run_end[:-1]]
+    block = np.cumsum(new_block) - 1
+    bs = pd.Series(s).groupby(block).min().to_numpy()
+    be = pd.Series(run_end).groupby(block).max().to_numpy()
+    return int((be - bs).sum())
+
+
+@dataclass
+class Reinjection:
+    """DSN ranges sent on more than one subflow (extra copies, in bytes), seen at the sender."""
+
+    bytes: int
+    by_subflow: dict[int, int]
+    total_data_bytes: int
+
+
+def reinjections(df: pd.DataFrame, v: Vantage) -> Reinjection:
+    m = (df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["payload_len"] > 0)
+    m &= (df["host"] == v.sender_host) & df["dsn"].notna()
+    d = df.loc[m, ["subflow", "dsn", "payload_len"]]
+    if d.empty:
+        return Reinjection(0, {}, 0)
+    base = int(d["dsn"].min())
+    s = (d["dsn"].astype("uint64") - np.uint64(base)).astype(np.int64).to_numpy()
+    e = s + d["payload_len"].to_numpy()
+    sf = d["subflow"].to_numpy()
+    per = {int(x): _union_len(s[sf == x], e[sf == x]) for x in np.unique(sf)}
+    total = _union_len(s, e)
+    extra = sum(per.values()) - total
+    # attribute extra copies to the subflows that carried a DSN range later than another one
+    first_sf = d.assign(s=s).sort_values("s").drop_duplicates("s")
+    owner = dict(zip(first_sf["s"], first_sf["subflow"], strict=True))
+    by = {k: 0 for k in per}
+    for x, st, ln in zip(sf, s, e - s, strict=True):
+        if owner.get(st, x) != x:
+            by[int(x)] += int(ln)
+    return Reinjection(int(extra), by, int(total))
+
+
+def subflow_stats(df: pd.DataFrame, v: Vantage, labels: dict[int, str] | None = None
+                  ) -> pd.DataFrame:
+    """Per subflow at the sender: segments, bytes, retransmitted segments/bytes (a segment that
+    ends at or below what that subflow had already sent), RTT (data -> first covering ACK, Karn)."""
+    rows = []
+    m = (df["conn"] == v.conn) & (df["host"] == v.sender_host)
+    for sf, g in df[m].groupby("subflow"):
+        data = g[(g["role"] == v.sender_role) & (g["payload_len"] > 0)].sort_values("time")
+        acks = g[(g["role"] != v.sender_role) & g["ack_flag"]].sort_values("time")
+        if data.empty:
+            continue
+        isn = int(data["seq"].iloc[0])
+        rel = (data["seq"].to_numpy().astype(np.int64) - isn) % (1 << 32)
+        end = rel + data["payload_len"].to_numpy()
+        prev_high = np.r_[-1, np.maximum.accumulate(end)[:-1]]
+        retx = end <= prev_high
+        rtts = np.array([])
+        if not acks.empty:
+            arel = (acks["ack"].to_numpy().astype(np.int64) - isn) % (1 << 32)
+            arel = np.where(arel > (1 << 31), 0, arel)
+            alvl = np.maximum.accumulate(arel)
+            at = acks["time"].to_numpy()
+            dt = data["time"].to_numpy()
+            # first ACK after the segment whose level covers its end
+            k = np.searchsorted(at, dt, side="right")
+            ok = ~retx & (k < len(at))
+            kk = np.minimum(k, len(at) - 1)
+            # ACK level is monotone in time: binary search per segment for the covering ACK
+            j = np.array([np.searchsorted(alvl[a:], e_) + a for a, e_ in zip(kk, end, strict=True)])
+            ok &= j < len(at)
+            rtts = at[np.minimum(j, len(at) - 1)][ok] - dt[ok]
+        rows.append({
+            "subflow": int(sf), "label": (labels or {}).get(int(sf), f"sf{int(sf)}"),
+            "segments": len(data), "bytes": int(data["payload_len"].sum()),
+            "retrans_segments": int(retx.sum()),
+            "retrans_bytes": int(data["payload_len"].to_numpy()[retx].sum()),
+            "rtt_ms_median": float(np.median(rtts) * 1e3) if len(rtts) else None,
+            "rtt_ms_p95": float(np.percentile(rtts, 95) * 1e3) if len(rtts) else None,
+            "rtt_samples": len(rtts)})
+    return pd.DataFrame(rows)
+
+
+# ---- reordering ---------------------------------------------------------------------------------
+
+def reordering_delay(rx: pd.DataFrame) -> pd.DataFrame:
+    """Per first-seen segment at the receiver: time waiting until every lower DSN had arrived
+    (head-of-line blocking). 0 for segments that arrived in order."""
+    fs = first_seen(rx)
+    if fs.empty:
+        return pd.DataFrame({"time": [], "subflow": [], "delay_s": []})
+    t = fs["time"].to_numpy()
+    s = fs["dsn"].astype("uint64").to_numpy()
+    base = s.min()
+    s = (s - base).astype(np.int64)
+    e = s + fs["payload_len"].to_numpy()
+    delay = np.zeros(len(fs))
+    nxt = 0
+    pend: list[tuple[int, int, int]] = []
+    for i in range(len(fs)):
+        if s[i] <= nxt:
+            nxt = max(nxt, int(e[i]))
+            while pend and pend[0][0] <= nxt:
+                st, en, j = heapq.heappop(pend)
+                delay[j] = t[i] - t[j]
+                nxt = max(nxt, en)
+        else:
+            heapq.heappush(pend, (int(s[i]), int(e[i]), i))
+    for _, _, j in pend:  # never unblocked within the capture
+        delay[j] = np.nan
+    return pd.DataFrame({"time": t, "subflow": fs["subflow"].to_numpy(), "delay_s": delay})
+
+
+def to_jsonable(obj):
+    """Dataclasses and numpy scalars into plain JSON values."""
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj

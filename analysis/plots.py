@@ -1,0 +1,102 @@
+"""Figures for reports (seaborn on the Agg backend: no display on the test machines).
+
+Each function takes tidy DataFrames from analysis.metrics and writes one PNG, returning its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+EVENT_COLORS = {"down": "tab:red", "up": "tab:green", "set": "tab:purple"}
+
+
+def _events(ax, events: list[dict]) -> None:
+    """Vertical lines at link events (t relative to the same origin as the x axis)."""
+    for e in events:
+        ax.axvline(e["t"], color=EVENT_COLORS.get(e.get("action", ""), "gray"), ls="--", lw=1.2)
+        ax.annotate(f"{e.get('link', '')} {e.get('action', '')}", (e["t"], 1.0),
+                    xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                    fontsize=8)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def goodput_plot(sub: pd.DataFrame, conn: pd.DataFrame, labels: dict[int, str],
+                 events: list[dict], path: Path, title: str = "") -> Path:
+    """Goodput per subflow (first-seen DSN bytes) and of the connection (data ACK), 100 ms bins."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    if not sub.empty:
+        d = sub.assign(subflow=sub["subflow"].map(lambda s: labels.get(int(s), f"sf{s}")),
+                       mbps=sub["goodput_bps"] / 1e6)
+        sns.lineplot(d, x="t", y="mbps", hue="subflow", ax=ax, drawstyle="steps-post")
+    if not conn.empty:
+        ax.step(conn["t"], conn["goodput_bps"] / 1e6, where="post", color="black", lw=1.5,
+                label="connection (data ACK)")
+    _events(ax, events)
+    ax.set(xlabel="time [s]", ylabel="goodput [Mbit/s]", title=title or "Goodput")
+    ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, path)
+
+
+def dsn_plot(rx: pd.DataFrame, labels: dict[int, str], t0: float, events: list[dict],
+             path: Path, title: str = "") -> Path:
+    """Data sequence number vs time per subflow at the receiver (the mptcptrace picture)."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    if not rx.empty:
+        base = int(rx["dsn"].min())
+        d = pd.DataFrame({"t": rx["time"].to_numpy() - t0,
+                          "MB": (rx["dsn"].astype("uint64").to_numpy() - np.uint64(base))
+                          .astype(np.float64) / 1e6,
+                          "subflow": rx["subflow"].map(lambda s: labels.get(int(s), f"sf{s}"))})
+        sns.scatterplot(d, x="t", y="MB", hue="subflow", s=6, linewidth=0, ax=ax)
+    _events(ax, events)
+    ax.set(xlabel="time [s]", ylabel="data sequence [MB from first]", title=title or "DSN vs time")
+    return _save(fig, path)
+
+
+def reordering_cdf(delays: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """CDF of reordering delay (ms) at the receiver, one curve per group (e.g. stack)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if not delays.empty:
+        d = delays.dropna(subset=["delay_s"]).assign(delay_ms=lambda x: x["delay_s"] * 1e3)
+        sns.ecdfplot(d, x="delay_ms", hue="group" if "group" in d else None, ax=ax)
+    ax.set(xlabel="reordering delay [ms]", ylabel="CDF", title=title or "Reordering delay")
+    return _save(fig, path)
+
+
+def failover_plot(tab: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Failover gap per stack (bars: mean, whiskers: 95% CI over repetitions)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if not tab.empty:
+        d = tab.melt(id_vars=["stack"], value_vars=[c for c in ("gap_s", "first_new_data_s")
+                                                     if c in tab], var_name="metric",
+                     value_name="seconds").dropna()
+        if not d.empty:
+            sns.barplot(d, x="stack", y="seconds", hue="metric", errorbar=("ci", 95), ax=ax)
+    ax.set(title=title or "Failover gap per stack", ylabel="seconds")
+    return _save(fig, path)
+
+
+def benefit_heatmap(grid: pd.DataFrame, x: str, y: str, path: Path, title: str = "") -> Path:
+    """Aggregation benefit over a swept 2-D parameter grid (mean over repetitions)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if not grid.empty:
+        piv = grid.pivot_table(index=y, columns=x, values="benefit", aggfunc="mean")
+        sns.heatmap(piv, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="RdBu", ax=ax)
+    ax.set(title=title or "Aggregation benefit")
+    return _save(fig, path)

@@ -1,0 +1,287 @@
+"""Self-contained HTML reports (figures embedded as base64 PNG) with metrics.json beside them.
+
+`write_report(dir)`: a run directory gets a run report; a directory of runs gets a campaign report
+comparing stacks and repetitions (mean with 95% confidence interval) and, when the runs sweep two
+parameters, an aggregation-benefit heatmap. Both open with what ran, where and with which versions.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.metrics import to_jsonable
+from analysis.run import analyze_run, epoch, failover_table, read_json
+
+# two-sided 95% Student t quantiles by degrees of freedom (no scipy in the venv)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def mean_ci(values) -> tuple[float | None, float | None, int]:
+    """Mean and half-width of its 95% confidence interval (Student t), and n."""
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    n = len(v)
+    if n == 0:
+        return None, None, 0
+    m = sum(v) / n
+    if n == 1:
+        return m, None, 1
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (n - 1))
+    t = _T95.get(n - 1) or next((q for d, q in sorted(_T95.items()) if d >= n - 1), 1.96)
+    return m, t * sd / math.sqrt(n), n
+
+
+SUMMARY_METRICS = [  # (column, label, scale, unit)
+    ("goodput_mbps", "goodput", 1, "Mbit/s"),
+    ("duration_s", "completion time", 1, "s"),
+    ("benefit", "aggregation benefit", 1, ""),
+    ("gap_s", "failover gap", 1, "s"),
+    ("first_new_data_s", "event to first new data", 1, "s"),
+    ("regain90_s", "time to 90% goodput", 1, "s"),
+    ("reinjected_bytes", "reinjected", 1e-3, "kB"),
+    ("retrans_bytes", "retransmitted", 1e-3, "kB"),
+    ("reorder_p95_ms", "reordering delay p95", 1, "ms"),
+]
+
+
+def run_rows(result: dict, run_name: str = "") -> pd.DataFrame:
+    """One row per (stack, rep, connection) with the headline numbers of a run."""
+    rows = []
+    for g in result["groups"]:
+        for c in g["connections"]:
+            fo = (c.get("failover") or [{}])[0]
+            stats = c.get("subflow_stats") or []
+            rows.append({
+                "run": run_name, "stack": g["stack"], "rep": g["rep"], "conn": c["conn"],
+                "goodput_mbps": c["goodput_bps"] / 1e6 if c.get("goodput_bps") else None,
+                "duration_s": c["completion"]["duration_s"],
+                "bytes": c["completion"]["bytes"], "benefit": c.get("aggregation_benefit"),
+                "gap_s": fo.get("gap_s"), "first_new_data_s": fo.get("first_new_data_s"),
+                "regain90_s": fo.get("regain90_s"),
+                "reinjected_bytes": c["reinjection"]["bytes"],
+                "retrans_bytes": sum(s.get("retrans_bytes") or 0 for s in stats),
+                "reorder_p95_ms": c["reordering"]["p95_ms"], "subflows": len(c["subflows"])})
+    return pd.DataFrame(rows)
+
+
+def summarize(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean and 95% CI of every headline metric per group (e.g. per stack over repetitions)."""
+    out = []
+    for key, g in rows.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        rec = dict(zip(by, key, strict=True))
+        rec["n"] = len(g)
+        for col, *_ in SUMMARY_METRICS:
+            m, ci, n = mean_ci(g[col].tolist()) if col in g else (None, None, 0)
+            rec[col] = m
+            rec[col + "_ci95"] = ci
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+# ---- HTML ---------------------------------------------------------------------------------------
+
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;
+padding:3px 8px;text-align:right}th{background:#f0f0f0}td.l,th.l{text-align:left}
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0}.err{color:#a00}
+.meta td{text-align:left}code{background:#f5f5f5}"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">' \
+           f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+
+
+def _fmt(v, scale: float = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v * scale:.3g}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame, left: int = 1) -> str:
+    if df.empty:
+        return "<p>none</p>"
+    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(c))}</th>'
+                   for i, c in enumerate(df.columns))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(v)}</td>'
+                                    for i, v in enumerate(r)) + "</tr>"
+                   for r in df.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _summary_html(summary: pd.DataFrame, keys: list[str]) -> str:
+    cols = keys + ["n"] + [f"{label} [{unit}]" if unit else label
+                           for _, label, _, unit in SUMMARY_METRICS]
+    rows = []
+    for _, r in summary.iterrows():
+        cells = [r[k] for k in keys] + [r["n"]]
+        for col, _, scale, _ in SUMMARY_METRICS:
+            m, ci = r[col], r[col + "_ci95"]
+            cells.append("–" if m is None or pd.isna(m) else
+                         f"{m * scale:.3g}" + ("" if ci is None or pd.isna(ci)
+                                               else f" ± {ci * scale:.2g}"))
+        rows.append(cells)
+    return _table(pd.DataFrame(rows, columns=cols), left=len(keys)) + \
+        "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions</p>"
+
+
+def _versions(platform_meta: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(platform_meta.items())) if platform_meta else ""
+
+
+def _meta_html(meta: dict, where: Path) -> str:
+    """What ran, where, with which versions: the first thing a reader needs."""
+    if not meta:
+        return f"<p>No metadata.json in <code>{html.escape(str(where))}</code>.</p>"
+    rows = []
+    for key in ("experiment", "parameters", "seed", "git_commit", "kernel", "host", "start", "end",
+                "packages", "versions"):
+        if key in meta:
+            v = meta[key]
+            if key in ("start", "end") and epoch(v) is not None:
+                v = f"{datetime.fromtimestamp(epoch(v), UTC).isoformat()} ({v})"
+            elif isinstance(v, dict) and key in ("packages", "versions"):
+                v = _versions(v)
+            elif isinstance(v, (dict, list)):
+                v = json.dumps(v, sort_keys=True)
+            rows.append(f"<tr><th class='l'>{key}</th><td>{html.escape(str(v))}</td></tr>")
+    extra = sorted(set(meta) - {"experiment", "parameters", "seed", "git_commit", "kernel", "host",
+                                "start", "end", "packages", "versions"})
+    for key in extra:
+        rows.append(f"<tr><th class='l'>{html.escape(key)}</th>"
+                    f"<td>{html.escape(json.dumps(meta[key], sort_keys=True)[:300])}</td></tr>")
+    return f"<table class='meta'>{''.join(rows)}</table>"
+
+
+def _page(title: str, parts: list[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}"
+            f"<p><small>generated {datetime.now(UTC).isoformat(timespec='seconds')} by "
+            f"mptcp-lab analysis</small></p></body></html>")
+
+
+def is_run(d: Path) -> bool:
+    return (d / "metadata.json").exists() or (d / "pcap").is_dir()
+
+
+def write_run_report(run_dir: Path) -> Path:
+    result = analyze_run(run_dir)
+    meta = result["metadata"]
+    rows = run_rows(result)
+    parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir)]
+    if result["events"]:
+        parts += ["<h3>Link events</h3>", _table(pd.DataFrame(result["events"]))]
+    if result["errors"]:
+        parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>"
+                                          for e in result["errors"]]
+    parts.append("<h2>Stacks compared</h2>")
+    parts.append(_summary_html(summarize(rows, ["stack"]), ["stack"]) if not rows.empty
+                 else "<p>No MPTCP connection found in the captures.</p>")
+    for name in ("failover", "reordering-cdf"):
+        if name in result["figures"]:
+            parts.append(_img(run_dir / result["figures"][name], name))
+    for g in result["groups"]:
+        for c in g["connections"]:
+            tag = f"{g['stack']}-{g['rep']}".replace("/", "_")
+            parts.append(f"<h2>{html.escape(g['stack'])} rep {html.escape(g['rep'])}, "
+                         f"connection {c['conn']}</h2>")
+            parts.append(f"<p>{c['sender_role']} ({c['sender_host']}) sent "
+                         f"{c['completion']['bytes']} bytes to {c['receiver_host']} in "
+                         f"{c['completion']['duration_s']:.3f} s: "
+                         f"{(c['goodput_bps'] or 0) / 1e6:.2f} Mbit/s</p>")
+            if c.get("failover"):
+                parts.append(_table(pd.DataFrame(c["failover"]).drop(
+                    columns=["surviving_subflows"], errors="ignore")))
+            parts.append(_table(pd.DataFrame(c["subflow_stats"])))
+            for k in ("goodput", "dsn"):
+                key = f"{k}-{tag}-c{c['conn']}"
+                if key in result["figures"]:
+                    parts.append(_img(run_dir / result["figures"][key], key))
+    out = run_dir / "report.html"
+    title = f"MPTCP run: {meta.get('experiment', run_dir.name)}"
+    out.write_text(_page(title, parts))
+    return out
+
+
+def find_runs(root: Path) -> list[Path]:
+    return sorted({p.parent for p in root.rglob("metadata.json")} |
+                  {p.parent for p in root.rglob("pcap") if p.is_dir()})
+
+
+def _swept(metas: dict[str, dict]) -> list[str]:
+    """Scalar parameters that take more than one value across the campaign's runs."""
+    vals: dict[str, set] = {}
+    for m in metas.values():
+        for k, v in (m.get("parameters") or {}).items():
+            if isinstance(v, (int, float, str)):
+                vals.setdefault(k, set()).add(v)
+    return sorted(k for k, s in vals.items() if len(s) > 1)
+
+
+def write_campaign_report(root: Path) -> Path:
+    runs = find_runs(root)
+    results = {str(r.relative_to(root)): analyze_run(r) for r in runs}
+    metas = {k: v["metadata"] for k, v in results.items()}
+    rows = pd.concat([run_rows(v, k) for k, v in results.items()] or [pd.DataFrame()],
+                     ignore_index=True)
+    fig_dir = root / "figures"
+    parts = ["<h2>What ran</h2>"]
+    mt = pd.DataFrame([{"run": k, "experiment": m.get("experiment"), "seed": m.get("seed"),
+                        "git_commit": (m.get("git_commit") or "")[:12], "kernel": m.get("kernel"),
+                        "host": m.get("host"), "start": m.get("start"),
+                        "parameters": json.dumps(m.get("parameters", {}), sort_keys=True)}
+                       for k, m in metas.items()])
+    parts.append(_table(mt))
+    versions = {json.dumps(m.get("packages") or m.get("versions") or {}, sort_keys=True)
+                for m in metas.values()}
+    parts.append(f"<p>package versions: {html.escape('; '.join(sorted(versions)))}</p>")
+    summary = pd.DataFrame()
+    if not rows.empty:
+        parts.append("<h2>Stacks compared (all runs)</h2>")
+        parts.append(_summary_html(summarize(rows, ["stack"]), ["stack"]))
+        parts.append("<h2>Per run and stack</h2>")
+        summary = summarize(rows, ["run", "stack"])
+        parts.append(_summary_html(summary, ["run", "stack"]))
+        fo = pd.concat([failover_table(v) for v in results.values()] or [pd.DataFrame()])
+        if not fo.empty:
+            parts.append(_img(plots.failover_plot(fo, fig_dir / "failover.png"), "failover"))
+        swept = _swept(metas)
+        if len(swept) >= 2 and rows["benefit"].notna().any():
+            x, y = swept[:2]
+            grid = rows.assign(**{x: rows["run"].map(lambda r: metas[r]["parameters"][x]),
+                                  y: rows["run"].map(lambda r: metas[r]["parameters"][y])})
+            p = plots.benefit_heatmap(grid, x, y, fig_dir / "benefit-heatmap.png")
+            parts.append(_img(p, f"aggregation benefit over {x} x {y}"))
+    errors = [e for v in results.values() for e in v["errors"]]
+    if errors:
+        parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>" for e in errors]
+    (root / "metrics.json").write_text(json.dumps(to_jsonable({
+        "campaign": str(root), "runs": list(results), "rows": rows.to_dict("records"),
+        "summary": summary.to_dict("records"), "errors": errors}), indent=1))
+    out = root / "report.html"
+    out.write_text(_page(f"MPTCP campaign: {root.name} ({len(runs)} runs)", parts))
+    return out
+
+
+def write_report(directory: str | Path) -> Path:
+    """report.html (and metrics.json) for a run directory or a directory of runs."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: not a directory")
+    return write_run_report(d) if is_run(d) else write_campaign_report(d)
+
+
+def load_metrics(directory: str | Path) -> dict:
+    return read_json(Path(directory) / "metrics.json", {})

@@ -1,0 +1,206 @@
+"""analyze_run: one experiment run directory in, metrics.json and figures out.
+
+Layout (written by the experiment runner): RUN/metadata.json, RUN/events.json,
+RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap (or RUN/pcap/*.pcap), per-stack traffic JSON. Every
+piece may be missing: no events means no failover figures, no metadata means no capacities (so no
+aggregation benefit), a broken pcap is reported by name and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import metrics as M
+from analysis import plots
+from analysis.frames import find_pcaps, load_many
+from analysis.mptcp import annotate
+from analysis.pcap import CaptureError
+
+RESERVED_JSON = {"metadata.json", "events.json", "metrics.json"}
+
+
+def read_json(path: Path, default):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def epoch(v) -> float | None:
+    """Seconds since the epoch from a number or an ISO 8601 string (metadata's start/end)."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def group_pcaps(run_dir: Path) -> dict[tuple[str, str], list[Path]]:
+    """Captures per (stack, repetition), from their place under RUN/pcap/."""
+    base = run_dir / "pcap" if (run_dir / "pcap").is_dir() else run_dir
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for p in find_pcaps(base):
+        parts = p.relative_to(base).parts[:-1]
+        stack = parts[0] if parts else "default"
+        rep = "/".join(parts[1:]) if len(parts) > 1 else "0"
+        groups.setdefault((stack, rep), []).append(p)
+    return groups
+
+
+def capacities_mbit(meta: dict) -> list[float] | None:
+    """Per-path capacities from the run's parameters, if it says them (several spellings)."""
+    params = meta.get("parameters") or {}
+    for key in ("capacities_mbit", "rates_mbit", "capacity_mbit", "bw_mbit"):
+        v = params.get(key)
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+            return [float(x) for x in v]
+    links = params.get("links") or {}
+    caps = []
+    for spec in (links.values() if isinstance(links, dict) else links):
+        if isinstance(spec, dict):
+            for key in ("rate_mbit", "bw_mbit", "bw", "capacity_mbit"):
+                if isinstance(spec.get(key), (int, float)):
+                    caps.append(float(spec[key]))
+                    break
+    return caps or None
+
+
+def event_times(events: list[dict], t0: float, t_first: float, t_last: float) -> list[dict]:
+    """Absolute times of link events: `actual` when it is an epoch inside the captures' span,
+    else the group's start + `at` (runner's seconds from start)."""
+    out = []
+    for e in events:
+        actual = e.get("actual")
+        if isinstance(actual, (int, float)) and t_first - 60 <= actual <= t_last + 60:
+            t = float(actual)
+        elif isinstance(e.get("at"), (int, float)):
+            t = t0 + float(e["at"])
+        else:
+            continue
+        out.append({**e, "time": t})
+    return out
+
+
+def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[dict],
+                  caps: list[float] | None, fig_dir: Path, tag: str, t0: float) -> tuple[dict, dict]:
+    info = conns.iloc[c]
+    v = M.vantage(df, c)
+    idsn = info["client_idsn"] if v.sender_role == "client" else info["server_idsn"]
+    idsn = None if idsn is None or (isinstance(idsn, float) and math.isnan(idsn)) else int(idsn)
+    rx, acks = M.receiver_data(df, v), M.data_acks(df, v)
+    labels = M.subflow_labels(df, v)
+    comp = M.completion(df, v, idsn)
+    g_conn = M.connection_goodput(acks, t0)
+    g_sub = M.subflow_goodput(rx, t0)
+    rel_events = [{**e, "t": e["time"] - t0} for e in events]
+    figs = {
+        "goodput": plots.goodput_plot(g_sub, g_conn, labels, rel_events,
+                                      fig_dir / f"goodput-{tag}-c{c}.png", f"Goodput {tag}"),
+        "dsn": plots.dsn_plot(rx, labels, t0, rel_events, fig_dir / f"dsn-{tag}-c{c}.png",
+                              f"DSN vs time {tag}"),
+    }
+    delays = M.reordering_delay(rx)
+    d = delays["delay_s"].dropna()
+    out = {
+        "conn": c, "version": int(info["version"]),
+        "client_token": None if pd.isna(info["client_token"]) else int(info["client_token"]),
+        "server_token": None if pd.isna(info["server_token"]) else int(info["server_token"]),
+        "sender_role": v.sender_role, "sender_host": v.sender_host,
+        "receiver_host": v.receiver_host, "subflows": labels,
+        "completion": M.to_jsonable(comp),
+        "goodput_bps": comp.goodput_bps,
+        "aggregation_benefit": (M.aggregation_benefit(comp.goodput_bps / 1e6, caps)
+                                if caps else None),
+        "capacities_mbit": caps,
+        "failover": [M.to_jsonable({**M.to_jsonable(M.failover(rx, acks, e["time"])),
+                                    "link": e.get("link"), "action": e.get("action"),
+                                    "at_s": e["time"] - t0})
+                     for e in events if e.get("action") == "down"],
+        "reinjection": M.to_jsonable(M.reinjections(df, v)),
+        "subflow_stats": M.to_jsonable(M.subflow_stats(df, v, labels).to_dict("records")),
+        "reordering": {"segments": int(len(delays)), "unresolved": int(delays["delay_s"].isna().sum()),
+                       "median_ms": float(d.median() * 1e3) if len(d) else None,
+                       "p95_ms": float(d.quantile(0.95) * 1e3) if len(d) else None,
+                       "max_ms": float(d.max() * 1e3) if len(d) else None},
+    }
+    return out, {"figures": figs, "delays": delays}
+
+
+def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
+    """Metrics for every (stack, repetition, connection) of a run; writes RUN/metrics.json and
+    RUN/figures/*.png; returns what it wrote (paths as strings relative to the run)."""
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "metadata.json", {})
+    events = read_json(run_dir / "events.json", [])
+    if not isinstance(events, list):
+        events = []
+    caps = capacities_mbit(meta)
+    fig_dir = run_dir / "figures"
+    result: dict = {"run": str(run_dir), "metadata": meta, "events": events, "groups": [],
+                    "errors": [], "figures": {}, "traffic": {}}
+    for p in sorted(run_dir.glob("*.json")):
+        if p.name not in RESERVED_JSON and p.stat().st_size < 200_000:
+            result["traffic"][p.name] = read_json(p, None)
+    all_delays = []
+    for (stack, rep), pcaps in sorted(group_pcaps(run_dir).items()):
+        tag = f"{stack}-{rep}".replace("/", "_")
+        good = []
+        for p in pcaps:  # a broken capture is named and left out, the rest is analysed
+            try:
+                good.append((p, load_many([p])))
+            except CaptureError as e:
+                result["errors"].append(str(e))
+        grp = {"stack": stack, "rep": rep, "pcaps": [str(p.relative_to(run_dir)) for p in pcaps],
+               "connections": []}
+        result["groups"].append(grp)
+        if not good:
+            continue
+        df, conns = annotate(load_many([p for p, _ in good]))
+        if df.empty or conns.empty:
+            continue
+        t_first, t_last = float(df["time"].min()), float(df["time"].max())
+        syn = df.loc[df["syn"], "time"]
+        t0 = float(syn.min()) if len(syn) else t_first
+        start = epoch(meta.get("start"))
+        if start is not None and t_first - 60 <= start <= t0:
+            t0 = start
+        evs = event_times(events, t0, t_first, t_last)
+        grp["t0"] = t0
+        for c in range(len(conns)):
+            if not (df["conn"] == c).any():
+                continue
+            out, extra = _conn_metrics(df, conns, c, evs, caps, fig_dir, tag, t0)
+            grp["connections"].append(out)
+            for k, pth in extra["figures"].items():
+                result["figures"][f"{k}-{tag}-c{c}"] = str(Path(pth).relative_to(run_dir))
+            all_delays.append(extra["delays"].assign(group=f"{stack} rep {rep}"))
+    if all_delays:
+        p = plots.reordering_cdf(pd.concat(all_delays), fig_dir / "reordering-cdf.png")
+        result["figures"]["reordering-cdf"] = str(p.relative_to(run_dir))
+    fo = failover_table(result)
+    if not fo.empty:
+        p = plots.failover_plot(fo, fig_dir / "failover.png")
+        result["figures"]["failover"] = str(p.relative_to(run_dir))
+    (run_dir / "metrics.json").write_text(json.dumps(M.to_jsonable(result), indent=1))
+    return result
+
+
+def failover_table(result: dict) -> pd.DataFrame:
+    """One row per (stack, rep, connection, down event) with the failover figures."""
+    rows = []
+    for g in result["groups"]:
+        for c in g["connections"]:
+            for f in c.get("failover", []):
+                rows.append({"stack": g["stack"], "rep": g["rep"], "conn": c["conn"],
+                             "link": f.get("link"), "gap_s": f.get("gap_s"),
+                             "first_new_data_s": f.get("first_new_data_s"),
+                             "regain90_s": f.get("regain90_s")})
+    return pd.DataFrame(rows)
