@@ -71,7 +71,12 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     h = hashlib.sha256()
     cpu0 = _cpu()
     t0 = time.monotonic()
-    reader, writer = await open_connection(host, port, local_addr=args.bind, config=_config(args))
+    try:
+        reader, writer = await open_connection(host, port, local_addr=args.bind,
+                                               config=_config(args))
+    except OSError as e:
+        return {"role": "client", "bytes_sent": 0, "error": f"{type(e).__name__}: {e}",
+                "duration_s": round(time.monotonic() - t0, 6)}
     t_conn = time.monotonic()
     left = args.bytes
     err = None

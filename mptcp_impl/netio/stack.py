@@ -61,7 +61,11 @@ class ConnectionHandler(Protocol):
 
 
 class ConnectionReset(ConnectionResetError):
-    pass
+    """The peer reset an established connection, or the core gave up on it (timeout)."""
+
+
+class ConnectionRefused(ConnectionRefusedError):
+    """The handshake failed: a RST in answer to our SYN, or no answer at all."""
 
 
 @dataclass
@@ -197,7 +201,12 @@ class Conn:
             if h:
                 h.on_peer_closed()
         elif name == "Reset":
-            self._finish(ConnectionReset(f"connection reset by {self.remote[0]}:{self.remote[1]}"))
+            reason = getattr(ev, "reason", "")
+            peer = f"{self.remote[0]}:{self.remote[1]}"
+            if self.connected:
+                self._finish(ConnectionReset(f"connection to {peer} reset ({reason})"))
+            else:
+                self._finish(ConnectionRefused(f"connection to {peer} failed ({reason})"))
         elif name == "Closed":
             self._finish(None)
 

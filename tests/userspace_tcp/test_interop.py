@@ -170,3 +170,11 @@ def test_lossy_userspace_receiver(lossy_bed: Bed) -> None:
     assert s["_rc"] == 0 and s["sha256"] == c["sha256"] == pattern_sha256(n)
     assert s["stats"]["ooo_segments"] > 0, "nothing arrived out of order: no loss was tested"
     assert frames(files[0]) > 100 and not tshark_malformed(files[0])
+
+
+def test_connection_refused_by_linux(clean_bed: Bed) -> None:
+    """No listener on the Linux side: its RST ends our handshake, the CLI says so and cleans up."""
+    cli = ours_client(clean_bed, 5106, MB, "u_cli6")
+    c = clean_bed.result(cli, timeout=30)
+    assert c["_rc"] != 0 and "ConnectionRefused" in c["error"]
+    assert no_tables_left(clean_bed.client)
