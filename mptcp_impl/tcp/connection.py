@@ -261,6 +261,9 @@ class TcpConnection:
         self._sacked: list[list[int]] = []  # sorted, merged [left, right) SACKed above snd_una
         self._high_rxt = 0
         self._rxt_log: deque[tuple[int, int, int]] = deque()  # (start, end, snd_max then)
+        self._prr_delivered = 0  # RFC 6937 state, SACK recovery only
+        self._prr_out = 0
+        self._recover_fs = 1
 
         # timers (absolute deadlines or None)
         self._rto_deadline: float | None = None
@@ -581,7 +584,11 @@ class TcpConnection:
         if self.ts_ok:
             opts.append(Timestamps(self._ts_now(now), self.ts_recent))
         if self._ooo and self.sack_ok:
-            opts.append(Sack(self._sack_blocks(3 if self.ts_ok else 4)))
+            # Leave the hooks the room their data segments needed (an MPTCP DSS), but keep at
+            # least one block: the most recent one is what the sender needs most.
+            room = MAX_OPTIONS_LEN - (12 if self.ts_ok else 0) - self._hook_reserve - 4
+            n = min(3 if self.ts_ok else 4, room // 8)
+            opts.append(Sack(self._sack_blocks(n if n > 0 else 1)))
         return opts
 
     def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
@@ -776,6 +783,8 @@ class TcpConnection:
                 self._high_rxt = end
             if self.in_recovery and self.sack_ok:
                 self._rxt_log.append((seq, end, self.snd_max))
+        if self.in_recovery:
+            self._prr_out += end - seq
         elif self._rtt_seq is None and not self.ts_ok:
             self._rtt_seq = seq
             self._rtt_time = now
@@ -1199,6 +1208,8 @@ class TcpConnection:
                 if type(o) is Sack:
                     sack_opt = o
                     break
+        prr = self.in_recovery and self.sack_ok
+        sacked_before = self._sacked_below(self.snd_max) if prr else 0
         if ack > una:
             acked = ack - una
             self.snd_una = ack
@@ -1286,6 +1297,8 @@ class TcpConnection:
                     and self.snd_max > una and self._sacked_below(self.snd_max) \
                     > (self.config.dupthresh - 1) * self.mss:
                 self._enter_recovery(now)
+        if prr and self.in_recovery:
+            self._prr_update(max(ack - una, 0), sacked_before)
         # window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule)
         if self.snd_wl1 < s or (self.snd_wl1 == s and self.snd_wl2 <= ack):
             self.snd_wnd = wnd
@@ -1305,13 +1318,34 @@ class TcpConnection:
         self.in_recovery = True
         self._recover = self.snd_max
         cc.enter_recovery(self.snd_max - self.snd_una, now)
-        if self.sack_ok:
-            st.sack_recoveries += 1
-        else:
-            cc.cwnd = cc.ssthresh + 3 * self.mss
         self._high_rxt = self.snd_una
         self._force_rxt = self.snd_una
         self._rtt_seq = None
+        if self.sack_ok:
+            st.sack_recoveries += 1
+            # PRR (RFC 6937): from here cwnd is recomputed on every ACK from what was delivered,
+            # so the reduction to ssthresh is spread over one RTT instead of a pause and a burst.
+            self._prr_delivered = 0
+            self._prr_out = 0
+            self._recover_fs = max(self.snd_max - self.snd_una, 1)
+            cc.cwnd = max(self._pipe(self._lost_edge()), self.mss)
+        else:
+            cc.cwnd = cc.ssthresh + 3 * self.mss
+
+    def _prr_update(self, acked: int, sacked_before: int) -> None:
+        delivered = acked + self._sacked_below(self.snd_max) - sacked_before
+        if delivered <= 0:
+            return
+        self._prr_delivered += delivered
+        cc = self.cc
+        pipe = self._pipe(self._lost_edge())
+        ssthresh = cc.ssthresh
+        if pipe > ssthresh:  # proportional part: sndcnt = ceil(delivered * ssthresh / RecoverFS)
+            sndcnt = -(-self._prr_delivered * ssthresh // self._recover_fs) - self._prr_out
+        else:  # slow-start reduction bound: grow back towards ssthresh, at most 1 MSS ahead
+            limit = max(self._prr_delivered - self._prr_out, delivered) + self.mss
+            sndcnt = min(ssthresh - pipe, limit)
+        cc.cwnd = pipe + (sndcnt if sndcnt > 0 else 0)
 
     def _rx_data(self, seg: TcpSegment, s: int, now: float) -> None:
         payload = seg.payload

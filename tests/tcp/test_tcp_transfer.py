@@ -22,17 +22,19 @@ S = TcpState
 
 def transfer(w: Wire, n: int, side: str = "a", seed: int = 1) -> bytes:
     data = os.urandom(n)
-    w.write(side, data)
     other = "b" if side == "a" else "a"
+    w.received[other].clear()
+    w.write(side, data)
     w.run(cond=lambda: len(w.received[other]) >= len(data))
     assert bytes(w.received[other]) == data
     return data
 
 
 def drop_data_once(w: Wire, direction: str, indices: set[int]):
-    """Drop the first transmission of the data segments with these indices (0 = first data)."""
+    """Drop the first transmission of the data segments with these indices (0 = the next data
+    segment to be sent)."""
     conn = w.a if direction == "ab" else w.b
-    base = conn.iss + 1
+    base = conn.snd_nxt
     mss = conn.mss
     wanted = {(base + k * mss) & 0xFFFFFFFF for k in indices}
     dropped = set()
@@ -313,3 +315,36 @@ def test_small_receive_buffer_flow_control():
     w.connect()
     transfer(w, 200_000)
     assert max(len(s.payload) for _, d, s in w.log if d == "ab") <= 5000
+
+
+def test_prr_spreads_the_reduction_without_bursts():
+    w = Wire(TcpConfig(cc="reno"), TcpConfig(), rate=12.5e6)  # ACKs spaced as in reality
+    w.connect()
+    drop_data_once(w, "ab", {30, 34, 38, 45})
+    in_recovery_sends: dict[float, int] = {}
+    data = os.urandom(600_000)
+    w.write("a", data)
+    while len(w.received["b"]) < len(data):
+        before = len(w.log)
+        rec = w.a.in_recovery
+        assert w.step()
+        if rec:
+            for t, d, s in w.log[before:]:
+                if d == "ab" and s.payload:
+                    in_recovery_sends[t] = in_recovery_sends.get(t, 0) + 1
+    assert w.a.stats.sack_recoveries == 1 and w.a.stats.rto_count == 0
+    assert in_recovery_sends and max(in_recovery_sends.values()) <= 3
+
+
+def test_sack_blocks_leave_room_for_hook_options():
+    from test_tcp_states import FakeMptcp
+
+    w = Wire(hooks_a=FakeMptcp(), hooks_b=FakeMptcp())
+    w.connect()
+    transfer(w, 50_000, "b")  # B learns how much room its data segments' hook options take
+    transfer(w, 50_000, "a")  # and A how long its segments are
+    drop_data_once(w, "ab", {5, 9, 13})
+    transfer(w, 200_000, "a")
+    sacks = [o for _, d, s in w.log if d == "ba" for o in s.options if isinstance(o, Sack)]
+    assert sacks and max(len(o.blocks) for o in sacks) == 1
+    assert all(any(getattr(o, "kind", 0) == 30 for o in s.options) for _, d, s in w.log)
