@@ -133,6 +133,12 @@ class Conn:
         else:
             d = {k: v for k, v in vars(core).items() if not k.startswith("_")}
         d["edge"] = dataclasses.asdict(self.edge)
+        ep = self.endpoint
+        # Endpoint-wide (a listener's endpoint is shared by its connections): every packet the
+        # BPF filter let through, and those that matched no connection.
+        d["edge"]["endpoint_rx_packets"] = ep.rx.packets
+        d["edge"]["endpoint_unknown_dropped"] = ep.unknown_dropped
+        d["edge"]["endpoint_syns"] = ep.syns
         d["sender"] = "gso" if self.sender.gso else "raw"
         return d
 
@@ -277,6 +283,7 @@ class Endpoint:
         self.on_syn: Callable[[TcpSegment, bytes, bytes], None] | None = None
         self.malformed_dropped = 0
         self.unknown_dropped = 0
+        self.syns = 0
         self._closed = False
         stack.loop.add_reader(self.rx.fileno(), self._on_readable)
 
@@ -316,6 +323,7 @@ class Endpoint:
 
     def _unknown(self, seg: TcpSegment, src: bytes, dst: bytes, now: float) -> None:
         if seg.flags & SYN and not seg.flags & (ACK | RST) and self.on_syn is not None:
+            self.syns += 1
             self.on_syn(seg, src, dst)
             return
         self.unknown_dropped += 1

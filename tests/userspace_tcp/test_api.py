@@ -70,3 +70,22 @@ def clean_bed_py() -> str:
     from .conftest import PY
 
     return PY
+
+
+def test_bpf_filter_lets_only_our_segments_up(clean_bed: Bed) -> None:
+    """Kernel traffic to another port of the same host never reaches our packet socket."""
+    from .test_interop import linux_client
+
+    srv = ours_server(clean_bed, 5403, "u_filt")
+    # An unrelated Linux transfer to the same host while our server listens.
+    other = linux_server(clean_bed, 5404, "k_other")
+    clean_bed.result(linux_client(clean_bed, 5404, 4 * MB, "k_other_cli"))
+    clean_bed.result(other)
+    ours = linux_client(clean_bed, 5403, 1 * MB, "k_ours_cli")
+    c = clean_bed.result(ours)
+    s = clean_bed.result(srv)
+    assert s["sha256"] == c["sha256"]
+    edge = s["stats"]["edge"]
+    assert edge["endpoint_syns"] == 1
+    assert edge["endpoint_rx_packets"] == edge["segments_in"] + 1  # + the SYN, nothing else
+    assert edge["endpoint_unknown_dropped"] == 0
