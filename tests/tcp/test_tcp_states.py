@@ -372,3 +372,37 @@ def test_hooks_options_shrink_the_payload_and_ranges_are_reported_once():
     assert w.a.mss == 1460 - 12 - 20
     assert sum(n for _, n in hb.received) >= total
     assert hb.seen_kind30 == hb.incoming > 0
+
+
+def test_fin_after_a_hole_waits_for_the_data():
+    w = established()
+    b = w.b
+    a_seq = b.rcv_nxt
+    mk = lambda off, payload, flags: TcpSegment(  # noqa: E731
+        A_ADDR[1], B_ADDR[1], (a_seq + off) & M, b.snd_nxt & M, flags, 1000, [], payload)
+    b.receive_segment(mk(5, b"world", ACK | FIN), w.now)
+    assert b.state is S.ESTABLISHED and b.readable == 0
+    b.receive_segment(mk(0, b"hello", ACK), w.now)
+    assert b.state is S.CLOSE_WAIT and b.read() == b"helloworld"
+    out = b.segments_to_send(w.now)
+    assert out[-1].ack == (a_seq + 11) & M
+
+
+def test_lost_fin_is_retransmitted():
+    w = established()
+    assert w.a.rto == pytest.approx(0.2)
+    dropped = []
+
+    def f(_w, _d, seg, _i):
+        if seg.flags & FIN and not dropped:
+            dropped.append(seg)
+            return []
+        return [0.0]
+
+    w.filters["ab"] = f
+    w.a.close(w.now)
+    t0 = w.now
+    w.run(cond=lambda: w.b.state is S.CLOSE_WAIT)
+    assert dropped and w.now - t0 == pytest.approx(0.2 + 0.01)  # one RTO, one-way delay
+    assert w.a.stats.rto_count == 1
+    assert len([1 for _, d, s in w.log if d == "ab" and s.flags & FIN]) == 2
