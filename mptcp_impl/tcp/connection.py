@@ -711,7 +711,12 @@ class TcpConnection:
                     if cc.cwnd - (nxt - self.snd_una) > 0 or nxt == self.snd_una:
                         self._xmit(nxt, nxt + 1, now)
                 break
-            limit = self.snd_una + min(cc.cwnd, self.snd_wnd)
+            cwnd = cc.cwnd
+            if self._dupacks and not self.in_recovery:
+                # Limited transmit (RFC 3042): each of the first two dupacks lets one new
+                # segment out, so that a small window can still produce the third dupack.
+                cwnd += min(self._dupacks, 2) * mss
+            limit = self.snd_una + min(cwnd, self.snd_wnd)
             usable = limit - nxt
             if usable <= 0:
                 break

@@ -348,3 +348,14 @@ def test_sack_blocks_leave_room_for_hook_options():
     sacks = [o for _, d, s in w.log if d == "ba" for o in s.options if isinstance(o, Sack)]
     assert sacks and max(len(o.blocks) for o in sacks) == 1
     assert all(any(getattr(o, "kind", 0) == 30 for o in s.options) for _, d, s in w.log)
+
+
+def test_limited_transmit_rescues_a_small_window():
+    w = Wire(TcpConfig(cc="reno"), TcpConfig())
+    w.connect()
+    w.a.cc.cwnd = 3 * w.a.mss  # three segments: one loss leaves only two dupacks
+    w.a.cc.ssthresh = 3 * w.a.mss
+    drop_data_once(w, "ab", {0})
+    transfer(w, 40 * w.a.mss)
+    st = w.a.stats
+    assert st.fast_retransmits == 1 and st.rto_count == 0
