@@ -284,25 +284,54 @@ async def start_server(client_connected_cb: Callable[[asyncio.StreamReader, User
     return server
 
 
+class _LoopThread:
+    """One asyncio loop in a daemon thread, shared by a listener and the sockets it accepts."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="userspace-tcp")
+        self.thread.start()
+        self.users = 1
+
+    def call(self, coro: Awaitable[Any], timeout: float | None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def release(self) -> None:
+        """Drop one user; the last one releases the stack and stops the loop."""
+        self.users -= 1
+        if self.users > 0:
+            return
+
+        async def shutdown() -> None:
+            close_stack()
+        try:
+            self.call(shutdown(), 10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+            self.loop.close()
+
+
 class UserspaceSocket:
     """A blocking, socket-like client over our TCP (connect, sendall, recv, shutdown, close).
 
     Our stack lives on an asyncio loop; this facade runs one in a background thread (one thread
-    per facade, none per packet) and waits on its futures.
+    per facade or per listener, none per packet) and waits on its futures.
     """
 
-    def __init__(self, config: StackConfig | None = None, timeout: float | None = None) -> None:
+    def __init__(self, config: StackConfig | None = None, timeout: float | None = None, *,
+                 _loop: _LoopThread | None = None,
+                 _streams: tuple[asyncio.StreamReader, UserspaceStreamWriter] | None = None,
+                 ) -> None:
         self._config = config
         self._timeout = timeout
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="userspace-tcp")
-        self._thread.start()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: UserspaceStreamWriter | None = None
+        self._lt = _loop or _LoopThread()
+        self._reader, self._writer = _streams if _streams else (None, None)
+        self._closed = False
 
     def _call(self, coro: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout)
+        return self._lt.call(coro, self._timeout)
 
     def settimeout(self, timeout: float | None) -> None:
         self._timeout = timeout
@@ -312,6 +341,14 @@ class UserspaceSocket:
             self._reader, self._writer = await open_connection(
                 address[0], address[1], local_addr=local_addr, config=self._config)
         self._call(go())
+
+    def getpeername(self) -> tuple[str, int]:
+        assert self._writer is not None
+        return tuple(self._writer.get_extra_info("peername"))
+
+    def getsockname(self) -> tuple[str, int]:
+        assert self._writer is not None
+        return tuple(self._writer.get_extra_info("sockname"))
 
     def sendall(self, data: bytes) -> None:
         async def go() -> None:
@@ -336,24 +373,68 @@ class UserspaceSocket:
         return self._call(go())
 
     def close(self) -> None:
-        """Close gracefully (FIN, wait for the peer's), then release everything."""
+        """Close gracefully (FIN, wait for the peer's), then release the loop if it was ours."""
+        if self._closed:
+            return
+        self._closed = True
+
         async def go() -> None:
-            try:
-                if self._writer is not None:
-                    self._writer.close()
-                    await asyncio.wait_for(self._writer.wait_closed(), 10)
-            except (TimeoutError, OSError):
-                pass
-            finally:
-                close_stack()
+            if self._writer is not None:
+                self._writer.close()
+                await asyncio.wait_for(self._writer.wait_closed(), 10)
         try:
             self._call(go())
+        except (TimeoutError, OSError):
+            pass
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
+            self._lt.release()
 
     def __enter__(self) -> UserspaceSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class UserspaceListener:
+    """A blocking listening socket: ``accept()`` returns (UserspaceSocket, peer address)."""
+
+    def __init__(self, host: str, port: int, config: StackConfig | None = None,
+                 timeout: float | None = None) -> None:
+        self._lt = _LoopThread()
+        self._timeout = timeout
+        self._config = config
+
+        async def go() -> tuple[UserspaceServer, asyncio.Queue]:
+            q: asyncio.Queue = asyncio.Queue()
+            srv = await start_server(lambda r, w: q.put_nowait((r, w)), host, port,
+                                     config=config)
+            return srv, q
+        try:
+            self._server, self._queue = self._lt.call(go(), 30)
+        except BaseException:
+            self._lt.release()
+            raise
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def accept(self) -> tuple[UserspaceSocket, tuple[str, int]]:
+        r, w = self._lt.call(self._queue.get(), self._timeout)
+        self._lt.users += 1
+        sock = UserspaceSocket(self._config, self._timeout, _loop=self._lt, _streams=(r, w))
+        return sock, tuple(w.get_extra_info("peername"))
+
+    def close(self) -> None:
+        async def go() -> None:
+            self._server.close()
+        try:
+            self._lt.call(go(), 10)
+        finally:
+            self._lt.release()
+
+    def __enter__(self) -> UserspaceListener:
         return self
 
     def __exit__(self, *exc: object) -> None:

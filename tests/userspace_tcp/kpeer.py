@@ -114,12 +114,16 @@ def client(a: argparse.Namespace) -> None:
                   flush=True)
             sys.stdin.readline()
     s.shutdown(socket.SHUT_WR)
-    while s.recv(65536):
-        pass
+    back = hashlib.sha256()
+    nback = 0
+    while d := s.recv(65536):  # whatever the peer sends back (an echo server)
+        back.update(d)
+        nback += len(d)
     dur = time.monotonic() - t0
     s.close()
     print(json.dumps({"bytes_sent": sent, "sha256": h.hexdigest(), "duration_s": dur,
-                      "goodput_mbit": sent * 8 / dur / 1e6, "cpu_s": _cpu()}), flush=True)
+                      "goodput_mbit": sent * 8 / dur / 1e6, "cpu_s": _cpu(),
+                      "bytes_back": nback, "sha256_back": back.hexdigest()}), flush=True)
 
 
 def _csum(data: bytes) -> int:

@@ -89,3 +89,38 @@ def test_bpf_filter_lets_only_our_segments_up(clean_bed: Bed) -> None:
     assert edge["endpoint_syns"] == 1
     assert edge["endpoint_rx_packets"] == edge["segments_in"] + 1  # + the SYN, nothing else
     assert edge["endpoint_unknown_dropped"] == 0
+
+
+LISTENER = textwrap.dedent("""
+    import json, sys
+    from mptcp_impl.api import UserspaceListener
+    with UserspaceListener(sys.argv[1], int(sys.argv[2]), timeout=60) as ls:
+        print("listening", file=sys.stderr, flush=True)
+        conn, peer = ls.accept()
+        n = 0
+        with conn:
+            while True:
+                data = conn.recv(1 << 16)
+                if not data:
+                    break
+                n += len(data)
+                conn.sendall(data)   # echo
+            stats = conn.stats()
+    print(json.dumps({"n": n, "peer": list(peer), "stats": stats}))
+""")
+
+
+def test_blocking_listener_echoes_to_linux_client(clean_bed: Bed) -> None:
+    """UserspaceListener.accept() + recv/sendall echo; the Linux client checks what comes back."""
+    from .test_interop import linux_client
+
+    n = 2 * MB
+    srv = clean_bed.start(clean_bed.server, ["-c", LISTENER, clean_bed.server_ip, "5405"],
+                          "u_listener")
+    srv.wait_for_line("^listening", timeout=20)
+    c = clean_bed.result(linux_client(clean_bed, 5405, n, "k_echo_cli"))
+    s = clean_bed.result(srv)
+    assert s["_rc"] == 0 and s["n"] == n == c["bytes_back"]
+    assert c["sha256_back"] == c["sha256"]
+    assert s["peer"][0] == clean_bed.client_ip
+    assert no_tables_left(clean_bed.server)
