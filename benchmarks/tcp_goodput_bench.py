@@ -64,15 +64,16 @@ to = "server"
 
 SENDERS = {
     "ours": ["-m", "mptcp_impl", "client", "--json"],
-    "ours-nogso": ["-m", "mptcp_impl", "client", "--json", "--no-gso"],
+    "ours-packet": ["-m", "mptcp_impl", "client", "--json", "--sender", "packet"],
+    "ours-raw": ["-m", "mptcp_impl", "client", "--json", "--sender", "raw"],
     "linux": ["-m", "tests.userspace_tcp.kpeer", "client"],
 }
 RECEIVERS = {
     "ours": ["-m", "mptcp_impl", "server", "--once", "--json"],
     "linux": ["-m", "tests.userspace_tcp.kpeer", "server"],
 }
-DEFAULT_PAIRS = [("linux", "linux"), ("ours", "linux"), ("ours-nogso", "linux"),
-                 ("linux", "ours"), ("ours", "ours")]
+DEFAULT_PAIRS = [("linux", "linux"), ("ours", "linux"), ("ours-packet", "linux"),
+                 ("ours-raw", "linux"), ("linux", "ours"), ("ours", "ours")]
 
 
 def _json_tail(path: Path) -> dict:

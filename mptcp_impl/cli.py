@@ -62,7 +62,7 @@ def _cpu() -> float:
 
 
 def _config(args: argparse.Namespace) -> StackConfig:
-    return StackConfig(gso=not args.no_gso)
+    return StackConfig(sender="raw" if args.no_gso else args.sender)
 
 
 async def run_client(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,8 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON object per result")
     common.add_argument("--tcp-only", action="store_true",
                         help="plain TCP (today the only mode; MPTCP becomes the default later)")
-    common.add_argument("--no-gso", action="store_true",
-                        help="send one MSS per syscall through a raw IP socket (no GSO)")
+    common.add_argument("--sender", choices=("gso", "packet", "raw"), default="gso",
+                        help="gso: 64 KiB super-packets, checksum offload (default); packet: "
+                             "one MSS per send, checksum offload; raw: one MSS per send through "
+                             "an IPPROTO_RAW socket, checksum in Python")
+    common.add_argument("--no-gso", action="store_true", help="the same as --sender raw")
     common.add_argument("--seed", type=int, default=0, help="seed of the pseudo-random stream")
     c = sub.add_parser("client", parents=[common], help="send N bytes and report")
     c.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")

@@ -42,10 +42,17 @@ def local_address_for(remote: str) -> str:
 
 @dataclass
 class StackConfig:
-    """Edge settings. ``gso`` hands the kernel 64 KiB super-packets (AF_PACKET + vnet header)."""
+    """Edge settings.
+
+    ``sender``: "gso" hands the kernel up to 64 KiB super-packets with checksum offload
+    (AF_PACKET + vnet header); "packet" is the same socket with one MSS per send (checksum still
+    offloaded); "raw" is an IPPROTO_RAW socket, one MSS per send, checksum computed in Python,
+    through the kernel's IP output path (netfilter OUTPUT included). ``gso=False`` means "raw".
+    """
 
     tcp: TcpConfig = field(default_factory=TcpConfig)
     gso: bool = True
+    sender: str = ""  # "", "gso", "packet" or "raw"; "" follows ``gso``
     gso_max_payload: int = 62 * 1024
     batch: int = 128  # packets read per wake-up before the loop runs other callbacks
 
@@ -139,7 +146,7 @@ class Conn:
         d["edge"]["endpoint_rx_packets"] = ep.rx.packets
         d["edge"]["endpoint_unknown_dropped"] = ep.unknown_dropped
         d["edge"]["endpoint_syns"] = ep.syns
-        d["sender"] = "gso" if self.sender.gso else "raw"
+        d["sender"] = self.stack.sender_kind() if self.sender.gso else "raw"
         return d
 
     # The wire side ----------------------------------------------------------------------------
@@ -415,14 +422,20 @@ class TcpStack:
     def now(self) -> float:
         return self.loop.time()
 
+    def sender_kind(self) -> str:
+        kind = self.config.sender or ("gso" if self.config.gso else "raw")
+        if kind not in ("gso", "packet", "raw"):
+            raise ValueError(f"unknown sender {kind!r}")
+        return kind
+
     def tcp_config(self) -> TcpConfig:
         cfg = self.config.tcp
-        if self.config.gso and getattr(cfg, "max_segment_payload", None) is None:
+        if self.sender_kind() == "gso" and getattr(cfg, "max_segment_payload", None) is None:
             cfg = dataclasses.replace(cfg, max_segment_payload=self.config.gso_max_payload)
         return cfg
 
     def _make_sender(self, src: str, dst: str) -> RawIpSender | GsoPacketSender:
-        if self.config.gso:
+        if self.sender_kind() in ("gso", "packet"):
             try:
                 key = (src, dst)
                 hop = self._hops.get(key)
