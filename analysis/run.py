@@ -98,8 +98,9 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
     rx, acks = M.receiver_data(df, v), M.data_acks(df, v)
     labels = M.subflow_labels(df, v)
     comp = M.completion(df, v, idsn)
-    g_conn = M.connection_goodput(acks, t0)
-    g_sub = M.subflow_goodput(rx, t0)
+    t_end = comp.end + 0.3  # a little after the last data-level progress
+    g_conn = M.connection_goodput(acks[acks["time"] <= t_end], t0, t_end)
+    g_sub = M.subflow_goodput(rx, t0, t_end)
     rel_events = [{**e, "t": e["time"] - t0} for e in events]
     figs = {
         "goodput": plots.goodput_plot(g_sub, g_conn, labels, rel_events,

@@ -29,17 +29,20 @@ def _git_commit() -> str:
     return p.stdout.strip()
 
 
-def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0) -> dict:
+def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0,
+             rates: tuple[int, int] = (20, 10), total: int = TOTAL,
+             extra_params: dict | None = None) -> dict:
     """One captured transfer in run/ with the runner's layout; returns the transfer summary."""
-    with mptcp_pair(f"an{os.getpid()}{variant[:2]}{rep}") as pair:
+    with mptcp_pair(f"an{os.getpid()}{variant[:2]}{rep}", rates) as pair:
         start = time.time()
-        res = run_transfer(pair, run / "pcap" / stack / str(rep), variant, TOTAL)
+        res = run_transfer(pair, run / "pcap" / stack / str(rep), variant, total)
         end = time.time()
     events = [dict(e, at=e["actual"] - start) for e in res["events"]]
     meta_path = run / "metadata.json"
     if not meta_path.exists():
         meta = {"experiment": f"analysis-fixture-{variant}",
-                "parameters": {"bytes": TOTAL, "rates_mbit": [20, 10], "variant": variant},
+                "parameters": {"bytes": total, "rates_mbit": list(rates), "variant": variant,
+                               **(extra_params or {})},
                 "seed": 0, "git_commit": _git_commit(), "kernel": platform.release(),
                 "host": platform.node(), "start": start, "end": end,
                 "packages": {"python": platform.python_version()}}
@@ -76,3 +79,17 @@ def oracle(all_pcaps) -> dict[Path, dict[int, dict[str, str]]]:
 
     with ThreadPoolExecutor(2) as ex:
         return dict(zip(all_pcaps, ex.map(tshark_fields, all_pcaps), strict=True))
+
+
+@pytest.fixture(scope="session")
+def campaign(tmp_path_factory) -> Path:
+    """A real 2x2 sweep of path rates (1 MB bulk transfers), for the campaign report and the
+    aggregation-benefit heatmap."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for namespaces")
+    root = tmp_path_factory.mktemp("campaign")
+    for r0 in (8, 16):
+        for r1 in (4, 8):
+            make_run(root / f"r{r0}-{r1}", "bulk", rates=(r0, r1), total=1_000_000,
+                     extra_params={"rate0_mbit": r0, "rate1_mbit": r1})
+    return root

@@ -104,4 +104,4 @@ def test_32bit_dsn_wrap_is_expanded_against_the_idsn(crafted):
         assert int(theirs[fr][field]) == ours - 2**32
         theirs[fr][field] = str(ours)
     n, bad = compare_dsn(df, theirs)
-    assert n >= 4 and bad == []
+    assert n >= 3 and bad == []  # (frame 14, MP_CAPABLE data, is checked above)

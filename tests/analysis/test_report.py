@@ -1,0 +1,99 @@
+"""analyze_run / write_report on real runs, and the reports rendered by real headless chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from chromium import rendered_images
+
+from analysis.report import mean_ci, write_report
+from analysis.run import analyze_run
+
+pytestmark = pytest.mark.net
+
+
+def _conn(result):
+    [g] = result["groups"]
+    [c] = g["connections"]
+    return c
+
+
+def test_failover_run_metrics(runs):
+    r = analyze_run(runs["failover"])
+    assert json.loads((runs["failover"] / "metrics.json").read_text())["run"] == r["run"]
+    c = _conn(r)
+    traffic = json.loads((runs["failover"] / "traffic-kernel.json").read_text())
+    assert c["completion"]["bytes"] == traffic["server"]["received"] == 3_000_000
+    [fo] = c["failover"]
+    # path 0 was cut: progress stalls noticeably, then resumes on the other subflow only
+    assert fo["gap_s"] is not None and 0.05 < fo["gap_s"] < 5
+    assert fo["first_new_data_s"] is not None and fo["first_new_data_s"] < 5
+    eth1 = [int(s) for s, label in c["subflows"].items() if " eth1 " in label]
+    assert fo["surviving_subflows"] == eth1
+    # after the cut only the 10 Mbit/s path is left: 90% of ~30 Mbit/s is out of reach or slow
+    assert fo["regain90_s"] is None or fo["regain90_s"] > fo["gap_s"]
+    assert r["figures"]["failover"] and (runs["failover"] / r["figures"]["failover"]).exists()
+
+
+def test_bulk_run_metrics(runs):
+    c = _conn(analyze_run(runs["bulk"]))
+    assert c["completion"]["bytes"] == 3_000_000
+    # two shaped paths, 20 + 10 Mbit/s: more than one path's worth, less than both
+    assert 10e6 < c["goodput_bps"] < 31e6
+    assert -1 <= c["aggregation_benefit"] <= 1
+    assert c["failover"] == []  # the MP_PRIO event is a "set", not a link going down
+    st = {s["label"].split()[1]: s for s in c["subflow_stats"]}
+    assert set(st) == {"eth0", "eth1"}
+    assert all(s["rtt_ms_median"] is not None and s["rtt_ms_median"] < 200 for s in st.values())
+    # every byte went out at least once; retransmissions are a part of what was sent (the tbf
+    # drops happen before the capture point, so a retransmission may be the only copy we see)
+    assert sum(s["bytes"] for s in st.values()) >= 3_000_000
+    assert all(0 <= s["retrans_bytes"] < s["bytes"] for s in st.values())
+    assert c["reordering"]["segments"] > 1000 and c["reordering"]["unresolved"] == 0
+
+
+def test_run_report_renders_in_chromium(runs):
+    report = write_report(runs["failover"])
+    text = report.read_text()
+    assert "analysis-fixture-failover" in text and "git_commit" in text  # what ran, first
+    assert text.index("What ran") < text.index("Stacks compared")
+    ok, total, widths = rendered_images(report)
+    assert total >= 4 and ok == total and min(widths) > 100
+
+
+def test_missing_pieces_and_a_broken_pcap(runs, tmp_path):
+    run = tmp_path / "bare"
+    (run / "pcap").mkdir(parents=True)
+    for p in (runs["abort"] / "pcap").rglob("*.pcap"):
+        shutil.copy(p, run / "pcap" / p.name)
+    broken = run / "pcap" / "client-eth9.pcap"
+    broken.write_bytes((run / "pcap" / "client-eth0.pcap").read_bytes()[:5000])
+    r = analyze_run(run)  # no metadata, no events, one truncated capture
+    assert len(r["errors"]) == 1 and "client-eth9.pcap" in r["errors"][0]
+    assert "byte offset" in r["errors"][0]
+    c = _conn(r)
+    assert c["failover"] == [] and c["aggregation_benefit"] is None
+    assert c["completion"]["bytes"] > 0
+    assert write_report(run).exists()
+
+
+def test_campaign_report_compares_and_sweeps(campaign):
+    report = write_report(campaign)
+    m = json.loads((campaign / "metrics.json").read_text())
+    assert len(m["runs"]) == 4 and len(m["rows"]) == 4
+    benefits = [r["benefit"] for r in m["rows"]]
+    assert all(b is not None and -1 <= b <= 1 for b in benefits)
+    assert (campaign / "figures" / "benefit-heatmap.png").exists()
+    text = report.read_text()
+    assert "aggregation benefit over rate0_mbit x rate1_mbit" in text
+    ok, total, _ = rendered_images(report)
+    assert total >= 1 and ok == total
+
+
+def test_mean_ci():
+    m, ci, n = mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3) and abs(ci - 4.303 * 1 / 3 ** 0.5) < 1e-9
+    assert mean_ci([None, 5.0]) == (5.0, None, 1)
+    assert mean_ci([]) == (None, None, 0)
