@@ -55,6 +55,7 @@ class StackConfig:
     sender: str = ""  # "", "gso", "packet" or "raw"; "" follows ``gso``
     gso_max_payload: int = 62 * 1024
     batch: int = 128  # packets read per wake-up before the loop runs other callbacks
+    flush_bytes: int = 8 * 1460  # received payload after which a connection flushes mid-batch
 
 
 class ConnectionHandler(Protocol):
@@ -107,6 +108,7 @@ class Conn:
         self.close_exc: BaseException | None = None
         self.connected = False
         self._dirty_in_batch = False
+        self._rx_unflushed = 0
         self._app_done = False
 
     # The application side -------------------------------------------------------------------
@@ -301,6 +303,7 @@ class Endpoint:
             return
         now = stack.now()
         conns = self.conns
+        ack_bytes = stack.config.flush_bytes
         touched: list[Conn] = []
         for r in batch:
             tcp = r.tcp
@@ -323,7 +326,15 @@ class Endpoint:
             if not conn._dirty_in_batch:
                 conn._dirty_in_batch = True
                 touched.append(conn)
+            # A batch can hold a hundred segments; flushing only at its end would send one ACK
+            # per batch and starve the peer's ACK clock. Flush (ACK, window update, more data)
+            # once enough payload has come in, as a kernel receiver acks every few segments.
+            conn._rx_unflushed += len(seg.payload)
+            if conn._rx_unflushed >= ack_bytes and not conn.closed:
+                conn._rx_unflushed = 0
+                conn._flush(now)
         for conn in touched:
+            conn._rx_unflushed = 0
             conn._dirty_in_batch = False
             if not conn.closed:
                 conn._flush(now)
