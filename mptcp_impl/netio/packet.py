@@ -28,6 +28,7 @@ from .bpf import attach_filter, tcp_dst_filter
 ETH_P_IP = 0x0800
 ETH_HLEN = 14
 SOL_PACKET = 263
+PACKET_STATISTICS = 6
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 SO_RCVBUFFORCE = 33
@@ -90,9 +91,23 @@ class PacketReceiver:
         self.packets = 0
         self.bytes = 0
         self.bad_ip = 0
+        self._drops = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def kernel_drops(self) -> int:
+        """Packets the kernel dropped because our socket queue was full (since creation).
+
+        PACKET_STATISTICS resets on each read, so the counts are accumulated here.
+        """
+        try:
+            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        except OSError:
+            return self._drops
+        _packets, drops = struct.unpack("II", raw)
+        self._drops += drops
+        return self._drops
 
     def recv_batch(self, limit: int = 64) -> list[ReceivedSegment]:
         """Read up to ``limit`` packets without blocking; an empty list means nothing pending."""

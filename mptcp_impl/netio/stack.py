@@ -148,6 +148,7 @@ class Conn:
         d["edge"]["endpoint_rx_packets"] = ep.rx.packets
         d["edge"]["endpoint_unknown_dropped"] = ep.unknown_dropped
         d["edge"]["endpoint_syns"] = ep.syns
+        d["edge"]["endpoint_rx_queue_drops"] = ep.rx.kernel_drops()
         d["sender"] = self.stack.sender_kind() if self.sender.gso else "raw"
         return d
 
