@@ -48,28 +48,50 @@ def _first(s: pd.Series):
     return None if s.empty else int(s.iloc[0])
 
 
+def _addr_codes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of source and destination addresses over one shared category list."""
+    src, dst = df["src"], df["dst"]
+    if isinstance(src.dtype, pd.CategoricalDtype) and isinstance(dst.dtype, pd.CategoricalDtype):
+        cats = src.cat.categories.union(dst.cat.categories)
+        return (src.cat.set_categories(cats).cat.codes.to_numpy().astype(np.int64),
+                dst.cat.set_categories(cats).cat.codes.to_numpy().astype(np.int64))
+    codes, _ = pd.factorize(pd.concat([src.astype(str), dst.astype(str)], ignore_index=True))
+    return codes[: len(df)].astype(np.int64), codes[len(df):].astype(np.int64)
+
+
 def subflow_ids(df: pd.DataFrame) -> pd.DataFrame:
-    """Add `subflow` (same 4-tuple in either direction = same subflow, across files) and
-    `from_initiator` (the row was sent by the side that sent the subflow's SYN)."""
-    src = df["src"].astype(str).to_numpy()
-    dst = df["dst"].astype(str).to_numpy()
-    a = pd.Series(src).str.cat(df["sport"].astype(str).to_numpy(), sep=":").to_numpy()
-    b = pd.Series(dst).str.cat(df["dport"].astype(str).to_numpy(), sep=":").to_numpy()
-    lo = np.where(a <= b, a, b)
-    hi = np.where(a <= b, b, a)
-    key = pd.Series(lo).str.cat(hi, sep="|")
-    codes, _ = pd.factorize(key, sort=False)
+    """Add `subflow` (same 4-tuple in either direction = same subflow, across files; numbered in
+    order of first appearance) and `from_initiator` (the row was sent by the side that sent the
+    subflow's SYN, or by the first sender when the SYN was not captured)."""
+    s, d = _addr_codes(df)
+    a = s * 65536 + df["sport"].to_numpy().astype(np.int64)  # endpoint ids: address, port
+    b = d * 65536 + df["dport"].to_numpy().astype(np.int64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    uniq, first, inv = np.unique(np.stack([lo, hi], 1), axis=0, return_index=True,
+                                 return_inverse=True)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    codes = rank[inv.ravel()] if len(df) else np.zeros(0, dtype=np.int64)
     out = df.copy()
-    out["subflow"] = codes.astype(np.int64)
+    out["subflow"] = codes
+    n_sf = len(uniq)
+    initiator = np.full(n_sf, -1, dtype=np.int64)
     syn_only = out["syn"].to_numpy() & ~out["ack_flag"].to_numpy()
-    initiator = pd.Series(a[syn_only], index=codes[syn_only]).groupby(level=0).first()
-    init_of_row = pd.Series(codes).map(initiator).to_numpy()
-    # no SYN captured: call the side that sent the first row the initiator
-    first_sender = pd.Series(a).groupby(codes).first()
-    init_of_row = np.where(pd.isna(init_of_row), pd.Series(codes).map(first_sender).to_numpy(),
-                           init_of_row)
-    out["from_initiator"] = a == init_of_row
-    out["endpoint"] = a
+    rows = np.flatnonzero(syn_only)[::-1]  # reversed: the first SYN of a subflow wins
+    initiator[codes[rows]] = a[rows]
+    missing = initiator < 0
+    if missing.any():  # no SYN captured: the side that sent the subflow's first row
+        initiator[missing] = _first_sender(codes, a, n_sf)[missing]
+    out["from_initiator"] = a == initiator[codes]
+    return out
+
+
+def _first_sender(codes: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
+    """Per subflow: the endpoint id of its first row (fancy assignment keeps the last write,
+    so write in reverse)."""
+    out = np.full(n, -1, dtype=np.int64)
+    rows = np.arange(len(codes))[::-1]
+    out[codes[rows]] = a[rows]
     return out
 
 
@@ -167,13 +189,15 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # carry 64-bit DSNs: they are grouped per subflow, with the initiator as "client"
     group_conn = np.where(is_mp, conn_of, -1 - sf)
     group_client = np.where(is_mp, from_client, from_init)
+    needed = out[["dss_ack", "dss_ack64", "dss_dsn", "dss_dsn64", "dss_ssn", "dss_dll",
+                  "mpc_dll", "payload_len"]]  # taking rows of 8 columns, not of all 60
     for (_file, c, client), idx in _groups(out, group_conn, group_client):
         cinfo = conns[c] if c >= 0 else None
         sender_idsn = peer_idsn = None
         if cinfo is not None:
             sender_idsn = cinfo.client_idsn if client else cinfo.server_idsn
             peer_idsn = cinfo.server_idsn if client else cinfo.client_idsn
-        g = out.iloc[idx]
+        g = needed.iloc[idx]
         # data ACKs: acknowledge the peer's data
         has_ack = g["dss_ack"].notna().to_numpy().copy()
         if peer_idsn is None:  # 32-bit values cannot be expanded without the key
