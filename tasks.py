@@ -115,3 +115,27 @@ def bench_tcp(c, mbytes=200.0, loss=0.0, rtt=0.0, jitter=0.0, rate=0.0, reps=3, 
     if json:
         args.append("--json")
     sys.exit(bench_main(args))
+
+
+@task(help={"run_dir": "a run directory (RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap, metadata.json)"})
+def analyze(c, run_dir):
+    """Parse a run's captures (cached as parquet), compute metrics: RUN/metrics.json + figures."""
+    from analysis.cli import analyze_main
+
+    sys.exit(analyze_main(run_dir))
+
+
+@task(help={"results_dir": "a run directory, or a directory of runs (a campaign)"})
+def report(c, results_dir):
+    """Self-contained report.html (+ metrics.json) for a run or a campaign of runs."""
+    from analysis.cli import report_main
+
+    sys.exit(report_main(results_dir))
+
+
+@task(help={"segments": "TCP segments in the generated capture", "json": "JSON summary last"})
+def bench_parse(c, segments=1_000_000, json=False):
+    """Our pcap parser vs tshark -T fields on a ~1M-segment real MPTCP capture."""
+    from benchmarks.analysis_parse_bench import main as bench_main
+
+    sys.exit(bench_main(["--segments", str(segments)] + (["--json"] if json else [])))
