@@ -37,6 +37,8 @@ from pathlib import Path
 TABLE = "mptcplab"
 FAMILY = "inet"
 MTU_BYTES = 1514
+DEFAULT_QUEUE_PKTS = 1000  # txqueuelen: the depth the kernel would give an htb leaf
+SEGMENTER_RATE_BIT = 4_000_000_000  # the leaf tbf's rate: above what shaped veths carry
 GUARD_PRIORITY = -300  # blackholes and loss: before any queueing (mangle is -150, filter 0)
 IPTABLES = ("iptables", "ip6tables")
 # (table, chain, interface flag, queue offset): what arrives on a port is queued in mangle
@@ -90,10 +92,19 @@ def shape_interface(node, intf: str, model: LinkModel) -> None:
     burst = max(64 * 1024, rate_bit // 8 // 500)
     cls = ["rate", f"{rate_bit}bit", "ceil", f"{rate_bit}bit", "burst", str(burst),
            "cburst", str(burst), "quantum", str(min(200000, max(MTU_BYTES, burst)))]
-    if model.queue_pkts is not None:
-        leaf = ["bfifo", "limit", str(model.queue_pkts * MTU_BYTES)]
-    else:  # what the kernel would attach by default: pfifo of txqueuelen packets
-        leaf = ["pfifo", "limit", "1000"]
+    # The queue: a byte limit, so a GSO super-packet counts for what it carries. But a plain
+    # bfifo drops a 64 KB super-packet whole when it is bigger than the free space (a 10-packet
+    # queue would drop every one and TCP would crawl). So the leaf is a tbf that never limits the
+    # rate (SEGMENTER_RATE_BIT) but whose bucket makes it cut any GSO packet bigger than 1/8 of
+    # the queue into MTU segments on enqueue (tbf_segment); its internal bfifo then holds
+    # queue_pkts*1514 bytes and drops tail segments like a real drop-tail queue. Deep queues
+    # keep GSO packets whole (cheaper for everything downstream, the delay emulator included).
+    # No queue_pkts means the kernel's default depth, txqueuelen = 1000 packets.
+    limit = (model.queue_pkts or DEFAULT_QUEUE_PKTS) * MTU_BYTES
+    seg_rate = max(SEGMENTER_RATE_BIT, 4 * rate_bit)
+    # tc keeps the bucket in whole microseconds: at least 3 of them, or it rounds to nothing.
+    whole_upto = max(min(max(2 * MTU_BYTES, limit // 8), 65536), seg_rate // 8 * 3 // 10**6)
+    leaf = ["tbf", "rate", f"{seg_rate}bit", "burst", str(whole_upto), "limit", str(limit)]
     if not shaped:
         _run(node, ["tc", "qdisc", "replace", "dev", intf, "root", "handle", "1:", "htb",
                     "default", "1"])

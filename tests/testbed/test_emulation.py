@@ -101,13 +101,14 @@ def test_jitter_spreads_but_never_reorders(tri, emulator):
     emu = emulator(LinkModel(delay_ms=10, jitter_ms=5), LinkModel())
     # 2 ms between pings, up to 10 ms of jitter range each way: unordered release would reorder.
     tx, rx, replies = ping(tri.h1, H2_IP, 300, interval=0.002)
-    assert rx == tx == 300
+    assert rx == tx == 300, f"{tx} sent, {rx} back: jitter alone must not lose packets"
     seqs = [s for s, _ in replies]
     assert seqs == sorted(seqs), "replies came back out of order"
     rtts = [t for _, t in replies]
     assert statistics.pstdev(rtts) > 1.0, f"no spread: {statistics.pstdev(rtts):.2f} ms"
     assert min(rtts) >= 10.0 - 0.5, f"faster than the no-jitter floor: {min(rtts)}"
-    assert max(rtts) <= 2 * (10 + 5) + 5, f"slower than delay + jitter allows: {max(rtts)}"
+    # 2 x (10 + 5) ms at most, plus slack for a machine busy with other work
+    assert max(rtts) <= 2 * (10 + 5) + 15, f"slower than delay + jitter allows: {max(rtts)}"
     st = emu.stats()["left"]
     assert st["in"]["packets"] >= 300 and st["out"]["packets"] >= 300
 
@@ -188,9 +189,11 @@ def test_bulk_tcp_is_delayed_too(tri, emulator):
     assert st["in"]["kernel_dropped"] == st["out"]["kernel_dropped"] == 0
 
 
-@pytest.mark.parametrize("rate", [10, 100])
-def test_htb_rate(tri, rate):
-    model = LinkModel(rate_mbit=rate, queue_pkts=100)
+@pytest.mark.parametrize(("rate", "queue"), [(10, 100), (100, 100), (100, 20)])
+def test_htb_rate(tri, rate, queue):
+    """Within 10% both ways, with a 20-packet queue too: 30 KB, where a 64 KB GSO packet would
+    never fit whole (a plain bfifo leaf got ~6 Mbit/s here)."""
+    model = LinkModel(rate_mbit=rate, queue_pkts=queue)
     for node, intf in ((tri.h1, tri.h1_if), (tri.r1, tri.r1_h1)):
         shape_interface(node, intf, model)
     try:
@@ -205,15 +208,23 @@ def test_htb_rate(tri, rate):
 
 
 def test_shape_interface_changes_in_place(tri):
+    def show() -> tuple[dict, dict]:
+        qdiscs = json.loads(tri.r1.cmd(f"tc -j qdisc show dev {tri.r1_h2}"))
+        classes = tri.r1.cmd(f"tc class show dev {tri.r1_h2}")
+        return {q["kind"]: q for q in qdiscs}, classes
+
     shape_interface(tri.r1, tri.r1_h2, LinkModel(rate_mbit=10, queue_pkts=50))
     try:
+        before, _ = show()
         shape_interface(tri.r1, tri.r1_h2, LinkModel(rate_mbit=20, queue_pkts=10))
-        classes = tri.r1.cmd(f"tc class show dev {tri.r1_h2}")
-        qdiscs = tri.r1.cmd(f"tc qdisc show dev {tri.r1_h2}")
+        after, classes = show()
         assert "rate 20Mbit" in classes, classes
-        assert f"limit {10 * 1514}b" in qdiscs, qdiscs
+        assert after["htb"]["handle"] == before["htb"]["handle"] == "1:"
+        # tc shows the tbf's byte limit as the time it takes at the tbf's rate
+        assert after["tbf"]["options"]["lat"] < before["tbf"]["options"]["lat"], (before, after)
     finally:
         shape_interface(tri.r1, tri.r1_h2, LinkModel())
+    assert "htb" not in tri.r1.cmd(f"tc qdisc show dev {tri.r1_h2}")
 
 
 def test_stop_leaves_nothing(tri):
