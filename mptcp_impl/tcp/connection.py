@@ -580,9 +580,10 @@ class TcpConnection:
         return field
 
     def _base_options(self, now: float) -> list:
-        opts: list = []
         if self.ts_ok:
-            opts.append(Timestamps(self._ts_now(now), self.ts_recent))
+            opts: list = [Timestamps((int(now * 1000) + self._ts_offset) & MASK, self.ts_recent)]
+        else:
+            opts = []
         if self._ooo and self.sack_ok:
             # Leave the hooks the room their data segments needed (an MPTCP DSS), but keep at
             # least one block: the most recent one is what the sender needs most.
@@ -750,8 +751,8 @@ class TcpConnection:
         n = data_stop - seq
         if n > 0:
             off = seq - self._sbuf_seq
-            with memoryview(self._sbuf) as m:
-                payload = bytes(m[off:off + n])
+            # temporaries only: the views are gone before the buffer is resized again
+            payload = bytes(memoryview(self._sbuf)[off:off + n])
         else:
             payload = b""
         flags = ACK | (FIN if fin else 0) | (PSH if n and data_stop == self._data_end() else 0)

@@ -138,6 +138,8 @@ def option_length(opt: Option) -> int:
 
 def encoded_length(opts: list[Option]) -> int:
     """Size of ``encode_options(opts)``, padding included."""
+    if len(opts) == 1 and type(opts[0]) is Timestamps:
+        return 12
     n = 0
     for o in opts:
         n += option_length(o)
