@@ -126,7 +126,7 @@ class FlowSpec:
     resp_bytes: int = 10000
     count: int = 10
     port: int = 5201
-    timeout_s: float = 120.0  # the client must finish within this (after its own duration)
+    timeout_s: float = 30.0  # after its duration the client gets this long, then is stopped
     # background flows only (they start with the main flow)
     name: str = "main"
     stack: str = ""

@@ -30,6 +30,7 @@ import json
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import sys
@@ -309,13 +310,21 @@ class Endpoint:
         self.recv_to_eof()
 
     def finish(self) -> None:
-        self.report.duration_s = round(time.monotonic() - self.t0, 4)
+        now = time.monotonic()
+        self.report.duration_s = round(now - self.t0, 4)
         self.maybe_sample(force=True)
         self.report.sent_sha256 = self.sent_hash.hexdigest()
         self.report.received_sha256 = self.recv_hash.hexdigest()
+        if self.last_recv is not None and now - self.last_recv > GAP_THRESHOLD_S:
+            # A pause that never ended (the transfer was stopped, or the peer went silent
+            # before closing) is a pause all the same.
+            self.report.gaps.append(
+                [round(self.last_recv - self.t0, 4), round(now - self.last_recv, 4)]
+            )
         if self.report.bytes_received and self.report.duration_s > 0:
-            # Goodput over the receiving period: from the start to the last byte in.
-            end = (self.last_recv or time.monotonic()) - self.t0
+            # Goodput over the receiving period: from the start to the last byte in, or to the
+            # end when the transfer did not complete (an error or a stop signal).
+            end = (now if self.report.error else (self.last_recv or now)) - self.t0
             self.report.goodput_mbit = round(
                 self.report.bytes_received * 8 / 1e6 / max(end, 1e-6), 3
             )
@@ -323,8 +332,27 @@ class Endpoint:
             self.report.mptcp_fallback = mptcp_fallback(self.sock)
 
 
+class Stopped(Exception):
+    """SIGTERM/SIGINT: stop the transfer but still report what got through until then."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Stopped(f"stopped by signal {signum}")
+
+
 def run_data_phase(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
+    """The transfer; on error or a stop signal the report still gets its samples and hashes
+    (the error says the transfer is incomplete)."""
     ep.start()
+    try:
+        _transfer(ep, spec, is_client)
+    except (OSError, ConnectionError, Stopped) as exc:
+        ep.report.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        ep.finish()
+
+
+def _transfer(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
     if spec.kind in ("bulk", "stream"):
         sender = (spec.direction == "download") != is_client
         if sender:
@@ -346,7 +374,6 @@ def run_data_phase(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
         ep.recv_to_eof()
         if not is_client:
             ep.sock.shutdown(socket.SHUT_WR)
-    ep.finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +434,10 @@ def serve(listen: str, proto: str, once: bool, out: str | None) -> int:
     print(f"{READY_PREFIX} {host}:{lsock.getsockname()[1]} proto={proto}", flush=True)
     rc = 0
     while True:
-        conn, peer = lsock.accept()
+        try:
+            conn, peer = lsock.accept()
+        except Stopped:
+            break
         report = Report(role="server", proto=proto, spec={})
         try:
             spec = _read_header(conn)
@@ -415,12 +445,13 @@ def serve(listen: str, proto: str, once: bool, out: str | None) -> int:
             report.local = "{}:{}".format(*conn.getsockname()[:2])
             report.remote = "{}:{}".format(*peer[:2])
             run_data_phase(Endpoint(conn, report, spec.seed), spec, is_client=False)
-        except (OSError, ValueError, ConnectionError) as exc:
+        except (OSError, ValueError, ConnectionError, Stopped) as exc:
             report.error = f"{type(exc).__name__}: {exc}"
             rc = 1
         finally:
             conn.close()
         _emit(report, out)
+        rc = 1 if report.error else rc
         if once:
             break
     lsock.close()
@@ -446,13 +477,13 @@ def connect(
         header = json.dumps(asdict(spec)).encode()
         sock.sendall(struct.pack("!I", len(header)) + header)
         run_data_phase(Endpoint(sock, report, spec.seed), spec, is_client=True)
-    except (OSError, ValueError, ConnectionError) as exc:
+    except (OSError, ValueError, ConnectionError, Stopped) as exc:
         report.error = f"{type(exc).__name__}: {exc}"
         rc = 1
     finally:
         sock.close()
     _emit(report, out)
-    return rc
+    return 1 if report.error else rc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--connect-timeout", type=float, default=10.0)
     c.add_argument("--out", help="also write the JSON report here")
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     if a.cmd == "server":
         return serve(a.listen, a.proto, a.once, a.out)
     spec = TrafficSpec(
