@@ -241,6 +241,23 @@ def resolve_next_hop(src: str, dst: str, timeout: float = 3.0) -> NextHop:
     return NextHop(dev, ifindex, src_mac, mac, mtu)
 
 
+def ipv4_base_sum(src: bytes, dst: bytes) -> int:
+    """Sum of the IPv4 header words that never change for a (src, dst) pair: version/IHL, DF,
+    TTL 64/protocol TCP and the addresses. Per packet only total length and ID are added."""
+    words = 0x4500 + 0x4000 + ((64 << 8) | socket.IPPROTO_TCP)
+    for a in (src, dst):
+        words += (a[0] << 8 | a[1]) + (a[2] << 8 | a[3])
+    return words
+
+
+def ipv4_header(base_sum: int, total: int, ip_id: int, src: bytes, dst: bytes) -> bytes:
+    """A 20-byte IPv4 header (DF, TTL 64, TCP) with its checksum, from ``ipv4_base_sum``."""
+    c = base_sum + total + ip_id
+    c = (c & 0xFFFF) + (c >> 16)
+    c = (c & 0xFFFF) + (c >> 16)
+    return _IPV4.pack(0x45, 0, total, ip_id, 0x4000, 64, socket.IPPROTO_TCP, c ^ 0xFFFF, src, dst)
+
+
 def ones_sum(data: bytes) -> int:
     """One's-complement sum modulo 0xffff (2**16 == 1 mod 0xffff, so one bigint mod does it)."""
     return int.from_bytes(data, "big") % 0xFFFF
@@ -276,12 +293,7 @@ class GsoPacketSender:
         self._eth = self.hop.dst_mac + self.hop.src_mac + b"\x08\x00"
         # Pseudo-header sum without the length: src, dst, protocol.
         self._pseudo = int.from_bytes(self._src + self._dst, "big") + socket.IPPROTO_TCP
-        # The IPv4 header sum without total length and ID (version/IHL, DF, TTL/protocol and the
-        # addresses never change): per packet only two words are added and folded.
-        words = 0x4500 + 0x4000 + ((64 << 8) | socket.IPPROTO_TCP)
-        for a in (self._src, self._dst):
-            words += (a[0] << 8 | a[1]) + (a[2] << 8 | a[3])
-        self._ip_sum = words
+        self._ip_sum = ipv4_base_sum(self._src, self._dst)
         self._vnet_plain: dict[int, bytes] = {}
         self._ip_id = 0
         self.packets = 0
@@ -300,11 +312,7 @@ class GsoPacketSender:
         if total > 0xFFFF:
             total = 0
         self._ip_id = ip_id = (self._ip_id + 1) & 0xFFFF
-        c = self._ip_sum + total + ip_id
-        c = (c & 0xFFFF) + (c >> 16)
-        c = (c & 0xFFFF) + (c >> 16)
-        ip = _IPV4.pack(0x45, 0, total, ip_id, 0x4000, 64, socket.IPPROTO_TCP, c ^ 0xFFFF,
-                        self._src, self._dst)
+        ip = ipv4_header(self._ip_sum, total, ip_id, self._src, self._dst)
         if gso_size and plen > gso_size:
             vnet = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
                                  34 + hlen, gso_size, 34, 16)
