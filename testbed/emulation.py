@@ -1,10 +1,11 @@
 """The link model: rate and queue with htb on interfaces; delay, jitter, loss and blackholes on
 routers.
 
-No netem on this kernel. Rate limiting is plain tc (htb + a bfifo leaf) and may sit anywhere,
-endpoints included. Delay and jitter are added by holding NFQUEUE verdicts in a userspace process
-(testbed/linkem.py) and must live on a router's FORWARD path: delaying on the sending host
-collapses TCP (TCP small queues keep the socket waiting for its own held packets).
+No netem on this kernel. Rate limiting is plain tc (htb, and a leaf that holds queue_pkts*1514
+bytes, see shape_interface) and may sit anywhere, endpoints included. Delay and jitter are added
+by holding NFQUEUE verdicts in a userspace process (testbed/linkem.py) and must live on a
+router's FORWARD path: delaying on the sending host collapses TCP (TCP small queues keep the
+socket waiting for its own held packets).
 
 In the router's namespace:
 
@@ -338,10 +339,23 @@ class RouterEmulator:
 
     def stop(self) -> None:
         """Remove the queue rules, stop the process (it releases what it holds, so nothing
-        in flight is lost), delete the table. Idempotent."""
-        if self._queues:
-            self._queues = False
-            self._remove_queue_rules()
+        in flight is lost), delete the table. Idempotent. If the node is already gone (its
+        namespace went with it), only the process is left to stop."""
+        alive = self._node_alive()
+        try:
+            if self._queues:
+                self._queues = False
+                if alive:
+                    self._remove_queue_rules()
+        finally:
+            self._stop_process()
+        if self._table:
+            self._table = False
+            self._down.clear()
+            if alive:
+                self._nft(f"delete table {FAMILY} {TABLE}\n")
+
+    def _stop_process(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.terminate()  # by pid; it flushes held packets and exits
@@ -357,10 +371,13 @@ class RouterEmulator:
         if self._log is not None:
             self._log.close()
             self._log = None
-        if self._table:
-            self._table = False
-            self._down.clear()
-            self._nft(f"delete table {FAMILY} {TABLE}\n")
+
+    def _node_alive(self) -> bool:
+        """False once Mininet has stopped the node (its shell is gone or going)."""
+        if not hasattr(self.node, "shell"):
+            return True  # not a Mininet node: assume it is there
+        shell = self.node.shell  # Mininet sets it to None in Node.cleanup()
+        return shell is not None and shell.poll() is None
 
     @property
     def pids(self) -> list[int]:

@@ -277,3 +277,18 @@ def test_two_routers_each_emulate_their_own_links():
         for emu in emus:
             emu.stop()
         net.stop()
+
+
+def test_stop_after_the_network_is_gone_still_stops_the_process():
+    """A crash path: the testbed stopped Mininet first. stop() must not fail on the vanished
+    namespace and must still end its process (which kept that namespace alive)."""
+    t = Triangle(prefix="lz")
+    emu = RouterEmulator(t.r1, t.ports(LinkModel(delay_ms=5), LinkModel()))
+    try:
+        emu.start()
+        (pid,) = emu.pids
+    finally:
+        t.stop()
+    emu.stop()
+    assert not os.path.exists(f"/proc/{pid}")
+    assert emu.pids == []
