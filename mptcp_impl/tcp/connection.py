@@ -479,6 +479,12 @@ class TcpConnection:
                 t = d
         return t
 
+    def send_ack(self) -> None:
+        """Have the next ``segments_to_send`` emit an ACK even with nothing new to acknowledge:
+        the MPTCP layer uses it to carry options (DATA_ACK, ADD_ADDR) when no data is due."""
+        if self.state in _SYNCHRONIZED:
+            self._ack_now = True
+
     def note_malformed(self) -> None:
         """The edge failed to decode a segment for this connection: count it."""
         self._st.malformed_dropped += 1

@@ -406,3 +406,16 @@ def test_lost_fin_is_retransmitted():
     assert dropped and w.now - t0 == pytest.approx(0.2 + 0.01)  # one RTO, one-way delay
     assert w.a.stats.rto_count == 1
     assert len([1 for _, d, s in w.log if d == "ab" and s.flags & FIN]) == 2
+
+
+def test_send_ack_emits_one_pure_ack_carrying_hook_options():
+    ha = FakeMptcp()
+    w = Wire(hooks_a=ha)
+    w.connect()
+    w.run(until=w.now + 1.0)
+    assert w.a.segments_to_send(w.now) == []
+    w.a.send_ack()
+    out = w.a.segments_to_send(w.now)
+    assert len(out) == 1 and out[0].flags == ACK and not out[0].payload
+    assert any(getattr(o, "kind", None) == 30 for o in out[0].options)
+    assert w.a.segments_to_send(w.now) == []
