@@ -1080,7 +1080,9 @@ class TcpConnection:
             # "special allowance ... to accept valid ACKs, URGs, and RSTs": keep the ACK,
             # drop the text (our window is closed).
             ok = s == rcv_nxt
-            text_ok = False
+            # A bare FIN costs no buffer space: take it (as Linux does), or a peer waiting on
+            # a reader that is itself waiting for EOF would loop.
+            text_ok = plen == 0
         else:
             ok = (rcv_nxt <= s < rcv_nxt + wnd) or (rcv_nxt <= s + seglen - 1 < rcv_nxt + wnd)
         if not ok:

@@ -419,3 +419,19 @@ def test_send_ack_emits_one_pure_ack_carrying_hook_options():
     assert len(out) == 1 and out[0].flags == ACK and not out[0].payload
     assert any(getattr(o, "kind", None) == 30 for o in out[0].options)
     assert w.a.segments_to_send(w.now) == []
+
+
+def test_bare_fin_accepted_with_a_zero_window_data_is_not():
+    w = Wire(TcpConfig(), TcpConfig(rcv_buf=20_000, window_scale=False))
+    w.connect()
+    w.auto_read["b"] = False
+    w.write("a", os.urandom(50_000))
+    w.run(until=w.now + 1.0)
+    b = w.b
+    assert b.readable == 20_000 and b._rcv_adv == b.rcv_nxt  # window closed
+    mk = lambda payload, flags: TcpSegment(  # noqa: E731
+        A_ADDR[1], B_ADDR[1], b.rcv_nxt & M, b.snd_nxt & M, flags, 1000, [], payload)
+    b.receive_segment(mk(b"more", ACK), w.now)
+    assert b.readable == 20_000
+    b.receive_segment(mk(b"", ACK | FIN), w.now)
+    assert b.state is S.CLOSE_WAIT
