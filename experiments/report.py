@@ -25,6 +25,7 @@ def campaign_section(run_dir: Path) -> list[str]:
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"summary": []}
     git = meta.get("git", {})
+    analysis = run_dir / "analysis" / "report.html"
     lines = [
         f"## {meta['experiment']}: {meta.get('description', '')}",
         "",
@@ -33,6 +34,9 @@ def campaign_section(run_dir: Path) -> list[str]:
         f"{meta.get('overrides') or 'none'}, seed {meta['seed']}",
         f"- git {str(git.get('commit'))[:10]}{' (dirty)' if git.get('dirty') else ''}, "
         f"kernel {meta['kernel']['release']}, {meta['runs_done']}/{meta['runs_total']} runs",
+        f"- pcap-level report (analysis/): `{analysis}`"
+        if analysis.exists()
+        else "- pcap-level report: not made (analysis/ missing or failed; see logs/runner.log)",
         "",
         "| point | stack | n | goodput Mbit/s (steady) | of sum of rates | benefit | "
         "failover gap s | goodput after failure | intact |",
@@ -58,11 +62,17 @@ def campaign_section(run_dir: Path) -> list[str]:
         lines += ["", "Per run, around each link-down event (subflow bytes from 1 s after it):", ""]
         for r in fails:
             for f in r["failover"]:
+                if f["cut_path_bytes_after"] is None:
+                    carried = "no per-subflow counters (single-path TCP)"
+                else:
+                    carried = (
+                        f"afterwards the cut path's subflows carried {f['cut_path_bytes_after']} B, "
+                        f"the others {f['other_paths_bytes_after']} B"
+                    )
                 lines.append(
                     f"- {r['label']}: {f['link']} down at {f['event_t']:.2f} s, gap "
                     f"{f['gap_s']:.2f} s, in-order data resumed {f['resume_after_s']} s after; "
-                    f"cut-path subflows {f['cut_path_bytes_after']} B, other paths "
-                    f"{f['other_paths_bytes_after']} B"
+                    f"{carried}"
                 )
     return lines + [""]
 
