@@ -155,7 +155,8 @@ class Completion:
     goodput_bps: float
 
 
-def completion(df: pd.DataFrame, v: Vantage, idsn: int | None) -> Completion:
+def completion(df: pd.DataFrame, v: Vantage, idsn: int | None, kind: str = "mptcp"
+               ) -> Completion:
     c = df[df["conn"] == v.conn]
     start = float(c.loc[c["syn"], "time"].min()) if c["syn"].any() else float(c["time"].min())
     acks = data_acks(df, v)
@@ -164,7 +165,8 @@ def completion(df: pd.DataFrame, v: Vantage, idsn: int | None) -> Completion:
         top = int(acks["data_ack"].max())
         end = float(acks.loc[acks["data_ack"] == top, "time"].iloc[0])
         nbytes = top - (idsn + 1) if idsn is not None else int(first_seen(rx)["payload_len"].sum())
-        fin = c[(c["role"] == v.sender_role) & c["dss_fin"].fillna(False).astype(bool)]
+        fin_col = c["dss_fin"].fillna(False).astype(bool) if kind == "mptcp" else c["fin"]
+        fin = c[(c["role"] == v.sender_role) & fin_col]
         if idsn is not None and not fin.empty:
             nbytes -= 1  # DATA_FIN takes one DSN
     else:
@@ -188,6 +190,7 @@ class Failover:
     regain90_s: float | None  # event -> goodput back at 90% of the pre-failure level
     pre_goodput_bps: float | None
     surviving_subflows: list[int] = field(default_factory=list)
+    resumed: bool = True  # False: no data-level progress after the event within the capture
 
 
 def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: float = 1.0,
@@ -198,22 +201,31 @@ def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: 
     t = acks["time"].to_numpy()
     lvl = np.maximum.accumulate(acks["data_ack"].to_numpy().astype(np.float64))
     prog = t[np.r_[True, np.diff(lvl) > 0]]  # times where the data ACK moved forward
-    near = prog[(prog >= event_time - window_s) & (prog <= event_time + horizon_s)]
     gap = gs = ge = None
-    if len(near) >= 2:
-        starts, ends = near[:-1], near[1:]
-        ok = ends > event_time
+    resumed = bool((prog > event_time).any())
+    if len(prog) >= 2:
+        # pauses that end after the event and start before event + horizon (a stall longer
+        # than the horizon still counts in full)
+        starts, ends = prog[:-1], prog[1:]
+        ok = (ends > event_time) & (starts <= event_time + horizon_s)
+        ok &= ends >= event_time - window_s
         if ok.any():
             d = np.where(ok, ends - starts, -1)
             i = int(np.argmax(d))
             gap, gs, ge = float(d[i]), float(starts[i]), float(ends[i])
+    if not resumed and len(prog):  # stalled until the capture ended
+        gs, ge = float(prog[-1]), float(max(t[-1], rx["time"].max()))
+        gap = ge - gs
     # surviving subflows: those still delivering data after the gap
     after = rx[rx["time"] > (ge if ge is not None else event_time)]
-    surviving = sorted(int(s) for s in after["subflow"].unique())
+    surviving = sorted(int(s) for s in after["subflow"].unique()) if resumed else []
     before = rx[rx["time"] <= event_time]
     high = int((before["dsn"].astype("uint64") + before["payload_len"].astype("uint64")).max()) \
         if not before.empty else 0
-    new = rx[(rx["time"] > event_time) & rx["subflow"].isin(surviving)]
+    # new data: above everything delivered before the event, arriving once progress had
+    # stopped (segments already past the cut when it happened do not count)
+    since = max(event_time, gs) if gs is not None and gs < event_time + horizon_s else event_time
+    new = rx[(rx["time"] > since) & rx["subflow"].isin(surviving)]
     new = new[new["dsn"].astype("uint64") + new["payload_len"].astype("uint64") > high]
     first_new = float(new["time"].iloc[0] - event_time) if not new.empty else None
     # goodput before the event and the first time a 0.5 s window gets back to 90% of it
@@ -228,7 +240,7 @@ def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: 
         hit = post[roll.to_numpy() >= 0.9 * pre_bps]
         if not hit.empty:
             regain = float(hit["t"].iloc[0] + t0 + bin_s - event_time)
-    return Failover(event_time, gap, gs, ge, first_new, regain, pre_bps, surviving)
+    return Failover(event_time, gap, gs, ge, first_new, regain, pre_bps, surviving, resumed)
 
 
 # ---- reinjection, retransmissions, RTT ------------------------------------------------------------

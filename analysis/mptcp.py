@@ -41,6 +41,7 @@ class Connection:
     server_token: int | None
     client_idsn: int | None
     server_idsn: int | None
+    kind: str = "mptcp"  # "tcp": a plain TCP connection, its sequence space used as the DSN
 
 
 def _first(s: pd.Series):
@@ -165,13 +166,28 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     conns, sub_conn = find_connections(out)
     n = len(out)
     sf = out["subflow"].to_numpy()
+    syn = out["syn"].to_numpy()
+    seq = out["seq"].to_numpy().astype(np.int64)
+    from_init = out["from_initiator"].to_numpy()
+    isn = pd.Series(seq[syn]).groupby([sf[syn], from_init[syn]]).first()
+    # plain TCP (no MPTCP option anywhere on the subflow): a connection of its own whose
+    # "DSN" is the TCP sequence number, so the same metrics compare TCP with MPTCP
+    mp_sf = set(np.unique(sf[out["mp_subtypes"].notna().to_numpy()]).tolist())
+    for s in np.unique(sf).tolist():
+        if s in sub_conn or s in mp_sf:
+            continue
+        c = len(conns)
+        i_isn, r_isn = isn.get((s, True)), isn.get((s, False))
+        conns.append(Connection(c, 0, None, None, None, None,
+                                None if i_isn is None else int(i_isn),
+                                None if r_isn is None else int(r_isn), kind="tcp"))
+        sub_conn[s] = (c, True)
     conn_of = np.full(n, -1, dtype=np.int64)
     client_init = np.zeros(n, dtype=bool)
     for s, (c, ci) in sub_conn.items():
         m = sf == s
         conn_of[m] = c
         client_init[m] = ci
-    from_init = out["from_initiator"].to_numpy()
     is_mp = conn_of >= 0
     from_client = np.where(from_init, client_init, ~client_init)
     out["conn"] = conn_of
@@ -181,10 +197,6 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     dsn_ok = np.zeros(n, dtype=bool)
     dack = np.zeros(n, dtype=np.uint64)
     dack_ok = np.zeros(n, dtype=bool)
-    # ISN of each (subflow, direction) from its SYN, to make subflow seqs relative
-    syn = out["syn"].to_numpy()
-    seq = out["seq"].to_numpy().astype(np.int64)
-    isn = pd.Series(seq[syn]).groupby([sf[syn], from_init[syn]]).first()
     # subflows of connections we did not see start (no keys) still get DSNs when the mappings
     # carry 64-bit DSNs: they are grouped per subflow, with the initiator as "client"
     group_conn = np.where(is_mp, conn_of, -1 - sf)
@@ -197,6 +209,9 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if cinfo is not None:
             sender_idsn = cinfo.client_idsn if client else cinfo.server_idsn
             peer_idsn = cinfo.server_idsn if client else cinfo.client_idsn
+        if cinfo is not None and cinfo.kind == "tcp":
+            _tcp_as_dsn(out, idx, sender_idsn, peer_idsn, dsn, dsn_ok, dack, dack_ok)
+            continue
         g = needed.iloc[idx]
         # data ACKs: acknowledge the peer's data
         has_ack = g["dss_ack"].notna().to_numpy().copy()
@@ -260,6 +275,24 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = pd.DataFrame([c.__dict__ for c in conns], columns=list(Connection.__dataclass_fields__),
                          dtype=object)
     return out, table
+
+
+def _tcp_as_dsn(out: pd.DataFrame, idx: np.ndarray, isn: int | None, peer_isn: int | None,
+                dsn: np.ndarray, dsn_ok: np.ndarray, dack: np.ndarray, dack_ok: np.ndarray) -> None:
+    """Plain TCP: sequence numbers unwrapped from the ISN (or the first one seen) stand in for
+    DSNs, cumulative ACKs for DATA_ACKs; the first data byte is ISN+1, as with an IDSN."""
+    seq = out["seq"].to_numpy()[idx].astype(np.int64)
+    plen = out["payload_len"].to_numpy()[idx]
+    data = plen > 0
+    if data.any():
+        base = int(isn) if isn is not None else int(seq[data][0]) - 1
+        dsn[idx[data]] = np.uint64(base) + unwrap32(seq[data], base).astype(np.uint64)
+        dsn_ok[idx[data]] = True
+    ackf = out["ack_flag"].to_numpy()[idx]
+    if ackf.any() and peer_isn is not None:
+        ak = out["ack"].to_numpy()[idx][ackf].astype(np.int64)
+        dack[idx[ackf]] = np.uint64(peer_isn) + unwrap32(ak, int(peer_isn)).astype(np.uint64)
+        dack_ok[idx[ackf]] = True
 
 
 def _groups(df: pd.DataFrame, conn_of: np.ndarray, from_client: np.ndarray):

@@ -89,6 +89,25 @@ def event_times(events: list[dict], t0: float, t_first: float, t_last: float) ->
     return out
 
 
+def group_events(events: list, stack: str, rep: str) -> tuple[list[dict], float | None]:
+    """Events of one (stack, rep): a flat list applies to every group; the runner's campaign
+    format (one entry per run: label "stack/rep", t0_wall, events with `actual` in seconds from
+    t0_wall) gives each group its own, made absolute, and its start time."""
+    if events and all(isinstance(e, dict) and "events" in e for e in events):
+        for entry in events:
+            if entry.get("label") == f"{stack}/{rep}":
+                t0 = entry.get("t0_wall")
+                evs = [dict(e) for e in entry.get("events") or []]
+                if isinstance(t0, (int, float)):
+                    for e in evs:
+                        off = e.get("actual", e.get("at"))
+                        if isinstance(off, (int, float)) and off < 1e9:
+                            e["actual"] = float(t0) + off
+                return evs, (float(t0) if isinstance(t0, (int, float)) else None)
+        return [], None
+    return [e for e in events if isinstance(e, dict)], None
+
+
 def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[dict],
                   caps: list[float] | None, fig_dir: Path, tag: str, t0: float) -> tuple[dict, dict]:
     info = conns.iloc[c]
@@ -97,7 +116,7 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
     idsn = None if idsn is None or (isinstance(idsn, float) and math.isnan(idsn)) else int(idsn)
     rx, acks = M.receiver_data(df, v), M.data_acks(df, v)
     labels = M.subflow_labels(df, v)
-    comp = M.completion(df, v, idsn)
+    comp = M.completion(df, v, idsn, info["kind"])
     t_end = comp.end + 0.3  # a little after the last data-level progress
     g_conn = M.connection_goodput(acks[acks["time"] <= t_end], t0, t_end)
     g_sub = M.subflow_goodput(rx, t0, t_end)
@@ -111,7 +130,7 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
     delays = M.reordering_delay(rx)
     d = delays["delay_s"].dropna()
     out = {
-        "conn": c, "version": int(info["version"]),
+        "conn": c, "kind": info["kind"], "version": int(info["version"]),
         "client_token": None if pd.isna(info["client_token"]) else int(info["client_token"]),
         "server_token": None if pd.isna(info["server_token"]) else int(info["server_token"]),
         "sender_role": v.sender_role, "sender_host": v.sender_host,
@@ -170,13 +189,17 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
         t_first, t_last = float(df["time"].min()), float(df["time"].max())
         syn = df.loc[df["syn"], "time"]
         t0 = float(syn.min()) if len(syn) else t_first
-        start = epoch(meta.get("start"))
+        g_events, g_start = group_events(events, stack, rep)
+        start = g_start if g_start is not None else epoch(meta.get("start"))
         if start is not None and t_first - 60 <= start <= t0:
             t0 = start
-        evs = event_times(events, t0, t_first, t_last)
+        evs = event_times(g_events, t0, t_first, t_last)
         grp["t0"] = t0
+        # connections that matter: side connections (control channels) carry a few bytes
+        volume = df[df["payload_len"] > 0].groupby("conn")["payload_len"].sum()
+        grp["minor_connections"] = int((volume < 0.05 * volume.max()).sum()) if len(volume) else 0
         for c in range(len(conns)):
-            if not (df["conn"] == c).any():
+            if c not in volume.index or volume[c] < 0.05 * volume.max():
                 continue
             out, extra = _conn_metrics(df, conns, c, evs, caps, fig_dir, tag, t0)
             grp["connections"].append(out)
