@@ -90,6 +90,7 @@ class TcpConfig:
     isn: int | None = None  # fixed ISS for tests (e.g. near 2**32); None = RFC 6528
     challenge_ack_limit: int = 1000  # per second, RFC 5961 section 7
     dupthresh: int = DUPTHRESH
+    tlp: bool = True  # tail loss probe (RFC 8985 section 7), with SACK only
 
 
 @dataclass(slots=True)
@@ -109,6 +110,7 @@ class TcpStats:
     ooo_segments: int = 0
     lost_retransmits: int = 0  # retransmissions detected lost again during SACK recovery
     persist_probes: int = 0
+    tlp_probes: int = 0
     window_updates: int = 0
     srtt: float | None = None
     rttvar: float | None = None
@@ -271,6 +273,8 @@ class TcpConnection:
         self._persist_deadline: float | None = None
         self._persist_backoff = 0
         self._tw_deadline: float | None = None
+        self._tlp_deadline: float | None = None
+        self._tlp_sent = False
 
         self._chack_window = 0
         self._chack_count = 0
@@ -474,7 +478,7 @@ class TcpConnection:
     def get_timer(self) -> float | None:
         t = None
         for d in (self._rto_deadline, self._delack_deadline, self._persist_deadline,
-                  self._tw_deadline):
+                  self._tw_deadline, self._tlp_deadline):
             if d is not None and (t is None or d < t):
                 t = d
         return t
@@ -511,7 +515,11 @@ class TcpConnection:
             self._ack_now = True
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._rto_deadline = None
+            self._tlp_deadline = None
             self._on_rto(now)
+        elif self._tlp_deadline is not None and now >= self._tlp_deadline:
+            self._tlp_deadline = None
+            self._on_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
             self._on_persist(now)
@@ -546,6 +554,50 @@ class TcpConnection:
         self._rto_recover = self.snd_max
         self._high_rxt = self.snd_una
         self.snd_nxt = self.snd_una
+
+    def _arm_tlp(self, now: float, restart: bool) -> None:
+        """Probe timeout, RFC 8985 7.2: 2*SRTT (plus a delayed-ACK allowance when a single
+        segment is out), never later than the RTO."""
+        if (self._tlp_sent or self.in_recovery or not self.sack_ok or not self.config.tlp
+                or self.snd_max <= self.snd_una or self.srtt is None
+                or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)):
+            self._tlp_deadline = None
+            return
+        if restart or self._tlp_deadline is None:
+            pto = 2 * self.srtt
+            if self.snd_max - self.snd_una <= self.mss:
+                pto += self.config.delayed_ack
+            if pto < 0.01:
+                pto = 0.01
+            t = now + pto
+            if self._rto_deadline is not None and t >= self._rto_deadline:
+                self._tlp_deadline = None  # the RTO comes first anyway
+                return
+            self._tlp_deadline = t
+
+    def _on_tlp(self, now: float) -> None:
+        """Tail loss probe: send one segment so that a lost tail produces an ACK (and SACK or
+        dupacks) well before the RTO: new data if the receiver window allows, else the last
+        segment again."""
+        if (self.in_recovery or self.snd_max <= self.snd_una
+                or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)):
+            return
+        self._tlp_sent = True
+        self._st.tlp_probes += 1
+        nxt = self.snd_nxt
+        data_end = self._data_end()
+        if nxt == self.snd_max and nxt < data_end and self.snd_una + self.snd_wnd > nxt:
+            end = nxt + min(data_end - nxt, self.mss, self.snd_una + self.snd_wnd - nxt)
+            if self._fin_queued and end == self._fin_seq:
+                end += 1
+            self._xmit(nxt, end, now)
+        else:
+            top = min(self.snd_max, data_end)
+            start = max(self.snd_una, top - self.mss)
+            if start >= top:
+                start = self.snd_una
+            self._xmit(start, self._seg_end(start, self.snd_max), now)
+        self._rto_deadline = now + self.rto
 
     def _on_persist(self, now: float) -> None:
         """Zero-window probe: an old sequence number elicits an ACK carrying the current window."""
@@ -656,7 +708,11 @@ class TcpConnection:
         """Everything to transmit now: queued control segments, then data within cwnd/rwnd."""
         state = self.state
         if state is S.ESTABLISHED or state in _SEND_DATA_STATES:
+            smax = self.snd_max
             self._send_data(now)
+            if self.snd_max > smax or (self._tlp_deadline is None and self.snd_max > self.snd_una
+                                       and not self._tlp_sent):
+                self._arm_tlp(now, self.snd_max > smax)
         if self._ack_now and (state is S.ESTABLISHED or self.state in _SYNCHRONIZED):
             self._queue_ctl(ACK, self.snd_nxt, now)
         out = self._out
@@ -1169,7 +1225,7 @@ class TcpConnection:
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = S.TIME_WAIT
-        self._rto_deadline = None
+        self._rto_deadline = self._tlp_deadline = None
         self._persist_deadline = None
         self._delack_deadline = None
         self._tw_deadline = now + self.config.time_wait
@@ -1247,6 +1303,8 @@ class TcpConnection:
                 self._rtt_sample(now - self._rtt_time)
             self._retries = 0
             self._persist_backoff = 0
+            self._tlp_sent = False
+            self._tlp_deadline = None
             if self._sacked:
                 sb = self._sacked
                 while sb and sb[0][1] <= ack:
@@ -1313,6 +1371,10 @@ class TcpConnection:
                 self._enter_recovery(now)
         if prr and self.in_recovery:
             self._prr_update(max(ack - una, 0), sacked_before)
+        if ack > una and self.snd_max > ack:
+            self._arm_tlp(now, True)
+        elif self.in_recovery:
+            self._tlp_deadline = None
         # window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule)
         if self.snd_wl1 < s or (self.snd_wl1 == s and self.snd_wl2 <= ack):
             self.snd_wnd = wnd
@@ -1456,7 +1518,7 @@ class TcpConnection:
         was = self.state
         self.state = S.CLOSED
         self._rto_deadline = self._delack_deadline = None
-        self._persist_deadline = self._tw_deadline = None
+        self._persist_deadline = self._tw_deadline = self._tlp_deadline = None
         self._ack_now = False
         if was is S.CLOSED:
             return

@@ -236,7 +236,7 @@ def test_malformed_segments_are_counted_and_dropped():
 
 
 def test_rto_timing_exponential_backoff_and_give_up():
-    w = Wire(TcpConfig(max_retries=4))
+    w = Wire(TcpConfig(max_retries=4, tlp=False))
     w.connect()
     w.run(until=w.now + 0.1)
     assert w.a.rto == pytest.approx(0.2)  # srtt 20 ms + 4 * rttvar < min_rto
@@ -252,7 +252,7 @@ def test_rto_timing_exponential_backoff_and_give_up():
 
 
 def test_rto_backoff_is_capped_and_collapses_cwnd():
-    w = Wire(TcpConfig(max_rto=0.5, max_retries=6, cc="reno"))
+    w = Wire(TcpConfig(max_rto=0.5, max_retries=6, cc="reno", tlp=False))
     w.connect()
     w.run(until=w.now + 0.1)
     w.filters["ab"] = lambda *_: []
@@ -388,9 +388,12 @@ def test_fin_after_a_hole_waits_for_the_data():
     assert out[-1].ack == (a_seq + 11) & M
 
 
-def test_lost_fin_is_retransmitted():
-    w = established()
-    assert w.a.rto == pytest.approx(0.2)
+@pytest.mark.parametrize("tlp", [True, False])
+def test_lost_fin_is_retransmitted(tlp):
+    w = Wire(TcpConfig(tlp=tlp))
+    w.connect()
+    w.run(until=w.now + 0.1)
+    assert w.a.rto == pytest.approx(0.2) and w.a.srtt == pytest.approx(0.02)
     dropped = []
 
     def f(_w, _d, seg, _i):
@@ -403,9 +406,55 @@ def test_lost_fin_is_retransmitted():
     w.a.close(w.now)
     t0 = w.now
     w.run(cond=lambda: w.b.state is S.CLOSE_WAIT)
-    assert dropped and w.now - t0 == pytest.approx(0.2 + 0.01)  # one RTO, one-way delay
-    assert w.a.stats.rto_count == 1
-    assert len([1 for _, d, s in w.log if d == "ab" and s.flags & FIN]) == 2
+    st = w.a.stats
+    if tlp:  # probe after 2*SRTT + delayed-ACK allowance (a single segment is out)
+        assert w.now - t0 == pytest.approx(2 * 0.02 + 0.04 + 0.01)
+        assert st.tlp_probes == 1 and st.rto_count == 0
+    else:  # one RTO, then the one-way delay
+        assert w.now - t0 == pytest.approx(0.2 + 0.01)
+        assert st.rto_count == 1 and st.tlp_probes == 0
+    assert dropped and len([1 for _, d, s in w.log if d == "ab" and s.flags & FIN]) == 2
+
+
+def test_tail_loss_probe_then_rto_backoff_in_a_black_hole():
+    w = Wire(TcpConfig(max_retries=2))
+    w.connect()
+    w.run(until=w.now + 0.1)
+    w.filters["ab"] = lambda *_: []
+    t0 = w.now
+    w.a.send(b"z" * 1000)
+    w.run()
+    times = [t - t0 for t, d, s in w.log if d == "ab" and s.payload]
+    # one probe at 2*SRTT + 40 ms, then the RTO re-armed from the probe and backed off
+    assert times == pytest.approx([0.0, 0.08, 0.28, 0.68])
+    assert w.now - t0 == pytest.approx(1.48)
+    assert w.a.stats.tlp_probes == 1 and w.a.stats.rto_count == 3
+    assert Reset("timeout") in w.events["a"]
+
+
+def test_tail_loss_probe_repairs_the_last_segments_without_rto():
+    w = Wire()
+    w.connect()
+    w.run(until=w.now + 0.1)
+    n = 8 * w.a.mss
+    drop_last = {(w.a.snd_nxt + 7 * w.a.mss) & M}  # the last of eight segments
+    dropped = []
+
+    def f(_w, _d, seg, _i):
+        if seg.seq in drop_last and seg.payload and not dropped:
+            dropped.append(seg)
+            return []
+        return [0.0]
+
+    w.filters["ab"] = f
+    data = os.urandom(n)
+    w.write("a", data)
+    t0 = w.now
+    w.run(cond=lambda: len(w.received["b"]) == n)
+    assert bytes(w.received["b"]) == data and dropped
+    st = w.a.stats
+    assert st.tlp_probes == 1 and st.rto_count == 0
+    assert w.now - t0 < 0.2  # well before the 200 ms minimum RTO
 
 
 def test_send_ack_emits_one_pure_ack_carrying_hook_options():
