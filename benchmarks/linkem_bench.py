@@ -43,11 +43,15 @@ def build(prefix: str = "lb"):
     return net, h1, r1, h2
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
+def cpu_seconds(pid: int | None) -> tuple[float, float]:
+    """(utime, stime) of a process, in seconds. stime includes the kernel work its verdicts
+    trigger downstream (forwarding, htb, the receiver's softirq), which runs in its context."""
+    if pid is None:
+        return 0.0, 0.0
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def iperf3(client, server, seconds: float, mode: str) -> dict[str, float]:
@@ -113,19 +117,23 @@ def run(seconds: float, delay_ms: float, rate_mbit: float | None, modes: list[st
 
         for mode in modes:
             pkts0, drops0 = counts()
-            cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
+            (u0, s0), t0 = cpu_seconds(pid), time.monotonic()
             mbit = iperf3(h1, h2, seconds, mode)
             elapsed = time.monotonic() - t0
-            cpu = (cpu_seconds(pid) - cpu0) / elapsed * 100 if pid else 0.0
+            u1, s1 = cpu_seconds(pid)
+            user, system = (u1 - u0) / elapsed * 100, (s1 - s0) / elapsed * 100
+            cpu = user + system
             pkts1, drops1 = counts()
             row = {"mode": mode, **{k: round(v, 1) for k, v in mbit.items()},
-                   "emulator_cpu_pct": round(cpu, 1),
+                   "emulator_cpu_pct": round(cpu, 1), "user_pct": round(user, 1),
+                   "system_pct": round(system, 1),
                    "queued_per_s": round((pkts1 - pkts0) / elapsed),
                    "kernel_dropped": drops1 - drops0}
             results.append(row)
             dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
             dirs += f"  (sender's mean RTT {mbit['sender_mean_rtt_ms']:.1f} ms)"
-            print(f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core, "
+            print(f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core "
+                  f"(user {user:.1f}%, system {system:.1f}%), "
                   f"{row['queued_per_s']} packets/s queued, "
                   f"{row['kernel_dropped']} dropped by a full queue", flush=True)
     finally:

@@ -74,9 +74,7 @@ OVERSHOOT_MAX = 2e-3  # ignore wakeups later than this when learning the timer o
 MAX_DRAIN = 512  # packets pulled per loop turn before releases get a chance again
 
 _NLMSG = struct.Struct("=IHHII")
-_NFGEN = struct.Struct("=BBH")  # family, version, res_id (big endian, packed by hand)
 _ATTR = struct.Struct("=HH")
-_PACKET_HDR = struct.Struct("!IHB")
 _VERDICT = struct.Struct("=IHHII" "BBH" "HH" "II")
 
 
