@@ -91,7 +91,7 @@ def summarize(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;
-padding:3px 8px;text-align:right}th{background:#f0f0f0}td.l,th.l{text-align:left}
+padding:3px 8px;text-align:right;vertical-align:top}th{background:#f0f0f0}td.l,th.l{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0}.err{color:#a00}
 .meta td{text-align:left}code{background:#f5f5f5}"""
 
@@ -137,32 +137,69 @@ def _summary_html(summary: pd.DataFrame, keys: list[str]) -> str:
         "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions</p>"
 
 
-def _versions(platform_meta: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(platform_meta.items())) if platform_meta else ""
+def _flat_versions(v) -> str:
+    """{"python_packages": {...}, "debian_packages": {...}} or a flat {name: version}."""
+    if not isinstance(v, dict):
+        return str(v)
+    parts = []
+    for k, x in sorted(v.items()):
+        if isinstance(x, dict):
+            parts.append(f"{k}: " + ", ".join(f"{n} {ver}" for n, ver in sorted(x.items())))
+        else:
+            parts.append(f"{k} {x}")
+    return "; ".join(parts)
+
+
+def what_ran(meta: dict) -> dict[str, str]:
+    """The headline facts of a run from metadata.json, whichever shape its fields take."""
+    git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
+    kernel = meta.get("kernel")
+    host = meta.get("host")
+    out = {
+        "experiment": meta.get("experiment"),
+        "description": meta.get("description"),
+        "parameters": meta.get("parameters") or meta.get("grid") or None,
+        "seed": meta.get("seed"),
+        "git commit": (meta.get("git_commit") or git.get("commit") or "")
+        + (" (dirty)" if meta.get("git_dirty") or git.get("dirty") else ""),
+        "kernel": kernel.get("release") if isinstance(kernel, dict) else kernel,
+        "host": host.get("hostname") if isinstance(host, dict) else host,
+        "start": meta.get("start"), "end": meta.get("end"),
+        "versions": _flat_versions(meta.get("packages") or meta.get("versions") or {}),
+    }
+    for key in ("start", "end"):
+        t = epoch(out[key])
+        if t is not None:
+            out[key] = datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+    return {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v))
+            for k, v in out.items() if v not in (None, "", {}, [])}
 
 
 def _meta_html(meta: dict, where: Path) -> str:
-    """What ran, where, with which versions: the first thing a reader needs."""
+    """What ran, where, with which versions: the first thing a reader needs. The whole
+    metadata.json follows, folded."""
     if not meta:
         return f"<p>No metadata.json in <code>{html.escape(str(where))}</code>.</p>"
+    rows = "".join(f"<tr><th class='l'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                   for k, v in what_ran(meta).items())
+    full = html.escape(json.dumps(meta, indent=1, sort_keys=True, default=str)[:20000])
+    return (f"<table class='meta'>{rows}</table><details><summary>metadata.json</summary>"
+            f"<pre>{full}</pre></details>")
+
+
+def events_table(events: list) -> pd.DataFrame:
+    """Link events as rows, from a flat list or the runner's per-run entries."""
     rows = []
-    for key in ("experiment", "parameters", "seed", "git_commit", "kernel", "host", "start", "end",
-                "packages", "versions"):
-        if key in meta:
-            v = meta[key]
-            if key in ("start", "end") and epoch(v) is not None:
-                v = f"{datetime.fromtimestamp(epoch(v), UTC).isoformat()} ({v})"
-            elif isinstance(v, dict) and key in ("packages", "versions"):
-                v = _versions(v)
-            elif isinstance(v, (dict, list)):
-                v = json.dumps(v, sort_keys=True)
-            rows.append(f"<tr><th class='l'>{key}</th><td>{html.escape(str(v))}</td></tr>")
-    extra = sorted(set(meta) - {"experiment", "parameters", "seed", "git_commit", "kernel", "host",
-                                "start", "end", "packages", "versions"})
-    for key in extra:
-        rows.append(f"<tr><th class='l'>{html.escape(key)}</th>"
-                    f"<td>{html.escape(json.dumps(meta[key], sort_keys=True)[:300])}</td></tr>")
-    return f"<table class='meta'>{''.join(rows)}</table>"
+    for e in events:
+        if isinstance(e, dict) and "events" in e:
+            for x in e.get("events") or []:
+                rows.append({"run": e.get("label", ""), "link": x.get("link"),
+                             "action": x.get("action"), "at_s": x.get("at"),
+                             "actual_s": x.get("actual")})
+        elif isinstance(e, dict):
+            rows.append({"run": "", "link": e.get("link"), "action": e.get("action"),
+                         "at_s": e.get("at"), "actual_s": e.get("actual")})
+    return pd.DataFrame(rows)
 
 
 def _page(title: str, parts: list[str]) -> str:
@@ -182,7 +219,7 @@ def write_run_report(run_dir: Path) -> Path:
     rows = run_rows(result)
     parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir)]
     if result["events"]:
-        parts += ["<h3>Link events</h3>", _table(pd.DataFrame(result["events"]))]
+        parts += ["<h3>Link events</h3>", _table(events_table(result["events"]))]
     if result["errors"]:
         parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>"
                                           for e in result["errors"]]
@@ -238,15 +275,14 @@ def write_campaign_report(root: Path) -> Path:
                      ignore_index=True)
     fig_dir = root / "figures"
     parts = ["<h2>What ran</h2>"]
-    mt = pd.DataFrame([{"run": k, "experiment": m.get("experiment"), "seed": m.get("seed"),
-                        "git_commit": (m.get("git_commit") or "")[:12], "kernel": m.get("kernel"),
-                        "host": m.get("host"), "start": m.get("start"),
-                        "parameters": json.dumps(m.get("parameters", {}), sort_keys=True)}
-                       for k, m in metas.items()])
+    facts = {k: what_ran(m) for k, m in metas.items()}
+    mt = pd.DataFrame([{"run": k, **{c: f.get(c, "") for c in ("experiment", "parameters", "seed",
+                                                                "git commit", "kernel", "host",
+                                                                "start", "end")}}
+                       for k, f in facts.items()])
     parts.append(_table(mt))
-    versions = {json.dumps(m.get("packages") or m.get("versions") or {}, sort_keys=True)
-                for m in metas.values()}
-    parts.append(f"<p>package versions: {html.escape('; '.join(sorted(versions)))}</p>")
+    versions = sorted({f.get("versions", "") for f in facts.values()} - {""})
+    parts.append(f"<p>versions: {html.escape(' | '.join(versions))}</p>")
     summary = pd.DataFrame()
     if not rows.empty:
         parts.append("<h2>Stacks compared (all runs)</h2>")
