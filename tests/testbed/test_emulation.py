@@ -16,6 +16,7 @@ from testbed.emulation import TABLE, EmulatedPort, LinkModel, RouterEmulator, sh
 pytestmark = pytest.mark.net
 
 H1_IP, H2_IP = "10.77.1.1", "10.77.2.1"
+H1_IP6, H2_IP6 = "fd77:1::1", "fd77:2::1"
 
 
 class Triangle:
@@ -39,6 +40,13 @@ class Triangle:
         r1.cmd(f"ip addr add 10.77.1.254/24 dev {self.r1_h1}")
         r1.cmd(f"ip addr add 10.77.2.254/24 dev {self.r1_h2}")
         r1.cmd("sysctl -qw net.ipv4.ip_forward=1")
+        h1.cmd(f"ip -6 addr add {H1_IP6}/64 dev {self.h1_if} nodad; "
+               "ip -6 route add default via fd77:1::fe")
+        h2.cmd(f"ip -6 addr add {H2_IP6}/64 dev {self.h2_if} nodad; "
+               "ip -6 route add default via fd77:2::fe")
+        r1.cmd(f"ip -6 addr add fd77:1::fe/64 dev {self.r1_h1} nodad; "
+               f"ip -6 addr add fd77:2::fe/64 dev {self.r1_h2} nodad; "
+               "sysctl -qw net.ipv6.conf.all.forwarding=1")
 
     def ports(self, left: LinkModel, right: LinkModel) -> list[EmulatedPort]:
         return [EmulatedPort(link="left", intf=self.r1_h1, model=left),
@@ -95,6 +103,39 @@ def test_delay_both_links_gives_four_one_way_delays(tri, emulator):
     emulator(LinkModel(delay_ms=10), LinkModel(delay_ms=10))
     rtt = median_rtt(tri.h1, H2_IP)
     assert abs(rtt - base - 40.0) <= 2.0, f"RTT {rtt} ms (base {base}) should be 40 ms + base"
+
+
+def test_ipv6_is_delayed_too(tri, emulator):
+    tri.h1.cmd(f"ping -6 -n -c 1 -W 3 {H2_IP6}")  # neighbour discovery first, not measured
+    emulator(LinkModel(delay_ms=10), LinkModel())
+    out = tri.h1.cmd(f"ping -6 -n -c 10 -i 0.02 {H2_IP6}")
+    rtts = sorted(float(t) for t in re.findall(r"time=([\d.]+)", out))
+    assert len(rtts) == 10, out
+    assert abs(statistics.median(rtts) - 20.0) <= 1.5, rtts
+
+
+def test_release_times_never_go_backwards_and_repeat_with_the_seed():
+    """The jitter rule on its own: release = max(previous release, arrival + delay + jitter)."""
+    from random import Random
+
+    from testbed.linkem import Queue
+
+    def releases(seed: str, dist: str) -> list[float]:
+        q = Queue(num=0, rng=Random(seed))
+        q.configure(delay_ms=10, jitter_ms=5, jitter_dist=dist)
+        return [q.release_time(i * 0.001) for i in range(2000)]
+
+    for dist in ("uniform", "normal"):
+        r = releases("7/0", dist)
+        assert r == sorted(r)
+        assert r == releases("7/0", dist) and r != releases("8/0", dist)
+        extra = [t - i * 0.001 for i, t in enumerate(r)]
+        assert min(extra) >= 0.0
+        assert statistics.pstdev(extra) > 0.001
+    # uniform: every packet leaves within [delay - jitter, delay + jitter] of its arrival, also
+    # those held back behind an earlier one (which left before this one's arrival + 15 ms)
+    uniform = releases("7/0", "uniform")
+    assert all(0.005 - 1e-9 <= t - i * 0.001 <= 0.015 + 1e-9 for i, t in enumerate(uniform))
 
 
 def test_jitter_spreads_but_never_reorders(tri, emulator):
