@@ -199,3 +199,30 @@ mode = "interface"
     assert 0 < f.gap_s < 3.0 and f.goodput_after_mbit > 5
     events = json.loads((res.run_dir / "events.json").read_text())
     assert events[0]["events"][0]["action"] == "down"
+
+
+def test_flow_that_never_finishes_is_stopped_and_reported(tmp_path):
+    # Plain TCP on wifi, whose interface goes down for good: the flow cannot complete. The run
+    # must end (stopped after duration + timeout_s), keep the partial report, and say so.
+    text = (
+        TINY.format(name="stuck", stacks='["tcp"]', duration=2)
+        + """
+[[events]]
+at = 1.0
+link = "wifi"
+action = "down"
+mode = "interface"
+"""
+    )
+    path = tmp_path / "stuck.toml"
+    path.write_text(text.replace("duration_s = 2", "duration_s = 2\ntimeout_s = 2"))
+    res = run_experiment(
+        load_experiment(path), results_root=tmp_path / "results", progress=False, analyze=False
+    )
+    assert res.complete
+    (m,) = res.runs
+    assert not m.ok and not m.intact
+    assert any("stopped" in e for e in m.errors), m.errors
+    assert m.bytes > 0  # what arrived before the cut is in the partial report
+    (f,) = m.failover
+    assert f.gap_s > 2.0 and f.goodput_after_mbit == 0.0
