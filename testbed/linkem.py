@@ -25,6 +25,12 @@ queue's packets are released in arrival order (jitter never reorders: release ti
 max(previous release, arrival + delay + jitter)), and the kernel's batch verdict accepts all
 packets with an id up to the given one.
 
+A packet's arrival is when we read it: ~0.1 ms after the kernel queued it if we were asleep, so
+each emulated traversal adds about that much beyond its delay (timer overshoot is learnt and
+compensated, see run()). The kernel's NFQA_TIMESTAMP would be more exact, but TCP skbs carry
+their sender's monotonic departure time (EDT) instead of a receive stamp, so only pings and UDP
+would get it; the same small bias for every packet beats pings that look better than TCP.
+
 Fail-open is off on purpose: if userspace falls behind so far that the kernel queue (maxlen) or
 the socket buffer overflows, the kernel drops the packet. Passing it undelayed would reorder the
 flow and silently change the link model; a drop shows up in the stats ("kernel_dropped") instead.
