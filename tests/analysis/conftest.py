@@ -6,6 +6,7 @@ RUN/events.json, RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap):
   failover  the same, path 0 cut (nft drop) when a third has arrived
   abort     the server drops its second address (REMOVE_ADDR), closes with unread data
             (MP_FASTCLOSE + MP_TCPRST)
+  tcp       plain TCP, 3 MB over path 0 (the same metrics for the baseline stack)
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0,
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """The three runs, made once per session (about 8 s)."""
+    """The four runs, made once per session (about 10 s)."""
     if os.geteuid() != 0:
         pytest.skip("needs root for namespaces")
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for variant in ("bulk", "failover", "abort"):
+    for variant in ("bulk", "failover", "abort", "tcp"):
         make_run(root / variant, variant)
         out[variant] = root / variant
     return out
@@ -67,7 +68,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def all_pcaps(runs) -> list[Path]:
-    return sorted(p for r in runs.values() for p in (r / "pcap").rglob("*.pcap"))
+    """Every capture of the MPTCP runs (the oracle tests' material)."""
+    return sorted(p for k, r in runs.items() if k != "tcp" for p in (r / "pcap").rglob("*.pcap"))
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,8 @@ PORT = 5201
 
 SERVER = r"""
 import json, socket, sys
-mode, total, report_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+mode, total, report_at, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", PORT)); ls.listen(1)
 print("ready", flush=True)
@@ -52,8 +52,8 @@ print(json.dumps({"received": n}), flush=True)
 
 CLIENT = r"""
 import json, socket, sys
-dst, total = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+dst, total, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
 s.connect((dst, PORT))
 buf, sent, back = b"x" * 65536, 0, 0
 try:
@@ -192,7 +192,8 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
     """One MPTCP upload client->server with captures on all four interfaces.
 
     variant: "bulk" (server switches its second path to backup mid-way: MP_PRIO), "failover" (path 0
-    cut when a third has arrived), "abort" (server closes with unread data: MP_FASTCLOSE).
+    cut when a third has arrived), "abort" (server closes with unread data: MP_FASTCLOSE),
+    "tcp" (plain TCP over path 0, nothing happens).
     Returns a summary with the wall-clock times of link events.
     """
     for ns, host in ((pair.client, "client"), (pair.server, "server")):
@@ -200,16 +201,17 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
             start_capture(pair, ns, host, f"eth{i}", out_dir)
     t0 = time.time()
     mode = "abort" if variant == "abort" else "drain"
+    proto = "6" if variant == "tcp" else "262"  # plain TCP, or IPPROTO_MPTCP
     srv = subprocess.Popen(
         ["ip", "netns", "exec", pair.server, sys.executable, "-c", SERVER, mode, str(total),
-         str(total // 3)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         str(total // 3), proto], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     cli = None
     events: list[dict] = []
     try:
         assert _readline(srv, srv.stdout, 10).strip() == "ready"
         cli = subprocess.Popen(
             ["ip", "netns", "exec", pair.client, sys.executable, "-c", CLIENT, "10.0.1.2",
-             str(total)], stdout=subprocess.PIPE, text=True)
+             str(total), proto], stdout=subprocess.PIPE, text=True)
         line = _readline(srv, srv.stdout, 60)
         assert line.startswith("progress"), line
         now = time.time()

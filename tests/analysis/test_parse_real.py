@@ -56,6 +56,8 @@ def test_every_data_segment_gets_tshark_dsn(all_pcaps, oracle):
 
 def test_subflows_grouped_into_one_connection_per_run(runs):
     for variant, run in runs.items():
+        if variant == "tcp":
+            continue
         df, conns = annotate(load_many(sorted((run / "pcap").rglob("*.pcap"))))
         assert len(conns) == 1, variant
         c = conns.iloc[0]

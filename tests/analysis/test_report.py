@@ -97,3 +97,30 @@ def test_mean_ci():
     assert (m, n) == (2.0, 3) and abs(ci - 4.303 * 1 / 3 ** 0.5) < 1e-9
     assert mean_ci([None, 5.0]) == (5.0, None, 1)
     assert mean_ci([]) == (None, None, 0)
+
+
+def test_plain_tcp_gets_the_same_metrics(runs):
+    c = _conn(analyze_run(runs["tcp"]))
+    assert c["kind"] == "tcp" and len(c["subflows"]) == 1
+    assert c["completion"]["bytes"] == 3_000_000  # the FIN's sequence number is not data
+    assert 10e6 < c["goodput_bps"] < 21e6  # path 0 is shaped to 20 Mbit/s
+    assert c["reinjection"]["bytes"] == 0
+
+
+def test_runner_event_format(runs, tmp_path):
+    """The experiment runner writes one entry per run: label "stack/rep", t0_wall, and events
+    whose `actual` counts from t0_wall."""
+    run = tmp_path / "fo"
+    shutil.copytree(runs["failover"], run)
+    meta = json.loads((run / "metadata.json").read_text())
+    [ev] = json.loads((run / "events.json").read_text())
+    t0 = meta["start"]
+    (run / "events.json").write_text(json.dumps([
+        {"label": "kernel/0", "t0_wall": t0,
+         "events": [{"at": round(ev["at"]), "link": "path0", "action": "down",
+                     "actual": ev["actual"] - t0}]},
+        {"label": "other/1", "t0_wall": t0, "events": []}]))
+    meta["start"] = "2000-01-01T00:00:00Z"  # a campaign's start, far from this run's traffic
+    (run / "metadata.json").write_text(json.dumps(meta))
+    [fo] = _conn(analyze_run(run))["failover"]
+    assert abs(fo["event_time"] - ev["actual"]) < 1e-6 and fo["gap_s"] > 0.05
