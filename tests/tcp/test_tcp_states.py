@@ -74,7 +74,8 @@ def test_simultaneous_open():
             break
     for side in "ab":
         assert seen[side][:3] == [S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED]
-        assert w.events[side] == [Connected()] or events(w.conn(side)) == [Connected()]
+        w._app(side)  # collect pending events
+        assert w.events[side] == [Connected()]
     data = os.urandom(100_000)
     w.write("a", data)
     w.write("b", data[::-1])
@@ -263,8 +264,7 @@ def test_rto_backoff_is_capped_and_collapses_cwnd():
         if w.a.stats.rto_count == 1 and flight is None:
             flight = True
             assert w.a.cwnd == w.a.mss
-            assert w.a.stats.ssthresh == max(14_600 // 2, 2 * w.a.mss) or \
-                w.a.stats.ssthresh >= 2 * w.a.mss
+            assert w.a.stats.ssthresh == 10 * w.a.mss // 2  # half the IW10 flight
     firsts = sorted({t - t0 for t, d, s in w.log if d == "ab" and s.payload})
     gaps = [round(b - a, 6) for a, b in zip(firsts, firsts[1:], strict=False)]
     assert gaps == [0.2, 0.4, 0.5, 0.5, 0.5, 0.5]
