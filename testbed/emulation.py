@@ -58,7 +58,7 @@ class LinkModel:
     delay_ms: float = 0.0  # one-way delay added in each direction
     jitter_ms: float = 0.0  # around delay_ms; never reorders packets of a direction
     loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
-    queue_pkts: int | None = None  # bfifo of queue_pkts*1514 bytes at the rate limiter
+    queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
     jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
 
     @property
@@ -78,9 +78,9 @@ def _run(node, cmd: list[str], stdin: str | None = None) -> str:
 
 
 def shape_interface(node, intf: str, model: LinkModel) -> None:
-    """Rate-limit one interface's egress with htb and bound its queue with a bfifo (in bytes, so
-    that GSO super-packets count for what they carry). A second call changes rate and queue in
-    place; rate_mbit=None removes the shaping."""
+    """Rate-limit one interface's egress with htb and bound its queue to queue_pkts*1514 bytes
+    (in bytes, so that GSO super-packets count for what they carry). A second call changes rate
+    and queue in place; rate_mbit=None removes the shaping."""
     qdiscs = _run(node, ["tc", "qdisc", "show", "dev", intf])
     shaped = "qdisc htb 1: root" in qdiscs
     if model.rate_mbit is None:
@@ -88,9 +88,10 @@ def shape_interface(node, intf: str, model: LinkModel) -> None:
             _run(node, ["tc", "qdisc", "del", "dev", intf, "root"])
         return
     rate_bit = int(model.rate_mbit * 1e6)
-    # Burst: a few ms worth of tokens at the rate, at least one GSO super-packet; otherwise htb
-    # undershoots at high rates (timer granularity) and stalls on 64 KB packets.
-    burst = max(64 * 1024, rate_bit // 8 // 500)
+    # Burst: 2 ms worth of tokens at the rate (less and htb undershoots at high rates, timer
+    # granularity), at least two full packets. A GSO packet bigger than that is fine: htb lets
+    # the class go into debt and waits it off, so the long-run rate holds either way.
+    burst = max(2 * MTU_BYTES, rate_bit // 8 // 500)
     cls = ["rate", f"{rate_bit}bit", "ceil", f"{rate_bit}bit", "burst", str(burst),
            "cburst", str(burst), "quantum", str(min(200000, max(MTU_BYTES, burst)))]
     # The queue: a byte limit, so a GSO super-packet counts for what it carries. But a plain
