@@ -298,8 +298,11 @@ def write_campaign_report(root: Path) -> Path:
             x, y = swept[:2]
             grid = rows.assign(**{x: rows["run"].map(lambda r: metas[r]["parameters"][x]),
                                   y: rows["run"].map(lambda r: metas[r]["parameters"][y])})
-            p = plots.benefit_heatmap(grid, x, y, fig_dir / "benefit-heatmap.png")
-            parts.append(_img(p, f"aggregation benefit over {x} x {y}"))
+            for stack, g in grid.groupby("stack"):  # one map per stack: they differ most
+                if g["benefit"].notna().any():
+                    p = plots.benefit_heatmap(g, x, y, fig_dir / f"benefit-heatmap-{stack}.png",
+                                              f"Aggregation benefit: {stack}")
+                    parts.append(_img(p, f"aggregation benefit over {x} x {y}: {stack}"))
     errors = [e for v in results.values() for e in v["errors"]]
     if errors:
         parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>" for e in errors]

@@ -144,6 +144,11 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
                                     "link": e.get("link"), "action": e.get("action"),
                                     "at_s": e["time"] - t0})
                      for e in events if e.get("action") == "down"],
+        "goodput_series": {  # 100 ms bins from t0, bits/s
+            "bin_s": M.BIN_S, "t": g_conn["t"].round(3).tolist(),
+            "connection_bps": g_conn["goodput_bps"].round(0).tolist(),
+            "subflows_bps": {str(sf): g["goodput_bps"].round(0).tolist()
+                             for sf, g in g_sub.groupby("subflow")}},
         "reinjection": M.to_jsonable(M.reinjections(df, v)),
         "subflow_stats": M.to_jsonable(M.subflow_stats(df, v, labels).to_dict("records")),
         "reordering": {"segments": int(len(delays)), "unresolved": int(delays["delay_s"].isna().sum()),

@@ -85,9 +85,9 @@ def test_campaign_report_compares_and_sweeps(campaign):
     assert len(m["runs"]) == 4 and len(m["rows"]) == 4
     benefits = [r["benefit"] for r in m["rows"]]
     assert all(b is not None and -1 <= b <= 1 for b in benefits)
-    assert (campaign / "figures" / "benefit-heatmap.png").exists()
+    assert (campaign / "figures" / "benefit-heatmap-kernel.png").exists()
     text = report.read_text()
-    assert "aggregation benefit over rate0_mbit x rate1_mbit" in text
+    assert "aggregation benefit over rate0_mbit x rate1_mbit: kernel" in text
     ok, total, _ = rendered_images(report)
     assert total >= 1 and ok == total
 
