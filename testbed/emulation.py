@@ -77,6 +77,13 @@ def _run(node, cmd: list[str], stdin: str | None = None) -> str:
     return out
 
 
+def _collect(errors: list[Exception], fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 (collected, the caller raises the first)
+        errors.append(exc)
+
+
 def shape_interface(node, intf: str, model: LinkModel) -> None:
     """Rate-limit one interface's egress with htb and bound its queue to queue_pkts*1514 bytes
     (in bytes, so that GSO super-packets count for what they carry). A second call changes rate
@@ -150,7 +157,7 @@ class RouterEmulator:
         self._log = None
         self._table = False
         self._queues = False
-        self._iptables_tables_made: list[str] = []
+        self._tables_before: set[str] = set()
         self._down: set[str] = set()
         self._out_buf = b""
 
@@ -202,17 +209,26 @@ class RouterEmulator:
             _run(self.node, [f"{tool}-restore", "-w", "--noflush"], stdin="\n".join(script) + "\n")
 
     def _remove_queue_rules(self) -> None:
-        """Remove our chains; drop the iptables-nft table too if we created it and it is empty."""
+        """Remove our chains (each on its own, so a half-made setup still comes apart), then the
+        iptables-nft tables that only exist because of us and are empty again."""
+        errors = []
         for tool in IPTABLES:
             for table, chain, _, _ in QUEUE_CHAINS:
                 script = f"*{table}\n-D FORWARD -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n"
-                _run(self.node, [f"{tool}-restore", "-w", "--noflush"], stdin=script)
-        for family_table in self._iptables_tables_made:
+                try:
+                    _run(self.node, [f"{tool}-restore", "-w", "--noflush"], stdin=script)
+                except RuntimeError as exc:
+                    errors.append(exc)
+        for family_table in sorted(self._tables() - self._tables_before - {f"{FAMILY} {TABLE}"}):
             family, table = family_table.split()
-            tool = "iptables" if family == "ip" else "ip6tables"
+            tool = {"ip": "iptables", "ip6": "ip6tables"}.get(family)
+            if tool is None:
+                continue
             rules = _run(self.node, [tool, "-w", "-t", table, "-S"]).split("\n")
             if all(not r or r.startswith("-P ") and r.endswith(" ACCEPT") for r in rules):
                 self._nft(f"delete table {family_table}\n")
+        if errors and len(errors) == len(IPTABLES) * len(QUEUE_CHAINS):
+            raise errors[0]  # none of them was there: something else is wrong
 
     def _tables(self) -> set[str]:
         out = _run(self.node, ["nft", "list", "tables"])
@@ -283,14 +299,16 @@ class RouterEmulator:
         try:
             if any(p.model.delayed for p in self.ports.values()):
                 self._start_process()
-            before = self._tables()
+            self._tables_before = self._tables()
             self._table = True
             self._nft(self._table_script())
             self._queues = True
             self._queue_rules(chain_decls=True)
-            self._iptables_tables_made = sorted(self._tables() - before - {f"{FAMILY} {TABLE}"})
         except BaseException:
-            self.stop()
+            try:
+                self.stop()
+            except Exception:  # noqa: BLE001 (the first error is the one to report)
+                pass
             raise
 
     def update(self, link: str, **changes) -> None:
@@ -340,21 +358,23 @@ class RouterEmulator:
 
     def stop(self) -> None:
         """Remove the queue rules, stop the process (it releases what it holds, so nothing
-        in flight is lost), delete the table. Idempotent. If the node is already gone (its
+        in flight is lost), delete the table. Idempotent; every step runs even if an earlier
+        one failed (the first error is raised at the end). If the node is already gone (its
         namespace went with it), only the process is left to stop."""
         alive = self._node_alive()
-        try:
-            if self._queues:
-                self._queues = False
-                if alive:
-                    self._remove_queue_rules()
-        finally:
-            self._stop_process()
+        errors: list[Exception] = []
+        if self._queues:
+            self._queues = False
+            if alive:
+                _collect(errors, self._remove_queue_rules)
+        _collect(errors, self._stop_process)
         if self._table:
             self._table = False
             self._down.clear()
             if alive:
-                self._nft(f"delete table {FAMILY} {TABLE}\n")
+                _collect(errors, self._nft, f"delete table {FAMILY} {TABLE}\n")
+        if errors:
+            raise errors[0]
 
     def _stop_process(self) -> None:
         if self.proc is not None:
