@@ -40,9 +40,22 @@ class Testbed:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, topo: Topology, *, workdir: Path | None = None, seed: int | None = None):
+    def __init__(self, topo: Topology, *, workdir: Path | None = None, seed: int | None = None,
+                 offload: bool = False, tcp_cc: str | None = "cubic"):
+        """offload=False (the default) turns segmentation offload off on the hosts, so that
+        every packet on a link is one segment of at most the MTU: random loss, queue limits and
+        captures then count real segments. With it on, a host hands 64 KB super-packets to its
+        veth, the emulator drops or delays them whole (one drop = up to 44 segments lost at
+        once), and a loss rate no longer means what it says. Turn it on only for raw speed.
+
+        tcp_cc pins the hosts' kernel congestion control (a namespace inherits the machine's
+        default, which is bbr on some machines and cubic on most): results must not depend on
+        which machine ran them. It is set per route (`congctl`), because a namespace may not set
+        a default that the machine has not allowed. None keeps the inherited one."""
         self.topo = topo
         self.seed = seed
+        self.offload = offload
+        self.tcp_cc = tcp_cc
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mptcplab-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.models: dict[str, LinkModel] = {n: lk.model for n, lk in topo.links.items()}
@@ -166,6 +179,9 @@ class Testbed:
                 i = self.intf(name, lk.name)
                 batch += [f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
                           f"link set {i} up"]
+                if self.topo.nodes[name] == "host" and self.tcp_cc:
+                    batch.append(f"route replace {lk.subnet} dev {i} proto kernel scope link "
+                                 f"src {lk.addr_of(name)}{self._congctl}")
         if is_router:
             for r in router_routes(self.topo, name):
                 batch.append(f"route add {r.dst} via {r.via} dev {self.intf(name, r.link)}")
@@ -173,11 +189,19 @@ class Testbed:
             default = host_default(self.topo, name)
             if default:
                 batch.append(f"route add default via {default.via} "
-                             f"dev {self.intf(name, default.link)}")
+                             f"dev {self.intf(name, default.link)}{self._congctl}")
             for t in host_tables(self.topo, name):
                 batch.append(f"rule add from {t.src} lookup {t.table}")
             batch += self._source_routes(name)
         host.run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+        if self.topo.nodes[name] == "host" and not self.offload:
+            for lk in links:
+                host.run(["ethtool", "-K", self.intf(name, lk.name), "tso", "off", "gso", "off",
+                          "gro", "off"])
+
+    @property
+    def _congctl(self) -> str:
+        return f" congctl {self.tcp_cc}" if self.tcp_cc else ""
 
     def _source_routes(self, host: str, only_link: str | None = None) -> list[str]:
         out = []
@@ -188,7 +212,7 @@ class Testbed:
                 via = f" via {r.via}" if r.via else ""
                 src = f" src {t.src}" if r.via is None else ""
                 out.append(f"route replace {r.dst}{via} dev {self.intf(host, r.link)}{src} "
-                           f"table {t.table}")
+                           f"table {t.table}{self._congctl}")
         return out
 
     def _emulating_router(self, link: LinkSpec) -> str | None:
@@ -306,7 +330,12 @@ class Testbed:
                 batch += self._source_routes(end, only_link=link)
                 default = host_default(self.topo, end)
                 if default and default.link == link:
-                    batch.append(f"route replace default via {default.via} dev {intf}")
+                    batch.append(f"route replace default via {default.via} dev {intf}"
+                                 f"{self._congctl}")
+                lk = self.topo.links[link]
+                if self.tcp_cc:
+                    batch.append(f"route replace {lk.subnet} dev {intf} proto kernel scope link "
+                                 f"src {lk.addr_of(end)}{self._congctl}")
             self.hosts[end].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
         else:
             raise ValueError(f"unknown link event mode {mode!r} (blackhole or interface)")

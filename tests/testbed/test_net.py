@@ -49,6 +49,13 @@ def test_build_and_teardown_leave_nothing(tmp_path):
         emu_pids = [pid for emu in tb.emulators.values() for pid in emu.pids]
         assert emu_pids, "the routers' delay emulators should run"
         assert ping_ok(tb, "client", "wifi") and ping_ok(tb, "client", "lte")
+        # TCP on the hosts is pinned to cubic (the machine's default may be another) and
+        # segmentation offload is off, so that loss and queues count real segments
+        for table in ("main", "100", "101"):
+            routes = tb.host("client").run(["ip", "route", "show", "table", table]).stdout
+            assert routes and all("congctl cubic" in r for r in routes.splitlines()), routes
+        features = tb.host("client").run(["ethtool", "-k", "client-eth0"]).stdout
+        assert "tcp-segmentation-offload: off" in features
         proc = tb.host("server").start(["sleep", "600"])
     for pid in node_pids + emu_pids + [proc.pid]:
         assert registry.start_ticks(pid) is None, f"process {pid} survived teardown"
