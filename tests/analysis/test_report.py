@@ -51,7 +51,9 @@ def test_bulk_run_metrics(runs):
     # drops happen before the capture point, so a retransmission may be the only copy we see)
     assert sum(s["bytes"] for s in st.values()) >= 3_000_000
     assert all(0 <= s["retrans_bytes"] < s["bytes"] for s in st.values())
-    assert c["reordering"]["segments"] > 1000 and c["reordering"]["unresolved"] == 0
+    # (a segment stays unresolved if a lower DSN never shows in the receiver's capture)
+    assert c["reordering"]["segments"] > 1000
+    assert c["reordering"]["unresolved"] <= 0.01 * c["reordering"]["segments"]
 
 
 def test_run_report_renders_in_chromium(runs):
