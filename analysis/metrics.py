@@ -45,6 +45,8 @@ def vantage(df: pd.DataFrame, conn: int) -> Vantage:
         return Vantage(conn, role, hosts[0], hosts[0])
     first = data.groupby(["host", "subflow", "seq"], observed=True)["time"].min().unstack(0)
     first = first.dropna()
+    if first.empty:  # the hosts' captures share no segment: cannot tell, use the first host
+        return Vantage(conn, role, hosts[0], hosts[0])
     med = {h: float(np.median(first[h] - first.mean(axis=1))) for h in first.columns}
     order = sorted(med, key=med.get)
     return Vantage(conn, role, str(order[0]), str(order[-1]))
@@ -318,8 +320,9 @@ def subflow_stats(df: pd.DataFrame, v: Vantage, labels: dict[int, str] | None = 
             k = np.searchsorted(at, dt, side="right")
             ok = ~retx & (k < len(at))
             kk = np.minimum(k, len(at) - 1)
-            # ACK level is monotone in time: binary search per segment for the covering ACK
-            j = np.array([np.searchsorted(alvl[a:], e_) + a for a, e_ in zip(kk, end, strict=True)])
+            # the ACK level is monotone in time: the ACKs covering a segment's end form a suffix,
+            # so the first covering ACK after the segment is the later of the two starts
+            j = np.maximum(kk, np.searchsorted(alvl, end, side="left"))
             ok &= j < len(at)
             rtts = at[np.minimum(j, len(at) - 1)][ok] - dt[ok]
         rows.append({

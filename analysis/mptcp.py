@@ -73,7 +73,7 @@ def subflow_ids(df: pd.DataFrame) -> pd.DataFrame:
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
     codes = rank[inv.ravel()] if len(df) else np.zeros(0, dtype=np.int64)
-    out = df.copy()
+    out = df.copy(deep=False)  # new columns only: no need to copy the 60 we have
     out["subflow"] = codes
     n_sf = len(uniq)
     initiator = np.full(n_sf, -1, dtype=np.int64)
@@ -297,12 +297,12 @@ def _tcp_as_dsn(out: pd.DataFrame, idx: np.ndarray, isn: int | None, peer_isn: i
 
 def _groups(df: pd.DataFrame, conn_of: np.ndarray, from_client: np.ndarray):
     """Row positions per (capture file, connection, sender role), in time order."""
-    if "host" in df.columns:
-        fk = df["host"].astype(str) + "/" + df["intf"].astype(str)
+    if "host" in df.columns:  # one capture point = (host, interface), as integer codes
+        fk = pd.factorize(df["host"])[0].astype(np.int64) * 65536 + \
+            pd.factorize(df["intf"])[0].astype(np.int64)
     else:
-        fk = pd.Series([""] * len(df), index=df.index)
-    pos = pd.DataFrame({"f": fk.to_numpy(), "c": conn_of, "cl": from_client,
-                        "t": df["time"].to_numpy()})
+        fk = np.zeros(len(df), dtype=np.int64)
+    pos = pd.DataFrame({"f": fk, "c": conn_of, "cl": from_client, "t": df["time"].to_numpy()})
     pos = pos.sort_values("t", kind="stable")
     for key, g in pos.groupby(["f", "c", "cl"], sort=False):
         yield key, g.index.to_numpy()
