@@ -6,8 +6,9 @@
 
 Without --loss/--rtt the path is a bare veth pair between two testbed hosts (no router, no
 shaping): the clean path on which the stack's own cost shows. With them, a router in the middle
-emulates the delay and loss (the testbed's emulator) and TSO/GSO are turned off on the hosts, so
-that the loss hits single segments and not 64 KiB super-packets.
+emulates the delay and loss (the testbed's emulator) and TSO/GSO are off on the hosts, so that
+the loss hits single segments and not 64 KiB super-packets. Linux peers use cubic (the testbed
+pins it per route; the machine's default here is bbr).
 
 Each combination (sender -> receiver) runs ``--reps`` times; printed figures are medians:
 goodput in Mbit/s (bytes over the sender's time from connected to fully closed; the receiver's
@@ -159,12 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"path: {'emulated ' if emulated else 'clean veth'} loss={a.loss}% rtt={a.rtt}ms "
           f"jitter={a.jitter}ms rate={a.rate or 'unshaped'}; {a.mbytes} MB x {a.reps}; "
           f"work dir {work}", flush=True)
-    with Testbed(load_topology(str(topo_file)), workdir=work) as tb:
-        if emulated:
-            for host in ("client", "server"):
-                for lk in tb.topo.links_of(host):
-                    tb.host(host).run(["ethtool", "-K", tb.intf(host, lk.name), "tso", "off",
-                                       "gso", "off"])
+    # Clean: offload on (raw speed, 64 KiB super-packets both ways). Emulated: off, so that a
+    # loss rate counts segments. Linux TCP is pinned to cubic by the testbed either way.
+    with Testbed(load_topology(str(topo_file)), workdir=work, offload=not emulated) as tb:
         port = 6000
         for snd, rcv in pairs:
             runs = []

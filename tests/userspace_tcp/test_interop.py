@@ -133,17 +133,12 @@ def test_linux_server_half_closes_early(clean_bed: Bed) -> None:
 def lossy_bed(request, tmp_path_factory):
     """1% loss and jitter (hence reordering) on the wifi link, two one-way delays.
 
-    TSO/GSO are off on the end hosts' interfaces: the emulator drops per skb, and with offload
+    Offload stays off (the testbed's default): the emulator drops per skb, and with offload
     one skb is a super-packet of up to 64 KiB, so "1%" would mean far fewer lost segments.
     """
-    for bed in _bed({"links.wifi.delay_ms": request.param, "links.wifi.jitter_ms": 2,
+    yield from _bed({"links.wifi.delay_ms": request.param, "links.wifi.jitter_ms": 2,
                      "links.wifi.loss_pct": 1, "links.wifi.rate_mbit": 100,
-                     "links.wifi.queue_pkts": 1000}, tmp_path_factory, f"lossy{request.param}"):
-        for host in ("client", "server"):
-            for lk in bed.tb.topo.links_of(host):
-                bed.tb.host(host).run(["ethtool", "-K", bed.tb.intf(host, lk.name),
-                                       "tso", "off", "gso", "off"])
-        yield bed
+                     "links.wifi.queue_pkts": 1000}, tmp_path_factory, f"lossy{request.param}")
 
 
 def test_lossy_userspace_sender(lossy_bed: Bed) -> None:
