@@ -15,7 +15,6 @@ import socket
 import struct
 from array import array as A
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,19 +51,7 @@ _TCP = struct.Struct("!HHIIHH").unpack_from
 _TS = struct.Struct("!II").unpack_from
 # Ethernet type, IPv4 version/IHL, total length, fragment field, protocol, addresses, TCP header.
 _ETH_IP4_TCP = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIHH").unpack_from
-
-
-@dataclass(frozen=True)
-class Record:
-    """Where one captured frame sits in the file buffer."""
-
-    frame: int
-    offset: int  # byte offset of the record header in the file
-    ts: float
-    link: int
-    start: int  # first captured byte
-    caplen: int
-    origlen: int
+_NOP_NOP_TS = struct.Struct("!III").unpack_from  # 01 01 08 0a, TSval, TSecr
 
 
 def _pcap_records(buf: bytes, path: str) -> Iterator[tuple[int, int, float, int, int, int, int]]:
@@ -275,6 +262,7 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
     ntoa4, ntop = socket.inet_ntoa, socket.inet_ntop
     u16, u32, u64, tcp_unpack, ts_unpack = _U16, _U32, _U64, _TCP, _TS
     eth_ip4_tcp = _ETH_IP4_TCP
+    nop_nop_ts = _NOP_NOP_TS
     row = frame = off = 0
     try:
         for frame, off, ts, link, start, caplen, orig in iter_records(buf, path):  # noqa: B007
@@ -390,6 +378,14 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                 o = l4 + 20
                 oend = min(l4 + thl, end)
                 subs = None
+                # Linux puts NOP NOP TS first on nearly every segment: one unpack for all three
+                if o + 12 <= oend:
+                    lead, tv, te = nop_nop_ts(buf, o)
+                    if lead == 0x0101080A:
+                        ts_i.append(row)
+                        ts_v.append(tv)
+                        ts_e.append(te)
+                        o += 12
                 while o < oend:
                     kind = buf[o]
                     if kind == 1:
