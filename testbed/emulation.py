@@ -274,6 +274,8 @@ class RouterEmulator:
         return reply
 
     def _start_process(self) -> None:
+        self._stop_process()  # a crashed one: reap it and close its pipes and log first
+        self._out_buf = b""
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())

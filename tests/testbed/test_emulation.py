@@ -193,6 +193,22 @@ def test_delay_added_at_runtime_starts_the_process(tri, emulator):
     assert abs(median_rtt(tri.h1, H2_IP) - 20.0) <= 2.0
 
 
+def test_a_killed_emulator_is_restarted_by_the_next_update(tri, emulator):
+    """Without its process, delayed links drop everything (no fail-open: an undelayed packet
+    would silently change the link model); the next update() starts a new one."""
+    import signal
+
+    emu = emulator(LinkModel(delay_ms=5), LinkModel())
+    (old,) = emu.pids
+    os.kill(old, signal.SIGKILL)
+    emu.proc.wait()
+    assert ping(tri.h1, H2_IP, 3, wait=0.3)[1] == 0
+    emu.update("left", delay_ms=10)
+    (new,) = emu.pids
+    assert new != old
+    assert abs(median_rtt(tri.h1, H2_IP) - 20.0) <= 2.0
+
+
 def iperf3_json(client, server, dst: str, seconds: float, reverse: bool = False) -> dict:
     """iperf3's JSON "end" section of one TCP run; the server is ready once it says so."""
     srv = server.popen(["iperf3", "-s", "-1", "--forceflush", "-p", "5299"],
