@@ -102,9 +102,38 @@ def connection_goodput(acks: pd.DataFrame, t0: float, t_end: float | None = None
     return pd.DataFrame({"t": edges[:-1] - t0, "goodput_bps": delta * 8 / bin_s})
 
 
+def new_bytes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For [start, end) ranges in arrival order: how many of each range's bytes had not arrived
+    before, byte-exact even when a copy is cut differently (a reinjection on another subflow).
+    The covered set is kept as sorted disjoint intervals; in-order data keeps it short."""
+    import bisect
+
+    cs: list[int] = []  # covered interval starts, sorted
+    ce: list[int] = []  # their ends
+    out = np.zeros(len(starts), dtype=np.int64)
+    for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        if e <= s:
+            continue
+        lo = bisect.bisect_right(ce, s - 1)  # first interval ending at or after s
+        hi = bisect.bisect_left(cs, e + 1)  # intervals starting after e are untouched
+        overlap = sum(max(0, min(e, ce[k]) - max(s, cs[k])) for k in range(lo, hi))
+        out[i] = (e - s) - overlap
+        if lo < hi:  # merge [s, e) with the intervals it touches
+            s, e = min(s, cs[lo]), max(e, ce[hi - 1])
+        cs[lo:hi] = [s]
+        ce[lo:hi] = [e]
+    return out
+
+
 def first_seen(rx: pd.DataFrame) -> pd.DataFrame:
-    """Receiver data segments whose DSN range had not arrived before (first copy of each)."""
-    return rx.drop_duplicates(subset=["dsn"], keep="first")
+    """Receiver data segments that brought DSN bytes not seen before, with `new_bytes`."""
+    if rx.empty:
+        return rx.assign(new_bytes=np.zeros(0, dtype=np.int64))
+    dsn = rx["dsn"].astype("uint64").to_numpy()
+    s = (dsn - dsn.min()).astype(np.int64)
+    nb = new_bytes(s, s + rx["payload_len"].to_numpy().astype(np.int64))
+    out = rx.assign(new_bytes=nb)
+    return out[nb > 0]
 
 
 def subflow_goodput(rx: pd.DataFrame, t0: float, t_end: float | None = None,
@@ -119,7 +148,7 @@ def subflow_goodput(rx: pd.DataFrame, t0: float, t_end: float | None = None,
     b = np.clip(np.searchsorted(edges, fs["time"].to_numpy(), side="right") - 1, 0,
                 len(edges) - 2)
     tab = (pd.DataFrame({"bin": b, "subflow": fs["subflow"].to_numpy(),
-                         "bytes": fs["payload_len"].to_numpy()})
+                         "bytes": fs["new_bytes"].to_numpy()})
            .pivot_table(index="bin", columns="subflow", values="bytes", aggfunc="sum",
                         fill_value=0)
            .reindex(range(len(edges) - 1), fill_value=0))
@@ -166,14 +195,14 @@ def completion(df: pd.DataFrame, v: Vantage, idsn: int | None, kind: str = "mptc
     if not acks.empty:
         top = int(acks["data_ack"].max())
         end = float(acks.loc[acks["data_ack"] == top, "time"].iloc[0])
-        nbytes = top - (idsn + 1) if idsn is not None else int(first_seen(rx)["payload_len"].sum())
+        nbytes = top - (idsn + 1) if idsn is not None else int(first_seen(rx)["new_bytes"].sum())
         fin_col = c["dss_fin"].fillna(False).astype(bool) if kind == "mptcp" else c["fin"]
         fin = c[(c["role"] == v.sender_role) & fin_col]
         if idsn is not None and not fin.empty:
             nbytes -= 1  # DATA_FIN takes one DSN
     else:
         end = float(rx["time"].max()) if not rx.empty else start
-        nbytes = int(first_seen(rx)["payload_len"].sum())
+        nbytes = int(first_seen(rx)["new_bytes"].sum())
     dur = max(end - start, 1e-9)
     return Completion(v.conn, start, end, end - start, int(nbytes), nbytes * 8 / dur)
 

@@ -3,7 +3,7 @@
 Three small runs, laid out like the experiment runner's output (RUN/metadata.json,
 RUN/events.json, RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap):
   bulk      3 MB upload over two paths, the server's second path switched to backup (MP_PRIO)
-  failover  the same, path 0 cut (nft drop) when a third has arrived
+  failover  5 MB, path 0 cut (nft drop) at 1/5 of the transfer, restored at 2/5
   abort     the server drops its second address (REMOVE_ADDR), closes with unread data
             (MP_FASTCLOSE + MP_TCPRST)
   tcp       plain TCP, 3 MB over path 0 (the same metrics for the baseline stack)
@@ -22,6 +22,7 @@ import pytest
 from mptcp_pair import mptcp_pair, run_transfer
 
 TOTAL = 3_000_000
+FAILOVER_TOTAL = 5_000_000  # long enough after the path returns to regain the goodput
 
 
 def _git_commit() -> str:
@@ -36,7 +37,8 @@ def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0,
     """One captured transfer in run/ with the runner's layout; returns the transfer summary."""
     with mptcp_pair(f"an{os.getpid()}{variant[:2]}{rep}", rates) as pair:
         start = time.time()
-        res = run_transfer(pair, run / "pcap" / stack / str(rep), variant, total)
+        res = run_transfer(pair, run / "pcap" / stack / str(rep), variant,
+                           FAILOVER_TOTAL if variant == "failover" else total)
         end = time.time()
     events = [dict(e, at=e["actual"] - start) for e in res["events"]]
     meta_path = run / "metadata.json"

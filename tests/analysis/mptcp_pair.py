@@ -27,20 +27,21 @@ PORT = 5201
 
 SERVER = r"""
 import json, socket, sys
-mode, total, report_at, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+mode, total, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
+marks = [int(x) for x in sys.argv[3].split(",")]  # report progress when passing each
 ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", PORT)); ls.listen(1)
 print("ready", flush=True)
 c, _ = ls.accept()
-n, reported = 0, False
+n = 0
 while True:
     d = c.recv(65536)
     if not d:
         break
     n += len(d)
-    if not reported and n >= report_at:
-        print("progress", n, flush=True); reported = True
+    if marks and n >= marks[0]:
+        print("progress", n, flush=True); marks.pop(0)
         if mode == "abort":
             sys.stdin.readline()          # harness says: close now, with unread data -> MP_FASTCLOSE
             break
@@ -192,7 +193,7 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
     """One MPTCP upload client->server with captures on all four interfaces.
 
     variant: "bulk" (server switches its second path to backup mid-way: MP_PRIO), "failover" (path 0
-    cut when a third has arrived), "abort" (server closes with unread data: MP_FASTCLOSE),
+    cut at 1/5, back at 2/5), "abort" (server closes with unread data: MP_FASTCLOSE),
     "tcp" (plain TCP over path 0, nothing happens).
     Returns a summary with the wall-clock times of link events.
     """
@@ -202,9 +203,12 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
     t0 = time.time()
     mode = "abort" if variant == "abort" else "drain"
     proto = "6" if variant == "tcp" else "262"  # plain TCP, or IPPROTO_MPTCP
+    # the failover run cuts path 0 at 1/5 of the transfer and restores it at 2/5 (to see the
+    # goodput come back); the others act at 1/3
+    marks = f"{total // 5},{2 * total // 5}" if variant == "failover" else str(total // 3)
     srv = subprocess.Popen(
         ["ip", "netns", "exec", pair.server, sys.executable, "-c", SERVER, mode, str(total),
-         str(total // 3), proto], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         marks, proto], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     cli = None
     events: list[dict] = []
     try:
@@ -218,6 +222,11 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
         if variant == "failover":
             _cut(pair)
             events.append({"at": now - t0, "actual": now, "link": "path0", "action": "down"})
+            line = _readline(srv, srv.stdout, 60)
+            assert line.startswith("progress"), line
+            pair.ns(pair.client, "nft", "delete", "table", "inet", "cut")
+            now = time.time()
+            events.append({"at": now - t0, "actual": now, "link": "path0", "action": "up"})
         elif variant == "bulk":
             pair.ns(pair.server, "ip", "mptcp", "endpoint", "change", "id", "1", "backup")
             events.append({"at": now - t0, "actual": now, "link": "path1", "action": "set"})

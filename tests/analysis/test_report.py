@@ -25,15 +25,21 @@ def test_failover_run_metrics(runs):
     assert json.loads((runs["failover"] / "metrics.json").read_text())["run"] == r["run"]
     c = _conn(r)
     traffic = json.loads((runs["failover"] / "traffic-kernel.json").read_text())
-    assert c["completion"]["bytes"] == traffic["server"]["received"] == 3_000_000
-    [fo] = c["failover"]
-    # path 0 was cut: progress stalls noticeably, then resumes on the other subflow only
-    assert fo["gap_s"] is not None and 0.05 < fo["gap_s"] < 5
+    assert c["completion"]["bytes"] == traffic["server"]["received"] == 5_000_000
+    [fo] = c["failover"]  # the "up" event is marked in the figures, not measured as a failover
+    assert abs(fo["event_time"] - traffic["events"][0]["actual"]) < 1e-6
+    # path 0 was cut: progress stalls noticeably, then resumes (first on the other subflow)
+    assert fo["gap_s"] is not None and 0.05 < fo["gap_s"] < 5 and fo["resumed"]
     assert fo["first_new_data_s"] is not None and fo["first_new_data_s"] < 5
     eth1 = [int(s) for s, label in c["subflows"].items() if " eth1 " in label]
-    assert fo["surviving_subflows"] == eth1
-    # after the cut only the 10 Mbit/s path is left: 90% of ~30 Mbit/s is out of reach or slow
+    assert set(eth1) <= set(fo["surviving_subflows"])
+    # kernel MPTCP leaves the restored path nearly idle here: 90% of the pre-failure goodput
+    # is not reached again, or only after the gap
     assert fo["regain90_s"] is None or fo["regain90_s"] > fo["gap_s"]
+    # per-subflow goodput counts each DSN byte once, on the subflow that brought it first
+    sub = c["goodput_series"]["subflows_bps"]
+    delivered = sum(sum(v) for v in sub.values()) * c["goodput_series"]["bin_s"] / 8
+    assert abs(delivered - 5_000_000) < 1
     assert r["figures"]["failover"] and (runs["failover"] / r["figures"]["failover"]).exists()
 
 
@@ -115,7 +121,7 @@ def test_runner_event_format(runs, tmp_path):
     run = tmp_path / "fo"
     shutil.copytree(runs["failover"], run)
     meta = json.loads((run / "metadata.json").read_text())
-    [ev] = json.loads((run / "events.json").read_text())
+    ev = json.loads((run / "events.json").read_text())[0]  # the cut
     t0 = meta["start"]
     (run / "events.json").write_text(json.dumps([
         {"label": "kernel/0", "t0_wall": t0,

@@ -1,0 +1,70 @@
+"""The metric definitions on small hand-made tables: the numbers are known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.metrics import (
+    aggregation_benefit,
+    connection_goodput,
+    failover,
+    new_bytes,
+    reordering_delay,
+)
+
+
+def test_aggregation_benefit_kaspar():
+    assert aggregation_benefit(30, [20, 10]) == 1.0
+    assert aggregation_benefit(25, [20, 10]) == 0.5
+    assert aggregation_benefit(20, [20, 10]) == 0.0
+    assert aggregation_benefit(10, [20, 10]) == -0.5
+    with pytest.raises(ValueError):
+        aggregation_benefit(1, [])
+
+
+def test_new_bytes_is_byte_exact_across_different_cuts():
+    s = np.array([0, 10, 5, 30, 20, 0, 25, 100])
+    e = np.array([10, 20, 15, 40, 30, 50, 35, 110])
+    assert new_bytes(s, e).tolist() == [10, 10, 0, 10, 10, 10, 0, 10]
+
+
+def _acks(rate_bps: float, t: np.ndarray, stall: tuple[float, float]) -> pd.DataFrame:
+    """A receiver acking at a constant rate, nothing acked inside the stall."""
+    keep = (t < stall[0]) | (t >= stall[1])
+    level = np.cumsum(np.where(keep, rate_bps / 8 * 0.01, 0)).astype(np.uint64)
+    return pd.DataFrame({"time": t[keep], "data_ack": level[keep] + np.uint64(1000)})
+
+
+def test_failover_gap_and_regain():
+    t = np.arange(0, 10, 0.01)
+    acks = _acks(8e6, t, (5.0, 6.0))
+    rx = pd.DataFrame({"time": t[t >= 6.0], "subflow": 1,
+                       "dsn": (np.arange((t >= 6.0).sum()) * 10_000 + 10**9).astype(np.uint64),
+                       "payload_len": 10_000})
+    g = connection_goodput(acks, 0.0, 10.0)
+    assert g["goodput_bps"].iloc[10:40].round().eq(8e6).all()
+    fo = failover(rx, acks, event_time=5.0)
+    assert fo.gap_s == pytest.approx(1.01, abs=0.011) and fo.resumed
+    assert fo.pre_goodput_bps == pytest.approx(8e6, rel=0.01)
+    # back at full rate at 6.0: the 5-bin (0.5 s) window is full of it at 6.5
+    assert fo.regain90_s == pytest.approx(1.5, abs=0.11)
+    assert fo.first_new_data_s == pytest.approx(1.0, abs=0.011) and fo.surviving_subflows == [1]
+
+
+def test_failover_that_never_resumes():
+    t = np.arange(0, 10, 0.01)
+    acks = _acks(8e6, t, (5.0, 99.0))
+    rx = pd.DataFrame({"time": [9.9], "subflow": [0], "dsn": np.array([1], np.uint64),
+                       "payload_len": [1]})
+    fo = failover(rx, acks, event_time=5.0)
+    assert not fo.resumed and fo.regain90_s is None and fo.gap_s == pytest.approx(4.9, abs=0.02)
+
+
+def test_reordering_delay_waits_for_lower_dsns():
+    rx = pd.DataFrame({"time": [0.0, 0.1, 0.2, 0.5], "subflow": [0, 1, 1, 0],
+                       "dsn": np.array([0, 200, 300, 100], np.uint64),
+                       "payload_len": [100, 100, 100, 100]})
+    d = reordering_delay(rx).set_index("time")["delay_s"]
+    assert d.round(6).tolist() == [0.0, 0.4, 0.3, 0.0]
