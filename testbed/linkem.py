@@ -1,12 +1,13 @@
 """The delay/jitter emulator process: holds NFQUEUE verdicts until each packet's release time.
 
-There is no netem on this kernel, so a router's nft rules send the packets of a delayed link
-direction to an NFQUEUE (see testbed/emulation.py) and this process, run inside the router's
-namespace, gives the verdicts late. One process serves all queues of a router on one event loop:
+There is no netem on this kernel, so a router's iptables rules (NFQUEUE target; the kernel has no
+nft queue expression) send the packets of a delayed link direction to an NFQUEUE (see
+testbed/emulation.py) and this process, run inside the router's namespace, gives the verdicts
+late. One process serves all queues of a router on one event loop:
 
     python -m testbed.linkem '{"seed": 1, "queues": {"0": {"delay_ms": 10, "jitter_ms": 0}}}'
 
-It prints "ready" on stdout once every queue is bound, then takes JSON lines on stdin and answers
+It prints {"ready": true, ...} on stdout once every queue is bound, then takes JSON lines on stdin and answers
 each with one JSON line on stdout:
 
     {"op": "update", "queue": 0, "delay_ms": 20, "jitter_ms": 2}  -> {"ok": true}
