@@ -80,3 +80,51 @@ def test_discovery_finds_the_runner_layout(runs):
     assert [p.name for p in found] == ["client-eth0.pcap", "client-eth1.pcap",
                                        "server-eth0.pcap", "server-eth1.pcap"]
     assert host_intf("my-host-2-eth1.pcap") == ("my-host-2", "eth1")
+
+
+LOOPBACK_TRANSFER = r"""
+import socket, threading
+ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+ls.bind(("127.0.0.1", 5000)); ls.listen()
+def serve():
+    c, _ = ls.accept()
+    while c.recv(65536):
+        pass
+    c.close()
+t = threading.Thread(target=serve); t.start()
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.connect(("127.0.0.1", 5000)); s.sendall(b"x" * 300000); s.close(); t.join()
+"""
+
+
+def test_linux_cooked_v2_capture_on_any(tmp_path):
+    """`tcpdump -i any` writes LINUX_SLL2 frames: same fields, checked against tshark."""
+    import os
+    import sys
+
+    from mptcp_pair import Pair, sh, start_capture, stop_captures
+    from oracle import compare_dsn, compare_options, tshark_fields
+
+    from analysis.mptcp import annotate
+
+    ns = f"an{os.getpid()}-any"
+    pair = Pair(ns, ns, ns, ())
+    try:
+        sh("ip", "netns", "add", ns)
+        pair.ns(ns, "ip", "link", "set", "lo", "up")
+        start_capture(pair, ns, "box", "any", tmp_path)
+        pair.ns(ns, sys.executable, "-c", LOOPBACK_TRANSFER)
+        stop_captures(pair)
+    finally:
+        for p in pair.captures:
+            p.kill()
+            p.wait()
+        sh("ip", "netns", "del", ns, check=False)
+    pcap = tmp_path / "box-any.pcap"
+    assert pcap.read_bytes()[20:22] == (276).to_bytes(2, "little")  # LINKTYPE_LINUX_SLL2
+    df = parse_pcap(pcap)
+    assert host_intf(pcap) == ("box", "any") and df["mp_subtypes"].notna().any()
+    theirs = tshark_fields(pcap)
+    assert compare_options(df, theirs) == []
+    n, bad = compare_dsn(annotate(df)[0], theirs)
+    assert bad == [] and df.loc[df["payload_len"] > 0, "frame"].size > 0
