@@ -354,7 +354,13 @@ class Testbed:
             router = self.link_router.get(link)
             if router is None:
                 raise ValueError(f"link {link} has no router end to emulate on")
-            self.emulators[router].update(link, **emu_changes)
+            emu = self.emulators[router]
+            emu.update(link, **emu_changes)
+            # A first delay on a router may have started its emulator process just now.
+            for pid in emu.pids:
+                token = registry.record_pid(pid)
+                if token and token not in self._pid_tokens:
+                    self._pid_tokens.append(token)
 
     def apply(self, event: LinkEvent) -> None:
         if event.action == "down":

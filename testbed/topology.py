@@ -226,6 +226,9 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
     jitter = get("jitter_ms", 0, 10_000) or 0.0
     loss = get("loss_pct", 0, 100) or 0.0
     queue = get("queue_pkts", 1, 1_000_000, integer=True)
+    if queue is not None and rate is None:
+        raise TopologyError(source, f"{prefix}.queue_pkts", "a queue limit needs rate_mbit: the "
+                            "queue is the one in front of the rate limiter")
     return LinkModel(rate_mbit=rate, delay_ms=float(delay), jitter_ms=float(jitter),
                      loss_pct=float(loss), queue_pkts=queue)
 

@@ -94,6 +94,7 @@ def test_overrides_apply_and_are_validated(tmp_path):
     (('description = "test"', ""), "description"),
     (('[links.b]', '[links.b]\nsubnet = "10.0.1.0/24"'), "links.b.subnet"),
     (('[links.b]', '[links.B]'), "links.B"),
+    (('rate_mbit = 10', 'queue_pkts = 10'), "links.a.queue_pkts"),
 ])
 def test_mistakes_name_the_file_and_field(tmp_path, change, field):
     old, new = change
