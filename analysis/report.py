@@ -276,24 +276,34 @@ def write_campaign_report(root: Path) -> Path:
     fig_dir = root / "figures"
     parts = ["<h2>What ran</h2>"]
     facts = {k: what_ran(m) for k, m in metas.items()}
-    mt = pd.DataFrame([{"run": k, **{c: f.get(c, "") for c in ("experiment", "parameters", "seed",
-                                                                "git commit", "kernel", "host",
-                                                                "start", "end")}}
-                       for k, f in facts.items()])
-    parts.append(_table(mt))
-    versions = sorted({f.get("versions", "") for f in facts.values()} - {""})
-    parts.append(f"<p>versions: {html.escape(' | '.join(versions))}</p>")
+    keys = list(dict.fromkeys(k for f in facts.values() for k in f))  # what_ran's order
+    # what all runs share, once; what differs, per run (folded when there are many)
+    common = {k: v for k in keys if len({f.get(k) for f in facts.values()}) == 1
+              and (v := next(iter(facts.values())).get(k)) is not None}
+    parts.append("<table class='meta'>" + "".join(
+        f"<tr><th class='l'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in common.items()) + "</table>")
+    differ = [k for k in keys if k not in common]
+    per_run = _table(pd.DataFrame([{"run": r, **{k: f.get(k, "") for k in differ}}
+                                   for r, f in facts.items()]))
+    parts.append(per_run if len(facts) <= 6 else
+                 f"<details><summary>{len(facts)} runs: {html.escape(', '.join(differ))}"
+                 f"</summary>{per_run}</details>")
     summary = pd.DataFrame()
     if not rows.empty:
         parts.append("<h2>Stacks compared (all runs)</h2>")
         parts.append(_summary_html(summarize(rows, ["stack"]), ["stack"]))
-        parts.append("<h2>Per run and stack</h2>")
-        summary = summarize(rows, ["run", "stack"])
-        parts.append(_summary_html(summary, ["run", "stack"]))
+        # runs with the same scalar parameters are repetitions of one grid point
+        swept = _swept(metas)
+        rows["point"] = rows["run"].map(
+            lambda r: ", ".join(f"{k}={(metas[r].get('parameters') or {}).get(k)}"
+                                for k in swept) or "all")
+        parts.append("<h2>Per grid point and stack (over repetitions)</h2>")
+        summary = summarize(rows, ["point", "stack"])
+        parts.append(_summary_html(summary, ["point", "stack"]))
         fo = pd.concat([failover_table(v) for v in results.values()] or [pd.DataFrame()])
         if not fo.empty:
             parts.append(_img(plots.failover_plot(fo, fig_dir / "failover.png"), "failover"))
-        swept = _swept(metas)
         if len(swept) >= 2 and rows["benefit"].notna().any():
             x, y = swept[:2]
             grid = rows.assign(**{x: rows["run"].map(lambda r: metas[r]["parameters"][x]),
