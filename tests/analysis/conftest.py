@@ -79,7 +79,7 @@ def oracle(all_pcaps) -> dict[Path, dict[int, dict[str, str]]]:
     """tshark's view of every fixture capture, computed once (two at a time: 2 cores)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from oracle import tshark_fields
+    from tshark_oracle import tshark_fields
 
     with ThreadPoolExecutor(2) as ex:
         return dict(zip(all_pcaps, ex.map(tshark_fields, all_pcaps), strict=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from craft import (
+from mptcp_craft import (
     add_addr,
     dss,
     fastclose,
@@ -17,7 +17,7 @@ from craft import (
     tcprst,
     write_pcap,
 )
-from oracle import compare_dsn, compare_options, tshark_fields
+from tshark_oracle import compare_dsn, compare_options, tshark_fields
 
 from analysis.mptcp import annotate, key_idsn, key_token
 from analysis.pcap import parse_pcap

@@ -103,7 +103,7 @@ def test_linux_cooked_v2_capture_on_any(tmp_path):
     import sys
 
     from mptcp_pair import Pair, sh, start_capture, stop_captures
-    from oracle import compare_dsn, compare_options, tshark_fields
+    from tshark_oracle import compare_dsn, compare_options, tshark_fields
 
     from analysis.mptcp import annotate
 

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from chromium import rendered_images
+from chromium_check import rendered_images
 
 from analysis.report import mean_ci, write_report
 from analysis.run import analyze_run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from oracle import compare_dsn, compare_options
+from tshark_oracle import compare_dsn, compare_options
 
 from analysis.frames import load_many
 from analysis.mptcp import annotate

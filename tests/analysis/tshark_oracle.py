@@ -127,7 +127,7 @@ def compare_options(ours: pd.DataFrame, theirs: dict[int, dict[str, str]]) -> li
                 continue
             want, got = exp.get(f, ""), _norm(f, t.get(f, ""))
             if f == P + "checksum" and want and not got and "2" in exp[P + "subtype"]:
-                continue  # tshark 4.0 never shows the DSS checksum (test_crafted checks ours)
+                continue  # tshark 4.0 never shows the DSS checksum (test_analysis_crafted checks ours)
             if want != got:
                 bad.append(f"frame {fr} {f}: ours {want!r} tshark {got!r}")
     for fr, t in theirs.items():
@@ -153,7 +153,7 @@ def mpc_data_frames(annotated: pd.DataFrame) -> set[int]:
     """Frames tshark 4.0 gets wrong: data on a subflow whose first data came with MP_CAPABLE
     (v1, data-level length) and the mapping after it. Its rawdsn64 there repeats or lags (e.g.
     +0, +0, +1424, +0 for four consecutive 1424-byte segments) while the receiver's DATA_ACKs
-    advance by 1424 per segment, as ours do; test_parse_real checks ours against those ACKs."""
+    advance by 1424 per segment, as ours do; test_analysis_parse_real checks ours against those ACKs."""
     out: set[int] = set()
     mpc = annotated[annotated["mpc_dll"].notna() & (annotated["payload_len"] > 0)]
     for sf, g in mpc.groupby("subflow"):
