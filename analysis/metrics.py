@@ -9,6 +9,7 @@ Times are absolute (epoch seconds, as in the pcap) unless a name ends in `_s` (a
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from dataclasses import asdict, dataclass, field
 
@@ -102,26 +103,38 @@ def connection_goodput(acks: pd.DataFrame, t0: float, t_end: float | None = None
     return pd.DataFrame({"t": edges[:-1] - t0, "goodput_bps": delta * 8 / bin_s})
 
 
+class IntervalSet:
+    """Sorted disjoint [start, end) intervals: how much of a range is covered, and add one.
+    In-order data keeps it to a handful of intervals (only holes make it grow)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def _span(self, s: int, e: int) -> tuple[int, int]:
+        return bisect.bisect_right(self.ends, s - 1), bisect.bisect_left(self.starts, e + 1)
+
+    def overlap(self, s: int, e: int) -> int:
+        lo, hi = self._span(s, e)
+        return sum(max(0, min(e, self.ends[k]) - max(s, self.starts[k])) for k in range(lo, hi))
+
+    def add(self, s: int, e: int) -> None:
+        lo, hi = self._span(s, e)
+        if lo < hi:  # merge with the intervals it touches
+            s, e = min(s, self.starts[lo]), max(e, self.ends[hi - 1])
+        self.starts[lo:hi] = [s]
+        self.ends[lo:hi] = [e]
+
+
 def new_bytes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """For [start, end) ranges in arrival order: how many of each range's bytes had not arrived
-    before, byte-exact even when a copy is cut differently (a reinjection on another subflow).
-    The covered set is kept as sorted disjoint intervals; in-order data keeps it short."""
-    import bisect
-
-    cs: list[int] = []  # covered interval starts, sorted
-    ce: list[int] = []  # their ends
+    before, byte-exact even when a copy is cut differently (a reinjection on another subflow)."""
+    seen = IntervalSet()
     out = np.zeros(len(starts), dtype=np.int64)
     for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        if e <= s:
-            continue
-        lo = bisect.bisect_right(ce, s - 1)  # first interval ending at or after s
-        hi = bisect.bisect_left(cs, e + 1)  # intervals starting after e are untouched
-        overlap = sum(max(0, min(e, ce[k]) - max(s, cs[k])) for k in range(lo, hi))
-        out[i] = (e - s) - overlap
-        if lo < hi:  # merge [s, e) with the intervals it touches
-            s, e = min(s, cs[lo]), max(e, ce[hi - 1])
-        cs[lo:hi] = [s]
-        ce[lo:hi] = [e]
+        if e > s:
+            out[i] = (e - s) - seen.overlap(s, e)
+            seen.add(s, e)
     return out
 
 
@@ -276,20 +289,6 @@ def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: 
 
 # ---- reinjection, retransmissions, RTT ------------------------------------------------------------
 
-def _union_len(starts: np.ndarray, ends: np.ndarray) -> int:
-    """Total length of the union of [start, end) intervals."""
-    if len(starts) == 0:
-        return 0
-    o = np.argsort(starts, kind="stable")
-    s, e = starts[o], ends[o]
-    run_end = np.maximum.accumulate(e)
-    new_block = np.r_[True, s[1:] > run_end[:-1]]
-    block = np.cumsum(new_block) - 1
-    bs = pd.Series(s).groupby(block).min().to_numpy()
-    be = pd.Series(run_end).groupby(block).max().to_numpy()
-    return int((be - bs).sum())
-
-
 @dataclass
 class Reinjection:
     """DSN ranges sent on more than one subflow (extra copies, in bytes), seen at the sender."""
@@ -300,26 +299,29 @@ class Reinjection:
 
 
 def reinjections(df: pd.DataFrame, v: Vantage) -> Reinjection:
+    """Bytes sent on a subflow after another subflow had already sent them (in capture order at
+    the sender), per subflow that carried the extra copy; retransmissions on the same subflow
+    are not reinjections."""
     m = (df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["payload_len"] > 0)
     m &= (df["host"] == v.sender_host) & df["dsn"].notna()
-    d = df.loc[m, ["subflow", "dsn", "payload_len"]]
+    cols = ["subflow", "dsn", "payload_len"] + (["time"] if "time" in df else [])
+    d = df.loc[m, cols]
+    if "time" in d:
+        d = d.sort_values("time", kind="stable")
     if d.empty:
         return Reinjection(0, {}, 0)
-    base = int(d["dsn"].min())
-    s = (d["dsn"].astype("uint64") - np.uint64(base)).astype(np.int64).to_numpy()
-    e = s + d["payload_len"].to_numpy()
+    dsn = d["dsn"].astype("uint64").to_numpy()
+    s = (dsn - dsn.min()).astype(np.int64)
+    e = s + d["payload_len"].to_numpy().astype(np.int64)
     sf = d["subflow"].to_numpy()
-    per = {int(x): _union_len(s[sf == x], e[sf == x]) for x in np.unique(sf)}
-    total = _union_len(s, e)
-    extra = sum(per.values()) - total
-    # attribute extra copies to the subflows that carried a DSN range later than another one
-    first_sf = d.assign(s=s).sort_values("s").drop_duplicates("s")
-    owner = dict(zip(first_sf["s"], first_sf["subflow"], strict=True))
-    by = {k: 0 for k in per}
-    for x, st, ln in zip(sf, s, e - s, strict=True):
-        if owner.get(st, x) != x:
-            by[int(x)] += int(ln)
-    return Reinjection(int(extra), by, int(total))
+    every, own = IntervalSet(), {int(x): IntervalSet() for x in np.unique(sf)}
+    by = dict.fromkeys(own, 0)
+    for x, a, b in zip(sf.tolist(), s.tolist(), e.tolist(), strict=True):
+        by[x] += every.overlap(a, b) - own[x].overlap(a, b)  # sent before, elsewhere only
+        every.add(a, b)
+        own[x].add(a, b)
+    total = sum(b - a for a, b in zip(every.starts, every.ends, strict=True))
+    return Reinjection(int(sum(by.values())), {k: int(v) for k, v in by.items()}, int(total))
 
 
 def subflow_stats(df: pd.DataFrame, v: Vantage, labels: dict[int, str] | None = None

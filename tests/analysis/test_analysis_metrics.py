@@ -68,3 +68,17 @@ def test_reordering_delay_waits_for_lower_dsns():
                        "payload_len": [100, 100, 100, 100]})
     d = reordering_delay(rx).set_index("time")["delay_s"]
     assert d.round(6).tolist() == [0.0, 0.4, 0.3, 0.0]
+
+
+def test_reinjected_bytes_are_ranges_sent_on_two_subflows():
+    from analysis.metrics import Vantage, reinjections
+
+    df = pd.DataFrame({
+        "conn": 0, "role": "client", "host": "client", "time": [0.0, 0.1, 0.2, 0.3, 0.4],
+        "subflow": [0, 0, 1, 1, 0],
+        "dsn": pd.array([1000, 1100, 1050, 1200, 1000], dtype="UInt64"),
+        "payload_len": [100, 100, 100, 100, 100],  # the last one: a retransmission on sf0
+    })
+    r = reinjections(df, Vantage(0, "client", "client", "server"))
+    # sf1's [1050, 1150) repeats 100 bytes sf0 carried; sf0's own retransmission is not one
+    assert (r.bytes, r.total_data_bytes, r.by_subflow) == (100, 300, {0: 0, 1: 100})
