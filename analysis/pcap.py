@@ -459,7 +459,13 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
             row += 1
     except (struct.error, IndexError) as e:
         raise CaptureError(path, f"malformed packet ({e})", offset=off, frame=frame) from None
-    return _assemble(row, locals())
+    acc = {"frames": frames, "times": times, "ipv": ipv, "srcs": srcs, "dsts": dsts,
+           "sports": sports, "dports": dports, "seqs": seqs, "acks": acks, "flagsl": flagsl,
+           "wins": wins, "plens": plens, "ts_i": ts_i, "ts_v": ts_v, "ts_e": ts_e, "d_i": d_i,
+           "d_flags": d_flags, "d_ack": d_ack, "d_dsn": d_dsn, "d_ssn": d_ssn, "d_dll": d_dll,
+           "d_csum": d_csum, "mp_i": mp_i, "mp_sub": mp_sub, "sub_names": sub_names,
+           "addr_names": addr_names, "rare": rare}
+    return _assemble(row, acc)
 
 
 def _np(a: A, dtype) -> np.ndarray:
@@ -477,7 +483,8 @@ def _sparse_codes(n: int, idx: A, codes: A, names: list[str]) -> pd.Categorical:
 
 
 def _assemble(n: int, c: dict) -> pd.DataFrame:
-    """Turn the accumulated arrays into a DataFrame (nullable columns where options are absent)."""
+    """Turn the accumulated arrays (named as in parse_buffer) into a DataFrame, with nullable
+    columns where an option is absent."""
     flags = _np(c["flagsl"], np.uint16)
     cols: dict[str, object] = {
         "frame": _np(c["frames"], np.int64),
