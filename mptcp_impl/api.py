@@ -75,6 +75,8 @@ class _StreamHandler:
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.close_requested = False
         self.exc: BaseException | None = None
+        self.peer_eof = False  # the peer's FIN arrived (or the connection ended cleanly)
+        self.eof_fed = False  # ... and the reader has been told, after the last byte
 
     def extra(self, name: str, default: Any = None) -> Any:
         c = self.conn
@@ -91,18 +93,24 @@ class _StreamHandler:
         self.pull()
 
     def pull(self) -> None:
-        if self.paused or self.conn is None:
+        """Move received bytes into the StreamReader, then the EOF once all bytes are in."""
+        if self.paused or self.conn is None or self.eof_fed:
             return
         data = self.conn.read()
         if data:
             self.reader.feed_data(data)
+        # The peer's FIN (or the end of the connection) may have been seen while the reader
+        # was paused with bytes still in the connection: EOF only after the last of them.
+        if self.peer_eof and not self.paused and not self.conn.tcp.readable:
+            self.eof_fed = True
+            self.reader.feed_eof()
 
     def on_send_space(self) -> None:
         self.push()
 
     def on_peer_closed(self) -> None:
+        self.peer_eof = True
         self.pull()
-        self.reader.feed_eof()
 
     def on_closed(self, exc: BaseException | None) -> None:
         self.exc = exc
@@ -111,8 +119,8 @@ class _StreamHandler:
         if exc is not None:
             self.reader.set_exception(exc)
         else:
+            self.peer_eof = True
             self.pull()
-            self.reader.feed_eof()
         for w in self.drain_waiters:
             if not w.done():
                 if exc is not None:

@@ -169,6 +169,15 @@ def _human(res: dict[str, Any]) -> str:
     return " ".join(f"{k}={res[k]}" for k in keys if k in res)
 
 
+def _dump_state() -> None:
+    """SIGUSR1: print every connection's state to stderr (to see which side a stall is on)."""
+    from .api import _STACKS
+
+    for stack in _STACKS.values():
+        for d in stack.debug_state():
+            print("state " + json.dumps(d, default=str), file=sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mptcp_impl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -198,6 +207,7 @@ async def _amain(args: argparse.Namespace) -> int:
     assert main is not None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, main.cancel)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_state)
     try:
         if args.cmd == "client":
             res = await run_client(args)

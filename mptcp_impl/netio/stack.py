@@ -502,6 +502,27 @@ class TcpStack:
         self._endpoints.add(ep)
         return Listener(self, ep, on_accept)
 
+    def debug_state(self) -> list[dict[str, Any]]:
+        """What each connection looks like right now (for a SIGUSR1 dump when a run stalls)."""
+        out = []
+        for ep in self._endpoints:
+            for conn in ep.conns.values():
+                t = conn.tcp
+                d: dict[str, Any] = {"local": conn.local, "remote": conn.remote,
+                                     "state": getattr(t.state, "value", str(t.state)),
+                                     "timer_in": (None if t.get_timer() is None
+                                                  else round(t.get_timer() - self.now(), 4)),
+                                     "handler_paused": getattr(conn.handler, "paused", None)}
+                for k in ("snd_una", "snd_nxt", "snd_max", "snd_wnd", "rcv_nxt", "_rcv_adv"):
+                    if hasattr(t, k):
+                        d[k] = getattr(t, k)
+                for k in ("readable", "bytes_in_flight", "send_buffer_free", "cwnd"):
+                    v = getattr(t, k, None)
+                    d[k] = v() if callable(v) else v
+                d["stats"] = conn.stats()
+                out.append(d)
+        return out
+
     def close(self) -> None:
         """Drop every endpoint (sockets, port reservations, fence rules). Connections vanish."""
         for ep in list(self._endpoints):

@@ -124,3 +124,49 @@ def test_blocking_listener_echoes_to_linux_client(clean_bed: Bed) -> None:
     assert c["sha256_back"] == c["sha256"]
     assert s["peer"][0] == clean_bed.client_ip
     assert no_tables_left(clean_bed.server)
+
+
+SLOW_STREAM_SERVER = textwrap.dedent("""
+    import asyncio, hashlib, json, sys
+    from mptcp_impl.api import close_stack, start_server
+
+    async def main():
+        done = asyncio.get_running_loop().create_future()
+
+        async def handle(reader, writer):
+            await asyncio.sleep(1.0)  # a busy application: the reader pauses, the FIN comes in
+            h, n = hashlib.sha256(), 0
+            while data := await reader.read(1 << 16):
+                h.update(data)
+                n += len(data)
+            writer.close()
+            await writer.wait_closed()
+            done.set_result({"n": n, "sha256": h.hexdigest(), "stats": writer.stats()})
+
+        server = await start_server(handle, sys.argv[1], int(sys.argv[2]), limit=1 << 16)
+        print("listening", file=sys.stderr, flush=True)
+        res = await asyncio.wait_for(done, 60)
+        server.close()
+        close_stack()
+        print(json.dumps(res))
+
+    asyncio.run(main())
+""")
+
+
+def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed) -> None:
+    """start_server + a slow handler: the peer's FIN arrives while the StreamReader is paused
+    with bytes still in the connection; EOF must come after them (regression: feed_data after
+    feed_eof), and the window must close and reopen instead of buffering without bound."""
+    from mptcp_impl.cli import pattern_sha256
+
+    from .test_interop import linux_client
+
+    n = 3 * MB
+    srv = clean_bed.start(clean_bed.server, ["-c", SLOW_STREAM_SERVER, clean_bed.server_ip,
+                                             "5406"], "u_slow")
+    srv.wait_for_line("^listening", timeout=20)
+    c = clean_bed.result(linux_client(clean_bed, 5406, n, "k_slow_cli"))
+    s = clean_bed.result(srv)
+    assert s["_rc"] == 0 and s["n"] == n and s["sha256"] == c["sha256"] == pattern_sha256(n)
+    assert s["stats"]["bytes_in"] == n
