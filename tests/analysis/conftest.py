@@ -3,7 +3,7 @@
 Three small runs, laid out like the experiment runner's output (RUN/metadata.json,
 RUN/events.json, RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap):
   bulk      3 MB upload over two paths, the server's second path switched to backup (MP_PRIO)
-  failover  5 MB, path 0 cut (nft drop) at 1/5 of the transfer, restored at 2/5
+  failover  5 MB, path 0 cut (nft drop) at 1/5 of the transfer, restored at 3/5
   abort     the server drops its second address (REMOVE_ADDR), closes with unread data
             (MP_FASTCLOSE + MP_TCPRST)
   tcp       plain TCP, 3 MB over path 0 (the same metrics for the baseline stack)

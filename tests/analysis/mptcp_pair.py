@@ -187,13 +187,18 @@ def _cut(pair: Pair) -> None:
              " chain o { type filter hook output priority 0; oifname eth0 drop; }\n}\n")
     subprocess.run(["ip", "netns", "exec", pair.client, "nft", "-f", "-"], input=rules,
                    text=True, check=True)
+    # what already sat in eth0's shaper queue (past netfilter) is lost with the link too: without
+    # this, that data still arrives, and the cut may cost the connection nothing to notice
+    pair.ns(pair.client, "tc", "qdisc", "del", "dev", "eth0", "root")
+    pair.ns(pair.client, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
+            f"{pair.rates_mbit[0]}mbit", "burst", "16kb", "latency", "40ms")
 
 
 def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
     """One MPTCP upload client->server with captures on all four interfaces.
 
     variant: "bulk" (server switches its second path to backup mid-way: MP_PRIO), "failover" (path 0
-    cut at 1/5, back at 2/5), "abort" (server closes with unread data: MP_FASTCLOSE),
+    cut at 1/5, back at 3/5), "abort" (server closes with unread data: MP_FASTCLOSE),
     "tcp" (plain TCP over path 0, nothing happens).
     Returns a summary with the wall-clock times of link events.
     """
@@ -203,9 +208,9 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
     t0 = time.time()
     mode = "abort" if variant == "abort" else "drain"
     proto = "6" if variant == "tcp" else "262"  # plain TCP, or IPPROTO_MPTCP
-    # the failover run cuts path 0 at 1/5 of the transfer and restores it at 2/5 (to see the
+    # the failover run cuts path 0 at 1/5 of the transfer and restores it at 3/5 (to see the
     # goodput come back); the others act at 1/3
-    marks = f"{total // 5},{2 * total // 5}" if variant == "failover" else str(total // 3)
+    marks = f"{total // 5},{3 * total // 5}" if variant == "failover" else str(total // 3)
     srv = subprocess.Popen(
         ["ip", "netns", "exec", pair.server, sys.executable, "-c", SERVER, mode, str(total),
          marks, proto], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
