@@ -410,3 +410,43 @@ def to_jsonable(obj):
     if isinstance(obj, float) and obj != obj:
         return None
     return obj
+
+
+@dataclass
+class MptcpRtt:
+    """MPTCP-level RTT (mptcptrace -r): a mapping's first transmission until a DATA_ACK covers
+    its end, seen at the sender; includes reordering waits and reinjections, unlike subflow RTT."""
+
+    samples: int
+    median_ms: float | None
+    p95_ms: float | None
+
+
+def mptcp_rtt(df: pd.DataFrame, v: Vantage) -> MptcpRtt:
+    at_sender = (df["conn"] == v.conn) & (df["host"] == v.sender_host)
+    maps = df[at_sender & (df["role"] == v.sender_role) & df["dss_dsn"].notna()
+              & (df["dss_dll"].fillna(0) > 0)]
+    acks = df[at_sender & (df["role"] != v.sender_role) & df["data_ack"].notna()]
+    if maps.empty or acks.empty:
+        return MptcpRtt(0, None, None)
+    # each mapping once (its first transmission); its absolute end from that segment's DSN:
+    # segment DSN + (mapping's subflow end - segment's relative subflow seq)
+    first = maps.sort_values("time", kind="stable").drop_duplicates(["subflow", "dss_ssn"])
+    first = first[first["dsn"].notna() & first["rel_seq"].notna()]
+    if first.empty:
+        return MptcpRtt(0, None, None)
+    left = (first["dss_ssn"].to_numpy(dtype=np.int64) + first["dss_dll"].to_numpy(dtype=np.int64)
+            - first["rel_seq"].to_numpy(dtype=np.int64))
+    end = first["dsn"].astype("uint64").to_numpy() + left.astype(np.uint64)
+    ok = left > 0
+    acks = acks.sort_values("time", kind="stable")
+    at = acks["time"].to_numpy()
+    lvl = np.maximum.accumulate(acks["data_ack"].astype("uint64").to_numpy())
+    t = first["time"].to_numpy()
+    k = np.searchsorted(at, t, side="right")
+    j = np.maximum(k, np.searchsorted(lvl, end, side="left"))
+    ok &= j < len(at)
+    rtt = at[np.minimum(j, len(at) - 1)][ok] - t[ok]
+    if len(rtt) == 0:
+        return MptcpRtt(0, None, None)
+    return MptcpRtt(len(rtt), float(np.median(rtt) * 1e3), float(np.percentile(rtt, 95) * 1e3))

@@ -269,6 +269,13 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             tgt = idx[rows[ok]]
             dsn[tgt] = dsns[kk[ok]] + (rel[ok] - starts[kk[ok]]).astype(np.uint64)
             dsn_ok[tgt] = True
+    # relative subflow sequence number (tshark's tcp.seq): what DSS mappings count in
+    isn_of = {(int(a) << 1) | int(b): int(v) for (a, b), v in isn.items()}
+    base = pd.Series((sf.astype(np.int64) << 1) | from_init.astype(np.int64)).map(isn_of)
+    has_isn = base.notna().to_numpy()
+    rel = np.zeros(n, dtype=np.int64)
+    rel[has_isn] = (seq[has_isn] - base.to_numpy()[has_isn].astype(np.int64)) % M32
+    out["rel_seq"] = pd.arrays.IntegerArray(rel, ~has_isn)
     out["dsn"] = pd.arrays.IntegerArray(dsn, ~dsn_ok)
     out["data_ack"] = pd.arrays.IntegerArray(dack, ~dack_ok)
     # object dtype: keys, tokens and IDSNs are exact Python ints (uint64 and None do not mix)

@@ -49,6 +49,7 @@ SUMMARY_METRICS = [  # (column, label, scale, unit)
     ("reinjected_bytes", "reinjected", 1e-3, "kB"),
     ("retrans_bytes", "retransmitted", 1e-3, "kB"),
     ("reorder_p95_ms", "reordering delay p95", 1, "ms"),
+    ("mptcp_rtt_ms", "MPTCP-level RTT median", 1, "ms"),
 ]
 
 
@@ -68,7 +69,9 @@ def run_rows(result: dict, run_name: str = "") -> pd.DataFrame:
                 "regain90_s": fo.get("regain90_s"),
                 "reinjected_bytes": c["reinjection"]["bytes"],
                 "retrans_bytes": sum(s.get("retrans_bytes") or 0 for s in stats),
-                "reorder_p95_ms": c["reordering"]["p95_ms"], "subflows": len(c["subflows"])})
+                "reorder_p95_ms": c["reordering"]["p95_ms"],
+                "mptcp_rtt_ms": (c.get("mptcp_rtt") or {}).get("median_ms"),
+                "subflows": len(c["subflows"])})
     return pd.DataFrame(rows)
 
 

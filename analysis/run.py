@@ -150,6 +150,7 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
             "subflows_bps": {str(sf): g["goodput_bps"].round(0).tolist()
                              for sf, g in g_sub.groupby("subflow")}},
         "reinjection": M.to_jsonable(M.reinjections(df, v)),
+        "mptcp_rtt": M.to_jsonable(M.mptcp_rtt(df, v)),
         "subflow_stats": M.to_jsonable(M.subflow_stats(df, v, labels).to_dict("records")),
         "reordering": {"segments": int(len(delays)), "unresolved": int(delays["delay_s"].isna().sum()),
                        "median_ms": float(d.median() * 1e3) if len(d) else None,

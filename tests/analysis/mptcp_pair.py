@@ -26,7 +26,7 @@ from pathlib import Path
 PORT = 5201
 
 SERVER = r"""
-import json, socket, sys
+import json, select, socket, sys
 mode, total, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
 marks = [int(x) for x in sys.argv[3].split(",")]  # report progress when passing each
 ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
@@ -44,6 +44,7 @@ while True:
         print("progress", n, flush=True); marks.pop(0)
         if mode == "abort":
             sys.stdin.readline()          # harness says: close now, with unread data -> MP_FASTCLOSE
+            select.select([c], [], [], 10)  # unread data waiting: close() must abort, not FIN
             break
 if mode != "abort":
     c.sendall(b"r" * 100000)

@@ -48,6 +48,9 @@ def test_every_data_segment_gets_tshark_dsn(all_pcaps, oracle):
         df, _ = annotate(parse_pcap(pcap))
         n, bad = compare_dsn(df, oracle[pcap])
         assert bad == [], pcap
+        # relative subflow sequence numbers (what mappings count in) are tshark's tcp.seq
+        rel = df[["frame", "rel_seq"]].astype(str).itertuples(index=False)
+        assert [f for f, r in rel if oracle[pcap][int(f)]["tcp.seq"] != r] == [], pcap
         data = df[df["payload_len"] > 0]
         assert data["dsn"].notna().all(), pcap  # none left without a DSN
         total += n

@@ -58,6 +58,8 @@ def test_bulk_run_metrics(runs):
     assert sum(s["bytes"] for s in st.values()) >= 3_000_000
     assert all(0 <= s["retrans_bytes"] < s["bytes"] for s in st.values())
     # (a segment stays unresolved if a lower DSN never shows in the receiver's capture)
+    rtt = c["mptcp_rtt"]  # a mapping until its DATA_ACK: at least a subflow round trip
+    assert rtt["samples"] > 10 and rtt["median_ms"] >= min(s["rtt_ms_median"] for s in st.values())
     assert c["reordering"]["segments"] > 1000
     assert c["reordering"]["unresolved"] <= 0.01 * c["reordering"]["segments"]
 
