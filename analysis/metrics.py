@@ -279,7 +279,10 @@ def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: 
     pre_bps = float(pre.mean()) if len(pre) else None
     regain = None
     if pre_bps:
-        post = g[g["t"] + t0 >= event_time]
+        # windows after the drop: from the start of the pause (the in-flight data delivered
+        # just after the event is not a recovery)
+        after = max(event_time, gs) if gs is not None else event_time
+        post = g[g["t"] + t0 + bin_s > after]
         roll = post["goodput_bps"].rolling(5, min_periods=5).mean()
         hit = post[roll.to_numpy() >= 0.9 * pre_bps]
         if not hit.empty:

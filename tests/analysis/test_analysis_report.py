@@ -35,7 +35,7 @@ def test_failover_run_metrics(runs):
     assert set(eth1) <= set(fo["surviving_subflows"])
     # kernel MPTCP leaves the restored path nearly idle here: 90% of the pre-failure goodput
     # is not reached again, or only after the gap
-    assert fo["regain90_s"] is None or fo["regain90_s"] > fo["gap_s"]
+    assert fo["regain90_s"] is None or fo["regain90_s"] >= fo["gap_s"] - 0.1  # (bin: 0.1 s)
     # per-subflow goodput counts each DSN byte once, on the subflow that brought it first
     sub = c["goodput_series"]["subflows_bps"]
     delivered = sum(sum(v) for v in sub.values()) * c["goodput_series"]["bin_s"] / 8
