@@ -171,6 +171,20 @@ def subflow_goodput(rx: pd.DataFrame, t0: float, t_end: float | None = None,
     return long[["t", "subflow", "goodput_bps"]]
 
 
+def steady_goodput(acks: pd.DataFrame, start: float, end: float) -> float | None:
+    """Data-level goodput (bits/s) between two times: the DATA_ACK level at each (last ACK at or
+    before it). Used after a warm-up and before any link event, as the experiment runner does."""
+    if acks.empty or end <= start:
+        return None
+    t = acks["time"].to_numpy()
+    lvl = np.maximum.accumulate(acks["data_ack"].to_numpy().astype(np.float64))
+    k0, k1 = np.searchsorted(t, [start, end], side="right") - 1
+    if k1 < 0:
+        return None
+    a0 = lvl[k0] if k0 >= 0 else lvl[0]
+    return float((lvl[k1] - a0) * 8 / (end - start))
+
+
 # ---- aggregation benefit ------------------------------------------------------------------------
 
 def aggregation_benefit(goodput: float, capacities: list[float]) -> float:

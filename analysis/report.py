@@ -41,6 +41,7 @@ def mean_ci(values) -> tuple[float | None, float | None, int]:
 
 SUMMARY_METRICS = [  # (column, label, scale, unit)
     ("goodput_mbps", "goodput", 1, "Mbit/s"),
+    ("steady_mbps", "steady goodput", 1, "Mbit/s"),
     ("duration_s", "completion time", 1, "s"),
     ("benefit", "aggregation benefit", 1, ""),
     ("gap_s", "failover gap", 1, "s"),
@@ -63,6 +64,8 @@ def run_rows(result: dict, run_name: str = "") -> pd.DataFrame:
             rows.append({
                 "run": run_name, "stack": g["stack"], "rep": g["rep"], "conn": c["conn"],
                 "goodput_mbps": c["goodput_bps"] / 1e6 if c.get("goodput_bps") else None,
+                "steady_mbps": (c["steady_goodput_bps"] / 1e6
+                                if c.get("steady_goodput_bps") is not None else None),
                 "duration_s": c["completion"]["duration_s"],
                 "bytes": c["completion"]["bytes"], "benefit": c.get("aggregation_benefit"),
                 "gap_s": fo.get("gap_s"), "first_new_data_s": fo.get("first_new_data_s"),

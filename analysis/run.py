@@ -109,7 +109,8 @@ def group_events(events: list, stack: str, rep: str) -> tuple[list[dict], float 
 
 
 def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[dict],
-                  caps: list[float] | None, fig_dir: Path, tag: str, t0: float) -> tuple[dict, dict]:
+                  caps: list[float] | None, fig_dir: Path, tag: str, t0: float,
+                  warmup_s: float = 1.0) -> tuple[dict, dict]:
     info = conns.iloc[c]
     v = M.vantage(df, c)
     idsn = info["client_idsn"] if v.sender_role == "client" else info["server_idsn"]
@@ -117,6 +118,14 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
     rx, acks = M.receiver_data(df, v), M.data_acks(df, v)
     labels = M.subflow_labels(df, v)
     comp = M.completion(df, v, idsn, info["kind"])
+    # steady state: after the warm-up, up to the first link event (or the end)
+    downs = [e for e in events if e.get("action") == "down"]
+    s_end = min([e["time"] for e in events if e["time"] > t0 + warmup_s] + [comp.end])
+    # (a transfer too short for a steady second after the warm-up has no steady goodput: the
+    # benefit then uses the whole transfer's goodput)
+    steady = (M.steady_goodput(acks, t0 + warmup_s, s_end) if s_end - t0 - warmup_s >= 1.0
+              else None)
+    g_benefit = steady if steady is not None else comp.goodput_bps
     t_end = comp.end + 0.3  # a little after the last data-level progress
     g_conn = M.connection_goodput(acks[acks["time"] <= t_end], t0, t_end)
     g_sub = M.subflow_goodput(rx, t0, t_end)
@@ -137,8 +146,11 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
         "receiver_host": v.receiver_host, "subflows": labels,
         "completion": M.to_jsonable(comp),
         "goodput_bps": comp.goodput_bps,
-        "aggregation_benefit": (M.aggregation_benefit(comp.goodput_bps / 1e6, caps)
-                                if caps else None),
+        "steady_goodput_bps": steady,
+        # Kaspar's benefit on the steady goodput, and only for runs without link events (as the
+        # experiment runner computes it): a failure is not an aggregation question
+        "aggregation_benefit": (M.aggregation_benefit(g_benefit / 1e6, caps)
+                                if caps and not downs else None),
         "capacities_mbit": caps,
         "failover": [M.to_jsonable({**M.to_jsonable(M.failover(rx, acks, e["time"])),
                                     "link": e.get("link"), "action": e.get("action"),
@@ -169,6 +181,7 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
     if not isinstance(events, list):
         events = []
     caps = capacities_mbit(meta)
+    warmup = float((meta.get("metrics") or {}).get("warmup_s", meta.get("warmup_s", 1.0)))
     fig_dir = run_dir / "figures"
     result: dict = {"run": str(run_dir), "metadata": meta, "events": events, "groups": [],
                     "errors": [], "figures": {}, "traffic": {}}
@@ -207,7 +220,7 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
         for c in range(len(conns)):
             if c not in volume.index or volume[c] < 0.05 * volume.max():
                 continue
-            out, extra = _conn_metrics(df, conns, c, evs, caps, fig_dir, tag, t0)
+            out, extra = _conn_metrics(df, conns, c, evs, caps, fig_dir, tag, t0, warmup)
             grp["connections"].append(out)
             for k, pth in extra["figures"].items():
                 result["figures"][f"{k}-{tag}-c{c}"] = str(Path(pth).relative_to(run_dir))

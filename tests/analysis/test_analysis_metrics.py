@@ -12,6 +12,7 @@ from analysis.metrics import (
     failover,
     new_bytes,
     reordering_delay,
+    steady_goodput,
 )
 
 
@@ -82,3 +83,11 @@ def test_reinjected_bytes_are_ranges_sent_on_two_subflows():
     r = reinjections(df, Vantage(0, "client", "client", "server"))
     # sf1's [1050, 1150) repeats 100 bytes sf0 carried; sf0's own retransmission is not one
     assert (r.bytes, r.total_data_bytes, r.by_subflow) == (100, 300, {0: 0, 1: 100})
+
+
+def test_steady_goodput_between_two_times():
+    t = np.arange(0, 10, 0.01)
+    acks = _acks(8e6, t, (5.0, 6.0))
+    assert steady_goodput(acks, 1.0, 4.0) == pytest.approx(8e6, rel=0.01)
+    assert steady_goodput(acks, 4.5, 6.5) == pytest.approx(4e6, rel=0.02)  # half of it stalled
+    assert steady_goodput(acks, 3.0, 3.0) is None

@@ -33,6 +33,7 @@ def test_failover_run_metrics(runs):
     assert fo["first_new_data_s"] is not None and fo["first_new_data_s"] < 5
     eth1 = [int(s) for s, label in c["subflows"].items() if " eth1 " in label]
     assert set(eth1) <= set(fo["surviving_subflows"])
+    assert c["aggregation_benefit"] is None  # a run with a failure is no aggregation question
     # kernel MPTCP leaves the restored path nearly idle here: 90% of the pre-failure goodput
     # is not reached again, or only after the gap
     assert fo["regain90_s"] is None or fo["regain90_s"] >= fo["gap_s"] - 0.1  # (bin: 0.1 s)
