@@ -245,8 +245,19 @@ def write_run_report(run_dir: Path) -> Path:
                          f"{c['completion']['duration_s']:.3f} s: "
                          f"{(c['goodput_bps'] or 0) / 1e6:.2f} Mbit/s</p>")
             if c.get("failover"):
-                parts.append(_table(pd.DataFrame(c["failover"]).drop(
-                    columns=["surviving_subflows"], errors="ignore")))
+                fo = pd.DataFrame(c["failover"])
+                fo["surviving"] = fo["surviving_subflows"].map(
+                    lambda s: " ".join(f"sf{x}" for x in s))
+                keep = ["link", "action", "at_s", "gap_s", "first_new_data_s", "regain90_s",
+                        "pre_goodput_bps", "resumed", "surviving"]
+                parts.append("<h3>Failover</h3>" + _table(fo[[k for k in keep if k in fo]]))
+            re = c.get("reinjection") or {}
+            rtt = c.get("mptcp_rtt") or {}
+            parts.append(f"<p>reinjected {re.get('bytes', 0)} bytes "
+                         f"({', '.join(f'sf{k}: {v}' for k, v in (re.get('by_subflow') or {}).items())}); "
+                         f"MPTCP-level RTT median {_fmt(rtt.get('median_ms'))} ms, "
+                         f"p95 {_fmt(rtt.get('p95_ms'))} ms ({rtt.get('samples', 0)} mappings); "
+                         f"reordering delay p95 {_fmt(c['reordering']['p95_ms'])} ms</p>")
             parts.append(_table(pd.DataFrame(c["subflow_stats"])))
             for k in ("goodput", "dsn"):
                 key = f"{k}-{tag}-c{c['conn']}"

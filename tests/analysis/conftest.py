@@ -35,10 +35,10 @@ def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0,
              rates: tuple[int, int] = (20, 10), total: int = TOTAL,
              extra_params: dict | None = None) -> dict:
     """One captured transfer in run/ with the runner's layout; returns the transfer summary."""
+    total = FAILOVER_TOTAL if variant == "failover" else total
     with mptcp_pair(f"an{os.getpid()}{variant[:2]}{rep}", rates) as pair:
         start = time.time()
-        res = run_transfer(pair, run / "pcap" / stack / str(rep), variant,
-                           FAILOVER_TOTAL if variant == "failover" else total)
+        res = run_transfer(pair, run / "pcap" / stack / str(rep), variant, total)
         end = time.time()
     events = [dict(e, at=e["actual"] - start) for e in res["events"]]
     meta_path = run / "metadata.json"
