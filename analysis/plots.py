@@ -96,6 +96,8 @@ def benefit_heatmap(grid: pd.DataFrame, x: str, y: str, path: Path, title: str =
     """Aggregation benefit over a swept 2-D parameter grid (mean over repetitions)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if not grid.empty:
+        # Runs without a benefit leave None in the column; as objects seaborn cannot colour it.
+        grid = grid.assign(benefit=pd.to_numeric(grid["benefit"], errors="coerce"))
         piv = grid.pivot_table(index=y, columns=x, values="benefit", aggfunc="mean")
         sns.heatmap(piv, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="RdBu", ax=ax)
     ax.set(title=title or "Aggregation benefit")
