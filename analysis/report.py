@@ -219,8 +219,9 @@ def is_run(d: Path) -> bool:
     return (d / "metadata.json").exists() or (d / "pcap").is_dir()
 
 
-def write_run_report(run_dir: Path) -> Path:
-    result = analyze_run(run_dir)
+def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
+    """report.html for one run; `result` is analyze_run's, when the caller has it already."""
+    result = result if result is not None else analyze_run(run_dir)
     meta = result["metadata"]
     rows = run_rows(result)
     parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir)]
@@ -330,6 +331,16 @@ def write_campaign_report(root: Path) -> Path:
                     p = plots.benefit_heatmap(g, x, y, fig_dir / f"benefit-heatmap-{stack}.png",
                                               f"Aggregation benefit: {stack}")
                     parts.append(_img(p, f"aggregation benefit over {x} x {y}: {stack}"))
+    # Every run gets its own report; the campaign shows each run's goodput per subflow (with
+    # the link events marked) and links to the rest, so a failover is visible from here.
+    parts.append("<h2>Runs</h2>")
+    for name, res in results.items():
+        run_report = write_run_report(root / name, res)
+        parts.append(f"<h3>{html.escape(name)}</h3><p><a href='"
+                     f"{html.escape(str(run_report.relative_to(root)))}'>run report</a></p>")
+        for key, rel in res["figures"].items():
+            if key.startswith("goodput-"):
+                parts.append(_img(root / name / rel, f"{name}: {key}"))
     errors = [e for v in results.values() for e in v["errors"]]
     if errors:
         parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>" for e in errors]

@@ -23,12 +23,10 @@ PY_PACKAGES = (
     "pyarrow",
     "seaborn",
     "matplotlib",
-    "dpkt",
-    "netfilterqueue",
     "paramiko",
     "pytest",
 )
-DEB_PACKAGES = ("mininet", "tcpdump", "tshark", "iproute2", "nftables", "iperf3")
+DEB_PACKAGES = ("mininet", "tcpdump", "tshark", "iproute2", "nftables", "iptables", "iperf3")
 MPTCP_SYSCTLS = (
     "enabled",
     "scheduler",

@@ -99,8 +99,11 @@ def test_campaign_report_compares_and_sweeps(campaign):
     assert (campaign / "figures" / "benefit-heatmap-kernel.png").exists()
     text = report.read_text()
     assert "aggregation benefit over rate0_mbit x rate1_mbit: kernel" in text
+    for run in m["runs"]:  # each run: its own report, and its goodput figure shown here
+        assert (campaign / run / "report.html").exists()
+        assert f"{run}: goodput-" in text
     ok, total, _ = rendered_images(report)
-    assert total >= 1 and ok == total
+    assert total >= 1 + len(m["runs"]) and ok == total
 
 
 def test_mean_ci():
