@@ -27,10 +27,15 @@ def test(c, k="", x=False, args=""):
 @task
 def clean(c):
     """Remove what a crashed or interrupted run of this project left behind (and nothing else)."""
+    from mptcp_impl.netio.firewall import remove_stale_tables
     from testbed.registry import clean_leftovers
 
     for line in clean_leftovers():
         print(line)
+    # The userspace stack fences its ports with an nft table named after its pid; in a test
+    # namespace the table goes with the namespace, in the root namespace it is removed here.
+    for table in remove_stale_tables():
+        print(f"removed nft table {table} of a process that is gone")
 
 
 @task(help={"topology": "topology name or file", "json": "print a JSON summary as the last line",
