@@ -11,6 +11,8 @@ import base64
 import html
 import json
 import math
+import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -350,6 +352,36 @@ def write_campaign_report(root: Path) -> Path:
     out = root / "report.html"
     out.write_text(_page(f"MPTCP campaign: {root.name} ({len(runs)} runs)", parts))
     return out
+
+
+def _demote(body: str) -> str:
+    """Headings one level down, so a whole report can sit under a section heading."""
+    for n in (5, 4, 3, 2, 1):
+        body = body.replace(f"<h{n}>", f"<h{n + 1}>").replace(f"</h{n}>", f"</h{n + 1}>")
+    return body
+
+
+def combine_reports(out: Path, sections: list[tuple[str, Path]], title: str,
+                    intro_html: str = "") -> Path:
+    """One self-contained page from several reports (figures are embedded, so their bodies can
+    simply be put one after the other); links are rewritten to stay valid from `out`."""
+    parts = [intro_html] if intro_html else []
+    for heading, report in sections:
+        text = Path(report).read_text()
+        body = text[text.index("<body>") + 6:text.rindex("</body>")]
+        body = re.sub(r"<p><small>generated .*?</small></p>", "", body)
+        base = Path(report).parent
+
+        def relink(m: re.Match, base: Path = base) -> str:
+            target = os.path.relpath(base / html.unescape(m.group(1)), Path(out).parent)
+            return f"href='{html.escape(target)}'"
+
+        body = re.sub(r"href='([^']+)'", relink, body)
+        parts.append(f"<section><h2>{html.escape(heading)}</h2>"
+                     f"<p><a href='{html.escape(os.path.relpath(report, Path(out).parent))}'>"
+                     f"full report</a></p>{_demote(body)}</section>")
+    Path(out).write_text(_page(title, parts))
+    return Path(out)
 
 
 def write_report(directory: str | Path) -> Path:

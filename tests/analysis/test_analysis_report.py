@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 from chromium_check import rendered_images
 
-from analysis.report import mean_ci, write_report
+from analysis.report import combine_reports, mean_ci, write_report
 from analysis.run import analyze_run
 
 pytestmark = pytest.mark.net
@@ -138,3 +139,18 @@ def test_runner_event_format(runs, tmp_path):
     (run / "metadata.json").write_text(json.dumps(meta))
     [fo] = _conn(analyze_run(run))["failover"]
     assert abs(fo["event_time"] - ev["actual"]) < 1e-6 and fo["gap_s"] > 0.05
+
+
+def test_combined_report_keeps_figures_and_links(campaign, runs, tmp_path):
+    """./inv demo puts several campaigns' reports on one page: figures stay embedded, links
+    to run reports still lead somewhere."""
+    out = tmp_path / "demo" / "report.html"
+    out.parent.mkdir()
+    first, second = write_report(campaign), write_report(runs["failover"])
+    combine_reports(out, [("sweep", first), ("failover", second)], "demo", "<p>intro</p>")
+    text = out.read_text()
+    assert text.count("<section>") == 2 and "<p>intro</p>" in text
+    for href in re.findall(r"href='([^']+)'", text):
+        assert (out.parent / href).exists(), href
+    ok, total, _ = rendered_images(out)
+    assert total >= 2 and ok == total
