@@ -64,6 +64,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.topology import describe_files, parse_scalar, toml_path
+
 EXPERIMENT_DIR = Path(__file__).resolve().parent
 
 TOP_KEYS = {
@@ -198,30 +200,14 @@ class RunSpec:
 
 
 def experiment_path(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        return p
-    return EXPERIMENT_DIR / f"{name_or_path}.toml"
+    return toml_path(EXPERIMENT_DIR, name_or_path)
 
 
 def list_experiments() -> list[tuple[str, str]]:
     """(file name, description) of every experiment file shipped under experiments/."""
-    out = []
-    for f in sorted(EXPERIMENT_DIR.glob("*.toml")):
-        try:
-            desc = str(tomllib.loads(f.read_text()).get("description", ""))
-        except tomllib.TOMLDecodeError as e:
-            desc = f"(unreadable: {e})"
-        out.append((f.stem, desc))
-    return out
+    return describe_files(EXPERIMENT_DIR)
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value as TOML would read it (numbers, booleans, lists), else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def load_experiment(
@@ -272,7 +258,7 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ExperimentError(source, item, "an override is written key=value")
-    value = parse_value(text.strip())
+    value = parse_scalar(text.strip())
     head, _, rest = key.partition(".")
     if head == "grid" and rest:
         raw.setdefault("grid", {})[rest] = value

@@ -128,23 +128,33 @@ class Topology:
         return [lk for lk in self.links.values() if node in (lk.a, lk.b)]
 
 
-def topology_path(name_or_path: str | Path) -> Path:
+def toml_path(directory: Path, name_or_path: str | Path) -> Path:
+    """A file given by path, or by name among directory/*.toml (shared with experiments/)."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
         return p
-    return TOPOLOGY_DIR / f"{name_or_path}.toml"
+    return directory / f"{name_or_path}.toml"
+
+
+def describe_files(directory: Path) -> list[tuple[str, str]]:
+    """(name, description) of every *.toml in a folder, for ./inv list."""
+    out = []
+    for f in sorted(directory.glob("*.toml")):
+        try:
+            desc = str(tomllib.loads(f.read_text()).get("description", ""))
+        except tomllib.TOMLDecodeError as e:
+            desc = f"(unreadable: {e})"
+        out.append((f.stem, desc))
+    return out
+
+
+def topology_path(name_or_path: str | Path) -> Path:
+    return toml_path(TOPOLOGY_DIR, name_or_path)
 
 
 def list_topologies() -> list[tuple[str, str]]:
     """(name, description) of every topology file shipped under topologies/."""
-    out = []
-    for f in sorted(TOPOLOGY_DIR.glob("*.toml")):
-        try:
-            desc = tomllib.loads(f.read_text()).get("description", "")
-        except tomllib.TOMLDecodeError as e:
-            desc = f"(unreadable: {e})"
-        out.append((f.stem, str(desc)))
-    return out
+    return describe_files(TOPOLOGY_DIR)
 
 
 def load_topology(name_or_path: str | Path,
