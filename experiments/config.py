@@ -208,8 +208,6 @@ def list_experiments() -> list[tuple[str, str]]:
     return describe_files(EXPERIMENT_DIR)
 
 
-
-
 def load_experiment(
     name_or_path: str | Path,
     overrides: list[str] | None = None,
