@@ -262,8 +262,7 @@ class KernelMptcpStack(Stack):
         eps = opts.get("endpoints", "default")
         for h in tb.topo.hosts:
             if eps in (None, "default"):
-                links = tb.topo.links_of(h)
-                mine = [(lk.addr_of(h), tb.intf(h, lk.name), "subflow") for lk in links[1:]]
+                mine = tb.default_endpoints(h)
             else:
                 mine = [
                     (tb.addr(h, ep["link"]), tb.intf(h, ep["link"]), " ".join(ep["flags"]))

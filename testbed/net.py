@@ -292,13 +292,16 @@ class Testbed:
             batch.append(f"mptcp endpoint add {addr} dev {dev} {flags}")
         self.hosts[host].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
 
+    def default_endpoints(self, host: str, flags: str = "subflow") -> list[tuple[str, str, str]]:
+        """A multi-homed host's extra addresses (all but the first, which the connection uses
+        itself) as endpoints with `flags`, each bound to its device."""
+        links = self.topo.links_of(host)
+        return [(lk.addr_of(host), self.intf(host, lk.name), flags) for lk in links[1:]]
+
     def kernel_mptcp_default(self, flags: str = "subflow") -> None:
-        """Every host: generous limits; multi-homed hosts announce their extra addresses as
-        `flags` endpoints bound to their device (the first address is the connection's own)."""
+        """Every host: generous limits and default_endpoints()."""
         for h in self.topo.hosts:
-            links = self.topo.links_of(h)
-            eps = [(lk.addr_of(h), self.intf(h, lk.name), flags) for lk in links[1:]]
-            self.kernel_mptcp(h, endpoints=eps)
+            self.kernel_mptcp(h, endpoints=self.default_endpoints(h, flags))
 
     # ---- link events -------------------------------------------------------------------------
 
