@@ -1,0 +1,184 @@
+"""The Host interface over SSH (paramiko), for running an experiment on real machines.
+
+Same contract as MininetHost: run a command, start and stop a process, move files. A remote
+process is started in its own session and stopped by that session's process group, never by
+name; its pid comes from the remote shell itself before it execs the command.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import paramiko
+
+from testbed.host import HostCommandError
+
+
+class RemoteProcess:
+    """A process on an SSH host, with the same surface as testbed.host.Process."""
+
+    def __init__(self, host: SshHost, args: list[str], channel: paramiko.Channel,
+                 stdout: Path | int | None, stderr: Path | int | None):
+        self.host = host.name
+        self.args = args
+        self._ssh = host
+        self._chan = channel
+        self._buf = {"stdout": b"", "stderr": b""}
+        first = b""
+        while not first.endswith(b"\n"):  # the remote shell's `echo $$` comes first
+            chunk = channel.recv(1)
+            if not chunk:
+                raise HostCommandError(host.name, args, -1, "", "remote start failed")
+            first += chunk
+        self.pid = int(first)
+        self._sinks: dict[str, IO | None] = {}
+        self._pipe = {"stdout": stdout == subprocess.PIPE, "stderr": stderr == subprocess.PIPE}
+        for name, target in (("stdout", stdout), ("stderr", stderr)):
+            self._sinks[name] = open(target, "wb") if isinstance(target, Path | str) else None  # noqa: SIM115
+        self._lock = threading.Lock()
+        self._pump = threading.Thread(target=self._copy, daemon=True)
+        if not any(self._pipe.values()):
+            self._pump.start()
+
+    def _read_ready(self) -> None:
+        """Move what the channel has into the sinks (files) or the line buffers (pipes)."""
+        with self._lock:
+            for name, ready, recv in (("stdout", self._chan.recv_ready, self._chan.recv),
+                                      ("stderr", self._chan.recv_stderr_ready,
+                                       self._chan.recv_stderr)):
+                while ready():
+                    data = recv(65536)
+                    if self._sinks[name]:
+                        self._sinks[name].write(data)
+                    elif self._pipe[name]:
+                        self._buf[name] += data
+
+    def _copy(self) -> None:
+        while not self._chan.exit_status_ready():
+            select.select([self._chan], [], [], 0.5)
+            self._read_ready()
+        self._read_ready()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._chan.recv_exit_status() if self._chan.exit_status_ready() else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._chan.exit_status_ready():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            select.select([self._chan], [], [], min(left or 0.5, 0.5))
+            if not self._pump.is_alive():
+                self._read_ready()
+        self._release()
+        return self._chan.recv_exit_status()
+
+    def wait_for_line(self, pattern: str, *, stream: str = "stderr",
+                      timeout: float = 10.0) -> str:
+        """Block until the remote process prints a matching line on a PIPE'd stream."""
+        if not self._pipe[stream]:
+            raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._buf[stream]:
+                raw, self._buf[stream] = self._buf[stream].split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                if rx.search(line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or self._chan.exit_status_ready():
+                raise TimeoutError(f"{self.host}: {self.args[0]} did not print /{pattern}/")
+            select.select([self._chan], [], [], left)
+            self._read_ready()
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            self._ssh.run(["kill", f"-{int(sig)}", "--", f"-{self.pid}"], check=False)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int:
+        self.send_signal(sig)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send_signal(signal.SIGKILL)
+            return self.wait(timeout)
+
+    def _release(self) -> None:
+        self._read_ready()
+        for f in self._sinks.values():
+            if f:
+                f.close()
+        self._sinks = {k: None for k in self._sinks}
+
+
+class SshHost:
+    """A real machine reached over SSH, seen through the Host interface."""
+
+    def __init__(self, name: str, hostname: str, *, port: int = 22, username: str = "root",
+                 key_filename: str | None = None, connect_timeout: float = 10.0,
+                 known_hosts: str | None = None):
+        self.name = name
+        self.client = paramiko.SSHClient()
+        if known_hosts:
+            self.client.load_host_keys(known_hosts)
+            self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        else:  # a lab machine we set up ourselves: trust it on first use
+            self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        self.client.connect(hostname, port=port, username=username, key_filename=key_filename,
+                            timeout=connect_timeout, allow_agent=False, look_for_keys=False)
+        self.processes: list[RemoteProcess] = []
+
+    def run(self, args: list[str], *, check: bool = True, timeout: float | None = 60,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        stdin, stdout, stderr = self.client.exec_command(shlex.join(args), timeout=timeout)
+        if input is not None:
+            stdin.write(input)
+        stdin.channel.shutdown_write()
+        out, err = stdout.read().decode(), stderr.read().decode()
+        rc = stdout.channel.recv_exit_status()
+        if check and rc != 0:
+            raise HostCommandError(self.name, args, rc, out, err)
+        return subprocess.CompletedProcess(args, rc, out, err)
+
+    def start(self, args: list[str], *, stdout: Path | int | None = None,
+              stderr: Path | int | None = None, stdin: int | None = None,
+              env: dict[str, str] | None = None) -> RemoteProcess:
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        # setsid: its own process group, so stop() reaches everything it started
+        inner = f"echo $$; exec {exports + ' ' if exports else ''}{shlex.join(args)}"
+        chan = self.client.get_transport().open_session()
+        chan.exec_command(f"exec setsid -w sh -c {shlex.quote(inner)} </dev/null")
+        proc = RemoteProcess(self, args, chan, stdout, stderr)
+        self.processes.append(proc)
+        return proc
+
+    def put(self, local: Path, remote: Path) -> None:
+        self.run(["mkdir", "-p", str(Path(remote).parent)])
+        with self.client.open_sftp() as sftp:
+            sftp.put(str(local), str(remote))
+
+    def get(self, remote: Path, local: Path) -> None:
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        with self.client.open_sftp() as sftp:
+            sftp.get(str(remote), str(local))
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            if proc.returncode is None:
+                proc.stop(signal.SIGTERM, timeout=3)
+        self.processes.clear()
+
+    def close(self) -> None:
+        self.stop_all()
+        self.client.close()
