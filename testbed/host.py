@@ -98,13 +98,17 @@ class Process:
                            f"within {timeout}s (rc={self.returncode}); it printed: {seen[-5:]}")
 
     def send_signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            try:
+        """To the process group when the process leads one (so its children get it too),
+        else to the process alone."""
+        if self.popen.poll() is not None:
+            return
+        try:
+            if os.getpgid(self.pid) == self.pid:
                 os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
+            else:
                 os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int:
         """Ask politely (SIGINT lets tcpdump flush), then insist."""

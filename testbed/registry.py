@@ -11,6 +11,7 @@ one per owning Python process: `<owner pid>-<owner start ticks>.json`.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -99,6 +100,19 @@ def record_netns(label: str, pid: int) -> str | None:
 def forget_netns(token: str) -> None:
     with _lock:
         _load()["netns"].pop(token, None)
+        _save()
+
+
+@atexit.register
+def _forget_the_dead() -> None:
+    """At exit, drop records of processes that are gone, so a clean exit leaves no file even
+    if some caller never waited for a process it started; live ones stay for ./inv clean."""
+    with _lock:
+        if _state is None or _state.get("owner") != os.getpid():
+            return
+        for key in ("pids", "netns"):
+            for token in [t for t in _state[key] if not _alive(t)]:
+                del _state[key][token]
         _save()
 
 

@@ -36,16 +36,17 @@ def sshd(tmp_path_factory):
     privsep = Path("/run/sshd")  # sshd insists on it; made here only if missing, then removed
     made = not privsep.exists()
     privsep.mkdir(mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
-                            stderr=subprocess.PIPE)
+    server = Process("local", ["sshd"], subprocess.Popen(
+        [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE))
     try:
-        Process("local", ["sshd"], proc).wait_for_line("Server listening on", timeout=10)
+        server.wait_for_line("Server listening on", timeout=10)
         yield {"port": port, "key": str(d / "client")}
     finally:
-        proc.terminate()
-        proc.wait(10)
-        if made:
-            privsep.rmdir()
+        try:
+            server.stop(signal.SIGTERM)
+        finally:
+            if made:
+                privsep.rmdir()
 
 
 @pytest.fixture
