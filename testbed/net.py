@@ -69,7 +69,6 @@ class Testbed:
         self._captures: list[Capture] = []
         self._events: list[EventRun] = []
         self._old_handlers: dict[int, Any] = {}
-        self._lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -107,7 +106,7 @@ class Testbed:
         for name in self.topo.nodes:
             self._configure_node(name)
         for link in self.topo.links.values():
-            if link.model.rate_mbit or link.model.queue_pkts:
+            if link.model.rate_mbit:  # a queue limit comes with a rate (checked in topology)
                 for end in (link.a, link.b):
                     shape_interface(self.hosts[end].node, self.intf(end, link.name), link.model)
         self._start_emulators()
@@ -180,8 +179,7 @@ class Testbed:
                 batch += [f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
                           f"link set {i} up"]
                 if self.topo.nodes[name] == "host" and self.tcp_cc:
-                    batch.append(f"route replace {lk.subnet} dev {i} proto kernel scope link "
-                                 f"src {lk.addr_of(name)}{self._congctl}")
+                    batch.append(self._connected_route(name, lk.name))
         if is_router:
             for r in router_routes(self.topo, name):
                 batch.append(f"route add {r.dst} via {r.via} dev {self.intf(name, r.link)}")
@@ -202,6 +200,12 @@ class Testbed:
     @property
     def _congctl(self) -> str:
         return f" congctl {self.tcp_cc}" if self.tcp_cc else ""
+
+    def _connected_route(self, host: str, link: str) -> str:
+        """The kernel's own on-link route, re-added with the pinned congestion control."""
+        lk = self.topo.links[link]
+        return (f"route replace {lk.subnet} dev {self.intf(host, link)} proto kernel scope link "
+                f"src {lk.addr_of(host)}{self._congctl}")
 
     def _source_routes(self, host: str, only_link: str | None = None) -> list[str]:
         out = []
@@ -335,10 +339,8 @@ class Testbed:
                 if default and default.link == link:
                     batch.append(f"route replace default via {default.via} dev {intf}"
                                  f"{self._congctl}")
-                lk = self.topo.links[link]
                 if self.tcp_cc:
-                    batch.append(f"route replace {lk.subnet} dev {intf} proto kernel scope link "
-                                 f"src {lk.addr_of(end)}{self._congctl}")
+                    batch.append(self._connected_route(end, link))
             self.hosts[end].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
         else:
             raise ValueError(f"unknown link event mode {mode!r} (blackhole or interface)")
