@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from testbed.capture import Capture
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() \
@@ -84,34 +85,10 @@ def clean_bed(tmp_path_factory) -> Iterator[Bed]:
                      "links.wifi.queue_pkts": 1000}, tmp_path_factory, "clean", offload=True)
 
 
-class Capture:
-    """tcpdump with --immediate-mode on the server's interfaces.
-
-    Without immediate mode, libpcap's TPACKET_V3 ring hands packets over only when a block
-    fills or times out, and what sits in an unretired block when SIGINT arrives is lost: a short
-    transfer could leave an empty file, and a check on it would pass vacuously.
-    """
-
-    def __init__(self, bed: Bed, name: str, host: str = "server") -> None:
-        self.outdir = bed.workdir / name
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        self.procs = []
-        self.files: list[Path] = []
-        h = bed.tb.host(host)
-        for lk in bed.tb.topo.links_of(host):
-            intf = bed.tb.intf(host, lk.name)
-            path = self.outdir / f"{intf}.pcap"
-            self.procs.append(h.start(["tcpdump", "-i", intf, "-n", "-U", "--immediate-mode",
-                                       "-s", "128", "-Z", "root", "-w", str(path), "tcp"],
-                                      stderr=subprocess.PIPE))
-            self.files.append(path)
-        for p in self.procs:
-            p.wait_for_line("listening on", timeout=10)
-
-    def stop(self) -> list[Path]:
-        for p in self.procs:
-            p.stop(signal.SIGINT, timeout=5)
-        return self.files
+def capture(bed: Bed, name: str, host: str = "server") -> Capture:
+    """The testbed's capture on every interface of `host` (immediate mode: a short transfer
+    leaves complete files, so checks on them cannot pass vacuously)."""
+    return bed.tb.capture(bed.workdir / name, hosts=[host])
 
 
 def tshark_malformed(pcap: Path) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from mptcp_impl.cli import pattern_sha256
 
-from .conftest import Bed, Capture, _bed, frames, tshark_fields, tshark_malformed
+from .conftest import Bed, _bed, capture, frames, tshark_fields, tshark_malformed
 
 pytestmark = pytest.mark.net
 
@@ -46,10 +46,6 @@ def linux_client(bed: Bed, port: int, nbytes: int, name: str, *extra: str, stdin
 def no_tables_left(host) -> bool:
     out = host.run(["nft", "list", "tables"]).stdout
     return "mptcplab_" not in out
-
-
-def capture(bed: Bed, name: str) -> Capture:
-    return Capture(bed, name)
 
 
 def test_userspace_client_to_linux_server(clean_bed: Bed) -> None:

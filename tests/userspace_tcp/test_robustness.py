@@ -15,7 +15,7 @@ import pytest
 
 from mptcp_impl.cli import pattern_sha256
 
-from .conftest import Bed, Capture, _bed, tshark_fields
+from .conftest import Bed, _bed, capture, tshark_fields
 from .test_interop import linux_client, ours_server
 
 pytestmark = pytest.mark.net
@@ -42,7 +42,7 @@ def run_injection(bed: Bed, port: int, kinds: list[str], name: str) -> tuple[dic
                                                                               list]:
     n = 3 * MB
     srv = ours_server(bed, port, f"u_srv_{name}")
-    cap = Capture(bed, f"cap_{name}")
+    cap = capture(bed, f"cap_{name}")
     inj = bed.start(bed.client, ["-m", "tests.userspace_tcp.kpeer", "inject", "--local",
                                  bed.client_ip, "--peer", f"{bed.server_ip}:{port}", "--kinds",
                                  ",".join(kinds), "--offset", str(MB)], f"inj_{name}", stdin=True)
