@@ -11,7 +11,13 @@ import sys
 from invoke import task
 
 
-@task(help={"k": "pytest -k expression", "x": "stop at the first failure", "args": "more pytest arguments"})
+@task(
+    help={
+        "k": "pytest -k expression",
+        "x": "stop at the first failure",
+        "args": "more pytest arguments",
+    }
+)
 def test(c, k="", x=False, args=""):
     """Run the test suite (real namespaces, real kernel peers, real captures)."""
     cmd = [sys.executable, "-m", "pytest"]
@@ -38,9 +44,14 @@ def clean(c):
         print(f"removed nft table {table} of a process that is gone")
 
 
-@task(help={"topology": "topology name or file", "json": "print a JSON summary as the last line",
-            "set_": "override a topology parameter, e.g. links.wifi.delay_ms=20 (repeatable)"},
-      iterable=["set_"])
+@task(
+    help={
+        "topology": "topology name or file",
+        "json": "print a JSON summary as the last line",
+        "set_": "override a topology parameter, e.g. links.wifi.delay_ms=20 (repeatable)",
+    },
+    iterable=["set_"],
+)
 def testbed_check(c, topology="two_path", json=False, set_=None):
     """Build a topology, measure each path's RTT and throughput against what it should be."""
     from testbed.check import main as check_main
@@ -48,28 +59,45 @@ def testbed_check(c, topology="two_path", json=False, set_=None):
     sys.exit(check_main(topology, overrides=set_ or [], as_json=json))
 
 
-@task(help={"topology": "topology name or file", "rates": "comma-separated Mbit/s",
-            "rtts": "comma-separated RTTs in ms"})
+@task(
+    help={
+        "topology": "topology name or file",
+        "rates": "comma-separated Mbit/s",
+        "rtts": "comma-separated RTTs in ms",
+    }
+)
 def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
     """testbed-check over a grid of rates and RTTs (minutes): the emulator's accuracy campaign."""
     from testbed.check import sweep
 
-    sys.exit(sweep(topology, [float(r) for r in rates.split(",")],
-                   [float(r) for r in rtts.split(",")]))
+    sys.exit(
+        sweep(topology, [float(r) for r in rates.split(",")], [float(r) for r in rtts.split(",")])
+    )
 
 
-@task(help={"experiment": "an experiment file (experiments/*.toml) or its name",
-            "stack": "only these stacks, comma-separated (e.g. kernel-mptcp)",
-            "set_": "override, e.g. links.lte.delay_ms=50 or traffic.duration_s=5 (repeatable)",
-            "reps": "repetitions (overrides the file)",
-            "results": "results root (default: results/)"},
-      iterable=["set_"])
+@task(
+    help={
+        "experiment": "an experiment file (experiments/*.toml) or its name",
+        "stack": "only these stacks, comma-separated (e.g. kernel-mptcp)",
+        "set_": "override, e.g. links.lte.delay_ms=50 or traffic.duration_s=5 (repeatable)",
+        "reps": "repetitions (overrides the file)",
+        "results": "results root (default: results/)",
+    },
+    iterable=["set_"],
+)
 def run(c, experiment, stack=None, set_=None, reps=None, results=None):
     """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
     from experiments.__main__ import run_cli
 
-    sys.exit(run_cli(experiment, stack=stack, sets=set_ or [],
-                     reps=int(reps) if reps is not None else None, results=results))
+    sys.exit(
+        run_cli(
+            experiment,
+            stack=stack,
+            sets=set_ or [],
+            reps=int(reps) if reps is not None else None,
+            results=results,
+        )
+    )
 
 
 @task(name="list")
@@ -88,9 +116,14 @@ def demo(c, results=None):
     sys.exit(run_demo(results_root=results))
 
 
-@task(help={"seconds": "iperf3 time per phase", "delay_ms": "one-way delay on the emulated link",
-            "rate": "htb Mbit/s on the emulated link (default: none)",
-            "json": "print a JSON summary as the last line"})
+@task(
+    help={
+        "seconds": "iperf3 time per phase",
+        "delay_ms": "one-way delay on the emulated link",
+        "rate": "htb Mbit/s on the emulated link (default: none)",
+        "json": "print a JSON summary as the last line",
+    }
+)
 def bench_linkem(c, seconds=10.0, delay_ms=10.0, rate=None, json=False):
     """How fast the delay emulator goes: h1 -- r1 -- h2 at 20 ms RTT, Mbit/s and its CPU use."""
     from benchmarks.linkem_bench import main as bench_main
@@ -103,18 +136,38 @@ def bench_linkem(c, seconds=10.0, delay_ms=10.0, rate=None, json=False):
     sys.exit(bench_main(args))
 
 
-@task(help={"mbytes": "MB per transfer", "loss": "loss in percent on the path",
-            "rtt": "added round-trip time in ms", "jitter": "one-way jitter in ms",
-            "rate": "shaping in Mbit/s (default: none)", "reps": "repetitions per pair",
-            "pairs": "sender:receiver list, e.g. ours:linux,linux:ours (default: all)",
-            "json": "print a JSON summary as the last line"})
-def bench_tcp(c, mbytes=200.0, loss=0.0, rtt=0.0, jitter=0.0, rate=0.0, reps=3, pairs="",
-              json=False):
+@task(
+    help={
+        "mbytes": "MB per transfer",
+        "loss": "loss in percent on the path",
+        "rtt": "added round-trip time in ms",
+        "jitter": "one-way jitter in ms",
+        "rate": "shaping in Mbit/s (default: none)",
+        "reps": "repetitions per pair",
+        "pairs": "sender:receiver list, e.g. ours:linux,linux:ours (default: all)",
+        "json": "print a JSON summary as the last line",
+    }
+)
+def bench_tcp(
+    c, mbytes=200.0, loss=0.0, rtt=0.0, jitter=0.0, rate=0.0, reps=3, pairs="", json=False
+):
     """Goodput and CPU s/Gbit of our userspace TCP vs Linux TCP (clean veth, or loss and RTT)."""
     from benchmarks.tcp_goodput_bench import main as bench_main
 
-    args = ["--mbytes", str(mbytes), "--loss", str(loss), "--rtt", str(rtt), "--jitter",
-            str(jitter), "--rate", str(rate), "--reps", str(reps)]
+    args = [
+        "--mbytes",
+        str(mbytes),
+        "--loss",
+        str(loss),
+        "--rtt",
+        str(rtt),
+        "--jitter",
+        str(jitter),
+        "--rate",
+        str(rate),
+        "--reps",
+        str(reps),
+    ]
     if pairs:
         args += ["--pairs", pairs]
     if json:
@@ -122,7 +175,9 @@ def bench_tcp(c, mbytes=200.0, loss=0.0, rtt=0.0, jitter=0.0, rate=0.0, reps=3, 
     sys.exit(bench_main(args))
 
 
-@task(help={"run_dir": "a run directory (RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap, metadata.json)"})
+@task(
+    help={"run_dir": "a run directory (RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap, metadata.json)"}
+)
 def analyze(c, run_dir):
     """Parse a run's captures (cached as parquet), compute metrics: RUN/metrics.json + figures."""
     from analysis.cli import analyze_main

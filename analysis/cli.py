@@ -14,12 +14,17 @@ def _summary(result: dict) -> list[str]:
     lines = []
     for g in result["groups"]:
         for c in g["connections"]:
-            fo = "; ".join(f"failover gap {f['gap_s']:.3f}s" for f in c["failover"]
-                           if f.get("gap_s") is not None)
-            lines.append(f"{g['stack']} rep {g['rep']} conn {c['conn']}: "
-                         f"{c['completion']['bytes']} B in {c['completion']['duration_s']:.2f}s, "
-                         f"{(c['goodput_bps'] or 0) / 1e6:.2f} Mbit/s, "
-                         f"{len(c['subflows'])} subflows {fo}".rstrip())
+            fo = "; ".join(
+                f"failover gap {f['gap_s']:.3f}s"
+                for f in c["failover"]
+                if f.get("gap_s") is not None
+            )
+            lines.append(
+                f"{g['stack']} rep {g['rep']} conn {c['conn']}: "
+                f"{c['completion']['bytes']} B in {c['completion']['duration_s']:.2f}s, "
+                f"{(c['goodput_bps'] or 0) / 1e6:.2f} Mbit/s, "
+                f"{len(c['subflows'])} subflows {fo}".rstrip()
+            )
     return lines
 
 

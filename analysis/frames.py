@@ -101,8 +101,12 @@ def parse_empty() -> pd.DataFrame:
     """The frame table's columns with no rows (a run whose captures are all empty)."""
     from analysis.pcap import parse_buffer
 
-    df = parse_buffer(b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + b"\x00" * 8 + b"\xff\xff\x00\x00"
-                      + b"\x01\x00\x00\x00")
+    df = parse_buffer(
+        b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00"
+        + b"\x00" * 8
+        + b"\xff\xff\x00\x00"
+        + b"\x01\x00\x00\x00"
+    )
     df.insert(2, "host", pd.Categorical([]))
     df.insert(3, "intf", pd.Categorical([]))
     return df

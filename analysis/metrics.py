@@ -21,6 +21,7 @@ BIN_S = 0.1
 
 # ---- who sends, where to look ------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Vantage:
     """Which MPTCP role sent the bulk of a connection's data, and which capture host is closest to
@@ -83,12 +84,14 @@ def subflow_labels(df: pd.DataFrame, v: Vantage) -> dict[int, str]:
 
 # ---- goodput ----------------------------------------------------------------------------------
 
+
 def _bins(t: np.ndarray, t0: float, t_end: float, bin_s: float) -> np.ndarray:
     return np.arange(t0, t_end + bin_s, bin_s)
 
 
-def connection_goodput(acks: pd.DataFrame, t0: float, t_end: float | None = None,
-                       bin_s: float = BIN_S) -> pd.DataFrame:
+def connection_goodput(
+    acks: pd.DataFrame, t0: float, t_end: float | None = None, bin_s: float = BIN_S
+) -> pd.DataFrame:
     """Goodput per bin from data-level ACK progress (mptcptrace -G): bits/s, t relative to t0."""
     if acks.empty:
         return pd.DataFrame({"t": [], "goodput_bps": []})
@@ -149,8 +152,9 @@ def first_seen(rx: pd.DataFrame) -> pd.DataFrame:
     return out[nb > 0]
 
 
-def subflow_goodput(rx: pd.DataFrame, t0: float, t_end: float | None = None,
-                    bin_s: float = BIN_S) -> pd.DataFrame:
+def subflow_goodput(
+    rx: pd.DataFrame, t0: float, t_end: float | None = None, bin_s: float = BIN_S
+) -> pd.DataFrame:
     """Bytes of first-seen DSNs per bin, by the subflow that carried them: long table
     (t, subflow, goodput_bps), every subflow present in every bin."""
     fs = first_seen(rx)
@@ -158,13 +162,14 @@ def subflow_goodput(rx: pd.DataFrame, t0: float, t_end: float | None = None,
         return pd.DataFrame({"t": [], "subflow": [], "goodput_bps": []})
     t_end = float(fs["time"].max()) if t_end is None else t_end
     edges = _bins(fs["time"].to_numpy(), t0, t_end, bin_s)
-    b = np.clip(np.searchsorted(edges, fs["time"].to_numpy(), side="right") - 1, 0,
-                len(edges) - 2)
-    tab = (pd.DataFrame({"bin": b, "subflow": fs["subflow"].to_numpy(),
-                         "bytes": fs["new_bytes"].to_numpy()})
-           .pivot_table(index="bin", columns="subflow", values="bytes", aggfunc="sum",
-                        fill_value=0)
-           .reindex(range(len(edges) - 1), fill_value=0))
+    b = np.clip(np.searchsorted(edges, fs["time"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
+    tab = (
+        pd.DataFrame(
+            {"bin": b, "subflow": fs["subflow"].to_numpy(), "bytes": fs["new_bytes"].to_numpy()}
+        )
+        .pivot_table(index="bin", columns="subflow", values="bytes", aggfunc="sum", fill_value=0)
+        .reindex(range(len(edges) - 1), fill_value=0)
+    )
     long = tab.stack().rename("bytes").reset_index()
     long["t"] = edges[long["bin"].to_numpy()] - t0
     long["goodput_bps"] = long["bytes"] * 8 / bin_s
@@ -187,6 +192,7 @@ def steady_goodput(acks: pd.DataFrame, start: float, end: float) -> float | None
 
 # ---- aggregation benefit ------------------------------------------------------------------------
 
+
 def aggregation_benefit(goodput: float, capacities: list[float]) -> float:
     """Kaspar's aggregation benefit in [-1, 1]: 1 = perfect aggregation, 0 = as good as the best
     single path, negative = worse than it."""
@@ -201,6 +207,7 @@ def aggregation_benefit(goodput: float, capacities: list[float]) -> float:
 
 # ---- completion ---------------------------------------------------------------------------------
 
+
 @dataclass
 class Completion:
     """From the connection's first SYN to the last data-level progress at the receiver."""
@@ -213,8 +220,7 @@ class Completion:
     goodput_bps: float
 
 
-def completion(df: pd.DataFrame, v: Vantage, idsn: int | None, kind: str = "mptcp"
-               ) -> Completion:
+def completion(df: pd.DataFrame, v: Vantage, idsn: int | None, kind: str = "mptcp") -> Completion:
     c = df[df["conn"] == v.conn]
     start = float(c.loc[c["syn"], "time"].min()) if c["syn"].any() else float(c["time"].min())
     acks = data_acks(df, v)
@@ -236,6 +242,7 @@ def completion(df: pd.DataFrame, v: Vantage, idsn: int | None, kind: str = "mptc
 
 # ---- failover -----------------------------------------------------------------------------------
 
+
 @dataclass
 class Failover:
     """What a link event did to data-level progress at the receiver."""
@@ -251,8 +258,14 @@ class Failover:
     resumed: bool = True  # False: no data-level progress after the event within the capture
 
 
-def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: float = 1.0,
-             horizon_s: float = 10.0, bin_s: float = BIN_S) -> Failover:
+def failover(
+    rx: pd.DataFrame,
+    acks: pd.DataFrame,
+    event_time: float,
+    window_s: float = 1.0,
+    horizon_s: float = 10.0,
+    bin_s: float = BIN_S,
+) -> Failover:
     """Gap, time to first new data, time to regain 90% of pre-failure goodput (see REFERENCE)."""
     if acks.empty or rx.empty:
         return Failover(event_time, None, None, None, None, None, None)
@@ -278,8 +291,11 @@ def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: 
     after = rx[rx["time"] > (ge if ge is not None else event_time)]
     surviving = sorted(int(s) for s in after["subflow"].unique()) if resumed else []
     before = rx[rx["time"] <= event_time]
-    high = int((before["dsn"].astype("uint64") + before["payload_len"].astype("uint64")).max()) \
-        if not before.empty else 0
+    high = (
+        int((before["dsn"].astype("uint64") + before["payload_len"].astype("uint64")).max())
+        if not before.empty
+        else 0
+    )
     # new data: above everything delivered before the event, arriving once progress had
     # stopped (segments already past the cut when it happened do not count)
     since = max(event_time, gs) if gs is not None and gs < event_time + horizon_s else event_time
@@ -305,6 +321,7 @@ def failover(rx: pd.DataFrame, acks: pd.DataFrame, event_time: float, window_s: 
 
 
 # ---- reinjection, retransmissions, RTT ------------------------------------------------------------
+
 
 @dataclass
 class Reinjection:
@@ -341,8 +358,9 @@ def reinjections(df: pd.DataFrame, v: Vantage) -> Reinjection:
     return Reinjection(int(sum(by.values())), {k: int(v) for k, v in by.items()}, int(total))
 
 
-def subflow_stats(df: pd.DataFrame, v: Vantage, labels: dict[int, str] | None = None
-                  ) -> pd.DataFrame:
+def subflow_stats(
+    df: pd.DataFrame, v: Vantage, labels: dict[int, str] | None = None
+) -> pd.DataFrame:
     """Per subflow at the sender: segments, bytes, retransmitted segments/bytes (a segment that
     ends at or below what that subflow had already sent), RTT (data -> first covering ACK, Karn)."""
     rows = []
@@ -373,18 +391,24 @@ def subflow_stats(df: pd.DataFrame, v: Vantage, labels: dict[int, str] | None = 
             j = np.maximum(kk, np.searchsorted(alvl, end, side="left"))
             ok &= j < len(at)
             rtts = at[np.minimum(j, len(at) - 1)][ok] - dt[ok]
-        rows.append({
-            "subflow": int(sf), "label": (labels or {}).get(int(sf), f"sf{int(sf)}"),
-            "segments": len(data), "bytes": int(data["payload_len"].sum()),
-            "retrans_segments": int(retx.sum()),
-            "retrans_bytes": int(data["payload_len"].to_numpy()[retx].sum()),
-            "rtt_ms_median": float(np.median(rtts) * 1e3) if len(rtts) else None,
-            "rtt_ms_p95": float(np.percentile(rtts, 95) * 1e3) if len(rtts) else None,
-            "rtt_samples": len(rtts)})
+        rows.append(
+            {
+                "subflow": int(sf),
+                "label": (labels or {}).get(int(sf), f"sf{int(sf)}"),
+                "segments": len(data),
+                "bytes": int(data["payload_len"].sum()),
+                "retrans_segments": int(retx.sum()),
+                "retrans_bytes": int(data["payload_len"].to_numpy()[retx].sum()),
+                "rtt_ms_median": float(np.median(rtts) * 1e3) if len(rtts) else None,
+                "rtt_ms_p95": float(np.percentile(rtts, 95) * 1e3) if len(rtts) else None,
+                "rtt_samples": len(rtts),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ---- reordering ---------------------------------------------------------------------------------
+
 
 def reordering_delay(rx: pd.DataFrame) -> pd.DataFrame:
     """Per first-seen segment at the receiver: time waiting until every lower DSN had arrived
@@ -441,8 +465,12 @@ class MptcpRtt:
 
 def mptcp_rtt(df: pd.DataFrame, v: Vantage) -> MptcpRtt:
     at_sender = (df["conn"] == v.conn) & (df["host"] == v.sender_host)
-    maps = df[at_sender & (df["role"] == v.sender_role) & df["dss_dsn"].notna()
-              & (df["dss_dll"].fillna(0) > 0)]
+    maps = df[
+        at_sender
+        & (df["role"] == v.sender_role)
+        & df["dss_dsn"].notna()
+        & (df["dss_dll"].fillna(0) > 0)
+    ]
     acks = df[at_sender & (df["role"] != v.sender_role) & df["data_ack"].notna()]
     if maps.empty or acks.empty:
         return MptcpRtt(0, None, None)
@@ -452,8 +480,11 @@ def mptcp_rtt(df: pd.DataFrame, v: Vantage) -> MptcpRtt:
     first = first[first["dsn"].notna() & first["rel_seq"].notna()]
     if first.empty:
         return MptcpRtt(0, None, None)
-    left = (first["dss_ssn"].to_numpy(dtype=np.int64) + first["dss_dll"].to_numpy(dtype=np.int64)
-            - first["rel_seq"].to_numpy(dtype=np.int64))
+    left = (
+        first["dss_ssn"].to_numpy(dtype=np.int64)
+        + first["dss_dll"].to_numpy(dtype=np.int64)
+        - first["rel_seq"].to_numpy(dtype=np.int64)
+    )
     end = first["dsn"].astype("uint64").to_numpy() + left.astype(np.uint64)
     ok = left > 0
     acks = acks.sort_values("time", kind="stable")

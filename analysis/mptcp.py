@@ -54,10 +54,12 @@ def _addr_codes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     src, dst = df["src"], df["dst"]
     if isinstance(src.dtype, pd.CategoricalDtype) and isinstance(dst.dtype, pd.CategoricalDtype):
         cats = src.cat.categories.union(dst.cat.categories)
-        return (src.cat.set_categories(cats).cat.codes.to_numpy().astype(np.int64),
-                dst.cat.set_categories(cats).cat.codes.to_numpy().astype(np.int64))
+        return (
+            src.cat.set_categories(cats).cat.codes.to_numpy().astype(np.int64),
+            dst.cat.set_categories(cats).cat.codes.to_numpy().astype(np.int64),
+        )
     codes, _ = pd.factorize(pd.concat([src.astype(str), dst.astype(str)], ignore_index=True))
-    return codes[: len(df)].astype(np.int64), codes[len(df):].astype(np.int64)
+    return codes[: len(df)].astype(np.int64), codes[len(df) :].astype(np.int64)
 
 
 def subflow_ids(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,8 +70,9 @@ def subflow_ids(df: pd.DataFrame) -> pd.DataFrame:
     a = s * 65536 + df["sport"].to_numpy().astype(np.int64)  # endpoint ids: address, port
     b = d * 65536 + df["dport"].to_numpy().astype(np.int64)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    uniq, first, inv = np.unique(np.stack([lo, hi], 1), axis=0, return_index=True,
-                                 return_inverse=True)
+    uniq, first, inv = np.unique(
+        np.stack([lo, hi], 1), axis=0, return_index=True, return_inverse=True
+    )
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
     codes = rank[inv.ravel()] if len(df) else np.zeros(0, dtype=np.int64)
@@ -113,12 +116,15 @@ def find_connections(df: pd.DataFrame) -> tuple[list[Connection], dict[int, tupl
             conn = same[0]
         else:
             conn = Connection(
-                conn=len(conns), version=int(g["mpc_version"].iloc[0]),
-                client_key=client_key, server_key=server_key,
+                conn=len(conns),
+                version=int(g["mpc_version"].iloc[0]),
+                client_key=client_key,
+                server_key=server_key,
                 client_token=None if client_key is None else key_token(client_key),
                 server_token=None if server_key is None else key_token(server_key),
                 client_idsn=None if client_key is None else key_idsn(client_key),
-                server_idsn=None if server_key is None else key_idsn(server_key))
+                server_idsn=None if server_key is None else key_idsn(server_key),
+            )
             conns.append(conn)
             if conn.client_token is not None:
                 by_token[conn.client_token] = (conn.conn, "client")
@@ -178,9 +184,19 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         c = len(conns)
         i_isn, r_isn = isn.get((s, True)), isn.get((s, False))
-        conns.append(Connection(c, 0, None, None, None, None,
-                                None if i_isn is None else int(i_isn),
-                                None if r_isn is None else int(r_isn), kind="tcp"))
+        conns.append(
+            Connection(
+                c,
+                0,
+                None,
+                None,
+                None,
+                None,
+                None if i_isn is None else int(i_isn),
+                None if r_isn is None else int(r_isn),
+                kind="tcp",
+            )
+        )
         sub_conn[s] = (c, True)
     conn_of = np.full(n, -1, dtype=np.int64)
     client_init = np.zeros(n, dtype=bool)
@@ -191,8 +207,10 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     is_mp = conn_of >= 0
     from_client = np.where(from_init, client_init, ~client_init)
     out["conn"] = conn_of
-    out["role"] = pd.Categorical(np.where(~is_mp, "", np.where(from_client, "client", "server")),
-                                 categories=["", "client", "server"])
+    out["role"] = pd.Categorical(
+        np.where(~is_mp, "", np.where(from_client, "client", "server")),
+        categories=["", "client", "server"],
+    )
     dsn = np.zeros(n, dtype=np.uint64)
     dsn_ok = np.zeros(n, dtype=bool)
     dack = np.zeros(n, dtype=np.uint64)
@@ -201,8 +219,18 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # carry 64-bit DSNs: they are grouped per subflow, with the initiator as "client"
     group_conn = np.where(is_mp, conn_of, -1 - sf)
     group_client = np.where(is_mp, from_client, from_init)
-    needed = out[["dss_ack", "dss_ack64", "dss_dsn", "dss_dsn64", "dss_ssn", "dss_dll",
-                  "mpc_dll", "payload_len"]]  # taking rows of 8 columns, not of all 60
+    needed = out[
+        [
+            "dss_ack",
+            "dss_ack64",
+            "dss_dsn",
+            "dss_dsn64",
+            "dss_ssn",
+            "dss_dll",
+            "mpc_dll",
+            "payload_len",
+        ]
+    ]  # taking rows of 8 columns, not of all 60
     for (_file, c, client), idx in _groups(out, group_conn, group_client):
         cinfo = conns[c] if c >= 0 else None
         sender_idsn = peer_idsn = None
@@ -220,9 +248,9 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if has_ack.any():
             vals = g["dss_ack"].to_numpy(dtype=np.uint64, na_value=0)[has_ack]
             dack_ok[idx[has_ack]] = True
-            dack[idx[has_ack]] = _expand(vals, g["dss_ack64"].to_numpy(dtype=bool,
-                                                                      na_value=False)[has_ack],
-                                         peer_idsn)
+            dack[idx[has_ack]] = _expand(
+                vals, g["dss_ack64"].to_numpy(dtype=bool, na_value=False)[has_ack], peer_idsn
+            )
         has_map = g["dss_dsn"].notna().to_numpy().copy()
         if sender_idsn is None:
             has_map &= g["dss_dsn64"].to_numpy(dtype=bool, na_value=False)
@@ -245,8 +273,9 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             k = int(has_mpc.sum())
             map_dsn = np.concatenate([map_dsn, np.full(k, (sender_idsn + 1) % M64, np.uint64)])
             m_ssn = np.concatenate([m_ssn, np.ones(k, np.int64)])
-            m_dll = np.concatenate([m_dll, g["mpc_dll"].to_numpy(dtype=np.int64,
-                                                                 na_value=0)[has_mpc]])
+            m_dll = np.concatenate(
+                [m_dll, g["mpc_dll"].to_numpy(dtype=np.int64, na_value=0)[has_mpc]]
+            )
             m_sf = np.concatenate([m_sf, g_sf[has_mpc]])
         for s in np.unique(g_sf):
             key = (s, bool(g_fi[g_sf == s][0]))
@@ -263,7 +292,7 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             starts, lens, dsns = starts[order], lens[order], dsns[order]
             # the latest mapping with start <= rel (a re-sent mapping replaces an equal start)
             k = np.searchsorted(starts, rel, side="right") - 1
-            ok = (k >= 0)
+            ok = k >= 0
             kk = np.maximum(k, 0)
             ok &= rel < starts[kk] + np.maximum(lens[kk], 1)
             tgt = idx[rows[ok]]
@@ -279,13 +308,22 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     out["dsn"] = pd.arrays.IntegerArray(dsn, ~dsn_ok)
     out["data_ack"] = pd.arrays.IntegerArray(dack, ~dack_ok)
     # object dtype: keys, tokens and IDSNs are exact Python ints (uint64 and None do not mix)
-    table = pd.DataFrame([c.__dict__ for c in conns], columns=list(Connection.__dataclass_fields__),
-                         dtype=object)
+    table = pd.DataFrame(
+        [c.__dict__ for c in conns], columns=list(Connection.__dataclass_fields__), dtype=object
+    )
     return out, table
 
 
-def _tcp_as_dsn(out: pd.DataFrame, idx: np.ndarray, isn: int | None, peer_isn: int | None,
-                dsn: np.ndarray, dsn_ok: np.ndarray, dack: np.ndarray, dack_ok: np.ndarray) -> None:
+def _tcp_as_dsn(
+    out: pd.DataFrame,
+    idx: np.ndarray,
+    isn: int | None,
+    peer_isn: int | None,
+    dsn: np.ndarray,
+    dsn_ok: np.ndarray,
+    dack: np.ndarray,
+    dack_ok: np.ndarray,
+) -> None:
     """Plain TCP: sequence numbers unwrapped from the ISN (or the first one seen) stand in for
     DSNs, cumulative ACKs for DATA_ACKs; the first data byte is ISN+1, as with an IDSN."""
     seq = out["seq"].to_numpy()[idx].astype(np.int64)
@@ -305,8 +343,9 @@ def _tcp_as_dsn(out: pd.DataFrame, idx: np.ndarray, isn: int | None, peer_isn: i
 def _groups(df: pd.DataFrame, conn_of: np.ndarray, from_client: np.ndarray):
     """Row positions per (capture file, connection, sender role), in time order."""
     if "host" in df.columns:  # one capture point = (host, interface), as integer codes
-        fk = pd.factorize(df["host"])[0].astype(np.int64) * 65536 + \
-            pd.factorize(df["intf"])[0].astype(np.int64)
+        fk = pd.factorize(df["host"])[0].astype(np.int64) * 65536 + pd.factorize(df["intf"])[
+            0
+        ].astype(np.int64)
     else:
         fk = np.zeros(len(df), dtype=np.int64)
     pos = pd.DataFrame({"f": fk, "c": conn_of, "cl": from_client, "t": df["time"].to_numpy()})

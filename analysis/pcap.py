@@ -24,8 +24,14 @@ import pandas as pd
 class CaptureError(Exception):
     """A pcap that cannot be read: says which file, and where (frame number, byte offset)."""
 
-    def __init__(self, path: str | os.PathLike, message: str, *, offset: int | None = None,
-                 frame: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        message: str,
+        *,
+        offset: int | None = None,
+        frame: int | None = None,
+    ) -> None:
         self.path = str(path)
         self.offset = offset
         self.frame = frame
@@ -41,8 +47,18 @@ class CaptureError(Exception):
 # Link types we understand (pcap LINKTYPE_* values).
 LINK_ETHERNET, LINK_NULL, LINK_RAW, LINK_LOOP = 1, 0, 101, 108
 LINK_SLL, LINK_SLL2, LINK_IPV4, LINK_IPV6 = 113, 276, 228, 229
-_KNOWN_LINKS = {LINK_ETHERNET, LINK_NULL, LINK_RAW, LINK_LOOP, LINK_SLL, LINK_SLL2, LINK_IPV4,
-                LINK_IPV6, 12, 14}
+_KNOWN_LINKS = {
+    LINK_ETHERNET,
+    LINK_NULL,
+    LINK_RAW,
+    LINK_LOOP,
+    LINK_SLL,
+    LINK_SLL2,
+    LINK_IPV4,
+    LINK_IPV6,
+    12,
+    14,
+}
 
 _U16 = struct.Struct("!H").unpack_from
 _U32 = struct.Struct("!I").unpack_from
@@ -74,12 +90,18 @@ def _pcap_records(buf: bytes, path: str) -> Iterator[tuple[int, int, float, int,
     while off < end:
         frame += 1
         if off + 16 > n:
-            raise CaptureError(path, f"truncated record header ({n - off} of 16 bytes)",
-                               offset=off, frame=frame)
+            raise CaptureError(
+                path, f"truncated record header ({n - off} of 16 bytes)", offset=off, frame=frame
+            )
         sec, frac, incl, orig = hdr(buf, off)
         if incl > 262144 or off + 16 + incl > n:
-            raise CaptureError(path, f"truncated or corrupt record: {incl} captured bytes "
-                               f"announced, {n - off - 16} left", offset=off, frame=frame)
+            raise CaptureError(
+                path,
+                f"truncated or corrupt record: {incl} captured bytes "
+                f"announced, {n - off - 16} left",
+                offset=off,
+                frame=frame,
+            )
         yield frame, off, sec + frac * div, link, off + 16, incl, orig
         off += 16 + incl
 
@@ -91,15 +113,19 @@ def _pcapng_records(buf: bytes, path: str) -> Iterator[tuple[int, int, float, in
     while off < n:
         if off + 12 > n:
             raise CaptureError(path, "truncated pcapng block header", offset=off, frame=frame + 1)
-        btype = buf[off:off + 4]
+        btype = buf[off : off + 4]
         if btype == b"\x0a\x0d\x0d\x0a":
-            bom = buf[off + 8:off + 12]
+            bom = buf[off + 8 : off + 12]
             endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
             ifaces = []
         btype_i, blen = struct.unpack_from(endian + "II", buf, off)
         if blen < 12 or blen % 4 or off + blen > n:
-            raise CaptureError(path, f"truncated or corrupt pcapng block (length {blen})",
-                               offset=off, frame=frame + 1)
+            raise CaptureError(
+                path,
+                f"truncated or corrupt pcapng block (length {blen})",
+                offset=off,
+                frame=frame + 1,
+            )
         if btype_i == 1:  # interface description
             link = struct.unpack_from(endian + "H", buf, off + 8)[0]
             res = 1e-6
@@ -110,7 +136,7 @@ def _pcapng_records(buf: bytes, path: str) -> Iterator[tuple[int, int, float, in
                     break
                 if code == 9 and olen >= 1:
                     v = buf[o + 4]
-                    res = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+                    res = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
                 o += 4 + ((olen + 3) & ~3)
             ifaces.append((link, res))
         elif btype_i in (6, 3):
@@ -122,11 +148,11 @@ def _pcapng_records(buf: bytes, path: str) -> Iterator[tuple[int, int, float, in
                 iid, hi, lo, orig = 0, 0, 0, struct.unpack_from(endian + "I", buf, off + 8)[0]
                 incl, start = min(orig, blen - 16), off + 12
             if iid >= len(ifaces):
-                raise CaptureError(path, f"packet on undeclared interface {iid}", offset=off,
-                                   frame=frame)
+                raise CaptureError(
+                    path, f"packet on undeclared interface {iid}", offset=off, frame=frame
+                )
             if start + incl > off + blen:
-                raise CaptureError(path, "packet data overruns its block", offset=off,
-                                   frame=frame)
+                raise CaptureError(path, "packet data overruns its block", offset=off, frame=frame)
             link, res = ifaces[iid]
             yield frame, off, ((hi << 32) | lo) * res, link, start, incl, orig
         off += blen
@@ -143,15 +169,36 @@ def iter_records(buf: bytes, path: str) -> Iterator[tuple[int, int, float, int, 
 
 # Rare options are collected as (row, name, value) and spread into nullable columns afterwards.
 RARE_COLUMNS: dict[str, str] = {
-    "opt_mss": "Int64", "opt_wscale": "Int64", "opt_sack_perm": "boolean", "opt_sack": "string",
-    "mpc_version": "Int64", "mpc_flags": "Int64", "mpc_send_key": "UInt64",
-    "mpc_recv_key": "UInt64", "mpc_dll": "Int64", "mpc_checksum": "Int64",
-    "join_backup": "boolean", "join_addr_id": "Int64", "join_token": "UInt64",
-    "join_nonce": "UInt64", "join_hmac64": "UInt64", "join_hmac": "string",
-    "add_echo": "boolean", "add_ipver": "Int64", "add_addr_id": "Int64", "add_addr": "string",
-    "add_port": "Int64", "add_hmac": "UInt64", "rm_addr_ids": "string", "prio_backup": "boolean",
-    "prio_addr_id": "Int64", "fail_dsn": "UInt64", "fastclose_key": "UInt64",
-    "tcprst_flags": "Int64", "tcprst_reason": "Int64", "mp_unknown": "string",
+    "opt_mss": "Int64",
+    "opt_wscale": "Int64",
+    "opt_sack_perm": "boolean",
+    "opt_sack": "string",
+    "mpc_version": "Int64",
+    "mpc_flags": "Int64",
+    "mpc_send_key": "UInt64",
+    "mpc_recv_key": "UInt64",
+    "mpc_dll": "Int64",
+    "mpc_checksum": "Int64",
+    "join_backup": "boolean",
+    "join_addr_id": "Int64",
+    "join_token": "UInt64",
+    "join_nonce": "UInt64",
+    "join_hmac64": "UInt64",
+    "join_hmac": "string",
+    "add_echo": "boolean",
+    "add_ipver": "Int64",
+    "add_addr_id": "Int64",
+    "add_addr": "string",
+    "add_port": "Int64",
+    "add_hmac": "UInt64",
+    "rm_addr_ids": "string",
+    "prio_backup": "boolean",
+    "prio_addr_id": "Int64",
+    "fail_dsn": "UInt64",
+    "fastclose_key": "UInt64",
+    "tcprst_flags": "Int64",
+    "tcprst_reason": "Int64",
+    "mp_unknown": "string",
 }
 
 
@@ -198,7 +245,7 @@ def _mptcp_rare(row: int, o: bytes, rare: list) -> int:
         r((row, "add_addr_id", o[3]))
         if ln >= 4 + alen:
             fam = socket.AF_INET if ipver == 4 else socket.AF_INET6
-            r((row, "add_addr", socket.inet_ntop(fam, o[4:4 + alen])))
+            r((row, "add_addr", socket.inet_ntop(fam, o[4 : 4 + alen])))
         rest = ln - 4 - alen - (8 if hmac else 0)
         if rest >= 2:
             r((row, "add_port", _U16(o, 4 + alen)[0]))
@@ -251,8 +298,15 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
     sports, dports, seqs, acks = A("H"), A("H"), A("I"), A("I")
     flagsl, wins, plens = A("H"), A("H"), A("q")
     ts_i, ts_v, ts_e = A("q"), A("I"), A("I")
-    d_i, d_flags, d_ack, d_dsn, d_ssn, d_dll, d_csum = A("q"), A("B"), A("Q"), A("Q"), A("I"), \
-        A("I"), A("i")
+    d_i, d_flags, d_ack, d_dsn, d_ssn, d_dll, d_csum = (
+        A("q"),
+        A("B"),
+        A("Q"),
+        A("Q"),
+        A("I"),
+        A("I"),
+        A("i"),
+    )
     mp_i, mp_sub = A("q"), A("i")
     rare: list = []
     addr_cache: dict[bytes, int] = {}  # address bytes -> category code
@@ -268,8 +322,9 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
         for frame, off, ts, link, start, caplen, orig in iter_records(buf, path):  # noqa: B007
             fast = False
             if link == 1 and caplen >= 54:  # Ethernet + IPv4 without options: one unpack
-                (et, b0, iplen, frag, proto, sb, db, sp, dp, sq, ak, offfl,
-                 win) = eth_ip4_tcp(buf, start)
+                (et, b0, iplen, frag, proto, sb, db, sp, dp, sq, ak, offfl, win) = eth_ip4_tcp(
+                    buf, start
+                )
                 if et == 0x0800 and b0 == 0x45 and proto == 6 and not frag & 0x1FFF:
                     fast = True
                     end = start + caplen
@@ -324,7 +379,7 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                     iplen = u16(buf, l3 + 2)[0] or (orig - l2len)
                     l4 = l3 + ihl
                     payload = iplen - ihl
-                    sb, db = buf[l3 + 12:l3 + 16], buf[l3 + 16:l3 + 20]
+                    sb, db = buf[l3 + 12 : l3 + 16], buf[l3 + 16 : l3 + 20]
                     s = addr_cache.get(sb)
                     if s is None:
                         s = addr_cache[sb] = len(addr_names)
@@ -345,7 +400,7 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                         payload -= ext
                     if nh != 6:
                         continue
-                    sb, db = buf[l3 + 8:l3 + 24], buf[l3 + 24:l3 + 40]
+                    sb, db = buf[l3 + 8 : l3 + 24], buf[l3 + 24 : l3 + 40]
                     s = addr_cache.get(sb)
                     if s is None:
                         s = addr_cache[sb] = len(addr_names)
@@ -436,7 +491,7 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                             d_dll.append(dll)
                             d_csum.append(cs)
                         else:
-                            st = _mptcp_rare(row, buf[o:o + olen], rare)
+                            st = _mptcp_rare(row, buf[o : o + olen], rare)
                         subs = str(st) if subs is None else f"{subs},{st}"
                     elif kind == 2 and olen == 4:
                         rare.append((row, "opt_mss", u16(buf, o + 2)[0]))
@@ -445,8 +500,10 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                     elif kind == 4:
                         rare.append((row, "opt_sack_perm", True))
                     elif kind == 5:
-                        blocks = [f"{u32(buf, q)[0]}-{u32(buf, q + 4)[0]}"
-                                  for q in range(o + 2, o + olen - 7, 8)]
+                        blocks = [
+                            f"{u32(buf, q)[0]}-{u32(buf, q + 4)[0]}"
+                            for q in range(o + 2, o + olen - 7, 8)
+                        ]
                         rare.append((row, "opt_sack", ",".join(blocks)))
                     o += olen
                 if subs is not None:
@@ -459,12 +516,35 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
             row += 1
     except (struct.error, IndexError) as e:
         raise CaptureError(path, f"malformed packet ({e})", offset=off, frame=frame) from None
-    acc = {"frames": frames, "times": times, "ipv": ipv, "srcs": srcs, "dsts": dsts,
-           "sports": sports, "dports": dports, "seqs": seqs, "acks": acks, "flagsl": flagsl,
-           "wins": wins, "plens": plens, "ts_i": ts_i, "ts_v": ts_v, "ts_e": ts_e, "d_i": d_i,
-           "d_flags": d_flags, "d_ack": d_ack, "d_dsn": d_dsn, "d_ssn": d_ssn, "d_dll": d_dll,
-           "d_csum": d_csum, "mp_i": mp_i, "mp_sub": mp_sub, "sub_names": sub_names,
-           "addr_names": addr_names, "rare": rare}
+    acc = {
+        "frames": frames,
+        "times": times,
+        "ipv": ipv,
+        "srcs": srcs,
+        "dsts": dsts,
+        "sports": sports,
+        "dports": dports,
+        "seqs": seqs,
+        "acks": acks,
+        "flagsl": flagsl,
+        "wins": wins,
+        "plens": plens,
+        "ts_i": ts_i,
+        "ts_v": ts_v,
+        "ts_e": ts_e,
+        "d_i": d_i,
+        "d_flags": d_flags,
+        "d_ack": d_ack,
+        "d_dsn": d_dsn,
+        "d_ssn": d_ssn,
+        "d_dll": d_dll,
+        "d_csum": d_csum,
+        "mp_i": mp_i,
+        "mp_sub": mp_sub,
+        "sub_names": sub_names,
+        "addr_names": addr_names,
+        "rare": rare,
+    }
     return _assemble(row, acc)
 
 
@@ -497,7 +577,9 @@ def _assemble(n: int, c: dict) -> pd.DataFrame:
         "seq": _np(c["seqs"], np.uint32),
         "ack": _np(c["acks"], np.uint32),
         "flags": flags,
-        "syn": (flags & 0x02) != 0, "fin": (flags & 0x01) != 0, "rst": (flags & 0x04) != 0,
+        "syn": (flags & 0x02) != 0,
+        "fin": (flags & 0x01) != 0,
+        "rst": (flags & 0x04) != 0,
         "ack_flag": (flags & 0x10) != 0,
         "window": _np(c["wins"], np.uint16),
         "payload_len": _np(c["plens"], np.int64),

@@ -23,9 +23,15 @@ def _events(ax, events: list[dict]) -> None:
     """Vertical lines at link events (t relative to the same origin as the x axis)."""
     for e in events:
         ax.axvline(e["t"], color=EVENT_COLORS.get(e.get("action", ""), "gray"), ls="--", lw=1.2)
-        ax.annotate(f"{e.get('link', '')} {e.get('action', '')}", (e["t"], 1.0),
-                    xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
-                    fontsize=8)
+        ax.annotate(
+            f"{e.get('link', '')} {e.get('action', '')}",
+            (e["t"], 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+        )
 
 
 def _save(fig, path: Path) -> Path:
@@ -36,33 +42,57 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def goodput_plot(sub: pd.DataFrame, conn: pd.DataFrame, labels: dict[int, str],
-                 events: list[dict], path: Path, title: str = "") -> Path:
+def goodput_plot(
+    sub: pd.DataFrame,
+    conn: pd.DataFrame,
+    labels: dict[int, str],
+    events: list[dict],
+    path: Path,
+    title: str = "",
+) -> Path:
     """Goodput per subflow (first-seen DSN bytes) and of the connection (data ACK), 100 ms bins."""
     fig, ax = plt.subplots(figsize=(9, 4))
     if not sub.empty:
-        d = sub.assign(subflow=sub["subflow"].map(lambda s: labels.get(int(s), f"sf{s}")),
-                       mbps=sub["goodput_bps"] / 1e6)
+        d = sub.assign(
+            subflow=sub["subflow"].map(lambda s: labels.get(int(s), f"sf{s}")),
+            mbps=sub["goodput_bps"] / 1e6,
+        )
         sns.lineplot(d, x="t", y="mbps", hue="subflow", ax=ax, drawstyle="steps-post")
     if not conn.empty:
-        ax.step(conn["t"], conn["goodput_bps"] / 1e6, where="post", color="black", lw=1.5,
-                label="connection (data ACK)")
+        ax.step(
+            conn["t"],
+            conn["goodput_bps"] / 1e6,
+            where="post",
+            color="black",
+            lw=1.5,
+            label="connection (data ACK)",
+        )
     _events(ax, events)
     ax.set(xlabel="time [s]", ylabel="goodput [Mbit/s]", title=title or "Goodput")
     ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
 
 
-def dsn_plot(rx: pd.DataFrame, labels: dict[int, str], t0: float, events: list[dict],
-             path: Path, title: str = "") -> Path:
+def dsn_plot(
+    rx: pd.DataFrame,
+    labels: dict[int, str],
+    t0: float,
+    events: list[dict],
+    path: Path,
+    title: str = "",
+) -> Path:
     """Data sequence number vs time per subflow at the receiver (the mptcptrace picture)."""
     fig, ax = plt.subplots(figsize=(9, 4))
     if not rx.empty:
         base = int(rx["dsn"].min())
-        d = pd.DataFrame({"t": rx["time"].to_numpy() - t0,
-                          "MB": (rx["dsn"].astype("uint64").to_numpy() - np.uint64(base))
-                          .astype(np.float64) / 1e6,
-                          "subflow": rx["subflow"].map(lambda s: labels.get(int(s), f"sf{s}"))})
+        d = pd.DataFrame(
+            {
+                "t": rx["time"].to_numpy() - t0,
+                "MB": (rx["dsn"].astype("uint64").to_numpy() - np.uint64(base)).astype(np.float64)
+                / 1e6,
+                "subflow": rx["subflow"].map(lambda s: labels.get(int(s), f"sf{s}")),
+            }
+        )
         sns.scatterplot(d, x="t", y="MB", hue="subflow", s=6, linewidth=0, ax=ax)
     _events(ax, events)
     ax.set(xlabel="time [s]", ylabel="data sequence [MB from first]", title=title or "DSN vs time")
@@ -83,9 +113,12 @@ def failover_plot(tab: pd.DataFrame, path: Path, title: str = "") -> Path:
     """Failover gap per stack (bars: mean, whiskers: 95% CI over repetitions)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     if not tab.empty:
-        d = tab.melt(id_vars=["stack"], value_vars=[c for c in ("gap_s", "first_new_data_s")
-                                                     if c in tab], var_name="metric",
-                     value_name="seconds").dropna()
+        d = tab.melt(
+            id_vars=["stack"],
+            value_vars=[c for c in ("gap_s", "first_new_data_s") if c in tab],
+            var_name="metric",
+            value_name="seconds",
+        ).dropna()
         if not d.empty:
             sns.barplot(d, x="stack", y="seconds", hue="metric", errorbar=("ci", 95), ax=ax)
     ax.set(title=title or "Failover gap per stack", ylabel="seconds")

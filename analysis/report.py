@@ -23,8 +23,23 @@ from analysis.metrics import to_jsonable
 from analysis.run import analyze_run, epoch, failover_table, read_json
 
 # two-sided 95% Student t quantiles by degrees of freedom (no scipy in the venv)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+_T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    25: 2.060,
+    30: 2.042,
+}
 
 
 def mean_ci(values) -> tuple[float | None, float | None, int]:
@@ -63,20 +78,31 @@ def run_rows(result: dict, run_name: str = "") -> pd.DataFrame:
         for c in g["connections"]:
             fo = (c.get("failover") or [{}])[0]
             stats = c.get("subflow_stats") or []
-            rows.append({
-                "run": run_name, "stack": g["stack"], "rep": g["rep"], "conn": c["conn"],
-                "goodput_mbps": c["goodput_bps"] / 1e6 if c.get("goodput_bps") else None,
-                "steady_mbps": (c["steady_goodput_bps"] / 1e6
-                                if c.get("steady_goodput_bps") is not None else None),
-                "duration_s": c["completion"]["duration_s"],
-                "bytes": c["completion"]["bytes"], "benefit": c.get("aggregation_benefit"),
-                "gap_s": fo.get("gap_s"), "first_new_data_s": fo.get("first_new_data_s"),
-                "regain90_s": fo.get("regain90_s"),
-                "reinjected_bytes": c["reinjection"]["bytes"],
-                "retrans_bytes": sum(s.get("retrans_bytes") or 0 for s in stats),
-                "reorder_p95_ms": c["reordering"]["p95_ms"],
-                "mptcp_rtt_ms": (c.get("mptcp_rtt") or {}).get("median_ms"),
-                "subflows": len(c["subflows"])})
+            rows.append(
+                {
+                    "run": run_name,
+                    "stack": g["stack"],
+                    "rep": g["rep"],
+                    "conn": c["conn"],
+                    "goodput_mbps": c["goodput_bps"] / 1e6 if c.get("goodput_bps") else None,
+                    "steady_mbps": (
+                        c["steady_goodput_bps"] / 1e6
+                        if c.get("steady_goodput_bps") is not None
+                        else None
+                    ),
+                    "duration_s": c["completion"]["duration_s"],
+                    "bytes": c["completion"]["bytes"],
+                    "benefit": c.get("aggregation_benefit"),
+                    "gap_s": fo.get("gap_s"),
+                    "first_new_data_s": fo.get("first_new_data_s"),
+                    "regain90_s": fo.get("regain90_s"),
+                    "reinjected_bytes": c["reinjection"]["bytes"],
+                    "retrans_bytes": sum(s.get("retrans_bytes") or 0 for s in stats),
+                    "reorder_p95_ms": c["reordering"]["p95_ms"],
+                    "mptcp_rtt_ms": (c.get("mptcp_rtt") or {}).get("median_ms"),
+                    "subflows": len(c["subflows"]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -106,8 +132,10 @@ img{max-width:100%;border:1px solid #ddd;margin:.5em 0}.err{color:#a00}
 
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">' \
-           f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+    )
 
 
 def _fmt(v, scale: float = 1) -> str:
@@ -121,28 +149,41 @@ def _fmt(v, scale: float = 1) -> str:
 def _table(df: pd.DataFrame, left: int = 1) -> str:
     if df.empty:
         return "<p>none</p>"
-    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(c))}</th>'
-                   for i, c in enumerate(df.columns))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(v)}</td>'
-                                    for i, v in enumerate(r)) + "</tr>"
-                   for r in df.itertuples(index=False))
+    head = "".join(
+        f'<th class="{"l" if i < left else ""}">{html.escape(str(c))}</th>'
+        for i, c in enumerate(df.columns)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(v)}</td>' for i, v in enumerate(r))
+        + "</tr>"
+        for r in df.itertuples(index=False)
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _summary_html(summary: pd.DataFrame, keys: list[str]) -> str:
-    cols = keys + ["n"] + [f"{label} [{unit}]" if unit else label
-                           for _, label, _, unit in SUMMARY_METRICS]
+    cols = (
+        keys
+        + ["n"]
+        + [f"{label} [{unit}]" if unit else label for _, label, _, unit in SUMMARY_METRICS]
+    )
     rows = []
     for _, r in summary.iterrows():
         cells = [r[k] for k in keys] + [r["n"]]
         for col, _, scale, _ in SUMMARY_METRICS:
             m, ci = r[col], r[col + "_ci95"]
-            cells.append("–" if m is None or pd.isna(m) else
-                         f"{m * scale:.3g}" + ("" if ci is None or pd.isna(ci)
-                                               else f" ± {ci * scale:.2g}"))
+            cells.append(
+                "–"
+                if m is None or pd.isna(m)
+                else f"{m * scale:.3g}"
+                + ("" if ci is None or pd.isna(ci) else f" ± {ci * scale:.2g}")
+            )
         rows.append(cells)
-    return _table(pd.DataFrame(rows, columns=cols), left=len(keys)) + \
-        "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions</p>"
+    return (
+        _table(pd.DataFrame(rows, columns=cols), left=len(keys))
+        + "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions</p>"
+    )
 
 
 def _flat_versions(v) -> str:
@@ -172,15 +213,19 @@ def what_ran(meta: dict) -> dict[str, str]:
         + (" (dirty)" if meta.get("git_dirty") or git.get("dirty") else ""),
         "kernel": kernel.get("release") if isinstance(kernel, dict) else kernel,
         "host": host.get("hostname") if isinstance(host, dict) else host,
-        "start": meta.get("start"), "end": meta.get("end"),
+        "start": meta.get("start"),
+        "end": meta.get("end"),
         "versions": _flat_versions(meta.get("packages") or meta.get("versions") or {}),
     }
     for key in ("start", "end"):
         t = epoch(out[key])
         if t is not None:
             out[key] = datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
-    return {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v))
-            for k, v in out.items() if v not in (None, "", {}, [])}
+    return {
+        k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v))
+        for k, v in out.items()
+        if v not in (None, "", {}, [])
+    }
 
 
 def _meta_html(meta: dict, where: Path) -> str:
@@ -188,11 +233,15 @@ def _meta_html(meta: dict, where: Path) -> str:
     metadata.json follows, folded."""
     if not meta:
         return f"<p>No metadata.json in <code>{html.escape(str(where))}</code>.</p>"
-    rows = "".join(f"<tr><th class='l'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                   for k, v in what_ran(meta).items())
+    rows = "".join(
+        f"<tr><th class='l'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in what_ran(meta).items()
+    )
     full = html.escape(json.dumps(meta, indent=1, sort_keys=True, default=str)[:20000])
-    return (f"<table class='meta'>{rows}</table><details><summary>metadata.json</summary>"
-            f"<pre>{full}</pre></details>")
+    return (
+        f"<table class='meta'>{rows}</table><details><summary>metadata.json</summary>"
+        f"<pre>{full}</pre></details>"
+    )
 
 
 def events_table(events: list) -> pd.DataFrame:
@@ -201,20 +250,35 @@ def events_table(events: list) -> pd.DataFrame:
     for e in events:
         if isinstance(e, dict) and "events" in e:
             for x in e.get("events") or []:
-                rows.append({"run": e.get("label", ""), "link": x.get("link"),
-                             "action": x.get("action"), "at_s": x.get("at"),
-                             "actual_s": x.get("actual")})
+                rows.append(
+                    {
+                        "run": e.get("label", ""),
+                        "link": x.get("link"),
+                        "action": x.get("action"),
+                        "at_s": x.get("at"),
+                        "actual_s": x.get("actual"),
+                    }
+                )
         elif isinstance(e, dict):
-            rows.append({"run": "", "link": e.get("link"), "action": e.get("action"),
-                         "at_s": e.get("at"), "actual_s": e.get("actual")})
+            rows.append(
+                {
+                    "run": "",
+                    "link": e.get("link"),
+                    "action": e.get("action"),
+                    "at_s": e.get("at"),
+                    "actual_s": e.get("actual"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def _page(title: str, parts: list[str]) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}"
-            f"<p><small>generated {datetime.now(UTC).isoformat(timespec='seconds')} by "
-            f"mptcp-lab analysis</small></p></body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}"
+        f"<p><small>generated {datetime.now(UTC).isoformat(timespec='seconds')} by "
+        f"mptcp-lab analysis</small></p></body></html>"
+    )
 
 
 def is_run(d: Path) -> bool:
@@ -230,37 +294,57 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
     if result["events"]:
         parts += ["<h3>Link events</h3>", _table(events_table(result["events"]))]
     if result["errors"]:
-        parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>"
-                                          for e in result["errors"]]
+        parts += ["<h2>Problems</h2>"] + [
+            f"<p class='err'>{html.escape(e)}</p>" for e in result["errors"]
+        ]
     parts.append("<h2>Stacks compared</h2>")
-    parts.append(_summary_html(summarize(rows, ["stack"]), ["stack"]) if not rows.empty
-                 else "<p>No MPTCP connection found in the captures.</p>")
+    parts.append(
+        _summary_html(summarize(rows, ["stack"]), ["stack"])
+        if not rows.empty
+        else "<p>No MPTCP connection found in the captures.</p>"
+    )
     for name in ("failover", "reordering-cdf"):
         if name in result["figures"]:
             parts.append(_img(run_dir / result["figures"][name], name))
     for g in result["groups"]:
         for c in g["connections"]:
             tag = f"{g['stack']}-{g['rep']}".replace("/", "_")
-            parts.append(f"<h2>{html.escape(g['stack'])} rep {html.escape(g['rep'])}, "
-                         f"connection {c['conn']}</h2>")
-            parts.append(f"<p>{c['sender_role']} ({c['sender_host']}) sent "
-                         f"{c['completion']['bytes']} bytes to {c['receiver_host']} in "
-                         f"{c['completion']['duration_s']:.3f} s: "
-                         f"{(c['goodput_bps'] or 0) / 1e6:.2f} Mbit/s</p>")
+            parts.append(
+                f"<h2>{html.escape(g['stack'])} rep {html.escape(g['rep'])}, "
+                f"connection {c['conn']}</h2>"
+            )
+            parts.append(
+                f"<p>{c['sender_role']} ({c['sender_host']}) sent "
+                f"{c['completion']['bytes']} bytes to {c['receiver_host']} in "
+                f"{c['completion']['duration_s']:.3f} s: "
+                f"{(c['goodput_bps'] or 0) / 1e6:.2f} Mbit/s</p>"
+            )
             if c.get("failover"):
                 fo = pd.DataFrame(c["failover"])
                 fo["surviving"] = fo["surviving_subflows"].map(
-                    lambda s: " ".join(f"sf{x}" for x in s))
-                keep = ["link", "action", "at_s", "gap_s", "first_new_data_s", "regain90_s",
-                        "pre_goodput_bps", "resumed", "surviving"]
+                    lambda s: " ".join(f"sf{x}" for x in s)
+                )
+                keep = [
+                    "link",
+                    "action",
+                    "at_s",
+                    "gap_s",
+                    "first_new_data_s",
+                    "regain90_s",
+                    "pre_goodput_bps",
+                    "resumed",
+                    "surviving",
+                ]
                 parts.append("<h3>Failover</h3>" + _table(fo[[k for k in keep if k in fo]]))
             re = c.get("reinjection") or {}
             rtt = c.get("mptcp_rtt") or {}
-            parts.append(f"<p>reinjected {re.get('bytes', 0)} bytes "
-                         f"({', '.join(f'sf{k}: {v}' for k, v in (re.get('by_subflow') or {}).items())}); "
-                         f"MPTCP-level RTT median {_fmt(rtt.get('median_ms'))} ms, "
-                         f"p95 {_fmt(rtt.get('p95_ms'))} ms ({rtt.get('samples', 0)} mappings); "
-                         f"reordering delay p95 {_fmt(c['reordering']['p95_ms'])} ms</p>")
+            parts.append(
+                f"<p>reinjected {re.get('bytes', 0)} bytes "
+                f"({', '.join(f'sf{k}: {v}' for k, v in (re.get('by_subflow') or {}).items())}); "
+                f"MPTCP-level RTT median {_fmt(rtt.get('median_ms'))} ms, "
+                f"p95 {_fmt(rtt.get('p95_ms'))} ms ({rtt.get('samples', 0)} mappings); "
+                f"reordering delay p95 {_fmt(c['reordering']['p95_ms'])} ms</p>"
+            )
             parts.append(_table(pd.DataFrame(c["subflow_stats"])))
             for k in ("goodput", "dsn"):
                 key = f"{k}-{tag}-c{c['conn']}"
@@ -273,8 +357,10 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
 
 
 def find_runs(root: Path) -> list[Path]:
-    return sorted({p.parent for p in root.rglob("metadata.json")} |
-                  {p.parent for p in root.rglob("pcap") if p.is_dir()})
+    return sorted(
+        {p.parent for p in root.rglob("metadata.json")}
+        | {p.parent for p in root.rglob("pcap") if p.is_dir()}
+    )
 
 
 def _swept(metas: dict[str, dict]) -> list[str]:
@@ -291,24 +377,38 @@ def write_campaign_report(root: Path) -> Path:
     runs = find_runs(root)
     results = {str(r.relative_to(root)): analyze_run(r) for r in runs}
     metas = {k: v["metadata"] for k, v in results.items()}
-    rows = pd.concat([run_rows(v, k) for k, v in results.items()] or [pd.DataFrame()],
-                     ignore_index=True)
+    rows = pd.concat(
+        [run_rows(v, k) for k, v in results.items()] or [pd.DataFrame()], ignore_index=True
+    )
     fig_dir = root / "figures"
     parts = ["<h2>What ran</h2>"]
     facts = {k: what_ran(m) for k, m in metas.items()}
     keys = list(dict.fromkeys(k for f in facts.values() for k in f))  # what_ran's order
     # what all runs share, once; what differs, per run (folded when there are many)
-    common = {k: v for k in keys if len({f.get(k) for f in facts.values()}) == 1
-              and (v := next(iter(facts.values())).get(k)) is not None}
-    parts.append("<table class='meta'>" + "".join(
-        f"<tr><th class='l'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in common.items()) + "</table>")
+    common = {
+        k: v
+        for k in keys
+        if len({f.get(k) for f in facts.values()}) == 1
+        and (v := next(iter(facts.values())).get(k)) is not None
+    }
+    parts.append(
+        "<table class='meta'>"
+        + "".join(
+            f"<tr><th class='l'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in common.items()
+        )
+        + "</table>"
+    )
     differ = [k for k in keys if k not in common]
-    per_run = _table(pd.DataFrame([{"run": r, **{k: f.get(k, "") for k in differ}}
-                                   for r, f in facts.items()]))
-    parts.append(per_run if len(facts) <= 6 else
-                 f"<details><summary>{len(facts)} runs: {html.escape(', '.join(differ))}"
-                 f"</summary>{per_run}</details>")
+    per_run = _table(
+        pd.DataFrame([{"run": r, **{k: f.get(k, "") for k in differ}} for r, f in facts.items()])
+    )
+    parts.append(
+        per_run
+        if len(facts) <= 6
+        else f"<details><summary>{len(facts)} runs: {html.escape(', '.join(differ))}"
+        f"</summary>{per_run}</details>"
+    )
     summary = pd.DataFrame()
     if not rows.empty:
         parts.append("<h2>Stacks compared (all runs)</h2>")
@@ -316,8 +416,11 @@ def write_campaign_report(root: Path) -> Path:
         # runs with the same scalar parameters are repetitions of one grid point
         swept = _swept(metas)
         rows["point"] = rows["run"].map(
-            lambda r: ", ".join(f"{k}={(metas[r].get('parameters') or {}).get(k)}"
-                                for k in swept) or "all")
+            lambda r: (
+                ", ".join(f"{k}={(metas[r].get('parameters') or {}).get(k)}" for k in swept)
+                or "all"
+            )
+        )
         parts.append("<h2>Per grid point and stack (over repetitions)</h2>")
         summary = summarize(rows, ["point", "stack"])
         parts.append(_summary_html(summary, ["point", "stack"]))
@@ -326,29 +429,51 @@ def write_campaign_report(root: Path) -> Path:
             parts.append(_img(plots.failover_plot(fo, fig_dir / "failover.png"), "failover"))
         if len(swept) >= 2 and rows["benefit"].notna().any():
             x, y = swept[:2]
-            grid = rows.assign(**{x: rows["run"].map(lambda r: metas[r]["parameters"][x]),
-                                  y: rows["run"].map(lambda r: metas[r]["parameters"][y])})
+            grid = rows.assign(
+                **{
+                    x: rows["run"].map(lambda r: metas[r]["parameters"][x]),
+                    y: rows["run"].map(lambda r: metas[r]["parameters"][y]),
+                }
+            )
             for stack, g in grid.groupby("stack"):  # one map per stack: they differ most
                 if g["benefit"].notna().any():
-                    p = plots.benefit_heatmap(g, x, y, fig_dir / f"benefit-heatmap-{stack}.png",
-                                              f"Aggregation benefit: {stack}")
+                    p = plots.benefit_heatmap(
+                        g,
+                        x,
+                        y,
+                        fig_dir / f"benefit-heatmap-{stack}.png",
+                        f"Aggregation benefit: {stack}",
+                    )
                     parts.append(_img(p, f"aggregation benefit over {x} x {y}: {stack}"))
     # Every run gets its own report; the campaign shows each run's goodput per subflow (with
     # the link events marked) and links to the rest, so a failover is visible from here.
     parts.append("<h2>Runs</h2>")
     for name, res in results.items():
         run_report = write_run_report(root / name, res)
-        parts.append(f"<h3>{html.escape(name)}</h3><p><a href='"
-                     f"{html.escape(str(run_report.relative_to(root)))}'>run report</a></p>")
+        parts.append(
+            f"<h3>{html.escape(name)}</h3><p><a href='"
+            f"{html.escape(str(run_report.relative_to(root)))}'>run report</a></p>"
+        )
         for key, rel in res["figures"].items():
             if key.startswith("goodput-"):
                 parts.append(_img(root / name / rel, f"{name}: {key}"))
     errors = [e for v in results.values() for e in v["errors"]]
     if errors:
         parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>" for e in errors]
-    (root / "metrics.json").write_text(json.dumps(to_jsonable({
-        "campaign": str(root), "runs": list(results), "rows": rows.to_dict("records"),
-        "summary": summary.to_dict("records"), "errors": errors}), indent=1))
+    (root / "metrics.json").write_text(
+        json.dumps(
+            to_jsonable(
+                {
+                    "campaign": str(root),
+                    "runs": list(results),
+                    "rows": rows.to_dict("records"),
+                    "summary": summary.to_dict("records"),
+                    "errors": errors,
+                }
+            ),
+            indent=1,
+        )
+    )
     out = root / "report.html"
     out.write_text(_page(f"MPTCP campaign: {root.name} ({len(runs)} runs)", parts))
     return out
@@ -361,14 +486,15 @@ def _demote(body: str) -> str:
     return body
 
 
-def combine_reports(out: Path, sections: list[tuple[str, Path]], title: str,
-                    intro_html: str = "") -> Path:
+def combine_reports(
+    out: Path, sections: list[tuple[str, Path]], title: str, intro_html: str = ""
+) -> Path:
     """One self-contained page from several reports (figures are embedded, so their bodies can
     simply be put one after the other); links are rewritten to stay valid from `out`."""
     parts = [intro_html] if intro_html else []
     for heading, report in sections:
         text = Path(report).read_text()
-        body = text[text.index("<body>") + 6:text.rindex("</body>")]
+        body = text[text.index("<body>") + 6 : text.rindex("</body>")]
         body = re.sub(r"<p><small>generated .*?</small></p>", "", body)
         base = Path(report).parent
 
@@ -377,9 +503,11 @@ def combine_reports(out: Path, sections: list[tuple[str, Path]], title: str,
             return f"href='{html.escape(target)}'"
 
         body = re.sub(r"href='([^']+)'", relink, body)
-        parts.append(f"<section><h2>{html.escape(heading)}</h2>"
-                     f"<p><a href='{html.escape(os.path.relpath(report, Path(out).parent))}'>"
-                     f"full report</a></p>{_demote(body)}</section>")
+        parts.append(
+            f"<section><h2>{html.escape(heading)}</h2>"
+            f"<p><a href='{html.escape(os.path.relpath(report, Path(out).parent))}'>"
+            f"full report</a></p>{_demote(body)}</section>"
+        )
     Path(out).write_text(_page(title, parts))
     return Path(out)
 

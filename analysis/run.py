@@ -64,7 +64,7 @@ def capacities_mbit(meta: dict) -> list[float] | None:
             return [float(x) for x in v]
     links = params.get("links") or {}
     caps = []
-    for spec in (links.values() if isinstance(links, dict) else links):
+    for spec in links.values() if isinstance(links, dict) else links:
         if isinstance(spec, dict):
             for key in ("rate_mbit", "bw_mbit", "bw", "capacity_mbit"):
                 if isinstance(spec.get(key), (int, float)):
@@ -108,9 +108,17 @@ def group_events(events: list, stack: str, rep: str) -> tuple[list[dict], float 
     return [e for e in events if isinstance(e, dict)], None
 
 
-def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[dict],
-                  caps: list[float] | None, fig_dir: Path, tag: str, t0: float,
-                  warmup_s: float = 1.0) -> tuple[dict, dict]:
+def _conn_metrics(
+    df: pd.DataFrame,
+    conns: pd.DataFrame,
+    c: int,
+    events: list[dict],
+    caps: list[float] | None,
+    fig_dir: Path,
+    tag: str,
+    t0: float,
+    warmup_s: float = 1.0,
+) -> tuple[dict, dict]:
     info = conns.iloc[c]
     v = M.vantage(df, c)
     idsn = info["client_idsn"] if v.sender_role == "client" else info["server_idsn"]
@@ -123,51 +131,71 @@ def _conn_metrics(df: pd.DataFrame, conns: pd.DataFrame, c: int, events: list[di
     s_end = min([e["time"] for e in events if e["time"] > t0 + warmup_s] + [comp.end])
     # (a transfer too short for a steady second after the warm-up has no steady goodput: the
     # benefit then uses the whole transfer's goodput)
-    steady = (M.steady_goodput(acks, t0 + warmup_s, s_end) if s_end - t0 - warmup_s >= 1.0
-              else None)
+    steady = M.steady_goodput(acks, t0 + warmup_s, s_end) if s_end - t0 - warmup_s >= 1.0 else None
     g_benefit = steady if steady is not None else comp.goodput_bps
     t_end = comp.end + 0.3  # a little after the last data-level progress
     g_conn = M.connection_goodput(acks[acks["time"] <= t_end], t0, t_end)
     g_sub = M.subflow_goodput(rx, t0, t_end)
     rel_events = [{**e, "t": e["time"] - t0} for e in events]
     figs = {
-        "goodput": plots.goodput_plot(g_sub, g_conn, labels, rel_events,
-                                      fig_dir / f"goodput-{tag}-c{c}.png", f"Goodput {tag}"),
-        "dsn": plots.dsn_plot(rx, labels, t0, rel_events, fig_dir / f"dsn-{tag}-c{c}.png",
-                              f"DSN vs time {tag}"),
+        "goodput": plots.goodput_plot(
+            g_sub, g_conn, labels, rel_events, fig_dir / f"goodput-{tag}-c{c}.png", f"Goodput {tag}"
+        ),
+        "dsn": plots.dsn_plot(
+            rx, labels, t0, rel_events, fig_dir / f"dsn-{tag}-c{c}.png", f"DSN vs time {tag}"
+        ),
     }
     delays = M.reordering_delay(rx)
     d = delays["delay_s"].dropna()
     out = {
-        "conn": c, "kind": info["kind"], "version": int(info["version"]),
+        "conn": c,
+        "kind": info["kind"],
+        "version": int(info["version"]),
         "client_token": None if pd.isna(info["client_token"]) else int(info["client_token"]),
         "server_token": None if pd.isna(info["server_token"]) else int(info["server_token"]),
-        "sender_role": v.sender_role, "sender_host": v.sender_host,
-        "receiver_host": v.receiver_host, "subflows": labels,
+        "sender_role": v.sender_role,
+        "sender_host": v.sender_host,
+        "receiver_host": v.receiver_host,
+        "subflows": labels,
         "completion": M.to_jsonable(comp),
         "goodput_bps": comp.goodput_bps,
         "steady_goodput_bps": steady,
         # Kaspar's benefit on the steady goodput, and only for runs without link events (as the
         # experiment runner computes it): a failure is not an aggregation question
-        "aggregation_benefit": (M.aggregation_benefit(g_benefit / 1e6, caps)
-                                if caps and not downs else None),
+        "aggregation_benefit": (
+            M.aggregation_benefit(g_benefit / 1e6, caps) if caps and not downs else None
+        ),
         "capacities_mbit": caps,
-        "failover": [M.to_jsonable({**M.to_jsonable(M.failover(rx, acks, e["time"])),
-                                    "link": e.get("link"), "action": e.get("action"),
-                                    "at_s": e["time"] - t0})
-                     for e in events if e.get("action") == "down"],
+        "failover": [
+            M.to_jsonable(
+                {
+                    **M.to_jsonable(M.failover(rx, acks, e["time"])),
+                    "link": e.get("link"),
+                    "action": e.get("action"),
+                    "at_s": e["time"] - t0,
+                }
+            )
+            for e in events
+            if e.get("action") == "down"
+        ],
         "goodput_series": {  # 100 ms bins from t0, bits/s
-            "bin_s": M.BIN_S, "t": g_conn["t"].round(3).tolist(),
+            "bin_s": M.BIN_S,
+            "t": g_conn["t"].round(3).tolist(),
             "connection_bps": g_conn["goodput_bps"].round(0).tolist(),
-            "subflows_bps": {str(sf): g["goodput_bps"].round(0).tolist()
-                             for sf, g in g_sub.groupby("subflow")}},
+            "subflows_bps": {
+                str(sf): g["goodput_bps"].round(0).tolist() for sf, g in g_sub.groupby("subflow")
+            },
+        },
         "reinjection": M.to_jsonable(M.reinjections(df, v)),
         "mptcp_rtt": M.to_jsonable(M.mptcp_rtt(df, v)),
         "subflow_stats": M.to_jsonable(M.subflow_stats(df, v, labels).to_dict("records")),
-        "reordering": {"segments": int(len(delays)), "unresolved": int(delays["delay_s"].isna().sum()),
-                       "median_ms": float(d.median() * 1e3) if len(d) else None,
-                       "p95_ms": float(d.quantile(0.95) * 1e3) if len(d) else None,
-                       "max_ms": float(d.max() * 1e3) if len(d) else None},
+        "reordering": {
+            "segments": int(len(delays)),
+            "unresolved": int(delays["delay_s"].isna().sum()),
+            "median_ms": float(d.median() * 1e3) if len(d) else None,
+            "p95_ms": float(d.quantile(0.95) * 1e3) if len(d) else None,
+            "max_ms": float(d.max() * 1e3) if len(d) else None,
+        },
     }
     return out, {"figures": figs, "delays": delays}
 
@@ -183,8 +211,15 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
     caps = capacities_mbit(meta)
     warmup = float((meta.get("metrics") or {}).get("warmup_s", meta.get("warmup_s", 1.0)))
     fig_dir = run_dir / "figures"
-    result: dict = {"run": str(run_dir), "metadata": meta, "events": events, "groups": [],
-                    "errors": [], "figures": {}, "traffic": {}}
+    result: dict = {
+        "run": str(run_dir),
+        "metadata": meta,
+        "events": events,
+        "groups": [],
+        "errors": [],
+        "figures": {},
+        "traffic": {},
+    }
     for p in sorted(run_dir.glob("*.json")):
         if p.name not in RESERVED_JSON and p.stat().st_size < 200_000:
             result["traffic"][p.name] = read_json(p, None)
@@ -197,8 +232,12 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
                 good.append((p, load_many([p])))
             except CaptureError as e:
                 result["errors"].append(str(e))
-        grp = {"stack": stack, "rep": rep, "pcaps": [str(p.relative_to(run_dir)) for p in pcaps],
-               "connections": []}
+        grp = {
+            "stack": stack,
+            "rep": rep,
+            "pcaps": [str(p.relative_to(run_dir)) for p in pcaps],
+            "connections": [],
+        }
         result["groups"].append(grp)
         if not good:
             continue
@@ -242,8 +281,15 @@ def failover_table(result: dict) -> pd.DataFrame:
     for g in result["groups"]:
         for c in g["connections"]:
             for f in c.get("failover", []):
-                rows.append({"stack": g["stack"], "rep": g["rep"], "conn": c["conn"],
-                             "link": f.get("link"), "gap_s": f.get("gap_s"),
-                             "first_new_data_s": f.get("first_new_data_s"),
-                             "regain90_s": f.get("regain90_s")})
+                rows.append(
+                    {
+                        "stack": g["stack"],
+                        "rep": g["rep"],
+                        "conn": c["conn"],
+                        "link": f.get("link"),
+                        "gap_s": f.get("gap_s"),
+                        "first_new_data_s": f.get("first_new_data_s"),
+                        "regain90_s": f.get("regain90_s"),
+                    }
+                )
     return pd.DataFrame(rows)

@@ -31,15 +31,42 @@ from analysis.mptcp import annotate  # noqa: E402
 from analysis.pcap import parse_pcap  # noqa: E402
 
 P = "tcp.options.mptcp."
-TSHARK_FIELDS = ["frame.number", "frame.time_epoch", "ip.src", "ip.dst", "tcp.srcport",
-                 "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags", "tcp.len",
-                 "tcp.window_size_value", "tcp.options.timestamp.tsval",
-                 "tcp.options.timestamp.tsecr", P + "subtype", P + "version", P + "sendkey",
-                 P + "recvkey", P + "recvtok", P + "sendrand", P + "sendtrunchmac",
-                 P + "sendhmac", P + "rawdataseqno", P + "rawdataack", P + "subflowseqno",
-                 P + "datalvllen", P + "checksum", P + "datafin.flag", P + "addrid",
-                 P + "backup.flag", P + "echo", P + "ipv4", P + "port", P + "addaddrtrunchmac",
-                 P + "rst_reason"]
+TSHARK_FIELDS = [
+    "frame.number",
+    "frame.time_epoch",
+    "ip.src",
+    "ip.dst",
+    "tcp.srcport",
+    "tcp.dstport",
+    "tcp.seq_raw",
+    "tcp.ack_raw",
+    "tcp.flags",
+    "tcp.len",
+    "tcp.window_size_value",
+    "tcp.options.timestamp.tsval",
+    "tcp.options.timestamp.tsecr",
+    P + "subtype",
+    P + "version",
+    P + "sendkey",
+    P + "recvkey",
+    P + "recvtok",
+    P + "sendrand",
+    P + "sendtrunchmac",
+    P + "sendhmac",
+    P + "rawdataseqno",
+    P + "rawdataack",
+    P + "subflowseqno",
+    P + "datalvllen",
+    P + "checksum",
+    P + "datafin.flag",
+    P + "addrid",
+    P + "backup.flag",
+    P + "echo",
+    P + "ipv4",
+    P + "port",
+    P + "addaddrtrunchmac",
+    P + "rst_reason",
+]
 
 
 def make_seed(out: Path) -> Path:
@@ -60,7 +87,7 @@ def grow(seed: Path, target: int, out: Path) -> int:
     recs, off = [], 24
     while off + 16 <= len(buf):
         sec, usec, incl, orig = struct.unpack_from("<IIII", buf, off)
-        recs.append((sec + usec * 1e-6, buf[off + 8:off + 16 + incl]))
+        recs.append((sec + usec * 1e-6, buf[off + 8 : off + 16 + incl]))
         off += 16 + incl
     span = recs[-1][0] - recs[0][0] + 0.01
     n = 0
@@ -85,13 +112,36 @@ def timed(fn, *a):
 
 
 def tshark(pcap: Path, analysis: bool) -> float:
-    opts = (["-2", "-o", "mptcp.analyze_mptcp:TRUE", "-o", "mptcp.analyze_mappings:TRUE",
-             "-o", "mptcp.relative_sequence_numbers:FALSE", "-o", "tcp.analyze_sequence_numbers:TRUE"]
-            if analysis else ["-o", "mptcp.analyze_mptcp:FALSE",
-                              "-o", "tcp.analyze_sequence_numbers:FALSE"])
+    opts = (
+        [
+            "-2",
+            "-o",
+            "mptcp.analyze_mptcp:TRUE",
+            "-o",
+            "mptcp.analyze_mappings:TRUE",
+            "-o",
+            "mptcp.relative_sequence_numbers:FALSE",
+            "-o",
+            "tcp.analyze_sequence_numbers:TRUE",
+        ]
+        if analysis
+        else ["-o", "mptcp.analyze_mptcp:FALSE", "-o", "tcp.analyze_sequence_numbers:FALSE"]
+    )
     fields = TSHARK_FIELDS + (["mptcp.rawdsn64", "mptcp.ack"] if analysis else [])
-    cmd = ["tshark", "-r", str(pcap), *opts, "-T", "fields", "-E", "separator=,",
-           "-E", "occurrence=a", "-E", "aggregator=;"]
+    cmd = [
+        "tshark",
+        "-r",
+        str(pcap),
+        *opts,
+        "-T",
+        "fields",
+        "-E",
+        "separator=,",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=;",
+    ]
     for f in fields:
         cmd += ["-e", f]
     t = time.perf_counter()
@@ -103,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--segments", type=int, default=1_000_000)
     ap.add_argument("--pcap", type=Path, help="seed capture (default: make one, needs root)")
-    ap.add_argument("--no-tshark-analysis", action="store_true",
-                    help="skip the (slowest) tshark run with MPTCP analysis on")
+    ap.add_argument(
+        "--no-tshark-analysis",
+        action="store_true",
+        help="skip the (slowest) tshark run with MPTCP analysis on",
+    )
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="parse-bench-") as tmp:
@@ -122,17 +175,26 @@ def main(argv: list[str] | None = None) -> int:
         t_tsa = None if a.no_tshark_analysis else tshark(big, analysis=True)
         cache_path(big).unlink(missing_ok=True)
     res = {
-        "segments": int(len(df)), "records": n, "mbytes": round(size / 1e6, 1),
-        "ours_parse_s": round(t_ours, 2), "ours_parse_pps": round(len(df) / t_ours),
+        "segments": int(len(df)),
+        "records": n,
+        "mbytes": round(size / 1e6, 1),
+        "ours_parse_s": round(t_ours, 2),
+        "ours_parse_pps": round(len(df) / t_ours),
         "ours_parse_dsn_s": round(t_ours + t_ann, 2),
-        "cache_write_s": round(t_miss, 2), "cache_read_s": round(t_hit, 2),
-        "tshark_fields_s": round(t_ts, 2), "tshark_fields_pps": round(n / t_ts),
+        "cache_write_s": round(t_miss, 2),
+        "cache_read_s": round(t_hit, 2),
+        "tshark_fields_s": round(t_ts, 2),
+        "tshark_fields_pps": round(n / t_ts),
         "speedup_vs_tshark_fields": round(t_ts / t_ours, 1),
         "speedup_with_dsn_vs_tshark_fields": round(t_ts / (t_ours + t_ann), 1),
     }
     if t_tsa is not None:
-        res.update({"tshark_analysis_s": round(t_tsa, 2),
-                    "speedup_with_dsn_vs_tshark_analysis": round(t_tsa / (t_ours + t_ann), 1)})
+        res.update(
+            {
+                "tshark_analysis_s": round(t_tsa, 2),
+                "speedup_with_dsn_vs_tshark_analysis": round(t_tsa / (t_ours + t_ann), 1),
+            }
+        )
     for k, v in res.items():
         print(f"{k:>38}: {v}")
     if a.json:

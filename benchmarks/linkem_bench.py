@@ -56,8 +56,12 @@ def cpu_seconds(pid: int | None) -> tuple[float, float]:
 
 def iperf3(client, server, seconds: float, mode: str) -> dict[str, float]:
     """Receiver-side Mbit/s per direction ("h1->h2", "h2->h1") of one TCP iperf3 run."""
-    srv = server.popen(["iperf3", "-s", "-1", "--forceflush", "-p", str(PORT)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    srv = server.popen(
+        ["iperf3", "-s", "-1", "--forceflush", "-p", str(PORT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in srv.stdout:
             if "Server listening" in line:
@@ -68,8 +72,11 @@ def iperf3(client, server, seconds: float, mode: str) -> dict[str, float]:
     finally:
         srv.kill()
         srv.wait()
-    rtts = [st["sender"]["mean_rtt"] / 1000 for st in end.get("streams", [])
-            if st.get("sender", {}).get("mean_rtt")]
+    rtts = [
+        st["sender"]["mean_rtt"] / 1000
+        for st in end.get("streams", [])
+        if st.get("sender", {}).get("mean_rtt")
+    ]
     result = {"sender_mean_rtt_ms": max(rtts) if rtts else float("nan")}
     if mode in ("forward", "bidir"):
         result["h1->h2"] = end["sum_received"]["bits_per_second"] / 1e6
@@ -87,8 +94,15 @@ def ping_rtt(node, count: int = 20) -> float:
     return rtts[len(rtts) // 2] if rtts else float("nan")
 
 
-def run(seconds: float, delay_ms: float, rate_mbit: float | None, modes: list[str],
-        log_path: Path | None, jitter_ms: float = 0.0, no_offload: bool = False) -> list[dict]:
+def run(
+    seconds: float,
+    delay_ms: float,
+    rate_mbit: float | None,
+    modes: list[str],
+    log_path: Path | None,
+    jitter_ms: float = 0.0,
+    no_offload: bool = False,
+) -> list[dict]:
     net, h1, r1, h2 = build()
     emu = None
     results = []
@@ -102,18 +116,25 @@ def run(seconds: float, delay_ms: float, rate_mbit: float | None, modes: list[st
         if rate_mbit:
             shape_interface(h1, f"{h1.name}-eth0", model)
             shape_interface(r1, f"{r1.name}-eth0", model)
-        emu = RouterEmulator(r1, [EmulatedPort("left", f"{r1.name}-eth0", model)],
-                             log_path=log_path, seed=1)
+        emu = RouterEmulator(
+            r1, [EmulatedPort("left", f"{r1.name}-eth0", model)], log_path=log_path, seed=1
+        )
         emu.start()
         pid = emu.pids[0] if emu.pids else None  # --delay-ms 0: no emulator, the baseline
-        print(f"ping RTT through r1: {ping_rtt(h1):.2f} ms (configured {2 * delay_ms:g} ms"
-              f" = {delay_ms:g} ms each way on one link)", flush=True)
+        print(
+            f"ping RTT through r1: {ping_rtt(h1):.2f} ms (configured {2 * delay_ms:g} ms"
+            f" = {delay_ms:g} ms each way on one link)",
+            flush=True,
+        )
+
         def counts() -> tuple[int, int]:
             st = emu.stats().get("left")
             if st is None:
                 return 0, 0
-            return (sum(st[d]["packets"] for d in ("in", "out")),
-                    sum(st[d]["kernel_dropped"] for d in ("in", "out")))
+            return (
+                sum(st[d]["packets"] for d in ("in", "out")),
+                sum(st[d]["kernel_dropped"] for d in ("in", "out")),
+            )
 
         for mode in modes:
             pkts0, drops0 = counts()
@@ -124,18 +145,25 @@ def run(seconds: float, delay_ms: float, rate_mbit: float | None, modes: list[st
             user, system = (u1 - u0) / elapsed * 100, (s1 - s0) / elapsed * 100
             cpu = user + system
             pkts1, drops1 = counts()
-            row = {"mode": mode, **{k: round(v, 1) for k, v in mbit.items()},
-                   "emulator_cpu_pct": round(cpu, 1), "user_pct": round(user, 1),
-                   "system_pct": round(system, 1),
-                   "queued_per_s": round((pkts1 - pkts0) / elapsed),
-                   "kernel_dropped": drops1 - drops0}
+            row = {
+                "mode": mode,
+                **{k: round(v, 1) for k, v in mbit.items()},
+                "emulator_cpu_pct": round(cpu, 1),
+                "user_pct": round(user, 1),
+                "system_pct": round(system, 1),
+                "queued_per_s": round((pkts1 - pkts0) / elapsed),
+                "kernel_dropped": drops1 - drops0,
+            }
             results.append(row)
             dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
             dirs += f"  (sender's mean RTT {mbit['sender_mean_rtt_ms']:.1f} ms)"
-            print(f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core "
-                  f"(user {user:.1f}%, system {system:.1f}%), "
-                  f"{row['queued_per_s']} packets/s queued, "
-                  f"{row['kernel_dropped']} dropped by a full queue", flush=True)
+            print(
+                f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core "
+                f"(user {user:.1f}%, system {system:.1f}%), "
+                f"{row['queued_per_s']} packets/s queued, "
+                f"{row['kernel_dropped']} dropped by a full queue",
+                flush=True,
+            )
     finally:
         if emu is not None:
             emu.stop()
@@ -149,14 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay on h1 -- r1")
     ap.add_argument("--jitter-ms", type=float, default=0.0, help="jitter on h1 -- r1")
     ap.add_argument("--rate", type=float, default=None, help="htb Mbit/s on h1 -- r1 (none)")
-    ap.add_argument("--no-offload", action="store_true",
-                    help="TSO/GSO/GRO off on every interface: MTU-sized packets only")
+    ap.add_argument(
+        "--no-offload",
+        action="store_true",
+        help="TSO/GSO/GRO off on every interface: MTU-sized packets only",
+    )
     ap.add_argument("--modes", default="forward,reverse,bidir")
     ap.add_argument("--log", type=Path, default=None, help="emulator stderr log")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     args = ap.parse_args(argv)
-    results = run(args.seconds, args.delay_ms, args.rate, args.modes.split(","), args.log,
-                  jitter_ms=args.jitter_ms, no_offload=args.no_offload)
+    results = run(
+        args.seconds,
+        args.delay_ms,
+        args.rate,
+        args.modes.split(","),
+        args.log,
+        jitter_ms=args.jitter_ms,
+        no_offload=args.no_offload,
+    )
     if args.json:
         print(json.dumps(results))
     return 0

@@ -19,8 +19,9 @@ A = ("10.0.0.1", 40000)
 B = ("10.0.0.2", 5001)
 
 
-def run(total: int, codec: bool, cfg: TcpConfig | None = None,
-        per_segment: bool = True) -> tuple[float, int, int]:
+def run(
+    total: int, codec: bool, cfg: TcpConfig | None = None, per_segment: bool = True
+) -> tuple[float, int, int]:
     """Bulk transfer A -> B with zero delay; the fake clock advances 1 us per exchange.
 
     With ``per_segment`` the receiver's output is drained after every segment, as an edge
@@ -86,14 +87,21 @@ def codec_only(n: int = 50_000) -> float:
 def main() -> None:
     mb = float(sys.argv[1]) if len(sys.argv) > 1 else 50
     total = int(mb * 1e6)
-    for label, codec, per in (("cores, batched", False, False), ("cores", False, True),
-                              ("cores + codec", True, True)):
+    for label, codec, per in (
+        ("cores, batched", False, False),
+        ("cores", False, True),
+        ("cores + codec", True, True),
+    ):
         dt, segs, nbytes = run(total, codec, per_segment=per)
-        print(f"{label:15s}: {nbytes / 1e6:.0f} MB in {dt:.2f} s: {segs / dt:,.0f} data segments/s,"
-              f" {nbytes * 8 / dt / 1e6:,.0f} Mbit/s of payload (both ends on one core)")
+        print(
+            f"{label:15s}: {nbytes / 1e6:.0f} MB in {dt:.2f} s: {segs / dt:,.0f} data segments/s,"
+            f" {nbytes * 8 / dt / 1e6:,.0f} Mbit/s of payload (both ends on one core)"
+        )
     dt, segs, nbytes = run(total, False, TcpConfig(max_segment_payload=64000))
-    print(f"{'GSO 64 KB':15s}: {nbytes / 1e6:.0f} MB in {dt:.2f} s: {segs / dt:,.0f} segments/s,"
-          f" {nbytes * 8 / dt / 1e6:,.0f} Mbit/s of payload")
+    print(
+        f"{'GSO 64 KB':15s}: {nbytes / 1e6:.0f} MB in {dt:.2f} s: {segs / dt:,.0f} segments/s,"
+        f" {nbytes * 8 / dt / 1e6:,.0f} Mbit/s of payload"
+    )
     print(f"codec only     : {codec_only():,.0f} encode+decode round trips/s (1448-byte payload)")
 
 

@@ -31,8 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() \
+PY = (
+    str(ROOT / ".venv" / "bin" / "python")
+    if (ROOT / ".venv" / "bin" / "python").exists()
     else sys.executable
+)
 ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 CLEAN_TOPO = """description = "bench: client and server on one bare veth pair"
@@ -73,8 +76,14 @@ RECEIVERS = {
     "ours": ["-m", "mptcp_impl", "server", "--once", "--json"],
     "linux": ["-m", "tests.userspace_tcp.kpeer", "server"],
 }
-DEFAULT_PAIRS = [("linux", "linux"), ("ours", "linux"), ("ours-packet", "linux"),
-                 ("ours-raw", "linux"), ("linux", "ours"), ("ours", "ours")]
+DEFAULT_PAIRS = [
+    ("linux", "linux"),
+    ("ours", "linux"),
+    ("ours-packet", "linux"),
+    ("ours-raw", "linux"),
+    ("linux", "ours"),
+    ("ours", "ours"),
+]
 
 
 def _json_tail(path: Path) -> dict:
@@ -84,8 +93,9 @@ def _json_tail(path: Path) -> dict:
     return json.loads(lines[-1])
 
 
-def run_pair(tb, work: Path, sender: str, receiver: str, nbytes: int, port: int,
-             timeout: float) -> dict:
+def run_pair(
+    tb, work: Path, sender: str, receiver: str, nbytes: int, port: int, timeout: float
+) -> dict:
     c, s = tb.host("client"), tb.host("server")
     path = tb.paths[0]
     dst, src = path.dst_addr, path.src_addr
@@ -111,9 +121,14 @@ def run_pair(tb, work: Path, sender: str, receiver: str, nbytes: int, port: int,
     ok = cr.get("sha256") == sr.get("sha256") and sr.get("bytes_received") == nbytes
     gbit = nbytes * 8 / 1e9
     return {
-        "sender": sender, "receiver": receiver, "bytes": nbytes, "ok": ok, "wall_s": wall,
+        "sender": sender,
+        "receiver": receiver,
+        "bytes": nbytes,
+        "ok": ok,
+        "wall_s": wall,
         "goodput_mbit": nbytes * 8 / cr["duration_s"] / 1e6,
-        "receiver_goodput_mbit": nbytes * 8 / sr["duration_s"] / 1e6 if sr.get("duration_s")
+        "receiver_goodput_mbit": nbytes * 8 / sr["duration_s"] / 1e6
+        if sr.get("duration_s")
         else None,
         "sender_cpu_s_per_gbit": cr.get("cpu_s", float("nan")) / gbit,
         "receiver_cpu_s_per_gbit": sr.get("cpu_s", float("nan")) / gbit,
@@ -152,14 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         topo_file.write_text(EMULATED_TOPO.format(model="\n".join(model)))
     else:
         topo_file.write_text(CLEAN_TOPO)
-    pairs = ([tuple(p.split(":")) for p in a.pairs.split(",")] if a.pairs else DEFAULT_PAIRS)
+    pairs = [tuple(p.split(":")) for p in a.pairs.split(",")] if a.pairs else DEFAULT_PAIRS
     nbytes = int(a.mbytes * 1e6)
     # Generous: 100 MB at 1% loss and 200 ms RTT is a matter of many minutes.
     timeout = max(120.0, nbytes * 8 / 0.5e6)
     results: list[dict] = []
-    print(f"path: {'emulated ' if emulated else 'clean veth'} loss={a.loss}% rtt={a.rtt}ms "
-          f"jitter={a.jitter}ms rate={a.rate or 'unshaped'}; {a.mbytes} MB x {a.reps}; "
-          f"work dir {work}", flush=True)
+    print(
+        f"path: {'emulated ' if emulated else 'clean veth'} loss={a.loss}% rtt={a.rtt}ms "
+        f"jitter={a.jitter}ms rate={a.rate or 'unshaped'}; {a.mbytes} MB x {a.reps}; "
+        f"work dir {work}",
+        flush=True,
+    )
     # Clean: offload on (raw speed, 64 KiB super-packets both ways). Emulated: off, so that a
     # loss rate counts segments. Linux TCP is pinned to cubic by the testbed either way.
     with Testbed(load_topology(str(topo_file)), workdir=work, offload=not emulated) as tb:
@@ -169,21 +187,33 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.reps):
                 port += 1
                 runs.append(run_pair(tb, work, snd, rcv, nbytes, port, timeout))
-            med = {k: statistics.median(r[k] for r in runs if r[k] is not None)
-                   for k in ("goodput_mbit", "sender_cpu_s_per_gbit", "receiver_cpu_s_per_gbit")
-                   if any(r[k] is not None for r in runs)}
-            row = {"sender": snd, "receiver": rcv, "reps": len(runs),
-                   "all_ok": all(r["ok"] for r in runs), **{k: round(v, 3) for k, v in
-                                                            med.items()},
-                   "runs": runs}
+            med = {
+                k: statistics.median(r[k] for r in runs if r[k] is not None)
+                for k in ("goodput_mbit", "sender_cpu_s_per_gbit", "receiver_cpu_s_per_gbit")
+                if any(r[k] is not None for r in runs)
+            }
+            row = {
+                "sender": snd,
+                "receiver": rcv,
+                "reps": len(runs),
+                "all_ok": all(r["ok"] for r in runs),
+                **{k: round(v, 3) for k, v in med.items()},
+                "runs": runs,
+            }
             results.append(row)
-            print(f"{snd:>10} -> {rcv:<6} goodput {med['goodput_mbit']:9.1f} Mbit/s   "
-                  f"cpu/Gbit sender {med['sender_cpu_s_per_gbit']:6.2f} s  receiver "
-                  f"{med['receiver_cpu_s_per_gbit']:6.2f} s   sha256 "
-                  f"{'ok' if row['all_ok'] else 'MISMATCH'}", flush=True)
+            print(
+                f"{snd:>10} -> {rcv:<6} goodput {med['goodput_mbit']:9.1f} Mbit/s   "
+                f"cpu/Gbit sender {med['sender_cpu_s_per_gbit']:6.2f} s  receiver "
+                f"{med['receiver_cpu_s_per_gbit']:6.2f} s   sha256 "
+                f"{'ok' if row['all_ok'] else 'MISMATCH'}",
+                flush=True,
+            )
     if a.json:
-        print(json.dumps({"loss_pct": a.loss, "rtt_ms": a.rtt, "mbytes": a.mbytes,
-                          "results": results}))
+        print(
+            json.dumps(
+                {"loss_pct": a.loss, "rtt_ms": a.rtt, "mbytes": a.mbytes, "results": results}
+            )
+        )
     return 0 if all(r["all_ok"] for r in results) else 1
 
 

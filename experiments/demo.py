@@ -48,15 +48,21 @@ def run_demo(results_root: str | Path | None = None) -> int:
 def _html_report(dirs: list[Path], out_dir: Path) -> Path | None:
     """One self-contained report.html: each experiment's capture-level report, one after the
     other, opened by a pointer to the runner's own summary."""
-    sections = [(d.parent.name, d / "analysis" / "report.html") for d in dirs
-                if (d / "analysis" / "report.html").exists()]
+    sections = [
+        (d.parent.name, d / "analysis" / "report.html")
+        for d in dirs
+        if (d / "analysis" / "report.html").exists()
+    ]
     if not sections:
         return None
     from analysis.report import combine_reports
 
-    intro = ("<p>The flagship experiments on two_path, tcp against kernel MPTCP: a silent cut "
-             "of the primary path (failover) and bandwidth aggregation. The runner's own "
-             "figures (from its traffic tool, per 100 ms) are in <a href='report.md'>"
-             "report.md</a>; below, what the captures say.</p>")
-    return combine_reports(out_dir / "report.html", sections,
-                           "mptcp-lab demo: failover and aggregation", intro)
+    intro = (
+        "<p>The flagship experiments on two_path, tcp against kernel MPTCP: a silent cut "
+        "of the primary path (failover) and bandwidth aggregation. The runner's own "
+        "figures (from its traffic tool, per 100 ms) are in <a href='report.md'>"
+        "report.md</a>; below, what the captures say.</p>"
+    )
+    return combine_reports(
+        out_dir / "report.html", sections, "mptcp-lab demo: failover and aggregation", intro
+    )

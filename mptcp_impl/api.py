@@ -169,8 +169,9 @@ class UserspaceStreamWriter:
             raise self._h.exc
         if not data:
             return
-        self._h.pending.append(memoryview(bytes(data)) if isinstance(data, bytearray)
-                               else memoryview(data))
+        self._h.pending.append(
+            memoryview(bytes(data)) if isinstance(data, bytearray) else memoryview(data)
+        )
         self._h.pending_bytes += len(data)
         self._h.push()
 
@@ -223,9 +224,14 @@ class UserspaceStreamWriter:
         return self._h.conn.stats() if self._h.conn else {}
 
 
-async def open_connection(host: str, port: int, *, local_addr: tuple[str, int] | str | None = None,
-                          limit: int = 1 << 20, config: StackConfig | None = None,
-                          ) -> tuple[asyncio.StreamReader, UserspaceStreamWriter]:
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    local_addr: tuple[str, int] | str | None = None,
+    limit: int = 1 << 20,
+    config: StackConfig | None = None,
+) -> tuple[asyncio.StreamReader, UserspaceStreamWriter]:
     """Connect with our TCP; like asyncio.open_connection."""
     stack = get_stack(config)
     h = _StreamHandler(limit)
@@ -265,10 +271,16 @@ class UserspaceServer:
         self.close()
 
 
-async def start_server(client_connected_cb: Callable[[asyncio.StreamReader, UserspaceStreamWriter],
-                                                     Awaitable[None] | None],
-                       host: str, port: int, *, limit: int = 1 << 20,
-                       config: StackConfig | None = None) -> UserspaceServer:
+async def start_server(
+    client_connected_cb: Callable[
+        [asyncio.StreamReader, UserspaceStreamWriter], Awaitable[None] | None
+    ],
+    host: str,
+    port: int,
+    *,
+    limit: int = 1 << 20,
+    config: StackConfig | None = None,
+) -> UserspaceServer:
     """Listen with our TCP; the callback runs (as a task if a coroutine) once a peer connects."""
     stack = get_stack(config)
     server: UserspaceServer
@@ -297,8 +309,9 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                       name="userspace-tcp")
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="userspace-tcp"
+        )
         self.thread.start()
         self.users = 1
 
@@ -313,6 +326,7 @@ class _LoopThread:
 
         async def shutdown() -> None:
             close_stack()
+
         try:
             self.call(shutdown(), 10)
         finally:
@@ -328,10 +342,14 @@ class UserspaceSocket:
     per facade or per listener, none per packet) and waits on its futures.
     """
 
-    def __init__(self, config: StackConfig | None = None, timeout: float | None = None, *,
-                 _loop: _LoopThread | None = None,
-                 _streams: tuple[asyncio.StreamReader, UserspaceStreamWriter] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        config: StackConfig | None = None,
+        timeout: float | None = None,
+        *,
+        _loop: _LoopThread | None = None,
+        _streams: tuple[asyncio.StreamReader, UserspaceStreamWriter] | None = None,
+    ) -> None:
         self._config = config
         self._timeout = timeout
         self._lt = _loop or _LoopThread()
@@ -347,7 +365,9 @@ class UserspaceSocket:
     def connect(self, address: tuple[str, int], local_addr: str | None = None) -> None:
         async def go() -> None:
             self._reader, self._writer = await open_connection(
-                address[0], address[1], local_addr=local_addr, config=self._config)
+                address[0], address[1], local_addr=local_addr, config=self._config
+            )
+
         self._call(go())
 
     def getpeername(self) -> tuple[str, int]:
@@ -363,6 +383,7 @@ class UserspaceSocket:
             assert self._writer is not None
             self._writer.write(data)
             await self._writer.drain()
+
         self._call(go())
 
     def recv(self, bufsize: int) -> bytes:
@@ -373,11 +394,13 @@ class UserspaceSocket:
         async def go() -> None:
             assert self._writer is not None
             self._writer.write_eof()
+
         self._call(go())
 
     def stats(self) -> dict[str, Any]:
         async def go() -> dict[str, Any]:
             return self._writer.stats() if self._writer else {}
+
         return self._call(go())
 
     def close(self) -> None:
@@ -390,6 +413,7 @@ class UserspaceSocket:
             if self._writer is not None:
                 self._writer.close()
                 await asyncio.wait_for(self._writer.wait_closed(), 10)
+
         try:
             self._call(go())
         except (TimeoutError, OSError):
@@ -407,17 +431,18 @@ class UserspaceSocket:
 class UserspaceListener:
     """A blocking listening socket: ``accept()`` returns (UserspaceSocket, peer address)."""
 
-    def __init__(self, host: str, port: int, config: StackConfig | None = None,
-                 timeout: float | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, config: StackConfig | None = None, timeout: float | None = None
+    ) -> None:
         self._lt = _LoopThread()
         self._timeout = timeout
         self._config = config
 
         async def go() -> tuple[UserspaceServer, asyncio.Queue]:
             q: asyncio.Queue = asyncio.Queue()
-            srv = await start_server(lambda r, w: q.put_nowait((r, w)), host, port,
-                                     config=config)
+            srv = await start_server(lambda r, w: q.put_nowait((r, w)), host, port, config=config)
             return srv, q
+
         try:
             self._server, self._queue = self._lt.call(go(), 30)
         except BaseException:
@@ -437,6 +462,7 @@ class UserspaceListener:
     def close(self) -> None:
         async def go() -> None:
             self._server.close()
+
         try:
             self._lt.call(go(), 10)
         finally:

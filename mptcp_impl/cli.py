@@ -72,11 +72,16 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     cpu0 = _cpu()
     t0 = time.monotonic()
     try:
-        reader, writer = await open_connection(host, port, local_addr=args.bind,
-                                               config=_config(args))
+        reader, writer = await open_connection(
+            host, port, local_addr=args.bind, config=_config(args)
+        )
     except OSError as e:
-        return {"role": "client", "bytes_sent": 0, "error": f"{type(e).__name__}: {e}",
-                "duration_s": round(time.monotonic() - t0, 6)}
+        return {
+            "role": "client",
+            "bytes_sent": 0,
+            "error": f"{type(e).__name__}: {e}",
+            "duration_s": round(time.monotonic() - t0, 6),
+        }
     t_conn = time.monotonic()
     left = args.bytes
     err = None
@@ -138,12 +143,16 @@ async def run_server(args: argparse.Namespace) -> int:
             err = f"{type(e).__name__}: {e}"
         t1 = time.monotonic()
         dur = t1 - t0
-        res = {"role": "server", "bytes_received": n, "sha256": h.hexdigest(),
-               "duration_s": round(dur, 6),
-               "goodput_mbit": round(n * 8 / dur / 1e6, 3) if dur > 0 else None,
-               "cpu_s": round(_cpu() - cpu0, 4),
-               "peer": list(writer.get_extra_info("peername") or []),
-               "stats": writer.stats()}
+        res = {
+            "role": "server",
+            "bytes_received": n,
+            "sha256": h.hexdigest(),
+            "duration_s": round(dur, 6),
+            "goodput_mbit": round(n * 8 / dur / 1e6, 3) if dur > 0 else None,
+            "cpu_s": round(_cpu() - cpu0, 4),
+            "peer": list(writer.get_extra_info("peername") or []),
+            "stats": writer.stats(),
+        }
         if err:
             res["error"] = err
         await done.put(res)
@@ -183,12 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object per result")
-    common.add_argument("--tcp-only", action="store_true",
-                        help="plain TCP (today the only mode; MPTCP becomes the default later)")
-    common.add_argument("--sender", choices=("gso", "packet", "raw"), default="gso",
-                        help="gso: 64 KiB super-packets, checksum offload (default); packet: "
-                             "one MSS per send, checksum offload; raw: one MSS per send through "
-                             "an IPPROTO_RAW socket, checksum in Python")
+    common.add_argument(
+        "--tcp-only",
+        action="store_true",
+        help="plain TCP (today the only mode; MPTCP becomes the default later)",
+    )
+    common.add_argument(
+        "--sender",
+        choices=("gso", "packet", "raw"),
+        default="gso",
+        help="gso: 64 KiB super-packets, checksum offload (default); packet: "
+        "one MSS per send, checksum offload; raw: one MSS per send through "
+        "an IPPROTO_RAW socket, checksum in Python",
+    )
     common.add_argument("--no-gso", action="store_true", help="the same as --sender raw")
     common.add_argument("--seed", type=int, default=0, help="seed of the pseudo-random stream")
     c = sub.add_parser("client", parents=[common], help="send N bytes and report")

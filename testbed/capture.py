@@ -28,9 +28,21 @@ class Capture:
             # second of them in a ring block, and SIGINT loses that block); -U: write each
             # packet at once; -Z root: tcpdump would otherwise drop to user tcpdump, who may
             # not write here.
-            args = ["tcpdump", "-i", intf, "-n", "-U", "--immediate-mode", "-s",
-                    str(self.snaplen), "-Z", "root",
-                    "-w", str(path), "tcp or icmp"]
+            args = [
+                "tcpdump",
+                "-i",
+                intf,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-s",
+                str(self.snaplen),
+                "-Z",
+                "root",
+                "-w",
+                str(path),
+                "tcp or icmp",
+            ]
             proc = host.start(args, stderr=subprocess.PIPE)
             self.procs.append(proc)
             self.files.append(path)

@@ -33,7 +33,7 @@ class PathCheck:
     want_rtt_ms: float
     rtt_ms: float | None
     want_mbit: float | None
-    mbit: float | None              # wire rate, from goodput and the per-segment overhead
+    mbit: float | None  # wire rate, from goodput and the per-segment overhead
     goodput_mbit: float | None = None
     loss_pct: float | None = None
     ok: bool = False
@@ -55,9 +55,23 @@ def measure_rtt(tb: Testbed, path: ResolvedPath, count: int = 20) -> tuple[float
     must not make a good path look off.
     """
     interval = 0.05 if path.want_rtt_ms < 100 else 0.2
-    res = tb.host(path.src).run(["ping", "-n", "-c", str(count), "-i", str(interval),
-                                 "-W", "2", "-I", path.src_addr, path.dst_addr],
-                                check=False, timeout=count * (interval + 2) + 10)
+    res = tb.host(path.src).run(
+        [
+            "ping",
+            "-n",
+            "-c",
+            str(count),
+            "-i",
+            str(interval),
+            "-W",
+            "2",
+            "-I",
+            path.src_addr,
+            path.dst_addr,
+        ],
+        check=False,
+        timeout=count * (interval + 2) + 10,
+    )
     loss = re.search(r"([\d.]+)% packet loss", res.stdout)
     rtts = [float(t) for t in re.findall(r"time=([\d.]+) ms", res.stdout)]
     if not rtts:
@@ -68,13 +82,29 @@ def measure_rtt(tb: Testbed, path: ResolvedPath, count: int = 20) -> tuple[float
 def measure_mbit(tb: Testbed, path: ResolvedPath, seconds: float = 6.0, port: int = 5201) -> float:
     """Receiver-side iperf3 goodput (Mbit/s) client -> server on the path's addresses, leaving
     out the first 2 s (slow start) so the figure is the link's rate, not the ramp."""
-    server = tb.host(path.dst).start(["iperf3", "-s", "-1", "--forceflush", "-B", path.dst_addr, "-p", str(port)],
-                                     stdout=subprocess.PIPE)
+    server = tb.host(path.dst).start(
+        ["iperf3", "-s", "-1", "--forceflush", "-B", path.dst_addr, "-p", str(port)],
+        stdout=subprocess.PIPE,
+    )
     try:
         server.wait_for_line(r"Server listening", stream="stdout", timeout=10)
         res = tb.host(path.src).run(
-            ["iperf3", "-c", path.dst_addr, "-B", path.src_addr, "-p", str(port), "-t",
-             str(seconds), "-O", "2", "-J"], timeout=seconds + 30)
+            [
+                "iperf3",
+                "-c",
+                path.dst_addr,
+                "-B",
+                path.src_addr,
+                "-p",
+                str(port),
+                "-t",
+                str(seconds),
+                "-O",
+                "2",
+                "-J",
+            ],
+            timeout=seconds + 30,
+        )
         data = json.loads(res.stdout)
         return data["end"]["sum_received"]["bits_per_second"] / 1e6
     finally:
@@ -92,15 +122,29 @@ def check_paths(tb: Testbed, *, seconds: float = 6.0) -> list[PathCheck]:
             why.append(f"rtt {rtt:.1f} ms, want {path.want_rtt_ms:.1f}")
         if not rate_ok(path.want_mbit, mbit):
             why.append(f"rate {mbit:.1f} Mbit/s, want {path.want_mbit}")
-        out.append(PathCheck(name=path.name, want_rtt_ms=path.want_rtt_ms, rtt_ms=round(rtt, 3),
-                             want_mbit=path.want_mbit, mbit=round(mbit, 2),
-                             goodput_mbit=round(goodput, 2), loss_pct=loss,
-                             ok=not why, why="; ".join(why)))
+        out.append(
+            PathCheck(
+                name=path.name,
+                want_rtt_ms=path.want_rtt_ms,
+                rtt_ms=round(rtt, 3),
+                want_mbit=path.want_mbit,
+                mbit=round(mbit, 2),
+                goodput_mbit=round(goodput, 2),
+                loss_pct=loss,
+                ok=not why,
+                why="; ".join(why),
+            )
+        )
     return out
 
 
-def main(topology: str, overrides: list[str] | None = None, as_json: bool = False,
-         seconds: float = 6.0, workdir: Path | None = None) -> int:
+def main(
+    topology: str,
+    overrides: list[str] | None = None,
+    as_json: bool = False,
+    seconds: float = 6.0,
+    workdir: Path | None = None,
+) -> int:
     try:
         topo = load_topology(topology, overrides or [])
     except TopologyError as e:
@@ -108,16 +152,41 @@ def main(topology: str, overrides: list[str] | None = None, as_json: bool = Fals
         return 2
     with Testbed(topo, workdir=workdir) as tb:
         results = check_paths(tb, seconds=seconds)
-    print(f"{'path':<12}{'want rtt':>10}{'rtt':>10}{'want Mbit/s':>13}{'Mbit/s':>10}"
-          f"{'goodput':>10}  verdict")
+    print(
+        f"{'path':<12}{'want rtt':>10}{'rtt':>10}{'want Mbit/s':>13}{'Mbit/s':>10}"
+        f"{'goodput':>10}  verdict"
+    )
     for r in results:
         want_rate = "-" if r.want_mbit is None else f"{r.want_mbit:g}"
-        print(f"{r.name:<12}{r.want_rtt_ms:>10.1f}{r.rtt_ms:>10.2f}{want_rate:>13}"
-              f"{r.mbit:>10.2f}{r.goodput_mbit:>10.2f}  {'ok' if r.ok else 'OFF: ' + r.why}")
+        print(
+            f"{r.name:<12}{r.want_rtt_ms:>10.1f}{r.rtt_ms:>10.2f}{want_rate:>13}"
+            f"{r.mbit:>10.2f}{r.goodput_mbit:>10.2f}  {'ok' if r.ok else 'OFF: ' + r.why}"
+        )
     if as_json:
-        print(json.dumps({"topology": topo.name, "paths": [
-            {k: v for k, v in asdict(r).items() if k in
-             ("name", "want_rtt_ms", "rtt_ms", "want_mbit", "mbit", "goodput_mbit", "ok")} for r in results]}))
+        print(
+            json.dumps(
+                {
+                    "topology": topo.name,
+                    "paths": [
+                        {
+                            k: v
+                            for k, v in asdict(r).items()
+                            if k
+                            in (
+                                "name",
+                                "want_rtt_ms",
+                                "rtt_ms",
+                                "want_mbit",
+                                "mbit",
+                                "goodput_mbit",
+                                "ok",
+                            )
+                        }
+                        for r in results
+                    ],
+                }
+            )
+        )
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -140,8 +209,11 @@ def sweep(topology: str, rates: list[float], rtts: list[float], seconds: float =
                 for r in check_paths(tb, seconds=seconds):
                     failures += not r.ok
                     rows.append(r)
-                    print(f"{topology:<18}{r.name:<6}{rate:>7g} Mbit/s {rtt:>6g} ms -> "
-                          f"{r.mbit:>7.2f} Mbit/s {r.rtt_ms:>8.2f} ms  "
-                          f"{'ok' if r.ok else 'OFF: ' + r.why}", flush=True)
+                    print(
+                        f"{topology:<18}{r.name:<6}{rate:>7g} Mbit/s {rtt:>6g} ms -> "
+                        f"{r.mbit:>7.2f} Mbit/s {r.rtt_ms:>8.2f} ms  "
+                        f"{'ok' if r.ok else 'OFF: ' + r.why}",
+                        flush=True,
+                    )
     print(f"{len(rows) - failures}/{len(rows)} path checks within tolerance")
     return 0 if failures == 0 else 1

@@ -68,12 +68,14 @@ class LinkModel:
 
 def _run(node, cmd: list[str], stdin: str | None = None) -> str:
     """Run a command in the node's namespace and raise with its stderr when it fails."""
-    proc = node.popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE, text=True)
+    proc = node.popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     out, err = proc.communicate(stdin)
     if proc.returncode != 0:
-        raise RuntimeError(f"{node.name}: {' '.join(cmd)} failed ({proc.returncode}): "
-                           f"{err.strip()}\n{stdin or ''}")
+        raise RuntimeError(
+            f"{node.name}: {' '.join(cmd)} failed ({proc.returncode}): {err.strip()}\n{stdin or ''}"
+        )
     return out
 
 
@@ -99,8 +101,18 @@ def shape_interface(node, intf: str, model: LinkModel) -> None:
     # granularity), at least two full packets. A GSO packet bigger than that is fine: htb lets
     # the class go into debt and waits it off, so the long-run rate holds either way.
     burst = max(2 * MTU_BYTES, rate_bit // 8 // 500)
-    cls = ["rate", f"{rate_bit}bit", "ceil", f"{rate_bit}bit", "burst", str(burst),
-           "cburst", str(burst), "quantum", str(min(200000, max(MTU_BYTES, burst)))]
+    cls = [
+        "rate",
+        f"{rate_bit}bit",
+        "ceil",
+        f"{rate_bit}bit",
+        "burst",
+        str(burst),
+        "cburst",
+        str(burst),
+        "quantum",
+        str(min(200000, max(MTU_BYTES, burst))),
+    ]
     # The queue: a byte limit, so a GSO super-packet counts for what it carries. But a plain
     # bfifo drops a 64 KB super-packet whole when it is bigger than the free space (a 10-packet
     # queue would drop every one and TCP would crawl). So the leaf is a tbf that never limits the
@@ -115,13 +127,18 @@ def shape_interface(node, intf: str, model: LinkModel) -> None:
     whole_upto = max(min(max(2 * MTU_BYTES, limit // 8), 65536), seg_rate // 8 * 3 // 10**6)
     leaf = ["tbf", "rate", f"{seg_rate}bit", "burst", str(whole_upto), "limit", str(limit)]
     if not shaped:
-        _run(node, ["tc", "qdisc", "replace", "dev", intf, "root", "handle", "1:", "htb",
-                    "default", "1"])
-        _run(node, ["tc", "class", "add", "dev", intf, "parent", "1:", "classid", "1:1", "htb",
-                    *cls])
+        _run(
+            node,
+            ["tc", "qdisc", "replace", "dev", intf, "root", "handle", "1:", "htb", "default", "1"],
+        )
+        _run(
+            node, ["tc", "class", "add", "dev", intf, "parent", "1:", "classid", "1:1", "htb", *cls]
+        )
     else:
-        _run(node, ["tc", "class", "change", "dev", intf, "parent", "1:", "classid", "1:1",
-                    "htb", *cls])
+        _run(
+            node,
+            ["tc", "class", "change", "dev", intf, "parent", "1:", "classid", "1:1", "htb", *cls],
+        )
     _run(node, ["tc", "qdisc", "replace", "dev", intf, "parent", "1:1", "handle", "10:", *leaf])
 
 
@@ -142,8 +159,15 @@ class RouterEmulator:
     Port i uses NFQUEUE 2i for what arrives on its interface and 2i+1 for what leaves by it
     (queue numbers are per network namespace, so every router can use the same ones)."""
 
-    def __init__(self, node, ports: list[EmulatedPort], *, log_path: Path | None = None,
-                 seed: int | None = None, ready_timeout: float = 10.0):
+    def __init__(
+        self,
+        node,
+        ports: list[EmulatedPort],
+        *,
+        log_path: Path | None = None,
+        seed: int | None = None,
+        ready_timeout: float = 10.0,
+    ):
         names = [p.link for p in ports]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate link names in {names}")
@@ -171,18 +195,22 @@ class RouterEmulator:
             lines.append(f"flush chain {FAMILY} {TABLE} {chain}")
             threshold = round(port.model.loss_pct * 100)
             if threshold > 0:
-                lines.append(f"add rule {FAMILY} {TABLE} {chain} "
-                             f"numgen random mod 10000 lt {threshold} counter drop")
+                lines.append(
+                    f"add rule {FAMILY} {TABLE} {chain} "
+                    f"numgen random mod 10000 lt {threshold} counter drop"
+                )
         return "\n".join(lines) + "\n"
 
     def _table_script(self) -> str:
         lines = [f"table {FAMILY} {TABLE} {{", "  set down { type ifname; }"]
         for i in self.index.values():
             lines += [f"  chain p{i}_in {{ }}", f"  chain p{i}_out {{ }}"]
-        lines += [f"  chain forward {{ type filter hook forward priority {GUARD_PRIORITY}; "
-                  "policy accept;",
-                  "    iifname @down counter drop",
-                  "    oifname @down counter drop"]
+        lines += [
+            f"  chain forward {{ type filter hook forward priority {GUARD_PRIORITY}; "
+            "policy accept;",
+            "    iifname @down counter drop",
+            "    oifname @down counter drop",
+        ]
         for link, i in self.index.items():
             intf = self.ports[link].intf
             lines += [f'    iifname "{intf}" jump p{i}_in', f'    oifname "{intf}" jump p{i}_out']
@@ -203,8 +231,10 @@ class RouterEmulator:
                     script.append(f"-A FORWARD -j {chain}")
                 for link, i in self.index.items():
                     if self.ports[link].model.delayed:
-                        script.append(f"-A {chain} {flag} {self.ports[link].intf} "
-                                      f"-j NFQUEUE --queue-num {2 * i + offset}")
+                        script.append(
+                            f"-A {chain} {flag} {self.ports[link].intf} "
+                            f"-j NFQUEUE --queue-num {2 * i + offset}"
+                        )
                 script.append("COMMIT")
             _run(self.node, [f"{tool}-restore", "-w", "--noflush"], stdin="\n".join(script) + "\n")
 
@@ -241,8 +271,11 @@ class RouterEmulator:
         for link, i in self.index.items():
             m = self.ports[link].model
             for q in (2 * i, 2 * i + 1):
-                queues[str(q)] = {"delay_ms": m.delay_ms, "jitter_ms": m.jitter_ms,
-                                  "jitter_dist": m.jitter_dist}
+                queues[str(q)] = {
+                    "delay_ms": m.delay_ms,
+                    "jitter_ms": m.jitter_ms,
+                    "jitter_dist": m.jitter_dist,
+                }
         return {"seed": self.seed, "queues": queues}
 
     def _readline(self, timeout: float) -> dict:
@@ -282,8 +315,12 @@ class RouterEmulator:
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = self.node.popen(
             [sys.executable, "-m", "testbed.linkem", json.dumps(self._config())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log if self._log else subprocess.DEVNULL, cwd=str(REPO), env=env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log if self._log else subprocess.DEVNULL,
+            cwd=str(REPO),
+            env=env,
+        )
         reply = self._readline(self.ready_timeout)
         if not reply.get("ready"):
             raise RuntimeError(f"{self.node.name}: linkem said {reply} instead of ready")
@@ -355,8 +392,10 @@ class RouterEmulator:
         if not self.running:
             return {}
         raw = self._command({"op": "stats"})["stats"]
-        return {link: {"in": raw[str(2 * i)], "out": raw[str(2 * i + 1)]}
-                for link, i in self.index.items()}
+        return {
+            link: {"in": raw[str(2 * i)], "out": raw[str(2 * i + 1)]}
+            for link, i in self.index.items()
+        }
 
     def stop(self) -> None:
         """Remove the queue rules, stop the process (it releases what it holds, so nothing

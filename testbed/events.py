@@ -15,10 +15,10 @@ MODES = ("blackhole", "interface")
 
 @dataclass(frozen=True)
 class LinkEvent:
-    at: float                 # seconds after the start (t0)
+    at: float  # seconds after the start (t0)
     link: str
-    action: str               # "down" | "up" | "set"
-    mode: str = "blackhole"   # for down/up: a silent blackhole on the path, or the host's interface
+    action: str  # "down" | "up" | "set"
+    mode: str = "blackhole"  # for down/up: a silent blackhole on the path, or the host's interface
     params: dict[str, Any] = field(default_factory=dict)  # for set: rate_mbit, delay_ms, ...
 
     def __post_init__(self):

@@ -34,8 +34,9 @@ class HostCommandError(RuntimeError):
 class Process:
     """A process started on a host; stopped by its own pid and process group, never by name."""
 
-    def __init__(self, host: str, args: list[str], popen: subprocess.Popen,
-                 files: list[IO] | None = None):
+    def __init__(
+        self, host: str, args: list[str], popen: subprocess.Popen, files: list[IO] | None = None
+    ):
         self.host = host
         self.args = args
         self.popen = popen
@@ -61,8 +62,7 @@ class Process:
         self._release()
         return rc
 
-    def wait_for_line(self, pattern: str, *, stream: str = "stderr",
-                      timeout: float = 10.0) -> str:
+    def wait_for_line(self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0) -> str:
         """Block until the process prints a line matching `pattern` on a PIPE'd stream.
 
         This is how we learn that a server listens or tcpdump captures: the process says so,
@@ -94,8 +94,10 @@ class Process:
                 break
             buf += chunk
         self._pending[stream] = buf
-        raise TimeoutError(f"{self.host}: {self.args[0]} did not print /{pattern}/ "
-                           f"within {timeout}s (rc={self.returncode}); it printed: {seen[-5:]}")
+        raise TimeoutError(
+            f"{self.host}: {self.args[0]} did not print /{pattern}/ "
+            f"within {timeout}s (rc={self.returncode}); it printed: {seen[-5:]}"
+        )
 
     def send_signal(self, sig: int) -> None:
         """To the process group when the process leads one (so its children get it too),
@@ -141,12 +143,24 @@ class Host(Protocol):
 
     name: str
 
-    def run(self, args: list[str], *, check: bool = True, timeout: float | None = 60,
-            input: str | None = None) -> subprocess.CompletedProcess: ...
+    def run(
+        self,
+        args: list[str],
+        *,
+        check: bool = True,
+        timeout: float | None = 60,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess: ...
 
-    def start(self, args: list[str], *, stdout: Path | int | None = None,
-              stderr: Path | int | None = None, stdin: int | None = None,
-              env: dict[str, str] | None = None) -> Process: ...
+    def start(
+        self,
+        args: list[str],
+        *,
+        stdout: Path | int | None = None,
+        stderr: Path | int | None = None,
+        stdin: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Process: ...
 
     def put(self, local: Path, remote: Path) -> None: ...
 
@@ -175,23 +189,40 @@ class MininetHost:
     def _argv(self, args: list[str]) -> list[str]:
         return ["mnexec", "-a", str(self.node.pid), *args]
 
-    def run(self, args: list[str], *, check: bool = True, timeout: float | None = 60,
-            input: str | None = None) -> subprocess.CompletedProcess:
-        res = subprocess.run(self._argv(args), capture_output=True, text=True, timeout=timeout,
-                             input=input)
+    def run(
+        self,
+        args: list[str],
+        *,
+        check: bool = True,
+        timeout: float | None = 60,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        res = subprocess.run(
+            self._argv(args), capture_output=True, text=True, timeout=timeout, input=input
+        )
         if check and res.returncode != 0:
             raise HostCommandError(self.name, args, res.returncode, res.stdout, res.stderr)
         return res
 
-    def start(self, args: list[str], *, stdout: Path | int | None = None,
-              stderr: Path | int | None = None, stdin: int | None = None,
-              env: dict[str, str] | None = None) -> Process:
+    def start(
+        self,
+        args: list[str],
+        *,
+        stdout: Path | int | None = None,
+        stderr: Path | int | None = None,
+        stdin: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Process:
         out, fo = _open(stdout)
         err, fe = _open(stderr)
         full_env = None if env is None else {**os.environ, **env}
-        popen = subprocess.Popen(["mnexec", "-da", str(self.node.pid), *args], stdout=out,
-                                 stderr=err, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                 env=full_env)
+        popen = subprocess.Popen(
+            ["mnexec", "-da", str(self.node.pid), *args],
+            stdout=out,
+            stderr=err,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            env=full_env,
+        )
         proc = Process(self.name, args, popen, [f for f in (fo, fe) if f])
         self.processes.append(proc)
         return proc

@@ -82,7 +82,7 @@ MAX_DRAIN = 512  # packets pulled per loop turn before releases get a chance aga
 
 _NLMSG = struct.Struct("=IHHII")
 _ATTR = struct.Struct("=HH")
-_VERDICT = struct.Struct("=IHHII" "BBH" "HH" "II")
+_VERDICT = struct.Struct("=IHHIIBBHHHII")
 
 
 @dataclass
@@ -100,8 +100,12 @@ class Queue:
     verdicts: int = 0
     late_sum: float = 0.0  # sum over verdicts of (verdict time - release time of its oldest)
 
-    def configure(self, delay_ms: float | None = None, jitter_ms: float | None = None,
-                  jitter_dist: str | None = None) -> None:
+    def configure(
+        self,
+        delay_ms: float | None = None,
+        jitter_ms: float | None = None,
+        jitter_dist: str | None = None,
+    ) -> None:
         if delay_ms is not None:
             self.delay = float(delay_ms) / 1000.0
         if jitter_ms is not None:
@@ -156,8 +160,9 @@ class NfQueueSocket:
         self.seq += 1
         msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
         hdr = _NLMSG.pack(16 + 4 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
-        self.sock.send(hdr + struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", queue)
-                       + body)
+        self.sock.send(
+            hdr + struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", queue) + body
+        )
         while True:
             data = self.sock.recv(65536)
             _, mtype, _, seq, _ = _NLMSG.unpack_from(data, 0)
@@ -169,21 +174,35 @@ class NfQueueSocket:
 
     def bind(self, queue: int, maxlen: int) -> None:
         self._config(queue, [(NFQA_CFG_CMD, struct.pack("!BBH", NFQNL_CFG_CMD_BIND, 0, 0))])
-        self._config(queue, [
-            (NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META)),
-            (NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen)),
-            (NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO)),
-            (NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_GSO)),
-        ])
+        self._config(
+            queue,
+            [
+                (NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META)),
+                (NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen)),
+                (NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO)),
+                (NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_GSO)),
+            ],
+        )
 
     def accept_upto(self, queue: int, packet_id: int) -> None:
         """NFQNL_MSG_VERDICT_BATCH: accept every packet of the queue with an id <= packet_id."""
         msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH
-        self.sock.send(_VERDICT.pack(
-            32, msg_type, NLM_F_REQUEST, 0, 0,
-            socket.AF_UNSPEC, 0, socket.htons(queue),
-            12, NFQA_VERDICT_HDR,
-            socket.htonl(NF_ACCEPT), socket.htonl(packet_id)))
+        self.sock.send(
+            _VERDICT.pack(
+                32,
+                msg_type,
+                NLM_F_REQUEST,
+                0,
+                0,
+                socket.AF_UNSPEC,
+                0,
+                socket.htons(queue),
+                12,
+                NFQA_VERDICT_HDR,
+                socket.htonl(NF_ACCEPT),
+                socket.htonl(packet_id),
+            )
+        )
 
 
 def kernel_drops() -> dict[int, int]:
@@ -212,8 +231,9 @@ class Emulator:
         for key, qc in config.get("queues", {}).items():
             num = int(key)
             q = Queue(num=num, rng=random.Random(None if seed is None else f"{seed}/{num}"))
-            q.configure(qc.get("delay_ms", 0.0), qc.get("jitter_ms", 0.0),
-                        qc.get("jitter_dist", "uniform"))
+            q.configure(
+                qc.get("delay_ms", 0.0), qc.get("jitter_ms", 0.0), qc.get("jitter_dist", "uniform")
+            )
             self.queues[num] = q
         self.nfq = NfQueueSocket()
         self.stdin_buf = b""
@@ -236,8 +256,13 @@ class Emulator:
                 q.configure(cmd.get("delay_ms"), cmd.get("jitter_ms"), cmd.get("jitter_dist"))
                 self.reply({"ok": True})
             elif op == "stats":
-                self.reply({"ok": True, "stats": self.stats(),
-                            "overshoot_us": round(self.overshoot * 1e6, 1)})
+                self.reply(
+                    {
+                        "ok": True,
+                        "stats": self.stats(),
+                        "overshoot_us": round(self.overshoot * 1e6, 1),
+                    }
+                )
             elif op == "stop":
                 self.stopping = True
                 self.reply({"ok": True})
@@ -248,11 +273,18 @@ class Emulator:
 
     def stats(self) -> dict:
         dropped = kernel_drops()
-        return {str(q.num): {"packets": q.packets, "held": len(q.held), "verdicts": q.verdicts,
-                             "mean_late_us": round(q.late_sum / max(1, q.verdicts) * 1e6, 1),
-                             "kernel_dropped": dropped.get(q.num, 0),
-                             "delay_ms": q.delay * 1000, "jitter_ms": q.jitter * 1000}
-                for q in self.queues.values()}
+        return {
+            str(q.num): {
+                "packets": q.packets,
+                "held": len(q.held),
+                "verdicts": q.verdicts,
+                "mean_late_us": round(q.late_sum / max(1, q.verdicts) * 1e6, 1),
+                "kernel_dropped": dropped.get(q.num, 0),
+                "delay_ms": q.delay * 1000,
+                "jitter_ms": q.jitter * 1000,
+            }
+            for q in self.queues.values()
+        }
 
     def read_stdin(self) -> None:
         data = os.read(0, 65536)

@@ -40,8 +40,15 @@ class Testbed:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, topo: Topology, *, workdir: Path | None = None, seed: int | None = None,
-                 offload: bool = False, tcp_cc: str | None = "cubic"):
+    def __init__(
+        self,
+        topo: Topology,
+        *,
+        workdir: Path | None = None,
+        seed: int | None = None,
+        offload: bool = False,
+        tcp_cc: str | None = "cubic",
+    ):
         """offload=False (the default) turns segmentation offload off on the hosts, so that
         every packet on a link is one segment of at most the MTU: random loss, queue limits and
         captures then count real segments. With it on, a host hands 64 KB super-packets to its
@@ -62,7 +69,7 @@ class Testbed:
         self.net: Mininet | None = None
         self.hosts: dict[str, MininetHost] = {}
         self.emulators: dict[str, RouterEmulator] = {}
-        self.link_router: dict[str, str] = {}      # link -> router that emulates it
+        self.link_router: dict[str, str] = {}  # link -> router that emulates it
         self.paths: list[ResolvedPath] = [resolve_path(topo, p) for p in topo.paths]
         self._ns_tokens: list[str] = []
         self._pid_tokens: list[str] = []
@@ -90,9 +97,12 @@ class Testbed:
 
     def start(self) -> None:
         setLogLevel("warning")
-        Mininet.inited = True  # skip Mininet's fixLimits(): it would raise sysctls of the root namespace
-        self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False,
-                           waitConnected=False)
+        Mininet.inited = (
+            True  # skip Mininet's fixLimits(): it would raise sysctls of the root namespace
+        )
+        self.net = Mininet(
+            topo=None, controller=None, build=False, autoSetMacs=False, waitConnected=False
+        )
         for name in self.topo.nodes:
             node = self.net.addHost(name, ip=None)
             self.hosts[name] = MininetHost(node)
@@ -100,8 +110,12 @@ class Testbed:
             if token:
                 self._ns_tokens.append(token)
         for link in self.topo.links.values():
-            self.net.addLink(link.a, link.b, intfName1=self.intf(link.a, link.name),
-                             intfName2=self.intf(link.b, link.name))
+            self.net.addLink(
+                link.a,
+                link.b,
+                intfName1=self.intf(link.a, link.name),
+                intfName2=self.intf(link.b, link.name),
+            )
         self.net.build()
         for name in self.topo.nodes:
             self._configure_node(name)
@@ -159,9 +173,13 @@ class Testbed:
         host = self.hosts[name]
         is_router = self.topo.nodes[name] == "router"
         links = self.topo.links_of(name)
-        sysctls = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-                   "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
-                   f"net.ipv4.ip_forward={1 if is_router else 0}"]
+        sysctls = [
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+            f"net.ipv4.ip_forward={1 if is_router else 0}",
+        ]
         for lk in links:
             i = self.intf(name, lk.name)
             sysctls += [f"net.ipv4.conf.{i}.rp_filter=0", f"net.ipv6.conf.{i}.disable_ipv6=1"]
@@ -176,8 +194,10 @@ class Testbed:
         else:
             for lk in links:
                 i = self.intf(name, lk.name)
-                batch += [f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
-                          f"link set {i} up"]
+                batch += [
+                    f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
+                    f"link set {i} up",
+                ]
                 if self.topo.nodes[name] == "host" and self.tcp_cc:
                     batch.append(self._connected_route(name, lk.name))
         if is_router:
@@ -186,16 +206,29 @@ class Testbed:
         elif self.topo.nodes[name] == "host":
             default = host_default(self.topo, name)
             if default:
-                batch.append(f"route add default via {default.via} "
-                             f"dev {self.intf(name, default.link)}{self._congctl}")
+                batch.append(
+                    f"route add default via {default.via} "
+                    f"dev {self.intf(name, default.link)}{self._congctl}"
+                )
             for t in host_tables(self.topo, name):
                 batch.append(f"rule add from {t.src} lookup {t.table}")
             batch += self._source_routes(name)
         host.run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
         if self.topo.nodes[name] == "host" and not self.offload:
             for lk in links:
-                host.run(["ethtool", "-K", self.intf(name, lk.name), "tso", "off", "gso", "off",
-                          "gro", "off"])
+                host.run(
+                    [
+                        "ethtool",
+                        "-K",
+                        self.intf(name, lk.name),
+                        "tso",
+                        "off",
+                        "gso",
+                        "off",
+                        "gro",
+                        "off",
+                    ]
+                )
 
     @property
     def _congctl(self) -> str:
@@ -204,8 +237,10 @@ class Testbed:
     def _connected_route(self, host: str, link: str) -> str:
         """The kernel's own on-link route, re-added with the pinned congestion control."""
         lk = self.topo.links[link]
-        return (f"route replace {lk.subnet} dev {self.intf(host, link)} proto kernel scope link "
-                f"src {lk.addr_of(host)}{self._congctl}")
+        return (
+            f"route replace {lk.subnet} dev {self.intf(host, link)} proto kernel scope link "
+            f"src {lk.addr_of(host)}{self._congctl}"
+        )
 
     def _source_routes(self, host: str, only_link: str | None = None) -> list[str]:
         out = []
@@ -215,8 +250,10 @@ class Testbed:
             for r in t.routes:
                 via = f" via {r.via}" if r.via else ""
                 src = f" src {t.src}" if r.via is None else ""
-                out.append(f"route replace {r.dst}{via} dev {self.intf(host, r.link)}{src} "
-                           f"table {t.table}{self._congctl}")
+                out.append(
+                    f"route replace {r.dst}{via} dev {self.intf(host, r.link)}{src} "
+                    f"table {t.table}{self._congctl}"
+                )
         return out
 
     def _emulating_router(self, link: LinkSpec) -> str | None:
@@ -233,11 +270,15 @@ class Testbed:
                 continue
             self.link_router[link.name] = router
             ports.setdefault(router, []).append(
-                EmulatedPort(link=link.name, intf=self.intf(router, link.name), model=link.model))
+                EmulatedPort(link=link.name, intf=self.intf(router, link.name), model=link.model)
+            )
         for k, (router, plist) in enumerate(sorted(ports.items())):
-            emu = RouterEmulator(self.hosts[router].node, plist,
-                                 log_path=self.workdir / f"linkem-{router}.log",
-                                 seed=None if self.seed is None else self.seed + k)
+            emu = RouterEmulator(
+                self.hosts[router].node,
+                plist,
+                log_path=self.workdir / f"linkem-{router}.log",
+                seed=None if self.seed is None else self.seed + k,
+            )
             self.emulators[router] = emu
             emu.start()
             # Recorded by pid too: if we die, the node shells die with their pty, but the
@@ -266,15 +307,18 @@ class Testbed:
         `hosts` entries are host names (all of that host's interfaces) or interface names
         ("client-eth1"); the default is every interface of every host, i.e. both endpoints.
         """
-        intf_owner = {self.intf(h, lk.name): h for h in self.topo.hosts
-                      for lk in self.topo.links_of(h)}
+        intf_owner = {
+            self.intf(h, lk.name): h for h in self.topo.hosts for lk in self.topo.links_of(h)
+        }
         targets = []
         for entry in hosts or self.topo.hosts:
             if entry in intf_owner:
                 targets.append((self.hosts[intf_owner[entry]], entry))
             elif self.topo.nodes.get(entry) == "host":
-                targets += [(self.hosts[entry], self.intf(entry, lk.name))
-                            for lk in self.topo.links_of(entry)]
+                targets += [
+                    (self.hosts[entry], self.intf(entry, lk.name))
+                    for lk in self.topo.links_of(entry)
+                ]
             else:
                 raise KeyError(f"capture: {entry!r} is neither a host nor a host interface")
         cap = Capture(targets, Path(outdir), snaplen=snaplen)
@@ -282,16 +326,23 @@ class Testbed:
         cap.start()
         return cap
 
-    def kernel_mptcp(self, host: str, *, limits: dict[str, int] | None = None,
-                     endpoints: list[tuple[str, str, str]] | None = None) -> None:
+    def kernel_mptcp(
+        self,
+        host: str,
+        *,
+        limits: dict[str, int] | None = None,
+        endpoints: list[tuple[str, str, str]] | None = None,
+    ) -> None:
         """Configure Linux MPTCP in one host: limits, then its endpoint list replaced.
 
         endpoints: (address, device, flags) with flags like "subflow", "signal", "backup",
         "fullmesh" or combinations ("subflow backup").
         """
         limits = limits or {"subflows": 8, "add_addr_accepted": 8}
-        batch = ["mptcp limits set " + " ".join(f"{k} {v}" for k, v in limits.items()),
-                 "mptcp endpoint flush"]
+        batch = [
+            "mptcp limits set " + " ".join(f"{k} {v}" for k, v in limits.items()),
+            "mptcp endpoint flush",
+        ]
         for addr, dev, flags in endpoints or []:
             batch.append(f"mptcp endpoint add {addr} dev {dev} {flags}")
         self.hosts[host].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
@@ -337,8 +388,9 @@ class Testbed:
                 batch += self._source_routes(end, only_link=link)
                 default = host_default(self.topo, end)
                 if default and default.link == link:
-                    batch.append(f"route replace default via {default.via} dev {intf}"
-                                 f"{self._congctl}")
+                    batch.append(
+                        f"route replace default via {default.via} dev {intf}{self._congctl}"
+                    )
                 if self.tcp_cc:
                     batch.append(self._connected_route(end, link))
             self.hosts[end].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
@@ -353,8 +405,9 @@ class Testbed:
         if {"rate_mbit", "queue_pkts"} & changes.keys():
             for end in (spec.a, spec.b):
                 shape_interface(self.hosts[end].node, self.intf(end, link), model)
-        emu_changes = {k: v for k, v in changes.items()
-                       if k in ("delay_ms", "jitter_ms", "loss_pct")}
+        emu_changes = {
+            k: v for k, v in changes.items() if k in ("delay_ms", "jitter_ms", "loss_pct")
+        }
         if emu_changes:
             router = self.link_router.get(link)
             if router is None:

@@ -30,7 +30,7 @@ def start_ticks(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[19])
 
 
@@ -49,8 +49,12 @@ def _file() -> Path:
 def _load() -> dict:
     global _state
     if _state is None or _state.get("owner") != os.getpid():
-        _state = {"owner": os.getpid(), "owner_start": start_ticks(os.getpid()),
-                  "pids": {}, "netns": {}}
+        _state = {
+            "owner": os.getpid(),
+            "owner_start": start_ticks(os.getpid()),
+            "pids": {},
+            "netns": {},
+        }
     return _state
 
 

@@ -22,9 +22,9 @@ HOST_TABLE_BASE = 100
 
 @dataclass(frozen=True)
 class Route:
-    dst: str          # "10.0.3.0/24" or "default"
-    via: str | None   # next-hop address, None for on-link
-    link: str         # the link (so the interface) it leaves by
+    dst: str  # "10.0.3.0/24" or "default"
+    via: str | None  # next-hop address, None for on-link
+    link: str  # the link (so the interface) it leaves by
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ class ResolvedPath:
 
 @dataclass(frozen=True)
 class Hop:
-    node: str        # the neighbour
-    addr: str        # its address on the shared segment
-    link: str        # our link towards it
+    node: str  # the neighbour
+    addr: str  # its address on the shared segment
+    link: str  # our link towards it
 
 
 def neighbours(topo: Topology, node: str) -> list[Hop]:
@@ -116,8 +116,14 @@ def host_tables(topo: Topology, host: str) -> list[SourceTable]:
         gw = _gateway(topo, host, link)
         if gw:
             routes.append(Route(dst="default", via=gw, link=link.name))
-        tables.append(SourceTable(table=HOST_TABLE_BASE + i, src=link.addr_of(host),
-                                  link=link.name, routes=tuple(routes)))
+        tables.append(
+            SourceTable(
+                table=HOST_TABLE_BASE + i,
+                src=link.addr_of(host),
+                link=link.name,
+                routes=tuple(routes),
+            )
+        )
     return tables
 
 
@@ -193,7 +199,11 @@ def resolve_path(topo: Topology, name: str) -> ResolvedPath:
         node = nxt
     rates = [lk.model.rate_mbit for lk in links if lk.model.rate_mbit]
     return ResolvedPath(
-        name=name, src=spec.src, dst=spec.dst, src_addr=src_addr, dst_addr=dst_addr,
+        name=name,
+        src=spec.src,
+        dst=spec.dst,
+        src_addr=src_addr,
+        dst_addr=dst_addr,
         links=tuple(lk.name for lk in links),
         want_rtt_ms=2 * sum(lk.model.delay_ms for lk in links),
         want_mbit=min(rates) if rates else None,

@@ -25,8 +25,14 @@ from testbed.host import HostCommandError
 class RemoteProcess:
     """A process on an SSH host, with the same surface as testbed.host.Process."""
 
-    def __init__(self, host: SshHost, args: list[str], channel: paramiko.Channel,
-                 stdout: Path | int | None, stderr: Path | int | None):
+    def __init__(
+        self,
+        host: SshHost,
+        args: list[str],
+        channel: paramiko.Channel,
+        stdout: Path | int | None,
+        stderr: Path | int | None,
+    ):
         self.host = host.name
         self.args = args
         self._ssh = host
@@ -51,9 +57,10 @@ class RemoteProcess:
     def _read_ready(self) -> None:
         """Move what the channel has into the sinks (files) or the line buffers (pipes)."""
         with self._lock:
-            for name, ready, recv in (("stdout", self._chan.recv_ready, self._chan.recv),
-                                      ("stderr", self._chan.recv_stderr_ready,
-                                       self._chan.recv_stderr)):
+            for name, ready, recv in (
+                ("stdout", self._chan.recv_ready, self._chan.recv),
+                ("stderr", self._chan.recv_stderr_ready, self._chan.recv_stderr),
+            ):
                 while ready():
                     data = recv(65536)
                     if self._sinks[name]:
@@ -83,8 +90,7 @@ class RemoteProcess:
         self._release()
         return self._chan.recv_exit_status()
 
-    def wait_for_line(self, pattern: str, *, stream: str = "stderr",
-                      timeout: float = 10.0) -> str:
+    def wait_for_line(self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0) -> str:
         """Block until the remote process prints a matching line on a PIPE'd stream."""
         if not self._pipe[stream]:
             raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
@@ -125,9 +131,17 @@ class RemoteProcess:
 class SshHost:
     """A real machine reached over SSH, seen through the Host interface."""
 
-    def __init__(self, name: str, hostname: str, *, port: int = 22, username: str = "root",
-                 key_filename: str | None = None, connect_timeout: float = 10.0,
-                 known_hosts: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        hostname: str,
+        *,
+        port: int = 22,
+        username: str = "root",
+        key_filename: str | None = None,
+        connect_timeout: float = 10.0,
+        known_hosts: str | None = None,
+    ):
         self.name = name
         self.client = paramiko.SSHClient()
         if known_hosts:
@@ -135,12 +149,25 @@ class SshHost:
             self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         else:  # a lab machine we set up ourselves: trust it on first use
             self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        self.client.connect(hostname, port=port, username=username, key_filename=key_filename,
-                            timeout=connect_timeout, allow_agent=False, look_for_keys=False)
+        self.client.connect(
+            hostname,
+            port=port,
+            username=username,
+            key_filename=key_filename,
+            timeout=connect_timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
         self.processes: list[RemoteProcess] = []
 
-    def run(self, args: list[str], *, check: bool = True, timeout: float | None = 60,
-            input: str | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        args: list[str],
+        *,
+        check: bool = True,
+        timeout: float | None = 60,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
         stdin, stdout, stderr = self.client.exec_command(shlex.join(args), timeout=timeout)
         if input is not None:
             stdin.write(input)
@@ -151,9 +178,15 @@ class SshHost:
             raise HostCommandError(self.name, args, rc, out, err)
         return subprocess.CompletedProcess(args, rc, out, err)
 
-    def start(self, args: list[str], *, stdout: Path | int | None = None,
-              stderr: Path | int | None = None, stdin: int | None = None,
-              env: dict[str, str] | None = None) -> RemoteProcess:
+    def start(
+        self,
+        args: list[str],
+        *,
+        stdout: Path | int | None = None,
+        stderr: Path | int | None = None,
+        stdin: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> RemoteProcess:
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         # setsid: its own process group, so stop() reaches everything it started
         inner = f"echo $$; exec {exports + ' ' if exports else ''}{shlex.join(args)}"

@@ -62,7 +62,7 @@ class Segment:
 
     subnet: ipaddress.IPv4Network
     links: tuple[str, ...]
-    addrs: dict[str, str]          # member (host or router) -> its address, in link order
+    addrs: dict[str, str]  # member (host or router) -> its address, in link order
 
     def member_at(self, addr: str) -> str:
         return next(n for n, a in self.addrs.items() if a == addr)
@@ -157,8 +157,9 @@ def list_topologies() -> list[tuple[str, str]]:
     return describe_files(TOPOLOGY_DIR)
 
 
-def load_topology(name_or_path: str | Path,
-                  overrides: dict[str, Any] | list[str] | None = None) -> Topology:
+def load_topology(
+    name_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None
+) -> Topology:
     """Read, override and validate a topology.
 
     `overrides` maps dotted keys to values ({"links.lte.delay_ms": 50}) or is a list of
@@ -214,8 +215,9 @@ def apply_override(raw: dict[str, Any], key: str, value: Any, source: str) -> No
     node[parts[-1]] = value
 
 
-def _number(source: str, where: str, value: Any, *, lo: float, hi: float,
-            integer: bool = False) -> float | int:
+def _number(
+    source: str, where: str, value: Any, *, lo: float, hi: float, integer: bool = False
+) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TopologyError(source, where, f"expected a number, got {value!r}")
     if integer and not isinstance(value, int):
@@ -237,15 +239,25 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
     loss = get("loss_pct", 0, 100) or 0.0
     queue = get("queue_pkts", 1, 1_000_000, integer=True)
     if queue is not None and rate is None:
-        raise TopologyError(source, f"{prefix}.queue_pkts", "a queue limit needs rate_mbit: the "
-                            "queue is the one in front of the rate limiter")
-    return LinkModel(rate_mbit=rate, delay_ms=float(delay), jitter_ms=float(jitter),
-                     loss_pct=float(loss), queue_pkts=queue)
+        raise TopologyError(
+            source,
+            f"{prefix}.queue_pkts",
+            "a queue limit needs rate_mbit: the queue is the one in front of the rate limiter",
+        )
+    return LinkModel(
+        rate_mbit=rate,
+        delay_ms=float(delay),
+        jitter_ms=float(jitter),
+        loss_pct=float(loss),
+        queue_pkts=queue,
+    )
 
 
-def _build_links(source: str, nodes: dict[str, str],
-                 parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]]
-                 ) -> dict[str, LinkSpec]:
+def _build_links(
+    source: str,
+    nodes: dict[str, str],
+    parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]],
+) -> dict[str, LinkSpec]:
     """Group links into segments (links meeting at a bridge share one) and number addresses."""
     group = list(range(len(parsed)))  # union-find over link indices
 
@@ -295,20 +307,24 @@ def _build_links(source: str, nodes: dict[str, str],
 def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
     unknown = set(raw) - TOP_FIELDS
     if unknown:
-        raise TopologyError(source, sorted(unknown)[0], f"unknown field (known: {sorted(TOP_FIELDS)})")
+        raise TopologyError(
+            source, sorted(unknown)[0], f"unknown field (known: {sorted(TOP_FIELDS)})"
+        )
     desc = raw.get("description")
     if not isinstance(desc, str) or not desc.strip():
         raise TopologyError(source, "description", "a one-line description is required")
 
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
-        raise TopologyError(source, "nodes", "a table of node = \"host\"|\"router\" is required")
+        raise TopologyError(source, "nodes", 'a table of node = "host"|"router" is required')
     nodes: dict[str, str] = {}
     for n, kind in nodes_raw.items():
         if not NAME_RE.match(n):
             raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
         if kind not in NODE_KINDS:
-            raise TopologyError(source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}")
+            raise TopologyError(
+                source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}"
+            )
         nodes[n] = kind
 
     links_raw = raw.get("links")
@@ -323,11 +339,15 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
             raise TopologyError(source, where, "must be a table")
         bad = set(table) - LINK_FIELDS
         if bad:
-            raise TopologyError(source, f"{where}.{sorted(bad)[0]}",
-                                f"unknown field (known: {sorted(LINK_FIELDS)})")
+            raise TopologyError(
+                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(LINK_FIELDS)})"
+            )
         ends = table.get("ends")
-        if (not isinstance(ends, list) or len(ends) != 2
-                or not all(isinstance(e, str) for e in ends)):
+        if (
+            not isinstance(ends, list)
+            or len(ends) != 2
+            or not all(isinstance(e, str) for e in ends)
+        ):
             raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
         for e in ends:
             if e not in nodes:
@@ -336,9 +356,14 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
             raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
         model = parse_model(source, where, table)
         if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
-                nodes[e] == "router" for e in ends):
-            raise TopologyError(source, where, "delay, jitter and loss are emulated on a router: "
-                                "at least one end must be a router (never on an endpoint)")
+            nodes[e] == "router" for e in ends
+        ):
+            raise TopologyError(
+                source,
+                where,
+                "delay, jitter and loss are emulated on a router: "
+                "at least one end must be a router (never on an endpoint)",
+            )
         subnet = None
         if "subnet" in table:
             try:
@@ -355,8 +380,9 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
             raise TopologyError(source, where, "must be a table")
         bad = set(table) - PATH_FIELDS
         if bad:
-            raise TopologyError(source, f"{where}.{sorted(bad)[0]}",
-                                f"unknown field (known: {sorted(PATH_FIELDS)})")
+            raise TopologyError(
+                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(PATH_FIELDS)})"
+            )
         for f in sorted(PATH_FIELDS):
             if not isinstance(table.get(f), str):
                 raise TopologyError(source, f"{where}.{f}", "required, a name")
@@ -368,8 +394,15 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
             raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
         paths[pname] = PathSpec(name=pname, src=src, link=lname, dst=dst)
 
-    topo = Topology(name=name, description=desc.strip(), source=source, nodes=nodes,
-                    links=links, paths=paths, raw=raw)
+    topo = Topology(
+        name=name,
+        description=desc.strip(),
+        source=source,
+        nodes=nodes,
+        links=links,
+        paths=paths,
+        raw=raw,
+    )
     for n in nodes:
         if not topo.links_of(n):
             raise TopologyError(source, f"nodes.{n}", "is on no link")

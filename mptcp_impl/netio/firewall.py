@@ -51,10 +51,13 @@ class KernelFence:
             return
         remove_stale_tables()
         # Priority -300 (raw): before conntrack, so fenced segments leave no conntrack state.
-        _nft(input_text=(
-            f"table ip {self.table} {{\n"
-            f"  chain fence {{ type filter hook prerouting priority -300; policy accept; }}\n"
-            f"}}\n"))
+        _nft(
+            input_text=(
+                f"table ip {self.table} {{\n"
+                f"  chain fence {{ type filter hook prerouting priority -300; policy accept; }}\n"
+                f"}}\n"
+            )
+        )
         self._created = True
 
     def block(self, addr: str | None, port: int) -> None:
@@ -66,8 +69,16 @@ class KernelFence:
                 return
             self._ensure_table()
             match = f"ip daddr {key[0]} " if key[0] else ""
-            out = _nft("-e", "-a", "add", "rule", "ip", self.table, "fence",
-                       *f"{match}tcp dport {port} drop".split())
+            out = _nft(
+                "-e",
+                "-a",
+                "add",
+                "rule",
+                "ip",
+                self.table,
+                "fence",
+                *f"{match}tcp dport {port} drop".split(),
+            )
             handle = _parse_handle(out)
             self._handles[key] = handle
             self._refs[key] = 1
@@ -131,7 +142,7 @@ def remove_stale_tables() -> list[str]:
     except (FirewallError, ValueError):
         return removed
     for name in names:
-        pid = name[len(TABLE_PREFIX):]
+        pid = name[len(TABLE_PREFIX) :]
         if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
             try:
                 _nft("delete", "table", "ip", name)

@@ -59,8 +59,9 @@ class ReceivedSegment:
 class PacketReceiver:
     """An AF_PACKET socket that sees only TCP to (local_ip, port), checksum verdicts included."""
 
-    def __init__(self, local_ip: str | None, port: int, rcvbuf: int = 16 << 20,
-                 max_packet: int = 1 << 18) -> None:
+    def __init__(
+        self, local_ip: str | None, port: int, rcvbuf: int = 16 << 20, max_packet: int = 1 << 18
+    ) -> None:
         # SOCK_RAW: the kernel allows PACKET_VNET_HDR only there. Python cannot bind a packet
         # socket to "all interfaces", so the protocol is given at creation; whatever arrives
         # before the filter is attached is drained below.
@@ -135,10 +136,14 @@ class PacketReceiver:
                 continue
             base = BASE
             self.bytes += tot
-            out.append(ReceivedSegment(
-                bytes(view[base + 12:base + 16]), bytes(view[base + 16:base + 20]),
-                bytes(view[base + ihl:base + tot]),
-                bool(flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))))
+            out.append(
+                ReceivedSegment(
+                    bytes(view[base + 12 : base + 16]),
+                    bytes(view[base + 16 : base + 20]),
+                    bytes(view[base + ihl : base + tot]),
+                    bool(flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)),
+                )
+            )
         return out
 
     def close(self) -> None:
@@ -175,8 +180,18 @@ class RawIpSender:
 
     def send(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
         """Send one segment: ``header`` is the TCP header with its checksum complete."""
-        ip = _IPV4.pack(0x45, 0, 20 + len(header) + len(payload), 0, 0x4000, 64,
-                        socket.IPPROTO_TCP, 0, self._src, self._dst)
+        ip = _IPV4.pack(
+            0x45,
+            0,
+            20 + len(header) + len(payload),
+            0,
+            0x4000,
+            64,
+            socket.IPPROTO_TCP,
+            0,
+            self._src,
+            self._dst,
+        )
         try:
             self.sock.sendmsg((ip, header, payload))
             self.packets += 1
@@ -314,13 +329,15 @@ class GsoPacketSender:
         self._ip_id = ip_id = (self._ip_id + 1) & 0xFFFF
         ip = ipv4_header(self._ip_sum, total, ip_id, self._src, self._dst)
         if gso_size and plen > gso_size:
-            vnet = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
-                                 34 + hlen, gso_size, 34, 16)
+            vnet = VNET_HDR.pack(
+                VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 34 + hlen, gso_size, 34, 16
+            )
         else:
             vnet = self._vnet_plain.get(hlen)
             if vnet is None:
                 vnet = self._vnet_plain[hlen] = VNET_HDR.pack(
-                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 34 + hlen, 0, 34, 16)
+                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 34 + hlen, 0, 34, 16
+                )
         try:
             self.sock.sendmsg((vnet, self._eth, ip, header, payload))
             self.packets += 1

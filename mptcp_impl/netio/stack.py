@@ -90,8 +90,14 @@ class EdgeStats:
 class Conn:
     """The edge's handle on one TcpConnection."""
 
-    def __init__(self, stack: TcpStack, endpoint: Endpoint, tcp: TcpConnection,
-                 local: tuple[str, int], remote: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        stack: TcpStack,
+        endpoint: Endpoint,
+        tcp: TcpConnection,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+    ) -> None:
         self.stack = stack
         self.endpoint = endpoint
         self.tcp = tcp
@@ -196,9 +202,19 @@ class Conn:
         opts = encode_options(seg.options) if seg.options else b""
         hlen = 20 + len(opts)
         tcp_len = hlen + len(seg.payload)
-        return _HDR.pack(seg.src_port, seg.dst_port, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
-                         ((hlen >> 2) << 12) | (seg.flags & 0x1FF), seg.window & 0xFFFF,
-                         self.sender.tcp_checksum_field(tcp_len), seg.urgent) + opts
+        return (
+            _HDR.pack(
+                seg.src_port,
+                seg.dst_port,
+                seg.seq & 0xFFFFFFFF,
+                seg.ack & 0xFFFFFFFF,
+                ((hlen >> 2) << 12) | (seg.flags & 0x1FF),
+                seg.window & 0xFFFF,
+                self.sender.tcp_checksum_field(tcp_len),
+                seg.urgent,
+            )
+            + opts
+        )
 
     def _dispatch(self, ev: object) -> None:
         name = type(ev).__name__
@@ -269,8 +285,15 @@ def _split(seg: TcpSegment) -> list[TcpSegment]:
     for off in range(0, n, size):
         last = off + size >= n
         flags = seg.flags if last else seg.flags & ~0x09  # FIN and PSH only on the last piece
-        out.append(dataclasses.replace(seg, seq=(seg.seq + off) & 0xFFFFFFFF, flags=flags,
-                                       payload=bytes(payload[off:off + size]), gso_size=0))
+        out.append(
+            dataclasses.replace(
+                seg,
+                seq=(seg.seq + off) & 0xFFFFFFFF,
+                flags=flags,
+                payload=bytes(payload[off : off + size]),
+                gso_size=0,
+            )
+        )
     return out
 
 
@@ -353,8 +376,9 @@ class Endpoint:
             rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
         else:
             seglen = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & 1 else 0)
-            rst = TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seglen) & 0xFFFFFFFF,
-                             RST | ACK, 0)
+            rst = TcpSegment(
+                seg.dst_port, seg.src_port, 0, (seg.seq + seglen) & 0xFFFFFFFF, RST | ACK, 0
+            )
         try:
             s = RawIpSender(socket.inet_ntoa(dst), socket.inet_ntoa(src))
             s.send(encode_segment(rst, dst, src), b"")
@@ -363,8 +387,9 @@ class Endpoint:
             log.debug("could not send RST: %s", e)
 
     def add(self, conn: Conn) -> None:
-        self.conns[(socket.inet_aton(conn.remote[0]), conn.remote[1],
-                    socket.inet_aton(conn.local[0]))] = conn
+        self.conns[
+            (socket.inet_aton(conn.remote[0]), conn.remote[1], socket.inet_aton(conn.local[0]))
+        ] = conn
 
     def _remove(self, conn: Conn) -> None:
         key = (socket.inet_aton(conn.remote[0]), conn.remote[1], socket.inet_aton(conn.local[0]))
@@ -391,8 +416,9 @@ class Endpoint:
 class Listener:
     """Passive opens on one endpoint: each SYN for an unknown 4-tuple becomes a Conn."""
 
-    def __init__(self, stack: TcpStack, endpoint: Endpoint,
-                 on_accept: Callable[[Conn], ConnectionHandler]) -> None:
+    def __init__(
+        self, stack: TcpStack, endpoint: Endpoint, on_accept: Callable[[Conn], ConnectionHandler]
+    ) -> None:
         self.stack = stack
         self.endpoint = endpoint
         self.on_accept = on_accept
@@ -421,8 +447,9 @@ class Listener:
 class TcpStack:
     """All endpoints of one event loop. Create with ``TcpStack(config)`` inside the loop."""
 
-    def __init__(self, config: StackConfig | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, config: StackConfig | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.config = config or StackConfig()
         self.loop = loop or asyncio.get_running_loop()
         self.fence = process_fence()
@@ -475,8 +502,13 @@ class TcpStack:
             if not conn.closed:
                 conn._flush(now)
 
-    async def connect(self, host: str, port: int, handler: ConnectionHandler,
-                      local_addr: tuple[str, int] | str | None = None) -> Conn:
+    async def connect(
+        self,
+        host: str,
+        port: int,
+        handler: ConnectionHandler,
+        local_addr: tuple[str, int] | str | None = None,
+    ) -> Conn:
         """Active open; returns once the SYN is out (the handler hears ``on_connected``)."""
         if isinstance(local_addr, str):
             local_addr = (local_addr, 0)
@@ -496,8 +528,9 @@ class TcpStack:
         conn._flush(now)
         return conn
 
-    def listen(self, host: str, port: int,
-               on_accept: Callable[[Conn], ConnectionHandler]) -> Listener:
+    def listen(
+        self, host: str, port: int, on_accept: Callable[[Conn], ConnectionHandler]
+    ) -> Listener:
         ep = Endpoint(self, host or "0.0.0.0", port)
         self._endpoints.add(ep)
         return Listener(self, ep, on_accept)
@@ -508,11 +541,15 @@ class TcpStack:
         for ep in self._endpoints:
             for conn in ep.conns.values():
                 t = conn.tcp
-                d: dict[str, Any] = {"local": conn.local, "remote": conn.remote,
-                                     "state": getattr(t.state, "value", str(t.state)),
-                                     "timer_in": (None if t.get_timer() is None
-                                                  else round(t.get_timer() - self.now(), 4)),
-                                     "handler_paused": getattr(conn.handler, "paused", None)}
+                d: dict[str, Any] = {
+                    "local": conn.local,
+                    "remote": conn.remote,
+                    "state": getattr(t.state, "value", str(t.state)),
+                    "timer_in": (
+                        None if t.get_timer() is None else round(t.get_timer() - self.now(), 4)
+                    ),
+                    "handler_paused": getattr(conn.handler, "paused", None),
+                }
                 for k in ("snd_una", "snd_nxt", "snd_max", "snd_wnd", "rcv_nxt", "_rcv_adv"):
                     if hasattr(t, k):
                         d[k] = getattr(t, k)

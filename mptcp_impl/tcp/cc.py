@@ -147,4 +147,6 @@ def make_cc(name: str, mss: int) -> CongestionControl:
     try:
         return CONTROLLERS[name](mss)
     except KeyError:
-        raise ValueError(f"unknown congestion control {name!r} (have {sorted(CONTROLLERS)})") from None
+        raise ValueError(
+            f"unknown congestion control {name!r} (have {sorted(CONTROLLERS)})"
+        ) from None

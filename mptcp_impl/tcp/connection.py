@@ -58,8 +58,9 @@ class TcpState(enum.Enum):
 
 
 S = TcpState
-_SYNCHRONIZED = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.TIME_WAIT,
-                           S.CLOSE_WAIT, S.LAST_ACK})
+_SYNCHRONIZED = frozenset(
+    {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.TIME_WAIT, S.CLOSE_WAIT, S.LAST_ACK}
+)
 _SEND_DATA_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 _RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 
@@ -160,10 +161,13 @@ class TcpHooks(Protocol):
 
     def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> None: ...
 
-    def sent_range(self, conn: TcpConnection, seq_start: int, length: int, meta: object) -> None: ...
+    def sent_range(
+        self, conn: TcpConnection, seq_start: int, length: int, meta: object
+    ) -> None: ...
 
-    def received_range(self, conn: TcpConnection, seq_start: int, data_len: int,
-                       seg: TcpSegment) -> None: ...
+    def received_range(
+        self, conn: TcpConnection, seq_start: int, data_len: int, seg: TcpSegment
+    ) -> None: ...
 
 
 # --------------------------------------------------------------------------- helpers
@@ -173,8 +177,9 @@ _SECRET = os.urandom(16)
 
 def rfc6528_isn(local: tuple[str, int], remote: tuple[str, int], now: float) -> int:
     """ISN = M + F(4-tuple, secret): M ticks every 4 us, F is a keyed hash (RFC 6528)."""
-    h = hashlib.blake2s(f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(), key=_SECRET,
-                        digest_size=4).digest()
+    h = hashlib.blake2s(
+        f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(), key=_SECRET, digest_size=4
+    ).digest()
     return (int(now * 250_000) + int.from_bytes(h, "big")) & MASK
 
 
@@ -194,8 +199,13 @@ def _wscale_for(buf: int) -> int:
 
 
 class TcpConnection:
-    def __init__(self, config: TcpConfig | None = None, local: tuple[str, int] = ("0.0.0.0", 0),
-                 remote: tuple[str, int] = ("0.0.0.0", 0), hooks: TcpHooks | None = None) -> None:
+    def __init__(
+        self,
+        config: TcpConfig | None = None,
+        local: tuple[str, int] = ("0.0.0.0", 0),
+        remote: tuple[str, int] = ("0.0.0.0", 0),
+        hooks: TcpHooks | None = None,
+    ) -> None:
         self.config = cfg = config or TcpConfig()
         self.local = local
         self.remote = remote
@@ -298,9 +308,15 @@ class TcpConnection:
         self._send_syn(now, ack=False)
 
     @classmethod
-    def accept_syn(cls, config: TcpConfig | None, syn_segment: TcpSegment,
-                   local: tuple[str, int], remote: tuple[str, int], now: float,
-                   hooks: TcpHooks | None = None) -> TcpConnection:
+    def accept_syn(
+        cls,
+        config: TcpConfig | None,
+        syn_segment: TcpSegment,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+        now: float,
+        hooks: TcpHooks | None = None,
+    ) -> TcpConnection:
         """Passive open from a SYN the edge's listener received: answer with a SYN-ACK."""
         if not syn_segment.flags & SYN or syn_segment.flags & (ACK | RST):
             raise ValueError("accept_syn needs a plain SYN segment")
@@ -365,8 +381,15 @@ class TcpConnection:
         if self._offer_ws:
             opts.append(WindowScale(self.rcv_wscale))
         win = min(cfg.rcv_buf, 0xFFFF)
-        seg = TcpSegment(self.local[1], self.remote[1], self.iss & MASK,
-                         (self.rcv_nxt & MASK) if ack else 0, SYN | (ACK if ack else 0), win, opts)
+        seg = TcpSegment(
+            self.local[1],
+            self.remote[1],
+            self.iss & MASK,
+            (self.rcv_nxt & MASK) if ack else 0,
+            SYN | (ACK if ack else 0),
+            win,
+            opts,
+        )
         if ack:
             self._rcv_adv = self.rcv_nxt + win
             self._last_ack_sent = self.rcv_nxt
@@ -411,8 +434,11 @@ class TcpConnection:
 
     def send(self, data: bytes, meta: object | None = None) -> int:
         """Queue data; returns how much fitted in the send buffer (the rest is the caller's)."""
-        if self._fin_queued or self._close_pending or self.state not in (
-                S.ESTABLISHED, S.CLOSE_WAIT, S.SYN_SENT, S.SYN_RECEIVED):
+        if (
+            self._fin_queued
+            or self._close_pending
+            or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.SYN_SENT, S.SYN_RECEIVED)
+        ):
             raise ConnectionError(f"cannot send in state {self.state.value} after close")
         n = min(len(data), self.config.snd_buf - len(self._sbuf))
         if n < len(data):
@@ -477,8 +503,13 @@ class TcpConnection:
 
     def get_timer(self) -> float | None:
         t = None
-        for d in (self._rto_deadline, self._delack_deadline, self._persist_deadline,
-                  self._tw_deadline, self._tlp_deadline):
+        for d in (
+            self._rto_deadline,
+            self._delack_deadline,
+            self._persist_deadline,
+            self._tw_deadline,
+            self._tlp_deadline,
+        ):
             if d is not None and (t is None or d < t):
                 t = d
         return t
@@ -493,8 +524,14 @@ class TcpConnection:
         """The edge failed to decode a segment for this connection: count it."""
         self._st.malformed_dropped += 1
 
-    def receive_bytes(self, data: bytes, src_ip: str | bytes, dst_ip: str | bytes,
-                      now: float, verify_checksum: bool = True) -> None:
+    def receive_bytes(
+        self,
+        data: bytes,
+        src_ip: str | bytes,
+        dst_ip: str | bytes,
+        now: float,
+        verify_checksum: bool = True,
+    ) -> None:
         """Decode and receive; undecodable segments are counted and dropped."""
         try:
             seg = decode_segment(data, src_ip, dst_ip, verify_checksum)
@@ -558,9 +595,15 @@ class TcpConnection:
     def _arm_tlp(self, now: float, restart: bool) -> None:
         """Probe timeout, RFC 8985 7.2: 2*SRTT (plus a delayed-ACK allowance when a single
         segment is out), never later than the RTO."""
-        if (self._tlp_sent or self.in_recovery or not self.sack_ok or not self.config.tlp
-                or self.snd_max <= self.snd_una or self.srtt is None
-                or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)):
+        if (
+            self._tlp_sent
+            or self.in_recovery
+            or not self.sack_ok
+            or not self.config.tlp
+            or self.snd_max <= self.snd_una
+            or self.srtt is None
+            or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)
+        ):
             self._tlp_deadline = None
             return
         if restart or self._tlp_deadline is None:
@@ -579,8 +622,11 @@ class TcpConnection:
         """Tail loss probe: send one segment so that a lost tail produces an ACK (and SACK or
         dupacks) well before the RTO: new data if the receiver window allows, else the last
         segment again."""
-        if (self.in_recovery or self.snd_max <= self.snd_una
-                or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)):
+        if (
+            self.in_recovery
+            or self.snd_max <= self.snd_una
+            or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)
+        ):
             return
         self._tlp_sent = True
         self._st.tlp_probes += 1
@@ -611,8 +657,9 @@ class TcpConnection:
         else:
             self._queue_ctl(ACK, self.snd_una - 1, now)
         self._persist_backoff += 1
-        self._persist_deadline = now + min(self.rto * (1 << self._persist_backoff),
-                                           self.config.max_rto)
+        self._persist_deadline = now + min(
+            self.rto * (1 << self._persist_backoff), self.config.max_rto
+        )
 
     # ------------------------------------------------------------------ output
 
@@ -691,8 +738,15 @@ class TcpConnection:
         else:
             opts = self._base_options(now)
         win = self._window_field() if flags & ACK else 0
-        seg = TcpSegment(self.local[1], self.remote[1], seq & MASK,
-                         (self.rcv_nxt & MASK) if flags & ACK else 0, flags, win, opts)
+        seg = TcpSegment(
+            self.local[1],
+            self.remote[1],
+            seq & MASK,
+            (self.rcv_nxt & MASK) if flags & ACK else 0,
+            flags,
+            win,
+            opts,
+        )
         if flags & ACK:
             self._ack_sent()
         self._add_hook_options(seg, encoded_length(opts))
@@ -710,8 +764,9 @@ class TcpConnection:
         if state is S.ESTABLISHED or state in _SEND_DATA_STATES:
             smax = self.snd_max
             self._send_data(now)
-            if self.snd_max > smax or (self._tlp_deadline is None and self.snd_max > self.snd_una
-                                       and not self._tlp_sent):
+            if self.snd_max > smax or (
+                self._tlp_deadline is None and self.snd_max > self.snd_una and not self._tlp_sent
+            ):
                 self._arm_tlp(now, self.snd_max > smax)
         if self._ack_now and (state is S.ESTABLISHED or self.state in _SYNCHRONIZED):
             self._queue_ctl(ACK, self.snd_nxt, now)
@@ -734,18 +789,24 @@ class TcpConnection:
         if self._rto_deadline is None and self.snd_max > self.snd_una:
             self._rto_deadline = now + self.rto
         # Persist timer: data waiting, nothing in flight, and the peer's window is what stops us.
-        if (self.snd_max == self.snd_una and self._rto_deadline is None
-                and self._persist_deadline is None and self._has_unsent()
-                and self.snd_wnd < min(self._unsent(), self._mss_send)):
-            self._persist_deadline = now + min(self.rto * (1 << self._persist_backoff),
-                                               self.config.max_rto)
+        if (
+            self.snd_max == self.snd_una
+            and self._rto_deadline is None
+            and self._persist_deadline is None
+            and self._has_unsent()
+            and self.snd_wnd < min(self._unsent(), self._mss_send)
+        ):
+            self._persist_deadline = now + min(
+                self.rto * (1 << self._persist_backoff), self.config.max_rto
+            )
 
     def _data_end(self) -> int:
         return self._sbuf_seq + len(self._sbuf)
 
     def _has_unsent(self) -> bool:
-        return self.snd_nxt < self._data_end() or (self._fin_queued and
-                                                   self.snd_nxt <= self._fin_seq)
+        return self.snd_nxt < self._data_end() or (
+            self._fin_queued and self.snd_nxt <= self._fin_seq
+        )
 
     def _unsent(self) -> int:
         return self._data_end() - self.snd_nxt
@@ -793,8 +854,12 @@ class TcpConnection:
             self._xmit(nxt, end, now)
             if self.snd_nxt == nxt:  # nothing went out (cannot happen, but never spin)
                 break
-        if self.snd_nxt < data_end and self._persist_deadline is not None \
-                and self.snd_wnd > 0 and self.snd_max > self.snd_una:
+        if (
+            self.snd_nxt < data_end
+            and self._persist_deadline is not None
+            and self.snd_wnd > 0
+            and self.snd_max > self.snd_una
+        ):
             self._persist_deadline = None
 
     def _xmit(self, seq: int, end: int, now: float) -> None:
@@ -814,12 +879,20 @@ class TcpConnection:
         if n > 0:
             off = seq - self._sbuf_seq
             # temporaries only: the views are gone before the buffer is resized again
-            payload = bytes(memoryview(self._sbuf)[off:off + n])
+            payload = bytes(memoryview(self._sbuf)[off : off + n])
         else:
             payload = b""
         flags = ACK | (FIN if fin else 0) | (PSH if n and data_stop == self._data_end() else 0)
-        seg = TcpSegment(self.local[1], self.remote[1], seq & MASK, self.rcv_nxt & MASK, flags,
-                         self._window_field(), opts, payload)
+        seg = TcpSegment(
+            self.local[1],
+            self.remote[1],
+            seq & MASK,
+            self.rcv_nxt & MASK,
+            flags,
+            self._window_field(),
+            opts,
+            payload,
+        )
         hooks = self.hooks
         if hooks is not None:
             if data_stop > self._meta_high:
@@ -905,8 +978,13 @@ class TcpConnection:
 
     def _pipe(self, lost_edge: int) -> int:
         total_sacked = self._sacked_below(self.snd_max)
-        return (self.snd_max - self.snd_una - total_sacked - self._holes_below(lost_edge)
-                + self._holes_below(min(self._high_rxt, self.snd_max)))
+        return (
+            self.snd_max
+            - self.snd_una
+            - total_sacked
+            - self._holes_below(lost_edge)
+            + self._holes_below(min(self._high_rxt, self.snd_max))
+        )
 
     def _next_hole(self, start: int, stop: int) -> tuple[int, int] | None:
         """First unSACKed range at or after start, below stop."""
@@ -1026,8 +1104,7 @@ class TcpConnection:
             rst = TcpSegment(self.local[1], self.remote[1], seg.ack, 0, RST, 0)
         else:
             ln = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
-            rst = TcpSegment(self.local[1], self.remote[1], 0, (seg.seq + ln) & MASK,
-                             RST | ACK, 0)
+            rst = TcpSegment(self.local[1], self.remote[1], 0, (seg.seq + ln) & MASK, RST | ACK, 0)
         self._out.append(rst)
 
     def _rx_syn_sent(self, seg: TcpSegment, now: float) -> None:
@@ -1119,8 +1196,11 @@ class TcpConnection:
                 if type(o) is Timestamps:
                     tsopt = o
                     break
-            if tsopt is not None and not flags & RST and \
-                    ((tsopt.tsval - self.ts_recent) & MASK) >= HALF:
+            if (
+                tsopt is not None
+                and not flags & RST
+                and ((tsopt.tsval - self.ts_recent) & MASK) >= HALF
+            ):
                 st.paws_dropped += 1
                 self._ack_now = True
                 return
@@ -1259,8 +1339,7 @@ class TcpConnection:
         st.rttvar = self.rttvar
         st.rto = self.rto
 
-    def _process_ack(self, seg: TcpSegment, s: int, tsopt: Timestamps | None,
-                     now: float) -> bool:
+    def _process_ack(self, seg: TcpSegment, s: int, tsopt: Timestamps | None, now: float) -> bool:
         """Returns False when the segment must be dropped after the ACK field."""
         una = self.snd_una
         ack = _unwrap(seg.ack, una)
@@ -1354,20 +1433,37 @@ class TcpConnection:
         else:
             if sack_opt is not None:
                 self._update_scoreboard(sack_opt)
-            if (ack == una and not seg.payload and not seg.flags & (SYN | FIN)
-                    and self.snd_max > una and wnd == self.snd_wnd):
+            if (
+                ack == una
+                and not seg.payload
+                and not seg.flags & (SYN | FIN)
+                and self.snd_max > una
+                and wnd == self.snd_wnd
+            ):
                 self._dupacks += 1
                 self._st.dupacks += 1
                 if self.in_recovery and not self.sack_ok:
                     cc.cwnd += self.mss  # NewReno inflation
-                elif not self.in_recovery and una >= self._rto_recover and (
+                elif (
+                    not self.in_recovery
+                    and una >= self._rto_recover
+                    and (
                         self._dupacks >= self.config.dupthresh
-                        or (self.sack_ok and self._sacked_below(self.snd_max)
-                            > (self.config.dupthresh - 1) * self.mss)):
+                        or (
+                            self.sack_ok
+                            and self._sacked_below(self.snd_max)
+                            > (self.config.dupthresh - 1) * self.mss
+                        )
+                    )
+                ):
                     self._enter_recovery(now)
-            elif sack_opt is not None and not self.in_recovery and una >= self._rto_recover \
-                    and self.snd_max > una and self._sacked_below(self.snd_max) \
-                    > (self.config.dupthresh - 1) * self.mss:
+            elif (
+                sack_opt is not None
+                and not self.in_recovery
+                and una >= self._rto_recover
+                and self.snd_max > una
+                and self._sacked_below(self.snd_max) > (self.config.dupthresh - 1) * self.mss
+            ):
                 self._enter_recovery(now)
         if prr and self.in_recovery:
             self._prr_update(max(ack - una, 0), sacked_before)
@@ -1495,8 +1591,8 @@ class TcpConnection:
             j += 1
         buf = bytearray(new_end - new_start)
         for b in ooo[i:j]:
-            buf[b[0] - new_start:b[1] - new_start] = b[2]
-        buf[start - new_start:end - new_start] = data
+            buf[b[0] - new_start : b[1] - new_start] = b[2]
+        buf[start - new_start : end - new_start] = data
         ooo[i:j] = [[new_start, new_end, buf]]
 
     def _drain_ooo(self) -> int:

@@ -27,8 +27,16 @@ ECE = 0x40
 CWR = 0x80
 
 _HDR = struct.Struct("!HHIIHHHH")
-_FLAG_NAMES = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
-               (ECE, "E"), (CWR, "W"))
+_FLAG_NAMES = (
+    (SYN, "S"),
+    (FIN, "F"),
+    (RST, "R"),
+    (PSH, "P"),
+    (ACK, "."),
+    (URG, "U"),
+    (ECE, "E"),
+    (CWR, "W"),
+)
 
 
 @dataclass(slots=True)
@@ -53,8 +61,10 @@ class TcpSegment:
 
     def __repr__(self) -> str:
         fl = "".join(c for bit, c in _FLAG_NAMES if self.flags & bit) or "-"
-        return (f"TcpSegment({self.src_port}>{self.dst_port} [{fl}] seq={self.seq} "
-                f"ack={self.ack} win={self.window} len={len(self.payload)} opts={self.options})")
+        return (
+            f"TcpSegment({self.src_port}>{self.dst_port} [{fl}] seq={self.seq} "
+            f"ack={self.ack} win={self.window} len={len(self.payload)} opts={self.options})"
+        )
 
 
 def flags_str(flags: int) -> str:
@@ -89,8 +99,9 @@ def internet_checksum_sum(data: bytes | memoryview) -> int:
     return v % 0xFFFF
 
 
-def tcp_checksum(src_ip: str | bytes, dst_ip: str | bytes, header: bytes,
-                 payload: bytes | memoryview = b"") -> int:
+def tcp_checksum(
+    src_ip: str | bytes, dst_ip: str | bytes, header: bytes, payload: bytes | memoryview = b""
+) -> int:
     """Checksum for a header whose checksum field is zero."""
     # Reduce each big integer right away: one from_bytes and one small-divisor modulo per
     # buffer, everything else on small ints.
@@ -109,16 +120,25 @@ def encode_segment(seg: TcpSegment, src_ip: str | bytes, dst_ip: str | bytes) ->
     hlen = 20 + len(opts)
     if hlen > 60:
         raise ValueError(f"TCP header would be {hlen} bytes")
-    fields = [seg.src_port, seg.dst_port, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
-              ((hlen >> 2) << 12) | (seg.flags & 0x1FF), seg.window & 0xFFFF, 0, seg.urgent]
+    fields = [
+        seg.src_port,
+        seg.dst_port,
+        seg.seq & 0xFFFFFFFF,
+        seg.ack & 0xFFFFFFFF,
+        ((hlen >> 2) << 12) | (seg.flags & 0x1FF),
+        seg.window & 0xFFFF,
+        0,
+        seg.urgent,
+    ]
     payload = seg.payload
     fields[6] = tcp_checksum(src_ip, dst_ip, _HDR.pack(*fields) + opts, payload)
     hdr = _HDR.pack(*fields) + opts
     return hdr + payload if payload else hdr
 
 
-def decode_segment(data: bytes, src_ip: str | bytes, dst_ip: str | bytes,
-                   verify_checksum: bool = True) -> TcpSegment:
+def decode_segment(
+    data: bytes, src_ip: str | bytes, dst_ip: str | bytes, verify_checksum: bool = True
+) -> TcpSegment:
     """Parse a TCP segment (the IP payload). Raises MalformedSegment on anything inconsistent."""
     n = len(data)
     if n < 20:

@@ -7,8 +7,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-CHROMIUM = ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM = [
+    "/usr/bin/chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 CHECK = """<script>
 window.addEventListener("load", () => {
@@ -27,13 +35,22 @@ def rendered_images(report: Path) -> tuple[int, int, list[int]]:
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "page.html"
         page.write_text(report.read_text().replace("</body>", CHECK + "</body>"))
-        p = subprocess.run([*CHROMIUM, f"--user-data-dir={tmp}/profile", "--dump-dom",
-                            "--virtual-time-budget=5000", page.as_uri()],
-                           capture_output=True, text=True, timeout=90)
-    m = re.search(r'id="imgcheck" data-ok="(\d+)" data-total="(\d+)" data-widths="([\d,]*)"',
-                  p.stdout)
+        p = subprocess.run(
+            [
+                *CHROMIUM,
+                f"--user-data-dir={tmp}/profile",
+                "--dump-dom",
+                "--virtual-time-budget=5000",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    m = re.search(
+        r'id="imgcheck" data-ok="(\d+)" data-total="(\d+)" data-widths="([\d,]*)"', p.stdout
+    )
     if not m:
-        raise AssertionError(f"chromium did not run the check: rc={p.returncode} "
-                             f"{p.stderr[-500:]}")
+        raise AssertionError(f"chromium did not run the check: rc={p.returncode} {p.stderr[-500:]}")
     widths = [int(w) for w in m.group(3).split(",") if w]
     return int(m.group(1)), int(m.group(2)), widths

@@ -26,14 +26,21 @@ FAILOVER_TOTAL = 5_000_000  # long enough after the path returns to regain the g
 
 
 def _git_commit() -> str:
-    p = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                       cwd=Path(__file__).parent)
+    p = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
     return p.stdout.strip()
 
 
-def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0,
-             rates: tuple[int, int] = (20, 10), total: int = TOTAL,
-             extra_params: dict | None = None) -> dict:
+def make_run(
+    run: Path,
+    variant: str,
+    stack: str = "kernel",
+    rep: int = 0,
+    rates: tuple[int, int] = (20, 10),
+    total: int = TOTAL,
+    extra_params: dict | None = None,
+) -> dict:
     """One captured transfer in run/ with the runner's layout; returns the transfer summary."""
     total = FAILOVER_TOTAL if variant == "failover" else total
     with mptcp_pair(f"an{os.getpid()}{variant[:2]}{rep}", rates) as pair:
@@ -43,12 +50,22 @@ def make_run(run: Path, variant: str, stack: str = "kernel", rep: int = 0,
     events = [dict(e, at=e["actual"] - start) for e in res["events"]]
     meta_path = run / "metadata.json"
     if not meta_path.exists():
-        meta = {"experiment": f"analysis-fixture-{variant}",
-                "parameters": {"bytes": total, "rates_mbit": list(rates), "variant": variant,
-                               **(extra_params or {})},
-                "seed": 0, "git_commit": _git_commit(), "kernel": platform.release(),
-                "host": platform.node(), "start": start, "end": end,
-                "packages": {"python": platform.python_version()}}
+        meta = {
+            "experiment": f"analysis-fixture-{variant}",
+            "parameters": {
+                "bytes": total,
+                "rates_mbit": list(rates),
+                "variant": variant,
+                **(extra_params or {}),
+            },
+            "seed": 0,
+            "git_commit": _git_commit(),
+            "kernel": platform.release(),
+            "host": platform.node(),
+            "start": start,
+            "end": end,
+            "packages": {"python": platform.python_version()},
+        }
         meta_path.write_text(json.dumps(meta, indent=1))
         (run / "events.json").write_text(json.dumps(events, indent=1))
     (run / f"traffic-{stack}.json").write_text(json.dumps(res, indent=1))
@@ -94,6 +111,11 @@ def campaign(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("campaign")
     for r0 in (8, 16):
         for r1 in (4, 8):
-            make_run(root / f"r{r0}-{r1}", "bulk", rates=(r0, r1), total=1_000_000,
-                     extra_params={"rate0_mbit": r0, "rate1_mbit": r1})
+            make_run(
+                root / f"r{r0}-{r1}",
+                "bulk",
+                rates=(r0, r1),
+                total=1_000_000,
+                extra_params={"rate0_mbit": r0, "rate1_mbit": r1},
+            )
     return root

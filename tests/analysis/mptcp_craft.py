@@ -18,8 +18,12 @@ def opt(subtype_byte: int, body: bytes) -> bytes:
     return bytes([30, 3 + len(body), subtype_byte]) + body
 
 
-def mpc(flags: int = 0x01, send_key: int | None = None, recv_key: int | None = None,
-        dll: int | None = None) -> bytes:
+def mpc(
+    flags: int = 0x01,
+    send_key: int | None = None,
+    recv_key: int | None = None,
+    dll: int | None = None,
+) -> bytes:
     body = bytes([flags])
     if send_key is not None:
         body += struct.pack("!Q", send_key)
@@ -30,10 +34,23 @@ def mpc(flags: int = 0x01, send_key: int | None = None, recv_key: int | None = N
     return opt(0x01, body)  # subtype 0, version 1
 
 
-def dss(ack: int | None = None, ack64: bool = False, dsn: int | None = None, dsn64: bool = False,
-        ssn: int = 0, dll: int = 0, checksum: int | None = None, fin: bool = False) -> bytes:
-    fl = (1 if ack is not None else 0) | (2 if ack64 else 0) | (4 if dsn is not None else 0) \
-        | (8 if dsn64 else 0) | (16 if fin else 0)
+def dss(
+    ack: int | None = None,
+    ack64: bool = False,
+    dsn: int | None = None,
+    dsn64: bool = False,
+    ssn: int = 0,
+    dll: int = 0,
+    checksum: int | None = None,
+    fin: bool = False,
+) -> bytes:
+    fl = (
+        (1 if ack is not None else 0)
+        | (2 if ack64 else 0)
+        | (4 if dsn is not None else 0)
+        | (8 if dsn64 else 0)
+        | (16 if fin else 0)
+    )
     body = bytes([fl])
     if ack is not None:
         body += struct.pack("!Q" if ack64 else "!I", ack)
@@ -44,8 +61,9 @@ def dss(ack: int | None = None, ack64: bool = False, dsn: int | None = None, dsn
     return opt(0x20, body)
 
 
-def add_addr(addr_id: int, addr: str, port: int | None = None, hmac: int | None = None,
-             echo: bool = False) -> bytes:
+def add_addr(
+    addr_id: int, addr: str, port: int | None = None, hmac: int | None = None, echo: bool = False
+) -> bytes:
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
     body = bytes([addr_id]) + socket.inet_pton(fam, addr)
     if port is not None:
@@ -75,17 +93,49 @@ def tcprst(flags: int, reason: int) -> bytes:
     return opt(0x80 | flags, bytes([reason]))
 
 
-def segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
-            options: bytes = b"", payload: int = 0) -> tuple[bytes, int]:
+def segment(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    options: bytes = b"",
+    payload: int = 0,
+) -> tuple[bytes, int]:
     """Ethernet/IPv4/TCP headers with `payload` bytes announced in the IP length (headers-only
     capture, like the testbed's snaplen). Returns (captured bytes, original length)."""
     options += b"\x01" * (-len(options) % 4)
     assert len(options) <= 40, len(options)
     thl = 20 + len(options)
-    tcp = struct.pack("!HHIIHHHH", sport, dport, seq % 2**32, ack % 2**32,
-                      ((thl // 4) << 12) | flags, 502, 0, 0) + options
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + thl + payload, 0, 0x4000, 64, 6, 0,
-                     socket.inet_aton(src), socket.inet_aton(dst))
+    tcp = (
+        struct.pack(
+            "!HHIIHHHH",
+            sport,
+            dport,
+            seq % 2**32,
+            ack % 2**32,
+            ((thl // 4) << 12) | flags,
+            502,
+            0,
+            0,
+        )
+        + options
+    )
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + thl + payload,
+        0,
+        0x4000,
+        64,
+        6,
+        0,
+        socket.inet_aton(src),
+        socket.inet_aton(dst),
+    )
     frame = MAC + b"\x08\x00" + ip + tcp
     return frame, len(frame) + payload
 

@@ -102,14 +102,41 @@ def _setup(pair: Pair) -> None:
         pair.ns(ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
         pair.ns(ns, "ip", "mptcp", "limits", "set", "subflows", "4", "add_addr_accepted", "4")
     for i, rate in enumerate(pair.rates_mbit):
-        sh("ip", "link", "add", f"eth{i}", "netns", pair.client, "type", "veth",
-           "peer", "name", f"eth{i}", "netns", pair.server)
+        sh(
+            "ip",
+            "link",
+            "add",
+            f"eth{i}",
+            "netns",
+            pair.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"eth{i}",
+            "netns",
+            pair.server,
+        )
         for ns, host in ((pair.client, 1), (pair.server, 2)):
             pair.ns(ns, "ip", "addr", "add", f"10.0.{i + 1}.{host}/24", "dev", f"eth{i}")
             pair.ns(ns, "ip", "link", "set", f"eth{i}", "up")
             pair.ns(ns, "ethtool", "-K", f"eth{i}", "tso", "off", "gso", "off", "gro", "off")
-            pair.ns(ns, "tc", "qdisc", "add", "dev", f"eth{i}", "root", "tbf", "rate",
-                    f"{rate}mbit", "burst", "16kb", "latency", "40ms")
+            pair.ns(
+                ns,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                f"eth{i}",
+                "root",
+                "tbf",
+                "rate",
+                f"{rate}mbit",
+                "burst",
+                "16kb",
+                "latency",
+                "40ms",
+            )
     pair.ns(pair.server, "ip", "mptcp", "endpoint", "add", "10.0.2.2", "dev", "eth1", "signal")
 
 
@@ -141,10 +168,28 @@ def start_capture(pair: Pair, ns: str, host: str, intf: str, out_dir: Path) -> s
     """tcpdump -U -s 128 into <host>-<intf>.pcap; returns once tcpdump says it is listening."""
     out_dir.mkdir(parents=True, exist_ok=True)
     p = subprocess.Popen(
-        ["ip", "netns", "exec", ns, "tcpdump", "-i", intf, "-U", "--immediate-mode", "-s", "128",
-         "-Z", "root",
-         "-w", str(out_dir / f"{host}-{intf}.pcap"), "tcp"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tcpdump",
+            "-i",
+            intf,
+            "-U",
+            "--immediate-mode",
+            "-s",
+            "128",
+            "-Z",
+            "root",
+            "-w",
+            str(out_dir / f"{host}-{intf}.pcap"),
+            "tcp",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     pair.captures.append(p)
     while True:
         line = _readline(p, p.stderr, 10)
@@ -159,8 +204,10 @@ def wait_quiet(pair: Pair, timeout: float = 5.0) -> None:
     the wire before the captures stop). There is no event for this, so poll ss with a deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = [pair.ns(ns, "ss", "-taH", "exclude", "time-wait", "exclude", "listening").stdout
-                for ns in (pair.client, pair.server)]
+        busy = [
+            pair.ns(ns, "ss", "-taH", "exclude", "time-wait", "exclude", "listening").stdout
+            for ns in (pair.client, pair.server)
+        ]
         if not any(b.strip() for b in busy):
             return
         time.sleep(0.02)
@@ -184,15 +231,32 @@ def stop_captures(pair: Pair) -> list[str]:
 
 def _cut(pair: Pair) -> None:
     """Path 0 fails: drop everything on the client's eth0 in both directions (nft, no netem)."""
-    rules = ("table inet cut {\n chain i { type filter hook input priority 0; iifname eth0 drop; }\n"
-             " chain o { type filter hook output priority 0; oifname eth0 drop; }\n}\n")
-    subprocess.run(["ip", "netns", "exec", pair.client, "nft", "-f", "-"], input=rules,
-                   text=True, check=True)
+    rules = (
+        "table inet cut {\n chain i { type filter hook input priority 0; iifname eth0 drop; }\n"
+        " chain o { type filter hook output priority 0; oifname eth0 drop; }\n}\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", pair.client, "nft", "-f", "-"], input=rules, text=True, check=True
+    )
     # what already sat in eth0's shaper queue (past netfilter) is lost with the link too: without
     # this, that data still arrives, and the cut may cost the connection nothing to notice
     pair.ns(pair.client, "tc", "qdisc", "del", "dev", "eth0", "root")
-    pair.ns(pair.client, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
-            f"{pair.rates_mbit[0]}mbit", "burst", "16kb", "latency", "40ms")
+    pair.ns(
+        pair.client,
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        "eth0",
+        "root",
+        "tbf",
+        "rate",
+        f"{pair.rates_mbit[0]}mbit",
+        "burst",
+        "16kb",
+        "latency",
+        "40ms",
+    )
 
 
 def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
@@ -213,15 +277,43 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
     # goodput come back); the others act at 1/3
     marks = f"{total // 5},{3 * total // 5}" if variant == "failover" else str(total // 3)
     srv = subprocess.Popen(
-        ["ip", "netns", "exec", pair.server, sys.executable, "-c", SERVER, mode, str(total),
-         marks, proto], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            "ip",
+            "netns",
+            "exec",
+            pair.server,
+            sys.executable,
+            "-c",
+            SERVER,
+            mode,
+            str(total),
+            marks,
+            proto,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     cli = None
     events: list[dict] = []
     try:
         assert _readline(srv, srv.stdout, 10).strip() == "ready"
         cli = subprocess.Popen(
-            ["ip", "netns", "exec", pair.client, sys.executable, "-c", CLIENT, "10.0.1.2",
-             str(total), proto], stdout=subprocess.PIPE, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                pair.client,
+                sys.executable,
+                "-c",
+                CLIENT,
+                "10.0.1.2",
+                str(total),
+                proto,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = _readline(srv, srv.stdout, 60)
         assert line.startswith("progress"), line
         now = time.time()
@@ -252,8 +344,13 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
                 p.wait()
         wait_quiet(pair)
         stats = stop_captures(pair)
-    return {"t0": t0, "events": events, "server": server_out, "client": client_out,
-            "tcpdump": stats}
+    return {
+        "t0": t0,
+        "events": events,
+        "server": server_out,
+        "client": client_out,
+        "tcpdump": stats,
+    }
 
 
 if __name__ == "__main__":

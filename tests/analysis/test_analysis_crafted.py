@@ -43,15 +43,42 @@ def crafted(tmp_path_factory):
         _seg(S, C, sisn, cisn + 1, SYN | ACK, mpc(0x81, send_key=SKEY)),
         _seg(C, S, cisn + 1, sisn + 1, ACK, mpc(0x81, send_key=CKEY, recv_key=SKEY)),
         # 32-bit DSNs with checksums; the second mapping's DSN has wrapped past 2^32
-        _seg(C, S, cisn + 1, sisn + 1, ACK, dss(ack=sack, dsn=d32(1), ssn=1, dll=2000,
-                                                 checksum=0xBEEF), 1000),
-        _seg(C, S, cisn + 1001, sisn + 1, ACK, dss(ack=sack, dsn=d32(1), ssn=1, dll=2000,
-                                                   checksum=0xBEEF), 1000),
-        _seg(C, S, cisn + 2001, sisn + 1, ACK, dss(ack=sack, dsn=d32(2001), ssn=2001, dll=1000,
-                                                   checksum=0x1234), 1000),
+        _seg(
+            C,
+            S,
+            cisn + 1,
+            sisn + 1,
+            ACK,
+            dss(ack=sack, dsn=d32(1), ssn=1, dll=2000, checksum=0xBEEF),
+            1000,
+        ),
+        _seg(
+            C,
+            S,
+            cisn + 1001,
+            sisn + 1,
+            ACK,
+            dss(ack=sack, dsn=d32(1), ssn=1, dll=2000, checksum=0xBEEF),
+            1000,
+        ),
+        _seg(
+            C,
+            S,
+            cisn + 2001,
+            sisn + 1,
+            ACK,
+            dss(ack=sack, dsn=d32(2001), ssn=2001, dll=1000, checksum=0x1234),
+            1000,
+        ),
         # several options in one segment: data ACK + ADD_ADDR (IPv6, port, HMAC)
-        _seg(S, C, sisn + 1, cisn + 3001, ACK,
-             dss(ack=d32(3001)) + add_addr(7, "2001:db8::2", port=8080, hmac=0xA1B2C3D4E5F60718)),
+        _seg(
+            S,
+            C,
+            sisn + 1,
+            cisn + 3001,
+            ACK,
+            dss(ack=d32(3001)) + add_addr(7, "2001:db8::2", port=8080, hmac=0xA1B2C3D4E5F60718),
+        ),
         _seg(S, C, sisn + 1, cisn + 3001, ACK, remove_addr(3, 4, 5) + mp_prio(True, addr_id=9)),
         _seg(C, S, cisn + 3001, sisn + 1, ACK, add_addr(7, "10.9.1.2", port=8080, echo=True)),
         _seg(C, S, cisn + 3001, sisn + 1, ACK, mp_fail(idsn + 1500) + dss(ack=sack)),
@@ -59,8 +86,15 @@ def crafted(tmp_path_factory):
         # a second connection whose third ACK carries data (MP_CAPABLE with data-level length)
         _seg(("10.9.0.1", 40001), S, 7, 0, SYN, mpc()),
         _seg(S, ("10.9.0.1", 40001), 9, 8, SYN | ACK, mpc(send_key=SKEY + 1)),
-        _seg(("10.9.0.1", 40001), S, 8, 10, ACK, mpc(send_key=CKEY + 1, recv_key=SKEY + 1,
-                                                     dll=500), 500),
+        _seg(
+            ("10.9.0.1", 40001),
+            S,
+            8,
+            10,
+            ACK,
+            mpc(send_key=CKEY + 1, recv_key=SKEY + 1, dll=500),
+            500,
+        ),
     ]
     path = tmp_path_factory.mktemp("crafted") / "craft-eth0.pcap"
     return write_pcap(path, [(1_700_000_000 + i * 0.01, d, o) for i, (d, o) in enumerate(pk)])

@@ -51,7 +51,7 @@ def test_truncated_pcap_names_file_frame_and_offset(pcap_copy):
     # cut in the middle of the 11th record
     off, frame = 24, 1
     while frame < 11:
-        off += 16 + int.from_bytes(data[off + 8:off + 12], "little")
+        off += 16 + int.from_bytes(data[off + 8 : off + 12], "little")
         frame += 1
     pcap_copy.write_bytes(data[: off + 20])
     with pytest.raises(CaptureError) as e:
@@ -77,8 +77,12 @@ def test_garbage_and_empty_files_are_clear_errors(tmp_path):
 
 def test_discovery_finds_the_runner_layout(runs):
     found = find_pcaps(runs["bulk"])
-    assert [p.name for p in found] == ["client-eth0.pcap", "client-eth1.pcap",
-                                       "server-eth0.pcap", "server-eth1.pcap"]
+    assert [p.name for p in found] == [
+        "client-eth0.pcap",
+        "client-eth1.pcap",
+        "server-eth0.pcap",
+        "server-eth1.pcap",
+    ]
     assert host_intf("my-host-2-eth1.pcap") == ("my-host-2", "eth1")
 
 

@@ -41,9 +41,14 @@ def _acks(rate_bps: float, t: np.ndarray, stall: tuple[float, float]) -> pd.Data
 def test_failover_gap_and_regain():
     t = np.arange(0, 10, 0.01)
     acks = _acks(8e6, t, (5.0, 6.0))
-    rx = pd.DataFrame({"time": t[t >= 6.0], "subflow": 1,
-                       "dsn": (np.arange((t >= 6.0).sum()) * 10_000 + 10**9).astype(np.uint64),
-                       "payload_len": 10_000})
+    rx = pd.DataFrame(
+        {
+            "time": t[t >= 6.0],
+            "subflow": 1,
+            "dsn": (np.arange((t >= 6.0).sum()) * 10_000 + 10**9).astype(np.uint64),
+            "payload_len": 10_000,
+        }
+    )
     g = connection_goodput(acks, 0.0, 10.0)
     assert g["goodput_bps"].iloc[10:40].round().eq(8e6).all()
     fo = failover(rx, acks, event_time=5.0)
@@ -57,16 +62,22 @@ def test_failover_gap_and_regain():
 def test_failover_that_never_resumes():
     t = np.arange(0, 10, 0.01)
     acks = _acks(8e6, t, (5.0, 99.0))
-    rx = pd.DataFrame({"time": [9.9], "subflow": [0], "dsn": np.array([1], np.uint64),
-                       "payload_len": [1]})
+    rx = pd.DataFrame(
+        {"time": [9.9], "subflow": [0], "dsn": np.array([1], np.uint64), "payload_len": [1]}
+    )
     fo = failover(rx, acks, event_time=5.0)
     assert not fo.resumed and fo.regain90_s is None and fo.gap_s == pytest.approx(4.9, abs=0.02)
 
 
 def test_reordering_delay_waits_for_lower_dsns():
-    rx = pd.DataFrame({"time": [0.0, 0.1, 0.2, 0.5], "subflow": [0, 1, 1, 0],
-                       "dsn": np.array([0, 200, 300, 100], np.uint64),
-                       "payload_len": [100, 100, 100, 100]})
+    rx = pd.DataFrame(
+        {
+            "time": [0.0, 0.1, 0.2, 0.5],
+            "subflow": [0, 1, 1, 0],
+            "dsn": np.array([0, 200, 300, 100], np.uint64),
+            "payload_len": [100, 100, 100, 100],
+        }
+    )
     d = reordering_delay(rx).set_index("time")["delay_s"]
     assert d.round(6).tolist() == [0.0, 0.4, 0.3, 0.0]
 
@@ -74,12 +85,17 @@ def test_reordering_delay_waits_for_lower_dsns():
 def test_reinjected_bytes_are_ranges_sent_on_two_subflows():
     from analysis.metrics import Vantage, reinjections
 
-    df = pd.DataFrame({
-        "conn": 0, "role": "client", "host": "client", "time": [0.0, 0.1, 0.2, 0.3, 0.4],
-        "subflow": [0, 0, 1, 1, 0],
-        "dsn": pd.array([1000, 1100, 1050, 1200, 1000], dtype="UInt64"),
-        "payload_len": [100, 100, 100, 100, 100],  # the last one: a retransmission on sf0
-    })
+    df = pd.DataFrame(
+        {
+            "conn": 0,
+            "role": "client",
+            "host": "client",
+            "time": [0.0, 0.1, 0.2, 0.3, 0.4],
+            "subflow": [0, 0, 1, 1, 0],
+            "dsn": pd.array([1000, 1100, 1050, 1200, 1000], dtype="UInt64"),
+            "payload_len": [100, 100, 100, 100, 100],  # the last one: a retransmission on sf0
+        }
+    )
     r = reinjections(df, Vantage(0, "client", "client", "server"))
     # sf1's [1050, 1150) repeats 100 bytes sf0 carried; sf0's own retransmission is not one
     assert (r.bytes, r.total_data_bytes, r.by_subflow) == (100, 300, {0: 0, 1: 100})

@@ -29,14 +29,44 @@ def test_segment_fields_agree_with_tshark(runs):
     df = parse_pcap(pcap)
     import subprocess
 
-    out = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-E", "separator=,",
-                          "-e", "frame.number", "-e", "tcp.seq_raw", "-e", "tcp.ack_raw",
-                          "-e", "tcp.len", "-e", "tcp.window_size_value", "-e", "tcp.flags",
-                          "-e", "tcp.srcport", "-e", "ip.src", "-e", "tcp.options.timestamp.tsval"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(pcap),
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-e",
+            "frame.number",
+            "-e",
+            "tcp.seq_raw",
+            "-e",
+            "tcp.ack_raw",
+            "-e",
+            "tcp.len",
+            "-e",
+            "tcp.window_size_value",
+            "-e",
+            "tcp.flags",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.options.timestamp.tsval",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     theirs = [line.split(",") for line in out]
-    ours = df[["frame", "seq", "ack", "payload_len", "window", "flags", "sport", "src",
-               "ts_val"]].astype(str).values.tolist()
+    ours = (
+        df[["frame", "seq", "ack", "payload_len", "window", "flags", "sport", "src", "ts_val"]]
+        .astype(str)
+        .values.tolist()
+    )
     for t, o in zip(theirs, ours, strict=True):
         o[5] = f"0x{int(o[5]):04x}"
         assert t == o

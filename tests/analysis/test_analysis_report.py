@@ -109,7 +109,7 @@ def test_campaign_report_compares_and_sweeps(campaign):
 
 def test_mean_ci():
     m, ci, n = mean_ci([1.0, 2.0, 3.0])
-    assert (m, n) == (2.0, 3) and abs(ci - 4.303 * 1 / 3 ** 0.5) < 1e-9
+    assert (m, n) == (2.0, 3) and abs(ci - 4.303 * 1 / 3**0.5) < 1e-9
     assert mean_ci([None, 5.0]) == (5.0, None, 1)
     assert mean_ci([]) == (None, None, 0)
 
@@ -130,11 +130,25 @@ def test_runner_event_format(runs, tmp_path):
     meta = json.loads((run / "metadata.json").read_text())
     ev = json.loads((run / "events.json").read_text())[0]  # the cut
     t0 = meta["start"]
-    (run / "events.json").write_text(json.dumps([
-        {"label": "kernel/0", "t0_wall": t0,
-         "events": [{"at": round(ev["at"]), "link": "path0", "action": "down",
-                     "actual": ev["actual"] - t0}]},
-        {"label": "other/1", "t0_wall": t0, "events": []}]))
+    (run / "events.json").write_text(
+        json.dumps(
+            [
+                {
+                    "label": "kernel/0",
+                    "t0_wall": t0,
+                    "events": [
+                        {
+                            "at": round(ev["at"]),
+                            "link": "path0",
+                            "action": "down",
+                            "actual": ev["actual"] - t0,
+                        }
+                    ],
+                },
+                {"label": "other/1", "t0_wall": t0, "events": []},
+            ]
+        )
+    )
     meta["start"] = "2000-01-01T00:00:00Z"  # a campaign's start, far from this run's traffic
     (run / "metadata.json").write_text(json.dumps(meta))
     [fo] = _conn(analyze_run(run))["failover"]

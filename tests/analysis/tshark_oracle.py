@@ -13,24 +13,78 @@ from pathlib import Path
 
 import pandas as pd
 
-ANALYSIS_OPTS = ["-2", "-o", "tcp.analyze_sequence_numbers:TRUE", "-o", "mptcp.analyze_mptcp:TRUE",
-                 "-o", "mptcp.relative_sequence_numbers:FALSE", "-o",
-                 "mptcp.analyze_mappings:TRUE", "-o", "mptcp.intersubflows_retransmission:TRUE"]
+ANALYSIS_OPTS = [
+    "-2",
+    "-o",
+    "tcp.analyze_sequence_numbers:TRUE",
+    "-o",
+    "mptcp.analyze_mptcp:TRUE",
+    "-o",
+    "mptcp.relative_sequence_numbers:FALSE",
+    "-o",
+    "mptcp.analyze_mappings:TRUE",
+    "-o",
+    "mptcp.intersubflows_retransmission:TRUE",
+]
 
 P = "tcp.options.mptcp."
-FIELDS = ["frame.number", "tcp.len", "tcp.seq", P + "dseqn8.flag", P + "subtype", P + "version", P + "sendkey", P + "recvkey",
-          P + "recvtok", P + "sendrand", P + "sendtrunchmac", P + "sendhmac", P + "rawdataseqno",
-          P + "rawdataack", P + "subflowseqno", P + "datalvllen", P + "checksum",
-          P + "datafin.flag", P + "addrid", P + "backup.flag", P + "echo", P + "ipv4", P + "ipv6",
-          P + "port", P + "addaddrtrunchmac", P + "rst_reason", P + "flag_U.flag",
-          P + "flag_V.flag", P + "flag_W.flag", P + "flag_T.flag", "mptcp.rawdsn64", "mptcp.ack",
-          "mptcp.stream"]
+FIELDS = [
+    "frame.number",
+    "tcp.len",
+    "tcp.seq",
+    P + "dseqn8.flag",
+    P + "subtype",
+    P + "version",
+    P + "sendkey",
+    P + "recvkey",
+    P + "recvtok",
+    P + "sendrand",
+    P + "sendtrunchmac",
+    P + "sendhmac",
+    P + "rawdataseqno",
+    P + "rawdataack",
+    P + "subflowseqno",
+    P + "datalvllen",
+    P + "checksum",
+    P + "datafin.flag",
+    P + "addrid",
+    P + "backup.flag",
+    P + "echo",
+    P + "ipv4",
+    P + "ipv6",
+    P + "port",
+    P + "addaddrtrunchmac",
+    P + "rst_reason",
+    P + "flag_U.flag",
+    P + "flag_V.flag",
+    P + "flag_W.flag",
+    P + "flag_T.flag",
+    "mptcp.rawdsn64",
+    "mptcp.ack",
+    "mptcp.stream",
+]
 
 
 def tshark_fields(pcap: Path, fields: list[str] = FIELDS) -> dict[int, dict[str, str]]:
     """frame number -> {field: value} from one tshark pass with all MPTCP analysis on."""
-    cmd = ["tshark", "-r", str(pcap), *ANALYSIS_OPTS, "-T", "fields", "-E", "header=y",
-           "-E", "separator=,", "-E", "quote=d", "-E", "occurrence=a", "-E", "aggregator=;"]
+    cmd = [
+        "tshark",
+        "-r",
+        str(pcap),
+        *ANALYSIS_OPTS,
+        "-T",
+        "fields",
+        "-E",
+        "header=y",
+        "-E",
+        "separator=,",
+        "-E",
+        "quote=d",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=;",
+    ]
     for f in fields:
         cmd += ["-e", f]
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -165,14 +219,17 @@ def mpc_data_frames(annotated: pd.DataFrame) -> set[int]:
     return out
 
 
-def compare_dsn(annotated: pd.DataFrame, theirs: dict[int, dict[str, str]]) -> tuple[int, list[str]]:
+def compare_dsn(
+    annotated: pd.DataFrame, theirs: dict[int, dict[str, str]]
+) -> tuple[int, list[str]]:
     """Our absolute DSN of every data segment against tshark's `mptcp.rawdsn64`, and our expanded
     data ACK against `mptcp.ack`. Returns (segments compared, mismatches)."""
     bad: list[str] = []
     n = 0
     skip = mpc_data_frames(annotated)
     for fr, plen, dsn, dack in annotated[["frame", "payload_len", "dsn", "data_ack"]].itertuples(
-            index=False):
+        index=False
+    ):
         t = theirs[int(fr)]
         if int(fr) in skip:
             continue

@@ -44,9 +44,18 @@ class Link:
 
 
 class Wire:
-    def __init__(self, cfg_a: TcpConfig | None = None, cfg_b: TcpConfig | None = None, *,
-                 delay: float = 0.01, rate: float | None = None, queue_limit: int = 1000,
-                 codec: bool = True, hooks_a=None, hooks_b=None) -> None:
+    def __init__(
+        self,
+        cfg_a: TcpConfig | None = None,
+        cfg_b: TcpConfig | None = None,
+        *,
+        delay: float = 0.01,
+        rate: float | None = None,
+        queue_limit: int = 1000,
+        codec: bool = True,
+        hooks_a=None,
+        hooks_b=None,
+    ) -> None:
         self.now = 0.0
         self.cfg_a = cfg_a or TcpConfig()
         self.cfg_b = cfg_b or TcpConfig()
@@ -89,8 +98,11 @@ class Wire:
         if pending and c.state.value in ("ESTABLISHED", "CLOSE-WAIT") and c.send_buffer_free:
             n = c.send(pending)
             self.to_send[side] = pending[n:]
-        if (self.close_after_send[side] and not self.to_send[side]
-                and c.state.value in ("ESTABLISHED", "CLOSE-WAIT")):
+        if (
+            self.close_after_send[side]
+            and not self.to_send[side]
+            and c.state.value in ("ESTABLISHED", "CLOSE-WAIT")
+        ):
             c.close(self.now)
             self.close_after_send[side] = False
         if self.auto_read[side] and c.readable:
@@ -137,8 +149,9 @@ class Wire:
         if direction == "ab":
             if self.b is None:
                 if seg.flags & SYN:
-                    self.b = TcpConnection.accept_syn(self.cfg_b, seg, B_ADDR, A_ADDR, self.now,
-                                                      self.hooks_b)
+                    self.b = TcpConnection.accept_syn(
+                        self.cfg_b, seg, B_ADDR, A_ADDR, self.now, self.hooks_b
+                    )
                 return
             self.b.receive_segment(seg, self.now)
         else:
@@ -165,8 +178,12 @@ class Wire:
         self._flush()
         return True
 
-    def run(self, until: float | None = None, cond: Callable[[], bool] | None = None,
-            max_steps: int = 2_000_000) -> None:
+    def run(
+        self,
+        until: float | None = None,
+        cond: Callable[[], bool] | None = None,
+        max_steps: int = 2_000_000,
+    ) -> None:
         """Run until ``cond()`` holds, time passes ``until``, or nothing is left to do."""
         for _ in range(max_steps):
             if cond is not None and cond():
@@ -188,8 +205,13 @@ class Wire:
 
     def connect(self) -> None:
         self.a.connect(self.now)
-        self.run(cond=lambda: self.b is not None and self.b.state.value == "ESTABLISHED"
-                 and self.a.state.value == "ESTABLISHED")
+        self.run(
+            cond=lambda: (
+                self.b is not None
+                and self.b.state.value == "ESTABLISHED"
+                and self.a.state.value == "ESTABLISHED"
+            )
+        )
 
     def has(self, side: str, kind: type) -> bool:
         return any(isinstance(e, kind) for e in self.events[side])
@@ -198,5 +220,4 @@ class Wire:
         return [(t, s) for t, d, s in self.log if d == direction and pred(s)]
 
 
-__all__ = ["Wire", "A_ADDR", "B_ADDR", "Connected", "DataReceived", "PeerClosed", "Reset",
-           "Closed"]
+__all__ = ["Wire", "A_ADDR", "B_ADDR", "Connected", "DataReceived", "PeerClosed", "Reset", "Closed"]

@@ -40,8 +40,9 @@ def established():
 
 def seg_to_b(w, off, payload, flags=ACK):
     b = w.b
-    return TcpSegment(A_ADDR[1], B_ADDR[1], (b.rcv_nxt + off) & M, b.snd_nxt & M, flags,
-                      0xFFFF, [], payload)
+    return TcpSegment(
+        A_ADDR[1], B_ADDR[1], (b.rcv_nxt + off) & M, b.snd_nxt & M, flags, 0xFFFF, [], payload
+    )
 
 
 def test_out_of_order_overlapping_pieces_reassemble_and_ack_at_once():

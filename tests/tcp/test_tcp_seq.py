@@ -7,7 +7,9 @@ from mptcp_impl.tcp import seq
 TOP = 2**32 - 1
 
 
-@pytest.mark.parametrize("a,b", [(0, 1), (TOP, 0), (TOP - 10, 5), (2**31 - 1, 2**31), (5, 2**31 + 4)])
+@pytest.mark.parametrize(
+    "a,b", [(0, 1), (TOP, 0), (TOP - 10, 5), (2**31 - 1, 2**31), (5, 2**31 + 4)]
+)
 def test_ordering_across_wrap(a, b):
     assert seq.lt(a, b) and seq.le(a, b)
     assert seq.gt(b, a) and seq.ge(b, a)

@@ -14,19 +14,29 @@ S = TcpState
 
 
 def random_config(rnd: random.Random) -> TcpConfig:
-    return TcpConfig(sack=rnd.random() < 0.7, timestamps=rnd.random() < 0.7,
-                     window_scale=rnd.random() < 0.8, cc=rnd.choice(["reno", "cubic"]),
-                     rcv_buf=rnd.choice([8000, 65535, 300_000, 4 << 20]),
-                     snd_buf=rnd.choice([20_000, 1 << 20]), mss=rnd.choice([536, 1000, 1460]),
-                     max_segment_payload=rnd.choice([None, None, 20_000]),
-                     isn=rnd.choice([None, 2**32 - rnd.randrange(1, 100_000)]))
+    return TcpConfig(
+        sack=rnd.random() < 0.7,
+        timestamps=rnd.random() < 0.7,
+        window_scale=rnd.random() < 0.8,
+        cc=rnd.choice(["reno", "cubic"]),
+        rcv_buf=rnd.choice([8000, 65535, 300_000, 4 << 20]),
+        snd_buf=rnd.choice([20_000, 1 << 20]),
+        mss=rnd.choice([536, 1000, 1460]),
+        max_segment_payload=rnd.choice([None, None, 20_000]),
+        isn=rnd.choice([None, 2**32 - rnd.randrange(1, 100_000)]),
+    )
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_random_network_and_configs(seed):
     rnd = random.Random(seed)
-    w = Wire(random_config(rnd), random_config(rnd), delay=rnd.choice([0.001, 0.01, 0.05]),
-             rate=rnd.choice([None, 1e6, 12.5e6]), queue_limit=rnd.choice([10, 50, 1000]))
+    w = Wire(
+        random_config(rnd),
+        random_config(rnd),
+        delay=rnd.choice([0.001, 0.01, 0.05]),
+        rate=rnd.choice([None, 1e6, 12.5e6]),
+        queue_limit=rnd.choice([10, 50, 1000]),
+    )
     loss = rnd.choice([0, 0.01, 0.05, 0.15])
     reorder = rnd.choice([0, 0.05, 0.2])
     dup = rnd.choice([0, 0.02])

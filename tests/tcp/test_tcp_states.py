@@ -36,12 +36,21 @@ def established() -> Wire:
     return w
 
 
-def from_b(w: Wire, seq: int, flags: int, ack: int | None = None, payload: bytes = b"",
-           opts=None) -> TcpSegment:
+def from_b(
+    w: Wire, seq: int, flags: int, ack: int | None = None, payload: bytes = b"", opts=None
+) -> TcpSegment:
     """A segment as B would send it to A (sequence numbers given unwrapped)."""
     a = w.a
-    return TcpSegment(B_ADDR[1], A_ADDR[1], seq & M, (a.snd_nxt if ack is None else ack) & M,
-                      flags, 1000, opts or [], payload)
+    return TcpSegment(
+        B_ADDR[1],
+        A_ADDR[1],
+        seq & M,
+        (a.snd_nxt if ack is None else ack) & M,
+        flags,
+        1000,
+        opts or [],
+        payload,
+    )
 
 
 def inject(w: Wire, seg: TcpSegment) -> list[TcpSegment]:
@@ -379,7 +388,8 @@ def test_fin_after_a_hole_waits_for_the_data():
     b = w.b
     a_seq = b.rcv_nxt
     mk = lambda off, payload, flags: TcpSegment(  # noqa: E731
-        A_ADDR[1], B_ADDR[1], (a_seq + off) & M, b.snd_nxt & M, flags, 1000, [], payload)
+        A_ADDR[1], B_ADDR[1], (a_seq + off) & M, b.snd_nxt & M, flags, 1000, [], payload
+    )
     b.receive_segment(mk(5, b"world", ACK | FIN), w.now)
     assert b.state is S.ESTABLISHED and b.readable == 0
     b.receive_segment(mk(0, b"hello", ACK), w.now)
@@ -479,7 +489,8 @@ def test_bare_fin_accepted_with_a_zero_window_data_is_not():
     b = w.b
     assert b.readable == 20_000 and b._rcv_adv == b.rcv_nxt  # window closed
     mk = lambda payload, flags: TcpSegment(  # noqa: E731
-        A_ADDR[1], B_ADDR[1], b.rcv_nxt & M, b.snd_nxt & M, flags, 1000, [], payload)
+        A_ADDR[1], B_ADDR[1], b.rcv_nxt & M, b.snd_nxt & M, flags, 1000, [], payload
+    )
     b.receive_segment(mk(b"more", ACK), w.now)
     assert b.readable == 20_000
     b.receive_segment(mk(b"", ACK | FIN), w.now)

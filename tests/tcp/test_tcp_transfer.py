@@ -277,8 +277,14 @@ def test_zero_window_persist_probes_and_window_update():
     w.run(until=w.now + 5.0)
     assert w.b.readable == 60_000
     assert w.a.snd_wnd == 0
-    probes = [t for t, d, s in w.log if d == "ab" and not s.payload and
-              s.flags == ACK and (s.seq - w.a.iss) % 2**32 == (w.a.snd_una - 1 - w.a.iss)]
+    probes = [
+        t
+        for t, d, s in w.log
+        if d == "ab"
+        and not s.payload
+        and s.flags == ACK
+        and (s.seq - w.a.iss) % 2**32 == (w.a.snd_una - 1 - w.a.iss)
+    ]
     assert len(probes) >= 3
     gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
     assert all(g2 > g1 * 1.5 for g1, g2 in zip(gaps, gaps[1:], strict=False))  # backoff

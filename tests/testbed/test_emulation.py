@@ -40,17 +40,25 @@ class Triangle:
         r1.cmd(f"ip addr add 10.77.1.254/24 dev {self.r1_h1}")
         r1.cmd(f"ip addr add 10.77.2.254/24 dev {self.r1_h2}")
         r1.cmd("sysctl -qw net.ipv4.ip_forward=1")
-        h1.cmd(f"ip -6 addr add {H1_IP6}/64 dev {self.h1_if} nodad; "
-               "ip -6 route add default via fd77:1::fe")
-        h2.cmd(f"ip -6 addr add {H2_IP6}/64 dev {self.h2_if} nodad; "
-               "ip -6 route add default via fd77:2::fe")
-        r1.cmd(f"ip -6 addr add fd77:1::fe/64 dev {self.r1_h1} nodad; "
-               f"ip -6 addr add fd77:2::fe/64 dev {self.r1_h2} nodad; "
-               "sysctl -qw net.ipv6.conf.all.forwarding=1")
+        h1.cmd(
+            f"ip -6 addr add {H1_IP6}/64 dev {self.h1_if} nodad; "
+            "ip -6 route add default via fd77:1::fe"
+        )
+        h2.cmd(
+            f"ip -6 addr add {H2_IP6}/64 dev {self.h2_if} nodad; "
+            "ip -6 route add default via fd77:2::fe"
+        )
+        r1.cmd(
+            f"ip -6 addr add fd77:1::fe/64 dev {self.r1_h1} nodad; "
+            f"ip -6 addr add fd77:2::fe/64 dev {self.r1_h2} nodad; "
+            "sysctl -qw net.ipv6.conf.all.forwarding=1"
+        )
 
     def ports(self, left: LinkModel, right: LinkModel) -> list[EmulatedPort]:
-        return [EmulatedPort(link="left", intf=self.r1_h1, model=left),
-                EmulatedPort(link="right", intf=self.r1_h2, model=right)]
+        return [
+            EmulatedPort(link="left", intf=self.r1_h1, model=left),
+            EmulatedPort(link="right", intf=self.r1_h2, model=right),
+        ]
 
     def stop(self) -> None:
         self.net.stop()
@@ -81,14 +89,16 @@ def emulator(tri):
         emu.stop()
 
 
-def ping(node, dst: str, count: int, interval: float = 0.01, wait: float = 1.0,
-         flood: bool = False) -> tuple[int, int, list[tuple[int, float]]]:
+def ping(
+    node, dst: str, count: int, interval: float = 0.01, wait: float = 1.0, flood: bool = False
+) -> tuple[int, int, list[tuple[int, float]]]:
     """(transmitted, received, [(icmp_seq, rtt_ms) in arrival order])."""
     opts = "-f" if flood else f"-i {interval}"
     out = node.cmd(f"ping -n {opts} -c {count} -W {wait} {dst}")
     tx, rx = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
-    replies = [(int(s), float(t)) for s, t in re.findall(r"icmp_seq=(\d+) ttl=\d+ time=([\d.]+)",
-                                                          out)]
+    replies = [
+        (int(s), float(t)) for s, t in re.findall(r"icmp_seq=(\d+) ttl=\d+ time=([\d.]+)", out)
+    ]
     return tx, rx, replies
 
 
@@ -211,8 +221,12 @@ def test_a_killed_emulator_is_restarted_by_the_next_update(tri, emulator):
 
 def iperf3_json(client, server, dst: str, seconds: float, reverse: bool = False) -> dict:
     """iperf3's JSON "end" section of one TCP run; the server is ready once it says so."""
-    srv = server.popen(["iperf3", "-s", "-1", "--forceflush", "-p", "5299"],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    srv = server.popen(
+        ["iperf3", "-s", "-1", "--forceflush", "-p", "5299"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in srv.stdout:
             if "Server listening" in line:
@@ -320,17 +334,26 @@ def test_two_routers_each_emulate_their_own_links():
     try:
         net.build()
         h1.cmd("ip addr add 10.79.1.1/24 dev lqh1-eth0; ip route add default via 10.79.1.254")
-        r1.cmd("ip addr add 10.79.1.254/24 dev lqr1-eth0; ip addr add 10.79.2.1/24 dev lqr1-eth1;"
-               "ip route add default via 10.79.2.2; sysctl -qw net.ipv4.ip_forward=1")
-        r2.cmd("ip addr add 10.79.2.2/24 dev lqr2-eth0; ip addr add 10.79.3.254/24 dev lqr2-eth1;"
-               "ip route add default via 10.79.2.1; sysctl -qw net.ipv4.ip_forward=1")
+        r1.cmd(
+            "ip addr add 10.79.1.254/24 dev lqr1-eth0; ip addr add 10.79.2.1/24 dev lqr1-eth1;"
+            "ip route add default via 10.79.2.2; sysctl -qw net.ipv4.ip_forward=1"
+        )
+        r2.cmd(
+            "ip addr add 10.79.2.2/24 dev lqr2-eth0; ip addr add 10.79.3.254/24 dev lqr2-eth1;"
+            "ip route add default via 10.79.2.1; sysctl -qw net.ipv4.ip_forward=1"
+        )
         h2.cmd("ip addr add 10.79.3.1/24 dev lqh2-eth0; ip route add default via 10.79.3.254")
         base = median_rtt(h1, "10.79.3.1")
-        emus.append(RouterEmulator(r1, [EmulatedPort("h1r1", "lqr1-eth0", LinkModel()),
-                                        EmulatedPort("r1r2", "lqr1-eth1",
-                                                     LinkModel(delay_ms=5))]))
-        emus.append(RouterEmulator(r2, [EmulatedPort("r2h2", "lqr2-eth1",
-                                                     LinkModel(delay_ms=10))]))
+        emus.append(
+            RouterEmulator(
+                r1,
+                [
+                    EmulatedPort("h1r1", "lqr1-eth0", LinkModel()),
+                    EmulatedPort("r1r2", "lqr1-eth1", LinkModel(delay_ms=5)),
+                ],
+            )
+        )
+        emus.append(RouterEmulator(r2, [EmulatedPort("r2h2", "lqr2-eth1", LinkModel(delay_ms=10))]))
         for emu in emus:
             emu.start()
         rtt = median_rtt(h1, "10.79.3.1")

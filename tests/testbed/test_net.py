@@ -34,8 +34,9 @@ def root_rules() -> str:
 
 def ping_ok(tb: Testbed, src: str, path: str) -> bool:
     p = tb.path(path)
-    res = tb.host(src).run(["ping", "-n", "-c", "1", "-W", "1", "-I", p.src_addr, p.dst_addr],
-                           check=False)
+    res = tb.host(src).run(
+        ["ping", "-n", "-c", "1", "-W", "1", "-I", p.src_addr, p.dst_addr], check=False
+    )
     return res.returncode == 0
 
 
@@ -78,8 +79,12 @@ RUNNER = textwrap.dedent("""
 
 
 def start_runner() -> tuple[subprocess.Popen, list[int]]:
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert pids, "the runner did not build its testbed"
     return proc, pids
@@ -113,11 +118,13 @@ def test_clean_removes_what_a_killed_run_left():
 def test_link_events_on_time_and_effective(tmp_path):
     topo = load_topology("two_path", {"links.wifi.delay_ms": 1, "links.lte.delay_ms": 1})
     with Testbed(topo, workdir=tmp_path) as tb:
-        events = [LinkEvent(at=0.3, link="wifi", action="down"),
-                  LinkEvent(at=0.6, link="wifi", action="up"),
-                  LinkEvent(at=0.9, link="lte", action="down", mode="interface"),
-                  LinkEvent(at=1.2, link="lte", action="up", mode="interface"),
-                  LinkEvent(at=1.5, link="wifi", action="set", params={"delay_ms": 30})]
+        events = [
+            LinkEvent(at=0.3, link="wifi", action="down"),
+            LinkEvent(at=0.6, link="wifi", action="up"),
+            LinkEvent(at=0.9, link="lte", action="down", mode="interface"),
+            LinkEvent(at=1.2, link="lte", action="up", mode="interface"),
+            LinkEvent(at=1.5, link="wifi", action="set", params={"delay_ms": 30}),
+        ]
         log = tb.schedule(events).wait(10)
         assert [e["action"] for e in log] == ["down", "up", "down", "up", "set"]
         for e in log:
@@ -133,8 +140,11 @@ def test_link_events_on_time_and_effective(tmp_path):
         tb.link_up("lte", mode="interface")
         assert ping_ok(tb, "client", "lte")
         p = tb.path("wifi")
-        out = tb.host("client").run(["ping", "-n", "-c", "3", "-i", "0.05", "-I", p.src_addr,
-                                     p.dst_addr]).stdout
+        out = (
+            tb.host("client")
+            .run(["ping", "-n", "-c", "3", "-i", "0.05", "-I", p.src_addr, p.dst_addr])
+            .stdout
+        )
         avg = float(out.rsplit("=", 1)[1].split("/")[1])
         assert 60 <= avg < 66, out
 
@@ -172,15 +182,18 @@ def test_kernel_mptcp_uses_both_paths(tmp_path):
     with Testbed(load_topology("two_path"), workdir=tmp_path) as tb:
         tb.kernel_mptcp_default()
         server_addr = tb.path("wifi").dst_addr
-        srv = tb.host("server").start([sys.executable, "-c", MPTCP_SERVER, server_addr],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        srv = tb.host("server").start(
+            [sys.executable, "-c", MPTCP_SERVER, server_addr],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         srv.wait_for_line("listening")
         tb.host("client").run([sys.executable, "-c", MPTCP_CLIENT, server_addr, "6"], timeout=30)
         samples = json.loads(srv.popen.stdout.read())
         srv.wait(10)
         client, server = nstat(tb, "client"), nstat(tb, "server")
     assert client["MPTcpExtMPCapableSYNACKRX"] == 1
-    assert client["MPTcpExtMPJoinSynAckRx"] == 1, client   # the second subflow, on lte
+    assert client["MPTcpExtMPJoinSynAckRx"] == 1, client  # the second subflow, on lte
     assert server["MPTcpExtMPJoinAckRx"] == 1, server
     # goodput after the ramp (t >= 2 s) against the 20 + 10 Mbit/s of the two paths
     t1, b1 = next((t, b) for t, b in samples if t >= 2.0)
@@ -204,7 +217,20 @@ def test_capture_chosen_interfaces(tmp_path):
         assert ping_ok(tb, "client", "lte")
         files = cap.stop()
     assert sorted(f.name for f in files) == ["client-eth1.pcap", "server-eth0.pcap"]
-    out = subprocess.run(["tshark", "-r", str(tmp_path / "pcap" / "client-eth1.pcap"), "-T",
-                          "fields", "-e", "ip.src", "-Y", "icmp.type == 8"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(tmp_path / "pcap" / "client-eth1.pcap"),
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-Y",
+            "icmp.type == 8",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == [tb.path("lte").src_addr]

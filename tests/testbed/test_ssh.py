@@ -11,8 +11,10 @@ from testbed.host import HostCommandError, Process
 from testbed.ssh import SshHost
 
 SSHD = Path("/usr/sbin/sshd")
-pytestmark = [pytest.mark.net,
-              pytest.mark.skipif(not SSHD.exists(), reason="openssh-server (./inv installs it)")]
+pytestmark = [
+    pytest.mark.net,
+    pytest.mark.skipif(not SSHD.exists(), reason="openssh-server (./inv installs it)"),
+]
 
 
 def free_port() -> int:
@@ -25,19 +27,26 @@ def free_port() -> int:
 def sshd(tmp_path_factory):
     d = tmp_path_factory.mktemp("sshd")
     for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True
+        )
     (d / "authorized_keys").write_text((d / "client.pub").read_text())
     port = free_port()
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nPidFile {d / 'pid'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nSubsystem sftp internal-sftp\n")
+        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nSubsystem sftp internal-sftp\n"
+    )
     privsep = Path("/run/sshd")  # sshd insists on it; made here only if missing, then removed
     made = not privsep.exists()
     privsep.mkdir(mode=0o755, exist_ok=True)
-    server = Process("local", ["sshd"], subprocess.Popen(
-        [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE))
+    server = Process(
+        "local",
+        ["sshd"],
+        subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE
+        ),
+    )
     try:
         server.wait_for_line("Server listening on", timeout=10)
         yield {"port": port, "key": str(d / "client")}
@@ -66,8 +75,7 @@ def test_run_and_errors(host):
 
 
 def test_start_wait_for_line_and_stop_the_whole_group(host, tmp_path):
-    proc = host.start(["sh", "-c", "sleep 300 & echo ready >&2; wait"],
-                      stderr=subprocess.PIPE)
+    proc = host.start(["sh", "-c", "sleep 300 & echo ready >&2; wait"], stderr=subprocess.PIPE)
     proc.wait_for_line("ready")
     children = host.run(["pgrep", "-g", str(proc.pid)]).stdout.split()
     assert len(children) == 2  # the shell and its sleep share the process group
@@ -89,4 +97,3 @@ def test_output_to_file_and_files_both_ways(host, tmp_path):
     host.put(src, remote)
     host.get(remote, tmp_path / "c.bin")
     assert (tmp_path / "c.bin").read_bytes() == src.read_bytes()
-

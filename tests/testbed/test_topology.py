@@ -82,20 +82,23 @@ def test_overrides_apply_and_are_validated(tmp_path):
         load_topology("two_path", ["links.lte.delay_ms=fast"])
 
 
-@pytest.mark.parametrize("change, field", [
-    (('c = "host"', 'c = "switch"'), "nodes.c"),
-    (('ends = ["c", "r"]', 'ends = ["c", "x"]'), "links.a.ends"),
-    (('ends = ["c", "r"]', 'ends = ["c"]'), "links.a.ends"),
-    (("delay_ms = 5", "delay_ms = -1"), "links.a.delay_ms"),
-    (("rate_mbit = 10", 'rate_mbit = "ten"'), "links.a.rate_mbit"),
-    (("delay_ms = 5", "delay_ms = 5\nspeed = 3"), "links.a.speed"),
-    (('link = "a"', 'link = "b"'), "paths.p.link"),
-    (('to = "s"', 'to = "r"'), "paths.p.to"),
-    (('description = "test"', ""), "description"),
-    (('[links.b]', '[links.b]\nsubnet = "10.0.1.0/24"'), "links.b.subnet"),
-    (('[links.b]', '[links.B]'), "links.B"),
-    (('rate_mbit = 10', 'queue_pkts = 10'), "links.a.queue_pkts"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (('c = "host"', 'c = "switch"'), "nodes.c"),
+        (('ends = ["c", "r"]', 'ends = ["c", "x"]'), "links.a.ends"),
+        (('ends = ["c", "r"]', 'ends = ["c"]'), "links.a.ends"),
+        (("delay_ms = 5", "delay_ms = -1"), "links.a.delay_ms"),
+        (("rate_mbit = 10", 'rate_mbit = "ten"'), "links.a.rate_mbit"),
+        (("delay_ms = 5", "delay_ms = 5\nspeed = 3"), "links.a.speed"),
+        (('link = "a"', 'link = "b"'), "paths.p.link"),
+        (('to = "s"', 'to = "r"'), "paths.p.to"),
+        (('description = "test"', ""), "description"),
+        (("[links.b]", '[links.b]\nsubnet = "10.0.1.0/24"'), "links.b.subnet"),
+        (("[links.b]", "[links.B]"), "links.B"),
+        (("rate_mbit = 10", "queue_pkts = 10"), "links.a.queue_pkts"),
+    ],
+)
 def test_mistakes_name_the_file_and_field(tmp_path, change, field):
     old, new = change
     f = write(tmp_path, GOOD.replace(old, new, 1))
@@ -106,7 +109,9 @@ def test_mistakes_name_the_file_and_field(tmp_path, change, field):
 
 
 def test_delay_between_two_hosts_is_refused(tmp_path):
-    text = GOOD.replace('[links.b]\nends = ["r", "s"]', '[links.b]\nends = ["c", "s"]\ndelay_ms = 3')
+    text = GOOD.replace(
+        '[links.b]\nends = ["r", "s"]', '[links.b]\nends = ["c", "s"]\ndelay_ms = 3'
+    )
     with pytest.raises(TopologyError, match="never on an endpoint") as info:
         load_topology(write(tmp_path, text))
     assert info.value.field == "links.b"

@@ -21,8 +21,11 @@ import pytest
 from testbed.capture import Capture
 
 ROOT = Path(__file__).resolve().parents[2]
-PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() \
+PY = (
+    str(ROOT / ".venv" / "bin" / "python")
+    if (ROOT / ".venv" / "bin" / "python").exists()
     else sys.executable
+)
 ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
@@ -46,8 +49,13 @@ class Bed:
     def start(self, host, args: list[str], name: str, stdin: bool = False):
         """Start ``python args`` on ``host``; stdout to a file, stderr piped for wait_for_line."""
         out = self.workdir / f"{name}.out"
-        proc = host.start([PY, *args], stdout=out, stderr=subprocess.PIPE,
-                          stdin=subprocess.PIPE if stdin else None, env=ENV)
+        proc = host.start(
+            [PY, *args],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else None,
+            env=ENV,
+        )
         proc.out_path = out
         return proc
 
@@ -81,8 +89,12 @@ def _bed(overrides: dict, tmp_path_factory, name: str, offload: bool = False) ->
 @pytest.fixture(scope="module")
 def clean_bed(tmp_path_factory) -> Iterator[Bed]:
     """A clean, fast path with offload on: 1 ms one-way delay, no loss, shaped at 500 Mbit/s."""
-    yield from _bed({"links.wifi.delay_ms": 1, "links.wifi.rate_mbit": 500,
-                     "links.wifi.queue_pkts": 1000}, tmp_path_factory, "clean", offload=True)
+    yield from _bed(
+        {"links.wifi.delay_ms": 1, "links.wifi.rate_mbit": 500, "links.wifi.queue_pkts": 1000},
+        tmp_path_factory,
+        "clean",
+        offload=True,
+    )
 
 
 def capture(bed: Bed, name: str, host: str = "server") -> Capture:
@@ -93,8 +105,12 @@ def capture(bed: Bed, name: str, host: str = "server") -> Capture:
 
 def tshark_malformed(pcap: Path) -> list[str]:
     """Frames tshark calls malformed (expert info), as text lines; empty means clean."""
-    res = subprocess.run(["tshark", "-r", str(pcap), "-Y", "_ws.malformed"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", "_ws.malformed"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     return [ln for ln in res.stdout.splitlines() if ln.strip()]
 

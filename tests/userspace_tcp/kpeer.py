@@ -76,8 +76,13 @@ def server(a: argparse.Namespace) -> None:
             res["half_closed"] = n
     c.close()
     ls.close()
-    res.update(bytes_received=n, sha256=h.hexdigest(), duration_s=time.monotonic() - t0,
-               peer=list(peer), cpu_s=_cpu())
+    res.update(
+        bytes_received=n,
+        sha256=h.hexdigest(),
+        duration_s=time.monotonic() - t0,
+        peer=list(peer),
+        cpu_s=_cpu(),
+    )
     print(json.dumps(res), flush=True)
 
 
@@ -96,7 +101,7 @@ def client(a: argparse.Namespace) -> None:
     paused = False
     while left > 0:
         pos = sent % BLOCK  # where in the repeated block the stream is
-        chunk = block[pos: pos + min(left, BLOCK - pos)]
+        chunk = block[pos : pos + min(left, BLOCK - pos)]
         if a.pause_at and not paused and sent + len(chunk) > a.pause_at:
             chunk = chunk[: a.pause_at - sent]
         s.sendall(chunk)
@@ -110,8 +115,7 @@ def client(a: argparse.Namespace) -> None:
             deadline = time.monotonic() + 10
             while _outq(s) and time.monotonic() < deadline:
                 time.sleep(0.002)
-            print(f"paused {s.getsockname()[0]}:{s.getsockname()[1]}", file=sys.stderr,
-                  flush=True)
+            print(f"paused {s.getsockname()[0]}:{s.getsockname()[1]}", file=sys.stderr, flush=True)
             sys.stdin.readline()
     s.shutdown(socket.SHUT_WR)
     back = hashlib.sha256()
@@ -121,9 +125,20 @@ def client(a: argparse.Namespace) -> None:
         nback += len(d)
     dur = time.monotonic() - t0
     s.close()
-    print(json.dumps({"bytes_sent": sent, "sha256": h.hexdigest(), "duration_s": dur,
-                      "goodput_mbit": sent * 8 / dur / 1e6, "cpu_s": _cpu(),
-                      "bytes_back": nback, "sha256_back": back.hexdigest()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bytes_sent": sent,
+                "sha256": h.hexdigest(),
+                "duration_s": dur,
+                "goodput_mbit": sent * 8 / dur / 1e6,
+                "cpu_s": _cpu(),
+                "bytes_back": nback,
+                "sha256_back": back.hexdigest(),
+            }
+        ),
+        flush=True,
+    )
 
 
 def _csum(data: bytes) -> int:
@@ -133,21 +148,52 @@ def _csum(data: bytes) -> int:
     return 0xFFFF - s if s else 0xFFFF
 
 
-def craft(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
-          options: bytes = b"", doff: int | None = None, payload: bytes = b"") -> bytes:
+def craft(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    options: bytes = b"",
+    doff: int | None = None,
+    payload: bytes = b"",
+) -> bytes:
     """A TCP segment with a correct checksum, whatever nonsense its header says."""
     hlen = 20 + len(options)
     doff = hlen // 4 if doff is None else doff
-    hdr = struct.pack("!HHIIHHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
-                      (doff << 12) | flags, 65535, 0, 0) + options
+    hdr = (
+        struct.pack(
+            "!HHIIHHHH",
+            sport,
+            dport,
+            seq & 0xFFFFFFFF,
+            ack & 0xFFFFFFFF,
+            (doff << 12) | flags,
+            65535,
+            0,
+            0,
+        )
+        + options
+    )
     seg = hdr + payload
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(seg))
     c = _csum(pseudo + seg)
     return seg[:16] + struct.pack("!H", c) + seg[18:]
 
 
-KINDS = ("rst_in_window", "syn_in_window", "bad_doff_small", "bad_doff_large", "optlen0",
-         "optlen1", "opt_past_header", "trunc_opts", "bad_checksum")
+KINDS = (
+    "rst_in_window",
+    "syn_in_window",
+    "bad_doff_small",
+    "bad_doff_large",
+    "optlen0",
+    "optlen1",
+    "opt_past_header",
+    "trunc_opts",
+    "bad_checksum",
+)
 CHALLENGED = ("rst_in_window", "syn_in_window")
 
 
@@ -158,8 +204,16 @@ def _tcp_of(pkt: bytes) -> tuple[str, str, int, int, int, int, int, int] | None:
     tot = int.from_bytes(pkt[2:4], "big")
     sport, dport, seq, ack, offfl = struct.unpack_from("!HHIIH", pkt, ihl)
     plen = tot - ihl - (offfl >> 12) * 4
-    return (socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[16:20]), sport, dport, seq, ack,
-            offfl & 0x1FF, plen)
+    return (
+        socket.inet_ntoa(pkt[12:16]),
+        socket.inet_ntoa(pkt[16:20]),
+        sport,
+        dport,
+        seq,
+        ack,
+        offfl & 0x1FF,
+        plen,
+    )
 
 
 def inject(a: argparse.Namespace) -> None:
@@ -177,8 +231,13 @@ def inject(a: argparse.Namespace) -> None:
     print("sniffing", file=sys.stderr, flush=True)
     while True:
         t = _tcp_of(sniff.recv(65536))
-        if t and t[0] == peer_ip and t[2] == peer_port and t[1] == a.local \
-                and t[6] & (SYN | ACK) == SYN | ACK:
+        if (
+            t
+            and t[0] == peer_ip
+            and t[2] == peer_port
+            and t[1] == a.local
+            and t[6] & (SYN | ACK) == SYN | ACK
+        ):
             _, _, _, mine, peer_isn, ack, _, _ = t
             break
     print("observed", file=sys.stderr, flush=True)
@@ -210,8 +269,9 @@ def inject(a: argparse.Namespace) -> None:
         elif k == "optlen1":  # length 1 cannot even cover kind and length
             raw = craft(seq=rcv_nxt, options=b"\x08\x01" + b"\x01" * 10, payload=b"x", **base)
         elif k == "opt_past_header":  # timestamps claiming 32 bytes in a 12-byte option area
-            raw = craft(seq=rcv_nxt, options=b"\x01\x01\x08\x20" + b"\x00" * 8, payload=b"x",
-                        **base)
+            raw = craft(
+                seq=rcv_nxt, options=b"\x01\x01\x08\x20" + b"\x00" * 8, payload=b"x", **base
+            )
         elif k == "trunc_opts":  # kind 8 as the last byte, its length missing
             raw = craft(seq=rcv_nxt, options=b"\x01\x01\x01\x08", payload=b"x", **base)
         elif k == "bad_checksum":
@@ -229,14 +289,30 @@ def inject(a: argparse.Namespace) -> None:
                     t = _tcp_of(sniff.recv(65536))
                 except (TimeoutError, BlockingIOError):
                     break
-                if t and t[0] == peer_ip and t[2] == peer_port and t[3] == mine \
-                        and t[6] == ACK and t[7] == 0 and t[5] == rcv_nxt:
+                if (
+                    t
+                    and t[0] == peer_ip
+                    and t[2] == peer_port
+                    and t[3] == mine
+                    and t[6] == ACK
+                    and t[7] == 0
+                    and t[5] == rcv_nxt
+                ):
                     seen[k] += 1
                     break
     out.close()
     print("injected", file=sys.stderr, flush=True)
-    print(json.dumps({"kinds": a.kinds.split(","), "rcv_nxt": rcv_nxt, "port": mine,
-                      "challenge_acks_seen": seen}), flush=True)
+    print(
+        json.dumps(
+            {
+                "kinds": a.kinds.split(","),
+                "rcv_nxt": rcv_nxt,
+                "port": mine,
+                "challenge_acks_seen": seen,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:

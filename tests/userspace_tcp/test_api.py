@@ -40,8 +40,11 @@ def test_blocking_facade_echo_through_linux(clean_bed: Bed) -> None:
     """UserspaceSocket: connect, sendall, half-close, recv to EOF, against a Linux echo server."""
     n = 2 * 1024 * 1024
     srv = linux_server(clean_bed, 5401, "k_echo", "--echo")
-    cli = clean_bed.start(clean_bed.client, ["-c", FACADE, clean_bed.server_ip, "5401",
-                                             clean_bed.client_ip, str(n)], "u_facade")
+    cli = clean_bed.start(
+        clean_bed.client,
+        ["-c", FACADE, clean_bed.server_ip, "5401", clean_bed.client_ip, str(n)],
+        "u_facade",
+    )
     r = clean_bed.result(cli, timeout=60)
     s = clean_bed.result(srv)
     assert r["_rc"] == 0 and r["n"] == n == s["bytes_received"]
@@ -56,8 +59,11 @@ def test_server_sigterm_removes_its_table_and_port(clean_bed: Bed) -> None:
     tables = clean_bed.server.run(["nft", "list", "tables"]).stdout
     assert "mptcplab_" in tables
     # The port is reserved from the kernel while we listen on it.
-    bind = ["-c", "import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 5402))",
-            clean_bed.server_ip]
+    bind = [
+        "-c",
+        "import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 5402))",
+        clean_bed.server_ip,
+    ]
     busy = clean_bed.server.run([clean_bed_py(), *bind], check=False)
     assert busy.returncode != 0 and "Address already in use" in busy.stderr
     srv.stop(signal.SIGTERM, timeout=10)
@@ -115,8 +121,9 @@ def test_blocking_listener_echoes_to_linux_client(clean_bed: Bed) -> None:
     from .test_interop import linux_client
 
     n = 2 * MB
-    srv = clean_bed.start(clean_bed.server, ["-c", LISTENER, clean_bed.server_ip, "5405"],
-                          "u_listener")
+    srv = clean_bed.start(
+        clean_bed.server, ["-c", LISTENER, clean_bed.server_ip, "5405"], "u_listener"
+    )
     srv.wait_for_line("^listening", timeout=20)
     c = clean_bed.result(linux_client(clean_bed, 5405, n, "k_echo_cli"))
     s = clean_bed.result(srv)
@@ -163,8 +170,9 @@ def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed) -> None:
     from .test_interop import linux_client
 
     n = 3 * MB
-    srv = clean_bed.start(clean_bed.server, ["-c", SLOW_STREAM_SERVER, clean_bed.server_ip,
-                                             "5406"], "u_slow")
+    srv = clean_bed.start(
+        clean_bed.server, ["-c", SLOW_STREAM_SERVER, clean_bed.server_ip, "5406"], "u_slow"
+    )
     srv.wait_for_line("^listening", timeout=20)
     c = clean_bed.result(linux_client(clean_bed, 5406, n, "k_slow_cli"))
     s = clean_bed.result(srv)

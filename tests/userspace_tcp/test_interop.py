@@ -18,29 +18,68 @@ MB = 1_000_000
 
 
 def ours_client(bed: Bed, port: int, nbytes: int, name: str, extra: list[str] | None = None):
-    return bed.start(bed.client, ["-m", "mptcp_impl", "client", "--connect",
-                                  f"{bed.server_ip}:{port}", "--bind", bed.client_ip,
-                                  "--bytes", str(nbytes), "--json", *(extra or [])], name)
+    return bed.start(
+        bed.client,
+        [
+            "-m",
+            "mptcp_impl",
+            "client",
+            "--connect",
+            f"{bed.server_ip}:{port}",
+            "--bind",
+            bed.client_ip,
+            "--bytes",
+            str(nbytes),
+            "--json",
+            *(extra or []),
+        ],
+        name,
+    )
 
 
 def ours_server(bed: Bed, port: int, name: str):
-    p = bed.start(bed.server, ["-m", "mptcp_impl", "server", "--listen",
-                               f"{bed.server_ip}:{port}", "--once", "--json"], name)
+    p = bed.start(
+        bed.server,
+        ["-m", "mptcp_impl", "server", "--listen", f"{bed.server_ip}:{port}", "--once", "--json"],
+        name,
+    )
     p.wait_for_line("^listening ", timeout=20)
     return p
 
 
 def linux_server(bed: Bed, port: int, name: str, *extra: str):
-    p = bed.start(bed.server, ["-m", "tests.userspace_tcp.kpeer", "server", "--listen",
-                               f"{bed.server_ip}:{port}", *extra], name)
+    p = bed.start(
+        bed.server,
+        [
+            "-m",
+            "tests.userspace_tcp.kpeer",
+            "server",
+            "--listen",
+            f"{bed.server_ip}:{port}",
+            *extra,
+        ],
+        name,
+    )
     p.wait_for_line("^listening", timeout=20)
     return p
 
 
 def linux_client(bed: Bed, port: int, nbytes: int, name: str, *extra: str, stdin=False):
-    return bed.start(bed.client, ["-m", "tests.userspace_tcp.kpeer", "client", "--connect",
-                                  f"{bed.server_ip}:{port}", "--bytes", str(nbytes), *extra],
-                     name, stdin=stdin)
+    return bed.start(
+        bed.client,
+        [
+            "-m",
+            "tests.userspace_tcp.kpeer",
+            "client",
+            "--connect",
+            f"{bed.server_ip}:{port}",
+            "--bytes",
+            str(nbytes),
+            *extra,
+        ],
+        name,
+        stdin=stdin,
+    )
 
 
 def no_tables_left(host) -> bool:
@@ -82,8 +121,7 @@ def test_linux_client_to_userspace_server(clean_bed: Bed) -> None:
 def test_linux_zero_window_and_window_updates(clean_bed: Bed) -> None:
     """A Linux receiver with a tiny SO_RCVBUF and a slow reader: zero windows, then updates."""
     n = 1 * MB
-    srv = linux_server(clean_bed, 5103, "k_srv3", "--rcvbuf", "4096",
-                       "--stall-ms", "500")
+    srv = linux_server(clean_bed, 5103, "k_srv3", "--rcvbuf", "4096", "--stall-ms", "500")
     cap = capture(clean_bed, "cap3")
     cli = ours_client(clean_bed, 5103, n, "u_cli3")
     c = clean_bed.result(cli, timeout=120)
@@ -132,9 +170,17 @@ def lossy_bed(request, tmp_path_factory):
     Offload stays off (the testbed's default): the emulator drops per skb, and with offload
     one skb is a super-packet of up to 64 KiB, so "1%" would mean far fewer lost segments.
     """
-    yield from _bed({"links.wifi.delay_ms": request.param, "links.wifi.jitter_ms": 2,
-                     "links.wifi.loss_pct": 1, "links.wifi.rate_mbit": 100,
-                     "links.wifi.queue_pkts": 1000}, tmp_path_factory, f"lossy{request.param}")
+    yield from _bed(
+        {
+            "links.wifi.delay_ms": request.param,
+            "links.wifi.jitter_ms": 2,
+            "links.wifi.loss_pct": 1,
+            "links.wifi.rate_mbit": 100,
+            "links.wifi.queue_pkts": 1000,
+        },
+        tmp_path_factory,
+        f"lossy{request.param}",
+    )
 
 
 def test_lossy_userspace_sender(lossy_bed: Bed) -> None:

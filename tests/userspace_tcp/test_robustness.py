@@ -21,8 +21,15 @@ from .test_interop import linux_client, ours_server
 pytestmark = pytest.mark.net
 
 MB = 1_000_000
-MALFORMED = ["bad_doff_small", "bad_doff_large", "optlen0", "optlen1", "opt_past_header",
-             "trunc_opts", "bad_checksum"]
+MALFORMED = [
+    "bad_doff_small",
+    "bad_doff_large",
+    "optlen0",
+    "optlen1",
+    "opt_past_header",
+    "trunc_opts",
+    "bad_checksum",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +45,30 @@ def bed(tmp_path_factory) -> Iterator[Bed]:
         yield b
 
 
-def run_injection(bed: Bed, port: int, kinds: list[str], name: str) -> tuple[dict, dict, dict,
-                                                                              list]:
+def run_injection(
+    bed: Bed, port: int, kinds: list[str], name: str
+) -> tuple[dict, dict, dict, list]:
     n = 3 * MB
     srv = ours_server(bed, port, f"u_srv_{name}")
     cap = capture(bed, f"cap_{name}")
-    inj = bed.start(bed.client, ["-m", "tests.userspace_tcp.kpeer", "inject", "--local",
-                                 bed.client_ip, "--peer", f"{bed.server_ip}:{port}", "--kinds",
-                                 ",".join(kinds), "--offset", str(MB)], f"inj_{name}", stdin=True)
+    inj = bed.start(
+        bed.client,
+        [
+            "-m",
+            "tests.userspace_tcp.kpeer",
+            "inject",
+            "--local",
+            bed.client_ip,
+            "--peer",
+            f"{bed.server_ip}:{port}",
+            "--kinds",
+            ",".join(kinds),
+            "--offset",
+            str(MB),
+        ],
+        f"inj_{name}",
+        stdin=True,
+    )
     inj.wait_for_line("^sniffing", timeout=20)
     cli = linux_client(bed, port, n, f"k_cli_{name}", "--pause-at", str(MB), stdin=True)
     cli.wait_for_line("^paused", timeout=30)
@@ -69,14 +92,25 @@ def test_blind_rst_and_syn_get_challenge_acks(bed: Bed) -> None:
     assert i["challenge_acks_seen"] == {"rst_in_window": 1, "syn_in_window": 1}
     assert s["stats"]["challenge_acks"] >= 2
     # On the server's wire: each injected segment is followed by a pure ACK of exactly rcv.nxt.
-    rows = tshark_fields(files[0], "tcp.port == 5301", "frame.number", "tcp.srcport",
-                         "tcp.flags.str", "tcp.seq_raw", "tcp.ack_raw", "tcp.len")
+    rows = tshark_fields(
+        files[0],
+        "tcp.port == 5301",
+        "frame.number",
+        "tcp.srcport",
+        "tcp.flags.str",
+        "tcp.seq_raw",
+        "tcp.ack_raw",
+        "tcp.len",
+    )
     rcv_nxt = str(i["rcv_nxt"])
     injected_seq = str((i["rcv_nxt"] + 1000) & 0xFFFFFFFF)
     for flag in ("R", "S"):
-        idx = next(k for k, r in enumerate(rows)
-                   if r[1] != "5301" and r[3] == injected_seq and r[2].strip("·") == flag)
-        reply = next(r for r in rows[idx + 1:] if r[1] == "5301")
+        idx = next(
+            k
+            for k, r in enumerate(rows)
+            if r[1] != "5301" and r[3] == injected_seq and r[2].strip("·") == flag
+        )
+        reply = next(r for r in rows[idx + 1 :] if r[1] == "5301")
         assert reply[4] == rcv_nxt and reply[5] == "0" and "R" not in reply[2], (flag, reply)
 
 
