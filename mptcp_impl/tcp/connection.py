@@ -20,8 +20,9 @@ import enum
 import hashlib
 import os
 import random
+from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .cc import CongestionControl, make_cc
@@ -76,7 +77,7 @@ class TcpConfig:
     window_scale: bool = True
     sack: bool = True
     timestamps: bool = True
-    cc: str = "cubic"  # "reno" | "cubic"
+    cc: Any = "cubic"  # "reno" | "cubic", or a factory f(mss) -> CongestionControl
     min_rto: float = 0.2
     initial_rto: float = 1.0
     max_rto: float = 60.0
@@ -148,6 +149,8 @@ class Closed:
 @dataclass(slots=True)
 class Reset:
     reason: str
+    # The options of the RST that caused it (MPTCP's MP_TCPRST and MP_FASTCLOSE ride on RSTs).
+    options: list | None = field(default=None, compare=False)
 
 
 Event = Connected | DataReceived | SendBufferAvailable | PeerClosed | Closed | Reset
@@ -155,11 +158,18 @@ Event = Connected | DataReceived | SendBufferAvailable | PeerClosed | Closed | R
 
 class TcpHooks(Protocol):
     """What the MPTCP layer plugs in. Sequence numbers given to hooks are wire values (mod 2**32);
-    subtract ``conn.iss``/``conn.irs`` for the relative numbers DSS mappings use."""
+    subtract ``conn.iss``/``conn.irs`` for the relative numbers DSS mappings use.
+
+    ``incoming_options`` sees only segments TCP accepts (after the RFC 5961 checks and the
+    SYN-RECEIVED ACK check), RSTs included; returning False during the handshake refuses it:
+    the connection answers with an RST carrying the hook's options and never reports
+    ``Connected``. ``receive_window`` (optional) gives the bytes the layer above can still take,
+    so that every subflow advertises the connection-level window.
+    """
 
     def outgoing_options(self, conn: TcpConnection, seg: TcpSegment, space: int) -> list: ...
 
-    def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> None: ...
+    def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> bool | None: ...
 
     def sent_range(
         self, conn: TcpConnection, seq_start: int, length: int, meta: object
@@ -181,6 +191,12 @@ def rfc6528_isn(local: tuple[str, int], remote: tuple[str, int], now: float) -> 
         f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(), key=_SECRET, digest_size=4
     ).digest()
     return (int(now * 250_000) + int.from_bytes(h, "big")) & MASK
+
+
+def _new_cc(cc: Any, mss: int) -> CongestionControl:
+    """``TcpConfig.cc`` is a controller name or a factory ``f(mss)``: a coupled controller (LIA,
+    OLIA) is built by the MPTCP layer, which knows the other subflows."""
+    return cc(mss) if callable(cc) else make_cc(cc, mss)
 
 
 def _unwrap(x: int, ref: int) -> int:
@@ -210,6 +226,7 @@ class TcpConnection:
         self.local = local
         self.remote = remote
         self.hooks = hooks
+        self._rwin_hook = getattr(hooks, "receive_window", None)
         self.state = S.CLOSED
         self._st = TcpStats(rto=cfg.initial_rto)
         self._events: deque[Event] = deque()
@@ -227,7 +244,11 @@ class TcpConnection:
         self._fin_queued = False
         self._fin_seq = -1
         self._close_pending = False
-        self._metas: deque[list[Any]] = deque()  # [start, end, meta], unwrapped seq
+        # [start, end, meta] (unwrapped seq), sorted, kept until acknowledged: a retransmission
+        # carries the same metadata (MPTCP: the identical mapping) and no segment spans two.
+        self._metas: list[list[Any]] = []
+        self._meta_starts: list[int] = []
+        self._meta_head = 0  # metas before this index are acknowledged
         self._meta_high = 0
         self.peer_mss = DEFAULT_PEER_MSS
         self._mss_send = DEFAULT_PEER_MSS
@@ -264,7 +285,7 @@ class TcpConnection:
         self._retries = 0
 
         # loss recovery
-        self.cc: CongestionControl = make_cc(cfg.cc, DEFAULT_PEER_MSS)
+        self.cc: CongestionControl = _new_cc(cfg.cc, DEFAULT_PEER_MSS)
         self._dupacks = 0
         self.in_recovery = False
         self._recover = 0
@@ -324,11 +345,18 @@ class TcpConnection:
         conn._init_iss(now)
         conn.stats.segments_in += 1
         conn._take_syn(syn_segment)
-        if hooks is not None:
-            hooks.incoming_options(conn, syn_segment)
+        if hooks is not None and hooks.incoming_options(conn, syn_segment) is False:
+            conn.state = S.SYN_RECEIVED  # so that the RST carries an ACK of the SYN
+            conn._refuse(0, now)
+            return conn
         conn.state = S.SYN_RECEIVED
         conn._send_syn(now, ack=True)
         return conn
+
+    def _refuse(self, seq: int, now: float) -> None:
+        """The layer above refused the handshake: RST (with its options), never Connected."""
+        self._queue_ctl(RST | ACK if self.state is S.SYN_RECEIVED else RST, seq, now)
+        self._enter_closed("refused")
 
     def _take_syn(self, seg: TcpSegment) -> None:
         """Record the peer's ISN and negotiate options from its SYN or SYN-ACK."""
@@ -363,7 +391,7 @@ class TcpConnection:
             self.ts_recent = peer_ts.tsval
         self.peer_mss = mss
         self._mss_send = max(64, min(mss, cfg.mss))
-        self.cc = make_cc(cfg.cc, self._mss_send - (12 if self.ts_ok else 0))
+        self.cc = _new_cc(cfg.cc, self._mss_send - (12 if self.ts_ok else 0))
         # SYN windows are never scaled.
         self.snd_wnd = seg.window
         self.max_snd_wnd = seg.window
@@ -449,7 +477,53 @@ class TcpConnection:
         self._sbuf += data if n == len(data) else memoryview(data)[:n]
         if meta is not None:
             self._metas.append([start, start + n, meta])
+            self._meta_starts.append(start)
         return n
+
+    def meta_at(self, wire_seq: int) -> tuple[int, int, object] | None:
+        """The metadata range (wire start, length, meta) holding sequence number ``wire_seq``:
+        the MPTCP layer puts that range's mapping on every segment that carries its bytes."""
+        m = self._meta_index(_unwrap(wire_seq, self.snd_una))
+        if m is None:
+            return None
+        return m[0] & MASK, m[1] - m[0], m[2]
+
+    def _meta_index(self, seq: int) -> list[Any] | None:
+        i = bisect_right(self._meta_starts, seq, self._meta_head) - 1
+        if i >= self._meta_head:
+            m = self._metas[i]
+            if m[1] > seq:
+                return m
+        return None
+
+    def _meta_stop(self, seq: int, end: int) -> int:
+        """``end`` cut so that [seq, end) lies within one metadata range (or between ranges)."""
+        starts = self._meta_starts
+        i = bisect_right(starts, seq, self._meta_head)
+        if i < len(starts) and starts[i] < end:
+            end = starts[i]
+        if i > self._meta_head:
+            m = self._metas[i - 1]
+            if seq < m[1] < end:
+                end = m[1]
+        return end
+
+    def _drop_metas(self, ack: int) -> None:
+        metas = self._metas
+        h = self._meta_head
+        n = len(metas)
+        while h < n and metas[h][1] <= ack:
+            h += 1
+        if h > 64 and 2 * h > n:
+            del metas[:h]
+            del self._meta_starts[:h]
+            h = 0
+        self._meta_head = h
+
+    @property
+    def unsent(self) -> int:
+        """Bytes queued but never sent: what a scheduler has not yet seen go out."""
+        return max(0, self._data_end() - self.snd_max)
 
     def read(self, max_bytes: int = -1) -> bytes:
         """Take in-order data; a read that opens the window enough schedules a window update."""
@@ -517,8 +591,8 @@ class TcpConnection:
     def send_ack(self) -> None:
         """Have the next ``segments_to_send`` emit an ACK even with nothing new to acknowledge:
         the MPTCP layer uses it to carry options (DATA_ACK, ADD_ADDR) when no data is due."""
-        if self.state in _SYNCHRONIZED:
-            self._ack_now = True
+        if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
+            self._ack_now = True  # in SYN-RECEIVED it goes out once the handshake completes
 
     def note_malformed(self) -> None:
         """The edge failed to decode a segment for this connection: count it."""
@@ -672,6 +746,8 @@ class TcpConnection:
         cfg = self.config
         rcv_nxt = self.rcv_nxt
         avail = cfg.rcv_buf - len(self._rbuf)
+        if self._rwin_hook is not None:
+            avail = min(avail, self._rwin_hook(self))
         edge = rcv_nxt + (avail if avail > 0 else 0)
         adv = self._rcv_adv
         if edge - adv < min(cfg.rcv_buf >> 1, self._rcv_mss):
@@ -684,18 +760,24 @@ class TcpConnection:
             self._rcv_adv = edge
         return field
 
-    def _base_options(self, now: float) -> list:
+    def _base_options(self, now: float, data: bool = False) -> list:
         if self.ts_ok:
             opts: list = [Timestamps((int(now * 1000) + self._ts_offset) & MASK, self.ts_recent)]
         else:
             opts = []
         if self._ooo and self.sack_ok:
-            # Leave the hooks the room their data segments needed (an MPTCP DSS), but keep at
-            # least one block: the most recent one is what the sender needs most.
+            # Leave the hooks the room their data segments need (an MPTCP DSS). A pure ACK keeps
+            # at least one block (the most recent one is what the sender needs most); a data
+            # segment with hooks gives SACK up rather than the mapping its bytes need.
             room = MAX_OPTIONS_LEN - (12 if self.ts_ok else 0) - self._hook_reserve - 4
             n = min(3 if self.ts_ok else 4, room // 8)
-            opts.append(Sack(self._sack_blocks(n if n > 0 else 1)))
+            if n > 0 or not data:
+                opts.append(Sack(self._sack_blocks(n if n > 0 else 1)))
         return opts
+
+    def reserve_option_space(self, nbytes: int) -> None:
+        """Room the hooks need on data segments (known before the first one is cut)."""
+        self._hook_reserve = max(self._hook_reserve, nbytes)
 
     def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """Most recently changed block first (RFC 2018 section 4), then the highest ones."""
@@ -871,9 +953,11 @@ class TcpConnection:
         more than the segment, which DSS allows) and the shortfall is remembered so that the
         next segments are sized right from the start.
         """
+        if len(self._metas) > self._meta_head:
+            end = self._meta_stop(seq, end)
         fin = self._fin_queued and end == self._fin_seq + 1
         data_stop = end - 1 if fin else end
-        opts = self._base_options(now)
+        opts = self._base_options(now, data=self.hooks is not None and data_stop > seq)
         olen = encoded_length(opts)
         n = data_stop - seq
         if n > 0:
@@ -940,16 +1024,16 @@ class TcpConnection:
         """sent_range for every meta range overlapping [start, stop); each byte is reported once."""
         hooks = self.hooks
         metas = self._metas
-        while metas and metas[0][1] <= start:
-            metas.popleft()
-        for ms, me, meta in metas:
+        i = max(bisect_right(self._meta_starts, start, self._meta_head) - 1, self._meta_head)
+        for k in range(i, len(metas)):
+            ms, me, meta = metas[k]
             if ms >= stop:
                 break
+            if me <= start:
+                continue
             a = ms if ms > start else start
             b = me if me < stop else stop
             hooks.sent_range(self, a & MASK, b - a, meta)
-        while metas and metas[0][1] <= stop:
-            metas.popleft()
 
     # ------------------------------------------------------------------ SACK recovery (RFC 6675)
 
@@ -1116,15 +1200,21 @@ class TcpConnection:
                     self._rst_for(seg)
                 return
             if flags & RST:
-                self._reset("connection refused")
+                if self.hooks is not None:
+                    self.hooks.incoming_options(self, seg)
+                self._reset("connection refused", seg.options)
                 return
         elif flags & RST:
             return
         if not flags & SYN:
             return
         self._take_syn(seg)
-        if self.hooks is not None:
-            self.hooks.incoming_options(self, seg)
+        if self.hooks is not None and self.hooks.incoming_options(self, seg) is False:
+            if flags & ACK:
+                self._refuse(_unwrap(seg.ack, self.iss), now)
+            else:
+                self._enter_closed("refused")
+            return
         if flags & ACK:
             self.snd_una = self.snd_wl2 = _unwrap(seg.ack, self.iss)
             self._established(now)
@@ -1232,7 +1322,9 @@ class TcpConnection:
         # get a challenge ACK.
         if flags & RST:
             if s == rcv_nxt:
-                self._reset("connection reset by peer")
+                if self.hooks is not None:
+                    self.hooks.incoming_options(self, seg)
+                self._reset("connection reset by peer", seg.options)
             else:
                 self._challenge_ack(now)
             return
@@ -1249,14 +1341,18 @@ class TcpConnection:
         if tsopt is not None and s <= self._last_ack_sent:
             self.ts_recent = tsopt.tsval
 
-        if self.hooks is not None:
-            self.hooks.incoming_options(self, seg)
-
         if state is S.SYN_RECEIVED:
             ack = _unwrap(seg.ack, self.snd_una)
             if not (self.snd_una < ack <= self.snd_max):
                 self._rst_for(seg)
                 return
+            if self.hooks is not None and self.hooks.incoming_options(self, seg) is False:
+                self._refuse(self.snd_nxt, now)
+                return
+        elif self.hooks is not None:
+            self.hooks.incoming_options(self, seg)
+
+        if state is S.SYN_RECEIVED:
             # _process_ack below moves snd_una over our SYN and takes the RTT sample.
             self.snd_wnd = seg.window << self.snd_wscale
             self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
@@ -1372,6 +1468,8 @@ class TcpConnection:
                     self._events.append(SendBufferAvailable())
             if self.snd_nxt < ack:
                 self.snd_nxt = ack  # after go-back-N, an ACK can jump past snd_nxt
+            if len(self._metas) > self._meta_head:
+                self._drop_metas(ack)
             if tsopt is not None:
                 if tsopt.tsecr:
                     d = (self._ts_now(now) - tsopt.tsecr) & MASK
@@ -1607,10 +1705,10 @@ class TcpConnection:
                 self.rcv_nxt = bend
         return delivered
 
-    def _reset(self, reason: str) -> None:
-        self._enter_closed(reason)
+    def _reset(self, reason: str, options: list | None = None) -> None:
+        self._enter_closed(reason, options)
 
-    def _enter_closed(self, reason: str | None) -> None:
+    def _enter_closed(self, reason: str | None, options: list | None = None) -> None:
         was = self.state
         self.state = S.CLOSED
         self._rto_deadline = self._delack_deadline = None
@@ -1619,5 +1717,5 @@ class TcpConnection:
         if was is S.CLOSED:
             return
         if reason is not None:
-            self._events.append(Reset(reason))
+            self._events.append(Reset(reason, options))
         self._events.append(Closed())
