@@ -173,7 +173,12 @@ LINUX_NAMES: tuple[str, ...] = (
 
 # Counters of other kernel versions, kept so code written against them still counts.
 RcvPruned = "RcvPruned"  # receive buffer pruned (named by other kernels, not by 6.18)
-EXTRA_NAMES: tuple[str, ...] = (RcvPruned,)
+# Ours, with no Linux counterpart (Linux ignores these silently): kept apart so a reader of a
+# snapshot knows they are not the kernel's.
+OptionMalformed = "OptionMalformed"  # a kind-30 option that did not decode (dropped)
+DataAckInvalid = "DataAckInvalid"  # a DATA_ACK beyond what was sent (ignored)
+MPCapableFallbackSYN = "MPCapableFallbackSYN"  # server: SYN with an unusable MP_CAPABLE
+EXTRA_NAMES: tuple[str, ...] = (RcvPruned, OptionMalformed, DataAckInvalid, MPCapableFallbackSYN)
 
 NAMES: tuple[str, ...] = LINUX_NAMES + EXTRA_NAMES
 _KNOWN = frozenset(NAMES)
