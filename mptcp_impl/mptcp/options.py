@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,7 @@ def _check_uint(name: str, value: Any, bits: int) -> None:
 # Suboptions
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MpCapable:
     """MP_CAPABLE (RFC 8684 3.1). Which fields are present says which handshake packet it is:
     none on the SYN (length 4), ``sender_key`` on the SYN/ACK (12), both keys on the third ACK
@@ -128,7 +129,8 @@ class MpCapable:
     Flags: ``checksum_required`` = A, ``extensibility`` = B, ``no_join_source`` = C,
     ``hmac_sha256`` = H; ``crypto_dg`` keeps the unassigned bits D..G (as the 4-bit number
     D<<3|E<<2|F<<1|G) because Linux refuses an MP_CAPABLE with any of them set: the caller
-    decides, the codec only preserves them.
+    decides, the codec only preserves them. Keyword-only: too many fields of the same type
+    for positions to be read safely.
     """
 
     version: int = MPTCP_VERSION
@@ -608,7 +610,7 @@ def _decode_mpc(body: bytes, version: int, olen: int) -> MpCapable:
     data_len = _H.unpack_from(body, 18)[0] if olen >= 22 else None
     checksum = _H.unpack_from(body, 20)[0] if olen == 24 else None
     return MpCapable(
-        version,
+        version=version,
         checksum_required=bool(flags & MPC_FLAG_A),
         extensibility=bool(flags & MPC_FLAG_B),
         no_join_source=bool(flags & MPC_FLAG_C),
@@ -696,13 +698,13 @@ def _decode_add_addr(body: bytes, nibble: int, olen: int) -> AddAddr:
 # Helpers
 
 
-def find_mptcp(options: list[Any]) -> list[MptcpOption | MptcpOptionError]:
+def find_mptcp(options: Iterable[object]) -> list[MptcpOption | MptcpOptionError]:
     """Decode every kind-30 option in a TCP core option list, in order. Malformed ones come
     back as their ``MptcpOptionError`` instead of raising, so that one bad option neither hides
     the good ones of the same segment nor goes uncounted (Linux ignores it and goes on)."""
     out: list[MptcpOption | MptcpOptionError] = []
     for o in options:
-        if type(o) is UnknownOption and o.kind == KIND_MPTCP:
+        if isinstance(o, UnknownOption) and o.kind == KIND_MPTCP:
             try:
                 out.append(decode(o.data))
             except MptcpOptionError as e:
