@@ -679,9 +679,11 @@ class MptcpConnection:
         if self._fin_send:
             self._kick_fin()
         if self._fin_acked and self._eof and not self._subflows_closing:
+            # Both DATA_FINs are through: the subflows' FINs follow (a subflow still in its
+            # handshake is simply dropped).
             self._subflows_closing = True
-            for s in self.subflows:
-                if s.tcp.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+            for s in list(self.subflows):
+                if s.tcp.state is not TcpState.CLOSED:
                     s.tcp.close(now)
 
     def _kick_fin(self) -> None:
