@@ -24,7 +24,8 @@ class CongestionControl(Protocol):
         """Recovery point acked: settle cwnd (RFC 6582 step 3)."""
 
     def on_rto(self, flight: int, now: float) -> None:
-        """Retransmission timeout: cwnd drops to one segment."""
+        """Retransmission timeout: cwnd drops to one segment. The connection calls it once per
+        timeout series (RFC 5681 3.1: ssthresh holds while the same data times out again)."""
 
 
 def initial_window(mss: int) -> int:
@@ -138,6 +139,10 @@ class Cubic:
         self._reduce(now)
         self.cwnd = self.mss
         self._cwnd_f = float(self.cwnd)
+        # RFC 9438 4.8: the first congestion avoidance stage after a timeout starts its own
+        # curve, K = 0 and W_max = W_est = cwnd at its start (on_ack does that when W_max is
+        # not above cwnd). W_last_max still remembers the loss for fast convergence.
+        self.w_max = 0.0
 
 
 CONTROLLERS = {"reno": Reno, "cubic": Cubic}

@@ -581,8 +581,13 @@ class TcpConnection:
         if self._retries > cfg.max_retries:
             self._reset("timeout")
             return
-        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una.
-        self.cc.on_rto(self.snd_max - self.snd_una, now)
+        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una. Only the
+        # first timeout of a series is a congestion signal: when the same data times out again
+        # (no ACK since), ssthresh holds (RFC 5681 3.1) and cwnd simply stays at one segment.
+        if self._retries == 1:
+            self.cc.on_rto(self.snd_max - self.snd_una, now)
+        elif self.cc.cwnd > self.mss:
+            self.cc.cwnd = self.mss
         self.in_recovery = False
         self._dupacks = 0
         self._sacked.clear()
