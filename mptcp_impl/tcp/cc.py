@@ -27,6 +27,9 @@ class CongestionControl(Protocol):
         """Retransmission timeout: cwnd drops to one segment. The connection calls it once per
         timeout series (RFC 5681 3.1: ssthresh holds while the same data times out again)."""
 
+    def after_idle(self, restart_window: int, now: float) -> None:
+        """Sending resumes after an idle period longer than the RTO (RFC 5681 4.1)."""
+
 
 def initial_window(mss: int) -> int:
     """RFC 6928 IW10, expressed in bytes."""
@@ -65,6 +68,14 @@ class Reno:
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
         self._acc = 0
+
+    def after_idle(self, restart_window: int, now: float) -> None:
+        # RFC 5681 4.1: cwnd = RW = min(IW, cwnd); like Linux (tcp_cwnd_restart) ssthresh keeps
+        # 3/4 of the old cwnd so slow start brings the connection back to where it was.
+        if self.cwnd > restart_window:
+            self.ssthresh = max(self.ssthresh, self.cwnd * 3 // 4)
+            self.cwnd = restart_window
+            self._acc = 0
 
 
 class Cubic:
@@ -143,6 +154,13 @@ class Cubic:
         # curve, K = 0 and W_max = W_est = cwnd at its start (on_ack does that when W_max is
         # not above cwnd). W_last_max still remembers the loss for fast convergence.
         self.w_max = 0.0
+
+    def after_idle(self, restart_window: int, now: float) -> None:
+        if self.cwnd > restart_window:
+            self.ssthresh = max(self.ssthresh, self.cwnd * 3 // 4)
+            self.cwnd = restart_window
+            self._cwnd_f = float(self.cwnd)
+        self.epoch_start = None  # the cubic curve restarts when avoidance resumes
 
 
 CONTROLLERS = {"reno": Reno, "cubic": Cubic}

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .cc import CongestionControl, make_cc
+from .cc import CongestionControl, initial_window, make_cc
 from .errors import MalformedSegment
 from .options import (
     MAX_OPTIONS_LEN,
@@ -276,6 +276,12 @@ class TcpConnection:
         self._prr_delivered = 0  # RFC 6937 state, SACK recovery only
         self._prr_out = 0
         self._recover_fs = 1
+        # congestion window validation (RFC 7661, as Linux's tcp_cwnd_validate): cwnd grows
+        # only while the sender uses it; the state is measured per window of data
+        self._cwnd_limited = False
+        self._max_flight = 0
+        self._cwl_seq = 0
+        self._last_xmit: float | None = None  # when data last went out (restart after idle)
 
         # timers (absolute deadlines or None)
         self._rto_deadline: float | None = None
@@ -782,6 +788,15 @@ class TcpConnection:
         return out
 
     def _send_data(self, now: float) -> None:
+        if (
+            self.snd_max == self.snd_una
+            and self._last_xmit is not None
+            and now - self._last_xmit > self.rto
+            and self._has_unsent()
+        ):
+            # RFC 5681 4.1: after an idle period longer than the RTO the ACK clock is gone;
+            # restart from RW = min(IW, cwnd) instead of a line-rate burst of a stale cwnd.
+            self.cc.after_idle(initial_window(self.mss), now)
         if self._force_rxt is not None:
             seq = self._force_rxt
             self._force_rxt = None
@@ -793,6 +808,7 @@ class TcpConnection:
             self._send_window(now)
         if self._rto_deadline is None and self.snd_max > self.snd_una:
             self._rto_deadline = now + self.rto
+        self._cwnd_validate()
         # Persist timer: data waiting, nothing in flight, and the peer's window is what stops us.
         if (
             self.snd_max == self.snd_una
@@ -804,6 +820,27 @@ class TcpConnection:
             self._persist_deadline = now + min(
                 self.rto * (1 << self._persist_backoff), self.config.max_rto
             )
+
+    def _cwnd_validate(self) -> None:
+        """Record whether cwnd limits the sender (RFC 7661): after sending, could another full
+        segment go out under cwnd? Kept per window of data (until snd_una passes what was
+        sent when measured), so an application that does not fill cwnd stops growing it."""
+        flight = self.snd_nxt - self.snd_una
+        limited = flight + self.mss > self.cc.cwnd
+        if (
+            self.snd_una >= self._cwl_seq
+            or limited
+            or (not self._cwnd_limited and flight > self._max_flight)
+        ):
+            self._cwnd_limited = limited
+            self._max_flight = flight
+            self._cwl_seq = self.snd_nxt
+
+    def _is_cwnd_limited(self) -> bool:
+        cc = self.cc
+        if cc.cwnd < cc.ssthresh:  # slow start: grow while at least half of cwnd was used
+            return cc.cwnd < 2 * self._max_flight
+        return self._cwnd_limited
 
     def _data_end(self) -> int:
         return self._sbuf_seq + len(self._sbuf)
@@ -938,6 +975,7 @@ class TcpConnection:
             self.snd_nxt = end
         if end > self.snd_max:
             self.snd_max = end
+        self._last_xmit = now
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rto
 
@@ -1418,7 +1456,8 @@ class TcpConnection:
                         self._high_rxt = ack
             else:
                 self._dupacks = 0
-                cc.on_ack(acked, self.srtt, now)
+                if self._is_cwnd_limited():
+                    cc.on_ack(acked, self.srtt, now)
             if self._high_rxt < ack:
                 self._high_rxt = ack
             # RTO timer (RFC 6298 5.2/5.3)

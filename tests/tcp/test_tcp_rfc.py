@@ -68,3 +68,39 @@ def test_back_to_back_rtos_hold_ssthresh(cc):
     w.filters["ab"] = None
     w.run(cond=lambda: len(w.received["b"]) >= 500_000)
     assert a.stats.ssthresh >= after_first or a.stats.fast_retransmits
+
+
+# ---------------------------------------------------------------- 6. cwnd validation, idle restart
+
+
+def test_cwnd_does_not_grow_while_the_application_does_not_fill_it():
+    """RFC 7661: two segments per RTT for 60 RTTs must not inflate cwnd (it grew by every
+    ACK, to IW + 120 segments)."""
+    w = established()
+    a = w.a
+    iw = a.cwnd
+    for _ in range(60):
+        pump(w, 2 * a.mss)
+        w.run(until=w.now + 0.05)
+    assert a.cwnd == iw
+
+
+def test_restart_window_after_idle():
+    """RFC 5681 4.1: after an idle period longer than the RTO, send at most RW = min(IW, cwnd)
+    at once; the old cwnd would be a line-rate burst (bad for an MPTCP subflow left idle)."""
+    w = established()
+    a = w.a
+    pump(w, 2_000_000)
+    big = a.cwnd
+    assert big > 40 * a.mss
+    w.run(until=w.now + 1.0)
+    assert a.snd_una == a.snd_max and w.a.get_timer() is None
+    w.now += 5.0  # idle: nothing in flight, far longer than the RTO
+    t0 = w.now
+    w.write("a", os.urandom(1_000_000))
+    w.step()
+    burst = w.segs("ab", lambda s: len(s.payload) > 0)
+    burst = [s for t, s in burst if t == t0]
+    assert 0 < len(burst) <= 10
+    assert a.stats.ssthresh >= big * 3 // 4
+    w.run(cond=lambda: len(w.received["b"]) >= 1_000_000)
