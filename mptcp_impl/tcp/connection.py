@@ -1310,7 +1310,12 @@ class TcpConnection:
         if not self._process_ack(seg, s, tsopt, now):
             return
         state = self.state
-        if state is S.CLOSED or not text_ok:
+        if state is S.CLOSED:
+            return
+        if not text_ok:
+            # A zero-window probe carrying data (1 byte at RCV.NXT, as Linux sends): the text is
+            # not taken, but the probe must be answered with an ACK (RFC 9293 3.8.6.1).
+            self._ack_now = True
             return
 
         if state is S.ESTABLISHED or state in _RECV_DATA_STATES:

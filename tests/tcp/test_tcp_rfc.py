@@ -4,9 +4,9 @@ fix): scripted segment exchanges with the fake clock of the in-test wire."""
 import os
 
 import pytest
-from tcp_wire import Wire
+from tcp_wire import A_ADDR, B_ADDR, Wire
 
-from mptcp_impl.tcp import TcpConfig
+from mptcp_impl.tcp import ACK, TcpConfig, TcpSegment
 from mptcp_impl.tcp.cc import Cubic
 
 MSS = 1448
@@ -104,3 +104,26 @@ def test_restart_window_after_idle():
     assert 0 < len(burst) <= 10
     assert a.stats.ssthresh >= big * 3 // 4
     w.run(cond=lambda: len(w.received["b"]) >= 1_000_000)
+
+
+# ---------------------------------------------------------------- 1. zero-window probe with data
+
+
+def test_zero_window_probe_carrying_data_is_acknowledged():
+    """RFC 9293 3.8.6.1: a probe of one byte at RCV.NXT while the window is zero (what Linux
+    sends) is not accepted but must be answered with an ACK carrying the (zero) window."""
+    w = Wire(TcpConfig(), TcpConfig(rcv_buf=60_000, window_scale=False))
+    w.connect()
+    w.auto_read["b"] = False
+    w.write("a", os.urandom(100_000))
+    w.run(until=w.now + 0.5)
+    b = w.b
+    assert b.readable == 60_000 and b._rcv_adv == b.rcv_nxt
+    rcv_nxt = b.rcv_nxt
+    probe = TcpSegment(A_ADDR[1], B_ADDR[1], rcv_nxt & M, b.snd_nxt & M, ACK, 0xFFFF, [], b"x")
+    b.segments_to_send(w.now)
+    b.receive_segment(probe, w.now)
+    out = b.segments_to_send(w.now)
+    assert len(out) == 1 and out[0].flags == ACK
+    assert out[0].ack == rcv_nxt & M and out[0].window == 0
+    assert b.rcv_nxt == rcv_nxt and b.readable == 60_000  # the byte is not taken
