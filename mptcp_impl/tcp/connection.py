@@ -959,7 +959,8 @@ class TcpConnection:
         self._out.append(seg)
         st = self._st
         st.bytes_out += n
-        if seq < self.snd_max:
+        rxt = seq < self.snd_max
+        if rxt:
             st.retransmits += 1
             self._rtt_seq = None
             if end > self._high_rxt:
@@ -968,7 +969,9 @@ class TcpConnection:
                 self._rxt_log.append((seq, end, self.snd_max))
         if self.in_recovery:
             self._prr_out += end - seq
-        elif self._rtt_seq is None and not self.ts_ok:
+        elif self._rtt_seq is None and not self.ts_ok and not rxt:
+            # Karn (RFC 6298 3): only new data is timed; an ACK for a retransmission (RTO,
+            # TLP) is ambiguous and could end up timing the original's late ACK
             self._rtt_seq = seq
             self._rtt_time = now
         if end > self.snd_nxt:

@@ -127,3 +127,40 @@ def test_zero_window_probe_carrying_data_is_acknowledged():
     assert len(out) == 1 and out[0].flags == ACK
     assert out[0].ack == rcv_nxt & M and out[0].window == 0
     assert b.rcv_nxt == rcv_nxt and b.readable == 60_000  # the byte is not taken
+
+
+# ---------------------------------------------------------------- 2. Karn's rule without timestamps
+
+
+@pytest.mark.parametrize("tlp", [False, True])
+def test_karn_no_sample_from_retransmitted_data_without_timestamps(tlp):
+    """RFC 6298 3 and 5: without timestamps an ACK covering retransmitted data gives no RTT
+    sample, and the backed-off RTO stays until a valid sample. The retransmission (RTO or
+    TLP) was timed itself, so the late ACK of the original gave a sample far below the RTT."""
+    cfg = TcpConfig(timestamps=False, tlp=tlp)
+    w = established(cfg, TcpConfig(timestamps=False), delay=0.1)
+    a = w.a
+    for _ in range(5):
+        pump(w, 1000)
+    srtt = a.srtt
+    assert srtt == pytest.approx(0.2, abs=0.05)
+    t0 = w.now
+
+    def stall(wire, *_):  # the ACK of the original arrives 30 ms after A's RTO/probe fired
+        if wire.now < t0 + 0.3:
+            return [a.get_timer() + 0.03 - wire.now - 0.1]
+        return [0.0]
+
+    w.filters["ba"] = stall
+    w.write("a", os.urandom(1000))
+    kind = "tlp_probes" if tlp else "rto_count"
+    w.run(cond=lambda: getattr(a.stats, kind) >= 1)
+    rto = a.rto
+    w.run(cond=lambda: a.snd_una == a.snd_max)
+    assert a.stats.retransmits >= 1
+    assert a.srtt == srtt  # no sample from the ambiguous ACK
+    assert a.rto >= rto  # the backed-off RTO is kept
+    w.filters["ba"] = None
+    pump(w, 1000)  # new data: a valid sample again
+    w.run(cond=lambda: a.snd_una == a.snd_max)
+    assert a.srtt != srtt and a.srtt > 0.15
