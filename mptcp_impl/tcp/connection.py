@@ -596,7 +596,11 @@ class TcpConnection:
             self.cc.cwnd = self.mss
         self.in_recovery = False
         self._dupacks = 0
-        self._sacked.clear()
+        if self._retries > 1:
+            # RFC 6675 5.1 keeps the scoreboard across a timeout so that go-back-N skips what
+            # the receiver holds; but if the same data times out again the receiver may have
+            # reneged (RFC 2018 8): forget the SACK information and resend everything.
+            self._sacked.clear()
         self._rxt_log.clear()
         self._force_rxt = None
         self._rto_recover = self.snd_max
@@ -870,8 +874,21 @@ class TcpConnection:
         big = cfg.max_segment_payload
         seg_cap = mss if not big or big <= mss else max(mss, (big // mss) * mss)
         fin_queued = self._fin_queued
+        # Go-back-N after an RTO with SACK information (RFC 6675 5.1): skip SACKed ranges, and
+        # do not count them as in flight (they have left the network).
+        skip = bool(self._sacked) and self.snd_nxt < self.snd_max
+        sacked_low = self._sacked_below(self.snd_nxt) if skip else 0
         while True:
             nxt = self.snd_nxt
+            cap = None
+            if skip and nxt < self.snd_max:
+                blk = self._sacked_at(nxt)
+                if blk is not None:
+                    if blk[1] > nxt:
+                        sacked_low += blk[1] - nxt
+                        self.snd_nxt = blk[1]
+                        continue
+                    cap = blk[0]  # start of the next SACKed block above nxt
             if nxt >= data_end:
                 if fin_queued and nxt == self._fin_seq:
                     if cc.cwnd - (nxt - self.snd_una) > 0 or nxt == self.snd_una:
@@ -882,7 +899,7 @@ class TcpConnection:
                 # Limited transmit (RFC 3042): each of the first two dupacks lets one new
                 # segment out, so that a small window can still produce the third dupack.
                 cwnd += min(self._dupacks, 2) * mss
-            limit = self.snd_una + min(cwnd, self.snd_wnd)
+            limit = self.snd_una + min(cwnd + sacked_low, self.snd_wnd)
             usable = limit - nxt
             if usable <= 0:
                 break
@@ -890,6 +907,8 @@ class TcpConnection:
             n = min(avail, usable, seg_cap)
             if n < mss and n < avail and usable < self.max_snd_wnd // 2:
                 break  # sender SWS avoidance: wait for a bigger window
+            if cap is not None and nxt + n > cap:
+                n = cap - nxt
             end = nxt + n
             if fin_queued and end == self._fin_seq:
                 end += 1
@@ -1006,6 +1025,16 @@ class TcpConnection:
                 break
             n += (right if right < x else x) - left
         return n
+
+    def _sacked_at(self, x: int) -> tuple[int, int] | None:
+        """The SACKed block holding x, as (left, right); else (next left above x, x); else None."""
+        for left, right in self._sacked:
+            if right <= x:
+                continue
+            if left <= x:
+                return left, right
+            return left, x
+        return None
 
     def _holes_below(self, x: int) -> int:
         if x <= self.snd_una:

@@ -164,3 +164,45 @@ def test_karn_no_sample_from_retransmitted_data_without_timestamps(tlp):
     pump(w, 1000)  # new data: a valid sample again
     w.run(cond=lambda: a.snd_una == a.snd_max)
     assert a.srtt != srtt and a.srtt > 0.15
+
+
+# ---------------------------------------------------------------- 4. SACK scoreboard across an RTO
+
+
+def data_sends(w, direction="ab"):
+    """{relative seq: number of transmissions} of the data segments sent so far."""
+    c = w.a if direction == "ab" else w.b
+    counts = {}
+    for _, d, s in w.log:
+        if d == direction and s.payload:
+            k = (s.seq - c.iss - 1) & M
+            counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+def test_rto_keeps_sack_information_and_resends_only_the_holes():
+    """RFC 6675 5.1: after an RTO the scoreboard is still used, so go-back-N resends only what
+    the receiver does not hold (it resent everything above snd_una)."""
+    w = established()
+    a = w.a
+    mss = a.mss
+    base = a.snd_nxt
+    lost = {base & M, (base + 5 * mss) & M}
+    seen = {}
+
+    def f(_w, _d, seg, _i):
+        if seg.seq in lost and seg.payload:
+            seen[seg.seq] = seen.get(seg.seq, 0) + 1
+            if seen[seg.seq] <= 2:  # first transmission and fast retransmission lost
+                return []
+        return [0.0]
+
+    w.filters["ab"] = f
+    data = os.urandom(10 * mss)
+    w.write("a", data)
+    w.run(cond=lambda: len(w.received["b"]) >= len(data))
+    assert bytes(w.received["b"]) == data
+    assert a.stats.rto_count == 1 and a.stats.sack_recoveries == 1
+    counts = data_sends(w)
+    assert counts[0] == 3 and counts[5 * mss] == 3
+    assert all(n == 1 for k, n in counts.items() if k not in (0, 5 * mss)), counts
