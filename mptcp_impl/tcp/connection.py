@@ -501,7 +501,9 @@ class TcpConnection:
     def abort(self, now: float) -> None:
         """Send RST and forget the connection."""
         if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
-            self._queue_ctl(RST | ACK, self.snd_nxt, now)
+            # snd_max, not snd_nxt: after go-back-N snd_nxt is below what the peer may
+            # expect, and an RST there only draws a challenge ACK (RFC 5961 3.2)
+            self._queue_ctl(RST | ACK, self.snd_max, now)
         self._enter_closed(None)
 
     def next_event(self) -> Event | None:

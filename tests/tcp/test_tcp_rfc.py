@@ -4,7 +4,7 @@ fix): scripted segment exchanges with the fake clock of the in-test wire."""
 import os
 
 import pytest
-from tcp_wire import A_ADDR, B_ADDR, Wire
+from tcp_wire import A_ADDR, B_ADDR, Reset, Wire
 
 from mptcp_impl.tcp import ACK, TcpConfig, TcpSegment
 from mptcp_impl.tcp.cc import Cubic
@@ -206,3 +206,23 @@ def test_rto_keeps_sack_information_and_resends_only_the_holes():
     counts = data_sends(w)
     assert counts[0] == 3 and counts[5 * mss] == 3
     assert all(n == 1 for k, n in counts.items() if k not in (0, 5 * mss)), counts
+
+
+# ---------------------------------------------------------------- 7. abort after go-back-N
+
+
+def test_abort_after_rto_sends_rst_at_the_highest_sequence_sent():
+    """After go-back-N snd_nxt is below what the peer expects: an RST there only draws a
+    challenge ACK (RFC 5961) and the peer lives on. The RST goes at the highest seq sent."""
+    w = established()
+    a = w.a
+    w.filters["ba"] = lambda *_: []  # the ACKs are lost: B has everything, A times out
+    w.write("a", os.urandom(20_000))
+    w.run(cond=lambda: a.stats.rto_count >= 1)
+    w.run(until=w.now + 0.01)
+    assert a.snd_nxt < a.snd_max == w.b.rcv_nxt
+    a.abort(w.now)
+    w.run(until=w.now + 0.5)
+    rst = [s for _, d, s in w.log if d == "ab" and s.flags & 0x04]
+    assert rst and rst[-1].seq == a.snd_max & M
+    assert w.has("b", Reset)
