@@ -112,6 +112,7 @@ class TcpStats:
     lost_retransmits: int = 0  # retransmissions detected lost again during SACK recovery
     persist_probes: int = 0
     tlp_probes: int = 0
+    tlp_repairs: int = 0  # losses repaired by a probe retransmission (cwnd reduced, RFC 8985 7.4)
     window_updates: int = 0
     srtt: float | None = None
     rttvar: float | None = None
@@ -291,6 +292,7 @@ class TcpConnection:
         self._tw_deadline: float | None = None
         self._tlp_deadline: float | None = None
         self._tlp_sent = False
+        self._tlp_high_rxt: int | None = None  # RFC 8985 TLPHighRxt while a probe rxt is out
 
         self._chack_window = 0
         self._chack_count = 0
@@ -605,6 +607,7 @@ class TcpConnection:
             self._sacked.clear()
         self._rxt_log.clear()
         self._force_rxt = None
+        self._tlp_high_rxt = None
         self._rto_recover = self.snd_max
         self._high_rxt = self.snd_una
         self.snd_nxt = self.snd_una
@@ -660,6 +663,7 @@ class TcpConnection:
             if start >= top:
                 start = self.snd_una
             self._xmit(start, self._seg_end(start, self.snd_max), now)
+            self._tlp_high_rxt = self.snd_max  # a retransmission: watch for a repaired loss
         self._rto_deadline = now + self.rto
 
     def _on_persist(self, now: float) -> None:
@@ -1439,6 +1443,8 @@ class TcpConnection:
                 if type(o) is Sack:
                     sack_opt = o
                     break
+        if self._tlp_high_rxt is not None and ack >= self._tlp_high_rxt:
+            self._tlp_ack(seg, ack, una, sack_opt, now)
         prr = self.in_recovery and self.sack_ok
         sacked_before = self._sacked_below(self.snd_max) if prr else 0
         if ack > una:
@@ -1566,12 +1572,36 @@ class TcpConnection:
                 self._persist_backoff = 0
         return True
 
+    def _tlp_ack(
+        self, seg: TcpSegment, ack: int, una: int, sack_opt: Sack | None, now: float
+    ) -> None:
+        """RFC 8985 7.4: did the probe retransmission repair a loss? A D-SACK for it, or a pure
+        duplicate ACK at TLPHighRxt (original and probe both arrived), says no; an ACK beyond
+        TLPHighRxt without either says the original was lost, and the loss gets the same
+        congestion response as any other (a cwnd reduction, as Linux's CWR)."""
+        high = self._tlp_high_rxt
+        if sack_opt is not None and sack_opt.blocks:
+            lw, rw = sack_opt.blocks[0]
+            if _unwrap(rw, una) <= ack:  # D-SACK (RFC 2883): the probe was a duplicate
+                self._tlp_high_rxt = None
+                return
+        if ack > high:
+            self._tlp_high_rxt = None
+            if not self.in_recovery and una >= self._rto_recover:
+                self._st.tlp_repairs += 1
+                cc = self.cc
+                cc.enter_recovery(self.snd_max - una, now)
+                cc.exit_recovery(self.snd_max - una, now)
+        elif ack == una and not seg.payload and sack_opt is None:
+            self._tlp_high_rxt = None  # the dupack of the second copy: nothing was lost
+
     def _enter_recovery(self, now: float) -> None:
         cc = self.cc
         st = self._st
         st.fast_retransmits += 1
         self.in_recovery = True
         self._recover = self.snd_max
+        self._tlp_high_rxt = None  # this recovery is the congestion response
         cc.enter_recovery(self.snd_max - self.snd_una, now)
         self._high_rxt = self.snd_una
         self._force_rxt = self.snd_una

@@ -226,3 +226,53 @@ def test_abort_after_rto_sends_rst_at_the_highest_sequence_sent():
     rst = [s for _, d, s in w.log if d == "ab" and s.flags & 0x04]
     assert rst and rst[-1].seq == a.snd_max & M
     assert w.has("b", Reset)
+
+
+# ---------------------------------------------------------------- 5. loss repaired by a TLP
+
+
+def test_loss_repaired_by_a_tail_loss_probe_reduces_cwnd():
+    """RFC 8985 7.4: when the probe retransmission plugged the hole (no D-SACK, no duplicate
+    ACK for a second copy before an ACK beyond TLPHighRxt), the loss gets a congestion
+    response like any other."""
+    w = established(delay=0.01)
+    a = w.a
+    pump(w, 100_000)
+    w.run(until=w.now + 1.0)
+    cwnd = a.cwnd
+    last = a.snd_nxt + 4 * a.mss
+    dropped = []
+
+    def f(_w, _d, seg, _i):
+        if seg.payload and seg.seq == last & M and not dropped:
+            dropped.append(seg)
+            return []
+        return [0.0]
+
+    w.filters["ab"] = f
+    pump(w, 5 * a.mss)  # the last segment of this tail is lost; the probe repairs it
+    assert dropped and a.stats.tlp_probes == 1 and a.stats.rto_count == 0
+    assert a.stats.fast_retransmits == 0
+    pump(w, 3 * a.mss)  # the next ACK goes beyond TLPHighRxt: the episode ends
+    w.run(until=w.now + 0.5)
+    assert a.stats.tlp_repairs == 1
+    assert a.stats.ssthresh == pytest.approx(0.7 * cwnd, rel=0.1)
+    assert a.cwnd < cwnd
+
+
+def test_tail_loss_probe_that_was_not_needed_leaves_cwnd_alone():
+    """Both the original and the probe arrive (the ACK was only slow): no response."""
+    w = established(delay=0.01)
+    a = w.a
+    pump(w, 100_000)
+    w.run(until=w.now + 1.0)
+    cwnd = a.cwnd
+    t0 = w.now
+    w.filters["ba"] = lambda wire, *_: [0.05] if wire.now < t0 + 0.02 else [0.0]
+    pump(w, 5 * a.mss)
+    w.run(until=w.now + 1.0)
+    w.filters["ba"] = None
+    assert a.stats.tlp_probes == 1
+    pump(w, 3 * a.mss)
+    w.run(until=w.now + 0.5)
+    assert a.stats.tlp_repairs == 0 and a.cwnd >= cwnd
