@@ -35,6 +35,7 @@ from .options import (
     WindowScale,
     encoded_length,
 )
+from .rangeset import RangeSet
 from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
 
 MASK = 0xFFFFFFFF
@@ -239,7 +240,8 @@ class TcpConnection:
         self.rcv_nxt = 0
         self._rbuf = bytearray()
         self._rcv_adv = 0  # right edge of the window we last advertised
-        self._ooo: list[list[Any]] = []  # sorted [start, end, bytearray]
+        self._ooo = RangeSet()  # out-of-order data held above rcv_nxt
+        self._ooo_data: dict[int, bytes | memoryview] = {}  # chunks tiling _ooo, by start
         self._ooo_last = 0  # start of the most recently received out-of-order segment
         self._fin_rcv_seq: int | None = None
         self._rcv_mss = 536  # largest payload seen: the "full-sized segment" for delayed ACK
@@ -271,7 +273,7 @@ class TcpConnection:
         self._recover = 0
         self._rto_recover = 0
         self._force_rxt: int | None = None
-        self._sacked: list[list[int]] = []  # sorted, merged [left, right) SACKed above snd_una
+        self._sacked = RangeSet()  # SACKed above snd_una
         self._high_rxt = 0
         self._rxt_log: deque[tuple[int, int, int]] = deque()  # (start, end, snd_max then)
         self._prr_delivered = 0  # RFC 6937 state, SACK recovery only
@@ -720,18 +722,17 @@ class TcpConnection:
 
     def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """Most recently changed block first (RFC 2018 section 4), then the highest ones."""
-        first = None
-        for b in self._ooo:
-            if b[0] <= self._ooo_last < b[1]:
-                first = b
-                break
-        blocks = [first] if first is not None else []
-        for b in reversed(self._ooo):
-            if len(blocks) >= limit:
-                break
-            if b is not first:
-                blocks.append(b)
-        return [(b[0] & MASK, b[1] & MASK) for b in blocks]
+        ooo = self._ooo
+        starts = ooo.starts
+        ends = ooo.ends
+        first = ooo.find(self._ooo_last)
+        blocks = [(starts[first] & MASK, ends[first] & MASK)] if first >= 0 else []
+        k = len(starts) - 1
+        while k >= 0 and len(blocks) < limit:
+            if k != first:
+                blocks.append((starts[k] & MASK, ends[k] & MASK))
+            k -= 1
+        return blocks
 
     def _add_hook_options(self, seg: TcpSegment, olen: int) -> int:
         """Ask the hooks for extra options; drop what does not fit in 40 bytes. Returns the new
@@ -882,19 +883,19 @@ class TcpConnection:
         fin_queued = self._fin_queued
         # Go-back-N after an RTO with SACK information (RFC 6675 5.1): skip SACKed ranges, and
         # do not count them as in flight (they have left the network).
-        skip = bool(self._sacked) and self.snd_nxt < self.snd_max
-        sacked_low = self._sacked_below(self.snd_nxt) if skip else 0
+        sb = self._sacked
+        skip = bool(sb) and self.snd_nxt < self.snd_max
+        sacked_low = sb.covered_below(self.snd_nxt) if skip else 0
         while True:
             nxt = self.snd_nxt
             cap = None
             if skip and nxt < self.snd_max:
-                blk = self._sacked_at(nxt)
-                if blk is not None:
-                    if blk[1] > nxt:
-                        sacked_low += blk[1] - nxt
-                        self.snd_nxt = blk[1]
-                        continue
-                    cap = blk[0]  # start of the next SACKed block above nxt
+                i = sb.find(nxt)
+                if i >= 0:
+                    sacked_low += sb.ends[i] - nxt
+                    self.snd_nxt = sb.ends[i]
+                    continue
+                cap = sb.next_start(nxt)  # the next SACKed block above nxt
             if nxt >= data_end:
                 if fin_queued and nxt == self._fin_seq:
                     if cc.cwnd - (nxt - self.snd_una) > 0 or nxt == self.snd_una:
@@ -1025,65 +1026,38 @@ class TcpConnection:
     # ------------------------------------------------------------------ SACK recovery (RFC 6675)
 
     def _sacked_below(self, x: int) -> int:
-        n = 0
-        for left, right in self._sacked:
-            if left >= x:
-                break
-            n += (right if right < x else x) - left
-        return n
-
-    def _sacked_at(self, x: int) -> tuple[int, int] | None:
-        """The SACKed block holding x, as (left, right); else (next left above x, x); else None."""
-        for left, right in self._sacked:
-            if right <= x:
-                continue
-            if left <= x:
-                return left, right
-            return left, x
-        return None
+        return self._sacked.covered_below(x)
 
     def _holes_below(self, x: int) -> int:
         if x <= self.snd_una:
             return 0
-        return (x - self.snd_una) - self._sacked_below(x)
+        return (x - self.snd_una) - self._sacked.covered_below(x)
 
     def _lost_edge(self) -> int:
         """Holes below this point count as lost: DupThresh*SMSS bytes are SACKed above them."""
         need = self.config.dupthresh * self.mss
+        sb = self._sacked
+        starts = sb.starts
+        ends = sb.ends
         acc = 0
-        for left, right in reversed(self._sacked):
-            acc += right - left
+        for k in range(len(starts) - 1, -1, -1):
+            acc += ends[k] - starts[k]
             if acc >= need:
-                return left
+                return starts[k]
         return self.snd_una
 
     def _pipe(self, lost_edge: int) -> int:
-        total_sacked = self._sacked_below(self.snd_max)
         return (
             self.snd_max
             - self.snd_una
-            - total_sacked
+            - self._sacked.total
             - self._holes_below(lost_edge)
             + self._holes_below(min(self._high_rxt, self.snd_max))
         )
 
     def _next_hole(self, start: int, stop: int) -> tuple[int, int] | None:
         """First unSACKed range at or after start, below stop."""
-        x = max(start, self.snd_una)
-        for left, right in self._sacked:
-            if right <= x:
-                continue
-            if left > x:
-                break
-            x = right
-        if x >= stop:
-            return None
-        end = stop
-        for left, _right in self._sacked:
-            if left > x:
-                end = min(end, left)
-                break
-        return x, end
+        return self._sacked.next_gap(max(start, self.snd_una), stop)
 
     def _send_sack_recovery(self, now: float) -> None:
         """RFC 6675 6.1: while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
@@ -1108,7 +1082,7 @@ class TcpConnection:
                         end += 1
                     self._xmit(nxt, end, now)
                     continue
-                high_sacked = self._sacked[-1][1] if self._sacked else self.snd_una
+                high_sacked = self._sacked.high if self._sacked else self.snd_una
                 hole = self._next_hole(self._high_rxt, high_sacked)  # rule 3
                 if hole is None:
                     break
@@ -1122,7 +1096,7 @@ class TcpConnection:
         log = self._rxt_log
         if not log or not self._sacked:
             return None
-        limit = self._sacked[-1][1] - self.config.dupthresh * self.mss
+        limit = self._sacked.high - self.config.dupthresh * self.mss
         while log:
             start, end, mark = log[0]
             if end <= self.snd_una:
@@ -1148,17 +1122,7 @@ class TcpConnection:
                 continue  # D-SACK, stale or bogus
             if left < una:
                 left = una
-            # insert and merge
-            i = 0
-            n = len(sb)
-            while i < n and sb[i][1] < left:
-                i += 1
-            j = i
-            while j < n and sb[j][0] <= right:
-                left = min(left, sb[j][0])
-                right = max(right, sb[j][1])
-                j += 1
-            sb[i:j] = [[left, right]]
+            sb.add(left, right)
 
     # ------------------------------------------------------------------ input
 
@@ -1446,7 +1410,7 @@ class TcpConnection:
         if self._tlp_high_rxt is not None and ack >= self._tlp_high_rxt:
             self._tlp_ack(seg, ack, una, sack_opt, now)
         prr = self.in_recovery and self.sack_ok
-        sacked_before = self._sacked_below(self.snd_max) if prr else 0
+        sacked_before = self._sacked.total if prr else 0
         if ack > una:
             acked = ack - una
             self.snd_una = ack
@@ -1473,11 +1437,7 @@ class TcpConnection:
             self._tlp_sent = False
             self._tlp_deadline = None
             if self._sacked:
-                sb = self._sacked
-                while sb and sb[0][1] <= ack:
-                    sb.pop(0)
-                if sb and sb[0][0] < ack:
-                    sb[0][0] = ack
+                self._sacked.remove_below(ack)
             if sack_opt is not None:
                 self._update_scoreboard(sack_opt)
             if self.in_recovery:
@@ -1540,8 +1500,7 @@ class TcpConnection:
                         self._dupacks >= self.config.dupthresh
                         or (
                             self.sack_ok
-                            and self._sacked_below(self.snd_max)
-                            > (self.config.dupthresh - 1) * self.mss
+                            and self._sacked.total > (self.config.dupthresh - 1) * self.mss
                         )
                     )
                 ):
@@ -1551,7 +1510,7 @@ class TcpConnection:
                 and not self.in_recovery
                 and una >= self._rto_recover
                 and self.snd_max > una
-                and self._sacked_below(self.snd_max) > (self.config.dupthresh - 1) * self.mss
+                and self._sacked.total > (self.config.dupthresh - 1) * self.mss
             ):
                 self._enter_recovery(now)
         if prr and self.in_recovery:
@@ -1618,7 +1577,7 @@ class TcpConnection:
             cc.cwnd = cc.ssthresh + 3 * self.mss
 
     def _prr_update(self, acked: int, sacked_before: int) -> None:
-        delivered = acked + self._sacked_below(self.snd_max) - sacked_before
+        delivered = acked + self._sacked.total - sacked_before
         if delivered <= 0:
             return
         self._prr_delivered += delivered
@@ -1677,47 +1636,43 @@ class TcpConnection:
                     self._delack_deadline = now + self.config.delayed_ack
         else:
             self._st.ooo_segments += 1
-            self._ooo_insert(first, bytes(memoryview(payload)[start:stop]))
+            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
+                payload = bytes(payload)  # never keep a view into a buffer the edge reuses
+            self._ooo_insert(first, memoryview(payload)[start:stop])
             self._ooo_last = first
             self._ack_now = True
 
-    def _ooo_insert(self, start: int, data: bytes) -> None:
-        end = start + len(data)
+    def _ooo_insert(self, start: int, data: memoryview) -> None:
+        """Hold out-of-order data: only the parts not held yet are kept, as chunks keyed by
+        their start, so a range of the set is tiled exactly by its chunks (no merged copies)."""
         ooo = self._ooo
-        # fast path: extends the last block
-        if ooo and ooo[-1][1] == start:
-            ooo[-1][2] += data
-            ooo[-1][1] = end
-            return
-        if not ooo or ooo[-1][1] < start:
-            ooo.append([start, end, bytearray(data)])
-            return
-        i = 0
-        n = len(ooo)
-        while i < n and ooo[i][1] < start:
-            i += 1
-        j = i
-        new_start, new_end = start, end
-        while j < n and ooo[j][0] <= end:
-            new_start = min(new_start, ooo[j][0])
-            new_end = max(new_end, ooo[j][1])
-            j += 1
-        buf = bytearray(new_end - new_start)
-        for b in ooo[i:j]:
-            buf[b[0] - new_start : b[1] - new_start] = b[2]
-        buf[start - new_start : end - new_start] = data
-        ooo[i:j] = [[new_start, new_end, buf]]
+        chunks = self._ooo_data
+        end = start + len(data)
+        for a, b in ooo.gaps(start, end):
+            chunks[a] = data[a - start : b - start]
+        ooo.add(start, end)
 
     def _drain_ooo(self) -> int:
+        """Move the held data that rcv_nxt has reached into the receive buffer."""
         delivered = 0
         ooo = self._ooo
-        while ooo and ooo[0][0] <= self.rcv_nxt:
-            bstart, bend, buf = ooo.pop(0)
-            if bend > self.rcv_nxt:
-                skip = self.rcv_nxt - bstart
-                self._rbuf += memoryview(buf)[skip:]
-                delivered += bend - self.rcv_nxt
+        chunks = self._ooo_data
+        starts = ooo.starts
+        rbuf = self._rbuf
+        while starts and starts[0] <= self.rcv_nxt:
+            x = starts[0]
+            bend = ooo.ends[0]
+            rcv = self.rcv_nxt
+            while x < bend:
+                chunk = chunks.pop(x)
+                nx = x + len(chunk)
+                if nx > rcv:
+                    rbuf += chunk if x >= rcv else chunk[rcv - x :]
+                x = nx
+            if bend > rcv:
+                delivered += bend - rcv
                 self.rcv_nxt = bend
+            ooo.remove_below(bend)
         return delivered
 
     def _reset(self, reason: str) -> None:

@@ -276,3 +276,51 @@ def test_tail_loss_probe_that_was_not_needed_leaves_cwnd_alone():
     pump(w, 3 * a.mss)
     w.run(until=w.now + 0.5)
     assert a.stats.tlp_repairs == 0 and a.cwnd >= cwnd
+
+
+# ---------------------------------------------------------------- linear-time recovery
+
+
+def _pair(**kw):
+    from mptcp_impl.tcp import TcpConnection
+
+    cfg = TcpConfig(rcv_buf=32 << 20, snd_buf=32 << 20, isn=5000, **kw)
+    a = TcpConnection(cfg, A_ADDR, B_ADDR)
+    a.connect(0.0)
+    b = TcpConnection.accept_syn(cfg, a.segments_to_send(0.0)[0], B_ADDR, A_ADDR, 0.0)
+    for s in b.segments_to_send(0.0):
+        a.receive_segment(s, 0.0)
+    for s in a.segments_to_send(0.0):
+        b.receive_segment(s, 0.0)
+    b.send_ack()  # the first scaled window
+    for s in b.segments_to_send(0.0):
+        a.receive_segment(s, 0.0)
+    return a, b
+
+
+def test_two_thousand_holes_cost_linear_time():
+    """Thousands of holes in the SACK scoreboard and in the out-of-order queue: both were
+    scanned from the front per segment (quadratic: seconds of CPU); the bound is ~10x the
+    cost now, measured in process CPU time."""
+    import time
+
+    a, b = _pair(timestamps=False)
+    a.cc.cwnd = 1 << 30
+    a.send(os.urandom(4000 * a.mss))
+    segs = a.segments_to_send(0.01)
+    assert len(segs) == 4000
+    t0 = time.process_time()
+    # B gets every other segment (2000 holes), SACKing each; A takes every ACK
+    for s in segs[1::2]:
+        b.receive_segment(s, 0.02)
+        for ack in b.segments_to_send(0.02):
+            a.receive_segment(ack, 0.03)
+            a.segments_to_send(0.03)
+    assert len(b._ooo) == 2000 and len(a._sacked) > 1900 and a.in_recovery
+    # then the holes, from the top down: each merges two blocks until the last drains all
+    for s in reversed(segs[0::2]):
+        b.receive_segment(s, 0.04)
+        b.segments_to_send(0.04)
+    cpu = time.process_time() - t0
+    assert b.readable == 4000 * a.mss and not b._ooo
+    assert cpu < 1.0, cpu
