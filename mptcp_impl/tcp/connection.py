@@ -1276,6 +1276,8 @@ class TcpConnection:
         # RST (RFC 5961 3.2): only the exact next sequence number resets; others in window
         # get a challenge ACK.
         if flags & RST:
+            if state is S.TIME_WAIT:
+                return  # RFC 1337: no TIME-WAIT assassination, the timer runs out as usual
             if s == rcv_nxt:
                 self._reset("connection reset by peer")
             else:

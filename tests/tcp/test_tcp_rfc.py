@@ -324,3 +324,24 @@ def test_two_thousand_holes_cost_linear_time():
     cpu = time.process_time() - t0
     assert b.readable == 4000 * a.mss and not b._ooo
     assert cpu < 1.0, cpu
+
+
+# ---------------------------------------------------------------- 8. smaller items
+
+
+def test_rst_in_time_wait_is_ignored():
+    """RFC 1337 (TIME-WAIT assassination): an RST, even at RCV.NXT, does not end TIME-WAIT."""
+    from mptcp_impl.tcp import RST, TcpState
+
+    w = established()
+    a = w.a
+    a.close(w.now)
+    w.run(cond=lambda: a.state is TcpState.FIN_WAIT_2)
+    w.b.close(w.now)
+    w.run(cond=lambda: a.state is TcpState.TIME_WAIT)
+    deadline = a.get_timer()
+    rst = TcpSegment(B_ADDR[1], A_ADDR[1], a.rcv_nxt & M, a.snd_nxt & M, RST | ACK, 0)
+    a.receive_segment(rst, w.now + 0.1)
+    assert a.state is TcpState.TIME_WAIT and a.get_timer() == deadline
+    assert a.segments_to_send(w.now + 0.1) == []
+    assert not w.has("a", Reset) and a.next_event() is None
