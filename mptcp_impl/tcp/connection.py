@@ -93,6 +93,7 @@ class TcpConfig:
     challenge_ack_limit: int = 1000  # per second, RFC 5961 section 7
     dupthresh: int = DUPTHRESH
     tlp: bool = True  # tail loss probe (RFC 8985 section 7), with SACK only
+    oow_ack_interval: float = 0.5  # min gap between ACKs for out-of-window non-data segments
 
 
 @dataclass(slots=True)
@@ -298,6 +299,7 @@ class TcpConnection:
 
         self._chack_window = 0
         self._chack_count = 0
+        self._oow_ack_time: float | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -1203,6 +1205,17 @@ class TcpConnection:
         self._st.challenge_acks += 1
         self._ack_now = True
 
+    def _oow_ack(self, now: float, limited: bool | int) -> None:
+        """ACK a segment that failed the sequence (or PAWS) test. Non-data segments draw at
+        most one such ACK per ``oow_ack_interval`` (Linux's tcp_oow_rate_limited): two stacks
+        out of sync must not ping-pong ACKs forever; data always gets its duplicate ACK."""
+        if limited:
+            last = self._oow_ack_time
+            if last is not None and now - last < self.config.oow_ack_interval:
+                return
+            self._oow_ack_time = now
+        self._ack_now = True
+
     def _rx_synchronized(self, seg: TcpSegment, now: float) -> None:
         """RFC 9293 3.10.7.4 for SYN-RECEIVED and every synchronized state."""
         flags = seg.flags
@@ -1247,7 +1260,7 @@ class TcpConnection:
                 and ((tsopt.tsval - self.ts_recent) & MASK) >= HALF
             ):
                 st.paws_dropped += 1
-                self._ack_now = True
+                self._oow_ack(now, seglen == 0 or flags & SYN)
                 return
 
         # Acceptability test (RFC 9293 3.10.7.4, four cases).
@@ -1268,7 +1281,7 @@ class TcpConnection:
             ok = (rcv_nxt <= s < rcv_nxt + wnd) or (rcv_nxt <= s + seglen - 1 < rcv_nxt + wnd)
         if not ok:
             if not flags & RST:
-                self._ack_now = True  # also answers zero-window probes
+                self._oow_ack(now, seglen == 0 or flags & SYN)  # also answers window probes
                 if state is S.TIME_WAIT and flags & FIN:
                     self._tw_deadline = now + self.config.time_wait
             return

@@ -345,3 +345,29 @@ def test_rst_in_time_wait_is_ignored():
     assert a.state is TcpState.TIME_WAIT and a.get_timer() == deadline
     assert a.segments_to_send(w.now + 0.1) == []
     assert not w.has("a", Reset) and a.next_event() is None
+
+
+def test_acks_for_out_of_window_segments_are_rate_limited():
+    """Pure ACKs out of window (an ACK loop, a blind attack) draw at most one ACK per 0.5 s,
+    as Linux's tcp_invalid_ratelimit; out-of-window data (an old retransmission) always gets
+    its duplicate ACK, the sender needs it."""
+    w = established()
+    b = w.b
+    now = w.now
+
+    def bad(off, payload=b""):
+        return TcpSegment(
+            A_ADDR[1], B_ADDR[1], (b.rcv_nxt + off) & M, b.snd_nxt & M, ACK, 0xFFFF, [], payload
+        )
+
+    b.segments_to_send(now)
+    acks = 0
+    for i in range(10):
+        b.receive_segment(bad(1 << 28), now + i * 0.01)
+        acks += len(b.segments_to_send(now + i * 0.01))
+    assert acks == 1
+    b.receive_segment(bad(1 << 28), now + 0.6)
+    assert len(b.segments_to_send(now + 0.6)) == 1
+    for _ in range(3):  # old data, below RCV.NXT
+        b.receive_segment(bad(-2000, b"x" * 1000), now + 0.61)
+        assert len(b.segments_to_send(now + 0.61)) == 1
