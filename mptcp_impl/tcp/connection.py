@@ -244,6 +244,7 @@ class TcpConnection:
         self._ooo = RangeSet()  # out-of-order data held above rcv_nxt
         self._ooo_data: dict[int, bytes | memoryview] = {}  # chunks tiling _ooo, by start
         self._ooo_last = 0  # start of the most recently received out-of-order segment
+        self._sack_hist: list[int] = []  # recent out-of-order arrivals, newest first
         self._fin_rcv_seq: int | None = None
         self._rcv_mss = 536  # largest payload seen: the "full-sized segment" for delayed ACK
         self._unacked_bytes = 0
@@ -723,18 +724,24 @@ class TcpConnection:
         return opts
 
     def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
-        """Most recently changed block first (RFC 2018 section 4), then the highest ones."""
+        """RFC 2018 section 4: the block of the most recent arrival first, then the most recently
+        reported other blocks (so each block appears in several ACKs), then the highest."""
         ooo = self._ooo
         starts = ooo.starts
         ends = ooo.ends
-        first = ooo.find(self._ooo_last)
-        blocks = [(starts[first] & MASK, ends[first] & MASK)] if first >= 0 else []
+        taken: list[int] = []
+        for x in self._sack_hist:
+            i = ooo.find(x)
+            if i >= 0 and i not in taken:
+                taken.append(i)
+                if len(taken) >= limit:
+                    break
         k = len(starts) - 1
-        while k >= 0 and len(blocks) < limit:
-            if k != first:
-                blocks.append((starts[k] & MASK, ends[k] & MASK))
+        while k >= 0 and len(taken) < limit:
+            if k not in taken:
+                taken.append(k)
             k -= 1
-        return blocks
+        return [(starts[i] & MASK, ends[i] & MASK) for i in taken]
 
     def _add_hook_options(self, seg: TcpSegment, olen: int) -> int:
         """Ask the hooks for extra options; drop what does not fit in 40 bytes. Returns the new
@@ -1655,6 +1662,10 @@ class TcpConnection:
                 payload = bytes(payload)  # never keep a view into a buffer the edge reuses
             self._ooo_insert(first, memoryview(payload)[start:stop])
             self._ooo_last = first
+            hist = self._sack_hist
+            hist.insert(0, first)
+            if len(hist) > 8:
+                del hist[8:]
             self._ack_now = True
 
     def _ooo_insert(self, start: int, data: memoryview) -> None:

@@ -371,3 +371,27 @@ def test_acks_for_out_of_window_segments_are_rate_limited():
     for _ in range(3):  # old data, below RCV.NXT
         b.receive_segment(bad(-2000, b"x" * 1000), now + 0.61)
         assert len(b.segments_to_send(now + 0.61)) == 1
+
+
+def test_sack_blocks_after_the_first_repeat_the_most_recently_reported():
+    """RFC 2018 4: the first block holds the segment that triggered the ACK, the following
+    ones repeat the most recently reported blocks (not simply the highest ones), so that each
+    block is reported in several ACKs even when more than three holes are open."""
+    from mptcp_impl.tcp import Sack
+
+    w = established()
+    b = w.b
+    b.segments_to_send(w.now)
+    base = b.rcv_nxt
+    mss = 1000
+    reports = []
+    for k in (10, 2, 6, 4, 8):
+        seg = TcpSegment(
+            A_ADDR[1], B_ADDR[1], (base + k * mss) & M, b.snd_nxt & M, ACK, 0xFFFF, [], b"x" * mss
+        )
+        b.receive_segment(seg, w.now)
+        (ack,) = b.segments_to_send(w.now)
+        (sack,) = [o for o in ack.options if isinstance(o, Sack)]
+        reports.append([((left - base) & M) // mss for left, _ in sack.blocks])
+    assert reports[-1] == [8, 4, 6]
+    assert reports[-2] == [4, 6, 2]
