@@ -24,7 +24,11 @@ class CongestionControl(Protocol):
         """Recovery point acked: settle cwnd (RFC 6582 step 3)."""
 
     def on_rto(self, flight: int, now: float) -> None:
-        """Retransmission timeout: cwnd drops to one segment."""
+        """Retransmission timeout: cwnd drops to one segment. The connection calls it once per
+        timeout series (RFC 5681 3.1: ssthresh holds while the same data times out again)."""
+
+    def after_idle(self, restart_window: int, now: float) -> None:
+        """Sending resumes after an idle period longer than the RTO (RFC 5681 4.1)."""
 
 
 def initial_window(mss: int) -> int:
@@ -64,6 +68,14 @@ class Reno:
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
         self._acc = 0
+
+    def after_idle(self, restart_window: int, now: float) -> None:
+        # RFC 5681 4.1: cwnd = RW = min(IW, cwnd); like Linux (tcp_cwnd_restart) ssthresh keeps
+        # 3/4 of the old cwnd so slow start brings the connection back to where it was.
+        if self.cwnd > restart_window:
+            self.ssthresh = max(self.ssthresh, self.cwnd * 3 // 4)
+            self.cwnd = restart_window
+            self._acc = 0
 
 
 class Cubic:
@@ -138,6 +150,17 @@ class Cubic:
         self._reduce(now)
         self.cwnd = self.mss
         self._cwnd_f = float(self.cwnd)
+        # RFC 9438 4.8: the first congestion avoidance stage after a timeout starts its own
+        # curve, K = 0 and W_max = W_est = cwnd at its start (on_ack does that when W_max is
+        # not above cwnd). W_last_max still remembers the loss for fast convergence.
+        self.w_max = 0.0
+
+    def after_idle(self, restart_window: int, now: float) -> None:
+        if self.cwnd > restart_window:
+            self.ssthresh = max(self.ssthresh, self.cwnd * 3 // 4)
+            self.cwnd = restart_window
+            self._cwnd_f = float(self.cwnd)
+        self.epoch_start = None  # the cubic curve restarts when avoidance resumes
 
 
 CONTROLLERS = {"reno": Reno, "cubic": Cubic}

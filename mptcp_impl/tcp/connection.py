@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .cc import CongestionControl, make_cc
+from .cc import CongestionControl, initial_window, make_cc
 from .errors import MalformedSegment
 from .options import (
     MAX_OPTIONS_LEN,
@@ -36,6 +36,7 @@ from .options import (
     WindowScale,
     encoded_length,
 )
+from .rangeset import RangeSet
 from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
 
 MASK = 0xFFFFFFFF
@@ -93,6 +94,7 @@ class TcpConfig:
     challenge_ack_limit: int = 1000  # per second, RFC 5961 section 7
     dupthresh: int = DUPTHRESH
     tlp: bool = True  # tail loss probe (RFC 8985 section 7), with SACK only
+    oow_ack_interval: float = 0.5  # min gap between ACKs for out-of-window non-data segments
 
 
 @dataclass(slots=True)
@@ -113,6 +115,7 @@ class TcpStats:
     lost_retransmits: int = 0  # retransmissions detected lost again during SACK recovery
     persist_probes: int = 0
     tlp_probes: int = 0
+    tlp_repairs: int = 0  # losses repaired by a probe retransmission (cwnd reduced, RFC 8985 7.4)
     window_updates: int = 0
     srtt: float | None = None
     rttvar: float | None = None
@@ -259,8 +262,10 @@ class TcpConnection:
         self.rcv_nxt = 0
         self._rbuf = bytearray()
         self._rcv_adv = 0  # right edge of the window we last advertised
-        self._ooo: list[list[Any]] = []  # sorted [start, end, bytearray]
+        self._ooo = RangeSet()  # out-of-order data held above rcv_nxt
+        self._ooo_data: dict[int, bytes | memoryview] = {}  # chunks tiling _ooo, by start
         self._ooo_last = 0  # start of the most recently received out-of-order segment
+        self._sack_hist: list[int] = []  # recent out-of-order arrivals, newest first
         self._fin_rcv_seq: int | None = None
         self._rcv_mss = 536  # largest payload seen: the "full-sized segment" for delayed ACK
         self._unacked_bytes = 0
@@ -291,12 +296,18 @@ class TcpConnection:
         self._recover = 0
         self._rto_recover = 0
         self._force_rxt: int | None = None
-        self._sacked: list[list[int]] = []  # sorted, merged [left, right) SACKed above snd_una
+        self._sacked = RangeSet()  # SACKed above snd_una
         self._high_rxt = 0
         self._rxt_log: deque[tuple[int, int, int]] = deque()  # (start, end, snd_max then)
         self._prr_delivered = 0  # RFC 6937 state, SACK recovery only
         self._prr_out = 0
         self._recover_fs = 1
+        # congestion window validation (RFC 7661, as Linux's tcp_cwnd_validate): cwnd grows
+        # only while the sender uses it; the state is measured per window of data
+        self._cwnd_limited = False
+        self._max_flight = 0
+        self._cwl_seq = 0
+        self._last_xmit: float | None = None  # when data last went out (restart after idle)
 
         # timers (absolute deadlines or None)
         self._rto_deadline: float | None = None
@@ -306,9 +317,11 @@ class TcpConnection:
         self._tw_deadline: float | None = None
         self._tlp_deadline: float | None = None
         self._tlp_sent = False
+        self._tlp_high_rxt: int | None = None  # RFC 8985 TLPHighRxt while a probe rxt is out
 
         self._chack_window = 0
         self._chack_count = 0
+        self._oow_ack_time: float | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -569,7 +582,9 @@ class TcpConnection:
     def abort(self, now: float) -> None:
         """Send RST and forget the connection."""
         if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
-            self._queue_ctl(RST | ACK, self.snd_nxt, now)
+            # snd_max, not snd_nxt: after go-back-N snd_nxt is below what the peer may
+            # expect, and an RST there only draws a challenge ACK (RFC 5961 3.2)
+            self._queue_ctl(RST | ACK, self.snd_max, now)
         self._enter_closed(None)
 
     def next_event(self) -> Event | None:
@@ -655,13 +670,23 @@ class TcpConnection:
         if self._retries > cfg.max_retries:
             self._reset("timeout")
             return
-        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una.
-        self.cc.on_rto(self.snd_max - self.snd_una, now)
+        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una. Only the
+        # first timeout of a series is a congestion signal: when the same data times out again
+        # (no ACK since), ssthresh holds (RFC 5681 3.1) and cwnd simply stays at one segment.
+        if self._retries == 1:
+            self.cc.on_rto(self.snd_max - self.snd_una, now)
+        elif self.cc.cwnd > self.mss:
+            self.cc.cwnd = self.mss
         self.in_recovery = False
         self._dupacks = 0
-        self._sacked.clear()
+        if self._retries > 1:
+            # RFC 6675 5.1 keeps the scoreboard across a timeout so that go-back-N skips what
+            # the receiver holds; but if the same data times out again the receiver may have
+            # reneged (RFC 2018 8): forget the SACK information and resend everything.
+            self._sacked.clear()
         self._rxt_log.clear()
         self._force_rxt = None
+        self._tlp_high_rxt = None
         self._rto_recover = self.snd_max
         self._high_rxt = self.snd_una
         self.snd_nxt = self.snd_una
@@ -717,6 +742,7 @@ class TcpConnection:
             if start >= top:
                 start = self.snd_una
             self._xmit(start, self._seg_end(start, self.snd_max), now)
+            self._tlp_high_rxt = self.snd_max  # a retransmission: watch for a repaired loss
         self._rto_deadline = now + self.rto
 
     def _on_persist(self, now: float) -> None:
@@ -780,19 +806,24 @@ class TcpConnection:
         self._hook_reserve = max(self._hook_reserve, nbytes)
 
     def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
-        """Most recently changed block first (RFC 2018 section 4), then the highest ones."""
-        first = None
-        for b in self._ooo:
-            if b[0] <= self._ooo_last < b[1]:
-                first = b
-                break
-        blocks = [first] if first is not None else []
-        for b in reversed(self._ooo):
-            if len(blocks) >= limit:
-                break
-            if b is not first:
-                blocks.append(b)
-        return [(b[0] & MASK, b[1] & MASK) for b in blocks]
+        """RFC 2018 section 4: the block of the most recent arrival first, then the most recently
+        reported other blocks (so each block appears in several ACKs), then the highest."""
+        ooo = self._ooo
+        starts = ooo.starts
+        ends = ooo.ends
+        taken: list[int] = []
+        for x in self._sack_hist:
+            i = ooo.find(x)
+            if i >= 0 and i not in taken:
+                taken.append(i)
+                if len(taken) >= limit:
+                    break
+        k = len(starts) - 1
+        while k >= 0 and len(taken) < limit:
+            if k not in taken:
+                taken.append(k)
+            k -= 1
+        return [(starts[i] & MASK, ends[i] & MASK) for i in taken]
 
     def _add_hook_options(self, seg: TcpSegment, olen: int) -> int:
         """Ask the hooks for extra options; drop what does not fit in 40 bytes. Returns the new
@@ -859,6 +890,15 @@ class TcpConnection:
         return out
 
     def _send_data(self, now: float) -> None:
+        if (
+            self.snd_max == self.snd_una
+            and self._last_xmit is not None
+            and now - self._last_xmit > self.rto
+            and self._has_unsent()
+        ):
+            # RFC 5681 4.1: after an idle period longer than the RTO the ACK clock is gone;
+            # restart from RW = min(IW, cwnd) instead of a line-rate burst of a stale cwnd.
+            self.cc.after_idle(initial_window(self.mss), now)
         if self._force_rxt is not None:
             seq = self._force_rxt
             self._force_rxt = None
@@ -870,6 +910,7 @@ class TcpConnection:
             self._send_window(now)
         if self._rto_deadline is None and self.snd_max > self.snd_una:
             self._rto_deadline = now + self.rto
+        self._cwnd_validate()
         # Persist timer: data waiting, nothing in flight, and the peer's window is what stops us.
         if (
             self.snd_max == self.snd_una
@@ -881,6 +922,27 @@ class TcpConnection:
             self._persist_deadline = now + min(
                 self.rto * (1 << self._persist_backoff), self.config.max_rto
             )
+
+    def _cwnd_validate(self) -> None:
+        """Record whether cwnd limits the sender (RFC 7661): after sending, could another full
+        segment go out under cwnd? Kept per window of data (until snd_una passes what was
+        sent when measured), so an application that does not fill cwnd stops growing it."""
+        flight = self.snd_nxt - self.snd_una
+        limited = flight + self.mss > self.cc.cwnd
+        if (
+            self.snd_una >= self._cwl_seq
+            or limited
+            or (not self._cwnd_limited and flight > self._max_flight)
+        ):
+            self._cwnd_limited = limited
+            self._max_flight = flight
+            self._cwl_seq = self.snd_nxt
+
+    def _is_cwnd_limited(self) -> bool:
+        cc = self.cc
+        if cc.cwnd < cc.ssthresh:  # slow start: grow while at least half of cwnd was used
+            return cc.cwnd < 2 * self._max_flight
+        return self._cwnd_limited
 
     def _data_end(self) -> int:
         return self._sbuf_seq + len(self._sbuf)
@@ -910,8 +972,21 @@ class TcpConnection:
         big = cfg.max_segment_payload
         seg_cap = mss if not big or big <= mss else max(mss, (big // mss) * mss)
         fin_queued = self._fin_queued
+        # Go-back-N after an RTO with SACK information (RFC 6675 5.1): skip SACKed ranges, and
+        # do not count them as in flight (they have left the network).
+        sb = self._sacked
+        skip = bool(sb) and self.snd_nxt < self.snd_max
+        sacked_low = sb.covered_below(self.snd_nxt) if skip else 0
         while True:
             nxt = self.snd_nxt
+            cap = None
+            if skip and nxt < self.snd_max:
+                i = sb.find(nxt)
+                if i >= 0:
+                    sacked_low += sb.ends[i] - nxt
+                    self.snd_nxt = sb.ends[i]
+                    continue
+                cap = sb.next_start(nxt)  # the next SACKed block above nxt
             if nxt >= data_end:
                 if fin_queued and nxt == self._fin_seq:
                     if cc.cwnd - (nxt - self.snd_una) > 0 or nxt == self.snd_una:
@@ -922,7 +997,7 @@ class TcpConnection:
                 # Limited transmit (RFC 3042): each of the first two dupacks lets one new
                 # segment out, so that a small window can still produce the third dupack.
                 cwnd += min(self._dupacks, 2) * mss
-            limit = self.snd_una + min(cwnd, self.snd_wnd)
+            limit = self.snd_una + min(cwnd + sacked_low, self.snd_wnd)
             usable = limit - nxt
             if usable <= 0:
                 break
@@ -930,6 +1005,8 @@ class TcpConnection:
             n = min(avail, usable, seg_cap)
             if n < mss and n < avail and usable < self.max_snd_wnd // 2:
                 break  # sender SWS avoidance: wait for a bigger window
+            if cap is not None and nxt + n > cap:
+                n = cap - nxt
             end = nxt + n
             if fin_queued and end == self._fin_seq:
                 end += 1
@@ -1001,7 +1078,8 @@ class TcpConnection:
         self._out.append(seg)
         st = self._st
         st.bytes_out += n
-        if seq < self.snd_max:
+        rxt = seq < self.snd_max
+        if rxt:
             st.retransmits += 1
             self._rtt_seq = None
             if end > self._high_rxt:
@@ -1010,13 +1088,16 @@ class TcpConnection:
                 self._rxt_log.append((seq, end, self.snd_max))
         if self.in_recovery:
             self._prr_out += end - seq
-        elif self._rtt_seq is None and not self.ts_ok:
+        elif self._rtt_seq is None and not self.ts_ok and not rxt:
+            # Karn (RFC 6298 3): only new data is timed; an ACK for a retransmission (RTO,
+            # TLP) is ambiguous and could end up timing the original's late ACK
             self._rtt_seq = seq
             self._rtt_time = now
         if end > self.snd_nxt:
             self.snd_nxt = end
         if end > self.snd_max:
             self.snd_max = end
+        self._last_xmit = now
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rto
 
@@ -1038,55 +1119,38 @@ class TcpConnection:
     # ------------------------------------------------------------------ SACK recovery (RFC 6675)
 
     def _sacked_below(self, x: int) -> int:
-        n = 0
-        for left, right in self._sacked:
-            if left >= x:
-                break
-            n += (right if right < x else x) - left
-        return n
+        return self._sacked.covered_below(x)
 
     def _holes_below(self, x: int) -> int:
         if x <= self.snd_una:
             return 0
-        return (x - self.snd_una) - self._sacked_below(x)
+        return (x - self.snd_una) - self._sacked.covered_below(x)
 
     def _lost_edge(self) -> int:
         """Holes below this point count as lost: DupThresh*SMSS bytes are SACKed above them."""
         need = self.config.dupthresh * self.mss
+        sb = self._sacked
+        starts = sb.starts
+        ends = sb.ends
         acc = 0
-        for left, right in reversed(self._sacked):
-            acc += right - left
+        for k in range(len(starts) - 1, -1, -1):
+            acc += ends[k] - starts[k]
             if acc >= need:
-                return left
+                return starts[k]
         return self.snd_una
 
     def _pipe(self, lost_edge: int) -> int:
-        total_sacked = self._sacked_below(self.snd_max)
         return (
             self.snd_max
             - self.snd_una
-            - total_sacked
+            - self._sacked.total
             - self._holes_below(lost_edge)
             + self._holes_below(min(self._high_rxt, self.snd_max))
         )
 
     def _next_hole(self, start: int, stop: int) -> tuple[int, int] | None:
         """First unSACKed range at or after start, below stop."""
-        x = max(start, self.snd_una)
-        for left, right in self._sacked:
-            if right <= x:
-                continue
-            if left > x:
-                break
-            x = right
-        if x >= stop:
-            return None
-        end = stop
-        for left, _right in self._sacked:
-            if left > x:
-                end = min(end, left)
-                break
-        return x, end
+        return self._sacked.next_gap(max(start, self.snd_una), stop)
 
     def _send_sack_recovery(self, now: float) -> None:
         """RFC 6675 6.1: while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
@@ -1111,7 +1175,7 @@ class TcpConnection:
                         end += 1
                     self._xmit(nxt, end, now)
                     continue
-                high_sacked = self._sacked[-1][1] if self._sacked else self.snd_una
+                high_sacked = self._sacked.high if self._sacked else self.snd_una
                 hole = self._next_hole(self._high_rxt, high_sacked)  # rule 3
                 if hole is None:
                     break
@@ -1125,7 +1189,7 @@ class TcpConnection:
         log = self._rxt_log
         if not log or not self._sacked:
             return None
-        limit = self._sacked[-1][1] - self.config.dupthresh * self.mss
+        limit = self._sacked.high - self.config.dupthresh * self.mss
         while log:
             start, end, mark = log[0]
             if end <= self.snd_una:
@@ -1151,17 +1215,7 @@ class TcpConnection:
                 continue  # D-SACK, stale or bogus
             if left < una:
                 left = una
-            # insert and merge
-            i = 0
-            n = len(sb)
-            while i < n and sb[i][1] < left:
-                i += 1
-            j = i
-            while j < n and sb[j][0] <= right:
-                left = min(left, sb[j][0])
-                right = max(right, sb[j][1])
-                j += 1
-            sb[i:j] = [[left, right]]
+            sb.add(left, right)
 
     # ------------------------------------------------------------------ input
 
@@ -1248,6 +1302,17 @@ class TcpConnection:
         self._st.challenge_acks += 1
         self._ack_now = True
 
+    def _oow_ack(self, now: float, limited: bool | int) -> None:
+        """ACK a segment that failed the sequence (or PAWS) test. Non-data segments draw at
+        most one such ACK per ``oow_ack_interval`` (Linux's tcp_oow_rate_limited): two stacks
+        out of sync must not ping-pong ACKs forever; data always gets its duplicate ACK."""
+        if limited:
+            last = self._oow_ack_time
+            if last is not None and now - last < self.config.oow_ack_interval:
+                return
+            self._oow_ack_time = now
+        self._ack_now = True
+
     def _rx_synchronized(self, seg: TcpSegment, now: float) -> None:
         """RFC 9293 3.10.7.4 for SYN-RECEIVED and every synchronized state."""
         flags = seg.flags
@@ -1292,7 +1357,7 @@ class TcpConnection:
                 and ((tsopt.tsval - self.ts_recent) & MASK) >= HALF
             ):
                 st.paws_dropped += 1
-                self._ack_now = True
+                self._oow_ack(now, seglen == 0 or flags & SYN)
                 return
 
         # Acceptability test (RFC 9293 3.10.7.4, four cases).
@@ -1313,7 +1378,7 @@ class TcpConnection:
             ok = (rcv_nxt <= s < rcv_nxt + wnd) or (rcv_nxt <= s + seglen - 1 < rcv_nxt + wnd)
         if not ok:
             if not flags & RST:
-                self._ack_now = True  # also answers zero-window probes
+                self._oow_ack(now, seglen == 0 or flags & SYN)  # also answers window probes
                 if state is S.TIME_WAIT and flags & FIN:
                     self._tw_deadline = now + self.config.time_wait
             return
@@ -1321,6 +1386,8 @@ class TcpConnection:
         # RST (RFC 5961 3.2): only the exact next sequence number resets; others in window
         # get a challenge ACK.
         if flags & RST:
+            if state is S.TIME_WAIT:
+                return  # RFC 1337: no TIME-WAIT assassination, the timer runs out as usual
             if s == rcv_nxt:
                 if self.hooks is not None:
                     self.hooks.incoming_options(self, seg)
@@ -1363,7 +1430,12 @@ class TcpConnection:
         if not self._process_ack(seg, s, tsopt, now):
             return
         state = self.state
-        if state is S.CLOSED or not text_ok:
+        if state is S.CLOSED:
+            return
+        if not text_ok:
+            # A zero-window probe carrying data (1 byte at RCV.NXT, as Linux sends): the text is
+            # not taken, but the probe must be answered with an ACK (RFC 9293 3.8.6.1).
+            self._ack_now = True
             return
 
         if state is S.ESTABLISHED or state in _RECV_DATA_STATES:
@@ -1453,8 +1525,10 @@ class TcpConnection:
                 if type(o) is Sack:
                     sack_opt = o
                     break
+        if self._tlp_high_rxt is not None and ack >= self._tlp_high_rxt:
+            self._tlp_ack(seg, ack, una, sack_opt, now)
         prr = self.in_recovery and self.sack_ok
-        sacked_before = self._sacked_below(self.snd_max) if prr else 0
+        sacked_before = self._sacked.total if prr else 0
         if ack > una:
             acked = ack - una
             self.snd_una = ack
@@ -1483,11 +1557,7 @@ class TcpConnection:
             self._tlp_sent = False
             self._tlp_deadline = None
             if self._sacked:
-                sb = self._sacked
-                while sb and sb[0][1] <= ack:
-                    sb.pop(0)
-                if sb and sb[0][0] < ack:
-                    sb[0][0] = ack
+                self._sacked.remove_below(ack)
             if sack_opt is not None:
                 self._update_scoreboard(sack_opt)
             if self.in_recovery:
@@ -1511,7 +1581,8 @@ class TcpConnection:
                         self._high_rxt = ack
             else:
                 self._dupacks = 0
-                cc.on_ack(acked, self.srtt, now)
+                if self._is_cwnd_limited():
+                    cc.on_ack(acked, self.srtt, now)
             if self._high_rxt < ack:
                 self._high_rxt = ack
             # RTO timer (RFC 6298 5.2/5.3)
@@ -1549,8 +1620,7 @@ class TcpConnection:
                         self._dupacks >= self.config.dupthresh
                         or (
                             self.sack_ok
-                            and self._sacked_below(self.snd_max)
-                            > (self.config.dupthresh - 1) * self.mss
+                            and self._sacked.total > (self.config.dupthresh - 1) * self.mss
                         )
                     )
                 ):
@@ -1560,7 +1630,7 @@ class TcpConnection:
                 and not self.in_recovery
                 and una >= self._rto_recover
                 and self.snd_max > una
-                and self._sacked_below(self.snd_max) > (self.config.dupthresh - 1) * self.mss
+                and self._sacked.total > (self.config.dupthresh - 1) * self.mss
             ):
                 self._enter_recovery(now)
         if prr and self.in_recovery:
@@ -1581,12 +1651,36 @@ class TcpConnection:
                 self._persist_backoff = 0
         return True
 
+    def _tlp_ack(
+        self, seg: TcpSegment, ack: int, una: int, sack_opt: Sack | None, now: float
+    ) -> None:
+        """RFC 8985 7.4: did the probe retransmission repair a loss? A D-SACK for it, or a pure
+        duplicate ACK at TLPHighRxt (original and probe both arrived), says no; an ACK beyond
+        TLPHighRxt without either says the original was lost, and the loss gets the same
+        congestion response as any other (a cwnd reduction, as Linux's CWR)."""
+        high = self._tlp_high_rxt
+        if sack_opt is not None and sack_opt.blocks:
+            lw, rw = sack_opt.blocks[0]
+            if _unwrap(rw, una) <= ack:  # D-SACK (RFC 2883): the probe was a duplicate
+                self._tlp_high_rxt = None
+                return
+        if ack > high:
+            self._tlp_high_rxt = None
+            if not self.in_recovery and una >= self._rto_recover:
+                self._st.tlp_repairs += 1
+                cc = self.cc
+                cc.enter_recovery(self.snd_max - una, now)
+                cc.exit_recovery(self.snd_max - una, now)
+        elif ack == una and not seg.payload and sack_opt is None:
+            self._tlp_high_rxt = None  # the dupack of the second copy: nothing was lost
+
     def _enter_recovery(self, now: float) -> None:
         cc = self.cc
         st = self._st
         st.fast_retransmits += 1
         self.in_recovery = True
         self._recover = self.snd_max
+        self._tlp_high_rxt = None  # this recovery is the congestion response
         cc.enter_recovery(self.snd_max - self.snd_una, now)
         self._high_rxt = self.snd_una
         self._force_rxt = self.snd_una
@@ -1603,7 +1697,7 @@ class TcpConnection:
             cc.cwnd = cc.ssthresh + 3 * self.mss
 
     def _prr_update(self, acked: int, sacked_before: int) -> None:
-        delivered = acked + self._sacked_below(self.snd_max) - sacked_before
+        delivered = acked + self._sacked.total - sacked_before
         if delivered <= 0:
             return
         self._prr_delivered += delivered
@@ -1662,47 +1756,47 @@ class TcpConnection:
                     self._delack_deadline = now + self.config.delayed_ack
         else:
             self._st.ooo_segments += 1
-            self._ooo_insert(first, bytes(memoryview(payload)[start:stop]))
+            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
+                payload = bytes(payload)  # never keep a view into a buffer the edge reuses
+            self._ooo_insert(first, memoryview(payload)[start:stop])
             self._ooo_last = first
+            hist = self._sack_hist
+            hist.insert(0, first)
+            if len(hist) > 8:
+                del hist[8:]
             self._ack_now = True
 
-    def _ooo_insert(self, start: int, data: bytes) -> None:
-        end = start + len(data)
+    def _ooo_insert(self, start: int, data: memoryview) -> None:
+        """Hold out-of-order data: only the parts not held yet are kept, as chunks keyed by
+        their start, so a range of the set is tiled exactly by its chunks (no merged copies)."""
         ooo = self._ooo
-        # fast path: extends the last block
-        if ooo and ooo[-1][1] == start:
-            ooo[-1][2] += data
-            ooo[-1][1] = end
-            return
-        if not ooo or ooo[-1][1] < start:
-            ooo.append([start, end, bytearray(data)])
-            return
-        i = 0
-        n = len(ooo)
-        while i < n and ooo[i][1] < start:
-            i += 1
-        j = i
-        new_start, new_end = start, end
-        while j < n and ooo[j][0] <= end:
-            new_start = min(new_start, ooo[j][0])
-            new_end = max(new_end, ooo[j][1])
-            j += 1
-        buf = bytearray(new_end - new_start)
-        for b in ooo[i:j]:
-            buf[b[0] - new_start : b[1] - new_start] = b[2]
-        buf[start - new_start : end - new_start] = data
-        ooo[i:j] = [[new_start, new_end, buf]]
+        chunks = self._ooo_data
+        end = start + len(data)
+        for a, b in ooo.gaps(start, end):
+            chunks[a] = data[a - start : b - start]
+        ooo.add(start, end)
 
     def _drain_ooo(self) -> int:
+        """Move the held data that rcv_nxt has reached into the receive buffer."""
         delivered = 0
         ooo = self._ooo
-        while ooo and ooo[0][0] <= self.rcv_nxt:
-            bstart, bend, buf = ooo.pop(0)
-            if bend > self.rcv_nxt:
-                skip = self.rcv_nxt - bstart
-                self._rbuf += memoryview(buf)[skip:]
-                delivered += bend - self.rcv_nxt
+        chunks = self._ooo_data
+        starts = ooo.starts
+        rbuf = self._rbuf
+        while starts and starts[0] <= self.rcv_nxt:
+            x = starts[0]
+            bend = ooo.ends[0]
+            rcv = self.rcv_nxt
+            while x < bend:
+                chunk = chunks.pop(x)
+                nx = x + len(chunk)
+                if nx > rcv:
+                    rbuf += chunk if x >= rcv else chunk[rcv - x :]
+                x = nx
+            if bend > rcv:
+                delivered += bend - rcv
                 self.rcv_nxt = bend
+            ooo.remove_below(bend)
         return delivered
 
     def _reset(self, reason: str, options: list | None = None) -> None:
