@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import events as EV
 from analysis import plots
 from analysis.metrics import to_jsonable
 from analysis.run import analyze_run, epoch, failover_table, read_json
@@ -245,31 +246,8 @@ def _meta_html(meta: dict, where: Path) -> str:
 
 
 def events_table(events: list) -> pd.DataFrame:
-    """Link events as rows, from a flat list or the runner's per-run entries."""
-    rows = []
-    for e in events:
-        if isinstance(e, dict) and "events" in e:
-            for x in e.get("events") or []:
-                rows.append(
-                    {
-                        "run": e.get("label", ""),
-                        "link": x.get("link"),
-                        "action": x.get("action"),
-                        "at_s": x.get("at"),
-                        "actual_s": x.get("actual"),
-                    }
-                )
-        elif isinstance(e, dict):
-            rows.append(
-                {
-                    "run": "",
-                    "link": e.get("link"),
-                    "action": e.get("action"),
-                    "at_s": e.get("at"),
-                    "actual_s": e.get("actual"),
-                }
-            )
-    return pd.DataFrame(rows)
+    """Link events as rows (analysis.events entries), times in seconds from each run's start."""
+    return pd.DataFrame(EV.rows(events))
 
 
 def _page(title: str, parts: list[str]) -> str:

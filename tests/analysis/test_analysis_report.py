@@ -9,6 +9,7 @@ import shutil
 import pytest
 from chromium_check import rendered_images
 
+from analysis.events import read_events, run_entry, write_events
 from analysis.report import combine_reports, mean_ci, write_report
 from analysis.run import analyze_run
 
@@ -123,36 +124,28 @@ def test_plain_tcp_gets_the_same_metrics(runs):
 
 
 def test_runner_event_format(runs, tmp_path):
-    """The experiment runner writes one entry per run: label "stack/rep", t0_wall, and events
-    whose `actual` counts from t0_wall."""
+    """events.json as the experiment runner writes it: one entry per run (label "stack/rep",
+    t0_wall), event times in seconds from t0_wall; the report shows them as such."""
     run = tmp_path / "fo"
     shutil.copytree(runs["failover"], run)
     meta = json.loads((run / "metadata.json").read_text())
-    ev = json.loads((run / "events.json").read_text())[0]  # the cut
-    t0 = meta["start"]
-    (run / "events.json").write_text(
-        json.dumps(
-            [
-                {
-                    "label": "kernel/0",
-                    "t0_wall": t0,
-                    "events": [
-                        {
-                            "at": round(ev["at"]),
-                            "link": "path0",
-                            "action": "down",
-                            "actual": ev["actual"] - t0,
-                        }
-                    ],
-                },
-                {"label": "other/1", "t0_wall": t0, "events": []},
-            ]
-        )
+    [entry] = read_events(run / "events.json")
+    ev = entry["events"][0]  # the cut
+    t0 = entry["t0_wall"] - 0.25  # a t0 of its own: the event's offset must be read against it
+    cut = dict(ev, at=round(ev["at"]), actual=ev["actual"] + 0.25)
+    write_events(
+        run / "events.json",
+        [run_entry("other/1", t0 + 100, []), run_entry("kernel/0", t0, [cut])],
     )
     meta["start"] = "2000-01-01T00:00:00Z"  # a campaign's start, far from this run's traffic
     (run / "metadata.json").write_text(json.dumps(meta))
     [fo] = _conn(analyze_run(run))["failover"]
-    assert abs(fo["event_time"] - ev["actual"]) < 1e-6 and fo["gap_s"] > 0.05
+    assert abs(fo["event_time"] - (entry["t0_wall"] + ev["actual"])) < 1e-6 and fo["gap_s"] > 0.05
+    assert abs(fo["at_s"] - cut["actual"]) < 1e-6
+    # the link-events table: seconds from the run's start, not epoch times
+    text = write_report(run).read_text()
+    table = text[text.index("Link events") :][:2000]
+    assert f'<td class="">{cut["actual"]:.3g}</td>' in table and "e+09" not in table
 
 
 def test_combined_report_keeps_figures_and_links(campaign, runs, tmp_path):
