@@ -58,6 +58,11 @@ def make_run(
             "parameters": {
                 "bytes": total,
                 "rates_mbit": list(rates),
+                # path i is link "path<i>" (the events name them so)
+                "paths": [
+                    {"name": f"path{i}", "links": [f"path{i}"], "rate_mbit": r}
+                    for i, r in enumerate(rates)
+                ],
                 "variant": variant,
                 **(extra_params or {}),
             },

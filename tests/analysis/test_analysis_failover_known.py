@@ -196,3 +196,58 @@ def test_failover_table_in_the_report(tmp_path):
     assert ">12<" in rows["tcp"] and ">0<" in rows["tcp"] and ">2<" in rows["tcp"]
     after = text[text.index("<h2>Failover</h2>") :]
     assert "longest pause in the receiver's" in after[: after.index("</p>") + 5000]
+
+
+# ---- aggregation benefit on captures with known goodput ------------------------------------------
+
+
+def _bulk(path: Path, every_ms: dict[int, int], secs: int = 10) -> None:
+    """MPTCP bulk without events: subflow sf sends a segment every every_ms[sf] ms (0 = idle)."""
+    cap = Capture()
+    idsn = key_idsn(CKEY)
+    cap.add(0.000, 0, True, 1000, 0, SYN, mpc(0x01))
+    cap.add(0.0005, 0, False, 5000, 1001, SYN | ACK, mpc(0x01, send_key=SKEY))
+    cap.add(0.001, 0, True, 1001, 5001, ACK, mpc(0x01, send_key=CKEY, recv_key=SKEY))
+    tok = struct.pack("!I", key_token(SKEY))
+    cap.add(0.002, 1, True, 7000, 0, SYN, _join(0x10, b"\x01" + tok + b"\0\0\0\1"))
+    cap.add(0.0025, 1, False, 9000, 7001, SYN | ACK, _join(0x10, b"\x01" + b"\0" * 8 + b"\0\0\0\2"))
+    cap.add(0.003, 1, True, 7001, 9001, ACK, _join(0x10, b"\0" + b"\0" * 20))
+    sisn = {0: 5001, 1: 9001}
+    sends = sorted(
+        (ms, sf) for sf, e in every_ms.items() if e for ms in range(e, secs * 1000 + 1, e)
+    )
+    dsn = idsn + 1
+    for ms, sf in sends:
+        _data(cap, ms / 1000, sf, dsn, sisn)
+        dsn += SEG
+        _ack(cap, ms / 1000 + 0.0001, sf, dsn, sisn)
+    write_pcap(path, sorted(cap.pk, key=lambda p: p[0]))
+
+
+def _bulk_run(tmp: Path, name: str, every_ms: dict[int, int]) -> dict:
+    run = tmp / name
+    pcap = run / "pcap" / "kernel-mptcp" / "rep0"
+    pcap.mkdir(parents=True)
+    _bulk(pcap / "server-eth0.pcap", every_ms)
+    meta = {"experiment": "bulk-known", "parameters": {"paths": PATHS, "capacities_mbit": [20, 10]}}
+    (run / "metadata.json").write_text(json.dumps({**meta, "start": T}))
+    write_events(run / "events.json", [run_entry("kernel-mptcp/rep0", T, [])])
+    [g] = analyze_run(run, figures=False)["groups"]
+    [c] = g["connections"]
+    return c
+
+
+@pytest.mark.parametrize(
+    "every_ms, mbit, benefit",
+    [
+        ({0: 5, 1: 20}, 25, 0.5),  # 20 + 5 Mbit/s on 20 + 10: half of what lte could add
+        ({0: 5, 1: 10}, 30, 1.0),  # both paths full: perfect aggregation
+        ({0: 5, 1: 0}, 20, 0.0),  # the best path alone: no benefit
+        ({0: 10, 1: 0}, 10, -0.5),  # half the best path
+        ({0: 0, 1: 10}, 10, -0.5),  # lte alone
+    ],
+)
+def test_aggregation_benefit_known_answers(tmp_path, every_ms, mbit, benefit):
+    c = _bulk_run(tmp_path, "bulk", every_ms)
+    assert c["steady_goodput_bps"] == pytest.approx(mbit * 1e6, rel=0.003)
+    assert c["aggregation_benefit"] == pytest.approx(benefit, abs=0.01)
