@@ -101,6 +101,8 @@ def run_rows(result: dict, run_name: str = "") -> pd.DataFrame:
                     "recovery_s": fo.get("recovery_s"),
                     "efficiency": fo.get("efficiency"),
                     "return_s": fo.get("return_s"),
+                    # the link came back and no subflow used it again within the capture
+                    "return_never": fo.get("up_time") is not None and fo.get("return_s") is None,
                     "reinjected_bytes": c["reinjection"]["bytes"],
                     "retrans_bytes": sum(s.get("retrans_bytes") or 0 for s in stats),
                     "reorder_p95_ms": c["reordering"]["p95_ms"],
