@@ -316,8 +316,13 @@ def _meta_html(meta: dict, where: Path) -> str:
 
 
 def events_table(events: list) -> pd.DataFrame:
-    """Link events as rows (analysis.events entries), times in seconds from each run's start."""
-    return pd.DataFrame(EV.rows(events))
+    """Link events as rows (analysis.events entries), times in seconds from each run's start,
+    to the millisecond (planned against actual)."""
+    t = pd.DataFrame(EV.rows(events))
+    for col in ("at_s", "actual_s"):
+        if col in t:
+            t[col] = t[col].map(lambda v: "–" if v is None or v != v else f"{v:.3f}")
+    return t
 
 
 def _page(title: str, parts: list[str]) -> str:

@@ -160,7 +160,7 @@ def test_runner_event_format(runs, tmp_path):
     # the link-events table: seconds from the run's start, not epoch times
     text = write_report(run).read_text()
     table = text[text.index("Link events") :][:2000]
-    assert f'<td class="">{cut["actual"]:.3g}</td>' in table and "e+09" not in table
+    assert f'<td class="">{cut["actual"]:.3f}</td>' in table and "e+09" not in table
 
 
 def test_combined_report_keeps_figures_and_links(campaign, runs, tmp_path):
