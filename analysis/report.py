@@ -124,6 +124,10 @@ def summarize(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             m, ci, n = mean_ci(g[col].tolist()) if col in g else (None, None, 0)
             rec[col] = m
             rec[col + "_ci95"] = ci
+        # the path came back in every repetition and was never used again: "never", not "–"
+        rec["return_never"] = bool(
+            len(g) and "return_never" in g and g["return_never"].fillna(False).astype(bool).all()
+        )
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -180,6 +184,9 @@ def _summary_html(summary: pd.DataFrame, keys: list[str]) -> str:
         cells = [r[k] for k in keys] + [r["n"]]
         for col, _, scale, _ in SUMMARY_METRICS:
             m, ci = r[col], r[col + "_ci95"]
+            if col == "return_s" and r.get("return_never"):
+                cells.append("never")
+                continue
             cells.append(
                 "–"
                 if m is None or pd.isna(m)

@@ -194,6 +194,10 @@ def test_failover_table_in_the_report(tmp_path):
     assert ">1.01<" in rows["kernel-mptcp"]
     assert ">66.7<" in rows["kernel-mptcp"] and ">never<" in rows["kernel-mptcp"]
     assert ">12<" in rows["tcp"] and ">0<" in rows["tcp"] and ">2<" in rows["tcp"]
+    # the stacks' summary too: kernel-mptcp never used path0 again, tcp after 2 s
+    summary = text[text.index("Stacks compared") :]
+    summary = summary[: summary.index("</table>")]
+    assert summary.count(">never<") == 1 and ">2<" in summary.split('<td class="l">tcp')[1]
     after = text[text.index("<h2>Failover</h2>") :]
     assert "longest pause in the receiver's" in after[: after.index("</p>") + 5000]
 
