@@ -1043,17 +1043,26 @@ class TcpConnection:
         return (x - self.snd_una) - self._sacked.covered_below(x)
 
     def _lost_edge(self) -> int:
-        """Holes below this point count as lost: DupThresh*SMSS bytes are SACKed above them."""
-        need = self.config.dupthresh * self.mss
+        """Holes below this point count as lost (RFC 6675 IsLost): above them more than
+        (DupThresh - 1) * SMSS bytes are SACKed, or DupThresh discontiguous blocks."""
+        dupthresh = self.config.dupthresh
+        need = (dupthresh - 1) * self.mss
         sb = self._sacked
         starts = sb.starts
         ends = sb.ends
         acc = 0
-        for k in range(len(starts) - 1, -1, -1):
+        n = len(starts)
+        for k in range(n - 1, -1, -1):
             acc += ends[k] - starts[k]
-            if acc >= need:
+            if acc > need or n - k >= dupthresh:
                 return starts[k]
         return self.snd_una
+
+    def _una_lost(self) -> bool:
+        """IsLost(HighACK + 1), RFC 6675 section 4."""
+        sb = self._sacked
+        dupthresh = self.config.dupthresh
+        return sb.total > (dupthresh - 1) * self.mss or len(sb) >= dupthresh
 
     def _pipe(self, lost_edge: int) -> int:
         return (
@@ -1520,10 +1529,7 @@ class TcpConnection:
                     and una >= self._rto_recover
                     and (
                         self._dupacks >= self.config.dupthresh
-                        or (
-                            self.sack_ok
-                            and self._sacked.total > (self.config.dupthresh - 1) * self.mss
-                        )
+                        or (self.sack_ok and self._una_lost())
                     )
                 ):
                     self._enter_recovery(now)
@@ -1532,7 +1538,7 @@ class TcpConnection:
                 and not self.in_recovery
                 and una >= self._rto_recover
                 and self.snd_max > una
-                and self._sacked.total > (self.config.dupthresh - 1) * self.mss
+                and self._una_lost()
             ):
                 self._enter_recovery(now)
         if prr and self.in_recovery:

@@ -395,3 +395,25 @@ def test_sack_blocks_after_the_first_repeat_the_most_recently_reported():
         reports.append([((left - base) & M) // mss for left, _ in sack.blocks])
     assert reports[-1] == [8, 4, 6]
     assert reports[-2] == [4, 6, 2]
+
+
+def test_rfc6675_loss_rule_counts_more_than_dupthresh_minus_one_segments():
+    """RFC 6675 IsLost: a hole is lost once more than (DupThresh - 1) * SMSS bytes are SACKed
+    above it (or DupThresh discontiguous blocks). The rule used DupThresh * SMSS, so a hole
+    with 2.5 segments SACKed above waited while new data went out."""
+    a, b = _pair(timestamps=False)
+    mss = a.mss
+    a.cc.cwnd = 20 * mss
+    a.send(os.urandom(12 * mss + mss // 2))
+    segs = a.segments_to_send(0.01)
+    assert len(segs) == 13 and len(segs[12].payload) == mss // 2
+    a.send(os.urandom(20 * mss))  # new data is waiting too
+    out = []
+    for s in segs[1:9] + segs[10:]:  # 0 and 9 are lost
+        b.receive_segment(s, 0.02)
+        for ack in b.segments_to_send(0.02):
+            a.receive_segment(ack, 0.03)
+            out += a.segments_to_send(0.03)
+    assert a.in_recovery
+    rxt = [s.seq for s in out if s.seq in (segs[0].seq, segs[9].seq)]
+    assert rxt == [segs[0].seq, segs[9].seq]
