@@ -417,3 +417,30 @@ def test_rfc6675_loss_rule_counts_more_than_dupthresh_minus_one_segments():
     assert a.in_recovery
     rxt = [s.seq for s in out if s.seq in (segs[0].seq, segs[9].seq)]
     assert rxt == [segs[0].seq, segs[9].seq]
+
+
+def test_cubic_reno_friendly_alpha_becomes_one_past_the_prior_cwnd():
+    """RFC 9438 4.3: once W_est reaches the cwnd before the last reduction, alpha_cubic = 1,
+    so the Reno-friendly region grows as fast as Reno (1 SMSS per RTT), not 0.53."""
+    cc = Cubic(MSS)
+    cc.cwnd = 20 * MSS
+    cc.enter_recovery(20 * MSS, 0.0)
+    cc.exit_recovery(0, 0.0)
+    t, rtt = 0.0, 0.001
+    for _ in range(200):
+        t = one_rtt(cc, t, rtt)
+        if cc.w_est >= 20:
+            break
+    assert 19 <= cc.cwnd / MSS <= 21.5
+    start = cc.cwnd / MSS
+    for _ in range(20):
+        t = one_rtt(cc, t, rtt)
+    assert cc.cwnd / MSS - start == pytest.approx(20, abs=3)
+
+
+def one_rtt(cc, now, rtt):
+    window = cc.cwnd
+    n = -(-window // (2 * MSS))
+    for i in range(n):
+        cc.on_ack(min(2 * MSS, window - 2 * MSS * i), rtt, now + rtt * (i + 1) / n)
+    return now + rtt
