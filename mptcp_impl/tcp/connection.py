@@ -42,6 +42,7 @@ MASK = 0xFFFFFFFF
 HALF = 1 << 31
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
 DUPTHRESH = 3
+WC_DEL_ACK = 0.2  # RFC 8985 7.2 WCDelAckT: worst-case delayed ACK a lone segment may wait for
 
 
 class TcpState(enum.Enum):
@@ -565,13 +566,18 @@ class TcpConnection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        tlp = self._tlp_deadline
+        if (
+            tlp is not None
+            and now >= tlp
+            and (self._rto_deadline is None or tlp <= self._rto_deadline)
+        ):
+            self._tlp_deadline = None
+            self._on_tlp(now)  # re-arms the RTO when it sends
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._rto_deadline = None
             self._tlp_deadline = None
             self._on_rto(now)
-        elif self._tlp_deadline is not None and now >= self._tlp_deadline:
-            self._tlp_deadline = None
-            self._on_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
             self._on_persist(now)
@@ -618,8 +624,8 @@ class TcpConnection:
         self.snd_nxt = self.snd_una
 
     def _arm_tlp(self, now: float, restart: bool) -> None:
-        """Probe timeout, RFC 8985 7.2: 2*SRTT (plus a delayed-ACK allowance when a single
-        segment is out), never later than the RTO."""
+        """Probe timeout, RFC 8985 7.2: 2*SRTT, plus WCDelAckT (200 ms) when a single segment
+        is out; a PTO past the RTO expiration is cut to it (the probe then goes first)."""
         if (
             self._tlp_sent
             or self.in_recovery
@@ -634,13 +640,12 @@ class TcpConnection:
         if restart or self._tlp_deadline is None:
             pto = 2 * self.srtt
             if self.snd_max - self.snd_una <= self.mss:
-                pto += self.config.delayed_ack
+                pto += WC_DEL_ACK
             if pto < 0.01:
                 pto = 0.01
             t = now + pto
-            if self._rto_deadline is not None and t >= self._rto_deadline:
-                self._tlp_deadline = None  # the RTO comes first anyway
-                return
+            if self._rto_deadline is not None and t > self._rto_deadline:
+                t = self._rto_deadline
             self._tlp_deadline = t
 
     def _on_tlp(self, now: float) -> None:

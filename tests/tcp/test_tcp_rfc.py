@@ -444,3 +444,19 @@ def one_rtt(cc, now, rtt):
     for i in range(n):
         cc.on_ack(min(2 * MSS, window - 2 * MSS * i), rtt, now + rtt * (i + 1) / n)
     return now + rtt
+
+
+def test_tlp_allows_200ms_for_a_delayed_ack_of_a_lone_segment():
+    """RFC 8985 7.2: with one segment in flight the PTO adds WCDelAckT = 200 ms (the peer
+    may be waiting for a second segment to ACK), not our own delayed-ACK time (40 ms)."""
+    w = established(TcpConfig(min_rto=1.0), delay=0.01)
+    a = w.a
+    pump(w, 1000)
+    w.run(until=w.now + 0.5)
+    srtt = a.srtt
+    w.filters["ab"] = lambda *_: []
+    t0 = w.now
+    a.send(b"z" * 100)
+    w.run(cond=lambda: a.stats.tlp_probes >= 1)
+    assert w.now - t0 == pytest.approx(2 * srtt + 0.2, abs=0.002)
+    assert a.stats.rto_count == 0
