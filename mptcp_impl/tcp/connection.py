@@ -20,6 +20,7 @@ import enum
 import hashlib
 import os
 import random
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -94,6 +95,9 @@ class TcpConfig:
     challenge_ack_limit: int = 1000  # per second, RFC 5961 section 7
     dupthresh: int = DUPTHRESH
     tlp: bool = True  # tail loss probe (RFC 8985 section 7), with SACK only
+    # Random source for the ISN secret and the timestamp offset (seed it for reproducible
+    # runs); None = os.urandom / the random module.
+    rng: random.Random | None = None
     oow_ack_interval: float = 0.5  # min gap between ACKs for out-of-window non-data segments
 
 
@@ -177,12 +181,28 @@ class TcpHooks(Protocol):
 # --------------------------------------------------------------------------- helpers
 
 _SECRET = os.urandom(16)
+_RNG_SECRETS: weakref.WeakKeyDictionary[random.Random, bytes] = weakref.WeakKeyDictionary()
 
 
-def rfc6528_isn(local: tuple[str, int], remote: tuple[str, int], now: float) -> int:
+def _secret_for(rng: random.Random | None) -> bytes:
+    """The RFC 6528 key: one per process, or one per injected random source (drawn from it
+    once, so ISNs of one 4-tuple still advance with the clock across connections)."""
+    if rng is None:
+        return _SECRET
+    key = _RNG_SECRETS.get(rng)
+    if key is None:
+        key = _RNG_SECRETS[rng] = rng.randbytes(16)
+    return key
+
+
+def rfc6528_isn(
+    local: tuple[str, int], remote: tuple[str, int], now: float, secret: bytes | None = None
+) -> int:
     """ISN = M + F(4-tuple, secret): M ticks every 4 us, F is a keyed hash (RFC 6528)."""
     h = hashlib.blake2s(
-        f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(), key=_SECRET, digest_size=4
+        f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(),
+        key=secret or _SECRET,
+        digest_size=4,
     ).digest()
     return (int(now * 250_000) + int.from_bytes(h, "big")) & MASK
 
@@ -307,11 +327,14 @@ class TcpConnection:
 
     def _init_iss(self, now: float) -> None:
         cfg = self.config
-        self.iss = cfg.isn if cfg.isn is not None else rfc6528_isn(self.local, self.remote, now)
+        if cfg.isn is not None:
+            self.iss = cfg.isn
+        else:
+            self.iss = rfc6528_isn(self.local, self.remote, now, _secret_for(cfg.rng))
         self.snd_una = self.snd_nxt = self.snd_max = self.iss
         self._sbuf_seq = self._meta_high = self.iss + 1
         self._recover = self._rto_recover = self._high_rxt = self.iss
-        self._ts_offset = random.getrandbits(32)
+        self._ts_offset = (cfg.rng or random).getrandbits(32)
 
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
