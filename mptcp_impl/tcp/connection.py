@@ -264,7 +264,6 @@ class TcpConnection:
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._ooo = RangeSet()  # out-of-order data held above rcv_nxt
         self._ooo_data: dict[int, bytes | memoryview] = {}  # chunks tiling _ooo, by start
-        self._ooo_last = 0  # start of the most recently received out-of-order segment
         self._sack_hist: list[int] = []  # recent out-of-order arrivals, newest first
         self._fin_rcv_seq: int | None = None
         self._rcv_mss = 536  # largest payload seen: the "full-sized segment" for delayed ACK
@@ -1062,9 +1061,6 @@ class TcpConnection:
 
     # ------------------------------------------------------------------ SACK recovery (RFC 6675)
 
-    def _sacked_below(self, x: int) -> int:
-        return self._sacked.covered_below(x)
-
     def _holes_below(self, x: int) -> int:
         if x <= self.snd_una:
             return 0
@@ -1695,7 +1691,6 @@ class TcpConnection:
             if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
                 payload = bytes(payload)  # never keep a view into a buffer the edge reuses
             self._ooo_insert(first, memoryview(payload)[start:stop])
-            self._ooo_last = first
             hist = self._sack_hist
             hist.insert(0, first)
             if len(hist) > 8:
