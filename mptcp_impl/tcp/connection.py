@@ -625,9 +625,11 @@ class TcpConnection:
             self._reset("timeout")
             return
         # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una. Only the
-        # first timeout of a series is a congestion signal: when the same data times out again
-        # (no ACK since), ssthresh holds (RFC 5681 3.1) and cwnd simply stays at one segment.
-        if self._retries == 1:
+        # first timeout of an episode is a congestion signal: when data already resent by the
+        # retransmission timer times out again (no ACK since, or an ACK that left snd_una
+        # below the previous timeout's recovery point), ssthresh holds (RFC 5681 3.1) and
+        # cwnd simply stays at one segment.
+        if self._retries == 1 and self.snd_una >= self._rto_recover:
             self.cc.on_rto(self.snd_max - self.snd_una, now)
         elif self.cc.cwnd > self.mss:
             self.cc.cwnd = self.mss

@@ -475,3 +475,35 @@ def test_isn_and_timestamp_offset_come_from_an_injectable_random_source():
     r1, r2, r3 = run(1), run(1), run(2)
     assert r1 == r2
     assert r1[1] != r3[1] and r1[2] != r3[2] and r1[0] != r3[0]
+
+
+@pytest.mark.parametrize("cc", ["cubic", "reno"])
+def test_timeout_during_rto_recovery_holds_ssthresh(cc):
+    """A second timeout before the first one's recovery point is acked (a retransmission lost
+    again) is the same congestion episode: ssthresh holds (as Linux does in its Loss state);
+    CUBIC's 0.7 * cwnd of a 2-segment cwnd fell to 2 SMSS."""
+    w = established(TcpConfig(cc=cc, tlp=False))
+    a = w.a
+    pump(w, 300_000)
+    w.run(until=w.now + 0.5)
+    base = a.snd_nxt
+    mss = a.mss
+    sends = {}
+
+    def f(_w, _d, seg, _i):
+        if not seg.payload:
+            return [0.0]
+        k = ((seg.seq - base) & M) // mss
+        sends[k] = sends.get(k, 0) + 1
+        if sends[k] == 1 or (k == 1 and sends[k] == 2):
+            return []  # the whole flight is lost, and segment 1 once more after the RTO
+        return [0.0]
+
+    w.filters["ab"] = f
+    w.write("a", os.urandom(20 * mss))
+    w.run(cond=lambda: a.stats.rto_count >= 1)
+    after_first = a.stats.ssthresh
+    w.run(cond=lambda: a.stats.rto_count >= 2)
+    assert a.snd_una > base  # progress between the two timeouts
+    assert a.stats.ssthresh == after_first
+    w.run(cond=lambda: len(w.received["b"]) >= 20 * mss)
