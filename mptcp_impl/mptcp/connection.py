@@ -666,6 +666,8 @@ class MptcpConnection:
                 if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
                     s.stale = True
                     self.mib.inc("SubflowStale")
+                    # what it never sent goes elsewhere (already queued for reinjection)
+                    s.bytes_sent -= tcp.take_unsent()
 
     # ----------------------------------------------------------------- DATA_FIN
     def _close_progress(self, now: float) -> None:
@@ -701,6 +703,9 @@ class MptcpConnection:
         self._fin_send = False
         rto = sub.tcp.rto if sub.tcp.rto else 1.0
         self._fin_deadline = self._now + max(rto, 0.2)
+
+    def data_fin_lost(self) -> None:
+        self._fin_send = True
 
     def data_fin_on_mapping(self, dsn: int, length: int) -> bool:
         return False  # DATA_FIN rides on pure ACKs only, so a mapping never changes

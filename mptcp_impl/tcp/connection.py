@@ -179,6 +179,9 @@ class TcpHooks(Protocol):
 
     def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> bool | None: ...
 
+    # Optional: ``options_dropped(conn, seg, options)`` hears of hook options that did not fit
+    # beside TCP's own on this segment; ``receive_window(conn) -> int`` (see above).
+
     def sent_range(
         self, conn: TcpConnection, seq_start: int, length: int, meta: object
     ) -> None: ...
@@ -445,6 +448,8 @@ class TcpConnection:
         if self._offer_ws:
             opts.append(WindowScale(self.rcv_wscale))
         win = min(cfg.rcv_buf, 0xFFFF)
+        if self._rwin_hook is not None:
+            win = max(0, min(win, self._rwin_hook(self)))
         seg = TcpSegment(
             self.local[1],
             self.remote[1],
@@ -864,14 +869,40 @@ class TcpConnection:
         if not extra:
             return olen
         opts = seg.options
+        dropped = []
         for o in extra:
             opts.append(o)
             n = encoded_length(opts)
             if n > MAX_OPTIONS_LEN:
                 opts.pop()
+                dropped.append(o)
             else:
                 olen = n
+        if dropped:
+            note = getattr(hooks, "options_dropped", None)
+            if note is not None:
+                note(self, seg, dropped)  # e.g. a DATA_FIN that must go on a later segment
         return olen
+
+    def take_unsent(self) -> int:
+        """Remove the queued bytes that were never sent (and their metadata) and return how
+        many: a scheduler takes data back from a subflow that stopped making progress, to send
+        it elsewhere instead of late on this one."""
+        keep = self.snd_max
+        if self._fin_queued or keep >= self._data_end():
+            return 0
+        cut = max(keep, self._sbuf_seq)
+        n = self._data_end() - cut
+        del self._sbuf[cut - self._sbuf_seq :]
+        metas, starts = self._metas, self._meta_starts
+        while len(metas) > self._meta_head and metas[-1][0] >= cut:
+            metas.pop()
+            starts.pop()
+        if len(metas) > self._meta_head and metas[-1][1] > cut:
+            metas[-1][1] = cut
+        if self._meta_high > cut:
+            self._meta_high = cut
+        return n
 
     def _queue_ctl(self, flags: int, seq: int, now: float) -> None:
         """Queue a control segment (pure ACK, RST, FIN-less probe)."""
@@ -1452,7 +1483,11 @@ class TcpConnection:
                 self._refuse(self.snd_nxt, now)
                 return
         elif self.hooks is not None:
-            self.hooks.incoming_options(self, seg)
+            # RFC 5961 5.2 first: an ACK of data never sent, or far below snd_una, is dropped
+            # (by _process_ack) and its options must not reach the layer above.
+            ack = _unwrap(seg.ack, self.snd_una)
+            if self.snd_una - max(self.max_snd_wnd, 0xFFFF) <= ack <= self.snd_max:
+                self.hooks.incoming_options(self, seg)
 
         if state is S.SYN_RECEIVED:
             # _process_ack below moves snd_una over our SYN and takes the RTT sample.
