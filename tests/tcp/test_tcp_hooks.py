@@ -4,12 +4,12 @@ is acknowledged and never shares a segment, the window from above, forced ACKs."
 
 from __future__ import annotations
 
+from tcp_wire import A_ADDR, B_ADDR, Wire
+
 from mptcp_impl.tcp import TcpConfig, TcpConnection, TcpSegment
 from mptcp_impl.tcp.connection import Connected, Reset, TcpState
 from mptcp_impl.tcp.options import UnknownOption
 from mptcp_impl.tcp.segment import ACK, RST, SYN
-
-from tcp_wire import A_ADDR, B_ADDR, Wire
 
 M = 0xFFFFFFFF
 MARK = UnknownOption(253, b"hk")  # an experimental option as our "hook option"
