@@ -435,7 +435,7 @@ class MptcpConnection:
                 elif t is Closed:
                     s.closed = True
                     self._subflow_gone(s, None)
-            if s.tcp.readable and not s.closed or (s.tcp.readable and s in self.subflows):
+            if s.tcp.readable:
                 if self.fallback:
                     if s is self.initial:
                         self._rx(self.rcv_nxt, s.pull_fallback())
