@@ -38,7 +38,7 @@ from . import crypto
 from .ctrl import Endpoint, MptcpConfig
 from .options import AddAddr, MpCapable, MpPrio
 from .sched import make_scheduler
-from .subflow import DSS_DATA_ROOM, Subflow
+from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
 
 MASK64 = (1 << 64) - 1
@@ -241,15 +241,7 @@ class MptcpConnection:
     # ----------------------------------------------------------------- handshake callbacks
     def accept_capable(self, mpc: MpCapable | None) -> None:
         """Server, on the SYN: Linux's rules (version 1, H set, B clear, no key on a v1 SYN)."""
-        if (
-            self.config.enabled
-            and mpc is not None
-            and mpc.version == 1
-            and mpc.hmac_sha256
-            and not mpc.extensibility
-            and mpc.crypto_dg == 0
-            and mpc.sender_key is None
-        ):
+        if self.config.enabled and mpc_usable(mpc, syn=True) and mpc.sender_key is None:
             self.mib.inc("MPCapableSYNRX")
             self.checksum = self.config.checksum or mpc.checksum_required
             self._register()
@@ -259,13 +251,7 @@ class MptcpConnection:
         self.enter_fallback("SYN without usable MP_CAPABLE")
 
     def on_synack_capable(self, mpc: MpCapable | None) -> None:
-        if (
-            mpc is not None
-            and mpc.version == 1
-            and mpc.sender_key is not None
-            and mpc.receiver_key is None
-            and not mpc.extensibility
-        ):
+        if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key is None:
             self.mib.inc("MPCapableSYNACKRX")
             self._set_remote_key(mpc.sender_key)
             self.checksum = self.config.checksum or mpc.checksum_required
@@ -274,7 +260,7 @@ class MptcpConnection:
         self.enter_fallback("SYN/ACK without MP_CAPABLE")
 
     def on_third_ack_capable(self, sub: Subflow, mpc: MpCapable | None, seg: TcpSegment) -> None:
-        if mpc is not None and mpc.sender_key is not None and mpc.receiver_key == self.local_key:
+        if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key == self.local_key:
             self.mib.inc("MPCapableACKRX")
             self._set_remote_key(mpc.sender_key)
             self.fully_established = True

@@ -45,6 +45,18 @@ MASK64 = (1 << 64) - 1
 DSS_DATA_ROOM = 28  # DATA_ACK (64) + mapping (64-bit DSN), padded: what each data segment needs
 
 
+def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
+    """Linux's mptcp_parse_option: an MP_CAPABLE counts only with version 1 (a SYN may name
+    a later one), flag H and no other crypto bit, flag B clear; otherwise it is ignored."""
+    return (
+        mpc is not None
+        and (mpc.version >= 1 if syn else mpc.version == 1)
+        and mpc.hmac_sha256
+        and mpc.crypto_dg == 0
+        and not mpc.extensibility
+    )
+
+
 def _hmac(key_a: int, key_b: int, msg: bytes) -> bytes:
     return crypto.hmac_sha256(key_a.to_bytes(8, "big") + key_b.to_bytes(8, "big"), msg)
 
@@ -381,7 +393,7 @@ class Subflow:
             elif t is MpCapable:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
-                if self.initial and not self.active and o.data_len:
+                if self.initial and not self.active and o.data_len and mpc_usable(o):
                     self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64)
             elif t is MpJoinAck:
                 if not self.active:
