@@ -380,9 +380,13 @@ class MptcpConnection:
     # ================================================================= the poll
     def segments_to_send(self, now: float) -> list[tuple[Subflow, TcpSegment]]:
         self._now = now
+        # a subflow that closes while its events are processed (a refused join, a reset) still
+        # has its last segments to send: the RST with MP_TCPRST
+        subs = list(self.subflows)
         self._process(now)
+        subs += [s for s in self.subflows if s not in subs]
         out: list[tuple[Subflow, TcpSegment]] = []
-        for s in self.subflows:
+        for s in subs:
             for seg in s.tcp.segments_to_send(now):
                 out.append((s, seg))
         self._subflow_events(now)
