@@ -458,6 +458,8 @@ class MptcpConnection:
             self.subflows.remove(s)
             self._events.append(SubflowClosed(s))
             self._reinject_from(s)
+            if not s.initial and self._joins > 0:
+                self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
         if s is self.initial and self.fallback:
             if reason is not None and not self._closed:
                 self._events.append(Reset(reason))
