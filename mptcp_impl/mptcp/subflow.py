@@ -433,6 +433,8 @@ class Subflow:
         if d.dsn is None:
             return
         dsn = d.dsn if d.dsn64 else expand32(d.dsn, conn.rcv_nxt & MASK64)
+        if not seg.payload and not (d.data_fin and d.data_len == 1):
+            return  # Linux: a mapping on a segment without data maps nothing (DATA_FIN aside)
         if d.data_len == 0:
             conn.mib.inc("InfiniteMapRx")
             conn.enter_fallback("infinite mapping")
