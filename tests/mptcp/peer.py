@@ -224,3 +224,36 @@ class Box:
 
 def dss_of(seg: TcpSegment) -> Dss | None:
     return one(seg, Dss)
+
+
+def established_server(
+    key: int = 0x0102030405060708,
+    config: MptcpConfig | None = None,
+    tcp_config: TcpConfig | None = None,
+    wscale: int | None = None,
+) -> tuple[Box, Flow]:
+    """Our listener after a complete MP_CAPABLE handshake with the scripted client."""
+    from mptcp_impl.mptcp.options import MpCapable
+
+    box = Box(config=config or MptcpConfig())
+    if tcp_config is not None:
+        box.tcp_config = tcp_config
+    f = Flow((THEM, 40000), (US, PORT), key, wscale=wscale)
+    (synack,) = box.syn(f, f.seg(SYN, MpCapable()))
+    lk = one(synack, MpCapable).sender_key
+    box.feed(f, f.seg(ACK, MpCapable(sender_key=key, receiver_key=lk)))
+    assert box.conn.fully_established and not box.conn.fallback
+    return box, f
+
+
+def data_ack(conn: MptcpConnection, rel: int, **kw: Any) -> Dss:
+    """A 64-bit DATA_ACK of our data, ``rel`` bytes after our IDSN (1 = nothing acked)."""
+    return Dss(data_ack=(conn.local_idsn + rel) & MASK64, data_ack64=True, **kw)
+
+
+def mapping(flow: Flow, dsn_rel: int, ssn: int, n: int, dsn64: bool = True, **kw: Any) -> Dss:
+    """The peer's mapping: data-level offset ``dsn_rel`` after its IDSN (1 = first byte)."""
+    dsn = (flow.idsn + dsn_rel) & MASK64
+    if not dsn64:
+        dsn &= MASK32
+    return Dss(dsn=dsn, dsn64=dsn64, subflow_seq=ssn, data_len=n, **kw)
