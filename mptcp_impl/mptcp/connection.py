@@ -442,7 +442,7 @@ class MptcpConnection:
     def _on_subflow_connected(self, s: Subflow, now: float) -> None:
         if s.initial:
             if not self.fallback:
-                self.snd_edge = self.snd_una + max(s.tcp.snd_wnd, 65535)
+                self.snd_edge = self.snd_una + s.tcp.snd_wnd  # Linux: wnd_end = snd_nxt + snd_wnd
                 s.established = True
             else:
                 s.established = True

@@ -85,6 +85,7 @@ class Flow:
     isn: int = 0x10000000
     irs: int = 0  # our ISN, learnt from our SYN or SYN/ACK
     wscale: int | None = None  # offered in the peer's SYN
+    win: int = 65535  # the window field of its segments unless a script says otherwise
 
     @property
     def token(self) -> int:
@@ -101,7 +102,7 @@ class Flow:
         seq: int = 1,
         ack: int = 1,
         payload: bytes = b"",
-        win: int = 65535,
+        win: int | None = None,
         raw: list | None = None,
     ) -> TcpSegment:
         """A segment from the peer; ``seq``/``ack`` relative to the peer's and our ISN;
@@ -119,7 +120,7 @@ class Flow:
             (self.isn + (seq if not flags & SYN else 0)) & MASK32,
             ((self.irs + ack) & MASK32) if flags & ACK else 0,
             flags,
-            win,
+            self.win if win is None else win,
             opts,
             payload,
         )
@@ -231,6 +232,7 @@ def established_server(
     config: MptcpConfig | None = None,
     tcp_config: TcpConfig | None = None,
     wscale: int | None = None,
+    win: int = 65535,
 ) -> tuple[Box, Flow]:
     """Our listener after a complete MP_CAPABLE handshake with the scripted client."""
     from mptcp_impl.mptcp.options import MpCapable
@@ -238,7 +240,7 @@ def established_server(
     box = Box(config=config or MptcpConfig())
     if tcp_config is not None:
         box.tcp_config = tcp_config
-    f = Flow((THEM, 40000), (US, PORT), key, wscale=wscale)
+    f = Flow((THEM, 40000), (US, PORT), key, wscale=wscale, win=win)
     (synack,) = box.syn(f, f.seg(SYN, MpCapable()))
     lk = one(synack, MpCapable).sender_key
     box.feed(f, f.seg(ACK, MpCapable(sender_key=key, receiver_key=lk)))
