@@ -120,6 +120,7 @@ class MptcpConnection:
         self._ooo: list[list[Any]] = []  # sorted [dsn, bytes]
         self._ooo_starts: list[int] = []
         self._ooo_bytes = 0
+        self._rcv_wnd_sent = 0  # data-level right edge advertised (DATA_ACK + window)
         self._peer_fin: int | None = None
         self._eof = False
         # close
@@ -490,6 +491,22 @@ class MptcpConnection:
     # ================================================================= receive
     def rcv_window(self) -> int:
         return max(0, self.config.rcv_buf - len(self._rbuf) - self._ooo_bytes)
+
+    def adv_window(self, wscale: int, mss: int) -> int:
+        """The window a subflow advertises, relative to the DATA_ACK (RFC 8684 3.3.4, Linux's
+        mptcp_set_rwin): the data-level right edge never moves back (whatever arrives out of
+        order, on whichever subflow), and moves forward by at least min(rcv_buf/2, MSS) at a
+        time (receiver SWS avoidance). Rounded up to the scale so the edge is never cut."""
+        ack = self.rcv_nxt
+        sent = self._rcv_wnd_sent
+        edge = ack + self.rcv_window()
+        if edge - sent < min(self.config.rcv_buf >> 1, mss):
+            edge = sent if sent > ack else ack
+        field = min((edge - ack + (1 << wscale) - 1) >> wscale, 0xFFFF)
+        adv = ack + (field << wscale)
+        if adv > sent:
+            self._rcv_wnd_sent = adv
+        return field << wscale
 
     def unwrap_rx(self, dsn: int) -> int:
         return _unwrap64(dsn, self.rcv_nxt)

@@ -184,6 +184,9 @@ class Subflow:
             return []
         if flags & SYN:
             return [to_tcp_option(self._syn_option(flags))]
+        if flags & ACK:
+            # the window relative to the DATA_ACK, not what TCP made of it in subflow space
+            seg.window = conn.adv_window(tcp.rcv_wscale, tcp.config.mss) >> tcp.rcv_wscale
         out: list = []
         if self.initial and self.active and self._mpc_pending:
             mpc = self._third_ack_mpc(tcp, seg)
@@ -519,7 +522,8 @@ class Subflow:
 
     def receive_window(self, tcp: TcpConnection) -> int:
         """Every subflow advertises the connection-level window (RFC 8684 3.3.4)."""
-        return self.conn.rcv_window() if not self.conn.fallback else 1 << 30
+        conn = self.conn
+        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss) if not conn.fallback else 1 << 30
 
     def received_range(self, tcp: TcpConnection, seq_start: int, data_len: int, seg: Any) -> None:
         pass
