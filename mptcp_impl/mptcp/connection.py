@@ -96,6 +96,7 @@ class MptcpConnection:
         self.fallback = not cfg.enabled
         self.fallback_reason = "" if cfg.enabled else "MPTCP disabled"
         self.fully_established = False
+        self.data_ack_seen = False  # a DSS came from the peer (no more fallback on a bare segment)
         self.checksum = cfg.checksum
         self.local_key, self.local_token = self.registry.new_key()
         self.local_idsn = crypto.idsn(self.local_key)

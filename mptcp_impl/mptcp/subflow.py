@@ -413,6 +413,7 @@ class Subflow:
             elif t is FastClose:
                 conn.on_fastclose(self, o)
         if saw_dss:
+            conn.data_ack_seen = True
             if self._mpc_pending:
                 self._mpc_pending = False
                 conn.on_fully_established(self)
@@ -421,12 +422,38 @@ class Subflow:
                 self._join_ack_deadline = None
                 self.established = True
                 conn.on_join_established(self)
-        elif seg.payload and self.initial and not conn.fully_established:
-            if not any(type(o) is MpCapable for o in opts):
-                # Data without any MPTCP option before the peer ever sent a DSS: a middlebox
-                # stripped them, or the peer fell back. Go on as plain TCP (RFC 8684 3.7).
-                conn.enter_fallback("data without DSS before the first DATA_ACK")
+        elif self._mpc_pending:
+            # Client: the server's first segment carries a DATA_ACK or an ADD_ADDR, or the
+            # connection is plain TCP (Linux's check_fully_established, RFC 8684 3.1).
+            if any(type(o) is AddAddr and not o.echo for o in opts):
+                self._mpc_pending = False
+                conn.on_fully_established(self)
+            else:
+                conn.mib.inc("MPCapableDataFallback")
+                conn.enter_fallback("server's first segment without DATA_ACK")
+        elif (
+            seg.payload
+            and self.initial
+            and not conn.data_ack_seen
+            and len(conn.subflows) == 1
+            and not self._mapped((seg.seq - tcp.irs) & MASK32, len(seg.payload))
+        ):
+            # Data without a mapping before the peer ever sent a DATA_ACK: a middlebox
+            # stripped the options, or the peer fell back. Go on as plain TCP (RFC 8684 3.7).
+            conn.mib.inc("DssFallback")
+            conn.enter_fallback("data without DSS before the first DATA_ACK")
         return None
+
+    def _mapped(self, ssn: int, length: int) -> bool:
+        """Whether the bytes at relative subflow sequence ``ssn`` already have a mapping (or
+        were consumed: a retransmission)."""
+        rx = self._rx_ssn
+        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
+        if ssn + length <= rx:
+            return True
+        ssn = max(ssn, rx)
+        i = bisect.bisect_right(self._map_starts, ssn) - 1
+        return i >= 0 and ssn < self._maps[i][0] + self._maps[i][1]
 
     def _on_dss(self, tcp: TcpConnection, seg: TcpSegment, d: Dss) -> None:
         conn = self.conn
