@@ -68,7 +68,7 @@ def test_server_mapping_covering_later_segments_is_no_fallback():
 
 
 def client() -> tuple[Box, Flow]:
-    box = Box(config=__import__("mptcp_impl.mptcp.ctrl", fromlist=["MptcpConfig"]).MptcpConfig())
+    box = Box()
     f = Flow((THEM, PORT), (US, 40000), KEY)
     box.connect(f)
     box.feed(f, f.seg(SYN | ACK, MpCapable(sender_key=KEY)))
