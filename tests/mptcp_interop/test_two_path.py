@@ -169,3 +169,78 @@ def test_linux_to_ours(bed: Bed, scenario) -> None:
         assert delta.get("TcpRetransSegs", 0) > 0, "no loss seen by Linux: not tested"
     if name != "loss1pct":
         assert mp["mib"].get("MPTcpExtOFOQueue", 0) > 0, "no data-level reordering: not tested"
+
+
+# ---------------------------------------------------------------- fallback to plain TCP
+
+
+def test_ours_to_linux_plain_tcp(bed: Bed) -> None:
+    """A Linux plain-TCP server answers our MP_CAPABLE SYN without it: we fall back, send the
+    stream as plain TCP on one subflow and never try to join."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    before = bed.nstat("server")
+    srv = linux_server(bed, "server", srv_ip, 5320, "k_tcpsrv", "--tcp")
+    cli = ours_client(bed, "client", srv_ip, 5320, n, "u_cli_fb", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    delta = counters_delta(before, bed.nstat("server"))
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), s)
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    mp = c["mptcp"]
+    assert mp["fallback"] is True, mp
+    assert len(mp["subflows"]) == 1, mp["subflows"]
+    mib = {k.removeprefix("MPTcpExt"): v for k, v in mp["mib"].items() if v}
+    assert mib.get("MPCapableSYNTX") == 1 and mib.get("MPCapableFallbackSYNACK") == 1, mib
+    assert not mib.get("MPJoinSynTx"), mib
+    assert not {k: v for k, v in delta.items() if k.startswith("MPTcpExt")}, delta
+
+
+def test_linux_plain_tcp_to_ours(bed: Bed) -> None:
+    """A Linux plain-TCP client: our MPTCP server serves it as plain TCP."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    srv = ours_server(bed, "server", srv_ip, 5321, "u_srv_fb")
+    cli = linux_client(bed, "client", srv_ip, 5321, n, "k_tcpcli", "--tcp", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c, s.get("error"))
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    mp = s["mptcp"]
+    assert mp["fallback"] is True and len(mp["subflows"]) == 1, mp
+    assert not any(v for k, v in mp["mib"].items() if "MPCapable" in k or "MPJoin" in k), mp
+
+
+def test_ours_tcp_only_to_linux_mptcp(bed: Bed) -> None:
+    """Our --tcp-only client (no MP_CAPABLE) to a Linux MPTCP server: Linux falls back."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    before = bed.nstat("server")
+    srv = linux_server(bed, "server", srv_ip, 5322, "k_srv_tcpcli")
+    cli = ours_client(bed, "client", srv_ip, 5322, n, "u_tcpcli", "--bind", wifi, "--tcp-only")
+    c = bed.result(cli)
+    s = bed.result(srv)
+    delta = counters_delta(before, bed.nstat("server"))
+    assert c["_rc"] == 0 and s["_rc"] == 0
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n)
+    assert s["kernel"]["is_mptcp"] is False, s["kernel"]
+    assert not delta.get("MPTcpExtMPCapableSYNRX"), delta
+
+
+def test_linux_mptcp_to_ours_tcp_only(bed: Bed) -> None:
+    """A Linux MPTCP client to our --tcp-only server (no MP_CAPABLE in the SYN/ACK): Linux
+    falls back and counts it."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    before = bed.nstat("client")
+    srv = ours_server(bed, "server", srv_ip, 5323, "u_tcpsrv", "--tcp-only")
+    cli = linux_client(bed, "client", srv_ip, 5323, n, "k_cli_tcpsrv", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    delta = counters_delta(before, bed.nstat("client"))
+    assert c["_rc"] == 0 and s["_rc"] == 0
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n)
+    assert c["kernel"]["is_mptcp"] is False, c["kernel"]
+    assert delta.get("MPTcpExtMPCapableSYNTX") == 1, delta
+    assert delta.get("MPTcpExtMPCapableFallbackSYNACK") == 1, delta
+    assert not delta.get("MPTcpExtMPJoinSynTx"), delta
