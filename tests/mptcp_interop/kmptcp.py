@@ -2,10 +2,11 @@
 
     python -m tests.mptcp_interop.kmptcp server --listen IP:PORT [--tcp] [--progress MB]
     python -m tests.mptcp_interop.kmptcp client --connect IP:PORT --bytes N [--tcp] [--bind IP]
+                                               [--progress MB]
 
 Both speak the stream of ``mptcp_impl.cli`` (``pattern_block``) so sha256s compare. A server
 prints "listening" on stderr once it listens and, with ``--progress MB``, "progress K" each time
-another MB megabytes have arrived (so that tests can act mid-transfer without sleeping). Each
+another MB megabytes have arrived (a client: have been written; so that tests can act mid-transfer without sleeping). Each
 prints one JSON line on stdout at the end, with ``mptcp``: what the kernel says of the socket
 (TCP_IS_MPTCP and MPTCP_INFO, read before close).
 """
@@ -124,11 +125,17 @@ def client(a: argparse.Namespace) -> None:
     s.connect(_hp(a.connect))
     h = hashlib.sha256()
     left = a.bytes
+    step = int(a.progress * 1_000_000) if a.progress else 0
+    next_mark = step
     while left > 0:
-        chunk = block[: min(left, BLOCK)]
+        pos = (a.bytes - left) % BLOCK  # where in the repeated block the stream is
+        chunk = block[pos : pos + min(left, BLOCK - pos, step or BLOCK)]
         s.sendall(chunk)
         h.update(chunk)
         left -= len(chunk)
+        while step and a.bytes - left >= next_mark:
+            print(f"progress {next_mark // step}", file=sys.stderr, flush=True)
+            next_mark += step
     s.shutdown(socket.SHUT_WR)
     while s.recv(65536):  # until the peer's FIN: everything we sent has arrived
         pass
@@ -158,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--bind", default=None)
     c.add_argument("--tcp", action="store_true", help="plain TCP instead of MPTCP")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--progress", type=float, default=0, help="report every N MB written")
     a = p.parse_args(argv)
     server(a) if a.cmd == "server" else client(a)
 
