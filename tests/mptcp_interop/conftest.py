@@ -108,7 +108,9 @@ class Bed:
     def result(self, proc, timeout: float = 90) -> dict:
         """Wait for the process to exit and return the last JSON line it printed."""
         try:
-            rc = proc.wait(timeout)
+            rc = proc.popen.wait(timeout)
+            err = _drain(proc)
+            proc.wait(1)
         except subprocess.TimeoutExpired:
             proc.send_signal(10)  # SIGUSR1: our CLI dumps its connection state to stderr
             proc.stop()
@@ -117,9 +119,10 @@ class Bed:
         text = proc.out_path.read_text()
         lines = [ln for ln in text.splitlines() if ln.startswith("{")]
         if not lines:
-            pytest.fail(f"{proc.name} exited {rc} without JSON: {text[-1000:]} {_drain(proc)}")
+            pytest.fail(f"{proc.name} exited {rc} without JSON: {text[-1000:]} {err[-2000:]}")
         res = json.loads(lines[-1])
         res["_rc"] = rc
+        res["_stderr"] = err[-4000:]
         return res
 
     def nstat(self, host: str) -> dict[str, int]:
@@ -260,3 +263,161 @@ def ip_of(text: str) -> str:
     m = re.match(r"^(\d+\.\d+\.\d+\.\d+)", text)
     assert m, text
     return m.group(1)
+
+
+# ---------------------------------------------------------------- what tshark says of our segments
+
+EXPERT = (
+    "mptcp.connection.echoed_key_mismatch",
+    "mptcp.dss.missing_mapping",
+    "tcp.option.len.invalid",
+    "tcp.suboption_malformed",
+    "_ws.malformed",
+)
+WIRE_FIELDS = (
+    "frame.number",
+    "ip.src",
+    "tcp.stream",
+    "mptcp.stream",
+    "tcp.seq",
+    "tcp.len",
+    "tcp.option_kind",
+    "tcp.options.mptcp.subtype",
+    "tcp.options.mptcp.sendkey",
+    "mptcp.expected_token",
+    "mptcp.expected_idsn",
+    "tcp.options.mptcp.recvtok",
+    "tcp.options.mptcp.rawdataseqno",
+    "tcp.options.mptcp.subflowseqno",
+    "tcp.options.mptcp.datalvllen",
+    "tcp.options.mptcp.datafin.flag",
+)
+
+
+def _vals(x: str) -> list[str]:
+    return [v for v in x.split(";") if v != ""] if x else []
+
+
+def wire_check(pcap: Path, ours: set[str], our_token: str) -> dict:
+    """tshark (MPTCP analysis and mapping analysis on) over a capture taken on our host.
+
+    Checks every segment our stack sent: each MPTCP option (TCP kind 30) is decoded (as many
+    MPTCP subtypes as kind-30 options), no expert info of ``EXPERT``, our mappings on a subflow
+    never contradict each other, tshark ties every subflow to one MPTCP connection, and
+    tshark's token of the key we sent (``mptcp.expected_token``) is the token we report.
+    Returns what it saw: subtypes sent, the key's expected IDSN, our DSS mappings and the
+    peer's MP_JOIN tokens, for the caller's own checks.
+
+    One exception, with its proof: Wireshark 4.0 reports ``mptcp.dss.missing_mapping`` on some
+    data segments of long subflows although the segment itself carries the DSS mapping of its
+    bytes (its interval tree of mappings loses entries: the same frames are clean when the
+    capture is cut down around them). Such a frame passes only if its own DSS covers it.
+    """
+    rows = tshark(pcap, "tcp", *WIRE_FIELDS)
+    frames = {}
+    for r in rows:
+        frames[int(r[0])] = dict(
+            zip(WIRE_FIELDS, r + [""] * (len(WIRE_FIELDS) - len(r)), strict=True)
+        )
+    mine = {k: f for k, f in frames.items() if f["ip.src"] in ours}
+    assert len(mine) > 50, f"only {len(mine)} of our segments in {pcap}"
+    # every kind-30 option decoded as an MPTCP subtype
+    undecoded = [
+        k
+        for k, f in mine.items()
+        if _vals(f["tcp.option_kind"]).count("30") != len(_vals(f["tcp.options.mptcp.subtype"]))
+    ]
+    assert not undecoded, f"MPTCP options tshark did not decode in frames {undecoded[:20]}"
+    subtypes = {int(v) for f in mine.values() for v in _vals(f["tcp.options.mptcp.subtype"])}
+    # expert infos on our frames
+    others = [e for e in EXPERT if e != "mptcp.dss.missing_mapping"]
+    wrong = [
+        (int(r[0]), r[1:])
+        for r in tshark(pcap, " || ".join(others), "frame.number", "_ws.expert.message")
+        if int(r[0]) in mine
+    ]
+    assert not wrong, f"tshark expert infos on our segments: {wrong[:20]}"
+    unmapped = [
+        int(r[0])
+        for r in tshark(pcap, "mptcp.dss.missing_mapping", "frame.number")
+        if int(r[0]) in mine
+    ]
+    wrong = [k for k in unmapped if not _own_mapping_covers(mine[k])]
+    assert not wrong, f"our data segments without a mapping: {wrong[:20]}"
+    excused = len(unmapped)
+    # our mappings: one subflow's mappings never contradict each other
+    maps: dict[str, set[tuple[int, int, int]]] = {}
+    for f in mine.values():
+        for ssn, ln, dsn in zip(
+            _vals(f["tcp.options.mptcp.subflowseqno"]),
+            _vals(f["tcp.options.mptcp.datalvllen"]),
+            _vals(f["tcp.options.mptcp.rawdataseqno"]),
+            strict=False,
+        ):
+            if int(ln) and int(ssn):  # (a DATA_FIN on an empty segment has ssn 0)
+                maps.setdefault(f["tcp.stream"], set()).add((int(ssn), int(ln), int(dsn)))
+    for st, ms in maps.items():
+        ms = sorted(ms)
+        for a, b in zip(ms, ms[1:], strict=False):
+            assert b[0] >= a[0] + a[1] or b[2] - b[0] == a[2] - a[0], (st, a, b)
+            assert b[0] != a[0], f"two mappings from subflow seq {a[0]} on stream {st}: {a} {b}"
+    # one MPTCP connection in tshark's view, holding every subflow
+    streams = {f["mptcp.stream"] for f in mine.values() if f["mptcp.stream"]}
+    assert len(streams) == 1, streams
+    # the key we sent: tshark's token of it is ours
+    keyed = [
+        f
+        for f in mine.values()
+        if "0" in _vals(f["tcp.options.mptcp.subtype"]) and _vals(f["tcp.options.mptcp.sendkey"])
+    ]
+    assert keyed, "no MP_CAPABLE with our key"
+    exp_tokens = {_vals(f["mptcp.expected_token"])[0] for f in keyed}
+    exp_idsns = {_vals(f["mptcp.expected_idsn"])[0] for f in keyed}
+    assert exp_tokens == {str(int(our_token, 16))}, (exp_tokens, our_token)
+    assert len(exp_idsns) == 1, exp_idsns
+    peer_join_tokens = {
+        v
+        for f in frames.values()
+        if f["ip.src"] not in ours
+        for v in _vals(f["tcp.options.mptcp.recvtok"])
+    }
+    our_join_tokens = {v for f in mine.values() for v in _vals(f["tcp.options.mptcp.recvtok"])}
+    peer_keyed = [
+        f
+        for f in frames.values()
+        if f["ip.src"] not in ours
+        and "0" in _vals(f["tcp.options.mptcp.subtype"])
+        and _vals(f["tcp.options.mptcp.sendkey"])
+    ]
+    peer_tokens = {_vals(f["mptcp.expected_token"])[0] for f in peer_keyed}
+    fins = [
+        int(_vals(f["tcp.options.mptcp.rawdataseqno"])[0])
+        for f in mine.values()
+        if "1" in _vals(f["tcp.options.mptcp.datafin.flag"])
+    ]
+    return {
+        "subtypes": subtypes,
+        "expected_idsn": int(exp_idsns.pop()),
+        "maps": maps,
+        "our_join_tokens": our_join_tokens,  # MP_JOIN SYNs we sent: the peer's token
+        "peer_join_tokens": peer_join_tokens,  # MP_JOIN SYNs the peer sent: our token
+        "peer_tokens": peer_tokens,  # tshark's token of the peer's key
+        "data_fin_dsns": fins,
+        "excused_missing_mapping": excused,
+    }
+
+
+def _own_mapping_covers(f: dict) -> bool:
+    """The segment's own DSS maps every byte it carries (or it carries none)."""
+    ln = int(f["tcp.len"] or 0)
+    if ln == 0:
+        return True
+    seq = int(f["tcp.seq"])
+    ssns = _vals(f["tcp.options.mptcp.subflowseqno"])
+    lens = _vals(f["tcp.options.mptcp.datalvllen"])
+    if not ssns and lens and "0" in _vals(f["tcp.options.mptcp.subtype"]):
+        ssns = ["1"]  # MP_CAPABLE with data: the mapping starts at subflow sequence 1
+    for ssn, dl in zip(ssns, lens, strict=False):
+        if int(ssn) <= seq and seq + ln <= int(ssn) + int(dl):
+            return True
+    return False
