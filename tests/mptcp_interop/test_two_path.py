@@ -24,8 +24,10 @@ from .conftest import (
     linux_client,
     linux_server,
     make_bed,
+    merged,
     ours_client,
     ours_server,
+    wire_check,
 )
 
 pytestmark = pytest.mark.net
@@ -244,3 +246,46 @@ def test_linux_mptcp_to_ours_tcp_only(bed: Bed) -> None:
     assert delta.get("MPTcpExtMPCapableSYNTX") == 1, delta
     assert delta.get("MPTcpExtMPCapableFallbackSYNACK") == 1, delta
     assert not delta.get("MPTcpExtMPJoinSynTx"), delta
+
+
+# ---------------------------------------------------------------- tshark's view of our segments
+
+
+def test_wire_ours_to_linux(bed: Bed) -> None:
+    """Capture on our (client) host: tshark decodes every option we send, flags nothing on our
+    segments, derives our token from our key, and our data starts at the IDSN of that key."""
+    n = 3 * MB
+    wifi, lte, srv_ip = addrs(bed)
+    cap = bed.capture("cap_wire_c", ["client"])
+    srv = linux_server(bed, "server", srv_ip, 5330, "k_srv_wire")
+    cli = ours_client(bed, "client", srv_ip, 5330, n, "u_cli_wire", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    files = cap.stop()
+    assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n)
+    w = wire_check(merged(files, bed.workdir / "wire_c.pcap"), {wifi, lte}, c["mptcp"]["token"])
+    assert {0, 1, 2} <= w["subtypes"], w["subtypes"]  # MP_CAPABLE, MP_JOIN, DSS
+    assert w["our_join_tokens"] == w["peer_tokens"] and len(w["peer_tokens"]) == 1, w
+    first = min(d for ms in w["maps"].values() for _s, _n, d in ms)
+    # our first mapping is within the first 64 KB of the stream that starts at IDSN + 1
+    assert 0 <= first - (w["expected_idsn"] + 1) < 1 << 16, (first, w["expected_idsn"])
+    print("missing_mapping excused (own DSS covers):", w["excused_missing_mapping"])
+
+
+def test_wire_linux_to_ours(bed: Bed) -> None:
+    """Capture on our (server) host: the same, and Linux's MP_JOIN names our token; we send
+    no data, so our DATA_FIN is at IDSN + 1."""
+    n = 3 * MB
+    wifi, _, srv_ip = addrs(bed)
+    cap = bed.capture("cap_wire_s", ["server"])
+    srv = ours_server(bed, "server", srv_ip, 5331, "u_srv_wire")
+    cli = linux_client(bed, "client", srv_ip, 5331, n, "k_cli_wire", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    files = cap.stop()
+    assert s["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n)
+    token = s["mptcp"]["token"]
+    w = wire_check(files[0], {srv_ip}, token)
+    assert {0, 1, 2} <= w["subtypes"], w["subtypes"]
+    assert w["peer_join_tokens"] == {str(int(token, 16))}, w
+    assert {d - 1 for d in w["data_fin_dsns"]} == {w["expected_idsn"]}, w
