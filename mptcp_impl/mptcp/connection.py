@@ -442,7 +442,7 @@ class MptcpConnection:
                 elif t is Closed:
                     s.closed = True
                     self._subflow_gone(s, None)
-            if s.tcp.readable and not s.closed or (s.tcp.readable and s in self.subflows):
+            if s.tcp.readable:
                 if self.fallback:
                     if s is self.initial:
                         self._rx(self.rcv_nxt, s.pull_fallback())
@@ -673,6 +673,8 @@ class MptcpConnection:
                 if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
                     s.stale = True
                     self.mib.inc("SubflowStale")
+                    # what it never sent goes elsewhere (already queued for reinjection)
+                    s.bytes_sent -= tcp.take_unsent()
 
     # ----------------------------------------------------------------- DATA_FIN
     def _close_progress(self, now: float) -> None:
@@ -708,6 +710,9 @@ class MptcpConnection:
         self._fin_send = False
         rto = sub.tcp.rto if sub.tcp.rto else 1.0
         self._fin_deadline = self._now + max(rto, 0.2)
+
+    def data_fin_lost(self) -> None:
+        self._fin_send = True
 
     def data_fin_on_mapping(self, dsn: int, length: int) -> bool:
         return False  # DATA_FIN rides on pure ACKs only, so a mapping never changes

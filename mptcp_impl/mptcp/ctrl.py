@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 ENDPOINT_FLAGS = frozenset({"subflow", "signal", "backup", "fullmesh"})
@@ -27,6 +28,10 @@ class Endpoint:
         if not parts:
             raise ValueError("empty endpoint")
         addr, flags = parts[0], frozenset(parts[1:]) or frozenset({"subflow"})
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ValueError(f"endpoint {text!r}: {addr!r} is not an IP address") from None
         bad = flags - ENDPOINT_FLAGS
         if bad:
             raise ValueError(

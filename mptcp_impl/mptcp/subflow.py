@@ -32,6 +32,7 @@ from .options import (
     MptcpOptionError,
     RemoveAddr,
     TcpRst,
+    decode,
     expand32,
     find_mptcp,
     to_tcp_option,
@@ -514,6 +515,19 @@ class Subflow:
     def arm_join_ack(self, now: float) -> None:
         if self._join_ack_pending and self._join_ack_deadline is None:
             self._join_ack_deadline = now + max(self.tcp.rto, 0.2)
+
+    def options_dropped(self, tcp: TcpConnection, seg: TcpSegment, dropped: list) -> None:
+        """TCP had no room for some of our options: queued ones wait for the next segment, a
+        DATA_FIN is sent again."""
+        for raw in dropped:
+            try:
+                o = decode(raw.data)
+            except MptcpOptionError:
+                continue
+            if isinstance(o, (AddAddr, RemoveAddr, MpPrio)):
+                self._queued_opts.appendleft(o)
+            elif isinstance(o, Dss) and o.data_fin:
+                self.conn.data_fin_lost()
 
     def receive_window(self, tcp: TcpConnection) -> int:
         """Every subflow advertises the connection-level window (RFC 8684 3.3.4)."""

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from mptcp_pair import mptcp_pair, run_transfer
 
+from analysis.events import run_entry, write_events
+
 TOTAL = 3_000_000
 FAILOVER_TOTAL = 5_000_000  # long enough after the path returns to regain the goodput
 
@@ -47,7 +49,8 @@ def make_run(
         start = time.time()
         res = run_transfer(pair, run / "pcap" / stack / str(rep), variant, total)
         end = time.time()
-    events = [dict(e, at=e["actual"] - start) for e in res["events"]]
+    # the testbed's log: planned and actual times in seconds from the run's start
+    events = [dict(e, at=e["actual"] - start, actual=e["actual"] - start) for e in res["events"]]
     meta_path = run / "metadata.json"
     if not meta_path.exists():
         meta = {
@@ -55,6 +58,11 @@ def make_run(
             "parameters": {
                 "bytes": total,
                 "rates_mbit": list(rates),
+                # path i is link "path<i>" (the events name them so)
+                "paths": [
+                    {"name": f"path{i}", "links": [f"path{i}"], "rate_mbit": r}
+                    for i, r in enumerate(rates)
+                ],
                 "variant": variant,
                 **(extra_params or {}),
             },
@@ -67,7 +75,7 @@ def make_run(
             "packages": {"python": platform.python_version()},
         }
         meta_path.write_text(json.dumps(meta, indent=1))
-        (run / "events.json").write_text(json.dumps(events, indent=1))
+        write_events(run / "events.json", [run_entry(f"{stack}/{rep}", start, events)])
     (run / f"traffic-{stack}.json").write_text(json.dumps(res, indent=1))
     return res
 
