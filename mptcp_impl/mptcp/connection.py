@@ -135,6 +135,7 @@ class MptcpConnection:
         self._add_addr_accepted = 0
         self._joins = 0
         self._announced = False
+        self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
 
     # ================================================================= opening
     def connect(self, local: tuple[str, int], remote: tuple[str, int], now: float) -> Subflow:
@@ -391,6 +392,12 @@ class MptcpConnection:
         for s in subs:
             for seg in s.tcp.segments_to_send(now):
                 out.append((s, seg))
+            if s.has_queued_options() and not self.fallback:
+                # Data segments have no room left for them (DSS fills it): a pure ACK of their
+                # own, at once, as Linux sends an ADD_ADDR or its echo (mptcp_pm_send_ack).
+                s.tcp.send_ack()
+                for seg in s.tcp.segments_to_send(now):
+                    out.append((s, seg))
         self._subflow_events(now)
         return out
 
@@ -787,6 +794,10 @@ class MptcpConnection:
         init = self.initial
         if init is None or not init.active:
             return
+        known = (str(o.address), o.port or init.remote[1])
+        if known in self._remote_addrs:
+            return  # announced again (the echo was late or lost): echoed, no second subflow
+        self._remote_addrs.add(known)
         if self._add_addr_accepted >= self.config.limits.add_addr_accepted:
             return
         self._add_addr_accepted += 1

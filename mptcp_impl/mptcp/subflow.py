@@ -169,8 +169,12 @@ class Subflow:
         return n
 
     def queue_option(self, opt: Any) -> None:
-        self._queued_opts.append(opt)
+        if opt not in self._queued_opts:  # (an ADD_ADDR echoed twice before it left: once)
+            self._queued_opts.append(opt)
         self.tcp.send_ack()
+
+    def has_queued_options(self) -> bool:
+        return bool(self._queued_opts)
 
     # ----------------------------------------------------------------- TcpHooks: outgoing
     def outgoing_options(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> list:
@@ -201,6 +205,14 @@ class Subflow:
             )
             return [to_tcp_option(MpJoinAck(hm[:20]))]
         dss = self._dss(tcp, seg, space)
+        q = self._queued_opts
+        if q and not seg.payload:
+            if dss is not None and dss.dsn is None and dss.length + q[0].length > space:
+                dss = None  # room for it on this pure ACK (Linux: drop_other_suboptions)
+            if q[0].length > space:  # fits on no segment: drop it rather than wait forever
+                o = q.popleft()
+                if isinstance(o, AddAddr):
+                    conn.mib.inc("EchoAddTxDrop" if o.echo else "AddAddrTxDrop")
         if dss is not None:
             out.append(to_tcp_option(dss))
             space -= dss.length
