@@ -64,7 +64,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.topology import describe_files, parse_scalar, toml_path
+from testbed.errors import FieldError
+from testbed.topology import describe_files, parse_override, toml_path
 
 EXPERIMENT_DIR = Path(__file__).resolve().parent
 
@@ -103,14 +104,8 @@ SET_PARAMS = ("rate_mbit", "delay_ms", "loss_pct", "jitter_ms")
 METRIC_KEYS = {"warmup_s", "gap_window_s"}
 
 
-class ExperimentError(ValueError):
+class ExperimentError(FieldError):
     """An experiment file (or a --set override) is wrong; names the file and the field."""
-
-    def __init__(self, source: str | Path, field_name: str, problem: str):
-        self.source = str(source)
-        self.field = field_name
-        self.problem = problem
-        super().__init__(f"{source}: {field_name}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -252,11 +247,7 @@ def load_experiment(
 
 
 def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ExperimentError(source, item, "an override is written key=value")
-    value = parse_scalar(text.strip())
+    key, value = parse_override(item, source, ExperimentError)
     head, _, rest = key.partition(".")
     if head == "grid" and rest:
         raw.setdefault("grid", {})[rest] = value

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.emulation import LinkModel
+from testbed.errors import FieldError
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 NODE_KINDS = ("host", "router", "bridge")
@@ -47,13 +48,8 @@ PATH_FIELDS = {"from", "link", "to"}
 TOP_FIELDS = {"description", "nodes", "links", "paths"}
 
 
-class TopologyError(ValueError):
+class TopologyError(FieldError):
     """A topology file (or an override) is wrong; the message names the file and the field."""
-
-    def __init__(self, source: str, field_name: str, problem: str):
-        self.source = source
-        self.field = field_name
-        super().__init__(f"{source}: {field_name}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -185,13 +181,18 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None, source: str) -
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise TopologyError(source, item, "an override is written key=value")
-        out[key.strip()] = parse_scalar(text.strip())
-    return out
+    return dict(parse_override(item, source) for item in overrides)
+
+
+def parse_override(
+    item: str, source: str, error: type[FieldError] = TopologyError
+) -> tuple[str, Any]:
+    """One "key=value" as typed after --set: the dotted key and its value (as TOML reads it)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise error(source, item, "an override is written key=value")
+    return key, parse_scalar(text.strip())
 
 
 def parse_scalar(text: str) -> Any:
