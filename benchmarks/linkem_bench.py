@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from testbed.emulation import EmulatedPort, LinkModel, RouterEmulator, shape_interface
+from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
+from testbed.topology import LinkModel
 
 H1_IP, H2_IP = "10.78.1.1", "10.78.2.1"
 PORT = 5298

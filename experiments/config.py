@@ -64,8 +64,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import FieldError
-from testbed.topology import describe_files, parse_override, toml_path
+from experiments.errors import ExperimentError
+from experiments.stacks import STACKS
+from testbed.topology import (
+    TopologyError,
+    describe_files,
+    load_topology,
+    parse_override,
+    toml_path,
+)
 
 EXPERIMENT_DIR = Path(__file__).resolve().parent
 
@@ -102,10 +109,6 @@ BACKGROUND_KEYS = FLOW_KEYS | {"name", "stack"}
 EVENT_KEYS = {"at", "link", "action", "mode", "rate_mbit", "delay_ms", "loss_pct", "jitter_ms"}
 SET_PARAMS = ("rate_mbit", "delay_ms", "loss_pct", "jitter_ms")
 METRIC_KEYS = {"warmup_s", "gap_window_s"}
-
-
-class ExperimentError(FieldError):
-    """An experiment file (or a --set override) is wrong; names the file and the field."""
 
 
 @dataclass(frozen=True)
@@ -344,8 +347,6 @@ def _flow(source: str, where: str, raw: dict[str, Any], background: bool) -> Flo
 
 def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Experiment:
     """Validate a parsed experiment document; every error names the field."""
-    from experiments.stacks import STACKS
-
     _unknown(source, "", raw, TOP_KEYS)
     for req in ("name", "topology", "traffic", "stacks"):
         if req not in raw:
@@ -499,8 +500,6 @@ def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
 
 def check_against_topology(exp: Experiment) -> None:
     """Every grid point must give a valid topology, and hosts/links named must exist in it."""
-    from testbed.topology import TopologyError, load_topology
-
     points = grid_points(exp)
     for values in points:
         topo_keys = {k: v for k, v in values.items() if not k.startswith("traffic.")}
@@ -535,8 +534,6 @@ def check_against_topology(exp: Experiment) -> None:
                 f"no link {ev.link!r} in {exp.topology} (links: {', '.join(topo.links)})",
             )
     for s, opts in exp.stack_options.items():
-        from experiments.stacks import STACKS
-
         STACKS[s].check_topology(exp.source, f"stack.{s}", opts, topo)
 
 

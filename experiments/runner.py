@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from experiments import provenance
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
 from experiments.metrics import RunMetrics, run_metrics, summarize
 from experiments.stacks import STACKS, Stack
+from testbed.signals import Interrupted, SignalGuard
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "results"
@@ -451,28 +451,6 @@ def _expected_run_s(exp: Experiment) -> float:
     return (t.duration_s or 10.0) + 4.0
 
 
-class _SignalGuard:
-    """SIGTERM/SIGHUP raise testbed.net.Interrupted in the main thread for the whole campaign
-    (the testbed does the same while it is up), so every exit path reaches the finally blocks."""
-
-    def __enter__(self) -> _SignalGuard:
-        from testbed.net import Interrupted
-
-        self.old: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-
-            def on_term(signum, frame):
-                raise Interrupted(f"signal {signum}")
-
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                self.old[sig] = signal.signal(sig, on_term)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, h in self.old.items():
-            signal.signal(sig, h)
-
-
 def run_experiment(
     exp: Experiment,
     *,
@@ -510,7 +488,9 @@ def run_experiment(
     if progress:
         print(f"{exp.name}: {len(runs)} runs -> {run_dir}", file=bar.stream, flush=True)
     try:
-        with _SignalGuard():
+        # SIGTERM/SIGHUP unwind the whole campaign (not only a run's testbed) through the
+        # finally blocks below.
+        with SignalGuard():
             for spec in runs:
                 bar.start(spec, exp.repetitions, _expected_run_s(exp))
                 log.info(
@@ -532,7 +512,7 @@ def run_experiment(
                 bar.note(f"analysing {len(runs)} runs' captures (analysis/)")
                 result.report = _analyze(run_dir, meta, executor.events_log)
     except BaseException as e:
-        meta["interrupted"] = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "Interrupted"
+        meta["interrupted"] = isinstance(e, KeyboardInterrupt | Interrupted)
         meta["error"] = f"{type(e).__name__}: {e}"
         log.exception("campaign stopped")
         raise

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ExperimentError
+from experiments.errors import ExperimentError
 
 ENDPOINT_FLAGS = ("subflow", "signal", "backup", "fullmesh")
 SCHEDULERS_FILE = Path("/proc/sys/net/mptcp/available_schedulers")

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from testbed.topology import LinkModel
+
 TABLE = "mptcplab"
 FAMILY = "inet"
 MTU_BYTES = 1514
@@ -48,22 +50,6 @@ IPTABLES = ("iptables", "ip6tables")
 # links of this router is held once for each.
 QUEUE_CHAINS = (("mangle", "MPTCPLAB_IN", "-i", 0), ("filter", "MPTCPLAB_OUT", "-o", 1))
 REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class LinkModel:
-    """One link's behaviour, the same in each direction."""
-
-    rate_mbit: float | None = None  # htb rate; None = unshaped
-    delay_ms: float = 0.0  # one-way delay added in each direction
-    jitter_ms: float = 0.0  # around delay_ms; never reorders packets of a direction
-    loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
-    queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
-    jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
-
-    @property
-    def delayed(self) -> bool:
-        return self.delay_ms > 0 or self.jitter_ms > 0
 
 
 def _run(node, cmd: list[str], stdin: str | None = None) -> str:

@@ -9,9 +9,7 @@ starts is recorded in testbed.registry, so `./inv clean` can remove it after a c
 from __future__ import annotations
 
 import logging
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,17 +20,14 @@ from mininet.net import Mininet
 
 from testbed import registry
 from testbed.capture import Capture
-from testbed.emulation import EmulatedPort, LinkModel, RouterEmulator, shape_interface
+from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
 from testbed.events import EventRun, LinkEvent
 from testbed.host import Host, HostCommandError, MininetHost
 from testbed.routing import ResolvedPath, host_default, host_tables, resolve_path, router_routes
-from testbed.topology import LinkSpec, Topology
+from testbed.signals import Interrupted, SignalGuard
+from testbed.topology import LinkModel, LinkSpec, Topology
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread on SIGTERM so that `with Testbed(...)` unwinds and tears down."""
 
 
 class Testbed:
@@ -75,17 +70,17 @@ class Testbed:
         self._pid_tokens: list[str] = []
         self._captures: list[Capture] = []
         self._events: list[EventRun] = []
-        self._old_handlers: dict[int, Any] = {}
+        self._signals = SignalGuard()  # SIGTERM unwinds `with Testbed(...)` through stop()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Testbed:
-        self._install_signal_handlers()
+        self._signals.__enter__()
         try:
             self.start()
         except BaseException:
             self.stop()
-            self._restore_signal_handlers()
+            self._signals.__exit__()
             raise
         return self
 
@@ -93,7 +88,7 @@ class Testbed:
         try:
             self.stop()
         finally:
-            self._restore_signal_handlers()
+            self._signals.__exit__()
 
     def start(self) -> None:
         setLogLevel("warning")
@@ -146,21 +141,6 @@ class Testbed:
         self._pid_tokens.clear()
         self._captures.clear()
         self.emulators.clear()
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_term(signum, frame):
-            raise Interrupted(f"signal {signum}")
-
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            self._old_handlers[sig] = signal.signal(sig, on_term)
-
-    def _restore_signal_handlers(self) -> None:
-        for sig, handler in self._old_handlers.items():
-            signal.signal(sig, handler)
-        self._old_handlers.clear()
 
     # ---- building ----------------------------------------------------------------------------
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.emulation import LinkModel
 from testbed.errors import FieldError
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
@@ -50,6 +49,22 @@ TOP_FIELDS = {"description", "nodes", "links", "paths"}
 
 class TopologyError(FieldError):
     """A topology file (or an override) is wrong; the message names the file and the field."""
+
+
+@dataclass
+class LinkModel:
+    """One link's behaviour, the same in each direction."""
+
+    rate_mbit: float | None = None  # htb rate; None = unshaped
+    delay_ms: float = 0.0  # one-way delay added in each direction
+    jitter_ms: float = 0.0  # around delay_ms; never reorders packets of a direction
+    loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
+    queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
+    jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
+
+    @property
+    def delayed(self) -> bool:
+        return self.delay_ms > 0 or self.jitter_ms > 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from testbed.emulation import TABLE, EmulatedPort, LinkModel, RouterEmulator, shape_interface
+from testbed.emulation import TABLE, EmulatedPort, RouterEmulator, shape_interface
+from testbed.topology import LinkModel
 
 pytestmark = pytest.mark.net
 
