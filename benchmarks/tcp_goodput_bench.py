@@ -70,11 +70,11 @@ SENDERS = {
     "ours": ["-m", "mptcp_impl", "client", "--json"],
     "ours-packet": ["-m", "mptcp_impl", "client", "--json", "--sender", "packet"],
     "ours-raw": ["-m", "mptcp_impl", "client", "--json", "--sender", "raw"],
-    "linux": ["-m", "tests.userspace_tcp.kpeer", "client"],
+    "linux": ["-m", "testkit.kpeer", "client"],
 }
 RECEIVERS = {
     "ours": ["-m", "mptcp_impl", "server", "--once", "--json"],
-    "linux": ["-m", "tests.userspace_tcp.kpeer", "server"],
+    "linux": ["-m", "testkit.kpeer", "server"],
 }
 DEFAULT_PAIRS = [
     ("linux", "linux"),

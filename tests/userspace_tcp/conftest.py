@@ -1,7 +1,7 @@
 """Fixtures for the userspace-TCP tests: the project's testbed, and helpers to run peers in it.
 
 Every test runs real processes in Mininet namespaces: our stack through its CLI
-(``python -m mptcp_impl``), Linux TCP peers and a segment injector from ``kpeer.py``. Links use
+(``python -m mptcp_impl``), Linux TCP peers and a segment injector from ``testkit/kpeer.py``. Links use
 the testbed's emulation (htb, NFQUEUE delay/jitter on a router, nft loss); captures are checked
 with tshark.
 """

@@ -55,7 +55,7 @@ def run_injection(
         bed.client,
         [
             "-m",
-            "tests.userspace_tcp.kpeer",
+            "testkit.kpeer",
             "inject",
             "--local",
             bed.client_ip,
