@@ -20,7 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from mininet.net import Mininet
+
 from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
+from testbed.host import MininetHost
 from testbed.topology import LinkModel
 
 H1_IP, H2_IP = "10.78.1.1", "10.78.2.1"
@@ -29,8 +32,6 @@ PORT = 5298
 
 def build(prefix: str = "lb"):
     """h1 -- r1 -- h2 on veth links, no controller, no switches; forwarding on r1."""
-    from mininet.net import Mininet
-
     net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
     h1, r1, h2 = (net.addHost(f"{prefix}{n}", ip=None) for n in ("h1", "r1", "h2"))
     net.addLink(h1, r1)
@@ -115,10 +116,13 @@ def run(
                 r1.cmd(f"ethtool -K {r1.name}-{intf} tso off gso off gro off")
         model = LinkModel(delay_ms=delay_ms, jitter_ms=jitter_ms, rate_mbit=rate_mbit)
         if rate_mbit:
-            shape_interface(h1, f"{h1.name}-eth0", model)
-            shape_interface(r1, f"{r1.name}-eth0", model)
+            shape_interface(MininetHost(h1), f"{h1.name}-eth0", model)
+            shape_interface(MininetHost(r1), f"{r1.name}-eth0", model)
         emu = RouterEmulator(
-            r1, [EmulatedPort("left", f"{r1.name}-eth0", model)], log_path=log_path, seed=1
+            MininetHost(r1),
+            [EmulatedPort("left", f"{r1.name}-eth0", model)],
+            log_path=log_path,
+            seed=1,
         )
         emu.start()
         pid = emu.pids[0] if emu.pids else None  # --delay-ms 0: no emulator, the baseline

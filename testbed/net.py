@@ -67,7 +67,6 @@ class Testbed:
         self.link_router: dict[str, str] = {}  # link -> router that emulates it
         self.paths: list[ResolvedPath] = [resolve_path(topo, p) for p in topo.paths]
         self._ns_tokens: list[str] = []
-        self._pid_tokens: list[str] = []
         self._captures: list[Capture] = []
         self._events: list[EventRun] = []
         self._signals = SignalGuard()  # SIGTERM unwinds `with Testbed(...)` through stop()
@@ -117,7 +116,7 @@ class Testbed:
         for link in self.topo.links.values():
             if link.model.rate_mbit:  # a queue limit comes with a rate (checked in topology)
                 for end in (link.a, link.b):
-                    shape_interface(self.hosts[end].node, self.intf(end, link.name), link.model)
+                    shape_interface(self.hosts[end], self.intf(end, link.name), link.model)
         self._start_emulators()
 
     def stop(self) -> None:
@@ -135,10 +134,7 @@ class Testbed:
             self.net = None
         for token in self._ns_tokens:
             registry.forget_netns(token)
-        for token in self._pid_tokens:
-            registry.forget_pid(token)
         self._ns_tokens.clear()
-        self._pid_tokens.clear()
         self._captures.clear()
         self.emulators.clear()
 
@@ -254,16 +250,13 @@ class Testbed:
             )
         for k, (router, plist) in enumerate(sorted(ports.items())):
             emu = RouterEmulator(
-                self.hosts[router].node,
+                self.hosts[router],
                 plist,
                 log_path=self.workdir / f"linkem-{router}.log",
                 seed=None if self.seed is None else self.seed + k,
             )
             self.emulators[router] = emu
-            emu.start()
-            # Recorded by pid too: if we die, the node shells die with their pty, but the
-            # emulator (its own session) would live on and keep the namespace.
-            self._pid_tokens += [t for t in map(registry.record_pid, emu.pids) if t]
+            emu.start()  # its process is recorded by pid like every process a Host starts
 
     # ---- use ---------------------------------------------------------------------------------
 
@@ -381,24 +374,16 @@ class Testbed:
         """Change a link's model while it runs (rate/queue with tc, the rest in the emulator)."""
         spec = self.topo.links[link]
         model = replace(self.models[link], **changes)
+        emulated = changes.keys() & {"delay_ms", "jitter_ms", "jitter_dist", "loss_pct"}
+        router = self.link_router.get(link)
+        if emulated and router is None:
+            raise ValueError(f"link {link} has no router end to emulate on")
         self.models[link] = model
         if {"rate_mbit", "queue_pkts"} & changes.keys():
             for end in (spec.a, spec.b):
-                shape_interface(self.hosts[end].node, self.intf(end, link), model)
-        emu_changes = {
-            k: v for k, v in changes.items() if k in ("delay_ms", "jitter_ms", "loss_pct")
-        }
-        if emu_changes:
-            router = self.link_router.get(link)
-            if router is None:
-                raise ValueError(f"link {link} has no router end to emulate on")
-            emu = self.emulators[router]
-            emu.update(link, **emu_changes)
-            # A first delay on a router may have started its emulator process just now.
-            for pid in emu.pids:
-                token = registry.record_pid(pid)
-                if token and token not in self._pid_tokens:
-                    self._pid_tokens.append(token)
+                shape_interface(self.hosts[end], self.intf(end, link), model)
+        if router is not None:
+            self.emulators[router].set_model(link, model)  # the same object: one copy
 
     def apply(self, event: LinkEvent) -> None:
         if event.action == "down":
