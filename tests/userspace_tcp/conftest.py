@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from testbed.capture import Capture
+from testbed.net import Testbed
+from testbed.topology import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = (
@@ -76,9 +78,6 @@ def _bed(overrides: dict, tmp_path_factory, name: str, offload: bool = False) ->
     the default (off) makes every packet one segment, which is what loss emulation needs."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from testbed.net import Testbed
-    from testbed.topology import load_topology
-
     topo = load_topology("two_path", overrides=overrides)
     workdir = tmp_path_factory.mktemp(name)
     with Testbed(topo, workdir=workdir, offload=offload) as tb:
