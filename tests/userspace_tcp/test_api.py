@@ -201,7 +201,9 @@ def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed) -> None:
         cli = linux_client(clean_bed, port, n, "k_slow_cli")
         ours = re.escape(f"{server_ip}.{port} > ")
         dump.wait_for_line(rf"IP {ours}.*, win 0,", stream="stdout", timeout=30)
-        srv.write_stdin(b"go\n")  # the window must reopen: the rest and the FIN can only follow
+        srv.write_stdin(b"go\n")
+        # the window reopens (the next of our segments on the wire after the zero ones)
+        dump.wait_for_line(rf"IP {ours}.*, win [1-9]\d*,", stream="stdout", timeout=30)
         fin = dump.wait_for_line(
             rf"IP {re.escape(client_ip)}\.\d+ > {re.escape(server_ip)}\.{port}: Flags \[F",
             stream="stdout",
