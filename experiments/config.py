@@ -358,17 +358,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     seed = _typed(source, "seed", raw.get("seed", 1), int, lo=0)
     reps = _typed(source, "repetitions", raw.get("repetitions", 1), int, lo=1)
     shuffle = _typed(source, "shuffle", raw.get("shuffle", False), bool)
-
-    stacks = raw["stacks"]
-    if not isinstance(stacks, list) or not stacks:
-        raise ExperimentError(source, "stacks", f"expected a non-empty list, got {stacks!r}")
-    for i, s in enumerate(stacks):
-        if s not in STACKS:
-            raise ExperimentError(
-                source, f"stacks[{i}]", f"unknown stack {s!r} (known: {', '.join(STACKS)})"
-            )
-    if len(set(stacks)) != len(stacks):
-        raise ExperimentError(source, "stacks", f"a stack is listed twice: {stacks}")
+    stacks = _stacks(source, raw["stacks"])
 
     topo = _table(source, "topology", raw["topology"])
     _unknown(source, "topology", topo, {"name", "set"})
@@ -378,71 +368,9 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     topo_set = dict(_table(source, "topology.set", topo.get("set", {})))
 
     traffic = _flow(source, "traffic", _table(source, "traffic", raw["traffic"]), False)
-    background = []
-    bg_raw = raw.get("background", [])
-    if not isinstance(bg_raw, list):
-        raise ExperimentError(source, "background", "expected an array of tables [[background]]")
-    for i, b in enumerate(bg_raw):
-        flow = _flow(source, f"background[{i}]", _table(source, f"background[{i}]", b), True)
-        if not flow.stack:
-            flow = FlowSpec(**{**asdict(flow), "stack": "tcp"})
-        if flow.stack not in STACKS:
-            raise ExperimentError(source, f"background[{i}].stack", f"unknown stack {flow.stack!r}")
-        if flow.name == "main":
-            flow = FlowSpec(**{**asdict(flow), "name": f"background{i}"})
-        background.append(flow)
-
-    events = []
-    ev_raw = raw.get("events", [])
-    if not isinstance(ev_raw, list):
-        raise ExperimentError(source, "events", "expected an array of tables [[events]]")
-    for i, e in enumerate(ev_raw):
-        where = f"events[{i}]"
-        e = _table(source, where, e)
-        _unknown(source, where, e, EVENT_KEYS)
-        for req in ("at", "link", "action"):
-            if req not in e:
-                raise ExperimentError(source, f"{where}.{req}", "missing (required)")
-        at = float(_typed(source, f"{where}.at", e["at"], (int, float), lo=0))
-        link = _typed(source, f"{where}.link", e["link"], str)
-        action = e["action"]
-        if action not in ("down", "up", "set"):
-            raise ExperimentError(
-                source, f"{where}.action", f"must be down, up or set, not {action!r}"
-            )
-        mode = e.get("mode", "blackhole")
-        if mode not in ("blackhole", "interface"):
-            raise ExperimentError(
-                source, f"{where}.mode", f"must be blackhole or interface, not {mode!r}"
-            )
-        params = {
-            k: float(_typed(source, f"{where}.{k}", e[k], (int, float), lo=0))
-            for k in SET_PARAMS
-            if k in e
-        }
-        if action == "set" and not params:
-            raise ExperimentError(
-                source, where, f"a set event needs one of {', '.join(SET_PARAMS)}"
-            )
-        if action != "set" and params:
-            raise ExperimentError(
-                source, f"{where}.{next(iter(params))}", "only set events take link parameters"
-            )
-        events.append(EventSpec(at=at, link=link, action=action, mode=mode, params=params))
-
-    grid = {}
-    for k, v in _table(source, "grid", raw.get("grid", {})).items():
-        if not isinstance(v, list) or not v:
-            raise ExperimentError(source, f"grid.{k}", f"expected a non-empty list, got {v!r}")
-        if k.startswith("traffic."):
-            fld = k.split(".", 1)[1]
-            if fld not in FLOW_KEYS or fld in ("client", "server"):
-                raise ExperimentError(
-                    source, f"grid.{k}", f"not a sweepable traffic field: {fld!r}"
-                )
-            for j, val in enumerate(v):
-                _flow(source, f"grid.{k}[{j}]", {**_flow_raw(traffic), fld: val}, False)
-        grid[k] = list(v)
+    background = _background(source, raw.get("background", []))
+    events = _events(source, raw.get("events", []))
+    grid = _grid(source, _table(source, "grid", raw.get("grid", {})), traffic)
 
     for s in stacks:
         STACKS[s].check_flow(source, "traffic", traffic)
@@ -489,6 +417,90 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         warmup_s=warmup,
         gap_window_s=window,
     )
+
+
+def _stacks(source: str, stacks: Any) -> list[str]:
+    if not isinstance(stacks, list) or not stacks:
+        raise ExperimentError(source, "stacks", f"expected a non-empty list, got {stacks!r}")
+    for i, s in enumerate(stacks):
+        if s not in STACKS:
+            raise ExperimentError(
+                source, f"stacks[{i}]", f"unknown stack {s!r} (known: {', '.join(STACKS)})"
+            )
+    if len(set(stacks)) != len(stacks):
+        raise ExperimentError(source, "stacks", f"a stack is listed twice: {stacks}")
+    return stacks
+
+
+def _background(source: str, bg_raw: Any) -> list[FlowSpec]:
+    if not isinstance(bg_raw, list):
+        raise ExperimentError(source, "background", "expected an array of tables [[background]]")
+    background = []
+    for i, b in enumerate(bg_raw):
+        flow = _flow(source, f"background[{i}]", _table(source, f"background[{i}]", b), True)
+        if not flow.stack:
+            flow = FlowSpec(**{**asdict(flow), "stack": "tcp"})
+        if flow.stack not in STACKS:
+            raise ExperimentError(source, f"background[{i}].stack", f"unknown stack {flow.stack!r}")
+        if flow.name == "main":
+            flow = FlowSpec(**{**asdict(flow), "name": f"background{i}"})
+        background.append(flow)
+    return background
+
+
+def _events(source: str, ev_raw: Any) -> list[EventSpec]:
+    if not isinstance(ev_raw, list):
+        raise ExperimentError(source, "events", "expected an array of tables [[events]]")
+    return [
+        _event(source, f"events[{i}]", _table(source, f"events[{i}]", e))
+        for i, e in enumerate(ev_raw)
+    ]
+
+
+def _event(source: str, where: str, e: dict[str, Any]) -> EventSpec:
+    _unknown(source, where, e, EVENT_KEYS)
+    for req in ("at", "link", "action"):
+        if req not in e:
+            raise ExperimentError(source, f"{where}.{req}", "missing (required)")
+    at = float(_typed(source, f"{where}.at", e["at"], (int, float), lo=0))
+    link = _typed(source, f"{where}.link", e["link"], str)
+    action = e["action"]
+    if action not in ("down", "up", "set"):
+        raise ExperimentError(source, f"{where}.action", f"must be down, up or set, not {action!r}")
+    mode = e.get("mode", "blackhole")
+    if mode not in ("blackhole", "interface"):
+        raise ExperimentError(
+            source, f"{where}.mode", f"must be blackhole or interface, not {mode!r}"
+        )
+    params = {
+        k: float(_typed(source, f"{where}.{k}", e[k], (int, float), lo=0))
+        for k in SET_PARAMS
+        if k in e
+    }
+    if action == "set" and not params:
+        raise ExperimentError(source, where, f"a set event needs one of {', '.join(SET_PARAMS)}")
+    if action != "set" and params:
+        raise ExperimentError(
+            source, f"{where}.{next(iter(params))}", "only set events take link parameters"
+        )
+    return EventSpec(at=at, link=link, action=action, mode=mode, params=params)
+
+
+def _grid(source: str, table: dict[str, Any], traffic: FlowSpec) -> dict[str, list[Any]]:
+    grid = {}
+    for k, v in table.items():
+        if not isinstance(v, list) or not v:
+            raise ExperimentError(source, f"grid.{k}", f"expected a non-empty list, got {v!r}")
+        if k.startswith("traffic."):
+            fld = k.split(".", 1)[1]
+            if fld not in FLOW_KEYS or fld in ("client", "server"):
+                raise ExperimentError(
+                    source, f"grid.{k}", f"not a sweepable traffic field: {fld!r}"
+                )
+            for j, val in enumerate(v):
+                _flow(source, f"grid.{k}[{j}]", {**_flow_raw(traffic), fld: val}, False)
+        grid[k] = list(v)
+    return grid
 
 
 def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
