@@ -170,6 +170,22 @@ def _server_addr(tb: Network, host: str) -> str:
     return tb.addr(host, tb.topo.links_of(host)[0].name)
 
 
+def _background_results(results: list[FlowResult], specs: list[FlowSpec]) -> list[dict[str, Any]]:
+    """Per background flow: its receiver's goodput and whether both directions arrived intact."""
+    return [
+        {
+            "flow": fr.flow,
+            "stack": fr.stack,
+            "goodput_mbit": (fr.client if spec.direction == "download" else fr.server).get(
+                "goodput_mbit"
+            ),
+            "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
+            and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
+        }
+        for fr, spec in zip(results, specs, strict=True)
+    ]
+
+
 @dataclass
 class _Peer:
     """One end of a flow as started: where it runs, its process and its command."""
@@ -272,20 +288,7 @@ class RunExecutor:
             link_addrs=link_addrs,
             has_background=bool(exp.background),
         )
-        bg = [
-            {
-                "flow": fr.flow,
-                "stack": fr.stack,
-                "goodput_mbit": (fr.client if fr_dir == "download" else fr.server).get(
-                    "goodput_mbit"
-                ),
-                "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
-                and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
-            }
-            for fr, fr_dir in zip(
-                results["flows"][1:], [b.direction for b in exp.background], strict=True
-            )
-        ]
+        bg = _background_results(results["flows"][1:], exp.background)
         m.errors += results["stopped"]
         m.ok = m.ok and not results["stopped"]
         if bg:

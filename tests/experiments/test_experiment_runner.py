@@ -239,3 +239,23 @@ mode = "interface"
     assert m.bytes > 0  # what arrived before the cut is in the partial report
     (f,) = m.failover
     assert f.gap_s > 2.0 and f.goodput_after_mbit == 0.0
+
+
+def test_background_flow_runs_beside_the_main_one(tmp_path):
+    text = (REPO / "experiments" / "fairness.toml").read_text()
+    path = tmp_path / "fairness.toml"
+    path.write_text(text.replace("duration_s = 15", "duration_s = 2"))
+    exp = load_experiment(path, stack="tcp", reps=1)
+    res = run_experiment(exp, results_root=tmp_path / "results", progress=False, analyze=False)
+    (m,) = res.runs
+    assert m.ok and m.intact, m.errors
+    (bg,) = m.background
+    assert bg["flow"] == "competitor" and bg["stack"] == "tcp" and bg["intact"]
+    assert bg["goodput_mbit"] > 0
+    d = res.run_dir / "traffic" / "tcp" / "rep1"
+    assert sorted(p.name for p in d.glob("*.json")) == [
+        "competitor-client.json",
+        "competitor-server.json",
+        "main-client.json",
+        "main-server.json",
+    ]
