@@ -1,6 +1,6 @@
 """Goodput and CPU cost of our userspace TCP against Linux TCP on the same path.
 
-    python benchmarks/tcp_goodput_bench.py [--mbytes 200] [--loss PCT] [--rtt MS] [--jitter MS]
+    python -m benchmarks.tcp_goodput_bench [--mbytes 200] [--loss PCT] [--rtt MS] [--jitter MS]
                                            [--rate MBIT] [--reps 3] [--json]
     ./inv bench-tcp --loss 1 --rtt 200 --mbytes 100      # the issue's long "Done when" run
 
@@ -28,8 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from testbed.net import Testbed
+from testbed.topology import load_topology
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PY = (
     str(ROOT / ".venv" / "bin" / "python")
@@ -147,9 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", default="", help="e.g. ours:linux,linux:ours (default: all)")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     a = ap.parse_args(argv)
-
-    from testbed.net import Testbed
-    from testbed.topology import load_topology
 
     emulated = a.loss > 0 or a.rtt > 0 or a.jitter > 0 or a.rate > 0
     work = Path(tempfile.mkdtemp(prefix="bench-tcp-"))

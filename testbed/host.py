@@ -39,13 +39,15 @@ class LineReader:
     `read(left)` returns what the stream has within `left` seconds: bytes, b"" at its end, None
     when nothing came. A local pipe and an SSH channel differ only in that function."""
 
-    def __init__(self, read: Callable[[float], bytes | None]):
+    def __init__(self, read: Callable[[float], bytes | None], proc: Process):
         self._read = read
+        self._proc = proc  # named in the error
         self._buf = b""
         self.last: deque[str] = deque(maxlen=5)  # the latest lines, for error messages
 
-    def wait_for(self, pattern: str, timeout: float) -> str | None:
-        """The first new line matching `pattern`; None if the stream ended or time ran out."""
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        """The first new line matching `pattern`; TimeoutError, saying what the process printed
+        last, if the stream ended or time ran out first."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
@@ -56,11 +58,13 @@ class LineReader:
                 if rx.search(line):
                     return line
             left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            chunk = self._read(left)
+            chunk = self._read(left) if left > 0 else None
             if not chunk:
-                return None
+                p = self._proc
+                raise TimeoutError(
+                    f"{p.host}: {p.args[0]} did not print /{pattern}/ within {timeout}s "
+                    f"(rc={p.returncode}); it printed: {list(self.last)}"
+                )
             self._buf += chunk
 
 
@@ -137,14 +141,8 @@ class LocalProcess:
             pipe = self.popen.stderr if stream == "stderr" else self.popen.stdout
             if pipe is None:
                 raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
-            reader = self._lines[stream] = LineReader(_fd_reader(pipe.fileno()))
-        line = reader.wait_for(pattern, timeout)
-        if line is None:
-            raise TimeoutError(
-                f"{self.host}: {self.args[0]} did not print /{pattern}/ "
-                f"within {timeout}s (rc={self.returncode}); it printed: {list(reader.last)}"
-            )
-        return line
+            reader = self._lines[stream] = LineReader(_fd_reader(pipe.fileno()), self)
+        return reader.wait_for(pattern, timeout)
 
     def send_signal(self, sig: int) -> None:
         """To the process group when the process leads one (so its children get it too),

@@ -114,14 +114,9 @@ class RemoteProcess:
         """Block until the remote process prints a matching line on a PIPE'd stream."""
         if not self._pipe[stream]:
             raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
-        reader = self._lines.setdefault(stream, LineReader(self._reader(stream)))
-        line = reader.wait_for(pattern, timeout)
-        if line is None:
-            raise TimeoutError(
-                f"{self.host}: {self.args[0]} did not print /{pattern}/ within {timeout}s "
-                f"(rc={self.returncode}); it printed: {list(reader.last)}"
-            )
-        return line
+        if stream not in self._lines:
+            self._lines[stream] = LineReader(self._reader(stream), self)
+        return self._lines[stream].wait_for(pattern, timeout)
 
     def write_stdin(self, data: bytes) -> None:
         if not self._stdin:
