@@ -59,7 +59,6 @@ import copy
 import hashlib
 import itertools
 import random
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,7 @@ from testbed.topology import (
     describe_files,
     load_topology,
     parse_override,
+    read_toml,
     toml_path,
 )
 
@@ -223,14 +223,7 @@ def load_experiment(
     """
     path = experiment_path(name_or_path)
     source = str(path)
-    if not path.exists():
-        known = ", ".join(n for n, _ in list_experiments())
-        raise ExperimentError(source, "(file)", f"no such experiment file (known: {known})")
-    text = path.read_text()
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ExperimentError(source, "(syntax)", str(e)) from None
+    text, raw = read_toml(path, ExperimentError, "experiment", EXPERIMENT_DIR)
     overrides = list(overrides or [])
     for item in overrides:
         _apply_override(raw, item, source)

@@ -159,6 +159,21 @@ def describe_files(directory: Path) -> list[tuple[str, str]]:
     return out
 
 
+def read_toml(
+    path: Path, error: type[FieldError], kind: str, directory: Path
+) -> tuple[str, dict[str, Any]]:
+    """A user's TOML file as text and as data (shared with experiments/); a missing file names
+    the shipped ones in `directory`, a syntax error says where."""
+    if not path.exists():
+        known = ", ".join(n for n, _ in describe_files(directory))
+        raise error(path, "(file)", f"no such {kind} file (known: {known})")
+    text = path.read_text()
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise error(path, "(syntax)", str(e)) from None
+
+
 def topology_path(name_or_path: str | Path) -> Path:
     return toml_path(TOPOLOGY_DIR, name_or_path)
 
@@ -179,13 +194,7 @@ def load_topology(
     """
     path = topology_path(name_or_path)
     source = str(path)
-    if not path.exists():
-        known = ", ".join(n for n, _ in list_topologies())
-        raise TopologyError(source, "(file)", f"no such topology file (known: {known})")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise TopologyError(source, "(syntax)", str(e)) from None
+    _, raw = read_toml(path, TopologyError, "topology", TOPOLOGY_DIR)
     for key, value in parse_overrides(overrides, source).items():
         apply_override(raw, key, value, source)
     return parse_topology(raw, name=path.stem, source=source)
