@@ -14,8 +14,9 @@ the directory is created with exist_ok=False)::
       events.json          per run: the testbed's event log (planned and actual times)
       metrics.json         per run and summarised over repetitions (mean, spread)
 
-The runner reaches hosts only through the testbed's Host interface (run, start/stop, put/get,
-capture), so the same code can drive real machines over SSH later.
+The runner holds a testbed.network.Network made by the factory it is given (the Mininet Testbed
+unless told otherwise) and reaches hosts only through its Host interface (run, start/stop,
+put/get) and their Processes, so the same code can drive real machines over SSH.
 """
 
 from __future__ import annotations

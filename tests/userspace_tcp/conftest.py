@@ -35,7 +35,7 @@ ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 class Bed:
     """A running two_path testbed seen through its "wifi" path (client -> server)."""
 
-    tb: object
+    tb: Testbed
     client_ip: str
     server_ip: str
     workdir: Path
