@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from mininet.net import Mininet
 from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
 from testbed.host import MininetHost
 from testbed.topology import LinkModel
+from testkit.iperf import iperf3_end
 
 H1_IP, H2_IP = "10.78.1.1", "10.78.2.1"
 PORT = 5298
@@ -58,22 +58,8 @@ def cpu_seconds(pid: int | None) -> tuple[float, float]:
 
 def iperf3(client, server, seconds: float, mode: str) -> dict[str, float]:
     """Receiver-side Mbit/s per direction ("h1->h2", "h2->h1") of one TCP iperf3 run."""
-    srv = server.popen(
-        ["iperf3", "-s", "-1", "--forceflush", "-p", str(PORT)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        for line in srv.stdout:
-            if "Server listening" in line:
-                break
-        flag = {"forward": "", "reverse": "-R", "bidir": "--bidir"}[mode]
-        out = client.cmd(f"iperf3 -c {H2_IP} -p {PORT} -J -t {seconds} {flag}")
-        end = json.loads(out)["end"]
-    finally:
-        srv.kill()
-        srv.wait()
+    flag = {"forward": "", "reverse": "-R", "bidir": "--bidir"}[mode]
+    end = iperf3_end(client, server, H2_IP, seconds, flag=flag, port=PORT)
     rtts = [
         st["sender"]["mean_rtt"] / 1000
         for st in end.get("streams", [])

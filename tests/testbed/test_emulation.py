@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 from random import Random
 
 import pytest
@@ -18,6 +17,7 @@ from testbed.emulation import TABLE, EmulatedPort, RouterEmulator, shape_interfa
 from testbed.host import MininetHost
 from testbed.linkem import Queue
 from testbed.topology import LinkModel
+from testkit.iperf import iperf3_end
 
 pytestmark = pytest.mark.net
 
@@ -218,30 +218,9 @@ def test_a_killed_emulator_is_restarted_by_the_next_update(tri, emulator):
     assert abs(median_rtt(tri.h1, H2_IP) - 20.0) <= 2.0
 
 
-def iperf3_json(client, server, dst: str, seconds: float, reverse: bool = False) -> dict:
-    """iperf3's JSON "end" section of one TCP run; the server is ready once it says so."""
-    srv = server.popen(
-        ["iperf3", "-s", "-1", "--forceflush", "-p", "5299"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        for line in srv.stdout:
-            if "Server listening" in line:
-                break
-        else:
-            raise RuntimeError("iperf3 server did not start")
-        out = client.cmd(f"iperf3 -c {dst} -p 5299 -J -t {seconds} {'-R' if reverse else ''}")
-        return json.loads(out)["end"]
-    finally:
-        srv.kill()
-        srv.wait()
-
-
 def iperf3(client, server, dst: str, seconds: float, reverse: bool = False) -> float:
     """Receiver-side Mbit/s of one TCP iperf3 run."""
-    end = iperf3_json(client, server, dst, seconds, reverse)
+    end = iperf3_end(client, server, dst, seconds, flag="-R" if reverse else "", port=5299)
     return end["sum_received"]["bits_per_second"] / 1e6
 
 
@@ -249,7 +228,7 @@ def test_bulk_tcp_is_delayed_too(tri, emulator):
     """GSO super-packets take another path than pings (queued whole): the sender must see the
     configured RTT under load, and the kernel must not have dropped any queued packet."""
     emu = emulator(LinkModel(delay_ms=10), LinkModel())
-    end = iperf3_json(tri.h1, tri.h2, H2_IP, 2)
+    end = iperf3_end(tri.h1, tri.h2, H2_IP, 2, port=5299)
     rtt_ms = end["streams"][0]["sender"]["mean_rtt"] / 1000
     mbit = end["sum_received"]["bits_per_second"] / 1e6
     assert 20.0 <= rtt_ms <= 30.0, f"sender's mean RTT {rtt_ms} ms through 2 x 10 ms"
