@@ -30,15 +30,7 @@ from pathlib import Path
 
 from testbed.net import Testbed
 from testbed.topology import load_topology
-
-ROOT = Path(__file__).resolve().parents[1]
-
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+from testkit import ENV, PY
 
 CLEAN_TOPO = """description = "bench: client and server on one bare veth pair"
 [nodes]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,7 @@ import pytest
 from testbed.capture import Capture
 from testbed.net import Testbed
 from testbed.topology import load_topology
-
-ROOT = Path(__file__).resolve().parents[2]
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+from testkit import ENV, PY
 
 
 @dataclass
