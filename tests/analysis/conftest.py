@@ -16,10 +16,13 @@ import os
 import platform
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mptcp_pair import mptcp_pair, run_transfer
+
+from testkit.mptcp_pair import mptcp_pair, run_transfer
+from testkit.tshark import tshark_fields
 
 from analysis.events import run_entry, write_events
 
@@ -102,10 +105,6 @@ def all_pcaps(runs) -> list[Path]:
 @pytest.fixture(scope="session")
 def oracle(all_pcaps) -> dict[Path, dict[int, dict[str, str]]]:
     """tshark's view of every fixture capture, computed once (two at a time: 2 cores)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tshark_oracle import tshark_fields
-
     with ThreadPoolExecutor(2) as ex:
         return dict(zip(all_pcaps, ex.map(tshark_fields, all_pcaps), strict=True))
 
