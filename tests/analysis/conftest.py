@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from analysis.events import run_entry, write_events
 from testkit.mptcp_pair import mptcp_pair, run_transfer
 from testkit.tshark import tshark_fields
-
-from analysis.events import run_entry, write_events
 
 TOTAL = 3_000_000
 FAILOVER_TOTAL = 5_000_000  # long enough after the path returns to regain the goodput
