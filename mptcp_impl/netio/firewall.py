@@ -132,7 +132,8 @@ def list_tables() -> list[str]:
 
 
 def remove_stale_tables() -> list[str]:
-    """Delete this namespace's ``mptcplab_<pid>`` tables whose process is gone (SIGKILL, crash).
+    """Delete this namespace's ``mptcplab_<pid>[_<purpose>]`` tables whose process is gone
+    (SIGKILL, crash): the fence, and the proxy's redirect (mptcp_impl/proxy.py).
 
     Only tables of dead pids are touched: a live process's table is its own business.
     """
@@ -142,7 +143,7 @@ def remove_stale_tables() -> list[str]:
     except (FirewallError, ValueError):
         return removed
     for name in names:
-        pid = name[len(TABLE_PREFIX) :]
+        pid = name[len(TABLE_PREFIX) :].split("_", 1)[0]  # mptcplab_<pid>[_<purpose>]
         if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
             try:
                 _nft("delete", "table", "ip", name)

@@ -158,10 +158,16 @@ class RawIpSender:
     """
 
     gso = False
+    # SO_MARK of every raw socket of this process (0: none). Raw IP packets pass the kernel's
+    # netfilter OUTPUT hook (AF_PACKET ones do not): the proxy marks its own so that its nat
+    # redirect of local TCP leaves them alone.
+    fwmark = 0
 
     def __init__(self, src: str, dst: str) -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         try:
+            if self.fwmark:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.fwmark)
             s.bind((src, 0))
             s.connect((dst, 0))
             try:

@@ -1,0 +1,422 @@
+"""Unmodified applications' TCP over our MPTCP: a proxy for each end.
+
+    python -m mptcp_impl proxy --transparent [--ports 5201,80]        # client side
+    python -m mptcp_impl proxy --listen 10.0.5.2:5201 --to 127.0.0.1:15201   # server side
+
+Client side (``--transparent``): an nft table ``mptcplab_<pid>_proxy`` (type nat, hook output)
+redirects this namespace's locally generated TCP connections (to the given destination ports,
+or all of them) to a kernel listener of the proxy on 127.0.0.1; the proxy reads the original
+destination (``SO_ORIGINAL_DST``) and opens an MPTCP connection to it with our stack, from the
+address the application's connection came from. Whatever answers MPTCP there works: Linux
+MPTCP servers, our own server-side proxy; anything else falls back to plain TCP.
+
+Left alone by the redirect: destinations on this host and on loopback, and packets carrying
+the proxy's mark (``SO_MARK`` ``MARK``: the raw IP sockets of our stack, and the proxy's own
+kernel connections). Our default sender is AF_PACKET, which never passes netfilter at all.
+
+Server side (``--listen ADDR:PORT --to HOST:PORT``, repeatable in pairs): our stack listens
+(MPTCP and plain TCP clients alike) and each connection is carried over a kernel TCP connection
+to the local application.
+
+Bytes are copied both ways with back-pressure (a slow side closes the other side's window, no
+unbounded buffer); a half-close is passed on as a FIN (DATA_FIN), a reset as a reset. One
+process, one asyncio loop, one stack: both roles may run in the same process.
+
+Output: stderr ``ready ...`` once every listener and rule is in place; with ``--json`` one
+JSON line per finished connection on stdout (``"event": "conn"``: the application's and the
+network side's addresses, bytes each way, duration, MPTCP subflows and MIB) and a ``"event":
+"summary"`` line of the counters at exit. SIGINT/SIGTERM: connections are reset, the nft
+tables removed, the summary printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .api import get_stack, open_connection, start_server
+from .netio.firewall import TABLE_PREFIX, FirewallError, _nft, remove_stale_tables
+from .netio.packet import RawIpSender
+from .netio.stack import StackConfig
+
+MARK = 0x4D50  # "MP": the proxy's own packets, never redirected
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+CHUNK = 256 * 1024
+KERNEL_LIMIT = 1 << 20  # the kernel side's StreamReader buffer
+
+
+def original_dst(sock: socket.socket) -> tuple[str, int]:
+    """The destination a redirected connection was made to (conntrack's original tuple)."""
+    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port = struct.unpack_from("!H", raw, 2)[0]
+    return socket.inet_ntoa(raw[4:8]), port
+
+
+class Redirect:
+    """The nft table that sends this namespace's outgoing TCP to the proxy's listener."""
+
+    def __init__(self, to_port: int, ports: list[int] | None, mark: int = MARK) -> None:
+        self.table = f"{TABLE_PREFIX}{os.getpid()}_proxy"
+        self.to_port = to_port
+        self.ports = ports
+        self.mark = mark
+        self._created = False
+
+    def rule(self) -> str:
+        dports = ""
+        if self.ports:
+            dports = "tcp dport { " + ", ".join(str(p) for p in sorted(set(self.ports))) + " } "
+        return (
+            f"meta l4proto tcp meta mark != {self.mark:#x} ip daddr != 127.0.0.0/8 "
+            f"fib daddr type != local {dports}redirect to :{self.to_port}"
+        )
+
+    def install(self) -> None:
+        remove_stale_tables()
+        # priority -100 (dstnat): the usual place of a redirect of locally generated packets
+        _nft(
+            input_text=(
+                f"table ip {self.table} {{\n"
+                f"  chain out {{ type nat hook output priority -100; policy accept;\n"
+                f"    {self.rule()}\n"
+                f"  }}\n"
+                f"}}\n"
+            )
+        )
+        self._created = True
+
+    def close(self) -> None:
+        if self._created:
+            self._created = False
+            with contextlib.suppress(FirewallError):
+                _nft("delete", "table", "ip", self.table)
+
+
+@dataclass
+class Counters:
+    accepted: int = 0  # connections from applications (client side) or the network (server)
+    active: int = 0
+    completed: int = 0  # both directions closed cleanly
+    failed: int = 0  # refused upstream, reset, error
+    mptcp: int = 0  # of the finished ones: MPTCP, no fallback
+    fallback: int = 0  # ... fell back to plain TCP
+    subflows: int = 0  # subflows of all finished MPTCP connections
+    bytes_app_to_net: int = 0
+    bytes_net_to_app: int = 0
+    by_role: dict[str, int] = field(default_factory=dict)
+
+
+def _mptcp_view(stats: dict[str, Any]) -> dict[str, Any] | None:
+    mp = stats.get("mptcp") if isinstance(stats, dict) else None
+    if not isinstance(mp, dict):
+        return None
+    mib = {k: v for k, v in (mp.get("mib") or {}).items() if v}
+    return {
+        "fallback": mp.get("fallback"),
+        "fallback_reason": mp.get("fallback_reason"),
+        "subflows": mp.get("subflows", []),
+        "mib": mib,
+    }
+
+
+async def _pump(reader: Any, writer: Any, moved: list[int], i: int) -> None:
+    """Copy until EOF, then pass the EOF on (a FIN, or our DATA_FIN) and return."""
+    while True:
+        data = await reader.read(CHUNK)
+        if not data:
+            break
+        writer.write(data)
+        moved[i] += len(data)
+        await writer.drain()
+    if not writer.is_closing():
+        writer.write_eof()
+
+
+def _kernel_abort(writer: asyncio.StreamWriter) -> None:
+    """Reset the kernel connection (SO_LINGER 0), so the application sees the failure."""
+    sock = writer.get_extra_info("socket")
+    with contextlib.suppress(OSError):
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class Proxy:
+    def __init__(self, args: argparse.Namespace, config: StackConfig) -> None:
+        self.args = args
+        self.config = config
+        self.counters = Counters()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.redirect: Redirect | None = None
+        self.servers: list[Any] = []
+        self._json = args.json
+
+    def _emit(self, rec: dict[str, Any]) -> None:
+        if self._json:
+            print(json.dumps(rec), flush=True)
+        else:
+            keys = ("event", "role", "app", "net", "app_to_net", "net_to_app", "error")
+            print(" ".join(f"{k}={rec[k]}" for k in keys if k in rec), flush=True)
+
+    # ------------------------------------------------------------------ the common part
+    async def bridge(
+        self,
+        role: str,
+        kr: asyncio.StreamReader,
+        kw: asyncio.StreamWriter,
+        mr: Any,
+        mw: Any,
+        rec: dict[str, Any],
+        t0: float,
+    ) -> None:
+        """Copy both ways until both are closed; a failure on either side resets both."""
+        moved = [0, 0]  # app -> net, net -> app
+        up = asyncio.ensure_future(_pump(kr, mw, moved, 0))
+        down = asyncio.ensure_future(_pump(mr, kw, moved, 1))
+        err = None
+        try:
+            await asyncio.gather(up, down)
+            kw.close()
+            with contextlib.suppress(OSError):
+                await kw.wait_closed()
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(mw.wait_closed(), 30)
+        except (OSError, RuntimeError) as e:
+            err = f"{type(e).__name__}: {e}"
+        except asyncio.CancelledError:
+            err = "cancelled (proxy stopping)"
+            raise
+        finally:
+            for t in (up, down):
+                t.cancel()
+            if err is not None:
+                mw.abort()
+                _kernel_abort(kw)
+            self._finish(role, rec, moved, mw.stats(), t0, err)
+
+    def _finish(
+        self,
+        role: str,
+        rec: dict[str, Any],
+        moved: list[int],
+        stats: dict[str, Any],
+        t0: float,
+        err: str | None,
+    ) -> None:
+        c = self.counters
+        c.active -= 1
+        c.bytes_app_to_net += moved[0]
+        c.bytes_net_to_app += moved[1]
+        mp = _mptcp_view(stats)
+        if mp is not None:
+            if mp["fallback"]:
+                c.fallback += 1
+            else:
+                c.mptcp += 1
+                c.subflows += len(mp["subflows"])
+        if err is None:
+            c.completed += 1
+        else:
+            c.failed += 1
+        dur = time.monotonic() - t0
+        rec.update(
+            app_to_net=moved[0],
+            net_to_app=moved[1],
+            duration_s=round(dur, 6),
+            mptcp=mp,
+        )
+        if err is not None:
+            rec["error"] = err
+        self._emit(rec)
+
+    def _accepted(self, role: str) -> None:
+        c = self.counters
+        c.accepted += 1
+        c.active += 1
+        c.by_role[role] = c.by_role.get(role, 0) + 1
+
+    def _track(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    # ------------------------------------------------------------------ client side
+    async def on_app(self, kr: asyncio.StreamReader, kw: asyncio.StreamWriter) -> None:
+        t0 = time.monotonic()
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        sock = kw.get_extra_info("socket")
+        app = list(kw.get_extra_info("peername") or [])
+        try:
+            dst = original_dst(sock)
+        except OSError:
+            # Not redirected (someone connected to the listener itself): nowhere to go.
+            kw.close()
+            return
+        self._accepted("client")
+        rec: dict[str, Any] = {"event": "conn", "role": "client", "app": app, "net": list(dst)}
+        local = app[0] if app and not app[0].startswith("127.") else None
+        try:
+            mr, mw = await open_connection(dst[0], dst[1], local_addr=local, config=self.config)
+        except (OSError, RuntimeError) as e:
+            _kernel_abort(kw)
+            self._finish("client", rec, [0, 0], {}, t0, f"{type(e).__name__}: {e}")
+            return
+        rec["local"] = list(mw.get_extra_info("sockname") or [])
+        await self.bridge("client", kr, kw, mr, mw, rec, t0)
+
+    async def start_transparent(self) -> str:
+        srv = await asyncio.start_server(
+            self.on_app, "127.0.0.1", self.args.redirect_port, limit=KERNEL_LIMIT
+        )
+        self.servers.append(srv)
+        port = srv.sockets[0].getsockname()[1]
+        self.redirect = Redirect(port, self.args.ports)
+        self.redirect.install()
+        ports = ",".join(map(str, self.args.ports)) if self.args.ports else "all"
+        return f"transparent 127.0.0.1:{port} ports={ports}"
+
+    # ------------------------------------------------------------------ server side
+    async def start_forward(self, listen: tuple[str, int], to: tuple[str, int]) -> str:
+        async def on_peer(mr: asyncio.StreamReader, mw: Any) -> None:
+            t0 = time.monotonic()
+            task = asyncio.current_task()
+            if task is not None:
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            self._accepted("server")
+            peer = list(mw.get_extra_info("peername") or [])
+            rec: dict[str, Any] = {
+                "event": "conn",
+                "role": "server",
+                "net": peer,
+                "listen": [listen[0], server.port],
+                "app": list(to),
+            }
+            try:
+                kr, kw = await _kernel_connect(to)
+            except OSError as e:
+                mw.abort()
+                self._finish("server", rec, [0, 0], mw.stats(), t0, f"{type(e).__name__}: {e}")
+                return
+            await self.bridge("server", kr, kw, mr, mw, rec, t0)
+
+        server = await start_server(on_peer, listen[0], listen[1], config=self.config)
+        self.servers.append(server)
+        return f"listen {listen[0]}:{server.port} to {to[0]}:{to[1]}"
+
+    # ------------------------------------------------------------------ lifetime
+    async def run(self) -> int:
+        get_stack(self.config)  # this loop's stack, with the proxy's settings
+        parts = []
+        for listen, to in zip(self.args.listen, self.args.to, strict=True):
+            parts.append(await self.start_forward(listen, to))
+        if self.args.transparent:
+            parts.append(await self.start_transparent())
+        print("ready " + " ".join(parts), file=sys.stderr, flush=True)
+        try:
+            await asyncio.Event().wait()  # until SIGINT/SIGTERM cancels us
+        finally:
+            await self.stop()
+        return 0
+
+    async def stop(self) -> None:
+        if self.redirect is not None:
+            self.redirect.close()  # first: no new application connection comes our way
+        for s in self.servers:
+            s.close()
+        for t in list(self.tasks):
+            t.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5)
+        self.summary()
+
+    def summary(self) -> None:
+        print(json.dumps({"event": "summary", **asdict(self.counters)}), flush=True)
+
+
+async def _kernel_connect(to: tuple[str, int]) -> tuple[asyncio.StreamReader, Any]:
+    """A kernel TCP connection to the local application, marked so no redirect takes it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+        s.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(s, to)
+    except BaseException:
+        s.close()
+        raise
+    return await asyncio.open_connection(sock=s, limit=KERNEL_LIMIT)
+
+
+def _ports(s: str) -> list[int]:
+    try:
+        ports = [int(p) for p in s.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PORT[,PORT...], got {s!r}") from None
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise argparse.ArgumentTypeError(f"expected ports in 1..65535, got {s!r}")
+    return ports
+
+
+def add_arguments(p: argparse.ArgumentParser, hostport: Any) -> None:
+    p.add_argument(
+        "--transparent",
+        action="store_true",
+        help="client side: redirect this namespace's outgoing TCP (nft, output hook) to the "
+        "proxy, which carries it over MPTCP to the original destination",
+    )
+    p.add_argument(
+        "--ports",
+        type=_ports,
+        default=None,
+        metavar="P[,P...]",
+        help="with --transparent: only connections to these destination ports (default: all)",
+    )
+    p.add_argument(
+        "--redirect-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="with --transparent: the local listener's port on 127.0.0.1 (default: any)",
+    )
+    p.add_argument(
+        "--listen",
+        type=hostport,
+        action="append",
+        default=[],
+        metavar="ADDR:PORT",
+        help="server side: accept MPTCP and TCP here with our stack (repeatable, with --to)",
+    )
+    p.add_argument(
+        "--to",
+        type=hostport,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="server side: the local application each --listen forwards to (kernel TCP)",
+    )
+
+
+def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if len(args.listen) != len(args.to):
+        p.error("proxy: every --listen needs its --to (in the same order)")
+    if not args.transparent and not args.listen:
+        p.error("proxy: nothing to do (--transparent and/or --listen ADDR:PORT --to HOST:PORT)")
+    if args.ports and not args.transparent:
+        p.error("proxy: --ports applies to --transparent")
+
+
+async def run_proxy(args: argparse.Namespace, config: StackConfig) -> int:
+    RawIpSender.fwmark = MARK  # our raw IP packets pass the redirect untouched
+    return await Proxy(args, config).run()
