@@ -23,7 +23,8 @@ unbounded buffer); a half-close is passed on as a FIN (DATA_FIN), a reset as a r
 process, one asyncio loop, one stack: both roles may run in the same process.
 
 Output: stderr ``ready ...`` once every listener and rule is in place; with ``--json`` one
-JSON line per finished connection on stdout (``"event": "conn"``: the application's and the
+JSON line per finished connection on stdout (with ``--out FILE``: in that file, and stdout
+carries only the ready line) (``"event": "conn"``: the application's and the
 network side's addresses, bytes each way, duration, MPTCP subflows and MIB) and a ``"event":
 "summary"`` line of the counters at exit. SIGINT/SIGTERM: connections are reset, the nft
 tables removed, the summary printed.
@@ -159,9 +160,14 @@ class Proxy:
         self.redirect: Redirect | None = None
         self.servers: list[Any] = []
         self._json = args.json
+        # --out FILE: the JSON lines go there (stdout then carries the ready line alone)
+        self._out = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed in stop
 
     def _emit(self, rec: dict[str, Any]) -> None:
-        if self._json:
+        if self._out is not None:
+            self._out.write(json.dumps(rec) + "\n")
+            self._out.flush()
+        elif self._json:
             print(json.dumps(rec), flush=True)
         else:
             keys = ("event", "role", "app", "net", "app_to_net", "net_to_app", "error")
@@ -324,7 +330,11 @@ class Proxy:
             parts.append(await self.start_forward(listen, to))
         if self.args.transparent:
             parts.append(await self.start_transparent())
-        print("ready " + " ".join(parts), file=sys.stderr, flush=True)
+        ready = "ready " + " ".join(parts)
+        print(ready, file=sys.stderr, flush=True)
+        if self._out is not None:
+            print(ready, flush=True)
+            self._emit({"event": "ready", "pid": os.getpid(), "what": parts})
         try:
             await asyncio.Event().wait()  # until SIGINT/SIGTERM cancels us
         finally:
@@ -343,7 +353,13 @@ class Proxy:
         self.summary()
 
     def summary(self) -> None:
-        print(json.dumps({"event": "summary", **asdict(self.counters)}), flush=True)
+        rec = {"event": "summary", **asdict(self.counters)}
+        if self._out is not None:
+            self._emit(rec)
+            self._out.close()
+            self._out = None
+        else:
+            print(json.dumps(rec), flush=True)
 
 
 async def _kernel_connect(to: tuple[str, int]) -> tuple[asyncio.StreamReader, Any]:
@@ -389,6 +405,13 @@ def add_arguments(p: argparse.ArgumentParser, hostport: Any) -> None:
         default=0,
         metavar="PORT",
         help="with --transparent: the local listener's port on 127.0.0.1 (default: any)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="append the JSON lines (ready, one per connection, summary) to FILE; stdout "
+        "then carries only the ready line",
     )
     p.add_argument(
         "--listen",
