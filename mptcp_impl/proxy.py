@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import struct
@@ -48,6 +49,8 @@ from .api import get_stack, open_connection, start_server
 from .netio.firewall import TABLE_PREFIX, FirewallError, _nft, remove_stale_tables
 from .netio.packet import RawIpSender
 from .netio.stack import StackConfig
+
+log = logging.getLogger(__name__)
 
 MARK = 0x4D50  # "MP": the proxy's own packets, never redirected
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
@@ -276,11 +279,13 @@ class Proxy:
         try:
             mr, mw = await open_connection(dst[0], dst[1], local_addr=local, config=self.config)
         except (OSError, RuntimeError) as e:
+            log.warning("connect to %s:%d failed", *dst, exc_info=True)
             _kernel_abort(kw)
             self._finish("client", rec, [0, 0], {}, t0, f"{type(e).__name__}: {e}")
             return
         rec["local"] = list(mw.get_extra_info("sockname") or [])
-        await self.bridge("client", kr, kw, mr, mw, rec, t0)
+        with contextlib.suppress(asyncio.CancelledError):  # the proxy stops: already reported
+            await self.bridge("client", kr, kw, mr, mw, rec, t0)
 
     async def start_transparent(self) -> str:
         srv = await asyncio.start_server(
@@ -316,7 +321,8 @@ class Proxy:
                 mw.abort()
                 self._finish("server", rec, [0, 0], mw.stats(), t0, f"{type(e).__name__}: {e}")
                 return
-            await self.bridge("server", kr, kw, mr, mw, rec, t0)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.bridge("server", kr, kw, mr, mw, rec, t0)
 
         server = await start_server(on_peer, listen[0], listen[1], config=self.config)
         self.servers.append(server)
