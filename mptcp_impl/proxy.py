@@ -55,7 +55,11 @@ log = logging.getLogger(__name__)
 MARK = 0x4D50  # "MP": the proxy's own packets, never redirected
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 CHUNK = 256 * 1024
-KERNEL_LIMIT = 1 << 20  # the kernel side's StreamReader buffer
+KERNEL_LIMIT = 256 * 1024  # the kernel side's StreamReader buffer (reading pauses at twice)
+# The kernel side's receive buffer (SO_RCVBUF; the kernel doubles it): without a bound,
+# loopback autotuning lets an application queue megabytes in front of the MPTCP connection,
+# which its own figures (iperf3's sender) would count as sent.
+KERNEL_RCVBUF = 256 * 1024
 
 
 def original_dst(sock: socket.socket) -> tuple[str, int]:
@@ -288,9 +292,16 @@ class Proxy:
             await self.bridge("client", kr, kw, mr, mw, rec, t0)
 
     async def start_transparent(self) -> str:
-        srv = await asyncio.start_server(
-            self.on_app, "127.0.0.1", self.args.redirect_port, limit=KERNEL_LIMIT
-        )
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.args.kernel_rcvbuf:  # before listen: accepted sockets inherit it
+                ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.args.kernel_rcvbuf)
+            ls.bind(("127.0.0.1", self.args.redirect_port))
+        except BaseException:
+            ls.close()
+            raise
+        srv = await asyncio.start_server(self.on_app, sock=ls, limit=KERNEL_LIMIT)
         self.servers.append(srv)
         port = srv.sockets[0].getsockname()[1]
         self.redirect = Redirect(port, self.args.ports)
@@ -316,7 +327,7 @@ class Proxy:
                 "app": list(to),
             }
             try:
-                kr, kw = await _kernel_connect(to)
+                kr, kw = await _kernel_connect(to, self.args.kernel_rcvbuf)
             except OSError as e:
                 mw.abort()
                 self._finish("server", rec, [0, 0], mw.stats(), t0, f"{type(e).__name__}: {e}")
@@ -368,11 +379,13 @@ class Proxy:
             print(json.dumps(rec), flush=True)
 
 
-async def _kernel_connect(to: tuple[str, int]) -> tuple[asyncio.StreamReader, Any]:
+async def _kernel_connect(to: tuple[str, int], rcvbuf: int) -> tuple[asyncio.StreamReader, Any]:
     """A kernel TCP connection to the local application, marked so no redirect takes it."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.setblocking(False)
         await asyncio.get_running_loop().sock_connect(s, to)
     except BaseException:
@@ -411,6 +424,14 @@ def add_arguments(p: argparse.ArgumentParser, hostport: Any) -> None:
         default=0,
         metavar="PORT",
         help="with --transparent: the local listener's port on 127.0.0.1 (default: any)",
+    )
+    p.add_argument(
+        "--kernel-rcvbuf",
+        type=int,
+        default=KERNEL_RCVBUF,
+        metavar="BYTES",
+        help="SO_RCVBUF of the proxy's kernel sockets (default %(default)s; 0: the kernel's "
+        "autotuning, which lets applications queue megabytes in front of the proxy)",
     )
     p.add_argument(
         "--out",
