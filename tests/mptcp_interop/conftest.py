@@ -71,6 +71,9 @@ OURS_BAD = (
     "OptionMalformed",
     "DataAckInvalid",
     "MPRstRx",
+    "MPJoinSynTxBindErr",
+    "AddAddrTxDrop",
+    "EchoAddTxDrop",
 )
 
 
