@@ -31,6 +31,13 @@ def test(c, k="", x=False, args=""):
 
 
 @task
+def lint(c):
+    """ruff check and ruff format --check over the tree (the venv's ruff; CI runs it first)."""
+    c.run(f"{sys.executable} -m ruff check .", pty=False)
+    c.run(f"{sys.executable} -m ruff format --check .", pty=False)
+
+
+@task
 def clean(c):
     """Remove what a crashed or interrupted run of this project left behind (and nothing else)."""
     from mptcp_impl.netio.firewall import remove_stale_tables

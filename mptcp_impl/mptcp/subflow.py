@@ -46,6 +46,18 @@ MASK64 = (1 << 64) - 1
 DSS_DATA_ROOM = 28  # DATA_ACK (64) + mapping (64-bit DSN), padded: what each data segment needs
 
 
+def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
+    """Linux's mptcp_parse_option: an MP_CAPABLE counts only with version 1 (a SYN may name
+    a later one), flag H and no other crypto bit, flag B clear; otherwise it is ignored."""
+    return (
+        mpc is not None
+        and (mpc.version >= 1 if syn else mpc.version == 1)
+        and mpc.hmac_sha256
+        and mpc.crypto_dg == 0
+        and not mpc.extensibility
+    )
+
+
 def _hmac(key_a: int, key_b: int, msg: bytes) -> bytes:
     return crypto.hmac_sha256(key_a.to_bytes(8, "big") + key_b.to_bytes(8, "big"), msg)
 
@@ -177,6 +189,9 @@ class Subflow:
             return []
         if flags & SYN:
             return [to_tcp_option(self._syn_option(flags))]
+        if flags & ACK:
+            # the window relative to the DATA_ACK, not what TCP made of it in subflow space
+            seg.window = conn.adv_window(tcp.rcv_wscale, tcp.config.mss) >> tcp.rcv_wscale
         out: list = []
         if self.initial and self.active and self._mpc_pending:
             mpc = self._third_ack_mpc(tcp, seg)
@@ -394,7 +409,7 @@ class Subflow:
             elif t is MpCapable:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
-                if self.initial and not self.active and o.data_len:
+                if self.initial and not self.active and o.data_len and mpc_usable(o):
                     self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64)
             elif t is MpJoinAck:
                 if not self.active:
@@ -411,6 +426,7 @@ class Subflow:
             elif t is FastClose:
                 conn.on_fastclose(self, o)
         if saw_dss:
+            conn.data_ack_seen = True
             if self._mpc_pending:
                 self._mpc_pending = False
                 conn.on_fully_established(self)
@@ -419,12 +435,38 @@ class Subflow:
                 self._join_ack_deadline = None
                 self.established = True
                 conn.on_join_established(self)
-        elif seg.payload and self.initial and not conn.fully_established:
-            if not any(type(o) is MpCapable for o in opts):
-                # Data without any MPTCP option before the peer ever sent a DSS: a middlebox
-                # stripped them, or the peer fell back. Go on as plain TCP (RFC 8684 3.7).
-                conn.enter_fallback("data without DSS before the first DATA_ACK")
+        elif self._mpc_pending:
+            # Client: the server's first segment carries a DATA_ACK or an ADD_ADDR, or the
+            # connection is plain TCP (Linux's check_fully_established, RFC 8684 3.1).
+            if any(type(o) is AddAddr and not o.echo for o in opts):
+                self._mpc_pending = False
+                conn.on_fully_established(self)
+            else:
+                conn.mib.inc("MPCapableDataFallback")
+                conn.enter_fallback("server's first segment without DATA_ACK")
+        elif (
+            seg.payload
+            and self.initial
+            and not conn.data_ack_seen
+            and len(conn.subflows) == 1
+            and not self._mapped((seg.seq - tcp.irs) & MASK32, len(seg.payload))
+        ):
+            # Data without a mapping before the peer ever sent a DATA_ACK: a middlebox
+            # stripped the options, or the peer fell back. Go on as plain TCP (RFC 8684 3.7).
+            conn.mib.inc("DssFallback")
+            conn.enter_fallback("data without DSS before the first DATA_ACK")
         return None
+
+    def _mapped(self, ssn: int, length: int) -> bool:
+        """Whether the bytes at relative subflow sequence ``ssn`` already have a mapping (or
+        were consumed: a retransmission)."""
+        rx = self._rx_ssn
+        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
+        if ssn + length <= rx:
+            return True
+        ssn = max(ssn, rx)
+        i = bisect.bisect_right(self._map_starts, ssn) - 1
+        return i >= 0 and ssn < self._maps[i][0] + self._maps[i][1]
 
     def _on_dss(self, tcp: TcpConnection, seg: TcpSegment, d: Dss) -> None:
         conn = self.conn
@@ -434,6 +476,8 @@ class Subflow:
         if d.dsn is None:
             return
         dsn = d.dsn if d.dsn64 else expand32(d.dsn, conn.rcv_nxt & MASK64)
+        if not seg.payload and not (d.data_fin and d.data_len == 1):
+            return  # Linux: a mapping on a segment without data maps nothing (DATA_FIN aside)
         if d.data_len == 0:
             conn.mib.inc("InfiniteMapRx")
             conn.enter_fallback("infinite mapping")
@@ -531,7 +575,12 @@ class Subflow:
 
     def receive_window(self, tcp: TcpConnection) -> int:
         """Every subflow advertises the connection-level window (RFC 8684 3.3.4)."""
-        return self.conn.rcv_window() if not self.conn.fallback else 1 << 30
+        conn = self.conn
+        if conn.fallback:
+            # plain TCP: the connection's buffer is the socket buffer; TCP's own rules (right
+            # edge never back, SWS avoidance) apply to it
+            return conn.rcv_window()
+        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss)
 
     def received_range(self, tcp: TcpConnection, seq_start: int, data_len: int, seg: Any) -> None:
         pass

@@ -16,12 +16,14 @@ import os
 import platform
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mptcp_pair import mptcp_pair, run_transfer
 
 from analysis.events import run_entry, write_events
+from testkit.mptcp_pair import mptcp_pair, run_transfer
+from testkit.tshark import tshark_fields
 
 TOTAL = 3_000_000
 FAILOVER_TOTAL = 5_000_000  # long enough after the path returns to regain the goodput
@@ -102,10 +104,6 @@ def all_pcaps(runs) -> list[Path]:
 @pytest.fixture(scope="session")
 def oracle(all_pcaps) -> dict[Path, dict[int, dict[str, str]]]:
     """tshark's view of every fixture capture, computed once (two at a time: 2 cores)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tshark_oracle import tshark_fields
-
     with ThreadPoolExecutor(2) as ex:
         return dict(zip(all_pcaps, ex.map(tshark_fields, all_pcaps), strict=True))
 
