@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +20,8 @@ from pathlib import Path
 import pytest
 
 from testbed.capture import Capture
+from testkit import ENV, PY  # how tests run a peer: this checkout on PYTHONPATH
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-HERE = Path(__file__).resolve().parent
 MB = 1_000_000
 
 # Linux counters that must stay 0 in every MPTCP scenario: a mapping contradicted, an infinite
