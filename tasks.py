@@ -183,6 +183,24 @@ def bench_tcp(
 
 
 @task(
+    help={
+        "case": "simult (the Linux selftest's simult_flows bandwidth cases), cpu, or all",
+        "reps": "repetitions per pair",
+        "mbytes": "MB per CPU-case transfer",
+        "json": "print a JSON summary as the last line",
+    }
+)
+def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
+    """Our userspace MPTCP vs Linux MPTCP: simult_flows transfer times, CPU s/Gbit (1-2 subflows)."""
+    from benchmarks.mptcp_bench import main as bench_main
+
+    args = ["--case", case, "--reps", str(reps), "--mbytes", str(mbytes)]
+    if json:
+        args.append("--json")
+    sys.exit(bench_main(args))
+
+
+@task(
     help={"run_dir": "a run directory (RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap, metadata.json)"}
 )
 def analyze(c, run_dir):

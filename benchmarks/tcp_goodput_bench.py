@@ -60,14 +60,15 @@ link = "access"
 to = "server"
 """
 
+# --tcp-only: this benchmark measures our TCP (the CLI speaks MPTCP by default).
 SENDERS = {
-    "ours": ["-m", "mptcp_impl", "client", "--json"],
-    "ours-packet": ["-m", "mptcp_impl", "client", "--json", "--sender", "packet"],
-    "ours-raw": ["-m", "mptcp_impl", "client", "--json", "--sender", "raw"],
+    "ours": ["-m", "mptcp_impl", "client", "--json", "--tcp-only"],
+    "ours-packet": ["-m", "mptcp_impl", "client", "--json", "--tcp-only", "--sender", "packet"],
+    "ours-raw": ["-m", "mptcp_impl", "client", "--json", "--tcp-only", "--sender", "raw"],
     "linux": ["-m", "testkit.kpeer", "client"],
 }
 RECEIVERS = {
-    "ours": ["-m", "mptcp_impl", "server", "--once", "--json"],
+    "ours": ["-m", "mptcp_impl", "server", "--once", "--json", "--tcp-only"],
     "linux": ["-m", "testkit.kpeer", "server"],
 }
 DEFAULT_PAIRS = [

@@ -11,7 +11,8 @@ the directory is created with exist_ok=False)::
                            logs/testbed/<stack>/<rep>/ the testbed's own logs
       pcap/<stack>/<rep>/  the testbed's captures (<host>-ethN.pcap)
       traffic/<stack>/<rep>/<flow>-{client,server}.json   the traffic tool's reports
-      events.json          per run: the testbed's event log (planned and actual times)
+      events.json          per run: the testbed's event log (planned and actual times, seconds
+                           from the run's t0_wall; format and helpers in analysis/events.py)
       metrics.json         per run and summarised over repetitions (mean, spread)
 
 The runner holds a testbed.network.Network made by the factory it is given (the Mininet Testbed
@@ -38,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from analysis.events import run_entry, write_events
 from analysis.report import write_report
 from experiments import provenance
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
@@ -245,6 +247,7 @@ class RunExecutor:
                 for h in topo.hosts:
                     tb.host(h).run(["rm", "-rf", str(remote)], check=False)
             path_rates = _path_rates(tb, spec.traffic)
+            path_links = {p.name: list(p.links) for p in tb.paths if p.name in path_rates}
             link_addrs = {
                 lk.name: lk.addr_of(spec.traffic.client)
                 for lk in topo.links_of(spec.traffic.client)
@@ -259,18 +262,22 @@ class RunExecutor:
         ev_log = results["events"]
         ev_times = [results["t0_wall"] + e["actual"] - start_wall for e in ev_log]
         self.events_log.append(
-            {
-                "label": label,
-                "run": spec.index,
-                "t0_wall": results["t0_wall"],
-                "receiver_start_wall": start_wall,
-                "events": ev_log,
-                "event_t_receiver": [round(t, 4) for t in ev_times],
-                "stack": spec.stack,
-                "rep": label.split("/", 1)[1],
-                "point_values": spec.point_values,
-                "capacities_mbit": [] if exp.background else list(path_rates.values()),
-            }
+            run_entry(
+                label,
+                results["t0_wall"],
+                ev_log,
+                run=spec.index,
+                receiver_start_wall=start_wall,
+                event_t_receiver=[round(t, 4) for t in ev_times],
+                stack=spec.stack,
+                rep=label.split("/", 1)[1],
+                point_values=spec.point_values,
+                capacities_mbit=[] if exp.background else list(path_rates.values()),
+                paths=[
+                    {"name": n, "links": path_links[n], "rate_mbit": r}
+                    for n, r in path_rates.items()
+                ],
+            )
         )
         m = run_metrics(
             label=label,
@@ -288,6 +295,7 @@ class RunExecutor:
             window_s=exp.gap_window_s,
             link_addrs=link_addrs,
             has_background=bool(exp.background),
+            path_links=path_links,
         )
         bg = _background_results(results["flows"][1:], exp.background)
         m.errors += results["stopped"]
@@ -560,7 +568,7 @@ def run_experiment(
                 result.runs.append(m)
                 meta["runs_done"] = len(result.runs)
                 _write_json(run_dir / "metadata.json", meta)
-                _write_json(run_dir / "events.json", executor.events_log)
+                write_events(run_dir / "events.json", executor.events_log)
                 _write_json(
                     run_dir / "metrics.json",
                     {"runs": [r.as_dict() for r in result.runs], "summary": summarize(result.runs)},
@@ -579,7 +587,7 @@ def run_experiment(
     finally:
         meta["complete"] = result.complete
         meta["end"] = _now()
-        _write_json(run_dir / "events.json", executor.events_log)
+        write_events(run_dir / "events.json", executor.events_log)
         _write_json(run_dir / "metadata.json", meta)
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -608,8 +616,8 @@ def _one_line(m: RunMetrics) -> str:
 def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> Path:
     """One directory per run under RUN/analysis/, in the layout analysis/ reads as one run.
 
-    The analysis package treats a directory with metadata.json, events.json (a flat list, "actual"
-    in epoch seconds) and pcap/<stack>/<rep>/ as one run, and a directory of such runs as a
+    The analysis package treats a directory with metadata.json, events.json (the one format of
+    analysis.events, as RUN/events.json) and pcap/<stack>/<rep>/ as one run, and a directory of such runs as a
     campaign. A campaign of ours holds many runs (grid points, repetitions) whose events happen
     at different times, so each run gets its own view: its captures (hard links, no copies),
     its own events, and its parameters (the grid point, the path capacities).
@@ -629,6 +637,8 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
         params: dict[str, Any] = dict(r["point_values"])
         if r["capacities_mbit"]:
             params["capacities_mbit"] = r["capacities_mbit"]
+        if r.get("paths"):  # what survives a cut link (analysis.definitions)
+            params["paths"] = r["paths"]
         view_meta = {
             "experiment": meta["experiment"],
             "run_id": meta["run_id"],
@@ -646,13 +656,7 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             "campaign": str(run_dir),
         }
         _write_json(view / "metadata.json", view_meta)
-        _write_json(
-            view / "events.json",
-            [
-                {**e, "actual": r["t0_wall"] + e["actual"], "actual_from_start": e["actual"]}
-                for e in r["events"]
-            ],
-        )
+        write_events(view / "events.json", [run_entry(r["label"], r["t0_wall"], r["events"])])
     return base
 
 

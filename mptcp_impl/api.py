@@ -101,7 +101,7 @@ class _StreamHandler:
             self.reader.feed_data(data)
         # The peer's FIN (or the end of the connection) may have been seen while the reader
         # was paused with bytes still in the connection: EOF only after the last of them.
-        if self.peer_eof and not self.paused and not self.conn.tcp.readable:
+        if self.peer_eof and not self.paused and not self.conn.readable:
             self.eof_fed = True
             self.reader.feed_eof()
 

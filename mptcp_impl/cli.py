@@ -10,8 +10,12 @@ got. The server prints ``listening HOST:PORT`` to stderr once its endpoint is in
 callers can wait for that line instead of sleeping. Each process sets up and removes its own
 nft table and port reservation (also on SIGINT/SIGTERM).
 
-``--tcp-only`` is accepted for forward compatibility: once the MPTCP layer lands, the default
-becomes MPTCP and this flag selects plain TCP (today everything is plain TCP).
+MPTCP is the default: with no flags a client opens a subflow from each of its other addresses
+and accepts up to 8 announced addresses, and a server accepts up to 8 joins and announces
+nothing. ``--endpoint ADDR[,subflow|signal|backup|fullmesh...]`` (repeatable) and ``--limits
+subflows=N,add_addr_accepted=N`` say otherwise, in ``ip mptcp``'s vocabulary; ``--tcp-only``
+is plain TCP. A server serves MPTCP and plain TCP clients alike. With ``--json`` the result
+has ``"mptcp": {"fallback", "subflows": [...], "mib": {...}}``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from typing import Any
 
 from .api import close_stack, open_connection, start_server
+from .mptcp.ctrl import Endpoint, Limits, MptcpConfig
 from .netio.firewall import process_fence
 from .netio.stack import StackConfig
 
@@ -56,13 +61,50 @@ def _hostport(s: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _limits(s: str) -> Limits:
+    try:
+        return Limits.parse(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _endpoint(s: str) -> str:
+    try:
+        Endpoint.parse(s, 1)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
 
 def _config(args: argparse.Namespace) -> StackConfig:
-    return StackConfig(sender="raw" if args.no_gso else args.sender)
+    mptcp = None
+    if not args.tcp_only:
+        endpoints = None
+        if args.endpoint:
+            endpoints = [Endpoint.parse(e, i + 1) for i, e in enumerate(args.endpoint)]
+        elif args.cmd == "server":
+            endpoints = []
+        mptcp = MptcpConfig(
+            endpoints=endpoints,
+            limits=args.limits or Limits(),
+            scheduler=args.scheduler,
+        )
+    return StackConfig(
+        sender="raw" if args.no_gso else args.sender, mptcp=mptcp, seed=args.stack_seed
+    )
+
+
+def _with_mptcp(res: dict[str, Any]) -> dict[str, Any]:
+    """Lift the connection's MPTCP view out of the stats to the top level of the result."""
+    st = res.get("stats")
+    if isinstance(st, dict) and "mptcp" in st:
+        res["mptcp"] = st.pop("mptcp")
+    return res
 
 
 async def run_client(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +156,7 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     if err:
         res["error"] = err
         res["bytes_written"] = args.bytes - left
-    return res
+    return _with_mptcp(res)
 
 
 async def run_server(args: argparse.Namespace) -> int:
@@ -155,7 +197,7 @@ async def run_server(args: argparse.Namespace) -> int:
         }
         if err:
             res["error"] = err
-        await done.put(res)
+        await done.put(_with_mptcp(res))
 
     server = await start_server(handle, host, port, config=_config(args))
     print(f"listening {host}:{server.port}", file=sys.stderr, flush=True)
@@ -192,10 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object per result")
+    common.add_argument("--tcp-only", action="store_true", help="plain TCP instead of MPTCP")
     common.add_argument(
-        "--tcp-only",
-        action="store_true",
-        help="plain TCP (today the only mode; MPTCP becomes the default later)",
+        "--endpoint",
+        type=_endpoint,
+        action="append",
+        default=[],
+        metavar="ADDR[,FLAG...]",
+        help="an MPTCP endpoint as `ip mptcp endpoint` takes it (flags: subflow, signal, "
+        "backup, fullmesh; default subflow); repeatable. Client default: every other local "
+        "address with `subflow`; server default: none",
+    )
+    common.add_argument(
+        "--limits",
+        type=_limits,
+        default=None,
+        metavar="subflows=N,add_addr_accepted=N",
+        help="as `ip mptcp limits` (default subflows=8,add_addr_accepted=8)",
+    )
+    common.add_argument("--scheduler", default="default", help="MPTCP packet scheduler")
+    common.add_argument(
+        "--stack-seed", type=int, default=None, help="seed of MPTCP keys and nonces"
     )
     common.add_argument(
         "--sender",

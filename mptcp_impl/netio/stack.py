@@ -14,23 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
+import random
 import socket
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from ..tcp import segment as _segmod
+from ..mptcp.connection import MptcpConnection
+from ..mptcp.ctrl import Endpoint as MpEndpoint
+from ..mptcp.ctrl import MptcpConfig
+from ..mptcp.token import TokenRegistry
 from ..tcp.connection import TcpConfig, TcpConnection, TcpState
 from ..tcp.errors import MalformedSegment
-from ..tcp.options import encode_options
 from ..tcp.segment import ACK, RST, SYN, TcpSegment, decode_segment, encode_segment
+from .base import (
+    ConnectionHandler,
+    ConnectionRefused,
+    ConnectionReset,
+    EdgeStats,
+    _split,
+    gso_header,
+)
 from .firewall import KernelFence, process_fence, reserve_port
+from .mptcp_edge import MptcpConn, on_listener_syn
 from .packet import GsoPacketSender, PacketReceiver, RawIpSender, resolve_next_hop
 
 log = logging.getLogger(__name__)
-
-_HDR = _segmod._HDR  # the core's header layout; reused so that the two encoders cannot drift
 
 
 def local_address_for(remote: str) -> str:
@@ -38,6 +50,28 @@ def local_address_for(remote: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((remote, 9))
         return s.getsockname()[0]
+
+
+def local_addresses() -> list[str]:
+    """This namespace's global-scope IPv4 addresses, in interface order (``ip -j addr``): the
+    default MPTCP endpoints of a client."""
+    try:
+        out = subprocess.run(
+            ["ip", "-j", "-4", "addr", "show", "scope", "global"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("cannot list local addresses: %s", e)
+        return []
+    addrs = []
+    for link in json.loads(out or "[]"):
+        for a in link.get("addr_info", ()):
+            if a.get("family") == "inet" and a.get("local"):
+                addrs.append(a["local"])
+    return addrs
 
 
 @dataclass
@@ -56,35 +90,10 @@ class StackConfig:
     gso_max_payload: int = 62 * 1024
     batch: int = 128  # packets read per wake-up before the loop runs other callbacks
     flush_bytes: int = 8 * 1460  # received payload after which a connection flushes mid-batch
-
-
-class ConnectionHandler(Protocol):
-    """What the layer above (streams, CLI) implements to hear from a connection."""
-
-    def on_connected(self) -> None: ...
-    def on_data(self) -> None: ...
-    def on_send_space(self) -> None: ...
-    def on_peer_closed(self) -> None: ...
-    def on_closed(self, exc: BaseException | None) -> None: ...
-
-
-class ConnectionReset(ConnectionResetError):
-    """The peer reset an established connection, or the core gave up on it (timeout)."""
-
-
-class ConnectionRefused(ConnectionRefusedError):
-    """The handshake failed: a RST in answer to our SYN, or no answer at all."""
-
-
-@dataclass
-class EdgeStats:
-    """Counters of the edge (the core keeps its own in ``conn.stats``)."""
-
-    segments_in: int = 0
-    segments_out: int = 0
-    packets_out: int = 0
-    malformed_dropped: int = 0
-    send_dropped: int = 0
+    # MPTCP settings of new connections (the default: MPTCP, a client joins from each of the
+    # host's other addresses); None: plain TCP (a listener then serves TCP only)
+    mptcp: MptcpConfig | None = field(default_factory=MptcpConfig)
+    seed: int | None = None  # keys and nonces from random.Random(seed) instead of the OS
 
 
 class Conn:
@@ -128,6 +137,10 @@ class Conn:
         if data:
             self.stack._mark(self)  # the window may have opened: an update may be due
         return data
+
+    @property
+    def readable(self) -> int:
+        return self.tcp.readable
 
     def close(self) -> None:
         if not self.closed:
@@ -199,22 +212,7 @@ class Conn:
         self._reschedule_timer()
 
     def _gso_header(self, seg: TcpSegment) -> bytes:
-        opts = encode_options(seg.options) if seg.options else b""
-        hlen = 20 + len(opts)
-        tcp_len = hlen + len(seg.payload)
-        return (
-            _HDR.pack(
-                seg.src_port,
-                seg.dst_port,
-                seg.seq & 0xFFFFFFFF,
-                seg.ack & 0xFFFFFFFF,
-                ((hlen >> 2) << 12) | (seg.flags & 0x1FF),
-                seg.window & 0xFFFF,
-                self.sender.tcp_checksum_field(tcp_len),
-                seg.urgent,
-            )
-            + opts
-        )
+        return gso_header(seg, self.sender)
 
     def _dispatch(self, ev: object) -> None:
         name = type(ev).__name__
@@ -274,27 +272,6 @@ class Conn:
         now = self.stack.now()
         self.tcp.handle_timer(now)
         self._flush(now)
-
-
-def _split(seg: TcpSegment) -> list[TcpSegment]:
-    """Cut a GSO segment into MSS pieces for a sender without offload."""
-    size = seg.gso_size
-    payload = memoryview(seg.payload)
-    n = len(payload)
-    out = []
-    for off in range(0, n, size):
-        last = off + size >= n
-        flags = seg.flags if last else seg.flags & ~0x09  # FIN and PSH only on the last piece
-        out.append(
-            dataclasses.replace(
-                seg,
-                seq=(seg.seq + off) & 0xFFFFFFFF,
-                flags=flags,
-                payload=bytes(payload[off : off + size]),
-                gso_size=0,
-            )
-        )
-    return out
 
 
 class Endpoint:
@@ -422,6 +399,7 @@ class Listener:
         self.stack = stack
         self.endpoint = endpoint
         self.on_accept = on_accept
+        self.extra: list[Endpoint] = []  # more addresses of an MPTCP listener (signal)
         endpoint.on_syn = self._on_syn
 
     @property
@@ -439,9 +417,10 @@ class Listener:
         conn._flush(now)
 
     def close(self) -> None:
-        self.endpoint.on_syn = None
-        if not self.endpoint.conns:
-            self.endpoint.close()
+        for ep in [self.endpoint, *self.extra]:
+            ep.on_syn = None
+            if not ep.conns:
+                ep.close()
 
 
 class TcpStack:
@@ -457,6 +436,14 @@ class TcpStack:
         self._dirty: list[Conn] = []
         self._flush_scheduled = False
         self._hops: dict[tuple[str, str], Any] = {}
+        rng = random.Random(self.config.seed) if self.config.seed is not None else None
+        self.registry = TokenRegistry(rng)  # MPTCP tokens, MIB and key source of this stack
+        self._mptcp_conns: dict[int, Any] = {}
+
+    @property
+    def mptcp(self) -> MptcpConfig | None:
+        m = self.config.mptcp
+        return m if m is not None and m.enabled else None
 
     def now(self) -> float:
         return self.loop.time()
@@ -515,6 +502,8 @@ class TcpStack:
         laddr, lport = local_addr if local_addr else (local_address_for(host), 0)
         ep = Endpoint(self, laddr, lport)
         self._endpoints.add(ep)
+        if self.mptcp is not None:
+            return self._connect_mptcp(ep, laddr, host, port, handler)
         try:
             tcp = TcpConnection(self.tcp_config(), local=(laddr, ep.port), remote=(host, port))
             conn = Conn(self, ep, tcp, (laddr, ep.port), (host, port))
@@ -528,12 +517,63 @@ class TcpStack:
         conn._flush(now)
         return conn
 
+    def _connect_mptcp(
+        self, ep: Endpoint, laddr: str, host: str, port: int, handler: ConnectionHandler
+    ) -> Any:
+        cfg = self.mptcp
+        assert cfg is not None
+        if cfg.endpoints is None:
+            # The default: a subflow from each of the host's other addresses.
+            others = [a for a in local_addresses() if a != laddr]
+            cfg = dataclasses.replace(
+                cfg,
+                endpoints=[
+                    MpEndpoint(a, frozenset({"subflow"}), i + 1) for i, a in enumerate(others)
+                ],
+            )
+        try:
+            mconn = MptcpConnection(cfg, self.tcp_config(), self.registry)
+            sub = mconn.connect((laddr, ep.port), (host, port), self.now())
+            mp = MptcpConn(self, mconn)
+        except BaseException:
+            ep.close()
+            raise
+        mp.add_link(sub, ep)
+        mp.handler = handler
+        mp._flush(self.now())
+        return mp
+
+    def new_endpoint(self, addr: str, port: int = 0) -> Endpoint:
+        """A packet endpoint on (addr, port), owned by this stack (port 0: ephemeral)."""
+        ep = Endpoint(self, addr, port)
+        self._endpoints.add(ep)
+        return ep
+
     def listen(
         self, host: str, port: int, on_accept: Callable[[Conn], ConnectionHandler]
     ) -> Listener:
         ep = Endpoint(self, host or "0.0.0.0", port)
         self._endpoints.add(ep)
-        return Listener(self, ep, on_accept)
+        listener = Listener(self, ep, on_accept)
+        cfg = self.mptcp
+        if cfg is not None:
+            # MPTCP listener: SYNs go through the token table (joins) or start connections;
+            # addresses it announces (signal endpoints) listen on the same port.
+            def on_syn(syn: TcpSegment, src: bytes, dst: bytes, _ep: Endpoint = ep) -> None:
+                on_listener_syn(self, _ep, listener, syn, src, dst, cfg)
+
+            ep.on_syn = on_syn
+            for e in cfg.endpoints or ():
+                if "signal" in e.flags and e.address != ep.addr:
+                    extra = Endpoint(self, e.address, e.port or ep.port)
+                    self._endpoints.add(extra)
+
+                    def on_syn2(syn: TcpSegment, src: bytes, dst: bytes, _ep=extra) -> None:
+                        on_listener_syn(self, _ep, listener, syn, src, dst, cfg)
+
+                    extra.on_syn = on_syn2
+                    listener.extra.append(extra)
+        return listener
 
     def debug_state(self) -> list[dict[str, Any]]:
         """What each connection looks like right now (for a SIGUSR1 dump when a run stalls)."""
@@ -548,7 +588,7 @@ class TcpStack:
                     "timer_in": (
                         None if t.get_timer() is None else round(t.get_timer() - self.now(), 4)
                     ),
-                    "handler_paused": getattr(conn.handler, "paused", None),
+                    "handler_paused": getattr(getattr(conn, "handler", None), "paused", None),
                 }
                 for k in ("snd_una", "snd_nxt", "snd_max", "snd_wnd", "rcv_nxt", "_rcv_adv"):
                     if hasattr(t, k):
@@ -562,9 +602,16 @@ class TcpStack:
 
     def close(self) -> None:
         """Drop every endpoint (sockets, port reservations, fence rules). Connections vanish."""
+        for mp in list(self._mptcp_conns.values()):
+            if mp._timer is not None:
+                mp._timer.cancel()
+                mp._timer = None
+            mp.closed = True
+            mp.mconn._unregister()
+        self._mptcp_conns.clear()
         for ep in list(self._endpoints):
             for conn in list(ep.conns.values()):
-                if conn._timer is not None:
+                if getattr(conn, "_timer", None) is not None:
                     conn._timer.cancel()
                 conn.closed = True
                 conn.sender.close()

@@ -24,7 +24,11 @@ class CongestionControl(Protocol):
         """Recovery point acked: settle cwnd (RFC 6582 step 3)."""
 
     def on_rto(self, flight: int, now: float) -> None:
-        """Retransmission timeout: cwnd drops to one segment."""
+        """Retransmission timeout: cwnd drops to one segment. The connection calls it once per
+        timeout series (RFC 5681 3.1: ssthresh holds while the same data times out again)."""
+
+    def after_idle(self, restart_window: int, now: float) -> None:
+        """Sending resumes after an idle period longer than the RTO (RFC 5681 4.1)."""
 
 
 def initial_window(mss: int) -> int:
@@ -65,6 +69,14 @@ class Reno:
         self.cwnd = self.mss
         self._acc = 0
 
+    def after_idle(self, restart_window: int, now: float) -> None:
+        # RFC 5681 4.1: cwnd = RW = min(IW, cwnd); like Linux (tcp_cwnd_restart) ssthresh keeps
+        # 3/4 of the old cwnd so slow start brings the connection back to where it was.
+        if self.cwnd > restart_window:
+            self.ssthresh = max(self.ssthresh, self.cwnd * 3 // 4)
+            self.cwnd = restart_window
+            self._acc = 0
+
 
 class Cubic:
     """CUBIC: W(t) = C (t - K)^3 + W_max, with fast convergence and the Reno-friendly region."""
@@ -82,10 +94,12 @@ class Cubic:
         self.k = 0.0
         self.epoch_start: float | None = None
         self.w_est = 0.0  # segments, Reno-friendly estimate
+        self.w_prior = 0.0  # segments, cwnd before the last reduction (cwnd_prior)
         self._cwnd_f = float(self.cwnd)  # bytes, fractional growth accumulates here
 
     def _reduce(self, now: float) -> None:
         seg = self.cwnd / self.mss
+        self.w_prior = seg
         if seg < self.w_last_max:  # fast convergence: release bandwidth to newer flows
             self.w_last_max = seg
             self.w_max = seg * (1 + self.BETA) / 2
@@ -115,7 +129,9 @@ class Cubic:
         t = now - self.epoch_start + (rtt or 0.0)
         target = self.C * (t - self.k) ** 3 + self.w_max
         acked_seg = bytes_acked / mss
-        alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
+        # RFC 9438 4.3: AIMD(3(1-b)/(1+b), b) until W_est reaches cwnd_prior, then Reno's
+        # AIMD(1, 0.5) increase rate
+        alpha = 1.0 if self.w_est >= self.w_prior else 3 * (1 - self.BETA) / (1 + self.BETA)
         self.w_est += alpha * acked_seg / cwnd_seg
         if target < self.w_est:  # Reno-friendly region
             new = self.w_est
@@ -138,6 +154,17 @@ class Cubic:
         self._reduce(now)
         self.cwnd = self.mss
         self._cwnd_f = float(self.cwnd)
+        # RFC 9438 4.8: the first congestion avoidance stage after a timeout starts its own
+        # curve, K = 0 and W_max = W_est = cwnd at its start (on_ack does that when W_max is
+        # not above cwnd). W_last_max still remembers the loss for fast convergence.
+        self.w_max = 0.0
+
+    def after_idle(self, restart_window: int, now: float) -> None:
+        if self.cwnd > restart_window:
+            self.ssthresh = max(self.ssthresh, self.cwnd * 3 // 4)
+            self.cwnd = restart_window
+            self._cwnd_f = float(self.cwnd)
+        self.epoch_start = None  # the cubic curve restarts when avoidance resumes
 
 
 CONTROLLERS = {"reno": Reno, "cubic": Cubic}

@@ -20,11 +20,13 @@ import enum
 import hashlib
 import os
 import random
+import weakref
+from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .cc import CongestionControl, make_cc
+from .cc import CongestionControl, initial_window, make_cc
 from .errors import MalformedSegment
 from .options import (
     MAX_OPTIONS_LEN,
@@ -35,12 +37,14 @@ from .options import (
     WindowScale,
     encoded_length,
 )
+from .rangeset import RangeSet
 from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
 
 MASK = 0xFFFFFFFF
 HALF = 1 << 31
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
 DUPTHRESH = 3
+WC_DEL_ACK = 0.2  # RFC 8985 7.2 WCDelAckT: worst-case delayed ACK a lone segment may wait for
 
 
 class TcpState(enum.Enum):
@@ -76,7 +80,7 @@ class TcpConfig:
     window_scale: bool = True
     sack: bool = True
     timestamps: bool = True
-    cc: str = "cubic"  # "reno" | "cubic"
+    cc: Any = "cubic"  # "reno" | "cubic", or a factory f(mss) -> CongestionControl
     min_rto: float = 0.2
     initial_rto: float = 1.0
     max_rto: float = 60.0
@@ -92,6 +96,10 @@ class TcpConfig:
     challenge_ack_limit: int = 1000  # per second, RFC 5961 section 7
     dupthresh: int = DUPTHRESH
     tlp: bool = True  # tail loss probe (RFC 8985 section 7), with SACK only
+    # Random source for the ISN secret and the timestamp offset (seed it for reproducible
+    # runs); None = os.urandom / the random module.
+    rng: random.Random | None = None
+    oow_ack_interval: float = 0.5  # min gap between ACKs for out-of-window non-data segments
 
 
 @dataclass(slots=True)
@@ -112,6 +120,7 @@ class TcpStats:
     lost_retransmits: int = 0  # retransmissions detected lost again during SACK recovery
     persist_probes: int = 0
     tlp_probes: int = 0
+    tlp_repairs: int = 0  # losses repaired by a probe retransmission (cwnd reduced, RFC 8985 7.4)
     window_updates: int = 0
     srtt: float | None = None
     rttvar: float | None = None
@@ -148,6 +157,8 @@ class Closed:
 @dataclass(slots=True)
 class Reset:
     reason: str
+    # The options of the RST that caused it (MPTCP's MP_TCPRST and MP_FASTCLOSE ride on RSTs).
+    options: list | None = field(default=None, compare=False)
 
 
 Event = Connected | DataReceived | SendBufferAvailable | PeerClosed | Closed | Reset
@@ -155,11 +166,21 @@ Event = Connected | DataReceived | SendBufferAvailable | PeerClosed | Closed | R
 
 class TcpHooks(Protocol):
     """What the MPTCP layer plugs in. Sequence numbers given to hooks are wire values (mod 2**32);
-    subtract ``conn.iss``/``conn.irs`` for the relative numbers DSS mappings use."""
+    subtract ``conn.iss``/``conn.irs`` for the relative numbers DSS mappings use.
+
+    ``incoming_options`` sees only segments TCP accepts (after the RFC 5961 checks and the
+    SYN-RECEIVED ACK check), RSTs included; returning False during the handshake refuses it:
+    the connection answers with an RST carrying the hook's options and never reports
+    ``Connected``. ``receive_window`` (optional) gives the bytes the layer above can still take,
+    so that every subflow advertises the connection-level window.
+    """
 
     def outgoing_options(self, conn: TcpConnection, seg: TcpSegment, space: int) -> list: ...
 
-    def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> None: ...
+    def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> bool | None: ...
+
+    # Optional: ``options_dropped(conn, seg, options)`` hears of hook options that did not fit
+    # beside TCP's own on this segment; ``receive_window(conn) -> int`` (see above).
 
     def sent_range(
         self, conn: TcpConnection, seq_start: int, length: int, meta: object
@@ -173,14 +194,36 @@ class TcpHooks(Protocol):
 # --------------------------------------------------------------------------- helpers
 
 _SECRET = os.urandom(16)
+_RNG_SECRETS: weakref.WeakKeyDictionary[random.Random, bytes] = weakref.WeakKeyDictionary()
 
 
-def rfc6528_isn(local: tuple[str, int], remote: tuple[str, int], now: float) -> int:
+def _secret_for(rng: random.Random | None) -> bytes:
+    """The RFC 6528 key: one per process, or one per injected random source (drawn from it
+    once, so ISNs of one 4-tuple still advance with the clock across connections)."""
+    if rng is None:
+        return _SECRET
+    key = _RNG_SECRETS.get(rng)
+    if key is None:
+        key = _RNG_SECRETS[rng] = rng.randbytes(16)
+    return key
+
+
+def rfc6528_isn(
+    local: tuple[str, int], remote: tuple[str, int], now: float, secret: bytes | None = None
+) -> int:
     """ISN = M + F(4-tuple, secret): M ticks every 4 us, F is a keyed hash (RFC 6528)."""
     h = hashlib.blake2s(
-        f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(), key=_SECRET, digest_size=4
+        f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(),
+        key=secret or _SECRET,
+        digest_size=4,
     ).digest()
     return (int(now * 250_000) + int.from_bytes(h, "big")) & MASK
+
+
+def _new_cc(cc: Any, mss: int) -> CongestionControl:
+    """``TcpConfig.cc`` is a controller name or a factory ``f(mss)``: a coupled controller (LIA,
+    OLIA) is built by the MPTCP layer, which knows the other subflows."""
+    return cc(mss) if callable(cc) else make_cc(cc, mss)
 
 
 def _unwrap(x: int, ref: int) -> int:
@@ -210,6 +253,7 @@ class TcpConnection:
         self.local = local
         self.remote = remote
         self.hooks = hooks
+        self._rwin_hook = getattr(hooks, "receive_window", None)
         self.state = S.CLOSED
         self._st = TcpStats(rto=cfg.initial_rto)
         self._events: deque[Event] = deque()
@@ -227,7 +271,11 @@ class TcpConnection:
         self._fin_queued = False
         self._fin_seq = -1
         self._close_pending = False
-        self._metas: deque[list[Any]] = deque()  # [start, end, meta], unwrapped seq
+        # [start, end, meta] (unwrapped seq), sorted, kept until acknowledged: a retransmission
+        # carries the same metadata (MPTCP: the identical mapping) and no segment spans two.
+        self._metas: list[list[Any]] = []
+        self._meta_starts: list[int] = []
+        self._meta_head = 0  # metas before this index are acknowledged
         self._meta_high = 0
         self.peer_mss = DEFAULT_PEER_MSS
         self._mss_send = DEFAULT_PEER_MSS
@@ -238,8 +286,9 @@ class TcpConnection:
         self.rcv_nxt = 0
         self._rbuf = bytearray()
         self._rcv_adv = 0  # right edge of the window we last advertised
-        self._ooo: list[list[Any]] = []  # sorted [start, end, bytearray]
-        self._ooo_last = 0  # start of the most recently received out-of-order segment
+        self._ooo = RangeSet()  # out-of-order data held above rcv_nxt
+        self._ooo_data: dict[int, bytes | memoryview] = {}  # chunks tiling _ooo, by start
+        self._sack_hist: list[int] = []  # recent out-of-order arrivals, newest first
         self._fin_rcv_seq: int | None = None
         self._rcv_mss = 536  # largest payload seen: the "full-sized segment" for delayed ACK
         self._unacked_bytes = 0
@@ -264,18 +313,24 @@ class TcpConnection:
         self._retries = 0
 
         # loss recovery
-        self.cc: CongestionControl = make_cc(cfg.cc, DEFAULT_PEER_MSS)
+        self.cc: CongestionControl = _new_cc(cfg.cc, DEFAULT_PEER_MSS)
         self._dupacks = 0
         self.in_recovery = False
         self._recover = 0
         self._rto_recover = 0
         self._force_rxt: int | None = None
-        self._sacked: list[list[int]] = []  # sorted, merged [left, right) SACKed above snd_una
+        self._sacked = RangeSet()  # SACKed above snd_una
         self._high_rxt = 0
         self._rxt_log: deque[tuple[int, int, int]] = deque()  # (start, end, snd_max then)
         self._prr_delivered = 0  # RFC 6937 state, SACK recovery only
         self._prr_out = 0
         self._recover_fs = 1
+        # congestion window validation (RFC 7661, as Linux's tcp_cwnd_validate): cwnd grows
+        # only while the sender uses it; the state is measured per window of data
+        self._cwnd_limited = False
+        self._max_flight = 0
+        self._cwl_seq = 0
+        self._last_xmit: float | None = None  # when data last went out (restart after idle)
 
         # timers (absolute deadlines or None)
         self._rto_deadline: float | None = None
@@ -285,19 +340,24 @@ class TcpConnection:
         self._tw_deadline: float | None = None
         self._tlp_deadline: float | None = None
         self._tlp_sent = False
+        self._tlp_high_rxt: int | None = None  # RFC 8985 TLPHighRxt while a probe rxt is out
 
         self._chack_window = 0
         self._chack_count = 0
+        self._oow_ack_time: float | None = None
 
     # ------------------------------------------------------------------ opening
 
     def _init_iss(self, now: float) -> None:
         cfg = self.config
-        self.iss = cfg.isn if cfg.isn is not None else rfc6528_isn(self.local, self.remote, now)
+        if cfg.isn is not None:
+            self.iss = cfg.isn
+        else:
+            self.iss = rfc6528_isn(self.local, self.remote, now, _secret_for(cfg.rng))
         self.snd_una = self.snd_nxt = self.snd_max = self.iss
         self._sbuf_seq = self._meta_high = self.iss + 1
         self._recover = self._rto_recover = self._high_rxt = self.iss
-        self._ts_offset = random.getrandbits(32)
+        self._ts_offset = (cfg.rng or random).getrandbits(32)
 
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
@@ -324,11 +384,18 @@ class TcpConnection:
         conn._init_iss(now)
         conn.stats.segments_in += 1
         conn._take_syn(syn_segment)
-        if hooks is not None:
-            hooks.incoming_options(conn, syn_segment)
+        if hooks is not None and hooks.incoming_options(conn, syn_segment) is False:
+            conn.state = S.SYN_RECEIVED  # so that the RST carries an ACK of the SYN
+            conn._refuse(0, now)
+            return conn
         conn.state = S.SYN_RECEIVED
         conn._send_syn(now, ack=True)
         return conn
+
+    def _refuse(self, seq: int, now: float) -> None:
+        """The layer above refused the handshake: RST (with its options), never Connected."""
+        self._queue_ctl(RST | ACK if self.state is S.SYN_RECEIVED else RST, seq, now)
+        self._enter_closed("refused")
 
     def _take_syn(self, seg: TcpSegment) -> None:
         """Record the peer's ISN and negotiate options from its SYN or SYN-ACK."""
@@ -363,7 +430,7 @@ class TcpConnection:
             self.ts_recent = peer_ts.tsval
         self.peer_mss = mss
         self._mss_send = max(64, min(mss, cfg.mss))
-        self.cc = make_cc(cfg.cc, self._mss_send - (12 if self.ts_ok else 0))
+        self.cc = _new_cc(cfg.cc, self._mss_send - (12 if self.ts_ok else 0))
         # SYN windows are never scaled.
         self.snd_wnd = seg.window
         self.max_snd_wnd = seg.window
@@ -381,6 +448,8 @@ class TcpConnection:
         if self._offer_ws:
             opts.append(WindowScale(self.rcv_wscale))
         win = min(cfg.rcv_buf, 0xFFFF)
+        if self._rwin_hook is not None:
+            win = max(0, min(win, self._rwin_hook(self)))
         seg = TcpSegment(
             self.local[1],
             self.remote[1],
@@ -449,7 +518,53 @@ class TcpConnection:
         self._sbuf += data if n == len(data) else memoryview(data)[:n]
         if meta is not None:
             self._metas.append([start, start + n, meta])
+            self._meta_starts.append(start)
         return n
+
+    def meta_at(self, wire_seq: int) -> tuple[int, int, object] | None:
+        """The metadata range (wire start, length, meta) holding sequence number ``wire_seq``:
+        the MPTCP layer puts that range's mapping on every segment that carries its bytes."""
+        m = self._meta_index(_unwrap(wire_seq, self.snd_una))
+        if m is None:
+            return None
+        return m[0] & MASK, m[1] - m[0], m[2]
+
+    def _meta_index(self, seq: int) -> list[Any] | None:
+        i = bisect_right(self._meta_starts, seq, self._meta_head) - 1
+        if i >= self._meta_head:
+            m = self._metas[i]
+            if m[1] > seq:
+                return m
+        return None
+
+    def _meta_stop(self, seq: int, end: int) -> int:
+        """``end`` cut so that [seq, end) lies within one metadata range (or between ranges)."""
+        starts = self._meta_starts
+        i = bisect_right(starts, seq, self._meta_head)
+        if i < len(starts) and starts[i] < end:
+            end = starts[i]
+        if i > self._meta_head:
+            m = self._metas[i - 1]
+            if seq < m[1] < end:
+                end = m[1]
+        return end
+
+    def _drop_metas(self, ack: int) -> None:
+        metas = self._metas
+        h = self._meta_head
+        n = len(metas)
+        while h < n and metas[h][1] <= ack:
+            h += 1
+        if h > 64 and 2 * h > n:
+            del metas[:h]
+            del self._meta_starts[:h]
+            h = 0
+        self._meta_head = h
+
+    @property
+    def unsent(self) -> int:
+        """Bytes queued but never sent: what a scheduler has not yet seen go out."""
+        return max(0, self._data_end() - self.snd_max)
 
     def read(self, max_bytes: int = -1) -> bytes:
         """Take in-order data; a read that opens the window enough schedules a window update."""
@@ -495,7 +610,9 @@ class TcpConnection:
     def abort(self, now: float) -> None:
         """Send RST and forget the connection."""
         if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
-            self._queue_ctl(RST | ACK, self.snd_nxt, now)
+            # snd_max, not snd_nxt: after go-back-N snd_nxt is below what the peer may
+            # expect, and an RST there only draws a challenge ACK (RFC 5961 3.2)
+            self._queue_ctl(RST | ACK, self.snd_max, now)
         self._enter_closed(None)
 
     def next_event(self) -> Event | None:
@@ -517,8 +634,8 @@ class TcpConnection:
     def send_ack(self) -> None:
         """Have the next ``segments_to_send`` emit an ACK even with nothing new to acknowledge:
         the MPTCP layer uses it to carry options (DATA_ACK, ADD_ADDR) when no data is due."""
-        if self.state in _SYNCHRONIZED:
-            self._ack_now = True
+        if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
+            self._ack_now = True  # in SYN-RECEIVED it goes out once the handshake completes
 
     def note_malformed(self) -> None:
         """The edge failed to decode a segment for this connection: count it."""
@@ -550,13 +667,18 @@ class TcpConnection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        tlp = self._tlp_deadline
+        if (
+            tlp is not None
+            and now >= tlp
+            and (self._rto_deadline is None or tlp <= self._rto_deadline)
+        ):
+            self._tlp_deadline = None
+            self._on_tlp(now)  # re-arms the RTO when it sends
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._rto_deadline = None
             self._tlp_deadline = None
             self._on_rto(now)
-        elif self._tlp_deadline is not None and now >= self._tlp_deadline:
-            self._tlp_deadline = None
-            self._on_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
             self._on_persist(now)
@@ -581,20 +703,32 @@ class TcpConnection:
         if self._retries > cfg.max_retries:
             self._reset("timeout")
             return
-        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una.
-        self.cc.on_rto(self.snd_max - self.snd_una, now)
+        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una. Only the
+        # first timeout of an episode is a congestion signal: when data already resent by the
+        # retransmission timer times out again (no ACK since, or an ACK that left snd_una
+        # below the previous timeout's recovery point), ssthresh holds (RFC 5681 3.1) and
+        # cwnd simply stays at one segment.
+        if self._retries == 1 and self.snd_una >= self._rto_recover:
+            self.cc.on_rto(self.snd_max - self.snd_una, now)
+        elif self.cc.cwnd > self.mss:
+            self.cc.cwnd = self.mss
         self.in_recovery = False
         self._dupacks = 0
-        self._sacked.clear()
+        if self._retries > 1:
+            # RFC 6675 5.1 keeps the scoreboard across a timeout so that go-back-N skips what
+            # the receiver holds; but if the same data times out again the receiver may have
+            # reneged (RFC 2018 8): forget the SACK information and resend everything.
+            self._sacked.clear()
         self._rxt_log.clear()
         self._force_rxt = None
+        self._tlp_high_rxt = None
         self._rto_recover = self.snd_max
         self._high_rxt = self.snd_una
         self.snd_nxt = self.snd_una
 
     def _arm_tlp(self, now: float, restart: bool) -> None:
-        """Probe timeout, RFC 8985 7.2: 2*SRTT (plus a delayed-ACK allowance when a single
-        segment is out), never later than the RTO."""
+        """Probe timeout, RFC 8985 7.2: 2*SRTT, plus WCDelAckT (200 ms) when a single segment
+        is out; a PTO past the RTO expiration is cut to it (the probe then goes first)."""
         if (
             self._tlp_sent
             or self.in_recovery
@@ -609,13 +743,12 @@ class TcpConnection:
         if restart or self._tlp_deadline is None:
             pto = 2 * self.srtt
             if self.snd_max - self.snd_una <= self.mss:
-                pto += self.config.delayed_ack
+                pto += WC_DEL_ACK
             if pto < 0.01:
                 pto = 0.01
             t = now + pto
-            if self._rto_deadline is not None and t >= self._rto_deadline:
-                self._tlp_deadline = None  # the RTO comes first anyway
-                return
+            if self._rto_deadline is not None and t > self._rto_deadline:
+                t = self._rto_deadline
             self._tlp_deadline = t
 
     def _on_tlp(self, now: float) -> None:
@@ -643,6 +776,7 @@ class TcpConnection:
             if start >= top:
                 start = self.snd_una
             self._xmit(start, self._seg_end(start, self.snd_max), now)
+            self._tlp_high_rxt = self.snd_max  # a retransmission: watch for a repaired loss
         self._rto_deadline = now + self.rto
 
     def _on_persist(self, now: float) -> None:
@@ -672,6 +806,8 @@ class TcpConnection:
         cfg = self.config
         rcv_nxt = self.rcv_nxt
         avail = cfg.rcv_buf - len(self._rbuf)
+        if self._rwin_hook is not None:
+            avail = min(avail, self._rwin_hook(self))
         edge = rcv_nxt + (avail if avail > 0 else 0)
         adv = self._rcv_adv
         if edge - adv < min(cfg.rcv_buf >> 1, self._rcv_mss):
@@ -684,33 +820,44 @@ class TcpConnection:
             self._rcv_adv = edge
         return field
 
-    def _base_options(self, now: float) -> list:
+    def _base_options(self, now: float, data: bool = False) -> list:
         if self.ts_ok:
             opts: list = [Timestamps((int(now * 1000) + self._ts_offset) & MASK, self.ts_recent)]
         else:
             opts = []
         if self._ooo and self.sack_ok:
-            # Leave the hooks the room their data segments needed (an MPTCP DSS), but keep at
-            # least one block: the most recent one is what the sender needs most.
+            # Leave the hooks the room their data segments need (an MPTCP DSS). A pure ACK keeps
+            # at least one block (the most recent one is what the sender needs most); a data
+            # segment with hooks gives SACK up rather than the mapping its bytes need.
             room = MAX_OPTIONS_LEN - (12 if self.ts_ok else 0) - self._hook_reserve - 4
             n = min(3 if self.ts_ok else 4, room // 8)
-            opts.append(Sack(self._sack_blocks(n if n > 0 else 1)))
+            if n > 0 or not data:
+                opts.append(Sack(self._sack_blocks(n if n > 0 else 1)))
         return opts
 
+    def reserve_option_space(self, nbytes: int) -> None:
+        """Room the hooks need on data segments (known before the first one is cut)."""
+        self._hook_reserve = max(self._hook_reserve, nbytes)
+
     def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
-        """Most recently changed block first (RFC 2018 section 4), then the highest ones."""
-        first = None
-        for b in self._ooo:
-            if b[0] <= self._ooo_last < b[1]:
-                first = b
-                break
-        blocks = [first] if first is not None else []
-        for b in reversed(self._ooo):
-            if len(blocks) >= limit:
-                break
-            if b is not first:
-                blocks.append(b)
-        return [(b[0] & MASK, b[1] & MASK) for b in blocks]
+        """RFC 2018 section 4: the block of the most recent arrival first, then the most recently
+        reported other blocks (so each block appears in several ACKs), then the highest."""
+        ooo = self._ooo
+        starts = ooo.starts
+        ends = ooo.ends
+        taken: list[int] = []
+        for x in self._sack_hist:
+            i = ooo.find(x)
+            if i >= 0 and i not in taken:
+                taken.append(i)
+                if len(taken) >= limit:
+                    break
+        k = len(starts) - 1
+        while k >= 0 and len(taken) < limit:
+            if k not in taken:
+                taken.append(k)
+            k -= 1
+        return [(starts[i] & MASK, ends[i] & MASK) for i in taken]
 
     def _add_hook_options(self, seg: TcpSegment, olen: int) -> int:
         """Ask the hooks for extra options; drop what does not fit in 40 bytes. Returns the new
@@ -722,14 +869,40 @@ class TcpConnection:
         if not extra:
             return olen
         opts = seg.options
+        dropped = []
         for o in extra:
             opts.append(o)
             n = encoded_length(opts)
             if n > MAX_OPTIONS_LEN:
                 opts.pop()
+                dropped.append(o)
             else:
                 olen = n
+        if dropped:
+            note = getattr(hooks, "options_dropped", None)
+            if note is not None:
+                note(self, seg, dropped)  # e.g. a DATA_FIN that must go on a later segment
         return olen
+
+    def take_unsent(self) -> int:
+        """Remove the queued bytes that were never sent (and their metadata) and return how
+        many: a scheduler takes data back from a subflow that stopped making progress, to send
+        it elsewhere instead of late on this one."""
+        keep = self.snd_max
+        if self._fin_queued or keep >= self._data_end():
+            return 0
+        cut = max(keep, self._sbuf_seq)
+        n = self._data_end() - cut
+        del self._sbuf[cut - self._sbuf_seq :]
+        metas, starts = self._metas, self._meta_starts
+        while len(metas) > self._meta_head and metas[-1][0] >= cut:
+            metas.pop()
+            starts.pop()
+        if len(metas) > self._meta_head and metas[-1][1] > cut:
+            metas[-1][1] = cut
+        if self._meta_high > cut:
+            self._meta_high = cut
+        return n
 
     def _queue_ctl(self, flags: int, seq: int, now: float) -> None:
         """Queue a control segment (pure ACK, RST, FIN-less probe)."""
@@ -777,6 +950,15 @@ class TcpConnection:
         return out
 
     def _send_data(self, now: float) -> None:
+        if (
+            self.snd_max == self.snd_una
+            and self._last_xmit is not None
+            and now - self._last_xmit > self.rto
+            and self._has_unsent()
+        ):
+            # RFC 5681 4.1: after an idle period longer than the RTO the ACK clock is gone;
+            # restart from RW = min(IW, cwnd) instead of a line-rate burst of a stale cwnd.
+            self.cc.after_idle(initial_window(self.mss), now)
         if self._force_rxt is not None:
             seq = self._force_rxt
             self._force_rxt = None
@@ -788,6 +970,7 @@ class TcpConnection:
             self._send_window(now)
         if self._rto_deadline is None and self.snd_max > self.snd_una:
             self._rto_deadline = now + self.rto
+        self._cwnd_validate()
         # Persist timer: data waiting, nothing in flight, and the peer's window is what stops us.
         if (
             self.snd_max == self.snd_una
@@ -799,6 +982,27 @@ class TcpConnection:
             self._persist_deadline = now + min(
                 self.rto * (1 << self._persist_backoff), self.config.max_rto
             )
+
+    def _cwnd_validate(self) -> None:
+        """Record whether cwnd limits the sender (RFC 7661): after sending, could another full
+        segment go out under cwnd? Kept per window of data (until snd_una passes what was
+        sent when measured), so an application that does not fill cwnd stops growing it."""
+        flight = self.snd_nxt - self.snd_una
+        limited = flight + self.mss > self.cc.cwnd
+        if (
+            self.snd_una >= self._cwl_seq
+            or limited
+            or (not self._cwnd_limited and flight > self._max_flight)
+        ):
+            self._cwnd_limited = limited
+            self._max_flight = flight
+            self._cwl_seq = self.snd_nxt
+
+    def _is_cwnd_limited(self) -> bool:
+        cc = self.cc
+        if cc.cwnd < cc.ssthresh:  # slow start: grow while at least half of cwnd was used
+            return cc.cwnd < 2 * self._max_flight
+        return self._cwnd_limited
 
     def _data_end(self) -> int:
         return self._sbuf_seq + len(self._sbuf)
@@ -828,8 +1032,21 @@ class TcpConnection:
         big = cfg.max_segment_payload
         seg_cap = mss if not big or big <= mss else max(mss, (big // mss) * mss)
         fin_queued = self._fin_queued
+        # Go-back-N after an RTO with SACK information (RFC 6675 5.1): skip SACKed ranges, and
+        # do not count them as in flight (they have left the network).
+        sb = self._sacked
+        skip = bool(sb) and self.snd_nxt < self.snd_max
+        sacked_low = sb.covered_below(self.snd_nxt) if skip else 0
         while True:
             nxt = self.snd_nxt
+            cap = None
+            if skip and nxt < self.snd_max:
+                i = sb.find(nxt)
+                if i >= 0:
+                    sacked_low += sb.ends[i] - nxt
+                    self.snd_nxt = sb.ends[i]
+                    continue
+                cap = sb.next_start(nxt)  # the next SACKed block above nxt
             if nxt >= data_end:
                 if fin_queued and nxt == self._fin_seq:
                     if cc.cwnd - (nxt - self.snd_una) > 0 or nxt == self.snd_una:
@@ -840,7 +1057,7 @@ class TcpConnection:
                 # Limited transmit (RFC 3042): each of the first two dupacks lets one new
                 # segment out, so that a small window can still produce the third dupack.
                 cwnd += min(self._dupacks, 2) * mss
-            limit = self.snd_una + min(cwnd, self.snd_wnd)
+            limit = self.snd_una + min(cwnd + sacked_low, self.snd_wnd)
             usable = limit - nxt
             if usable <= 0:
                 break
@@ -848,6 +1065,8 @@ class TcpConnection:
             n = min(avail, usable, seg_cap)
             if n < mss and n < avail and usable < self.max_snd_wnd // 2:
                 break  # sender SWS avoidance: wait for a bigger window
+            if cap is not None and nxt + n > cap:
+                n = cap - nxt
             end = nxt + n
             if fin_queued and end == self._fin_seq:
                 end += 1
@@ -871,9 +1090,11 @@ class TcpConnection:
         more than the segment, which DSS allows) and the shortfall is remembered so that the
         next segments are sized right from the start.
         """
+        if len(self._metas) > self._meta_head:
+            end = self._meta_stop(seq, end)
         fin = self._fin_queued and end == self._fin_seq + 1
         data_stop = end - 1 if fin else end
-        opts = self._base_options(now)
+        opts = self._base_options(now, data=self.hooks is not None and data_stop > seq)
         olen = encoded_length(opts)
         n = data_stop - seq
         if n > 0:
@@ -917,7 +1138,8 @@ class TcpConnection:
         self._out.append(seg)
         st = self._st
         st.bytes_out += n
-        if seq < self.snd_max:
+        rxt = seq < self.snd_max
+        if rxt:
             st.retransmits += 1
             self._rtt_seq = None
             if end > self._high_rxt:
@@ -926,13 +1148,16 @@ class TcpConnection:
                 self._rxt_log.append((seq, end, self.snd_max))
         if self.in_recovery:
             self._prr_out += end - seq
-        elif self._rtt_seq is None and not self.ts_ok:
+        elif self._rtt_seq is None and not self.ts_ok and not rxt:
+            # Karn (RFC 6298 3): only new data is timed; an ACK for a retransmission (RTO,
+            # TLP) is ambiguous and could end up timing the original's late ACK
             self._rtt_seq = seq
             self._rtt_time = now
         if end > self.snd_nxt:
             self.snd_nxt = end
         if end > self.snd_max:
             self.snd_max = end
+        self._last_xmit = now
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rto
 
@@ -940,69 +1165,58 @@ class TcpConnection:
         """sent_range for every meta range overlapping [start, stop); each byte is reported once."""
         hooks = self.hooks
         metas = self._metas
-        while metas and metas[0][1] <= start:
-            metas.popleft()
-        for ms, me, meta in metas:
+        i = max(bisect_right(self._meta_starts, start, self._meta_head) - 1, self._meta_head)
+        for k in range(i, len(metas)):
+            ms, me, meta = metas[k]
             if ms >= stop:
                 break
+            if me <= start:
+                continue
             a = ms if ms > start else start
             b = me if me < stop else stop
             hooks.sent_range(self, a & MASK, b - a, meta)
-        while metas and metas[0][1] <= stop:
-            metas.popleft()
 
     # ------------------------------------------------------------------ SACK recovery (RFC 6675)
-
-    def _sacked_below(self, x: int) -> int:
-        n = 0
-        for left, right in self._sacked:
-            if left >= x:
-                break
-            n += (right if right < x else x) - left
-        return n
 
     def _holes_below(self, x: int) -> int:
         if x <= self.snd_una:
             return 0
-        return (x - self.snd_una) - self._sacked_below(x)
+        return (x - self.snd_una) - self._sacked.covered_below(x)
 
     def _lost_edge(self) -> int:
-        """Holes below this point count as lost: DupThresh*SMSS bytes are SACKed above them."""
-        need = self.config.dupthresh * self.mss
+        """Holes below this point count as lost (RFC 6675 IsLost): above them more than
+        (DupThresh - 1) * SMSS bytes are SACKed, or DupThresh discontiguous blocks."""
+        dupthresh = self.config.dupthresh
+        need = (dupthresh - 1) * self.mss
+        sb = self._sacked
+        starts = sb.starts
+        ends = sb.ends
         acc = 0
-        for left, right in reversed(self._sacked):
-            acc += right - left
-            if acc >= need:
-                return left
+        n = len(starts)
+        for k in range(n - 1, -1, -1):
+            acc += ends[k] - starts[k]
+            if acc > need or n - k >= dupthresh:
+                return starts[k]
         return self.snd_una
 
+    def _una_lost(self) -> bool:
+        """IsLost(HighACK + 1), RFC 6675 section 4."""
+        sb = self._sacked
+        dupthresh = self.config.dupthresh
+        return sb.total > (dupthresh - 1) * self.mss or len(sb) >= dupthresh
+
     def _pipe(self, lost_edge: int) -> int:
-        total_sacked = self._sacked_below(self.snd_max)
         return (
             self.snd_max
             - self.snd_una
-            - total_sacked
+            - self._sacked.total
             - self._holes_below(lost_edge)
             + self._holes_below(min(self._high_rxt, self.snd_max))
         )
 
     def _next_hole(self, start: int, stop: int) -> tuple[int, int] | None:
         """First unSACKed range at or after start, below stop."""
-        x = max(start, self.snd_una)
-        for left, right in self._sacked:
-            if right <= x:
-                continue
-            if left > x:
-                break
-            x = right
-        if x >= stop:
-            return None
-        end = stop
-        for left, _right in self._sacked:
-            if left > x:
-                end = min(end, left)
-                break
-        return x, end
+        return self._sacked.next_gap(max(start, self.snd_una), stop)
 
     def _send_sack_recovery(self, now: float) -> None:
         """RFC 6675 6.1: while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
@@ -1027,7 +1241,7 @@ class TcpConnection:
                         end += 1
                     self._xmit(nxt, end, now)
                     continue
-                high_sacked = self._sacked[-1][1] if self._sacked else self.snd_una
+                high_sacked = self._sacked.high if self._sacked else self.snd_una
                 hole = self._next_hole(self._high_rxt, high_sacked)  # rule 3
                 if hole is None:
                     break
@@ -1041,7 +1255,7 @@ class TcpConnection:
         log = self._rxt_log
         if not log or not self._sacked:
             return None
-        limit = self._sacked[-1][1] - self.config.dupthresh * self.mss
+        limit = self._sacked.high - self.config.dupthresh * self.mss
         while log:
             start, end, mark = log[0]
             if end <= self.snd_una:
@@ -1067,17 +1281,7 @@ class TcpConnection:
                 continue  # D-SACK, stale or bogus
             if left < una:
                 left = una
-            # insert and merge
-            i = 0
-            n = len(sb)
-            while i < n and sb[i][1] < left:
-                i += 1
-            j = i
-            while j < n and sb[j][0] <= right:
-                left = min(left, sb[j][0])
-                right = max(right, sb[j][1])
-                j += 1
-            sb[i:j] = [[left, right]]
+            sb.add(left, right)
 
     # ------------------------------------------------------------------ input
 
@@ -1116,15 +1320,21 @@ class TcpConnection:
                     self._rst_for(seg)
                 return
             if flags & RST:
-                self._reset("connection refused")
+                if self.hooks is not None:
+                    self.hooks.incoming_options(self, seg)
+                self._reset("connection refused", seg.options)
                 return
         elif flags & RST:
             return
         if not flags & SYN:
             return
         self._take_syn(seg)
-        if self.hooks is not None:
-            self.hooks.incoming_options(self, seg)
+        if self.hooks is not None and self.hooks.incoming_options(self, seg) is False:
+            if flags & ACK:
+                self._refuse(_unwrap(seg.ack, self.iss), now)
+            else:
+                self._enter_closed("refused")
+            return
         if flags & ACK:
             self.snd_una = self.snd_wl2 = _unwrap(seg.ack, self.iss)
             self._established(now)
@@ -1156,6 +1366,17 @@ class TcpConnection:
             return
         self._chack_count += 1
         self._st.challenge_acks += 1
+        self._ack_now = True
+
+    def _oow_ack(self, now: float, limited: bool | int) -> None:
+        """ACK a segment that failed the sequence (or PAWS) test. Non-data segments draw at
+        most one such ACK per ``oow_ack_interval`` (Linux's tcp_oow_rate_limited): two stacks
+        out of sync must not ping-pong ACKs forever; data always gets its duplicate ACK."""
+        if limited:
+            last = self._oow_ack_time
+            if last is not None and now - last < self.config.oow_ack_interval:
+                return
+            self._oow_ack_time = now
         self._ack_now = True
 
     def _rx_synchronized(self, seg: TcpSegment, now: float) -> None:
@@ -1202,7 +1423,7 @@ class TcpConnection:
                 and ((tsopt.tsval - self.ts_recent) & MASK) >= HALF
             ):
                 st.paws_dropped += 1
-                self._ack_now = True
+                self._oow_ack(now, seglen == 0 or flags & SYN)
                 return
 
         # Acceptability test (RFC 9293 3.10.7.4, four cases).
@@ -1223,7 +1444,7 @@ class TcpConnection:
             ok = (rcv_nxt <= s < rcv_nxt + wnd) or (rcv_nxt <= s + seglen - 1 < rcv_nxt + wnd)
         if not ok:
             if not flags & RST:
-                self._ack_now = True  # also answers zero-window probes
+                self._oow_ack(now, seglen == 0 or flags & SYN)  # also answers window probes
                 if state is S.TIME_WAIT and flags & FIN:
                     self._tw_deadline = now + self.config.time_wait
             return
@@ -1231,8 +1452,12 @@ class TcpConnection:
         # RST (RFC 5961 3.2): only the exact next sequence number resets; others in window
         # get a challenge ACK.
         if flags & RST:
+            if state is S.TIME_WAIT:
+                return  # RFC 1337: no TIME-WAIT assassination, the timer runs out as usual
             if s == rcv_nxt:
-                self._reset("connection reset by peer")
+                if self.hooks is not None:
+                    self.hooks.incoming_options(self, seg)
+                self._reset("connection reset by peer", seg.options)
             else:
                 self._challenge_ack(now)
             return
@@ -1249,14 +1474,22 @@ class TcpConnection:
         if tsopt is not None and s <= self._last_ack_sent:
             self.ts_recent = tsopt.tsval
 
-        if self.hooks is not None:
-            self.hooks.incoming_options(self, seg)
-
         if state is S.SYN_RECEIVED:
             ack = _unwrap(seg.ack, self.snd_una)
             if not (self.snd_una < ack <= self.snd_max):
                 self._rst_for(seg)
                 return
+            if self.hooks is not None and self.hooks.incoming_options(self, seg) is False:
+                self._refuse(self.snd_nxt, now)
+                return
+        elif self.hooks is not None:
+            # RFC 5961 5.2 first: an ACK of data never sent, or far below snd_una, is dropped
+            # (by _process_ack) and its options must not reach the layer above.
+            ack = _unwrap(seg.ack, self.snd_una)
+            if self.snd_una - max(self.max_snd_wnd, 0xFFFF) <= ack <= self.snd_max:
+                self.hooks.incoming_options(self, seg)
+
+        if state is S.SYN_RECEIVED:
             # _process_ack below moves snd_una over our SYN and takes the RTT sample.
             self.snd_wnd = seg.window << self.snd_wscale
             self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
@@ -1267,7 +1500,12 @@ class TcpConnection:
         if not self._process_ack(seg, s, tsopt, now):
             return
         state = self.state
-        if state is S.CLOSED or not text_ok:
+        if state is S.CLOSED:
+            return
+        if not text_ok:
+            # A zero-window probe carrying data (1 byte at RCV.NXT, as Linux sends): the text is
+            # not taken, but the probe must be answered with an ACK (RFC 9293 3.8.6.1).
+            self._ack_now = True
             return
 
         if state is S.ESTABLISHED or state in _RECV_DATA_STATES:
@@ -1357,8 +1595,10 @@ class TcpConnection:
                 if type(o) is Sack:
                     sack_opt = o
                     break
+        if self._tlp_high_rxt is not None and ack >= self._tlp_high_rxt:
+            self._tlp_ack(seg, ack, una, sack_opt, now)
         prr = self.in_recovery and self.sack_ok
-        sacked_before = self._sacked_below(self.snd_max) if prr else 0
+        sacked_before = self._sacked.total if prr else 0
         if ack > una:
             acked = ack - una
             self.snd_una = ack
@@ -1372,6 +1612,8 @@ class TcpConnection:
                     self._events.append(SendBufferAvailable())
             if self.snd_nxt < ack:
                 self.snd_nxt = ack  # after go-back-N, an ACK can jump past snd_nxt
+            if len(self._metas) > self._meta_head:
+                self._drop_metas(ack)
             if tsopt is not None:
                 if tsopt.tsecr:
                     d = (self._ts_now(now) - tsopt.tsecr) & MASK
@@ -1385,11 +1627,7 @@ class TcpConnection:
             self._tlp_sent = False
             self._tlp_deadline = None
             if self._sacked:
-                sb = self._sacked
-                while sb and sb[0][1] <= ack:
-                    sb.pop(0)
-                if sb and sb[0][0] < ack:
-                    sb[0][0] = ack
+                self._sacked.remove_below(ack)
             if sack_opt is not None:
                 self._update_scoreboard(sack_opt)
             if self.in_recovery:
@@ -1413,7 +1651,8 @@ class TcpConnection:
                         self._high_rxt = ack
             else:
                 self._dupacks = 0
-                cc.on_ack(acked, self.srtt, now)
+                if self._is_cwnd_limited():
+                    cc.on_ack(acked, self.srtt, now)
             if self._high_rxt < ack:
                 self._high_rxt = ack
             # RTO timer (RFC 6298 5.2/5.3)
@@ -1449,11 +1688,7 @@ class TcpConnection:
                     and una >= self._rto_recover
                     and (
                         self._dupacks >= self.config.dupthresh
-                        or (
-                            self.sack_ok
-                            and self._sacked_below(self.snd_max)
-                            > (self.config.dupthresh - 1) * self.mss
-                        )
+                        or (self.sack_ok and self._una_lost())
                     )
                 ):
                     self._enter_recovery(now)
@@ -1462,7 +1697,7 @@ class TcpConnection:
                 and not self.in_recovery
                 and una >= self._rto_recover
                 and self.snd_max > una
-                and self._sacked_below(self.snd_max) > (self.config.dupthresh - 1) * self.mss
+                and self._una_lost()
             ):
                 self._enter_recovery(now)
         if prr and self.in_recovery:
@@ -1483,12 +1718,36 @@ class TcpConnection:
                 self._persist_backoff = 0
         return True
 
+    def _tlp_ack(
+        self, seg: TcpSegment, ack: int, una: int, sack_opt: Sack | None, now: float
+    ) -> None:
+        """RFC 8985 7.4: did the probe retransmission repair a loss? A D-SACK for it, or a pure
+        duplicate ACK at TLPHighRxt (original and probe both arrived), says no; an ACK beyond
+        TLPHighRxt without either says the original was lost, and the loss gets the same
+        congestion response as any other (a cwnd reduction, as Linux's CWR)."""
+        high = self._tlp_high_rxt
+        if sack_opt is not None and sack_opt.blocks:
+            lw, rw = sack_opt.blocks[0]
+            if _unwrap(rw, una) <= ack:  # D-SACK (RFC 2883): the probe was a duplicate
+                self._tlp_high_rxt = None
+                return
+        if ack > high:
+            self._tlp_high_rxt = None
+            if not self.in_recovery and una >= self._rto_recover:
+                self._st.tlp_repairs += 1
+                cc = self.cc
+                cc.enter_recovery(self.snd_max - una, now)
+                cc.exit_recovery(self.snd_max - una, now)
+        elif ack == una and not seg.payload and sack_opt is None:
+            self._tlp_high_rxt = None  # the dupack of the second copy: nothing was lost
+
     def _enter_recovery(self, now: float) -> None:
         cc = self.cc
         st = self._st
         st.fast_retransmits += 1
         self.in_recovery = True
         self._recover = self.snd_max
+        self._tlp_high_rxt = None  # this recovery is the congestion response
         cc.enter_recovery(self.snd_max - self.snd_una, now)
         self._high_rxt = self.snd_una
         self._force_rxt = self.snd_una
@@ -1505,7 +1764,7 @@ class TcpConnection:
             cc.cwnd = cc.ssthresh + 3 * self.mss
 
     def _prr_update(self, acked: int, sacked_before: int) -> None:
-        delivered = acked + self._sacked_below(self.snd_max) - sacked_before
+        delivered = acked + self._sacked.total - sacked_before
         if delivered <= 0:
             return
         self._prr_delivered += delivered
@@ -1564,53 +1823,52 @@ class TcpConnection:
                     self._delack_deadline = now + self.config.delayed_ack
         else:
             self._st.ooo_segments += 1
-            self._ooo_insert(first, bytes(memoryview(payload)[start:stop]))
-            self._ooo_last = first
+            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
+                payload = bytes(payload)  # never keep a view into a buffer the edge reuses
+            self._ooo_insert(first, memoryview(payload)[start:stop])
+            hist = self._sack_hist
+            hist.insert(0, first)
+            if len(hist) > 8:
+                del hist[8:]
             self._ack_now = True
 
-    def _ooo_insert(self, start: int, data: bytes) -> None:
-        end = start + len(data)
+    def _ooo_insert(self, start: int, data: memoryview) -> None:
+        """Hold out-of-order data: only the parts not held yet are kept, as chunks keyed by
+        their start, so a range of the set is tiled exactly by its chunks (no merged copies)."""
         ooo = self._ooo
-        # fast path: extends the last block
-        if ooo and ooo[-1][1] == start:
-            ooo[-1][2] += data
-            ooo[-1][1] = end
-            return
-        if not ooo or ooo[-1][1] < start:
-            ooo.append([start, end, bytearray(data)])
-            return
-        i = 0
-        n = len(ooo)
-        while i < n and ooo[i][1] < start:
-            i += 1
-        j = i
-        new_start, new_end = start, end
-        while j < n and ooo[j][0] <= end:
-            new_start = min(new_start, ooo[j][0])
-            new_end = max(new_end, ooo[j][1])
-            j += 1
-        buf = bytearray(new_end - new_start)
-        for b in ooo[i:j]:
-            buf[b[0] - new_start : b[1] - new_start] = b[2]
-        buf[start - new_start : end - new_start] = data
-        ooo[i:j] = [[new_start, new_end, buf]]
+        chunks = self._ooo_data
+        end = start + len(data)
+        for a, b in ooo.gaps(start, end):
+            chunks[a] = data[a - start : b - start]
+        ooo.add(start, end)
 
     def _drain_ooo(self) -> int:
+        """Move the held data that rcv_nxt has reached into the receive buffer."""
         delivered = 0
         ooo = self._ooo
-        while ooo and ooo[0][0] <= self.rcv_nxt:
-            bstart, bend, buf = ooo.pop(0)
-            if bend > self.rcv_nxt:
-                skip = self.rcv_nxt - bstart
-                self._rbuf += memoryview(buf)[skip:]
-                delivered += bend - self.rcv_nxt
+        chunks = self._ooo_data
+        starts = ooo.starts
+        rbuf = self._rbuf
+        while starts and starts[0] <= self.rcv_nxt:
+            x = starts[0]
+            bend = ooo.ends[0]
+            rcv = self.rcv_nxt
+            while x < bend:
+                chunk = chunks.pop(x)
+                nx = x + len(chunk)
+                if nx > rcv:
+                    rbuf += chunk if x >= rcv else chunk[rcv - x :]
+                x = nx
+            if bend > rcv:
+                delivered += bend - rcv
                 self.rcv_nxt = bend
+            ooo.remove_below(bend)
         return delivered
 
-    def _reset(self, reason: str) -> None:
-        self._enter_closed(reason)
+    def _reset(self, reason: str, options: list | None = None) -> None:
+        self._enter_closed(reason, options)
 
-    def _enter_closed(self, reason: str | None) -> None:
+    def _enter_closed(self, reason: str | None, options: list | None = None) -> None:
         was = self.state
         self.state = S.CLOSED
         self._rto_deadline = self._delack_deadline = None
@@ -1619,5 +1877,5 @@ class TcpConnection:
         if was is S.CLOSED:
             return
         if reason is not None:
-            self._events.append(Reset(reason))
+            self._events.append(Reset(reason, options))
         self._events.append(Closed())

@@ -1,0 +1,854 @@
+"""The MPTCP connection (Linux's protocol.c): sans-I/O, above ordinary TCP subflows.
+
+The connection exists from the moment it is created, with its key and token, and its first
+subflow; data passes to subflows as DSS mappings (``Subflow.push``) and comes back from them
+through mappings (``Subflow.pull``) into a data-level reassembly queue. Falling back to plain
+TCP is a normal path (``fallback``): the first subflow then carries the byte stream as is.
+
+Driven like ``TcpConnection``: the edge feeds segments to ``sub.tcp.receive_segment`` and time
+to ``handle_timer``, then drains ``segments_to_send`` (pairs of subflow and segment) and
+``next_event``. Two events are for the edge rather than the application: ``OpenSubflow`` (the
+path manager wants a subflow from a local address: the edge picks a port and calls
+``add_subflow``) and ``SubflowClosed`` (forget its 4-tuple).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import hmac
+import ipaddress
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..tcp.connection import (
+    Closed,
+    Connected,
+    DataReceived,
+    PeerClosed,
+    Reset,
+    SendBufferAvailable,
+    TcpConfig,
+    TcpConnection,
+    TcpState,
+)
+from ..tcp.segment import TcpSegment
+from . import crypto
+from .ctrl import Endpoint, MptcpConfig
+from .options import AddAddr, MpCapable, MpPrio
+from .sched import make_scheduler
+from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
+from .token import TokenRegistry
+
+MASK64 = (1 << 64) - 1
+HALF64 = 1 << 63
+
+
+@dataclass(slots=True)
+class OpenSubflow:
+    """For the edge: open a subflow from ``local_addr`` to ``remote``, then ``add_subflow``."""
+
+    local_addr: str
+    remote: tuple[str, int]
+    local_id: int
+    remote_id: int
+    backup: bool
+
+
+@dataclass(slots=True)
+class SubflowClosed:
+    """For the edge: this subflow is gone; its 4-tuple no longer belongs to the connection."""
+
+    subflow: Subflow
+
+
+def _unwrap64(x: int, ref: int) -> int:
+    return ref + ((x - ref + HALF64) & MASK64) - HALF64
+
+
+def add_addr_hmac(
+    key_sender: int, key_receiver: int, addr_id: int, address: Any, port: int | None
+) -> int:
+    """RFC 8684 3.4.1: rightmost 64 bits of HMAC(Ks||Kr, id || address || port), port 0 when
+    absent."""
+    msg = bytes([addr_id]) + address.packed + (port or 0).to_bytes(2, "big")
+    key = key_sender.to_bytes(8, "big") + key_receiver.to_bytes(8, "big")
+    return int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[-8:], "big")
+
+
+class MptcpConnection:
+    def __init__(
+        self,
+        config: MptcpConfig | None = None,
+        tcp_config: TcpConfig | None = None,
+        registry: TokenRegistry | None = None,
+    ) -> None:
+        self.config = cfg = config or MptcpConfig()
+        self.tcp_config = tcp_config or TcpConfig()
+        self.registry = registry if registry is not None else TokenRegistry()
+        self.mib = self.registry.mib
+        self.rng = self.registry.rng
+        self.sched = make_scheduler(cfg.scheduler)
+        self.subflows: list[Subflow] = []
+        self._seen_subflows: list[Subflow] = []  # closed ones too, for the report
+        self.initial: Subflow | None = None
+        self.fallback = not cfg.enabled
+        self.fallback_reason = "" if cfg.enabled else "MPTCP disabled"
+        self.fully_established = False
+        self.data_ack_seen = False  # a DSS came from the peer (no more fallback on a bare segment)
+        self.checksum = cfg.checksum
+        self.local_key, self.local_token = self.registry.new_key()
+        self.local_idsn = crypto.idsn(self.local_key)
+        self.remote_key = 0
+        self.remote_token = 0
+        self.remote_idsn = 0
+        self._registered = False
+        self._events: deque[Any] = deque()
+        self._now = 0.0
+        self._connected = False
+        self._closed = False
+        # send side (data sequence numbers are unwrapped ints; & MASK64 on the wire)
+        self.snd_una = self.snd_nxt = self.local_idsn + 1
+        self.snd_edge = self.snd_una  # right edge the peer allows (DATA_ACK + window)
+        self._sbuf = bytearray()
+        self._snd_blocked = False
+        self._chunks: deque[list[Any]] = deque()  # [dsn, len, subflow, reinjected]
+        self._reinject: deque[list[Any]] = deque()  # [dsn, len, failed subflow]
+        # receive side
+        self.rcv_nxt = 0
+        self._rbuf = bytearray()
+        self._ooo: list[list[Any]] = []  # sorted [dsn, bytes]
+        self._ooo_starts: list[int] = []
+        self._ooo_bytes = 0
+        self._rcv_wnd_sent = 0  # data-level right edge advertised (DATA_ACK + window)
+        self._peer_fin: int | None = None
+        self._eof = False
+        # close
+        self._close_requested = False
+        self._fin_dsn: int | None = None
+        self._fin_acked = False
+        self._fin_send = False
+        self._fin_deadline: float | None = None
+        self._subflows_closing = False
+        # path manager state
+        self._add_addr_accepted = 0
+        self._joins = 0
+        self._announced = False
+        self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
+
+    # ================================================================= opening
+    def connect(self, local: tuple[str, int], remote: tuple[str, int], now: float) -> Subflow:
+        """Active open: the first subflow's SYN carries MP_CAPABLE."""
+        self._now = now
+        sub = Subflow(self, local, remote, initial=True, active=True)
+        self._attach(sub, TcpConnection(self.tcp_config, local, remote, hooks=sub))
+        self.initial = sub
+        self._register()
+        sub.tcp.connect(now)
+        if not self.fallback:
+            self.mib.inc("MPCapableSYNTX")
+        return sub
+
+    @classmethod
+    def accept(
+        cls,
+        config: MptcpConfig,
+        tcp_config: TcpConfig,
+        registry: TokenRegistry,
+        syn: TcpSegment,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+        now: float,
+    ) -> MptcpConnection:
+        """Passive open from a SYN without MP_JOIN: MPTCP if it carries a usable MP_CAPABLE,
+        plain TCP otherwise."""
+        conn = cls(config, tcp_config, registry)
+        conn._now = now
+        sub = Subflow(conn, local, remote, initial=True, active=False)
+        conn.initial = sub
+        sub.tcp = None  # type: ignore[assignment]
+        tcp = TcpConnection.accept_syn(tcp_config, syn, local, remote, now, hooks=sub)
+        conn._attach(sub, tcp)
+        return conn
+
+    def _attach(self, sub: Subflow, tcp: TcpConnection) -> None:
+        sub.tcp = tcp
+        self._seen_subflows.append(sub)
+        if not self.fallback:
+            tcp.reserve_option_space(DSS_DATA_ROOM)
+        self.subflows.append(sub)
+
+    def _register(self) -> None:
+        if not self._registered and not self.fallback:
+            self.registry.add(self.local_token, self)
+            self._registered = True
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self.registry.remove(self.local_token, self)
+            self._registered = False
+
+    def accept_join(
+        self, syn: TcpSegment, local: tuple[str, int], remote: tuple[str, int], now: float
+    ) -> Subflow:
+        """A Linux (or our) client joins: answer with MP_JOIN's SYN/ACK, or refuse with RST."""
+        self._now = now
+        self.mib.inc("MPJoinSynRx")
+        local_id = self._local_id_for(local[0])
+        sub = Subflow(self, local, remote, initial=False, active=False, local_id=local_id)
+        refuse = (
+            self.fallback
+            or not self.fully_established
+            or self._joins >= self.config.limits.subflows
+            or self._close_requested
+        )
+        if refuse:
+            sub.rst_reason = 2 if self._joins >= self.config.limits.subflows else 1
+            sub.closed = True
+            sub.tcp = TcpConnection.accept_syn(
+                self.tcp_config, syn, local, remote, now, hooks=_Refuser(sub)
+            )
+            return sub
+        self._joins += 1
+        tcp = TcpConnection.accept_syn(self.tcp_config, syn, local, remote, now, hooks=sub)
+        self._attach(sub, tcp)
+        return sub
+
+    def add_subflow(self, req: OpenSubflow, local: tuple[str, int], now: float) -> Subflow:
+        """The edge has a local port for an ``OpenSubflow``: send the MP_JOIN SYN."""
+        self._now = now
+        sub = Subflow(
+            self,
+            local,
+            req.remote,
+            initial=False,
+            active=True,
+            local_id=req.local_id,
+            remote_id=req.remote_id,
+            backup=req.backup,
+        )
+        self._attach(sub, TcpConnection(self.tcp_config, local, req.remote, hooks=sub))
+        sub.tcp.connect(now)
+        self.mib.inc("MPJoinSynTx")
+        return sub
+
+    def _local_id_for(self, addr: str) -> int:
+        if self.initial is not None and self.initial.local[0] == addr:
+            return 0
+        for ep in self.config.endpoints or ():
+            if ep.address == addr:
+                return ep.id
+        return 0
+
+    # ----------------------------------------------------------------- handshake callbacks
+    def accept_capable(self, mpc: MpCapable | None) -> None:
+        """Server, on the SYN: Linux's rules (version 1, H set, B clear, no key on a v1 SYN)."""
+        if self.config.enabled and mpc_usable(mpc, syn=True) and mpc.sender_key is None:
+            self.mib.inc("MPCapableSYNRX")
+            self.checksum = self.config.checksum or mpc.checksum_required
+            self._register()
+            return
+        if mpc is not None:
+            self.mib.inc("MPCapableFallbackSYN")
+        self.enter_fallback("SYN without usable MP_CAPABLE")
+
+    def on_synack_capable(self, mpc: MpCapable | None) -> None:
+        if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key is None:
+            self.mib.inc("MPCapableSYNACKRX")
+            self._set_remote_key(mpc.sender_key)
+            self.checksum = self.config.checksum or mpc.checksum_required
+            return
+        self.mib.inc("MPCapableFallbackSYNACK")
+        self.enter_fallback("SYN/ACK without MP_CAPABLE")
+
+    def on_third_ack_capable(self, sub: Subflow, mpc: MpCapable | None, seg: TcpSegment) -> None:
+        if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key == self.local_key:
+            self.mib.inc("MPCapableACKRX")
+            self._set_remote_key(mpc.sender_key)
+            self.fully_established = True
+            self._pm_established()
+            return
+        self.mib.inc("MPCapableFallbackACK")
+        self.enter_fallback("third ACK without MP_CAPABLE keys")
+
+    def _set_remote_key(self, key: int) -> None:
+        self.remote_key = key
+        self.remote_token = crypto.token(key)
+        self.remote_idsn = crypto.idsn(key)
+        self.rcv_nxt = self.remote_idsn + 1
+
+    def on_fully_established(self, sub: Subflow) -> None:
+        if not self.fully_established:
+            self.fully_established = True
+            self._pm_established()
+
+    def on_join_established(self, sub: Subflow) -> None:
+        sub.arm_join_ack(self._now)
+
+    def enter_fallback(self, reason: str) -> None:
+        if self.fallback:
+            return
+        self.fallback = True
+        self.fallback_reason = reason
+        self._unregister()
+        # Everything handed to the first subflow so far is the byte stream, in order (no join
+        # can exist before the connection is fully established): from here TCP owns it.
+        sub = self.initial
+        if sub is not None and sub.tcp is not None:
+            sent = self.snd_nxt - self.snd_una
+            del self._sbuf[:sent]
+            self.snd_una = self.snd_nxt
+            self._chunks.clear()
+
+    # ================================================================= application side
+    def send(self, data: bytes | memoryview) -> int:
+        if self._close_requested or self._closed:
+            raise ConnectionError("cannot send after close")
+        room = self.config.snd_buf - len(self._sbuf)
+        n = min(len(data), max(room, 0))
+        if n < len(data):
+            self._snd_blocked = True
+        if n:
+            self._sbuf += data if n == len(data) else memoryview(data)[:n]
+        return n
+
+    @property
+    def readable(self) -> int:
+        return len(self._rbuf)
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        buf = self._rbuf
+        before = self.rcv_window()
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data = bytes(buf)
+            self._rbuf = bytearray()
+        else:
+            data = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        if data and before * 2 <= self.config.rcv_buf and self.rcv_window() >= 2 * before:
+            # the connection-level window reopened: tell the peer on one subflow
+            for s in self.subflows:
+                if s.usable:
+                    s.tcp.send_ack()
+                    break
+        return data
+
+    def close(self, now: float) -> None:
+        """Half-close: a DATA_FIN follows the last byte (plain TCP FIN after fallback)."""
+        self._now = now
+        self._close_requested = True
+
+    def abort(self, now: float) -> None:
+        self._now = now
+        for s in self.subflows:
+            s.tcp.abort(now)
+        self._unregister()
+
+    def next_event(self) -> Any:
+        return self._events.popleft() if self._events else None
+
+    @property
+    def send_buffer_free(self) -> int:
+        return max(0, self.config.snd_buf - len(self._sbuf))
+
+    @property
+    def state(self) -> str:
+        if self._closed:
+            return "CLOSED"
+        return "FALLBACK" if self.fallback else "ESTABLISHED" if self._connected else "SYN"
+
+    # ================================================================= timers
+    def get_timer(self) -> float | None:
+        t = self._fin_deadline
+        for s in self.subflows:
+            for d in (s.tcp.get_timer(), s.timer()):
+                if d is not None and (t is None or d < t):
+                    t = d
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        for s in list(self.subflows):
+            d = s.tcp.get_timer()
+            if d is not None and now >= d:
+                s.tcp.handle_timer(now)
+            s.on_timer(now)
+        if self._fin_deadline is not None and now >= self._fin_deadline:
+            self._fin_deadline = None
+            if not self._fin_acked:
+                self._fin_send = True
+                self._kick_fin()
+
+    # ================================================================= the poll
+    def segments_to_send(self, now: float) -> list[tuple[Subflow, TcpSegment]]:
+        self._now = now
+        # a subflow that closes while its events are processed (a refused join, a reset) still
+        # has its last segments to send: the RST with MP_TCPRST
+        subs = list(self.subflows)
+        self._process(now)
+        subs += [s for s in self.subflows if s not in subs]
+        out: list[tuple[Subflow, TcpSegment]] = []
+        for s in subs:
+            for seg in s.tcp.segments_to_send(now):
+                out.append((s, seg))
+            if s.has_queued_options() and not self.fallback:
+                # Data segments have no room left for them (DSS fills it): a pure ACK of their
+                # own, at once, as Linux sends an ADD_ADDR or its echo (mptcp_pm_send_ack).
+                s.tcp.send_ack()
+                for seg in s.tcp.segments_to_send(now):
+                    out.append((s, seg))
+        self._subflow_events(now)
+        return out
+
+    def _process(self, now: float) -> None:
+        self._subflow_events(now)
+        self._failover(now)
+        if self.fallback:
+            self._fallback_io(now)
+        else:
+            self._schedule(now)
+            self._close_progress(now)
+        self._check_closed()
+
+    def _subflow_events(self, now: float) -> None:
+        for s in list(self.subflows):
+            tcp = s.tcp
+            while True:
+                ev = tcp.next_event()
+                if ev is None:
+                    break
+                t = type(ev)
+                if t is Connected:
+                    self._on_subflow_connected(s, now)
+                elif t is DataReceived:
+                    pass  # pulled below
+                elif t is SendBufferAvailable:
+                    pass
+                elif t is PeerClosed:
+                    if self.fallback and s is self.initial:
+                        self._deliver_eof()
+                elif t is Reset:
+                    s.closed = True
+                    self._subflow_gone(s, ev.reason)
+                elif t is Closed:
+                    s.closed = True
+                    self._subflow_gone(s, None)
+            if s.tcp.readable:
+                if self.fallback:
+                    if s is self.initial:
+                        self._rx(self.rcv_nxt, s.pull_fallback())
+                else:
+                    for dsn, data in s.pull():
+                        self._rx(dsn, data)
+        if self._peer_fin is not None and self.rcv_nxt == self._peer_fin and not self._eof:
+            self.rcv_nxt += 1
+            self._deliver_eof()
+            for s in self.subflows:
+                if s.usable:
+                    s.tcp.send_ack()
+
+    def _on_subflow_connected(self, s: Subflow, now: float) -> None:
+        if s.initial:
+            if not self.fallback:
+                self.snd_edge = self.snd_una + s.tcp.snd_wnd  # Linux: wnd_end = snd_nxt + snd_wnd
+                s.established = True
+            else:
+                s.established = True
+            self._connected = True
+            self._events.append(Connected())
+        else:
+            if s.active:
+                s.arm_join_ack(now)
+            # passive joins are established on the valid third ACK (Subflow._on_third_ack)
+
+    def _subflow_gone(self, s: Subflow, reason: str | None) -> None:
+        if s in self.subflows:
+            self.subflows.remove(s)
+            self._events.append(SubflowClosed(s))
+            self._reinject_from(s)
+            if not s.initial and self._joins > 0:
+                self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
+        if s is self.initial and self.fallback:
+            if reason is not None and not self._closed:
+                self._events.append(Reset(reason))
+            return
+        if not self.subflows and not self._closed:
+            graceful = self._fin_acked and (self._eof or self._peer_fin is not None)
+            if not graceful and reason is not None:
+                self._events.append(Reset(reason))
+            elif not graceful and not self._connected:
+                self._events.append(Reset("connection refused"))
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            return
+        if not self.subflows or all(
+            s.tcp.state in (TcpState.CLOSED, TcpState.TIME_WAIT) for s in self.subflows
+        ):
+            if not self.subflows or self._fin_acked or self.fallback:
+                self._closed = True
+                self._unregister()
+                self._events.append(Closed())
+
+    def _deliver_eof(self) -> None:
+        if not self._eof:
+            self._eof = True
+            self._events.append(PeerClosed())
+
+    # ================================================================= receive
+    def rcv_window(self) -> int:
+        return max(0, self.config.rcv_buf - len(self._rbuf) - self._ooo_bytes)
+
+    def adv_window(self, wscale: int, mss: int) -> int:
+        """The window a subflow advertises, relative to the DATA_ACK (RFC 8684 3.3.4, Linux's
+        mptcp_set_rwin): the data-level right edge never moves back (whatever arrives out of
+        order, on whichever subflow), and moves forward by at least min(rcv_buf/2, MSS) at a
+        time (receiver SWS avoidance). Rounded up to the scale so the edge is never cut."""
+        ack = self.rcv_nxt
+        sent = self._rcv_wnd_sent
+        edge = ack + self.rcv_window()
+        if edge - sent < min(self.config.rcv_buf >> 1, mss):
+            edge = sent if sent > ack else ack
+        field = min((edge - ack + (1 << wscale) - 1) >> wscale, 0xFFFF)
+        adv = ack + (field << wscale)
+        if adv > sent:
+            self._rcv_wnd_sent = adv
+        return field << wscale
+
+    def unwrap_rx(self, dsn: int) -> int:
+        return _unwrap64(dsn, self.rcv_nxt)
+
+    def _rx(self, dsn: int, data: bytes) -> None:
+        n = len(data)
+        if not n:
+            return
+        if not self.fallback:
+            dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
+        end = dsn + n
+        if end <= self.rcv_nxt:
+            self.mib.inc("DuplicateData")
+            return
+        if dsn < self.rcv_nxt:
+            data = data[self.rcv_nxt - dsn :]
+            dsn = self.rcv_nxt
+        if dsn == self.rcv_nxt:
+            self._rbuf += data
+            self.rcv_nxt = end
+            delivered = len(data)
+            delivered += self._drain_ooo()
+            self._data_event(delivered)
+        else:
+            i = bisect.bisect_left(self._ooo_starts, dsn)
+            self._ooo.insert(i, [dsn, data])
+            self._ooo_starts.insert(i, dsn)
+            self._ooo_bytes += len(data)
+            self.mib.inc("OFOQueue")
+
+    def _drain_ooo(self) -> int:
+        delivered = 0
+        ooo = self._ooo
+        while ooo and ooo[0][0] <= self.rcv_nxt:
+            dsn, data = ooo.pop(0)
+            self._ooo_starts.pop(0)
+            self._ooo_bytes -= len(data)
+            end = dsn + len(data)
+            if end > self.rcv_nxt:
+                piece = data[self.rcv_nxt - dsn :]
+                self._rbuf += piece
+                delivered += len(piece)
+                self.rcv_nxt = end
+        return delivered
+
+    def _data_event(self, n: int) -> None:
+        if n <= 0:
+            return
+        ev = self._events
+        if ev and type(ev[-1]) is DataReceived:
+            ev[-1].nbytes += n
+        else:
+            ev.append(DataReceived(n))
+
+    def on_data_fin(self, dsn: int) -> None:
+        dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
+        if self._peer_fin is None:
+            self._peer_fin = dsn
+
+    # ================================================================= send
+    def on_data_ack(self, ack: int, window: int) -> None:
+        ack = _unwrap64(ack & MASK64, self.snd_una)
+        top = self.snd_nxt + (1 if self._fin_dsn is not None else 0)
+        if ack > top:
+            self.mib.inc("DataAckInvalid")
+            return
+        if ack > self.snd_una:
+            data_acked = min(ack, self.snd_nxt) - self.snd_una
+            if data_acked > 0:
+                del self._sbuf[:data_acked]
+            self.snd_una = min(ack, self.snd_nxt)
+            ch = self._chunks
+            while ch and ch[0][0] + ch[0][1] <= self.snd_una:
+                ch.popleft()
+            if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+                self._snd_blocked = False
+                self._events.append(SendBufferAvailable())
+            if self._fin_dsn is not None and ack > self._fin_dsn:
+                self._fin_acked = True
+                self._fin_deadline = None
+        edge = ack + window
+        if edge > self.snd_edge:
+            self.snd_edge = edge
+
+    def _schedule(self, now: float) -> None:
+        if not self._connected:
+            return
+        usable = [s for s in self.subflows if s.usable]
+        if not usable:
+            return
+        max_map = self.config.max_mapping
+        # reinjections first: data a failing subflow holds goes out on another one
+        rq = self._reinject
+        while rq:
+            dsn, ln, bad = rq[0]
+            if dsn + ln <= self.snd_una:
+                rq.popleft()
+                continue
+            start = max(dsn, self.snd_una)
+            cands = [s for s in usable if s is not bad and s.space > 0 and not s.stale]
+            if not cands:
+                break
+            s = self.sched.pick(cands)  # type: ignore[arg-type]
+            if s is None:
+                break
+            n = min(dsn + ln - start, s.space, max_map)
+            off = start - self.snd_una
+            s.push(start, bytes(self._sbuf[off : off + n]))
+            s.reinjected += n
+            self.mib.inc("MPTCPRetrans")
+            self._chunks.append([start, n, s, True])
+            if start + n >= dsn + ln:
+                rq.popleft()
+            else:
+                rq[0] = [start + n, dsn + ln - start - n, bad]
+        # new data
+        write_end = self.snd_una + len(self._sbuf)
+        while self.snd_nxt < write_end:
+            limit = min(write_end, self.snd_edge)
+            if self.snd_nxt >= limit:
+                break
+            cands = [s for s in usable if s.space > 0]
+            if not cands:
+                break
+            s = self.sched.pick(cands)  # type: ignore[arg-type]
+            if s is None:
+                break
+            n = min(limit - self.snd_nxt, s.space, max_map)
+            if n <= 0:
+                break
+            off = self.snd_nxt - self.snd_una
+            s.push(self.snd_nxt, bytes(self._sbuf[off : off + n]))
+            self._chunks.append([self.snd_nxt, n, s, False])
+            self.snd_nxt += n
+
+    def _reinject_from(self, s: Subflow) -> None:
+        """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not)."""
+        if self.fallback:
+            return
+        for ch in self._chunks:
+            if ch[2] is s and not ch[3] and ch[0] + ch[1] > self.snd_una:
+                ch[3] = True
+                self._reinject.append([ch[0], ch[1], s])
+
+    def _failover(self, now: float) -> None:
+        """A subflow whose retransmission timer fired has its data reinjected on the others;
+        after ``stale_loss_cnt`` timeouts without progress it is stale (no new data) until it
+        makes progress again (Linux's pm stale handling, with an earlier reinjection)."""
+        if self.fallback or len(self.subflows) < 2:
+            for s in self.subflows:
+                s._rto_seen = s.tcp.stats.rto_count
+            return
+        for s in self.subflows:
+            tcp = s.tcp
+            if tcp.snd_una != s._una_seen:
+                s._una_seen = tcp.snd_una
+                s._rto_streak = 0
+                if s.stale:
+                    s.stale = False
+                    self.mib.inc("SubflowRecover")
+            rto = tcp.stats.rto_count
+            if rto > s._rto_seen:
+                s._rto_seen = rto
+                s._rto_streak += 1
+                self._reinject_from(s)
+                if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
+                    s.stale = True
+                    self.mib.inc("SubflowStale")
+                    # what it never sent goes elsewhere (already queued for reinjection)
+                    s.bytes_sent -= tcp.take_unsent()
+
+    # ----------------------------------------------------------------- DATA_FIN
+    def _close_progress(self, now: float) -> None:
+        if not self._close_requested or not self._connected:
+            return
+        if self._fin_dsn is None:
+            if self.snd_nxt < self.snd_una + len(self._sbuf):
+                return  # DATA_FIN goes at the end of the data: wait until all is scheduled
+            self._fin_dsn = self.snd_nxt
+            self._fin_send = True
+        if self._fin_send:
+            self._kick_fin()
+        if self._fin_acked and self._eof and not self._subflows_closing:
+            # Both DATA_FINs are through: the subflows' FINs follow (a subflow still in its
+            # handshake is simply dropped).
+            self._subflows_closing = True
+            for s in list(self.subflows):
+                if s.tcp.state is not TcpState.CLOSED:
+                    s.tcp.close(now)
+
+    def _kick_fin(self) -> None:
+        for s in self.subflows:
+            if s.usable:
+                s.tcp.send_ack()
+                return
+
+    def data_fin_due(self, sub: Subflow) -> int | None:
+        if self._fin_send and self._fin_dsn is not None and not self._fin_acked:
+            return self._fin_dsn
+        return None
+
+    def data_fin_sent(self, sub: Subflow) -> None:
+        self._fin_send = False
+        rto = sub.tcp.rto if sub.tcp.rto else 1.0
+        self._fin_deadline = self._now + max(rto, 0.2)
+
+    def data_fin_lost(self) -> None:
+        self._fin_send = True
+
+    def data_fin_on_mapping(self, dsn: int, length: int) -> bool:
+        return False  # DATA_FIN rides on pure ACKs only, so a mapping never changes
+
+    # ================================================================= fallback
+    def _fallback_io(self, now: float) -> None:
+        s = self.initial
+        if s is None or s.closed or s.tcp is None:
+            return
+        tcp = s.tcp
+        if self._sbuf and tcp.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+            n = tcp.send(bytes(self._sbuf))
+            if n:
+                del self._sbuf[:n]
+                self.snd_una += n
+                self.snd_nxt = self.snd_una
+                if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+                    self._snd_blocked = False
+                    self._events.append(SendBufferAvailable())
+        if self._close_requested and not self._sbuf and not self._subflows_closing:
+            if tcp.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.SYN_RECEIVED):
+                self._subflows_closing = True
+                tcp.close(now)
+                self._fin_acked = True
+
+    # ================================================================= path manager
+    def _endpoints(self) -> list[Endpoint]:
+        return list(self.config.endpoints or ())
+
+    def _pm_established(self) -> None:
+        """Fully established: the client joins from its subflow endpoints, the server
+        announces its signal endpoints (Linux's in-kernel path manager)."""
+        init = self.initial
+        if init is None:
+            return
+        if init.active:
+            for ep in self._endpoints():
+                if "subflow" not in ep.flags or ep.address == init.local[0]:
+                    continue
+                self._request_subflow(ep.address, init.remote, ep.id, 0, "backup" in ep.flags)
+        else:
+            for ep in self._endpoints():
+                if "signal" in ep.flags and not self._announced:
+                    addr = ipaddress.ip_address(ep.address)
+                    h = add_addr_hmac(self.local_key, self.remote_key, ep.id, addr, ep.port)
+                    init.queue_option(AddAddr(addr_id=ep.id, address=addr, port=ep.port, hmac=h))
+
+    def _request_subflow(
+        self, local_addr: str, remote: tuple[str, int], local_id: int, remote_id: int, backup: bool
+    ) -> None:
+        if self._joins >= self.config.limits.subflows:
+            return
+        self._joins += 1
+        self._events.append(OpenSubflow(local_addr, remote, local_id, remote_id, backup))
+
+    def on_add_addr(self, sub: Subflow, o: AddAddr) -> None:
+        if o.echo:
+            self.mib.inc("EchoAdd")
+            return
+        if o.hmac is None or o.hmac != add_addr_hmac(
+            self.remote_key, self.local_key, o.addr_id, o.address, o.port
+        ):
+            self.mib.inc("AddAddrDrop")
+            return
+        self.mib.inc("AddAddr")
+        if o.port:
+            self.mib.inc("PortAdd")
+        sub.queue_option(AddAddr(addr_id=o.addr_id, address=o.address, port=o.port, echo=True))
+        init = self.initial
+        if init is None or not init.active:
+            return
+        known = (str(o.address), o.port or init.remote[1])
+        if known in self._remote_addrs:
+            return  # announced again (the echo was late or lost): echoed, no second subflow
+        self._remote_addrs.add(known)
+        if self._add_addr_accepted >= self.config.limits.add_addr_accepted:
+            return
+        self._add_addr_accepted += 1
+        remote = (str(o.address), o.port or init.remote[1])
+        if remote[0] == init.remote[0] and remote[1] == init.remote[1]:
+            return
+        self._request_subflow(init.local[0], remote, 0, o.addr_id, False)
+        for ep in self._endpoints():
+            if "fullmesh" in ep.flags and ep.address != init.local[0]:
+                self._request_subflow(ep.address, remote, ep.id, o.addr_id, "backup" in ep.flags)
+
+    def on_remove_addr(self, sub: Subflow, o: Any) -> None:
+        self.mib.inc("RmAddr")
+
+    def on_fastclose(self, sub: Subflow, o: Any) -> None:
+        self.mib.inc("MPFastcloseRx")
+
+    def note_option_sent(self, o: Any) -> None:
+        if isinstance(o, AddAddr):
+            self.mib.inc("EchoAddTx" if o.echo else "AddAddrTx")
+        elif isinstance(o, MpPrio):
+            self.mib.inc("MPPrioTx")
+
+    # ================================================================= introspection
+    def info(self) -> dict[str, Any]:
+        return {
+            "fallback": self.fallback,
+            "fallback_reason": self.fallback_reason or None,
+            "token": f"{self.local_token:08x}",
+            "subflows": [s.info() for s in self.all_subflows()],
+            "mib": self.mib.snapshot(),
+        }
+
+    def all_subflows(self) -> list[Subflow]:
+        return list(self._seen_subflows)
+
+
+class _Refuser:
+    """Hooks of a join we refuse: the RST carries MP_TCPRST with the reason."""
+
+    def __init__(self, sub: Subflow) -> None:
+        self.sub = sub
+
+    def outgoing_options(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> list:
+        return self.sub.outgoing_options(tcp, seg, space) if seg.flags & 0x04 else []
+
+    def incoming_options(self, tcp: TcpConnection, seg: TcpSegment) -> bool:
+        return False
+
+    def sent_range(self, *a: Any) -> None:
+        pass
+
+    def received_range(self, *a: Any) -> None:
+        pass

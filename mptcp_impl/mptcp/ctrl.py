@@ -1,0 +1,85 @@
+"""Settings of the MPTCP layer, in the vocabulary of ``ip mptcp endpoint`` and ``ip mptcp limits``
+(Linux's ctrl.c and pm_netlink.c), so that one experiment file can describe both stacks."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+ENDPOINT_FLAGS = frozenset({"subflow", "signal", "backup", "fullmesh"})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A local address the path manager may use: ``subflow`` opens a subflow from it (client),
+    ``signal`` announces it with ADD_ADDR, ``backup`` marks its subflows as backup, ``fullmesh``
+    joins from it to every announced address. ``id`` is its MPTCP address id (0 is reserved for
+    the initial subflow's address)."""
+
+    address: str
+    flags: frozenset[str] = frozenset({"subflow"})
+    id: int = 0
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, id: int) -> Endpoint:
+        """``ADDR[,FLAG...]`` as the CLI's ``--endpoint`` takes it."""
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise ValueError("empty endpoint")
+        addr, flags = parts[0], frozenset(parts[1:]) or frozenset({"subflow"})
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ValueError(f"endpoint {text!r}: {addr!r} is not an IP address") from None
+        bad = flags - ENDPOINT_FLAGS
+        if bad:
+            raise ValueError(
+                f"endpoint {text!r}: unknown flag(s) {sorted(bad)} (have {sorted(ENDPOINT_FLAGS)})"
+            )
+        return cls(addr, flags, id)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``ip mptcp limits``: extra subflows per connection and ADD_ADDRs accepted."""
+
+    subflows: int = 8
+    add_addr_accepted: int = 8
+
+    @classmethod
+    def parse(cls, text: str) -> Limits:
+        vals: dict[str, int] = {}
+        for item in text.split(","):
+            if not item.strip():
+                continue
+            k, sep, v = item.partition("=")
+            k = k.strip()
+            if not sep or k not in ("subflows", "add_addr_accepted"):
+                raise ValueError(
+                    f"limits {text!r}: expected subflows=N,add_addr_accepted=N, got {item!r}"
+                )
+            try:
+                vals[k] = int(v)
+            except ValueError:
+                raise ValueError(f"limits {text!r}: {k} must be an integer, got {v!r}") from None
+            if not 0 <= vals[k] <= 8:
+                raise ValueError(f"limits {text!r}: {k} must be 0..8 (as Linux)")
+        return cls(**vals)
+
+
+@dataclass
+class MptcpConfig:
+    """One connection's MPTCP settings. ``endpoints=None`` lets the edge fill in the host's
+    other addresses (a client then joins from each, as the CLI's default)."""
+
+    enabled: bool = True
+    endpoints: list[Endpoint] | None = None
+    limits: Limits = field(default_factory=Limits)
+    checksum: bool = False  # net.mptcp.checksum_enabled
+    scheduler: str = "default"
+    stale_loss_cnt: int = 4  # net.mptcp.stale_loss_cnt: RTOs without progress before "stale"
+    rcv_buf: int = 4 * 1024 * 1024  # connection-level receive buffer
+    snd_buf: int = 4 * 1024 * 1024  # connection-level send buffer
+    max_mapping: int = 64 * 1024 - 1024  # bytes per DSS mapping (data_len is 16 bits)
+    add_addr_timeout: float = 120.0  # resend an ADD_ADDR not echoed (net.mptcp.add_addr_timeout)

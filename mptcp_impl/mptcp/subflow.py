@@ -1,0 +1,592 @@
+"""A subflow: an ordinary ``mptcp_impl.tcp`` connection plus the hooks that speak MPTCP on it.
+
+TCP knows nothing of MPTCP; this object is the TcpHooks it calls. Outgoing: the MP_CAPABLE or
+MP_JOIN handshake options, then a DSS on every segment (DATA_ACK always, the mapping of the
+segment's bytes when it carries any, DATA_FIN when due) and whatever the path manager queued
+(ADD_ADDR, MP_PRIO). Incoming: the handshake checks (keys, HMACs), DATA_ACKs and mappings.
+Data leaves the subflow's in-order stream only through a mapping (``pull``), as in Linux's
+subflow.c, so a byte reaches the connection with its data sequence number or not at all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..tcp.connection import TcpConnection, TcpState
+from ..tcp.options import UnknownOption
+from ..tcp.segment import ACK, RST, SYN, TcpSegment
+from . import crypto
+from .options import (
+    AddAddr,
+    Dss,
+    FastClose,
+    MpCapable,
+    MpFail,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    MpPrio,
+    MptcpOptionError,
+    RemoveAddr,
+    TcpRst,
+    decode,
+    expand32,
+    find_mptcp,
+    to_tcp_option,
+)
+
+if TYPE_CHECKING:
+    from .connection import MptcpConnection
+
+MASK32 = 0xFFFFFFFF
+MASK64 = (1 << 64) - 1
+DSS_DATA_ROOM = 28  # DATA_ACK (64) + mapping (64-bit DSN), padded: what each data segment needs
+
+
+def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
+    """Linux's mptcp_parse_option: an MP_CAPABLE counts only with version 1 (a SYN may name
+    a later one), flag H and no other crypto bit, flag B clear; otherwise it is ignored."""
+    return (
+        mpc is not None
+        and (mpc.version >= 1 if syn else mpc.version == 1)
+        and mpc.hmac_sha256
+        and mpc.crypto_dg == 0
+        and not mpc.extensibility
+    )
+
+
+def _hmac(key_a: int, key_b: int, msg: bytes) -> bytes:
+    return crypto.hmac_sha256(key_a.to_bytes(8, "big") + key_b.to_bytes(8, "big"), msg)
+
+
+class Subflow:
+    """One TCP connection of an MPTCP connection, and the hooks its TCP calls."""
+
+    def __init__(
+        self,
+        conn: MptcpConnection,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+        *,
+        initial: bool,
+        active: bool,
+        local_id: int = 0,
+        remote_id: int = 0,
+        backup: bool = False,
+    ) -> None:
+        self.conn = conn
+        self.local = local
+        self.remote = remote
+        self.initial = initial
+        self.active = active  # we sent the SYN
+        self.local_id = local_id
+        self.remote_id = remote_id
+        self.backup = backup  # we send on it only when no other subflow is usable
+        self.peer_backup = False  # the peer asked us (MP_JOIN B flag / MP_PRIO)
+        self.tcp: TcpConnection = None  # type: ignore[assignment]  # set by the connection
+        self.stale = False
+        self.established = False  # usable for data (join: after the 4th ACK)
+        self.closed = False
+        self.rst_reason: int | None = None  # MP_TCPRST on the RST we send
+        self._local_nonce = conn.rng.getrandbits(32)
+        self._remote_nonce = 0
+        self._join_ack_pending = False  # joiner: third ACK sent, 4th ACK not yet seen
+        self._join_ack_deadline: float | None = None
+        self._mpc_pending = initial and active  # client: keys not yet confirmed by a DSS
+        self._queued_opts: deque[Any] = deque()  # ADD_ADDR, MP_PRIO, ... on the next segments
+        # receive side: mappings (subflow seq relative, length, dsn) not yet consumed
+        self._maps: list[list[int]] = []
+        self._map_starts: list[int] = []
+        self._rx_ssn = 1  # relative subflow sequence of the next byte to pull
+        # failover bookkeeping
+        self._rto_seen = 0
+        self._rto_streak = 0
+        self._una_seen = 0
+        self.bytes_sent = 0  # payload handed to this subflow (reinjections included)
+        self.bytes_received = 0  # payload pulled from it through mappings
+        self.reinjected = 0
+
+    # ----------------------------------------------------------------- scheduler's view
+    @property
+    def cwnd(self) -> int:
+        return self.tcp.cwnd
+
+    @property
+    def in_flight(self) -> int:
+        return self.tcp.bytes_in_flight
+
+    @property
+    def queued(self) -> int:
+        return self.tcp.unsent
+
+    @property
+    def srtt(self) -> float | None:
+        return self.tcp.srtt
+
+    @property
+    def space(self) -> int:
+        t = self.tcp
+        return min(t.cwnd, t.snd_wnd) - t.bytes_in_flight - t.unsent
+
+    @property
+    def usable(self) -> bool:
+        t = self.tcp
+        return (
+            self.established
+            and not self.closed
+            and (t.state is TcpState.ESTABLISHED or t.state is TcpState.CLOSE_WAIT)
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.local[0]}:{self.local[1]}->{self.remote[0]}:{self.remote[1]}"
+
+    def info(self) -> dict[str, Any]:
+        t = self.tcp
+        return {
+            "local": f"{self.local[0]}:{self.local[1]}",
+            "remote": f"{self.remote[0]}:{self.remote[1]}",
+            "local_id": self.local_id,
+            "remote_id": self.remote_id,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "reinjected": self.reinjected,
+            "srtt_ms": round(t.srtt * 1000, 3) if t.srtt is not None else None,
+            "cwnd": t.cwnd,
+            "backup": self.backup or self.peer_backup,
+            "stale": self.stale,
+            "state": t.state.value if not self.closed else "CLOSED",
+        }
+
+    # ----------------------------------------------------------------- sending
+    def push(self, dsn: int, data: bytes | memoryview) -> int:
+        """Queue bytes of the connection on this subflow as one mapping starting at ``dsn``."""
+        n = self.tcp.send(data, meta=dsn)
+        self.bytes_sent += n
+        return n
+
+    def queue_option(self, opt: Any) -> None:
+        if opt not in self._queued_opts:  # (an ADD_ADDR echoed twice before it left: once)
+            self._queued_opts.append(opt)
+        self.tcp.send_ack()
+
+    def has_queued_options(self) -> bool:
+        return bool(self._queued_opts)
+
+    # ----------------------------------------------------------------- TcpHooks: outgoing
+    def outgoing_options(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> list:
+        conn = self.conn
+        if conn.fallback:
+            return []
+        flags = seg.flags
+        if flags & RST:
+            if self.rst_reason is not None:
+                conn.mib.inc("MPRstTx")
+                return [to_tcp_option(TcpRst(reason=self.rst_reason))]
+            return []
+        if flags & SYN:
+            return [to_tcp_option(self._syn_option(flags))]
+        if flags & ACK:
+            # the window relative to the DATA_ACK, not what TCP made of it in subflow space
+            seg.window = conn.adv_window(tcp.rcv_wscale, tcp.config.mss) >> tcp.rcv_wscale
+        out: list = []
+        if self.initial and self.active and self._mpc_pending:
+            mpc = self._third_ack_mpc(tcp, seg)
+            if mpc is not None:
+                return [to_tcp_option(mpc)]
+        if self._join_ack_pending and not seg.payload:
+            hm = _hmac(
+                conn.local_key,
+                conn.remote_key,
+                self._local_nonce.to_bytes(4, "big") + self._remote_nonce.to_bytes(4, "big"),
+            )
+            return [to_tcp_option(MpJoinAck(hm[:20]))]
+        dss = self._dss(tcp, seg, space)
+        q = self._queued_opts
+        if q and not seg.payload:
+            if dss is not None and dss.dsn is None and dss.length + q[0].length > space:
+                dss = None  # room for it on this pure ACK (Linux: drop_other_suboptions)
+            if q[0].length > space:  # fits on no segment: drop it rather than wait forever
+                o = q.popleft()
+                if isinstance(o, AddAddr):
+                    conn.mib.inc("EchoAddTxDrop" if o.echo else "AddAddrTxDrop")
+        if dss is not None:
+            out.append(to_tcp_option(dss))
+            space -= dss.length
+        while self._queued_opts and self._queued_opts[0].length <= space - (0 if not out else 0):
+            o = self._queued_opts.popleft()
+            out.append(to_tcp_option(o))
+            space -= o.length
+            conn.note_option_sent(o)
+        return out
+
+    def _syn_option(self, flags: int) -> Any:
+        conn = self.conn
+        if self.initial:
+            if flags & ACK:
+                return MpCapable(checksum_required=conn.checksum, sender_key=conn.local_key)
+            return MpCapable(checksum_required=conn.config.checksum)
+        if flags & ACK:
+            hm = _hmac(
+                conn.local_key,
+                conn.remote_key,
+                self._local_nonce.to_bytes(4, "big") + self._remote_nonce.to_bytes(4, "big"),
+            )
+            return MpJoinSynAck(
+                hmac64=int.from_bytes(hm[:8], "big"),
+                nonce=self._local_nonce,
+                addr_id=self.local_id,
+                backup=self.backup,
+            )
+        return MpJoinSyn(
+            token=conn.remote_token,
+            nonce=self._local_nonce,
+            addr_id=self.local_id,
+            backup=self.backup,
+        )
+
+    def _third_ack_mpc(self, tcp: TcpConnection, seg: TcpSegment) -> MpCapable | None:
+        """Client, until the server's first DSS: the third ACK and the first data segment carry
+        both keys (RFC 8684 3.1), so the server learns them even if the third ACK was lost."""
+        conn = self.conn
+        if not seg.payload:
+            return MpCapable(
+                checksum_required=conn.checksum,
+                sender_key=conn.local_key,
+                receiver_key=conn.remote_key,
+            )
+        rel = (seg.seq - tcp.iss) & MASK32
+        m = tcp.meta_at(seg.seq)
+        if rel == 1 and m is not None and m[0] == seg.seq:
+            return MpCapable(
+                checksum_required=conn.checksum,
+                sender_key=conn.local_key,
+                receiver_key=conn.remote_key,
+                data_len=m[1],
+            )
+        return None
+
+    def _dss(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> Dss | None:
+        conn = self.conn
+        ack = conn.rcv_nxt & MASK64
+        if seg.payload:
+            m = tcp.meta_at(seg.seq)
+            if m is None:
+                return Dss(data_ack=ack, data_ack64=True)  # unmapped: cannot happen in MPTCP mode
+            start, length, dsn = m
+            fin = conn.data_fin_on_mapping(dsn, length)
+            return Dss(
+                data_ack=ack,
+                data_ack64=True,
+                dsn=dsn & MASK64,
+                dsn64=True,
+                subflow_seq=(start - tcp.iss) & MASK32,
+                data_len=length + (1 if fin else 0),
+                data_fin=fin,
+            )
+        fin_dsn = conn.data_fin_due(self)
+        if fin_dsn is not None:
+            d = Dss(
+                data_ack=ack,
+                data_ack64=True,
+                dsn=fin_dsn & MASK64,
+                dsn64=True,
+                subflow_seq=0,
+                data_len=1,
+                data_fin=True,
+            )
+            if d.length <= space:
+                conn.data_fin_sent(self)
+                return d
+        return Dss(data_ack=ack, data_ack64=True)
+
+    # ----------------------------------------------------------------- TcpHooks: incoming
+    def incoming_options(self, tcp: TcpConnection, seg: TcpSegment) -> bool | None:
+        conn = self.conn
+        opts = []
+        for o in find_mptcp(seg.options) if seg.options else ():
+            if isinstance(o, MptcpOptionError):
+                conn.mib.inc("OptionMalformed")
+                continue
+            opts.append(o)
+        flags = seg.flags
+        if flags & RST:
+            for o in opts:
+                if isinstance(o, TcpRst):
+                    conn.mib.inc("MPRstRx")
+                elif isinstance(o, FastClose):
+                    conn.on_fastclose(self, o)
+            return None
+        if flags & SYN:
+            if flags & ACK:
+                return self._on_synack(tcp, seg, opts)
+            return self._on_syn(seg, opts)
+        if conn.fallback:
+            return None
+        if tcp.state is TcpState.SYN_RECEIVED:
+            ok = self._on_third_ack(tcp, seg, opts)
+            if ok is False or conn.fallback:
+                return ok
+        return self._on_established(tcp, seg, opts)
+
+    def _on_syn(self, seg: TcpSegment, opts: list) -> bool | None:
+        """Server side; the listener already routed MP_JOIN SYNs by token."""
+        conn = self.conn
+        if self.initial:
+            mpc = next((o for o in opts if isinstance(o, MpCapable)), None)
+            conn.accept_capable(mpc)
+            return None
+        join = next((o for o in opts if isinstance(o, MpJoinSyn)), None)
+        if join is None:
+            return False
+        self._remote_nonce = join.nonce
+        self.remote_id = join.addr_id
+        self.peer_backup = join.backup
+        return None
+
+    def _on_synack(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | None:
+        conn = self.conn
+        if self.initial:
+            mpc = next((o for o in opts if isinstance(o, MpCapable)), None)
+            conn.on_synack_capable(mpc)
+            return None
+        join = next((o for o in opts if isinstance(o, MpJoinSynAck)), None)
+        if join is None:
+            # The peer answered without MP_JOIN: this subflow cannot be part of the connection.
+            conn.mib.inc("MPJoinSynAckHMacFailure")
+            self.rst_reason = 1
+            return False
+        self._remote_nonce = join.nonce
+        self.remote_id = join.addr_id
+        self.peer_backup = join.backup
+        hm = _hmac(
+            conn.remote_key,
+            conn.local_key,
+            join.nonce.to_bytes(4, "big") + self._local_nonce.to_bytes(4, "big"),
+        )
+        if int.from_bytes(hm[:8], "big") != join.hmac64:
+            conn.mib.inc("MPJoinSynAckHMacFailure")
+            self.rst_reason = 1  # MPTCP-specific error
+            return False
+        conn.mib.inc("MPJoinSynAckRx")
+        self._join_ack_pending = True
+        self._join_ack_deadline = None
+        return None
+
+    def _on_third_ack(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | None:
+        conn = self.conn
+        if self.initial:
+            mpc = next((o for o in opts if isinstance(o, MpCapable)), None)
+            conn.on_third_ack_capable(self, mpc, seg)
+            return None
+        ja = next((o for o in opts if isinstance(o, MpJoinAck)), None)
+        expect = _hmac(
+            conn.remote_key,
+            conn.local_key,
+            self._remote_nonce.to_bytes(4, "big") + self._local_nonce.to_bytes(4, "big"),
+        )[:20]
+        if ja is None or ja.hmac160 != expect:
+            conn.mib.inc("MPJoinAckHMacFailure")
+            self.rst_reason = 1
+            return False
+        conn.mib.inc("MPJoinAckRx")
+        self.established = True
+        tcp.send_ack()  # the 4th ACK: Linux resets a joined subflow that never gets one
+        conn.on_join_established(self)
+        return None
+
+    def _on_established(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | None:
+        conn = self.conn
+        saw_dss = False
+        for o in opts:
+            t = type(o)
+            if t is Dss:
+                saw_dss = True
+                self._on_dss(tcp, seg, o)
+            elif t is MpCapable:
+                # Client's first data (and a third ACK the server sees again): the mapping
+                # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
+                if self.initial and not self.active and o.data_len and mpc_usable(o):
+                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64)
+            elif t is MpJoinAck:
+                if not self.active:
+                    tcp.send_ack()  # our 4th ACK was lost: the joiner repeats its third ACK
+            elif t is AddAddr:
+                conn.on_add_addr(self, o)
+            elif t is RemoveAddr:
+                conn.on_remove_addr(self, o)
+            elif t is MpPrio:
+                conn.mib.inc("MPPrioRx")
+                self.peer_backup = o.backup
+            elif t is MpFail:
+                conn.mib.inc("MPFailRx")
+            elif t is FastClose:
+                conn.on_fastclose(self, o)
+        if saw_dss:
+            conn.data_ack_seen = True
+            if self._mpc_pending:
+                self._mpc_pending = False
+                conn.on_fully_established(self)
+            if self._join_ack_pending:
+                self._join_ack_pending = False
+                self._join_ack_deadline = None
+                self.established = True
+                conn.on_join_established(self)
+        elif self._mpc_pending:
+            # Client: the server's first segment carries a DATA_ACK or an ADD_ADDR, or the
+            # connection is plain TCP (Linux's check_fully_established, RFC 8684 3.1).
+            if any(type(o) is AddAddr and not o.echo for o in opts):
+                self._mpc_pending = False
+                conn.on_fully_established(self)
+            else:
+                conn.mib.inc("MPCapableDataFallback")
+                conn.enter_fallback("server's first segment without DATA_ACK")
+        elif (
+            seg.payload
+            and self.initial
+            and not conn.data_ack_seen
+            and len(conn.subflows) == 1
+            and not self._mapped((seg.seq - tcp.irs) & MASK32, len(seg.payload))
+        ):
+            # Data without a mapping before the peer ever sent a DATA_ACK: a middlebox
+            # stripped the options, or the peer fell back. Go on as plain TCP (RFC 8684 3.7).
+            conn.mib.inc("DssFallback")
+            conn.enter_fallback("data without DSS before the first DATA_ACK")
+        return None
+
+    def _mapped(self, ssn: int, length: int) -> bool:
+        """Whether the bytes at relative subflow sequence ``ssn`` already have a mapping (or
+        were consumed: a retransmission)."""
+        rx = self._rx_ssn
+        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
+        if ssn + length <= rx:
+            return True
+        ssn = max(ssn, rx)
+        i = bisect.bisect_right(self._map_starts, ssn) - 1
+        return i >= 0 and ssn < self._maps[i][0] + self._maps[i][1]
+
+    def _on_dss(self, tcp: TcpConnection, seg: TcpSegment, d: Dss) -> None:
+        conn = self.conn
+        if d.data_ack is not None:
+            ack = d.data_ack if d.data_ack64 else expand32(d.data_ack, conn.snd_una & MASK64)
+            conn.on_data_ack(ack, seg.window << tcp.snd_wscale)
+        if d.dsn is None:
+            return
+        dsn = d.dsn if d.dsn64 else expand32(d.dsn, conn.rcv_nxt & MASK64)
+        if not seg.payload and not (d.data_fin and d.data_len == 1):
+            return  # Linux: a mapping on a segment without data maps nothing (DATA_FIN aside)
+        if d.data_len == 0:
+            conn.mib.inc("InfiniteMapRx")
+            conn.enter_fallback("infinite mapping")
+            return
+        if d.data_fin:
+            conn.on_data_fin(dsn + d.data_len - 1)
+            if d.subflow_seq == 0 and d.data_len == 1:
+                return  # a DATA_FIN on an empty segment maps no data
+            length = d.data_len - 1
+        else:
+            length = d.data_len
+        if length > 0:
+            self._add_map(d.subflow_seq, length, dsn)
+
+    def _add_map(self, ssn: int, length: int, dsn: int) -> None:
+        """Remember a mapping; one that contradicts a mapping still in use is ignored and
+        counted (Linux: DSSNotMatching)."""
+        # relative subflow sequence numbers are 32-bit; unwrap near the next byte to pull
+        rx = self._rx_ssn
+        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
+        end = ssn + length
+        if end <= rx:
+            return  # all consumed already (a retransmission's mapping)
+        starts = self._map_starts
+        i = bisect.bisect_left(starts, ssn)
+        if i < len(starts) and starts[i] == ssn:
+            m = self._maps[i]
+            if m[1] == length and m[2] == dsn:
+                return
+            self.conn.mib.inc("DSSNotMatching")
+            return
+        # overlap with a neighbour: must agree on the DSN of every shared byte
+        for j in (i - 1, i):
+            if 0 <= j < len(self._maps):
+                ms, ml, md = self._maps[j]
+                if ms < end and ssn < ms + ml and md - ms != dsn - ssn:
+                    self.conn.mib.inc("DSSNotMatching")
+                    return
+        self._maps.insert(i, [ssn, length, dsn])
+        starts.insert(i, ssn)
+
+    def pull(self) -> list[tuple[int, bytes]]:
+        """Take the subflow's in-order bytes that have a mapping, as (dsn, bytes) pieces."""
+        tcp = self.tcp
+        out: list[tuple[int, bytes]] = []
+        maps = self._maps
+        while tcp.readable:
+            while maps and maps[0][0] + maps[0][1] <= self._rx_ssn:
+                maps.pop(0)
+                self._map_starts.pop(0)
+            if not maps or maps[0][0] > self._rx_ssn:
+                break  # no mapping for the next byte yet (it may come on a later segment)
+            ms, ml, md = maps[0]
+            want = ms + ml - self._rx_ssn
+            data = tcp.read(want)
+            if not data:
+                break
+            out.append((md + (self._rx_ssn - ms), data))
+            self._rx_ssn += len(data)
+            self.bytes_received += len(data)
+        return out
+
+    def pull_fallback(self) -> bytes:
+        data = self.tcp.read()
+        self._rx_ssn += len(data)
+        self.bytes_received += len(data)
+        return data
+
+    # ----------------------------------------------------------------- timers
+    def timer(self) -> float | None:
+        return self._join_ack_deadline if self._join_ack_pending else None
+
+    def on_timer(self, now: float) -> None:
+        if self._join_ack_pending and self._join_ack_deadline is not None:
+            if now >= self._join_ack_deadline:
+                self.tcp.send_ack()  # repeat the third ACK until the 4th ACK comes
+                self._join_ack_deadline = now + max(self.tcp.rto, 0.2)
+
+    def arm_join_ack(self, now: float) -> None:
+        if self._join_ack_pending and self._join_ack_deadline is None:
+            self._join_ack_deadline = now + max(self.tcp.rto, 0.2)
+
+    def options_dropped(self, tcp: TcpConnection, seg: TcpSegment, dropped: list) -> None:
+        """TCP had no room for some of our options: queued ones wait for the next segment, a
+        DATA_FIN is sent again."""
+        for raw in dropped:
+            try:
+                o = decode(raw.data)
+            except MptcpOptionError:
+                continue
+            if isinstance(o, (AddAddr, RemoveAddr, MpPrio)):
+                self._queued_opts.appendleft(o)
+            elif isinstance(o, Dss) and o.data_fin:
+                self.conn.data_fin_lost()
+
+    def receive_window(self, tcp: TcpConnection) -> int:
+        """Every subflow advertises the connection-level window (RFC 8684 3.3.4)."""
+        conn = self.conn
+        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss) if not conn.fallback else 1 << 30
+
+    def received_range(self, tcp: TcpConnection, seq_start: int, data_len: int, seg: Any) -> None:
+        pass
+
+    def sent_range(self, tcp: TcpConnection, seq_start: int, length: int, meta: object) -> None:
+        pass
+
+
+def address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+__all__ = ["Subflow", "DSS_DATA_ROOM", "UnknownOption"]

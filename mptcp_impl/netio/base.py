@@ -1,0 +1,87 @@
+"""What both edges share: the handler protocol, errors, edge counters, GSO header and split.
+
+Kept apart from ``stack.py`` (plain TCP) and ``mptcp_edge.py`` (MPTCP) so that each imports it
+at the top and neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..tcp import segment as _segmod
+from ..tcp.options import encode_options
+from ..tcp.segment import TcpSegment
+
+_HDR = _segmod._HDR  # the core's header layout; reused so that the two encoders cannot drift
+
+
+class ConnectionHandler(Protocol):
+    """What the layer above (streams, CLI) implements to hear from a connection."""
+
+    def on_connected(self) -> None: ...
+    def on_data(self) -> None: ...
+    def on_send_space(self) -> None: ...
+    def on_peer_closed(self) -> None: ...
+    def on_closed(self, exc: BaseException | None) -> None: ...
+
+
+class ConnectionReset(ConnectionResetError):
+    """The peer reset an established connection, or the core gave up on it (timeout)."""
+
+
+class ConnectionRefused(ConnectionRefusedError):
+    """The handshake failed: a RST in answer to our SYN, or no answer at all."""
+
+
+@dataclass
+class EdgeStats:
+    """Counters of the edge (the core keeps its own in ``conn.stats``)."""
+
+    segments_in: int = 0
+    segments_out: int = 0
+    packets_out: int = 0
+    malformed_dropped: int = 0
+    send_dropped: int = 0
+
+
+def gso_header(seg: TcpSegment, sender: Any) -> bytes:
+    """TCP header and options for a GSO send (the checksum field is the sender's seed)."""
+    opts = encode_options(seg.options) if seg.options else b""
+    hlen = 20 + len(opts)
+    tcp_len = hlen + len(seg.payload)
+    return (
+        _HDR.pack(
+            seg.src_port,
+            seg.dst_port,
+            seg.seq & 0xFFFFFFFF,
+            seg.ack & 0xFFFFFFFF,
+            ((hlen >> 2) << 12) | (seg.flags & 0x1FF),
+            seg.window & 0xFFFF,
+            sender.tcp_checksum_field(tcp_len),
+            seg.urgent,
+        )
+        + opts
+    )
+
+
+def _split(seg: TcpSegment) -> list[TcpSegment]:
+    """Cut a GSO segment into MSS pieces for a sender without offload."""
+    size = seg.gso_size
+    payload = memoryview(seg.payload)
+    n = len(payload)
+    out = []
+    for off in range(0, n, size):
+        last = off + size >= n
+        flags = seg.flags if last else seg.flags & ~0x09  # FIN and PSH only on the last piece
+        out.append(
+            dataclasses.replace(
+                seg,
+                seq=(seg.seq + off) & 0xFFFFFFFF,
+                flags=flags,
+                payload=bytes(payload[off : off + size]),
+                gso_size=0,
+            )
+        )
+    return out

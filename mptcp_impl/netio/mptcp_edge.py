@@ -1,0 +1,339 @@
+"""The asyncio edge of an MPTCP connection: one sans-I/O ``MptcpConnection``, one packet
+endpoint and sender per subflow.
+
+An ``Endpoint`` (stack.py) demultiplexes by 4-tuple to a ``SubflowLink``, which feeds the
+segment to that subflow's TcpConnection (its MPTCP hooks run inside) and asks the owning
+``MptcpConn`` to flush: drain the connection's events, open the subflows its path manager asks
+for, and send every subflow's segments through that subflow's own sender (its source address
+picks the route, as multipath needs). ``MptcpConn`` offers the application side of ``Conn``,
+so the streams in ``api.py`` drive either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from ..mptcp.connection import MptcpConnection, OpenSubflow, SubflowClosed
+from ..mptcp.ctrl import MptcpConfig
+from ..mptcp.listener import route_syn
+from ..mptcp.subflow import Subflow
+from ..tcp.connection import TcpState
+from ..tcp.segment import TcpSegment, encode_segment
+from .base import (
+    ConnectionHandler,
+    ConnectionRefused,
+    ConnectionReset,
+    EdgeStats,
+    _split,
+    gso_header,
+)
+from .packet import RawIpSender
+
+if TYPE_CHECKING:
+    from .stack import Endpoint, TcpStack
+
+log = logging.getLogger(__name__)
+
+
+class SubflowLink:
+    """What an endpoint's demux holds for one subflow (the interface of ``stack.Conn`` that
+    ``Endpoint`` uses)."""
+
+    def __init__(self, mp: MptcpConn, sub: Subflow, endpoint: Endpoint) -> None:
+        self.mp = mp
+        self.sub = sub
+        self.tcp = sub.tcp
+        self.endpoint = endpoint
+        self.local = sub.local
+        self.remote = sub.remote
+        self.edge = EdgeStats()
+        self.closed = False
+        self._dirty_in_batch = False
+        self._rx_unflushed = 0
+        self._src_b = socket.inet_aton(sub.local[0])
+        self._dst_b = socket.inet_aton(sub.remote[0])
+        self.sender = mp.stack._make_sender(sub.local[0], sub.remote[0])
+
+    @property
+    def handler(self) -> Any:
+        return self.mp.handler
+
+    def stats(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self.tcp.stats)
+        d["edge"] = dataclasses.asdict(self.edge)
+        d["mptcp"] = self.sub.info()
+        return d
+
+    def _flush(self, now: float) -> None:
+        self.mp._flush(now)
+
+    def send_segments(self, segs: list[TcpSegment]) -> None:
+        self.edge.segments_out += len(segs)
+        send = self.sender.send
+        if self.sender.gso:
+            for seg in segs:
+                send(gso_header(seg, self.sender), seg.payload, seg.gso_size)
+        else:
+            src, dst = self._src_b, self._dst_b
+            for seg in segs:
+                if seg.gso_size and len(seg.payload) > seg.gso_size:
+                    for piece in _split(seg):
+                        send(encode_segment(piece, src, dst), b"")
+                else:
+                    send(encode_segment(seg, src, dst), b"")
+        self.edge.packets_out = self.sender.packets
+        self.edge.send_dropped = self.sender.dropped
+
+
+class MptcpConn:
+    """The edge's handle on one MPTCP connection (same application side as ``stack.Conn``)."""
+
+    def __init__(self, stack: TcpStack, mconn: MptcpConnection) -> None:
+        self.stack = stack
+        self.mconn = mconn
+        self.links: dict[int, SubflowLink] = {}
+        self.handler: ConnectionHandler | None = None
+        self.closed = False
+        self.close_exc: BaseException | None = None
+        self.connected = False
+        self._dirty_in_batch = False
+        self._app_done = False
+        self._timer: Any = None
+        self._timer_at: float | None = None
+        init = mconn.initial
+        assert init is not None
+        self.local = init.local
+        self.remote = init.remote
+        stack._mptcp_conns[id(mconn)] = self
+
+    # The application side -------------------------------------------------------------------
+    def send(self, data: bytes | memoryview) -> int:
+        n = self.mconn.send(data)
+        self.stack._mark(self)
+        return n
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        data = self.mconn.read(max_bytes)
+        if data:
+            self.stack._mark(self)
+        return data
+
+    @property
+    def readable(self) -> int:
+        return self.mconn.readable
+
+    def close(self) -> None:
+        if not self.closed:
+            self.mconn.close(self.stack.now())
+            self.stack._mark(self)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.mconn.abort(self.stack.now())
+            self.stack._mark(self)
+
+    def stats(self) -> dict[str, Any]:
+        """The first subflow's TCP counters (as a plain TCP connection reports them), plus
+        ``mptcp``: fallback, every subflow and the MIB."""
+        init = self.mconn.initial
+        d: dict[str, Any] = {}
+        if init is not None and init.tcp is not None:
+            d = dataclasses.asdict(init.tcp.stats)
+        edge = {
+            "segments_in": 0,
+            "segments_out": 0,
+            "packets_out": 0,
+            "malformed_dropped": 0,
+            "send_dropped": 0,
+        }
+        for link in self.links.values():
+            for k in edge:
+                edge[k] += getattr(link.edge, k)
+        # Endpoint-wide, of the first subflow's endpoint (a listener's is shared by its
+        # connections), as stack.Conn reports them.
+        first = next(iter(self.links.values()), None)
+        if first is not None:
+            ep = first.endpoint
+            edge["endpoint_rx_packets"] = ep.rx.packets
+            edge["endpoint_unknown_dropped"] = ep.unknown_dropped
+            edge["endpoint_syns"] = ep.syns
+            edge["endpoint_rx_queue_drops"] = ep.rx.kernel_drops() if not ep._closed else 0
+        d["edge"] = edge
+        d["sender"] = self.stack.sender_kind()
+        d["mptcp"] = self.mconn.info()
+        return d
+
+    # Subflows ---------------------------------------------------------------------------------
+    def add_link(self, sub: Subflow, endpoint: Endpoint) -> SubflowLink:
+        link = SubflowLink(self, sub, endpoint)
+        self.links[id(sub)] = link
+        endpoint.add(link)  # type: ignore[arg-type]
+        return link
+
+    def _open_subflow(self, req: OpenSubflow, now: float) -> None:
+        try:
+            ep = self.stack.new_endpoint(req.local_addr, 0)
+        except OSError as e:
+            log.warning("no subflow from %s: %s", req.local_addr, e)
+            self.mconn.mib.inc("MPJoinSynTxBindErr")
+            return
+        sub = self.mconn.add_subflow(req, (req.local_addr, ep.port), now)
+        self.add_link(sub, ep)
+
+    def _drop_link(self, sub: Subflow) -> None:
+        link = self.links.get(id(sub))
+        if link is None or link.closed:
+            return
+        if sub.tcp.state is TcpState.TIME_WAIT:
+            return  # keep the 4-tuple until TIME-WAIT ends (the core's timer)
+        link.closed = True
+        link.endpoint._remove(link)  # type: ignore[arg-type]
+
+    # The wire side ----------------------------------------------------------------------------
+    def _flush(self, now: float) -> None:
+        if self.closed:
+            return
+        m = self.mconn
+        self._events(now)
+        pairs = m.segments_to_send(now)
+        if pairs:
+            by_link: dict[int, list[TcpSegment]] = {}
+            for sub, seg in pairs:
+                by_link.setdefault(id(sub), []).append(seg)
+            for key, segs in by_link.items():
+                link = self.links.get(key)
+                if link is not None:
+                    link.send_segments(segs)
+        self._events(now)
+        # subflows whose TIME-WAIT ended
+        for link in list(self.links.values()):
+            if not link.closed and link.sub.closed and link.sub.tcp.state is TcpState.CLOSED:
+                link.closed = True
+                link.endpoint._remove(link)  # type: ignore[arg-type]
+        self._reschedule_timer()
+
+    def _events(self, now: float) -> None:
+        m = self.mconn
+        h = self.handler
+        while True:
+            ev = m.next_event()
+            if ev is None:
+                break
+            name = type(ev).__name__
+            if name == "OpenSubflow":
+                self._open_subflow(ev, now)
+            elif name == "SubflowClosed":
+                assert isinstance(ev, SubflowClosed)
+                self._drop_link(ev.subflow)
+            elif name == "Connected":
+                self.connected = True
+                if h:
+                    h.on_connected()
+            elif name == "DataReceived":
+                if h:
+                    h.on_data()
+            elif name == "SendBufferAvailable":
+                if h:
+                    h.on_send_space()
+            elif name == "PeerClosed":
+                if h:
+                    h.on_peer_closed()
+            elif name == "Reset":
+                reason = getattr(ev, "reason", "")
+                peer = f"{self.remote[0]}:{self.remote[1]}"
+                if self.connected:
+                    self._finish(ConnectionReset(f"connection to {peer} reset ({reason})"))
+                else:
+                    self._finish(ConnectionRefused(f"connection to {peer} failed ({reason})"))
+            elif name == "Closed":
+                self._finish(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._app_done:
+            return
+        self._app_done = True
+        self.close_exc = exc
+        if self.handler:
+            self.handler.on_closed(exc)
+        if not self.mconn.subflows or all(
+            s.tcp.state is TcpState.CLOSED for s in self.mconn.subflows
+        ):
+            self._release()
+
+    def _release(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for link in self.links.values():
+            if not link.closed:
+                link.closed = True
+                link.endpoint._remove(link)  # type: ignore[arg-type]
+        self.stack._mptcp_conns.pop(id(self.mconn), None)
+
+    def _reschedule_timer(self) -> None:
+        if self.closed:
+            return
+        at = self.mconn.get_timer()
+        if at is None and self._app_done:
+            self._release()  # nothing left to wait for (TIME-WAITs over)
+            return
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self.stack.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.stack.now()
+        self.mconn.handle_timer(now)
+        self._flush(now)
+
+
+def on_listener_syn(
+    stack: TcpStack,
+    endpoint: Endpoint,
+    listener: Any,
+    syn: TcpSegment,
+    src: bytes,
+    dst: bytes,
+    config: MptcpConfig,
+) -> None:
+    """A SYN on an MPTCP listener: a new connection, a join, or an RST with MP_TCPRST."""
+    now = stack.now()
+    local = (socket.inet_ntoa(dst), syn.dst_port)
+    remote = (socket.inet_ntoa(src), syn.src_port)
+    res = route_syn(syn, local, remote, now, stack.registry, config, stack.tcp_config())
+    if res.conn is None:
+        assert res.refusal is not None
+        segs = res.refusal.segments_to_send(now)
+        try:
+            s = RawIpSender(local[0], remote[0])
+            for seg in segs:
+                s.send(encode_segment(seg, dst, src), b"")
+            s.close()
+        except OSError as e:
+            log.debug("could not send RST: %s", e)
+        return
+    assert res.subflow is not None
+    if res.new:
+        mp = MptcpConn(stack, res.conn)
+        mp.add_link(res.subflow, endpoint)
+        mp.handler = listener.on_accept(mp)
+        mp._flush(now)
+        return
+    mp = stack._mptcp_conns.get(id(res.conn))
+    if mp is None:
+        return
+    mp.add_link(res.subflow, endpoint)
+    mp._flush(now)
