@@ -1,6 +1,6 @@
 """Our userspace MPTCP against Linux MPTCP: the Linux selftest's simult_flows bound, and CPU.
 
-    python benchmarks/mptcp_bench.py [--case simult|cpu|all] [--reps 1] [--json]
+    python -m benchmarks.mptcp_bench [--case simult|cpu|all] [--reps 1] [--json]
     ./inv bench-mptcp
 
 Topology: two_path's shape (a client with two links, each to its own router, both routers to
@@ -32,18 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from testbed.net import Testbed
+from testbed.topology import load_topology
+from testkit import ENV, PY
 
-from testbed.net import Testbed  # noqa: E402
-from testbed.topology import load_topology  # noqa: E402
-
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 MIB = 1024 * 1024
 
 TOPO = """description = "bench: a multi-homed client, two disjoint paths to a server"

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,10 @@ from pathlib import Path
 import pytest
 
 from testbed.capture import Capture
+from testbed.net import Testbed
+from testbed.topology import load_topology
+from testkit import ENV, PY
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 HERE = Path(__file__).resolve().parent
 MB = 1_000_000
 
@@ -156,9 +151,6 @@ def counters_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, i
 def make_bed(topology: str | Path, overrides: dict, tmp_path_factory, name: str) -> Iterator[Bed]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from testbed.net import Testbed
-    from testbed.topology import load_topology
-
     topo = load_topology(topology, overrides=overrides)
     workdir = tmp_path_factory.mktemp(name)
     with Testbed(topo, workdir=workdir) as tb:
