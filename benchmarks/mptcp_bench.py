@@ -34,7 +34,7 @@ from pathlib import Path
 
 from testbed.net import Testbed
 from testbed.topology import load_topology
-from testkit import ENV, PY
+from testkit import ENV, PY, json_tail
 
 MIB = 1024 * 1024
 
@@ -99,13 +99,6 @@ else:
     print(json.dumps({"bytes_sent": n, "sha256": h.hexdigest(), "cpu_s": cpu(),
                       "duration_s": time.monotonic() - t1}), flush=True)
 """
-
-
-def _json_tail(path: Path) -> dict:
-    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"{path} has no JSON result: {path.read_text()[-800:]}")
-    return json.loads(lines[-1])
 
 
 def _nstat(host) -> dict[str, int]:
@@ -190,7 +183,7 @@ def transfer(
             if p.returncode is None:
                 p.stop()
     wall = time.monotonic() - t0
-    cr, sr = _json_tail(c_out), _json_tail(s_out)
+    cr, sr = json_tail(c_out), json_tail(s_out)
     after = {h: _nstat(tb.host(h)) for h in ("client", "server")}
     kdiff = {
         h: {k: v - before[h].get(k, 0) for k, v in after[h].items() if v - before[h].get(k, 0)}

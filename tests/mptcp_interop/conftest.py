@@ -23,6 +23,7 @@ from testbed.capture import Capture
 from testbed.net import Testbed
 from testbed.topology import load_topology
 from testkit import ENV, PY
+from testkit.tshark import MPTCP_ANALYSIS_PREFS
 
 HERE = Path(__file__).resolve().parent
 MB = 1_000_000
@@ -217,24 +218,11 @@ def linux_client(bed: Bed, host: str, dst: str, port: int, nbytes: int, name: st
 
 # ---------------------------------------------------------------- tshark
 
-TSHARK_MPTCP = [
-    "-o",
-    "tcp.analyze_sequence_numbers:TRUE",
-    "-o",
-    "mptcp.analyze_mptcp:TRUE",
-    "-o",
-    "mptcp.relative_sequence_numbers:FALSE",
-    "-o",
-    "mptcp.analyze_mappings:TRUE",
-    "-o",
-    "mptcp.intersubflows_retransmission:TRUE",
-]
-
 
 def tshark(pcap: Path, filt: str, *fields: str, two_pass: bool = True) -> list[list[str]]:
     """Rows of ``fields`` (multi-valued fields joined by ';') for frames matching ``filt``,
     with Wireshark's MPTCP analysis on."""
-    cmd = ["tshark", "-r", str(pcap), *(["-2"] if two_pass else []), *TSHARK_MPTCP]
+    cmd = ["tshark", "-r", str(pcap), *(["-2"] if two_pass else []), *MPTCP_ANALYSIS_PREFS]
     if filt:
         cmd += ["-R" if two_pass else "-Y", filt]
     cmd += ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;"]
