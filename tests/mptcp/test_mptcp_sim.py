@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
+from mptcp_impl.mptcp.connection import add_addr_hmac
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
+from mptcp_impl.mptcp.options import AddAddr, find_mptcp
 
 from .mptcp_sim import Net, kinds
 
@@ -57,11 +60,6 @@ def test_add_addr_echo_leaves_while_data_flows_and_a_repeat_opens_no_second_join
     resent its ADD_ADDR after 225 ms and counted a second AddAddrTx). A repeated ADD_ADDR of a
     known address is echoed again but opens no second subflow (Linux: lookup_subflow_by_daddr).
     """
-    import ipaddress
-
-    from mptcp_impl.mptcp.connection import add_addr_hmac
-    from mptcp_impl.mptcp.options import AddAddr, find_mptcp
-
     net = Net(3)
     client = net.host("client", [C1], seed=13)
     scfg = MptcpConfig(endpoints=[Endpoint(S2, frozenset({"signal"}), 1)])

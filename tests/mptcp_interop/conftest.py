@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 
 from testbed.capture import Capture
+from testbed.net import Testbed
+from testbed.topology import load_topology
 from testkit import ENV, PY  # how tests run a peer: this checkout on PYTHONPATH
+from testkit.tshark import MPTCP_ANALYSIS_PREFS
 
+HERE = Path(__file__).resolve().parent
 MB = 1_000_000
 
 # Linux counters that must stay 0 in every MPTCP scenario: a mapping contradicted, an infinite
@@ -152,9 +156,6 @@ def counters_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, i
 def make_bed(topology: str | Path, overrides: dict, tmp_path_factory, name: str) -> Iterator[Bed]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from testbed.net import Testbed
-    from testbed.topology import load_topology
-
     topo = load_topology(topology, overrides=overrides)
     workdir = tmp_path_factory.mktemp(name)
     with Testbed(topo, workdir=workdir) as tb:
@@ -221,24 +222,11 @@ def linux_client(bed: Bed, host: str, dst: str, port: int, nbytes: int, name: st
 
 # ---------------------------------------------------------------- tshark
 
-TSHARK_MPTCP = [
-    "-o",
-    "tcp.analyze_sequence_numbers:TRUE",
-    "-o",
-    "mptcp.analyze_mptcp:TRUE",
-    "-o",
-    "mptcp.relative_sequence_numbers:FALSE",
-    "-o",
-    "mptcp.analyze_mappings:TRUE",
-    "-o",
-    "mptcp.intersubflows_retransmission:TRUE",
-]
-
 
 def tshark(pcap: Path, filt: str, *fields: str, two_pass: bool = True) -> list[list[str]]:
     """Rows of ``fields`` (multi-valued fields joined by ';') for frames matching ``filt``,
     with Wireshark's MPTCP analysis on."""
-    cmd = ["tshark", "-r", str(pcap), *(["-2"] if two_pass else []), *TSHARK_MPTCP]
+    cmd = ["tshark", "-r", str(pcap), *(["-2"] if two_pass else []), *MPTCP_ANALYSIS_PREFS]
     if filt:
         cmd += ["-R" if two_pass else "-Y", filt]
     cmd += ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;"]
