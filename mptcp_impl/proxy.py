@@ -167,6 +167,9 @@ class Proxy:
         self.redirect: Redirect | None = None
         self.servers: list[Any] = []
         self._json = args.json
+        self.command: list[str] = list(args.command[1:])  # after the "--"
+        # JSON lines: --out FILE, else stdout, or stderr when stdout is the application's
+        self._stream = sys.stderr if self.command else sys.stdout
         # --out FILE: the JSON lines go there (stdout then carries the ready line alone)
         self._out = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed in stop
 
@@ -175,10 +178,11 @@ class Proxy:
             self._out.write(json.dumps(rec) + "\n")
             self._out.flush()
         elif self._json:
-            print(json.dumps(rec), flush=True)
+            print(json.dumps(rec), file=self._stream, flush=True)
         else:
             keys = ("event", "role", "app", "net", "app_to_net", "net_to_app", "error")
-            print(" ".join(f"{k}={rec[k]}" for k in keys if k in rec), flush=True)
+            line = " ".join(f"{k}={rec[k]}" for k in keys if k in rec)
+            print(line, file=self._stream, flush=True)
 
     # ------------------------------------------------------------------ the common part
     async def bridge(
@@ -350,19 +354,43 @@ class Proxy:
         ready = "ready " + " ".join(parts)
         print(ready, file=sys.stderr, flush=True)
         if self._out is not None:
-            print(ready, flush=True)
+            if not self.command:
+                print(ready, flush=True)
             self._emit({"event": "ready", "pid": os.getpid(), "what": parts})
         try:
+            if self.command:
+                return await self.run_command()
             await asyncio.Event().wait()  # until SIGINT/SIGTERM cancels us
         finally:
             await self.stop()
         return 0
 
-    async def stop(self) -> None:
+    async def run_command(self) -> int:
+        """Run the application under the proxy; once it exits, let the connections finish
+        (their last bytes may still be on their way) and return its exit status."""
+        proc = await asyncio.create_subprocess_exec(*self.command)
+        try:
+            rc = await proc.wait()
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.terminate()
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(proc.wait(), 5)
+            raise
+        self._close_doors()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=self.args.drain_timeout)
+        return rc
+
+    def _close_doors(self) -> None:
+        """No new connection comes our way (the redirect goes first)."""
         if self.redirect is not None:
-            self.redirect.close()  # first: no new application connection comes our way
+            self.redirect.close()
         for s in self.servers:
             s.close()
+
+    async def stop(self) -> None:
+        self._close_doors()
         for t in list(self.tasks):
             t.cancel()
         if self.tasks:
@@ -376,7 +404,7 @@ class Proxy:
             self._out.close()
             self._out = None
         else:
-            print(json.dumps(rec), flush=True)
+            print(json.dumps(rec), file=self._stream, flush=True)
 
 
 async def _kernel_connect(to: tuple[str, int], rcvbuf: int) -> tuple[asyncio.StreamReader, Any]:
@@ -426,6 +454,20 @@ def add_arguments(p: argparse.ArgumentParser, hostport: Any) -> None:
         help="with --transparent: the local listener's port on 127.0.0.1 (default: any)",
     )
     p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with a command: how long its connections may take to finish after it exits",
+    )
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND ...",
+        help="run COMMAND under the proxy and exit with its status once its connections are "
+        "done (JSON lines then go to stderr, its stdout is the command's)",
+    )
+    p.add_argument(
         "--kernel-rcvbuf",
         type=int,
         default=KERNEL_RCVBUF,
@@ -459,6 +501,8 @@ def add_arguments(p: argparse.ArgumentParser, hostport: Any) -> None:
 
 
 def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command and args.command[0] != "--":
+        p.error(f"proxy: unknown arguments {args.command} (a command to run follows --)")
     if len(args.listen) != len(args.to):
         p.error("proxy: every --listen needs its --to (in the same order)")
     if not args.transparent and not args.listen:

@@ -1,0 +1,113 @@
+"""The `userspace-proxy` stack: our userspace MPTCP under the unmodified traffic tool.
+
+Each end of a flow runs our traffic tool exactly as for the `tcp` stack (kernel TCP sockets),
+under ``python -m mptcp_impl proxy ... -- TOOL ...`` in its host's namespace:
+
+- the client: ``--transparent --ports PORT``: the tool's connection to the server is redirected
+  to the proxy, which carries it over our MPTCP (a subflow from each other address);
+- the server: ``--listen 0.0.0.0:PORT --to 127.0.0.1:APP_PORT``: our stack accepts MPTCP (and
+  TCP) on the flow's port and hands the connection to the tool listening on loopback.
+
+So every traffic kind and direction works, with the tool's 100 ms samples, as for the kernel
+stacks. The proxy runs the tool as its child and exits with its status once its connections are
+done; the runner starts, records and stops it like any peer. Its JSON lines (one per connection:
+bytes each way, every subflow, the MIB; its counters at exit) go to the peer's stderr log in the
+run's ``logs/``.
+
+Options ([stack.userspace-proxy]): ``limits = {subflows = N, add_addr_accepted = N}``,
+``scheduler = "default"`` (both ends), ``tcp_only = true`` (plain TCP: the proxy's overhead alone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import ExperimentError
+from experiments.stacks import Command, Stack
+
+
+def app_port(port: int) -> int:
+    """Where the server's tool listens on loopback, behind our stack on ``port``."""
+    return port + 10000 if port < 55536 else port - 10000
+
+
+class UserspaceProxyStack(Stack):
+    name = "userspace-proxy"
+    proto = "tcp"  # the tool's own sockets are kernel TCP; our stack carries them
+    description = (
+        "our userspace MPTCP under the unmodified traffic tool (python -m mptcp_impl proxy)"
+    )
+
+    def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in opts.items():
+            if k == "limits":
+                if not isinstance(v, dict) or any(
+                    key not in ("subflows", "add_addr_accepted")
+                    or isinstance(n, bool)
+                    or not isinstance(n, int)
+                    or not 0 <= n <= 8
+                    for key, n in v.items()
+                ):
+                    raise ExperimentError(
+                        source,
+                        f"{where}.limits",
+                        "expected {subflows = 0..8, add_addr_accepted = 0..8}",
+                    )
+                out["limits"] = dict(v)
+            elif k == "scheduler":
+                if not isinstance(v, str):
+                    raise ExperimentError(source, f"{where}.scheduler", "expected a string")
+                out["scheduler"] = v
+            elif k == "tcp_only":
+                if not isinstance(v, bool):
+                    raise ExperimentError(source, f"{where}.tcp_only", "expected true or false")
+                out["tcp_only"] = v
+            else:
+                raise ExperimentError(
+                    source, f"{where}.{k}", "unknown key (allowed: limits, scheduler, tcp_only)"
+                )
+        return out
+
+    def check_available(self) -> None:
+        from experiments.stacks import STACKS
+
+        STACKS["userspace"].check_available()
+
+    # The runner hands no options to server()/client(); setup() keeps them for both.
+    _opts: dict[str, Any] = {}
+
+    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        self._opts = dict(opts)
+        return {"proxy_options": self._flags()}
+
+    def _flags(self) -> list[str]:
+        o = self._opts
+        flags = ["--json"]
+        if o.get("limits"):
+            flags += ["--limits", ",".join(f"{k}={v}" for k, v in o["limits"].items())]
+        if o.get("scheduler"):
+            flags += ["--scheduler", o["scheduler"]]
+        if o.get("tcp_only"):
+            flags.append("--tcp-only")
+        return flags
+
+    def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
+        inner = super().server(python, tool, addr, port, out)
+        a = app_port(port)
+        argv = [f"127.0.0.1:{a}" if x == f"0.0.0.0:{port}" else x for x in inner.argv]
+        proxy = [python, "-m", "mptcp_impl", "proxy", *self._flags()]
+        proxy += ["--listen", f"0.0.0.0:{port}", "--to", f"127.0.0.1:{a}", "--"]
+        return Command([*proxy, *argv], inner.out_file, inner.ready_pattern, inner.ready_stream)
+
+    def client(
+        self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
+    ) -> Command:
+        inner = super().client(python, tool, connect, flow, seed, out)
+        port = connect.rpartition(":")[2]
+        proxy = [python, "-m", "mptcp_impl", "proxy", *self._flags()]
+        proxy += ["--transparent", "--ports", port, "--"]
+        return Command(
+            [*proxy, *inner.argv], inner.out_file, inner.ready_pattern, inner.ready_stream
+        )
