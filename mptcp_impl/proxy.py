@@ -261,11 +261,6 @@ class Proxy:
         c.active += 1
         c.by_role[role] = c.by_role.get(role, 0) + 1
 
-    def _track(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
-        self.tasks.add(t)
-        t.add_done_callback(self.tasks.discard)
-
     # ------------------------------------------------------------------ client side
     async def on_app(self, kr: asyncio.StreamReader, kw: asyncio.StreamWriter) -> None:
         t0 = time.monotonic()
@@ -286,8 +281,9 @@ class Proxy:
         local = app[0] if app and not app[0].startswith("127.") else None
         try:
             mr, mw = await open_connection(dst[0], dst[1], local_addr=local, config=self.config)
-        except (OSError, RuntimeError) as e:
-            log.warning("connect to %s:%d failed", *dst, exc_info=True)
+        except (OSError, RuntimeError, asyncio.CancelledError) as e:
+            if not isinstance(e, ConnectionError | asyncio.CancelledError):
+                log.warning("connect to %s:%d failed", *dst, exc_info=True)
             _kernel_abort(kw)
             self._finish("client", rec, [0, 0], {}, t0, f"{type(e).__name__}: {e}")
             return
@@ -332,7 +328,7 @@ class Proxy:
             }
             try:
                 kr, kw = await _kernel_connect(to, self.args.kernel_rcvbuf)
-            except OSError as e:
+            except (OSError, asyncio.CancelledError) as e:
                 mw.abort()
                 self._finish("server", rec, [0, 0], mw.stats(), t0, f"{type(e).__name__}: {e}")
                 return

@@ -164,6 +164,7 @@ def test_linux_mptcp_server_directly(bed) -> None:
     cli, srv = tb.host("client"), tb.host("server")
     srv_ip = tb.addr("server", "server")
     tb.kernel_mptcp("server", endpoints=[])
+    n_cli = len(dep.read("client")["connections"])
     n = 4_000_000
     out = workdir / "kmptcp.out"
     ksrv = srv.start(
@@ -192,6 +193,30 @@ def test_linux_mptcp_server_directly(bed) -> None:
     assert rep["sha256"] == hashlib.sha256(data).hexdigest(), rep
     assert rep["kernel"]["is_mptcp"], rep["kernel"]
     assert rep["kernel"]["info"]["subflows"] == 1, rep["kernel"]  # the join from lte
+    wait_conns(dep, "client", n_cli + 1)
+    (c,) = dep.read("client")["connections"][n_cli:]
+    assert "error" not in c and c["app_to_net"] == n and c["mptcp"]["fallback"] is False, c
+
+
+def test_refused_upstream_resets_the_application(bed) -> None:
+    """Nothing listens at the destination: the application's connection (accepted by the
+    proxy) is reset, and the proxy reports the refusal."""
+    tb, dep, workdir = bed
+    srv_ip = tb.addr("server", "server")
+    n_cli = len(dep.read("client")["connections"])
+    probe = (
+        "import socket,sys\n"
+        "s=socket.create_connection((sys.argv[1],5301),timeout=30)\n"
+        "try:\n"
+        "    s.sendall(b'hello'); d=s.recv(10); print('eof' if not d else 'data')\n"
+        "except ConnectionResetError:\n"
+        "    print('reset')\n"
+    )
+    res = tb.host("client").run([PY, "-c", probe, srv_ip], timeout=60, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "reset", (res.stdout, res.stderr)
+    wait_conns(dep, "client", n_cli + 1)
+    (c,) = dep.read("client")["connections"][n_cli:]
+    assert c["error"].startswith("ConnectionRefused"), c
 
 
 def test_parse_services_errors() -> None:
