@@ -60,6 +60,7 @@ KERNEL_LIMIT = 256 * 1024  # the kernel side's StreamReader buffer (reading paus
 # loopback autotuning lets an application queue megabytes in front of the MPTCP connection,
 # which its own figures (iperf3's sender) would count as sent.
 KERNEL_RCVBUF = 256 * 1024
+CLOSE_WAIT_S = 10.0
 
 
 def original_dst(sock: socket.socket) -> tuple[str, int]:
@@ -205,8 +206,14 @@ class Proxy:
             kw.close()
             with contextlib.suppress(OSError):
                 await kw.wait_closed()
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(mw.wait_closed(), 30)
+            # Both ways are through; the MPTCP close (DATA_FINs acknowledged) only settles
+            # the final counters, and must not hold the connection's record for long.
+            try:
+                await asyncio.wait_for(mw.wait_closed(), CLOSE_WAIT_S)
+            except TimeoutError:
+                rec["close_timeout"] = True
+            except OSError:
+                pass
         except (OSError, RuntimeError) as e:
             err = f"{type(e).__name__}: {e}"
         except asyncio.CancelledError:

@@ -198,6 +198,65 @@ def test_linux_mptcp_server_directly(bed) -> None:
     assert "error" not in c and c["app_to_net"] == n and c["mptcp"]["fallback"] is False, c
 
 
+HASH_SERVER = r"""
+import hashlib, socket, sys, threading
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", 18000)); ls.listen(64)
+print("listening", file=sys.stderr, flush=True)
+def serve(c):
+    h = hashlib.sha256()
+    while d := c.recv(65536):
+        h.update(d)
+    c.sendall(h.hexdigest().encode()); c.close()
+while True:
+    c, _ = ls.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+PARALLEL_CLIENT = r"""
+import hashlib, json, os, socket, sys, threading
+n = int(sys.argv[2]); ok = {}
+def one(i):
+    d = os.urandom(100_000 + 1000 * i)
+    s = socket.create_connection((sys.argv[1], 8000), timeout=60)
+    s.sendall(d); s.shutdown(socket.SHUT_WR)
+    got = b""
+    while x := s.recv(100):
+        got += x
+    ok[i] = got.decode() == hashlib.sha256(d).hexdigest()
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(json.dumps({"intact": sum(ok.values())}))
+"""
+
+
+def test_parallel_connections(bed) -> None:
+    """30 connections at once, each its own MPTCP connection with two subflows, each intact."""
+    tb, dep, workdir = bed
+    n = 30
+    n_cli = len(dep.read("client")["connections"])
+    n_srv = len(dep.read("server")["connections"])
+    srv = tb.host("server").start(
+        [PY, "-c", HASH_SERVER], stdout=workdir / "hash.out", stderr=subprocess.PIPE
+    )
+    try:
+        srv.wait_for_line("listening", timeout=15)
+        res = tb.host("client").run(
+            [PY, "-c", PARALLEL_CLIENT, tb.addr("server", "server"), str(n)],
+            timeout=120,
+            check=False,
+        )
+    finally:
+        srv.stop()
+    assert res.returncode == 0 and json.loads(res.stdout)["intact"] == n, (res.stdout, res.stderr)
+    wait_conns(dep, "client", n_cli + n)
+    wait_conns(dep, "server", n_srv + n)
+    for host, before in (("client", n_cli), ("server", n_srv)):
+        conns = dep.read(host)["connections"][before:]
+        assert len(conns) == n, (host, len(conns))
+        bad = [c for c in conns if "error" in c or c["mptcp"]["fallback"]]
+        assert not bad, bad[:2]
+        assert all(len(c["mptcp"]["subflows"]) == 2 for c in conns)
+
+
 def test_refused_upstream_resets_the_application(bed) -> None:
     """Nothing listens at the destination: the application's connection (accepted by the
     proxy) is reset, and the proxy reports the refusal."""
