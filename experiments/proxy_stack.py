@@ -9,13 +9,16 @@ under ``python -m mptcp_impl proxy ... -- TOOL ...`` in its host's namespace:
   TCP) on the flow's port and hands the connection to the tool listening on loopback.
 
 So every traffic kind and direction works, with the tool's 100 ms samples, as for the kernel
-stacks. The proxy runs the tool as its child and exits with its status once its connections are
+stacks; ``--annotate`` adds the proxy's per-subflow bytes every 100 ms, the number of subflows
+and fallback to the tool's report (what the kernel's MPTCP socket options give for the others). The proxy runs the tool as its child and exits with its status once its connections are
 done; the runner starts, records and stops it like any peer. Its JSON lines (one per connection:
 bytes each way, every subflow, the MIB; its counters at exit) go to the peer's stderr log in the
 run's ``logs/``.
 
 Options ([stack.userspace-proxy]): ``limits = {subflows = N, add_addr_accepted = N}``,
-``scheduler = "default"`` (both ends), ``tcp_only = true`` (plain TCP: the proxy's overhead alone).
+``scheduler = "default"`` (both ends), ``tcp_only = true`` (plain TCP: the proxy's overhead
+alone), ``notsent_lowat`` (bytes; the hosts' ``net.ipv4.tcp_notsent_lowat``, 128 KiB: what an
+application may queue unsent in its loopback socket to the proxy).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 
 from experiments.errors import ExperimentError
 from experiments.stacks import Command, Stack
+
+NOTSENT_LOWAT = 128 * 1024
 
 
 def app_port(port: int) -> int:
@@ -60,13 +65,19 @@ class UserspaceProxyStack(Stack):
                 if not isinstance(v, str):
                     raise ExperimentError(source, f"{where}.scheduler", "expected a string")
                 out["scheduler"] = v
+            elif k == "notsent_lowat":
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise ExperimentError(source, f"{where}.{k}", "expected bytes > 0")
+                out[k] = v
             elif k == "tcp_only":
                 if not isinstance(v, bool):
                     raise ExperimentError(source, f"{where}.tcp_only", "expected true or false")
                 out["tcp_only"] = v
             else:
                 raise ExperimentError(
-                    source, f"{where}.{k}", "unknown key (allowed: limits, scheduler, tcp_only)"
+                    source,
+                    f"{where}.{k}",
+                    "unknown key (allowed: limits, scheduler, tcp_only, notsent_lowat)",
                 )
         return out
 
@@ -80,7 +91,14 @@ class UserspaceProxyStack(Stack):
 
     def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         self._opts = dict(opts)
-        return {"proxy_options": self._flags()}
+        # The tool's socket is a loopback connection to the proxy: with nothing else to bound
+        # it, its send buffer autotunes to megabytes (loopback never loses), which the tool
+        # counts as sent and a timed flow then drains for seconds after its end. As with the
+        # kernel stacks, only what the network path holds should be in flight.
+        lowat = self._opts.get("notsent_lowat", NOTSENT_LOWAT)
+        for h in hosts:
+            tb.host(h).run(["sysctl", "-q", "-w", f"net.ipv4.tcp_notsent_lowat={lowat}"])
+        return {"proxy_options": self._flags(), "tcp_notsent_lowat": lowat}
 
     def _flags(self) -> list[str]:
         o = self._opts
@@ -98,7 +116,8 @@ class UserspaceProxyStack(Stack):
         a = app_port(port)
         argv = [f"127.0.0.1:{a}" if x == f"0.0.0.0:{port}" else x for x in inner.argv]
         proxy = [python, "-m", "mptcp_impl", "proxy", *self._flags()]
-        proxy += ["--listen", f"0.0.0.0:{port}", "--to", f"127.0.0.1:{a}", "--"]
+        proxy += ["--listen", f"0.0.0.0:{port}", "--to", f"127.0.0.1:{a}"]
+        proxy += ["--annotate", str(out), "--"]
         return Command([*proxy, *argv], inner.out_file, inner.ready_pattern, inner.ready_stream)
 
     def client(
@@ -107,7 +126,7 @@ class UserspaceProxyStack(Stack):
         inner = super().client(python, tool, connect, flow, seed, out)
         port = connect.rpartition(":")[2]
         proxy = [python, "-m", "mptcp_impl", "proxy", *self._flags()]
-        proxy += ["--transparent", "--ports", port, "--"]
+        proxy += ["--transparent", "--ports", port, "--annotate", str(out), "--"]
         return Command(
             [*proxy, *inner.argv], inner.out_file, inner.ready_pattern, inner.ready_stream
         )

@@ -22,12 +22,17 @@ Bytes are copied both ways with back-pressure (a slow side closes the other side
 unbounded buffer); a half-close is passed on as a FIN (DATA_FIN), a reset as a reset. One
 process, one asyncio loop, one stack: both roles may run in the same process.
 
+``-- COMMAND ...``: the proxy runs COMMAND (an application, unmodified) as its child and exits
+with its status once the connections are done, as ``mptcpize run`` does for Linux MPTCP;
+``--annotate FILE`` then adds the proxy's view to the command's JSON report (our traffic
+tool's: per-subflow bytes every 100 ms, ``max_subflows``, ``mptcp_fallback``).
+
 Output: stderr ``ready ...`` once every listener and rule is in place; with ``--json`` one
-JSON line per finished connection on stdout (with ``--out FILE``: in that file, and stdout
-carries only the ready line) (``"event": "conn"``: the application's and the
-network side's addresses, bytes each way, duration, MPTCP subflows and MIB) and a ``"event":
-"summary"`` line of the counters at exit. SIGINT/SIGTERM: connections are reset, the nft
-tables removed, the summary printed.
+JSON line per finished connection (``"event": "conn"``: the application's and the network
+side's addresses, bytes each way, duration, MPTCP subflows and MIB) and a ``"event":
+"summary"`` line of the counters at exit, on stdout (stderr under a command; with ``--out
+FILE`` in that file, and stdout carries only the ready line). SIGINT/SIGTERM: connections are
+reset, the nft tables removed, the summary printed.
 """
 
 from __future__ import annotations
@@ -150,6 +155,19 @@ async def _pump(reader: Any, writer: Any, moved: list[int], i: int) -> None:
         writer.write_eof()
 
 
+async def _sample(mw: Any, samples: list[list[Any]], every: float = 0.1) -> None:
+    """[wall time, {"local->remote": [bytes sent, bytes received]}] of each subflow."""
+    while True:
+        mp = mw.stats().get("mptcp")
+        if isinstance(mp, dict):
+            d = {
+                f"{s['local']}->{s['remote']}": [s["bytes_sent"], s["bytes_received"]]
+                for s in mp.get("subflows", [])
+            }
+            samples.append([time.time(), d])
+        await asyncio.sleep(every)
+
+
 def _kernel_abort(writer: asyncio.StreamWriter) -> None:
     """Reset the kernel connection (SO_LINGER 0), so the application sees the failure."""
     sock = writer.get_extra_info("socket")
@@ -167,6 +185,8 @@ class Proxy:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.redirect: Redirect | None = None
         self.servers: list[Any] = []
+        # --annotate: each connection's record and its subflows' bytes every 100 ms
+        self.sampled: list[tuple[dict[str, Any], list[list[Any]]]] = []
         self._json = args.json
         self.command: list[str] = list(args.command[1:])  # after the "--"
         # JSON lines: --out FILE, else stdout, or stderr when stdout is the application's
@@ -200,6 +220,11 @@ class Proxy:
         moved = [0, 0]  # app -> net, net -> app
         up = asyncio.ensure_future(_pump(kr, mw, moved, 0))
         down = asyncio.ensure_future(_pump(mr, kw, moved, 1))
+        sampler = None
+        if self.args.annotate:
+            samples: list[list[Any]] = []
+            self.sampled.append((rec, samples))
+            sampler = asyncio.ensure_future(_sample(mw, samples))
         err = None
         try:
             await asyncio.gather(up, down)
@@ -220,8 +245,9 @@ class Proxy:
             err = "cancelled (proxy stopping)"
             raise
         finally:
-            for t in (up, down):
-                t.cancel()
+            for t in (up, down, sampler):
+                if t is not None:
+                    t.cancel()
             if err is not None:
                 mw.abort()
                 _kernel_abort(kw)
@@ -383,7 +409,47 @@ class Proxy:
         self._close_doors()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=self.args.drain_timeout)
+        if self.args.annotate:
+            self.annotate(self.args.annotate)
         return rc
+
+    def annotate(self, path: str) -> None:
+        """Add our view to the application's JSON report (our traffic tool's schema): the
+        subflows of its busiest connection every 100 ms (on the tool's clock, from its
+        ``start_wall``), their number, fallback, and every connection's record."""
+        try:
+            with open(path) as f:
+                rep = json.load(f)
+        except (OSError, ValueError) as e:
+            log.warning("--annotate %s: no JSON report to annotate (%s)", path, e)
+            return
+        if not isinstance(rep, dict):
+            return
+        if self.sampled:
+            rec, samples = max(
+                self.sampled, key=lambda x: x[0].get("app_to_net", 0) + x[0].get("net_to_app", 0)
+            )
+            mp = rec.get("mptcp")
+            if mp is not None:
+                seen = max((len(d) for _, d in samples), default=len(mp["subflows"]))
+                rep["max_subflows"] = max(int(rep.get("max_subflows") or 0), seen)
+                rep["mptcp_fallback"] = bool(mp["fallback"])
+                if not rep.get("subflow_samples"):
+                    i = 1 if rep.get("bytes_received") else 0  # received, else sent
+                    start = float(rep.get("start_wall") or 0.0)
+                    rep["subflow_samples"] = [
+                        [round(w - start, 4), {k: v[i] for k, v in d.items()}]
+                        for w, d in samples
+                        if w >= start
+                    ]
+        rep["proxy"] = {
+            "counters": asdict(self.counters),
+            "connections": [r for r, _ in self.sampled],
+        }
+        tmp = f"{path}.proxy.tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(rep) + "\n")
+        os.replace(tmp, path)
 
     def _close_doors(self) -> None:
         """No new connection comes our way (the redirect goes first)."""
@@ -471,6 +537,14 @@ def add_arguments(p: argparse.ArgumentParser, hostport: Any) -> None:
         "done (JSON lines then go to stderr, its stdout is the command's)",
     )
     p.add_argument(
+        "--annotate",
+        default=None,
+        metavar="FILE",
+        help="with a command: once it is done, add the proxy's view (subflow samples every "
+        "100 ms, max_subflows, mptcp_fallback, every connection) to its JSON report FILE "
+        "(our traffic tool's schema)",
+    )
+    p.add_argument(
         "--kernel-rcvbuf",
         type=int,
         default=KERNEL_RCVBUF,
@@ -510,6 +584,8 @@ def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         p.error("proxy: every --listen needs its --to (in the same order)")
     if not args.transparent and not args.listen:
         p.error("proxy: nothing to do (--transparent and/or --listen ADDR:PORT --to HOST:PORT)")
+    if args.annotate and not args.command:
+        p.error("proxy: --annotate applies to a command run under the proxy (-- COMMAND)")
     if args.ports and not args.transparent:
         p.error("proxy: --ports applies to --transparent")
 
