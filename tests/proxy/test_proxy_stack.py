@@ -1,8 +1,9 @@
 """The `userspace-proxy` stack: an experiment's unmodified traffic tool over our MPTCP.
 
 A short run through the same code as ``./inv run``, both directions on two_path: the data is
-intact (the tool's own sha256s), the goodput beats the best single path, and the proxies' JSON
-lines in the run's logs show one MPTCP connection whose two subflows both carried data.
+intact (the tool's own sha256s), the goodput beats the best single path, the metrics see two
+subflows that both carried data (the proxies' samples in the tool's report), and the proxies'
+JSON lines in the run's logs show one MPTCP connection at each end.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def test_traffic_tool_over_our_mptcp(tmp_path, direction: str) -> None:
     assert m.ok and m.intact, m.errors
     print(direction, "goodput steady", m.goodput_steady_mbit)
     assert m.goodput_steady_mbit > 21, m.goodput_steady_mbit  # more than wifi alone
+    # the proxies' view in the tool's report (--annotate): what metrics read for every stack
+    assert m.max_subflows == 2 and m.mptcp_fallback is False, (m.max_subflows, m.mptcp_fallback)
+    # keyed "local->remote" as the receiver sees them; the client's end is wifi and lte
+    end = 0 if direction == "download" else 1
+    by_addr = {k.split("->")[end].rsplit(":", 1)[0]: v for k, v in m.subflow_bytes.items()}
+    assert set(by_addr) == {"10.0.1.1", "10.0.2.1"}, m.subflow_bytes
+    assert all(v > 100_000 for v in by_addr.values()), by_addr
     logs = res.run_dir / "logs" / "userspace-proxy" / "rep1"
     key = "bytes_received" if direction == "download" else "bytes_sent"
     for role in ("client", "server"):
