@@ -29,7 +29,7 @@ from ..mptcp.token import TokenRegistry
 from ..tcp.connection import TcpConfig, TcpConnection, TcpState
 from ..tcp.errors import MalformedSegment
 from ..tcp.segment import ACK, RST, SYN, TcpSegment, decode_segment, encode_segment
-from .addr import ANY4, local_address_for, normalize, packed, unpacked
+from .addr import ANY4, ANY6, local_address_for, normalize, packed, unpacked
 from .base import (
     ConnectionHandler,
     ConnectionRefused,
@@ -80,6 +80,11 @@ def local_addresses() -> list[str]:
             elif a.get("family") == "inet6":
                 v6.append(normalize(a["local"]))
     return v4 + v6
+
+
+def _covers(wildcard: str, addr: str) -> bool:
+    """Whether an endpoint on ``wildcard`` receives what is sent to ``addr`` (same port)."""
+    return wildcard == ANY6 or (wildcard == ANY4 and ":" not in addr)
 
 
 @dataclass
@@ -589,6 +594,8 @@ class TcpStack:
             ep.on_syn = on_syn
             for e in cfg.endpoints or ():
                 if "signal" in e.flags and e.address != ep.addr:
+                    if (e.port or ep.port) == ep.port and _covers(ep.addr, e.address):
+                        continue  # the wildcard endpoint already takes its segments
                     extra = Endpoint(self, e.address, e.port or ep.port)
                     self._endpoints.add(extra)
 
