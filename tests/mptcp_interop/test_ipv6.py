@@ -88,10 +88,15 @@ def test_tcp_over_ipv6_ours_to_linux_and_back(bed: Bed) -> None:
     assert c["stats"]["malformed_dropped"] == 0 and c["stats"]["edge"]["malformed_dropped"] == 0
 
     u = ours_server(bed, "server", br(srv6), 5701, "u_srv_tcp6", "--tcp-only")
+    rules = bed.host("server").run(["nft", "list", "ruleset"]).stdout
+    assert "table ip6 mptcplab_" in rules and f"ip6 daddr {srv6} tcp dport 5701 drop" in rules
     c = bed.result(linux_client(bed, "client", br(srv6), 5701, N, "k_cli_tcp6", "--tcp"))
     s = bed.result(u)
     check_transfer(c, s)
     assert s["peer"][0] == bed.tb.addr6("client", "client")
+    # the fence (an ip6 table beside the ip one while IPv6 was in use) is gone with the process
+    for host in ("client", "server"):
+        assert "mptcplab_" not in bed.host(host).run(["nft", "list", "tables"]).stdout
 
 
 # ------------------------------------------------------------------------- IPv6 only
