@@ -275,3 +275,11 @@ def test_ipv6_links_route_by_source(tmp_path):
         assert ping_ok(tb, "client", "wifi") and ping_ok(tb, "client", "lte")
         addrs = c.run(["ip", "-6", "addr", "show", "scope", "global"]).stdout
         assert "tentative" not in addrs
+        # an interface event keeps the IPv6 address and puts its source table back
+        tb.link_down("lte", mode="interface")
+        tb.link_up("lte", mode="interface")
+        src = tb.addr6("client", "lte")
+        res = c.run(["ping", "-6", "-n", "-c", "1", "-W", "3", "-I", src, dst], check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        route = c.run(["ip", "-6", "route", "get", dst, "from", src]).stdout
+        assert f"dev {tb.intf('client', 'lte')}" in route, route
