@@ -234,11 +234,20 @@ def test_linux_does_not_send_an_ipv6_add_addr_with_port_beside_timestamps(bed: B
 def test_mixed_ours_v4_joins_ours_v6_announced_without_timestamps(bed: Bed) -> None:
     """Ours both sides: the server on :: announces an IPv6 address with a port (a pure ACK
     without timestamps on a timestamp connection), the client (connected over IPv4) takes it
-    as Linux takes ours, echoes it and joins that address and port over IPv6."""
+    as Linux takes ours, echoes it and joins that address and port over IPv6. The server sends
+    through raw sockets (IPv4 and IPv6) instead of AF_PACKET."""
     tb = bed.tb
     a4, b6 = tb.addr("server", "a"), tb.addr6("server", "b")
     u = ours_server(
-        bed, "server", "[::]", 5707, "u_srv_port", "--endpoint", f"{b6},signal,port=5717"
+        bed,
+        "server",
+        "[::]",
+        5707,
+        "u_srv_port",
+        "--endpoint",
+        f"{b6},signal,port=5717",
+        "--sender",
+        "raw",  # (the raw IPv4 and IPv6 senders, one MSS per send)
     )
     c = bed.result(ours_client(bed, "client", a4, 5707, N, "u_cli_port6"))
     s = bed.result(u)
@@ -253,6 +262,7 @@ def test_mixed_ours_v4_joins_ours_v6_announced_without_timestamps(bed: Bed) -> N
     )
     check_ours(s["mptcp"], {"AddAddrTx": 1, "EchoAdd": 1, "MPJoinSynRx": 1, "MPJoinAckRx": 1})
     assert c["stats"]["paws_dropped"] == 0
+    assert s["stats"]["sender"] == "raw" and s["stats"]["edge"]["send_dropped"] == 0
 
 
 def test_mixed_ours_v6_joins_linux_v4(bed: Bed) -> None:
