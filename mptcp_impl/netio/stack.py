@@ -51,8 +51,6 @@ from .packet import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["local_address_for", "local_addresses", "TcpStack", "StackConfig"]
-
 
 def local_addresses() -> list[str]:
     """This namespace's global-scope addresses, in interface order (``ip -j addr``), IPv4 ones
