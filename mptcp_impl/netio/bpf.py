@@ -46,11 +46,18 @@ def tcp_dst_filter(dst_ip: str | None, dst_port: int, l2: int = 14) -> list[Insn
     if l2:
         prog.append((BPF_LD | BPF_H | BPF_ABS, 0, 0, l2 - 2))  # ethertype
         prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x0800))
-    prog.append((BPF_LD | BPF_B | BPF_ABS, 0, 0, l2))  # A = version/ihl
-    prog.append((BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xF0))
-    prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x40))  # IPv4 only
-    prog.append((BPF_LD | BPF_B | BPF_ABS, 0, 0, l2 + 9))  # protocol
-    prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, socket.IPPROTO_TCP))
+    return _resolve(prog + _tcp4_checks(dst_ip, dst_port, l2))
+
+
+def _tcp4_checks(dst_ip: str | None, dst_port: int, l2: int) -> list[tuple[int, int, int, int]]:
+    """The IPv4 part, ending in the accept (jumps of -1: to DROP)."""
+    prog = [
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, l2),  # A = version/ihl
+        (BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xF0),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x40),  # IPv4 only
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, l2 + 9),  # protocol
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, socket.IPPROTO_TCP),
+    ]
     if dst_ip is not None and dst_ip != "0.0.0.0":
         prog.append((BPF_LD | BPF_W | BPF_ABS, 0, 0, l2 + 16))  # destination address
         prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, int(ipaddress.IPv4Address(dst_ip))))
@@ -60,21 +67,11 @@ def tcp_dst_filter(dst_ip: str | None, dst_port: int, l2: int = 14) -> list[Insn
     prog.append((BPF_LD | BPF_H | BPF_IND, 0, 0, l2 + 2))  # TCP destination port
     prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, dst_port))
     prog.append((BPF_RET | BPF_K, 0, 0, ACCEPT_BYTES))
-    drop = len(prog)
-    prog.append((BPF_RET | BPF_K, 0, 0, 0))
-    out = []
-    for i, (code, jt, jf, k) in enumerate(prog):
-        # Jump offsets count from the next instruction.
-        if jt == -1:
-            jt = drop - i - 1
-        if jf == -1:
-            jf = drop - i - 1
-        out.append(Insn(code, jt, jf, k))
-    return out
+    return prog
 
 
 def _resolve(prog: list[tuple[int, int, int, int]]) -> list[Insn]:
-    """Patch the -1 jump offsets ("DROP") to the final instruction (ret 0)."""
+    """Append DROP (ret 0) and patch the -1 jump offsets to it."""
     drop = len(prog)
     prog = [*prog, (BPF_RET | BPF_K, 0, 0, 0)]
     out = []
@@ -119,27 +116,15 @@ def tcp6_dst_filter(dst_ip: str | None, dst_port: int, l2: int = 14) -> list[Ins
 
 
 def tcp_any_dst_filter(dst_port: int, l2: int = 14) -> list[Insn]:
-    """``tcp and dst port P`` over IPv4 or IPv6 (a dual-stack ``::`` endpoint): the IPv4 program
-    of ``tcp_dst_filter`` for ethertype 0x0800, the IPv6 one for 0x86DD."""
-    v4 = [(i.code, i.jt, i.jf, i.k) for i in tcp_dst_filter(None, dst_port, l2)[2:-1]]
-    # tcp_dst_filter's jumps to its DROP point at its end: rebase them on the combined program
-    # (its last instruction, the accept, is kept: a v4 packet never falls through to v6)
-    v4 = [
-        (
-            c,
-            -1 if jt and i + 1 + jt == len(v4) else jt,
-            -1 if jf and i + 1 + jf == len(v4) else jf,
-            k,
-        )
-        for i, (c, jt, jf, k) in enumerate(v4)
-    ]
-    v6 = _tcp6_checks(None, dst_port, l2)
-    prog: list[tuple[int, int, int, int]] = [
+    """``tcp and dst port P`` over IPv4 or IPv6 (a dual-stack ``::`` endpoint): the IPv4 checks
+    for ethertype 0x0800, the IPv6 ones for 0x86DD, each ending in its own accept."""
+    v4 = _tcp4_checks(None, dst_port, l2)
+    prog = [
         (BPF_LD | BPF_H | BPF_ABS, 0, 0, l2 - 2),  # ethertype
-        (BPF_JMP | BPF_JEQ | BPF_K, len(v4) + 1, 0, 0x86DD),  # IPv6: skip the v4 part
+        (BPF_JMP | BPF_JEQ | BPF_K, len(v4) + 1, 0, 0x86DD),  # IPv6: past the IPv4 part
         (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x0800),
         *v4,
-        *v6,
+        *_tcp6_checks(None, dst_port, l2),
     ]
     return _resolve(prog)
 
