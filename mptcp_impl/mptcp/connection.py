@@ -813,14 +813,20 @@ class MptcpConnection:
         remote = known
         if remote[0] == init.remote[0] and remote[1] == init.remote[1]:
             return
-        # from the initial subflow's address, or (another family) from the one routing picks
-        same = _is_v6(remote[0]) == _is_v6(init.local[0])
-        self._request_subflow(init.local[0] if same else "", remote, 0, o.addr_id, False)
-        for ep in self._endpoints():
-            if _is_v6(ep.address) != _is_v6(remote[0]):
-                continue
-            if "fullmesh" in ep.flags and ep.address != init.local[0]:
-                self._request_subflow(ep.address, remote, ep.id, o.addr_id, "backup" in ep.flags)
+        mesh = [
+            ep
+            for ep in self._endpoints()
+            if "fullmesh" in ep.flags and _is_v6(ep.address) == _is_v6(remote[0])
+        ]
+        if _is_v6(remote[0]) == _is_v6(init.local[0]):
+            self._request_subflow(init.local[0], remote, 0, o.addr_id, False)
+            mesh = [ep for ep in mesh if ep.address != init.local[0]]
+        elif not mesh:
+            # another family than the initial subflow's, and no fullmesh endpoint of it: from
+            # "any" address of that family (routing picks it), as Linux
+            self._request_subflow("", remote, 0, o.addr_id, False)
+        for ep in mesh:
+            self._request_subflow(ep.address, remote, ep.id, o.addr_id, "backup" in ep.flags)
 
     def on_remove_addr(self, sub: Subflow, o: Any) -> None:
         self.mib.inc("RmAddr")
