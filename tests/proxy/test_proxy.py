@@ -158,17 +158,20 @@ def test_curl_http_server(bed) -> None:
     assert len(both_paths(c, "bytes_received")) == 2, c["mptcp"]
 
 
-def test_linux_mptcp_server_directly(bed) -> None:
-    """The client's proxy speaks MPTCP to whatever listens: here a Linux MPTCP socket."""
+@pytest.mark.parametrize("kind", ["mptcp", "tcp"])
+def test_linux_server_directly(bed, kind: str) -> None:
+    """The client's proxy speaks MPTCP to whatever listens: a Linux MPTCP socket (a join from
+    lte), or a plain TCP one (our side falls back, the data is the same)."""
     tb, dep, workdir = bed
     cli, srv = tb.host("client"), tb.host("server")
     srv_ip = tb.addr("server", "server")
     tb.kernel_mptcp("server", endpoints=[])
     n_cli = len(dep.read("client")["connections"])
     n = 4_000_000
-    out = workdir / "kmptcp.out"
+    out = workdir / f"kserver-{kind}.out"
     ksrv = srv.start(
-        [PY, "-m", "tests.mptcp_interop.kmptcp", "server", "--listen", f"{srv_ip}:5301"],
+        [PY, "-m", "tests.mptcp_interop.kmptcp", "server", "--listen", f"{srv_ip}:5301"]
+        + (["--tcp"] if kind == "tcp" else []),
         stdout=out,
         stderr=subprocess.PIPE,
         env=ENV,
@@ -177,7 +180,7 @@ def test_linux_mptcp_server_directly(bed) -> None:
         ksrv.wait_for_line("^listening", timeout=15)
         # an unmodified kernel-TCP client: Python's socket, data of known sha256
         data = os.urandom(n)
-        src = workdir / "payload.bin"
+        src = workdir / f"payload-{kind}.bin"
         src.write_bytes(data)
         send = (
             "import socket,sys;s=socket.create_connection((sys.argv[1],5301));"
@@ -191,11 +194,15 @@ def test_linux_mptcp_server_directly(bed) -> None:
     rep = [json.loads(ln) for ln in out.read_text().splitlines() if ln.startswith("{")][-1]
     assert rep["bytes_received"] == n, rep
     assert rep["sha256"] == hashlib.sha256(data).hexdigest(), rep
-    assert rep["kernel"]["is_mptcp"], rep["kernel"]
-    assert rep["kernel"]["info"]["subflows"] == 1, rep["kernel"]  # the join from lte
     wait_conns(dep, "client", n_cli + 1)
     (c,) = dep.read("client")["connections"][n_cli:]
-    assert "error" not in c and c["app_to_net"] == n and c["mptcp"]["fallback"] is False, c
+    assert "error" not in c and c["app_to_net"] == n, c
+    if kind == "mptcp":
+        assert rep["kernel"]["is_mptcp"], rep["kernel"]
+        assert rep["kernel"]["info"]["subflows"] == 1, rep["kernel"]  # the join from lte
+        assert c["mptcp"]["fallback"] is False, c
+    else:
+        assert c["mptcp"]["fallback"] is True, c
 
 
 HASH_SERVER = r"""
