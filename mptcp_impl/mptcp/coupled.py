@@ -50,7 +50,7 @@ class Member(Reno):
     def peers(self) -> list[Member]:
         """The group's members with an RTT sample (this one included): the subflows that
         carry data."""
-        return [m for m in self.group if m.rtt] or [self]
+        return [m for m in self.group if m.rtt or m is self]
 
     # ----------------------------------------------------------------- CongestionControl
     def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
