@@ -897,10 +897,29 @@ class MptcpConnection:
             "token": f"{self.local_token:08x}",
             "subflows": [s.info() for s in self.all_subflows()],
             "mib": self.mib.snapshot(),
+            "plugins": {
+                "scheduler": _plugin_name(self.sched),
+                "cc": _plugin_name(
+                    self.cc_group if self.cc_group is not None else self.tcp_config.cc
+                ),
+                "pm": _plugin_name(self.pm),
+                "opportunistic": self.config.opportunistic,
+                "opportunistic_bytes": getattr(self, "ortx_bytes", 0),
+                "penalties": getattr(self, "ortx_penalties", 0),
+            },
         }
 
     def all_subflows(self) -> list[Subflow]:
         return list(self._seen_subflows)
+
+
+def _plugin_name(obj: Any) -> str:
+    """A plug-in's own ``name`` (not one inherited), else its class's (or function's) name."""
+    if isinstance(obj, str):
+        return obj
+    cls = obj if isinstance(obj, type) else type(obj)
+    own = vars(cls).get("name")
+    return own if isinstance(own, str) else getattr(obj, "__name__", cls.__name__)
 
 
 class _Refuser:
