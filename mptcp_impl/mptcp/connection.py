@@ -127,6 +127,7 @@ class MptcpConnection:
         self._snd_blocked = False
         self._chunks: deque[list[Any]] = deque()  # [dsn, len, subflow, reinjected]
         self._reinject: deque[list[Any]] = deque()  # [dsn, len, failed subflow]
+        self._owed: dict[Subflow, int] = {}  # copies a subflow had no room for, from this DSN
         # receive side
         self.rcv_nxt = 0
         self._rbuf = bytearray()
@@ -661,6 +662,8 @@ class MptcpConnection:
                 rq.popleft()
             else:
                 rq[0] = [start + n, dsn + ln - start - n, bad]
+        if self._owed:
+            self._send_owed_copies(usable)
         # new data
         while self.snd_nxt < write_end:
             limit = min(write_end, self.snd_edge)
@@ -682,15 +685,39 @@ class MptcpConnection:
             picked = self._picked(cands, usable)
             if not picked:
                 break
-            n = min(limit - self.snd_nxt, max_map, *(p.space for p in picked))
+            n = min(limit - self.snd_nxt, max_map, picked[0].space)
             if n <= 0:
                 break
             off = self.snd_nxt - self.snd_una
             data = bytes(self._sbuf[off : off + n])
             for i, s in enumerate(picked):
+                if i and (s in self._owed or s.space < n):
+                    # no room for the copy now: it catches up later from here, skipping
+                    # what the DATA_ACK has covered by then (v0's redundant scheduler)
+                    self._owed.setdefault(s, self.snd_nxt)
+                    continue
                 s.push(self.snd_nxt, data)
                 self._chunks.append([self.snd_nxt, n, s, i > 0])  # copies: not reinjected
             self.snd_nxt += n
+
+    def _send_owed_copies(self, usable: list[Subflow]) -> None:
+        """Subflows that had no room for copies of scheduled data (a list from the scheduler)
+        send them once they have room, from the first byte not yet DATA_ACKed."""
+        for s, start in list(self._owed.items()):
+            if s not in usable:
+                del self._owed[s]
+                continue
+            start = max(start, self.snd_una)
+            while start < self.snd_nxt and s.space > 0:
+                n = min(self.snd_nxt - start, s.space, self.config.max_mapping)
+                off = start - self.snd_una
+                s.push(start, bytes(self._sbuf[off : off + n]))
+                self._chunks.append([start, n, s, True])
+                start += n
+            if start >= self.snd_nxt:
+                del self._owed[s]
+            else:
+                self._owed[s] = start
 
     def _picked(self, cands: Candidates, usable: list[Subflow]) -> list[Subflow]:
         """The scheduler's choice as a list of usable subflows, each once (empty: wait)."""

@@ -153,8 +153,9 @@ class KernelPathManager(PathManager):
     """The in-kernel path manager (Linux's pm_kernel.c): endpoints and limits as ``ip mptcp``
     sets them. A client joins from each ``subflow`` endpoint once fully established and to
     each announced address (``add_addr_accepted``; ``fullmesh`` endpoints join it too); a
-    server announces its ``signal`` endpoints. An interface going down closes the subflows on
-    its address; one coming back opens the endpoint's subflow again."""
+    server announces its ``signal`` endpoints. A REMOVE_ADDR closes the joined subflows to
+    that address; an interface going down closes the subflows on its address; one coming back
+    opens the endpoint's subflow again."""
 
     name = "kernel"
 
@@ -163,6 +164,12 @@ class KernelPathManager(PathManager):
 
     def address_announced(self, addr_id: int, address: str, port: int | None) -> None:
         self.conn._pm_add_addr(addr_id, address, port)
+
+    def address_removed(self, addr_id: int) -> None:
+        # Linux (mptcp_pm_nl_rm_addr_received): the subflows to that address go
+        for s in self.subflows:
+            if s.remote_id == addr_id and not s.initial:
+                self.close_subflow(s)
 
     def interface_down(self, address: str) -> None:
         for s in self.subflows:

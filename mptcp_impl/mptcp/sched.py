@@ -8,8 +8,10 @@ The interface is one method, so that a researcher's scheduler is a few lines::
             return max(candidates, key=lambda s: s.srtt or 0.0, default=None)
 
 ``pick(candidates)`` gets the subflows that can take data now (each with ``space > 0``) and
-returns one of them, a list of them (the same bytes go on each: "send on several"), or None
-(wait: nothing is sent until the next ACK, timer or write). ``candidates`` is a list; it also
+returns one of them, a list (the same bytes go on each: "send on several"; the first one's room
+sets the chunk size, and one without room for its copy sends it once it has room, from the
+first byte not yet DATA_ACKed), or None (wait: nothing is sent until the next ACK, timer or
+write). ``candidates`` is a list; it also
 carries what schedulers that look further need (``Candidates``): every usable subflow, the
 bytes waiting and the peer's data-level window. The connection asks again for each chunk (at
 most one mapping, ``MptcpConfig.max_mapping`` bytes, and at most the picked subflows' space).
@@ -166,19 +168,20 @@ class RoundRobinScheduler:
 
 
 class RedundantScheduler:
-    """Every byte on every active subflow (the v0 kernel's mptcp_redundant.c, for latency):
-    the connection sends each chunk on all non-backup, non-stale subflows at once, fastest
-    first, when each has room; otherwise it waits for the one without room. (The v0 scheduler
-    lets a subflow that lags behind skip data already acknowledged; here they go in step, so
-    the slowest subflow sets the pace.) Backups only when no other subflow is usable."""
+    """Every byte on every active subflow (the v0 kernel's mptcp_redundant.c, for latency and
+    robustness): each chunk goes on the fastest subflow with room and, as copies, on every
+    other non-backup, non-stale subflow. A subflow without room catches up later, skipping what
+    the DATA_ACK has covered meanwhile, so the slowest path never holds the others back.
+    Backups only when no other subflow is usable."""
 
     name = "redundant"
 
     def pick(self, candidates: list[SubflowView]) -> list[SubflowView] | None:
-        group = _active(list(getattr(candidates, "all", candidates)))
-        if not group or any(s not in candidates for s in group):
+        group = sorted(_active(list(getattr(candidates, "all", candidates))), key=_srtt)
+        first = next((s for s in group if s in candidates), None)
+        if first is None:
             return None
-        return sorted(group, key=_srtt)
+        return [first] + [s for s in group if s is not first]
 
 
 class BlestScheduler:

@@ -185,8 +185,11 @@ class Net:
         sub.tcp.receive_segment(seg, self.now)
         self.flush(h, conn)
 
-    def run(self, until: float, stop: Any = None) -> None:
-        """Deliver segments and fire timers in time order until ``until`` or ``stop()``."""
+    def run(self, until: float, stop: Any = None, exact: bool = False) -> None:
+        """Deliver segments and fire timers in time order until ``until`` or ``stop()``.
+        ``exact``: nothing after ``until`` happens, and the clock ends at ``until`` (idle time
+        passes); otherwise the event that crosses ``until`` is processed and an idle network
+        stops the clock."""
         while self.now < until:
             if stop is not None and stop():
                 return
@@ -197,6 +200,11 @@ class Net:
                     if t is not None and (t_timer is None or t < t_timer):
                         t_timer, timer_conn = t, (h, conn)
             t_pkt = self._q[0][0] if self._q else None
+            if exact:
+                nxt = min(t for t in (t_pkt, t_timer, float("inf")) if t is not None)
+                if nxt > until:
+                    self.now = until
+                    return
             if t_pkt is None and t_timer is None:
                 return
             if t_pkt is not None and (t_timer is None or t_pkt <= t_timer):

@@ -100,11 +100,15 @@ def test_roundrobin_cycles_and_skips_full():
     assert [rr.pick(cands(a, b, c)).name for _ in range(3)] == ["a", "c", "a"]
 
 
-def test_redundant_all_active_fastest_first_in_step():
+def test_redundant_fastest_with_room_first_then_every_other_active():
     a, b = V("a", srtt=0.05), V("b", srtt=0.01)
     bk = V("bk", backup=True)
     assert RedundantScheduler().pick(cands(a, b, bk)) == [b, a]
-    a.in_flight = a.cwnd  # the slow one has no room: wait for it
+    a.in_flight = a.cwnd  # the slow one has no room: its copy waits (the connection's job)
+    assert RedundantScheduler().pick(cands(a, b, bk)) == [b, a]
+    a.in_flight, b.in_flight = 0, b.cwnd  # the fast one has no room: the slow one leads
+    assert RedundantScheduler().pick(cands(a, b, bk)) == [a, b]
+    a.in_flight = a.cwnd  # none has room: wait
     assert RedundantScheduler().pick(cands(a, b, bk)) is None
     assert RedundantScheduler().pick(cands(bk)) == [bk]
 
