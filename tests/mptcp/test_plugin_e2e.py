@@ -324,3 +324,30 @@ def test_backup_on_loss_and_kernel_interface_events():
     net2.flush(client, conn)
     net2.run(6.0)
     assert len(server.rx[id(server.accepted[0])]) == 200_001
+
+
+def test_kernel_pm_closes_the_subflow_to_a_removed_address():
+    from mptcp_impl.mptcp.options import RemoveAddr
+
+    s2 = "10.0.6.2"
+    net = Net(5)
+    client = net.host("client", [C1], seed=15)
+    scfg = MptcpConfig(endpoints=[Endpoint(s2, frozenset({"signal"}), 1)])
+    server = net.host("server", [S, s2], seed=25, listen_port=5001, config=scfg)
+    net.path(C1, S, delay=0.01)
+    net.path(C1, s2, delay=0.02)
+    conn = net.connect(client, C1, (S, 5001), MptcpConfig(endpoints=[]))
+    conn.send(b"x")
+    net.flush(client, conn)
+    net.run(1.0)
+    assert sorted(s.remote[0] for s in conn.subflows) == [S, s2]
+    srv = server.accepted[0]
+    srv.initial.queue_option(RemoveAddr((1,)))
+    net.flush(server, srv)
+    net.run(2.0)
+    assert conn.mib["RmAddr"] == 1
+    assert [s.remote[0] for s in conn.subflows] == [S]
+    conn.send(bytes(100_000))
+    net.flush(client, conn)
+    net.run(4.0)
+    assert len(server.rx[id(srv)]) == 100_001
