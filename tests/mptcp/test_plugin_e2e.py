@@ -190,7 +190,7 @@ def test_a_user_scheduler_in_a_file_takes_effect(tmp_path):
 # ----------------------------------------------------------------------------- coupled CC
 
 
-def shared_bottleneck(cc: str, seed: int = 1, dur: float = 20.0) -> float:
+def shared_bottleneck(cc: str, seed: int = 1, dur: float = 20.0, queue: int = 60_000) -> float:
     """An MPTCP connection with two subflows and one Reno TCP flow through one 4 Mbit/s
     drop-tail bottleneck (40 ms RTT, 60 kB queue): MPTCP's share of the goodput after 5 s."""
     net = Net(seed)
@@ -199,7 +199,7 @@ def shared_bottleneck(cc: str, seed: int = 1, dur: float = 20.0) -> float:
     tcl = net.host("tcp", [T], seed=seed + 11, tcp_config=reno)
     server = net.host("server", [S], seed=seed + 20, listen_port=5001)
     server.config = MptcpConfig(endpoints=[])
-    link = Link(4e6, 60_000)
+    link = Link(4e6, queue)
     for a in (C1, C2, T):
         net.path(a, S, delay=0.02, link=link)
     cfg = MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)], cc=cc)
@@ -222,16 +222,30 @@ def shared_bottleneck(cc: str, seed: int = 1, dur: float = 20.0) -> float:
     return got[False] / (got[False] + got[True])
 
 
+QUEUES = (30_000, 60_000, 90_000)  # drop-tail synchronises losses: average over queue sizes
+
+
+def mean_share(cc: str) -> float:
+    return sum(shared_bottleneck(cc, queue=q) for q in QUEUES) / len(QUEUES)
+
+
+@pytest.fixture(scope="module")
+def uncoupled_share() -> float:
+    return mean_share("reno")
+
+
 @pytest.mark.parametrize("cc", ["lia", "olia", "balia"])
-def test_coupled_cc_takes_a_single_tcp_share_on_a_shared_bottleneck(cc):
+def test_coupled_cc_takes_a_single_tcp_share_on_a_shared_bottleneck(cc, uncoupled_share):
     """RFC 6356's goal: a multipath flow takes no more than a single TCP flow would on a shared
-    bottleneck. Uncoupled Reno on two subflows takes about 2/3; coupled, about 1/2."""
-    coupled = shared_bottleneck(cc)
-    assert 0.38 <= coupled <= 0.58, coupled
+    bottleneck. Uncoupled Reno on two subflows takes about 2/3 (0.62 here); coupled, about 1/2
+    (LIA 0.53, OLIA 0.51, BALIA 0.45 here)."""
+    coupled = mean_share(cc)
+    assert 0.4 <= coupled <= 0.56, coupled
+    assert coupled < uncoupled_share - 0.05, (coupled, uncoupled_share)
 
 
-def test_uncoupled_takes_more_than_its_share():
-    assert shared_bottleneck("reno") >= 0.62
+def test_uncoupled_takes_more_than_its_share(uncoupled_share):
+    assert uncoupled_share >= 0.59
 
 
 # ----------------------------------------------------------------------------- path managers
