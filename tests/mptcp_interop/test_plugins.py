@@ -77,7 +77,8 @@ def test_redundant_sends_the_stream_on_both_paths(bed: Bed) -> None:
     mp = run(bed, 5402, n, "redundant", "--scheduler", "redundant")
     lte = sent_by(mp, bed.addr("client", "lte"))
     wifi = sent_by(mp, bed.addr("client", "wifi"))
-    assert wifi >= n and lte >= 0.8 * n, (wifi, lte)
+    # bulk: lte cannot keep up and skips what wifi's copies got acknowledged first (v0)
+    assert wifi >= n and lte >= 0.3 * n, (wifi, lte)
 
 
 @pytest.mark.parametrize("cc", ["lia", "olia", "balia"])
