@@ -648,12 +648,14 @@ class MptcpConnection:
             picked = self._picked(cands, usable)
             if not picked:
                 break
-            n = min(dsn + ln - start, max_map, *(p.space for p in picked))
+            n = min(dsn + ln - start, max_map, picked[0].space)
             if n <= 0:
                 break
             off = start - self.snd_una
             data = bytes(self._sbuf[off : off + n])
-            for s in picked:
+            for i, s in enumerate(picked):
+                if i and s.space < n:
+                    continue  # a copy of a reinjection goes only where there is room
                 s.push(start, data)
                 s.reinjected += n
                 self._chunks.append([start, n, s, True])

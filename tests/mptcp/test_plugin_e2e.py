@@ -108,6 +108,44 @@ def test_redundant_bulk_is_not_held_back_by_the_slow_path():
     assert r.duration < len(r.data) * 8 / 5e6  # faster than the slow path alone
 
 
+def longest_pause_after_cut(sched: str) -> float:
+    """App-limited (5 kB every 50 ms); the fast path is silently cut after 1 s: the longest
+    time the receiver saw no new in-order data afterwards."""
+    net = Net(1)
+    client = net.host("client", [C1, C2], seed=11)
+    server = net.host("server", [S], seed=21, listen_port=5001, config=MptcpConfig(endpoints=[]))
+    p1 = net.path(C1, S, delay=0.005, link=Link(20e6, 150_000))
+    net.path(C2, S, delay=0.03, link=Link(5e6, 150_000))
+    cfg = MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)], scheduler=sched)
+    conn = net.connect(client, C1, (S, 5001), cfg)
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(b"j")
+    net.flush(client, conn)
+    net.run(3.0, stop=lambda: len(conn.subflows) == 2 and all(s.usable for s in conn.subflows))
+    rx = server.rx[id(server.accepted[0])]
+    last_len, last_t, pause = len(rx), net.now, 0.0
+    for k in range(60):
+        conn.send(bytes(5000))
+        net.flush(client, conn)
+        if k == 20:
+            p1.up = False
+        net.run(net.now + 0.05, exact=True)
+        if len(rx) > last_len:
+            if k > 20:
+                pause = max(pause, net.now - last_t)
+            last_len, last_t = len(rx), net.now
+    net.run(net.now + 30, stop=lambda: len(rx) == 1 + 60 * 5000)
+    assert len(rx) == 1 + 60 * 5000
+    return pause
+
+
+def test_redundant_rides_through_a_path_cut():
+    """The copies on the other path arrive anyway: no pause beyond the 50 ms write period,
+    where a single-path choice waits for the retransmission timeout and reinjection."""
+    assert longest_pause_after_cut("redundant") <= 0.051
+    assert longest_pause_after_cut("minrtt") >= 0.2
+
+
 def test_minrtt_keeps_app_limited_traffic_on_the_fast_path():
     r = transfer(scheduler="minrtt", nbytes=400_000, writes=(10_000, 0.05))
     assert r.intact
