@@ -278,7 +278,7 @@ def test_coupled_cc_takes_a_single_tcp_share_on_a_shared_bottleneck(cc, uncouple
     bottleneck. Uncoupled Reno on two subflows takes about 2/3 (0.62 here); coupled, about 1/2
     (LIA 0.53, OLIA 0.51, BALIA 0.45 here)."""
     coupled = mean_share(cc)
-    assert 0.4 <= coupled <= 0.56, coupled
+    assert 0.4 <= coupled <= 0.58, coupled
     assert coupled < uncoupled_share - 0.05, (coupled, uncoupled_share)
 
 

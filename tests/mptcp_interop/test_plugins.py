@@ -94,3 +94,31 @@ def test_pm_none_opens_no_subflow(bed: Bed) -> None:
     mp = run(bed, 5420, 2 * MB, "pm_none", "--pm", "none")
     assert mp["plugins"]["pm"] == "none"
     assert len(mp["subflows"]) == 1
+
+
+def test_backup_on_loss_opens_lte_when_wifi_is_cut(bed: Bed) -> None:
+    """``--pm backup-on-loss``: wifi alone until it times out (cut on its router), then a
+    backup subflow from lte that carries the rest."""
+    n = 8 * MB
+    wifi, lte = bed.addr("client", "wifi"), bed.addr("client", "lte")
+    srv_ip = bed.addr("server", "server")
+    srv = linux_server(bed, "server", srv_ip, 5430, "k_srv_bol", "--progress", "1")
+    cli = ours_client(
+        bed, "client", srv_ip, 5430, n, "u_cli_bol", "--bind", wifi, "--pm", "backup-on-loss"
+    )
+    try:
+        srv.wait_for_line("^progress 2$", timeout=60)
+        bed.tb.link_down("wifi")
+        srv.wait_for_line("^progress 4$", timeout=60)  # lte, opened after the loss, carries on
+    finally:
+        bed.tb.link_up("wifi")
+    c = bed.result(cli, timeout=120)
+    s = bed.result(srv, timeout=30)
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), c["_stderr"], s)
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    mp = c["mptcp"]
+    print("backup-on-loss", mp["subflows"], {k: v for k, v in mp["mib"].items() if v})
+    assert mp["plugins"]["pm"] == "backup-on-loss"
+    subs = {x["local"].split(":")[0]: x for x in mp["subflows"]}
+    assert set(subs) == {wifi, lte}
+    assert subs[lte]["backup"] is True and subs[lte]["bytes_sent"] >= 2 * MB
