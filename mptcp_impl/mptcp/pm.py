@@ -120,8 +120,26 @@ class PathManager:
             return False
         if c._joins >= c.config.limits.subflows:
             return False
-        c._request_subflow(local_address, rem, c._local_id_for(local_address), remote_id, backup)
+        c._request_subflow(local_address, rem, self._address_id(local_address), remote_id, backup)
         return True
+
+    def _address_id(self, address: str) -> int:
+        """The endpoint's id; 0 for the initial subflow's address; a new id (above every
+        endpoint's) for an address no endpoint names: id 0 means the initial address."""
+        c = self.conn
+        init = c.initial
+        if init is not None and init.local[0] == address:
+            return 0
+        eps = list(c.config.endpoints or ())
+        for ep in eps:
+            if ep.address == address:
+                return ep.id
+        ids = getattr(self, "_extra_ids", None)
+        if ids is None:
+            ids = self._extra_ids = {}
+        if address not in ids:
+            ids[address] = max([ep.id for ep in eps] + list(ids.values()) + [0]) % 255 + 1
+        return ids[address]
 
     def close_subflow(self, sub: Subflow) -> None:
         """Reset the subflow (RST); what it held beyond the DATA_ACK goes on the others."""

@@ -403,3 +403,26 @@ def test_kernel_pm_closes_the_subflow_to_a_removed_address():
     net.flush(client, conn)
     net.run(4.0)
     assert len(server.rx[id(srv)]) == 100_001
+
+
+def test_pm_opens_a_subflow_from_an_address_no_endpoint_names():
+    """A fresh address id (not 0, which means the initial subflow's address)."""
+    from mptcp_impl.mptcp.pm import PathManager
+
+    class Both(PathManager):
+        def established(self):
+            self.open_subflow(C2)
+
+    net = Net(6)
+    client = net.host("client", [C1, C2], seed=16)
+    server = net.host("server", [S], seed=26, listen_port=5001, config=MptcpConfig(endpoints=[]))
+    net.path(C1, S, delay=0.01)
+    net.path(C2, S, delay=0.02)
+    conn = net.connect(client, C1, (S, 5001), MptcpConfig(endpoints=[], pm=Both))
+    conn.send(bytes(100_000))
+    net.flush(client, conn)
+    net.run(3.0)
+    assert {s.local[0]: s.local_id for s in conn.subflows} == {C1: 0, C2: 1}
+    srv = server.accepted[0]
+    assert {s.remote_id for s in srv.subflows} == {0, 1}
+    assert len(server.rx[id(srv)]) == 100_000
