@@ -122,3 +122,30 @@ def test_backup_on_loss_opens_lte_when_wifi_is_cut(bed: Bed) -> None:
     subs = {x["local"].split(":")[0]: x for x in mp["subflows"]}
     assert set(subs) == {wifi, lte}
     assert subs[lte]["backup"] is True and subs[lte]["bytes_sent"] >= 2 * MB
+
+
+def test_kernel_pm_follows_the_lte_interface_down_and_up(bed: Bed) -> None:
+    """The edge watches local addresses (rtnetlink): the client's lte interface going down
+    closes its subflow at once (no waiting for timeouts), coming back opens a new one that
+    carries data."""
+    n = 12 * MB
+    wifi, lte = bed.addr("client", "wifi"), bed.addr("client", "lte")
+    srv_ip = bed.addr("server", "server")
+    srv = linux_server(bed, "server", srv_ip, 5440, "k_srv_if", "--progress", "1")
+    cli = ours_client(bed, "client", srv_ip, 5440, n, "u_cli_if", "--bind", wifi)
+    try:
+        srv.wait_for_line("^progress 2$", timeout=60)
+        bed.tb.link_down("lte", mode="interface")
+        srv.wait_for_line("^progress 5$", timeout=60)
+    finally:
+        bed.tb.link_up("lte", mode="interface")
+    c = bed.result(cli, timeout=120)
+    s = bed.result(srv, timeout=30)
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), c["_stderr"], s)
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    mp = c["mptcp"]
+    print("interface down/up", mp["subflows"], {k: v for k, v in mp["mib"].items() if v})
+    on_lte = [x for x in mp["subflows"] if x["local"].split(":")[0] == lte]
+    assert len(on_lte) == 2, mp["subflows"]  # the first closed at once, a second after up
+    assert mp["mib"].get("MPTcpExtSubflowStale", 0) == 0  # closed before any timeout streak
+    assert on_lte[1]["bytes_sent"] > 0
