@@ -1,4 +1,4 @@
-"""Figures of the research plug-ins in the two-host simulator (deterministic, a minute or so):
+"""Figures of the research plug-ins in the two-host simulator (deterministic, about a minute):
 
     python -m tests.mptcp.plugin_figures [--json]
 
@@ -8,6 +8,9 @@
 2. Coupled congestion control: an MPTCP connection (two subflows) and one Reno TCP flow through
    one 4 Mbit/s drop-tail bottleneck (40 ms RTT, queues of 30, 60 and 90 kB): MPTCP's share of
    the goodput after 5 s, and its mean.
+3. Handover modes: an app-limited flow (5 kB every 50 ms) when wifi is silently cut: the
+   longest pause of the receiver's in-order progress, per mode (both subflows active, lte as a
+   backup endpoint, lte opened by the backup-on-loss path manager, redundant).
 
 The same scenarios as tests/mptcp/test_plugin_e2e.py, which asserts on them.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .test_plugin_e2e import C1, C2, QUEUES, shared_bottleneck, transfer
+from .test_plugin_e2e import C1, C2, QUEUES, longest_pause_after_cut, shared_bottleneck, transfer
 
 SCHEDS = ["default", "minrtt", "roundrobin", "redundant", "blest", "ecf"]
 
@@ -59,13 +62,29 @@ def cc_table() -> list[dict]:
     return rows
 
 
+HANDOVER = [
+    ("both active, default", "default", "kernel", ("subflow",)),
+    ("both active, minrtt", "minrtt", "kernel", ("subflow",)),
+    ("lte backup", "default", "kernel", ("subflow", "backup")),
+    ("lte opened on loss", "default", "backup-on-loss", ("subflow",)),
+    ("redundant", "redundant", "kernel", ("subflow",)),
+]
+
+
+def handover_table() -> list[dict]:
+    return [
+        {"mode": m, "pause_s": round(longest_pause_after_cut(s, pm, fl), 3)}
+        for m, s, pm, fl in HANDOVER
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    sched, cc = scheduler_table(), cc_table()
+    sched, cc, ho = scheduler_table(), cc_table(), handover_table()
     if args.json:
-        print(json.dumps({"schedulers": sched, "coupled_cc": cc}))
+        print(json.dumps({"schedulers": sched, "coupled_cc": cc, "handover": ho}))
         return
     print("schedulers: 2 MB, fast 10 ms/20 Mbit/s + slow 200 ms/5 Mbit/s")
     print(
@@ -83,6 +102,9 @@ def main() -> None:
     for r in cc:
         per = " ".join(f"{v:7.3f}" for v in r["shares"].values())
         print(f"{r['cc']:8} {per}  {r['mptcp_share']:.3f}")
+    print("\nhandover: 5 kB every 50 ms, wifi (10 ms RTT) silently cut; lte 60 ms RTT")
+    for r in ho:
+        print(f"{r['mode']:22} longest pause {r['pause_s']:.3f} s")
 
 
 if __name__ == "__main__":

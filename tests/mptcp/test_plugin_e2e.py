@@ -108,7 +108,7 @@ def test_redundant_bulk_is_not_held_back_by_the_slow_path():
     assert r.duration < len(r.data) * 8 / 5e6  # faster than the slow path alone
 
 
-def longest_pause_after_cut(sched: str) -> float:
+def longest_pause_after_cut(sched: str, pm: str = "kernel", lte_flags=("subflow",)) -> float:
     """App-limited (5 kB every 50 ms); the fast path is silently cut after 1 s: the longest
     time the receiver saw no new in-order data afterwards."""
     net = Net(1)
@@ -116,12 +116,14 @@ def longest_pause_after_cut(sched: str) -> float:
     server = net.host("server", [S], seed=21, listen_port=5001, config=MptcpConfig(endpoints=[]))
     p1 = net.path(C1, S, delay=0.005, link=Link(20e6, 150_000))
     net.path(C2, S, delay=0.03, link=Link(5e6, 150_000))
-    cfg = MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)], scheduler=sched)
+    ep = Endpoint(C2, frozenset(lte_flags), 1)
+    cfg = MptcpConfig(endpoints=[ep], scheduler=sched, pm=pm)
     conn = net.connect(client, C1, (S, 5001), cfg)
     net.run(1.0, stop=lambda: conn._connected)
     conn.send(b"j")
     net.flush(client, conn)
-    net.run(3.0, stop=lambda: len(conn.subflows) == 2 and all(s.usable for s in conn.subflows))
+    want = 1 if pm == "backup-on-loss" else 2
+    net.run(3.0, stop=lambda: len(conn.subflows) == want and all(s.usable for s in conn.subflows))
     rx = server.rx[id(server.accepted[0])]
     last_len, last_t, pause = len(rx), net.now, 0.0
     for k in range(60):
