@@ -706,7 +706,7 @@ class MptcpConnection:
         """Subflows that had no room for copies of scheduled data (a list from the scheduler)
         send them once they have room, from the first byte not yet DATA_ACKed."""
         for s, start in list(self._owed.items()):
-            if s not in usable:
+            if s not in usable or s.stale:
                 del self._owed[s]
                 continue
             start = max(start, self.snd_una)
