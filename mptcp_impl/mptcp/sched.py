@@ -251,10 +251,13 @@ class EcfScheduler:
         RTT_F * (1 + k / (CWND_F*MSS)) < (1 + waiting * beta) * (RTT_S + delta)   and
         RTT_S * max(k, CWND_S*MSS) / (CWND_S*MSS) >= 2 * RTT_F + delta,
 
-    where ``waiting`` (hysteresis) is 1 after a wait and 0 after a decision to use S."""
+    where ``waiting`` (hysteresis) is 1 after a wait and 0 after a decision to use S. delta is
+    the paper's (the RTT deviations, RFC 6298's RTTVAR here); the v0 kernel's rttvar_us >> 1 is
+    about twice that: set ``DELTA_SCALE = 2`` for its margin."""
 
     name = "ecf"
     BETA = 0.25
+    DELTA_SCALE = 1.0
 
     def __init__(self) -> None:
         self.waiting = 0
@@ -268,7 +271,7 @@ class EcfScheduler:
             return best
         k = getattr(candidates, "waiting", 0)
         rtt_f, rtt_s = _srtt(fast), _srtt(best)
-        delta = max(fast.rttvar or 0.0, best.rttvar or 0.0)
+        delta = self.DELTA_SCALE * max(fast.rttvar or 0.0, best.rttvar or 0.0)
         cw_f, cw_s = max(fast.cwnd, 1), max(best.cwnd, 1)
         x_f = max(k, cw_f)
         if rtt_f * (1 + x_f / cw_f) < (1 + self.waiting * self.BETA) * (rtt_s + delta):
