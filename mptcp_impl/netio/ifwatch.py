@@ -1,7 +1,8 @@
 """Local addresses coming and going (rtnetlink), for the MPTCP path manager's ``interface_up``
 / ``interface_down`` events.
 
-One NETLINK_ROUTE socket per stack, subscribed to link and IPv4 address changes, read by the
+One NETLINK_ROUTE socket per stack, subscribed to link and address changes (IPv4 and IPv6; IPv6
+link-local addresses are left out), read by the
 event loop. An address is up while it exists and its interface is up and running; a change of
 either gives ``callback(address, up)``. The state at start is read with a dump and reported to
 nobody (only changes are events).
@@ -22,7 +23,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR, RTM_GETLINK = (
     22,
     18,
 )
-RTMGRP_LINK, RTMGRP_IPV4_IFADDR = 0x1, 0x10
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_DONE = 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -35,14 +36,14 @@ class InterfaceWatch:
     ) -> None:
         self.loop = loop
         self.callback = callback
-        self.addrs: dict[int, set[str]] = {}  # ifindex -> IPv4 addresses
+        self.addrs: dict[int, set[str]] = {}  # ifindex -> addresses
         self.link_up: dict[int, bool] = {}
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+        self.sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
         self.sock.setblocking(False)
         self._started = False
         self._dump(RTM_GETLINK, struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0), 1)
-        self._dump(RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0), 2)
+        self._dump(RTM_GETADDR, struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0), 2)
         self.loop.add_reader(self.sock.fileno(), self._readable)
 
     def _dump(self, kind: int, body: bytes, seq: int) -> None:
@@ -98,9 +99,11 @@ class InterfaceWatch:
                         self.callback(a, up)
             elif kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= 8:
                 fam, _plen, _fl, _scope, index = struct.unpack_from("=BBBBI", body)
-                if fam != socket.AF_INET:
+                if fam not in (socket.AF_INET, socket.AF_INET6):
                     continue
-                addr = _attr_addr(body[8:])
+                addr = _attr_addr(body[8:], fam)
+                if addr is not None and addr.startswith("fe80:"):
+                    continue
                 if addr is None:
                     continue
                 have = self.addrs.setdefault(index, set())
@@ -116,7 +119,8 @@ class InterfaceWatch:
         return done
 
 
-def _attr_addr(attrs: bytes) -> str | None:
+def _attr_addr(attrs: bytes, family: int = socket.AF_INET) -> str | None:
+    size = 4 if family == socket.AF_INET else 16
     local = address = None
     off = 0
     while off + 4 <= len(attrs):
@@ -124,9 +128,9 @@ def _attr_addr(attrs: bytes) -> str | None:
         if ln < 4:
             break
         val = attrs[off + 4 : off + ln]
-        if kind == IFA_LOCAL and len(val) == 4:
-            local = socket.inet_ntoa(val)
-        elif kind == IFA_ADDRESS and len(val) == 4:
-            address = socket.inet_ntoa(val)
+        if kind == IFA_LOCAL and len(val) == size:
+            local = socket.inet_ntop(family, val)
+        elif kind == IFA_ADDRESS and len(val) == size:
+            address = socket.inet_ntop(family, val)
         off += (ln + 3) & ~3
     return local or address

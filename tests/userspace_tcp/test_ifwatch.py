@@ -26,8 +26,12 @@ def link(index: int, up: bool, kind: int = W.RTM_NEWLINK) -> bytes:
 
 
 def addr(index: int, a: str, kind: int = W.RTM_NEWADDR) -> bytes:
-    attr = struct.pack("=HH", 8, W.IFA_LOCAL) + socket.inet_aton(a)
-    return nlmsg(kind, struct.pack("=BBBBI", socket.AF_INET, 24, 0, 0, index) + attr)
+    fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+    raw = socket.inet_pton(fam, a)
+    attr = struct.pack(
+        "=HH", 4 + len(raw), W.IFA_ADDRESS if fam == socket.AF_INET6 else W.IFA_LOCAL
+    )
+    return nlmsg(kind, struct.pack("=BBBBI", fam, 24, 0, 0, index) + attr + raw)
 
 
 def bare_watch() -> tuple[W.InterfaceWatch, list]:
@@ -47,7 +51,14 @@ def test_changes_of_links_and_addresses():
     w._parse(link(2, False), True)  # no change: nothing
     w._parse(link(2, True) + addr(3, "10.0.2.1"), True)
     w._parse(addr(3, "10.0.2.1", W.RTM_DELADDR), True)
-    assert got == [("10.0.1.1", False), ("10.0.1.1", True), ("10.0.2.1", True), ("10.0.2.1", False)]
+    w._parse(addr(2, "fd00::1") + addr(2, "fe80::1"), True)  # link-local: not a subflow's
+    assert got == [
+        ("10.0.1.1", False),
+        ("10.0.1.1", True),
+        ("10.0.2.1", True),
+        ("10.0.2.1", False),
+        ("fd00::1", True),
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a network namespace)")
