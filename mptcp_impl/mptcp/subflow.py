@@ -135,6 +135,26 @@ class Subflow:
         return self.tcp.srtt
 
     @property
+    def rttvar(self) -> float | None:
+        return self.tcp.rttvar
+
+    @property
+    def ssthresh(self) -> int:
+        return self.tcp.cc.ssthresh
+
+    @property
+    def mss(self) -> int:
+        return self.tcp.mss
+
+    @property
+    def pacing_rate(self) -> float:
+        """Bytes per second, as Linux sets sk_pacing_rate: cwnd/srtt, times 2 in slow start
+        and 1.2 after (no pacing is done here; schedulers read it)."""
+        t = self.tcp
+        cc = t.cc
+        return (2.0 if cc.cwnd < cc.ssthresh else 1.2) * cc.cwnd / (t.srtt or 0.1)
+
+    @property
     def space(self) -> int:
         t = self.tcp
         return min(t.cwnd, t.snd_wnd) - t.bytes_in_flight - t.unsent
