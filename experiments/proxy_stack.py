@@ -15,8 +15,9 @@ done; the runner starts, records and stops it like any peer. Its JSON lines (one
 bytes each way, every subflow, the MIB; its counters at exit) go to the peer's stderr log in the
 run's ``logs/``.
 
-Options ([stack.userspace-proxy]): ``limits = {subflows = N, add_addr_accepted = N}``,
-``scheduler = "default"`` (both ends), ``tcp_only = true`` (plain TCP: the proxy's overhead
+Options ([stack.userspace-proxy]): the userspace stack's plug-ins (``scheduler``, ``cc``,
+``pm``, ``opportunistic``: experiments/plugin_options.py), ``limits = {subflows = N,
+add_addr_accepted = N}`` (both ends), ``tcp_only = true`` (plain TCP: the proxy's overhead
 alone), ``notsent_lowat`` (bytes; the hosts' ``net.ipv4.tcp_notsent_lowat``, 128 KiB: what an
 application may queue unsent in its loopback socket to the proxy).
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from experiments import plugin_options
 from experiments.errors import ExperimentError
 from experiments.stacks import Command, Stack
 
@@ -45,8 +47,13 @@ class UserspaceProxyStack(Stack):
     )
 
     def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        # the research plug-ins as the userspace stack takes them (scheduler, cc, pm,
+        # opportunistic), then the proxy's own keys
+        plug = {k: v for k, v in opts.items() if k in plugin_options.KEYS}
+        out: dict[str, Any] = plugin_options.validate(source, where, plug)
         for k, v in opts.items():
+            if k in plugin_options.KEYS:
+                continue
             if k == "limits":
                 if not isinstance(v, dict) or any(
                     key not in ("subflows", "add_addr_accepted")
@@ -61,10 +68,6 @@ class UserspaceProxyStack(Stack):
                         "expected {subflows = 0..8, add_addr_accepted = 0..8}",
                     )
                 out["limits"] = dict(v)
-            elif k == "scheduler":
-                if not isinstance(v, str):
-                    raise ExperimentError(source, f"{where}.scheduler", "expected a string")
-                out["scheduler"] = v
             elif k == "notsent_lowat":
                 if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                     raise ExperimentError(source, f"{where}.{k}", "expected bytes > 0")
@@ -74,10 +77,9 @@ class UserspaceProxyStack(Stack):
                     raise ExperimentError(source, f"{where}.tcp_only", "expected true or false")
                 out["tcp_only"] = v
             else:
+                allowed = sorted([*plugin_options.KEYS, "limits", "tcp_only", "notsent_lowat"])
                 raise ExperimentError(
-                    source,
-                    f"{where}.{k}",
-                    "unknown key (allowed: limits, scheduler, tcp_only, notsent_lowat)",
+                    source, f"{where}.{k}", f"unknown key (allowed: {', '.join(allowed)})"
                 )
         return out
 
@@ -105,8 +107,7 @@ class UserspaceProxyStack(Stack):
         flags = ["--json"]
         if o.get("limits"):
             flags += ["--limits", ",".join(f"{k}={v}" for k, v in o["limits"].items())]
-        if o.get("scheduler"):
-            flags += ["--scheduler", o["scheduler"]]
+        flags += plugin_options.flags(o)
         if o.get("tcp_only"):
             flags.append("--tcp-only")
         return flags
