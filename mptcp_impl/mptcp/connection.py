@@ -285,6 +285,11 @@ class MptcpConnection:
     def on_join_established(self, sub: Subflow) -> None:
         sub.arm_join_ack(self._now)
 
+    def can_fallback(self) -> bool:
+        """Linux's allow_infinite_fallback: only while the first subflow is the only one ever
+        (no join: the other subflows' bytes would be lost or misplaced)."""
+        return len(self._seen_subflows) <= 1
+
     def enter_fallback(self, reason: str) -> None:
         if self.fallback:
             return
@@ -407,6 +412,9 @@ class MptcpConnection:
     def _subflow_events(self, now: float) -> None:
         for s in list(self.subflows):
             tcp = s.tcp
+            if s.reset_pending and not s.closed:
+                s.reset_pending = False
+                tcp.abort(now)
             while True:
                 ev = tcp.next_event()
                 if ev is None:
@@ -518,6 +526,13 @@ class MptcpConnection:
             return
         if not self.fallback:
             dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
+            fin = self._peer_fin
+            if fin is not None and dsn + n > fin:
+                # the peer's DATA_FIN said where its stream ends: nothing comes after it
+                n = max(0, fin - dsn)
+                data = data[:n]
+                if not n:
+                    return
         end = dsn + n
         if end <= self.rcv_nxt:
             self.mib.inc("DuplicateData")
@@ -564,7 +579,7 @@ class MptcpConnection:
 
     def on_data_fin(self, dsn: int) -> None:
         dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
-        if self._peer_fin is None:
+        if self._peer_fin is None and dsn >= self.rcv_nxt:  # one below what came is bogus
             self._peer_fin = dsn
 
     # ================================================================= send
