@@ -35,6 +35,7 @@ class Path:
     loss: float = 0.0
     up: bool = True
     drop: Any = None  # callable(seg) -> bool: drop this segment
+    mutate: Any = None  # callable(seg) -> None: edit the segment (its options) on the way
 
 
 @dataclass(eq=False)
@@ -113,8 +114,10 @@ class Net:
 
     def _send(self, src: str, dst: str, seg: TcpSegment) -> None:
         sb, db = socket.inet_aton(src), socket.inet_aton(dst)
-        raw = encode_segment(seg, sb, db)
         p = self.paths[(src, dst)]
+        if p.mutate is not None:
+            p.mutate(seg)
+        raw = encode_segment(seg, sb, db)
         self.trace.append((self.now, src, dst, seg))
         if not p.up or (p.loss and self.rng.random() < p.loss) or (p.drop and p.drop(seg)):
             return
