@@ -364,7 +364,7 @@ class MptcpConnection:
 
     # ================================================================= timers
     def get_timer(self) -> float | None:
-        t = self._fin_deadline
+        t = self._fin_deadline if not self._closed else None
         for s in self.subflows:
             for d in (s.tcp.get_timer(), s.timer()):
                 if d is not None and (t is None or d < t):
