@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ExperimentError
+from experiments.errors import ExperimentError
+from testbed.network import Network
+from testbed.topology import Topology
 
 ENDPOINT_FLAGS = ("subflow", "signal", "backup", "fullmesh")
 SCHEDULERS_FILE = Path("/proc/sys/net/mptcp/available_schedulers")
@@ -52,7 +54,7 @@ class Stack:
             )
         return {}
 
-    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Any) -> None:
+    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Topology) -> None:
         """Options that name hosts or links are checked against the topology here."""
 
     def check_available(self) -> None:
@@ -67,7 +69,7 @@ class Stack:
 
     # ---- run time ----------------------------------------------------------------------------
 
-    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         """Configure the hosts before a run; returns what was done (goes into the logs)."""
         return {}
 
@@ -229,7 +231,7 @@ class KernelMptcpStack(Stack):
             out["scheduler"] = sched
         return out
 
-    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Any) -> None:
+    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Topology) -> None:
         if opts.get("endpoints") in (None, "default"):
             return
         for i, ep in enumerate(opts["endpoints"]):
@@ -256,7 +258,7 @@ class KernelMptcpStack(Stack):
         if enabled != "1":
             raise StackUnavailable("kernel-mptcp: net.mptcp.enabled is 0")
 
-    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         done: dict[str, Any] = {"limits": limits, "endpoints": {}}
         eps = opts.get("endpoints", "default")

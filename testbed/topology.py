@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.emulation import LinkModel
+from testbed.errors import FieldError
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 NODE_KINDS = ("host", "router", "bridge")
@@ -47,13 +47,24 @@ PATH_FIELDS = {"from", "link", "to"}
 TOP_FIELDS = {"description", "nodes", "links", "paths"}
 
 
-class TopologyError(ValueError):
+class TopologyError(FieldError):
     """A topology file (or an override) is wrong; the message names the file and the field."""
 
-    def __init__(self, source: str, field_name: str, problem: str):
-        self.source = source
-        self.field = field_name
-        super().__init__(f"{source}: {field_name}: {problem}")
+
+@dataclass
+class LinkModel:
+    """One link's behaviour, the same in each direction."""
+
+    rate_mbit: float | None = None  # htb rate; None = unshaped
+    delay_ms: float = 0.0  # one-way delay added in each direction
+    jitter_ms: float = 0.0  # around delay_ms; never reorders packets of a direction
+    loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
+    queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
+    jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
+
+    @property
+    def delayed(self) -> bool:
+        return self.delay_ms > 0 or self.jitter_ms > 0
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,21 @@ def describe_files(directory: Path) -> list[tuple[str, str]]:
     return out
 
 
+def read_toml(
+    path: Path, error: type[FieldError], kind: str, directory: Path
+) -> tuple[str, dict[str, Any]]:
+    """A user's TOML file as text and as data (shared with experiments/); a missing file names
+    the shipped ones in `directory`, a syntax error says where."""
+    if not path.exists():
+        known = ", ".join(n for n, _ in describe_files(directory))
+        raise error(path, "(file)", f"no such {kind} file (known: {known})")
+    text = path.read_text()
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise error(path, "(syntax)", str(e)) from None
+
+
 def topology_path(name_or_path: str | Path) -> Path:
     return toml_path(TOPOLOGY_DIR, name_or_path)
 
@@ -168,13 +194,7 @@ def load_topology(
     """
     path = topology_path(name_or_path)
     source = str(path)
-    if not path.exists():
-        known = ", ".join(n for n, _ in list_topologies())
-        raise TopologyError(source, "(file)", f"no such topology file (known: {known})")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise TopologyError(source, "(syntax)", str(e)) from None
+    _, raw = read_toml(path, TopologyError, "topology", TOPOLOGY_DIR)
     for key, value in parse_overrides(overrides, source).items():
         apply_override(raw, key, value, source)
     return parse_topology(raw, name=path.stem, source=source)
@@ -185,13 +205,18 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None, source: str) -
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise TopologyError(source, item, "an override is written key=value")
-        out[key.strip()] = parse_scalar(text.strip())
-    return out
+    return dict(parse_override(item, source) for item in overrides)
+
+
+def parse_override(
+    item: str, source: str, error: type[FieldError] = TopologyError
+) -> tuple[str, Any]:
+    """One "key=value" as typed after --set: the dotted key and its value (as TOML reads it)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise error(source, item, "an override is written key=value")
+    return key, parse_scalar(text.strip())
 
 
 def parse_scalar(text: str) -> Any:
@@ -313,87 +338,16 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
     desc = raw.get("description")
     if not isinstance(desc, str) or not desc.strip():
         raise TopologyError(source, "description", "a one-line description is required")
-
-    nodes_raw = raw.get("nodes")
-    if not isinstance(nodes_raw, dict) or not nodes_raw:
-        raise TopologyError(source, "nodes", 'a table of node = "host"|"router" is required')
-    nodes: dict[str, str] = {}
-    for n, kind in nodes_raw.items():
-        if not NAME_RE.match(n):
-            raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
-        if kind not in NODE_KINDS:
-            raise TopologyError(
-                source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}"
-            )
-        nodes[n] = kind
-
+    nodes = _nodes(source, raw.get("nodes"))
     links_raw = raw.get("links")
     if not isinstance(links_raw, dict) or not links_raw:
         raise TopologyError(source, "links", "at least one [links.NAME] table is required")
-    parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]] = []
-    for lname, table in links_raw.items():
-        where = f"links.{lname}"
-        if not LINK_NAME_RE.match(lname):
-            raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
-        if not isinstance(table, dict):
-            raise TopologyError(source, where, "must be a table")
-        bad = set(table) - LINK_FIELDS
-        if bad:
-            raise TopologyError(
-                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(LINK_FIELDS)})"
-            )
-        ends = table.get("ends")
-        if (
-            not isinstance(ends, list)
-            or len(ends) != 2
-            or not all(isinstance(e, str) for e in ends)
-        ):
-            raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
-        for e in ends:
-            if e not in nodes:
-                raise TopologyError(source, f"{where}.ends", f"unknown node {e!r}")
-        if ends[0] == ends[1]:
-            raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
-        model = parse_model(source, where, table)
-        if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
-            nodes[e] == "router" for e in ends
-        ):
-            raise TopologyError(
-                source,
-                where,
-                "delay, jitter and loss are emulated on a router: "
-                "at least one end must be a router (never on an endpoint)",
-            )
-        subnet = None
-        if "subnet" in table:
-            try:
-                subnet = ipaddress.IPv4Network(table["subnet"])
-            except (ValueError, TypeError) as e:
-                raise TopologyError(source, f"{where}.subnet", str(e)) from None
-        parsed.append((lname, ends, model, subnet))
+    parsed = [_link(source, nodes, lname, table) for lname, table in links_raw.items()]
     links = _build_links(source, nodes, parsed)
-
-    paths: dict[str, PathSpec] = {}
-    for pname, table in (raw.get("paths") or {}).items():
-        where = f"paths.{pname}"
-        if not isinstance(table, dict):
-            raise TopologyError(source, where, "must be a table")
-        bad = set(table) - PATH_FIELDS
-        if bad:
-            raise TopologyError(
-                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(PATH_FIELDS)})"
-            )
-        for f in sorted(PATH_FIELDS):
-            if not isinstance(table.get(f), str):
-                raise TopologyError(source, f"{where}.{f}", "required, a name")
-        src, lname, dst = table["from"], table["link"], table["to"]
-        for f, n in (("from", src), ("to", dst)):
-            if nodes.get(n) != "host":
-                raise TopologyError(source, f"{where}.{f}", f"{n!r} is not a host of this topology")
-        if lname not in links or src not in (links[lname].a, links[lname].b):
-            raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
-        paths[pname] = PathSpec(name=pname, src=src, link=lname, dst=dst)
-
+    paths = {
+        pname: _path(source, nodes, links, pname, table)
+        for pname, table in (raw.get("paths") or {}).items()
+    }
     topo = Topology(
         name=name,
         description=desc.strip(),
@@ -407,3 +361,82 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
         if not topo.links_of(n):
             raise TopologyError(source, f"nodes.{n}", "is on no link")
     return topo
+
+
+def _nodes(source: str, nodes_raw: Any) -> dict[str, str]:
+    if not isinstance(nodes_raw, dict) or not nodes_raw:
+        raise TopologyError(source, "nodes", 'a table of node = "host"|"router" is required')
+    nodes: dict[str, str] = {}
+    for n, kind in nodes_raw.items():
+        if not NAME_RE.match(n):
+            raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
+        if kind not in NODE_KINDS:
+            raise TopologyError(
+                source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}"
+            )
+        nodes[n] = kind
+    return nodes
+
+
+def _link(
+    source: str, nodes: dict[str, str], lname: str, table: Any
+) -> tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]:
+    """One [links.NAME] table: (name, ends, model, explicit subnet or None)."""
+    where = f"links.{lname}"
+    if not LINK_NAME_RE.match(lname):
+        raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
+    if not isinstance(table, dict):
+        raise TopologyError(source, where, "must be a table")
+    bad = set(table) - LINK_FIELDS
+    if bad:
+        raise TopologyError(
+            source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(LINK_FIELDS)})"
+        )
+    ends = table.get("ends")
+    if not isinstance(ends, list) or len(ends) != 2 or not all(isinstance(e, str) for e in ends):
+        raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
+    for e in ends:
+        if e not in nodes:
+            raise TopologyError(source, f"{where}.ends", f"unknown node {e!r}")
+    if ends[0] == ends[1]:
+        raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
+    model = parse_model(source, where, table)
+    if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
+        nodes[e] == "router" for e in ends
+    ):
+        raise TopologyError(
+            source,
+            where,
+            "delay, jitter and loss are emulated on a router: "
+            "at least one end must be a router (never on an endpoint)",
+        )
+    subnet = None
+    if "subnet" in table:
+        try:
+            subnet = ipaddress.IPv4Network(table["subnet"])
+        except (ValueError, TypeError) as e:
+            raise TopologyError(source, f"{where}.subnet", str(e)) from None
+    return lname, ends, model, subnet
+
+
+def _path(
+    source: str, nodes: dict[str, str], links: dict[str, LinkSpec], pname: str, table: Any
+) -> PathSpec:
+    where = f"paths.{pname}"
+    if not isinstance(table, dict):
+        raise TopologyError(source, where, "must be a table")
+    bad = set(table) - PATH_FIELDS
+    if bad:
+        raise TopologyError(
+            source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(PATH_FIELDS)})"
+        )
+    for f in sorted(PATH_FIELDS):
+        if not isinstance(table.get(f), str):
+            raise TopologyError(source, f"{where}.{f}", "required, a name")
+    src, lname, dst = table["from"], table["link"], table["to"]
+    for f, n in (("from", src), ("to", dst)):
+        if nodes.get(n) != "host":
+            raise TopologyError(source, f"{where}.{f}", f"{n!r} is not a host of this topology")
+    if lname not in links or src not in (links[lname].a, links[lname].b):
+        raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
+    return PathSpec(name=pname, src=src, link=lname, dst=dst)

@@ -90,6 +90,8 @@ class MptcpConnection:
         self.mib = self.registry.mib
         self.rng = self.registry.rng
         self.sched = make_scheduler(cfg.scheduler)
+        self.rcv_buf = cfg.rcv_buf if cfg.rcv_buf is not None else self.tcp_config.rcv_buf
+        self.snd_buf = cfg.snd_buf if cfg.snd_buf is not None else self.tcp_config.snd_buf
         self.subflows: list[Subflow] = []
         self._seen_subflows: list[Subflow] = []  # closed ones too, for the report
         self.initial: Subflow | None = None
@@ -135,6 +137,7 @@ class MptcpConnection:
         self._add_addr_accepted = 0
         self._joins = 0
         self._announced = False
+        self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
 
     # ================================================================= opening
     def connect(self, local: tuple[str, int], remote: tuple[str, int], now: float) -> Subflow:
@@ -309,7 +312,7 @@ class MptcpConnection:
     def send(self, data: bytes | memoryview) -> int:
         if self._close_requested or self._closed:
             raise ConnectionError("cannot send after close")
-        room = self.config.snd_buf - len(self._sbuf)
+        room = self.snd_buf - len(self._sbuf)
         n = min(len(data), max(room, 0))
         if n < len(data):
             self._snd_blocked = True
@@ -330,7 +333,7 @@ class MptcpConnection:
         else:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
-        if data and before * 2 <= self.config.rcv_buf and self.rcv_window() >= 2 * before:
+        if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one subflow
             for s in self.subflows:
                 if s.usable:
@@ -354,7 +357,7 @@ class MptcpConnection:
 
     @property
     def send_buffer_free(self) -> int:
-        return max(0, self.config.snd_buf - len(self._sbuf))
+        return max(0, self.snd_buf - len(self._sbuf))
 
     @property
     def state(self) -> str:
@@ -396,6 +399,12 @@ class MptcpConnection:
         for s in subs:
             for seg in s.tcp.segments_to_send(now):
                 out.append((s, seg))
+            if s.has_queued_options() and not self.fallback:
+                # Data segments have no room left for them (DSS fills it): a pure ACK of their
+                # own, at once, as Linux sends an ADD_ADDR or its echo (mptcp_pm_send_ack).
+                s.tcp.send_ack()
+                for seg in s.tcp.segments_to_send(now):
+                    out.append((s, seg))
         self._subflow_events(now)
         return out
 
@@ -435,7 +444,7 @@ class MptcpConnection:
                 elif t is Closed:
                     s.closed = True
                     self._subflow_gone(s, None)
-            if s.tcp.readable and not s.closed or (s.tcp.readable and s in self.subflows):
+            if s.tcp.readable:
                 if self.fallback:
                     if s is self.initial:
                         self._rx(self.rcv_nxt, s.pull_fallback())
@@ -499,7 +508,7 @@ class MptcpConnection:
 
     # ================================================================= receive
     def rcv_window(self) -> int:
-        return max(0, self.config.rcv_buf - len(self._rbuf) - self._ooo_bytes)
+        return max(0, self.rcv_buf - len(self._rbuf) - self._ooo_bytes)
 
     def adv_window(self, wscale: int, mss: int) -> int:
         """The window a subflow advertises, relative to the DATA_ACK (RFC 8684 3.3.4, Linux's
@@ -509,7 +518,7 @@ class MptcpConnection:
         ack = self.rcv_nxt
         sent = self._rcv_wnd_sent
         edge = ack + self.rcv_window()
-        if edge - sent < min(self.config.rcv_buf >> 1, mss):
+        if edge - sent < min(self.rcv_buf >> 1, mss):
             edge = sent if sent > ack else ack
         field = min((edge - ack + (1 << wscale) - 1) >> wscale, 0xFFFF)
         adv = ack + (field << wscale)
@@ -597,7 +606,7 @@ class MptcpConnection:
             ch = self._chunks
             while ch and ch[0][0] + ch[0][1] <= self.snd_una:
                 ch.popleft()
-            if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+            if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                 self._snd_blocked = False
                 self._events.append(SendBufferAvailable())
             if self._fin_dsn is not None and ack > self._fin_dsn:
@@ -691,6 +700,8 @@ class MptcpConnection:
                 if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
                     s.stale = True
                     self.mib.inc("SubflowStale")
+                    # what it never sent goes elsewhere (already queued for reinjection)
+                    s.bytes_sent -= tcp.take_unsent()
 
     # ----------------------------------------------------------------- DATA_FIN
     def _close_progress(self, now: float) -> None:
@@ -727,6 +738,9 @@ class MptcpConnection:
         rto = sub.tcp.rto if sub.tcp.rto else 1.0
         self._fin_deadline = self._now + max(rto, 0.2)
 
+    def data_fin_lost(self) -> None:
+        self._fin_send = True
+
     def data_fin_on_mapping(self, dsn: int, length: int) -> bool:
         return False  # DATA_FIN rides on pure ACKs only, so a mapping never changes
 
@@ -742,7 +756,7 @@ class MptcpConnection:
                 del self._sbuf[:n]
                 self.snd_una += n
                 self.snd_nxt = self.snd_una
-                if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+                if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                     self._snd_blocked = False
                     self._events.append(SendBufferAvailable())
         if self._close_requested and not self._sbuf and not self._subflows_closing:
@@ -797,6 +811,10 @@ class MptcpConnection:
         init = self.initial
         if init is None or not init.active:
             return
+        known = (str(o.address), o.port or init.remote[1])
+        if known in self._remote_addrs:
+            return  # announced again (the echo was late or lost): echoed, no second subflow
+        self._remote_addrs.add(known)
         if self._add_addr_accepted >= self.config.limits.add_addr_accepted:
             return
         self._add_addr_accepted += 1

@@ -32,6 +32,7 @@ from .options import (
     MptcpOptionError,
     RemoveAddr,
     TcpRst,
+    decode,
     expand32,
     find_mptcp,
     to_tcp_option,
@@ -169,8 +170,12 @@ class Subflow:
         return n
 
     def queue_option(self, opt: Any) -> None:
-        self._queued_opts.append(opt)
+        if opt not in self._queued_opts:  # (an ADD_ADDR echoed twice before it left: once)
+            self._queued_opts.append(opt)
         self.tcp.send_ack()
+
+    def has_queued_options(self) -> bool:
+        return bool(self._queued_opts)
 
     # ----------------------------------------------------------------- TcpHooks: outgoing
     def outgoing_options(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> list:
@@ -201,6 +206,14 @@ class Subflow:
             )
             return [to_tcp_option(MpJoinAck(hm[:20]))]
         dss = self._dss(tcp, seg, space)
+        q = self._queued_opts
+        if q and not seg.payload:
+            if dss is not None and dss.dsn is None and dss.length + q[0].length > space:
+                dss = None  # room for it on this pure ACK (Linux: drop_other_suboptions)
+            if q[0].length > space:  # fits on no segment: drop it rather than wait forever
+                o = q.popleft()
+                if isinstance(o, AddAddr):
+                    conn.mib.inc("EchoAddTxDrop" if o.echo else "AddAddrTxDrop")
         if dss is not None:
             out.append(to_tcp_option(dss))
             space -= dss.length
@@ -552,10 +565,27 @@ class Subflow:
         if self._join_ack_pending and self._join_ack_deadline is None:
             self._join_ack_deadline = now + max(self.tcp.rto, 0.2)
 
+    def options_dropped(self, tcp: TcpConnection, seg: TcpSegment, dropped: list) -> None:
+        """TCP had no room for some of our options: queued ones wait for the next segment, a
+        DATA_FIN is sent again."""
+        for raw in dropped:
+            try:
+                o = decode(raw.data)
+            except MptcpOptionError:
+                continue
+            if isinstance(o, (AddAddr, RemoveAddr, MpPrio)):
+                self._queued_opts.appendleft(o)
+            elif isinstance(o, Dss) and o.data_fin:
+                self.conn.data_fin_lost()
+
     def receive_window(self, tcp: TcpConnection) -> int:
         """Every subflow advertises the connection-level window (RFC 8684 3.3.4)."""
         conn = self.conn
-        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss) if not conn.fallback else 1 << 30
+        if conn.fallback:
+            # plain TCP: the connection's buffer is the socket buffer; TCP's own rules (right
+            # edge never back, SWS avoidance) apply to it
+            return conn.rcv_window()
+        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss)
 
     def received_range(self, tcp: TcpConnection, seq_start: int, data_len: int, seg: Any) -> None:
         pass

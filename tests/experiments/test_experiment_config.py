@@ -5,16 +5,20 @@ No network needed: these run as any user, in well under a second.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from experiments import stacks
 from experiments.config import (
     ExperimentError,
     list_experiments,
     load_experiment,
     resolve_runs,
 )
+from testbed.topology import TopologyError, load_topology
 
 GOOD = """
 name = "tiny"
@@ -113,6 +117,17 @@ def test_bad_override_names_the_key(tmp_path):
     assert info.value.field == "topology.set.links.lte.rate_mbit"
 
 
+@pytest.mark.parametrize("item", ["links.lte.delay_ms", "=50", " = 50"])
+def test_a_malformed_override_is_refused_by_topology_and_experiment_alike(item):
+    """One parser reads --set for both: an empty key used to pass the topology's (and fail
+    later as an unknown field "") while experiments refused it."""
+    with pytest.raises(TopologyError, match="key=value") as topo_err:
+        load_topology("two_path", [item])
+    with pytest.raises(ExperimentError, match="key=value") as exp_err:
+        load_experiment("failover", [item])
+    assert topo_err.value.field == exp_err.value.field == item
+
+
 def test_overrides_pin_grid_keys_and_edit_sections(tmp_path):
     exp = load_experiment(
         write(tmp_path, GOOD),
@@ -151,19 +166,15 @@ def test_shipped_experiment_files_are_valid():
         assert exp.description and resolve_runs(exp)
 
 
-def test_userspace_stack_seam(tmp_path, monkeypatch):
-    from experiments import stacks
-
+def test_userspace_stack_seam(tmp_path):
     # Its CLI only uploads N bytes: other traffic is refused when the file is read.
     with pytest.raises(ExperimentError) as info:
         load_experiment(write(tmp_path, GOOD.replace('["tcp", "kernel-mptcp"]', '["userspace"]')))
     assert info.value.field == "traffic.kind" and "upload" in str(info.value)
-    # Without mptcp_impl/__main__.py the stack says clearly that it is not there yet.
-    real = stacks.importlib.util.find_spec
-    monkeypatch.setattr(
-        stacks.importlib.util,
-        "find_spec",
-        lambda name: None if name == "mptcp_impl.__main__" else real(name),
-    )
-    with pytest.raises(stacks.StackUnavailable, match="not available yet"):
-        stacks.STACKS["userspace"].check_available()
+    # The stack's command line exists in this checkout: the stack is available, and the
+    # program its commands name really starts.
+    stacks.STACKS["userspace"].check_available()
+    argv = stacks.STACKS["userspace"].server(sys.executable, Path("unused"), "10.0.0.1", 1, None)
+    assert argv.argv[1:3] == ["-m", "mptcp_impl"]
+    done = subprocess.run([*argv.argv[:3], "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "server" in done.stdout, done.stderr
