@@ -206,7 +206,9 @@ class MptcpConnection:
             or self._close_requested
         )
         if refuse:
-            sub.rst_reason = 2 if self._joins >= self.config.limits.subflows else 1
+            # Linux's subflow_check_req: MPJoinRejected, RST "administratively prohibited"
+            self.mib.inc("MPJoinRejected")
+            sub.rst_reason = 3
             sub.closed = True
             sub.tcp = TcpConnection.accept_syn(
                 self.tcp_config, syn, local, remote, now, hooks=_Refuser(sub)

@@ -117,8 +117,8 @@ def test_server_join_refused_before_fully_established():
     assert not conn.fully_established
     f2, out = join_syn(box, 40001)
     (rst,) = out
-    assert rst.flags & RST and one(rst, TcpRst) is not None
-    assert len(conn.subflows) == 1
+    assert rst.flags & RST and one(rst, TcpRst).reason == 3  # Linux: MPTCP_RST_EPROHIBIT
+    assert len(conn.subflows) == 1 and conn.mib["MPJoinRejected"] == 1
 
 
 def test_server_join_limit():
@@ -128,8 +128,8 @@ def test_server_join_limit():
     assert synack.flags == SYN | ACK
     f3, out = join_syn(box, 40002)
     (rst,) = out
-    assert rst.flags & RST and one(rst, TcpRst) is not None
-    assert len(conn.subflows) == 2
+    assert rst.flags & RST and one(rst, TcpRst).reason == 3
+    assert len(conn.subflows) == 2 and conn.mib["MPJoinRejected"] == 1
 
 
 def test_server_failed_join_does_not_use_up_the_limit():
