@@ -436,6 +436,17 @@ class Subflow:
                 self._join_ack_deadline = None
                 self.established = True
                 conn.on_join_established(self)
+        elif self._join_ack_pending:
+            # We joined: the peer's first segment is the 4th ACK (a DATA_ACK; Linux also takes
+            # an ADD_ADDR). Anything else resets the subflow (Linux's check_fully_established).
+            if any(type(o) is AddAddr for o in opts):
+                self._join_ack_pending = False
+                self._join_ack_deadline = None
+                self.established = True
+                conn.on_join_established(self)
+            else:
+                self.rst_reason = 1
+                self.reset_pending = True
         elif self._mpc_pending:
             # Client: the server's first segment carries a DATA_ACK or an ADD_ADDR, or the
             # connection is plain TCP (Linux's check_fully_established, RFC 8684 3.1).
