@@ -832,7 +832,17 @@ class MptcpConnection:
         self.mib.inc("RmAddr")
 
     def on_fastclose(self, sub: Subflow, o: Any) -> None:
+        """RFC 8684 3.5: MP_FASTCLOSE with our key aborts the connection: every subflow is
+        reset. With any other key it is ignored (Linux: not even counted)."""
+        if o.receiver_key != self.local_key or self._closed:
+            return
         self.mib.inc("MPFastcloseRx")
+        for s in self.subflows:
+            s.reset_pending = True
+        self._closed = True
+        self._unregister()
+        self._events.append(Reset("connection reset by peer (MP_FASTCLOSE)"))
+        self._events.append(Closed())
 
     def note_option_sent(self, o: Any) -> None:
         if isinstance(o, AddAddr):

@@ -256,3 +256,26 @@ def test_random_option_bytes_never_raise():
     box.advance(0.1)
     got = conn.read()
     assert data.startswith(got)
+
+
+def test_fastclose_with_our_key_resets_everything():
+    box, f = established_server(key=KEY)
+    conn = box.conn
+    f2 = join(box, f)
+    box.feed(f, f.seg(ACK, mapping(f, 1, 1, 100), payload=b"a" * 100))
+    n = len(box.sent)
+    box.feed(f, f.seg(ACK, FastClose(conn.local_key), seq=101))
+    rsts = [(sub, s) for sub, s in box.sent[n:] if s.flags & RST]
+    assert {sub.remote for sub, _ in rsts} == {f.local, f2.local}
+    assert conn.mib["MPFastcloseRx"] == 1
+    assert "Reset" in box.kinds()
+    assert box.registry.get(conn.local_token) is None
+    assert conn.get_timer() is None
+
+
+def test_fastclose_with_a_wrong_key_is_ignored():
+    box, f = established_server(key=KEY)
+    conn = box.conn
+    box.feed(f, f.seg(ACK, FastClose(conn.local_key ^ 1)))
+    assert conn.mib["MPFastcloseRx"] == 0 and "Reset" not in box.kinds()
+    assert not [s for _, s in box.sent if s.flags & RST]
