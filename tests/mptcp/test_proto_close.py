@@ -183,3 +183,23 @@ def test_simultaneous_data_fins():
     box.feed(f, f.seg(ACK | FIN, data_ack(conn, 2), ack=2))
     box.advance(2.0)
     assert "Closed" in box.kinds() and "Reset" not in box.kinds()
+
+
+def test_data_fin_riding_on_the_last_data_segment():
+    """A DATA_FIN may share the mapping of the last bytes (data_len = bytes + 1)."""
+    box, f = established_server()
+    conn = box.conn
+    d = Dss(
+        data_ack=conn.local_idsn + 1,
+        data_ack64=True,
+        dsn=f.idsn + 1,
+        dsn64=True,
+        subflow_seq=1,
+        data_len=101,
+        data_fin=True,
+    )
+    out = box.feed(f, f.seg(ACK, d, payload=b"L" * 100)) + box.advance(0.1)
+    assert conn.read() == b"L" * 100
+    assert "PeerClosed" in box.kinds()
+    assert dss_of(out[-1]).data_ack == f.idsn + 102
+    assert conn.mib["DSSNotMatching"] == 0
