@@ -560,7 +560,21 @@ class MptcpConnection:
             delivered += self._drain_ooo()
             self._data_event(delivered)
         else:
+            limit = max(self._rcv_wnd_sent, self.rcv_nxt + self.rcv_window())
+            if end > limit:
+                # past the window we advertised (Linux: NoDSSInWindow, dropped)
+                self.mib.inc("NoDSSInWindow")
+                if dsn >= limit:
+                    return
+                data = data[: limit - dsn]
+                end = limit
+            ooo = self._ooo
             i = bisect.bisect_left(self._ooo_starts, dsn)
+            if (i < len(ooo) and ooo[i][0] == dsn and len(ooo[i][1]) >= len(data)) or (
+                i > 0 and ooo[i - 1][0] + len(ooo[i - 1][1]) >= end
+            ):
+                self.mib.inc("DuplicateData")  # held already: kept once
+                return
             self._ooo.insert(i, [dsn, data])
             self._ooo_starts.insert(i, dsn)
             self._ooo_bytes += len(data)

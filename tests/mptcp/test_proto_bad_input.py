@@ -279,3 +279,31 @@ def test_fastclose_with_a_wrong_key_is_ignored():
     box.feed(f, f.seg(ACK, FastClose(conn.local_key ^ 1)))
     assert conn.mib["MPFastcloseRx"] == 0 and "Reset" not in box.kinds()
     assert not [s for _, s in box.sent if s.flags & RST]
+
+
+def test_out_of_order_data_beyond_the_window_is_not_buffered():
+    """Linux drops out-of-order data past the window it advertised (NoDSSInWindow)."""
+    from mptcp_impl.mptcp.ctrl import MptcpConfig
+
+    box, f = established_server(key=KEY, config=MptcpConfig(rcv_buf=20_000))
+    conn = box.conn
+    box.feed(f, f.seg(ACK, mapping(f, 1, 1, 100), payload=b"a" * 100))
+    box.advance(0.1)
+    edge = conn._rcv_wnd_sent
+    far = edge - f.idsn  # DSN offset of the first byte past the advertised edge
+    box.feed(f, f.seg(ACK, mapping(f, far, 101, 1000), seq=101, payload=b"x" * 1000))
+    assert conn._ooo_bytes == 0 and conn.mib["NoDSSInWindow"] == 1
+    box.feed(f, f.seg(ACK, mapping(f, far - 500, 1101, 1000), seq=1101, payload=b"y" * 1000))
+    assert conn._ooo_bytes == 500  # the part within the window only
+    assert conn.read() == b"a" * 100
+
+
+def test_the_same_out_of_order_bytes_again_and_again_use_no_more_memory():
+    box, f = established_server(key=KEY)
+    conn = box.conn
+    ssn = 1
+    for _ in range(200):  # a peer mapping fresh subflow bytes onto one DSN range, over and over
+        box.feed(f, f.seg(ACK, mapping(f, 5001, ssn, 1000), seq=ssn, payload=b"o" * 1000))
+        ssn += 1000
+    assert conn._ooo_bytes <= 1000 and len(conn._ooo) == 1
+    assert conn.mib["DuplicateData"] >= 199
