@@ -1,0 +1,242 @@
+"""Every middlebox of testbed/middlebox.py against Linux MPTCP and against our stack.
+
+Each test runs a 1.5 MB upload over two_path (client on wifi and lte, the client joins from its
+lte address) with one middlebox on one link, and asserts what happened: through the counters
+(Linux: nstat deltas of both namespaces; ours: the --json MIB of both ends), the middlebox's own
+counters (it did act), and the sha256 of what arrived. The outcomes recorded here are what these
+stacks do today, good or bad:
+
+| middlebox (link)       | Linux MPTCP                                 | our stack                         |
+| strip-mptcp-syn (wifi) | fallback to TCP, intact                     | fallback to TCP, intact           |
+| strip-mptcp (lte)      | join refused (reset), intact on wifi        | join refused (reset), intact      |
+| seq-rewrite (wifi)     | transparent: MPTCP, 2 subflows, intact      | the same                          |
+| payload-rewrite (wifi) | no checksums: byte delivered changed;       | no DSS checksums: corrupted       |
+|                        | checksums: DataCsumErr + MP_FAIL, then a    | (xfail strict)                    |
+|                        | kernel deadlock (test run only on request)  |                                   |
+| nat (lte)              | join from the NATed address, intact         | the same                          |
+| coalesce (wifi)        | DSSCorruptionFallback on the receiver, then | merged segments accepted, intact  |
+|                        | the transfer stalls                         |                                   |
+| split (wifi)           | transparent, intact                         | transparent, intact               |
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .conftest import MboxBed, Outcome
+
+pytestmark = pytest.mark.net
+
+# Linux counters that say something went wrong (a subset of tests/mptcp_interop's LINUX_BAD).
+LINUX_BAD = (
+    "DSSNotMatching",
+    "DSSCorruptionFallback",
+    "DSSCorruptionReset",
+    "InfiniteMapRx",
+    "InfiniteMapTx",
+    "DSSNoMatchTCP",
+    "DataCsumErr",
+    "MPFailRx",
+    "MPFailTx",
+    "MPCapableFallbackACK",
+    "MPCapableFallbackSYNACK",
+    "MPRstRx",
+)
+OURS_BAD = (
+    "DSSNotMatching",
+    "InfiniteMapRx",
+    "DataCsumErr",
+    "MPJoinSynAckHMacFailure",
+    "MPCapableFallbackACK",
+    "MPCapableFallbackSYNACK",
+    "MPFailRx",
+    "OptionMalformed",
+    "MPRstRx",
+)
+STALL_S = 10.0  # a 1.5 MB upload takes about 1 s here; still running after this = stalled
+
+
+def acted(o: Outcome, link: str, what: str) -> int:
+    st = o.middlebox[link]
+    return st.get("in", {}).get(what, 0) + st.get("out", {}).get(what, 0)
+
+
+def clean_mptcp(o: Outcome, bad: tuple[str, ...]) -> None:
+    """Intact, two subflows joined, nothing in `bad` counted on either side."""
+    assert o.intact, (o.finished, o.server)
+    assert o.s("MPCapableACKRX") == 1 and o.s("MPJoinAckRx") == 1, o.server_mib
+    assert o.c("MPJoinSynAckRx") == 1, o.client_mib
+    wrong = {k: (o.c(k), o.s(k)) for k in bad if o.c(k) or o.s(k)}
+    assert not wrong, wrong
+
+
+def bed(make_mbox_bed, kind: str, link: str) -> MboxBed:
+    return make_mbox_bed(kind, link)
+
+
+# ---------------------------------------------------------------- strip-mptcp-syn on wifi
+
+
+def test_strip_syn_kernel_falls_back(make_mbox_bed):
+    o = bed(make_mbox_bed, "strip-mptcp-syn", "wifi").transfer("kernel")
+    assert o.intact
+    assert acted(o, "wifi", "options_stripped") >= 1
+    assert o.c("MPCapableFallbackSYNACK") == 1 and o.s("MPCapableSYNRX") == 0
+    assert o.client["kernel"]["is_mptcp"] is False and o.server["kernel"]["is_mptcp"] is False
+
+
+def test_strip_syn_ours_falls_back(make_mbox_bed):
+    o = bed(make_mbox_bed, "strip-mptcp-syn", "wifi").transfer("ours")
+    assert o.intact
+    assert o.c("MPCapableFallbackSYNACK") == 1 and o.s("MPCapableSYNRX") == 0
+    assert o.client["mptcp"]["fallback"] is True and o.server["mptcp"]["fallback"] is True
+
+
+# ---------------------------------------------------------------- strip-mptcp on lte (the join path)
+
+
+def test_strip_join_kernel_join_refused(make_mbox_bed):
+    o = bed(make_mbox_bed, "strip-mptcp", "lte").transfer("kernel")
+    assert o.intact
+    assert acted(o, "lte", "options_stripped") >= 1
+    # the join's SYN reached the server as plain TCP; its SYN/ACK had no MP_JOIN: reset
+    assert o.c("MPJoinSynTx") >= 1 and o.c("MPJoinSynAckRx") == 0 and o.c("MPRstTx") >= 1
+    assert o.s("MPJoinSynRx") == 0 and o.s("MPCapableACKRX") == 1
+    assert o.client["kernel"]["is_mptcp"] is True
+
+
+def test_strip_join_ours_join_refused(make_mbox_bed):
+    o = bed(make_mbox_bed, "strip-mptcp", "lte").transfer("ours")
+    assert o.intact
+    assert o.c("MPJoinSynTx") >= 1 and o.c("MPJoinSynAckRx") == 0 and o.c("MPRstTx") >= 1
+    assert o.s("MPJoinSynRx") == 0 and o.s("MPCapableACKRX") == 1
+    assert o.client["mptcp"]["fallback"] is False
+    # ours counts the SYN/ACK without MP_JOIN as an HMAC failure (Linux counts nothing for it)
+    assert o.c("MPJoinSynAckHMacFailure") == 1
+
+
+# ---------------------------------------------------------------- seq-rewrite on wifi
+
+
+def test_seq_rewrite_kernel_transparent(make_mbox_bed):
+    o = bed(make_mbox_bed, "seq-rewrite", "wifi").transfer("kernel")
+    assert acted(o, "wifi", "changed") > 100 and acted(o, "wifi", "flows") == 1
+    clean_mptcp(o, LINUX_BAD)
+
+
+def test_seq_rewrite_ours_transparent(make_mbox_bed):
+    o = bed(make_mbox_bed, "seq-rewrite", "wifi").transfer("ours")
+    assert acted(o, "wifi", "changed") > 100
+    clean_mptcp(o, OURS_BAD)
+    assert o.client["mptcp"]["fallback"] is False
+
+
+# ---------------------------------------------------------------- payload-rewrite on wifi
+
+
+def test_payload_rewrite_kernel_without_checksums_delivers_the_change(make_mbox_bed):
+    """Linux's default (net.mptcp.checksum_enabled=0): nothing can notice, like plain TCP."""
+    o = bed(make_mbox_bed, "payload-rewrite", "wifi").transfer("kernel")
+    assert acted(o, "wifi", "bytes_rewritten") == 1
+    assert o.finished and o.server["bytes_received"] == o.client["bytes_sent"]
+    assert not o.intact  # one byte differs
+    assert o.s("DataCsumErr") == 0 and o.c("MPFailRx") == 0
+
+
+@pytest.mark.skipif(
+    os.environ.get("MPTCP_LAB_KERNEL_DEADLOCK") != "1",
+    reason="Linux 6.18 deadlocks after this MP_FAIL: the client is left in D state in lock_sock "
+    "(unkillable until reboot); MPTCP_LAB_KERNEL_DEADLOCK=1 runs it anyway",
+)
+def test_payload_rewrite_kernel_with_checksums_mp_fail(make_mbox_bed):
+    """With DSS checksums the receiver sees the change (DataCsumErr) and sends MP_FAIL (the
+    sender answers with an infinite mapping when it has one subflow, a reset when it has two).
+    What Linux 6.18 did next here, every time: the transfer stalls, and the client process
+    hangs for good in the kernel (D state, waiting in lock_sock for the MPTCP socket's lock:
+    SIGKILL cannot end it). So this test runs only when asked to."""
+    b = bed(make_mbox_bed, "payload-rewrite", "wifi")
+    b.sysctl("net.mptcp.checksum_enabled=1")
+    try:
+        o = b.transfer("kernel", timeout=STALL_S)
+    finally:
+        b.sysctl("net.mptcp.checksum_enabled=0")
+    assert acted(o, "wifi", "bytes_rewritten") == 1
+    assert o.s("DataCsumErr") >= 1 and o.s("MPFailTx") >= 1 and o.c("MPFailRx") >= 1
+    assert not o.intact
+    assert not o.finished  # stalled; were it to finish one day, this test must be revisited
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="our stack has no DSS checksums yet: the changed byte is delivered (sha256 differs)",
+)
+def test_payload_rewrite_ours(make_mbox_bed):
+    o = bed(make_mbox_bed, "payload-rewrite", "wifi").transfer("ours")
+    assert acted(o, "wifi", "bytes_rewritten") == 1
+    assert o.intact
+
+
+# ---------------------------------------------------------------- nat on lte (the join path)
+
+
+def test_nat_kernel_join_from_natted_address(make_mbox_bed):
+    b = bed(make_mbox_bed, "nat", "lte")
+    o = b.transfer("kernel")
+    assert acted_nat(o) >= 1
+    clean_mptcp(o, LINUX_BAD)
+
+
+def test_nat_ours_join_from_natted_address(make_mbox_bed):
+    o = bed(make_mbox_bed, "nat", "lte").transfer("ours")
+    assert acted_nat(o) >= 1
+    clean_mptcp(o, OURS_BAD)
+    peers = {sf["remote"].rpartition(":")[0] for sf in o.server["mptcp"]["subflows"]}
+    natted = str(make_mbox_bed("nat", "lte").tb.addr("r2", "lte-core"))
+    assert natted in peers, (natted, o.server["mptcp"]["subflows"])
+
+
+def acted_nat(o: Outcome) -> int:
+    return o.middlebox["lte"]["masqueraded_connections"]
+
+
+# ---------------------------------------------------------------- coalesce on wifi
+
+
+def test_coalesce_kernel_stalls_after_dss_corruption_fallback(make_mbox_bed):
+    """Merged segments keep the first one's DSS: data beyond its mapping. Linux's receiver
+    falls back (DSSCorruptionFallback) and the transfer stalls."""
+    o = bed(make_mbox_bed, "coalesce", "wifi").transfer("kernel", timeout=STALL_S)
+    assert acted(o, "wifi", "merged") > 10 and acted(o, "wifi", "mss_clamped") >= 2
+    assert o.s("DSSCorruptionFallback") >= 1
+    assert not o.intact
+
+
+def test_coalesce_ours_intact(make_mbox_bed):
+    o = bed(make_mbox_bed, "coalesce", "wifi").transfer("ours")
+    assert acted(o, "wifi", "merged") > 10 and acted(o, "wifi", "mss_clamped") >= 2
+    clean_mptcp(o, OURS_BAD)
+
+
+def test_coalesce_plain_tcp_intact(make_mbox_bed):
+    """The box itself is sound: plain TCP through it arrives intact."""
+    b = bed(make_mbox_bed, "coalesce", "wifi")
+    o = b.transfer("kernel-tcp")
+    assert acted(o, "wifi", "merged") > 10
+    assert o.intact
+
+
+# ---------------------------------------------------------------- split on wifi
+
+
+def test_split_kernel_transparent(make_mbox_bed):
+    o = bed(make_mbox_bed, "split", "wifi").transfer("kernel")
+    assert acted(o, "wifi", "split") > 100
+    clean_mptcp(o, LINUX_BAD)
+
+
+def test_split_ours_transparent(make_mbox_bed):
+    o = bed(make_mbox_bed, "split", "wifi").transfer("ours")
+    assert acted(o, "wifi", "split") > 100
+    clean_mptcp(o, OURS_BAD)
