@@ -286,7 +286,7 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
             "a queue limit needs rate_mbit: the queue is the one in front of the rate limiter",
         )
     middlebox = table.get("middlebox", "none")
-    if middlebox not in MIDDLEBOXES:
+    if not isinstance(middlebox, str) or middlebox not in MIDDLEBOXES:
         raise TopologyError(
             source,
             f"{prefix}.middlebox",
