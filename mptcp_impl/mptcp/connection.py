@@ -90,6 +90,8 @@ class MptcpConnection:
         self.mib = self.registry.mib
         self.rng = self.registry.rng
         self.sched = make_scheduler(cfg.scheduler)
+        self.rcv_buf = cfg.rcv_buf if cfg.rcv_buf is not None else self.tcp_config.rcv_buf
+        self.snd_buf = cfg.snd_buf if cfg.snd_buf is not None else self.tcp_config.snd_buf
         self.subflows: list[Subflow] = []
         self._seen_subflows: list[Subflow] = []  # closed ones too, for the report
         self.initial: Subflow | None = None
@@ -305,7 +307,7 @@ class MptcpConnection:
     def send(self, data: bytes | memoryview) -> int:
         if self._close_requested or self._closed:
             raise ConnectionError("cannot send after close")
-        room = self.config.snd_buf - len(self._sbuf)
+        room = self.snd_buf - len(self._sbuf)
         n = min(len(data), max(room, 0))
         if n < len(data):
             self._snd_blocked = True
@@ -326,7 +328,7 @@ class MptcpConnection:
         else:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
-        if data and before * 2 <= self.config.rcv_buf and self.rcv_window() >= 2 * before:
+        if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one subflow
             for s in self.subflows:
                 if s.usable:
@@ -350,7 +352,7 @@ class MptcpConnection:
 
     @property
     def send_buffer_free(self) -> int:
-        return max(0, self.config.snd_buf - len(self._sbuf))
+        return max(0, self.snd_buf - len(self._sbuf))
 
     @property
     def state(self) -> str:
@@ -498,7 +500,7 @@ class MptcpConnection:
 
     # ================================================================= receive
     def rcv_window(self) -> int:
-        return max(0, self.config.rcv_buf - len(self._rbuf) - self._ooo_bytes)
+        return max(0, self.rcv_buf - len(self._rbuf) - self._ooo_bytes)
 
     def adv_window(self, wscale: int, mss: int) -> int:
         """The window a subflow advertises, relative to the DATA_ACK (RFC 8684 3.3.4, Linux's
@@ -508,7 +510,7 @@ class MptcpConnection:
         ack = self.rcv_nxt
         sent = self._rcv_wnd_sent
         edge = ack + self.rcv_window()
-        if edge - sent < min(self.config.rcv_buf >> 1, mss):
+        if edge - sent < min(self.rcv_buf >> 1, mss):
             edge = sent if sent > ack else ack
         field = min((edge - ack + (1 << wscale) - 1) >> wscale, 0xFFFF)
         adv = ack + (field << wscale)
@@ -589,7 +591,7 @@ class MptcpConnection:
             ch = self._chunks
             while ch and ch[0][0] + ch[0][1] <= self.snd_una:
                 ch.popleft()
-            if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+            if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                 self._snd_blocked = False
                 self._events.append(SendBufferAvailable())
             if self._fin_dsn is not None and ack > self._fin_dsn:
@@ -739,7 +741,7 @@ class MptcpConnection:
                 del self._sbuf[:n]
                 self.snd_una += n
                 self.snd_nxt = self.snd_una
-                if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+                if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                     self._snd_blocked = False
                     self._events.append(SendBufferAvailable())
         if self._close_requested and not self._sbuf and not self._subflows_closing:

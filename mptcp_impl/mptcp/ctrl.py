@@ -79,7 +79,9 @@ class MptcpConfig:
     checksum: bool = False  # net.mptcp.checksum_enabled
     scheduler: str = "default"
     stale_loss_cnt: int = 4  # net.mptcp.stale_loss_cnt: RTOs without progress before "stale"
-    rcv_buf: int = 4 * 1024 * 1024  # connection-level receive buffer
-    snd_buf: int = 4 * 1024 * 1024  # connection-level send buffer
+    # Connection-level buffers; None: the subflows' TCP setting (TcpConfig.rcv_buf/snd_buf), as
+    # the socket's buffer sizes apply to an MPTCP socket in Linux.
+    rcv_buf: int | None = None
+    snd_buf: int | None = None
     max_mapping: int = 64 * 1024 - 1024  # bytes per DSS mapping (data_len is 16 bits)
     add_addr_timeout: float = 120.0  # resend an ADD_ADDR not echoed (net.mptcp.add_addr_timeout)

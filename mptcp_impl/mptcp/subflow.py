@@ -576,7 +576,11 @@ class Subflow:
     def receive_window(self, tcp: TcpConnection) -> int:
         """Every subflow advertises the connection-level window (RFC 8684 3.3.4)."""
         conn = self.conn
-        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss) if not conn.fallback else 1 << 30
+        if conn.fallback:
+            # plain TCP: the connection's buffer is the socket buffer; TCP's own rules (right
+            # edge never back, SWS avoidance) apply to it
+            return conn.rcv_window()
+        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss)
 
     def received_range(self, tcp: TcpConnection, seq_start: int, data_len: int, seg: Any) -> None:
         pass
