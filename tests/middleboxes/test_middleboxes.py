@@ -15,7 +15,8 @@ stacks do today, good or bad:
 |                        | kernel deadlock (test run only on request)  |                                   |
 | nat (lte)              | join from the NATed address, intact         | the same                          |
 | coalesce (wifi)        | DSSCorruptionFallback on the receiver, then | merged segments accepted, intact  |
-|                        | the transfer stalls                         |                                   |
+|                        | a pure upload stalls (the sender never      |                                   |
+|                        | learns of the fallback)                     |                                   |
 | split (wifi)           | transparent, intact                         | transparent, intact               |
 """
 
@@ -206,7 +207,11 @@ def acted_nat(o: Outcome) -> int:
 
 def test_coalesce_kernel_stalls_after_dss_corruption_fallback(make_mbox_bed):
     """Merged segments keep the first one's DSS: data beyond its mapping. Linux's receiver
-    falls back (DSSCorruptionFallback) and the transfer stalls."""
+    falls back (DSSCorruptionFallback) without telling the sender, which learns of a fallback
+    only from data without a DSS (MPCapableDataFallback). Here the server never sends data
+    (a pure upload), so the client keeps waiting for DATA_ACKs that never come: the transfer
+    stalls. (With experiments/traffic.py, whose server answers, both ends fall back and the
+    transfer completes: see experiments/middleboxes.toml.)"""
     o = bed(make_mbox_bed, "coalesce", "wifi").transfer("kernel", timeout=STALL_S)
     assert acted(o, "wifi", "merged") > 10 and acted(o, "wifi", "mss_clamped") >= 2
     assert o.s("DSSCorruptionFallback") >= 1
