@@ -362,93 +362,16 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
     desc = raw.get("description")
     if not isinstance(desc, str) or not desc.strip():
         raise TopologyError(source, "description", "a one-line description is required")
-
-    nodes_raw = raw.get("nodes")
-    if not isinstance(nodes_raw, dict) or not nodes_raw:
-        raise TopologyError(source, "nodes", 'a table of node = "host"|"router" is required')
-    nodes: dict[str, str] = {}
-    for n, kind in nodes_raw.items():
-        if not NAME_RE.match(n):
-            raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
-        if kind not in NODE_KINDS:
-            raise TopologyError(
-                source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}"
-            )
-        nodes[n] = kind
-
+    nodes = _nodes(source, raw.get("nodes"))
     links_raw = raw.get("links")
     if not isinstance(links_raw, dict) or not links_raw:
         raise TopologyError(source, "links", "at least one [links.NAME] table is required")
-    parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]] = []
-    for lname, table in links_raw.items():
-        where = f"links.{lname}"
-        if not LINK_NAME_RE.match(lname):
-            raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
-        if not isinstance(table, dict):
-            raise TopologyError(source, where, "must be a table")
-        bad = set(table) - LINK_FIELDS
-        if bad:
-            raise TopologyError(
-                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(LINK_FIELDS)})"
-            )
-        ends = table.get("ends")
-        if (
-            not isinstance(ends, list)
-            or len(ends) != 2
-            or not all(isinstance(e, str) for e in ends)
-        ):
-            raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
-        for e in ends:
-            if e not in nodes:
-                raise TopologyError(source, f"{where}.ends", f"unknown node {e!r}")
-        if ends[0] == ends[1]:
-            raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
-        model = parse_model(source, where, table)
-        if model.middlebox != "none" and not any(nodes[e] == "router" for e in ends):
-            raise TopologyError(
-                source,
-                f"{where}.middlebox",
-                "a middlebox runs on a router: at least one end must be a router",
-            )
-        if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
-            nodes[e] == "router" for e in ends
-        ):
-            raise TopologyError(
-                source,
-                where,
-                "delay, jitter and loss are emulated on a router: "
-                "at least one end must be a router (never on an endpoint)",
-            )
-        subnet = None
-        if "subnet" in table:
-            try:
-                subnet = ipaddress.IPv4Network(table["subnet"])
-            except (ValueError, TypeError) as e:
-                raise TopologyError(source, f"{where}.subnet", str(e)) from None
-        parsed.append((lname, ends, model, subnet))
+    parsed = [_link(source, nodes, lname, table) for lname, table in links_raw.items()]
     links = _build_links(source, nodes, parsed)
-
-    paths: dict[str, PathSpec] = {}
-    for pname, table in (raw.get("paths") or {}).items():
-        where = f"paths.{pname}"
-        if not isinstance(table, dict):
-            raise TopologyError(source, where, "must be a table")
-        bad = set(table) - PATH_FIELDS
-        if bad:
-            raise TopologyError(
-                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(PATH_FIELDS)})"
-            )
-        for f in sorted(PATH_FIELDS):
-            if not isinstance(table.get(f), str):
-                raise TopologyError(source, f"{where}.{f}", "required, a name")
-        src, lname, dst = table["from"], table["link"], table["to"]
-        for f, n in (("from", src), ("to", dst)):
-            if nodes.get(n) != "host":
-                raise TopologyError(source, f"{where}.{f}", f"{n!r} is not a host of this topology")
-        if lname not in links or src not in (links[lname].a, links[lname].b):
-            raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
-        paths[pname] = PathSpec(name=pname, src=src, link=lname, dst=dst)
-
+    paths = {
+        pname: _path(source, nodes, links, pname, table)
+        for pname, table in (raw.get("paths") or {}).items()
+    }
     topo = Topology(
         name=name,
         description=desc.strip(),
@@ -462,3 +385,88 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
         if not topo.links_of(n):
             raise TopologyError(source, f"nodes.{n}", "is on no link")
     return topo
+
+
+def _nodes(source: str, nodes_raw: Any) -> dict[str, str]:
+    if not isinstance(nodes_raw, dict) or not nodes_raw:
+        raise TopologyError(source, "nodes", 'a table of node = "host"|"router" is required')
+    nodes: dict[str, str] = {}
+    for n, kind in nodes_raw.items():
+        if not NAME_RE.match(n):
+            raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
+        if kind not in NODE_KINDS:
+            raise TopologyError(
+                source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}"
+            )
+        nodes[n] = kind
+    return nodes
+
+
+def _link(
+    source: str, nodes: dict[str, str], lname: str, table: Any
+) -> tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]:
+    """One [links.NAME] table: (name, ends, model, explicit subnet or None)."""
+    where = f"links.{lname}"
+    if not LINK_NAME_RE.match(lname):
+        raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
+    if not isinstance(table, dict):
+        raise TopologyError(source, where, "must be a table")
+    bad = set(table) - LINK_FIELDS
+    if bad:
+        raise TopologyError(
+            source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(LINK_FIELDS)})"
+        )
+    ends = table.get("ends")
+    if not isinstance(ends, list) or len(ends) != 2 or not all(isinstance(e, str) for e in ends):
+        raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
+    for e in ends:
+        if e not in nodes:
+            raise TopologyError(source, f"{where}.ends", f"unknown node {e!r}")
+    if ends[0] == ends[1]:
+        raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
+    model = parse_model(source, where, table)
+    if model.middlebox != "none" and not any(nodes[e] == "router" for e in ends):
+        raise TopologyError(
+            source,
+            f"{where}.middlebox",
+            "a middlebox runs on a router: at least one end must be a router",
+        )
+    if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
+        nodes[e] == "router" for e in ends
+    ):
+        raise TopologyError(
+            source,
+            where,
+            "delay, jitter and loss are emulated on a router: "
+            "at least one end must be a router (never on an endpoint)",
+        )
+    subnet = None
+    if "subnet" in table:
+        try:
+            subnet = ipaddress.IPv4Network(table["subnet"])
+        except (ValueError, TypeError) as e:
+            raise TopologyError(source, f"{where}.subnet", str(e)) from None
+    return lname, ends, model, subnet
+
+
+def _path(
+    source: str, nodes: dict[str, str], links: dict[str, LinkSpec], pname: str, table: Any
+) -> PathSpec:
+    where = f"paths.{pname}"
+    if not isinstance(table, dict):
+        raise TopologyError(source, where, "must be a table")
+    bad = set(table) - PATH_FIELDS
+    if bad:
+        raise TopologyError(
+            source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(PATH_FIELDS)})"
+        )
+    for f in sorted(PATH_FIELDS):
+        if not isinstance(table.get(f), str):
+            raise TopologyError(source, f"{where}.{f}", "required, a name")
+    src, lname, dst = table["from"], table["link"], table["to"]
+    for f, n in (("from", src), ("to", dst)):
+        if nodes.get(n) != "host":
+            raise TopologyError(source, f"{where}.{f}", f"{n!r} is not a host of this topology")
+    if lname not in links or src not in (links[lname].a, links[lname].b):
+        raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
+    return PathSpec(name=pname, src=src, link=lname, dst=dst)

@@ -57,3 +57,29 @@ def test_pattern_sha256_matches_the_stream_the_client_writes() -> None:
     h = hashlib.sha256(block + block + block[:12345])
     assert pattern_sha256(n, seed=3) == h.hexdigest()
     assert pattern_block(3) == block and pattern_block(4) != block
+
+
+def test_packet_receiver_drains_what_slipped_in_before_its_filter(monkeypatch) -> None:
+    """Packets that reach the packet socket before its BPF filter are drained; with
+    PACKET_VNET_HDR on, a read shorter than the virtio header fails with EINVAL, which made a
+    join's endpoint fail now and then mid-transfer (MPJoinSynTxBindErr, "[Errno 22]")."""
+    import os
+
+    import pytest
+
+    from mptcp_impl.netio import packet
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (AF_PACKET)")
+    real = packet.attach_filter
+
+    def slip_in_then_attach(sock, prog):
+        # a packet on loopback while the socket still sees everything
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"x" * 100, ("127.0.0.1", 9))
+        u.close()
+        real(sock, prog)
+
+    monkeypatch.setattr(packet, "attach_filter", slip_in_then_attach)
+    rx = packet.PacketReceiver("127.0.0.1", 1)
+    rx.sock.close()
