@@ -14,6 +14,9 @@ FORWARD hook comes after the delay emulator's (mangle and filter FORWARD, testbe
 so a packet is delayed first and rewritten on its way out; no queue bypass: without the process
 the packets are dropped, never passed unchanged by a middlebox that silently vanished.
 
+Why userspace for stripping options: nft can match TCP options but the nft 1.0.6 here cannot
+reset them (`tcp option mptcp reset` does not parse), so the rewriter replaces them with NOPs.
+
 Teardown is exact, like the emulator's: rules first, then the process (by its pid; every process
 a Host starts is recorded for `./inv clean`), then the nft table and any iptables-nft table that
 exists only because of us. Everything lives in the router's namespace, so a killed run's leftovers

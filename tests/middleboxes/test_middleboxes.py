@@ -14,9 +14,10 @@ stacks do today, good or bad:
 |                        | checksums: DataCsumErr + MP_FAIL, then a    | (xfail strict)                    |
 |                        | kernel deadlock (test run only on request)  |                                   |
 | nat (lte)              | join from the NATed address, intact         | the same                          |
-| coalesce (wifi)        | DSSCorruptionFallback on the receiver, then | merged segments accepted, intact  |
+| coalesce (wifi)        | when a merge crosses a mapping boundary:    | merged segments accepted, intact  |
+|                        | DSSCorruptionFallback on the receiver, and  |                                   |
 |                        | a pure upload stalls (the sender never      |                                   |
-|                        | learns of the fallback)                     |                                   |
+|                        | learns of the fallback); else intact        |                                   |
 | split (wifi)           | transparent, intact                         | transparent, intact               |
 """
 
@@ -205,17 +206,23 @@ def acted_nat(o: Outcome) -> int:
 # ---------------------------------------------------------------- coalesce on wifi
 
 
-def test_coalesce_kernel_stalls_after_dss_corruption_fallback(make_mbox_bed):
-    """Merged segments keep the first one's DSS: data beyond its mapping. Linux's receiver
-    falls back (DSSCorruptionFallback) without telling the sender, which learns of a fallback
-    only from data without a DSS (MPCapableDataFallback). Here the server never sends data
-    (a pure upload), so the client keeps waiting for DATA_ACKs that never come: the transfer
-    stalls. (With experiments/traffic.py, whose server answers, both ends fall back and the
-    transfer completes: see experiments/middleboxes.toml.)"""
+def test_coalesce_kernel_never_delivers_merged_data_wrong(make_mbox_bed):
+    """Merged segments keep the first one's DSS: when two segments of different mappings were
+    merged, the data runs beyond its mapping. Linux's receiver then falls back
+    (DSSCorruptionFallback) without telling the sender, which learns of a fallback only from
+    data without a DSS (MPCapableDataFallback). Here the server never sends data (a pure
+    upload), so the client keeps waiting for DATA_ACKs that never come: the transfer stalls.
+    Whether a merge crosses a mapping boundary depends on timing (the box merges what arrives
+    within hold_ms of the previous segment), so either outcome may happen; what must never
+    happen is a finished transfer with wrong bytes. (With experiments/traffic.py, whose server
+    answers, both ends fall back and the transfer completes: experiments/middleboxes.toml.)"""
     o = bed(make_mbox_bed, "coalesce", "wifi").transfer("kernel", timeout=STALL_S)
     assert acted(o, "wifi", "merged") > 10 and acted(o, "wifi", "mss_clamped") >= 2
-    assert o.s("DSSCorruptionFallback") >= 1
-    assert not o.intact
+    if o.s("DSSCorruptionFallback"):
+        assert not o.finished, "fell back on DSS corruption and still finished: revisit"
+    else:
+        assert o.intact and o.c("MPJoinSynAckRx") == 1, (o.finished, o.server_mib)
+    assert o.intact or not o.finished  # never finished with wrong bytes
 
 
 def test_coalesce_ours_intact(make_mbox_bed):
