@@ -4,6 +4,8 @@ In the router's namespace:
 
     nft table ip mptcplab_nat, chain postrouting (nat, srcnat):
         ip saddr SUBNET oifname != X counter masquerade        (nat: the link's far side)
+    ... chain forward (filter): oifname X ip daddr SUBNET ct state new counter drop
+                                           (and no connection opens from outside, as behind a NAT)
     iptables security FORWARD -> MPTCPLAB_MBOX:
         -p tcp -i X -j NFQUEUE --queue-num 100+2i            (what arrives on port i)
         -p tcp -o X -j NFQUEUE --queue-num 101+2i            (what leaves by it)
@@ -137,6 +139,14 @@ class RouterMiddlebox:
         for p in self.ports:
             if p.kind == "nat":
                 lines.append(f'    ip saddr {p.subnet} oifname != "{p.intf}" counter masquerade')
+        lines += ["  }"]
+        # like a NAT without port forwarding: nothing from outside opens a connection inside
+        lines.append("  chain forward { type filter hook forward priority filter; policy accept;")
+        for p in self.ports:
+            if p.kind == "nat":
+                lines.append(
+                    f'    oifname "{p.intf}" ip daddr {p.subnet} ct state new counter drop'
+                )
         lines += ["  }", "}"]
         return "\n".join(lines) + "\n"
 
@@ -164,7 +174,8 @@ class RouterMiddlebox:
         """Per link and direction ("in": arriving on the router's interface, "out": leaving by
         it): what the process did (packets, changed, and per kind options_stripped, flows,
         bytes_rewritten, merged, mss_clamped, split); nat: connections the masquerade rule
-        translated (the nat hook sees a connection's first packet only)."""
+        translated (the nat hook sees a connection's first packet only) and packets of
+        connections from outside dropped (inbound_refused)."""
         out: dict[str, dict] = {}
         if self.running:
             assert self.proc is not None
@@ -175,13 +186,22 @@ class RouterMiddlebox:
                 out[p.link] = {"kind": p.kind, "in": raw[str(q_in)], "out": raw[str(q_out)]}
         if self._nat:
             res = self.host.run(["nft", "-j", "list", "table", "ip", NAT_TABLE])
-            rules = [
-                r["rule"] for r in json.loads(res.stdout)["nftables"] if "rule" in r
-            ]  # one per nat port, in port order
+            rules = [r["rule"] for r in json.loads(res.stdout)["nftables"] if "rule" in r]
+
+            def counts(chain: str) -> list[int]:  # one rule per nat port, in port order
+                return [
+                    next((e["counter"]["packets"] for e in r["expr"] if "counter" in e), 0)
+                    for r in rules
+                    if r["chain"] == chain
+                ]
+
             nat_ports = [p for p in self.ports if p.kind == "nat"]
-            for p, r in zip(nat_ports, rules, strict=False):
-                n = next((e["counter"]["packets"] for e in r["expr"] if "counter" in e), 0)
-                out[p.link] = {"kind": "nat", "masqueraded_connections": n}
+            for p, n, d in zip(nat_ports, counts("postrouting"), counts("forward"), strict=True):
+                out[p.link] = {
+                    "kind": "nat",
+                    "masqueraded_connections": n,
+                    "inbound_refused": d,
+                }
         return out
 
     @property

@@ -52,7 +52,8 @@ MIDDLEBOXES = {
     "(ACK and SACK translated back)",
     "payload-rewrite": "one byte of one data segment per flow and direction changed "
     "(TCP checksum fixed up, so TCP accepts it)",
-    "nat": "source NAT (masquerade) of what comes from the link's far side",
+    "nat": "source NAT (masquerade) of what comes from the link's far side; no connection "
+    "from outside gets in",
     "coalesce": "MSS clamped to half on SYNs, then pairs of consecutive segments merged into one "
     "(LRO-like; the first segment's options kept)",
     "split": "every data segment of more than 64 bytes cut into two (TSO-like; options copied)",

@@ -74,9 +74,17 @@ class MboxBed:
         self.link = link
         self.port = 6000
 
-    def transfer(self, stack: str, *, timeout: float = 30.0, nbytes: int = NBYTES) -> Outcome:
+    def transfer(
+        self,
+        stack: str,
+        *,
+        timeout: float = 30.0,
+        nbytes: int = NBYTES,
+        client_extra: tuple[str, ...] = (),
+        server_extra: tuple[str, ...] = (),
+    ) -> Outcome:
         """One upload of nbytes from client to server: stack "kernel" (Linux MPTCP both ends),
-        "kernel-tcp" (plain Linux TCP) or "ours" (our stack both ends). A transfer still running after timeout is stopped and
+        "kernel-tcp" (plain Linux TCP) or "ours" (our stack both ends, with extra CLI flags). A transfer still running after timeout is stopped and
         reported unfinished."""
         self.port += 1
         tag = f"{stack}-{self.port}"
@@ -91,9 +99,9 @@ class MboxBed:
             c_args += [f"{srv_ip}:{self.port}", "--bytes", str(nbytes), *tcp]
         else:
             s_args = ["-m", "mptcp_impl", "server", "--listen", f"{srv_ip}:{self.port}"]
-            s_args += ["--once", "--json"]
+            s_args += ["--once", "--json", *server_extra]
             c_args = ["-m", "mptcp_impl", "client", "--connect", f"{srv_ip}:{self.port}"]
-            c_args += ["--bytes", str(nbytes), "--json"]
+            c_args += ["--bytes", str(nbytes), "--json", *client_extra]
         before = (_nstat(client), _nstat(server)) if kernel else None
         s_out, c_out = self.workdir / f"{tag}-server.out", self.workdir / f"{tag}-client.out"
         sp = server.start([PY, *s_args], stdout=s_out, stderr=subprocess.PIPE, env=ENV)

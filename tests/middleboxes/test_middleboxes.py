@@ -13,7 +13,9 @@ stacks do today, good or bad:
 | payload-rewrite (wifi) | no checksums: byte delivered changed;       | no DSS checksums: corrupted       |
 |                        | checksums: DataCsumErr + MP_FAIL, then a    | (xfail strict)                    |
 |                        | kernel deadlock (test run only on request)  |                                   |
-| nat (lte)              | join from the NATed address, intact         | the same                          |
+| nat (lte)              | join from the NATed address, intact; an     | join from the NATed address,      |
+|                        | ADD_ADDR of the private address: the        | intact; a client never announces  |
+|                        | server's join to it never gets in           | (xfail strict)                    |
 | coalesce (wifi)        | when a merge crosses a mapping boundary:    | merged segments accepted, intact  |
 |                        | DSSCorruptionFallback on the receiver, and  |                                   |
 |                        | a pure upload stalls (the sender never      |                                   |
@@ -197,6 +199,44 @@ def test_nat_ours_join_from_natted_address(make_mbox_bed):
     peers = {sf["remote"].rpartition(":")[0] for sf in o.server["mptcp"]["subflows"]}
     natted = str(make_mbox_bed("nat", "lte").tb.addr("r2", "lte-core"))
     assert natted in peers, (natted, o.server["mptcp"]["subflows"])
+
+
+def test_nat_kernel_add_addr_of_a_private_address(make_mbox_bed):
+    """The client announces its lte address (ADD_ADDR, a "signal" endpoint), which sits behind
+    the NAT: Linux's server accepts the announcement and tries to join it, the NAT lets no
+    connection in, the transfer goes on over wifi."""
+    b = bed(make_mbox_bed, "nat", "lte")
+    lte = b.tb.addr("client", "lte")
+    b.tb.kernel_mptcp("client", endpoints=[(lte, b.tb.intf("client", "lte"), "signal")])
+    try:
+        before = b.tb.middlebox_stats()["lte"]["inbound_refused"]
+        o = b.transfer("kernel")
+    finally:
+        b.tb.kernel_mptcp("client", endpoints=b.tb.default_endpoints("client"))
+    assert o.intact
+    assert o.c("AddAddrTx") == 1 and o.s("AddAddr") == 1 and o.c("EchoAdd") == 1
+    assert o.s("MPJoinSynTx") >= 1 and o.c("MPJoinSynRx") == 0  # the join never got in
+    assert o.middlebox["lte"]["inbound_refused"] > before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="our path manager announces signal endpoints only as a server and joins announced "
+    "addresses only as a client (Linux does both on either side): no ADD_ADDR is sent",
+)
+def test_nat_ours_add_addr_of_a_private_address(make_mbox_bed):
+    b = bed(make_mbox_bed, "nat", "lte")
+    lte = b.tb.addr("client", "lte")
+    before = b.tb.middlebox_stats()["lte"]["inbound_refused"]
+    o = b.transfer(
+        "ours",
+        client_extra=("--endpoint", f"{lte},signal", "--limits", "subflows=0"),
+        server_extra=("--limits", "subflows=2,add_addr_accepted=2"),
+    )
+    assert o.intact
+    assert o.c("AddAddrTx") == 1 and o.s("AddAddr") == 1 and o.c("EchoAdd") == 1
+    assert o.s("MPJoinSynTx") >= 1 and o.c("MPJoinSynRx") == 0
+    assert o.middlebox["lte"]["inbound_refused"] > before
 
 
 def acted_nat(o: Outcome) -> int:

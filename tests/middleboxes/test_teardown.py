@@ -37,7 +37,11 @@ def test_rules_process_and_exact_teardown(tmp_path):
         assert not r2.running
         assert "masquerade" in r2.host.run(["nft", "list", "table", "ip", "mptcplab_nat"]).stdout
         assert "security" not in before["r2"]
-        assert tb.middlebox_stats()["lte"] == {"kind": "nat", "masqueraded_connections": 0}
+        assert tb.middlebox_stats()["lte"] == {
+            "kind": "nat",
+            "masqueraded_connections": 0,
+            "inbound_refused": 0,
+        }
         # stop on live routers: every rule and table of ours gone, the process too
         pid = r1.proc.pid
         r1.stop()
