@@ -14,8 +14,9 @@ stderr. A packet it fails to understand goes on unchanged (counted as "errors"),
 
 What each kind does (IPv4 TCP only; the testbed has no IPv6):
 
-- strip-mptcp / strip-mptcp-syn: every TCP option of kind 30 becomes NOPs (length kept), on every
-  segment or on SYNs only; TCP checksum recomputed.
+- strip-mptcp / strip-mptcp-syn / strip-mptcp-after-syn: every TCP option of kind 30 becomes
+  NOPs (length kept), on every segment, on SYNs only, or on all but SYNs; TCP checksum
+  recomputed.
 - seq-rewrite: per flow, each direction's sequence numbers are shifted by a random 32-bit offset;
   the other direction's ACK number and SACK blocks are shifted back, so both ends stay
   consistent (what some firewalls do to randomise ISNs). MPTCP's mappings use relative
@@ -55,7 +56,15 @@ KIND_MPTCP, KIND_MSS, KIND_SACK = 30, 2, 5
 MTU = 1500
 SPLIT_MIN = 64
 MAX_DRAIN = 256
-KINDS = ("strip-mptcp", "strip-mptcp-syn", "seq-rewrite", "payload-rewrite", "coalesce", "split")
+KINDS = (
+    "strip-mptcp",
+    "strip-mptcp-syn",
+    "strip-mptcp-after-syn",
+    "seq-rewrite",
+    "payload-rewrite",
+    "coalesce",
+    "split",
+)
 _LITTLE = sys.byteorder == "little"
 
 
@@ -199,6 +208,8 @@ class Mangler:
     def strip(self, q: QueueState, seg: Seg) -> bool:
         if q.kind == "strip-mptcp-syn" and not seg.flags & SYN:
             return False
+        if q.kind == "strip-mptcp-after-syn" and seg.flags & SYN:
+            return False
         n = 0
         for off, kind, ln in list(seg.options()):
             if kind == KIND_MPTCP:
@@ -341,7 +352,7 @@ class Mangler:
             if q.kind == "split":
                 self.split(q, pid, seg)
                 return
-            if q.kind in ("strip-mptcp", "strip-mptcp-syn"):
+            if q.kind.startswith("strip-mptcp"):
                 changed = self.strip(q, seg)
             elif q.kind == "seq-rewrite":
                 changed = self.seq_rewrite(q, seg)

@@ -48,6 +48,8 @@ MIDDLEBOXES = {
     "none": "nothing",
     "strip-mptcp": "MPTCP options (kind 30) replaced by NOPs on every segment, both directions",
     "strip-mptcp-syn": "MPTCP options replaced by NOPs on SYN and SYN/ACK segments only",
+    "strip-mptcp-after-syn": "MPTCP options replaced by NOPs on every segment but SYNs: the "
+    "handshake passes, the third ACK and everything after it lose them",
     "seq-rewrite": "each flow's TCP sequence numbers shifted by a random offset per direction "
     "(ACK and SACK translated back)",
     "payload-rewrite": "one byte of one data segment per flow and direction changed "

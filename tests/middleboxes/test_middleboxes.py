@@ -8,6 +8,8 @@ stacks do today, good or bad:
 
 | middlebox (link)       | Linux MPTCP                                 | our stack                         |
 | strip-mptcp-syn (wifi) | fallback to TCP, intact                     | fallback to TCP, intact           |
+| strip-mptcp-after-syn  | fallback on the third ACK (server) and on   | the same                          |
+| (wifi)                 | data without DSS (client), intact           |                                   |
 | strip-mptcp (lte)      | join refused (reset), intact on wifi        | join refused (reset), intact      |
 | seq-rewrite (wifi)     | transparent: MPTCP, 2 subflows, intact      | the same                          |
 | payload-rewrite (wifi) | no checksums: byte delivered changed;       | no DSS checksums: corrupted       |
@@ -95,6 +97,28 @@ def test_strip_syn_ours_falls_back(make_mbox_bed):
     o = bed(make_mbox_bed, "strip-mptcp-syn", "wifi").transfer("ours")
     assert o.intact
     assert o.c("MPCapableFallbackSYNACK") == 1 and o.s("MPCapableSYNRX") == 0
+    assert o.client["mptcp"]["fallback"] is True and o.server["mptcp"]["fallback"] is True
+
+
+# ---------------------------------------------------------------- strip-mptcp-after-syn on wifi
+
+
+def test_strip_after_syn_kernel_falls_back_both_ends(make_mbox_bed):
+    """The handshake passes; the third ACK arrives without MP_CAPABLE (the server falls back),
+    and the server's segments carry no DSS (so does the client)."""
+    o = bed(make_mbox_bed, "strip-mptcp-after-syn", "wifi").transfer("kernel")
+    assert o.intact
+    assert acted(o, "wifi", "options_stripped") >= 1
+    assert o.s("MPCapableSYNRX") == 1 and o.s("MPCapableFallbackACK") == 1
+    assert o.c("MPCapableSYNACKRX") == 1 and o.c("MPCapableDataFallback") == 1
+    assert o.server["kernel"]["is_mptcp"] is False
+
+
+def test_strip_after_syn_ours_falls_back_both_ends(make_mbox_bed):
+    o = bed(make_mbox_bed, "strip-mptcp-after-syn", "wifi").transfer("ours")
+    assert o.intact
+    assert o.s("MPCapableSYNRX") == 1 and o.s("MPCapableFallbackACK") == 1
+    assert o.c("MPCapableSYNACKRX") == 1 and o.c("MPCapableDataFallback") == 1
     assert o.client["mptcp"]["fallback"] is True and o.server["mptcp"]["fallback"] is True
 
 
