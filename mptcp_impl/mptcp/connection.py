@@ -219,7 +219,9 @@ class MptcpConnection:
             or self._close_requested
         )
         if refuse:
-            sub.rst_reason = 2 if self._joins >= self.config.limits.subflows else 1
+            # Linux's subflow_check_req: MPJoinRejected, RST "administratively prohibited"
+            self.mib.inc("MPJoinRejected")
+            sub.rst_reason = 3
             sub.closed = True
             sub.tcp = TcpConnection.accept_syn(
                 self.tcp_config, syn, local, remote, now, hooks=_Refuser(sub)
@@ -302,6 +304,11 @@ class MptcpConnection:
         sub.arm_join_ack(self._now)
         self.pm.subflow_up(sub)
 
+    def can_fallback(self) -> bool:
+        """Linux's allow_infinite_fallback: only while the first subflow is the only one ever
+        (no join: the other subflows' bytes would be lost or misplaced)."""
+        return len(self._seen_subflows) <= 1
+
     def enter_fallback(self, reason: str) -> None:
         if self.fallback:
             return
@@ -376,7 +383,7 @@ class MptcpConnection:
 
     # ================================================================= timers
     def get_timer(self) -> float | None:
-        t = self._fin_deadline
+        t = self._fin_deadline if not self._closed else None
         for s in self.subflows:
             for d in (s.tcp.get_timer(), s.timer()):
                 if d is not None and (t is None or d < t):
@@ -430,6 +437,9 @@ class MptcpConnection:
     def _subflow_events(self, now: float) -> None:
         for s in list(self.subflows):
             tcp = s.tcp
+            if s.reset_pending and not s.closed:
+                s.reset_pending = False
+                tcp.abort(now)
             while True:
                 ev = tcp.next_event()
                 if ev is None:
@@ -544,6 +554,13 @@ class MptcpConnection:
             return
         if not self.fallback:
             dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
+            fin = self._peer_fin
+            if fin is not None and dsn + n > fin:
+                # the peer's DATA_FIN said where its stream ends: nothing comes after it
+                n = max(0, fin - dsn)
+                data = data[:n]
+                if not n:
+                    return
         end = dsn + n
         if end <= self.rcv_nxt:
             self.mib.inc("DuplicateData")
@@ -558,7 +575,21 @@ class MptcpConnection:
             delivered += self._drain_ooo()
             self._data_event(delivered)
         else:
+            limit = max(self._rcv_wnd_sent, self.rcv_nxt + self.rcv_window())
+            if end > limit:
+                # past the window we advertised (Linux: NoDSSInWindow, dropped)
+                self.mib.inc("NoDSSInWindow")
+                if dsn >= limit:
+                    return
+                data = data[: limit - dsn]
+                end = limit
+            ooo = self._ooo
             i = bisect.bisect_left(self._ooo_starts, dsn)
+            if (i < len(ooo) and ooo[i][0] == dsn and len(ooo[i][1]) >= len(data)) or (
+                i > 0 and ooo[i - 1][0] + len(ooo[i - 1][1]) >= end
+            ):
+                self.mib.inc("DuplicateData")  # held already: kept once
+                return
             self._ooo.insert(i, [dsn, data])
             self._ooo_starts.insert(i, dsn)
             self._ooo_bytes += len(data)
@@ -590,7 +621,7 @@ class MptcpConnection:
 
     def on_data_fin(self, dsn: int) -> None:
         dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
-        if self._peer_fin is None:
+        if self._peer_fin is None and dsn >= self.rcv_nxt:  # one below what came is bogus
             self._peer_fin = dsn
 
     # ================================================================= send
@@ -929,7 +960,17 @@ class MptcpConnection:
         self.pm.interface_down(address)
 
     def on_fastclose(self, sub: Subflow, o: Any) -> None:
+        """RFC 8684 3.5: MP_FASTCLOSE with our key aborts the connection: every subflow is
+        reset. With any other key it is ignored (Linux: not even counted)."""
+        if o.receiver_key != self.local_key or self._closed:
+            return
         self.mib.inc("MPFastcloseRx")
+        for s in self.subflows:
+            s.reset_pending = True
+        self._closed = True
+        self._unregister()
+        self._events.append(Reset("connection reset by peer (MP_FASTCLOSE)"))
+        self._events.append(Closed())
 
     def note_option_sent(self, o: Any) -> None:
         if isinstance(o, AddAddr):

@@ -60,6 +60,7 @@ class Path:
     drop: Any = None  # callable(seg) -> bool: drop this segment
     link: Link | None = None  # a bottleneck on the way from ``fwd[0]`` to ``fwd[1]``
     fwd: tuple[str, str] | None = None
+    mutate: Any = None  # callable(seg) -> None: edit the segment (its options) on the way
 
 
 @dataclass(eq=False)
@@ -140,8 +141,10 @@ class Net:
 
     def _send(self, src: str, dst: str, seg: TcpSegment) -> None:
         sb, db = socket.inet_aton(src), socket.inet_aton(dst)
-        raw = encode_segment(seg, sb, db)
         p = self.paths[(src, dst)]
+        if p.mutate is not None:
+            p.mutate(seg)
+        raw = encode_segment(seg, sb, db)
         self.trace.append((self.now, src, dst, seg))
         if not p.up or (p.loss and self.rng.random() < p.loss) or (p.drop and p.drop(seg)):
             return
