@@ -13,6 +13,9 @@ application over kernel TCP. Any tool (iperf3, curl, our traffic tool) then runs
         ...                      # run the applications
     d.results                    # {host: {"rc", "summary", "connections": [...]}}
 
+Each deployed host gets ``net.ipv4.tcp_notsent_lowat`` (``notsent_lowat``, 128 KiB; None:
+untouched), so applications do not queue megabytes in their loopback sockets to the proxy.
+
 In ``logdir``: ``proxy-<host>.jsonl`` (the service's own JSON lines: ready, one per finished
 connection with bytes each way, subflows and MIB, and the summary of its counters at exit),
 ``proxy-<host>.log`` (its stderr) and ``proxy.json`` (every host's results). The testbed
@@ -33,6 +36,10 @@ from testbed.host import Process
 from testbed.network import Network
 
 OPTION_KEYS = ("endpoints", "limits", "scheduler", "tcp_only", "sender")
+# An application's socket to the client's proxy is a loopback connection: nothing bounds its
+# send buffer (loopback never loses, it autotunes to megabytes), so the application would count
+# as sent what merely waits in it. Each deployed host's net.ipv4.tcp_notsent_lowat bounds it.
+NOTSENT_LOWAT = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,7 @@ class Deployment:
         python: str,
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
+        notsent_lowat: int | None = NOTSENT_LOWAT,
     ) -> None:
         self.net = net
         self.services = services
@@ -157,6 +165,7 @@ class Deployment:
         self.python = python
         self.env = env
         self.ready_timeout = ready_timeout
+        self.notsent_lowat = notsent_lowat
         self.procs: dict[str, Process] = {}
         self.ready: dict[str, str] = {}
         self.results: dict[str, dict[str, Any]] = {}
@@ -169,6 +178,9 @@ class Deployment:
         try:
             for svc in self.services:
                 h = self.net.host(svc.host)
+                if self.notsent_lowat:
+                    lowat = f"net.ipv4.tcp_notsent_lowat={self.notsent_lowat}"
+                    h.run(["sysctl", "-q", "-w", lowat])
                 out = self.out_path(svc.host)
                 p = h.start(
                     svc.argv(self.python, out),
