@@ -19,8 +19,8 @@ header (GSO type TCPV6) or use a raw IPv6 socket that the kernel puts the header
 
 from __future__ import annotations
 
-import json
 import errno
+import json
 import socket
 import struct
 import subprocess
