@@ -868,11 +868,16 @@ class MptcpConnection:
         return list(self.config.endpoints or ())
 
     def _pm_established(self) -> None:
-        """Fully established: the client joins from its subflow endpoints, the server
-        announces its signal endpoints (Linux's in-kernel path manager)."""
+        """Fully established: either side announces its signal endpoints, the client joins
+        from its subflow endpoints (Linux's in-kernel path manager)."""
         init = self.initial
         if init is None:
             return
+        for ep in self._endpoints():
+            if "signal" in ep.flags and not self._announced:
+                addr = ipaddress.ip_address(ep.address)
+                h = add_addr_hmac(self.local_key, self.remote_key, ep.id, addr, ep.port)
+                init.queue_option(AddAddr(addr_id=ep.id, address=addr, port=ep.port, hmac=h))
         if init.active:
             for ep in self._endpoints():
                 if "subflow" not in ep.flags or ep.address == init.local[0]:
@@ -880,12 +885,6 @@ class MptcpConnection:
                 if _is_v6(ep.address) != _is_v6(init.remote[0]):
                     continue  # joins the peer's address only from one of its own family
                 self._request_subflow(ep.address, init.remote, ep.id, 0, "backup" in ep.flags)
-        else:
-            for ep in self._endpoints():
-                if "signal" in ep.flags and not self._announced:
-                    addr = ipaddress.ip_address(ep.address)
-                    h = add_addr_hmac(self.local_key, self.remote_key, ep.id, addr, ep.port)
-                    init.queue_option(AddAddr(addr_id=ep.id, address=addr, port=ep.port, hmac=h))
 
     def _request_subflow(
         self, local_addr: str, remote: tuple[str, int], local_id: int, remote_id: int, backup: bool
@@ -914,9 +913,10 @@ class MptcpConnection:
         self.pm.address_announced(o.addr_id, str(addr), o.port)
 
     def _pm_add_addr(self, addr_id: int, address: str, port: int | None) -> None:
-        """The in-kernel path manager's answer to an ADD_ADDR (pm.KernelPathManager)."""
+        """The in-kernel path manager's answer to an ADD_ADDR (pm.KernelPathManager), on either
+        side, as Linux: joins within ``add_addr_accepted``."""
         init = self.initial
-        if init is None or not init.active:
+        if init is None:
             return
         known = (address, port or init.remote[1])
         if known in self._remote_addrs:
