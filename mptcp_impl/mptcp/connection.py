@@ -36,13 +36,14 @@ from ..tcp.connection import (
 from ..tcp.segment import TcpSegment
 from . import crypto
 from .ctrl import Endpoint, MptcpConfig
-from .options import AddAddr, MpCapable, MpPrio
+from .options import AddAddr, FastClose, MpCapable, MpPrio, RemoveAddr
 from .sched import make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
 
 MASK64 = (1 << 64) - 1
 HALF64 = 1 << 63
+ADD_ADDR_RETRANS_MAX = 3  # Linux: an ADD_ADDR is resent at most 3 times (pm_kernel.c)
 
 
 @dataclass(slots=True)
@@ -54,6 +55,20 @@ class OpenSubflow:
     local_id: int
     remote_id: int
     backup: bool
+
+
+@dataclass(slots=True)
+class PmEvent:
+    """A path-manager event, as Linux's userspace PM reports them (``ip mptcp monitor``):
+    ``type`` is one of created, established, closed, announced, removed, sub_established,
+    sub_closed, priority; the rest are the attributes that event has (addresses, ids, flags).
+    Drained with ``MptcpConnection.next_pm_event`` (a stream apart from the application's)."""
+
+    type: str
+    attrs: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.attrs}
 
 
 @dataclass(slots=True)
@@ -138,6 +153,12 @@ class MptcpConnection:
         self._joins = 0
         self._announced = False
         self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
+        # ADD_ADDRs we sent and the peer has not echoed yet: id -> [option, deadline, resent]
+        self._add_addr_pending: dict[int, list[Any]] = {}
+        self._removed_ids: set[int] = set()  # local address ids we removed (REMOVE_ADDR sent)
+        self._fastclosed = False
+        self._pm_events: deque[PmEvent] = deque()
+        self.pm_events_enabled = True  # False: none are kept (nobody listens)
 
     # ================================================================= opening
     def connect(self, local: tuple[str, int], remote: tuple[str, int], now: float) -> Subflow:
@@ -151,6 +172,27 @@ class MptcpConnection:
         if not self.fallback:
             self.mib.inc("MPCapableSYNTX")
         return sub
+
+    # ----------------------------------------------------------------- path-manager events
+    def next_pm_event(self) -> PmEvent | None:
+        return self._pm_events.popleft() if self._pm_events else None
+
+    def _pm_event(self, kind: str, sub: Subflow | None = None, **attrs: Any) -> None:
+        if not self.pm_events_enabled:
+            return
+        a: dict[str, Any] = {"token": f"{self.local_token:08x}"}
+        if sub is not None:
+            a.update(
+                saddr=sub.local[0],
+                sport=sub.local[1],
+                daddr=sub.remote[0],
+                dport=sub.remote[1],
+                loc_id=sub.local_id,
+                rem_id=sub.remote_id,
+                backup=int(sub.backup or sub.peer_backup),
+            )
+        a.update(attrs)
+        self._pm_events.append(PmEvent(kind, a))
 
     @classmethod
     def accept(
@@ -198,7 +240,10 @@ class MptcpConnection:
         self._now = now
         self.mib.inc("MPJoinSynRx")
         local_id = self._local_id_for(local[0])
-        sub = Subflow(self, local, remote, initial=False, active=False, local_id=local_id)
+        backup = any(ep.address == local[0] and "backup" in ep.flags for ep in self._endpoints())
+        sub = Subflow(
+            self, local, remote, initial=False, active=False, local_id=local_id, backup=backup
+        )
         refuse = (
             self.fallback
             or not self.fully_established
@@ -256,6 +301,8 @@ class MptcpConnection:
         self.enter_fallback("SYN without usable MP_CAPABLE")
 
     def on_synack_capable(self, mpc: MpCapable | None) -> None:
+        if self.fallback:
+            return  # our last SYN went without MP_CAPABLE (SYN retries)
         if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key is None:
             self.mib.inc("MPCapableSYNACKRX")
             self._set_remote_key(mpc.sender_key)
@@ -287,6 +334,7 @@ class MptcpConnection:
 
     def on_join_established(self, sub: Subflow) -> None:
         sub.arm_join_ack(self._now)
+        self._pm_event("sub_established", sub)
 
     def enter_fallback(self, reason: str) -> None:
         if self.fallback:
@@ -342,8 +390,16 @@ class MptcpConnection:
         self._close_requested = True
 
     def abort(self, now: float) -> None:
+        """Reset the connection. Once fully established, every subflow's RST carries
+        MP_FASTCLOSE with the peer's key and MP_TCPRST (Linux's mptcp_do_fastclose, what a
+        close with unread data does)."""
         self._now = now
-        for s in self.subflows:
+        fast = not self.fallback and self.fully_established and not self._closed
+        for s in list(self.subflows):
+            if fast:
+                s.fastclose = True
+                if s.rst_reason is None:
+                    s.rst_reason = 0
             s.tcp.abort(now)
         self._unregister()
 
@@ -363,6 +419,9 @@ class MptcpConnection:
     # ================================================================= timers
     def get_timer(self) -> float | None:
         t = self._fin_deadline
+        for ent in self._add_addr_pending.values():
+            if t is None or ent[1] < t:
+                t = ent[1]
         for s in self.subflows:
             for d in (s.tcp.get_timer(), s.timer()):
                 if d is not None and (t is None or d < t):
@@ -376,6 +435,8 @@ class MptcpConnection:
             if d is not None and now >= d:
                 s.tcp.handle_timer(now)
             s.on_timer(now)
+        if self._add_addr_pending:
+            self._add_addr_timer(now)
         if self._fin_deadline is not None and now >= self._fin_deadline:
             self._fin_deadline = None
             if not self._fin_acked:
@@ -398,6 +459,11 @@ class MptcpConnection:
                 # Data segments have no room left for them (DSS fills it): a pure ACK of their
                 # own, at once, as Linux sends an ADD_ADDR or its echo (mptcp_pm_send_ack).
                 s.tcp.send_ack()
+                for seg in s.tcp.segments_to_send(now):
+                    out.append((s, seg))
+            if s._close_after_options and not s.has_queued_options():
+                s._close_after_options = False
+                self._remove_subflow(s)
                 for seg in s.tcp.segments_to_send(now):
                     out.append((s, seg))
         self._subflow_events(now)
@@ -459,6 +525,8 @@ class MptcpConnection:
                 s.established = True
             self._connected = True
             self._events.append(Connected())
+            if not self.fallback:
+                self._pm_event("created", s)
         else:
             if s.active:
                 s.arm_join_ack(now)
@@ -468,6 +536,8 @@ class MptcpConnection:
         if s in self.subflows:
             self.subflows.remove(s)
             self._events.append(SubflowClosed(s))
+            if not self.fallback and not s.initial:
+                self._pm_event("sub_closed", s, error=reason)
             self._reinject_from(s)
             if not s.initial and self._joins > 0:
                 self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
@@ -492,6 +562,8 @@ class MptcpConnection:
                 self._closed = True
                 self._unregister()
                 self._events.append(Closed())
+                if self.fully_established:
+                    self._pm_event("closed")
 
     def _deliver_eof(self) -> None:
         if not self._eof:
@@ -604,7 +676,7 @@ class MptcpConnection:
     def _schedule(self, now: float) -> None:
         if not self._connected:
             return
-        usable = [s for s in self.subflows if s.usable]
+        usable = self._sendable([s for s in self.subflows if s.usable])
         if not usable:
             return
         max_map = self.config.max_mapping
@@ -760,6 +832,7 @@ class MptcpConnection:
         init = self.initial
         if init is None:
             return
+        self._pm_event("established", init)
         if init.active:
             for ep in self._endpoints():
                 if "subflow" not in ep.flags or ep.address == init.local[0]:
@@ -768,9 +841,7 @@ class MptcpConnection:
         else:
             for ep in self._endpoints():
                 if "signal" in ep.flags and not self._announced:
-                    addr = ipaddress.ip_address(ep.address)
-                    h = add_addr_hmac(self.local_key, self.remote_key, ep.id, addr, ep.port)
-                    init.queue_option(AddAddr(addr_id=ep.id, address=addr, port=ep.port, hmac=h))
+                    self.announce(ep.address, ep.id, ep.port)
 
     def _request_subflow(
         self, local_addr: str, remote: tuple[str, int], local_id: int, remote_id: int, backup: bool
@@ -780,9 +851,55 @@ class MptcpConnection:
         self._joins += 1
         self._events.append(OpenSubflow(local_addr, remote, local_id, remote_id, backup))
 
+    # ----------------------------------------------------------------- ADD_ADDR
+    def announce(self, address: str, addr_id: int, port: int | None = None) -> bool:
+        """Send ADD_ADDR (Linux: a signal endpoint), resent every ``add_addr_timeout`` until
+        the peer echoes it, at most ``ADD_ADDR_RETRANS_MAX`` times (pm_kernel.c's add timer).
+        False when it cannot be sent (fallback, no usable subflow)."""
+        sub = self._pm_subflow()
+        init = self.initial
+        if sub is None and init is not None and not init.closed:
+            sub = init  # fully established on the third ACK: the first ACK we send carries it
+        if sub is None or self.fallback or not self.remote_key:
+            return False
+        addr = ipaddress.ip_address(address)
+        h = add_addr_hmac(self.local_key, self.remote_key, addr_id, addr, port)
+        opt = AddAddr(addr_id=addr_id, address=addr, port=port, hmac=h)
+        self._removed_ids.discard(addr_id)
+        self._add_addr_pending[addr_id] = [opt, self._now + self.config.add_addr_timeout, 0]
+        sub.queue_option(opt)
+        return True
+
+    def _pm_subflow(self, avoid: Subflow | None = None) -> Subflow | None:
+        """The subflow that carries a control option: the first usable one, not ``avoid``."""
+        subs = [s for s in self.subflows if s.usable]
+        for s in subs:
+            if s is not avoid:
+                return s
+        return subs[0] if subs else None
+
+    def _add_addr_timer(self, now: float) -> None:
+        for addr_id, ent in list(self._add_addr_pending.items()):
+            opt, deadline, resent = ent
+            if now < deadline:
+                continue
+            if resent >= ADD_ADDR_RETRANS_MAX:
+                del self._add_addr_pending[addr_id]
+                continue
+            sub = self._pm_subflow()
+            ent[1] = now + self.config.add_addr_timeout
+            if sub is not None:
+                ent[2] += 1
+                sub.queue_option(opt)
+            if ent[2] >= ADD_ADDR_RETRANS_MAX:
+                del self._add_addr_pending[addr_id]
+
     def on_add_addr(self, sub: Subflow, o: AddAddr) -> None:
         if o.echo:
             self.mib.inc("EchoAdd")
+            ent = self._add_addr_pending.get(o.addr_id)
+            if ent is not None and ent[0].address == o.address:
+                del self._add_addr_pending[o.addr_id]  # echoed: no more resends
             return
         if o.hmac is None or o.hmac != add_addr_hmac(
             self.remote_key, self.local_key, o.addr_id, o.address, o.port
@@ -793,6 +910,7 @@ class MptcpConnection:
         if o.port:
             self.mib.inc("PortAdd")
         sub.queue_option(AddAddr(addr_id=o.addr_id, address=o.address, port=o.port, echo=True))
+        self._pm_event("announced", rem_id=o.addr_id, daddr=str(o.address), dport=o.port)
         init = self.initial
         if init is None or not init.active:
             return
@@ -811,17 +929,131 @@ class MptcpConnection:
             if "fullmesh" in ep.flags and ep.address != init.local[0]:
                 self._request_subflow(ep.address, remote, ep.id, o.addr_id, "backup" in ep.flags)
 
-    def on_remove_addr(self, sub: Subflow, o: Any) -> None:
-        self.mib.inc("RmAddr")
+    # ----------------------------------------------------------------- REMOVE_ADDR
+    def on_remove_addr(self, sub: Subflow, o: RemoveAddr) -> None:
+        """The peer removed addresses (Linux's mptcp_pm_rm_addr_received): RmAddr per id, and
+        our subflows to each (the initial one for id 0) are reset, their data reinjected."""
+        for addr_id in o.addr_ids:
+            self.mib.inc("RmAddr")
+            self._pm_event("removed", rem_id=addr_id)
+            for s in list(self.subflows):
+                if s.remote_id == addr_id and (not s.initial or addr_id == 0):
+                    self._remove_subflow(s)
+            if self.initial is not None:
+                self._remote_addrs = {
+                    a for a in self._remote_addrs if not self._addr_has_id(a, addr_id)
+                }
 
-    def on_fastclose(self, sub: Subflow, o: Any) -> None:
+    def _addr_has_id(self, addr: tuple[str, int], addr_id: int) -> bool:
+        return any(s.remote_id == addr_id and s.remote == addr for s in self._seen_subflows)
+
+    def _remove_subflow(self, s: Subflow) -> None:
+        if s.tcp is None or s.closed:
+            return
+        self._reinject_from(s)
+        s.bytes_sent -= s.tcp.take_unsent() if s.tcp.state is not TcpState.CLOSED else 0
+        s.rst_reason = 0
+        s.tcp.abort(self._now)
+
+    def remove_addresses(self, addr_ids: list[int], now: float | None = None) -> bool:
+        """``ip mptcp endpoint del``/``flush``: REMOVE_ADDR for the ids (on a subflow that
+        stays, when there is one), then our subflows from those addresses are reset, each
+        counted as RmSubflow (Linux's mptcp_pm_nl_rm_subflow_received). An announced address
+        is no longer resent."""
+        if now is not None:
+            self._now = now
+        ids = tuple(dict.fromkeys(addr_ids))
+        if self.fallback or not ids or not self.fully_established:
+            return False
+        going = [s for s in self.subflows if s.local_id in ids]
+        carrier = next((s for s in self.subflows if s.usable and s not in going), None)
+        if carrier is None:
+            carrier = self._pm_subflow()
+        for i in range(0, len(ids), 8):  # Linux puts at most 8 ids in one option
+            opt = RemoveAddr(ids[i : i + 8])
+            if carrier is not None:
+                carrier.queue_option(opt)
+            else:
+                self.mib.inc("RmAddrTxDrop")
+        for addr_id in ids:
+            self._add_addr_pending.pop(addr_id, None)
+            self._removed_ids.add(addr_id)
+        for s in going:
+            if carrier is not None and s is carrier:
+                s._close_after_options = True  # (its own REMOVE_ADDR leaves first)
+            self.mib.inc("RmSubflow")
+            self._pm_event("sub_closed", s, error="removed")
+            if s is not carrier:
+                self._remove_subflow(s)
+        return True
+
+    def remove_address(self, address: str, now: float | None = None) -> bool:
+        """REMOVE_ADDR for a local address (its endpoint id, 0 for the initial subflow's)."""
+        return self.remove_addresses([self._local_id_for(address)], now)
+
+    # ----------------------------------------------------------------- MP_PRIO
+    def set_backup(self, sub: Subflow, backup: bool, now: float | None = None) -> bool:
+        """Our priority of one subflow (``ip mptcp endpoint change ... backup|nobackup``): we
+        stop (or start) sending on it unless nothing else is usable, and ask the peer the same
+        with MP_PRIO on that subflow (MPPrioTx)."""
+        if now is not None:
+            self._now = now
+        if self.fallback or sub not in self.subflows or not sub.usable:
+            return False
+        sub.backup = backup
+        sub.queue_option(MpPrio(backup=backup))
+        self._pm_event("priority", sub, local=True)
+        return True
+
+    def set_endpoint_backup(self, address: str, backup: bool, now: float | None = None) -> int:
+        """``set_backup`` for every subflow from a local address; how many."""
+        return sum(
+            self.set_backup(s, backup, now) for s in list(self.subflows) if s.local[0] == address
+        )
+
+    def on_mp_prio(self, sub: Subflow, o: MpPrio) -> None:
+        self.mib.inc("MPPrioRx")
+        sub.peer_backup = o.backup
+        self._pm_event("priority", sub, local=False)
+
+    def _sendable(self, usable: list[Subflow]) -> list[Subflow]:
+        """Linux's mptcp_subflow_get_send: a backup subflow (ours, or one the peer asked for
+        with MP_JOIN's or MP_PRIO's B flag) gets data only while no other subflow is active
+        (usable and not stale), however full the active ones are."""
+        if any(not (s.backup or s.peer_backup) and not s.stale for s in usable):
+            return [s for s in usable if not (s.backup or s.peer_backup)]
+        return usable
+
+    # ----------------------------------------------------------------- MP_FASTCLOSE
+    def on_fastclose(self, sub: Subflow, o: FastClose, rst: bool = False) -> None:
+        """MP_FASTCLOSE, on an ACK or an RST: only with our own key (the receiver's, RFC 8684
+        3.5) does it count (MPFastcloseRx) and reset every subflow; otherwise it is ignored."""
+        if o.receiver_key != self.local_key or self.fallback or self._closed:
+            return
         self.mib.inc("MPFastcloseRx")
+        self._fastclosed = True
+        for s in list(self.subflows):
+            if rst and s is sub:
+                continue  # the RST that carried it closes this one
+            if s.tcp is not None and s.tcp.state is not TcpState.CLOSED:
+                s.rst_reason = 0
+                s.tcp.abort(self._now)
+        self._unregister()
+        if not self._closed:
+            self._events.append(Reset("connection reset by peer (MP_FASTCLOSE)"))
+            self._closed = True
+            self._pm_event("closed")
+
+    def on_mp_fail(self, sub: Subflow, o: Any) -> None:
+        self.mib.inc("MPFailRx")
 
     def note_option_sent(self, o: Any) -> None:
         if isinstance(o, AddAddr):
             self.mib.inc("EchoAddTx" if o.echo else "AddAddrTx")
         elif isinstance(o, MpPrio):
             self.mib.inc("MPPrioTx")
+        elif isinstance(o, RemoveAddr):
+            self.mib.inc("RmAddrTx")
 
     # ================================================================= introspection
     def info(self) -> dict[str, Any]:

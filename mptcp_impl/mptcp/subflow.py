@@ -90,7 +90,10 @@ class Subflow:
         self.stale = False
         self.established = False  # usable for data (join: after the 4th ACK)
         self.closed = False
-        self.rst_reason: int | None = None  # MP_TCPRST on the RST we send
+        self.rst_reason: int | None = None  # MP_TCPRST on the RST we send (None: 0)
+        self.peer_rst_reason: int | None = None  # MP_TCPRST on the peer's RST
+        self.fastclose = False  # our RST carries MP_FASTCLOSE (the connection's abort)
+        self._close_after_options = False  # reset once the queued options left (REMOVE_ADDR)
         self._local_nonce = conn.rng.getrandbits(32)
         self._remote_nonce = 0
         self._join_ack_pending = False  # joiner: third ACK sent, 4th ACK not yet seen
@@ -183,11 +186,27 @@ class Subflow:
             return []
         flags = seg.flags
         if flags & RST:
-            if self.rst_reason is not None:
-                conn.mib.inc("MPRstTx")
-                return [to_tcp_option(TcpRst(reason=self.rst_reason))]
-            return []
+            # Linux puts MP_TCPRST on every RST of an MPTCP subflow, after MP_FASTCLOSE when
+            # the connection is being reset (mptcp_established_options)
+            out = []
+            if self.fastclose and conn.remote_key:
+                conn.mib.inc("MPFastcloseTx")
+                out.append(to_tcp_option(FastClose(receiver_key=conn.remote_key)))
+            conn.mib.inc("MPRstTx")
+            out.append(to_tcp_option(TcpRst(reason=self.rst_reason or 0)))
+            return out
         if flags & SYN:
+            if (
+                self.initial
+                and self.active
+                and not flags & ACK
+                and tcp.stats.rto_count >= conn.config.syn_retrans_before_tcp_fallback
+            ):
+                # Two MP_CAPABLE SYNs lost: a middlebox may drop them; the next SYN is plain
+                # TCP (Linux's mptcp_active_detect_blackhole, MPCapableSYNTXDrop)
+                conn.mib.inc("MPCapableSYNTXDrop")
+                conn.enter_fallback("MP_CAPABLE SYNs lost")
+                return []
             return [to_tcp_option(self._syn_option(flags))]
         if flags & ACK:
             # the window relative to the DATA_ACK, not what TCP made of it in subflow space
@@ -314,11 +333,14 @@ class Subflow:
             opts.append(o)
         flags = seg.flags
         if flags & RST:
+            if conn.fallback:
+                return None
             for o in opts:
                 if isinstance(o, TcpRst):
                     conn.mib.inc("MPRstRx")
+                    self.peer_rst_reason = o.reason
                 elif isinstance(o, FastClose):
-                    conn.on_fastclose(self, o)
+                    conn.on_fastclose(self, o, rst=True)
             return None
         if flags & SYN:
             if flags & ACK:
@@ -345,6 +367,8 @@ class Subflow:
         self._remote_nonce = join.nonce
         self.remote_id = join.addr_id
         self.peer_backup = join.backup
+        if join.backup:
+            conn.mib.inc("MPJoinSynBackupRx")
         return None
 
     def _on_synack(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | None:
@@ -362,6 +386,8 @@ class Subflow:
         self._remote_nonce = join.nonce
         self.remote_id = join.addr_id
         self.peer_backup = join.backup
+        if join.backup:
+            conn.mib.inc("MPJoinSynAckBackupRx")
         hm = _hmac(
             conn.remote_key,
             conn.local_key,
@@ -419,12 +445,11 @@ class Subflow:
             elif t is RemoveAddr:
                 conn.on_remove_addr(self, o)
             elif t is MpPrio:
-                conn.mib.inc("MPPrioRx")
-                self.peer_backup = o.backup
+                conn.on_mp_prio(self, o)
             elif t is MpFail:
-                conn.mib.inc("MPFailRx")
+                conn.on_mp_fail(self, o)
             elif t is FastClose:
-                conn.on_fastclose(self, o)
+                conn.on_fastclose(self, o, rst=False)
         if saw_dss:
             conn.data_ack_seen = True
             if self._mpc_pending:
