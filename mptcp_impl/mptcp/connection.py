@@ -377,11 +377,10 @@ class MptcpConnection:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
         if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
-            # the connection-level window reopened: tell the peer on one subflow
-            for s in self.subflows:
-                if s.usable:
-                    s.tcp.send_ack()
-                    break
+            # the connection-level window reopened: tell the peer on one (working) subflow
+            s = self._pm_subflow()
+            if s is not None:
+                s.tcp.send_ack()
         return data
 
     def close(self, now: float) -> None:
@@ -777,13 +776,15 @@ class MptcpConnection:
             self._subflows_closing = True
             for s in list(self.subflows):
                 if s.tcp.state is not TcpState.CLOSED:
-                    s.tcp.close(now)
+                    if s.stale:
+                        s.tcp.abort(now)  # its FIN would wait for a path that is down
+                    else:
+                        s.tcp.close(now)
 
     def _kick_fin(self) -> None:
-        for s in self.subflows:
-            if s.usable:
-                s.tcp.send_ack()
-                return
+        s = self._pm_subflow()
+        if s is not None:
+            s.tcp.send_ack()
 
     def data_fin_due(self, sub: Subflow) -> int | None:
         if self._fin_send and self._fin_dsn is not None and not self._fin_acked:
@@ -871,8 +872,10 @@ class MptcpConnection:
         return True
 
     def _pm_subflow(self, avoid: Subflow | None = None) -> Subflow | None:
-        """The subflow that carries a control option: the first usable one, not ``avoid``."""
+        """The subflow that carries a control option (or the DATA_FIN): the first usable one
+        that is not stale, a non-backup one first; not ``avoid`` when there is another."""
         subs = [s for s in self.subflows if s.usable]
+        subs.sort(key=lambda s: (s.stale, s.backup or s.peer_backup))
         for s in subs:
             if s is not avoid:
                 return s

@@ -108,6 +108,8 @@ class MptcpConn:
         self.local = init.local
         self.remote = init.remote
         stack._mptcp_conns[id(mconn)] = self
+        self._on_pm_event = stack.config.on_pm_event
+        mconn.pm_events_enabled = self._on_pm_event is not None
 
     # The application side -------------------------------------------------------------------
     def send(self, data: bytes | memoryview) -> int:
@@ -134,6 +136,19 @@ class MptcpConn:
         if not self.closed:
             self.mconn.abort(self.stack.now())
             self.stack._mark(self)
+
+    # The path manager's actions (``ip mptcp endpoint change/del`` on one connection) ----------
+    def set_backup(self, address: str, backup: bool) -> int:
+        """MP_PRIO on every subflow from ``address``; how many."""
+        n = self.mconn.set_endpoint_backup(address, backup, self.stack.now())
+        self.stack._mark(self)
+        return n
+
+    def remove_address(self, address: str) -> bool:
+        """REMOVE_ADDR for a local address (id 0: the initial subflow's); its subflows go."""
+        ok = self.mconn.remove_address(address, self.stack.now())
+        self.stack._mark(self)
+        return ok
 
     def stats(self) -> dict[str, Any]:
         """The first subflow's TCP counters (as a plain TCP connection reports them), plus
@@ -218,6 +233,10 @@ class MptcpConn:
     def _events(self, now: float) -> None:
         m = self.mconn
         h = self.handler
+        cb = self._on_pm_event
+        if cb is not None:
+            while (pe := m.next_pm_event()) is not None:
+                cb(pe)
         while True:
             ev = m.next_event()
             if ev is None:
