@@ -228,6 +228,7 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
         err = f"{type(e).__name__}: {e}"
         if "aborted" in state:
             err = f"ConnectionAbortedError: aborted after {state['aborted']} bytes"
+            await asyncio.sleep(1.0)  # our reset subflows answer a challenge ACK meanwhile
     if at_task is not None:
         at_task.cancel()
     t1 = time.monotonic()
@@ -275,6 +276,7 @@ async def run_server(args: argparse.Namespace) -> int:
                     _do_at(writer, name, arg)
                     print(f"at {n}: {name} {arg}".rstrip(), file=sys.stderr, flush=True)
                     if name == "abort":
+                        await asyncio.sleep(1.0)  # a challenge ACK gets its RST meanwhile
                         raise ConnectionAbortedError(f"aborted after {n} bytes")
             writer.close()
             await writer.wait_closed()

@@ -44,6 +44,7 @@ from .token import TokenRegistry
 MASK64 = (1 << 64) - 1
 HALF64 = 1 << 63
 ADD_ADDR_RETRANS_MAX = 3  # Linux: an ADD_ADDR is resent at most 3 times (pm_kernel.c)
+FASTCLOSE_LINGER = 1.0  # seconds a reset subflow still answers (its RST may draw a challenge)
 
 
 @dataclass(slots=True)
@@ -157,6 +158,10 @@ class MptcpConnection:
         self._add_addr_pending: dict[int, list[Any]] = {}
         self._removed_ids: set[int] = set()  # local address ids we removed (REMOVE_ADDR sent)
         self._fastclosed = False
+        # subflows we reset with MP_FASTCLOSE: still answer what arrives (an RST at the ACK of
+        # a challenge ACK, RFC 5961, again with MP_FASTCLOSE) until ``linger_until``
+        self._lingering: list[Subflow] = []
+        self.linger_until: float | None = None
         self._pm_events: deque[PmEvent] = deque()
         self.pm_events_enabled = True  # False: none are kept (nobody listens)
 
@@ -399,7 +404,10 @@ class MptcpConnection:
                 s.fastclose = True
                 if s.rst_reason is None:
                     s.rst_reason = 0
+                self._lingering.append(s)
             s.tcp.abort(now)
+        if fast:
+            self.linger_until = now + FASTCLOSE_LINGER
         self._unregister()
 
     def next_event(self) -> Any:
@@ -450,6 +458,8 @@ class MptcpConnection:
         subs = list(self.subflows)
         self._process(now)
         subs += [s for s in self.subflows if s not in subs]
+        if self._lingering:
+            subs += [s for s in self._lingering if s not in subs]
         out: list[tuple[Subflow, TcpSegment]] = []
         for s in subs:
             for seg in s.tcp.segments_to_send(now):

@@ -202,6 +202,8 @@ class MptcpConn:
         link = self.links.get(id(sub))
         if link is None or link.closed:
             return
+        if sub.fastclose:
+            return  # it answers a challenge ACK until the connection's linger ends
         if sub.tcp.state is TcpState.TIME_WAIT:
             return  # keep the 4-tuple until TIME-WAIT ends (the core's timer)
         link.closed = True
@@ -277,8 +279,10 @@ class MptcpConn:
         self.close_exc = exc
         if self.handler:
             self.handler.on_closed(exc)
-        if not self.mconn.subflows or all(
-            s.tcp.state is TcpState.CLOSED for s in self.mconn.subflows
+        linger = self.mconn.linger_until
+        if (linger is None or self.stack.now() >= linger) and (
+            not self.mconn.subflows
+            or all(s.tcp.state is TcpState.CLOSED for s in self.mconn.subflows)
         ):
             self._release()
 
@@ -299,7 +303,10 @@ class MptcpConn:
         if self.closed:
             return
         at = self.mconn.get_timer()
-        if at is None and self._app_done:
+        linger = self.mconn.linger_until
+        if linger is not None and self.stack.now() < linger and (at is None or at > linger):
+            at = linger  # our fastclose: its subflows still answer until then
+        elif at is None and self._app_done:
             self._release()  # nothing left to wait for (TIME-WAITs over)
             return
         if at == self._timer_at:
