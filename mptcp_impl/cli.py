@@ -163,6 +163,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
             limits=args.limits or Limits(),
             scheduler=args.scheduler,
             checksum=args.checksum,
+            corrupt_checksum_at=args.corrupt_checksum_at,
         )
         if args.add_addr_timeout is not None:
             mptcp.add_addr_timeout = args.add_addr_timeout
@@ -365,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="resend an ADD_ADDR not echoed after S seconds (default 120, as Linux)",
+    )
+    common.add_argument(  # tests: a wrong DSS checksum on the mapping holding this offset
+        "--corrupt-checksum-at", type=int, default=None, help=argparse.SUPPRESS
     )
     common.add_argument(
         "--pm-events", action="store_true", help='print path-manager events ({"pm_event": ...})'

@@ -36,7 +36,7 @@ from ..tcp.connection import (
 from ..tcp.segment import TcpSegment
 from . import crypto
 from .ctrl import Endpoint, MptcpConfig
-from .options import AddAddr, FastClose, MpCapable, MpPrio, RemoveAddr
+from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .sched import make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
@@ -44,6 +44,7 @@ from .token import TokenRegistry
 MASK64 = (1 << 64) - 1
 HALF64 = 1 << 63
 ADD_ADDR_RETRANS_MAX = 3  # Linux: an ADD_ADDR is resent at most 3 times (pm_kernel.c)
+RST_MIDDLEBOX = 6  # MP_TCPRST reason: middlebox interference (a checksum failure)
 FASTCLOSE_LINGER = 1.0  # seconds a reset subflow still answers (its RST may draw a challenge)
 
 
@@ -160,6 +161,10 @@ class MptcpConnection:
         self._add_addr_pending: dict[int, list[Any]] = {}
         self._removed_ids: set[int] = set()  # local address ids we removed (REMOVE_ADDR sent)
         self._fastclosed = False
+        self._csum_corrupted = False  # (config.corrupt_checksum_at done)
+        self._mp_fail_sent = False
+        self._infinite_map_pending = False
+        self._mp_fail_answer = False
         # subflows we reset with MP_FASTCLOSE: still answer what arrives (an RST at the ACK of
         # a challenge ACK, RFC 5961, again with MP_FASTCLOSE) until ``linger_until``
         self._lingering: list[Subflow] = []
@@ -1074,8 +1079,39 @@ class MptcpConnection:
             self._closed = True
             self._pm_event("closed")
 
-    def on_mp_fail(self, sub: Subflow, o: Any) -> None:
+    # ----------------------------------------------------------------- DSS checksums, MP_FAIL
+    def _infinite_fallback_allowed(self) -> bool:
+        """Linux's allow_infinite_fallback: no second subflow ever joined."""
+        return len(self._seen_subflows) == 1 and not self.fallback
+
+    def on_checksum_failure(self, sub: Subflow, dsn: int, length: int) -> bool:
+        """A mapping whose DSS checksum is wrong (DataCsumErr), as Linux's subflow.c: with a
+        single subflow, MP_FAIL and the data goes on (the peer answers with an infinite
+        mapping: plain TCP from there), True; otherwise the subflow is reset with MP_FAIL and
+        MP_TCPRST 'middlebox interference', its data dropped (the peer sends it again on the
+        others), False."""
+        self.mib.inc("DataCsumErr")
+        if self._infinite_fallback_allowed():
+            if not self._mp_fail_sent:
+                self._mp_fail_sent = True
+                sub.queue_option(MpFail(dsn=dsn & MASK64))
+            return True
+        sub.mp_fail_dsn = dsn
+        sub.rst_reason = RST_MIDDLEBOX
+        self._reinject_from(sub)
+        sub.tcp.abort(self._now)
+        return False
+
+    def on_mp_fail(self, sub: Subflow, o: MpFail) -> None:
+        """The peer's MP_FAIL: with a single subflow, Linux's answer (MP_FAIL back and an
+        infinite mapping on the next data, then plain TCP); with several the peer resets the
+        subflow itself."""
         self.mib.inc("MPFailRx")
+        if self.fallback or self._mp_fail_sent or not self._infinite_fallback_allowed():
+            return
+        self._mp_fail_sent = True
+        self._mp_fail_answer = True  # the infinite mapping follows it (note_option_sent)
+        sub.queue_option(MpFail(dsn=o.dsn))
 
     def note_option_sent(self, o: Any) -> None:
         if isinstance(o, AddAddr):
@@ -1084,6 +1120,11 @@ class MptcpConnection:
             self.mib.inc("MPPrioTx")
         elif isinstance(o, RemoveAddr):
             self.mib.inc("RmAddrTx")
+        elif isinstance(o, MpFail):
+            self.mib.inc("MPFailTx")
+            if self._mp_fail_answer:
+                self._mp_fail_answer = False
+                self._infinite_map_pending = True
 
     # ================================================================= introspection
     def info(self) -> dict[str, Any]:

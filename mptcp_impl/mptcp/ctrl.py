@@ -99,3 +99,5 @@ class MptcpConfig:
     # MP_CAPABLE SYNs lost before the next SYN goes without it
     # (net.mptcp.syn_retrans_before_tcp_fallback)
     syn_retrans_before_tcp_fallback: int = 2
+    # tests only: the DSS checksum of the mapping holding this data offset is wrong, once
+    corrupt_checksum_at: int | None = None

@@ -102,6 +102,9 @@ class Subflow:
         self.peer_rst_reason: int | None = None  # MP_TCPRST on the peer's RST
         self.fastclose = False  # our RST carries MP_FASTCLOSE (the connection's abort)
         self._close_after_options = False  # reset once the queued options left (REMOVE_ADDR)
+        self.mp_fail_dsn: int | None = None  # MP_FAIL on our RST (a checksum failure)
+        self.csum_ok_seen = False  # a mapping of the peer's passed its DSS checksum
+        self._tx_sums: dict[int, tuple[int, int]] = {}  # DSS checksums: dsn -> (sum, length)
         self._local_nonce = conn.rng.getrandbits(32)
         self._remote_nonce = 0
         self._join_ack_pending = False  # joiner: third ACK sent, 4th ACK not yet seen
@@ -177,7 +180,28 @@ class Subflow:
         """Queue bytes of the connection on this subflow as one mapping starting at ``dsn``."""
         n = self.tcp.send(data, meta=dsn)
         self.bytes_sent += n
+        if n and self.conn.checksum:
+            sums = self._tx_sums
+            if len(sums) > 256:  # forget the mappings the peer has DATA_ACKed
+                una = self.conn.snd_una
+                for k in [k for k, (_s, ln) in sums.items() if k + ln <= una]:
+                    del sums[k]
+            sums[dsn] = (crypto.payload_sum(memoryview(data)[:n]), n)
         return n
+
+    def _tx_checksum(self, dsn: int, ssn_rel: int, length: int) -> int:
+        """The DSS checksum of our mapping at ``dsn`` (``corrupt_checksum_at``: a test's way to
+        make the peer see a checksum failure, once)."""
+        ps = self._tx_sums.get(dsn, (0, 0))[0]
+        c = crypto.dss_checksum_of_sum(dsn & MASK64, ssn_rel, length, ps)
+        conn = self.conn
+        bad = conn.config.corrupt_checksum_at
+        if bad is not None and not conn._csum_corrupted:
+            off = dsn - conn.local_idsn - 1
+            if off <= bad < off + length:
+                conn._csum_corrupted = True
+                c ^= 0x5A5A
+        return c
 
     def queue_option(self, opt: Any) -> None:
         if opt not in self._queued_opts:  # (an ADD_ADDR echoed twice before it left: once)
@@ -200,6 +224,9 @@ class Subflow:
             if self.fastclose and conn.remote_key:
                 conn.mib.inc("MPFastcloseTx")
                 out.append(to_tcp_option(FastClose(receiver_key=conn.remote_key)))
+            elif self.mp_fail_dsn is not None:
+                conn.mib.inc("MPFailTx")
+                out.append(to_tcp_option(MpFail(dsn=self.mp_fail_dsn & MASK64)))
             conn.mib.inc("MPRstTx")
             out.append(to_tcp_option(TcpRst(reason=self.rst_reason or 0)))
             return out
@@ -295,6 +322,7 @@ class Subflow:
                 sender_key=conn.local_key,
                 receiver_key=conn.remote_key,
                 data_len=m[1],
+                checksum=self._tx_checksum(m[2], 1, m[1]) if conn.checksum else None,
             )
         return None
 
@@ -306,15 +334,34 @@ class Subflow:
             if m is None:
                 return Dss(data_ack=ack, data_ack64=True)  # unmapped: cannot happen in MPTCP mode
             start, length, dsn = m
+            if conn._infinite_map_pending:
+                # after MP_FAIL with a single subflow: the infinite mapping, then plain TCP
+                # (Linux's mptcp_update_infinite_map)
+                conn._infinite_map_pending = False
+                conn.mib.inc("InfiniteMapTx")
+                d = Dss(
+                    data_ack=ack,
+                    data_ack64=True,
+                    dsn=(dsn + ((seg.seq - start) & MASK32)) & MASK64,
+                    dsn64=True,
+                    subflow_seq=0,
+                    data_len=0,
+                    checksum=0 if conn.checksum else None,
+                )
+                conn.enter_fallback("infinite mapping sent (MP_FAIL)")
+                return d
             fin = conn.data_fin_on_mapping(dsn, length)
+            ssn = (start - tcp.iss) & MASK32
+            dlen = length + (1 if fin else 0)
             return Dss(
                 data_ack=ack,
                 data_ack64=True,
                 dsn=dsn & MASK64,
                 dsn64=True,
-                subflow_seq=(start - tcp.iss) & MASK32,
-                data_len=length + (1 if fin else 0),
+                subflow_seq=ssn,
+                data_len=dlen,
                 data_fin=fin,
+                checksum=self._tx_checksum(dsn, ssn, dlen) if conn.checksum else None,
             )
         fin_dsn = conn.data_fin_due(self)
         if fin_dsn is not None:
@@ -326,6 +373,7 @@ class Subflow:
                 subflow_seq=0,
                 data_len=1,
                 data_fin=True,
+                checksum=crypto.dss_checksum(fin_dsn, 0, 1, b"") if conn.checksum else None,
             )
             if d.length <= space:
                 conn.data_fin_sent(self)
@@ -351,6 +399,8 @@ class Subflow:
                     self.peer_rst_reason = o.reason
                 elif isinstance(o, FastClose):
                     conn.on_fastclose(self, o, rst=True)
+                elif isinstance(o, MpFail):
+                    conn.on_mp_fail(self, o)  # (several subflows: the peer resets this one)
             return None
         if flags & SYN:
             if flags & ACK:
@@ -446,7 +496,7 @@ class Subflow:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
                 if self.initial and not self.active and o.data_len and mpc_usable(o):
-                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64)
+                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64, o.checksum)
             elif t is MpJoinAck:
                 if not self.active:
                     tcp.send_ack()  # our 4th ACK was lost: the joiner repeats its third ACK
@@ -525,9 +575,9 @@ class Subflow:
         else:
             length = d.data_len
         if length > 0:
-            self._add_map(d.subflow_seq, length, dsn)
+            self._add_map(d.subflow_seq, length, dsn, d.checksum)
 
-    def _add_map(self, ssn: int, length: int, dsn: int) -> None:
+    def _add_map(self, ssn: int, length: int, dsn: int, csum: int | None = None) -> None:
         """Remember a mapping; one that contradicts a mapping still in use is ignored and
         counted (Linux: DSSNotMatching)."""
         # relative subflow sequence numbers are 32-bit; unwrap near the next byte to pull
@@ -547,11 +597,11 @@ class Subflow:
         # overlap with a neighbour: must agree on the DSN of every shared byte
         for j in (i - 1, i):
             if 0 <= j < len(self._maps):
-                ms, ml, md = self._maps[j]
+                ms, ml, md = self._maps[j][:3]
                 if ms < end and ssn < ms + ml and md - ms != dsn - ssn:
                     self.conn.mib.inc("DSSNotMatching")
                     return
-        self._maps.insert(i, [ssn, length, dsn])
+        self._maps.insert(i, [ssn, length, dsn, csum])
         starts.insert(i, ssn)
 
     def pull(self) -> list[tuple[int, bytes]]:
@@ -565,7 +615,20 @@ class Subflow:
                 self._map_starts.pop(0)
             if not maps or maps[0][0] > self._rx_ssn:
                 break  # no mapping for the next byte yet (it may come on a later segment)
-            ms, ml, md = maps[0]
+            ms, ml, md, mc = maps[0]
+            if mc is not None and self.conn.checksum and self._rx_ssn == ms:
+                # DSS checksums: a mapping leaves whole, once all of it is here and checked
+                if tcp.readable < ml:
+                    break
+                data = tcp.read(ml)
+                self._rx_ssn += len(data)
+                if crypto.dss_checksum_ok(md & MASK64, ms & MASK32, ml, data, mc):
+                    self.csum_ok_seen = True
+                elif not self.conn.on_checksum_failure(self, md, ml):
+                    break  # this subflow is reset, its data dropped (sent again elsewhere)
+                out.append((md, data))
+                self.bytes_received += len(data)
+                continue
             want = ms + ml - self._rx_ssn
             data = tcp.read(want)
             if not data:
@@ -603,7 +666,7 @@ class Subflow:
                 o = decode(raw.data)
             except MptcpOptionError:
                 continue
-            if isinstance(o, (AddAddr, RemoveAddr, MpPrio)):
+            if isinstance(o, (AddAddr, RemoveAddr, MpPrio, MpFail)):
                 self._queued_opts.appendleft(o)
             elif isinstance(o, Dss) and o.data_fin:
                 self.conn.data_fin_lost()

@@ -454,3 +454,90 @@ table inet ctrltest {{
     assert c["mptcp"]["mib"].get("MPTcpExtMPCapableSYNTXDrop") == 1
     assert s["kernel"]["is_mptcp"] is False
     linux(d, {"MPCapableSYNRX": 0})
+
+
+# ------------------------------------------------------------------------------ checksums, MP_FAIL
+
+
+@contextlib.contextmanager
+def linux_checksum(bed: Bed, host: str, on: bool):
+    h = bed.host(host)
+    h.run(["sysctl", "-qw", f"net.mptcp.checksum_enabled={int(on)}"])
+    try:
+        yield
+    finally:
+        h.run(["sysctl", "-qw", "net.mptcp.checksum_enabled=0"])
+
+
+@pytest.mark.parametrize("who", ["linux", "ours"])
+def test_checksums_negotiated(bed: Bed, who: str) -> None:
+    """'checksum test': flag A from either side and both use DSS checksums (MPTCP_INFO's
+    csum_enabled on Linux); two subflows, the stream intact, no checksum error either side."""
+    A = addrs(bed)
+    n = 3 * MB
+    linux_pm(bed, "server", [], subflows=2)
+    extra = ["--checksum"] if who == "ours" else []
+    with linux_checksum(bed, "server", who == "linux"):
+        srv, cli, before = run_ours_client(
+            bed,
+            5660 + (who == "ours"),
+            n,
+            f"csum_{who}",
+            "--endpoint",
+            f"{A['c2']},subflow",
+            *extra,
+        )
+        c, s, d = finish(bed, "server", srv, cli, before)
+    assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), c.get("error")
+    assert s["kernel"]["info"]["csum_enabled"] == 1, s["kernel"]
+    linux(d, {"DataCsumErr": 0, "MPFailTx": 0, "MPJoinAckRx": 1})
+    ours(c, {"DataCsumErr": 0, "MPFailRx": 0})
+    assert all(x["bytes_sent"] > 0 for x in c["mptcp"]["subflows"]), c["mptcp"]["subflows"]
+
+
+def test_checksum_failure_single_subflow_infinite_mapping(bed: Bed) -> None:
+    """'MP_FAIL MP_RST' / 'Infinite map' with one subflow: we send one mapping with a wrong
+    checksum; Linux counts DataCsumErr and sends MP_FAIL; we answer with MP_FAIL and the
+    infinite mapping and fall back (chk_fail_nr 1 1, chk_infi_nr 1 1): the stream intact."""
+    n = 3 * MB
+    linux_pm(bed, "server", [], subflows=0)
+    srv, cli, before = run_ours_client(
+        bed,
+        5662,
+        n,
+        "mpfail1",
+        "--checksum",
+        "--limits",
+        "subflows=0,add_addr_accepted=0",
+        "--corrupt-checksum-at",
+        str(1 * MB),
+    )
+    c, s, d = finish(bed, "server", srv, cli, before)
+    assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), c.get("error")
+    linux(d, {"DataCsumErr": 1, "MPFailTx": 1, "MPFailRx": 1, "InfiniteMapRx": 1})
+    ours(c, {"MPFailRx": 1, "MPFailTx": 1, "InfiniteMapTx": 1})
+    assert c["mptcp"]["fallback"] is True
+
+
+def test_checksum_failure_two_subflows_reset(bed: Bed) -> None:
+    """With two subflows Linux resets the subflow that failed (MP_FAIL and MP_TCPRST on its
+    RST); we send the data it held again on the other one: the stream intact, no fallback."""
+    A = addrs(bed)
+    n = 3 * MB
+    linux_pm(bed, "server", [], subflows=2)
+    srv, cli, before = run_ours_client(
+        bed,
+        5663,
+        n,
+        "mpfail2",
+        "--checksum",
+        "--endpoint",
+        f"{A['c2']},subflow",
+        "--corrupt-checksum-at",
+        str(2 * MB),
+    )
+    c, s, d = finish(bed, "server", srv, cli, before)
+    assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), c.get("error")
+    linux(d, {"DataCsumErr": 1, "MPFailTx": 1, "MPRstTx": 1})
+    ours(c, {"MPFailRx": 1, "MPRstRx": 1, "InfiniteMapTx": 0})
+    assert c["mptcp"]["fallback"] is False
