@@ -270,6 +270,8 @@ class MptcpConnection:
             )
             return sub
         self._joins += 1
+        if self.initial is not None and local[1] != self.initial.local[1]:
+            self.mib.inc("MPJoinPortSynRx")  # to a port we announced
         tcp = TcpConnection.accept_syn(self.tcp_config, syn, local, remote, now, hooks=sub)
         self._attach(sub, tcp)
         return sub

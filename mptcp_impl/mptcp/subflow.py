@@ -458,6 +458,8 @@ class Subflow:
             self.rst_reason = 1  # MPTCP-specific error
             return False
         conn.mib.inc("MPJoinSynAckRx")
+        if conn.initial is not None and self.remote[1] != conn.initial.remote[1]:
+            conn.mib.inc("MPJoinPortSynAckRx")  # from a port the peer announced
         self._join_ack_pending = True
         self._join_ack_deadline = None
         return None
@@ -479,6 +481,8 @@ class Subflow:
             self.rst_reason = 1
             return False
         conn.mib.inc("MPJoinAckRx")
+        if conn.initial is not None and self.local[1] != conn.initial.local[1]:
+            conn.mib.inc("MPJoinPortAckRx")
         self.established = True
         tcp.send_ack()  # the 4th ACK: Linux resets a joined subflow that never gets one
         conn.on_join_established(self)

@@ -541,3 +541,56 @@ def test_checksum_failure_two_subflows_reset(bed: Bed) -> None:
     linux(d, {"DataCsumErr": 1, "MPFailTx": 1, "MPRstTx": 1})
     ours(c, {"MPFailRx": 1, "MPRstRx": 1, "InfiniteMapTx": 0})
     assert c["mptcp"]["fallback"] is False
+
+
+def test_ours_announces_with_port(bed: Bed) -> None:
+    """Our server's signal endpoint with a port (``--endpoint B,signal,port=N``): Linux's
+    client joins that port: Linux AddAddr 1, PortAdd 1, MPJoinPortSynAckRx 1; ours AddAddrTx
+    1, EchoAdd 1, MPJoinPortSynRx 1, MPJoinPortAckRx 1."""
+    A = addrs(bed)
+    n = 2 * MB
+    linux_pm(bed, "client", [], subflows=2, accepted=2)
+    before = bed.nstat("client")
+    srv = ours_server(
+        bed, "server", A["a"], 5670, "u_srv_port", "--endpoint", f"{A['b']},signal,port=10200"
+    )
+    cli = linux_client(bed, "client", A["a"], 5670, n, "k_cli_port")
+    c, s, d = finish(bed, "client", srv, cli, before)
+    assert s["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), s.get("error")
+    linux(d, {"AddAddr": 1, "PortAdd": 1, "MPJoinSynTx": 1, "MPJoinPortSynAckRx": 1})
+    ours(s, {"AddAddrTx": 1, "EchoAdd": 1, "MPJoinPortSynRx": 1, "MPJoinPortAckRx": 1})
+    assert any(x["local"] == f"{A['b']}:10200" for x in s["mptcp"]["subflows"])
+
+
+@pytest.mark.parametrize("case", ["ours0", "linux_server0", "ours_server0"])
+def test_subflow_limits(bed: Bed, case: str) -> None:
+    """'no JOIN' / 'single subflow, limited by client' / '... limited by server': our client
+    with subflows=0 sends no MP_JOIN (chk_join_nr 0 0 0); a Linux server at subflows 0 answers
+    our join's SYN and resets it at the third ACK (chk_join_nr 1 1 0, MP_TCPRST); our server at
+    subflows=0 refuses Linux's join at once (MPJoinSynRx 1, no SYN/ACK). The stream goes on."""
+    A = addrs(bed)
+    n = 1 * MB
+    port = 5680 + ["ours0", "linux_server0", "ours_server0"].index(case)
+    if case == "ours_server0":
+        linux_pm(bed, "client", [("c2", "subflow")], subflows=2)
+        before = bed.nstat("client")
+        srv = ours_server(bed, "server", A["a"], port, "u_srv_lim", "--limits", "subflows=0")
+        cli = linux_client(bed, "client", A["a"], port, n, "k_cli_lim")
+        c, s, d = finish(bed, "client", srv, cli, before)
+        assert s["_rc"] == 0 and c["sha256"] == s["sha256"], s.get("error")
+        linux(d, {"MPJoinSynTx": 1, "MPJoinSynAckRx": 0})
+        ours(s, {"MPJoinSynRx": 1, "MPJoinAckRx": 0, "MPRstTx": 1})
+        return
+    linux_pm(bed, "server", [], subflows=0 if case == "linux_server0" else 2)
+    lim = ["--limits", "subflows=0,add_addr_accepted=0"] if case == "ours0" else []
+    srv, cli, before = run_ours_client(
+        bed, port, n, f"lim_{case}", "--endpoint", f"{A['c2']},subflow", *lim
+    )
+    c, s, d = finish(bed, "server", srv, cli, before)
+    assert c["_rc"] == 0 and c["sha256"] == s["sha256"], c.get("error")
+    if case == "ours0":
+        linux(d, {"MPJoinSynRx": 0})
+        ours(c, {"MPJoinSynTx": 0})
+    else:
+        linux(d, {"MPJoinSynRx": 1, "MPJoinAckRx": 0})
+        ours(c, {"MPJoinSynTx": 1, "MPJoinSynAckRx": 1, "MPRstRx": 1})
