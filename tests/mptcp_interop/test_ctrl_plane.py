@@ -262,17 +262,28 @@ def test_link_failure_backup_takes_over(bed: Bed) -> None:
 # ------------------------------------------------------------------------------ REMOVE_ADDR
 
 
-def test_linux_removes_its_signal_address(bed: Bed) -> None:
-    """'remove single address' (invert): Linux announces b, we join it, Linux deletes the
-    endpoint mid-transfer: chk_rm_nr 1 1 invert (our RmAddr 1, Linux's RmSubflow 1)."""
+@pytest.mark.parametrize("how", ["del", "flush"])
+def test_linux_removes_its_signal_address(bed: Bed, how: str) -> None:
+    """'remove single address' (invert) and 'flush addresses': Linux announces b, we join it,
+    Linux deletes the endpoint (or flushes them all) mid-transfer: chk_rm_nr 1 1 invert (our
+    RmAddr 1, Linux's RmSubflow 1); the stream goes on on the initial subflow."""
     A = addrs(bed)
     n = 6 * MB
     linux_pm(bed, "server", [("b", "signal")], subflows=2)
     srv, cli, before = run_ours_client(
-        bed, 5620, n, "rmsig", "--endpoint", f"{A['c1']},subflow", progress=1
+        bed,
+        5620 if how == "del" else 5625,
+        n,
+        f"rm{how}",
+        "--endpoint",
+        f"{A['c1']},subflow",
+        progress=1,
     )
     srv.wait_for_line("^progress 2", timeout=60)
-    ip_mptcp(bed, "server", "endpoint", "del", "id", str(endpoint_id(bed, "server", A["b"])))
+    if how == "del":
+        ip_mptcp(bed, "server", "endpoint", "del", "id", str(endpoint_id(bed, "server", A["b"])))
+    else:
+        ip_mptcp(bed, "server", "endpoint", "flush")
     c, s, d = finish(bed, "server", srv, cli, before)
     assert c["_rc"] == 0 and c["sha256"] == s["sha256"], c.get("error")
     linux(d, {"RmAddrTx": 1, "RmSubflow": 1})
