@@ -170,6 +170,7 @@ class MptcpConnection:
         self._lingering: list[Subflow] = []
         self.linger_until: float | None = None
         self._pm_events: deque[PmEvent] = deque()
+        self._pm_created = False
         self.pm_events_enabled = True  # False: none are kept (nobody listens)
 
     # ================================================================= opening
@@ -543,7 +544,8 @@ class MptcpConnection:
                 s.established = True
             self._connected = True
             self._events.append(Connected())
-            if not self.fallback:
+            if not self.fallback and not self._pm_created:
+                self._pm_created = True
                 self._pm_event("created", s)
         else:
             if s.active:
@@ -852,6 +854,9 @@ class MptcpConnection:
         init = self.initial
         if init is None:
             return
+        if not self._pm_created:  # (a server: fully established on the third ACK)
+            self._pm_created = True
+            self._pm_event("created", init)
         self._pm_event("established", init)
         if init.active:
             for ep in self._endpoints():
