@@ -605,3 +605,49 @@ def test_subflow_limits(bed: Bed, case: str) -> None:
     else:
         linux(d, {"MPJoinSynRx": 1, "MPJoinAckRx": 0})
         ours(c, {"MPJoinSynTx": 1, "MPJoinSynAckRx": 1, "MPRstRx": 1})
+
+
+def test_our_add_addr_resent_linux_echo_dropped(bed: Bed) -> None:
+    """The same with the roles swapped: our server announces b with ``--add-addr-timeout 1``,
+    Linux's echoes (an ADD_ADDR alone after NOP NOP TS on a pure ACK: Linux drops the other
+    suboptions) are dropped on the core router: we send it 4 times (AddAddrTx 4, EchoAdd 0),
+    Linux counts AddAddr 4 and EchoAddTx 4."""
+    A = addrs(bed)
+    tb = bed.tb
+    core = bed.host("core")
+    core.run(
+        ["nft", "-f", "-"],
+        input=f"""
+table inet ctrltest {{
+  chain fw {{
+    type filter hook forward priority -10; policy accept;
+    ip saddr {A["c1"]} @th,256,24 0x1e0831 counter drop
+  }}
+}}
+""",
+    )
+    linux_pm(bed, "client", [], subflows=0, accepted=0)
+    tb.set_link("c1", rate_mbit=10)
+    try:
+        before = bed.nstat("client")
+        srv = ours_server(
+            bed,
+            "server",
+            A["a"],
+            5641,
+            "u_srv_aato",
+            "--endpoint",
+            f"{A['b']},signal",
+            "--add-addr-timeout",
+            "1",
+        )
+        cli = linux_client(bed, "client", A["a"], 5641, 6 * MB, "k_cli_aato")
+        c, s, d = finish(bed, "client", srv, cli, before)
+        dropped = core.run(["nft", "list", "table", "inet", "ctrltest"]).stdout
+    finally:
+        core.run(["nft", "delete", "table", "inet", "ctrltest"], check=False)
+        tb.set_link("c1", rate_mbit=10_000)
+    assert s["_rc"] == 0 and c["sha256"] == s["sha256"], s.get("error")
+    assert "packets 0 " not in dropped, dropped
+    ours(s, {"AddAddrTx": 4, "EchoAdd": 0})
+    linux(d, {"AddAddr": 4, "EchoAddTx": 4})
