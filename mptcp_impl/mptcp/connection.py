@@ -1098,6 +1098,11 @@ class MptcpConnection:
         MP_TCPRST 'middlebox interference', its data dropped (the peer sends it again on the
         others), False."""
         self.mib.inc("DataCsumErr")
+        if sub.initial and not sub.csum_ok_seen and self._infinite_fallback_allowed():
+            # no checksum of the peer's ever passed: a middlebox from the start, plain TCP at
+            # once, no MP_FAIL (subflow_can_fallback)
+            self.enter_fallback("checksum failure before any valid checksum")
+            return True
         if self._infinite_fallback_allowed():
             if not self._mp_fail_sent:
                 self._mp_fail_sent = True

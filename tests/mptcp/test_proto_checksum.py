@@ -123,3 +123,18 @@ def test_peer_mp_fail_we_answer_and_send_infinite_mapping():
     assert conn.mib["InfiniteMapTx"] == 1 and conn.fallback
     assert all(not s.options or one(s, Dss) is None for s in segs[1:])  # plain TCP after
     assert b"".join(s.payload for s in segs) == b"y" * 1000
+
+
+def test_wrong_checksum_on_the_first_mapping_falls_back_at_once():
+    """Linux's subflow_can_fallback: no checksum of the peer's has passed yet, so a middlebox
+    changed the data from the start: plain TCP, no MP_FAIL."""
+    box, f = csum_server()
+    conn = box.conn
+    a = b"q" * 300
+    bad = crypto.dss_checksum(f.idsn + 1, 1, 300, a) ^ 3
+    n = len(box.sent)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 300, checksum=bad), payload=a))
+    assert conn.fallback and conn.mib["DataCsumErr"] == 1 and conn.mib["MPFailTx"] == 0
+    assert not [s for _, s in box.sent[n:] if one(s, MpFail) is not None]
+    box.feed(f, f.seg(ACK, seq=301, payload=b"r" * 10))
+    assert conn.read() == a + b"r" * 10
