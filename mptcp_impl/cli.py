@@ -25,7 +25,8 @@ stdout as it happens; ``--at BYTES:ACTION`` (repeatable) acts once BYTES have be
 (client) or read (server): ``backup=ADDR`` / ``nobackup=ADDR`` (MP_PRIO on the subflows from
 ADDR, as ``ip mptcp endpoint change ... backup``), ``remove=ADDR`` (REMOVE_ADDR, its subflows
 reset, as ``ip mptcp endpoint del``; the initial subflow's address is id 0), ``abort`` (reset
-the connection: MP_FASTCLOSE, as Linux's close with unread data).
+the connection: MP_FASTCLOSE on RSTs, as Linux's close with unread data), ``abort_ack``
+(MP_FASTCLOSE on an ACK, RFC 8684's other form).
 """
 
 from __future__ import annotations
@@ -90,15 +91,16 @@ def _endpoint(s: str) -> str:
     return s
 
 
-AT_ACTIONS = ("abort", "backup", "nobackup", "remove")
+AT_ACTIONS = ("abort", "abort_ack", "backup", "nobackup", "remove")
+NO_ARG = ("abort", "abort_ack")
 
 
 def _at(s: str) -> tuple[int, str, str]:
     n, sep, act = s.partition(":")
     name, _, arg = act.partition("=")
-    if not sep or not n.isdigit() or name not in AT_ACTIONS or (name != "abort") != bool(arg):
+    if not sep or not n.isdigit() or name not in AT_ACTIONS or (name not in NO_ARG) != bool(arg):
         raise argparse.ArgumentTypeError(
-            f"expected BYTES:abort or BYTES:backup|nobackup|remove=ADDR, got {s!r}"
+            f"expected BYTES:abort|abort_ack or BYTES:backup|nobackup|remove=ADDR, got {s!r}"
         )
     return int(n), name, arg
 
@@ -107,7 +109,10 @@ def _do_at(writer: Any, name: str, arg: str) -> bool:
     """One ``--at`` action on the connection behind ``writer``; False: not possible yet (the
     subflow it names is not established)."""
     conn = writer._h.conn
-    if name == "abort":
+    if name == "abort_ack" and hasattr(conn, "mconn"):
+        conn.abort(on_ack=True)
+        return True
+    if name in NO_ARG:
         writer.abort()
         return True
     if not hasattr(conn, "mconn"):
@@ -136,7 +141,7 @@ async def _run_at(writer: Any, at: list[tuple[int, str, str]], progress: Any, st
         while not _do_at(writer, name, arg) and time.monotonic() < t_end:
             await asyncio.sleep(0.01)
         print(f"at {nbytes}: {name} {arg}".rstrip(), file=sys.stderr, flush=True)
-        if name == "abort":
+        if name in NO_ARG:
             state["aborted"] = progress()
             return
 
@@ -280,7 +285,7 @@ async def run_server(args: argparse.Namespace) -> int:
                     _, name, arg = at.pop(0)
                     _do_at(writer, name, arg)
                     print(f"at {n}: {name} {arg}".rstrip(), file=sys.stderr, flush=True)
-                    if name == "abort":
+                    if name in NO_ARG:
                         await asyncio.sleep(1.0)  # a challenge ACK gets its RST meanwhile
                         raise ConnectionAbortedError(f"aborted after {n} bytes")
             writer.close()
@@ -379,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="BYTES:ACTION",
-        help="after BYTES written (client) or read (server): abort, backup=ADDR, "
+        help="after BYTES written (client) or read (server): abort, abort_ack, backup=ADDR, "
         "nobackup=ADDR or remove=ADDR",
     )
     common.add_argument(

@@ -169,6 +169,8 @@ class MptcpConnection:
         # a challenge ACK, RFC 5961, again with MP_FASTCLOSE) until ``linger_until``
         self._lingering: list[Subflow] = []
         self.linger_until: float | None = None
+        self._fastclose_carrier: Subflow | None = None  # MP_FASTCLOSE on an ACK sent there
+        self._aborting = False  # (abort(on_ack=True): no more data, DATA_FIN or joins)
         self._pm_events: deque[PmEvent] = deque()
         self._pm_created = False
         self.pm_events_enabled = True  # False: none are kept (nobody listens)
@@ -262,6 +264,7 @@ class MptcpConnection:
             or not self.fully_established
             or self._joins >= self.config.limits.subflows
             or self._close_requested
+            or self._aborting
         )
         if refuse:
             sub.rst_reason = 2 if self._joins >= self.config.limits.subflows else 1
@@ -368,7 +371,7 @@ class MptcpConnection:
 
     # ================================================================= application side
     def send(self, data: bytes | memoryview) -> int:
-        if self._close_requested or self._closed:
+        if self._close_requested or self._closed or self._aborting:
             raise ConnectionError("cannot send after close")
         room = self.snd_buf - len(self._sbuf)
         n = min(len(data), max(room, 0))
@@ -403,12 +406,25 @@ class MptcpConnection:
         self._now = now
         self._close_requested = True
 
-    def abort(self, now: float) -> None:
+    def abort(self, now: float, on_ack: bool = False) -> None:
         """Reset the connection. Once fully established, every subflow's RST carries
         MP_FASTCLOSE with the peer's key and MP_TCPRST (Linux's mptcp_do_fastclose, what a
-        close with unread data does)."""
+        close with unread data does). ``on_ack``: RFC 8684 3.5's other form, MP_FASTCLOSE on
+        an ACK of one subflow (RSTs on the others), that one reset when the peer's RST comes
+        or after ``FASTCLOSE_LINGER``."""
         self._now = now
         fast = not self.fallback and self.fully_established and not self._closed
+        carrier = self._pm_subflow() if fast and on_ack else None
+        if carrier is not None:
+            self._aborting = True
+            carrier.queue_option(FastClose(receiver_key=self.remote_key))
+            self._fastclose_carrier = carrier
+            self.linger_until = now + FASTCLOSE_LINGER
+            for s in list(self.subflows):
+                if s is not carrier:
+                    s.tcp.abort(now)
+            self._unregister()
+            return
         for s in list(self.subflows):
             if fast:
                 s.fastclose = True
@@ -436,6 +452,8 @@ class MptcpConnection:
     # ================================================================= timers
     def get_timer(self) -> float | None:
         t = self._fin_deadline
+        if self._fastclose_carrier is not None and self.linger_until is not None:
+            t = self.linger_until if t is None else min(t, self.linger_until)
         for ent in self._add_addr_pending.values():
             if t is None or ent[1] < t:
                 t = ent[1]
@@ -454,6 +472,12 @@ class MptcpConnection:
             s.on_timer(now)
         if self._add_addr_pending:
             self._add_addr_timer(now)
+        fc = self._fastclose_carrier
+        if fc is not None and self.linger_until is not None and now >= self.linger_until:
+            self._fastclose_carrier = None  # no RST from the peer: reset it ourselves
+            if fc.tcp.state is not TcpState.CLOSED:
+                fc.fastclose = True
+                fc.tcp.abort(now)
         if self._fin_deadline is not None and now >= self._fin_deadline:
             self._fin_deadline = None
             if not self._fin_acked:
@@ -493,7 +517,7 @@ class MptcpConnection:
         self._failover(now)
         if self.fallback:
             self._fallback_io(now)
-        else:
+        elif not self._aborting:
             self._schedule(now)
             self._close_progress(now)
         self._check_closed()
@@ -1132,6 +1156,8 @@ class MptcpConnection:
             self.mib.inc("MPPrioTx")
         elif isinstance(o, RemoveAddr):
             self.mib.inc("RmAddrTx")
+        elif isinstance(o, FastClose):
+            self.mib.inc("MPFastcloseTx")
         elif isinstance(o, MpFail):
             self.mib.inc("MPFailTx")
             if self._mp_fail_answer:

@@ -670,7 +670,7 @@ class Subflow:
                 o = decode(raw.data)
             except MptcpOptionError:
                 continue
-            if isinstance(o, (AddAddr, RemoveAddr, MpPrio, MpFail)):
+            if isinstance(o, (AddAddr, RemoveAddr, MpPrio, MpFail, FastClose)):
                 self._queued_opts.appendleft(o)
             elif isinstance(o, Dss) and o.data_fin:
                 self.conn.data_fin_lost()

@@ -132,9 +132,10 @@ class MptcpConn:
             self.mconn.close(self.stack.now())
             self.stack._mark(self)
 
-    def abort(self) -> None:
+    def abort(self, on_ack: bool = False) -> None:
+        """Reset the connection (MP_FASTCLOSE on RSTs; ``on_ack``: on an ACK, RFC 8684 3.5)."""
         if not self.closed:
-            self.mconn.abort(self.stack.now())
+            self.mconn.abort(self.stack.now(), on_ack=on_ack)
             self.stack._mark(self)
 
     # The path manager's actions (``ip mptcp endpoint change/del`` on one connection) ----------

@@ -90,3 +90,33 @@ def test_every_rst_of_ours_carries_mp_tcprst():
     r = one(rst, TcpRst)
     assert r is not None and r.reason == 0 and one(rst, FastClose) is None
     assert b2.conn.mib["MPRstTx"] == 1
+
+
+def test_abort_on_ack_form():
+    """RFC 8684 3.5's other form: MP_FASTCLOSE on an ACK of one subflow, RSTs (MP_TCPRST, no
+    MP_FASTCLOSE) on the others; the peer's RST ends it."""
+    box, f = server()
+    conn = box.conn
+    f2 = joined(box)
+    conn.abort(box.now, on_ack=True)
+    pairs = box.out_pairs()
+    fc = [(sub, s) for sub, s in pairs if one(s, FastClose) is not None]
+    ((sub, seg),) = fc
+    assert not seg.flags & RST and seg.flags & ACK and one(seg, FastClose).receiver_key == KEY
+    others = rsts(pairs)
+    assert [s for s, _ in others] == [x for x in (box.sub_for(f), box.sub_for(f2)) if x is not sub]
+    assert one(others[0][1], FastClose) is None and one(others[0][1], TcpRst) is not None
+    assert conn.mib["MPFastcloseTx"] == 1
+    peer = f if sub is box.sub_for(f) else f2
+    box.feed(peer, peer.seg(RST | ACK, TcpRst(reason=0), seq=1, ack=1))
+    assert "Reset" in box.kinds() and conn.state == "CLOSED"
+
+
+def test_abort_on_ack_form_reset_after_linger_without_answer():
+    box, f = server()
+    conn = box.conn
+    conn.abort(box.now, on_ack=True)
+    box.out_pairs()
+    out = box.advance(2.0)
+    (rst,) = [s for s in out if s.flags & RST]
+    assert one(rst, FastClose) is not None and conn.mib["MPFastcloseTx"] == 2

@@ -350,6 +350,34 @@ def test_fastclose_our_client(bed: Bed) -> None:
     fastclose_sent(c)
 
 
+def test_fastclose_on_ack_our_client(bed: Bed) -> None:
+    """MP_FASTCLOSE on an ACK (RFC 8684 3.5's other form, two subflows): Linux counts
+    MPFastcloseRx 1 and resets the subflow it came on (MP_TCPRST: our MPRstRx); the other
+    subflow got our RST with MP_TCPRST."""
+    A = addrs(bed)
+    linux_pm(bed, "server", [], subflows=2)
+    srv, cli, before = run_ours_client(
+        bed,
+        5633,
+        4 * MB,
+        "fc_ack",
+        "--endpoint",
+        f"{A['c2']},subflow",
+        "--at",
+        f"{1 * MB}:abort_ack",
+    )
+    c, s, d = finish(bed, "server", srv, cli, before)
+    assert "aborted" in c.get("error", ""), c
+    linux(d, {"MPFastcloseRx": 1, "MPJoinAckRx": 1})
+    # Linux resets every subflow it still has (mptcp_check_fastclose), ours perhaps already
+    # gone by our own RST: MPRstTx 1 or 2 there; we count what reached us
+    assert d.get("MPTcpExtMPRstTx", 0) >= 1, d
+    mib = c["mptcp"]["mib"]
+    assert mib.get("MPTcpExtMPRstRx", 0) >= 1, mib
+    ours(c, {"MPFastcloseTx": 1, "MPRstTx": 1})
+    assert "error" in s  # Linux's server saw the connection reset
+
+
 def test_fastclose_linux_server(bed: Bed) -> None:
     """'fastclose server test': Linux's server closes with unread data: chk_fclose_nr 1 1
     invert (Linux MPFastcloseTx, our MPFastcloseRx with our key), chk_rst_nr 1 1."""
