@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments import plugin_options
 from experiments.errors import ExperimentError
 from testbed.network import Network
 from testbed.topology import Topology
@@ -293,6 +294,14 @@ class UserspaceStack(Stack):
     name = "userspace"
     proto = "userspace"
     description = "our userspace MPTCP stack (python -m mptcp_impl)"
+    _flags: list[str] = []  # the research plug-ins of this run (experiments/plugin_options.py)
+
+    def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        return plugin_options.validate(source, where, opts)
+
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        self._flags = plugin_options.flags(opts)
+        return {"flags": self._flags}
 
     def check_available(self) -> None:
         if importlib.util.find_spec("mptcp_impl.__main__") is None:
@@ -321,6 +330,7 @@ class UserspaceStack(Stack):
                 f"{addr}:{port}",
                 "--once",
                 "--json",
+                *self._flags,
             ],
             None,
             ready_pattern=r"^listening ",
@@ -343,6 +353,7 @@ class UserspaceStack(Stack):
                 "--seed",
                 str(seed),
                 "--json",
+                *self._flags,
             ],
             None,
         )

@@ -14,7 +14,8 @@ MPTCP is the default: with no flags a client opens a subflow from each of its ot
 and accepts up to 8 announced addresses, and a server accepts up to 8 joins and announces
 nothing. ``--endpoint ADDR[,subflow|signal|backup|fullmesh...]`` (repeatable) and ``--limits
 subflows=N,add_addr_accepted=N`` say otherwise, in ``ip mptcp``'s vocabulary; ``--tcp-only``
-is plain TCP. A server serves MPTCP and plain TCP clients alike. With ``--json`` the result
+is plain TCP. Research plug-ins: ``--scheduler``, ``--cc`` and ``--pm`` take a shipped name or
+``FILE.py:Class`` (mptcp_impl/mptcp/README.md, "Plug-ins"). A server serves MPTCP and plain TCP clients alike. With ``--json`` the result
 has ``"mptcp": {"fallback", "subflows": [...], "mib": {...}}``.
 
 Control plane: ``--checksum`` asks for DSS checksums (``net.mptcp.checksum_enabled``);
@@ -43,7 +44,11 @@ import time
 from typing import Any
 
 from .api import close_stack, open_connection, start_server
+from .mptcp import plugins
+from .mptcp.coupled import CONTROLLERS
 from .mptcp.ctrl import Endpoint, Limits, MptcpConfig
+from .mptcp.pm import PATH_MANAGERS
+from .mptcp.sched import SCHEDULERS
 from .netio.addr import join_hostport
 from .netio.firewall import process_fence
 from .netio.stack import StackConfig
@@ -150,6 +155,17 @@ def _pm_printer(e: Any) -> None:
     print(json.dumps({"pm_event": e.as_dict()}), flush=True)
 
 
+def _plugin(registry: dict[str, Any], kind: str) -> Any:
+    def parse(s: str) -> str:
+        try:
+            plugins.check(s, registry, kind)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return s
+
+    return parse
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -169,6 +185,9 @@ def _config(args: argparse.Namespace) -> StackConfig:
             scheduler=args.scheduler,
             checksum=args.checksum,
             corrupt_checksum_at=args.corrupt_checksum_at,
+            cc=args.cc,
+            pm=args.pm,
+            opportunistic=args.opportunistic,
         )
         if args.add_addr_timeout is not None:
             mptcp.add_addr_timeout = args.add_addr_timeout
@@ -361,7 +380,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="subflows=N,add_addr_accepted=N",
         help="as `ip mptcp limits` (default subflows=8,add_addr_accepted=8)",
     )
-    common.add_argument("--scheduler", default="default", help="MPTCP packet scheduler")
+    common.add_argument(
+        "--scheduler",
+        type=_plugin(SCHEDULERS, "scheduler"),
+        default="default",
+        metavar="NAME|FILE.py:Class",
+        help=f"MPTCP packet scheduler: {', '.join(SCHEDULERS)} (default: default), or a "
+        "class with pick(candidates) in a Python file",
+    )
+    common.add_argument(
+        "--cc",
+        type=_plugin(CONTROLLERS, "congestion control"),
+        default="uncoupled",
+        metavar="NAME|FILE.py:Class",
+        help=f"congestion control of the MPTCP connection: {', '.join(CONTROLLERS)} "
+        "(default: uncoupled CUBIC), or a CcGroup subclass (coupled) or controller class "
+        "in a Python file",
+    )
+    common.add_argument(
+        "--pm",
+        type=_plugin(PATH_MANAGERS, "path manager"),
+        default="kernel",
+        metavar="NAME|FILE.py:Class",
+        help=f"path manager: {', '.join(PATH_MANAGERS)} (default: kernel, endpoints and "
+        "limits), or a PathManager subclass in a Python file",
+    )
+    common.add_argument(
+        "--opportunistic",
+        choices=("off", "retransmit", "penalise"),
+        default="off",
+        help="opportunistic retransmission when the peer's window blocks new data, "
+        "optionally penalising the slow subflow (Raiciu et al., NSDI 2012)",
+    )
     common.add_argument(
         "--checksum", action="store_true", help="DSS checksums (net.mptcp.checksum_enabled)"
     )
