@@ -394,6 +394,10 @@ class UserspaceStack(Stack):
 
 STACKS: dict[str, Stack] = {s.name: s for s in (TcpStack(), KernelMptcpStack(), UserspaceStack())}
 
+from experiments.proxy_stack import UserspaceProxyStack  # noqa: E402 (it builds on Stack)
+
+STACKS[UserspaceProxyStack.name] = UserspaceProxyStack()
+
 
 def available_schedulers() -> list[str]:
     try:

@@ -2,6 +2,7 @@
 
     python -m mptcp_impl client --connect HOST:PORT --bytes N [--bind ADDR] [--seed S] --json
     python -m mptcp_impl server --listen HOST:PORT [--once] --json   (IPv6: [ADDR]:PORT; [::]: both)
+    python -m mptcp_impl proxy --transparent [--ports P,...] | --listen ADDR:PORT --to HOST:PORT
 
 The client sends N bytes of a deterministic pseudo-random stream (a 1 MiB block from
 ``random.Random(seed)``, repeated: cheap to produce at Gbit/s, and any peer can recompute its
@@ -43,6 +44,7 @@ import sys
 import time
 from typing import Any
 
+from . import proxy
 from .api import close_stack, open_connection, start_server
 from .mptcp import plugins
 from .mptcp.coupled import CONTROLLERS
@@ -177,8 +179,8 @@ def _config(args: argparse.Namespace) -> StackConfig:
         endpoints = None
         if args.endpoint:
             endpoints = [Endpoint.parse(e, i + 1) for i, e in enumerate(args.endpoint)]
-        elif args.cmd == "server":
-            endpoints = []
+        elif args.cmd == "server" or (args.cmd == "proxy" and not args.transparent):
+            endpoints = []  # a server announces nothing unless told
         mptcp = MptcpConfig(
             endpoints=endpoints,
             limits=args.limits or Limits(),
@@ -457,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("server", parents=[common], help="receive streams and report")
     s.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
     s.add_argument("--once", action="store_true", help="exit after the first connection")
+    x = sub.add_parser(
+        "proxy",
+        parents=[common],
+        help="carry unmodified applications' TCP over our MPTCP (see mptcp_impl/proxy.py)",
+    )
+    proxy.add_arguments(x, _hostport)
     return p
 
 
@@ -468,6 +476,11 @@ async def _amain(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, main.cancel)
     loop.add_signal_handler(signal.SIGUSR1, _dump_state)
     try:
+        if args.cmd == "proxy":
+            try:
+                return await proxy.run_proxy(args, _config(args))
+            except asyncio.CancelledError:
+                return 0  # SIGINT/SIGTERM: the proxy's normal end
         if args.cmd == "client":
             res = await run_client(args)
             print(json.dumps(res) if args.json else _human(res), flush=True)
@@ -486,7 +499,10 @@ async def _amain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "proxy":
+        proxy.check_arguments(parser, args)
     try:
         return asyncio.run(_amain(args))
     finally:
