@@ -236,16 +236,25 @@ def test_linux_sends_mp_prio(bed: Bed) -> None:
     assert prio and prio[0]["backup"] == 1 and prio[0]["daddr"] == A["c2"]
 
 
-def test_link_failure_backup_takes_over(bed: Bed) -> None:
-    """'backup link failure': c1 blackholed mid-transfer, the backup subflow on c2 (idle
-    until then) carries the rest; the stream arrives intact."""
+@pytest.mark.parametrize("backup", [True, False])
+def test_link_failure(bed: Bed, backup: bool) -> None:
+    """'backup link failure' / 'link failure' (no backup): c1 blackholed mid-transfer; the
+    subflow on c2 (a backup idle until then, or a normal one sharing the load) carries the
+    rest, c1's data reinjected there; the stream arrives intact."""
     A = addrs(bed)
     n = 4 * MB
     tb = bed.tb
     linux_pm(bed, "server", [], subflows=2)
+    flags = "subflow,backup" if backup else "subflow"
     with client_links_at(bed, 20):
         srv, cli, before = run_ours_client(
-            bed, 5612, n, "lfail", "--endpoint", f"{A['c2']},subflow,backup", progress=1
+            bed,
+            5612 + (not backup),
+            n,
+            f"lfail{int(backup)}",
+            "--endpoint",
+            f"{A['c2']},{flags}",
+            progress=1,
         )
         srv.wait_for_line("^progress 1", timeout=60)
         tb.link_down("c1")
@@ -254,9 +263,12 @@ def test_link_failure_backup_takes_over(bed: Bed) -> None:
         finally:
             tb.link_up("c1")
     assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), c.get("error")
-    linux(d, {"MPJoinSynBackupRx": 1, "MPJoinAckRx": 1})
+    linux(d, {"MPJoinSynBackupRx": int(backup), "MPJoinAckRx": 1})
     assert data_on(c, "bytes_sent", A["c2"], "local") >= n // 4, c["mptcp"]["subflows"]
-    assert c["mptcp"]["mib"].get("MPTcpExtSubflowStale", 0) >= 1
+    mib = c["mptcp"]["mib"]
+    assert mib.get("MPTcpExtMPTCPRetrans", 0) >= 1, mib
+    if backup:
+        assert mib.get("MPTcpExtSubflowStale", 0) >= 1, mib  # the backup waits for it
 
 
 # ------------------------------------------------------------------------------ REMOVE_ADDR
