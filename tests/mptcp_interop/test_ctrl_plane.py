@@ -133,8 +133,9 @@ def test_subflow_and_signal_two_joins(bed: Bed) -> None:
     A = addrs(bed)
     n = 2 * MB
     linux_pm(bed, "server", [("b", "signal")], subflows=2)
-    srv, cli, before = run_ours_client(bed, 5600, n, "sig", "--endpoint", f"{A['c2']},subflow")
-    c, s, d = finish(bed, "server", srv, cli, before)
+    with client_links_at(bed, 40):  # (the joins complete well before the end, even loaded)
+        srv, cli, before = run_ours_client(bed, 5600, n, "sig", "--endpoint", f"{A['c2']},subflow")
+        c, s, d = finish(bed, "server", srv, cli, before)
     assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), c.get("error")
     linux(d, {"MPJoinSynRx": 2, "MPJoinAckRx": 2, "AddAddrTx": 1, "EchoAdd": 1})
     ours(c, {"MPJoinSynAckRx": 2, "AddAddr": 1, "EchoAddTx": 1, "MPJoinSynTx": 2})
@@ -153,8 +154,9 @@ def test_signal_address_with_port(bed: Bed) -> None:
     A = addrs(bed)
     n = 2 * MB
     linux_pm(bed, "server", [("b", "signal port 10100")], subflows=2)
-    srv, cli, before = run_ours_client(bed, 5601, n, "port", "--endpoint", f"{A['c1']},subflow")
-    c, s, d = finish(bed, "server", srv, cli, before)
+    with client_links_at(bed, 40):
+        srv, cli, before = run_ours_client(bed, 5601, n, "port", "--endpoint", f"{A['c1']},subflow")
+        c, s, d = finish(bed, "server", srv, cli, before)
     assert c["_rc"] == 0 and c["sha256"] == s["sha256"], c.get("error")
     linux(d, {"MPJoinPortSynRx": 1, "MPJoinPortAckRx": 1, "AddAddrTx": 1, "EchoAdd": 1})
     ours(c, {"AddAddr": 1, "PortAdd": 1, "EchoAddTx": 1, "MPJoinSynAckRx": 1})
@@ -528,7 +530,7 @@ def test_checksums_negotiated(bed: Bed, who: str) -> None:
     n = 3 * MB
     linux_pm(bed, "server", [], subflows=2)
     extra = ["--checksum"] if who == "ours" else []
-    with linux_checksum(bed, "server", who == "linux"):
+    with linux_checksum(bed, "server", who == "linux"), client_links_at(bed, 40):
         srv, cli, before = run_ours_client(
             bed,
             5660 + (who == "ours"),
