@@ -31,6 +31,13 @@ def test(c, k="", x=False, args=""):
 
 
 @task
+def lint(c):
+    """ruff check and ruff format --check over the tree (the venv's ruff; CI runs it first)."""
+    c.run(f"{sys.executable} -m ruff check .", pty=False)
+    c.run(f"{sys.executable} -m ruff format --check .", pty=False)
+
+
+@task
 def clean(c):
     """Remove what a crashed or interrupted run of this project left behind (and nothing else)."""
     from mptcp_impl.netio.firewall import remove_stale_tables
@@ -170,6 +177,24 @@ def bench_tcp(
     ]
     if pairs:
         args += ["--pairs", pairs]
+    if json:
+        args.append("--json")
+    sys.exit(bench_main(args))
+
+
+@task(
+    help={
+        "case": "simult (the Linux selftest's simult_flows bandwidth cases), cpu, or all",
+        "reps": "repetitions per pair",
+        "mbytes": "MB per CPU-case transfer",
+        "json": "print a JSON summary as the last line",
+    }
+)
+def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
+    """Our userspace MPTCP vs Linux MPTCP: simult_flows transfer times, CPU s/Gbit (1-2 subflows)."""
+    from benchmarks.mptcp_bench import main as bench_main
+
+    args = ["--case", case, "--reps", str(reps), "--mbytes", str(mbytes)]
     if json:
         args.append("--json")
     sys.exit(bench_main(args))

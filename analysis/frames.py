@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.pcap import CaptureError, parse_pcap
+from analysis.pcap import CaptureError, parse_buffer, parse_pcap
 
 PARSER_VERSION = 1
 _META_KEY = b"mptcp_lab_cache"
@@ -99,8 +99,6 @@ def load_many(pcaps: list[Path], cache: bool = True) -> pd.DataFrame:
 
 def parse_empty() -> pd.DataFrame:
     """The frame table's columns with no rows (a run whose captures are all empty)."""
-    from analysis.pcap import parse_buffer
-
     df = parse_buffer(
         b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00"
         + b"\x00" * 8

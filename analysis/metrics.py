@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis import definitions as D
+from analysis.definitions import aggregation_benefit  # noqa: F401 - part of this API
+
 BIN_S = 0.1
 
 
@@ -89,6 +92,13 @@ def _bins(t: np.ndarray, t0: float, t_end: float, bin_s: float) -> np.ndarray:
     return np.arange(t0, t_end + bin_s, bin_s)
 
 
+def ack_level(acks: pd.DataFrame) -> np.ndarray:
+    """The data ACK level over the ACKs (monotone), in bytes above the lowest one: float64
+    holds that exactly, unlike 64-bit DSNs themselves."""
+    a = acks["data_ack"].to_numpy().astype(np.uint64)
+    return np.maximum.accumulate((a - a.min()).astype(np.float64))
+
+
 def connection_goodput(
     acks: pd.DataFrame, t0: float, t_end: float | None = None, bin_s: float = BIN_S
 ) -> pd.DataFrame:
@@ -96,7 +106,7 @@ def connection_goodput(
     if acks.empty:
         return pd.DataFrame({"t": [], "goodput_bps": []})
     t = acks["time"].to_numpy()
-    level = np.maximum.accumulate(acks["data_ack"].to_numpy().astype(np.float64))
+    level = ack_level(acks)
     t_end = float(t.max()) if t_end is None else t_end
     edges = _bins(t, t0, t_end, bin_s)
     # the ACK level at each bin edge: last ACK at or before the edge
@@ -182,7 +192,7 @@ def steady_goodput(acks: pd.DataFrame, start: float, end: float) -> float | None
     if acks.empty or end <= start:
         return None
     t = acks["time"].to_numpy()
-    lvl = np.maximum.accumulate(acks["data_ack"].to_numpy().astype(np.float64))
+    lvl = ack_level(acks)
     k0, k1 = np.searchsorted(t, [start, end], side="right") - 1
     if k1 < 0:
         return None
@@ -193,16 +203,7 @@ def steady_goodput(acks: pd.DataFrame, start: float, end: float) -> float | None
 # ---- aggregation benefit ------------------------------------------------------------------------
 
 
-def aggregation_benefit(goodput: float, capacities: list[float]) -> float:
-    """Kaspar's aggregation benefit in [-1, 1]: 1 = perfect aggregation, 0 = as good as the best
-    single path, negative = worse than it."""
-    if not capacities:
-        raise ValueError("need at least one path capacity")
-    c_max = max(capacities)
-    rest = sum(capacities) - c_max
-    if goodput >= c_max:
-        return 1.0 if rest <= 0 else min(1.0, (goodput - c_max) / rest)
-    return (goodput - c_max) / c_max
+# (one definition for the runner and the analysis: analysis.definitions)
 
 
 # ---- completion ---------------------------------------------------------------------------------
@@ -256,6 +257,16 @@ class Failover:
     pre_goodput_bps: float | None
     surviving_subflows: list[int] = field(default_factory=list)
     resumed: bool = True  # False: no data-level progress after the event within the capture
+    # what the surviving paths can carry, and how the connection compared (analysis.definitions)
+    surviving_capacity_bps: float | None = None
+    recovery_s: float | None = None  # event -> goodput holds >= 90% of that for 1 s
+    delivered_3s_bytes: int | None = None  # in-order bytes in the 3 s after the event
+    efficiency: float | None = None  # ... over capacity x 3 s
+    # the path's return ("up" on the same link): when a subflow that carried nothing during
+    # the outage delivers new data again (None: never within the capture, or no "up")
+    up_time: float | None = None
+    return_s: float | None = None
+    return_bytes: int | None = None
 
 
 def failover(
@@ -265,12 +276,18 @@ def failover(
     window_s: float = 1.0,
     horizon_s: float = 10.0,
     bin_s: float = BIN_S,
+    capacity_bps: float | None = None,
+    up_time: float | None = None,
 ) -> Failover:
-    """Gap, time to first new data, time to regain 90% of pre-failure goodput (see REFERENCE)."""
+    """Gap, time to first new data, time to regain 90% of pre-failure goodput (see REFERENCE);
+    with `capacity_bps` (what the surviving paths can carry) the recovery time and failover
+    efficiency, with `up_time` (the path's return) the time until it carries data again."""
     if acks.empty or rx.empty:
-        return Failover(event_time, None, None, None, None, None, None)
+        return Failover(
+            event_time, None, None, None, None, None, None, [], True, capacity_bps, up_time=up_time
+        )
     t = acks["time"].to_numpy()
-    lvl = np.maximum.accumulate(acks["data_ack"].to_numpy().astype(np.float64))
+    lvl = ack_level(acks)
     prog = t[np.r_[True, np.diff(lvl) > 0]]  # times where the data ACK moved forward
     gap = gs = ge = None
     resumed = bool((prog > event_time).any())
@@ -317,7 +334,35 @@ def failover(
         hit = post[roll.to_numpy() >= 0.9 * pre_bps]
         if not hit.empty:
             regain = float(hit["t"].iloc[0] + t0 + bin_s - event_time)
-    return Failover(event_time, gap, gs, ge, first_new, regain, pre_bps, surviving, resumed)
+    tl, ll = t.tolist(), lvl.tolist()
+    end = float(max(t[-1], rx["time"].max()))
+    recovery = D.recovery_time(tl, ll, event_time, capacity_bps, end)
+    got, eff = D.failover_efficiency(tl, ll, event_time, capacity_bps)
+    ret = ret_bytes = None
+    if up_time is not None:
+        fs = first_seen(rx)
+        arrivals = list(
+            zip(fs["time"].tolist(), fs["subflow"].tolist(), fs["new_bytes"].tolist(), strict=True)
+        )
+        ret, _, ret_bytes = D.path_return(arrivals, event_time, up_time)
+    return Failover(
+        event_time,
+        gap,
+        gs,
+        ge,
+        first_new,
+        regain,
+        pre_bps,
+        surviving,
+        resumed,
+        capacity_bps,
+        recovery,
+        got,
+        eff,
+        up_time,
+        ret,
+        ret_bytes,
+    )
 
 
 # ---- reinjection, retransmissions, RTT ------------------------------------------------------------

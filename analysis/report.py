@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import events as EV
 from analysis import plots
 from analysis.metrics import to_jsonable
 from analysis.run import analyze_run, epoch, failover_table, read_json
@@ -63,7 +64,9 @@ SUMMARY_METRICS = [  # (column, label, scale, unit)
     ("benefit", "aggregation benefit", 1, ""),
     ("gap_s", "failover gap", 1, "s"),
     ("first_new_data_s", "event to first new data", 1, "s"),
-    ("regain90_s", "time to 90% goodput", 1, "s"),
+    ("recovery_s", "recovery time", 1, "s"),
+    ("efficiency", "failover efficiency", 100, "%"),
+    ("return_s", "path return", 1, "s"),
     ("reinjected_bytes", "reinjected", 1e-3, "kB"),
     ("retrans_bytes", "retransmitted", 1e-3, "kB"),
     ("reorder_p95_ms", "reordering delay p95", 1, "ms"),
@@ -95,7 +98,11 @@ def run_rows(result: dict, run_name: str = "") -> pd.DataFrame:
                     "benefit": c.get("aggregation_benefit"),
                     "gap_s": fo.get("gap_s"),
                     "first_new_data_s": fo.get("first_new_data_s"),
-                    "regain90_s": fo.get("regain90_s"),
+                    "recovery_s": fo.get("recovery_s"),
+                    "efficiency": fo.get("efficiency"),
+                    "return_s": fo.get("return_s"),
+                    # the link came back and no subflow used it again within the capture
+                    "return_never": fo.get("up_time") is not None and fo.get("return_s") is None,
                     "reinjected_bytes": c["reinjection"]["bytes"],
                     "retrans_bytes": sum(s.get("retrans_bytes") or 0 for s in stats),
                     "reorder_p95_ms": c["reordering"]["p95_ms"],
@@ -117,6 +124,10 @@ def summarize(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             m, ci, n = mean_ci(g[col].tolist()) if col in g else (None, None, 0)
             rec[col] = m
             rec[col + "_ci95"] = ci
+        # the path came back in every repetition and was never used again: "never", not "–"
+        rec["return_never"] = bool(
+            len(g) and "return_never" in g and g["return_never"].fillna(False).astype(bool).all()
+        )
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -173,6 +184,9 @@ def _summary_html(summary: pd.DataFrame, keys: list[str]) -> str:
         cells = [r[k] for k in keys] + [r["n"]]
         for col, _, scale, _ in SUMMARY_METRICS:
             m, ci = r[col], r[col + "_ci95"]
+            if col == "return_s" and r.get("return_never"):
+                cells.append("never")
+                continue
             cells.append(
                 "–"
                 if m is None or pd.isna(m)
@@ -184,6 +198,70 @@ def _summary_html(summary: pd.DataFrame, keys: list[str]) -> str:
         _table(pd.DataFrame(rows, columns=cols), left=len(keys))
         + "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions</p>"
     )
+
+
+FAILOVER_DEFINITIONS = """<p class='defs'><b>gap</b>: the longest pause in the receiver's
+in-order data-level progress (DATA_ACK level at the receiver; TCP: its ACKs) that overlaps the
+event or starts within 10 s after it. <b>first new data</b>: from the event to the first data
+above everything delivered before it, arriving once progress had stopped.
+<b>recovery</b>: from the event until in-order goodput holds at &ge; 90% of what the surviving
+paths can carry (the sum of their configured rates, shown as <i>surviving</i>) for at least
+1 s: the first moment (10 ms steps) at which progress is moving and from which every 500 ms window
+over the next second delivers 90% of that capacity; &ldquo;not within the run&rdquo; when it never
+does. <b>delivered 3 s</b> / <b>efficiency</b>: in-order bytes delivered in the 3 s after the
+event, and their share of what the surviving paths could have carried in those 3 s.
+<b>path return</b>: from the link's &ldquo;up&rdquo; until a subflow that carried no new data during
+the outage (the returning path, or a new subflow on it) delivers new data again; &ldquo;never&rdquo;
+within the capture. Times in seconds; definitions in analysis/definitions.py.</p>"""
+
+
+def failover_rows(result: dict, run_name: str = "") -> pd.DataFrame:
+    """One row per link-down event of every connection: the failover figures, readable."""
+    rows = []
+    for g in result["groups"]:
+        for c in g["connections"]:
+            for f in c.get("failover") or []:
+                cap = f.get("surviving_capacity_bps")
+                if f.get("up_time") is None:
+                    ret = "no up event"
+                elif f.get("return_s") is None:
+                    ret = "never"
+                else:
+                    ret = f"{f['return_s']:.3g}"
+                rows.append(
+                    {
+                        **({"run": run_name} if run_name else {}),
+                        "stack": g["stack"],
+                        "rep": g["rep"],
+                        "link": f.get("link"),
+                        "at_s": f.get("at_s"),
+                        "gap_s": f.get("gap_s"),
+                        "first_new_data_s": f.get("first_new_data_s"),
+                        "recovery_s": (
+                            f.get("recovery_s")
+                            if f.get("recovery_s") is not None or cap is None
+                            else "not within the run"
+                        ),
+                        "surviving [Mbit/s]": None if cap is None else cap / 1e6,
+                        "delivered 3 s [MB]": (
+                            None
+                            if f.get("delivered_3s_bytes") is None
+                            else f["delivered_3s_bytes"] / 1e6
+                        ),
+                        "efficiency [%]": (
+                            None if f.get("efficiency") is None else 100 * f["efficiency"]
+                        ),
+                        "path return_s": ret,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def failover_html(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    left = 4 if "run" in rows else 3
+    return "<h2>Failover</h2>" + _table(rows, left=left) + FAILOVER_DEFINITIONS
 
 
 def _flat_versions(v) -> str:
@@ -245,31 +323,13 @@ def _meta_html(meta: dict, where: Path) -> str:
 
 
 def events_table(events: list) -> pd.DataFrame:
-    """Link events as rows, from a flat list or the runner's per-run entries."""
-    rows = []
-    for e in events:
-        if isinstance(e, dict) and "events" in e:
-            for x in e.get("events") or []:
-                rows.append(
-                    {
-                        "run": e.get("label", ""),
-                        "link": x.get("link"),
-                        "action": x.get("action"),
-                        "at_s": x.get("at"),
-                        "actual_s": x.get("actual"),
-                    }
-                )
-        elif isinstance(e, dict):
-            rows.append(
-                {
-                    "run": "",
-                    "link": e.get("link"),
-                    "action": e.get("action"),
-                    "at_s": e.get("at"),
-                    "actual_s": e.get("actual"),
-                }
-            )
-    return pd.DataFrame(rows)
+    """Link events as rows (analysis.events entries), times in seconds from each run's start,
+    to the millisecond (planned against actual)."""
+    t = pd.DataFrame(EV.rows(events))
+    for col in ("at_s", "actual_s"):
+        if col in t:
+            t[col] = t[col].map(lambda v: "–" if v is None or v != v else f"{v:.3f}")
+    return t
 
 
 def _page(title: str, parts: list[str]) -> str:
@@ -303,6 +363,7 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
         if not rows.empty
         else "<p>No MPTCP connection found in the captures.</p>"
     )
+    parts.append(failover_html(failover_rows(result)))
     for name in ("failover", "reordering-cdf"):
         if name in result["figures"]:
             parts.append(_img(run_dir / result["figures"][name], name))
@@ -330,6 +391,9 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
                     "at_s",
                     "gap_s",
                     "first_new_data_s",
+                    "recovery_s",
+                    "efficiency",
+                    "return_s",
                     "regain90_s",
                     "pre_goodput_bps",
                     "resumed",
@@ -424,6 +488,14 @@ def write_campaign_report(root: Path) -> Path:
         parts.append("<h2>Per grid point and stack (over repetitions)</h2>")
         summary = summarize(rows, ["point", "stack"])
         parts.append(_summary_html(summary, ["point", "stack"]))
+        parts.append(
+            failover_html(
+                pd.concat(
+                    [failover_rows(v, k) for k, v in results.items()] or [pd.DataFrame()],
+                    ignore_index=True,
+                )
+            )
+        )
         fo = pd.concat([failover_table(v) for v in results.values()] or [pd.DataFrame()])
         if not fo.empty:
             parts.append(_img(plots.failover_plot(fo, fig_dir / "failover.png"), "failover"))

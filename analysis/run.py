@@ -1,7 +1,8 @@
 """analyze_run: one experiment run directory in, metrics.json and figures out.
 
 Layout (written by the experiment runner): RUN/metadata.json, RUN/events.json,
-RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap (or RUN/pcap/*.pcap), per-stack traffic JSON. Every
+RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap (or RUN/pcap/*.pcap), per-stack traffic JSON (events.json
+in the one format of analysis.events: times in seconds from each run's t0_wall). Every
 piece may be missing: no events means no failover figures, no metadata means no capacities (so no
 aggregation benefit), a broken pcap is reported by name and skipped.
 """
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import definitions as D
+from analysis import events as EV
 from analysis import metrics as M
 from analysis import plots
+from analysis.events import EventsFormatError, read_events
 from analysis.frames import find_pcaps, load_many
 from analysis.mptcp import annotate
 from analysis.pcap import CaptureError
@@ -73,39 +77,27 @@ def capacities_mbit(meta: dict) -> list[float] | None:
     return caps or None
 
 
-def event_times(events: list[dict], t0: float, t_first: float, t_last: float) -> list[dict]:
-    """Absolute times of link events: `actual` when it is an epoch inside the captures' span,
-    else the group's start + `at` (runner's seconds from start)."""
-    out = []
-    for e in events:
-        actual = e.get("actual")
-        if isinstance(actual, (int, float)) and t_first - 60 <= actual <= t_last + 60:
-            t = float(actual)
-        elif isinstance(e.get("at"), (int, float)):
-            t = t0 + float(e["at"])
-        else:
-            continue
-        out.append({**e, "time": t})
-    return out
+def paths_of(meta: dict) -> list[dict]:
+    """The paths between the flow's hosts, [{"name", "links", "rate_mbit"}], from the run's
+    parameters (the experiment runner writes them), for what survives a cut link."""
+    paths = (meta.get("parameters") or {}).get("paths")
+    return [p for p in paths if isinstance(p, dict)] if isinstance(paths, list) else []
 
 
-def group_events(events: list, stack: str, rep: str) -> tuple[list[dict], float | None]:
-    """Events of one (stack, rep): a flat list applies to every group; the runner's campaign
-    format (one entry per run: label "stack/rep", t0_wall, events with `actual` in seconds from
-    t0_wall) gives each group its own, made absolute, and its start time."""
-    if events and all(isinstance(e, dict) and "events" in e for e in events):
-        for entry in events:
-            if entry.get("label") == f"{stack}/{rep}":
-                t0 = entry.get("t0_wall")
-                evs = [dict(e) for e in entry.get("events") or []]
-                if isinstance(t0, (int, float)):
-                    for e in evs:
-                        off = e.get("actual", e.get("at"))
-                        if isinstance(off, (int, float)) and off < 1e9:
-                            e["actual"] = float(t0) + off
-                return evs, (float(t0) if isinstance(t0, (int, float)) else None)
-        return [], None
-    return [e for e in events if isinstance(e, dict)], None
+def _mbit_to_bps(v: float | None) -> float | None:
+    return None if v is None else v * 1e6
+
+
+def _up_after(events: list[dict], down: dict) -> float | None:
+    """When the cut link came back: the first "up" on it after the "down"."""
+    ups = [
+        e["time"]
+        for e in events
+        if e.get("action") == "up"
+        and e.get("link") == down.get("link")
+        and e["time"] > down["time"]
+    ]
+    return min(ups) if ups else None
 
 
 def _conn_metrics(
@@ -118,6 +110,7 @@ def _conn_metrics(
     tag: str,
     t0: float,
     warmup_s: float = 1.0,
+    paths: list[dict] | None = None,
 ) -> tuple[dict, dict]:
     info = conns.iloc[c]
     v = M.vantage(df, c)
@@ -169,7 +162,17 @@ def _conn_metrics(
         "failover": [
             M.to_jsonable(
                 {
-                    **M.to_jsonable(M.failover(rx, acks, e["time"])),
+                    **M.to_jsonable(
+                        M.failover(
+                            rx,
+                            acks,
+                            e["time"],
+                            capacity_bps=_mbit_to_bps(
+                                D.surviving_capacity_mbit(paths, e.get("link"))
+                            ),
+                            up_time=_up_after(events, e),
+                        )
+                    ),
                     "link": e.get("link"),
                     "action": e.get("action"),
                     "at_s": e["time"] - t0,
@@ -205,8 +208,11 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
     RUN/figures/*.png; returns what it wrote (paths as strings relative to the run)."""
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "metadata.json", {})
-    events = read_json(run_dir / "events.json", [])
-    if not isinstance(events, list):
+    errors: list[str] = []
+    try:
+        events = read_events(run_dir / "events.json")
+    except EventsFormatError as e:  # named in the report, the captures are still analysed
+        errors.append(str(e))
         events = []
     caps = capacities_mbit(meta)
     warmup = float((meta.get("metrics") or {}).get("warmup_s", meta.get("warmup_s", 1.0)))
@@ -216,7 +222,7 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
         "metadata": meta,
         "events": events,
         "groups": [],
-        "errors": [],
+        "errors": errors,
         "figures": {},
         "traffic": {},
     }
@@ -244,14 +250,14 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
         df, conns = annotate(load_many([p for p, _ in good]))
         if df.empty or conns.empty:
             continue
-        t_first, t_last = float(df["time"].min()), float(df["time"].max())
+        t_first = float(df["time"].min())
         syn = df.loc[df["syn"], "time"]
         t0 = float(syn.min()) if len(syn) else t_first
-        g_events, g_start = group_events(events, stack, rep)
-        start = g_start if g_start is not None else epoch(meta.get("start"))
+        entry = EV.for_group(events, stack, rep)
+        start = entry["t0_wall"] if entry else epoch(meta.get("start"))
         if start is not None and t_first - 60 <= start <= t0:
             t0 = start
-        evs = event_times(g_events, t0, t_first, t_last)
+        evs = EV.absolute(entry) if entry else []
         grp["t0"] = t0
         # connections that matter: side connections (control channels) carry a few bytes
         volume = df[df["payload_len"] > 0].groupby("conn")["payload_len"].sum()
@@ -259,7 +265,9 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
         for c in range(len(conns)):
             if c not in volume.index or volume[c] < 0.05 * volume.max():
                 continue
-            out, extra = _conn_metrics(df, conns, c, evs, caps, fig_dir, tag, t0, warmup)
+            out, extra = _conn_metrics(
+                df, conns, c, evs, caps, fig_dir, tag, t0, warmup, paths_of(meta)
+            )
             grp["connections"].append(out)
             for k, pth in extra["figures"].items():
                 result["figures"][f"{k}-{tag}-c{c}"] = str(Path(pth).relative_to(run_dir))
@@ -290,6 +298,10 @@ def failover_table(result: dict) -> pd.DataFrame:
                         "gap_s": f.get("gap_s"),
                         "first_new_data_s": f.get("first_new_data_s"),
                         "regain90_s": f.get("regain90_s"),
+                        "recovery_s": f.get("recovery_s"),
+                        "efficiency": f.get("efficiency"),
+                        "return_s": f.get("return_s"),
+                        "up": f.get("up_time") is not None,
                     }
                 )
     return pd.DataFrame(rows)

@@ -1,14 +1,15 @@
 """How fast our pcap parser is against tshark on the same ~1M-segment MPTCP capture.
 
 The capture is made for real, then grown: a kernel MPTCP bulk transfer between two namespaces
-(tests/analysis/mptcp_pair.py) gives the seed (every data segment carries DSS), whose records are
+(testkit/mptcp_pair.py) gives the seed (every data segment carries DSS), whose records are
 replicated with shifted timestamps until the file holds --segments TCP segments. Then:
   ours      analysis.pcap.parse_pcap (all TCP and MPTCP options decoded into a DataFrame)
   ours+dsn  plus analysis.mptcp.annotate (connections, absolute DSN per segment)
   cache     analysis.frames.load_pcap from the parquet cache
-  tshark    `tshark -T fields` of the same per-segment fields (MPTCP analysis off)
+  tshark    `tshark -T fields` of the same per-segment fields (MPTCP analysis off), the same
+            export the oracle tests use (testkit.tshark)
   tshark+a  the same with MPTCP analysis on (mptcp.rawdsn64, the DSN per segment)
-Usage: .venv/bin/python benchmarks/analysis_parse_bench.py [--segments N] [--pcap seed] [--json]
+Usage: .venv/bin/python -m benchmarks.analysis_parse_bench [--segments N] [--pcap seed] [--json]
 """
 
 from __future__ import annotations
@@ -23,56 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "analysis")]
-
-from analysis.frames import cache_path, load_pcap  # noqa: E402
-from analysis.mptcp import annotate  # noqa: E402
-from analysis.pcap import parse_pcap  # noqa: E402
-
-P = "tcp.options.mptcp."
-TSHARK_FIELDS = [
-    "frame.number",
-    "frame.time_epoch",
-    "ip.src",
-    "ip.dst",
-    "tcp.srcport",
-    "tcp.dstport",
-    "tcp.seq_raw",
-    "tcp.ack_raw",
-    "tcp.flags",
-    "tcp.len",
-    "tcp.window_size_value",
-    "tcp.options.timestamp.tsval",
-    "tcp.options.timestamp.tsecr",
-    P + "subtype",
-    P + "version",
-    P + "sendkey",
-    P + "recvkey",
-    P + "recvtok",
-    P + "sendrand",
-    P + "sendtrunchmac",
-    P + "sendhmac",
-    P + "rawdataseqno",
-    P + "rawdataack",
-    P + "subflowseqno",
-    P + "datalvllen",
-    P + "checksum",
-    P + "datafin.flag",
-    P + "addrid",
-    P + "backup.flag",
-    P + "echo",
-    P + "ipv4",
-    P + "port",
-    P + "addaddrtrunchmac",
-    P + "rst_reason",
-]
+from analysis.frames import cache_path, load_pcap
+from analysis.mptcp import annotate
+from analysis.pcap import parse_pcap
+from testkit.mptcp_pair import mptcp_pair, run_transfer
+from testkit.tshark import MPTCP_OPTION_FIELDS, SEGMENT_FIELDS, fields_command
 
 
 def make_seed(out: Path) -> Path:
     """A real kernel MPTCP upload (3 MB, two paths), captured at the client's first interface."""
-    from mptcp_pair import mptcp_pair, run_transfer
-
     with mptcp_pair(f"apb{os.getpid()}", (200, 100)) as pair:
         run_transfer(pair, out, "bulk", 6_000_000)
     return out / "client-eth0.pcap"
@@ -112,38 +72,11 @@ def timed(fn, *a):
 
 
 def tshark(pcap: Path, analysis: bool) -> float:
-    opts = (
-        [
-            "-2",
-            "-o",
-            "mptcp.analyze_mptcp:TRUE",
-            "-o",
-            "mptcp.analyze_mappings:TRUE",
-            "-o",
-            "mptcp.relative_sequence_numbers:FALSE",
-            "-o",
-            "tcp.analyze_sequence_numbers:TRUE",
-        ]
-        if analysis
-        else ["-o", "mptcp.analyze_mptcp:FALSE", "-o", "tcp.analyze_sequence_numbers:FALSE"]
+    """Seconds for tshark to export the fields we parse (testkit.tshark: the oracle's export)."""
+    fields = (
+        SEGMENT_FIELDS + MPTCP_OPTION_FIELDS + (["mptcp.rawdsn64", "mptcp.ack"] if analysis else [])
     )
-    fields = TSHARK_FIELDS + (["mptcp.rawdsn64", "mptcp.ack"] if analysis else [])
-    cmd = [
-        "tshark",
-        "-r",
-        str(pcap),
-        *opts,
-        "-T",
-        "fields",
-        "-E",
-        "separator=,",
-        "-E",
-        "occurrence=a",
-        "-E",
-        "aggregator=;",
-    ]
-    for f in fields:
-        cmd += ["-e", f]
+    cmd = fields_command(pcap, fields, analysis=analysis)
     t = time.perf_counter()
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - t

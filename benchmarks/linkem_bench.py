@@ -15,12 +15,16 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from testbed.emulation import EmulatedPort, LinkModel, RouterEmulator, shape_interface
+from mininet.net import Mininet
+
+from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
+from testbed.host import MininetHost
+from testbed.topology import LinkModel
+from testkit.iperf import iperf3_end
 
 H1_IP, H2_IP = "10.78.1.1", "10.78.2.1"
 PORT = 5298
@@ -28,8 +32,6 @@ PORT = 5298
 
 def build(prefix: str = "lb"):
     """h1 -- r1 -- h2 on veth links, no controller, no switches; forwarding on r1."""
-    from mininet.net import Mininet
-
     net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
     h1, r1, h2 = (net.addHost(f"{prefix}{n}", ip=None) for n in ("h1", "r1", "h2"))
     net.addLink(h1, r1)
@@ -56,22 +58,8 @@ def cpu_seconds(pid: int | None) -> tuple[float, float]:
 
 def iperf3(client, server, seconds: float, mode: str) -> dict[str, float]:
     """Receiver-side Mbit/s per direction ("h1->h2", "h2->h1") of one TCP iperf3 run."""
-    srv = server.popen(
-        ["iperf3", "-s", "-1", "--forceflush", "-p", str(PORT)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        for line in srv.stdout:
-            if "Server listening" in line:
-                break
-        flag = {"forward": "", "reverse": "-R", "bidir": "--bidir"}[mode]
-        out = client.cmd(f"iperf3 -c {H2_IP} -p {PORT} -J -t {seconds} {flag}")
-        end = json.loads(out)["end"]
-    finally:
-        srv.kill()
-        srv.wait()
+    flag = {"forward": "", "reverse": "-R", "bidir": "--bidir"}[mode]
+    end = iperf3_end(client, server, H2_IP, seconds, flag=flag, port=PORT)
     rtts = [
         st["sender"]["mean_rtt"] / 1000
         for st in end.get("streams", [])
@@ -114,10 +102,13 @@ def run(
                 r1.cmd(f"ethtool -K {r1.name}-{intf} tso off gso off gro off")
         model = LinkModel(delay_ms=delay_ms, jitter_ms=jitter_ms, rate_mbit=rate_mbit)
         if rate_mbit:
-            shape_interface(h1, f"{h1.name}-eth0", model)
-            shape_interface(r1, f"{r1.name}-eth0", model)
+            shape_interface(MininetHost(h1), f"{h1.name}-eth0", model)
+            shape_interface(MininetHost(r1), f"{r1.name}-eth0", model)
         emu = RouterEmulator(
-            r1, [EmulatedPort("left", f"{r1.name}-eth0", model)], log_path=log_path, seed=1
+            MininetHost(r1),
+            [EmulatedPort("left", f"{r1.name}-eth0", model)],
+            log_path=log_path,
+            seed=1,
         )
         emu.start()
         pid = emu.pids[0] if emu.pids else None  # --delay-ms 0: no emulator, the baseline

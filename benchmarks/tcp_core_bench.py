@@ -13,7 +13,15 @@ import os
 import sys
 import time
 
-from mptcp_impl.tcp import TcpConfig, TcpConnection, decode_segment, encode_segment
+from mptcp_impl.tcp import (
+    ACK,
+    TcpConfig,
+    TcpConnection,
+    TcpSegment,
+    Timestamps,
+    decode_segment,
+    encode_segment,
+)
 
 A = ("10.0.0.1", 40000)
 B = ("10.0.0.2", 5001)
@@ -75,8 +83,6 @@ def run(
 
 
 def codec_only(n: int = 50_000) -> float:
-    from mptcp_impl.tcp import ACK, TcpSegment, Timestamps
-
     seg = TcpSegment(1, 2, 3, 4, ACK, 100, [Timestamps(1, 2)], os.urandom(1448))
     t0 = time.process_time()
     for _ in range(n):

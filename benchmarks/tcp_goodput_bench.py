@@ -1,6 +1,6 @@
 """Goodput and CPU cost of our userspace TCP against Linux TCP on the same path.
 
-    python benchmarks/tcp_goodput_bench.py [--mbytes 200] [--loss PCT] [--rtt MS] [--jitter MS]
+    python -m benchmarks.tcp_goodput_bench [--mbytes 200] [--loss PCT] [--rtt MS] [--jitter MS]
                                            [--rate MBIT] [--reps 3] [--json]
     ./inv bench-tcp --loss 1 --rtt 200 --mbytes 100      # the issue's long "Done when" run
 
@@ -28,15 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+from testbed.net import Testbed
+from testbed.topology import load_topology
+from testkit import ENV, PY
 
 CLEAN_TOPO = """description = "bench: client and server on one bare veth pair"
 [nodes]
@@ -66,15 +60,16 @@ link = "access"
 to = "server"
 """
 
+# --tcp-only: this benchmark measures our TCP (the CLI speaks MPTCP by default).
 SENDERS = {
-    "ours": ["-m", "mptcp_impl", "client", "--json"],
-    "ours-packet": ["-m", "mptcp_impl", "client", "--json", "--sender", "packet"],
-    "ours-raw": ["-m", "mptcp_impl", "client", "--json", "--sender", "raw"],
-    "linux": ["-m", "tests.userspace_tcp.kpeer", "client"],
+    "ours": ["-m", "mptcp_impl", "client", "--json", "--tcp-only"],
+    "ours-packet": ["-m", "mptcp_impl", "client", "--json", "--tcp-only", "--sender", "packet"],
+    "ours-raw": ["-m", "mptcp_impl", "client", "--json", "--tcp-only", "--sender", "raw"],
+    "linux": ["-m", "testkit.kpeer", "client"],
 }
 RECEIVERS = {
-    "ours": ["-m", "mptcp_impl", "server", "--once", "--json"],
-    "linux": ["-m", "tests.userspace_tcp.kpeer", "server"],
+    "ours": ["-m", "mptcp_impl", "server", "--once", "--json", "--tcp-only"],
+    "linux": ["-m", "testkit.kpeer", "server"],
 }
 DEFAULT_PAIRS = [
     ("linux", "linux"),
@@ -147,9 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", default="", help="e.g. ours:linux,linux:ours (default: all)")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     a = ap.parse_args(argv)
-
-    from testbed.net import Testbed
-    from testbed.topology import load_topology
 
     emulated = a.loss > 0 or a.rtt > 0 or a.jitter > 0 or a.rate > 0
     work = Path(tempfile.mkdtemp(prefix="bench-tcp-"))

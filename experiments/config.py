@@ -59,12 +59,20 @@ import copy
 import hashlib
 import itertools
 import random
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.topology import describe_files, parse_scalar, toml_path
+from experiments.errors import ExperimentError
+from experiments.stacks import STACKS
+from testbed.topology import (
+    TopologyError,
+    describe_files,
+    load_topology,
+    parse_override,
+    read_toml,
+    toml_path,
+)
 
 EXPERIMENT_DIR = Path(__file__).resolve().parent
 
@@ -101,16 +109,6 @@ BACKGROUND_KEYS = FLOW_KEYS | {"name", "stack"}
 EVENT_KEYS = {"at", "link", "action", "mode", "rate_mbit", "delay_ms", "loss_pct", "jitter_ms"}
 SET_PARAMS = ("rate_mbit", "delay_ms", "loss_pct", "jitter_ms")
 METRIC_KEYS = {"warmup_s", "gap_window_s"}
-
-
-class ExperimentError(ValueError):
-    """An experiment file (or a --set override) is wrong; names the file and the field."""
-
-    def __init__(self, source: str | Path, field_name: str, problem: str):
-        self.source = str(source)
-        self.field = field_name
-        self.problem = problem
-        super().__init__(f"{source}: {field_name}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -225,14 +223,7 @@ def load_experiment(
     """
     path = experiment_path(name_or_path)
     source = str(path)
-    if not path.exists():
-        known = ", ".join(n for n, _ in list_experiments())
-        raise ExperimentError(source, "(file)", f"no such experiment file (known: {known})")
-    text = path.read_text()
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ExperimentError(source, "(syntax)", str(e)) from None
+    text, raw = read_toml(path, ExperimentError, "experiment", EXPERIMENT_DIR)
     overrides = list(overrides or [])
     for item in overrides:
         _apply_override(raw, item, source)
@@ -252,11 +243,7 @@ def load_experiment(
 
 
 def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ExperimentError(source, item, "an override is written key=value")
-    value = parse_scalar(text.strip())
+    key, value = parse_override(item, source, ExperimentError)
     head, _, rest = key.partition(".")
     if head == "grid" and rest:
         raw.setdefault("grid", {})[rest] = value
@@ -353,8 +340,6 @@ def _flow(source: str, where: str, raw: dict[str, Any], background: bool) -> Flo
 
 def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Experiment:
     """Validate a parsed experiment document; every error names the field."""
-    from experiments.stacks import STACKS
-
     _unknown(source, "", raw, TOP_KEYS)
     for req in ("name", "topology", "traffic", "stacks"):
         if req not in raw:
@@ -366,17 +351,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     seed = _typed(source, "seed", raw.get("seed", 1), int, lo=0)
     reps = _typed(source, "repetitions", raw.get("repetitions", 1), int, lo=1)
     shuffle = _typed(source, "shuffle", raw.get("shuffle", False), bool)
-
-    stacks = raw["stacks"]
-    if not isinstance(stacks, list) or not stacks:
-        raise ExperimentError(source, "stacks", f"expected a non-empty list, got {stacks!r}")
-    for i, s in enumerate(stacks):
-        if s not in STACKS:
-            raise ExperimentError(
-                source, f"stacks[{i}]", f"unknown stack {s!r} (known: {', '.join(STACKS)})"
-            )
-    if len(set(stacks)) != len(stacks):
-        raise ExperimentError(source, "stacks", f"a stack is listed twice: {stacks}")
+    stacks = _stacks(source, raw["stacks"])
 
     topo = _table(source, "topology", raw["topology"])
     _unknown(source, "topology", topo, {"name", "set"})
@@ -386,71 +361,9 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     topo_set = dict(_table(source, "topology.set", topo.get("set", {})))
 
     traffic = _flow(source, "traffic", _table(source, "traffic", raw["traffic"]), False)
-    background = []
-    bg_raw = raw.get("background", [])
-    if not isinstance(bg_raw, list):
-        raise ExperimentError(source, "background", "expected an array of tables [[background]]")
-    for i, b in enumerate(bg_raw):
-        flow = _flow(source, f"background[{i}]", _table(source, f"background[{i}]", b), True)
-        if not flow.stack:
-            flow = FlowSpec(**{**asdict(flow), "stack": "tcp"})
-        if flow.stack not in STACKS:
-            raise ExperimentError(source, f"background[{i}].stack", f"unknown stack {flow.stack!r}")
-        if flow.name == "main":
-            flow = FlowSpec(**{**asdict(flow), "name": f"background{i}"})
-        background.append(flow)
-
-    events = []
-    ev_raw = raw.get("events", [])
-    if not isinstance(ev_raw, list):
-        raise ExperimentError(source, "events", "expected an array of tables [[events]]")
-    for i, e in enumerate(ev_raw):
-        where = f"events[{i}]"
-        e = _table(source, where, e)
-        _unknown(source, where, e, EVENT_KEYS)
-        for req in ("at", "link", "action"):
-            if req not in e:
-                raise ExperimentError(source, f"{where}.{req}", "missing (required)")
-        at = float(_typed(source, f"{where}.at", e["at"], (int, float), lo=0))
-        link = _typed(source, f"{where}.link", e["link"], str)
-        action = e["action"]
-        if action not in ("down", "up", "set"):
-            raise ExperimentError(
-                source, f"{where}.action", f"must be down, up or set, not {action!r}"
-            )
-        mode = e.get("mode", "blackhole")
-        if mode not in ("blackhole", "interface"):
-            raise ExperimentError(
-                source, f"{where}.mode", f"must be blackhole or interface, not {mode!r}"
-            )
-        params = {
-            k: float(_typed(source, f"{where}.{k}", e[k], (int, float), lo=0))
-            for k in SET_PARAMS
-            if k in e
-        }
-        if action == "set" and not params:
-            raise ExperimentError(
-                source, where, f"a set event needs one of {', '.join(SET_PARAMS)}"
-            )
-        if action != "set" and params:
-            raise ExperimentError(
-                source, f"{where}.{next(iter(params))}", "only set events take link parameters"
-            )
-        events.append(EventSpec(at=at, link=link, action=action, mode=mode, params=params))
-
-    grid = {}
-    for k, v in _table(source, "grid", raw.get("grid", {})).items():
-        if not isinstance(v, list) or not v:
-            raise ExperimentError(source, f"grid.{k}", f"expected a non-empty list, got {v!r}")
-        if k.startswith("traffic."):
-            fld = k.split(".", 1)[1]
-            if fld not in FLOW_KEYS or fld in ("client", "server"):
-                raise ExperimentError(
-                    source, f"grid.{k}", f"not a sweepable traffic field: {fld!r}"
-                )
-            for j, val in enumerate(v):
-                _flow(source, f"grid.{k}[{j}]", {**_flow_raw(traffic), fld: val}, False)
-        grid[k] = list(v)
+    background = _background(source, raw.get("background", []))
+    events = _events(source, raw.get("events", []))
+    grid = _grid(source, _table(source, "grid", raw.get("grid", {})), traffic)
 
     for s in stacks:
         STACKS[s].check_flow(source, "traffic", traffic)
@@ -499,6 +412,90 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     )
 
 
+def _stacks(source: str, stacks: Any) -> list[str]:
+    if not isinstance(stacks, list) or not stacks:
+        raise ExperimentError(source, "stacks", f"expected a non-empty list, got {stacks!r}")
+    for i, s in enumerate(stacks):
+        if s not in STACKS:
+            raise ExperimentError(
+                source, f"stacks[{i}]", f"unknown stack {s!r} (known: {', '.join(STACKS)})"
+            )
+    if len(set(stacks)) != len(stacks):
+        raise ExperimentError(source, "stacks", f"a stack is listed twice: {stacks}")
+    return stacks
+
+
+def _background(source: str, bg_raw: Any) -> list[FlowSpec]:
+    if not isinstance(bg_raw, list):
+        raise ExperimentError(source, "background", "expected an array of tables [[background]]")
+    background = []
+    for i, b in enumerate(bg_raw):
+        flow = _flow(source, f"background[{i}]", _table(source, f"background[{i}]", b), True)
+        if not flow.stack:
+            flow = FlowSpec(**{**asdict(flow), "stack": "tcp"})
+        if flow.stack not in STACKS:
+            raise ExperimentError(source, f"background[{i}].stack", f"unknown stack {flow.stack!r}")
+        if flow.name == "main":
+            flow = FlowSpec(**{**asdict(flow), "name": f"background{i}"})
+        background.append(flow)
+    return background
+
+
+def _events(source: str, ev_raw: Any) -> list[EventSpec]:
+    if not isinstance(ev_raw, list):
+        raise ExperimentError(source, "events", "expected an array of tables [[events]]")
+    return [
+        _event(source, f"events[{i}]", _table(source, f"events[{i}]", e))
+        for i, e in enumerate(ev_raw)
+    ]
+
+
+def _event(source: str, where: str, e: dict[str, Any]) -> EventSpec:
+    _unknown(source, where, e, EVENT_KEYS)
+    for req in ("at", "link", "action"):
+        if req not in e:
+            raise ExperimentError(source, f"{where}.{req}", "missing (required)")
+    at = float(_typed(source, f"{where}.at", e["at"], (int, float), lo=0))
+    link = _typed(source, f"{where}.link", e["link"], str)
+    action = e["action"]
+    if action not in ("down", "up", "set"):
+        raise ExperimentError(source, f"{where}.action", f"must be down, up or set, not {action!r}")
+    mode = e.get("mode", "blackhole")
+    if mode not in ("blackhole", "interface"):
+        raise ExperimentError(
+            source, f"{where}.mode", f"must be blackhole or interface, not {mode!r}"
+        )
+    params = {
+        k: float(_typed(source, f"{where}.{k}", e[k], (int, float), lo=0))
+        for k in SET_PARAMS
+        if k in e
+    }
+    if action == "set" and not params:
+        raise ExperimentError(source, where, f"a set event needs one of {', '.join(SET_PARAMS)}")
+    if action != "set" and params:
+        raise ExperimentError(
+            source, f"{where}.{next(iter(params))}", "only set events take link parameters"
+        )
+    return EventSpec(at=at, link=link, action=action, mode=mode, params=params)
+
+
+def _grid(source: str, table: dict[str, Any], traffic: FlowSpec) -> dict[str, list[Any]]:
+    grid = {}
+    for k, v in table.items():
+        if not isinstance(v, list) or not v:
+            raise ExperimentError(source, f"grid.{k}", f"expected a non-empty list, got {v!r}")
+        if k.startswith("traffic."):
+            fld = k.split(".", 1)[1]
+            if fld not in FLOW_KEYS or fld in ("client", "server"):
+                raise ExperimentError(
+                    source, f"grid.{k}", f"not a sweepable traffic field: {fld!r}"
+                )
+            for j, val in enumerate(v):
+                _flow(source, f"grid.{k}[{j}]", {**_flow_raw(traffic), fld: val}, False)
+        grid[k] = list(v)
+    return grid
+
+
 def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
     d = asdict(flow)
     for k in ("name", "stack"):
@@ -508,8 +505,6 @@ def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
 
 def check_against_topology(exp: Experiment) -> None:
     """Every grid point must give a valid topology, and hosts/links named must exist in it."""
-    from testbed.topology import TopologyError, load_topology
-
     points = grid_points(exp)
     for values in points:
         topo_keys = {k: v for k, v in values.items() if not k.startswith("traffic.")}
@@ -544,8 +539,6 @@ def check_against_topology(exp: Experiment) -> None:
                 f"no link {ev.link!r} in {exp.topology} (links: {', '.join(topo.links)})",
             )
     for s, opts in exp.stack_options.items():
-        from experiments.stacks import STACKS
-
         STACKS[s].check_topology(exp.source, f"stack.{s}", opts, topo)
 
 

@@ -13,6 +13,13 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from analysis.definitions import (
+    aggregation_benefit,
+    failover_efficiency,
+    recovery_time,
+    surviving_capacity_mbit,
+)
+
 
 @dataclass
 class FailoverMetrics:
@@ -29,6 +36,10 @@ class FailoverMetrics:
     subflow_bytes_after: dict[str, int] = field(default_factory=dict)  # per subflow, event+1s..
     cut_path_bytes_after: int | None = None  # subflows on the cut link (should be 0)
     other_paths_bytes_after: int | None = None  # subflows elsewhere (should carry on)
+    # against what the surviving paths can carry (definitions shared with analysis/)
+    surviving_capacity_mbit: float | None = None
+    recovery_s: float | None = None  # event -> in-order goodput holds >= 90% of it for 1 s
+    efficiency: float | None = None  # in-order bytes in the 3 s after / capacity x 3 s
 
 
 @dataclass
@@ -86,8 +97,10 @@ def failover_metrics(
     next_t: float | None,
     window_s: float,
     link_addr: str | None = None,
+    surviving_mbit: float | None = None,
 ) -> FailoverMetrics:
-    """`link_addr` is the client's address on the cut link: subflows using it are "cut"."""
+    """`link_addr` is the client's address on the cut link: subflows using it are "cut";
+    `surviving_mbit` what the paths that avoid it can carry (for recovery and efficiency)."""
     samples = receiver.get("samples", [])
     end_t = samples[-1][0] if samples else event_t
     gaps = [
@@ -115,6 +128,9 @@ def failover_metrics(
         for k in sorted(keys):
             series = [[t_, d[k]] for t_, d in sub if k in d]
             sub_after[k] = int(_bytes_at(series, after_end) - _bytes_at(series, event_t + 1.0))
+    st, sl = [x[0] for x in samples], [x[1] for x in samples]
+    cap = surviving_mbit * 1e6 if surviving_mbit is not None else None
+    _, eff = failover_efficiency(st, sl, event_t, cap)
     cut = other = None
     if sub_after and link_addr:
         on_cut = [
@@ -134,18 +150,10 @@ def failover_metrics(
         subflow_bytes_after=sub_after,
         cut_path_bytes_after=cut,
         other_paths_bytes_after=other,
+        surviving_capacity_mbit=surviving_mbit,
+        recovery_s=recovery_time(st, sl, event_t, cap),
+        efficiency=None if eff is None else round(eff, 4),
     )
-
-
-def aggregation_benefit(goodput: float, capacities: list[float]) -> float | None:
-    """Kaspar 2012 / Paasch 2014: 1 = perfect aggregation, 0 = as good as the best path."""
-    if not capacities or goodput <= 0:
-        return None
-    c_max = max(capacities)
-    total = sum(capacities)
-    if goodput >= c_max:
-        return (goodput - c_max) / (total - c_max) if total > c_max else 0.0
-    return (goodput - c_max) / c_max
 
 
 def run_metrics(
@@ -165,6 +173,7 @@ def run_metrics(
     window_s: float,
     link_addrs: dict[str, str] | None = None,
     has_background: bool = False,
+    path_links: dict[str, list[str]] | None = None,
 ) -> RunMetrics:
     """Metrics for one run. `event_times` are the events' actual times on the receiver's clock."""
     receiver, sender = (client, server) if direction == "download" else (server, client)
@@ -185,7 +194,10 @@ def run_metrics(
     # Aggregation is measured against the paths' rates only when the flow is alone: with
     # competing flows (or a shared bottleneck) the sum of the path rates is not its capacity.
     caps = [r for r in path_rates.values() if r] if not has_background else []
-    benefit = aggregation_benefit(steady, caps) if not events else None
+    # one definition with the analysis (analysis.definitions): undefined with fewer than two
+    # paths, without a steady window, or for a run with link events (not an aggregation question)
+    has_steady = steady_end > warmup_s
+    benefit = aggregation_benefit(steady, caps) if not events and has_steady else None
     latencies = client.get("latencies_ms") or []
     fails: list[FailoverMetrics] = []
     for i, (ev, t) in enumerate(zip(events, event_times, strict=True)):
@@ -204,6 +216,13 @@ def run_metrics(
                 later[0] if later else None,
                 window_s,
                 (link_addrs or {}).get(ev["link"]),
+                surviving_capacity_mbit(
+                    [
+                        {"name": n, "links": (path_links or {}).get(n, [n]), "rate_mbit": r}
+                        for n, r in path_rates.items()
+                    ],
+                    ev["link"],
+                ),
             )
         )
     return RunMetrics(
@@ -223,7 +242,9 @@ def run_metrics(
         subflow_bytes=subflow_bytes,
         path_rates_mbit=path_rates,
         aggregation_benefit=None if benefit is None else round(benefit, 4),
-        goodput_vs_sum_of_rates=round(steady / sum(caps), 4) if caps and not events else None,
+        goodput_vs_sum_of_rates=(
+            round(steady / sum(caps), 4) if caps and not events and has_steady else None
+        ),
         latency_ms_median=statistics.median(latencies) if latencies else None,
         failover=fails,
         errors=errors,
@@ -266,6 +287,12 @@ def summarize(runs: list[RunMetrics]) -> list[dict[str, Any]]:
         if any(r.failover for r in rs):
             row["failover_gap_s"] = _stats(
                 [max(f.gap_s for f in r.failover) for r in rs if r.failover]
+            )
+            row["failover_recovery_s"] = _stats(
+                [r.failover[0].recovery_s for r in rs if r.failover]
+            )
+            row["failover_efficiency"] = _stats(
+                [r.failover[0].efficiency for r in rs if r.failover]
             )
             row["goodput_after_failure_mbit"] = _stats(
                 [r.failover[0].goodput_after_mbit for r in rs if r.failover]

@@ -69,10 +69,20 @@ def campaign_section(run_dir: Path) -> list[str]:
                         f"afterwards the cut path's subflows carried {f['cut_path_bytes_after']} B, "
                         f"the others {f['other_paths_bytes_after']} B"
                     )
+                cap = f.get("surviving_capacity_mbit")
+                rec = f.get("recovery_s")
+                eff = f.get("efficiency")
+                against = (
+                    ""
+                    if cap is None
+                    else f"; against the surviving paths' {cap:g} Mbit/s: recovery "
+                    f"{'not within the run' if rec is None else f'{rec:.2f} s'}, efficiency "
+                    f"{'-' if eff is None else f'{eff:.0%}'} in the 3 s after"
+                )
                 lines.append(
                     f"- {r['label']}: {f['link']} down at {f['event_t']:.2f} s, gap "
-                    f"{f['gap_s']:.2f} s, in-order data resumed {f['resume_after_s']} s after; "
-                    f"{carried}"
+                    f"{f['gap_s']:.2f} s, in-order data resumed {f['resume_after_s']} s after"
+                    f"{against}; {carried}"
                 )
     return lines + [""]
 

@@ -11,11 +11,13 @@ the directory is created with exist_ok=False)::
                            logs/testbed/<stack>/<rep>/ the testbed's own logs
       pcap/<stack>/<rep>/  the testbed's captures (<host>-ethN.pcap)
       traffic/<stack>/<rep>/<flow>-{client,server}.json   the traffic tool's reports
-      events.json          per run: the testbed's event log (planned and actual times)
+      events.json          per run: the testbed's event log (planned and actual times, seconds
+                           from the run's t0_wall; format and helpers in analysis/events.py)
       metrics.json         per run and summarised over repetitions (mean, spread)
 
-The runner reaches hosts only through the testbed's Host interface (run, start/stop, put/get,
-capture), so the same code can drive real machines over SSH later.
+The runner holds a testbed.network.Network made by the factory it is given (the Mininet Testbed
+unless told otherwise) and reaches hosts only through its Host interface (run, start/stop,
+put/get) and their Processes, so the same code can drive real machines over SSH.
 """
 
 from __future__ import annotations
@@ -30,17 +32,25 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from analysis.events import run_entry, write_events
+from analysis.report import write_report
 from experiments import provenance
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
 from experiments.metrics import RunMetrics, run_metrics, summarize
-from experiments.stacks import STACKS, Stack
+from experiments.stacks import STACKS, Command, Stack
+from testbed.events import LinkEvent
+from testbed.host import Host, Process
+from testbed.net import Testbed
+from testbed.network import Network, NetworkFactory
+from testbed.signals import Interrupted, SignalGuard
+from testbed.topology import load_topology
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "results"
@@ -150,7 +160,7 @@ def new_run_dir(results_root: Path, experiment: str) -> tuple[str, Path]:
 # One run
 
 
-def _path_rates(tb: Any, flow: FlowSpec) -> dict[str, float]:
+def _path_rates(tb: Network, flow: FlowSpec) -> dict[str, float]:
     """Nominal capacity of each path between the flow's hosts (for aggregation metrics)."""
     out = {}
     for p in tb.paths:
@@ -159,25 +169,58 @@ def _path_rates(tb: Any, flow: FlowSpec) -> dict[str, float]:
     return out
 
 
-def _server_addr(tb: Any, host: str) -> str:
+def _server_addr(tb: Network, host: str) -> str:
     return tb.addr(host, tb.topo.links_of(host)[0].name)
 
 
-class RunExecutor:
-    """Carries out one RunSpec on its own testbed and returns its metrics."""
+def _background_results(results: list[FlowResult], specs: list[FlowSpec]) -> list[dict[str, Any]]:
+    """Per background flow: its receiver's goodput and whether both directions arrived intact."""
+    return [
+        {
+            "flow": fr.flow,
+            "stack": fr.stack,
+            "goodput_mbit": (fr.client if spec.direction == "download" else fr.server).get(
+                "goodput_mbit"
+            ),
+            "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
+            and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
+        }
+        for fr, spec in zip(results, specs, strict=True)
+    ]
 
-    def __init__(self, exp: Experiment, run_dir: Path, run_id: str, on_traffic: Any = None):
+
+@dataclass
+class _Peer:
+    """One end of a flow as started: where it runs, its process and its command."""
+
+    flow: FlowSpec
+    stack: Stack
+    host: Host
+    proc: Process
+    cmd: Command
+    role: str  # "client" or "server"
+
+
+class RunExecutor:
+    """Carries out one RunSpec on its own network (by default a fresh Mininet Testbed) and
+    returns its metrics."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        run_dir: Path,
+        run_id: str,
+        on_traffic: Callable[[RunSpec], None] | None = None,
+        network: NetworkFactory = Testbed,
+    ):
         self.exp = exp
+        self.network = network
         self.run_dir = run_dir
         self.run_id = run_id
         self.events_log: list[dict[str, Any]] = []
         self.on_traffic = on_traffic  # called once the clients run (progress, tests)
 
     def execute(self, spec: RunSpec) -> RunMetrics:
-        from testbed.events import LinkEvent
-        from testbed.net import Testbed
-        from testbed.topology import load_topology
-
         exp = self.exp
         label = spec.label
         logs = self.run_dir / "logs" / label
@@ -186,24 +229,16 @@ class RunExecutor:
         flows: list[tuple[FlowSpec, Stack]] = [(spec.traffic, STACKS[spec.stack])]
         flows += [(b, STACKS[b.stack]) for b in exp.background]
         remote = Path(tempfile.gettempdir()) / f"mptcp-lab-{self.run_id}" / label.replace("/", "-")
-        procs: list[Any] = []
-        with Testbed(topo, workdir=self.run_dir / "logs" / "testbed" / label, seed=spec.seed) as tb:
-            _write_json(
-                logs / "nodes.json", {n: h.pid for n, h in tb.hosts.items() if hasattr(h, "pid")}
-            )
+        procs: list[Process] = []
+        workdir = self.run_dir / "logs" / "testbed" / label
+        with self.network(topo, workdir=workdir, seed=spec.seed) as tb:
+            # Each node's pid where it has one (a namespace on this machine): crash forensics.
+            nodes = {n: getattr(tb.host(n), "pid", None) for n in topo.nodes}
+            _write_json(logs / "nodes.json", nodes)
             try:
-                setups = {}
-                for _, stack in flows:
-                    if stack.name not in setups:
-                        setups[stack.name] = stack.setup(
-                            tb, exp.stack_options.get(stack.name, {}), topo.hosts
-                        )
-                _write_json(logs / "stack-setup.json", setups)
-                for h in topo.hosts:
-                    res = tb.host(h).run(["ip", "mptcp", "endpoint", "show"], check=False)
-                    (logs / f"{h}-mptcp-endpoints.txt").write_text(res.stdout + res.stderr)
+                self._setup_stacks(tb, flows, logs)
                 cap = tb.capture(self.run_dir / "pcap" / label)
-                results = self._traffic(tb, spec, flows, remote, logs, procs, LinkEvent)
+                results = self._traffic(tb, spec, flows, remote, logs, procs)
                 cap.stop()
             finally:
                 for p in procs:
@@ -212,6 +247,7 @@ class RunExecutor:
                 for h in topo.hosts:
                     tb.host(h).run(["rm", "-rf", str(remote)], check=False)
             path_rates = _path_rates(tb, spec.traffic)
+            path_links = {p.name: list(p.links) for p in tb.paths if p.name in path_rates}
             link_addrs = {
                 lk.name: lk.addr_of(spec.traffic.client)
                 for lk in topo.links_of(spec.traffic.client)
@@ -226,18 +262,22 @@ class RunExecutor:
         ev_log = results["events"]
         ev_times = [results["t0_wall"] + e["actual"] - start_wall for e in ev_log]
         self.events_log.append(
-            {
-                "label": label,
-                "run": spec.index,
-                "t0_wall": results["t0_wall"],
-                "receiver_start_wall": start_wall,
-                "events": ev_log,
-                "event_t_receiver": [round(t, 4) for t in ev_times],
-                "stack": spec.stack,
-                "rep": label.split("/", 1)[1],
-                "point_values": spec.point_values,
-                "capacities_mbit": [] if exp.background else list(path_rates.values()),
-            }
+            run_entry(
+                label,
+                results["t0_wall"],
+                ev_log,
+                run=spec.index,
+                receiver_start_wall=start_wall,
+                event_t_receiver=[round(t, 4) for t in ev_times],
+                stack=spec.stack,
+                rep=label.split("/", 1)[1],
+                point_values=spec.point_values,
+                capacities_mbit=[] if exp.background else list(path_rates.values()),
+                paths=[
+                    {"name": n, "links": path_links[n], "rate_mbit": r}
+                    for n, r in path_rates.items()
+                ],
+            )
         )
         m = run_metrics(
             label=label,
@@ -255,21 +295,9 @@ class RunExecutor:
             window_s=exp.gap_window_s,
             link_addrs=link_addrs,
             has_background=bool(exp.background),
+            path_links=path_links,
         )
-        bg = [
-            {
-                "flow": fr.flow,
-                "stack": fr.stack,
-                "goodput_mbit": (fr.client if fr_dir == "download" else fr.server).get(
-                    "goodput_mbit"
-                ),
-                "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
-                and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
-            }
-            for fr, fr_dir in zip(
-                results["flows"][1:], [b.direction for b in exp.background], strict=True
-            )
-        ]
+        bg = _background_results(results["flows"][1:], exp.background)
         m.errors += results["stopped"]
         m.ok = m.ok and not results["stopped"]
         if bg:
@@ -277,60 +305,40 @@ class RunExecutor:
             m.background = bg
         return m
 
+    def _setup_stacks(self, tb: Network, flows: list[tuple[FlowSpec, Stack]], logs: Path) -> None:
+        """Each stack configures the hosts once; what it did and the endpoints go to the logs."""
+        setups = {}
+        for _, stack in flows:
+            if stack.name not in setups:
+                setups[stack.name] = stack.setup(
+                    tb, self.exp.stack_options.get(stack.name, {}), tb.topo.hosts
+                )
+        _write_json(logs / "stack-setup.json", setups)
+        for h in tb.topo.hosts:
+            res = tb.host(h).run(["ip", "mptcp", "endpoint", "show"], check=False)
+            (logs / f"{h}-mptcp-endpoints.txt").write_text(res.stdout + res.stderr)
+
     def _traffic(
         self,
-        tb: Any,
+        tb: Network,
         spec: RunSpec,
         flows: list[tuple[FlowSpec, Stack]],
         remote: Path,
         logs: Path,
-        procs: list[Any],
-        link_event: Any,
+        procs: list[Process],
     ) -> dict[str, Any]:
-        python = sys.executable
-        servers = []
-        for flow, stack in flows:
-            host = tb.host(flow.server)
-            tool = remote / flow.server / "traffic.py"
-            host.put(TOOL, tool)
-            out = remote / flow.server / f"{flow.name}-server.json"
-            cmd = stack.server(python, tool, _server_addr(tb, flow.server), flow.port, out)
-            log.info("%s: start server on %s: %s", spec.label, flow.server, " ".join(cmd.argv))
-            pipe_out = cmd.ready_stream == "stdout"
-            p = host.start(
-                cmd.argv,
-                stdout=subprocess.PIPE if pipe_out else logs / f"{flow.name}-server.stdout",
-                stderr=logs / f"{flow.name}-server.stderr" if pipe_out else subprocess.PIPE,
-            )
-            procs.append(p)
-            if cmd.ready_pattern:
-                p.wait_for_line(cmd.ready_pattern, stream=cmd.ready_stream, timeout=15)
-            servers.append((flow, stack, host, p, cmd))
-        clients = []
+        servers = [self._start_server(tb, spec, f, s, remote, logs, procs) for f, s in flows]
+        clients: list[_Peer] = []
         t0 = time.monotonic()
         t0_wall = time.time()
         for flow, stack in flows:
-            host = tb.host(flow.client)
-            tool = remote / flow.client / "traffic.py"
-            host.put(TOOL, tool)
-            out = remote / flow.client / f"{flow.name}-client.json"
             seed = spec.seed if flow is spec.traffic else spec.seed + 1 + len(clients)
-            cmd = stack.client(
-                python, tool, f"{_server_addr(tb, flow.server)}:{flow.port}", flow, seed, out
-            )
-            log.info("%s: start client on %s: %s", spec.label, flow.client, " ".join(cmd.argv))
-            p = host.start(
-                cmd.argv,
-                stdout=logs / f"{flow.name}-client.stdout",
-                stderr=logs / f"{flow.name}-client.stderr",
-            )
-            procs.append(p)
-            clients.append((flow, stack, host, p, cmd))
+            clients.append(self._start_client(tb, spec, flow, stack, seed, remote, logs, procs))
         evrun = None
         if self.exp.events:
             evrun = tb.schedule(
                 [
-                    link_event(
+                    LinkEvent(
                         at=e.at, link=e.link, action=e.action, mode=e.mode, params=dict(e.params)
                     )
                     for e in self.exp.events
@@ -340,67 +348,120 @@ class RunExecutor:
         _write_json(logs / "processes.json", {"pids": [p.pid for p in procs]})
         if self.on_traffic:
             self.on_traffic(spec)
-        stopped: list[str] = []
-        for flow, _, host, p, _ in clients:
-            limit = flow.duration_s + flow.timeout_s
-            try:
-                rc = p.wait(timeout=max(1.0, t0 + limit - time.monotonic()))
-                log.info("%s: %s client exited %s", spec.label, flow.name, rc)
-            except subprocess.TimeoutExpired:
-                # A flow that never completes (e.g. TCP on a path that stays cut) is a result,
-                # not a crash: stop it, keep its partial report, and say so in the metrics.
-                stopped.append(
-                    f"{flow.name} client on {host.name} still running after "
-                    f"{limit:.0f} s (duration + traffic.timeout_s): stopped"
-                )
-                log.warning("%s: %s", spec.label, stopped[-1])
-                p.stop(signal.SIGTERM, timeout=10)
-        for flow, _, host, p, _ in servers:
-            try:
-                p.wait(timeout=10 if stopped else 30)
-            except subprocess.TimeoutExpired:
-                stopped.append(f"{flow.name} server on {host.name} did not finish: stopped")
-                log.warning("%s: %s", spec.label, stopped[-1])
-                p.stop(signal.SIGTERM, timeout=10)
+        stopped = self._await_flows(spec, clients, servers, t0)
         events: list[dict[str, Any]] = []
         if evrun is not None:
             last = max(e.at for e in self.exp.events)
             events = evrun.wait(timeout=max(0.0, t0 + last + 5 - time.monotonic()))
             evrun.cancel()
-        results = []
-        for (flow, stack, shost, sp, scmd), (_, _, chost, _cp, ccmd) in zip(
-            servers, clients, strict=True
-        ):
-            results.append(
-                FlowResult(
-                    flow.name,
-                    stack.name,
-                    stack.normalize(
-                        self._report(chost, ccmd, logs / f"{flow.name}-client.stdout"), "client"
-                    ),
-                    stack.normalize(
-                        self._report(shost, scmd, logs / f"{flow.name}-server.stdout", sp),
-                        "server",
-                    ),
-                )
+        results = [
+            FlowResult(
+                srv.flow.name,
+                srv.stack.name,
+                srv.stack.normalize(self._report(cli, logs), "client"),
+                srv.stack.normalize(self._report(srv, logs), "server"),
             )
+            for srv, cli in zip(servers, clients, strict=True)
+        ]
         return {"flows": results, "events": list(events), "t0_wall": t0_wall, "stopped": stopped}
 
+    def _start_server(
+        self,
+        tb: Network,
+        spec: RunSpec,
+        flow: FlowSpec,
+        stack: Stack,
+        remote: Path,
+        logs: Path,
+        procs: list[Process],
+    ) -> _Peer:
+        """Copy the tool, start the server, return once it says it listens."""
+        host = tb.host(flow.server)
+        tool = remote / flow.server / "traffic.py"
+        host.put(TOOL, tool)
+        out = remote / flow.server / f"{flow.name}-server.json"
+        cmd = stack.server(sys.executable, tool, _server_addr(tb, flow.server), flow.port, out)
+        log.info("%s: start server on %s: %s", spec.label, flow.server, " ".join(cmd.argv))
+        pipe_out = cmd.ready_stream == "stdout"
+        p = host.start(
+            cmd.argv,
+            stdout=subprocess.PIPE if pipe_out else logs / f"{flow.name}-server.stdout",
+            stderr=logs / f"{flow.name}-server.stderr" if pipe_out else subprocess.PIPE,
+        )
+        procs.append(p)
+        if cmd.ready_pattern:
+            p.wait_for_line(cmd.ready_pattern, stream=cmd.ready_stream, timeout=15)
+        return _Peer(flow, stack, host, p, cmd, "server")
+
+    def _start_client(
+        self,
+        tb: Network,
+        spec: RunSpec,
+        flow: FlowSpec,
+        stack: Stack,
+        seed: int,
+        remote: Path,
+        logs: Path,
+        procs: list[Process],
+    ) -> _Peer:
+        host = tb.host(flow.client)
+        tool = remote / flow.client / "traffic.py"
+        host.put(TOOL, tool)
+        out = remote / flow.client / f"{flow.name}-client.json"
+        connect = f"{_server_addr(tb, flow.server)}:{flow.port}"
+        cmd = stack.client(sys.executable, tool, connect, flow, seed, out)
+        log.info("%s: start client on %s: %s", spec.label, flow.client, " ".join(cmd.argv))
+        p = host.start(
+            cmd.argv,
+            stdout=logs / f"{flow.name}-client.stdout",
+            stderr=logs / f"{flow.name}-client.stderr",
+        )
+        procs.append(p)
+        return _Peer(flow, stack, host, p, cmd, "client")
+
     @staticmethod
-    def _report(host: Any, cmd: Any, stdout_file: Path | None, proc: Any = None) -> dict[str, Any]:
+    def _await_flows(
+        spec: RunSpec, clients: list[_Peer], servers: list[_Peer], t0: float
+    ) -> list[str]:
+        """Wait for every client, then every server; stop what overruns. Returns what was
+        stopped, in words."""
+        stopped: list[str] = []
+        for c in clients:
+            limit = c.flow.duration_s + c.flow.timeout_s
+            try:
+                rc = c.proc.wait(timeout=max(1.0, t0 + limit - time.monotonic()))
+                log.info("%s: %s client exited %s", spec.label, c.flow.name, rc)
+            except subprocess.TimeoutExpired:
+                # A flow that never completes (e.g. TCP on a path that stays cut) is a result,
+                # not a crash: stop it, keep its partial report, and say so in the metrics.
+                stopped.append(
+                    f"{c.flow.name} client on {c.host.name} still running after "
+                    f"{limit:.0f} s (duration + traffic.timeout_s): stopped"
+                )
+                log.warning("%s: %s", spec.label, stopped[-1])
+                c.proc.stop(signal.SIGTERM, timeout=10)
+        for s in servers:
+            try:
+                s.proc.wait(timeout=10 if stopped else 30)
+            except subprocess.TimeoutExpired:
+                stopped.append(f"{s.flow.name} server on {s.host.name} did not finish: stopped")
+                log.warning("%s: %s", spec.label, stopped[-1])
+                s.proc.stop(signal.SIGTERM, timeout=10)
+        return stopped
+
+    @staticmethod
+    def _report(peer: _Peer, logs: Path) -> dict[str, Any]:
         """Fetch a program's JSON report from the host (its --out file, else its stdout)."""
-        if cmd.out_file is not None:
+        if peer.cmd.out_file is not None:
             with tempfile.TemporaryDirectory() as d:
                 local = Path(d) / "r.json"
                 try:
-                    host.get(cmd.out_file, local)
+                    peer.host.get(peer.cmd.out_file, local)
                 except OSError as e:
-                    return {"error": f"no report from {host.name}: {e}"}
+                    return {"error": f"no report from {peer.host.name}: {e}"}
                 return json.loads(local.read_text())
-        if stdout_file is not None and stdout_file.exists():
-            text = stdout_file.read_text()
-        else:
-            text = proc.stdout.read().decode() if proc is not None and proc.stdout else ""
+        stdout_file = logs / f"{peer.flow.name}-{peer.role}.stdout"
+        text = stdout_file.read_text() if stdout_file.exists() else ""
         try:
             return STACKS["tcp"].read_result(text)
         except ValueError as e:
@@ -451,28 +512,6 @@ def _expected_run_s(exp: Experiment) -> float:
     return (t.duration_s or 10.0) + 4.0
 
 
-class _SignalGuard:
-    """SIGTERM/SIGHUP raise testbed.net.Interrupted in the main thread for the whole campaign
-    (the testbed does the same while it is up), so every exit path reaches the finally blocks."""
-
-    def __enter__(self) -> _SignalGuard:
-        from testbed.net import Interrupted
-
-        self.old: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-
-            def on_term(signum, frame):
-                raise Interrupted(f"signal {signum}")
-
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                self.old[sig] = signal.signal(sig, on_term)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, h in self.old.items():
-            signal.signal(sig, h)
-
-
 def run_experiment(
     exp: Experiment,
     *,
@@ -480,9 +519,12 @@ def run_experiment(
     progress: bool = True,
     analyze: bool = True,
     stream: TextIO | None = None,
+    network: NetworkFactory = Testbed,
 ) -> CampaignResult:
     """Run every resolved run of `exp`; write results; return where they are.
 
+    Every run gets a fresh network from `network` (Mininet namespaces on this machine unless
+    another implementation of testbed.network.Network is given).
     Interrupted (Ctrl-C, SIGTERM) or failed campaigns keep what they wrote, are marked
     complete: false with the reason in metadata.json, and the exception propagates after the
     testbed has been torn down.
@@ -504,13 +546,19 @@ def run_experiment(
     root.setLevel(logging.INFO)
     bar = Progress(len(runs), stream=stream, enabled=progress)
     executor = RunExecutor(
-        exp, run_dir, run_id, on_traffic=lambda s: bar.note(f"traffic running ({s.label})")
+        exp,
+        run_dir,
+        run_id,
+        on_traffic=lambda s: bar.note(f"traffic running ({s.label})"),
+        network=network,
     )
     result = CampaignResult(run_dir=run_dir, complete=False)
     if progress:
         print(f"{exp.name}: {len(runs)} runs -> {run_dir}", file=bar.stream, flush=True)
     try:
-        with _SignalGuard():
+        # SIGTERM/SIGHUP unwind the whole campaign (not only a run's testbed) through the
+        # finally blocks below.
+        with SignalGuard():
             for spec in runs:
                 bar.start(spec, exp.repetitions, _expected_run_s(exp))
                 log.info(
@@ -520,7 +568,7 @@ def run_experiment(
                 result.runs.append(m)
                 meta["runs_done"] = len(result.runs)
                 _write_json(run_dir / "metadata.json", meta)
-                _write_json(run_dir / "events.json", executor.events_log)
+                write_events(run_dir / "events.json", executor.events_log)
                 _write_json(
                     run_dir / "metrics.json",
                     {"runs": [r.as_dict() for r in result.runs], "summary": summarize(result.runs)},
@@ -532,14 +580,14 @@ def run_experiment(
                 bar.note(f"analysing {len(runs)} runs' captures (analysis/)")
                 result.report = _analyze(run_dir, meta, executor.events_log)
     except BaseException as e:
-        meta["interrupted"] = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "Interrupted"
+        meta["interrupted"] = isinstance(e, KeyboardInterrupt | Interrupted)
         meta["error"] = f"{type(e).__name__}: {e}"
         log.exception("campaign stopped")
         raise
     finally:
         meta["complete"] = result.complete
         meta["end"] = _now()
-        _write_json(run_dir / "events.json", executor.events_log)
+        write_events(run_dir / "events.json", executor.events_log)
         _write_json(run_dir / "metadata.json", meta)
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -568,8 +616,8 @@ def _one_line(m: RunMetrics) -> str:
 def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> Path:
     """One directory per run under RUN/analysis/, in the layout analysis/ reads as one run.
 
-    The analysis package treats a directory with metadata.json, events.json (a flat list, "actual"
-    in epoch seconds) and pcap/<stack>/<rep>/ as one run, and a directory of such runs as a
+    The analysis package treats a directory with metadata.json, events.json (the one format of
+    analysis.events, as RUN/events.json) and pcap/<stack>/<rep>/ as one run, and a directory of such runs as a
     campaign. A campaign of ours holds many runs (grid points, repetitions) whose events happen
     at different times, so each run gets its own view: its captures (hard links, no copies),
     its own events, and its parameters (the grid point, the path capacities).
@@ -589,6 +637,8 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
         params: dict[str, Any] = dict(r["point_values"])
         if r["capacities_mbit"]:
             params["capacities_mbit"] = r["capacities_mbit"]
+        if r.get("paths"):  # what survives a cut link (analysis.definitions)
+            params["paths"] = r["paths"]
         view_meta = {
             "experiment": meta["experiment"],
             "run_id": meta["run_id"],
@@ -606,27 +656,16 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             "campaign": str(run_dir),
         }
         _write_json(view / "metadata.json", view_meta)
-        _write_json(
-            view / "events.json",
-            [
-                {**e, "actual": r["t0_wall"] + e["actual"], "actual_from_start": e["actual"]}
-                for e in r["events"]
-            ],
-        )
+        write_events(view / "events.json", [run_entry(r["label"], r["t0_wall"], r["events"])])
     return base
 
 
 def _analyze(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> Path | None:
-    """The analysis package's report over the runs (pcap-level metrics, figures), if present.
+    """The analysis package's report over the runs (pcap-level metrics, figures).
 
     Guarded: our own metrics.json is complete without it, and a failing report must not turn a
     finished campaign into a failed one.
     """
-    try:
-        from analysis.report import write_report
-    except ImportError:
-        log.info("analysis.report not available: metrics.json holds the headline metrics")
-        return None
     try:
         return write_report(_analysis_views(run_dir, meta, runs))
     except Exception:  # noqa: BLE001 - the run's data stays valid whatever the report does

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ExperimentError
+from experiments.errors import ExperimentError
+from testbed.network import Network
+from testbed.topology import Topology
 
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINT_FLAGS = ("subflow", "signal", "backup", "fullmesh")
@@ -53,7 +55,7 @@ class Stack:
             )
         return {}
 
-    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Any) -> None:
+    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Topology) -> None:
         """Options that name hosts or links are checked against the topology here."""
 
     def check_available(self) -> None:
@@ -68,7 +70,7 @@ class Stack:
 
     # ---- run time ----------------------------------------------------------------------------
 
-    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         """Configure the hosts before a run; returns what was done (goes into the logs)."""
         return {}
 
@@ -158,7 +160,9 @@ class MptcpOptions(Stack):
     def available_schedulers(self) -> list[str]:
         return []
 
-    def endpoints_of(self, tb: Any, opts: dict[str, Any], host: str) -> list[tuple[str, str, str]]:
+    def endpoints_of(
+        self, tb: Network, opts: dict[str, Any], host: str
+    ) -> list[tuple[str, str, str]]:
         """(address, device, flags) of `host`'s endpoints, flags space-separated."""
         eps = opts.get("endpoints", "default")
         if eps in (None, "default"):
@@ -240,7 +244,7 @@ class MptcpOptions(Stack):
             out["scheduler"] = sched
         return out
 
-    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Any) -> None:
+    def check_topology(self, source: str, where: str, opts: dict[str, Any], topo: Topology) -> None:
         if opts.get("endpoints") in (None, "default"):
             return
         for i, ep in enumerate(opts["endpoints"]):
@@ -279,7 +283,7 @@ class KernelMptcpStack(MptcpOptions):
         if enabled != "1":
             raise StackUnavailable("kernel-mptcp: net.mptcp.enabled is 0")
 
-    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         done: dict[str, Any] = {"limits": limits, "endpoints": {}}
         for h in tb.topo.hosts:
@@ -326,7 +330,7 @@ class UserspaceStack(MptcpOptions):
                 "userspace: mptcp_impl (our stack's package) is not importable here"
             )
 
-    def setup(self, tb: Any, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         sched = opts.get("scheduler") or "default"
         done: dict[str, Any] = {"limits": limits, "scheduler": sched, "endpoints": {}}

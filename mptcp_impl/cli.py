@@ -61,6 +61,21 @@ def _hostport(s: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _limits(s: str) -> Limits:
+    try:
+        return Limits.parse(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _endpoint(s: str) -> str:
+    try:
+        Endpoint.parse(s, 1)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -76,7 +91,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
             endpoints = []
         mptcp = MptcpConfig(
             endpoints=endpoints,
-            limits=Limits.parse(args.limits) if args.limits else Limits(),
+            limits=args.limits or Limits(),
             scheduler=args.scheduler,
         )
     return StackConfig(
@@ -222,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--tcp-only", action="store_true", help="plain TCP instead of MPTCP")
     common.add_argument(
         "--endpoint",
+        type=_endpoint,
         action="append",
         default=[],
         metavar="ADDR[,FLAG...]",
@@ -231,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--limits",
-        default="",
+        type=_limits,
+        default=None,
         metavar="subflows=N,add_addr_accepted=N",
         help="as `ip mptcp limits` (default subflows=8,add_addr_accepted=8)",
     )

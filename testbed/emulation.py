@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from testbed.host import Host, Process
+from testbed.topology import LinkModel
 
 TABLE = "mptcplab"
 FAMILY = "inet"
@@ -50,33 +52,9 @@ QUEUE_CHAINS = (("mangle", "MPTCPLAB_IN", "-i", 0), ("filter", "MPTCPLAB_OUT", "
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class LinkModel:
-    """One link's behaviour, the same in each direction."""
-
-    rate_mbit: float | None = None  # htb rate; None = unshaped
-    delay_ms: float = 0.0  # one-way delay added in each direction
-    jitter_ms: float = 0.0  # around delay_ms; never reorders packets of a direction
-    loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
-    queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
-    jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
-
-    @property
-    def delayed(self) -> bool:
-        return self.delay_ms > 0 or self.jitter_ms > 0
-
-
-def _run(node, cmd: list[str], stdin: str | None = None) -> str:
-    """Run a command in the node's namespace and raise with its stderr when it fails."""
-    proc = node.popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    out, err = proc.communicate(stdin)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{node.name}: {' '.join(cmd)} failed ({proc.returncode}): {err.strip()}\n{stdin or ''}"
-        )
-    return out
+def _run(host: Host, cmd: list[str], stdin: str | None = None) -> str:
+    """Run a command on the host and raise (HostCommandError, with its stderr) if it fails."""
+    return host.run(cmd, input=stdin).stdout
 
 
 def _collect(errors: list[Exception], fn, *args) -> None:
@@ -86,15 +64,15 @@ def _collect(errors: list[Exception], fn, *args) -> None:
         errors.append(exc)
 
 
-def shape_interface(node, intf: str, model: LinkModel) -> None:
+def shape_interface(host: Host, intf: str, model: LinkModel) -> None:
     """Rate-limit one interface's egress with htb and bound its queue to queue_pkts*1514 bytes
     (in bytes, so that GSO super-packets count for what they carry). A second call changes rate
     and queue in place; rate_mbit=None removes the shaping."""
-    qdiscs = _run(node, ["tc", "qdisc", "show", "dev", intf])
+    qdiscs = _run(host, ["tc", "qdisc", "show", "dev", intf])
     shaped = "qdisc htb 1: root" in qdiscs
     if model.rate_mbit is None:
         if shaped:
-            _run(node, ["tc", "qdisc", "del", "dev", intf, "root"])
+            _run(host, ["tc", "qdisc", "del", "dev", intf, "root"])
         return
     rate_bit = int(model.rate_mbit * 1e6)
     # Burst: 2 ms worth of tokens at the rate (less and htb undershoots at high rates, timer
@@ -128,18 +106,18 @@ def shape_interface(node, intf: str, model: LinkModel) -> None:
     leaf = ["tbf", "rate", f"{seg_rate}bit", "burst", str(whole_upto), "limit", str(limit)]
     if not shaped:
         _run(
-            node,
+            host,
             ["tc", "qdisc", "replace", "dev", intf, "root", "handle", "1:", "htb", "default", "1"],
         )
         _run(
-            node, ["tc", "class", "add", "dev", intf, "parent", "1:", "classid", "1:1", "htb", *cls]
+            host, ["tc", "class", "add", "dev", intf, "parent", "1:", "classid", "1:1", "htb", *cls]
         )
     else:
         _run(
-            node,
+            host,
             ["tc", "class", "change", "dev", intf, "parent", "1:", "classid", "1:1", "htb", *cls],
         )
-    _run(node, ["tc", "qdisc", "replace", "dev", intf, "parent", "1:1", "handle", "10:", *leaf])
+    _run(host, ["tc", "qdisc", "replace", "dev", intf, "parent", "1:1", "handle", "10:", *leaf])
 
 
 @dataclass
@@ -161,7 +139,7 @@ class RouterEmulator:
 
     def __init__(
         self,
-        node,
+        host: Host,
         ports: list[EmulatedPort],
         *,
         log_path: Path | None = None,
@@ -171,19 +149,18 @@ class RouterEmulator:
         names = [p.link for p in ports]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate link names in {names}")
-        self.node = node
+        self.host = host
         self.ports = {p.link: replace(p) for p in ports}
         self.index = {p.link: i for i, p in enumerate(ports)}
         self.log_path = log_path
         self.seed = seed
         self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen | None = None
-        self._log = None
+        self.proc: Process | None = None
+        self._starts = 0  # processes started so far (each restart gets its own log)
         self._table = False
         self._queues = False
         self._tables_before: set[str] = set()
         self._down: set[str] = set()
-        self._out_buf = b""
 
     # -- nft (loss, blackholes) and iptables (queues) -------------------------------------
 
@@ -218,7 +195,7 @@ class RouterEmulator:
         return "\n".join(lines) + "\n" + "".join(self._loss_rules(link) for link in self.ports)
 
     def _nft(self, script: str) -> None:
-        _run(self.node, ["nft", "-f", "-"], stdin=script)
+        _run(self.host, ["nft", "-f", "-"], stdin=script)
 
     def _queue_rules(self, chain_decls: bool = False) -> None:
         """(Re)write both queue chains atomically, for IPv4 and IPv6: declaring a chain in
@@ -236,7 +213,7 @@ class RouterEmulator:
                             f"-j NFQUEUE --queue-num {2 * i + offset}"
                         )
                 script.append("COMMIT")
-            _run(self.node, [f"{tool}-restore", "-w", "--noflush"], stdin="\n".join(script) + "\n")
+            _run(self.host, [f"{tool}-restore", "-w", "--noflush"], stdin="\n".join(script) + "\n")
 
     def _remove_queue_rules(self) -> None:
         """Remove our chains (each on its own, so a half-made setup still comes apart), then the
@@ -246,7 +223,7 @@ class RouterEmulator:
             for table, chain, _, _ in QUEUE_CHAINS:
                 script = f"*{table}\n-D FORWARD -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n"
                 try:
-                    _run(self.node, [f"{tool}-restore", "-w", "--noflush"], stdin=script)
+                    _run(self.host, [f"{tool}-restore", "-w", "--noflush"], stdin=script)
                 except RuntimeError as exc:
                     errors.append(exc)
         for family_table in sorted(self._tables() - self._tables_before - {f"{FAMILY} {TABLE}"}):
@@ -254,14 +231,14 @@ class RouterEmulator:
             tool = {"ip": "iptables", "ip6": "ip6tables"}.get(family)
             if tool is None:
                 continue
-            rules = _run(self.node, [tool, "-w", "-t", table, "-S"]).split("\n")
+            rules = _run(self.host, [tool, "-w", "-t", table, "-S"]).split("\n")
             if all(not r or r.startswith("-P ") and r.endswith(" ACCEPT") for r in rules):
                 self._nft(f"delete table {family_table}\n")
         if errors and len(errors) == len(IPTABLES) * len(QUEUE_CHAINS):
             raise errors[0]  # none of them was there: something else is wrong
 
     def _tables(self) -> set[str]:
-        out = _run(self.node, ["nft", "list", "tables"])
+        out = _run(self.host, ["nft", "list", "tables"])
         return {line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()}
 
     # -- the emulator process ----------------------------------------------------------------
@@ -278,56 +255,52 @@ class RouterEmulator:
                 }
         return {"seed": self.seed, "queues": queues}
 
-    def _readline(self, timeout: float) -> dict:
-        """One JSON line from the process, within timeout (it answers every command)."""
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._out_buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError(f"{self.node.name}: linkem did not answer in {timeout} s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise RuntimeError(f"{self.node.name}: linkem exited ({self._log_hint()})")
-            self._out_buf += chunk
-        line, self._out_buf = self._out_buf.split(b"\n", 1)
+    def _reply(self, timeout: float) -> dict:
+        """The process's next JSON line, within timeout (it answers every command)."""
+        assert self.proc is not None
+        try:
+            line = self.proc.wait_for_line(r"^\{", stream="stdout", timeout=timeout)
+        except TimeoutError as e:
+            raise RuntimeError(f"{self.host.name}: linkem: {e} ({self._log_hint()})") from None
         return json.loads(line)
 
     def _log_hint(self) -> str:
-        return f"see {self.log_path}" if self.log_path else "no log_path given"
+        return f"see {self._log_file()}" if self.log_path else "no log_path given"
+
+    def _log_file(self) -> Path | None:
+        """linkem-<router>.log for the first process, .1.log, .2.log for restarts after it."""
+        if self.log_path is None or self._starts <= 1:
+            return self.log_path
+        return self.log_path.with_suffix(f".{self._starts - 1}{self.log_path.suffix}")
 
     def _command(self, cmd: dict) -> dict:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        self.proc.stdin.flush()
-        reply = self._readline(self.ready_timeout)
+        assert self.proc is not None
+        self.proc.write_stdin((json.dumps(cmd) + "\n").encode())
+        reply = self._reply(self.ready_timeout)
         if not reply.get("ok"):
-            raise RuntimeError(f"{self.node.name}: linkem refused {cmd}: {reply}")
+            raise RuntimeError(f"{self.host.name}: linkem refused {cmd}: {reply}")
         return reply
 
     def _start_process(self) -> None:
-        self._stop_process()  # a crashed one: reap it and close its pipes and log first
-        self._out_buf = b""
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = self.node.popen(
+        self._stop_process()  # a crashed one: reap it first
+        self._starts += 1
+        log = self._log_file()
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = self.host.start(
             [sys.executable, "-m", "testbed.linkem", json.dumps(self._config())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._log if self._log else subprocess.DEVNULL,
-            cwd=str(REPO),
-            env=env,
+            stderr=log,
+            env={"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
         )
-        reply = self._readline(self.ready_timeout)
+        reply = self._reply(self.ready_timeout)
         if not reply.get("ready"):
-            raise RuntimeError(f"{self.node.name}: linkem said {reply} instead of ready")
+            raise RuntimeError(f"{self.host.name}: linkem said {reply} instead of ready")
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.returncode is None
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -351,26 +324,32 @@ class RouterEmulator:
             raise
 
     def update(self, link: str, **changes) -> None:
-        """Change delay_ms / jitter_ms / jitter_dist / loss_pct of one link at runtime. The
-        process learns new delays before packets get queued, and queueing stops before the
-        process is told delay 0, so no packet is ever queued without a listener. A link that
-        gets its first delay starts the process if none runs."""
+        """Change delay_ms / jitter_ms / jitter_dist / loss_pct of one link at runtime."""
         allowed = {"delay_ms", "jitter_ms", "jitter_dist", "loss_pct"}
         if set(changes) - allowed:
             raise ValueError(f"update() takes {sorted(allowed)}, not {sorted(changes)}")
+        self.set_model(link, replace(self.ports[link].model, **changes))
+
+    def set_model(self, link: str, model: LinkModel) -> None:
+        """Take the link's new model (the testbed's own object: one copy of it, not two) and
+        apply what changed in delay, jitter and loss; rate and queue are shape_interface's. The
+        process learns new delays before packets get queued, and queueing stops before the
+        process is told delay 0, so no packet is ever queued without a listener. A link that
+        gets its first delay starts the process if none runs."""
         port = self.ports[link]
-        was_delayed = port.model.delayed
-        port.model = replace(port.model, **changes)
+        old, port.model = port.model, model
         i = self.index[link]
-        if port.model.delayed and not self.running:
+        if model.delayed and not self.running:
             self._start_process()
-        if self.running and changes.keys() & {"delay_ms", "jitter_ms", "jitter_dist"}:
-            fields = {k: v for k, v in changes.items() if k != "loss_pct"}
+        timing = ("delay_ms", "jitter_ms", "jitter_dist")
+        if self.running and any(getattr(old, k) != getattr(model, k) for k in timing):
             for q in (2 * i, 2 * i + 1):
-                self._command({"op": "update", "queue": q, **fields})
-        if port.model.delayed != was_delayed:
+                self._command(
+                    {"op": "update", "queue": q, **{k: getattr(model, k) for k in timing}}
+                )
+        if model.delayed != old.delayed:
             self._queue_rules()
-        if "loss_pct" in changes:
+        if model.loss_pct != old.loss_pct:
             self._nft(self._loss_rules(link))
 
     def blackhole(self, link: str, on: bool) -> None:
@@ -402,7 +381,7 @@ class RouterEmulator:
         in flight is lost), delete the table. Idempotent; every step runs even if an earlier
         one failed (the first error is raised at the end). If the node is already gone (its
         namespace went with it), only the process is left to stop."""
-        alive = self._node_alive()
+        alive = self.host.alive  # once the node is gone, only the process is left to stop
         errors: list[Exception] = []
         if self._queues:
             self._queues = False
@@ -419,27 +398,9 @@ class RouterEmulator:
 
     def _stop_process(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()  # by pid; it flushes held packets and exits
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+            # By pid; it releases the packets it holds and exits (SIGKILL if it does not).
+            self.proc.stop(signal.SIGTERM, timeout=5)
             self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _node_alive(self) -> bool:
-        """False once Mininet has stopped the node (its shell is gone or going)."""
-        if not hasattr(self.node, "shell"):
-            return True  # not a Mininet node: assume it is there
-        shell = self.node.shell  # Mininet sets it to None in Node.cleanup()
-        return shell is not None and shell.poll() is None
 
     @property
     def pids(self) -> list[int]:

@@ -15,8 +15,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, runtime_checkable
 
 from testbed import registry
 
@@ -31,8 +33,68 @@ class HostCommandError(RuntimeError):
         super().__init__(f"{host}: {' '.join(args)!r} exited {returncode}: {' | '.join(detail)}")
 
 
-class Process:
-    """A process started on a host; stopped by its own pid and process group, never by name."""
+class LineReader:
+    """The lines of one output stream of a process, each seen once, waited for with a deadline.
+
+    `read(left)` returns what the stream has within `left` seconds: bytes, b"" at its end, None
+    when nothing came. A local pipe and an SSH channel differ only in that function."""
+
+    def __init__(self, read: Callable[[float], bytes | None], proc: Process):
+        self._read = read
+        self._proc = proc  # named in the error
+        self._buf = b""
+        self.last: deque[str] = deque(maxlen=5)  # the latest lines, for error messages
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        """The first new line matching `pattern`; TimeoutError, saying what the process printed
+        last, if the stream ended or time ran out first."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                self.last.append(line)
+                if rx.search(line):
+                    return line
+            left = deadline - time.monotonic()
+            chunk = self._read(left) if left > 0 else None
+            if not chunk:
+                p = self._proc
+                raise TimeoutError(
+                    f"{p.host}: {p.args[0]} did not print /{pattern}/ within {timeout}s "
+                    f"(rc={p.returncode}); it printed: {list(self.last)}"
+                )
+            self._buf += chunk
+
+
+@runtime_checkable
+class Process(Protocol):
+    """A process started on a host (by `Host.start`), whatever the host is: stopped by its own
+    pid and process group, never by name."""
+
+    host: str
+    args: list[str]
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def wait_for_line(
+        self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0
+    ) -> str: ...
+
+    def write_stdin(self, data: bytes) -> None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int: ...
+
+
+class LocalProcess:
+    """A process on this machine (in a namespace or not), behind the Process protocol."""
 
     def __init__(
         self, host: str, args: list[str], popen: subprocess.Popen, files: list[IO] | None = None
@@ -43,7 +105,7 @@ class Process:
         self.pid = popen.pid
         self._files = files or []
         self._token = registry.record_pid(popen.pid)
-        self._pending: dict[str, bytes] = {}
+        self._lines: dict[str, LineReader] = {}
 
     @property
     def returncode(self) -> int | None:
@@ -62,42 +124,25 @@ class Process:
         self._release()
         return rc
 
+    def write_stdin(self, data: bytes) -> None:
+        if self.popen.stdin is None:
+            raise ValueError(f"stdin of {self.args[0]} is not a pipe")
+        self.popen.stdin.write(data)
+        self.popen.stdin.flush()
+
     def wait_for_line(self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0) -> str:
         """Block until the process prints a line matching `pattern` on a PIPE'd stream.
 
         This is how we learn that a server listens or tcpdump captures: the process says so,
         so nothing has to sleep and hope.
         """
-        pipe = self.popen.stderr if stream == "stderr" else self.popen.stdout
-        if pipe is None:
-            raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        fd = pipe.fileno()
-        buf = self._pending.get(stream, b"")
-        seen: list[str] = []
-        while True:
-            # Read the fd directly: a buffered readline() could swallow the line we wait for
-            # into Python's buffer, where select() no longer sees it.
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                line = raw.decode(errors="replace")
-                seen.append(line)
-                if rx.search(line):
-                    self._pending[stream] = buf
-                    return line
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-        self._pending[stream] = buf
-        raise TimeoutError(
-            f"{self.host}: {self.args[0]} did not print /{pattern}/ "
-            f"within {timeout}s (rc={self.returncode}); it printed: {seen[-5:]}"
-        )
+        reader = self._lines.get(stream)
+        if reader is None:
+            pipe = self.popen.stderr if stream == "stderr" else self.popen.stdout
+            if pipe is None:
+                raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
+            reader = self._lines[stream] = LineReader(_fd_reader(pipe.fileno()), self)
+        return reader.wait_for(pattern, timeout)
 
     def send_signal(self, sig: int) -> None:
         """To the process group when the process leads one (so its children get it too),
@@ -143,6 +188,11 @@ class Host(Protocol):
 
     name: str
 
+    @property
+    def alive(self) -> bool:
+        """False once the host (its namespace, its connection) is gone."""
+        ...
+
     def run(
         self,
         args: list[str],
@@ -167,9 +217,21 @@ class Host(Protocol):
     def get(self, remote: Path, local: Path) -> None: ...
 
 
+def _fd_reader(fd: int) -> Callable[[float], bytes | None]:
+    """Read the fd directly: a buffered readline() could swallow the line we wait for into
+    Python's buffer, where select() no longer sees it."""
+
+    def read(left: float) -> bytes | None:
+        if not select.select([fd], [], [], left)[0]:
+            return None
+        return os.read(fd, 65536)
+
+    return read
+
+
 def _open(target: Path | int | None) -> tuple[IO | int | None, IO | None]:
     if isinstance(target, Path | str):
-        f = open(target, "wb")  # noqa: SIM115 - closed by Process._release
+        f = open(target, "wb")  # noqa: SIM115 - closed by LocalProcess._release
         return f, f
     return (subprocess.DEVNULL if target is None else target), None
 
@@ -180,11 +242,16 @@ class MininetHost:
     def __init__(self, node):
         self.node = node
         self.name: str = node.name
-        self.processes: list[Process] = []
+        self.processes: list[LocalProcess] = []
 
     @property
     def pid(self) -> int:
         return self.node.pid
+
+    @property
+    def alive(self) -> bool:
+        shell = self.node.shell  # Mininet sets it to None in Node.cleanup()
+        return shell is not None and shell.poll() is None
 
     def _argv(self, args: list[str]) -> list[str]:
         return ["mnexec", "-a", str(self.node.pid), *args]
@@ -212,7 +279,7 @@ class MininetHost:
         stderr: Path | int | None = None,
         stdin: int | None = None,
         env: dict[str, str] | None = None,
-    ) -> Process:
+    ) -> LocalProcess:
         out, fo = _open(stdout)
         err, fe = _open(stderr)
         full_env = None if env is None else {**os.environ, **env}
@@ -223,7 +290,7 @@ class MininetHost:
             stdin=stdin if stdin is not None else subprocess.DEVNULL,
             env=full_env,
         )
-        proc = Process(self.name, args, popen, [f for f in (fo, fe) if f])
+        proc = LocalProcess(self.name, args, popen, [f for f in (fo, fe) if f])
         self.processes.append(proc)
         return proc
 

@@ -9,9 +9,7 @@ starts is recorded in testbed.registry, so `./inv clean` can remove it after a c
 from __future__ import annotations
 
 import logging
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,17 +20,14 @@ from mininet.net import Mininet
 
 from testbed import registry
 from testbed.capture import Capture
-from testbed.emulation import EmulatedPort, LinkModel, RouterEmulator, shape_interface
+from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
 from testbed.events import EventRun, LinkEvent
 from testbed.host import Host, HostCommandError, MininetHost
 from testbed.routing import ResolvedPath, host_default, host_tables, resolve_path, router_routes
-from testbed.topology import LinkSpec, Topology
+from testbed.signals import Interrupted, SignalGuard
+from testbed.topology import LinkModel, LinkSpec, Topology
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread on SIGTERM so that `with Testbed(...)` unwinds and tears down."""
 
 
 class Testbed:
@@ -72,20 +67,19 @@ class Testbed:
         self.link_router: dict[str, str] = {}  # link -> router that emulates it
         self.paths: list[ResolvedPath] = [resolve_path(topo, p) for p in topo.paths]
         self._ns_tokens: list[str] = []
-        self._pid_tokens: list[str] = []
         self._captures: list[Capture] = []
         self._events: list[EventRun] = []
-        self._old_handlers: dict[int, Any] = {}
+        self._signals = SignalGuard()  # SIGTERM unwinds `with Testbed(...)` through stop()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Testbed:
-        self._install_signal_handlers()
+        self._signals.__enter__()
         try:
             self.start()
         except BaseException:
             self.stop()
-            self._restore_signal_handlers()
+            self._signals.__exit__()
             raise
         return self
 
@@ -93,7 +87,7 @@ class Testbed:
         try:
             self.stop()
         finally:
-            self._restore_signal_handlers()
+            self._signals.__exit__()
 
     def start(self) -> None:
         setLogLevel("warning")
@@ -122,7 +116,7 @@ class Testbed:
         for link in self.topo.links.values():
             if link.model.rate_mbit:  # a queue limit comes with a rate (checked in topology)
                 for end in (link.a, link.b):
-                    shape_interface(self.hosts[end].node, self.intf(end, link.name), link.model)
+                    shape_interface(self.hosts[end], self.intf(end, link.name), link.model)
         self._start_emulators()
 
     def stop(self) -> None:
@@ -140,27 +134,9 @@ class Testbed:
             self.net = None
         for token in self._ns_tokens:
             registry.forget_netns(token)
-        for token in self._pid_tokens:
-            registry.forget_pid(token)
         self._ns_tokens.clear()
-        self._pid_tokens.clear()
         self._captures.clear()
         self.emulators.clear()
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_term(signum, frame):
-            raise Interrupted(f"signal {signum}")
-
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            self._old_handlers[sig] = signal.signal(sig, on_term)
-
-    def _restore_signal_handlers(self) -> None:
-        for sig, handler in self._old_handlers.items():
-            signal.signal(sig, handler)
-        self._old_handlers.clear()
 
     # ---- building ----------------------------------------------------------------------------
 
@@ -274,16 +250,13 @@ class Testbed:
             )
         for k, (router, plist) in enumerate(sorted(ports.items())):
             emu = RouterEmulator(
-                self.hosts[router].node,
+                self.hosts[router],
                 plist,
                 log_path=self.workdir / f"linkem-{router}.log",
                 seed=None if self.seed is None else self.seed + k,
             )
             self.emulators[router] = emu
-            emu.start()
-            # Recorded by pid too: if we die, the node shells die with their pty, but the
-            # emulator (its own session) would live on and keep the namespace.
-            self._pid_tokens += [t for t in map(registry.record_pid, emu.pids) if t]
+            emu.start()  # its process is recorded by pid like every process a Host starts
 
     # ---- use ---------------------------------------------------------------------------------
 
@@ -401,24 +374,16 @@ class Testbed:
         """Change a link's model while it runs (rate/queue with tc, the rest in the emulator)."""
         spec = self.topo.links[link]
         model = replace(self.models[link], **changes)
+        emulated = changes.keys() & {"delay_ms", "jitter_ms", "jitter_dist", "loss_pct"}
+        router = self.link_router.get(link)
+        if emulated and router is None:
+            raise ValueError(f"link {link} has no router end to emulate on")
         self.models[link] = model
         if {"rate_mbit", "queue_pkts"} & changes.keys():
             for end in (spec.a, spec.b):
-                shape_interface(self.hosts[end].node, self.intf(end, link), model)
-        emu_changes = {
-            k: v for k, v in changes.items() if k in ("delay_ms", "jitter_ms", "loss_pct")
-        }
-        if emu_changes:
-            router = self.link_router.get(link)
-            if router is None:
-                raise ValueError(f"link {link} has no router end to emulate on")
-            emu = self.emulators[router]
-            emu.update(link, **emu_changes)
-            # A first delay on a router may have started its emulator process just now.
-            for pid in emu.pids:
-                token = registry.record_pid(pid)
-                if token and token not in self._pid_tokens:
-                    self._pid_tokens.append(token)
+                shape_interface(self.hosts[end], self.intf(end, link), model)
+        if router is not None:
+            self.emulators[router].set_model(link, model)  # the same object: one copy
 
     def apply(self, event: LinkEvent) -> None:
         if event.action == "down":

@@ -7,23 +7,23 @@ name; its pid comes from the remote shell itself before it execs the command.
 
 from __future__ import annotations
 
-import re
 import select
 import shlex
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import paramiko
 
-from testbed.host import HostCommandError
+from testbed.host import HostCommandError, LineReader
 
 
 class RemoteProcess:
-    """A process on an SSH host, with the same surface as testbed.host.Process."""
+    """A process on an SSH host, behind the testbed.host.Process protocol."""
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class RemoteProcess:
         channel: paramiko.Channel,
         stdout: Path | int | None,
         stderr: Path | int | None,
+        stdin: int | None = None,
     ):
         self.host = host.name
         self.args = args
@@ -47,9 +48,11 @@ class RemoteProcess:
         self.pid = int(first)
         self._sinks: dict[str, IO | None] = {}
         self._pipe = {"stdout": stdout == subprocess.PIPE, "stderr": stderr == subprocess.PIPE}
+        self._stdin = stdin == subprocess.PIPE
         for name, target in (("stdout", stdout), ("stderr", stderr)):
             self._sinks[name] = open(target, "wb") if isinstance(target, Path | str) else None  # noqa: SIM115
         self._lock = threading.Lock()
+        self._lines: dict[str, LineReader] = {}
         self._pump = threading.Thread(target=self._copy, daemon=True)
         if not any(self._pipe.values()):
             self._pump.start()
@@ -90,23 +93,35 @@ class RemoteProcess:
         self._release()
         return self._chan.recv_exit_status()
 
+    def _reader(self, stream: str) -> Callable[[float], bytes | None]:
+        def read(left: float) -> bytes | None:
+            deadline = time.monotonic() + left
+            while True:
+                self._read_ready()
+                data, self._buf[stream] = self._buf[stream], b""
+                if data:
+                    return data
+                if self._chan.exit_status_ready():
+                    return b""
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                select.select([self._chan], [], [], left)
+
+        return read
+
     def wait_for_line(self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0) -> str:
         """Block until the remote process prints a matching line on a PIPE'd stream."""
         if not self._pipe[stream]:
             raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\n" in self._buf[stream]:
-                raw, self._buf[stream] = self._buf[stream].split(b"\n", 1)
-                line = raw.decode(errors="replace")
-                if rx.search(line):
-                    return line
-            left = deadline - time.monotonic()
-            if left <= 0 or self._chan.exit_status_ready():
-                raise TimeoutError(f"{self.host}: {self.args[0]} did not print /{pattern}/")
-            select.select([self._chan], [], [], left)
-            self._read_ready()
+        if stream not in self._lines:
+            self._lines[stream] = LineReader(self._reader(stream), self)
+        return self._lines[stream].wait_for(pattern, timeout)
+
+    def write_stdin(self, data: bytes) -> None:
+        if not self._stdin:
+            raise ValueError(f"stdin of {self.args[0]} is not a pipe")
+        self._chan.sendall(data)
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
@@ -160,6 +175,11 @@ class SshHost:
         )
         self.processes: list[RemoteProcess] = []
 
+    @property
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
     def run(
         self,
         args: list[str],
@@ -191,8 +211,9 @@ class SshHost:
         # setsid: its own process group, so stop() reaches everything it started
         inner = f"echo $$; exec {exports + ' ' if exports else ''}{shlex.join(args)}"
         chan = self.client.get_transport().open_session()
-        chan.exec_command(f"exec setsid -w sh -c {shlex.quote(inner)} </dev/null")
-        proc = RemoteProcess(self, args, chan, stdout, stderr)
+        no_input = "" if stdin == subprocess.PIPE else " </dev/null"
+        chan.exec_command(f"exec setsid -w sh -c {shlex.quote(inner)}{no_input}")
+        proc = RemoteProcess(self, args, chan, stdout, stderr, stdin)
         self.processes.append(proc)
         return proc
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.emulation import LinkModel
+from testbed.errors import FieldError
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 NODE_KINDS = ("host", "router", "bridge")
@@ -47,13 +47,24 @@ PATH_FIELDS = {"from", "link", "to"}
 TOP_FIELDS = {"description", "nodes", "links", "paths"}
 
 
-class TopologyError(ValueError):
+class TopologyError(FieldError):
     """A topology file (or an override) is wrong; the message names the file and the field."""
 
-    def __init__(self, source: str, field_name: str, problem: str):
-        self.source = source
-        self.field = field_name
-        super().__init__(f"{source}: {field_name}: {problem}")
+
+@dataclass
+class LinkModel:
+    """One link's behaviour, the same in each direction."""
+
+    rate_mbit: float | None = None  # htb rate; None = unshaped
+    delay_ms: float = 0.0  # one-way delay added in each direction
+    jitter_ms: float = 0.0  # around delay_ms; never reorders packets of a direction
+    loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
+    queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
+    jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
+
+    @property
+    def delayed(self) -> bool:
+        return self.delay_ms > 0 or self.jitter_ms > 0
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,21 @@ def describe_files(directory: Path) -> list[tuple[str, str]]:
     return out
 
 
+def read_toml(
+    path: Path, error: type[FieldError], kind: str, directory: Path
+) -> tuple[str, dict[str, Any]]:
+    """A user's TOML file as text and as data (shared with experiments/); a missing file names
+    the shipped ones in `directory`, a syntax error says where."""
+    if not path.exists():
+        known = ", ".join(n for n, _ in describe_files(directory))
+        raise error(path, "(file)", f"no such {kind} file (known: {known})")
+    text = path.read_text()
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise error(path, "(syntax)", str(e)) from None
+
+
 def topology_path(name_or_path: str | Path) -> Path:
     return toml_path(TOPOLOGY_DIR, name_or_path)
 
@@ -168,13 +194,7 @@ def load_topology(
     """
     path = topology_path(name_or_path)
     source = str(path)
-    if not path.exists():
-        known = ", ".join(n for n, _ in list_topologies())
-        raise TopologyError(source, "(file)", f"no such topology file (known: {known})")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise TopologyError(source, "(syntax)", str(e)) from None
+    _, raw = read_toml(path, TopologyError, "topology", TOPOLOGY_DIR)
     for key, value in parse_overrides(overrides, source).items():
         apply_override(raw, key, value, source)
     return parse_topology(raw, name=path.stem, source=source)
@@ -185,13 +205,18 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None, source: str) -
         return {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise TopologyError(source, item, "an override is written key=value")
-        out[key.strip()] = parse_scalar(text.strip())
-    return out
+    return dict(parse_override(item, source) for item in overrides)
+
+
+def parse_override(
+    item: str, source: str, error: type[FieldError] = TopologyError
+) -> tuple[str, Any]:
+    """One "key=value" as typed after --set: the dotted key and its value (as TOML reads it)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise error(source, item, "an override is written key=value")
+    return key, parse_scalar(text.strip())
 
 
 def parse_scalar(text: str) -> Any:

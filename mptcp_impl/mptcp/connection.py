@@ -38,7 +38,7 @@ from . import crypto
 from .ctrl import Endpoint, MptcpConfig
 from .options import AddAddr, MpCapable, MpPrio
 from .sched import make_scheduler
-from .subflow import DSS_DATA_ROOM, Subflow
+from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
 
 MASK64 = (1 << 64) - 1
@@ -90,12 +90,15 @@ class MptcpConnection:
         self.mib = self.registry.mib
         self.rng = self.registry.rng
         self.sched = make_scheduler(cfg.scheduler)
+        self.rcv_buf = cfg.rcv_buf if cfg.rcv_buf is not None else self.tcp_config.rcv_buf
+        self.snd_buf = cfg.snd_buf if cfg.snd_buf is not None else self.tcp_config.snd_buf
         self.subflows: list[Subflow] = []
         self._seen_subflows: list[Subflow] = []  # closed ones too, for the report
         self.initial: Subflow | None = None
         self.fallback = not cfg.enabled
         self.fallback_reason = "" if cfg.enabled else "MPTCP disabled"
         self.fully_established = False
+        self.data_ack_seen = False  # a DSS came from the peer (no more fallback on a bare segment)
         self.checksum = cfg.checksum
         self.local_key, self.local_token = self.registry.new_key()
         self.local_idsn = crypto.idsn(self.local_key)
@@ -120,6 +123,7 @@ class MptcpConnection:
         self._ooo: list[list[Any]] = []  # sorted [dsn, bytes]
         self._ooo_starts: list[int] = []
         self._ooo_bytes = 0
+        self._rcv_wnd_sent = 0  # data-level right edge advertised (DATA_ACK + window)
         self._peer_fin: int | None = None
         self._eof = False
         # close
@@ -133,6 +137,7 @@ class MptcpConnection:
         self._add_addr_accepted = 0
         self._joins = 0
         self._announced = False
+        self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
 
     # ================================================================= opening
     def connect(self, local: tuple[str, int], remote: tuple[str, int], now: float) -> Subflow:
@@ -241,15 +246,7 @@ class MptcpConnection:
     # ----------------------------------------------------------------- handshake callbacks
     def accept_capable(self, mpc: MpCapable | None) -> None:
         """Server, on the SYN: Linux's rules (version 1, H set, B clear, no key on a v1 SYN)."""
-        if (
-            self.config.enabled
-            and mpc is not None
-            and mpc.version == 1
-            and mpc.hmac_sha256
-            and not mpc.extensibility
-            and mpc.crypto_dg == 0
-            and mpc.sender_key is None
-        ):
+        if self.config.enabled and mpc_usable(mpc, syn=True) and mpc.sender_key is None:
             self.mib.inc("MPCapableSYNRX")
             self.checksum = self.config.checksum or mpc.checksum_required
             self._register()
@@ -259,13 +256,7 @@ class MptcpConnection:
         self.enter_fallback("SYN without usable MP_CAPABLE")
 
     def on_synack_capable(self, mpc: MpCapable | None) -> None:
-        if (
-            mpc is not None
-            and mpc.version == 1
-            and mpc.sender_key is not None
-            and mpc.receiver_key is None
-            and not mpc.extensibility
-        ):
+        if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key is None:
             self.mib.inc("MPCapableSYNACKRX")
             self._set_remote_key(mpc.sender_key)
             self.checksum = self.config.checksum or mpc.checksum_required
@@ -274,7 +265,7 @@ class MptcpConnection:
         self.enter_fallback("SYN/ACK without MP_CAPABLE")
 
     def on_third_ack_capable(self, sub: Subflow, mpc: MpCapable | None, seg: TcpSegment) -> None:
-        if mpc is not None and mpc.sender_key is not None and mpc.receiver_key == self.local_key:
+        if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key == self.local_key:
             self.mib.inc("MPCapableACKRX")
             self._set_remote_key(mpc.sender_key)
             self.fully_established = True
@@ -316,7 +307,7 @@ class MptcpConnection:
     def send(self, data: bytes | memoryview) -> int:
         if self._close_requested or self._closed:
             raise ConnectionError("cannot send after close")
-        room = self.config.snd_buf - len(self._sbuf)
+        room = self.snd_buf - len(self._sbuf)
         n = min(len(data), max(room, 0))
         if n < len(data):
             self._snd_blocked = True
@@ -337,7 +328,7 @@ class MptcpConnection:
         else:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
-        if data and before * 2 <= self.config.rcv_buf and self.rcv_window() >= 2 * before:
+        if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one subflow
             for s in self.subflows:
                 if s.usable:
@@ -361,7 +352,7 @@ class MptcpConnection:
 
     @property
     def send_buffer_free(self) -> int:
-        return max(0, self.config.snd_buf - len(self._sbuf))
+        return max(0, self.snd_buf - len(self._sbuf))
 
     @property
     def state(self) -> str:
@@ -394,11 +385,21 @@ class MptcpConnection:
     # ================================================================= the poll
     def segments_to_send(self, now: float) -> list[tuple[Subflow, TcpSegment]]:
         self._now = now
+        # a subflow that closes while its events are processed (a refused join, a reset) still
+        # has its last segments to send: the RST with MP_TCPRST
+        subs = list(self.subflows)
         self._process(now)
+        subs += [s for s in self.subflows if s not in subs]
         out: list[tuple[Subflow, TcpSegment]] = []
-        for s in self.subflows:
+        for s in subs:
             for seg in s.tcp.segments_to_send(now):
                 out.append((s, seg))
+            if s.has_queued_options() and not self.fallback:
+                # Data segments have no room left for them (DSS fills it): a pure ACK of their
+                # own, at once, as Linux sends an ADD_ADDR or its echo (mptcp_pm_send_ack).
+                s.tcp.send_ack()
+                for seg in s.tcp.segments_to_send(now):
+                    out.append((s, seg))
         self._subflow_events(now)
         return out
 
@@ -435,7 +436,7 @@ class MptcpConnection:
                 elif t is Closed:
                     s.closed = True
                     self._subflow_gone(s, None)
-            if s.tcp.readable and not s.closed or (s.tcp.readable and s in self.subflows):
+            if s.tcp.readable:
                 if self.fallback:
                     if s is self.initial:
                         self._rx(self.rcv_nxt, s.pull_fallback())
@@ -452,7 +453,7 @@ class MptcpConnection:
     def _on_subflow_connected(self, s: Subflow, now: float) -> None:
         if s.initial:
             if not self.fallback:
-                self.snd_edge = self.snd_una + max(s.tcp.snd_wnd, 65535)
+                self.snd_edge = self.snd_una + s.tcp.snd_wnd  # Linux: wnd_end = snd_nxt + snd_wnd
                 s.established = True
             else:
                 s.established = True
@@ -468,6 +469,8 @@ class MptcpConnection:
             self.subflows.remove(s)
             self._events.append(SubflowClosed(s))
             self._reinject_from(s)
+            if not s.initial and self._joins > 0:
+                self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
         if s is self.initial and self.fallback:
             if reason is not None and not self._closed:
                 self._events.append(Reset(reason))
@@ -497,7 +500,23 @@ class MptcpConnection:
 
     # ================================================================= receive
     def rcv_window(self) -> int:
-        return max(0, self.config.rcv_buf - len(self._rbuf) - self._ooo_bytes)
+        return max(0, self.rcv_buf - len(self._rbuf) - self._ooo_bytes)
+
+    def adv_window(self, wscale: int, mss: int) -> int:
+        """The window a subflow advertises, relative to the DATA_ACK (RFC 8684 3.3.4, Linux's
+        mptcp_set_rwin): the data-level right edge never moves back (whatever arrives out of
+        order, on whichever subflow), and moves forward by at least min(rcv_buf/2, MSS) at a
+        time (receiver SWS avoidance). Rounded up to the scale so the edge is never cut."""
+        ack = self.rcv_nxt
+        sent = self._rcv_wnd_sent
+        edge = ack + self.rcv_window()
+        if edge - sent < min(self.rcv_buf >> 1, mss):
+            edge = sent if sent > ack else ack
+        field = min((edge - ack + (1 << wscale) - 1) >> wscale, 0xFFFF)
+        adv = ack + (field << wscale)
+        if adv > sent:
+            self._rcv_wnd_sent = adv
+        return field << wscale
 
     def unwrap_rx(self, dsn: int) -> int:
         return _unwrap64(dsn, self.rcv_nxt)
@@ -572,7 +591,7 @@ class MptcpConnection:
             ch = self._chunks
             while ch and ch[0][0] + ch[0][1] <= self.snd_una:
                 ch.popleft()
-            if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+            if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                 self._snd_blocked = False
                 self._events.append(SendBufferAvailable())
             if self._fin_dsn is not None and ack > self._fin_dsn:
@@ -666,6 +685,8 @@ class MptcpConnection:
                 if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
                     s.stale = True
                     self.mib.inc("SubflowStale")
+                    # what it never sent goes elsewhere (already queued for reinjection)
+                    s.bytes_sent -= tcp.take_unsent()
 
     # ----------------------------------------------------------------- DATA_FIN
     def _close_progress(self, now: float) -> None:
@@ -702,6 +723,9 @@ class MptcpConnection:
         rto = sub.tcp.rto if sub.tcp.rto else 1.0
         self._fin_deadline = self._now + max(rto, 0.2)
 
+    def data_fin_lost(self) -> None:
+        self._fin_send = True
+
     def data_fin_on_mapping(self, dsn: int, length: int) -> bool:
         return False  # DATA_FIN rides on pure ACKs only, so a mapping never changes
 
@@ -717,7 +741,7 @@ class MptcpConnection:
                 del self._sbuf[:n]
                 self.snd_una += n
                 self.snd_nxt = self.snd_una
-                if self._snd_blocked and len(self._sbuf) < self.config.snd_buf:
+                if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                     self._snd_blocked = False
                     self._events.append(SendBufferAvailable())
         if self._close_requested and not self._sbuf and not self._subflows_closing:
@@ -772,6 +796,10 @@ class MptcpConnection:
         init = self.initial
         if init is None or not init.active:
             return
+        known = (str(o.address), o.port or init.remote[1])
+        if known in self._remote_addrs:
+            return  # announced again (the echo was late or lost): echoed, no second subflow
+        self._remote_addrs.add(known)
         if self._add_addr_accepted >= self.config.limits.add_addr_accepted:
             return
         self._add_addr_accepted += 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 ENDPOINT_FLAGS = frozenset({"subflow", "signal", "backup", "fullmesh"})
@@ -27,6 +28,10 @@ class Endpoint:
         if not parts:
             raise ValueError("empty endpoint")
         addr, flags = parts[0], frozenset(parts[1:]) or frozenset({"subflow"})
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ValueError(f"endpoint {text!r}: {addr!r} is not an IP address") from None
         bad = flags - ENDPOINT_FLAGS
         if bad:
             raise ValueError(
@@ -74,7 +79,9 @@ class MptcpConfig:
     checksum: bool = False  # net.mptcp.checksum_enabled
     scheduler: str = "default"
     stale_loss_cnt: int = 4  # net.mptcp.stale_loss_cnt: RTOs without progress before "stale"
-    rcv_buf: int = 4 * 1024 * 1024  # connection-level receive buffer
-    snd_buf: int = 4 * 1024 * 1024  # connection-level send buffer
+    # Connection-level buffers; None: the subflows' TCP setting (TcpConfig.rcv_buf/snd_buf), as
+    # the socket's buffer sizes apply to an MPTCP socket in Linux.
+    rcv_buf: int | None = None
+    snd_buf: int | None = None
     max_mapping: int = 64 * 1024 - 1024  # bytes per DSS mapping (data_len is 16 bits)
     add_addr_timeout: float = 120.0  # resend an ADD_ADDR not echoed (net.mptcp.add_addr_timeout)

@@ -32,6 +32,7 @@ from .options import (
     MptcpOptionError,
     RemoveAddr,
     TcpRst,
+    decode,
     expand32,
     find_mptcp,
     to_tcp_option,
@@ -43,6 +44,18 @@ if TYPE_CHECKING:
 MASK32 = 0xFFFFFFFF
 MASK64 = (1 << 64) - 1
 DSS_DATA_ROOM = 28  # DATA_ACK (64) + mapping (64-bit DSN), padded: what each data segment needs
+
+
+def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
+    """Linux's mptcp_parse_option: an MP_CAPABLE counts only with version 1 (a SYN may name
+    a later one), flag H and no other crypto bit, flag B clear; otherwise it is ignored."""
+    return (
+        mpc is not None
+        and (mpc.version >= 1 if syn else mpc.version == 1)
+        and mpc.hmac_sha256
+        and mpc.crypto_dg == 0
+        and not mpc.extensibility
+    )
 
 
 def _hmac(key_a: int, key_b: int, msg: bytes) -> bytes:
@@ -156,8 +169,12 @@ class Subflow:
         return n
 
     def queue_option(self, opt: Any) -> None:
-        self._queued_opts.append(opt)
+        if opt not in self._queued_opts:  # (an ADD_ADDR echoed twice before it left: once)
+            self._queued_opts.append(opt)
         self.tcp.send_ack()
+
+    def has_queued_options(self) -> bool:
+        return bool(self._queued_opts)
 
     # ----------------------------------------------------------------- TcpHooks: outgoing
     def outgoing_options(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> list:
@@ -172,6 +189,9 @@ class Subflow:
             return []
         if flags & SYN:
             return [to_tcp_option(self._syn_option(flags))]
+        if flags & ACK:
+            # the window relative to the DATA_ACK, not what TCP made of it in subflow space
+            seg.window = conn.adv_window(tcp.rcv_wscale, tcp.config.mss) >> tcp.rcv_wscale
         out: list = []
         if self.initial and self.active and self._mpc_pending:
             mpc = self._third_ack_mpc(tcp, seg)
@@ -185,6 +205,14 @@ class Subflow:
             )
             return [to_tcp_option(MpJoinAck(hm[:20]))]
         dss = self._dss(tcp, seg, space)
+        q = self._queued_opts
+        if q and not seg.payload:
+            if dss is not None and dss.dsn is None and dss.length + q[0].length > space:
+                dss = None  # room for it on this pure ACK (Linux: drop_other_suboptions)
+            if q[0].length > space:  # fits on no segment: drop it rather than wait forever
+                o = q.popleft()
+                if isinstance(o, AddAddr):
+                    conn.mib.inc("EchoAddTxDrop" if o.echo else "AddAddrTxDrop")
         if dss is not None:
             out.append(to_tcp_option(dss))
             space -= dss.length
@@ -381,7 +409,7 @@ class Subflow:
             elif t is MpCapable:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
-                if self.initial and not self.active and o.data_len:
+                if self.initial and not self.active and o.data_len and mpc_usable(o):
                     self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64)
             elif t is MpJoinAck:
                 if not self.active:
@@ -398,6 +426,7 @@ class Subflow:
             elif t is FastClose:
                 conn.on_fastclose(self, o)
         if saw_dss:
+            conn.data_ack_seen = True
             if self._mpc_pending:
                 self._mpc_pending = False
                 conn.on_fully_established(self)
@@ -406,12 +435,38 @@ class Subflow:
                 self._join_ack_deadline = None
                 self.established = True
                 conn.on_join_established(self)
-        elif seg.payload and self.initial and not conn.fully_established:
-            if not any(type(o) is MpCapable for o in opts):
-                # Data without any MPTCP option before the peer ever sent a DSS: a middlebox
-                # stripped them, or the peer fell back. Go on as plain TCP (RFC 8684 3.7).
-                conn.enter_fallback("data without DSS before the first DATA_ACK")
+        elif self._mpc_pending:
+            # Client: the server's first segment carries a DATA_ACK or an ADD_ADDR, or the
+            # connection is plain TCP (Linux's check_fully_established, RFC 8684 3.1).
+            if any(type(o) is AddAddr and not o.echo for o in opts):
+                self._mpc_pending = False
+                conn.on_fully_established(self)
+            else:
+                conn.mib.inc("MPCapableDataFallback")
+                conn.enter_fallback("server's first segment without DATA_ACK")
+        elif (
+            seg.payload
+            and self.initial
+            and not conn.data_ack_seen
+            and len(conn.subflows) == 1
+            and not self._mapped((seg.seq - tcp.irs) & MASK32, len(seg.payload))
+        ):
+            # Data without a mapping before the peer ever sent a DATA_ACK: a middlebox
+            # stripped the options, or the peer fell back. Go on as plain TCP (RFC 8684 3.7).
+            conn.mib.inc("DssFallback")
+            conn.enter_fallback("data without DSS before the first DATA_ACK")
         return None
+
+    def _mapped(self, ssn: int, length: int) -> bool:
+        """Whether the bytes at relative subflow sequence ``ssn`` already have a mapping (or
+        were consumed: a retransmission)."""
+        rx = self._rx_ssn
+        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
+        if ssn + length <= rx:
+            return True
+        ssn = max(ssn, rx)
+        i = bisect.bisect_right(self._map_starts, ssn) - 1
+        return i >= 0 and ssn < self._maps[i][0] + self._maps[i][1]
 
     def _on_dss(self, tcp: TcpConnection, seg: TcpSegment, d: Dss) -> None:
         conn = self.conn
@@ -421,6 +476,8 @@ class Subflow:
         if d.dsn is None:
             return
         dsn = d.dsn if d.dsn64 else expand32(d.dsn, conn.rcv_nxt & MASK64)
+        if not seg.payload and not (d.data_fin and d.data_len == 1):
+            return  # Linux: a mapping on a segment without data maps nothing (DATA_FIN aside)
         if d.data_len == 0:
             conn.mib.inc("InfiniteMapRx")
             conn.enter_fallback("infinite mapping")
@@ -503,9 +560,27 @@ class Subflow:
         if self._join_ack_pending and self._join_ack_deadline is None:
             self._join_ack_deadline = now + max(self.tcp.rto, 0.2)
 
+    def options_dropped(self, tcp: TcpConnection, seg: TcpSegment, dropped: list) -> None:
+        """TCP had no room for some of our options: queued ones wait for the next segment, a
+        DATA_FIN is sent again."""
+        for raw in dropped:
+            try:
+                o = decode(raw.data)
+            except MptcpOptionError:
+                continue
+            if isinstance(o, (AddAddr, RemoveAddr, MpPrio)):
+                self._queued_opts.appendleft(o)
+            elif isinstance(o, Dss) and o.data_fin:
+                self.conn.data_fin_lost()
+
     def receive_window(self, tcp: TcpConnection) -> int:
         """Every subflow advertises the connection-level window (RFC 8684 3.3.4)."""
-        return self.conn.rcv_window() if not self.conn.fallback else 1 << 30
+        conn = self.conn
+        if conn.fallback:
+            # plain TCP: the connection's buffer is the socket buffer; TCP's own rules (right
+            # edge never back, SWS avoidance) apply to it
+            return conn.rcv_window()
+        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss)
 
     def received_range(self, tcp: TcpConnection, seq_start: int, data_len: int, seg: Any) -> None:
         pass

@@ -152,6 +152,15 @@ class MptcpConn:
         for link in self.links.values():
             for k in edge:
                 edge[k] += getattr(link.edge, k)
+        # Endpoint-wide, of the first subflow's endpoint (a listener's is shared by its
+        # connections), as stack.Conn reports them.
+        first = next(iter(self.links.values()), None)
+        if first is not None:
+            ep = first.endpoint
+            edge["endpoint_rx_packets"] = ep.rx.packets
+            edge["endpoint_unknown_dropped"] = ep.unknown_dropped
+            edge["endpoint_syns"] = ep.syns
+            edge["endpoint_rx_queue_drops"] = ep.rx.kernel_drops() if not ep._closed else 0
         d["edge"] = edge
         d["sender"] = self.stack.sender_kind()
         d["mptcp"] = self.mconn.info()

@@ -90,8 +90,9 @@ class StackConfig:
     gso_max_payload: int = 62 * 1024
     batch: int = 128  # packets read per wake-up before the loop runs other callbacks
     flush_bytes: int = 8 * 1460  # received payload after which a connection flushes mid-batch
-    # MPTCP settings of new connections; None: plain TCP (the listener then serves TCP only)
-    mptcp: MptcpConfig | None = None
+    # MPTCP settings of new connections (the default: MPTCP, a client joins from each of the
+    # host's other addresses); None: plain TCP (a listener then serves TCP only)
+    mptcp: MptcpConfig | None = field(default_factory=MptcpConfig)
     seed: int | None = None  # keys and nonces from random.Random(seed) instead of the OS
 
 

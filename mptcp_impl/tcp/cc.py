@@ -94,10 +94,12 @@ class Cubic:
         self.k = 0.0
         self.epoch_start: float | None = None
         self.w_est = 0.0  # segments, Reno-friendly estimate
+        self.w_prior = 0.0  # segments, cwnd before the last reduction (cwnd_prior)
         self._cwnd_f = float(self.cwnd)  # bytes, fractional growth accumulates here
 
     def _reduce(self, now: float) -> None:
         seg = self.cwnd / self.mss
+        self.w_prior = seg
         if seg < self.w_last_max:  # fast convergence: release bandwidth to newer flows
             self.w_last_max = seg
             self.w_max = seg * (1 + self.BETA) / 2
@@ -127,7 +129,9 @@ class Cubic:
         t = now - self.epoch_start + (rtt or 0.0)
         target = self.C * (t - self.k) ** 3 + self.w_max
         acked_seg = bytes_acked / mss
-        alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
+        # RFC 9438 4.3: AIMD(3(1-b)/(1+b), b) until W_est reaches cwnd_prior, then Reno's
+        # AIMD(1, 0.5) increase rate
+        alpha = 1.0 if self.w_est >= self.w_prior else 3 * (1 - self.BETA) / (1 + self.BETA)
         self.w_est += alpha * acked_seg / cwnd_seg
         if target < self.w_est:  # Reno-friendly region
             new = self.w_est

@@ -20,6 +20,7 @@ import enum
 import hashlib
 import os
 import random
+import weakref
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ MASK = 0xFFFFFFFF
 HALF = 1 << 31
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
 DUPTHRESH = 3
+WC_DEL_ACK = 0.2  # RFC 8985 7.2 WCDelAckT: worst-case delayed ACK a lone segment may wait for
 
 
 class TcpState(enum.Enum):
@@ -94,6 +96,9 @@ class TcpConfig:
     challenge_ack_limit: int = 1000  # per second, RFC 5961 section 7
     dupthresh: int = DUPTHRESH
     tlp: bool = True  # tail loss probe (RFC 8985 section 7), with SACK only
+    # Random source for the ISN secret and the timestamp offset (seed it for reproducible
+    # runs); None = os.urandom / the random module.
+    rng: random.Random | None = None
     oow_ack_interval: float = 0.5  # min gap between ACKs for out-of-window non-data segments
 
 
@@ -174,6 +179,9 @@ class TcpHooks(Protocol):
 
     def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> bool | None: ...
 
+    # Optional: ``options_dropped(conn, seg, options)`` hears of hook options that did not fit
+    # beside TCP's own on this segment; ``receive_window(conn) -> int`` (see above).
+
     def sent_range(
         self, conn: TcpConnection, seq_start: int, length: int, meta: object
     ) -> None: ...
@@ -186,12 +194,28 @@ class TcpHooks(Protocol):
 # --------------------------------------------------------------------------- helpers
 
 _SECRET = os.urandom(16)
+_RNG_SECRETS: weakref.WeakKeyDictionary[random.Random, bytes] = weakref.WeakKeyDictionary()
 
 
-def rfc6528_isn(local: tuple[str, int], remote: tuple[str, int], now: float) -> int:
+def _secret_for(rng: random.Random | None) -> bytes:
+    """The RFC 6528 key: one per process, or one per injected random source (drawn from it
+    once, so ISNs of one 4-tuple still advance with the clock across connections)."""
+    if rng is None:
+        return _SECRET
+    key = _RNG_SECRETS.get(rng)
+    if key is None:
+        key = _RNG_SECRETS[rng] = rng.randbytes(16)
+    return key
+
+
+def rfc6528_isn(
+    local: tuple[str, int], remote: tuple[str, int], now: float, secret: bytes | None = None
+) -> int:
     """ISN = M + F(4-tuple, secret): M ticks every 4 us, F is a keyed hash (RFC 6528)."""
     h = hashlib.blake2s(
-        f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(), key=_SECRET, digest_size=4
+        f"{local[0]}|{local[1]}|{remote[0]}|{remote[1]}".encode(),
+        key=secret or _SECRET,
+        digest_size=4,
     ).digest()
     return (int(now * 250_000) + int.from_bytes(h, "big")) & MASK
 
@@ -264,7 +288,6 @@ class TcpConnection:
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._ooo = RangeSet()  # out-of-order data held above rcv_nxt
         self._ooo_data: dict[int, bytes | memoryview] = {}  # chunks tiling _ooo, by start
-        self._ooo_last = 0  # start of the most recently received out-of-order segment
         self._sack_hist: list[int] = []  # recent out-of-order arrivals, newest first
         self._fin_rcv_seq: int | None = None
         self._rcv_mss = 536  # largest payload seen: the "full-sized segment" for delayed ACK
@@ -327,11 +350,14 @@ class TcpConnection:
 
     def _init_iss(self, now: float) -> None:
         cfg = self.config
-        self.iss = cfg.isn if cfg.isn is not None else rfc6528_isn(self.local, self.remote, now)
+        if cfg.isn is not None:
+            self.iss = cfg.isn
+        else:
+            self.iss = rfc6528_isn(self.local, self.remote, now, _secret_for(cfg.rng))
         self.snd_una = self.snd_nxt = self.snd_max = self.iss
         self._sbuf_seq = self._meta_high = self.iss + 1
         self._recover = self._rto_recover = self._high_rxt = self.iss
-        self._ts_offset = random.getrandbits(32)
+        self._ts_offset = (cfg.rng or random).getrandbits(32)
 
     def connect(self, now: float) -> None:
         """Active open: send a SYN."""
@@ -422,6 +448,8 @@ class TcpConnection:
         if self._offer_ws:
             opts.append(WindowScale(self.rcv_wscale))
         win = min(cfg.rcv_buf, 0xFFFF)
+        if self._rwin_hook is not None:
+            win = max(0, min(win, self._rwin_hook(self)))
         seg = TcpSegment(
             self.local[1],
             self.remote[1],
@@ -639,13 +667,18 @@ class TcpConnection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        tlp = self._tlp_deadline
+        if (
+            tlp is not None
+            and now >= tlp
+            and (self._rto_deadline is None or tlp <= self._rto_deadline)
+        ):
+            self._tlp_deadline = None
+            self._on_tlp(now)  # re-arms the RTO when it sends
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._rto_deadline = None
             self._tlp_deadline = None
             self._on_rto(now)
-        elif self._tlp_deadline is not None and now >= self._tlp_deadline:
-            self._tlp_deadline = None
-            self._on_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
             self._on_persist(now)
@@ -671,9 +704,11 @@ class TcpConnection:
             self._reset("timeout")
             return
         # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una. Only the
-        # first timeout of a series is a congestion signal: when the same data times out again
-        # (no ACK since), ssthresh holds (RFC 5681 3.1) and cwnd simply stays at one segment.
-        if self._retries == 1:
+        # first timeout of an episode is a congestion signal: when data already resent by the
+        # retransmission timer times out again (no ACK since, or an ACK that left snd_una
+        # below the previous timeout's recovery point), ssthresh holds (RFC 5681 3.1) and
+        # cwnd simply stays at one segment.
+        if self._retries == 1 and self.snd_una >= self._rto_recover:
             self.cc.on_rto(self.snd_max - self.snd_una, now)
         elif self.cc.cwnd > self.mss:
             self.cc.cwnd = self.mss
@@ -692,8 +727,8 @@ class TcpConnection:
         self.snd_nxt = self.snd_una
 
     def _arm_tlp(self, now: float, restart: bool) -> None:
-        """Probe timeout, RFC 8985 7.2: 2*SRTT (plus a delayed-ACK allowance when a single
-        segment is out), never later than the RTO."""
+        """Probe timeout, RFC 8985 7.2: 2*SRTT, plus WCDelAckT (200 ms) when a single segment
+        is out; a PTO past the RTO expiration is cut to it (the probe then goes first)."""
         if (
             self._tlp_sent
             or self.in_recovery
@@ -708,13 +743,12 @@ class TcpConnection:
         if restart or self._tlp_deadline is None:
             pto = 2 * self.srtt
             if self.snd_max - self.snd_una <= self.mss:
-                pto += self.config.delayed_ack
+                pto += WC_DEL_ACK
             if pto < 0.01:
                 pto = 0.01
             t = now + pto
-            if self._rto_deadline is not None and t >= self._rto_deadline:
-                self._tlp_deadline = None  # the RTO comes first anyway
-                return
+            if self._rto_deadline is not None and t > self._rto_deadline:
+                t = self._rto_deadline
             self._tlp_deadline = t
 
     def _on_tlp(self, now: float) -> None:
@@ -835,14 +869,40 @@ class TcpConnection:
         if not extra:
             return olen
         opts = seg.options
+        dropped = []
         for o in extra:
             opts.append(o)
             n = encoded_length(opts)
             if n > MAX_OPTIONS_LEN:
                 opts.pop()
+                dropped.append(o)
             else:
                 olen = n
+        if dropped:
+            note = getattr(hooks, "options_dropped", None)
+            if note is not None:
+                note(self, seg, dropped)  # e.g. a DATA_FIN that must go on a later segment
         return olen
+
+    def take_unsent(self) -> int:
+        """Remove the queued bytes that were never sent (and their metadata) and return how
+        many: a scheduler takes data back from a subflow that stopped making progress, to send
+        it elsewhere instead of late on this one."""
+        keep = self.snd_max
+        if self._fin_queued or keep >= self._data_end():
+            return 0
+        cut = max(keep, self._sbuf_seq)
+        n = self._data_end() - cut
+        del self._sbuf[cut - self._sbuf_seq :]
+        metas, starts = self._metas, self._meta_starts
+        while len(metas) > self._meta_head and metas[-1][0] >= cut:
+            metas.pop()
+            starts.pop()
+        if len(metas) > self._meta_head and metas[-1][1] > cut:
+            metas[-1][1] = cut
+        if self._meta_high > cut:
+            self._meta_high = cut
+        return n
 
     def _queue_ctl(self, flags: int, seq: int, now: float) -> None:
         """Queue a control segment (pure ACK, RST, FIN-less probe)."""
@@ -1118,26 +1178,32 @@ class TcpConnection:
 
     # ------------------------------------------------------------------ SACK recovery (RFC 6675)
 
-    def _sacked_below(self, x: int) -> int:
-        return self._sacked.covered_below(x)
-
     def _holes_below(self, x: int) -> int:
         if x <= self.snd_una:
             return 0
         return (x - self.snd_una) - self._sacked.covered_below(x)
 
     def _lost_edge(self) -> int:
-        """Holes below this point count as lost: DupThresh*SMSS bytes are SACKed above them."""
-        need = self.config.dupthresh * self.mss
+        """Holes below this point count as lost (RFC 6675 IsLost): above them more than
+        (DupThresh - 1) * SMSS bytes are SACKed, or DupThresh discontiguous blocks."""
+        dupthresh = self.config.dupthresh
+        need = (dupthresh - 1) * self.mss
         sb = self._sacked
         starts = sb.starts
         ends = sb.ends
         acc = 0
-        for k in range(len(starts) - 1, -1, -1):
+        n = len(starts)
+        for k in range(n - 1, -1, -1):
             acc += ends[k] - starts[k]
-            if acc >= need:
+            if acc > need or n - k >= dupthresh:
                 return starts[k]
         return self.snd_una
+
+    def _una_lost(self) -> bool:
+        """IsLost(HighACK + 1), RFC 6675 section 4."""
+        sb = self._sacked
+        dupthresh = self.config.dupthresh
+        return sb.total > (dupthresh - 1) * self.mss or len(sb) >= dupthresh
 
     def _pipe(self, lost_edge: int) -> int:
         return (
@@ -1417,7 +1483,11 @@ class TcpConnection:
                 self._refuse(self.snd_nxt, now)
                 return
         elif self.hooks is not None:
-            self.hooks.incoming_options(self, seg)
+            # RFC 5961 5.2 first: an ACK of data never sent, or far below snd_una, is dropped
+            # (by _process_ack) and its options must not reach the layer above.
+            ack = _unwrap(seg.ack, self.snd_una)
+            if self.snd_una - max(self.max_snd_wnd, 0xFFFF) <= ack <= self.snd_max:
+                self.hooks.incoming_options(self, seg)
 
         if state is S.SYN_RECEIVED:
             # _process_ack below moves snd_una over our SYN and takes the RTT sample.
@@ -1618,10 +1688,7 @@ class TcpConnection:
                     and una >= self._rto_recover
                     and (
                         self._dupacks >= self.config.dupthresh
-                        or (
-                            self.sack_ok
-                            and self._sacked.total > (self.config.dupthresh - 1) * self.mss
-                        )
+                        or (self.sack_ok and self._una_lost())
                     )
                 ):
                     self._enter_recovery(now)
@@ -1630,7 +1697,7 @@ class TcpConnection:
                 and not self.in_recovery
                 and una >= self._rto_recover
                 and self.snd_max > una
-                and self._sacked.total > (self.config.dupthresh - 1) * self.mss
+                and self._una_lost()
             ):
                 self._enter_recovery(now)
         if prr and self.in_recovery:
@@ -1759,7 +1826,6 @@ class TcpConnection:
             if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
                 payload = bytes(payload)  # never keep a view into a buffer the edge reuses
             self._ooo_insert(first, memoryview(payload)[start:stop])
-            self._ooo_last = first
             hist = self._sack_hist
             hist.insert(0, first)
             if len(hist) > 8:

@@ -16,10 +16,14 @@ import os
 import platform
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mptcp_pair import mptcp_pair, run_transfer
+
+from analysis.events import run_entry, write_events
+from testkit.mptcp_pair import mptcp_pair, run_transfer
+from testkit.tshark import tshark_fields
 
 TOTAL = 3_000_000
 FAILOVER_TOTAL = 5_000_000  # long enough after the path returns to regain the goodput
@@ -47,7 +51,8 @@ def make_run(
         start = time.time()
         res = run_transfer(pair, run / "pcap" / stack / str(rep), variant, total)
         end = time.time()
-    events = [dict(e, at=e["actual"] - start) for e in res["events"]]
+    # the testbed's log: planned and actual times in seconds from the run's start
+    events = [dict(e, at=e["actual"] - start, actual=e["actual"] - start) for e in res["events"]]
     meta_path = run / "metadata.json"
     if not meta_path.exists():
         meta = {
@@ -55,6 +60,11 @@ def make_run(
             "parameters": {
                 "bytes": total,
                 "rates_mbit": list(rates),
+                # path i is link "path<i>" (the events name them so)
+                "paths": [
+                    {"name": f"path{i}", "links": [f"path{i}"], "rate_mbit": r}
+                    for i, r in enumerate(rates)
+                ],
                 "variant": variant,
                 **(extra_params or {}),
             },
@@ -67,7 +77,7 @@ def make_run(
             "packages": {"python": platform.python_version()},
         }
         meta_path.write_text(json.dumps(meta, indent=1))
-        (run / "events.json").write_text(json.dumps(events, indent=1))
+        write_events(run / "events.json", [run_entry(f"{stack}/{rep}", start, events)])
     (run / f"traffic-{stack}.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -94,10 +104,6 @@ def all_pcaps(runs) -> list[Path]:
 @pytest.fixture(scope="session")
 def oracle(all_pcaps) -> dict[Path, dict[int, dict[str, str]]]:
     """tshark's view of every fixture capture, computed once (two at a time: 2 cores)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tshark_oracle import tshark_fields
-
     with ThreadPoolExecutor(2) as ex:
         return dict(zip(all_pcaps, ex.map(tshark_fields, all_pcaps), strict=True))
 

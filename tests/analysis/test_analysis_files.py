@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
+from tshark_oracle import compare_dsn, compare_options
 
 from analysis.frames import cache_path, find_pcaps, load_pcap
+from analysis.mptcp import annotate
 from analysis.pcap import CaptureError, host_intf, parse_pcap
+from testkit.mptcp_pair import Pair, sh, start_capture, stop_captures
+from testkit.tshark import tshark_fields
 
 pytestmark = pytest.mark.net
 
@@ -103,14 +109,6 @@ s.connect(("127.0.0.1", 5000)); s.sendall(b"x" * 300000); s.close(); t.join()
 
 def test_linux_cooked_v2_capture_on_any(tmp_path):
     """`tcpdump -i any` writes LINUX_SLL2 frames: same fields, checked against tshark."""
-    import os
-    import sys
-
-    from mptcp_pair import Pair, sh, start_capture, stop_captures
-    from tshark_oracle import compare_dsn, compare_options, tshark_fields
-
-    from analysis.mptcp import annotate
-
     ns = f"an{os.getpid()}-any"
     pair = Pair(ns, ns, ns, ())
     try:

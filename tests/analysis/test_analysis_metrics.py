@@ -16,13 +16,14 @@ from analysis.metrics import (
 )
 
 
-def test_aggregation_benefit_kaspar():
-    assert aggregation_benefit(30, [20, 10]) == 1.0
+def test_one_aggregation_benefit_for_runner_and_analysis():
+    """Both compute it with analysis.definitions (its edge cases: test_analysis_definitions)."""
+    import experiments.metrics
+    from analysis import definitions
+
+    assert aggregation_benefit is definitions.aggregation_benefit
+    assert experiments.metrics.aggregation_benefit is definitions.aggregation_benefit
     assert aggregation_benefit(25, [20, 10]) == 0.5
-    assert aggregation_benefit(20, [20, 10]) == 0.0
-    assert aggregation_benefit(10, [20, 10]) == -0.5
-    with pytest.raises(ValueError):
-        aggregation_benefit(1, [])
 
 
 def test_new_bytes_is_byte_exact_across_different_cuts():

@@ -8,6 +8,7 @@ from tshark_oracle import compare_dsn, compare_options
 from analysis.frames import load_many
 from analysis.mptcp import annotate
 from analysis.pcap import parse_pcap
+from testkit.tshark import tshark_fields
 
 pytestmark = pytest.mark.net
 
@@ -27,49 +28,27 @@ def test_every_mptcp_option_agrees_with_tshark(all_pcaps, oracle):
 def test_segment_fields_agree_with_tshark(runs):
     pcap = next((runs["bulk"] / "pcap").rglob("server-eth0.pcap"))
     df = parse_pcap(pcap)
-    import subprocess
-
-    out = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(pcap),
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
-            "frame.number",
-            "-e",
-            "tcp.seq_raw",
-            "-e",
-            "tcp.ack_raw",
-            "-e",
-            "tcp.len",
-            "-e",
-            "tcp.window_size_value",
-            "-e",
-            "tcp.flags",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "ip.src",
-            "-e",
-            "tcp.options.timestamp.tsval",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    theirs = [line.split(",") for line in out]
+    fields = [
+        "frame.number",
+        "tcp.seq_raw",
+        "tcp.ack_raw",
+        "tcp.len",
+        "tcp.window_size_value",
+        "tcp.flags",
+        "tcp.srcport",
+        "ip.src",
+        "tcp.options.timestamp.tsval",
+    ]
+    theirs = tshark_fields(pcap, fields, analysis=False)
     ours = (
         df[["frame", "seq", "ack", "payload_len", "window", "flags", "sport", "src", "ts_val"]]
         .astype(str)
         .values.tolist()
     )
-    for t, o in zip(theirs, ours, strict=True):
+    assert len(theirs) == len(ours)
+    for o in ours:
         o[5] = f"0x{int(o[5]):04x}"
-        assert t == o
+        assert [theirs[int(o[0])][f] for f in fields] == o
 
 
 def test_every_data_segment_gets_tshark_dsn(all_pcaps, oracle):

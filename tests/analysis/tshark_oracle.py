@@ -1,95 +1,17 @@
 """tshark as the oracle: its MPTCP dissector's fields next to ours, per frame.
 
-Kept in one place so every test compares the same way: tshark's multi-valued fields (several MPTCP
+The fields and the tshark command line are testkit.tshark's (the parse benchmark uses the same);
+the comparisons are kept here so every test compares the same way: tshark's multi-valued fields (several MPTCP
 options in one segment) are ';'-joined, in option order, which is also how we build ours.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import subprocess
-from pathlib import Path
-
 import pandas as pd
 
-ANALYSIS_OPTS = [
-    "-2",
-    "-o",
-    "tcp.analyze_sequence_numbers:TRUE",
-    "-o",
-    "mptcp.analyze_mptcp:TRUE",
-    "-o",
-    "mptcp.relative_sequence_numbers:FALSE",
-    "-o",
-    "mptcp.analyze_mappings:TRUE",
-    "-o",
-    "mptcp.intersubflows_retransmission:TRUE",
-]
+from testkit.tshark import MPTCP_OPTION_FIELDS, P, tshark_fields
 
-P = "tcp.options.mptcp."
-FIELDS = [
-    "frame.number",
-    "tcp.len",
-    "tcp.seq",
-    P + "dseqn8.flag",
-    P + "subtype",
-    P + "version",
-    P + "sendkey",
-    P + "recvkey",
-    P + "recvtok",
-    P + "sendrand",
-    P + "sendtrunchmac",
-    P + "sendhmac",
-    P + "rawdataseqno",
-    P + "rawdataack",
-    P + "subflowseqno",
-    P + "datalvllen",
-    P + "checksum",
-    P + "datafin.flag",
-    P + "addrid",
-    P + "backup.flag",
-    P + "echo",
-    P + "ipv4",
-    P + "ipv6",
-    P + "port",
-    P + "addaddrtrunchmac",
-    P + "rst_reason",
-    P + "flag_U.flag",
-    P + "flag_V.flag",
-    P + "flag_W.flag",
-    P + "flag_T.flag",
-    "mptcp.rawdsn64",
-    "mptcp.ack",
-    "mptcp.stream",
-]
-
-
-def tshark_fields(pcap: Path, fields: list[str] = FIELDS) -> dict[int, dict[str, str]]:
-    """frame number -> {field: value} from one tshark pass with all MPTCP analysis on."""
-    cmd = [
-        "tshark",
-        "-r",
-        str(pcap),
-        *ANALYSIS_OPTS,
-        "-T",
-        "fields",
-        "-E",
-        "header=y",
-        "-E",
-        "separator=,",
-        "-E",
-        "quote=d",
-        "-E",
-        "occurrence=a",
-        "-E",
-        "aggregator=;",
-    ]
-    for f in fields:
-        cmd += ["-e", f]
-    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    rows = csv.DictReader(io.StringIO(p.stdout))
-    return {int(r["frame.number"]): r for r in rows}
+__all__ = ["compare_dsn", "compare_options", "mpc_data_frames", "tshark_fields"]
 
 
 def _s(v) -> str | None:
@@ -176,8 +98,8 @@ def compare_options(ours: pd.DataFrame, theirs: dict[int, dict[str, str]]) -> li
             bad.append(f"frame {fr}: not in tshark output")
             continue
         exp = expected_fields(row)
-        for f in FIELDS:
-            if not f.startswith(P) or f == P + "dseqn8.flag":
+        for f in MPTCP_OPTION_FIELDS:
+            if f == P + "dseqn8.flag":
                 continue
             want, got = exp.get(f, ""), _norm(f, t.get(f, ""))
             if f == P + "checksum" and want and not got and "2" in exp[P + "subtype"]:

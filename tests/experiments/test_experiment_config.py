@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from experiments import stacks
 from experiments.config import (
     ExperimentError,
     list_experiments,
     load_experiment,
     resolve_runs,
 )
+from testbed.topology import TopologyError, load_topology
 
 GOOD = """
 name = "tiny"
@@ -114,6 +116,17 @@ def test_bad_override_names_the_key(tmp_path):
     assert info.value.field == "topology.set.links.lte.rate_mbit"
 
 
+@pytest.mark.parametrize("item", ["links.lte.delay_ms", "=50", " = 50"])
+def test_a_malformed_override_is_refused_by_topology_and_experiment_alike(item):
+    """One parser reads --set for both: an empty key used to pass the topology's (and fail
+    later as an unknown field "") while experiments refused it."""
+    with pytest.raises(TopologyError, match="key=value") as topo_err:
+        load_topology("two_path", [item])
+    with pytest.raises(ExperimentError, match="key=value") as exp_err:
+        load_experiment("failover", [item])
+    assert topo_err.value.field == exp_err.value.field == item
+
+
 def test_overrides_pin_grid_keys_and_edit_sections(tmp_path):
     exp = load_experiment(
         write(tmp_path, GOOD),
@@ -153,8 +166,6 @@ def test_shipped_experiment_files_are_valid():
 
 
 def test_userspace_stack_takes_kernel_mptcps_options(tmp_path):
-    from experiments import stacks
-
     # Any traffic, as the other stacks: bulk download by duration, with the failover event.
     text = GOOD.replace('["tcp", "kernel-mptcp"]', '["userspace"]')
     exp = load_experiment(write(tmp_path, text))

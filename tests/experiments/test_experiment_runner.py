@@ -18,6 +18,7 @@ import pytest
 from experiments import runner
 from experiments.config import load_experiment
 from experiments.runner import new_run_dir, run_experiment
+from testbed.net import Testbed
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.net
@@ -69,8 +70,16 @@ def alive(pid: int) -> bool:
 
 def test_kernel_mptcp_two_subflows_on_two_path(tmp_path):
     exp = load_experiment(tiny(tmp_path))
-    res = run_experiment(exp, results_root=tmp_path / "results", progress=False, analyze=False)
-    assert res.complete
+    built: list[str] = []
+
+    def network(topo, *, workdir, seed):  # the seam: the runner builds nothing itself
+        built.append(topo.name)
+        return Testbed(topo, workdir=workdir, seed=seed)
+
+    res = run_experiment(
+        exp, results_root=tmp_path / "results", progress=False, analyze=False, network=network
+    )
+    assert res.complete and built == ["two_path"]
     (m,) = res.runs
     assert m.ok and m.intact, m.errors
     assert m.max_subflows == 2 and m.mptcp_fallback is False
@@ -196,11 +205,15 @@ mode = "interface"
     (m,) = res.runs
     assert m.ok and m.intact, m.errors
     (f,) = m.failover
-    assert f.link == "wifi" and 1.5 < f.event_t < 2.1
+    # The event is planned 2 s after the traffic starts; on the receiver's clock it is earlier
+    # by the receiver's own start-up and later by the time `ip` takes in the namespace, both
+    # longer on two cores loaded by other tests (widened from 1.5-2.1 s for that).
+    assert f.link == "wifi" and 1.0 < f.event_t < 3.0
     # After the cut, the wifi subflow carries nothing and lte carries on (10 Mbit/s for ~2 s).
     assert f.cut_path_bytes_after == 0
     assert f.other_paths_bytes_after > 1_000_000, f.subflow_bytes_after
-    assert 0 < f.gap_s < 3.0 and f.goodput_after_mbit > 5
+    # progress resumed within this run (the gap ended before the 5 s flow did)
+    assert 0 < f.gap_s < 5.0 - f.event_t and f.goodput_after_mbit > 5
     events = json.loads((res.run_dir / "events.json").read_text())
     assert events[0]["events"][0]["action"] == "down"
 
@@ -230,6 +243,26 @@ mode = "interface"
     assert m.bytes > 0  # what arrived before the cut is in the partial report
     (f,) = m.failover
     assert f.gap_s > 2.0 and f.goodput_after_mbit == 0.0
+
+
+def test_background_flow_runs_beside_the_main_one(tmp_path):
+    text = (REPO / "experiments" / "fairness.toml").read_text()
+    path = tmp_path / "fairness.toml"
+    path.write_text(text.replace("duration_s = 15", "duration_s = 2"))
+    exp = load_experiment(path, stack="tcp", reps=1)
+    res = run_experiment(exp, results_root=tmp_path / "results", progress=False, analyze=False)
+    (m,) = res.runs
+    assert m.ok and m.intact, m.errors
+    (bg,) = m.background
+    assert bg["flow"] == "competitor" and bg["stack"] == "tcp" and bg["intact"]
+    assert bg["goodput_mbit"] > 0
+    d = res.run_dir / "traffic" / "tcp" / "rep1"
+    assert sorted(p.name for p in d.glob("*.json")) == [
+        "competitor-client.json",
+        "competitor-server.json",
+        "main-client.json",
+        "main-server.json",
+    ]
 
 
 def test_userspace_aggregates_over_both_paths(tmp_path):

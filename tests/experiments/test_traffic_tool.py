@@ -17,6 +17,8 @@ import pytest
 
 from experiments.metrics import run_metrics
 from experiments.traffic import Payload, TrafficSpec
+from testbed.net import Testbed
+from testbed.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "experiments" / "traffic.py"
@@ -62,9 +64,6 @@ def test_tampered_data_is_not_intact():
 
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory):
-    from testbed.net import Testbed
-    from testbed.topology import load_topology
-
     work = tmp_path_factory.mktemp("traffic")
     with Testbed(load_topology("two_path"), workdir=work / "tb") as tb:
         tb.kernel_mptcp(
@@ -186,7 +185,11 @@ def test_reqresp_and_stream_integrity(testbed):
         ["--kind", "stream", "--rate-mbit", "4", "--duration", "2", "--seed", "5"],
     )
     assert c["received_sha256"] == s["sent_sha256"] and c["bytes_received"] == s["bytes_sent"]
-    assert 3.0 <= c["goodput_mbit"] <= 4.6, c["goodput_mbit"]
+    # Pacing never sends ahead of 4 Mbit/s (plus its 10 ms slice), however idle the machine; a
+    # loaded one may send less, so the receiver is compared with what this sender managed.
+    sent_mbit = s["bytes_sent"] * 8 / 1e6 / 2.0
+    assert sent_mbit <= 4.0 * 2.01 / 2.0 + 1e-9, sent_mbit
+    assert 0.75 * sent_mbit <= c["goodput_mbit"] <= 4.6, (c["goodput_mbit"], sent_mbit)
 
 
 def both_subflows(report: dict) -> dict[str, int]:
@@ -257,4 +260,6 @@ def test_userspace_reqresp_and_stream_integrity(testbed):
         US,
     )
     assert c["sent_sha256"] == s["received_sha256"] and c["bytes_sent"] == s["bytes_received"]
-    assert 3.0 <= s["goodput_mbit"] <= 4.6, s["goodput_mbit"]
+    sent_mbit = c["bytes_sent"] * 8 / 1e6 / 2.0
+    assert sent_mbit <= 4.0 * 2.01 / 2.0 + 1e-9, sent_mbit
+    assert 0.75 * sent_mbit <= s["goodput_mbit"] <= 4.6, (s["goodput_mbit"], sent_mbit)

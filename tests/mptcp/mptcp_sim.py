@@ -49,6 +49,7 @@ class Host:
     config: MptcpConfig | None = None
     tcp_config: TcpConfig | None = None
     next_port: int = 40000
+    auto_read: bool = True  # False: the test reads (a slow reader)
 
 
 class Net:
@@ -105,9 +106,9 @@ class Net:
                 self._own(h, conn, sub)
             elif isinstance(ev, SubflowClosed):
                 h.conns.pop((ev.subflow.local, ev.subflow.remote), None)
-            elif isinstance(ev, DataReceived):
+            elif isinstance(ev, DataReceived) and h.auto_read:
                 h.rx[id(conn)] += conn.read()
-        if conn.readable:
+        if conn.readable and h.auto_read:
             h.rx[id(conn)] += conn.read()
 
     def _send(self, src: str, dst: str, seg: TcpSegment) -> None:

@@ -46,3 +46,57 @@ def test_handshake_join_transfer_and_close():
     assert conn.mib["MPJoinSynAckRx"] == 1
     assert srv.mib["MPJoinAckRx"] == 1 and srv.mib["MPCapableACKRX"] == 1
     assert srv.mib["DSSNotMatching"] == 0
+
+
+S2 = "10.0.6.2"
+
+
+def test_add_addr_echo_leaves_while_data_flows_and_a_repeat_opens_no_second_join():
+    """The client is busy sending: its data segments have no room left for the ADD_ADDR echo,
+    so the echo needs a pure ACK of its own (as Linux sends), not the next idle moment (Linux
+    resent its ADD_ADDR after 225 ms and counted a second AddAddrTx). A repeated ADD_ADDR of a
+    known address is echoed again but opens no second subflow (Linux: lookup_subflow_by_daddr).
+    """
+    import ipaddress
+
+    from mptcp_impl.mptcp.connection import add_addr_hmac
+    from mptcp_impl.mptcp.options import AddAddr, find_mptcp
+
+    net = Net(3)
+    client = net.host("client", [C1], seed=13)
+    scfg = MptcpConfig(endpoints=[Endpoint(S2, frozenset({"signal"}), 1)])
+    server = net.host("server", [S, S2], seed=23, listen_port=5001, config=scfg)
+    net.path(C1, S, delay=0.01)
+    net.path(C1, S2, delay=0.02)
+    conn = net.connect(client, C1, (S, 5001), MptcpConfig(endpoints=[]))
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(bytes(6_000_000))
+    net.flush(client, conn)
+    net.run(2.0, stop=lambda: server.accepted and server.accepted[0].mib["EchoAdd"])
+    srv = server.accepted[0]
+    assert srv.mib["EchoAdd"] == 1
+
+    def sent_with(src: str, echo: bool) -> list[float]:
+        return [
+            t
+            for t, a, _b, seg in net.trace
+            if a == src
+            and any(isinstance(o, AddAddr) and o.echo == echo for o in find_mptcp(seg.options))
+        ]
+
+    announced = sent_with(S, False)[0] + 0.01  # when it reached the client
+    assert sent_with(C1, True)[0] - announced < 1e-6, "the echo waited for an idle moment"
+    net.run(net.now + 0.3)
+    assert len(conn.all_subflows()) == 2
+    # the peer announces the same address again
+    addr = ipaddress.ip_address(S2)
+    h = add_addr_hmac(srv.local_key, srv.remote_key, 1, addr, None)
+    srv.initial.queue_option(AddAddr(addr_id=1, address=addr, port=None, hmac=h))
+    net.flush(server, srv)
+    net.run(net.now + 0.5)
+    assert conn.mib["AddAddr"] == 2 and conn.mib["EchoAddTx"] == 2
+    # mid-transfer, the announcement came on an ACK that let new data out: still echoed at once
+    announced = sent_with(S, False)[1] + 0.01
+    assert sent_with(C1, True)[1] - announced < 1e-6, "the echo waited for an idle moment"
+    assert len(conn.all_subflows()) == 2, [s.name for s in conn.all_subflows()]
+    assert conn.mib["MPJoinSynTx"] == 1

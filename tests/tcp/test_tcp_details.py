@@ -14,6 +14,7 @@ from mptcp_impl.tcp import (
     TcpConfig,
     TcpConnection,
     TcpSegment,
+    UnknownOption,
 )
 from mptcp_impl.tcp.connection import rfc6528_isn
 
@@ -122,8 +123,6 @@ def test_send_buffer_back_pressure_and_available_event():
 def test_gso_with_hook_options_never_exceeds_the_limit():
     class Hook:
         def outgoing_options(self, conn, seg, space):
-            from mptcp_impl.tcp import UnknownOption
-
             return [UnknownOption(30, bytes(18))] if space >= 20 else []
 
         def incoming_options(self, conn, seg):

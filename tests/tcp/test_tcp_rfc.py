@@ -395,3 +395,115 @@ def test_sack_blocks_after_the_first_repeat_the_most_recently_reported():
         reports.append([((left - base) & M) // mss for left, _ in sack.blocks])
     assert reports[-1] == [8, 4, 6]
     assert reports[-2] == [4, 6, 2]
+
+
+def test_rfc6675_loss_rule_counts_more_than_dupthresh_minus_one_segments():
+    """RFC 6675 IsLost: a hole is lost once more than (DupThresh - 1) * SMSS bytes are SACKed
+    above it (or DupThresh discontiguous blocks). The rule used DupThresh * SMSS, so a hole
+    with 2.5 segments SACKed above waited while new data went out."""
+    a, b = _pair(timestamps=False)
+    mss = a.mss
+    a.cc.cwnd = 20 * mss
+    a.send(os.urandom(12 * mss + mss // 2))
+    segs = a.segments_to_send(0.01)
+    assert len(segs) == 13 and len(segs[12].payload) == mss // 2
+    a.send(os.urandom(20 * mss))  # new data is waiting too
+    out = []
+    for s in segs[1:9] + segs[10:]:  # 0 and 9 are lost
+        b.receive_segment(s, 0.02)
+        for ack in b.segments_to_send(0.02):
+            a.receive_segment(ack, 0.03)
+            out += a.segments_to_send(0.03)
+    assert a.in_recovery
+    rxt = [s.seq for s in out if s.seq in (segs[0].seq, segs[9].seq)]
+    assert rxt == [segs[0].seq, segs[9].seq]
+
+
+def test_cubic_reno_friendly_alpha_becomes_one_past_the_prior_cwnd():
+    """RFC 9438 4.3: once W_est reaches the cwnd before the last reduction, alpha_cubic = 1,
+    so the Reno-friendly region grows as fast as Reno (1 SMSS per RTT), not 0.53."""
+    cc = Cubic(MSS)
+    cc.cwnd = 20 * MSS
+    cc.enter_recovery(20 * MSS, 0.0)
+    cc.exit_recovery(0, 0.0)
+    t, rtt = 0.0, 0.001
+    for _ in range(200):
+        t = one_rtt(cc, t, rtt)
+        if cc.w_est >= 20:
+            break
+    assert 19 <= cc.cwnd / MSS <= 21.5
+    start = cc.cwnd / MSS
+    for _ in range(20):
+        t = one_rtt(cc, t, rtt)
+    assert cc.cwnd / MSS - start == pytest.approx(20, abs=3)
+
+
+def one_rtt(cc, now, rtt):
+    window = cc.cwnd
+    n = -(-window // (2 * MSS))
+    for i in range(n):
+        cc.on_ack(min(2 * MSS, window - 2 * MSS * i), rtt, now + rtt * (i + 1) / n)
+    return now + rtt
+
+
+def test_tlp_allows_200ms_for_a_delayed_ack_of_a_lone_segment():
+    """RFC 8985 7.2: with one segment in flight the PTO adds WCDelAckT = 200 ms (the peer
+    may be waiting for a second segment to ACK), not our own delayed-ACK time (40 ms)."""
+    w = established(TcpConfig(min_rto=1.0), delay=0.01)
+    a = w.a
+    pump(w, 1000)
+    w.run(until=w.now + 0.5)
+    srtt = a.srtt
+    w.filters["ab"] = lambda *_: []
+    t0 = w.now
+    a.send(b"z" * 100)
+    w.run(cond=lambda: a.stats.tlp_probes >= 1)
+    assert w.now - t0 == pytest.approx(2 * srtt + 0.2, abs=0.002)
+    assert a.stats.rto_count == 0
+
+
+def test_isn_and_timestamp_offset_come_from_an_injectable_random_source():
+    """TcpConfig.rng: a seeded run is reproducible (ISS, timestamp offset, every segment)."""
+    import random
+
+    def run(seed):
+        w = Wire(TcpConfig(rng=random.Random(seed)), TcpConfig(rng=random.Random(seed + 100)))
+        w.connect()
+        pump(w, 50_000)
+        return [(t, d, s.seq, s.ack, s.options) for t, d, s in w.log], w.a.iss, w.b.iss
+
+    r1, r2, r3 = run(1), run(1), run(2)
+    assert r1 == r2
+    assert r1[1] != r3[1] and r1[2] != r3[2] and r1[0] != r3[0]
+
+
+@pytest.mark.parametrize("cc", ["cubic", "reno"])
+def test_timeout_during_rto_recovery_holds_ssthresh(cc):
+    """A second timeout before the first one's recovery point is acked (a retransmission lost
+    again) is the same congestion episode: ssthresh holds (as Linux does in its Loss state);
+    CUBIC's 0.7 * cwnd of a 2-segment cwnd fell to 2 SMSS."""
+    w = established(TcpConfig(cc=cc, tlp=False))
+    a = w.a
+    pump(w, 300_000)
+    w.run(until=w.now + 0.5)
+    base = a.snd_nxt
+    mss = a.mss
+    sends = {}
+
+    def f(_w, _d, seg, _i):
+        if not seg.payload:
+            return [0.0]
+        k = ((seg.seq - base) & M) // mss
+        sends[k] = sends.get(k, 0) + 1
+        if sends[k] == 1 or (k == 1 and sends[k] == 2):
+            return []  # the whole flight is lost, and segment 1 once more after the RTO
+        return [0.0]
+
+    w.filters["ab"] = f
+    w.write("a", os.urandom(20 * mss))
+    w.run(cond=lambda: a.stats.rto_count >= 1)
+    after_first = a.stats.ssthresh
+    w.run(cond=lambda: a.stats.rto_count >= 2)
+    assert a.snd_una > base  # progress between the two timeouts
+    assert a.stats.ssthresh == after_first
+    w.run(cond=lambda: len(w.received["b"]) >= 20 * mss)

@@ -24,6 +24,9 @@ def random_config(rnd: random.Random) -> TcpConfig:
         mss=rnd.choice([536, 1000, 1460]),
         max_segment_payload=rnd.choice([None, None, 20_000]),
         isn=rnd.choice([None, 2**32 - rnd.randrange(1, 100_000)]),
+        # longer than a few backed-off RTOs: with 15% loss the peer's FIN retransmission may
+        # otherwise arrive after TIME-WAIT ended and draw an RST (correct, but not a clean close)
+        time_wait=5.0,
     )
 
 

@@ -2,9 +2,11 @@
 recovery, reordering, duplication, flow control."""
 
 import os
+import random
 
 import pytest
 from tcp_wire import Wire
+from test_tcp_states import FakeMptcp
 
 from mptcp_impl.tcp import (
     ACK,
@@ -208,8 +210,6 @@ def test_reordering_and_duplication(sack):
 
 
 def test_random_loss_both_directions_with_bottleneck():
-    import random
-
     rnd = random.Random(7)
     w = Wire(delay=0.005, rate=12.5e6, queue_limit=60)  # 100 Mbit/s, 10 ms RTT
     w.connect()
@@ -353,8 +353,6 @@ def test_prr_spreads_the_reduction_without_bursts():
 
 
 def test_sack_blocks_leave_room_for_hook_options():
-    from test_tcp_states import FakeMptcp
-
     w = Wire(hooks_a=FakeMptcp(), hooks_b=FakeMptcp())
     w.connect()
     transfer(w, 50_000, "b")  # B learns how much room its data segments' hook options take

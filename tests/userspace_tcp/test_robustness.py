@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from mptcp_impl.cli import pattern_sha256
+from testkit.kpeer import CHALLENGED, KINDS
 
 from .conftest import Bed, _bed, capture, tshark_fields
 from .test_interop import linux_client, ours_server
@@ -21,15 +22,7 @@ from .test_interop import linux_client, ours_server
 pytestmark = pytest.mark.net
 
 MB = 1_000_000
-MALFORMED = [
-    "bad_doff_small",
-    "bad_doff_large",
-    "optlen0",
-    "optlen1",
-    "opt_past_header",
-    "trunc_opts",
-    "bad_checksum",
-]
+MALFORMED = [k for k in KINDS if k not in CHALLENGED]  # every malformed kind kpeer sends
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +48,7 @@ def run_injection(
         bed.client,
         [
             "-m",
-            "tests.userspace_tcp.kpeer",
+            "testkit.kpeer",
             "inject",
             "--local",
             bed.client_ip,

@@ -1,9 +1,9 @@
 """Linux-kernel TCP peers and a segment injector, run inside test namespaces.
 
-    python -m tests.userspace_tcp.kpeer server --listen IP:PORT [--rcvbuf N] [--slow-ms MS] [--stall-ms MS] [--echo]
+    python -m testkit.kpeer server --listen IP:PORT [--rcvbuf N] [--slow-ms MS] [--stall-ms MS] [--echo]
                                                [--reset-after N] [--shutdown-after N]
-    python -m tests.userspace_tcp.kpeer client --connect IP:PORT --bytes N [--pause-at N]
-    python -m tests.userspace_tcp.kpeer inject --local IP --peer IP:PORT --kinds K1,K2 --offset N
+    python -m testkit.kpeer client --connect IP:PORT --bytes N [--pause-at N]
+    python -m testkit.kpeer inject --local IP --peer IP:PORT --kinds K1,K2 --offset N
 
 Each prints one JSON line on stdout; servers print "listening" on stderr when ready, a pausing
 client prints "paused" and waits for a line on stdin, the injector prints "sniffing", then "observed"
@@ -113,7 +113,12 @@ def client(a: argparse.Namespace) -> None:
             # Pause only once everything sent is acknowledged, so the peer's rcv.nxt is known
             # exactly. The kernel offers no event for that: poll SIOCOUTQ (unacked + unsent).
             deadline = time.monotonic() + 10
-            while _outq(s) and time.monotonic() < deadline:
+            while _outq(s):
+                if time.monotonic() >= deadline:
+                    raise SystemExit(
+                        f"kpeer client: {_outq(s)} bytes still unacknowledged 10 s after "
+                        f"sending {sent}: waited for SIOCOUTQ 0 before pausing"
+                    )
                 time.sleep(0.002)
             print(f"paused {s.getsockname()[0]}:{s.getsockname()[1]}", file=sys.stderr, flush=True)
             sys.stdin.readline()

@@ -1,6 +1,6 @@
 """Two network namespaces joined by two veth paths, kernel MPTCP on both, tcpdump on every interface.
 
-Self-contained on purpose (the testbed package is written in parallel): the analysis tests need real
+Plain `ip netns` on purpose, independent of the testbed package: the analysis tests need real
 captures of real kernel MPTCP, and the benchmark reuses this to make a large one.
 
 Layout: <prefix>-c (client) and <prefix>-s (server); path i is client eth<i> 10.0.<i+1>.1 <->
@@ -203,13 +203,18 @@ def wait_quiet(pair: Pair, timeout: float = 5.0) -> None:
     """Wait until no TCP socket is mid-conversation in either namespace (the last FIN/ACKs are on
     the wire before the captures stop). There is no event for this, so poll ss with a deadline."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         busy = [
             pair.ns(ns, "ss", "-taH", "exclude", "time-wait", "exclude", "listening").stdout
             for ns in (pair.client, pair.server)
         ]
         if not any(b.strip() for b in busy):
             return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"TCP sockets still mid-conversation after {timeout} s (waited for none but "
+                f"time-wait and listening ones): {' | '.join(b.strip() for b in busy if b.strip())}"
+            )
         time.sleep(0.02)
 
 
@@ -342,8 +347,10 @@ def run_transfer(pair: Pair, out_dir: Path, variant: str, total: int) -> dict:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        wait_quiet(pair)
-        stats = stop_captures(pair)
+        try:
+            wait_quiet(pair)
+        finally:
+            stats = stop_captures(pair)
     return {
         "t0": t0,
         "events": events,

@@ -1,0 +1,335 @@
+"""Our userspace MPTCP against Linux MPTCP: the Linux selftest's simult_flows bound, and CPU.
+
+    python benchmarks/mptcp_bench.py [--case simult|cpu|all] [--reps 1] [--json]
+    ./inv bench-mptcp
+
+Topology: two_path's shape (a client with two links, each to its own router, both routers to
+a core router and the single-homed server), no delay; hosts route by source address.
+
+``simult``: the bandwidth cases of tools/testing/selftests/net/mptcp/simult_flows.sh: the two
+links shaped to 10/10 and 15/5 Mbit/s (htb on both ends), a 16 MiB transfer over both paths,
+which must finish within the selftest's bound ``size*8*10/((r1+r2)*1024*1024*9) + 0.45`` s
+(the selftest's own margin: 10% over the ideal, plus setup). Each case runs for every pair in
+which our stack moves the data either way (ours -> Linux, Linux -> ours), and Linux -> Linux
+as the reference.
+
+``cpu``: unshaped links, 200 MB, one subflow and two, CPU seconds per Gbit of each process
+(getrusage: user + system; a Linux peer's figure is its syscalls only, softirq work is not
+attributed to a process) and goodput.
+
+Every transfer is checked by sha256 at both ends; subflow counts come from our ``--json`` and
+from ``nstat`` in the Linux host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from testbed.net import Testbed  # noqa: E402
+from testbed.topology import load_topology  # noqa: E402
+
+PY = (
+    str(ROOT / ".venv" / "bin" / "python")
+    if (ROOT / ".venv" / "bin" / "python").exists()
+    else sys.executable
+)
+ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+MIB = 1024 * 1024
+
+TOPO = """description = "bench: a multi-homed client, two disjoint paths to a server"
+[nodes]
+client = "host"
+r1 = "router"
+r2 = "router"
+core = "router"
+server = "host"
+[links.p1]
+ends = ["client", "r1"]
+{m1}
+[links.p2]
+ends = ["client", "r2"]
+{m2}
+[links.p1-core]
+ends = ["r1", "core"]
+[links.p2-core]
+ends = ["r2", "core"]
+[links.server]
+ends = ["core", "server"]
+[paths.p1]
+from = "client"
+link = "p1"
+to = "server"
+[paths.p2]
+from = "client"
+link = "p2"
+to = "server"
+"""
+
+# Linux MPTCP peers (socket protocol 262), standard library only; same stream and report as
+# our CLI: a 1 MiB block of random.Random(seed) repeated, sha256, CPU of the process.
+KPEER = r"""
+import hashlib, json, random, resource, socket, sys, time
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime
+role, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if role == "server":
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((addr, port)); ls.listen(4)
+    print("listening", file=sys.stderr, flush=True)
+    c, _ = ls.accept(); t0 = time.monotonic(); h = hashlib.sha256(); n = 0
+    while d := c.recv(1 << 18):
+        n += len(d); h.update(d)
+    c.close()
+    print(json.dumps({"bytes_received": n, "sha256": h.hexdigest(), "cpu_s": cpu(),
+                      "duration_s": time.monotonic() - t0}), flush=True)
+else:
+    n = int(sys.argv[4]); blk = memoryview(random.Random(0).randbytes(1 << 20))
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    t0 = time.monotonic(); s.connect((addr, port)); t1 = time.monotonic()
+    h = hashlib.sha256(); left = n
+    while left:
+        c = blk[: min(left, len(blk))]; s.sendall(c); h.update(c); left -= len(c)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    s.close()
+    print(json.dumps({"bytes_sent": n, "sha256": h.hexdigest(), "cpu_s": cpu(),
+                      "duration_s": time.monotonic() - t1}), flush=True)
+"""
+
+
+def _json_tail(path: Path) -> dict:
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{path} has no JSON result: {path.read_text()[-800:]}")
+    return json.loads(lines[-1])
+
+
+def _nstat(host) -> dict[str, int]:
+    out = host.run(["nstat", "-az"]).stdout
+    res = {}
+    for ln in out.splitlines():
+        parts = ln.split()
+        if len(parts) >= 2 and parts[0].startswith("MPTcpExt"):
+            res[parts[0]] = int(parts[1])
+    return res
+
+
+def transfer(
+    tb,
+    work: Path,
+    sender: str,
+    receiver: str,
+    nbytes: int,
+    port: int,
+    subflows: int,
+    timeout: float,
+) -> dict:
+    """One transfer client -> server; ``sender``/``receiver`` are "ours" or "linux"."""
+    c, s = tb.host("client"), tb.host("server")
+    p1, p2 = tb.path("p1"), tb.path("p2")
+    dst = p1.dst_addr
+    tag = f"{sender}-{receiver}-{port}"
+    extra = [p2.src_addr] if subflows > 1 else []
+    # Linux: the client's second address as a subflow endpoint, limits for it on both ends.
+    tb.kernel_mptcp(
+        "client",
+        limits={"subflows": subflows - 1, "add_addr_accepted": 0},
+        endpoints=[(a, tb.intf("client", "p2"), "subflow") for a in extra],
+    )
+    tb.kernel_mptcp("server", limits={"subflows": subflows - 1, "add_addr_accepted": 0})
+    before = {h: _nstat(tb.host(h)) for h in ("client", "server")}
+    s_out, c_out = work / f"{tag}.srv", work / f"{tag}.cli"
+    if receiver == "ours":
+        sargs = [
+            "-m",
+            "mptcp_impl",
+            "server",
+            "--once",
+            "--json",
+            "--listen",
+            f"{dst}:{port}",
+            "--limits",
+            f"subflows={subflows - 1},add_addr_accepted=0",
+        ]
+    else:
+        sargs = ["-c", KPEER, "server", dst, str(port)]
+    srv = s.start([PY, *sargs], stdout=s_out, stderr=subprocess.PIPE, env=ENV)
+    srv.wait_for_line("^listening", timeout=30)
+    if sender == "ours":
+        cargs = [
+            "-m",
+            "mptcp_impl",
+            "client",
+            "--json",
+            "--connect",
+            f"{dst}:{port}",
+            "--bytes",
+            str(nbytes),
+            "--bind",
+            p1.src_addr,
+            "--limits",
+            f"subflows={subflows - 1},add_addr_accepted=0",
+        ]
+        for a in extra:
+            cargs += ["--endpoint", f"{a},subflow"]
+        if not extra:
+            cargs += ["--endpoint", f"{p1.src_addr},subflow"]  # no other endpoint: 1 subflow
+    else:
+        cargs = ["-c", KPEER, "client", dst, str(port), str(nbytes)]
+    t0 = time.monotonic()
+    cli = c.start([PY, *cargs], stdout=c_out, stderr=work / f"{tag}.cli.err", env=ENV)
+    try:
+        cli.wait(timeout)
+        srv.wait(60)
+    finally:
+        for p in (cli, srv):
+            if p.returncode is None:
+                p.stop()
+    wall = time.monotonic() - t0
+    cr, sr = _json_tail(c_out), _json_tail(s_out)
+    after = {h: _nstat(tb.host(h)) for h in ("client", "server")}
+    kdiff = {
+        h: {k: v - before[h].get(k, 0) for k, v in after[h].items() if v - before[h].get(k, 0)}
+        for h in after
+    }
+    ours = cr if sender == "ours" else sr if receiver == "ours" else None
+    n_sub = None
+    if ours is not None and "mptcp" in ours:
+        n_sub = sum(
+            1 for sf in ours["mptcp"]["subflows"] if sf["bytes_sent"] or sf["bytes_received"]
+        )
+    elif sender == receiver == "linux":
+        n_sub = 1 + kdiff["server"].get("MPTcpExtMPJoinAckRx", 0)
+    ok = cr.get("sha256") == sr.get("sha256") and sr.get("bytes_received") == nbytes
+    gbit = nbytes * 8 / 1e9
+    return {
+        "sender": sender,
+        "receiver": receiver,
+        "ok": ok,
+        "subflows_used": n_sub,
+        "fallback": (ours or {}).get("mptcp", {}).get("fallback"),
+        "time_s": cr["duration_s"],
+        "wall_s": wall,
+        "goodput_mbit": nbytes * 8 / cr["duration_s"] / 1e6,
+        "sender_cpu_s_per_gbit": cr.get("cpu_s", float("nan")) / gbit,
+        "receiver_cpu_s_per_gbit": sr.get("cpu_s", float("nan")) / gbit,
+        "linux_counters": kdiff,
+    }
+
+
+PAIRS = [("linux", "linux"), ("ours", "linux"), ("linux", "ours")]
+
+
+def simult(work: Path, reps: int) -> list[dict]:
+    rows = []
+    size = 16 * MIB
+    for r1, r2 in ((10, 10), (15, 5)):
+        bound = size * 8 * 10 / ((r1 + r2) * MIB * 9) + 0.45
+        topo = work / f"simult-{r1}-{r2}.toml"
+        topo.write_text(
+            TOPO.format(
+                m1=f"rate_mbit = {r1}\nqueue_pkts = 100", m2=f"rate_mbit = {r2}\nqueue_pkts = 100"
+            )
+        )
+        with Testbed(load_topology(str(topo)), workdir=work) as tb:
+            port = 7000
+            for snd, rcv in PAIRS:
+                runs = []
+                for _ in range(reps):
+                    port += 1
+                    runs.append(transfer(tb, work, snd, rcv, size, port, 2, 120))
+                t = statistics.median(x["time_s"] for x in runs)
+                row = {
+                    "case": f"{r1}/{r2} Mbit/s",
+                    "sender": snd,
+                    "receiver": rcv,
+                    "time_s": round(t, 3),
+                    "bound_s": round(bound, 3),
+                    "within": t <= bound,
+                    "all_ok": all(x["ok"] for x in runs),
+                    "subflows_used": runs[-1]["subflows_used"],
+                    "runs": runs,
+                }
+                rows.append(row)
+                print(
+                    f"simult {row['case']:>12}  {snd:>5} -> {rcv:<5}  {t:6.2f} s  "
+                    f"(bound {bound:.2f} s: {'within' if row['within'] else 'OVER'})  "
+                    f"subflows {row['subflows_used']}  "
+                    f"sha256 {'ok' if row['all_ok'] else 'MISMATCH'}",
+                    flush=True,
+                )
+    return rows
+
+
+def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
+    rows = []
+    nbytes = int(mbytes * 1e6)
+    topo = work / "cpu.toml"
+    topo.write_text(TOPO.format(m1="", m2=""))
+    with Testbed(load_topology(str(topo)), workdir=work, offload=True) as tb:
+        port = 8000
+        for subflows in (1, 2):
+            for snd, rcv in PAIRS:
+                runs = []
+                for _ in range(reps):
+                    port += 1
+                    runs.append(transfer(tb, work, snd, rcv, nbytes, port, subflows, 300))
+                med = {
+                    k: statistics.median(x[k] for x in runs)
+                    for k in ("goodput_mbit", "sender_cpu_s_per_gbit", "receiver_cpu_s_per_gbit")
+                }
+                row = {
+                    "subflows": subflows,
+                    "sender": snd,
+                    "receiver": rcv,
+                    "all_ok": all(x["ok"] for x in runs),
+                    "subflows_used": runs[-1]["subflows_used"],
+                    **{k: round(v, 3) for k, v in med.items()},
+                    "runs": runs,
+                }
+                rows.append(row)
+                print(
+                    f"cpu {subflows} subflow(s)  {snd:>5} -> {rcv:<5}  "
+                    f"{med['goodput_mbit']:8.1f} Mbit/s  cpu/Gbit sender "
+                    f"{med['sender_cpu_s_per_gbit']:5.2f} s receiver "
+                    f"{med['receiver_cpu_s_per_gbit']:5.2f} s  used {row['subflows_used']}  "
+                    f"sha256 {'ok' if row['all_ok'] else 'MISMATCH'}",
+                    flush=True,
+                )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--case", choices=("simult", "cpu", "all"), default="all")
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--mbytes", type=float, default=200, help="MB per CPU-case transfer")
+    ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    a = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-mptcp-"))
+    print(f"work dir {work}", flush=True)
+    out: dict = {}
+    if a.case in ("simult", "all"):
+        out["simult"] = simult(work, a.reps)
+    if a.case in ("cpu", "all"):
+        out["cpu"] = cpu(work, a.reps, a.mbytes)
+    if a.json:
+        print(json.dumps(out, default=str))
+    rows = [r for v in out.values() for r in v]
+    return 0 if all(r["all_ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

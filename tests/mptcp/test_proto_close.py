@@ -1,0 +1,161 @@
+"""DATA_FIN and connection close (packetdrill dss/dss_fin_server, mpc_with_data_server), scripted
+and in the two-host sim: both directions, and both sides closing at once."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from mptcp_impl.mptcp.options import Dss
+
+from .mptcp_sim import Net, kinds
+from .peer import ACK, FIN, Flow, data_ack, dss_of, established_server
+from .test_mptcp_sim import C1, S, client_cfg, two_path_net
+
+
+def data_fin(f: Flow, dsn_rel: int, ack: int) -> Dss:
+    return Dss(
+        data_ack=ack,
+        data_ack64=True,
+        dsn=(f.idsn + dsn_rel) & ((1 << 64) - 1),
+        dsn64=True,
+        subflow_seq=0,
+        data_len=1,
+        data_fin=True,
+    )
+
+
+def test_peer_closes_first_then_we_close():
+    box, f = established_server()
+    conn = box.conn
+    li = conn.local_idsn
+    # the peer's DATA_FIN on an empty segment: DSN of its next byte, length 1
+    out = box.feed(f, f.seg(ACK, data_fin(f, 1, li + 1)))
+    assert "PeerClosed" in box.kinds()
+    out += box.advance(0.1)
+    assert out and dss_of(out[-1]).data_ack == f.idsn + 2
+    assert not any(s.flags & FIN for s in out), "subflow FIN before our DATA_FIN"
+    # then its subflow FIN
+    out = box.feed(f, f.seg(ACK | FIN, data_ack(conn, 1)))
+    assert out and out[-1].flags == ACK and f.rel_ack(out[-1]) == 2
+    # we close: our DATA_FIN, then (once it is acknowledged) our subflow FIN
+    conn.close(box.now)
+    out = box.out()
+    fins = [s for s in out if dss_of(s) and dss_of(s).data_fin]
+    assert fins, out
+    d = dss_of(fins[0])
+    assert d.dsn == li + 1 and d.data_len == 1 and d.subflow_seq == 0 and d.dsn64
+    assert not fins[0].payload and not any(s.flags & FIN for s in out)
+    out = box.feed(f, f.seg(ACK, data_ack(conn, 2), ack=1, seq=2))
+    assert [s for s in out if s.flags & FIN], "no subflow FIN after the DATA_ACK of our DATA_FIN"
+    box.feed(f, f.seg(ACK, data_ack(conn, 2), ack=2, seq=2))
+    box.advance(0.1)
+    assert "Closed" in box.kinds() and "Reset" not in box.kinds()
+
+
+def test_we_close_first_data_fin_follows_data_and_is_resent():
+    box, f = established_server()
+    conn = box.conn
+    li = conn.local_idsn
+    conn.send(b"w" * 1000)
+    conn.close(box.now)
+    out = box.out()
+    fins = [s for s in out if dss_of(s).data_fin]
+    # the DATA_FIN may wait for the data to be acknowledged or ride right behind it
+    box.feed(f, f.seg(ACK, data_ack(conn, 1001), ack=1001))
+    out += box.out()
+    fins = [s for s in out if dss_of(s).data_fin]
+    if not fins:
+        out += box.advance(1.0)
+        fins = [s for s in out if dss_of(s).data_fin]
+    assert fins
+    d = dss_of(fins[0])
+    assert d.dsn == li + 1001 and d.data_len == 1
+    # not acknowledged: it is sent again
+    again = [s for s in box.advance(3.0) if dss_of(s) and dss_of(s).data_fin]
+    assert again and dss_of(again[0]).dsn == li + 1001
+    assert not any(s.flags & FIN for _, s in box.sent), "subflow FIN before the DATA_FIN is acked"
+    # acked (DATA_ACK = DSN + 1), and the peer's DATA_FIN: subflow FIN goes out
+    out = box.feed(f, f.seg(ACK, data_fin(f, 1, li + 1002), ack=1001))
+    out += box.advance(0.1)
+    assert [s for s in out if s.flags & FIN]
+    assert dss_of(out[-1]).data_ack == f.idsn + 2
+    box.feed(f, f.seg(ACK | FIN, data_ack(conn, 1002), seq=1, ack=1002))
+    box.advance(2.0)
+    assert "Closed" in box.kinds() and "Reset" not in box.kinds()
+    assert box.registry.get(conn.local_token) is None
+
+
+def _transfer(net, client, conn, size):
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 241 for i in range(size))
+    assert conn.send(data) == len(data)
+    net.flush(client, conn)
+    return data
+
+
+@pytest.mark.parametrize("who", ["client", "server", "both"])
+def test_sim_close_is_clean(who):
+    net, client, server, p1, p2 = two_path_net(seed=3)
+    conn = net.connect(client, C1, (S, 5001), client_cfg())
+    up = _transfer(net, client, conn, 300_000)
+    net.run(5.0, stop=lambda: server.accepted and len(server.rx[id(server.accepted[0])]) >= len(up))
+    srv = server.accepted[0]
+    down = bytes(range(256)) * 400
+    srv.send(down)
+    net.flush(server, srv)
+    net.run(net.now + 5.0, stop=lambda: len(client.rx[id(conn)]) >= len(down))
+    if who in ("client", "both"):
+        conn.close(net.now)
+    if who in ("server", "both"):
+        srv.close(net.now)
+    net.flush(client, conn)
+    net.flush(server, srv)
+
+    def peer_closed(h, c):
+        return "PeerClosed" in kinds(h.events[id(c)])
+
+    net.run(net.now + 5.0, stop=lambda: peer_closed(server, srv) or peer_closed(client, conn))
+    if who == "client":
+        assert peer_closed(server, srv)
+        srv.close(net.now)
+        net.flush(server, srv)
+    elif who == "server":
+        assert peer_closed(client, conn)
+        conn.close(net.now)
+        net.flush(client, conn)
+    net.run(net.now + 20.0)
+    ce, se = kinds(client.events[id(conn)]), kinds(server.events[id(srv)])
+    assert "Closed" in ce and "Closed" in se, (ce, se)
+    assert "Reset" not in ce and "Reset" not in se
+    assert "PeerClosed" in ce and "PeerClosed" in se
+    assert hashlib.sha256(bytes(server.rx[id(srv)])).digest() == hashlib.sha256(up).digest()
+    assert bytes(client.rx[id(conn)]) == down
+    assert conn.state == "CLOSED" and srv.state == "CLOSED"
+    assert len(client.registry) == 0 and len(server.registry) == 0
+
+
+def test_sim_close_single_path_no_join():
+    net = Net(4)
+    client = net.host("client", [C1], seed=14)
+    server = net.host("server", [S], seed=24, listen_port=5001)
+    net.path(C1, S, delay=0.005)
+    conn = net.connect(client, C1, (S, 5001))
+    up = _transfer(net, client, conn, 50_000)
+    conn.close(net.now)
+    net.flush(client, conn)
+    net.run(
+        5.0,
+        stop=lambda: (
+            server.accepted and "PeerClosed" in kinds(server.events[id(server.accepted[0])])
+        ),
+    )
+    srv = server.accepted[0]
+    srv.close(net.now)
+    net.flush(server, srv)
+    net.run(net.now + 10.0)
+    assert bytes(server.rx[id(srv)]) == up
+    for h, c in ((client, conn), (server, srv)):
+        ev = kinds(h.events[id(c)])
+        assert "Closed" in ev and "Reset" not in ev, ev

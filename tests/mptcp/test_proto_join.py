@@ -1,0 +1,266 @@
+"""MP_JOIN against a scripted peer (packetdrill mp_join/): HMACs, 4th ACK, refusals and their
+MP_TCPRST and counters, the joiner's wait for the 4th ACK."""
+
+from __future__ import annotations
+
+from mptcp_impl.mptcp import crypto
+from mptcp_impl.mptcp.connection import OpenSubflow
+from mptcp_impl.mptcp.ctrl import Endpoint, Limits, MptcpConfig
+from mptcp_impl.mptcp.options import (
+    Dss,
+    MpCapable,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    TcpRst,
+)
+
+from .peer import ACK, PORT, PSH, RST, SYN, THEM, THEM2, US, Box, Flow, dss_of, mp, one, raw_lengths
+
+KEY = 0x1111222233334444
+RA = 0xA1A2A3A4
+RB = 0xB1B2B3B4
+US2 = "10.0.0.4"
+
+
+def server(limits: Limits | None = None) -> tuple[Box, Flow]:
+    box = Box(config=MptcpConfig(limits=limits or Limits()))
+    f = Flow((THEM, 40000), (US, PORT), KEY)
+    (synack,) = box.syn(f, f.seg(SYN, MpCapable()))
+    lk = one(synack, MpCapable).sender_key
+    box.feed(f, f.seg(ACK, MpCapable(sender_key=KEY, receiver_key=lk)))
+    assert box.conn.fully_established
+    return box, f
+
+
+def join_syn(box: Box, port: int, nonce: int = RA, token: int | None = None):
+    f2 = Flow((THEM2, port), (US, PORT), KEY, isn=0x30000000)
+    tok = box.conn.local_token if token is None else token
+    out = box.syn(f2, f2.seg(SYN, MpJoinSyn(token=tok, nonce=nonce, addr_id=1)))
+    return f2, out
+
+
+def test_server_join_hmacs_and_4th_ack_with_data_ack():
+    box, f = server()
+    conn = box.conn
+    f2, out = join_syn(box, 40001)
+    (synack,) = out
+    assert synack.flags == SYN | ACK and raw_lengths(synack) == [16]
+    ja = one(synack, MpJoinSynAck)
+    assert ja.hmac64 == crypto.join_synack_hmac(conn.local_key, KEY, ja.nonce, RA)
+    assert conn.mib["MPJoinSynRx"] == 1
+    hm = crypto.join_ack_hmac(KEY, conn.local_key, RA, ja.nonce)
+    third = f2.seg(ACK, MpJoinAck(hm))
+    assert raw_lengths(third) == [24]
+    out = box.feed(f2, third)
+    assert conn.mib["MPJoinAckRx"] == 1
+    (fourth,) = out
+    assert fourth.flags == ACK and not fourth.payload
+    assert one(fourth, MpJoinAck) is None
+    d = dss_of(fourth)
+    assert d is not None and d.data_ack == f.idsn + 1 and d.dsn is None
+    sub2 = box.sub_for(f2)
+    assert sub2.usable
+    # the joined subflow carries data (64-bit DSN, its own subflow sequence from 1)
+    box.feed(f2, f2.seg(ACK, Dss(data_ack=conn.local_idsn + 1, data_ack64=True), win=65535))
+    conn.send(b"j" * 100_000)
+    pairs = box.out_pairs()
+    on2 = [s for sub, s in pairs if sub is sub2 and s.payload]
+    assert on2, "no data on the joined subflow"
+    d = dss_of(on2[0])
+    assert d.dsn64 and d.subflow_seq == f2.rel_seq(on2[0])
+
+
+def test_server_join_bad_ack_hmac_is_reset_and_counted():
+    box, f = server()
+    conn = box.conn
+    f2, (synack,) = join_syn(box, 40001)
+    ja = one(synack, MpJoinSynAck)
+    bad = bytearray(crypto.join_ack_hmac(KEY, conn.local_key, RA, ja.nonce))
+    bad[0] ^= 1
+    out = box.feed(f2, f2.seg(ACK, MpJoinAck(bytes(bad))))
+    (rst,) = out
+    assert rst.flags & RST
+    r = one(rst, TcpRst)
+    assert r is not None and r.reason == 1
+    assert conn.mib["MPJoinAckHMacFailure"] == 1 and conn.mib["MPJoinAckRx"] == 0
+    assert conn.mib["MPRstTx"] == 1
+    assert all(s.local != f2.remote or s.remote != f2.local for s in conn.subflows)
+    assert not any(k == "Reset" for k in box.kinds())
+
+
+def test_server_join_third_ack_without_mp_join_is_reset():
+    box, f = server()
+    conn = box.conn
+    f2, _ = join_syn(box, 40001)
+    (rst,) = box.feed(f2, f2.seg(ACK))
+    assert rst.flags & RST and one(rst, TcpRst) is not None
+    assert conn.mib["MPJoinAckHMacFailure"] == 1
+
+
+def test_server_join_unknown_token_rst_with_mp_tcprst():
+    """packetdrill mp_join_server_bad_token: R. ack 1 <mp_reset 1>."""
+    box, f = server()
+    f2, out = join_syn(box, 40001, token=box.conn.local_token ^ 1)
+    (rst,) = out
+    assert rst.flags == RST | ACK and f2.rel_ack(rst) == 1
+    r = one(rst, TcpRst)
+    assert r is not None and r.reason == 1
+    assert box.registry.mib["MPJoinNoTokenFound"] == 1
+
+
+def test_server_join_refused_before_fully_established():
+    box = Box()
+    f = Flow((THEM, 40000), (US, PORT), KEY)
+    box.syn(f, f.seg(SYN, MpCapable()))
+    conn = box.conn
+    assert not conn.fully_established
+    f2, out = join_syn(box, 40001)
+    (rst,) = out
+    assert rst.flags & RST and one(rst, TcpRst) is not None
+    assert len(conn.subflows) == 1
+
+
+def test_server_join_limit():
+    box, f = server(Limits(subflows=1))
+    conn = box.conn
+    f2, (synack,) = join_syn(box, 40001)
+    assert synack.flags == SYN | ACK
+    f3, out = join_syn(box, 40002)
+    (rst,) = out
+    assert rst.flags & RST and one(rst, TcpRst) is not None
+    assert len(conn.subflows) == 2
+
+
+def test_server_failed_join_does_not_use_up_the_limit():
+    """Linux takes a subflow slot only when the third ACK's HMAC is valid (mptcp_finish_join)."""
+    box, f = server(Limits(subflows=1))
+    conn = box.conn
+    f2, (synack,) = join_syn(box, 40001)
+    (rst,) = box.feed(f2, f2.seg(ACK, MpJoinAck(bytes(20))))
+    assert rst.flags & RST
+    f3, (synack3,) = join_syn(box, 40002)
+    assert synack3.flags == SYN | ACK, "a join refused for its HMAC still holds a slot"
+    ja = one(synack3, MpJoinSynAck)
+    (fourth,) = box.feed(
+        f3, f3.seg(ACK, MpJoinAck(crypto.join_ack_hmac(KEY, conn.local_key, RA, ja.nonce)))
+    )
+    assert dss_of(fourth).data_ack is not None
+    assert len(conn.subflows) == 2
+
+
+def test_server_joined_subflow_third_ack_repeated_gets_4th_ack_again():
+    box, f = server()
+    conn = box.conn
+    f2, (synack,) = join_syn(box, 40001)
+    ja = one(synack, MpJoinSynAck)
+    third = f2.seg(ACK, MpJoinAck(crypto.join_ack_hmac(KEY, conn.local_key, RA, ja.nonce)))
+    box.feed(f2, third)
+    out = box.feed(f2, third)  # our 4th ACK was lost: the joiner repeats its third ACK
+    assert out and all(dss_of(s) is not None and dss_of(s).data_ack is not None for s in out)
+    assert conn.mib["MPJoinAckHMacFailure"] == 0
+
+
+# ------------------------------------------------------------------------------ we join
+def client_joining(seed: int = 7) -> tuple[Box, Flow, OpenSubflow]:
+    cfg = MptcpConfig(endpoints=[Endpoint(US2, frozenset({"subflow"}), 2)])
+    box = Box(config=cfg, seed=seed)
+    f = Flow((THEM, PORT), (US, 40000), KEY)
+    box.connect(f)
+    box.feed(f, f.seg(SYN | ACK, MpCapable(sender_key=KEY)))
+    conn = box.conn
+    conn.send(b"x" * 10)
+    box.out()
+    assert not [e for e in box.events if isinstance(e, OpenSubflow)], "join before fully est."
+    box.feed(f, f.seg(ACK, Dss(data_ack=conn.local_idsn + 11, data_ack64=True), ack=11))
+    (ev,) = [e for e in box.events if isinstance(e, OpenSubflow)]
+    assert ev.local_addr == US2 and ev.remote == (THEM, PORT) and ev.local_id == 2
+    return box, f, ev
+
+
+def start_join(box: Box, ev: OpenSubflow) -> tuple[Flow, MpJoinSyn]:
+    conn = box.conn
+    conn.add_subflow(ev, (US2, 40001), box.now)
+    f2 = Flow((THEM, PORT), (US2, 40001), KEY, isn=0x40000000)
+    (syn,) = box.out()
+    f2.irs = syn.seq
+    assert syn.flags == SYN and raw_lengths(syn) == [12]
+    js = one(syn, MpJoinSyn)
+    assert js.token == crypto.token(KEY) and js.addr_id == 2
+    assert conn.mib["MPJoinSynTx"] == 1
+    return f2, js
+
+
+def test_client_join_third_ack_repeated_no_data_before_4th_ack():
+    box, f, ev = client_joining()
+    conn = box.conn
+    f2, js = start_join(box, ev)
+    hm = crypto.join_synack_hmac(KEY, conn.local_key, RB, js.nonce)
+    out = box.feed(f2, f2.seg(SYN | ACK, MpJoinSynAck(hmac64=hm, nonce=RB, addr_id=0)))
+    assert conn.mib["MPJoinSynAckRx"] == 1
+    (third,) = out
+    assert raw_lengths(third) == [24]
+    assert one(third, MpJoinAck).hmac160 == crypto.join_ack_hmac(conn.local_key, KEY, js.nonce, RB)
+    sub2 = box.sub_for(f2)
+    conn.send(b"y" * 200_000)
+    pairs = box.out_pairs()
+    for _ in range(5):
+        box.now += 0.3
+        conn.handle_timer(box.now)
+        pairs += box.out_pairs()
+    on2 = [s for sub, s in pairs if sub is sub2]
+    assert not [s for s in on2 if s.payload], "data on a join before the 4th ACK"
+    repeats = [s for s in on2 if one(s, MpJoinAck) is not None]
+    assert len(repeats) >= 2, f"third ACK not repeated: {on2}"
+    # the 4th ACK arrives: the subflow takes data, no more third ACKs
+    n = len(box.sent)
+    box.feed(f2, f2.seg(ACK, Dss(data_ack=conn.local_idsn + 11, data_ack64=True)))
+    assert sub2.usable
+    on2 = [s for sub, s in box.sent[n:] if sub is sub2]
+    assert [s for s in on2 if s.payload], "no data on the joined subflow after its 4th ACK"
+    assert all(one(s, MpJoinAck) is None for s in on2)
+
+
+def test_client_join_bad_synack_hmac_is_reset():
+    box, f, ev = client_joining()
+    conn = box.conn
+    f2, js = start_join(box, ev)
+    hm = crypto.join_synack_hmac(KEY, conn.local_key, RB, js.nonce) ^ 1
+    out = box.feed(f2, f2.seg(SYN | ACK, MpJoinSynAck(hmac64=hm, nonce=RB, addr_id=0)))
+    (rst,) = out
+    assert rst.flags & RST
+    r = one(rst, TcpRst)
+    assert r is not None and r.reason == 1
+    assert conn.mib["MPJoinSynAckHMacFailure"] == 1
+    box.out()
+    assert all(s.local[0] != US2 for s in conn.subflows)
+    assert not conn.fallback and "Reset" not in box.kinds()
+
+
+def test_client_join_synack_without_mp_join_is_reset():
+    box, f, ev = client_joining()
+    f2, js = start_join(box, ev)
+    (rst,) = box.feed(f2, f2.seg(SYN | ACK))
+    assert rst.flags & RST and one(rst, TcpRst) is not None
+
+
+def test_data_ack_and_payload_never_on_join_syn():
+    box, f, ev = client_joining()
+    f2, js = start_join(box, ev)
+    for s in box.sent:
+        if s[1].flags & SYN:
+            assert not s[1].payload
+            assert all(not isinstance(o, Dss) for o in mp(s[1]))
+
+
+def test_client_does_not_join_a_fallback_connection():
+    cfg = MptcpConfig(endpoints=[Endpoint(US2, frozenset({"subflow"}), 2)])
+    box = Box(config=cfg)
+    f = Flow((THEM, PORT), (US, 40000), KEY)
+    box.connect(f)
+    box.feed(f, f.seg(SYN | ACK))
+    box.conn.send(b"x" * 10)
+    box.out()
+    box.feed(f, f.seg(ACK | PSH, ack=11, payload=b"z"))
+    assert box.conn.fallback
+    assert not [e for e in box.events if isinstance(e, OpenSubflow)]

@@ -1,0 +1,291 @@
+"""Our MPTCP against Linux MPTCP over the two_path topology (wifi and lte), both ways.
+
+Our client -> Linux MPTCP server (our client joins from its second address), and Linux MPTCP
+client (an ``ip mptcp endpoint ... subflow`` on its second address) -> our server; on clean
+paths, with 1% random loss on both, and with delay jitter (the two paths' data arrive
+interleaved out of data-sequence order, so both receivers reorder at the data level). Each run:
+the stream arrives intact (sha256), neither side fell back, two subflows each carried data,
+Linux's counters show MP_CAPABLE and MP_JOIN accepted and nothing contradicted, and our MIB
+agrees.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mptcp_impl.cli import pattern_sha256
+
+from .conftest import (
+    LINUX_BAD,
+    MB,
+    OURS_BAD,
+    Bed,
+    counters_delta,
+    linux_client,
+    linux_server,
+    make_bed,
+    merged,
+    ours_client,
+    ours_server,
+    wire_check,
+)
+
+pytestmark = pytest.mark.net
+
+# Faster than two_path's defaults (20 and 10 Mbit/s) to keep runs short, same shape: a fast
+# short path and a slower long one.
+RATES = {
+    "links.wifi.rate_mbit": 40,
+    "links.wifi.delay_ms": 10,
+    "links.wifi.queue_pkts": 200,
+    "links.lte.rate_mbit": 20,
+    "links.lte.delay_ms": 25,
+    "links.lte.queue_pkts": 200,
+}
+SCENARIOS = {
+    "clean": ({}, {}, 4 * MB),
+    "loss1pct": ({"loss_pct": 1.0}, {"loss_pct": 1.0}, 3 * MB),
+    "jitter": ({"jitter_ms": 6.0}, {"jitter_ms": 15.0}, 4 * MB),
+}
+CLEAN = {"loss_pct": 0.0, "jitter_ms": 0.0}
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    for b in make_bed("two_path", RATES, tmp_path_factory, "two_path"):
+        tb = b.tb
+        # The Linux client joins from its lte address; both hosts accept up to 8 subflows.
+        tb.kernel_mptcp("client", endpoints=tb.default_endpoints("client"))
+        tb.kernel_mptcp("server", endpoints=[])
+        yield b
+
+
+@pytest.fixture(params=list(SCENARIOS))
+def scenario(request, bed: Bed):
+    wifi, lte, n = SCENARIOS[request.param]
+    if wifi:
+        bed.tb.set_link("wifi", **wifi)
+    if lte:
+        bed.tb.set_link("lte", **lte)
+    yield request.param, n
+    if wifi or lte:
+        bed.tb.set_link("wifi", **CLEAN)
+        bed.tb.set_link("lte", **CLEAN)
+
+
+PORTS = {"clean": 0, "loss1pct": 1, "jitter": 2}
+
+
+def addrs(bed: Bed) -> tuple[str, str, str]:
+    return bed.addr("client", "wifi"), bed.addr("client", "lte"), bed.addr("server", "server")
+
+
+def check_linux(delta: dict[str, int], expect: dict[str, int]) -> None:
+    got = {k: delta.get(k, 0) for k in expect}
+    assert got == expect, f"Linux counters: {delta}"
+    bad = {k: delta[k] for k in LINUX_BAD if delta.get(k)}
+    assert not bad, f"Linux counted errors: {bad}; all: {delta}"
+
+
+def check_ours(mp: dict, expect: dict[str, int]) -> None:
+    mib = {k.removeprefix("MPTcpExt"): v for k, v in mp["mib"].items()}
+    assert mp["fallback"] is False, mp.get("fallback_reason")
+    got = {k: mib.get(k, 0) for k in expect}
+    assert got == expect, f"our MIB: { {k: v for k, v in mib.items() if v} }"
+    bad = {k: mib[k] for k in OURS_BAD if mib.get(k)}
+    assert not bad, f"our MIB counted errors: {bad}"
+
+
+def data_subflows(mp: dict, key: str, n: int) -> list[dict]:
+    """The subflows that carried a real share of the data (at least 2% of it)."""
+    subs = mp["subflows"]
+    assert len(subs) == 2, subs
+    return [s for s in subs if s[key] >= n // 50]
+
+
+def test_ours_to_linux(bed: Bed, scenario) -> None:
+    name, n = scenario
+    wifi, lte, srv_ip = addrs(bed)
+    port = 5300 + PORTS[name]
+    before = bed.nstat("server")
+    srv = linux_server(bed, "server", srv_ip, port, f"k_srv_{name}")
+    cli = ours_client(bed, "client", srv_ip, port, n, f"u_cli_{name}", "--bind", wifi)
+    c = bed.result(cli, timeout=120)
+    s = bed.result(srv, timeout=30)
+    delta = counters_delta(before, bed.nstat("server"))
+    print(name, "ours->linux", c["goodput_mbit"], "Mbit/s", c["mptcp"]["subflows"], delta)
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), s)
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    assert s["kernel"]["is_mptcp"], s["kernel"]
+    assert s["kernel"]["info"]["subflows"] == 1, s["kernel"]  # extra subflows, as Linux counts
+    mp = c["mptcp"]
+    assert {x["local"].split(":")[0] for x in mp["subflows"]} == {wifi, lte}
+    assert len(data_subflows(mp, "bytes_sent", n)) == 2, mp["subflows"]
+    check_linux(
+        delta,
+        {
+            "MPTcpExtMPCapableSYNRX": 1,
+            "MPTcpExtMPCapableACKRX": 1,
+            "MPTcpExtMPJoinSynRx": 1,
+            "MPTcpExtMPJoinAckRx": 1,
+        },
+    )
+    check_ours(mp, {"MPCapableSYNTX": 1, "MPCapableSYNACKRX": 1, "MPJoinSynAckRx": 1})
+    if name == "loss1pct":
+        assert delta.get("TcpExtTCPOFOQueue", 0) > 0, "no loss seen by Linux: not tested"
+    if name != "loss1pct":
+        assert delta.get("MPTcpExtOFOQueue", 0) + delta.get("MPTcpExtOFOQueueTail", 0) > 0
+
+
+def test_linux_to_ours(bed: Bed, scenario) -> None:
+    name, n = scenario
+    wifi, lte, srv_ip = addrs(bed)
+    port = 5310 + PORTS[name]
+    before = bed.nstat("client")
+    srv = ours_server(bed, "server", srv_ip, port, f"u_srv_{name}")
+    cli = linux_client(bed, "client", srv_ip, port, n, f"k_cli_{name}", "--bind", wifi)
+    c = bed.result(cli, timeout=120)
+    s = bed.result(srv, timeout=30)
+    delta = counters_delta(before, bed.nstat("client"))
+    print(name, "linux->ours", c["goodput_mbit"], "Mbit/s", s["mptcp"]["subflows"], delta)
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c, s.get("error"))
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    assert c["kernel"]["is_mptcp"], c["kernel"]
+    mp = s["mptcp"]
+    assert {x["remote"].split(":")[0] for x in mp["subflows"]} == {wifi, lte}
+    assert len(data_subflows(mp, "bytes_received", n)) == 2, mp["subflows"]
+    check_linux(
+        delta,
+        {
+            "MPTcpExtMPCapableSYNTX": 1,
+            "MPTcpExtMPCapableSYNACKRX": 1,
+            "MPTcpExtMPJoinSynTx": 1,
+            "MPTcpExtMPJoinSynAckRx": 1,
+        },
+    )
+    check_ours(
+        mp,
+        {"MPCapableSYNRX": 1, "MPCapableACKRX": 1, "MPJoinSynRx": 1, "MPJoinAckRx": 1},
+    )
+    if name == "loss1pct":
+        assert delta.get("TcpRetransSegs", 0) > 0, "no loss seen by Linux: not tested"
+    if name != "loss1pct":
+        assert mp["mib"].get("MPTcpExtOFOQueue", 0) > 0, "no data-level reordering: not tested"
+
+
+# ---------------------------------------------------------------- fallback to plain TCP
+
+
+def test_ours_to_linux_plain_tcp(bed: Bed) -> None:
+    """A Linux plain-TCP server answers our MP_CAPABLE SYN without it: we fall back, send the
+    stream as plain TCP on one subflow and never try to join."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    before = bed.nstat("server")
+    srv = linux_server(bed, "server", srv_ip, 5320, "k_tcpsrv", "--tcp")
+    cli = ours_client(bed, "client", srv_ip, 5320, n, "u_cli_fb", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    delta = counters_delta(before, bed.nstat("server"))
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), s)
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    mp = c["mptcp"]
+    assert mp["fallback"] is True, mp
+    assert len(mp["subflows"]) == 1, mp["subflows"]
+    mib = {k.removeprefix("MPTcpExt"): v for k, v in mp["mib"].items() if v}
+    assert mib.get("MPCapableSYNTX") == 1 and mib.get("MPCapableFallbackSYNACK") == 1, mib
+    assert not mib.get("MPJoinSynTx"), mib
+    assert not {k: v for k, v in delta.items() if k.startswith("MPTcpExt")}, delta
+
+
+def test_linux_plain_tcp_to_ours(bed: Bed) -> None:
+    """A Linux plain-TCP client: our MPTCP server serves it as plain TCP."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    srv = ours_server(bed, "server", srv_ip, 5321, "u_srv_fb")
+    cli = linux_client(bed, "client", srv_ip, 5321, n, "k_tcpcli", "--tcp", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c, s.get("error"))
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
+    mp = s["mptcp"]
+    assert mp["fallback"] is True and len(mp["subflows"]) == 1, mp
+    assert not any(v for k, v in mp["mib"].items() if "MPCapable" in k or "MPJoin" in k), mp
+
+
+def test_ours_tcp_only_to_linux_mptcp(bed: Bed) -> None:
+    """Our --tcp-only client (no MP_CAPABLE) to a Linux MPTCP server: Linux falls back."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    before = bed.nstat("server")
+    srv = linux_server(bed, "server", srv_ip, 5322, "k_srv_tcpcli")
+    cli = ours_client(bed, "client", srv_ip, 5322, n, "u_tcpcli", "--bind", wifi, "--tcp-only")
+    c = bed.result(cli)
+    s = bed.result(srv)
+    delta = counters_delta(before, bed.nstat("server"))
+    assert c["_rc"] == 0 and s["_rc"] == 0
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n)
+    assert s["kernel"]["is_mptcp"] is False, s["kernel"]
+    assert not delta.get("MPTcpExtMPCapableSYNRX"), delta
+
+
+def test_linux_mptcp_to_ours_tcp_only(bed: Bed) -> None:
+    """A Linux MPTCP client to our --tcp-only server (no MP_CAPABLE in the SYN/ACK): Linux
+    falls back and counts it."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    before = bed.nstat("client")
+    srv = ours_server(bed, "server", srv_ip, 5323, "u_tcpsrv", "--tcp-only")
+    cli = linux_client(bed, "client", srv_ip, 5323, n, "k_cli_tcpsrv", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    delta = counters_delta(before, bed.nstat("client"))
+    assert c["_rc"] == 0 and s["_rc"] == 0
+    assert c["sha256"] == s["sha256"] == pattern_sha256(n)
+    assert c["kernel"]["is_mptcp"] is False, c["kernel"]
+    assert delta.get("MPTcpExtMPCapableSYNTX") == 1, delta
+    assert delta.get("MPTcpExtMPCapableFallbackSYNACK") == 1, delta
+    assert not delta.get("MPTcpExtMPJoinSynTx"), delta
+
+
+# ---------------------------------------------------------------- tshark's view of our segments
+
+
+def test_wire_ours_to_linux(bed: Bed) -> None:
+    """Capture on our (client) host: tshark decodes every option we send, flags nothing on our
+    segments, derives our token from our key, and our data starts at the IDSN of that key."""
+    n = 3 * MB
+    wifi, lte, srv_ip = addrs(bed)
+    cap = bed.capture("cap_wire_c", ["client"])
+    srv = linux_server(bed, "server", srv_ip, 5330, "k_srv_wire")
+    cli = ours_client(bed, "client", srv_ip, 5330, n, "u_cli_wire", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    files = cap.stop()
+    assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n)
+    w = wire_check(merged(files, bed.workdir / "wire_c.pcap"), {wifi, lte}, c["mptcp"]["token"])
+    assert {0, 1, 2} <= w["subtypes"], w["subtypes"]  # MP_CAPABLE, MP_JOIN, DSS
+    assert w["our_join_tokens"] == w["peer_tokens"] and len(w["peer_tokens"]) == 1, w
+    first = min(d for ms in w["maps"].values() for _s, _n, d in ms)
+    # our first mapping is within the first 64 KB of the stream that starts at IDSN + 1
+    assert 0 <= first - (w["expected_idsn"] + 1) < 1 << 16, (first, w["expected_idsn"])
+    print("missing_mapping excused (own DSS covers):", w["excused_missing_mapping"])
+
+
+def test_wire_linux_to_ours(bed: Bed) -> None:
+    """Capture on our (server) host: the same, and Linux's MP_JOIN names our token; we send
+    no data, so our DATA_FIN is at IDSN + 1."""
+    n = 3 * MB
+    wifi, _, srv_ip = addrs(bed)
+    cap = bed.capture("cap_wire_s", ["server"])
+    srv = ours_server(bed, "server", srv_ip, 5331, "u_srv_wire")
+    cli = linux_client(bed, "client", srv_ip, 5331, n, "k_cli_wire", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    files = cap.stop()
+    assert s["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n)
+    token = s["mptcp"]["token"]
+    w = wire_check(files[0], {srv_ip}, token)
+    assert {0, 1, 2} <= w["subtypes"], w["subtypes"]
+    assert w["peer_join_tokens"] == {str(int(token, 16))}, w
+    assert {d - 1 for d in w["data_fin_dsns"]} == {w["expected_idsn"]}, w
