@@ -358,8 +358,8 @@ class RunExecutor:
             FlowResult(
                 srv.flow.name,
                 srv.stack.name,
-                srv.stack.normalize(self._report(cli, logs), "client"),
-                srv.stack.normalize(self._report(srv, logs), "server"),
+                self._report(cli, logs),
+                self._report(srv, logs),
             )
             for srv, cli in zip(servers, clients, strict=True)
         ]

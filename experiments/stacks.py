@@ -64,10 +64,6 @@ class Stack:
     def check_flow(self, source: str, where: str, flow: Any) -> None:
         """Refuse, at file-validation time, traffic this stack's programs cannot produce."""
 
-    def normalize(self, report: dict[str, Any], role: str) -> dict[str, Any]:
-        """The program's report in the traffic tool's schema (what metrics.py reads)."""
-        return report
-
     # ---- run time ----------------------------------------------------------------------------
 
     def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
