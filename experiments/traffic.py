@@ -58,7 +58,7 @@ SAMPLE_INTERVAL_S = 0.1
 GAP_THRESHOLD_S = 0.05  # pauses in in-order progress longer than this are recorded
 BLOCK = 64 * 1024
 READ_SIZE = 256 * 1024  # per read, and the stream reader's buffer limit
-CLOSE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 3.0  # our stack: wait this long for the subflows FINs after the data phase
 READY_PREFIX = "listening"
 PROTOS = ("tcp", "mptcp", "userspace")  # kernel TCP, kernel MPTCP, our stack (mptcp_impl)
 
@@ -480,9 +480,13 @@ async def _transfer(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
 
 
 async def _close(conn: KernelConn | UserspaceConn) -> None:
-    """Close the connection; ours waits until both FINs are through (bounded)."""
+    """Close the connection; ours waits until both FINs are through (bounded). After a stop
+    signal: abort at once (the caller that sent it waits only so long)."""
     w = conn.writer
     try:
+        if _Stop.signum is not None:
+            w.transport.abort() if conn.proto != "userspace" else w.abort()
+            return
         w.close()
         await asyncio.wait_for(w.wait_closed(), CLOSE_TIMEOUT_S)
     except (OSError, ConnectionError, TimeoutError):
@@ -595,8 +599,9 @@ async def serve(
         except (OSError, ValueError, TypeError, ConnectionError) as exc:
             report.error = f"{type(exc).__name__}: {exc}"
         finally:
+            # The report first: a stop signal during the close must not lose it.
+            reports.put_nowait(report)
             await _close(conn)
-            await reports.put(report)
 
     if proto == "userspace":
         api, config = _userspace(us or UserspaceOptions(), server=True)
@@ -619,6 +624,11 @@ async def serve(
             rc = 1 if report.error else rc
             if once:
                 break
+        # Let the connection close (bounded) before the process and its stack go.
+        current = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not current]
+        if others:
+            await asyncio.wait(others, timeout=CLOSE_TIMEOUT_S + 1)
     except asyncio.CancelledError:
         pass
     finally:
@@ -685,10 +695,13 @@ async def connect(
         report.error = f"{type(exc).__name__}: {exc}"
     except asyncio.CancelledError:
         report.error = f"Stopped: stopped by signal {_Stop.signum}"
-    finally:
-        if conn is not None:
-            await _close(conn)
+    # The report first: a stop signal during the close must not lose it.
     _emit(report, out)
+    if conn is not None:
+        try:
+            await _close(conn)
+        except asyncio.CancelledError:
+            pass
     return 1 if report.error else 0
 
 
