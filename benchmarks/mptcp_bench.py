@@ -1,6 +1,6 @@
 """Our userspace MPTCP against Linux MPTCP: the Linux selftest's simult_flows bound, and CPU.
 
-    python benchmarks/mptcp_bench.py [--case simult|cpu|all] [--reps 1] [--json]
+    python -m benchmarks.mptcp_bench [--case simult|cpu|all] [--reps 1] [--json]
     ./inv bench-mptcp
 
 Topology: two_path's shape (a client with two links, each to its own router, both routers to
@@ -32,18 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from testbed.net import Testbed
+from testbed.topology import load_topology
+from testkit import ENV, PY, json_tail
 
-from testbed.net import Testbed  # noqa: E402
-from testbed.topology import load_topology  # noqa: E402
-
-PY = (
-    str(ROOT / ".venv" / "bin" / "python")
-    if (ROOT / ".venv" / "bin" / "python").exists()
-    else sys.executable
-)
-ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 MIB = 1024 * 1024
 
 TOPO = """description = "bench: a multi-homed client, two disjoint paths to a server"
@@ -107,13 +99,6 @@ else:
     print(json.dumps({"bytes_sent": n, "sha256": h.hexdigest(), "cpu_s": cpu(),
                       "duration_s": time.monotonic() - t1}), flush=True)
 """
-
-
-def _json_tail(path: Path) -> dict:
-    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"{path} has no JSON result: {path.read_text()[-800:]}")
-    return json.loads(lines[-1])
 
 
 def _nstat(host) -> dict[str, int]:
@@ -198,7 +183,7 @@ def transfer(
             if p.returncode is None:
                 p.stop()
     wall = time.monotonic() - t0
-    cr, sr = _json_tail(c_out), _json_tail(s_out)
+    cr, sr = json_tail(c_out), json_tail(s_out)
     after = {h: _nstat(tb.host(h)) for h in ("client", "server")}
     kdiff = {
         h: {k: v - before[h].get(k, 0) for k, v in after[h].items() if v - before[h].get(k, 0)}

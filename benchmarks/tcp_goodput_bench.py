@@ -30,7 +30,7 @@ from pathlib import Path
 
 from testbed.net import Testbed
 from testbed.topology import load_topology
-from testkit import ENV, PY
+from testkit import ENV, PY, json_tail
 
 CLEAN_TOPO = """description = "bench: client and server on one bare veth pair"
 [nodes]
@@ -81,13 +81,6 @@ DEFAULT_PAIRS = [
 ]
 
 
-def _json_tail(path: Path) -> dict:
-    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"{path} has no JSON result: {path.read_text()[-500:]}")
-    return json.loads(lines[-1])
-
-
 def run_pair(
     tb, work: Path, sender: str, receiver: str, nbytes: int, port: int, timeout: float
 ) -> dict:
@@ -112,7 +105,7 @@ def run_pair(
             if p.returncode is None:
                 p.stop()
     wall = time.monotonic() - t0
-    cr, sr = _json_tail(c_out), _json_tail(s_out)
+    cr, sr = json_tail(c_out), json_tail(s_out)
     ok = cr.get("sha256") == sr.get("sha256") and sr.get("bytes_received") == nbytes
     gbit = nbytes * 8 / 1e9
     return {

@@ -1,7 +1,7 @@
 """Command line of the userspace stack, used by tests and experiments.
 
     python -m mptcp_impl client --connect HOST:PORT --bytes N [--bind ADDR] [--seed S] --json
-    python -m mptcp_impl server --listen HOST:PORT [--once] --json
+    python -m mptcp_impl server --listen HOST:PORT [--once] --json   (IPv6: [ADDR]:PORT; [::]: both)
 
 The client sends N bytes of a deterministic pseudo-random stream (a 1 MiB block from
 ``random.Random(seed)``, repeated: cheap to produce at Gbit/s, and any peer can recompute its
@@ -33,6 +33,7 @@ from typing import Any
 
 from .api import close_stack, open_connection, start_server
 from .mptcp.ctrl import Endpoint, Limits, MptcpConfig
+from .netio.addr import join_hostport
 from .netio.firewall import process_fence
 from .netio.stack import StackConfig
 
@@ -55,9 +56,12 @@ def pattern_sha256(nbytes: int, seed: int = 0) -> str:
 
 
 def _hostport(s: str) -> tuple[str, int]:
+    """``ADDR:PORT``, IPv6 as ``[ADDR]:PORT`` (``::`` listens on both families)."""
     host, _, port = s.rpartition(":")
     if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or [IPv6]:PORT, got {s!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     return host, int(port)
 
 
@@ -200,7 +204,7 @@ async def run_server(args: argparse.Namespace) -> int:
         await done.put(_with_mptcp(res))
 
     server = await start_server(handle, host, port, config=_config(args))
-    print(f"listening {host}:{server.port}", file=sys.stderr, flush=True)
+    print(f"listening {join_hostport(host, server.port)}", file=sys.stderr, flush=True)
     rc = 0
     try:
         while True:

@@ -20,7 +20,9 @@ class Capture:
         self.procs: list[Process] = []
         self.files: list[Path] = []
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every tcpdump; return once all say they listen (timeout: a deadline for a
+        broken capture, generous because a loaded machine starts tcpdump slowly)."""
         self.outdir.mkdir(parents=True, exist_ok=True)
         for host, intf in self.targets:
             path = self.outdir / f"{intf}.pcap"

@@ -159,6 +159,24 @@ class Testbed:
         for lk in links:
             i = self.intf(name, lk.name)
             sysctls += [f"net.ipv4.conf.{i}.rp_filter=0", f"net.ipv6.conf.{i}.disable_ipv6=1"]
+        if self.topo.ipv6 and self.topo.nodes[name] != "bridge":
+            # IPv6 on the links that carry it: no router advertisements or autoconfiguration
+            # (the routes are ours), forwarding on routers, no duplicate address detection (a
+            # router's link-local address in DAD holds forwarded packets for a second)
+            sysctls += [
+                f"net.ipv6.conf.all.forwarding={1 if is_router else 0}",
+                "net.ipv6.conf.all.accept_dad=0",  # the link-local addresses too
+            ]
+            for lk in links:
+                if lk.subnet6 is not None:
+                    i = self.intf(name, lk.name)
+                    sysctls += [  # (before IPv6 comes up: its link-local address is made then)
+                        f"net.ipv6.conf.{i}.accept_ra=0",
+                        f"net.ipv6.conf.{i}.autoconf=0",
+                        f"net.ipv6.conf.{i}.accept_dad=0",
+                        f"net.ipv6.conf.{i}.keep_addr_on_down=1",  # link events keep it
+                        f"net.ipv6.conf.{i}.disable_ipv6=0",
+                    ]
         host.run(["sysctl", "-q", "-w", *sysctls])
         batch = ["link set lo up"]
         if self.topo.nodes[name] == "bridge":
@@ -170,26 +188,40 @@ class Testbed:
         else:
             for lk in links:
                 i = self.intf(name, lk.name)
-                batch += [
-                    f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}",
-                    f"link set {i} up",
-                ]
+                batch.append(f"addr add {lk.addr_of(name)}/{lk.subnet.prefixlen} dev {i}")
+                if lk.subnet6 is not None:  # nodad: usable at once
+                    batch.append(
+                        f"addr add {lk.addr6_of(name)}/{lk.subnet6.prefixlen} dev {i} nodad"
+                    )
+                batch.append(f"link set {i} up")
                 if self.topo.nodes[name] == "host" and self.tcp_cc:
                     batch.append(self._connected_route(name, lk.name))
+                    if lk.subnet6 is not None:
+                        batch.append(self._connected_route(name, lk.name, family=6))
+        families = (4, 6) if self.topo.ipv6 else (4,)
         if is_router:
-            for r in router_routes(self.topo, name):
-                batch.append(f"route add {r.dst} via {r.via} dev {self.intf(name, r.link)}")
-        elif self.topo.nodes[name] == "host":
-            default = host_default(self.topo, name)
-            if default:
-                batch.append(
-                    f"route add default via {default.via} "
-                    f"dev {self.intf(name, default.link)}{self._congctl}"
-                )
-            for t in host_tables(self.topo, name):
-                batch.append(f"rule add from {t.src} lookup {t.table}")
+            for family in families:
+                for r in router_routes(self.topo, name, family):
+                    batch.append(f"route add {r.dst} via {r.via} dev {self.intf(name, r.link)}")
+        rules6: list[str] = []
+        if self.topo.nodes[name] == "host":
+            # (`ip route` takes the family from the addresses; `ip rule` needs `ip -6`, which a
+            # batch line cannot say: the IPv6 rules are a batch of their own)
+            for family in families:
+                default = host_default(self.topo, name, family)
+                if default:
+                    batch.append(
+                        f"route add default via {default.via} "
+                        f"dev {self.intf(name, default.link)}{self._congctl}"
+                    )
+                for t in host_tables(self.topo, name, family):
+                    (batch if family == 4 else rules6).append(
+                        f"rule add from {t.src} lookup {t.table}"
+                    )
             batch += self._source_routes(name)
         host.run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+        if rules6:
+            host.run(["ip", "-6", "-batch", "-"], input="\n".join(rules6) + "\n")
         if self.topo.nodes[name] == "host" and not self.offload:
             for lk in links:
                 host.run(
@@ -210,9 +242,14 @@ class Testbed:
     def _congctl(self) -> str:
         return f" congctl {self.tcp_cc}" if self.tcp_cc else ""
 
-    def _connected_route(self, host: str, link: str) -> str:
+    def _connected_route(self, host: str, link: str, family: int = 4) -> str:
         """The kernel's own on-link route, re-added with the pinned congestion control."""
         lk = self.topo.links[link]
+        if family == 6:  # the kernel's IPv6 prefix route: metric 256, no preferred source
+            return (
+                f"route replace {lk.subnet6} dev {self.intf(host, link)} proto kernel "
+                f"metric 256{self._congctl}"
+            )
         return (
             f"route replace {lk.subnet} dev {self.intf(host, link)} proto kernel scope link "
             f"src {lk.addr_of(host)}{self._congctl}"
@@ -220,7 +257,10 @@ class Testbed:
 
     def _source_routes(self, host: str, only_link: str | None = None) -> list[str]:
         out = []
-        for t in host_tables(self.topo, host):
+        tables = host_tables(self.topo, host)
+        if self.topo.ipv6:
+            tables += host_tables(self.topo, host, 6)
+        for t in tables:
             if only_link and t.link != only_link:
                 continue
             for r in t.routes:
@@ -267,6 +307,10 @@ class Testbed:
 
     def addr(self, host: str, link: str) -> str:
         return self.topo.links[link].addr_of(host)
+
+    def addr6(self, host: str, link: str) -> str:
+        """A host's IPv6 address on a link that carries IPv6 (KeyError otherwise)."""
+        return self.topo.links[link].addr6_of(host)
 
     def path(self, name: str) -> ResolvedPath:
         for p in self.paths:
@@ -359,13 +403,16 @@ class Testbed:
             if up and self.topo.nodes[end] == "host":
                 # Taking an interface down flushes its routes; put the source table back.
                 batch += self._source_routes(end, only_link=link)
-                default = host_default(self.topo, end)
-                if default and default.link == link:
-                    batch.append(
-                        f"route replace default via {default.via} dev {intf}{self._congctl}"
-                    )
+                for family in (4, 6) if spec.subnet6 is not None else (4,):
+                    default = host_default(self.topo, end, family)
+                    if default and default.link == link:
+                        batch.append(
+                            f"route replace default via {default.via} dev {intf}{self._congctl}"
+                        )
                 if self.tcp_cc:
                     batch.append(self._connected_route(end, link))
+                    if spec.subnet6 is not None:
+                        batch.append(self._connected_route(end, link, family=6))
             self.hosts[end].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
         else:
             raise ValueError(f"unknown link event mode {mode!r} (blackhole or interface)")

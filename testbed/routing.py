@@ -7,6 +7,10 @@ shared segment are each other's neighbours. Hosts route by *source*: one table p
 with `ip rule from ADDR`, so a packet leaves by the interface that owns its source address,
 which is what MPTCP subflows bound to an address need. The main table sends everything else out
 of the host's first link.
+
+IPv6 (on the links that carry it) is planned the same way, by the same functions with
+``family=6``: the same shortest paths over the segments with IPv6, the same table numbers (a
+table holds routes of both families; `ip -6 rule from ADDR` selects it).
 """
 
 from __future__ import annotations
@@ -54,17 +58,17 @@ class Hop:
     link: str  # our link towards it
 
 
-def neighbours(topo: Topology, node: str) -> list[Hop]:
+def neighbours(topo: Topology, node: str, family: int = 4) -> list[Hop]:
     """Nodes one IP hop away, through a direct link or across a bridged segment."""
     out = []
     for link in topo.links_of(node):
-        for member, addr in link.segment.addrs.items():
+        for member, addr in link.segment.addrs_of(family).items():
             if member != node:
                 out.append(Hop(node=member, addr=addr, link=link.name))
     return out
 
 
-def _first_hops(topo: Topology, start: str) -> dict[str, tuple[int, Hop]]:
+def _first_hops(topo: Topology, start: str, family: int = 4) -> dict[str, tuple[int, Hop]]:
     """For every node reachable from `start`: its distance and the first hop towards it.
 
     Only routers forward, so the search does not continue through hosts.
@@ -74,7 +78,7 @@ def _first_hops(topo: Topology, start: str) -> dict[str, tuple[int, Hop]]:
     queue: deque[tuple[str, int]] = deque([(start, 0)])
     while queue:
         node, dist = queue.popleft()
-        for hop in neighbours(topo, node):
+        for hop in neighbours(topo, node, family):
             if hop.node in seen:
                 continue
             seen.add(hop.node)
@@ -84,42 +88,50 @@ def _first_hops(topo: Topology, start: str) -> dict[str, tuple[int, Hop]]:
     return first
 
 
-def router_routes(topo: Topology, router: str) -> list[Route]:
-    """Routes to every subnet that is not directly attached to `router`."""
-    first = _first_hops(topo, router)
+def _subnet(seg: Segment, family: int) -> str:
+    return str(seg.subnet if family == 4 else seg.subnet6)
+
+
+def router_routes(topo: Topology, router: str, family: int = 4) -> list[Route]:
+    """Routes to every subnet (of that family) that is not directly attached to `router`."""
+    first = _first_hops(topo, router, family)
     attached = {id(lk.segment) for lk in topo.links_of(router)}
     routes = []
     for seg in topo.segments:
-        if id(seg) in attached:
+        if id(seg) in attached or not seg.addrs_of(family):
             continue
-        reachable = [first[m] for m in seg.addrs if m in first]
+        reachable = [first[m] for m in seg.addrs_of(family) if m in first]
         if not reachable:
             continue
         _, hop = min(reachable, key=lambda dh: dh[0])
-        routes.append(Route(dst=str(seg.subnet), via=hop.addr, link=hop.link))
+        routes.append(Route(dst=_subnet(seg, family), via=hop.addr, link=hop.link))
     return routes
 
 
-def _gateway(topo: Topology, host: str, link: LinkSpec) -> str | None:
+def _gateway(topo: Topology, host: str, link: LinkSpec, family: int = 4) -> str | None:
     """The first router on the link's segment, if any."""
-    for member, addr in link.segment.addrs.items():
+    for member, addr in link.segment.addrs_of(family).items():
         if member != host and topo.nodes[member] == "router":
             return addr
     return None
 
 
-def host_tables(topo: Topology, host: str) -> list[SourceTable]:
-    """One routing table per interface of `host`, selected by source address."""
+def host_tables(topo: Topology, host: str, family: int = 4) -> list[SourceTable]:
+    """One routing table per interface of `host`, selected by source address (with
+    ``family=6``: the interfaces with IPv6, each with the table number of its IPv4 one)."""
     tables = []
     for i, link in enumerate(topo.links_of(host)):
-        routes = [Route(dst=str(link.subnet), via=None, link=link.name)]
-        gw = _gateway(topo, host, link)
+        addrs = link.segment.addrs_of(family)
+        if host not in addrs:
+            continue
+        routes = [Route(dst=_subnet(link.segment, family), via=None, link=link.name)]
+        gw = _gateway(topo, host, link, family)
         if gw:
             routes.append(Route(dst="default", via=gw, link=link.name))
         tables.append(
             SourceTable(
                 table=HOST_TABLE_BASE + i,
-                src=link.addr_of(host),
+                src=addrs[host],
                 link=link.name,
                 routes=tuple(routes),
             )
@@ -127,10 +139,10 @@ def host_tables(topo: Topology, host: str) -> list[SourceTable]:
     return tables
 
 
-def host_default(topo: Topology, host: str) -> Route | None:
+def host_default(topo: Topology, host: str, family: int = 4) -> Route | None:
     """The main table's default route: out of the first link that leads to a router."""
     for link in topo.links_of(host):
-        gw = _gateway(topo, host, link)
+        gw = _gateway(topo, host, link, family)
         if gw:
             return Route(dst="default", via=gw, link=link.name)
     return None

@@ -24,6 +24,11 @@ Addresses are derived: the k-th link (in file order) is 10.0.k.0/24, `ends[0]` g
 `ends[1]` gets .2, unless the link sets `subnet = "A.B.C.0/24"`. A node of kind "bridge" is a
 Linux bridge: the links that meet at bridges form one shared segment with the subnet of its first
 link, and the hosts and routers on it are numbered .1, .2, ... in the order their links appear.
+
+IPv6 beside IPv4: `ip = ["4", "6"]` at the top level puts IPv6 on every link, `ipv6 = true` (or
+false) on a link decides for that link. The k-th link's IPv6 subnet is fd00:0:k::/64, numbered
+::1, ::2, ... like the IPv4 one (a shared segment carries IPv6 if any of its links does).
+IPv4 is always there: the paths and the link emulation are planned on it.
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ NODE_KINDS = ("host", "router", "bridge")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # short: Mininet names interfaces <node>-ethN
 LINK_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MODEL_FIELDS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "queue_pkts"}
-LINK_FIELDS = MODEL_FIELDS | {"ends", "subnet"}
+LINK_FIELDS = MODEL_FIELDS | {"ends", "subnet", "ipv6"}
 PATH_FIELDS = {"from", "link", "to"}
-TOP_FIELDS = {"description", "nodes", "links", "paths"}
+TOP_FIELDS = {"description", "nodes", "links", "paths", "ip"}
+IP_VERSIONS = ("4", "6")
 
 
 class TopologyError(FieldError):
@@ -74,9 +80,15 @@ class Segment:
     subnet: ipaddress.IPv4Network
     links: tuple[str, ...]
     addrs: dict[str, str]  # member (host or router) -> its address, in link order
+    subnet6: ipaddress.IPv6Network | None = None  # None: no IPv6 on this segment
+    addrs6: dict[str, str] = field(default_factory=dict)  # member -> its IPv6 address
 
     def member_at(self, addr: str) -> str:
-        return next(n for n, a in self.addrs.items() if a == addr)
+        return next(n for n, a in [*self.addrs.items(), *self.addrs6.items()] if a == addr)
+
+    def addrs_of(self, family: int) -> dict[str, str]:
+        """The members' addresses of one family (4 or 6; none when the segment lacks it)."""
+        return self.addrs if family == 4 else self.addrs6
 
 
 @dataclass(frozen=True)
@@ -91,10 +103,19 @@ class LinkSpec:
     def subnet(self) -> ipaddress.IPv4Network:
         return self.segment.subnet
 
+    @property
+    def subnet6(self) -> ipaddress.IPv6Network | None:
+        return self.segment.subnet6
+
     def addr_of(self, node: str) -> str:
         if node not in (self.a, self.b) or node not in self.segment.addrs:
             raise KeyError(f"{node} has no address on link {self.name}")
         return self.segment.addrs[node]
+
+    def addr6_of(self, node: str) -> str:
+        if node not in (self.a, self.b) or node not in self.segment.addrs6:
+            raise KeyError(f"{node} has no IPv6 address on link {self.name}")
+        return self.segment.addrs6[node]
 
     def other(self, node: str) -> str:
         return self.b if node == self.a else self.a
@@ -125,6 +146,11 @@ class Topology:
     @property
     def routers(self) -> list[str]:
         return [n for n, kind in self.nodes.items() if kind == "router"]
+
+    @property
+    def ipv6(self) -> bool:
+        """Whether any link carries IPv6."""
+        return any(s.subnet6 is not None for s in self.segments)
 
     @property
     def segments(self) -> list[Segment]:
@@ -281,7 +307,7 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
 def _build_links(
     source: str,
     nodes: dict[str, str],
-    parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]],
+    parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None, bool]],
 ) -> dict[str, LinkSpec]:
     """Group links into segments (links meeting at a bridge share one) and number addresses."""
     group = list(range(len(parsed)))  # union-find over link indices
@@ -293,7 +319,7 @@ def _build_links(
         return i
 
     first_at_bridge: dict[str, int] = {}
-    for i, (_, ends, _, _) in enumerate(parsed):
+    for i, (_, ends, _, _, _) in enumerate(parsed):
         for e in ends:
             if nodes[e] == "bridge":
                 j = first_at_bridge.setdefault(e, i)
@@ -322,9 +348,20 @@ def _build_links(
         taken.append(subnet)
         for k, node in enumerate(addrs, start=1):
             addrs[node] = str(subnet.network_address + k)
-        seg = Segment(subnet=subnet, links=tuple(parsed[i][0] for i in idxs), addrs=addrs)
+        subnet6 = None
+        addrs6: dict[str, str] = {}
+        if any(parsed[i][4] for i in idxs):
+            subnet6 = ipaddress.IPv6Network(f"fd00:0:{first + 1:x}::/64")
+            addrs6 = {node: str(subnet6.network_address + k) for k, node in enumerate(addrs, 1)}
+        seg = Segment(
+            subnet=subnet,
+            links=tuple(parsed[i][0] for i in idxs),
+            addrs=addrs,
+            subnet6=subnet6,
+            addrs6=addrs6,
+        )
         for i in idxs:
-            lname, ends, model, _ = parsed[i]
+            lname, ends, model, _, _ = parsed[i]
             links[lname] = LinkSpec(name=lname, a=ends[0], b=ends[1], model=model, segment=seg)
     return {p[0]: links[p[0]] for p in parsed}  # file order
 
@@ -338,87 +375,17 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
     desc = raw.get("description")
     if not isinstance(desc, str) or not desc.strip():
         raise TopologyError(source, "description", "a one-line description is required")
-
-    nodes_raw = raw.get("nodes")
-    if not isinstance(nodes_raw, dict) or not nodes_raw:
-        raise TopologyError(source, "nodes", 'a table of node = "host"|"router" is required')
-    nodes: dict[str, str] = {}
-    for n, kind in nodes_raw.items():
-        if not NAME_RE.match(n):
-            raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
-        if kind not in NODE_KINDS:
-            raise TopologyError(
-                source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}"
-            )
-        nodes[n] = kind
-
+    nodes = _nodes(source, raw.get("nodes"))
     links_raw = raw.get("links")
     if not isinstance(links_raw, dict) or not links_raw:
         raise TopologyError(source, "links", "at least one [links.NAME] table is required")
-    parsed: list[tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None]] = []
-    for lname, table in links_raw.items():
-        where = f"links.{lname}"
-        if not LINK_NAME_RE.match(lname):
-            raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
-        if not isinstance(table, dict):
-            raise TopologyError(source, where, "must be a table")
-        bad = set(table) - LINK_FIELDS
-        if bad:
-            raise TopologyError(
-                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(LINK_FIELDS)})"
-            )
-        ends = table.get("ends")
-        if (
-            not isinstance(ends, list)
-            or len(ends) != 2
-            or not all(isinstance(e, str) for e in ends)
-        ):
-            raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
-        for e in ends:
-            if e not in nodes:
-                raise TopologyError(source, f"{where}.ends", f"unknown node {e!r}")
-        if ends[0] == ends[1]:
-            raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
-        model = parse_model(source, where, table)
-        if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
-            nodes[e] == "router" for e in ends
-        ):
-            raise TopologyError(
-                source,
-                where,
-                "delay, jitter and loss are emulated on a router: "
-                "at least one end must be a router (never on an endpoint)",
-            )
-        subnet = None
-        if "subnet" in table:
-            try:
-                subnet = ipaddress.IPv4Network(table["subnet"])
-            except (ValueError, TypeError) as e:
-                raise TopologyError(source, f"{where}.subnet", str(e)) from None
-        parsed.append((lname, ends, model, subnet))
+    ipv6 = _ip_versions(source, raw.get("ip", ["4"]))
+    parsed = [_link(source, nodes, lname, table, ipv6) for lname, table in links_raw.items()]
     links = _build_links(source, nodes, parsed)
-
-    paths: dict[str, PathSpec] = {}
-    for pname, table in (raw.get("paths") or {}).items():
-        where = f"paths.{pname}"
-        if not isinstance(table, dict):
-            raise TopologyError(source, where, "must be a table")
-        bad = set(table) - PATH_FIELDS
-        if bad:
-            raise TopologyError(
-                source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(PATH_FIELDS)})"
-            )
-        for f in sorted(PATH_FIELDS):
-            if not isinstance(table.get(f), str):
-                raise TopologyError(source, f"{where}.{f}", "required, a name")
-        src, lname, dst = table["from"], table["link"], table["to"]
-        for f, n in (("from", src), ("to", dst)):
-            if nodes.get(n) != "host":
-                raise TopologyError(source, f"{where}.{f}", f"{n!r} is not a host of this topology")
-        if lname not in links or src not in (links[lname].a, links[lname].b):
-            raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
-        paths[pname] = PathSpec(name=pname, src=src, link=lname, dst=dst)
-
+    paths = {
+        pname: _path(source, nodes, links, pname, table)
+        for pname, table in (raw.get("paths") or {}).items()
+    }
     topo = Topology(
         name=name,
         description=desc.strip(),
@@ -432,3 +399,101 @@ def parse_topology(raw: dict[str, Any], *, name: str, source: str) -> Topology:
         if not topo.links_of(n):
             raise TopologyError(source, f"nodes.{n}", "is on no link")
     return topo
+
+
+def _ip_versions(source: str, value: Any) -> bool:
+    """The top-level `ip` list ("4", "6"): whether links carry IPv6 unless they say."""
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str | int) and str(v) in IP_VERSIONS for v in value)
+    ):
+        raise TopologyError(source, "ip", f'a list of IP versions, "4" and/or "6", got {value!r}')
+    versions = {str(v) for v in value}
+    if "4" not in versions:
+        raise TopologyError(
+            source, "ip", 'IPv4 is always on (paths and emulation are planned on it): ["4", "6"]'
+        )
+    return "6" in versions
+
+
+def _nodes(source: str, nodes_raw: Any) -> dict[str, str]:
+    if not isinstance(nodes_raw, dict) or not nodes_raw:
+        raise TopologyError(source, "nodes", 'a table of node = "host"|"router" is required')
+    nodes: dict[str, str] = {}
+    for n, kind in nodes_raw.items():
+        if not NAME_RE.match(n):
+            raise TopologyError(source, f"nodes.{n}", "names are 1-10 of [a-z0-9], starting a-z")
+        if kind not in NODE_KINDS:
+            raise TopologyError(
+                source, f"nodes.{n}", f"kind must be one of {NODE_KINDS}, got {kind!r}"
+            )
+        nodes[n] = kind
+    return nodes
+
+
+def _link(
+    source: str, nodes: dict[str, str], lname: str, table: Any, ipv6: bool = False
+) -> tuple[str, list[str], LinkModel, ipaddress.IPv4Network | None, bool]:
+    """One [links.NAME] table: (name, ends, model, explicit subnet or None, IPv6 on it)."""
+    where = f"links.{lname}"
+    if not LINK_NAME_RE.match(lname):
+        raise TopologyError(source, where, "link names are [a-z0-9_-], starting a-z")
+    if not isinstance(table, dict):
+        raise TopologyError(source, where, "must be a table")
+    bad = set(table) - LINK_FIELDS
+    if bad:
+        raise TopologyError(
+            source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(LINK_FIELDS)})"
+        )
+    ends = table.get("ends")
+    if not isinstance(ends, list) or len(ends) != 2 or not all(isinstance(e, str) for e in ends):
+        raise TopologyError(source, f"{where}.ends", "must be a list of two node names")
+    for e in ends:
+        if e not in nodes:
+            raise TopologyError(source, f"{where}.ends", f"unknown node {e!r}")
+    if ends[0] == ends[1]:
+        raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
+    model = parse_model(source, where, table)
+    if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
+        nodes[e] == "router" for e in ends
+    ):
+        raise TopologyError(
+            source,
+            where,
+            "delay, jitter and loss are emulated on a router: "
+            "at least one end must be a router (never on an endpoint)",
+        )
+    subnet = None
+    if "subnet" in table:
+        try:
+            subnet = ipaddress.IPv4Network(table["subnet"])
+        except (ValueError, TypeError) as e:
+            raise TopologyError(source, f"{where}.subnet", str(e)) from None
+    v6 = table.get("ipv6", ipv6)
+    if not isinstance(v6, bool):
+        raise TopologyError(source, f"{where}.ipv6", f"expected true or false, got {v6!r}")
+    return lname, ends, model, subnet, v6
+
+
+def _path(
+    source: str, nodes: dict[str, str], links: dict[str, LinkSpec], pname: str, table: Any
+) -> PathSpec:
+    where = f"paths.{pname}"
+    if not isinstance(table, dict):
+        raise TopologyError(source, where, "must be a table")
+    bad = set(table) - PATH_FIELDS
+    if bad:
+        raise TopologyError(
+            source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {sorted(PATH_FIELDS)})"
+        )
+    for f in sorted(PATH_FIELDS):
+        if not isinstance(table.get(f), str):
+            raise TopologyError(source, f"{where}.{f}", "required, a name")
+    src, lname, dst = table["from"], table["link"], table["to"]
+    for f, n in (("from", src), ("to", dst)):
+        if nodes.get(n) != "host":
+            raise TopologyError(source, f"{where}.{f}", f"{n!r} is not a host of this topology")
+    if lname not in links or src not in (links[lname].a, links[lname].b):
+        raise TopologyError(source, f"{where}.link", f"{lname!r} is not a link of {src!r}")
+    return PathSpec(name=pname, src=src, link=lname, dst=dst)

@@ -6,6 +6,7 @@ packages (testbed, analysis, mptcp_impl); no product package imports testkit or 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,3 +19,12 @@ PY = (
     else sys.executable
 )
 ENV = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+
+def json_tail(path: Path) -> dict:
+    """The JSON report a peer printed last (its last line starting with "{") in its output file."""
+    text = path.read_text()
+    lines = [ln for ln in text.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{path} has no JSON result: {text[-800:]}")
+    return json.loads(lines[-1])

@@ -192,7 +192,8 @@ def start_capture(pair: Pair, ns: str, host: str, intf: str, out_dir: Path) -> s
     )
     pair.captures.append(p)
     while True:
-        line = _readline(p, p.stderr, 10)
+        # a deadline, not a measurement: at a load of ~10 on two cores tcpdump took over 10 s
+        line = _readline(p, p.stderr, 30)
         if not line:
             raise RuntimeError(f"tcpdump on {ns}/{intf} exited: rc={p.wait()}")
         if "listening on" in line:

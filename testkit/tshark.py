@@ -8,8 +8,8 @@ import io
 import subprocess
 from pathlib import Path
 
-ANALYSIS_OPTS = [
-    "-2",
+# Wireshark's MPTCP analysis, fully on (absolute DSNs, mappings, cross-subflow retransmissions).
+MPTCP_ANALYSIS_PREFS = [
     "-o",
     "tcp.analyze_sequence_numbers:TRUE",
     "-o",
@@ -21,6 +21,7 @@ ANALYSIS_OPTS = [
     "-o",
     "mptcp.intersubflows_retransmission:TRUE",
 ]
+ANALYSIS_OPTS = ["-2", *MPTCP_ANALYSIS_PREFS]  # two passes: the analysis sees later frames too
 NO_ANALYSIS_OPTS = ["-o", "mptcp.analyze_mptcp:FALSE", "-o", "tcp.analyze_sequence_numbers:FALSE"]
 
 # Per segment: what analysis.pcap gives every row, as tshark names it.

@@ -47,7 +47,9 @@ HALF64 = 1 << 63
 
 @dataclass(slots=True)
 class OpenSubflow:
-    """For the edge: open a subflow from ``local_addr`` to ``remote``, then ``add_subflow``."""
+    """For the edge: open a subflow from ``local_addr`` to ``remote``, then ``add_subflow``.
+    An empty ``local_addr``: any local address of the remote's family, the one routing picks
+    (Linux's "IPADDRANY" local address for a join to an announced address of another family)."""
 
     local_addr: str
     remote: tuple[str, int]
@@ -769,6 +771,8 @@ class MptcpConnection:
             for ep in self._endpoints():
                 if "subflow" not in ep.flags or ep.address == init.local[0]:
                     continue
+                if _is_v6(ep.address) != _is_v6(init.remote[0]):
+                    continue  # joins the peer's address only from one of its own family
                 self._request_subflow(ep.address, init.remote, ep.id, 0, "backup" in ep.flags)
         else:
             for ep in self._endpoints():
@@ -801,20 +805,33 @@ class MptcpConnection:
         init = self.initial
         if init is None or not init.active:
             return
-        known = (str(o.address), o.port or init.remote[1])
+        addr = o.address
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # (the HMAC above is over the address as sent)
+        known = (str(addr), o.port or init.remote[1])
         if known in self._remote_addrs:
             return  # announced again (the echo was late or lost): echoed, no second subflow
         self._remote_addrs.add(known)
         if self._add_addr_accepted >= self.config.limits.add_addr_accepted:
             return
         self._add_addr_accepted += 1
-        remote = (str(o.address), o.port or init.remote[1])
+        remote = known
         if remote[0] == init.remote[0] and remote[1] == init.remote[1]:
             return
-        self._request_subflow(init.local[0], remote, 0, o.addr_id, False)
-        for ep in self._endpoints():
-            if "fullmesh" in ep.flags and ep.address != init.local[0]:
-                self._request_subflow(ep.address, remote, ep.id, o.addr_id, "backup" in ep.flags)
+        mesh = [
+            ep
+            for ep in self._endpoints()
+            if "fullmesh" in ep.flags and _is_v6(ep.address) == _is_v6(remote[0])
+        ]
+        if _is_v6(remote[0]) == _is_v6(init.local[0]):
+            self._request_subflow(init.local[0], remote, 0, o.addr_id, False)
+            mesh = [ep for ep in mesh if ep.address != init.local[0]]
+        elif not mesh:
+            # another family than the initial subflow's, and no fullmesh endpoint of it: from
+            # "any" address of that family (routing picks it), as Linux
+            self._request_subflow("", remote, 0, o.addr_id, False)
+        for ep in mesh:
+            self._request_subflow(ep.address, remote, ep.id, o.addr_id, "backup" in ep.flags)
 
     def on_remove_addr(self, sub: Subflow, o: Any) -> None:
         self.mib.inc("RmAddr")
@@ -840,6 +857,10 @@ class MptcpConnection:
 
     def all_subflows(self) -> list[Subflow]:
         return list(self._seen_subflows)
+
+
+def _is_v6(addr: str) -> bool:
+    return ":" in addr
 
 
 class _Refuser:

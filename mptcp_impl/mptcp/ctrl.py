@@ -23,10 +23,21 @@ class Endpoint:
 
     @classmethod
     def parse(cls, text: str, id: int) -> Endpoint:
-        """``ADDR[,FLAG...]`` as the CLI's ``--endpoint`` takes it."""
+        """``ADDR[,FLAG...][,port=N]`` as the CLI's ``--endpoint`` takes it (``port``: a signal
+        endpoint announced with that port, as ``ip mptcp endpoint add ADDR port N signal``)."""
         parts = [p.strip() for p in text.split(",") if p.strip()]
         if not parts:
             raise ValueError("empty endpoint")
+        port = None
+        for p in parts[1:]:
+            if p.startswith("port="):
+                try:
+                    port = int(p[5:])
+                except ValueError:
+                    raise ValueError(f"endpoint {text!r}: {p!r} is not port=N") from None
+                if not 0 < port < 65536:
+                    raise ValueError(f"endpoint {text!r}: port {port} is out of range")
+        parts = [p for p in parts if not p.startswith("port=")]
         addr, flags = parts[0], frozenset(parts[1:]) or frozenset({"subflow"})
         try:
             ipaddress.ip_address(addr)
@@ -37,7 +48,7 @@ class Endpoint:
             raise ValueError(
                 f"endpoint {text!r}: unknown flag(s) {sorted(bad)} (have {sorted(ENDPOINT_FLAGS)})"
             )
-        return cls(addr, flags, id)
+        return cls(addr, flags, id, port)
 
 
 @dataclass(frozen=True)

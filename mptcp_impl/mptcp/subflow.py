@@ -16,8 +16,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..tcp.connection import TcpConnection, TcpState
-from ..tcp.options import UnknownOption
-from ..tcp.segment import ACK, RST, SYN, TcpSegment
+from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, UnknownOption, encoded_length
+from ..tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from . import crypto
 from .options import (
     AddAddr,
@@ -56,6 +56,14 @@ def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
         and mpc.crypto_dg == 0
         and not mpc.extensibility
     )
+
+
+def _drop_tcp_options(seg: TcpSegment) -> int:
+    """Take TCP's timestamps and SACK off a pure ACK to make room for an MPTCP option that does
+    not fit beside them (Linux sends an ADD_ADDR of an IPv6 address with port and HMAC so; a
+    segment without timestamps is accepted on a timestamp connection). Returns the room left."""
+    seg.options[:] = [o for o in seg.options if type(o) not in (Timestamps, Sack)]
+    return MAX_OPTIONS_LEN - encoded_length(seg.options)
 
 
 def _hmac(key_a: int, key_b: int, msg: bytes) -> bytes:
@@ -209,6 +217,8 @@ class Subflow:
         if q and not seg.payload:
             if dss is not None and dss.dsn is None and dss.length + q[0].length > space:
                 dss = None  # room for it on this pure ACK (Linux: drop_other_suboptions)
+            if q[0].length > space and not flags & (SYN | FIN | RST):
+                space = _drop_tcp_options(seg)  # (an IPv6 ADD_ADDR with port and HMAC: 30)
             if q[0].length > space:  # fits on no segment: drop it rather than wait forever
                 o = q.popleft()
                 if isinstance(o, AddAddr):

@@ -46,11 +46,18 @@ def tcp_dst_filter(dst_ip: str | None, dst_port: int, l2: int = 14) -> list[Insn
     if l2:
         prog.append((BPF_LD | BPF_H | BPF_ABS, 0, 0, l2 - 2))  # ethertype
         prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x0800))
-    prog.append((BPF_LD | BPF_B | BPF_ABS, 0, 0, l2))  # A = version/ihl
-    prog.append((BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xF0))
-    prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x40))  # IPv4 only
-    prog.append((BPF_LD | BPF_B | BPF_ABS, 0, 0, l2 + 9))  # protocol
-    prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, socket.IPPROTO_TCP))
+    return _resolve(prog + _tcp4_checks(dst_ip, dst_port, l2))
+
+
+def _tcp4_checks(dst_ip: str | None, dst_port: int, l2: int) -> list[tuple[int, int, int, int]]:
+    """The IPv4 part, ending in the accept (jumps of -1: to DROP)."""
+    prog = [
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, l2),  # A = version/ihl
+        (BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xF0),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x40),  # IPv4 only
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, l2 + 9),  # protocol
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, socket.IPPROTO_TCP),
+    ]
     if dst_ip is not None and dst_ip != "0.0.0.0":
         prog.append((BPF_LD | BPF_W | BPF_ABS, 0, 0, l2 + 16))  # destination address
         prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, int(ipaddress.IPv4Address(dst_ip))))
@@ -60,8 +67,13 @@ def tcp_dst_filter(dst_ip: str | None, dst_port: int, l2: int = 14) -> list[Insn
     prog.append((BPF_LD | BPF_H | BPF_IND, 0, 0, l2 + 2))  # TCP destination port
     prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, dst_port))
     prog.append((BPF_RET | BPF_K, 0, 0, ACCEPT_BYTES))
+    return prog
+
+
+def _resolve(prog: list[tuple[int, int, int, int]]) -> list[Insn]:
+    """Append DROP (ret 0) and patch the -1 jump offsets to it."""
     drop = len(prog)
-    prog.append((BPF_RET | BPF_K, 0, 0, 0))
+    prog = [*prog, (BPF_RET | BPF_K, 0, 0, 0)]
     out = []
     for i, (code, jt, jf, k) in enumerate(prog):
         # Jump offsets count from the next instruction.
@@ -71,6 +83,50 @@ def tcp_dst_filter(dst_ip: str | None, dst_port: int, l2: int = 14) -> list[Insn
             jf = drop - i - 1
         out.append(Insn(code, jt, jf, k))
     return out
+
+
+def _tcp6_checks(dst_ip: str | None, dst_port: int, l2: int) -> list[tuple[int, int, int, int]]:
+    """The IPv6 part: version 6, next header TCP (no extension headers: a segment behind one is
+    not ours, as on this testbed's links), destination address, destination port."""
+    prog = [
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, l2),  # A = version << 4 | traffic class >> 4
+        (BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xF0),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x60),
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, l2 + 6),  # next header
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, socket.IPPROTO_TCP),
+    ]
+    if dst_ip is not None and ipaddress.ip_address(dst_ip) != ipaddress.IPv6Address(0):
+        raw = ipaddress.IPv6Address(dst_ip).packed
+        for w in range(4):  # the destination address, one word at a time
+            prog.append((BPF_LD | BPF_W | BPF_ABS, 0, 0, l2 + 24 + 4 * w))
+            prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, int.from_bytes(raw[4 * w : 4 * w + 4])))
+    prog.append((BPF_LD | BPF_H | BPF_ABS, 0, 0, l2 + 40 + 2))  # TCP destination port
+    prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, dst_port))
+    prog.append((BPF_RET | BPF_K, 0, 0, ACCEPT_BYTES))
+    return prog
+
+
+def tcp6_dst_filter(dst_ip: str | None, dst_port: int, l2: int = 14) -> list[Insn]:
+    """``ip6 and tcp and dst host X and dst port P`` (``X`` None or ``::``: any address)."""
+    prog: list[tuple[int, int, int, int]] = []
+    if l2:
+        prog.append((BPF_LD | BPF_H | BPF_ABS, 0, 0, l2 - 2))  # ethertype
+        prog.append((BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x86DD))
+    return _resolve(prog + _tcp6_checks(dst_ip, dst_port, l2))
+
+
+def tcp_any_dst_filter(dst_port: int, l2: int = 14) -> list[Insn]:
+    """``tcp and dst port P`` over IPv4 or IPv6 (a dual-stack ``::`` endpoint): the IPv4 checks
+    for ethertype 0x0800, the IPv6 ones for 0x86DD, each ending in its own accept."""
+    v4 = _tcp4_checks(None, dst_port, l2)
+    prog = [
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, l2 - 2),  # ethertype
+        (BPF_JMP | BPF_JEQ | BPF_K, len(v4) + 1, 0, 0x86DD),  # IPv6: past the IPv4 part
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, -1, 0x0800),
+        *v4,
+        *_tcp6_checks(None, dst_port, l2),
+    ]
+    return _resolve(prog)
 
 
 def drop_all_filter() -> list[Insn]:

@@ -8,6 +8,9 @@ a cleanup tool can remove leftovers of dead processes and nothing else.
 
 The port itself is reserved from the kernel with a plain bound socket that never listens, so that
 no kernel socket is handed the same port while we use it.
+
+IPv6: a table of the same name in the ``ip6`` family, made when the first IPv6 address (or the
+dual-stack ``::``, fenced in both) is used; IPv4-only processes never make it.
 """
 
 from __future__ import annotations
@@ -41,46 +44,61 @@ class KernelFence:
     """The per-process nft table; rules are added and removed by handle."""
 
     table: str = field(default_factory=lambda: f"{TABLE_PREFIX}{os.getpid()}")
-    _handles: dict[tuple[str | None, int], int] = field(default_factory=dict)
+    _handles: dict[tuple[str | None, int], list[tuple[str, int]]] = field(default_factory=dict)
     _refs: dict[tuple[str | None, int], int] = field(default_factory=dict)
-    _created: bool = False
+    _families: set[str] = field(default_factory=set)  # "ip", "ip6": tables made
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _ensure_table(self) -> None:
-        if self._created:
+    @property
+    def _created(self) -> bool:
+        return bool(self._families)
+
+    def _ensure_table(self, family: str = "ip") -> None:
+        if family in self._families:
             return
-        remove_stale_tables()
+        if not self._families:
+            remove_stale_tables()
         # Priority -300 (raw): before conntrack, so fenced segments leave no conntrack state.
         _nft(
             input_text=(
-                f"table ip {self.table} {{\n"
+                f"table {family} {self.table} {{\n"
                 f"  chain fence {{ type filter hook prerouting priority -300; policy accept; }}\n"
                 f"}}\n"
             )
         )
-        self._created = True
+        self._families.add(family)
 
     def block(self, addr: str | None, port: int) -> None:
-        """Drop incoming TCP to (addr, port) before the kernel's TCP sees it (refcounted)."""
+        """Drop incoming TCP to (addr, port) before the kernel's TCP sees it (refcounted).
+        An IPv6 address goes to the ip6 table; ``::`` (dual stack) to both, for any address."""
         key = (addr if addr not in (None, "0.0.0.0") else None, port)
         with self._lock:
             if key in self._refs:
                 self._refs[key] += 1
                 return
-            self._ensure_table()
-            match = f"ip daddr {key[0]} " if key[0] else ""
-            out = _nft(
-                "-e",
-                "-a",
-                "add",
-                "rule",
-                "ip",
-                self.table,
-                "fence",
-                *f"{match}tcp dport {port} drop".split(),
-            )
-            handle = _parse_handle(out)
-            self._handles[key] = handle
+            if key[0] is None:
+                rules = [("ip", "")]
+            elif key[0] == "::":
+                rules = [("ip", ""), ("ip6", "")]
+            elif ":" in key[0]:
+                rules = [("ip6", f"ip6 daddr {key[0]} ")]
+            else:
+                rules = [("ip", f"ip daddr {key[0]} ")]
+            handles = []
+            for family, match in rules:
+                self._ensure_table(family)
+                out = _nft(
+                    "-e",
+                    "-a",
+                    "add",
+                    "rule",
+                    family,
+                    self.table,
+                    "fence",
+                    *f"{match}tcp dport {port} drop".split(),
+                )
+                handles.append((family, _parse_handle(out)))
+            self._handles[key] = handles
             self._refs[key] = 1
 
     def unblock(self, addr: str | None, port: int) -> None:
@@ -92,24 +110,24 @@ class KernelFence:
             if self._refs[key] > 0:
                 return
             del self._refs[key]
-            handle = self._handles.pop(key)
-            try:
-                _nft("delete", "rule", "ip", self.table, "fence", "handle", str(handle))
-            except FirewallError:
-                pass
+            for family, handle in self._handles.pop(key):
+                try:
+                    _nft("delete", "rule", family, self.table, "fence", "handle", str(handle))
+                except FirewallError:
+                    pass
             if not self._refs:
                 self.close()
 
     def close(self) -> None:
         """Delete the whole table (and with it every rule this process added)."""
-        if self._created:
+        for family in sorted(self._families):
             try:
-                _nft("delete", "table", "ip", self.table)
+                _nft("delete", "table", family, self.table)
             except FirewallError:
                 pass
-            self._created = False
-            self._handles.clear()
-            self._refs.clear()
+        self._families.clear()
+        self._handles.clear()
+        self._refs.clear()
 
 
 def _parse_handle(out: str) -> int:
@@ -121,14 +139,19 @@ def _parse_handle(out: str) -> int:
 
 
 def list_tables() -> list[str]:
-    """Names of our tables in this namespace (used by tests to check cleanup)."""
+    """Names of our tables in this namespace (used by tests to check cleanup); a process with
+    both an ip and an ip6 table is named twice."""
+    return [name for _, name in _family_tables()]
+
+
+def _family_tables() -> list[tuple[str, str]]:
     out = _nft("-j", "list", "tables")
-    names = []
+    tables = []
     for item in json.loads(out).get("nftables", []):
         t = item.get("table")
         if t and t["name"].startswith(TABLE_PREFIX):
-            names.append(t["name"])
-    return names
+            tables.append((t.get("family", "ip"), t["name"]))
+    return tables
 
 
 def remove_stale_tables() -> list[str]:
@@ -138,14 +161,14 @@ def remove_stale_tables() -> list[str]:
     """
     removed = []
     try:
-        names = list_tables()
+        tables = _family_tables()
     except (FirewallError, ValueError):
         return removed
-    for name in names:
+    for family, name in tables:
         pid = name[len(TABLE_PREFIX) :]
         if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
             try:
-                _nft("delete", "table", "ip", name)
+                _nft("delete", "table", family, name)
                 removed.append(name)
             except FirewallError:
                 pass
@@ -166,10 +189,14 @@ def process_fence() -> KernelFence:
 def reserve_port(addr: str, port: int) -> tuple[socket.socket, int]:
     """Bind a kernel TCP socket to (addr, port) without listening; port 0 picks an ephemeral one.
 
-    Returns the socket (keep it open for as long as the port is ours) and the port.
+    Returns the socket (keep it open for as long as the port is ours) and the port. An IPv6
+    address reserves it in IPv6; ``::`` in both families (as a dual-stack kernel socket does).
     """
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    v6 = ":" in addr
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     try:
+        if v6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if addr == "::" else 1)
         s.bind((addr, port))
     except OSError:
         s.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 from typing import TYPE_CHECKING, Any
 
 from ..mptcp.connection import MptcpConnection, OpenSubflow, SubflowClosed
@@ -22,6 +21,7 @@ from ..mptcp.listener import route_syn
 from ..mptcp.subflow import Subflow
 from ..tcp.connection import TcpState
 from ..tcp.segment import TcpSegment, encode_segment
+from .addr import local_address_for, packed, unpacked
 from .base import (
     ConnectionHandler,
     ConnectionRefused,
@@ -30,7 +30,7 @@ from .base import (
     _split,
     gso_header,
 )
-from .packet import RawIpSender
+from .packet import raw_sender
 
 if TYPE_CHECKING:
     from .stack import Endpoint, TcpStack
@@ -53,8 +53,8 @@ class SubflowLink:
         self.closed = False
         self._dirty_in_batch = False
         self._rx_unflushed = 0
-        self._src_b = socket.inet_aton(sub.local[0])
-        self._dst_b = socket.inet_aton(sub.remote[0])
+        self._src_b = packed(sub.local[0])
+        self._dst_b = packed(sub.remote[0])
         self.sender = mp.stack._make_sender(sub.local[0], sub.remote[0])
 
     @property
@@ -174,13 +174,16 @@ class MptcpConn:
         return link
 
     def _open_subflow(self, req: OpenSubflow, now: float) -> None:
+        local_addr = req.local_addr
         try:
-            ep = self.stack.new_endpoint(req.local_addr, 0)
+            if not local_addr:  # any address of the remote's family: the kernel's routing picks
+                local_addr = local_address_for(req.remote[0])
+            ep = self.stack.new_endpoint(local_addr, 0)
         except OSError as e:
-            log.warning("no subflow from %s: %s", req.local_addr, e)
+            log.warning("no subflow from %s to %s: %s", local_addr or "*", req.remote[0], e)
             self.mconn.mib.inc("MPJoinSynTxBindErr")
             return
-        sub = self.mconn.add_subflow(req, (req.local_addr, ep.port), now)
+        sub = self.mconn.add_subflow(req, (local_addr, ep.port), now)
         self.add_link(sub, ep)
 
     def _drop_link(self, sub: Subflow) -> None:
@@ -311,14 +314,14 @@ def on_listener_syn(
 ) -> None:
     """A SYN on an MPTCP listener: a new connection, a join, or an RST with MP_TCPRST."""
     now = stack.now()
-    local = (socket.inet_ntoa(dst), syn.dst_port)
-    remote = (socket.inet_ntoa(src), syn.src_port)
+    local = (unpacked(dst), syn.dst_port)
+    remote = (unpacked(src), syn.src_port)
     res = route_syn(syn, local, remote, now, stack.registry, config, stack.tcp_config())
     if res.conn is None:
         assert res.refusal is not None
         segs = res.refusal.segments_to_send(now)
         try:
-            s = RawIpSender(local[0], remote[0])
+            s = raw_sender(local[0], remote[0])
             for seg in segs:
                 s.send(encode_segment(seg, dst, src), b"")
             s.close()

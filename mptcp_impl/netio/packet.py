@@ -11,6 +11,10 @@ testbed's source-based rules, picks the interface; one syscall per MSS segment),
 socket with ``PACKET_VNET_HDR`` that hands the kernel one GSO super-packet of up to 64 KiB with
 checksum offload: the per-packet Python cost is then paid once per ~44 segments. The latter needs
 the next hop's MAC address, resolved once at start from the routing and neighbour tables.
+
+IPv6 the same way: a receiver on an IPv6 address (ethertype 0x86DD, no extension headers), one on
+``::`` takes both families (dual stack, as a kernel socket on ``::``); the senders build an IPv6
+header (GSO type TCPV6) or use a raw IPv6 socket that the kernel puts the header on.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bpf import attach_filter, tcp_dst_filter
+from .addr import ANY6, is_v6, packed
+from .bpf import attach_filter, drop_all_filter, tcp6_dst_filter, tcp_any_dst_filter, tcp_dst_filter
 
+ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 ETH_HLEN = 14
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -40,15 +47,17 @@ VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
 VIRTIO_NET_HDR_F_DATA_VALID = 2
 VIRTIO_NET_HDR_GSO_NONE = 0
 VIRTIO_NET_HDR_GSO_TCPV4 = 1
+VIRTIO_NET_HDR_GSO_TCPV6 = 4
 
 BASE = VNET_HDR_LEN + ETH_HLEN  # where the IPv4 header starts in a received buffer
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_IPV6_HEAD = struct.Struct("!IHBB")  # version/class/flow, payload length, next header, hops
 _H = struct.Struct("!H")
 
 
 @dataclass(slots=True)
 class ReceivedSegment:
-    """The TCP bytes of one received packet with its addresses (4-byte packed)."""
+    """The TCP bytes of one received packet with its addresses (4 or 16 bytes, packed)."""
 
     src: bytes
     dst: bytes
@@ -57,7 +66,10 @@ class ReceivedSegment:
 
 
 class PacketReceiver:
-    """An AF_PACKET socket that sees only TCP to (local_ip, port), checksum verdicts included."""
+    """An AF_PACKET socket that sees only TCP to (local_ip, port), checksum verdicts included.
+
+    ``local_ip`` None or 0.0.0.0: any IPv4 address; an IPv6 address: that one; ``::``: any
+    address of either family."""
 
     def __init__(
         self, local_ip: str | None, port: int, rcvbuf: int = 16 << 20, max_packet: int = 1 << 18
@@ -65,9 +77,15 @@ class PacketReceiver:
         # SOCK_RAW: the kernel allows PACKET_VNET_HDR only there. Python cannot bind a packet
         # socket to "all interfaces", so the protocol is given at creation; whatever arrives
         # before the filter is attached is drained below.
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        if local_ip == ANY6:
+            proto, prog = ETH_P_ALL, tcp_any_dst_filter(port, l2=ETH_HLEN)
+        elif local_ip is not None and is_v6(local_ip):
+            proto, prog = ETH_P_IPV6, tcp6_dst_filter(local_ip, port, l2=ETH_HLEN)
+        else:
+            proto, prog = ETH_P_IP, tcp_dst_filter(local_ip, port, l2=ETH_HLEN)
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
         try:
-            attach_filter(s, tcp_dst_filter(local_ip, port, l2=ETH_HLEN))
+            attach_filter(s, prog)
             s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             try:
                 s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -80,7 +98,9 @@ class PacketReceiver:
             s.setblocking(False)
             while True:  # drain what slipped in before the filter
                 try:
-                    s.recv(1)
+                    # not recv(1): with PACKET_VNET_HDR a read shorter than the virtio header
+                    # fails with EINVAL (the rest of a longer packet is simply dropped)
+                    s.recv(256)
                 except BlockingIOError:
                     break
         except BaseException:
@@ -125,6 +145,11 @@ class PacketReceiver:
             if n < BASE + 20:
                 self.bad_ip += 1
                 continue
+            if buf[BASE] >> 4 == 6:
+                seg6 = self._ipv6(view, n)
+                if seg6 is not None:
+                    out.append(seg6)
+                continue
             flags = buf[0]
             ihl = (buf[BASE] & 0x0F) * 4
             tot = (buf[BASE + 2] << 8) | buf[BASE + 3]
@@ -146,8 +171,71 @@ class PacketReceiver:
             )
         return out
 
+    def _ipv6(self, view: memoryview, n: int) -> ReceivedSegment | None:
+        """One IPv6 packet (the filter let only next header TCP through)."""
+        b = BASE
+        avail = n - b - 40
+        plen = (view[b + 4] << 8) | view[b + 5]
+        if plen == 0:  # a BIG TCP super-packet (its jumbo option never reaches us: no ext hdr)
+            plen = avail
+        if avail < 20 or plen > avail or plen < 20:
+            self.bad_ip += 1
+            return None
+        self.bytes += plen + 40
+        return ReceivedSegment(
+            bytes(view[b + 8 : b + 24]),
+            bytes(view[b + 24 : b + 40]),
+            bytes(view[b + 40 : b + 40 + plen]),
+            bool(self._buf[0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)),
+        )
+
     def close(self) -> None:
         self.sock.close()
+
+
+class RawIp6Sender:
+    """One IPv6 packet per segment through a raw IPv6 socket bound to the source address and
+    connected to the peer: the kernel routes (source rules included) and writes the IPv6
+    header; the TCP checksum is ours (``encode_segment``). The socket never receives: a drop-all
+    filter keeps the copies of every TCP packet a raw socket would get out of its queue."""
+
+    gso = False
+
+    def __init__(self, src: str, dst: str) -> None:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        try:
+            attach_filter(s, drop_all_filter())
+            s.bind((src, 0))
+            s.connect((dst, 0))
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
+            except OSError:
+                pass
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        self.packets = 0
+        self.dropped = 0
+
+    def send(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
+        """Send one segment: ``header`` is the TCP header with its checksum complete."""
+        try:
+            self.sock.sendmsg((header, payload))
+            self.packets += 1
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1
+        except OSError:
+            self.dropped += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def raw_sender(src: str, dst: str) -> RawIpSender | RawIp6Sender:
+    """A one-MSS-per-send sender through the kernel's routing, of the addresses' family."""
+    return RawIp6Sender(src, dst) if is_v6(dst) else RawIpSender(src, dst)
 
 
 class RawIpSender:
@@ -228,6 +316,14 @@ def _arp_lookup(addr: str, dev: str) -> bytes | None:
     return None
 
 
+def _neigh6_lookup(addr: str, dev: str) -> bytes | None:
+    for n in _ip_json("-6", "neigh", "show", addr, "dev", dev):
+        state = set(n.get("state", []))
+        if n.get("lladdr") and state & {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"}:
+            return bytes.fromhex(n["lladdr"].replace(":", ""))
+    return None
+
+
 def resolve_next_hop(src: str, dst: str, timeout: float = 3.0) -> NextHop:
     """Interface and MAC addresses to reach ``dst`` from ``src``, as the kernel routes it.
 
@@ -243,14 +339,16 @@ def resolve_next_hop(src: str, dst: str, timeout: float = 3.0) -> NextHop:
     ifindex = int(sysfs.joinpath("ifindex").read_text())
     if dev == "lo":
         return NextHop(dev, ifindex, src_mac, b"\0" * 6, mtu)
-    mac = _arp_lookup(nh, dev)
+    v6 = is_v6(dst)
+    lookup = _neigh6_lookup if v6 else _arp_lookup
+    mac = lookup(nh, dev)
     deadline = time.monotonic() + timeout
     while mac is None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind((src, 0))
             u.sendto(b"", (nh, 9))
         time.sleep(0.01)
-        mac = _arp_lookup(nh, dev)
+        mac = lookup(nh, dev)
         if mac is None and time.monotonic() > deadline:
             raise OSError(f"no neighbour entry for {nh} on {dev}")
     return NextHop(dev, ifindex, src_mac, mac, mtu)
@@ -303,12 +401,16 @@ class GsoPacketSender:
             s.close()
             raise
         self.sock = s
-        self._src = socket.inet_aton(src)
-        self._dst = socket.inet_aton(dst)
-        self._eth = self.hop.dst_mac + self.hop.src_mac + b"\x08\x00"
-        # Pseudo-header sum without the length: src, dst, protocol.
+        self._src = packed(src)
+        self._dst = packed(dst)
+        self.v6 = is_v6(dst)
+        self._eth = self.hop.dst_mac + self.hop.src_mac + (b"\x86\xdd" if self.v6 else b"\x08\x00")
+        # Pseudo-header sum without the length: src, dst, protocol (IPv6's 32-bit length and
+        # next header sum the same way for lengths below 64 KiB).
         self._pseudo = int.from_bytes(self._src + self._dst, "big") + socket.IPPROTO_TCP
-        self._ip_sum = ipv4_base_sum(self._src, self._dst)
+        self._ip_sum = ipv4_base_sum(self._src, self._dst) if not self.v6 else 0
+        if self.v6:
+            self.send = self._send6  # type: ignore[method-assign]
         self._vnet_plain: dict[int, bytes] = {}
         self._ip_id = 0
         self.packets = 0
@@ -337,6 +439,31 @@ class GsoPacketSender:
             if vnet is None:
                 vnet = self._vnet_plain[hlen] = VNET_HDR.pack(
                     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 34 + hlen, 0, 34, 16
+                )
+        try:
+            self.sock.sendmsg((vnet, self._eth, ip, header, payload))
+            self.packets += 1
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1
+        except OSError:
+            self.dropped += 1
+
+    def _send6(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
+        """IPv6: a 40-byte header (hop limit 64); the same checksum offload and GSO."""
+        hlen = len(header)
+        plen = len(payload)
+        ip = (
+            _IPV6_HEAD.pack(0x60000000, hlen + plen, socket.IPPROTO_TCP, 64) + self._src + self._dst
+        )
+        if gso_size and plen > gso_size:
+            vnet = VNET_HDR.pack(
+                VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, 54 + hlen, gso_size, 54, 16
+            )
+        else:
+            vnet = self._vnet_plain.get(hlen)
+            if vnet is None:
+                vnet = self._vnet_plain[hlen] = VNET_HDR.pack(
+                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 54 + hlen, 0, 54, 16
                 )
         try:
             self.sock.sendmsg((vnet, self._eth, ip, header, payload))

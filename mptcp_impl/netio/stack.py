@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import random
-import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from ..mptcp.token import TokenRegistry
 from ..tcp.connection import TcpConfig, TcpConnection, TcpState
 from ..tcp.errors import MalformedSegment
 from ..tcp.segment import ACK, RST, SYN, TcpSegment, decode_segment, encode_segment
+from .addr import ANY4, ANY6, local_address_for, normalize, packed, unpacked
 from .base import (
     ConnectionHandler,
     ConnectionRefused,
@@ -40,24 +40,25 @@ from .base import (
 )
 from .firewall import KernelFence, process_fence, reserve_port
 from .mptcp_edge import MptcpConn, on_listener_syn
-from .packet import GsoPacketSender, PacketReceiver, RawIpSender, resolve_next_hop
+from .packet import (
+    GsoPacketSender,
+    PacketReceiver,
+    RawIp6Sender,
+    RawIpSender,
+    raw_sender,
+    resolve_next_hop,
+)
 
 log = logging.getLogger(__name__)
 
 
-def local_address_for(remote: str) -> str:
-    """The source address the kernel would pick for ``remote`` (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((remote, 9))
-        return s.getsockname()[0]
-
-
 def local_addresses() -> list[str]:
-    """This namespace's global-scope IPv4 addresses, in interface order (``ip -j addr``): the
-    default MPTCP endpoints of a client."""
+    """This namespace's global-scope addresses, in interface order (``ip -j addr``), IPv4 ones
+    then IPv6 ones (no link-local, no tentative or deprecated ones): the default MPTCP endpoints
+    of a client (an endpoint joins only an address of its own family)."""
     try:
         out = subprocess.run(
-            ["ip", "-j", "-4", "addr", "show", "scope", "global"],
+            ["ip", "-j", "addr", "show", "scope", "global"],
             capture_output=True,
             text=True,
             check=True,
@@ -66,12 +67,22 @@ def local_addresses() -> list[str]:
     except (OSError, subprocess.SubprocessError) as e:
         log.warning("cannot list local addresses: %s", e)
         return []
-    addrs = []
+    v4: list[str] = []
+    v6: list[str] = []
     for link in json.loads(out or "[]"):
         for a in link.get("addr_info", ()):
-            if a.get("family") == "inet" and a.get("local"):
-                addrs.append(a["local"])
-    return addrs
+            if not a.get("local") or a.get("tentative") or a.get("deprecated"):
+                continue
+            if a.get("family") == "inet":
+                v4.append(a["local"])
+            elif a.get("family") == "inet6":
+                v6.append(normalize(a["local"]))
+    return v4 + v6
+
+
+def _covers(wildcard: str, addr: str) -> bool:
+    """Whether an endpoint on ``wildcard`` receives what is sent to ``addr`` (same port)."""
+    return wildcard == ANY6 or (wildcard == ANY4 and ":" not in addr)
 
 
 @dataclass
@@ -116,8 +127,8 @@ class Conn:
         self.edge = EdgeStats()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._src_b = socket.inet_aton(local[0])
-        self._dst_b = socket.inet_aton(remote[0])
+        self._src_b = packed(local[0])
+        self._dst_b = packed(remote[0])
         self.sender = stack._make_sender(local[0], remote[0])
         self.closed = False
         self.close_exc: BaseException | None = None
@@ -317,7 +328,7 @@ class Endpoint:
                 if conn is not None:
                     conn.edge.malformed_dropped += 1
                     conn.tcp.note_malformed()
-                log.debug("malformed segment from %s dropped: %s", socket.inet_ntoa(r.src), e)
+                log.debug("malformed segment from %s dropped: %s", unpacked(r.src), e)
                 continue
             if conn is None:
                 self._unknown(seg, r.src, r.dst, now)
@@ -357,19 +368,17 @@ class Endpoint:
                 seg.dst_port, seg.src_port, 0, (seg.seq + seglen) & 0xFFFFFFFF, RST | ACK, 0
             )
         try:
-            s = RawIpSender(socket.inet_ntoa(dst), socket.inet_ntoa(src))
+            s = raw_sender(unpacked(dst), unpacked(src))
             s.send(encode_segment(rst, dst, src), b"")
             s.close()
         except OSError as e:
             log.debug("could not send RST: %s", e)
 
     def add(self, conn: Conn) -> None:
-        self.conns[
-            (socket.inet_aton(conn.remote[0]), conn.remote[1], socket.inet_aton(conn.local[0]))
-        ] = conn
+        self.conns[(packed(conn.remote[0]), conn.remote[1], packed(conn.local[0]))] = conn
 
     def _remove(self, conn: Conn) -> None:
-        key = (socket.inet_aton(conn.remote[0]), conn.remote[1], socket.inet_aton(conn.local[0]))
+        key = (packed(conn.remote[0]), conn.remote[1], packed(conn.local[0]))
         if self.conns.get(key) is conn:
             del self.conns[key]
         conn.sender.close()
@@ -408,8 +417,8 @@ class Listener:
 
     def _on_syn(self, syn: TcpSegment, src: bytes, dst: bytes) -> None:
         now = self.stack.now()
-        local = (socket.inet_ntoa(dst), syn.dst_port)
-        remote = (socket.inet_ntoa(src), syn.src_port)
+        local = (unpacked(dst), syn.dst_port)
+        remote = (unpacked(src), syn.src_port)
         tcp = TcpConnection.accept_syn(self.stack.tcp_config(), syn, local, remote, now)
         conn = Conn(self.stack, self.endpoint, tcp, local, remote)
         self.endpoint.add(conn)
@@ -460,7 +469,7 @@ class TcpStack:
             cfg = dataclasses.replace(cfg, max_segment_payload=self.config.gso_max_payload)
         return cfg
 
-    def _make_sender(self, src: str, dst: str) -> RawIpSender | GsoPacketSender:
+    def _make_sender(self, src: str, dst: str) -> RawIpSender | RawIp6Sender | GsoPacketSender:
         if self.sender_kind() in ("gso", "packet"):
             try:
                 key = (src, dst)
@@ -471,7 +480,7 @@ class TcpStack:
                     return GsoPacketSender(src, dst, hop)
             except OSError as e:
                 log.warning("no GSO sender for %s -> %s (%s); using a raw IP socket", src, dst, e)
-        return RawIpSender(src, dst)
+        return raw_sender(src, dst)
 
     def _mark(self, conn: Conn) -> None:
         if conn._dirty_in_batch or conn in self._dirty:
@@ -496,10 +505,17 @@ class TcpStack:
         handler: ConnectionHandler,
         local_addr: tuple[str, int] | str | None = None,
     ) -> Conn:
-        """Active open; returns once the SYN is out (the handler hears ``on_connected``)."""
+        """Active open; returns once the SYN is out (the handler hears ``on_connected``).
+        IPv4 or IPv6; a v4-mapped address (``::ffff:a.b.c.d``) is the IPv4 one."""
         if isinstance(local_addr, str):
             local_addr = (local_addr, 0)
-        laddr, lport = local_addr if local_addr else (local_address_for(host), 0)
+        host = normalize(host)
+        if local_addr:
+            laddr, lport = normalize(local_addr[0]), local_addr[1]
+        else:
+            laddr, lport = local_address_for(host), 0
+        if (":" in laddr) != (":" in host):
+            raise ValueError(f"local address {laddr} and {host} are of different families")
         ep = Endpoint(self, laddr, lport)
         self._endpoints.add(ep)
         if self.mptcp is not None:
@@ -520,7 +536,7 @@ class TcpStack:
     def _connect_mptcp(
         self, ep: Endpoint, laddr: str, host: str, port: int, handler: ConnectionHandler
     ) -> Any:
-        cfg = self.mptcp
+        cfg = self._normalized(self.mptcp)
         assert cfg is not None
         if cfg.endpoints is None:
             # The default: a subflow from each of the host's other addresses.
@@ -543,6 +559,14 @@ class TcpStack:
         mp._flush(self.now())
         return mp
 
+    @staticmethod
+    def _normalized(cfg: MptcpConfig | None) -> MptcpConfig | None:
+        """Endpoint addresses in the edge's canonical text (v4-mapped ones as IPv4)."""
+        if cfg is None or not cfg.endpoints:
+            return cfg
+        eps = [dataclasses.replace(e, address=normalize(e.address)) for e in cfg.endpoints]
+        return dataclasses.replace(cfg, endpoints=eps)
+
     def new_endpoint(self, addr: str, port: int = 0) -> Endpoint:
         """A packet endpoint on (addr, port), owned by this stack (port 0: ephemeral)."""
         ep = Endpoint(self, addr, port)
@@ -552,10 +576,13 @@ class TcpStack:
     def listen(
         self, host: str, port: int, on_accept: Callable[[Conn], ConnectionHandler]
     ) -> Listener:
-        ep = Endpoint(self, host or "0.0.0.0", port)
+        """Passive opens on (host, port): an IPv4 or IPv6 address, 0.0.0.0 (any IPv4 one) or
+        ``::`` (any address of either family, as a dual-stack kernel socket)."""
+        host = normalize(host) if host else ANY4
+        ep = Endpoint(self, host, port)
         self._endpoints.add(ep)
         listener = Listener(self, ep, on_accept)
-        cfg = self.mptcp
+        cfg = self._normalized(self.mptcp)
         if cfg is not None:
             # MPTCP listener: SYNs go through the token table (joins) or start connections;
             # addresses it announces (signal endpoints) listen on the same port.
@@ -565,6 +592,8 @@ class TcpStack:
             ep.on_syn = on_syn
             for e in cfg.endpoints or ():
                 if "signal" in e.flags and e.address != ep.addr:
+                    if (e.port or ep.port) == ep.port and _covers(ep.addr, e.address):
+                        continue  # the wildcard endpoint already takes its segments
                     extra = Endpoint(self, e.address, e.port or ep.port)
                     self._endpoints.add(extra)
 

@@ -16,6 +16,7 @@ one well-sized batch.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import os
@@ -72,9 +73,12 @@ _RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 # --------------------------------------------------------------------------- config, stats, events
 
 
+IPV6_MSS_DELTA = 20  # an IPv6 header is 40 bytes, an IPv4 one 20
+
+
 @dataclass(slots=True)
 class TcpConfig:
-    mss: int = 1460
+    mss: int = 1460  # over IPv4; a connection to an IPv6 address uses 20 less (RFC 9293 3.7.1)
     rcv_buf: int = 4 * 1024 * 1024
     snd_buf: int = 4 * 1024 * 1024
     window_scale: bool = True
@@ -249,7 +253,11 @@ class TcpConnection:
         remote: tuple[str, int] = ("0.0.0.0", 0),
         hooks: TcpHooks | None = None,
     ) -> None:
-        self.config = cfg = config or TcpConfig()
+        cfg = config or TcpConfig()
+        if ":" in str(remote[0]):
+            # ``mss`` is the IPv4 one (MTU - 40); an IPv6 header is 20 bytes longer
+            cfg = dataclasses.replace(cfg, mss=cfg.mss - IPV6_MSS_DELTA)
+        self.config = cfg
         self.local = local
         self.remote = remote
         self.hooks = hooks

@@ -21,6 +21,7 @@ from mptcp_impl.mptcp.ctrl import MptcpConfig
 from mptcp_impl.mptcp.listener import Routed, route_syn
 from mptcp_impl.mptcp.options import (
     Dss,
+    MpCapable,
     MptcpOptionError,
     find_mptcp,
     to_tcp_option,
@@ -235,8 +236,6 @@ def established_server(
     win: int = 65535,
 ) -> tuple[Box, Flow]:
     """Our listener after a complete MP_CAPABLE handshake with the scripted client."""
-    from mptcp_impl.mptcp.options import MpCapable
-
     box = Box(config=config or MptcpConfig())
     if tcp_config is not None:
         box.tcp_config = tcp_config

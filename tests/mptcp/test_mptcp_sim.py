@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
+from mptcp_impl.mptcp.connection import add_addr_hmac
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
+from mptcp_impl.mptcp.options import AddAddr, find_mptcp
 
 from .mptcp_sim import Net, kinds
 
@@ -57,11 +60,6 @@ def test_add_addr_echo_leaves_while_data_flows_and_a_repeat_opens_no_second_join
     resent its ADD_ADDR after 225 ms and counted a second AddAddrTx). A repeated ADD_ADDR of a
     known address is echoed again but opens no second subflow (Linux: lookup_subflow_by_daddr).
     """
-    import ipaddress
-
-    from mptcp_impl.mptcp.connection import add_addr_hmac
-    from mptcp_impl.mptcp.options import AddAddr, find_mptcp
-
     net = Net(3)
     client = net.host("client", [C1], seed=13)
     scfg = MptcpConfig(endpoints=[Endpoint(S2, frozenset({"signal"}), 1)])
@@ -100,3 +98,36 @@ def test_add_addr_echo_leaves_while_data_flows_and_a_repeat_opens_no_second_join
     assert sent_with(C1, True)[1] - announced < 1e-6, "the echo waited for an idle moment"
     assert len(conn.all_subflows()) == 2, [s.name for s in conn.all_subflows()]
     assert conn.mib["MPJoinSynTx"] == 1
+
+
+def test_queued_option_leaves_in_the_same_flush_as_the_data_an_ack_released():
+    """An option queued while an ACK lets new data out (the ADD_ADDR echo in practice) goes
+    out in that very flush, on a pure ACK of its own: data segments have no room for it."""
+    import ipaddress
+
+    from mptcp_impl.mptcp.options import AddAddr, find_mptcp
+
+    net, client, server, p1, p2 = two_path_net(seed=5)
+    conn = net.connect(client, C1, (S, 5001), MptcpConfig(endpoints=[]))
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(bytes(4_000_000))
+    net.flush(client, conn)
+    tcp = conn.initial.tcp
+    orig = tcp.receive_segment
+    marks: list[tuple[float, int]] = []
+    echo = AddAddr(addr_id=9, address=ipaddress.ip_address("10.9.9.9"), port=None, echo=True)
+
+    def receive(seg, now):
+        una = tcp.snd_una
+        orig(seg, now)
+        if not marks and tcp.snd_una != una and now > 0.05 and conn._sbuf:
+            conn.initial.queue_option(echo)
+            marks.append((now, len(net.trace)))
+
+    tcp.receive_segment = receive
+    net.run(0.5, stop=lambda: bool(marks) and net.now > marks[0][0])
+    t, i = marks[0]
+    burst = [seg for tt, a, _b, seg in net.trace[i:] if tt == t and a == C1]
+    assert any(seg.payload for seg in burst), "the ACK released no data: the test tests nothing"
+    with_echo = [s for s in burst if any(o == echo for o in find_mptcp(s.options))]
+    assert with_echo and not with_echo[0].payload, [len(s.payload) for s in burst]

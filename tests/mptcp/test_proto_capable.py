@@ -12,6 +12,7 @@ from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.connection import MptcpConnection
 from mptcp_impl.mptcp.options import Dss, MpCapable
 from mptcp_impl.mptcp.token import TokenRegistry
+from mptcp_impl.tcp.options import UnknownOption
 
 from .peer import ACK, PORT, PSH, SYN, THEM, US, Box, Flow, dss_of, mp, one, raw_lengths
 
@@ -128,8 +129,6 @@ def test_server_unusable_syn_is_plain_tcp(opt):
 @pytest.mark.parametrize("version", [0, 2])
 def test_server_syn_version(version):
     """Linux: a v0 SYN is plain TCP; a SYN with a later version gets a v1 answer."""
-    from mptcp_impl.tcp.options import UnknownOption
-
     box = Box()
     f = Flow((THEM, 40000), (US, PORT), KEY)
     raw = UnknownOption(30, bytes([(0 << 4) | version, 0x01]))
@@ -151,8 +150,6 @@ def test_server_syn_version(version):
 )
 def test_server_unusable_third_ack_falls_back(third):
     """packetdrill v1_bind_tcpfallback_*_3rd_ack: the server goes on as plain TCP."""
-    from mptcp_impl.tcp.options import UnknownOption
-
     box = Box()
     f = Flow((THEM, 40000), (US, PORT), KEY)
     (synack,) = box.syn(f, f.seg(SYN, MpCapable()))

@@ -4,6 +4,9 @@ counted."""
 
 from __future__ import annotations
 
+import ipaddress
+
+from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.options import AddAddr, Dss, MpCapable
 
 from .peer import (
@@ -104,10 +107,6 @@ def test_client_server_first_ack_without_dss_falls_back():
 
 
 def test_client_server_first_segment_add_addr_keeps_mptcp():
-    import ipaddress
-
-    from mptcp_impl.mptcp import crypto
-
     box, f = client()
     conn = box.conn
     a = ipaddress.IPv4Address("10.0.9.1")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.ctrl import MptcpConfig
-from mptcp_impl.mptcp.options import Dss, MpJoinAck, MpJoinSyn, MpJoinSynAck
+from mptcp_impl.mptcp.options import Dss, MpJoinAck, MpJoinSyn, MpJoinSynAck, find_mptcp
 
 from .peer import (
     ACK,
@@ -22,6 +22,7 @@ from .peer import (
     mapping,
     one,
 )
+from .test_mptcp_sim import C1, S, client_cfg, two_path_net
 
 RBUF = 20_000
 
@@ -139,9 +140,6 @@ def test_sim_small_rcv_buf_slow_reader():
     """Two paths, a 32 KiB connection buffer read 4 KiB every 10 ms: every segment the
     receiver sends keeps the data-level edge monotonic and within its buffer, the sender never
     sends beyond the edge it was given, and the bytes arrive intact."""
-    from mptcp_impl.mptcp.options import find_mptcp
-
-    from .test_mptcp_sim import C1, S, client_cfg, two_path_net
 
     net, client, server, p1, p2 = two_path_net(seed=5)
     server.config = MptcpConfig(rcv_buf=32_768)

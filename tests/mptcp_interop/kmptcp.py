@@ -54,12 +54,19 @@ _INFO_NAMES = (
 
 
 def _hp(s: str) -> tuple[str, int]:
+    """IP:PORT or [IPv6]:PORT."""
     h, _, p = s.rpartition(":")
-    return h, int(p)
+    return h.strip("[]"), int(p)
 
 
-def _sock(tcp: bool) -> socket.socket:
-    return socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0 if tcp else IPPROTO_MPTCP)
+def _sock(tcp: bool, host: str = "0.0.0.0") -> socket.socket:
+    """An AF_INET socket, or AF_INET6 for an IPv6 address (on "::": dual stack, so that an
+    IPv4 subflow and IPv6 ones meet one listener)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM, 0 if tcp else IPPROTO_MPTCP)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return s
 
 
 def kernel_view(s: socket.socket, tcp: bool) -> dict:
@@ -80,7 +87,7 @@ def kernel_view(s: socket.socket, tcp: bool) -> dict:
 
 
 def server(a: argparse.Namespace) -> None:
-    ls = _sock(a.tcp)
+    ls = _sock(a.tcp, _hp(a.listen)[0])
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(_hp(a.listen))
     ls.listen(4)
@@ -117,7 +124,7 @@ def server(a: argparse.Namespace) -> None:
 
 def client(a: argparse.Namespace) -> None:
     block = memoryview(pattern_block(a.seed))
-    s = _sock(a.tcp)
+    s = _sock(a.tcp, _hp(a.connect)[0])
     s.settimeout(120)
     if a.bind:
         s.bind((a.bind, 0))

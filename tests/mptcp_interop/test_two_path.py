@@ -117,7 +117,6 @@ def test_ours_to_linux(bed: Bed, scenario) -> None:
     assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), s)
     assert c["sha256"] == s["sha256"] == pattern_sha256(n) and s["bytes_received"] == n
     assert s["kernel"]["is_mptcp"], s["kernel"]
-    assert s["kernel"]["info"]["subflows"] == 1, s["kernel"]  # extra subflows, as Linux counts
     mp = c["mptcp"]
     assert {x["local"].split(":")[0] for x in mp["subflows"]} == {wifi, lte}
     assert len(data_subflows(mp, "bytes_sent", n)) == 2, mp["subflows"]
@@ -289,3 +288,59 @@ def test_wire_linux_to_ours(bed: Bed) -> None:
     assert {0, 1, 2} <= w["subtypes"], w["subtypes"]
     assert w["peer_join_tokens"] == {str(int(token, 16))}, w
     assert {d - 1 for d in w["data_fin_dsns"]} == {w["expected_idsn"]}, w
+
+
+# ---------------------------------------------------------------- joins refused by the limits
+
+
+def test_linux_refuses_our_join(bed: Bed) -> None:
+    """Linux server with ``limits subflows 0``: it rejects our MP_JOIN (RST with MP_TCPRST);
+    the connection goes on over the first subflow, still MPTCP, intact."""
+    n = 2 * MB
+    wifi, lte, srv_ip = addrs(bed)
+    bed.tb.kernel_mptcp("server", limits={"subflows": 0, "add_addr_accepted": 0}, endpoints=[])
+    try:
+        before = bed.nstat("server")
+        srv = linux_server(bed, "server", srv_ip, 5340, "k_srv_nojoin")
+        cli = ours_client(bed, "client", srv_ip, 5340, n, "u_cli_nojoin", "--bind", wifi)
+        c = bed.result(cli)
+        s = bed.result(srv)
+        delta = counters_delta(before, bed.nstat("server"))
+    finally:
+        bed.tb.kernel_mptcp("server", endpoints=[])
+    mp = c["mptcp"]
+    mib = {k.removeprefix("MPTcpExt"): v for k, v in mp["mib"].items() if v}
+    print("linux refuses:", mp["subflows"], mib, delta)
+    assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n)
+    assert mp["fallback"] is False and s["kernel"]["is_mptcp"]
+    assert delta.get("MPTcpExtMPJoinSynRx") == 1 and delta.get("MPTcpExtMPJoinRejected") == 1
+    # Linux answers the SYN and rejects at the third ACK (subflow_syn_recv_sock): its RST
+    # carries MP_TCPRST, which we count
+    assert mib.get("MPJoinSynTx") == 1 and mib.get("MPRstRx") == 1, mib
+    assert [x["bytes_sent"] for x in mp["subflows"] if x["local"].startswith(lte)] == [0]
+    assert not {k: delta[k] for k in LINUX_BAD if delta.get(k)}, delta
+
+
+def test_we_refuse_a_linux_join(bed: Bed) -> None:
+    """Our server with ``--limits subflows=0``: Linux's MP_JOIN gets an RST with MP_TCPRST
+    (tshark decodes it); Linux carries on over the first subflow, still MPTCP, intact."""
+    n = 2 * MB
+    wifi, _, srv_ip = addrs(bed)
+    before = bed.nstat("client")
+    cap = bed.capture("cap_refuse", ["server"])
+    srv = ours_server(bed, "server", srv_ip, 5341, "u_srv_nojoin", "--limits", "subflows=0")
+    cli = linux_client(bed, "client", srv_ip, 5341, n, "k_cli_nojoin", "--bind", wifi)
+    c = bed.result(cli)
+    s = bed.result(srv)
+    files = cap.stop()
+    delta = counters_delta(before, bed.nstat("client"))
+    mp = s["mptcp"]
+    mib = {k.removeprefix("MPTcpExt"): v for k, v in mp["mib"].items() if v}
+    print("we refuse:", mp["subflows"], mib, delta)
+    assert s["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n)
+    assert mp["fallback"] is False and c["kernel"]["is_mptcp"]
+    assert len(mp["subflows"]) == 1
+    assert mib.get("MPJoinSynRx") == 1 and mib.get("MPRstTx") == 1, mib
+    assert delta.get("MPTcpExtMPJoinSynTx") == 1 and not delta.get("MPTcpExtMPJoinSynAckRx")
+    w = wire_check(files[0], {srv_ip}, mp["token"])
+    assert 8 in w["subtypes"], w["subtypes"]  # MP_TCPRST

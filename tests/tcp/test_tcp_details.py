@@ -145,3 +145,42 @@ def test_gso_with_hook_options_never_exceeds_the_limit():
             assert len(s.payload) <= 30_000
             if len(s.payload) > s.gso_size > 0:
                 assert s.gso_size == 1460 - 12 - 20
+
+
+def test_segments_without_timestamps_on_a_timestamp_connection_are_accepted():
+    """RFC 7323 3.2 lets a receiver drop a non-RST segment without TSopt once timestamps are
+    on; Linux accepts it (PAWS needs a timestamp to reject anything), and MPTCP relies on that:
+    an ADD_ADDR of an IPv6 address with port and HMAC (30 bytes) fits only without them."""
+    import dataclasses
+
+    from mptcp_impl.tcp import Timestamps
+
+    w = established()
+    assert w.a.ts_ok and w.b.ts_ok
+
+    def strip(_w, _d, seg, i):
+        if i % 2:
+            seg.options = [o for o in seg.options if not isinstance(o, Timestamps)]
+        return [0.0]
+
+    w.filters["ab"] = strip
+    w.filters["ba"] = strip
+    data = os.urandom(40 * w.a.mss)
+    w.write("a", data)
+    w.run(cond=lambda: len(w.received["b"]) >= len(data))
+    assert bytes(w.received["b"]) == data
+    w.run(until=w.now + 1.0)
+    assert w.a.stats.paws_dropped == w.b.stats.paws_dropped == 0
+    assert w.a.snd_una == w.a.snd_nxt  # the ACKs without timestamps counted too
+    assert dataclasses.asdict(w.b.stats)["malformed_dropped"] == 0
+
+
+def test_mss_over_ipv6_is_20_bytes_less():
+    from mptcp_impl.tcp import MSS
+
+    c = TcpConnection(TcpConfig(mss=1460), ("fd00::1", 40000), ("fd00::2", 5001))
+    c.connect(1.0)
+    (syn,) = c.segments_to_send(1.0)
+    assert [o.value for o in syn.options if isinstance(o, MSS)] == [1440]
+    c4 = TcpConnection(TcpConfig(mss=1460), A_ADDR, B_ADDR)
+    assert c4.config.mss == 1460 and c.config.mss == 1440

@@ -2,11 +2,13 @@
 fix): scripted segment exchanges with the fake clock of the in-test wire."""
 
 import os
+import random
+import time
 
 import pytest
 from tcp_wire import A_ADDR, B_ADDR, Reset, Wire
 
-from mptcp_impl.tcp import ACK, TcpConfig, TcpSegment
+from mptcp_impl.tcp import ACK, RST, Sack, TcpConfig, TcpConnection, TcpSegment, TcpState
 from mptcp_impl.tcp.cc import Cubic
 
 MSS = 1448
@@ -282,8 +284,6 @@ def test_tail_loss_probe_that_was_not_needed_leaves_cwnd_alone():
 
 
 def _pair(**kw):
-    from mptcp_impl.tcp import TcpConnection
-
     cfg = TcpConfig(rcv_buf=32 << 20, snd_buf=32 << 20, isn=5000, **kw)
     a = TcpConnection(cfg, A_ADDR, B_ADDR)
     a.connect(0.0)
@@ -302,8 +302,6 @@ def test_two_thousand_holes_cost_linear_time():
     """Thousands of holes in the SACK scoreboard and in the out-of-order queue: both were
     scanned from the front per segment (quadratic: seconds of CPU); the bound is ~10x the
     cost now, measured in process CPU time."""
-    import time
-
     a, b = _pair(timestamps=False)
     a.cc.cwnd = 1 << 30
     a.send(os.urandom(4000 * a.mss))
@@ -331,8 +329,6 @@ def test_two_thousand_holes_cost_linear_time():
 
 def test_rst_in_time_wait_is_ignored():
     """RFC 1337 (TIME-WAIT assassination): an RST, even at RCV.NXT, does not end TIME-WAIT."""
-    from mptcp_impl.tcp import RST, TcpState
-
     w = established()
     a = w.a
     a.close(w.now)
@@ -377,8 +373,6 @@ def test_sack_blocks_after_the_first_repeat_the_most_recently_reported():
     """RFC 2018 4: the first block holds the segment that triggered the ACK, the following
     ones repeat the most recently reported blocks (not simply the highest ones), so that each
     block is reported in several ACKs even when more than three holes are open."""
-    from mptcp_impl.tcp import Sack
-
     w = established()
     b = w.b
     b.segments_to_send(w.now)
@@ -464,7 +458,6 @@ def test_tlp_allows_200ms_for_a_delayed_ack_of_a_lone_segment():
 
 def test_isn_and_timestamp_offset_come_from_an_injectable_random_source():
     """TcpConfig.rng: a seeded run is reproducible (ISS, timestamp offset, every segment)."""
-    import random
 
     def run(seed):
         w = Wire(TcpConfig(rng=random.Random(seed)), TcpConfig(rng=random.Random(seed + 100)))

@@ -252,3 +252,34 @@ def test_capture_chosen_interfaces(tmp_path):
         check=True,
     ).stdout.split()
     assert out == [tb.path("lte").src_addr]
+
+
+def test_ipv6_links_route_by_source(tmp_path):
+    """IPv6 beside IPv4: addresses usable at once (no DAD), routers forward, each source
+    address leaves by its own interface (ip -6 rule), IPv4 as before."""
+    topo = load_topology(
+        "two_path", {"ip": ["4", "6"], "links.wifi.delay_ms": 2, "links.lte.delay_ms": 2}
+    )
+    with Testbed(topo, workdir=tmp_path) as tb:
+        c = tb.host("client")
+        dst = tb.addr6("server", "server")
+        for link in ("wifi", "lte"):
+            src = tb.addr6("client", link)
+            assert src.startswith("fd00:0:")
+            route = c.run(["ip", "-6", "route", "get", dst, "from", src]).stdout
+            assert f"dev {tb.intf('client', link)}" in route, route
+            res = c.run(["ping", "-6", "-n", "-c", "1", "-W", "2", "-I", src, dst], check=False)
+            assert res.returncode == 0, res.stdout + res.stderr
+            rtt = float(res.stdout.split("time=")[1].split()[0])
+            assert rtt < 500, f"first IPv6 ping took {rtt} ms (DAD or neighbour delay?)"
+        assert ping_ok(tb, "client", "wifi") and ping_ok(tb, "client", "lte")
+        addrs = c.run(["ip", "-6", "addr", "show", "scope", "global"]).stdout
+        assert "tentative" not in addrs
+        # an interface event keeps the IPv6 address and puts its source table back
+        tb.link_down("lte", mode="interface")
+        tb.link_up("lte", mode="interface")
+        src = tb.addr6("client", "lte")
+        res = c.run(["ping", "-6", "-n", "-c", "1", "-W", "3", "-I", src, dst], check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        route = c.run(["ip", "-6", "route", "get", dst, "from", src]).stdout
+        assert f"dev {tb.intf('client', 'lte')}" in route, route

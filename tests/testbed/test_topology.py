@@ -135,3 +135,88 @@ def test_bridged_segment_shares_one_subnet():
     p = resolve_path(topo, "a")
     assert p.links == ("la", "lr", "up") and p.want_rtt_ms == 10 and p.want_mbit == 10
     assert resolve_path(topo, "b").want_mbit is None
+
+
+DUAL = """
+description = "v6"
+ip = ["4", "6"]
+[nodes]
+c = "host"
+r1 = "router"
+r2 = "router"
+s = "host"
+[links.a]
+ends = ["c", "r1"]
+[links.b]
+ends = ["c", "r2"]
+ipv6 = false
+[links.x]
+ends = ["r1", "s"]
+[links.y]
+ends = ["r2", "s"]
+[paths.p]
+from = "c"
+link = "a"
+to = "s"
+"""
+
+
+def test_ipv6_addressing_and_routing_plan(tmp_path):
+    from testbed.routing import host_default, host_tables
+
+    topo = load_topology(write(tmp_path, DUAL))
+    assert topo.ipv6
+    a, b, x = topo.links["a"], topo.links["b"], topo.links["x"]
+    assert str(a.subnet6) == "fd00:0:1::/64" and a.addr6_of("c") == "fd00:0:1::1"
+    assert a.addr6_of("r1") == "fd00:0:1::2" and x.addr6_of("s") == "fd00:0:3::2"
+    assert b.subnet6 is None and b.addr_of("c") == "10.0.2.1"
+    with pytest.raises(KeyError):
+        b.addr6_of("c")
+    # the IPv6 plan leaves out link b (no IPv6): r2 reaches c's network through no one
+    assert [(r.dst, r.via) for r in router_routes(topo, "r1", 6)] == [
+        ("fd00:0:4::/64", "fd00:0:3::2")
+    ]
+    assert [(r.dst, r.via) for r in router_routes(topo, "r2", 6)] == [
+        ("fd00:0:3::/64", "fd00:0:4::2")
+    ]
+    assert ("10.0.1.0/24", "10.0.2.1") in [(r.dst, r.via) for r in router_routes(topo, "r2")]
+    tabs = host_tables(topo, "c", 6)
+    assert [(t.table, t.src) for t in tabs] == [(100, "fd00:0:1::1")]  # eth0's table number
+    assert [t.table for t in host_tables(topo, "s", 6)] == [100, 101]
+    assert host_default(topo, "s", 6).via == "fd00:0:3::1"
+    # IPv4 untouched
+    assert [t.src for t in host_tables(topo, "c")] == ["10.0.1.1", "10.0.2.1"]
+
+
+def test_ipv4_only_topologies_have_no_ipv6():
+    topo = load_topology("two_path")
+    assert not topo.ipv6 and all(lk.subnet6 is None for lk in topo.links.values())
+    topo = load_topology("two_path", {"links.wifi.ipv6": True})
+    assert topo.ipv6 and topo.links["wifi"].subnet6 is not None
+    assert topo.links["lte"].subnet6 is None
+
+
+@pytest.mark.parametrize(
+    "patch, field, msg",
+    [
+        ('ip = ["4", "6"]', None, None),
+        ('ip = ["6"]', "ip", "IPv4 is always on"),
+        ('ip = ["5"]', "ip", "IP versions"),
+        ('ip = "4"', "ip", "IP versions"),
+    ],
+)
+def test_ip_versions_field(tmp_path, patch, field, msg):
+    f = write(tmp_path, GOOD.replace('description = "test"', f'description = "test"\n{patch}'))
+    if field is None:
+        assert load_topology(f).ipv6
+        return
+    with pytest.raises(TopologyError) as e:
+        load_topology(f)
+    assert e.value.field == field and msg in str(e.value) and str(f) in str(e.value)
+
+
+def test_link_ipv6_must_be_a_boolean(tmp_path):
+    f = write(tmp_path, GOOD.replace("delay_ms = 5", 'delay_ms = 5\nipv6 = "yes"'))
+    with pytest.raises(TopologyError) as e:
+        load_topology(f)
+    assert e.value.field == "links.a.ipv6" and str(f) in str(e.value)

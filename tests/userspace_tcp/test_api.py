@@ -135,6 +135,7 @@ SLOW_STREAM_SERVER = textwrap.dedent("""
     import asyncio, hashlib, json, sys
     from mptcp_impl.api import close_stack, start_server
     from mptcp_impl.netio.stack import StackConfig
+    from mptcp_impl.mptcp.ctrl import MptcpConfig
     from mptcp_impl.tcp import TcpConfig
 
     LIMIT = int(sys.argv[4])  # the StreamReader pauses the connection above 2 * LIMIT
@@ -159,7 +160,9 @@ SLOW_STREAM_SERVER = textwrap.dedent("""
             await writer.wait_closed()
             done.set_result({"n": n, "sha256": h.hexdigest(), "bytes_in_at_fin": in_stack})
 
-        config = StackConfig(tcp=TcpConfig(rcv_buf=int(sys.argv[3])))
+        buf = int(sys.argv[3])
+        mptcp = MptcpConfig(rcv_buf=buf) if sys.argv[5] == "mptcp" else None
+        config = StackConfig(tcp=TcpConfig(rcv_buf=buf), mptcp=mptcp)
         server = await start_server(handle, sys.argv[1], int(sys.argv[2]), limit=LIMIT, config=config)
         print("listening", file=sys.stderr, flush=True)
         res = await asyncio.wait_for(done, 60)
@@ -171,13 +174,16 @@ SLOW_STREAM_SERVER = textwrap.dedent("""
 """)
 
 
-def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed) -> None:
+# tcp: a plain TCP listener; mptcp: the API's default, an MPTCP listener whose connection falls
+# back to TCP with this plain Linux client (its window once stayed open with the reader paused)
+@pytest.mark.parametrize("listener", ["tcp", "mptcp"])
+def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed, listener: str) -> None:
     """start_server and a handler that does not read: the receive window closes; reading lets
     it reopen; the peer's FIN then arrives while the StreamReader is paused with bytes still in
     the connection, and EOF must come after them (regression: feed_data after feed_eof).
 
     Every step waits for the event on the wire (tcpdump -l, line by line), not for time."""
-    port, limit, rcv_buf = 5406, 1 << 16, 1 << 18
+    port, limit, rcv_buf = {"tcp": 5406, "mptcp": 5407}[listener], 1 << 16, 1 << 18
     # Unread: 2 * limit in the reader (then it pauses) + rcv_buf in the connection (then the
     # window is 0). After the handler takes 2 * limit, the rest (< rcv_buf) and the FIN fit in
     # the reopened window while the reader is paused again.
@@ -189,18 +195,22 @@ def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    procs = [dump]
     try:
         dump.wait_for_line("listening on", timeout=10)
         srv = clean_bed.start(
             clean_bed.server,
-            ["-c", SLOW_STREAM_SERVER, server_ip, str(port), str(rcv_buf), str(limit)],
-            "u_slow",
+            ["-c", SLOW_STREAM_SERVER, server_ip, str(port), str(rcv_buf), str(limit), listener],
+            f"u_slow_{listener}",
             stdin=True,
         )
+        procs.append(srv)
         srv.wait_for_line("^listening", timeout=20)
-        cli = linux_client(clean_bed, port, n, "k_slow_cli")
+        cli = linux_client(clean_bed, port, n, f"k_slow_cli_{listener}")
+        procs.append(cli)
         ours = re.escape(f"{server_ip}.{port} > ")
-        dump.wait_for_line(rf"IP {ours}.*, win 0,", stream="stdout", timeout=30)
+        # 2 * limit + rcv_buf arrive in milliseconds on this path: 15 s is for a loaded machine
+        dump.wait_for_line(rf"IP {ours}.*, win 0,", stream="stdout", timeout=15)
         srv.write_stdin(b"go\n")
         # the window reopens (the next of our segments on the wire after the zero ones)
         dump.wait_for_line(rf"IP {ours}.*, win [1-9]\d*,", stream="stdout", timeout=30)
@@ -215,7 +225,9 @@ def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed) -> None:
         c = clean_bed.result(cli)
         s = clean_bed.result(srv)
     finally:
-        dump.stop()
+        for p in procs:  # a failed wait leaves them running; the test bed is shared
+            if p.returncode is None:
+                p.stop()
     assert s["_rc"] == 0 and s["n"] == n and s["sha256"] == c["sha256"] == pattern_sha256(n)
     # every byte was in the connection when the FIN was acknowledged, the reader still paused
     assert s["bytes_in_at_fin"] == n
