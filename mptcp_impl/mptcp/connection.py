@@ -37,7 +37,7 @@ from ..tcp.segment import TcpSegment
 from . import crypto
 from .ctrl import Endpoint, MptcpConfig
 from .options import AddAddr, MpCapable, MpPrio
-from .sched import make_scheduler
+from .sched import is_backup, make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
 
@@ -611,6 +611,10 @@ class MptcpConnection:
         usable = [s for s in self.subflows if s.usable]
         if not usable:
             return
+        # Backup subflows (ours or the peer's request) only while no other works: one that is
+        # merely full (no cwnd space) still works, so its data waits for it (as Linux).
+        if any(not is_backup(s) and not s.stale for s in usable):
+            usable = [s for s in usable if not is_backup(s)]
         max_map = self.config.max_mapping
         # reinjections first: data a failing subflow holds goes out on another one
         rq = self._reinject

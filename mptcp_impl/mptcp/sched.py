@@ -27,18 +27,24 @@ class SubflowView(Protocol):
     def space(self) -> int: ...  # bytes it can take now without queueing behind its cwnd
 
 
+def is_backup(s: SubflowView) -> bool:
+    return s.backup or getattr(s, "peer_backup", False)
+
+
 class Scheduler(Protocol):
     def pick(self, candidates: list[SubflowView]) -> SubflowView | None: ...
 
 
 class DefaultScheduler:
     """Linux's default: the subflow whose queue drains first (lowest linger time, queued and
-    in-flight bytes over its rate cwnd/srtt); backup subflows only when no other is usable."""
+    in-flight bytes over its rate cwnd/srtt); backup subflows only when no other is usable.
+    A subflow is backup when we asked for it (our endpoint's flag) or the peer did (MP_JOIN's B
+    flag, MP_PRIO), as Linux's ``subflow->backup || subflow->request_bkup``."""
 
     name = "default"
 
     def pick(self, candidates: list[SubflowView]) -> SubflowView | None:
-        active = [s for s in candidates if not s.backup and not s.stale]
+        active = [s for s in candidates if not is_backup(s) and not s.stale]
         if not active:
             active = [s for s in candidates if not s.stale] or candidates
         best = None
