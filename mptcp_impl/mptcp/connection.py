@@ -611,10 +611,12 @@ class MptcpConnection:
         usable = [s for s in self.subflows if s.usable]
         if not usable:
             return
-        # Backup subflows (ours or the peer's request) only while no other works: one that is
-        # merely full (no cwnd space) still works, so its data waits for it (as Linux).
+        # New data on backup subflows (ours or the peer's request) only while no other works:
+        # one that is merely full (no cwnd space) still works, so its data waits for it.
+        # Reinjections may take a backup (Linux's mptcp_subflow_get_retrans).
+        fresh = usable
         if any(not is_backup(s) and not s.stale for s in usable):
-            usable = [s for s in usable if not is_backup(s)]
+            fresh = [s for s in usable if not is_backup(s)]
         max_map = self.config.max_mapping
         # reinjections first: data a failing subflow holds goes out on another one
         rq = self._reinject
@@ -646,7 +648,7 @@ class MptcpConnection:
             limit = min(write_end, self.snd_edge)
             if self.snd_nxt >= limit:
                 break
-            cands = [s for s in usable if s.space > 0]
+            cands = [s for s in fresh if s.space > 0]
             if not cands:
                 break
             s = self.sched.pick(cands)  # type: ignore[arg-type]
