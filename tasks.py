@@ -201,6 +201,24 @@ def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
 
 
 @task(
+    help={
+        "mbytes": "MB per transfer",
+        "reps": "transfers per case",
+        "iperf_seconds": "iperf3's -t through the proxies",
+        "json": "print a JSON summary as the last line",
+    }
+)
+def bench_proxy(c, mbytes=40.0, reps=2, iperf_seconds=15.0, json=False):
+    """Unmodified TCP programs through the proxy vs our CLI on two_path, both ways; iperf3."""
+    from benchmarks.proxy_bench import main as bench_main
+
+    args = ["--mbytes", str(mbytes), "--reps", str(reps), "--iperf-seconds", str(iperf_seconds)]
+    if json:
+        args.append("--json")
+    sys.exit(bench_main(args))
+
+
+@task(
     help={"run_dir": "a run directory (RUN/pcap/<stack>/<rep>/<host>-<intf>.pcap, metadata.json)"}
 )
 def analyze(c, run_dir):

@@ -89,8 +89,15 @@ def load_many(pcaps: list[Path], cache: bool = True) -> pd.DataFrame:
         return parse_empty()
     if len(frames) == 1:
         return frames[0]
-    cat_cols = [c for c in frames[0].columns if isinstance(frames[0][c].dtype, pd.CategoricalDtype)]
+    # A column with no value at all in one capture (no MPTCP option: every MPTCP option stripped
+    # on the way) may come back from the parquet cache as object, not category: unify it too.
+    cat_cols = sorted(
+        {c for f in frames for c in f.columns if isinstance(f[c].dtype, pd.CategoricalDtype)}
+    )
     for c in cat_cols:
+        for f in frames:
+            if not isinstance(f[c].dtype, pd.CategoricalDtype):
+                f[c] = f[c].astype(object).astype("category")
         cats = pd.Index(sorted({str(x) for f in frames for x in f[c].cat.categories}))
         for f in frames:
             f[c] = f[c].cat.set_categories(cats)

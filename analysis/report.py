@@ -21,6 +21,7 @@ import pandas as pd
 from analysis import events as EV
 from analysis import plots
 from analysis.metrics import to_jsonable
+from analysis.middlebox import signals_words
 from analysis.run import analyze_run, epoch, failover_table, read_json
 
 # two-sided 95% Student t quantiles by degrees of freedom (no scipy in the venv)
@@ -264,6 +265,62 @@ def failover_html(rows: pd.DataFrame) -> str:
     return "<h2>Failover</h2>" + _table(rows, left=left) + FAILOVER_DEFINITIONS
 
 
+def _middlebox_words(stats: dict | None) -> str:
+    """What each link's middlebox did (testbed RouterMiddlebox.stats), briefly."""
+    parts = []
+    for link, st in sorted((stats or {}).items()):
+        done = {}
+        for side in ("in", "out"):
+            for k, v in (st.get(side) or {}).items():
+                if isinstance(v, int) and k not in ("port", "packets", "errors") and v:
+                    done[k] = done.get(k, 0) + v
+        for k, v in st.items():
+            if isinstance(v, int) and v:
+                done[k] = v
+        what = ", ".join(f"{k} {v}" for k, v in sorted(done.items())) or "nothing to do"
+        parts.append(f"{link}: {st.get('kind')} ({what})")
+    return "; ".join(parts)
+
+
+def outcome_rows(result: dict, run_name: str = "", point: str = "") -> pd.DataFrame:
+    """One row per (stack, rep): what the captures show of the MPTCP handshakes, joins and
+    error signals, next to the outcome the runner measured (counters, integrity) and what the
+    middleboxes on the links did, when the run's metadata has them."""
+    meta = result.get("metadata") or {}
+    measured = meta.get("outcome") or {}
+    rows = []
+    for g in result["groups"]:
+        if "signals" not in g:
+            continue
+        counters = measured.get("mptcp_counters") or {}
+        rows.append(
+            {
+                **({"run": run_name} if run_name else {}),
+                **({"point": point} if point else {}),
+                "stack": g["stack"],
+                "rep": g["rep"],
+                "outcome (counters, sha256)": measured.get("outcome") or "–",
+                "captures show": signals_words(g["signals"]),
+                "middlebox did": _middlebox_words(measured.get("middlebox")) or "–",
+                "counters": "; ".join(
+                    f"{h}: " + " ".join(f"{k}={v}" for k, v in sorted(c.items()))
+                    for h, c in sorted(counters.items())
+                    if c
+                )
+                or "–",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+OUTCOME_NOTE = """<p class='defs'><b>outcome</b>: from the MPTCP counters of both ends
+(Linux: nstat deltas in each host; our stack: its MIB, same names) and the sha256 of what
+arrived: fallback, join refused, MP_FAIL, STALLED (did not finish in time), DATA CORRUPTED.
+<b>captures show</b>: the same read from the segments alone (analysis/middlebox.py): each
+MP_CAPABLE handshake and MP_JOIN and how it was answered, MP_FAIL / MP_TCPRST / infinite
+mappings seen, and what changed in a SYN between the client's and the server's capture.</p>"""
+
+
 def _flat_versions(v) -> str:
     """{"python_packages": {...}, "debian_packages": {...}} or a flat {name: version}."""
     if not isinstance(v, dict):
@@ -363,6 +420,9 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
         if not rows.empty
         else "<p>No MPTCP connection found in the captures.</p>"
     )
+    outcomes = outcome_rows(result)
+    if not outcomes.empty:
+        parts += ["<h2>MPTCP outcome</h2>", _table(outcomes, left=2), OUTCOME_NOTE]
     parts.append(failover_html(failover_rows(result)))
     for name in ("failover", "reordering-cdf"):
         if name in result["figures"]:
@@ -479,15 +539,23 @@ def write_campaign_report(root: Path) -> Path:
         parts.append(_summary_html(summarize(rows, ["stack"]), ["stack"]))
         # runs with the same scalar parameters are repetitions of one grid point
         swept = _swept(metas)
-        rows["point"] = rows["run"].map(
-            lambda r: (
-                ", ".join(f"{k}={(metas[r].get('parameters') or {}).get(k)}" for k in swept)
-                or "all"
-            )
-        )
+
+        def rows_point(r: str) -> str:
+            params = metas[r].get("parameters") or {}
+            return ", ".join(f"{k}={params.get(k)}" for k in swept) or "all"
+
+        rows["point"] = rows["run"].map(rows_point)
         parts.append("<h2>Per grid point and stack (over repetitions)</h2>")
         summary = summarize(rows, ["point", "stack"])
         parts.append(_summary_html(summary, ["point", "stack"]))
+        outcomes = pd.concat(
+            [outcome_rows(v, k, rows_point(k)) for k, v in results.items()] or [pd.DataFrame()],
+            ignore_index=True,
+        )
+        if not outcomes.empty and "point" in outcomes:
+            outcomes = outcomes.sort_values(["point", "stack"], kind="stable")
+            parts.append("<h2>MPTCP outcome per grid point and stack</h2>")
+            parts.append(_table(outcomes.drop(columns=["run"]), left=3) + OUTCOME_NOTE)
         parts.append(
             failover_html(
                 pd.concat(

@@ -22,6 +22,7 @@ from analysis import metrics as M
 from analysis import plots
 from analysis.events import EventsFormatError, read_events
 from analysis.frames import find_pcaps, load_many
+from analysis.middlebox import capture_signals
 from analysis.mptcp import annotate
 from analysis.pcap import CaptureError
 
@@ -248,6 +249,8 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
         if not good:
             continue
         df, conns = annotate(load_many([p for p, _ in good]))
+        # handshakes, joins, MP_FAIL, middlebox traces: what the connections met on the way
+        grp["signals"] = capture_signals(df)
         if df.empty or conns.empty:
             continue
         t_first = float(df["time"].min())

@@ -65,6 +65,12 @@ class RunMetrics:
     failover: list[FailoverMetrics] = field(default_factory=list)
     background: list[dict[str, Any]] = field(default_factory=list)  # competing flows' goodput
     errors: list[str] = field(default_factory=list)
+    # MPTCP counters per host that changed during the run (kernel stacks: nstat deltas in the
+    # hosts' namespaces; userspace: each end's MIB), what the links' middleboxes did, and the
+    # outcome in words (analysis.middlebox.outcome: fallback, join refused, MP_FAIL, ...)
+    mptcp_counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    middlebox: dict[str, Any] = field(default_factory=dict)
+    outcome: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -57,6 +57,19 @@ def campaign_section(run_dir: Path) -> list[str]:
             f"{_ms(row.get('goodput_after_failure_mbit'))} | "
             f"{'yes' if row['all_intact'] else 'NO'} |"
         )
+    met = [r for r in metrics.get("runs", []) if r.get("middlebox") or r.get("mptcp_counters")]
+    if any(r.get("middlebox") for r in met):
+        lines += [
+            "",
+            "What happened per run (analysis.middlebox.outcome: both ends' MPTCP counters and "
+            "the sha256 of what arrived):",
+            "",
+            "| point | stack | outcome |",
+            "|---|---|---|",
+        ]
+        for r in sorted(met, key=lambda r: (r["point"], r["stack"])):
+            point = ", ".join(f"{k}={v}" for k, v in r["point_values"].items()) or "-"
+            lines.append(f"| {point} | {r['stack']} | {r.get('outcome') or '-'} |")
     fails = [r for r in metrics.get("runs", []) if r.get("failover")]
     if fails:
         lines += ["", "Per run, around each link-down event (subflow bytes from 1 s after it):", ""]

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from analysis.events import run_entry, write_events
+from analysis.middlebox import outcome
 from analysis.report import write_report
 from experiments import provenance
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
@@ -201,6 +202,39 @@ class _Peer:
     role: str  # "client" or "server"
 
 
+def _mptcp_counters(tb: Network, hosts: list[str]) -> dict[str, dict[str, int]]:
+    """Each host's kernel MPTCP counters (nstat -asz: absolute values, no history file)."""
+    out: dict[str, dict[str, int]] = {}
+    for h in hosts:
+        res = tb.host(h).run(["nstat", "-asz"], check=False)
+        vals = {}
+        for line in res.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].startswith("MPTcpExt") and parts[1].isdigit():
+                vals[parts[0].removeprefix("MPTcpExt")] = int(parts[1])
+        out[h] = vals
+    return out
+
+
+def _counters_delta(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    return {
+        h: {
+            k: v - before.get(h, {}).get(k, 0)
+            for k, v in vals.items()
+            if v != before.get(h, {}).get(k, 0)
+        }
+        for h, vals in after.items()
+    }
+
+
+def _native_mib(report: dict[str, Any]) -> dict[str, int]:
+    """Our stack's MIB from the traffic tool's report (stack_info), prefix dropped like nstat's."""
+    mib = ((report.get("stack_info") or {}).get("mptcp") or {}).get("mib") or {}
+    return {k.removeprefix("MPTcpExt"): v for k, v in mib.items() if isinstance(v, int)}
+
+
 class RunExecutor:
     """Carries out one RunSpec on its own network (by default a fresh Mininet Testbed) and
     returns its metrics."""
@@ -238,7 +272,10 @@ class RunExecutor:
             try:
                 self._setup_stacks(tb, flows, logs)
                 cap = tb.capture(self.run_dir / "pcap" / label)
+                before = _mptcp_counters(tb, topo.hosts)
                 results = self._traffic(tb, spec, flows, remote, logs, procs)
+                counters = _counters_delta(before, _mptcp_counters(tb, topo.hosts))
+                mbox_stats = tb.middlebox_stats() if hasattr(tb, "middlebox_stats") else {}
                 cap.stop()
             finally:
                 for p in procs:
@@ -296,6 +333,24 @@ class RunExecutor:
             link_addrs=link_addrs,
             has_background=bool(exp.background),
             path_links=path_links,
+        )
+        if spec.stack == "userspace":  # our stack counts in its own MIB, not in the kernel's
+            counters = {
+                h: {k: v for k, v in mib.items() if v}
+                for h, mib in (
+                    (spec.traffic.client, _native_mib(main.client)),
+                    (spec.traffic.server, _native_mib(main.server)),
+                )
+            }
+        m.mptcp_counters = counters
+        m.middlebox = mbox_stats
+        native = main.client.get("stack_info") or {}
+        m.outcome = outcome(
+            counters=counters,
+            fallback=(native.get("mptcp") or {}).get("fallback", m.mptcp_fallback),
+            subflows=m.max_subflows or len((native.get("mptcp") or {}).get("subflows") or []),
+            finished=not results["stopped"],
+            intact=m.intact,
         )
         bg = _background_results(results["flows"][1:], exp.background)
         m.errors += results["stopped"]
@@ -623,6 +678,12 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
     its own events, and its parameters (the grid point, the path capacities).
     """
     base = run_dir / "analysis"
+    try:  # each run's outcome and counters, as the runner measured them (metrics.json)
+        measured = {
+            m["label"]: m for m in json.loads((run_dir / "metrics.json").read_text())["runs"]
+        }
+    except (OSError, ValueError, KeyError):
+        measured = {}
     for r in runs:
         view = base / r["label"].replace("/", "-")
         dst = view / "pcap" / r["stack"] / r["rep"]
@@ -655,6 +716,11 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             "start": r["t0_wall"],  # the traffic's start: event "at" times count from here
             "campaign": str(run_dir),
         }
+        m = measured.get(r["label"]) or {}
+        if m.get("outcome"):
+            view_meta["outcome"] = {
+                k: m.get(k) for k in ("outcome", "intact", "mptcp_counters", "middlebox")
+            }
         _write_json(view / "metadata.json", view_meta)
         write_events(view / "events.json", [run_entry(r["label"], r["t0_wall"], r["events"])])
     return base

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments import plugin_options
 from experiments.errors import ExperimentError
 from testbed.network import Network
 from testbed.topology import Topology
@@ -310,15 +311,25 @@ class UserspaceStack(MptcpOptions):
     description = "our userspace MPTCP stack (mptcp_impl), same options as kernel-mptcp"
 
     def __init__(self) -> None:
-        self._args: dict[str, list[str]] = {}  # host -> its --endpoint/--limits/--scheduler
+        self._args: dict[str, list[str]] = {}  # host -> its --endpoint/--limits/plug-ins
         self._host_of: dict[str, str] = {}  # address -> host
+        self._default_args = ["--import-path", str(REPO)]  # a host setup() did not see
 
-    def available_schedulers(self) -> list[str]:
-        try:
-            from mptcp_impl.mptcp.sched import SCHEDULERS
-        except ImportError:
-            return []
-        return sorted(SCHEDULERS)
+    def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        """kernel-mptcp's endpoints and limits, and our research plug-ins (scheduler, cc, pm,
+        opportunistic: experiments/plugin_options.py)."""
+        plug = {k: v for k, v in opts.items() if k in plugin_options.KEYS}
+        rest = {k: v for k, v in opts.items() if k not in plugin_options.KEYS}
+        for k in rest:
+            if k not in ("endpoints", "limits"):
+                allowed = sorted(["endpoints", "limits", *plugin_options.KEYS])
+                raise ExperimentError(
+                    source, f"{where}.{k}", f"unknown key (allowed: {', '.join(allowed)})"
+                )
+        out = super().validate_options(source, where, rest)
+        del out["scheduler"]
+        out.update(plugin_options.validate(source, where, plug))
+        return out
 
     def check_available(self) -> None:
         if importlib.util.find_spec("mptcp_impl.api") is None:
@@ -328,10 +339,11 @@ class UserspaceStack(MptcpOptions):
 
     def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
-        sched = opts.get("scheduler") or "default"
-        done: dict[str, Any] = {"limits": limits, "scheduler": sched, "endpoints": {}}
+        plugins = plugin_options.flags(opts)
+        done: dict[str, Any] = {"limits": limits, "plugins": plugins, "endpoints": {}}
         self._args, self._host_of = {}, {}
-        for h in tb.topo.hosts:
+        self._default_args = [*plugins, "--import-path", str(REPO)]
+        for h in tb.topo.hosts if tb is not None else []:
             mine = self.endpoints_of(tb, opts, h)
             done["endpoints"][h] = [list(e) for e in mine]
             args = [
@@ -343,8 +355,7 @@ class UserspaceStack(MptcpOptions):
                 *(args or ["--endpoint", "none"]),
                 "--limits",
                 ",".join(f"{k}={v}" for k, v in limits.items()),
-                "--scheduler",
-                sched,
+                *plugins,
                 "--import-path",
                 str(REPO),
             ]
@@ -355,18 +366,22 @@ class UserspaceStack(MptcpOptions):
     def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
         cmd = super().server(python, tool, addr, port, out)
         cmd.argv[cmd.argv.index("--listen") + 1] = f"{addr}:{port}"
-        cmd.argv += self._args.get(self._host_of.get(addr, ""), ["--import-path", str(REPO)])
+        cmd.argv += self._args.get(self._host_of.get(addr, ""), self._default_args)
         return cmd
 
     def client(
         self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
     ) -> Command:
         cmd = super().client(python, tool, connect, flow, seed, out)
-        cmd.argv += self._args.get(flow.client, ["--import-path", str(REPO)])
+        cmd.argv += self._args.get(getattr(flow, "client", ""), self._default_args)
         return cmd
 
 
 STACKS: dict[str, Stack] = {s.name: s for s in (TcpStack(), KernelMptcpStack(), UserspaceStack())}
+
+from experiments.proxy_stack import UserspaceProxyStack  # noqa: E402 (it builds on Stack)
+
+STACKS[UserspaceProxyStack.name] = UserspaceProxyStack()
 
 
 def available_schedulers() -> list[str]:

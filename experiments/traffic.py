@@ -540,8 +540,11 @@ class UserspaceOptions:
 
     endpoints: list[str] | None = None  # ADDR[,FLAG...]; None: the stack's default
     limits: str = ""  # subflows=N,add_addr_accepted=N
-    scheduler: str = "default"
+    scheduler: str = "default"  # research plug-ins: a name, or FILE.py:Class
     import_path: str | None = None  # where mptcp_impl lives, if not on sys.path
+    cc: str = "uncoupled"
+    pm: str = "kernel"
+    opportunistic: str = "off"
 
 
 def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
@@ -561,7 +564,14 @@ def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
             MpEndpoint.parse(e, i + 1) for i, e in enumerate(e for e in eps if e != "none")
         ]
     limits = Limits.parse(opts.limits) if opts.limits else Limits()
-    cfg = MptcpConfig(endpoints=endpoints, limits=limits, scheduler=opts.scheduler)
+    cfg = MptcpConfig(
+        endpoints=endpoints,
+        limits=limits,
+        scheduler=opts.scheduler,
+        cc=opts.cc,
+        pm=opts.pm,
+        opportunistic=opts.opportunistic,
+    )
     return api, StackConfig(mptcp=cfg)
 
 
@@ -737,7 +747,10 @@ def main(argv: list[str] | None = None) -> int:
         "announces nothing",
     )
     us.add_argument("--limits", default="", metavar="subflows=N,add_addr_accepted=N")
-    us.add_argument("--scheduler", default="default")
+    us.add_argument("--scheduler", default="default", metavar="NAME|FILE.py:Class")
+    us.add_argument("--cc", default="uncoupled", metavar="NAME|FILE.py:Class")
+    us.add_argument("--pm", default="kernel", metavar="NAME|FILE.py:Class")
+    us.add_argument("--opportunistic", default="off", choices=("off", "retransmit", "penalise"))
     us.add_argument("--import-path", help="directory holding mptcp_impl, if not on PYTHONPATH")
     s = sub.add_parser("server", parents=[common], help="accept connections and run what each asks")
     s.add_argument("--listen", default="0.0.0.0:5201")
@@ -760,7 +773,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.proto != "userspace" and (a.endpoint or a.limits or a.import_path):
         ap.error("--endpoint, --limits and --import-path are for --proto userspace")
-    uopts = UserspaceOptions(a.endpoint, a.limits, a.scheduler, a.import_path)
+    uopts = UserspaceOptions(
+        a.endpoint, a.limits, a.scheduler, a.import_path, a.cc, a.pm, a.opportunistic
+    )
     if a.cmd == "server":
         return asyncio.run(_amain(serve(a.listen, a.proto, a.once, a.out, uopts)))
     spec = TrafficSpec(

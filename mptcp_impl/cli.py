@@ -2,6 +2,7 @@
 
     python -m mptcp_impl client --connect HOST:PORT --bytes N [--bind ADDR] [--seed S] --json
     python -m mptcp_impl server --listen HOST:PORT [--once] --json   (IPv6: [ADDR]:PORT; [::]: both)
+    python -m mptcp_impl proxy --transparent [--ports P,...] | --listen ADDR:PORT --to HOST:PORT
 
 The client sends N bytes of a deterministic pseudo-random stream (a 1 MiB block from
 ``random.Random(seed)``, repeated: cheap to produce at Gbit/s, and any peer can recompute its
@@ -14,7 +15,8 @@ MPTCP is the default: with no flags a client opens a subflow from each of its ot
 and accepts up to 8 announced addresses, and a server accepts up to 8 joins and announces
 nothing. ``--endpoint ADDR[,subflow|signal|backup|fullmesh...]`` (repeatable) and ``--limits
 subflows=N,add_addr_accepted=N`` say otherwise, in ``ip mptcp``'s vocabulary; ``--tcp-only``
-is plain TCP. A server serves MPTCP and plain TCP clients alike. With ``--json`` the result
+is plain TCP. Research plug-ins: ``--scheduler``, ``--cc`` and ``--pm`` take a shipped name or
+``FILE.py:Class`` (mptcp_impl/mptcp/README.md, "Plug-ins"). A server serves MPTCP and plain TCP clients alike. With ``--json`` the result
 has ``"mptcp": {"fallback", "subflows": [...], "mib": {...}}``.
 """
 
@@ -31,8 +33,13 @@ import sys
 import time
 from typing import Any
 
+from . import proxy
 from .api import close_stack, open_connection, start_server
+from .mptcp import plugins
+from .mptcp.coupled import CONTROLLERS
 from .mptcp.ctrl import Endpoint, Limits, MptcpConfig
+from .mptcp.pm import PATH_MANAGERS
+from .mptcp.sched import SCHEDULERS
 from .netio.addr import join_hostport
 from .netio.firewall import process_fence
 from .netio.stack import StackConfig
@@ -80,6 +87,17 @@ def _endpoint(s: str) -> str:
     return s
 
 
+def _plugin(registry: dict[str, Any], kind: str) -> Any:
+    def parse(s: str) -> str:
+        try:
+            plugins.check(s, registry, kind)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return s
+
+    return parse
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -91,12 +109,15 @@ def _config(args: argparse.Namespace) -> StackConfig:
         endpoints = None
         if args.endpoint:
             endpoints = [Endpoint.parse(e, i + 1) for i, e in enumerate(args.endpoint)]
-        elif args.cmd == "server":
-            endpoints = []
+        elif args.cmd == "server" or (args.cmd == "proxy" and not args.transparent):
+            endpoints = []  # a server announces nothing unless told
         mptcp = MptcpConfig(
             endpoints=endpoints,
             limits=args.limits or Limits(),
             scheduler=args.scheduler,
+            cc=args.cc,
+            pm=args.pm,
+            opportunistic=args.opportunistic,
         )
     return StackConfig(
         sender="raw" if args.no_gso else args.sender, mptcp=mptcp, seed=args.stack_seed
@@ -256,7 +277,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="subflows=N,add_addr_accepted=N",
         help="as `ip mptcp limits` (default subflows=8,add_addr_accepted=8)",
     )
-    common.add_argument("--scheduler", default="default", help="MPTCP packet scheduler")
+    common.add_argument(
+        "--scheduler",
+        type=_plugin(SCHEDULERS, "scheduler"),
+        default="default",
+        metavar="NAME|FILE.py:Class",
+        help=f"MPTCP packet scheduler: {', '.join(SCHEDULERS)} (default: default), or a "
+        "class with pick(candidates) in a Python file",
+    )
+    common.add_argument(
+        "--cc",
+        type=_plugin(CONTROLLERS, "congestion control"),
+        default="uncoupled",
+        metavar="NAME|FILE.py:Class",
+        help=f"congestion control of the MPTCP connection: {', '.join(CONTROLLERS)} "
+        "(default: uncoupled CUBIC), or a CcGroup subclass (coupled) or controller class "
+        "in a Python file",
+    )
+    common.add_argument(
+        "--pm",
+        type=_plugin(PATH_MANAGERS, "path manager"),
+        default="kernel",
+        metavar="NAME|FILE.py:Class",
+        help=f"path manager: {', '.join(PATH_MANAGERS)} (default: kernel, endpoints and "
+        "limits), or a PathManager subclass in a Python file",
+    )
+    common.add_argument(
+        "--opportunistic",
+        choices=("off", "retransmit", "penalise"),
+        default="off",
+        help="opportunistic retransmission when the peer's window blocks new data, "
+        "optionally penalising the slow subflow (Raiciu et al., NSDI 2012)",
+    )
     common.add_argument(
         "--stack-seed", type=int, default=None, help="seed of MPTCP keys and nonces"
     )
@@ -277,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("server", parents=[common], help="receive streams and report")
     s.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
     s.add_argument("--once", action="store_true", help="exit after the first connection")
+    x = sub.add_parser(
+        "proxy",
+        parents=[common],
+        help="carry unmodified applications' TCP over our MPTCP (see mptcp_impl/proxy.py)",
+    )
+    proxy.add_arguments(x, _hostport)
     return p
 
 
@@ -288,6 +346,11 @@ async def _amain(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, main.cancel)
     loop.add_signal_handler(signal.SIGUSR1, _dump_state)
     try:
+        if args.cmd == "proxy":
+            try:
+                return await proxy.run_proxy(args, _config(args))
+            except asyncio.CancelledError:
+                return 0  # SIGINT/SIGTERM: the proxy's normal end
         if args.cmd == "client":
             res = await run_client(args)
             print(json.dumps(res) if args.json else _human(res), flush=True)
@@ -306,7 +369,10 @@ async def _amain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "proxy":
+        proxy.check_arguments(parser, args)
     try:
         return asyncio.run(_amain(args))
     finally:

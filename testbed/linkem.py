@@ -61,10 +61,12 @@ NLM_F_ACK = 0x4
 NLMSG_ERROR = 0x2
 NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET = 0
+NFQNL_MSG_VERDICT = 1
 NFQNL_MSG_VERDICT_BATCH = 3
 NFQNL_MSG_CONFIG = 2
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
+NFQA_PAYLOAD = 10
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
 NFQA_CFG_QUEUE_MAXLEN = 3
@@ -72,7 +74,9 @@ NFQA_CFG_MASK = 4
 NFQA_CFG_FLAGS = 5
 NFQNL_CFG_CMD_BIND = 1
 NFQNL_COPY_META = 1
+NFQNL_COPY_PACKET = 2
 NFQA_CFG_F_GSO = 4
+NF_DROP = 0
 NF_ACCEPT = 1
 
 MSG_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
@@ -133,9 +137,11 @@ class Queue:
 
 
 class NfQueueSocket:
-    """A netlink socket bound to several NFQUEUEs in COPY_META mode with F_GSO."""
+    """A netlink socket bound to several NFQUEUEs: in COPY_META mode with F_GSO (the delay
+    emulator: verdicts only), or copying whole packets, GSO packets cut into segments and
+    checksums completed by the kernel first (testbed/mangle.py: verdicts with a new packet)."""
 
-    def __init__(self, rcvbuf: int = 32 << 20):
+    def __init__(self, rcvbuf: int = 32 << 20, bufsize: int = 4096):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self.sock.bind((0, 0))
         try:
@@ -145,7 +151,7 @@ class NfQueueSocket:
         # A full socket buffer is counted by the kernel; we do not want ENOBUFS errors on recv.
         self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
         self.seq = 0
-        self.buf = bytearray(4096)
+        self.buf = bytearray(bufsize)
         self.view = memoryview(self.buf)
 
     def fileno(self) -> int:
@@ -172,17 +178,63 @@ class NfQueueSocket:
                     raise OSError(-err, f"NFQUEUE config of queue {queue}: {os.strerror(-err)}")
                 return
 
-    def bind(self, queue: int, maxlen: int) -> None:
+    def bind(self, queue: int, maxlen: int, copy_packet: bool = False) -> None:
+        """copy_packet: userspace gets every packet whole (up to 64 KB), one segment at a time
+        (no F_GSO: the kernel segments GSO packets and completes partial checksums before
+        queueing them), so that it can hand back a changed packet with verdict()."""
         self._config(queue, [(NFQA_CFG_CMD, struct.pack("!BBH", NFQNL_CFG_CMD_BIND, 0, 0))])
+        mode = NFQNL_COPY_PACKET if copy_packet else NFQNL_COPY_META
         self._config(
             queue,
             [
-                (NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META)),
+                (NFQA_CFG_PARAMS, struct.pack("!IB", 0xFFFF if copy_packet else 0, mode)),
                 (NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen)),
                 (NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO)),
-                (NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_GSO)),
+                (NFQA_CFG_FLAGS, struct.pack("!I", 0 if copy_packet else NFQA_CFG_F_GSO)),
             ],
         )
+
+    def verdict(
+        self, queue: int, packet_id: int, verdict: int = NF_ACCEPT, payload: bytes | None = None
+    ) -> None:
+        """NFQNL_MSG_VERDICT for one packet; with payload, the packet leaves as these bytes
+        (the kernel takes them as they are: every checksum is the caller's)."""
+        body = _ATTR.pack(12, NFQA_VERDICT_HDR) + struct.pack("!II", verdict, packet_id)
+        if payload is not None:
+            alen = 4 + len(payload)
+            body += _ATTR.pack(alen, NFQA_PAYLOAD) + payload + b"\0" * ((-alen) % 4)
+        msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
+        hdr = _NLMSG.pack(20 + len(body), msg_type, NLM_F_REQUEST, 0, 0)
+        self.sock.send(hdr + struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue)) + body)
+
+    def read_packet(self) -> tuple[int, int, bytes] | None:
+        """One queued packet (non-blocking): (queue, packet id, the packet from its IP header),
+        None when nothing is waiting; messages that are not packets give (queue, -1, b"")."""
+        try:
+            n = self.sock.recv_into(self.buf, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        buf = self.buf
+        if n < 28:
+            return (-1, -1, b"")
+        mtype, queue_be = struct.unpack_from("=4xH12xH", buf, 0)
+        if mtype != MSG_PACKET:
+            return (-1, -1, b"")
+        queue = socket.ntohs(queue_be)
+        (mlen,) = struct.unpack_from("=I", buf, 0)
+        end = min(n, mlen)
+        off, pid, payload = 20, -1, b""
+        while off + 4 <= end:
+            alen, atype = _ATTR.unpack_from(buf, off)
+            if alen < 4:
+                break
+            atype &= 0x7FFF
+            if atype == NFQA_PACKET_HDR:
+                (pid,) = struct.unpack_from("!I", buf, off + 4)
+            elif atype == NFQA_PAYLOAD:
+                payload = bytes(buf[off + 4 : off + alen])
+            off += (alen + 3) & ~3
+        return (queue, pid, payload)
 
     def accept_upto(self, queue: int, packet_id: int) -> None:
         """NFQNL_MSG_VERDICT_BATCH: accept every packet of the queue with an id <= packet_id."""

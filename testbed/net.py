@@ -23,6 +23,7 @@ from testbed.capture import Capture
 from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
 from testbed.events import EventRun, LinkEvent
 from testbed.host import Host, HostCommandError, MininetHost
+from testbed.middlebox import MiddleboxPort, RouterMiddlebox
 from testbed.routing import ResolvedPath, host_default, host_tables, resolve_path, router_routes
 from testbed.signals import Interrupted, SignalGuard
 from testbed.topology import LinkModel, LinkSpec, Topology
@@ -43,6 +44,7 @@ class Testbed:
         seed: int | None = None,
         offload: bool = False,
         tcp_cc: str | None = "cubic",
+        middlebox_options: dict | None = None,
     ):
         """offload=False (the default) turns segmentation offload off on the hosts, so that
         every packet on a link is one segment of at most the MTU: random loss, queue limits and
@@ -53,7 +55,10 @@ class Testbed:
         tcp_cc pins the hosts' kernel congestion control (a namespace inherits the machine's
         default, which is bbr on some machines and cubic on most): results must not depend on
         which machine ran them. It is set per route (`congctl`), because a namespace may not set
-        a default that the machine has not allowed. None keeps the inherited one."""
+        a default that the machine has not allowed. None keeps the inherited one.
+
+        middlebox_options go to every middlebox process (testbed/mangle.py): after_bytes
+        (payload-rewrite), mss_clamp and hold_ms (coalesce)."""
         self.topo = topo
         self.seed = seed
         self.offload = offload
@@ -64,6 +69,8 @@ class Testbed:
         self.net: Mininet | None = None
         self.hosts: dict[str, MininetHost] = {}
         self.emulators: dict[str, RouterEmulator] = {}
+        self.middleboxes: dict[str, RouterMiddlebox] = {}  # router -> its links' middleboxes
+        self.middlebox_options = dict(middlebox_options or {})
         self.link_router: dict[str, str] = {}  # link -> router that emulates it
         self.paths: list[ResolvedPath] = [resolve_path(topo, p) for p in topo.paths]
         self._ns_tokens: list[str] = []
@@ -118,6 +125,7 @@ class Testbed:
                 for end in (link.a, link.b):
                     shape_interface(self.hosts[end], self.intf(end, link.name), link.model)
         self._start_emulators()
+        self._start_middleboxes()
 
     def stop(self) -> None:
         """Tear down in reverse order; each step runs even if an earlier one failed."""
@@ -125,6 +133,8 @@ class Testbed:
             ev.cancel()
         for cap in self._captures:
             _quietly(cap.stop)
+        for mbox in self.middleboxes.values():
+            _quietly(mbox.stop)
         for emu in self.emulators.values():
             _quietly(emu.stop)
         for host in self.hosts.values():
@@ -137,6 +147,7 @@ class Testbed:
         self._ns_tokens.clear()
         self._captures.clear()
         self.emulators.clear()
+        self.middleboxes.clear()
 
     # ---- building ----------------------------------------------------------------------------
 
@@ -298,6 +309,38 @@ class Testbed:
             self.emulators[router] = emu
             emu.start()  # its process is recorded by pid like every process a Host starts
 
+    def _start_middleboxes(self) -> None:
+        ports: dict[str, list[MiddleboxPort]] = {}
+        for link in self.topo.links.values():
+            router = self._emulating_router(link)
+            if router is None or link.model.middlebox == "none":
+                continue
+            ports.setdefault(router, []).append(
+                MiddleboxPort(
+                    link=link.name,
+                    intf=self.intf(router, link.name),
+                    kind=link.model.middlebox,
+                    subnet=link.subnet,
+                )
+            )
+        for k, (router, plist) in enumerate(sorted(ports.items())):
+            mbox = RouterMiddlebox(
+                self.hosts[router],
+                plist,
+                log_path=self.workdir / f"middlebox-{router}.log",
+                seed=None if self.seed is None else self.seed + k,
+                options=self.middlebox_options,
+            )
+            self.middleboxes[router] = mbox
+            mbox.start()
+
+    def middlebox_stats(self) -> dict[str, dict]:
+        """What every middlebox did so far, per link (RouterMiddlebox.stats)."""
+        out: dict[str, dict] = {}
+        for mbox in self.middleboxes.values():
+            out.update(mbox.stats())
+        return out
+
     # ---- use ---------------------------------------------------------------------------------
 
     def host(self, name: str) -> Host:
@@ -420,6 +463,8 @@ class Testbed:
     def set_link(self, link: str, **changes: Any) -> None:
         """Change a link's model while it runs (rate/queue with tc, the rest in the emulator)."""
         spec = self.topo.links[link]
+        if "middlebox" in changes:
+            raise ValueError("a link's middlebox is set in the topology, not changed at run time")
         model = replace(self.models[link], **changes)
         emulated = changes.keys() & {"delay_ms", "jitter_ms", "jitter_dist", "loss_pct"}
         router = self.link_router.get(link)

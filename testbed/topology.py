@@ -15,6 +15,7 @@ File format (see topologies/*.toml)::
     jitter_ms = 0
     loss_pct = 0
     queue_pkts = 100         # optional: queue limit at the rate limiter
+    middlebox = "nat"        # optional: a middlebox on the router end (see MIDDLEBOXES)
     [paths.wifi]
     from = "client"
     link = "wifi"            # the first link: selects the source interface and address
@@ -46,7 +47,24 @@ TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 NODE_KINDS = ("host", "router", "bridge")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # short: Mininet names interfaces <node>-ethN
 LINK_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-MODEL_FIELDS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "queue_pkts"}
+MODEL_FIELDS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "queue_pkts", "middlebox"}
+# What a link's middlebox does to the TCP segments crossing its router end (testbed/middlebox.py):
+MIDDLEBOXES = {
+    "none": "nothing",
+    "strip-mptcp": "MPTCP options (kind 30) replaced by NOPs on every segment, both directions",
+    "strip-mptcp-syn": "MPTCP options replaced by NOPs on SYN and SYN/ACK segments only",
+    "strip-mptcp-after-syn": "MPTCP options replaced by NOPs on every segment but SYNs: the "
+    "handshake passes, the third ACK and everything after it lose them",
+    "seq-rewrite": "each flow's TCP sequence numbers shifted by a random offset per direction "
+    "(ACK and SACK translated back)",
+    "payload-rewrite": "one byte of one data segment per flow and direction changed "
+    "(TCP checksum fixed up, so TCP accepts it)",
+    "nat": "source NAT (masquerade) of what comes from the link's far side; no connection "
+    "from outside gets in",
+    "coalesce": "MSS clamped to half on SYNs, then pairs of consecutive segments merged into one "
+    "(LRO-like; the first segment's options kept)",
+    "split": "every data segment of more than 64 bytes cut into two (TSO-like; options copied)",
+}
 LINK_FIELDS = MODEL_FIELDS | {"ends", "subnet", "ipv6"}
 PATH_FIELDS = {"from", "link", "to"}
 TOP_FIELDS = {"description", "nodes", "links", "paths", "ip"}
@@ -67,6 +85,7 @@ class LinkModel:
     loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
     queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
     jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
+    middlebox: str = "none"  # one of MIDDLEBOXES, on the link's router end
 
     @property
     def delayed(self) -> bool:
@@ -295,7 +314,15 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
             f"{prefix}.queue_pkts",
             "a queue limit needs rate_mbit: the queue is the one in front of the rate limiter",
         )
+    middlebox = table.get("middlebox", "none")
+    if not isinstance(middlebox, str) or middlebox not in MIDDLEBOXES:
+        raise TopologyError(
+            source,
+            f"{prefix}.middlebox",
+            f"unknown middlebox {middlebox!r} (known: {', '.join(MIDDLEBOXES)})",
+        )
     return LinkModel(
+        middlebox=middlebox,
         rate_mbit=rate,
         delay_ms=float(delay),
         jitter_ms=float(jitter),
@@ -455,6 +482,12 @@ def _link(
     if ends[0] == ends[1]:
         raise TopologyError(source, f"{where}.ends", "a link joins two different nodes")
     model = parse_model(source, where, table)
+    if model.middlebox != "none" and not any(nodes[e] == "router" for e in ends):
+        raise TopologyError(
+            source,
+            f"{where}.middlebox",
+            "a middlebox runs on a router: at least one end must be a router",
+        )
     if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
         nodes[e] == "router" for e in ends
     ):
@@ -473,6 +506,12 @@ def _link(
     v6 = table.get("ipv6", ipv6)
     if not isinstance(v6, bool):
         raise TopologyError(source, f"{where}.ipv6", f"expected true or false, got {v6!r}")
+    if v6 and model.middlebox != "none":
+        raise TopologyError(
+            source,
+            f"{where}.middlebox",
+            "middleboxes act on IPv4 only (IPv6 would pass untouched): set ipv6 = false here",
+        )
     return lname, ends, model, subnet, v6
 
 

@@ -15,6 +15,7 @@ path manager wants a subflow from a local address: the edge picks a port and cal
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -35,9 +36,12 @@ from ..tcp.connection import (
 )
 from ..tcp.segment import TcpSegment
 from . import crypto
+from .coupled import make_cc
 from .ctrl import Endpoint, MptcpConfig
+from .opportunistic import opportunistic_retransmit
 from .options import AddAddr, MpCapable, MpPrio
-from .sched import is_backup, make_scheduler
+from .pm import make_pm
+from .sched import Candidates, as_list, make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
 
@@ -92,6 +96,12 @@ class MptcpConnection:
         self.mib = self.registry.mib
         self.rng = self.registry.rng
         self.sched = make_scheduler(cfg.scheduler)
+        # coupled congestion control: one coordinator, a member per subflow (coupled.py)
+        self.cc_group, tcp_cc = make_cc(cfg.cc)
+        if tcp_cc is not None:
+            self.tcp_config = dataclasses.replace(self.tcp_config, cc=tcp_cc)
+        self.pm = make_pm(cfg.pm)  # path manager (pm.py)
+        self.pm.attach(self)
         self.rcv_buf = cfg.rcv_buf if cfg.rcv_buf is not None else self.tcp_config.rcv_buf
         self.snd_buf = cfg.snd_buf if cfg.snd_buf is not None else self.tcp_config.snd_buf
         self.subflows: list[Subflow] = []
@@ -119,6 +129,7 @@ class MptcpConnection:
         self._snd_blocked = False
         self._chunks: deque[list[Any]] = deque()  # [dsn, len, subflow, reinjected]
         self._reinject: deque[list[Any]] = deque()  # [dsn, len, failed subflow]
+        self._owed: dict[Subflow, int] = {}  # copies a subflow had no room for, from this DSN
         # receive side
         self.rcv_nxt = 0
         self._rbuf = bytearray()
@@ -173,7 +184,7 @@ class MptcpConnection:
         sub = Subflow(conn, local, remote, initial=True, active=False)
         conn.initial = sub
         sub.tcp = None  # type: ignore[assignment]
-        tcp = TcpConnection.accept_syn(tcp_config, syn, local, remote, now, hooks=sub)
+        tcp = TcpConnection.accept_syn(conn.tcp_config, syn, local, remote, now, hooks=sub)
         conn._attach(sub, tcp)
         return conn
 
@@ -209,7 +220,9 @@ class MptcpConnection:
             or self._close_requested
         )
         if refuse:
-            sub.rst_reason = 2 if self._joins >= self.config.limits.subflows else 1
+            # Linux's subflow_check_req: MPJoinRejected, RST "administratively prohibited"
+            self.mib.inc("MPJoinRejected")
+            sub.rst_reason = 3
             sub.closed = True
             sub.tcp = TcpConnection.accept_syn(
                 self.tcp_config, syn, local, remote, now, hooks=_Refuser(sub)
@@ -272,7 +285,7 @@ class MptcpConnection:
             self.mib.inc("MPCapableACKRX")
             self._set_remote_key(mpc.sender_key)
             self.fully_established = True
-            self._pm_established()
+            self.pm.established()
             return
         self.mib.inc("MPCapableFallbackACK")
         self.enter_fallback("third ACK without MP_CAPABLE keys")
@@ -286,10 +299,16 @@ class MptcpConnection:
     def on_fully_established(self, sub: Subflow) -> None:
         if not self.fully_established:
             self.fully_established = True
-            self._pm_established()
+            self.pm.established()
 
     def on_join_established(self, sub: Subflow) -> None:
         sub.arm_join_ack(self._now)
+        self.pm.subflow_up(sub)
+
+    def can_fallback(self) -> bool:
+        """Linux's allow_infinite_fallback: only while the first subflow is the only one ever
+        (no join: the other subflows' bytes would be lost or misplaced)."""
+        return len(self._seen_subflows) <= 1
 
     def enter_fallback(self, reason: str) -> None:
         if self.fallback:
@@ -365,7 +384,7 @@ class MptcpConnection:
 
     # ================================================================= timers
     def get_timer(self) -> float | None:
-        t = self._fin_deadline
+        t = self._fin_deadline if not self._closed else None
         for s in self.subflows:
             for d in (s.tcp.get_timer(), s.timer()):
                 if d is not None and (t is None or d < t):
@@ -420,6 +439,9 @@ class MptcpConnection:
     def _subflow_events(self, now: float) -> None:
         for s in list(self.subflows):
             tcp = s.tcp
+            if s.reset_pending and not s.closed:
+                s.reset_pending = False
+                tcp.abort(now)
             while True:
                 ev = tcp.next_event()
                 if ev is None:
@@ -475,6 +497,9 @@ class MptcpConnection:
             self._reinject_from(s)
             if not s.initial and self._joins > 0:
                 self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
+            if self.cc_group is not None:
+                self.cc_group.discard(s.tcp.cc)
+            self.pm.subflow_down(s, reason)
         if s is self.initial and self.fallback:
             if reason is not None and not self._closed:
                 self._events.append(Reset(reason))
@@ -531,6 +556,13 @@ class MptcpConnection:
             return
         if not self.fallback:
             dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
+            fin = self._peer_fin
+            if fin is not None and dsn + n > fin:
+                # the peer's DATA_FIN said where its stream ends: nothing comes after it
+                n = max(0, fin - dsn)
+                data = data[:n]
+                if not n:
+                    return
         end = dsn + n
         if end <= self.rcv_nxt:
             self.mib.inc("DuplicateData")
@@ -545,7 +577,21 @@ class MptcpConnection:
             delivered += self._drain_ooo()
             self._data_event(delivered)
         else:
+            limit = max(self._rcv_wnd_sent, self.rcv_nxt + self.rcv_window())
+            if end > limit:
+                # past the window we advertised (Linux: NoDSSInWindow, dropped)
+                self.mib.inc("NoDSSInWindow")
+                if dsn >= limit:
+                    return
+                data = data[: limit - dsn]
+                end = limit
+            ooo = self._ooo
             i = bisect.bisect_left(self._ooo_starts, dsn)
+            if (i < len(ooo) and ooo[i][0] == dsn and len(ooo[i][1]) >= len(data)) or (
+                i > 0 and ooo[i - 1][0] + len(ooo[i - 1][1]) >= end
+            ):
+                self.mib.inc("DuplicateData")  # held already: kept once
+                return
             self._ooo.insert(i, [dsn, data])
             self._ooo_starts.insert(i, dsn)
             self._ooo_bytes += len(data)
@@ -577,7 +623,7 @@ class MptcpConnection:
 
     def on_data_fin(self, dsn: int) -> None:
         dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
-        if self._peer_fin is None:
+        if self._peer_fin is None and dsn >= self.rcv_nxt:  # one below what came is bogus
             self._peer_fin = dsn
 
     # ================================================================= send
@@ -611,13 +657,9 @@ class MptcpConnection:
         usable = [s for s in self.subflows if s.usable]
         if not usable:
             return
-        # New data on backup subflows (ours or the peer's request) only while no other works:
-        # one that is merely full (no cwnd space) still works, so its data waits for it.
-        # Reinjections may take a backup (Linux's mptcp_subflow_get_retrans).
-        fresh = usable
-        if any(not is_backup(s) and not s.stale for s in usable):
-            fresh = [s for s in usable if not is_backup(s)]
         max_map = self.config.max_mapping
+        write_end = self.snd_una + len(self._sbuf)
+        window = max(0, self.snd_edge - self.snd_una)
         # reinjections first: data a failing subflow holds goes out on another one
         rq = self._reinject
         while rq:
@@ -626,41 +668,101 @@ class MptcpConnection:
                 rq.popleft()
                 continue
             start = max(dsn, self.snd_una)
-            cands = [s for s in usable if s is not bad and s.space > 0 and not s.stale]
+            others = [s for s in usable if s is not bad and not s.stale]
+            cands = Candidates(
+                [s for s in others if s.space > 0],
+                others,
+                write_end - self.snd_nxt,
+                window,
+                max(0, self.snd_edge - self.snd_nxt),
+                True,
+                now,
+            )
             if not cands:
                 break
-            s = self.sched.pick(cands)  # type: ignore[arg-type]
-            if s is None:
+            picked = self._picked(cands, usable)
+            if not picked:
                 break
-            n = min(dsn + ln - start, s.space, max_map)
+            n = min(dsn + ln - start, max_map, picked[0].space)
+            if n <= 0:
+                break
             off = start - self.snd_una
-            s.push(start, bytes(self._sbuf[off : off + n]))
-            s.reinjected += n
+            data = bytes(self._sbuf[off : off + n])
+            for i, s in enumerate(picked):
+                if i and s.space < n:
+                    continue  # a copy of a reinjection goes only where there is room
+                s.push(start, data)
+                s.reinjected += n
+                self._chunks.append([start, n, s, True])
             self.mib.inc("MPTCPRetrans")
-            self._chunks.append([start, n, s, True])
             if start + n >= dsn + ln:
                 rq.popleft()
             else:
                 rq[0] = [start + n, dsn + ln - start - n, bad]
+        if self._owed:
+            self._send_owed_copies(usable)
         # new data
-        write_end = self.snd_una + len(self._sbuf)
         while self.snd_nxt < write_end:
             limit = min(write_end, self.snd_edge)
             if self.snd_nxt >= limit:
+                if self.config.opportunistic != "off":
+                    opportunistic_retransmit(self, usable, now)
                 break
-            cands = [s for s in fresh if s.space > 0]
+            cands = Candidates(
+                [s for s in usable if s.space > 0],
+                usable,
+                write_end - self.snd_nxt,
+                window,
+                limit - self.snd_nxt,
+                False,
+                now,
+            )
             if not cands:
                 break
-            s = self.sched.pick(cands)  # type: ignore[arg-type]
-            if s is None:
+            picked = self._picked(cands, usable)
+            if not picked:
                 break
-            n = min(limit - self.snd_nxt, s.space, max_map)
+            n = min(limit - self.snd_nxt, max_map, picked[0].space)
             if n <= 0:
                 break
             off = self.snd_nxt - self.snd_una
-            s.push(self.snd_nxt, bytes(self._sbuf[off : off + n]))
-            self._chunks.append([self.snd_nxt, n, s, False])
+            data = bytes(self._sbuf[off : off + n])
+            for i, s in enumerate(picked):
+                if i and (s in self._owed or s.space < n):
+                    # no room for the copy now: it catches up later from here, skipping
+                    # what the DATA_ACK has covered by then (v0's redundant scheduler)
+                    self._owed.setdefault(s, self.snd_nxt)
+                    continue
+                s.push(self.snd_nxt, data)
+                self._chunks.append([self.snd_nxt, n, s, i > 0])  # copies: not reinjected
             self.snd_nxt += n
+
+    def _send_owed_copies(self, usable: list[Subflow]) -> None:
+        """Subflows that had no room for copies of scheduled data (a list from the scheduler)
+        send them once they have room, from the first byte not yet DATA_ACKed."""
+        for s, start in list(self._owed.items()):
+            if s not in usable or s.stale:
+                del self._owed[s]
+                continue
+            start = max(start, self.snd_una)
+            while start < self.snd_nxt and s.space > 0:
+                n = min(self.snd_nxt - start, s.space, self.config.max_mapping)
+                off = start - self.snd_una
+                s.push(start, bytes(self._sbuf[off : off + n]))
+                self._chunks.append([start, n, s, True])
+                start += n
+            if start >= self.snd_nxt:
+                del self._owed[s]
+            else:
+                self._owed[s] = start
+
+    def _picked(self, cands: Candidates, usable: list[Subflow]) -> list[Subflow]:
+        """The scheduler's choice as a list of usable subflows, each once (empty: wait)."""
+        out: list[Subflow] = []
+        for s in as_list(self.sched.pick(cands)):  # type: ignore[arg-type]
+            if s in usable and s not in out:
+                out.append(s)
+        return out
 
     def _reinject_from(self, s: Subflow) -> None:
         """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not)."""
@@ -677,6 +779,8 @@ class MptcpConnection:
         makes progress again (Linux's pm stale handling, with an earlier reinjection)."""
         if self.fallback or len(self.subflows) < 2:
             for s in self.subflows:
+                if s.tcp.stats.rto_count > s._rto_seen and not self.fallback:
+                    self.pm.subflow_timeout(s)
                 s._rto_seen = s.tcp.stats.rto_count
             return
         for s in self.subflows:
@@ -692,6 +796,7 @@ class MptcpConnection:
                 s._rto_seen = rto
                 s._rto_streak += 1
                 self._reinject_from(s)
+                self.pm.subflow_timeout(s)
                 if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
                     s.stale = True
                     self.mib.inc("SubflowStale")
@@ -808,13 +913,17 @@ class MptcpConnection:
         if o.port:
             self.mib.inc("PortAdd")
         sub.queue_option(AddAddr(addr_id=o.addr_id, address=o.address, port=o.port, echo=True))
-        init = self.initial
-        if init is None or not init.active:
-            return
         addr = o.address
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped  # (the HMAC above is over the address as sent)
-        known = (str(addr), o.port or init.remote[1])
+        self.pm.address_announced(o.addr_id, str(addr), o.port)
+
+    def _pm_add_addr(self, addr_id: int, address: str, port: int | None) -> None:
+        """The in-kernel path manager's answer to an ADD_ADDR (pm.KernelPathManager)."""
+        init = self.initial
+        if init is None or not init.active:
+            return
+        known = (address, port or init.remote[1])
         if known in self._remote_addrs:
             return  # announced again (the echo was late or lost): echoed, no second subflow
         self._remote_addrs.add(known)
@@ -830,20 +939,43 @@ class MptcpConnection:
             if "fullmesh" in ep.flags and _is_v6(ep.address) == _is_v6(remote[0])
         ]
         if _is_v6(remote[0]) == _is_v6(init.local[0]):
-            self._request_subflow(init.local[0], remote, 0, o.addr_id, False)
+            self._request_subflow(init.local[0], remote, 0, addr_id, False)
             mesh = [ep for ep in mesh if ep.address != init.local[0]]
         elif not mesh:
             # another family than the initial subflow's, and no fullmesh endpoint of it: from
             # "any" address of that family (routing picks it), as Linux
-            self._request_subflow("", remote, 0, o.addr_id, False)
+            self._request_subflow("", remote, 0, addr_id, False)
         for ep in mesh:
-            self._request_subflow(ep.address, remote, ep.id, o.addr_id, "backup" in ep.flags)
+            self._request_subflow(ep.address, remote, ep.id, addr_id, "backup" in ep.flags)
 
     def on_remove_addr(self, sub: Subflow, o: Any) -> None:
         self.mib.inc("RmAddr")
+        for addr_id in getattr(o, "addr_ids", ()):
+            self.pm.address_removed(addr_id)
+
+    def interface_up(self, address: str, now: float) -> None:
+        """A local address came up (for the edge or an experiment): the path manager hears."""
+        self._now = now
+        self.pm.interface_up(address)
+
+    def interface_down(self, address: str, now: float) -> None:
+        """A local address went away: the path manager hears (the kernel one closes its
+        subflows)."""
+        self._now = now
+        self.pm.interface_down(address)
 
     def on_fastclose(self, sub: Subflow, o: Any) -> None:
+        """RFC 8684 3.5: MP_FASTCLOSE with our key aborts the connection: every subflow is
+        reset. With any other key it is ignored (Linux: not even counted)."""
+        if o.receiver_key != self.local_key or self._closed:
+            return
         self.mib.inc("MPFastcloseRx")
+        for s in self.subflows:
+            s.reset_pending = True
+        self._closed = True
+        self._unregister()
+        self._events.append(Reset("connection reset by peer (MP_FASTCLOSE)"))
+        self._events.append(Closed())
 
     def note_option_sent(self, o: Any) -> None:
         if isinstance(o, AddAddr):
@@ -859,6 +991,16 @@ class MptcpConnection:
             "token": f"{self.local_token:08x}",
             "subflows": [s.info() for s in self.all_subflows()],
             "mib": self.mib.snapshot(),
+            "plugins": {
+                "scheduler": _plugin_name(self.sched),
+                "cc": _plugin_name(
+                    self.cc_group if self.cc_group is not None else self.tcp_config.cc
+                ),
+                "pm": _plugin_name(self.pm),
+                "opportunistic": self.config.opportunistic,
+                "opportunistic_bytes": getattr(self, "ortx_bytes", 0),
+                "penalties": getattr(self, "ortx_penalties", 0),
+            },
         }
 
     def all_subflows(self) -> list[Subflow]:
@@ -867,6 +1009,15 @@ class MptcpConnection:
 
 def _is_v6(addr: str) -> bool:
     return ":" in addr
+
+
+def _plugin_name(obj: Any) -> str:
+    """A plug-in's own ``name`` (not one inherited), else its class's (or function's) name."""
+    if isinstance(obj, str):
+        return obj
+    cls = obj if isinstance(obj, type) else type(obj)
+    own = vars(cls).get("name")
+    return own if isinstance(own, str) else getattr(obj, "__name__", cls.__name__)
 
 
 class _Refuser:

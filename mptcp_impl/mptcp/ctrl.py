@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 ENDPOINT_FLAGS = frozenset({"subflow", "signal", "backup", "fullmesh"})
 
@@ -88,7 +89,14 @@ class MptcpConfig:
     endpoints: list[Endpoint] | None = None
     limits: Limits = field(default_factory=Limits)
     checksum: bool = False  # net.mptcp.checksum_enabled
-    scheduler: str = "default"
+    # research plug-ins: a name, FILE.py:Class, or (from Python) a class; see sched.py,
+    # coupled.py, pm.py and plugins.py
+    scheduler: Any = "default"  # default minrtt roundrobin redundant blest ecf
+    cc: Any = "uncoupled"  # uncoupled (TcpConfig.cc, CUBIC) cubic reno lia olia balia
+    pm: Any = "kernel"  # kernel (endpoints and limits) none backup-on-loss
+    # opportunistic retransmission when the peer's window blocks new data (Raiciu et al.,
+    # NSDI 2012): "off", "retransmit", or "penalise" (also halve the slow subflow's cwnd)
+    opportunistic: str = "off"
     stale_loss_cnt: int = 4  # net.mptcp.stale_loss_cnt: RTOs without progress before "stale"
     # Connection-level buffers; None: the subflows' TCP setting (TcpConfig.rcv_buf/snd_buf), as
     # the socket's buffer sizes apply to an MPTCP socket in Linux.

@@ -99,6 +99,7 @@ class Subflow:
         self.established = False  # usable for data (join: after the 4th ACK)
         self.closed = False
         self.rst_reason: int | None = None  # MP_TCPRST on the RST we send
+        self.reset_pending = False  # a protocol error: the connection resets this subflow
         self._local_nonce = conn.rng.getrandbits(32)
         self._remote_nonce = 0
         self._join_ack_pending = False  # joiner: third ACK sent, 4th ACK not yet seen
@@ -133,6 +134,26 @@ class Subflow:
     @property
     def srtt(self) -> float | None:
         return self.tcp.srtt
+
+    @property
+    def rttvar(self) -> float | None:
+        return self.tcp.rttvar
+
+    @property
+    def ssthresh(self) -> int:
+        return self.tcp.cc.ssthresh
+
+    @property
+    def mss(self) -> int:
+        return self.tcp.mss
+
+    @property
+    def pacing_rate(self) -> float:
+        """Bytes per second, as Linux sets sk_pacing_rate: cwnd/srtt, times 2 in slow start
+        and 1.2 after (no pacing is done here; schedulers read it)."""
+        t = self.tcp
+        cc = t.cc
+        return (2.0 if cc.cwnd < cc.ssthresh else 1.2) * cc.cwnd / (t.srtt or 0.1)
 
     @property
     def space(self) -> int:
@@ -445,6 +466,17 @@ class Subflow:
                 self._join_ack_deadline = None
                 self.established = True
                 conn.on_join_established(self)
+        elif self._join_ack_pending:
+            # We joined: the peer's first segment is the 4th ACK (a DATA_ACK; Linux also takes
+            # an ADD_ADDR). Anything else resets the subflow (Linux's check_fully_established).
+            if any(type(o) is AddAddr for o in opts):
+                self._join_ack_pending = False
+                self._join_ack_deadline = None
+                self.established = True
+                conn.on_join_established(self)
+            else:
+                self.rst_reason = 1
+                self.reset_pending = True
         elif self._mpc_pending:
             # Client: the server's first segment carries a DATA_ACK or an ADD_ADDR, or the
             # connection is plain TCP (Linux's check_fully_established, RFC 8684 3.1).
@@ -458,7 +490,7 @@ class Subflow:
             seg.payload
             and self.initial
             and not conn.data_ack_seen
-            and len(conn.subflows) == 1
+            and conn.can_fallback()
             and not self._mapped((seg.seq - tcp.irs) & MASK32, len(seg.payload))
         ):
             # Data without a mapping before the peer ever sent a DATA_ACK: a middlebox
@@ -490,7 +522,11 @@ class Subflow:
             return  # Linux: a mapping on a segment without data maps nothing (DATA_FIN aside)
         if d.data_len == 0:
             conn.mib.inc("InfiniteMapRx")
-            conn.enter_fallback("infinite mapping")
+            if conn.can_fallback():
+                conn.enter_fallback("infinite mapping")
+            else:  # RFC 8684 3.7, Linux: a subflow that cannot fall back is reset
+                self.rst_reason = 1
+                self.reset_pending = True
             return
         if d.data_fin:
             conn.on_data_fin(dsn + d.data_len - 1)

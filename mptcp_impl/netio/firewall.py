@@ -155,7 +155,8 @@ def _family_tables() -> list[tuple[str, str]]:
 
 
 def remove_stale_tables() -> list[str]:
-    """Delete this namespace's ``mptcplab_<pid>`` tables whose process is gone (SIGKILL, crash).
+    """Delete this namespace's ``mptcplab_<pid>[_<purpose>]`` tables whose process is gone
+    (SIGKILL, crash): the fence, and the proxy's redirect (mptcp_impl/proxy.py).
 
     Only tables of dead pids are touched: a live process's table is its own business.
     """
@@ -165,7 +166,7 @@ def remove_stale_tables() -> list[str]:
     except (FirewallError, ValueError):
         return removed
     for family, name in tables:
-        pid = name[len(TABLE_PREFIX) :]
+        pid = name[len(TABLE_PREFIX) :].split("_", 1)[0]  # mptcplab_<pid>[_<purpose>]
         if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
             try:
                 _nft("delete", "table", family, name)

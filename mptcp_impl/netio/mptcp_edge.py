@@ -30,12 +30,33 @@ from .base import (
     _split,
     gso_header,
 )
+from .ifwatch import InterfaceWatch
 from .packet import raw_sender
 
 if TYPE_CHECKING:
     from .stack import Endpoint, TcpStack
 
 log = logging.getLogger(__name__)
+
+
+def _watch_interfaces(stack: Any) -> None:
+    """With a stack's first MPTCP connection, watch local addresses (rtnetlink): each change
+    reaches every connection's path manager (``interface_up`` / ``interface_down``)."""
+    if getattr(stack, "_ifwatch", None) is not None:
+        return
+
+    def changed(addr: str, up: bool) -> None:
+        now = stack.now()
+        for mp in list(stack._mptcp_conns.values()):
+            if not mp.closed:
+                (mp.mconn.interface_up if up else mp.mconn.interface_down)(addr, now)
+                mp._flush(now)
+
+    try:
+        stack._ifwatch = InterfaceWatch(stack.loop, changed)
+    except OSError as e:
+        log.warning("no interface events: %s", e)
+        stack._ifwatch = False
 
 
 class SubflowLink:
@@ -108,6 +129,7 @@ class MptcpConn:
         self.local = init.local
         self.remote = init.remote
         stack._mptcp_conns[id(mconn)] = self
+        _watch_interfaces(stack)
 
     # The application side -------------------------------------------------------------------
     def send(self, data: bytes | memoryview) -> int:

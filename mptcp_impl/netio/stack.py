@@ -631,6 +631,10 @@ class TcpStack:
 
     def close(self) -> None:
         """Drop every endpoint (sockets, port reservations, fence rules). Connections vanish."""
+        watch = getattr(self, "_ifwatch", None)
+        if watch:
+            watch.close()
+            self._ifwatch = None
         for mp in list(self._mptcp_conns.values()):
             if mp._timer is not None:
                 mp._timer.cancel()

@@ -181,7 +181,7 @@ scheduler = "default"
     assert exp.stack_options["userspace"]["limits"] == {"subflows": 2, "add_addr_accepted": 0}
     for old, new, field in [
         ('"backup"]', '"bakup"]', "stack.userspace.endpoints[0].flags"),
-        ('scheduler = "default"', 'scheduler = "redundant"', "stack.userspace.scheduler"),
+        ('scheduler = "default"', 'scheduler = "nosuch"', "stack.userspace.scheduler"),
         ('host = "client"', 'host = "nobody"', "stack.userspace.endpoints[0].host"),
     ]:
         with pytest.raises(ExperimentError) as info:

@@ -1,4 +1,5 @@
-"""A fake network and clock for sans-I/O MPTCP tests: two hosts, paths with delay and loss.
+"""A fake network and clock for sans-I/O MPTCP tests: two hosts, paths with delay and loss,
+optionally through a shared rate-limited drop-tail ``Link`` (a bottleneck) in one direction.
 
 Segments travel as encoded bytes (``encode_segment``/``decode_segment``), so every option goes
 through the real codecs. A path is chosen by the (source address, destination address) pair;
@@ -30,11 +31,36 @@ from mptcp_impl.tcp.segment import TcpSegment, decode_segment, encode_segment
 
 
 @dataclass
+class Link:
+    """A bottleneck: ``rate`` bit/s, a FIFO of ``queue`` bytes, drop-tail. Paths that name it
+    share it (in their forward direction)."""
+
+    rate: float
+    queue: int
+    busy_until: float = 0.0
+    drops: int = 0
+    sent: int = 0
+
+    def admit(self, now: float, size: int) -> float | None:
+        """When a packet of ``size`` bytes arriving now leaves the link, or None (dropped)."""
+        backlog = max(0.0, self.busy_until - now) * self.rate / 8
+        if backlog + size > self.queue:
+            self.drops += 1
+            return None
+        self.busy_until = max(now, self.busy_until) + size * 8 / self.rate
+        self.sent += size
+        return self.busy_until
+
+
+@dataclass
 class Path:
     delay: float = 0.01  # one way
     loss: float = 0.0
     up: bool = True
     drop: Any = None  # callable(seg) -> bool: drop this segment
+    link: Link | None = None  # a bottleneck on the way from ``fwd[0]`` to ``fwd[1]``
+    fwd: tuple[str, str] | None = None
+    mutate: Any = None  # callable(seg) -> None: edit the segment (its options) on the way
 
 
 @dataclass(eq=False)
@@ -70,6 +96,8 @@ class Net:
 
     def path(self, a: str, b: str, **kw: Any) -> Path:
         p = Path(**kw)
+        if p.fwd is None:
+            p.fwd = (a, b)
         self.paths[(a, b)] = p
         self.paths[(b, a)] = p
         return p
@@ -113,13 +141,21 @@ class Net:
 
     def _send(self, src: str, dst: str, seg: TcpSegment) -> None:
         sb, db = socket.inet_aton(src), socket.inet_aton(dst)
-        raw = encode_segment(seg, sb, db)
         p = self.paths[(src, dst)]
+        if p.mutate is not None:
+            p.mutate(seg)
+        raw = encode_segment(seg, sb, db)
         self.trace.append((self.now, src, dst, seg))
         if not p.up or (p.loss and self.rng.random() < p.loss) or (p.drop and p.drop(seg)):
             return
+        t = self.now
+        if p.link is not None and (src, dst) == p.fwd:
+            left = p.link.admit(t, len(raw) + 20)  # with the IP header
+            if left is None:
+                return
+            t = left
         self._n += 1
-        heapq.heappush(self._q, (self.now + p.delay, self._n, src, dst, raw))
+        heapq.heappush(self._q, (t + p.delay, self._n, src, dst, raw))
 
     def _deliver(self, src: str, dst: str, raw: bytes) -> None:
         h = self.hosts[dst]
@@ -152,8 +188,11 @@ class Net:
         sub.tcp.receive_segment(seg, self.now)
         self.flush(h, conn)
 
-    def run(self, until: float, stop: Any = None) -> None:
-        """Deliver segments and fire timers in time order until ``until`` or ``stop()``."""
+    def run(self, until: float, stop: Any = None, exact: bool = False) -> None:
+        """Deliver segments and fire timers in time order until ``until`` or ``stop()``.
+        ``exact``: nothing after ``until`` happens, and the clock ends at ``until`` (idle time
+        passes); otherwise the event that crosses ``until`` is processed and an idle network
+        stops the clock."""
         while self.now < until:
             if stop is not None and stop():
                 return
@@ -164,6 +203,11 @@ class Net:
                     if t is not None and (t_timer is None or t < t_timer):
                         t_timer, timer_conn = t, (h, conn)
             t_pkt = self._q[0][0] if self._q else None
+            if exact:
+                nxt = min(t for t in (t_pkt, t_timer, float("inf")) if t is not None)
+                if nxt > until:
+                    self.now = until
+                    return
             if t_pkt is None and t_timer is None:
                 return
             if t_pkt is not None and (t_timer is None or t_pkt <= t_timer):
@@ -191,6 +235,7 @@ def kinds(events: list) -> list[str]:
 
 __all__ = [
     "Net",
+    "Link",
     "Path",
     "Host",
     "kinds",

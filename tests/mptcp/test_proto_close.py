@@ -159,3 +159,47 @@ def test_sim_close_single_path_no_join():
     for h, c in ((client, conn), (server, srv)):
         ev = kinds(h.events[id(c)])
         assert "Closed" in ev and "Reset" not in ev, ev
+
+
+def test_simultaneous_data_fins():
+    """Both sides close at once: the DATA_FINs cross, each acknowledges the other's (DSN+1),
+    then the subflow FINs; Closed, no Reset."""
+    box, f = established_server()
+    conn = box.conn
+    li = conn.local_idsn
+    conn.close(box.now)
+    out = box.out()
+    ours = [s for s in out if dss_of(s).data_fin]
+    assert ours and dss_of(ours[0]).dsn == li + 1
+    # the peer's DATA_FIN crossed ours: it does not acknowledge ours yet
+    out = box.feed(f, f.seg(ACK, data_fin(f, 1, li + 1))) + box.advance(0.05)
+    assert "PeerClosed" in box.kinds()
+    assert dss_of(out[-1]).data_ack == f.idsn + 2
+    assert not any(s.flags & FIN for s in out)
+    # now it acknowledges ours (DATA_ACK = DSN + 1): subflow FINs, both ways
+    out = box.feed(f, f.seg(ACK, data_ack(conn, 2)))
+    out += box.advance(0.05)
+    assert [s for s in out if s.flags & FIN]
+    box.feed(f, f.seg(ACK | FIN, data_ack(conn, 2), ack=2))
+    box.advance(2.0)
+    assert "Closed" in box.kinds() and "Reset" not in box.kinds()
+
+
+def test_data_fin_riding_on_the_last_data_segment():
+    """A DATA_FIN may share the mapping of the last bytes (data_len = bytes + 1)."""
+    box, f = established_server()
+    conn = box.conn
+    d = Dss(
+        data_ack=conn.local_idsn + 1,
+        data_ack64=True,
+        dsn=f.idsn + 1,
+        dsn64=True,
+        subflow_seq=1,
+        data_len=101,
+        data_fin=True,
+    )
+    out = box.feed(f, f.seg(ACK, d, payload=b"L" * 100)) + box.advance(0.1)
+    assert conn.read() == b"L" * 100
+    assert "PeerClosed" in box.kinds()
+    assert dss_of(out[-1]).data_ack == f.idsn + 102
+    assert conn.mib["DSSNotMatching"] == 0

@@ -126,3 +126,16 @@ def test_client_stays_mptcp_after_data_ack_even_if_later_segment_lacks_dss():
     conn.send(b"w" * 10)
     (seg,) = box.out()
     assert one(seg, Dss) is not None
+
+
+def test_server_second_data_stripped_after_mpc_data_falls_back_in_order():
+    box, f = established_server(key=KEY)
+    conn = box.conn
+    lk = conn.local_key
+    first = MpCapable(sender_key=KEY, receiver_key=lk, data_len=100)
+    box.feed(f, f.seg(ACK | PSH, first, payload=b"1" * 100))
+    box.feed(f, f.seg(ACK | PSH, seq=101, payload=b"2" * 100))
+    box.feed(f, f.seg(ACK | PSH, seq=201, payload=b"3" * 100))
+    box.advance(0.1)
+    assert conn.fallback and conn.mib["DssFallback"] == 1
+    assert conn.read() == b"1" * 100 + b"2" * 100 + b"3" * 100

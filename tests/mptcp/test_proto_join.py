@@ -117,8 +117,8 @@ def test_server_join_refused_before_fully_established():
     assert not conn.fully_established
     f2, out = join_syn(box, 40001)
     (rst,) = out
-    assert rst.flags & RST and one(rst, TcpRst) is not None
-    assert len(conn.subflows) == 1
+    assert rst.flags & RST and one(rst, TcpRst).reason == 3  # Linux: MPTCP_RST_EPROHIBIT
+    assert len(conn.subflows) == 1 and conn.mib["MPJoinRejected"] == 1
 
 
 def test_server_join_limit():
@@ -128,8 +128,8 @@ def test_server_join_limit():
     assert synack.flags == SYN | ACK
     f3, out = join_syn(box, 40002)
     (rst,) = out
-    assert rst.flags & RST and one(rst, TcpRst) is not None
-    assert len(conn.subflows) == 2
+    assert rst.flags & RST and one(rst, TcpRst).reason == 3
+    assert len(conn.subflows) == 2 and conn.mib["MPJoinRejected"] == 1
 
 
 def test_server_failed_join_does_not_use_up_the_limit():
@@ -264,3 +264,19 @@ def test_client_does_not_join_a_fallback_connection():
     box.feed(f, f.seg(ACK | PSH, ack=11, payload=b"z"))
     assert box.conn.fallback
     assert not [e for e in box.events if isinstance(e, OpenSubflow)]
+
+
+def test_client_join_bare_ack_instead_of_4th_ack_resets_the_subflow():
+    """Linux's rule for a joiner: the peer's first segment must carry a DATA_ACK."""
+    box, f, ev = client_joining()
+    conn = box.conn
+    f2, js = start_join(box, ev)
+    hm = crypto.join_synack_hmac(KEY, conn.local_key, RB, js.nonce)
+    box.feed(f2, f2.seg(SYN | ACK, MpJoinSynAck(hmac64=hm, nonce=RB, addr_id=0)))
+    out = box.feed(f2, f2.seg(ACK))
+    rsts = [s for s in out if s.flags & RST]
+    assert rsts and one(rsts[0], TcpRst).reason == 1
+    assert all(s.local[0] != US2 for s in conn.subflows)
+    assert not conn.fallback and "Reset" not in box.kinds()
+    conn.send(b"still here")
+    assert [s for s in box.out() if s.payload == b"still here"]

@@ -97,6 +97,8 @@ def test_overrides_apply_and_are_validated(tmp_path):
         (("[links.b]", '[links.b]\nsubnet = "10.0.1.0/24"'), "links.b.subnet"),
         (("[links.b]", "[links.B]"), "links.B"),
         (("rate_mbit = 10", "queue_pkts = 10"), "links.a.queue_pkts"),
+        (("rate_mbit = 10", 'middlebox = "firewall"'), "links.a.middlebox"),
+        (("rate_mbit = 10", "middlebox = 3"), "links.a.middlebox"),
     ],
 )
 def test_mistakes_name_the_file_and_field(tmp_path, change, field):
@@ -115,6 +117,27 @@ def test_delay_between_two_hosts_is_refused(tmp_path):
     with pytest.raises(TopologyError, match="never on an endpoint") as info:
         load_topology(write(tmp_path, text))
     assert info.value.field == "links.b"
+
+
+def test_middlebox_setting(tmp_path):
+    topo = load_topology("two_path", ["links.wifi.middlebox=strip-mptcp"])
+    assert topo.links["wifi"].model.middlebox == "strip-mptcp"
+    assert topo.links["lte"].model.middlebox == "none"
+    with pytest.raises(TopologyError, match=r"links\.lte\.middlebox: unknown middlebox 'nap'"):
+        load_topology("two_path", ["links.lte.middlebox=nap"])
+    text = GOOD.replace(
+        '[links.b]\nends = ["r", "s"]', '[links.b]\nends = ["c", "s"]\nmiddlebox = "nat"'
+    )
+    with pytest.raises(TopologyError, match="IPv4 only") as info:
+        load_topology("two_path", ['ip=["4", "6"]', "links.wifi.middlebox=nat"])
+    assert info.value.field == "links.wifi.middlebox"
+    topo = load_topology(
+        "two_path", ['ip=["4", "6"]', "links.wifi.middlebox=nat", "links.wifi.ipv6=false"]
+    )
+    assert topo.links["wifi"].model.middlebox == "nat"
+    with pytest.raises(TopologyError, match="runs on a router") as info:
+        load_topology(write(tmp_path, text))
+    assert info.value.field == "links.b.middlebox"
 
 
 def test_syntax_error_and_missing_file(tmp_path):

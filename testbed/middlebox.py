@@ -1,0 +1,250 @@
+"""Middleboxes on links: what a link's `middlebox` setting does, set up on its router end.
+
+In the router's namespace:
+
+    nft table ip mptcplab_nat, chain postrouting (nat, srcnat):
+        ip saddr SUBNET oifname != X counter masquerade        (nat: the link's far side)
+    ... chain forward (filter): oifname X ip daddr SUBNET ct state new counter drop
+                                           (and no connection opens from outside, as behind a NAT)
+    iptables security FORWARD -> MPTCPLAB_MBOX:
+        -p tcp -i X -j NFQUEUE --queue-num 100+2i            (what arrives on port i)
+        -p tcp -o X -j NFQUEUE --queue-num 101+2i            (what leaves by it)
+
+and, when some port has a kind other than nat, one `python -m testbed.mangle` process that
+rewrites the queued packets (see testbed/mangle.py for what each kind does). The security table's
+FORWARD hook comes after the delay emulator's (mangle and filter FORWARD, testbed/emulation.py),
+so a packet is delayed first and rewritten on its way out; no queue bypass: without the process
+the packets are dropped, never passed unchanged by a middlebox that silently vanished.
+
+Why userspace for stripping options: nft can match TCP options but the nft 1.0.6 here cannot
+reset them (`tcp option mptcp reset` does not parse), so the rewriter replaces them with NOPs.
+
+Teardown is exact, like the emulator's: rules first, then the process (by its pid; every process
+a Host starts is recorded for `./inv clean`), then the nft table and any iptables-nft table that
+exists only because of us. Everything lives in the router's namespace, so a killed run's leftovers
+go with the namespace that `./inv clean` removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from testbed.emulation import IPTABLES, REPO, _collect, _run
+from testbed.host import Host, Process
+
+NAT_TABLE = "mptcplab_nat"
+CHAIN = "MPTCPLAB_MBOX"
+QUEUE_BASE = 100  # the delay emulator's queues are 0..2*ports
+
+
+@dataclass
+class MiddleboxPort:
+    """A router interface whose link has a middlebox."""
+
+    link: str
+    intf: str  # the router's interface on that link
+    kind: str  # one of testbed.topology.MIDDLEBOXES but "none"
+    subnet: IPv4Network  # the link's subnet (nat: what gets masqueraded)
+
+
+class RouterMiddlebox:
+    """The middleboxes of the links attached to one router."""
+
+    def __init__(
+        self,
+        host: Host,
+        ports: list[MiddleboxPort],
+        *,
+        log_path: Path | None = None,
+        seed: int | None = None,
+        ready_timeout: float = 10.0,
+        options: dict | None = None,
+    ):
+        self.host = host
+        self.ports = list(ports)
+        self.log_path = log_path
+        self.seed = seed
+        self.ready_timeout = ready_timeout
+        self.options = dict(options or {})  # testbed.mangle settings: after_bytes, mss_clamp
+        self.proc: Process | None = None
+        self._rules = False
+        self._nat = False
+        self._tables_before: set[str] = set()
+
+    @property
+    def mangled(self) -> list[tuple[int, MiddleboxPort]]:
+        return [(i, p) for i, p in enumerate(self.ports) if p.kind != "nat"]
+
+    def queues(self, i: int) -> tuple[int, int]:
+        """Port i's queues: (what arrives on its interface, what leaves by it)."""
+        return QUEUE_BASE + 2 * i, QUEUE_BASE + 2 * i + 1
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _tables(self) -> set[str]:
+        out = _run(self.host, ["nft", "list", "tables"])
+        return {line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()}
+
+    def _config(self) -> dict:
+        queues = {}
+        for i, p in self.mangled:
+            for q in self.queues(i):
+                queues[str(q)] = {"kind": p.kind, "port": i}
+        return {"seed": self.seed, "queues": queues, **self.options}
+
+    def _start_process(self) -> None:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = self.host.start(
+            [sys.executable, "-m", "testbed.mangle", json.dumps(self._config())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log_path,
+            env={"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        )
+        reply = self._reply()
+        if not reply.get("ready"):
+            raise RuntimeError(f"{self.host.name}: mangle said {reply} instead of ready")
+
+    def _reply(self) -> dict:
+        assert self.proc is not None
+        try:
+            line = self.proc.wait_for_line(r"^\{", stream="stdout", timeout=self.ready_timeout)
+        except TimeoutError as e:
+            hint = f"see {self.log_path}" if self.log_path else "no log_path given"
+            raise RuntimeError(f"{self.host.name}: mangle: {e} ({hint})") from None
+        return json.loads(line)
+
+    def _queue_rules(self) -> None:
+        script = ["*security", f":{CHAIN} - [0:0]", f"-A FORWARD -j {CHAIN}"]
+        for i, p in self.mangled:
+            q_in, q_out = self.queues(i)
+            script.append(f"-A {CHAIN} -p tcp -i {p.intf} -j NFQUEUE --queue-num {q_in}")
+            script.append(f"-A {CHAIN} -p tcp -o {p.intf} -j NFQUEUE --queue-num {q_out}")
+        script.append("COMMIT")
+        _run(self.host, ["iptables-restore", "-w", "--noflush"], stdin="\n".join(script) + "\n")
+
+    def _nat_script(self) -> str:
+        lines = [
+            f"table ip {NAT_TABLE} {{",
+            "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;",
+        ]
+        for p in self.ports:
+            if p.kind == "nat":
+                lines.append(f'    ip saddr {p.subnet} oifname != "{p.intf}" counter masquerade')
+        lines += ["  }"]
+        # like a NAT without port forwarding: nothing from outside opens a connection inside
+        lines.append("  chain forward { type filter hook forward priority filter; policy accept;")
+        for p in self.ports:
+            if p.kind == "nat":
+                lines.append(
+                    f'    oifname "{p.intf}" ip daddr {p.subnet} ct state new counter drop'
+                )
+        lines += ["  }", "}"]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        """The process first (so no packet meets a queue without a listener), then the rules."""
+        try:
+            self._tables_before = self._tables()
+            if self.mangled:
+                self._start_process()
+                self._rules = True
+                self._queue_rules()
+            if any(p.kind == "nat" for p in self.ports):
+                self._nat = True
+                _run(self.host, ["nft", "-f", "-"], stdin=self._nat_script())
+        except BaseException:
+            try:
+                self.stop()
+            except Exception:  # noqa: BLE001 (the first error is the one to report)
+                pass
+            raise
+
+    # -- use -----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, dict]:
+        """Per link and direction ("in": arriving on the router's interface, "out": leaving by
+        it): what the process did (packets, changed, and per kind options_stripped, flows,
+        bytes_rewritten, merged, mss_clamped, split); nat: connections the masquerade rule
+        translated (the nat hook sees a connection's first packet only) and packets of
+        connections from outside dropped (inbound_refused)."""
+        out: dict[str, dict] = {}
+        if self.running:
+            assert self.proc is not None
+            self.proc.write_stdin(b'{"op": "stats"}\n')
+            raw = self._reply()["stats"]
+            for i, p in self.mangled:
+                q_in, q_out = self.queues(i)
+                out[p.link] = {"kind": p.kind, "in": raw[str(q_in)], "out": raw[str(q_out)]}
+        if self._nat:
+            res = self.host.run(["nft", "-j", "list", "table", "ip", NAT_TABLE])
+            rules = [r["rule"] for r in json.loads(res.stdout)["nftables"] if "rule" in r]
+
+            def counts(chain: str) -> list[int]:  # one rule per nat port, in port order
+                return [
+                    next((e["counter"]["packets"] for e in r["expr"] if "counter" in e), 0)
+                    for r in rules
+                    if r["chain"] == chain
+                ]
+
+            nat_ports = [p for p in self.ports if p.kind == "nat"]
+            for p, n, d in zip(nat_ports, counts("postrouting"), counts("forward"), strict=True):
+                out[p.link] = {
+                    "kind": "nat",
+                    "masqueraded_connections": n,
+                    "inbound_refused": d,
+                }
+        return out
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    # -- teardown ------------------------------------------------------------------------------
+
+    def _remove_rules(self) -> None:
+        script = f"*security\n-D FORWARD -j {CHAIN}\n-F {CHAIN}\n-X {CHAIN}\nCOMMIT\n"
+        _run(self.host, ["iptables-restore", "-w", "--noflush"], stdin=script)
+
+    def _remove_new_tables(self) -> None:
+        """iptables-nft tables that exist only because of us and are empty again."""
+        for family_table in sorted(self._tables() - self._tables_before):
+            family, table = family_table.split()
+            tool = dict(zip(("ip", "ip6"), IPTABLES, strict=True)).get(family)
+            if tool is None or table != "security":
+                continue
+            rules = _run(self.host, [tool, "-w", "-t", table, "-S"]).split("\n")
+            if all(not r or r.startswith("-P ") and r.endswith(" ACCEPT") for r in rules):
+                _run(self.host, ["nft", "-f", "-"], stdin=f"delete table {family_table}\n")
+
+    def stop(self) -> None:
+        """Rules, process, tables; idempotent, every step runs (the first error is raised)."""
+        alive = self.host.alive
+        errors: list[Exception] = []
+        if self._rules:
+            self._rules = False
+            if alive:
+                _collect(errors, self._remove_rules)
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            _collect(errors, proc.stop, signal.SIGTERM, 5)
+        if self._nat:
+            self._nat = False
+            if alive:
+                _collect(errors, _run, self.host, ["nft", "delete", "table", "ip", NAT_TABLE])
+        if alive:
+            _collect(errors, self._remove_new_tables)
+        if errors:
+            raise errors[0]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.running else []
