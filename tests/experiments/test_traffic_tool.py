@@ -233,9 +233,10 @@ def test_userspace_bulk_integrity_over_both_paths(testbed, direction):
     assert receiver["samples"] and receiver["goodput_mbit"] > 1
     by_addr = both_subflows(receiver)
     assert set(by_addr) == {"10.0.1.1", "10.0.2.1"}, by_addr
-    # Every byte over one subflow or the other (the client's header rides along upstream).
+    # Every byte over one subflow or the other (the client's header rides along upstream, and
+    # data sent again on the other subflow is counted on both, as the kernel's counters do).
     assert all(v > 50_000 for v in by_addr.values()), by_addr
-    assert n <= sum(by_addr.values()) <= n + 1000, by_addr
+    assert n <= sum(by_addr.values()) <= n * 1.05 + 1000, by_addr
     # The connection's own view rides along: the MIB of a real MP_CAPABLE + MP_JOIN.
     mib = receiver["stack_info"]["mptcp"]["mib"]
     assert mib.get("MPTcpExtMPJoinSynTx", 0) + mib.get("MPTcpExtMPJoinSynRx", 0) == 1, mib
