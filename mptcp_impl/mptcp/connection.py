@@ -162,6 +162,7 @@ class MptcpConnection:
         self._fin_acked = False
         self._fin_send = False
         self._fin_deadline: float | None = None
+        self._fin_tries = 0  # DATA_FIN retransmissions (each on the next usable subflow)
         self._subflows_closing = False
         # path manager state
         self._add_addr_accepted = 0
@@ -502,6 +503,7 @@ class MptcpConnection:
             self._fin_deadline = None
             if not self._fin_acked:
                 self._fin_send = True
+                self._fin_tries += 1
                 self._kick_fin()
 
     # ================================================================= the poll
@@ -939,9 +941,19 @@ class MptcpConnection:
                         s.tcp.close(now)
 
     def _kick_fin(self) -> None:
-        s = self._pm_subflow()
-        if s is not None:
-            s.tcp.send_ack()
+        # The first DATA_FIN on the best working subflow (the first usable one may be stale,
+        # its path cut); each retransmission on the next usable one, so that a path only the
+        # other end knows is dead (a receiver never sees its own RTOs) cannot hold the close.
+        usable = [s for s in self.subflows if s.usable]
+        if usable:
+            usable.sort(
+                key=lambda s: (
+                    s.stale,
+                    s.backup or s.peer_backup,
+                    s.srtt if s.srtt is not None else 1.0,
+                )
+            )
+            usable[self._fin_tries % len(usable)].tcp.send_ack()
 
     def data_fin_due(self, sub: Subflow) -> int | None:
         if self._fin_send and self._fin_dsn is not None and not self._fin_acked:
