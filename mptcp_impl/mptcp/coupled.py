@@ -57,8 +57,8 @@ class Member(Reno):
         if rtt:
             self.rtt = rtt
         self.acked_total += bytes_acked
-        if self.cwnd < self.ssthresh:
-            self.cwnd += min(bytes_acked, 2 * self.mss)
+        if self.cwnd < self.ssthresh:  # slow start, HyStart++'s CSS included (Reno's)
+            self.cwnd += self.hystart.growth(min(bytes_acked, 2 * self.mss))
             self._cwnd_f = float(self.cwnd)
             return
         if int(self._cwnd_f) != self.cwnd:  # the TCP core set cwnd (recovery, PRR)
@@ -68,6 +68,7 @@ class Member(Reno):
 
     def enter_recovery(self, flight: int, now: float) -> None:
         self.on_loss()
+        self.hystart.stop()
         self.ssthresh = self.decrease(flight)
         self.cwnd = self.ssthresh
         self._cwnd_f = float(self.cwnd)
@@ -78,6 +79,7 @@ class Member(Reno):
 
     def on_rto(self, flight: int, now: float) -> None:
         self.on_loss()
+        self.hystart.stop()
         self.ssthresh = self.decrease(flight)
         self.cwnd = self.mss
         self._cwnd_f = float(self.cwnd)

@@ -1,4 +1,5 @@
-"""Pluggable congestion control: Reno (RFC 5681 + ABC, RFC 3465) and CUBIC (RFC 9438).
+"""Pluggable congestion control: Reno (RFC 5681 + ABC, RFC 3465) and CUBIC (RFC 9438), both
+with HyStart++ (RFC 9406) in their initial slow start.
 
 The connection owns loss detection and recovery (which bytes to resend); a controller only
 decides how big cwnd and ssthresh are, so MPTCP can later swap in coupled controllers
@@ -31,6 +32,89 @@ class CongestionControl(Protocol):
         """Sending resumes after an idle period longer than the RTO (RFC 5681 4.1)."""
 
 
+INF = float("inf")
+
+
+class HyStartPP:
+    """HyStart++ (RFC 9406): leave the initial slow start when the round's minimum RTT has grown
+    by RttThresh over the previous round's, for Conservative Slow Start (CSS: a quarter of slow
+    start's growth) during CSS_ROUNDS rounds, then congestion avoidance (ssthresh = cwnd). If
+    an RTT in CSS drops below the one that made us leave, the exit was spurious: back to slow
+    start. Rounds are tracked by sequence number (windowEnd = SND.NXT at a round's start), so
+    the connection hands every new ACK's number, SND.NXT and this ACK's RTT sample to
+    ``on_ack``. Only the first slow start uses it (section 4.3: later ones have an ssthresh).
+    """
+
+    MIN_RTT_THRESH = 0.004
+    MAX_RTT_THRESH = 0.016
+    MIN_RTT_DIVISOR = 8
+    N_RTT_SAMPLE = 8
+    CSS_GROWTH_DIVISOR = 4
+    CSS_ROUNDS = 5
+
+    __slots__ = (
+        "active",
+        "window_end",
+        "last_min",
+        "cur_min",
+        "samples",
+        "css_baseline",
+        "css_rounds",
+    )
+
+    def __init__(self) -> None:
+        self.active = True  # until the first loss or the end of CSS
+        self.window_end: int | None = None
+        self.last_min = INF  # lastRoundMinRTT
+        self.cur_min = INF  # currentRoundMinRTT
+        self.samples = 0  # rttSampleCount
+        self.css_baseline: float | None = None  # cssBaselineMinRtt; not None while in CSS
+        self.css_rounds = 0
+
+    @classmethod
+    def rtt_thresh(cls, last_round_min_rtt: float) -> float:
+        return max(
+            cls.MIN_RTT_THRESH, min(last_round_min_rtt / cls.MIN_RTT_DIVISOR, cls.MAX_RTT_THRESH)
+        )
+
+    def on_ack(self, ack: int, snd_nxt: int, rtt: float | None) -> bool:
+        """Returns True when CSS has run its CSS_ROUNDS rounds: time for congestion avoidance."""
+        if self.window_end is None or ack >= self.window_end:  # a new round
+            self.window_end = snd_nxt
+            self.last_min = self.cur_min
+            self.cur_min = INF
+            self.samples = 0
+            if self.css_baseline is not None:
+                self.css_rounds += 1
+                if self.css_rounds >= self.CSS_ROUNDS:
+                    self.active = False
+                    self.css_baseline = None
+                    return True
+        if rtt is None:
+            return False
+        if rtt < self.cur_min:
+            self.cur_min = rtt
+        self.samples += 1
+        if self.samples < self.N_RTT_SAMPLE:
+            return False
+        if self.css_baseline is None:
+            last = self.last_min
+            if last != INF and self.cur_min >= last + self.rtt_thresh(last):
+                self.css_baseline = self.cur_min  # slow start exit: enter CSS
+                self.css_rounds = 0
+        elif self.cur_min < self.css_baseline:
+            self.css_baseline = None  # spurious exit: back to slow start
+        return False
+
+    def stop(self) -> None:
+        """A loss ends HyStart++ for good: the loss response sets ssthresh."""
+        self.active = False
+        self.css_baseline = None
+
+    def growth(self, n: int) -> int:
+        return n // self.CSS_GROWTH_DIVISOR if self.css_baseline is not None else n
+
+
 def initial_window(mss: int) -> int:
     """RFC 6928 IW10, expressed in bytes."""
     return min(10 * mss, max(2 * mss, 14600))
@@ -46,10 +130,17 @@ class Reno:
         self.cwnd = initial_window(mss)
         self.ssthresh = 1 << 30
         self._acc = 0
+        self.hystart = HyStartPP()
+
+    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None) -> None:
+        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking)."""
+        hs = self.hystart
+        if hs.active and hs.on_ack(ack, snd_nxt, rtt):
+            self.ssthresh = max(self.cwnd, 2 * self.mss)
 
     def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(bytes_acked, 2 * self.mss)
+            self.cwnd += self.hystart.growth(min(bytes_acked, 2 * self.mss))
             return
         self._acc += bytes_acked
         if self._acc >= self.cwnd:
@@ -60,6 +151,7 @@ class Reno:
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh
         self._acc = 0
+        self.hystart.stop()
 
     def exit_recovery(self, flight: int, now: float) -> None:
         self.cwnd = self.ssthresh
@@ -68,6 +160,7 @@ class Reno:
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
         self._acc = 0
+        self.hystart.stop()
 
     def after_idle(self, restart_window: int, now: float) -> None:
         # RFC 5681 4.1: cwnd = RW = min(IW, cwnd); like Linux (tcp_cwnd_restart) ssthresh keeps
@@ -96,6 +189,13 @@ class Cubic:
         self.w_est = 0.0  # segments, Reno-friendly estimate
         self.w_prior = 0.0  # segments, cwnd before the last reduction (cwnd_prior)
         self._cwnd_f = float(self.cwnd)  # bytes, fractional growth accumulates here
+        self.hystart = HyStartPP()
+
+    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None) -> None:
+        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking)."""
+        hs = self.hystart
+        if hs.active and hs.on_ack(ack, snd_nxt, rtt):
+            self.ssthresh = max(self.cwnd, 2 * self.mss)
 
     def _reduce(self, now: float) -> None:
         seg = self.cwnd / self.mss
@@ -108,11 +208,12 @@ class Cubic:
             self.w_max = seg
         self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
         self.epoch_start = None
+        self.hystart.stop()
 
     def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
         mss = self.mss
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(bytes_acked, 2 * mss)
+            self.cwnd += self.hystart.growth(min(bytes_acked, 2 * mss))
             self._cwnd_f = float(self.cwnd)
             return
         if int(self._cwnd_f) != self.cwnd:  # the connection set cwnd (NewReno recovery)

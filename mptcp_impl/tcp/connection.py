@@ -1622,14 +1622,17 @@ class TcpConnection:
                 self.snd_nxt = ack  # after go-back-N, an ACK can jump past snd_nxt
             if len(self._metas) > self._meta_head:
                 self._drop_metas(ack)
+            sample = None  # this ACK's RTT sample
             if tsopt is not None:
                 if tsopt.tsecr:
                     d = (self._ts_now(now) - tsopt.tsecr) & MASK
                     if d < HALF:
-                        self._rtt_sample(d / 1000.0)
+                        sample = d / 1000.0
+                        self._rtt_sample(sample)
             elif self._rtt_seq is not None and ack > self._rtt_seq:
                 self._rtt_seq = None
-                self._rtt_sample(now - self._rtt_time)
+                sample = now - self._rtt_time
+                self._rtt_sample(sample)
             self._retries = 0
             self._persist_backoff = 0
             self._tlp_sent = False
@@ -1659,6 +1662,10 @@ class TcpConnection:
                         self._high_rxt = ack
             else:
                 self._dupacks = 0
+                if cc.cwnd < cc.ssthresh:
+                    hystart = getattr(cc, "hystart_ack", None)  # RFC 9406 rounds and RTTs
+                    if hystart is not None:
+                        hystart(ack, self.snd_nxt, sample)
                 if self._is_cwnd_limited():
                     cc.on_ack(acked, self.srtt, now)
             if self._high_rxt < ack:
