@@ -330,6 +330,7 @@ class TcpConnection:
         self._sacked = RangeSet()  # SACKed above snd_una
         self._high_rxt = 0
         self._rxt_log: deque[tuple[int, int, int]] = deque()  # (start, end, snd_max then)
+        self._rec_rxt_high = 0  # HighRxt as the last SACK recovery ended (none since an RTO)
         self._prr_delivered = 0  # RFC 6937 state, SACK recovery only
         self._prr_out = 0
         self._recover_fs = 1
@@ -728,6 +729,7 @@ class TcpConnection:
             # reneged (RFC 2018 8): forget the SACK information and resend everything.
             self._sacked.clear()
         self._rxt_log.clear()
+        self._rec_rxt_high = 0
         self._force_rxt = None
         self._tlp_high_rxt = None
         self._rto_recover = self.snd_max
@@ -1643,8 +1645,9 @@ class TcpConnection:
                 self._update_scoreboard(sack_opt)
             if self.in_recovery:
                 if ack >= self._recover:
-                    self.in_recovery = False
-                    self._rxt_log.clear()
+                    self.in_recovery = False  # the log keeps retransmissions still out
+                    if self.sack_ok:
+                        self._rec_rxt_high = self._high_rxt
                     self._dupacks = 0
                     if self.sack_ok:
                         cc.exit_recovery(self.snd_max - ack, now)
@@ -1685,8 +1688,11 @@ class TcpConnection:
                     self._enter_closed(None)
                     return False
         else:
+            new_sack = False
             if sack_opt is not None:
+                sacked = self._sacked.total
                 self._update_scoreboard(sack_opt)
+                new_sack = self._sacked.total > sacked
             if (
                 ack == una
                 and not seg.payload
@@ -1694,8 +1700,12 @@ class TcpConnection:
                 and self.snd_max > una
                 and wnd == self.snd_wnd
             ):
-                self._dupacks += 1
                 self._st.dupacks += 1
+                # With SACK a duplicate ACK counts when it SACKs new data (RFC 6675 2): one
+                # without (the receiver got a segment twice: a retransmission that was not
+                # needed) says nothing was lost and must not start a recovery.
+                if not self.sack_ok or new_sack:
+                    self._dupacks += 1
                 if self.in_recovery and not self.sack_ok:
                     cc.cwnd += self.mss  # NewReno inflation
                 elif (
@@ -1764,7 +1774,11 @@ class TcpConnection:
         self._recover = self.snd_max
         self._tlp_high_rxt = None  # this recovery is the congestion response
         cc.enter_recovery(self.snd_max - self.snd_una, now)
-        self._high_rxt = self.snd_una
+        # Retransmissions of the previous recovery still out above snd_una (a recovery right
+        # after another one, holes it was repairing) are in flight: not resent at once (as
+        # Linux keeps their SACKED_RETRANS mark); lost again, _relost finds them in the log.
+        self._high_rxt = max(self.snd_una, self._rec_rxt_high)
+        self._rec_rxt_high = 0
         self._force_rxt = self.snd_una
         self._rtt_seq = None
         if self.sack_ok:

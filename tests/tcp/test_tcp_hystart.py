@@ -188,3 +188,40 @@ def test_hystart_leaves_slow_start_before_the_queue_overflows_hard(cc):
     assert w.links["ab"].drops <= 120
     assert len([r for r in red if r[0] < t0 + 1.0]) <= 1
     assert w.a.stats.rto_count == 0
+
+
+def test_duplicate_segments_do_not_start_a_recovery():
+    """Segments the network duplicates late make the receiver send duplicate ACKs without
+    SACK blocks (we send no D-SACK): on a SACK connection they are not the duplicate ACKs of
+    RFC 6675 (no new data SACKed) and must not trigger a retransmission and a reduction."""
+
+    def dup(wire, direction, seg, idx):
+        return [0.0, 0.03] if seg.payload and 30 <= idx < 34 else [0.0]
+
+    w = Wire(delay=0.01)
+    w.filters["ab"] = dup
+    w.connect()
+    data = bytes(range(256)) * 4000
+    w.write("a", data)
+    w.run(until=3.0)
+    assert bytes(w.received["b"]) == data
+    st = w.a.stats
+    assert st.dupacks >= 3
+    assert st.fast_retransmits == 0 and st.retransmits == 0 and st.tlp_repairs == 0
+
+
+def test_back_to_back_recoveries_do_not_resend_what_is_in_flight():
+    """The slow start overshoot of the lte path without HyStart++: losses continue through the
+    first recovery (ssthresh = 0.7 x 467 segments is above the 238 the path holds), so a second
+    recovery follows at once. Its holes were already retransmitted by the first one: resending
+    them produced duplicates, their duplicate ACKs a third and fourth (spurious) recovery, and
+    cwnd fell 467 -> 327 -> 229 -> 160 -> 112 segments in under a second."""
+    w, red = lte_path()
+    w.a.cc.hystart.stop()
+    t0 = w.now
+    w.run(until=t0 + 1.5)
+    st = w.a.stats
+    drops = w.links["ab"].drops
+    assert len(red) == 2  # the overshoot, then the losses of what was sent in its recovery
+    assert red[1][3] >= 0.7 * 0.7 * red[0][2] - MSS
+    assert st.retransmits <= drops + 2  # no spurious retransmissions (616 for 538 before)
