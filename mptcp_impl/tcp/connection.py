@@ -717,7 +717,14 @@ class TcpConnection:
         # retransmission timer times out again (no ACK since, or an ACK that left snd_una
         # below the previous timeout's recovery point), ssthresh holds (RFC 5681 3.1) and
         # cwnd simply stays at one segment.
-        if self._retries == 1 and self.snd_una >= self._rto_recover:
+        # The same holds for a timeout during fast recovery: that window of data already had
+        # its reduction (Linux's tcp_enter_loss: "reduce ssthresh if it has not yet been made
+        # inside this window"), a second one would be 0.7 (or 0.5) of a cwnd PRR had lowered.
+        if (
+            self._retries == 1
+            and self.snd_una >= self._rto_recover
+            and not (self.in_recovery and self.snd_una < self._recover)
+        ):
             self.cc.on_rto(self.snd_max - self.snd_una, now)
         elif self.cc.cwnd > self.mss:
             self.cc.cwnd = self.mss

@@ -225,3 +225,40 @@ def test_back_to_back_recoveries_do_not_resend_what_is_in_flight():
     assert len(red) == 2  # the overshoot, then the losses of what was sent in its recovery
     assert red[1][3] >= 0.7 * 0.7 * red[0][2] - MSS
     assert st.retransmits <= drops + 2  # no spurious retransmissions (616 for 538 before)
+
+
+@pytest.mark.parametrize("cc", [Cubic, Reno])
+def test_a_timeout_during_recovery_does_not_reduce_again(cc):
+    """A hole near the tail whose retransmission is lost too (no later SACK reveals it): the
+    RTO fires during the recovery. ssthresh keeps the recovery's value (cwnd restarts from one
+    segment); before, on_rto cut it to 0.7 (0.5) of the cwnd PRR had lowered to the pipe."""
+    red = []
+
+    class Traced(cc):
+        def enter_recovery(self, flight, now):
+            super().enter_recovery(flight, now)
+            red.append(("recovery", self.ssthresh))
+
+        def on_rto(self, flight, now):
+            super().on_rto(flight, now)
+            red.append(("rto", self.ssthresh))
+
+    n, k = 300, 294
+    seen = []
+
+    def drop(wire, direction, seg, idx):
+        if seg.payload and ((seg.seq - 1001) & 0xFFFFFFFF) // MSS == k and len(seen) < 2:
+            seen.append(idx)
+            return []
+        return [0.0]
+
+    w = Wire(TcpConfig(cc=Traced, isn=1000), delay=0.02)
+    w.filters["ab"] = drop
+    w.connect()
+    w.write("a", b"y" * (n * MSS))
+    w.run(until=5.0)
+    assert len(w.received["b"]) == n * MSS
+    st = w.a.stats
+    assert st.fast_retransmits == 1 and st.rto_count == 1 and len(seen) == 2
+    assert [r[0] for r in red] == ["recovery"]
+    assert w.a.cc.ssthresh == red[0][1]
