@@ -101,12 +101,13 @@ class Worker:
     def open(self, tarball: Path, stamp: str) -> None:
         self.conn = _connection(self.m, self.known_hosts)
         self.project = f"{self.m.workdir}/project-{stamp}-{self.name}"
-        self.conn.run(f"mkdir -p {shlex.quote(self.project)}", hide=True)
+        self.conn.run(f"mkdir -p {shlex.quote(self.project)}", hide=True, in_stream=False)
         self.conn.put(str(tarball), f"{self.project}.tar.gz")
         self.conn.run(
             f"tar -xzf {shlex.quote(self.project)}.tar.gz -C {shlex.quote(self.project)} "
             f"&& rm -f {shlex.quote(self.project)}.tar.gz",
             hide=True,
+            in_stream=False,
         )
 
     def close(self, clean: bool = True) -> None:
@@ -114,7 +115,9 @@ class Worker:
             return
         try:
             if clean and self.lost is None and self.conn.is_connected:
-                self.conn.run(f"rm -rf {shlex.quote(self.project)}", hide=True, warn=True)
+                self.conn.run(
+                    f"rm -rf {shlex.quote(self.project)}", hide=True, in_stream=False, warn=True
+                )
         except Exception as e:  # noqa: BLE001 - closing goes on
             log.warning("worker %s: cleaning up failed: %s", self.name, e)
         self.conn.close()
@@ -185,7 +188,9 @@ class Campaign:
         assert w.conn is not None
         exp_text = self.exp.text
         w.conn.run(
-            f"mkdir -p {shlex.quote(str(Path(w.project, self.remote_file).parent))}", hide=True
+            f"mkdir -p {shlex.quote(str(Path(w.project, self.remote_file).parent))}",
+            hide=True,
+            in_stream=False,
         )
         with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
             f.write(exp_text)
@@ -273,7 +278,9 @@ class Campaign:
         logfile = self.run_dir / "logs" / "workers" / f"{w.name}-run{spec.index}-a{attempt}.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         try:
-            r = w.conn.run(cmd, hide=True, warn=True, timeout=max(300, 3 * limit + 120))
+            r = w.conn.run(
+                cmd, hide=True, in_stream=False, warn=True, timeout=max(300, 3 * limit + 120)
+            )
         except (paramiko.SSHException, EOFError, OSError) as e:
             raise WorkerLost(f"{type(e).__name__}: {e}") from e
         logfile.write_text(
@@ -291,7 +298,11 @@ class Campaign:
         assert w.conn is not None
         tgz = f"{res_dir}.tgz"
         try:
-            w.conn.run(f"tar -czf {shlex.quote(tgz)} -C {shlex.quote(res_dir)} .", hide=True)
+            w.conn.run(
+                f"tar -czf {shlex.quote(tgz)} -C {shlex.quote(res_dir)} .",
+                hide=True,
+                in_stream=False,
+            )
             with tempfile.TemporaryDirectory() as d:
                 local = Path(d) / "r.tgz"
                 w.conn.get(tgz, str(local))
@@ -301,7 +312,12 @@ class Campaign:
                 if len(found) != 1:
                     raise RuntimeError(f"no results of {spec.label} on {w.name} ({res_dir})")
                 self._merge(w, spec, found[0].parent)
-            w.conn.run(f"rm -rf {shlex.quote(res_dir)} {shlex.quote(tgz)}", hide=True, warn=True)
+            w.conn.run(
+                f"rm -rf {shlex.quote(res_dir)} {shlex.quote(tgz)}",
+                hide=True,
+                in_stream=False,
+                warn=True,
+            )
         except (paramiko.SSHException, EOFError) as e:
             raise WorkerLost(f"{type(e).__name__}: {e}") from e
 

@@ -177,15 +177,19 @@ class SshHost:
                 self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         else:  # a lab machine we set up ourselves: trust it on first use
             self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        self.client.connect(
-            hostname,
-            port=port,
-            username=username,
-            key_filename=key_filename,
-            timeout=connect_timeout,
-            allow_agent=False,
-            look_for_keys=False,
-        )
+        try:
+            self.client.connect(
+                hostname,
+                port=port,
+                username=username,
+                key_filename=key_filename,
+                timeout=connect_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except BaseException:
+            self.client.close()  # a refused key or host key leaves no half-open session
+            raise
         if known_hosts and accept_new_host_key:
             self.client.save_host_keys(known_hosts)
         self.processes: list[RemoteProcess] = []

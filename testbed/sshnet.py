@@ -72,18 +72,19 @@ def deploy_project(host: Host, remote_dir: str, tarball: bytes | None = None) ->
 
 
 class RemoteCapture(Capture):
-    """tcpdump on remote interfaces into a remote folder; stop() fetches the files."""
+    """tcpdump on remote interfaces, each into a folder on its host (targets: host, device,
+    file name, folder); stop() fetches the files and removes them and their folders there."""
 
-    def __init__(self, targets: list[tuple[Host, str, str]], outdir: Path, remote_dir: str, **kw):
-        super().__init__([(h, dev) for h, dev, _ in targets], outdir, **kw)
-        self.names = [name for _, _, name in targets]
-        self.remote_dir = remote_dir
+    def __init__(self, targets: list[tuple[Host, str, str, str]], outdir: Path, **kw):
+        super().__init__([(h, dev) for h, dev, _, _ in targets], outdir, **kw)
+        self.names = [name for _, _, name, _ in targets]
+        self.dirs = [d for _, _, _, d in targets]
 
     def start(self, timeout: float = 30.0) -> None:
         self.outdir.mkdir(parents=True, exist_ok=True)
-        for (host, dev), name in zip(self.targets, self.names, strict=True):
-            host.run(["mkdir", "-p", self.remote_dir])
-            remote = f"{self.remote_dir}/{name}"
+        for (host, dev), name, d in zip(self.targets, self.names, self.dirs, strict=True):
+            host.run(["mkdir", "-p", d])
+            remote = f"{d}/{name}"
             args = ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-s", str(self.snaplen)]
             args += ["-Z", "root", "-w", remote, "tcp or icmp"]
             self.procs.append(host.start(args, stderr=subprocess.PIPE))
@@ -95,16 +96,17 @@ class RemoteCapture(Capture):
             if proc.returncode is None:
                 proc.stop(signal.SIGINT, timeout=5)
         self.procs.clear()
-        for (host, _), name in zip(self.targets, self.names, strict=True):
+        for (host, _), name, d in zip(self.targets, self.names, self.dirs, strict=True):
             local = self.outdir / name
             if local in self.files:
                 continue
             try:
-                host.get(Path(f"{self.remote_dir}/{name}"), local)
-                host.run(["rm", "-f", f"{self.remote_dir}/{name}"], check=False)
+                host.get(Path(f"{d}/{name}"), local)
                 self.files.append(local)
             except OSError as e:
                 log.warning("capture %s on %s not fetched: %s", name, host.name, e)
+            host.run(["rm", "-f", f"{d}/{name}"], check=False)
+            host.run(["rmdir", "--ignore-fail-on-non-empty", d], check=False)
         return list(self.files)
 
 
@@ -133,7 +135,6 @@ class SshNetwork:
         self._blackholed: set[tuple[str, str]] = set()
         self._captures: list[Capture] = []
         self._events: list[EventRun] = []
-        self._tag = f"{int(time.time() * 1000) % 10**9}"
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -216,9 +217,8 @@ class SshNetwork:
             for i in self._m(role).interfaces:
                 # <host>-<intf>.pcap, as analysis/ reads it: no dash inside the device name
                 name = f"{role}-{i.dev.replace('-', '_')}.pcap"
-                targets.append((self.hosts[role], i.dev, name))
-        remote = f"{self.project[next(iter(self.hosts))]}-pcap-{self._tag}"
-        cap = RemoteCapture(targets, Path(outdir), remote, snaplen=snaplen)
+                targets.append((self.hosts[role], i.dev, name, f"{self.project[role]}/pcap"))
+        cap = RemoteCapture(targets, Path(outdir), snaplen=snaplen)
         self._captures.append(cap)
         cap.start()
         return cap

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +65,16 @@ class Machine:
 class SshMachines:
     """`with SshMachines(tmp, ["c", "s"], links=[("wifi", "c", "s"), ...]) as ms:` ..."""
 
-    def __init__(self, tmp: Path, names: list[str], links: list[tuple[str, str, str]] = ()):
+    def __init__(
+        self,
+        tmp: Path,
+        names: list[str],
+        links: list[tuple[str, str, str]] = (),
+        linger: float = 5.0,
+    ):
+        """linger: on exit, how long what runs in the namespaces (started through their sshd)
+        may take to end by itself before it is killed."""
+        self.linger = linger
         self.tmp = Path(tmp)
         self.names = names
         self.links = list(links)
@@ -73,6 +84,7 @@ class SshMachines:
         self.client_key = self.tmp / "client_key"
         self.known_hosts = self.tmp / "known_hosts"
         self._made_privsep = False
+        self.authdir: Path | None = None
 
     def __enter__(self) -> SshMachines:
         try:
@@ -85,7 +97,13 @@ class SshMachines:
     def _build(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.client_key))
-        (self.tmp / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
+        # sshd reads a user's authorized keys as that user: a folder any user may read (the
+        # test's own tmp folder is root's only), so a non-root login can be tried too
+        self.authdir = Path(tempfile.mkdtemp(prefix="mlab-auth-"))
+        self.authdir.chmod(0o755)
+        self.authorized = self.authdir / "authorized_keys"
+        self.authorized.write_text(Path(f"{self.client_key}.pub").read_text())
+        self.authorized.chmod(0o644)
         privsep = Path("/run/sshd")
         self._made_privsep = not privsep.exists()
         privsep.mkdir(mode=0o755, exist_ok=True)
@@ -114,7 +132,7 @@ class SshMachines:
             cfg.write_text(
                 f"Port 22\nListenAddress {m.mgmt}\nHostKey {m.hostkey}\n"
                 f"PidFile {self.tmp / f'sshd-{name}.pid'}\n"
-                f"AuthorizedKeysFile {self.tmp / 'authorized_keys'}\n"
+                f"AuthorizedKeysFile {self.authorized}\n"
                 "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
                 "PasswordAuthentication no\nSubsystem sftp internal-sftp\nMaxSessions 50\n"
                 "MaxStartups 50\n"
@@ -202,7 +220,7 @@ class SshMachines:
                 m.sshd.stop(signal.SIGTERM, timeout=5)
             # what our sshd started in the namespace (sessions, their programs): let them end,
             # then insist (all of it was started by this fixture, through its sshd)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + self.linger
             while m.pids() and time.monotonic() < deadline:
                 time.sleep(0.5)
             for pid in m.pids():
@@ -211,6 +229,8 @@ class SshMachines:
                 except ProcessLookupError:
                     pass
             subprocess.run(["ip", "netns", "del", m.ns], capture_output=True)
+        if self.authdir is not None:
+            shutil.rmtree(self.authdir, ignore_errors=True)
         if self._made_privsep:
             try:
                 Path("/run/sshd").rmdir()
