@@ -60,6 +60,11 @@ def run_cli(
 
     try:
         exp = load_experiment(file, sets or [], stack=stack, reps=reps)
+        if workers and inventory:
+            raise RemoteError(
+                "--inventory (the experiment's hosts are real machines) and --workers (each "
+                "run on a worker's own Mininet) are two different things: give one"
+            )
         if workers:
             from experiments.workers import run_on_workers
 
