@@ -149,6 +149,7 @@ class Campaign:
         for i in self.runs:
             self.todo.put(i)
         self.attempts: dict[int, int] = dict.fromkeys(self.runs, 0)
+        self.failed_on: dict[int, set[str]] = {i: set() for i in self.runs}
         self.finished: dict[int, RunMetrics] = {}
         self.events: dict[int, list[dict[str, Any]]] = {}
         self.failed: dict[int, str] = {}  # gave up: the last reason
@@ -205,6 +206,18 @@ class Campaign:
                 time.sleep(0.5)  # a run another worker holds may come back
                 continue
             spec = self.runs[idx]
+            with self.lock:  # a run that failed here goes elsewhere while elsewhere exists
+                others = [
+                    o
+                    for o in self.workers
+                    if o is not w and not o.lost and o.name not in self.failed_on[idx]
+                ]
+                if w.name in self.failed_on[idx] and others:
+                    self.todo.put(idx)
+                    idx = -1
+            if idx < 0:
+                time.sleep(0.5)
+                continue
             with self.lock:
                 self.attempts[idx] += 1
                 attempt = self.attempts[idx]
@@ -230,6 +243,8 @@ class Campaign:
                     error=f"{type(e).__name__}: {e}",
                 )
                 self.say(f"[{w.name}] {spec.label} failed: {e}")
+                with self.lock:
+                    self.failed_on[idx].add(w.name)
                 self._retry_or_give_up(idx, f"failed on {w.name}: {e}")
             else:
                 w.done.append(spec.label)

@@ -92,6 +92,35 @@ def test_a_campaign_on_two_workers_survives_losing_one(workers, tmp_path):
     assert "w2" in summary and "LOST" in summary and f"{label}: finished on w1 instead" in summary
 
 
+def test_a_run_that_fails_on_a_worker_is_retried_on_another(workers, tmp_path):
+    """Not a lost connection this time: the run itself fails on w2 (its copy of the experiment
+    file vanishes just before); it is run again on w1, and w2 is not handed it again."""
+    exp_file = tmp_path / "workers_failover.toml"
+    exp_file.write_text(EXPERIMENT)
+    exp = load_experiment(exp_file, ["repetitions=1"])  # tcp and kernel-mptcp: two runs
+    inv = workers.inventory(tmp_path / "workers.toml", workers=["w1", "w2"], python=sys.executable)
+    broken: list[str] = []
+
+    def on_dispatch(worker, spec):
+        if worker == "w2":
+            for f in (workers.tmp / "remote").glob("project-*-w2/campaign/*.toml"):
+                f.unlink()
+                broken.append(spec.label)
+
+    rc = run_on_workers(
+        exp, str(inv), results_root=tmp_path / "results", on_dispatch=on_dispatch, analyze=False
+    )
+    assert rc == 0 and broken
+    (run_dir,) = (tmp_path / "results" / "workers_failover").iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["complete"] and meta["runs_done"] == 2 and not meta["workers"]["w2"]["lost"]
+    failed = [a for a in meta["attempts"] if a["outcome"] == "failed"]
+    assert failed and all(a["worker"] == "w2" and "exit 2" in a["error"] for a in failed)
+    done = {a["label"]: a["worker"] for a in meta["attempts"] if a["outcome"] == "done"}
+    assert all(done[a["label"]] == "w1" for a in failed)
+    assert f"{broken[0]}: finished on w1 instead" in (run_dir / "summary.md").read_text()
+
+
 def test_a_worker_without_the_packages_is_named_before_anything_runs(workers, tmp_path):
     exp_file = tmp_path / "workers_failover.toml"
     exp_file.write_text(EXPERIMENT)
