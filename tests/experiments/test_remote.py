@@ -239,3 +239,24 @@ def test_probe_says_not_root_and_what_is_missing():
         "worker w9 (lab@192.0.2.9:22): python python3 lacks the packages pandas seaborn "
         "(python3 -m pip install pandas seaborn)",
     ]
+
+
+def test_our_userspace_stack_on_the_machines(machines, tmp_path, capsys):
+    """`python -m mptcp_impl` from the project copied to the machines (PYTHONPATH set by the
+    network), both links used."""
+    exp = tmp_path / "ssh_userspace.toml"
+    exp.write_text(
+        EXPERIMENT.split("[[events]]")[0]
+        .replace('stacks = ["tcp", "kernel-mptcp"]', 'stacks = ["userspace"]')
+        .replace('direction = "download"\nduration_s = 4', 'direction = "upload"\nbytes = 3000000')
+        .replace("ssh_failover", "ssh_userspace")
+    )
+    inv = machines.inventory(
+        tmp_path / "hosts.toml", hosts={"c": "client", "s": "server"}, python=PY
+    )
+    results = tmp_path / "results"
+    rc, out, err = run([exp, "--inventory", inv, "--results", results, "--no-analysis"], capsys)
+    assert rc == 0, err + out
+    (run_dir,) = (results / "ssh_userspace").iterdir()
+    (r,) = json.loads((run_dir / "metrics.json").read_text())["runs"]
+    assert r["intact"] and r["bytes"] == 3_000_000 and r["max_subflows"] == 2
