@@ -260,3 +260,25 @@ def test_our_userspace_stack_on_the_machines(machines, tmp_path, capsys):
     (run_dir,) = (results / "ssh_userspace").iterdir()
     (r,) = json.loads((run_dir / "metrics.json").read_text())["runs"]
     assert r["intact"] and r["bytes"] == 3_000_000 and r["max_subflows"] == 2
+
+
+def test_a_blackhole_on_a_machine_and_nothing_left(machines, tmp_path, capsys):
+    """mode = "blackhole": an nft table on the client drops all on its wifi interface, then
+    goes; MPTCP moves to lte meanwhile."""
+    exp = tmp_path / "ssh_blackhole.toml"
+    exp.write_text(
+        EXPERIMENT.replace('mode = "interface"', 'mode = "blackhole"')
+        .replace('stacks = ["tcp", "kernel-mptcp"]', 'stacks = ["kernel-mptcp"]')
+        .replace("ssh_failover", "ssh_blackhole")
+    )
+    inv = machines.inventory(
+        tmp_path / "hosts.toml", hosts={"c": "client", "s": "server"}, python=PY
+    )
+    results = tmp_path / "results"
+    rc, out, err = run([exp, "--inventory", inv, "--results", results, "--no-analysis"], capsys)
+    assert rc == 0, err + out
+    (run_dir,) = (results / "ssh_blackhole").iterdir()
+    (r,) = json.loads((run_dir / "metrics.json").read_text())["runs"]
+    (f,) = r["failover"]
+    assert r["intact"] and f["cut_path_bytes_after"] == 0 and f["other_paths_bytes_after"] > 0
+    assert "mptcplab_bh" not in machines.machines["c"].run("nft", "list", "tables")
