@@ -93,3 +93,11 @@ def test_mistakes_name_the_field(tmp_path, edit, field, says):
     with pytest.raises(InventoryError) as e:
         load_inventory(write(tmp_path, edit(GOOD)))
     assert field in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_the_shipped_example_reads():
+    from pathlib import Path
+
+    inv = load_inventory(Path(__file__).resolve().parents[2] / "hosts.example.toml")
+    assert set(inv.hosts) == {"client", "server"} and set(inv.workers) == {"w1", "w2"}
+    assert inv.topology().links["lte"].b == NET
