@@ -183,6 +183,10 @@ class SshNetwork:
             raise KeyError(f"no host plays {name!r} in {self.inventory.source}")
         return self.hosts[name]
 
+    def project_dir(self, host: str) -> str:
+        """Where the project was copied on that machine (its mptcp_impl, its tools)."""
+        return self.project[host]
+
     def python(self, host: str) -> str:
         """The python to run the project's programs with on that machine."""
         return self._m(host).python

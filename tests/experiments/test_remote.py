@@ -263,6 +263,9 @@ def test_our_userspace_stack_on_the_machines(machines, tmp_path, capsys):
     (run_dir,) = (results / "ssh_userspace").iterdir()
     (r,) = json.loads((run_dir / "metrics.json").read_text())["runs"]
     assert r["intact"] and r["bytes"] == 3_000_000 and r["max_subflows"] == 2
+    # from the project's copy on the machine, not from this checkout
+    log = (run_dir / "logs" / "runner.log").read_text()
+    assert f"--import-path {machines.tmp / 'remote'}/project-" in log
 
 
 def test_a_blackhole_on_a_machine_and_nothing_left(machines, tmp_path, capsys):
