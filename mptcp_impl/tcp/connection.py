@@ -17,14 +17,13 @@ one well-sized batch.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import os
 import random
 import weakref
 from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .cc import CongestionControl, initial_window, make_cc
@@ -39,36 +38,28 @@ from .options import (
     encoded_length,
 )
 from .rangeset import RangeSet
+from .reassembly import Reassembly
+from .recovery import LossRecovery
 from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
-
-MASK = 0xFFFFFFFF
-HALF = 1 << 31
-DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
-DUPTHRESH = 3
-WC_DEL_ACK = 0.2  # RFC 8985 7.2 WCDelAckT: worst-case delayed ACK a lone segment may wait for
-
-
-class TcpState(enum.Enum):
-    CLOSED = "CLOSED"
-    LISTEN = "LISTEN"
-    SYN_SENT = "SYN-SENT"
-    SYN_RECEIVED = "SYN-RECEIVED"
-    ESTABLISHED = "ESTABLISHED"
-    FIN_WAIT_1 = "FIN-WAIT-1"
-    FIN_WAIT_2 = "FIN-WAIT-2"
-    CLOSING = "CLOSING"
-    TIME_WAIT = "TIME-WAIT"
-    CLOSE_WAIT = "CLOSE-WAIT"
-    LAST_ACK = "LAST-ACK"
-
-
-S = TcpState
-_SYNCHRONIZED = frozenset(
-    {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.TIME_WAIT, S.CLOSE_WAIT, S.LAST_ACK}
+from .state import (  # noqa: F401  (part of this module's API)
+    _RECV_DATA_STATES,
+    _SEND_DATA_STATES,
+    _SYNCHRONIZED,
+    DEFAULT_PEER_MSS,
+    DUPTHRESH,
+    HALF,
+    MASK,
+    Closed,
+    Connected,
+    DataReceived,
+    Event,
+    PeerClosed,
+    Reset,
+    S,
+    SendBufferAvailable,
+    TcpState,
+    _unwrap,
 )
-_SEND_DATA_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
-_RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
-
 
 # --------------------------------------------------------------------------- config, stats, events
 
@@ -133,41 +124,6 @@ class TcpStats:
     ssthresh: int = 0
 
 
-@dataclass(slots=True)
-class Connected:
-    pass
-
-
-@dataclass(slots=True)
-class DataReceived:
-    nbytes: int
-
-
-@dataclass(slots=True)
-class SendBufferAvailable:
-    pass
-
-
-@dataclass(slots=True)
-class PeerClosed:
-    pass
-
-
-@dataclass(slots=True)
-class Closed:
-    pass
-
-
-@dataclass(slots=True)
-class Reset:
-    reason: str
-    # The options of the RST that caused it (MPTCP's MP_TCPRST and MP_FASTCLOSE ride on RSTs).
-    options: list | None = field(default=None, compare=False)
-
-
-Event = Connected | DataReceived | SendBufferAvailable | PeerClosed | Closed | Reset
-
-
 class TcpHooks(Protocol):
     """What the MPTCP layer plugs in. Sequence numbers given to hooks are wire values (mod 2**32);
     subtract ``conn.iss``/``conn.irs`` for the relative numbers DSS mappings use.
@@ -230,11 +186,6 @@ def _new_cc(cc: Any, mss: int) -> CongestionControl:
     return cc(mss) if callable(cc) else make_cc(cc, mss)
 
 
-def _unwrap(x: int, ref: int) -> int:
-    """The unwrapped number nearest to ``ref`` whose low 32 bits are ``x``."""
-    return ref + ((x - ref + HALF) & MASK) - HALF
-
-
 def _wscale_for(buf: int) -> int:
     s = 0
     while (buf >> s) > 0xFFFF and s < 14:
@@ -245,7 +196,7 @@ def _wscale_for(buf: int) -> int:
 # --------------------------------------------------------------------------- connection
 
 
-class TcpConnection:
+class TcpConnection(LossRecovery, Reassembly):
     def __init__(
         self,
         config: TcpConfig | None = None,
@@ -692,110 +643,6 @@ class TcpConnection:
             self._persist_deadline = None
             self._on_persist(now)
 
-    def _on_rto(self, now: float) -> None:
-        st = self.state
-        cfg = self.config
-        self._retries += 1
-        self._st.rto_count += 1
-        self.rto = min(self.rto * 2, cfg.max_rto)
-        self._st.rto = self.rto
-        self._rtt_seq = None
-        if st is S.SYN_SENT or st is S.SYN_RECEIVED:
-            if self._retries > cfg.max_syn_retries:
-                self._reset("timeout")
-                return
-            self._st.retransmits += 1
-            self._send_syn(now, ack=st is S.SYN_RECEIVED)
-            return
-        if self.snd_una >= self.snd_max:
-            return
-        if self._retries > cfg.max_retries:
-            self._reset("timeout")
-            return
-        # RFC 6298 5.5-5.7 and RFC 5681 (4): collapse cwnd and go back to snd_una. Only the
-        # first timeout of an episode is a congestion signal: when data already resent by the
-        # retransmission timer times out again (no ACK since, or an ACK that left snd_una
-        # below the previous timeout's recovery point), ssthresh holds (RFC 5681 3.1) and
-        # cwnd simply stays at one segment.
-        # The same holds for a timeout during fast recovery: that window of data already had
-        # its reduction (Linux's tcp_enter_loss: "reduce ssthresh if it has not yet been made
-        # inside this window"), a second one would be 0.7 (or 0.5) of a cwnd PRR had lowered.
-        if (
-            self._retries == 1
-            and self.snd_una >= self._rto_recover
-            and not (self.in_recovery and self.snd_una < self._recover)
-        ):
-            self.cc.on_rto(self.snd_max - self.snd_una, now)
-        elif self.cc.cwnd > self.mss:
-            self.cc.cwnd = self.mss
-        self.in_recovery = False
-        self._dupacks = 0
-        if self._retries > 1:
-            # RFC 6675 5.1 keeps the scoreboard across a timeout so that go-back-N skips what
-            # the receiver holds; but if the same data times out again the receiver may have
-            # reneged (RFC 2018 8): forget the SACK information and resend everything.
-            self._sacked.clear()
-        self._rxt_log.clear()
-        self._rec_rxt_high = 0
-        self._force_rxt = None
-        self._tlp_high_rxt = None
-        self._rto_recover = self.snd_max
-        self._high_rxt = self.snd_una
-        self.snd_nxt = self.snd_una
-
-    def _arm_tlp(self, now: float, restart: bool) -> None:
-        """Probe timeout, RFC 8985 7.2: 2*SRTT, plus WCDelAckT (200 ms) when a single segment
-        is out; a PTO past the RTO expiration is cut to it (the probe then goes first)."""
-        if (
-            self._tlp_sent
-            or self.in_recovery
-            or not self.sack_ok
-            or not self.config.tlp
-            or self.snd_max <= self.snd_una
-            or self.srtt is None
-            or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)
-        ):
-            self._tlp_deadline = None
-            return
-        if restart or self._tlp_deadline is None:
-            pto = 2 * self.srtt
-            if self.snd_max - self.snd_una <= self.mss:
-                pto += WC_DEL_ACK
-            if pto < 0.01:
-                pto = 0.01
-            t = now + pto
-            if self._rto_deadline is not None and t > self._rto_deadline:
-                t = self._rto_deadline
-            self._tlp_deadline = t
-
-    def _on_tlp(self, now: float) -> None:
-        """Tail loss probe: send one segment so that a lost tail produces an ACK (and SACK or
-        dupacks) well before the RTO: new data if the receiver window allows, else the last
-        segment again."""
-        if (
-            self.in_recovery
-            or self.snd_max <= self.snd_una
-            or not (self.state is S.ESTABLISHED or self.state in _SEND_DATA_STATES)
-        ):
-            return
-        self._tlp_sent = True
-        self._st.tlp_probes += 1
-        nxt = self.snd_nxt
-        data_end = self._data_end()
-        if nxt == self.snd_max and nxt < data_end and self.snd_una + self.snd_wnd > nxt:
-            end = nxt + min(data_end - nxt, self.mss, self.snd_una + self.snd_wnd - nxt)
-            if self._fin_queued and end == self._fin_seq:
-                end += 1
-            self._xmit(nxt, end, now)
-        else:
-            top = min(self.snd_max, data_end)
-            start = max(self.snd_una, top - self.mss)
-            if start >= top:
-                start = self.snd_una
-            self._xmit(start, self._seg_end(start, self.snd_max), now)
-            self._tlp_high_rxt = self.snd_max  # a retransmission: watch for a repaired loss
-        self._rto_deadline = now + self.rto
-
     def _on_persist(self, now: float) -> None:
         """Zero-window probe: an old sequence number elicits an ACK carrying the current window."""
         if self.state not in _SEND_DATA_STATES:
@@ -855,26 +702,6 @@ class TcpConnection:
     def reserve_option_space(self, nbytes: int) -> None:
         """Room the hooks need on data segments (known before the first one is cut)."""
         self._hook_reserve = max(self._hook_reserve, nbytes)
-
-    def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
-        """RFC 2018 section 4: the block of the most recent arrival first, then the most recently
-        reported other blocks (so each block appears in several ACKs), then the highest."""
-        ooo = self._ooo
-        starts = ooo.starts
-        ends = ooo.ends
-        taken: list[int] = []
-        for x in self._sack_hist:
-            i = ooo.find(x)
-            if i >= 0 and i not in taken:
-                taken.append(i)
-                if len(taken) >= limit:
-                    break
-        k = len(starts) - 1
-        while k >= 0 and len(taken) < limit:
-            if k not in taken:
-                taken.append(k)
-            k -= 1
-        return [(starts[i] & MASK, ends[i] & MASK) for i in taken]
 
     def _add_hook_options(self, seg: TcpSegment, olen: int) -> int:
         """Ask the hooks for extra options; drop what does not fit in 40 bytes. Returns the new
@@ -1195,111 +1022,6 @@ class TcpConnection:
 
     # ------------------------------------------------------------------ SACK recovery (RFC 6675)
 
-    def _holes_below(self, x: int) -> int:
-        if x <= self.snd_una:
-            return 0
-        return (x - self.snd_una) - self._sacked.covered_below(x)
-
-    def _lost_edge(self) -> int:
-        """Holes below this point count as lost (RFC 6675 IsLost): above them more than
-        (DupThresh - 1) * SMSS bytes are SACKed, or DupThresh discontiguous blocks."""
-        dupthresh = self.config.dupthresh
-        need = (dupthresh - 1) * self.mss
-        sb = self._sacked
-        starts = sb.starts
-        ends = sb.ends
-        acc = 0
-        n = len(starts)
-        for k in range(n - 1, -1, -1):
-            acc += ends[k] - starts[k]
-            if acc > need or n - k >= dupthresh:
-                return starts[k]
-        return self.snd_una
-
-    def _una_lost(self) -> bool:
-        """IsLost(HighACK + 1), RFC 6675 section 4."""
-        sb = self._sacked
-        dupthresh = self.config.dupthresh
-        return sb.total > (dupthresh - 1) * self.mss or len(sb) >= dupthresh
-
-    def _pipe(self, lost_edge: int) -> int:
-        return (
-            self.snd_max
-            - self.snd_una
-            - self._sacked.total
-            - self._holes_below(lost_edge)
-            + self._holes_below(min(self._high_rxt, self.snd_max))
-        )
-
-    def _next_hole(self, start: int, stop: int) -> tuple[int, int] | None:
-        """First unSACKed range at or after start, below stop."""
-        return self._sacked.next_gap(max(start, self.snd_una), stop)
-
-    def _send_sack_recovery(self, now: float) -> None:
-        """RFC 6675 6.1: while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
-        mss = self.mss
-        cc = self.cc
-        for _ in range(100_000):
-            lost_edge = self._lost_edge()
-            if cc.cwnd - self._pipe(lost_edge) < mss:
-                break
-            hole = self._relost()
-            if hole is None:
-                hole = self._next_hole(self._high_rxt, lost_edge)  # rule 1: holes deemed lost
-            if hole is None:  # rule 2: new data, within the receiver's window
-                nxt = self.snd_nxt
-                if self._fin_queued and nxt == self._fin_seq:
-                    self._xmit(nxt, nxt + 1, now)
-                    continue
-                n = min(self._data_end() - nxt, self.snd_una + self.snd_wnd - nxt, mss)
-                if n > 0:
-                    end = nxt + n
-                    if self._fin_queued and end == self._fin_seq:
-                        end += 1
-                    self._xmit(nxt, end, now)
-                    continue
-                high_sacked = self._sacked.high if self._sacked else self.snd_una
-                hole = self._next_hole(self._high_rxt, high_sacked)  # rule 3
-                if hole is None:
-                    break
-            start, stop = hole
-            self._xmit(start, self._seg_end(start, stop), now)
-
-    def _relost(self) -> tuple[int, int] | None:
-        """A retransmission that is still a hole although DupThresh segments sent after it have
-        been SACKed was lost too (Linux's lost-retransmit detection, in the spirit of RACK);
-        without this only the RTO could repair it."""
-        log = self._rxt_log
-        if not log or not self._sacked:
-            return None
-        limit = self._sacked.high - self.config.dupthresh * self.mss
-        while log:
-            start, end, mark = log[0]
-            if end <= self.snd_una:
-                log.popleft()
-                continue
-            if mark > limit:
-                return None
-            log.popleft()
-            hole = self._next_hole(start, end)
-            if hole is not None:
-                self._st.lost_retransmits += 1
-                return hole
-        return None
-
-    def _update_scoreboard(self, sack: Sack) -> None:
-        una = self.snd_una
-        smax = self.snd_max
-        sb = self._sacked
-        for lw, rw in sack.blocks:
-            left = _unwrap(lw, una)
-            right = _unwrap(rw, una)
-            if right <= una or left >= right or right > smax:
-                continue  # D-SACK, stale or bogus
-            if left < una:
-                left = una
-            sb.add(left, right)
-
     # ------------------------------------------------------------------ input
 
     def receive_segment(self, seg: TcpSegment, now: float) -> None:
@@ -1565,35 +1287,6 @@ class TcpConnection:
         self._delack_deadline = None
         self._tw_deadline = now + self.config.time_wait
 
-    def _rtt_from(self, seg: TcpSegment, now: float) -> None:
-        if self.ts_ok:
-            for o in seg.options:
-                if type(o) is Timestamps:
-                    if o.tsecr:
-                        d = (self._ts_now(now) - o.tsecr) & MASK
-                        if d < HALF:
-                            self._rtt_sample(d / 1000.0)
-                    return
-        elif self._rtt_seq is not None and self.snd_una > self._rtt_seq:
-            self._rtt_seq = None
-            self._rtt_sample(now - self._rtt_time)
-
-    def _rtt_sample(self, r: float) -> None:
-        """RFC 6298 section 2."""
-        cfg = self.config
-        if self.srtt is None:
-            self.srtt = r
-            self.rttvar = r / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
-            self.srtt = 0.875 * self.srtt + 0.125 * r
-        rto = self.srtt + max(0.001, 4 * self.rttvar)
-        self.rto = min(max(rto, cfg.min_rto), cfg.max_rto)
-        st = self._st
-        st.srtt = self.srtt
-        st.rttvar = self.rttvar
-        st.rto = self.rto
-
     def _process_ack(self, seg: TcpSegment, s: int, tsopt: Timestamps | None, now: float) -> bool:
         """Returns False when the segment must be dropped after the ACK field."""
         una = self.snd_una
@@ -1749,157 +1442,6 @@ class TcpConnection:
                 self._persist_deadline = None
                 self._persist_backoff = 0
         return True
-
-    def _tlp_ack(
-        self, seg: TcpSegment, ack: int, una: int, sack_opt: Sack | None, now: float
-    ) -> None:
-        """RFC 8985 7.4: did the probe retransmission repair a loss? A D-SACK for it, or a pure
-        duplicate ACK at TLPHighRxt (original and probe both arrived), says no; an ACK beyond
-        TLPHighRxt without either says the original was lost, and the loss gets the same
-        congestion response as any other (a cwnd reduction, as Linux's CWR)."""
-        high = self._tlp_high_rxt
-        if sack_opt is not None and sack_opt.blocks:
-            lw, rw = sack_opt.blocks[0]
-            if _unwrap(rw, una) <= ack:  # D-SACK (RFC 2883): the probe was a duplicate
-                self._tlp_high_rxt = None
-                return
-        if ack > high:
-            self._tlp_high_rxt = None
-            if not self.in_recovery and una >= self._rto_recover:
-                self._st.tlp_repairs += 1
-                cc = self.cc
-                cc.enter_recovery(self.snd_max - una, now)
-                cc.exit_recovery(self.snd_max - una, now)
-        elif ack == una and not seg.payload and sack_opt is None:
-            self._tlp_high_rxt = None  # the dupack of the second copy: nothing was lost
-
-    def _enter_recovery(self, now: float) -> None:
-        cc = self.cc
-        st = self._st
-        st.fast_retransmits += 1
-        self.in_recovery = True
-        self._recover = self.snd_max
-        self._tlp_high_rxt = None  # this recovery is the congestion response
-        cc.enter_recovery(self.snd_max - self.snd_una, now)
-        # Retransmissions of the previous recovery still out above snd_una (a recovery right
-        # after another one, holes it was repairing) are in flight: not resent at once (as
-        # Linux keeps their SACKED_RETRANS mark); lost again, _relost finds them in the log.
-        self._high_rxt = max(self.snd_una, self._rec_rxt_high)
-        self._rec_rxt_high = 0
-        self._force_rxt = self.snd_una
-        self._rtt_seq = None
-        if self.sack_ok:
-            st.sack_recoveries += 1
-            # PRR (RFC 6937): from here cwnd is recomputed on every ACK from what was delivered,
-            # so the reduction to ssthresh is spread over one RTT instead of a pause and a burst.
-            self._prr_delivered = 0
-            self._prr_out = 0
-            self._recover_fs = max(self.snd_max - self.snd_una, 1)
-            cc.cwnd = max(self._pipe(self._lost_edge()), self.mss)
-        else:
-            cc.cwnd = cc.ssthresh + 3 * self.mss
-
-    def _prr_update(self, acked: int, sacked_before: int) -> None:
-        delivered = acked + self._sacked.total - sacked_before
-        if delivered <= 0:
-            return
-        self._prr_delivered += delivered
-        cc = self.cc
-        pipe = self._pipe(self._lost_edge())
-        ssthresh = cc.ssthresh
-        if pipe > ssthresh:  # proportional part: sndcnt = ceil(delivered * ssthresh / RecoverFS)
-            sndcnt = -(-self._prr_delivered * ssthresh // self._recover_fs) - self._prr_out
-        else:  # slow-start reduction bound: grow back towards ssthresh, at most 1 MSS ahead
-            limit = max(self._prr_delivered - self._prr_out, delivered) + self.mss
-            sndcnt = min(ssthresh - pipe, limit)
-        cc.cwnd = pipe + (sndcnt if sndcnt > 0 else 0)
-
-    def _rx_data(self, seg: TcpSegment, s: int, now: float) -> None:
-        payload = seg.payload
-        plen = len(payload)
-        rcv_nxt = self.rcv_nxt
-        # trim to the window: what precedes rcv_nxt and what lies past our buffer space
-        start = 0
-        if s < rcv_nxt:
-            start = rcv_nxt - s
-        right = max(self._rcv_adv, rcv_nxt + self.config.rcv_buf - len(self._rbuf))
-        stop = plen
-        if s + stop > right:
-            stop = right - s
-        if stop <= start:
-            self._ack_now = True
-            return
-        first = s + start
-        n = stop - start
-        self._st.bytes_in += n
-        if self.hooks is not None:
-            self.hooks.received_range(self, first & MASK, n, seg)
-        if plen > self._rcv_mss and self._rcv_mss < self.config.mss:
-            self._rcv_mss = min(plen, self.config.mss)  # GRO'd segments do not count as larger
-        if first == rcv_nxt:
-            if start == 0 and stop == plen:
-                self._rbuf += payload
-            else:
-                self._rbuf += memoryview(payload)[start:stop]
-            self.rcv_nxt = rcv_nxt = first + n
-            delivered = n
-            if self._ooo:
-                delivered += self._drain_ooo()
-                self._ack_now = True  # a hole was (partly) filled: tell the sender at once
-            ev = self._events
-            if ev and type(ev[-1]) is DataReceived:
-                ev[-1].nbytes += delivered
-            else:
-                ev.append(DataReceived(delivered))
-            if not self._ack_now:
-                self._unacked_bytes += n
-                if self._unacked_bytes >= 2 * self._rcv_mss:
-                    self._ack_now = True
-                elif self._delack_deadline is None:
-                    self._delack_deadline = now + self.config.delayed_ack
-        else:
-            self._st.ooo_segments += 1
-            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
-                payload = bytes(payload)  # never keep a view into a buffer the edge reuses
-            self._ooo_insert(first, memoryview(payload)[start:stop])
-            hist = self._sack_hist
-            hist.insert(0, first)
-            if len(hist) > 8:
-                del hist[8:]
-            self._ack_now = True
-
-    def _ooo_insert(self, start: int, data: memoryview) -> None:
-        """Hold out-of-order data: only the parts not held yet are kept, as chunks keyed by
-        their start, so a range of the set is tiled exactly by its chunks (no merged copies)."""
-        ooo = self._ooo
-        chunks = self._ooo_data
-        end = start + len(data)
-        for a, b in ooo.gaps(start, end):
-            chunks[a] = data[a - start : b - start]
-        ooo.add(start, end)
-
-    def _drain_ooo(self) -> int:
-        """Move the held data that rcv_nxt has reached into the receive buffer."""
-        delivered = 0
-        ooo = self._ooo
-        chunks = self._ooo_data
-        starts = ooo.starts
-        rbuf = self._rbuf
-        while starts and starts[0] <= self.rcv_nxt:
-            x = starts[0]
-            bend = ooo.ends[0]
-            rcv = self.rcv_nxt
-            while x < bend:
-                chunk = chunks.pop(x)
-                nx = x + len(chunk)
-                if nx > rcv:
-                    rbuf += chunk if x >= rcv else chunk[rcv - x :]
-                x = nx
-            if bend > rcv:
-                delivered += bend - rcv
-                self.rcv_nxt = bend
-            ooo.remove_below(bend)
-        return delivered
 
     def _reset(self, reason: str, options: list | None = None) -> None:
         self._enter_closed(reason, options)

@@ -1,0 +1,129 @@
+"""Receive-side reassembly of the TCP core: in-window data into the receive buffer or the
+out-of-order range set, delivery when holes fill, and the SACK blocks that describe them
+(RFC 9293 3.10.7.4, RFC 2018). A mixin of ``TcpConnection``, split off like aioquic's stream
+reassembly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .segment import TcpSegment
+from .state import (
+    MASK,
+    DataReceived,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+class Reassembly:
+    """What ``TcpConnection`` does with the data of accepted segments."""
+
+    def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
+        """RFC 2018 section 4: the block of the most recent arrival first, then the most recently
+        reported other blocks (so each block appears in several ACKs), then the highest."""
+        ooo = self._ooo
+        starts = ooo.starts
+        ends = ooo.ends
+        taken: list[int] = []
+        for x in self._sack_hist:
+            i = ooo.find(x)
+            if i >= 0 and i not in taken:
+                taken.append(i)
+                if len(taken) >= limit:
+                    break
+        k = len(starts) - 1
+        while k >= 0 and len(taken) < limit:
+            if k not in taken:
+                taken.append(k)
+            k -= 1
+        return [(starts[i] & MASK, ends[i] & MASK) for i in taken]
+
+    def _rx_data(self, seg: TcpSegment, s: int, now: float) -> None:
+        payload = seg.payload
+        plen = len(payload)
+        rcv_nxt = self.rcv_nxt
+        # trim to the window: what precedes rcv_nxt and what lies past our buffer space
+        start = 0
+        if s < rcv_nxt:
+            start = rcv_nxt - s
+        right = max(self._rcv_adv, rcv_nxt + self.config.rcv_buf - len(self._rbuf))
+        stop = plen
+        if s + stop > right:
+            stop = right - s
+        if stop <= start:
+            self._ack_now = True
+            return
+        first = s + start
+        n = stop - start
+        self._st.bytes_in += n
+        if self.hooks is not None:
+            self.hooks.received_range(self, first & MASK, n, seg)
+        if plen > self._rcv_mss and self._rcv_mss < self.config.mss:
+            self._rcv_mss = min(plen, self.config.mss)  # GRO'd segments do not count as larger
+        if first == rcv_nxt:
+            if start == 0 and stop == plen:
+                self._rbuf += payload
+            else:
+                self._rbuf += memoryview(payload)[start:stop]
+            self.rcv_nxt = rcv_nxt = first + n
+            delivered = n
+            if self._ooo:
+                delivered += self._drain_ooo()
+                self._ack_now = True  # a hole was (partly) filled: tell the sender at once
+            ev = self._events
+            if ev and type(ev[-1]) is DataReceived:
+                ev[-1].nbytes += delivered
+            else:
+                ev.append(DataReceived(delivered))
+            if not self._ack_now:
+                self._unacked_bytes += n
+                if self._unacked_bytes >= 2 * self._rcv_mss:
+                    self._ack_now = True
+                elif self._delack_deadline is None:
+                    self._delack_deadline = now + self.config.delayed_ack
+        else:
+            self._st.ooo_segments += 1
+            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
+                payload = bytes(payload)  # never keep a view into a buffer the edge reuses
+            self._ooo_insert(first, memoryview(payload)[start:stop])
+            hist = self._sack_hist
+            hist.insert(0, first)
+            if len(hist) > 8:
+                del hist[8:]
+            self._ack_now = True
+
+    def _ooo_insert(self, start: int, data: memoryview) -> None:
+        """Hold out-of-order data: only the parts not held yet are kept, as chunks keyed by
+        their start, so a range of the set is tiled exactly by its chunks (no merged copies)."""
+        ooo = self._ooo
+        chunks = self._ooo_data
+        end = start + len(data)
+        for a, b in ooo.gaps(start, end):
+            chunks[a] = data[a - start : b - start]
+        ooo.add(start, end)
+
+    def _drain_ooo(self) -> int:
+        """Move the held data that rcv_nxt has reached into the receive buffer."""
+        delivered = 0
+        ooo = self._ooo
+        chunks = self._ooo_data
+        starts = ooo.starts
+        rbuf = self._rbuf
+        while starts and starts[0] <= self.rcv_nxt:
+            x = starts[0]
+            bend = ooo.ends[0]
+            rcv = self.rcv_nxt
+            while x < bend:
+                chunk = chunks.pop(x)
+                nx = x + len(chunk)
+                if nx > rcv:
+                    rbuf += chunk if x >= rcv else chunk[rcv - x :]
+                x = nx
+            if bend > rcv:
+                delivered += bend - rcv
+                self.rcv_nxt = bend
+            ooo.remove_below(bend)
+        return delivered
