@@ -276,7 +276,7 @@ class MptcpConnection:
             self.fallback
             or not self.fully_established
             or self._joins >= self.config.limits.subflows
-            or self._close_requested
+            or self._data_done()
             or self._aborting
         )
         if refuse:
@@ -951,6 +951,12 @@ class MptcpConnection:
             # known to be dead) keeps unanswered must not hold the connection for minutes.
             srtt = max((s.srtt or 0.0 for s in self.subflows), default=0.0)
             self._linger_deadline = now + max(2.0, 8 * srtt)
+
+    def _data_done(self) -> bool:
+        """Both directions finished at the data level: no subflow can help any more. (Only a
+        close *requested* is not enough: a sender that wrote everything and closed may still
+        hold megabytes that a joining path would carry.)"""
+        return self._fin_acked and self._eof
 
     def _kick_fin(self) -> None:
         # The first DATA_FIN on the best working subflow (the first usable one may be stale,

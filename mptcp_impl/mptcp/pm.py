@@ -116,7 +116,7 @@ class PathManager:
         not fully established, has fallen back, or ``limits.subflows`` is reached."""
         c = self.conn
         rem = remote or self.remote
-        if rem is None or c.fallback or not c.fully_established or c._close_requested:
+        if rem is None or c.fallback or not c.fully_established or c._data_done():
             return False
         if c._joins >= c.config.limits.subflows:
             return False

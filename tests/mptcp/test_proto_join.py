@@ -280,3 +280,32 @@ def test_client_join_bare_ack_instead_of_4th_ack_resets_the_subflow():
     assert not conn.fallback and "Reset" not in box.kinds()
     conn.send(b"still here")
     assert [s for s in box.out() if s.payload == b"still here"]
+
+
+def test_a_sender_that_wrote_everything_and_closed_still_accepts_joins():
+    """A download whose bytes all fit the server's send buffer: the server writes them and
+    closes at once, before the client's join arrives. The join is accepted (Linux does) and
+    the second path carries part of the rest; only when both directions are done are joins
+    refused."""
+    from .mptcp_sim import Net
+    from .test_mptcp_sim import C1, C2, S, client_cfg
+
+    net = Net(7)
+    client = net.host("client", [C1, C2], seed=17)
+    server = net.host("server", [S], seed=27, listen_port=5001)
+    net.path(C1, S, delay=0.01)
+    net.path(C2, S, delay=0.02)
+    conn = net.connect(client, C1, (S, 5001), client_cfg())
+    conn.send(b"get")
+    net.flush(client, conn)
+    net.run(5.0, stop=lambda: bool(server.accepted))
+    srv = server.accepted[0]
+    data = bytes(range(256)) * 8000  # 2 MB, all in the send buffer at once
+    assert srv.send(data) == len(data)
+    srv.close(net.now)
+    net.flush(server, srv)
+    net.run(net.now + 20.0, stop=lambda: len(client.rx[id(conn)]) >= len(data))
+    assert bytes(client.rx[id(conn)]) == data
+    assert srv.mib["MPJoinRejected"] == 0 and srv.mib["MPJoinAckRx"] == 1
+    joined = [s for s in srv.all_subflows() if not s.initial]
+    assert joined and joined[0].bytes_sent > 0
