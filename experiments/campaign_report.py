@@ -626,7 +626,9 @@ def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
             _claim(
                 text,
                 _verdict(ok, n),
-                f"share {m:.2f} vs single TCP {ref[0]:.2f} (+{TOL_SHARE} tolerance)",
+                f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(shares.get('tcp', []))}"
+                f" (means compared, +{TOL_SHARE} tolerance; overlapping intervals mean the "
+                "ordering is not yet established)",
             )
         )
     return parts
