@@ -340,6 +340,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                 "bulk completion time per scheduler and point (mean ± 95% CI over repetitions)",
             )
         )
+    if bulk:
         parts.append(
             _img(
                 _bars(

@@ -209,5 +209,6 @@ def test_campaign_report_sections_render(tmp_path):
     assert re.search(r"CellNet 2012.*?agrees", page, re.S)
     assert re.search(r"coupled multipath flow \(userspace-lia\).*?agrees", page, re.S)
     assert re.search(r"redundant.*?agrees", page, re.S)
+    assert "aggregation benefit per scheduler" in page
     imgs = re.findall(r'src="data:image/png;base64,', page)
     assert len(imgs) >= 10
