@@ -104,7 +104,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _claim(text: str, verdict: str, evidence: str) -> str:
-    color = {"agrees": "#060", "disagrees": "#a00", "partly": "#a60"}.get(
+    color = {"agrees": "#060", "disagrees": "#a00", "partly": "#a60", "inconclusive:": "#a60"}.get(
         verdict.split()[0], "#555"
     )
     return (
@@ -112,6 +112,16 @@ def _claim(text: str, verdict: str, evidence: str) -> str:
         f"<b>Ours</b>: <span style='color:{color}'>{html.escape(verdict)}</span> — "
         f"{html.escape(evidence)}</p>"
     )
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    """Both have a 95% interval (n >= 2) and the intervals overlap: a difference of means
+    between them is not established."""
+    ma, ha, na = _ci(a)
+    mb, hb, nb = _ci(b)
+    if ma is None or mb is None or na < 2 or nb < 2 or ha is None or hb is None:
+        return False
+    return ma - ha <= mb + hb and mb - hb <= ma + ha
 
 
 def _verdict(ok: bool | None, n: int) -> str:
@@ -465,14 +475,22 @@ def scheduler_claims(
         if mine and base:
             m, b = _ci(mine)[0], _ci(base)[0]
             ok = m <= b
-            ev = f"at {het}: {s} reordering p95 {m:.1f} ms vs {base_name} {b:.1f} ms"
+            ev = (
+                f"at {het}: {s} reordering p95 {_fmt_ci(mine, ' ms')} vs {base_name} "
+                f"{_fmt_ci(base, ' ms')}"
+            )
         else:
             ok, ev = None, "no reordering delay for both (captures analysed?)"
+        verdict = _verdict(ok, min(len(mine), len(base)))
+        if ok is not None and _overlap(mine, base):
+            verdict = "inconclusive: the 95% intervals overlap (means " + (
+                "lower)" if ok else "higher)"
+            )
         out.append(
             _claim(
                 f"{paper}: on paths with different RTTs, {s.upper()} lowers the receive-side "
                 "reordering (head-of-line) delay compared with minRTT.",
-                _verdict(ok, min(len(mine), len(base))),
+                verdict,
                 ev,
             )
         )
@@ -623,10 +641,15 @@ def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                 "against one TCP flow; the motivation of RFC 6356)."
             )
             ok = m > limit
+        verdict = _verdict(ok, n)
+        if not coupled and _overlap(shares[v], shares.get("tcp", [])):
+            verdict = "inconclusive: the 95% intervals overlap (mean " + (
+                "higher)" if ok else "not higher)"
+            )
         parts.append(
             _claim(
                 text,
-                _verdict(ok, n),
+                verdict,
                 f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(shares.get('tcp', []))}"
                 f" (means compared, +{TOL_SHARE} tolerance; overlapping intervals mean the "
                 "ordering is not yet established)",
@@ -723,8 +746,9 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                 "interruption, backup mode next (its subflow is already established), "
                 "single-path mode the longest (a subflow must be set up after the loss).",
                 verdict,
-                f"gap full {g['full']:.2f} s, backup {g['backup']:.2f} s, single-path "
-                f"{g['single']:.2f} s",
+                f"gap full {_fmt_ci(gaps[mode['full']], ' s')}, backup "
+                f"{_fmt_ci(gaps[mode['backup']], ' s')}, single-path "
+                f"{_fmt_ci(gaps[mode['single']], ' s')}",
             )
         )
     else:
