@@ -48,12 +48,20 @@ def test_stack_grid_makes_variants_and_other_stacks_run_once_per_point(tmp_path)
     assert len({r.label for r in runs}) == len(runs)
 
 
+def test_stack_option_grid_without_that_stack_runs_the_others_once_per_point(tmp_path):
+    runs = resolve_runs(load_experiment(_file(tmp_path, TINY), stack="tcp"))
+    assert [(r.variant, r.point_values) for r in runs] == [
+        ("tcp", {"links.lte.delay_ms": 10}),
+        ("tcp", {"links.lte.delay_ms": 50}),
+    ]
+
+
 @pytest.mark.parametrize(
     "grid, field",
     [
         ('"stack.userspace.scheduler" = ["minrtt", "nosuch"]', "grid.stack.userspace.scheduler[1]"),
         ('"stack.userspace.colour" = ["red"]', "grid.stack.userspace.colour[0]"),
-        ('"stack.kernel-mptcp.limits" = [1]', "grid.stack.kernel-mptcp.limits"),
+        ('"stack.kernel-mptcp.limits" = [1]', "grid.stack.kernel-mptcp.limits[0]"),
         ('"stack.nosuch.cc" = ["lia"]', "grid.stack.nosuch.cc"),
     ],
 )
