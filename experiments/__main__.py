@@ -93,7 +93,7 @@ def run_cli(
     for row in res.summary:
         g, w = row["goodput_steady_mbit"], row["goodput_mbit"]
         line = (
-            f"  {row['stack']:<13} {json.dumps(row['point_values'])} "
+            f"  {row.get('variant') or row['stack']:<13} {json.dumps(row['point_values'])} "
             f"goodput steady {g['mean']} ± {g['std']}, whole transfer {w['mean']} ± {w['std']} "
             f"Mbit/s (n={g['n']})"
         )

@@ -44,7 +44,13 @@ File format (see experiments/*.toml)::
     # set: rate_mbit = 5, delay_ms = 80, loss_pct = 1, jitter_ms = 0
 
     [grid]                                # parameter sweep: the product of these lists
-    "links.lte.delay_ms" = [10, 50, 100]  # topology keys, or "traffic.<field>"
+    "links.lte.delay_ms" = [10, 50, 100]  # topology keys, or "traffic.<field>",
+    "stack.userspace.scheduler" = ["default", "blest"]  # or "stack.<stack>.<option>"
+
+A grid key "stack.<stack>.<option>" makes each value a variant of that stack (named
+"<stack>-<value>", e.g. userspace-blest; a FILE.py:Class value is named by its class): its
+runs use [stack.<stack>] with that option replaced, and the other stacks run once per point of
+the remaining grid (not once per variant). Each value is checked as the option would be.
 
     [stack.kernel-mptcp]                  # per-stack options (see experiments.stacks)
     endpoints = [{ host = "client", link = "lte", flags = ["subflow", "backup"] }]
@@ -161,6 +167,7 @@ class Experiment:
     grid: dict[str, list[Any]]
     stack_options: dict[str, dict[str, Any]]
     warmup_s: float = 1.0
+    stack_raw: dict[str, dict[str, Any]] = field(default_factory=dict)  # [stack.*] as written
     gap_window_s: float = 10.0
     overrides: list[str] = field(default_factory=list)
 
@@ -177,6 +184,8 @@ class RunSpec:
     seed: int
     topology_set: dict[str, Any]
     traffic: FlowSpec
+    variant: str = ""  # the stack, or "<stack>-<value>..." for a stack.<stack>.<option> grid
+    stack_options: dict[str, Any] | None = None  # this run's [stack.<stack>] (None: the file's)
 
     @property
     def label(self) -> str:
@@ -363,15 +372,14 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     traffic = _flow(source, "traffic", _table(source, "traffic", raw["traffic"]), False)
     background = _background(source, raw.get("background", []))
     events = _events(source, raw.get("events", []))
-    grid = _grid(source, _table(source, "grid", raw.get("grid", {})), traffic)
-
     for s in stacks:
         STACKS[s].check_flow(source, "traffic", traffic)
     for i, b in enumerate(background):
         STACKS[b.stack].check_flow(source, f"background[{i}]", b)
 
+    stack_raw = _table(source, "stack", raw.get("stack", {}))
     stack_opts = {}
-    for s, opts in _table(source, "stack", raw.get("stack", {})).items():
+    for s, opts in stack_raw.items():
         if s not in STACKS:
             raise ExperimentError(
                 source, f"stack.{s}", f"unknown stack (known: {', '.join(STACKS)})"
@@ -379,6 +387,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         stack_opts[s] = STACKS[s].validate_options(
             source, f"stack.{s}", _table(source, f"stack.{s}", opts)
         )
+    grid = _grid(source, _table(source, "grid", raw.get("grid", {})), traffic, stack_raw)
 
     metrics = _table(source, "metrics", raw.get("metrics", {}))
     _unknown(source, "metrics", metrics, METRIC_KEYS)
@@ -407,6 +416,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         events=sorted(events, key=lambda ev: ev.at),
         grid=grid,
         stack_options=stack_opts,
+        stack_raw={k: dict(v) for k, v in stack_raw.items()},
         warmup_s=warmup,
         gap_window_s=window,
     )
@@ -479,11 +489,18 @@ def _event(source: str, where: str, e: dict[str, Any]) -> EventSpec:
     return EventSpec(at=at, link=link, action=action, mode=mode, params=params)
 
 
-def _grid(source: str, table: dict[str, Any], traffic: FlowSpec) -> dict[str, list[Any]]:
+def _grid(
+    source: str,
+    table: dict[str, Any],
+    traffic: FlowSpec,
+    stack_raw: dict[str, Any] | None = None,
+) -> dict[str, list[Any]]:
     grid = {}
     for k, v in table.items():
         if not isinstance(v, list) or not v:
             raise ExperimentError(source, f"grid.{k}", f"expected a non-empty list, got {v!r}")
+        if k.startswith("stack."):
+            _stack_grid_key(source, k, v, stack_raw or {})
         if k.startswith("traffic."):
             fld = k.split(".", 1)[1]
             if fld not in FLOW_KEYS or fld in ("client", "server"):
@@ -494,6 +511,54 @@ def _grid(source: str, table: dict[str, Any], traffic: FlowSpec) -> dict[str, li
                 _flow(source, f"grid.{k}[{j}]", {**_flow_raw(traffic), fld: val}, False)
         grid[k] = list(v)
     return grid
+
+
+def split_stack_key(key: str) -> tuple[str, str] | None:
+    """("userspace", "scheduler") for the grid key "stack.userspace.scheduler", else None."""
+    if not key.startswith("stack."):
+        return None
+    stack, _, option = key[len("stack.") :].partition(".")
+    return stack, option
+
+
+def _stack_grid_key(source: str, key: str, values: list[Any], stack_raw: dict[str, Any]) -> None:
+    """A grid over one option of one stack: every value must be valid for that option."""
+    stack, option = split_stack_key(key) or ("", "")
+    if stack not in STACKS or not option or "." in option:
+        raise ExperimentError(
+            source,
+            f"grid.{key}",
+            f"a stack grid key is stack.<stack>.<option> with a stack from {', '.join(STACKS)}",
+        )
+    # a stack not run (--stack picked others) still has its values checked; its runs are
+    # simply not made, and the other stacks run once per point of the rest of the grid
+    base = dict(stack_raw.get(stack) or {})
+    for j, val in enumerate(values):
+        # an unknown option or a bad value is reported as the grid entry it came from
+        try:
+            STACKS[stack].validate_options(source, f"stack.{stack}", {**base, option: val})
+        except ExperimentError as e:
+            raise ExperimentError(
+                source, f"grid.{key}[{j}]", f"{e.problem} (as {e.field} = {val!r})"
+            ) from None
+
+
+def variant_name(stack: str, values: dict[str, Any]) -> str:
+    """ "userspace-blest" for a run of userspace at stack.userspace.scheduler = "blest"."""
+    own = [v for k, v in values.items() if (split_stack_key(k) or ("",))[0] == stack]
+    if not own:
+        return stack
+    return "-".join([stack, *(_short(v) for v in own)])
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return value.rpartition(":")[2] if ":" in value else value
+    if isinstance(value, list):
+        return "+".join(_short(x) for x in value)
+    if isinstance(value, dict):
+        return "+".join(f"{k}={_short(x)}" for k, x in value.items())
+    return str(value)
 
 
 def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
@@ -507,7 +572,7 @@ def check_against_topology(exp: Experiment) -> None:
     """Every grid point must give a valid topology, and hosts/links named must exist in it."""
     points = grid_points(exp)
     for values in points:
-        topo_keys = {k: v for k, v in values.items() if not k.startswith("traffic.")}
+        topo_keys = {k: v for k, v in values.items() if not k.startswith(("traffic.", "stack."))}
         try:
             topo = load_topology(exp.topology, {**exp.topology_set, **topo_keys})
         except TopologyError as e:
@@ -540,6 +605,10 @@ def check_against_topology(exp: Experiment) -> None:
             )
     for s, opts in exp.stack_options.items():
         STACKS[s].check_topology(exp.source, f"stack.{s}", opts, topo)
+    for r in resolve_runs(exp):
+        if r.stack_options is not None and r.rep == 1:
+            where = f"grid.{next(k for k in r.point_values if k.startswith('stack.'))}"
+            STACKS[r.stack].check_topology(exp.source, where, r.stack_options, topo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,6 +632,12 @@ def derive_seed(seed: int, *parts: Any) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def _raw_stack_options(exp: Experiment, stack: str) -> dict[str, Any]:
+    """[stack.<stack>] as written in the file (validation fills in defaults we must not pass
+    back through it twice)."""
+    return dict(exp.stack_raw.get(stack) or {})
+
+
 def resolve_runs(exp: Experiment) -> list[RunSpec]:
     """The exact list of runs, in execution order.
 
@@ -571,10 +646,11 @@ def resolve_runs(exp: Experiment) -> list[RunSpec]:
     compared on identical bytes. `shuffle = true` permutes the order with the experiment seed.
     """
     runs: list[RunSpec] = []
+    first = {k: v[0] for k, v in exp.grid.items() if k.startswith("stack.")}
     for p, values in enumerate(grid_points(exp)):
         topo_set = {
             **exp.topology_set,
-            **{k: v for k, v in values.items() if not k.startswith("traffic.")},
+            **{k: v for k, v in values.items() if not k.startswith(("traffic.", "stack."))},
         }
         traffic_over = {
             k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("traffic.")
@@ -583,16 +659,31 @@ def resolve_runs(exp: Experiment) -> list[RunSpec]:
         for rep in range(1, exp.repetitions + 1):
             seed = derive_seed(exp.seed, p, rep)
             for stack in exp.stacks:
+                # a grid over another stack's option: this stack runs at its first value only
+                other = {k for k in first if (split_stack_key(k) or ("",))[0] != stack}
+                if any(values[k] != first[k] for k in other):
+                    continue
+                own = {
+                    split_stack_key(k)[1]: v  # type: ignore[index]
+                    for k, v in values.items()
+                    if k.startswith("stack.") and k not in other
+                }
+                opts = None
+                if own:
+                    raw = {**_raw_stack_options(exp, stack), **own}
+                    opts = STACKS[stack].validate_options(exp.source, f"stack.{stack}", raw)
                 runs.append(
                     RunSpec(
                         index=0,
                         point=p,
-                        point_values=dict(values),
+                        point_values={k: v for k, v in values.items() if k not in other},
                         stack=stack,
                         rep=rep,
                         seed=seed,
                         topology_set=copy.deepcopy(topo_set),
                         traffic=traffic,
+                        variant=variant_name(stack, values),
+                        stack_options=opts,
                     )
                 )
     if exp.shuffle:

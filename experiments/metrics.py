@@ -71,6 +71,7 @@ class RunMetrics:
     mptcp_counters: dict[str, dict[str, int]] = field(default_factory=dict)
     middlebox: dict[str, Any] = field(default_factory=dict)
     outcome: str = ""
+    variant: str = ""  # the stack, or "<stack>-<value>" for a run of a stack.<stack>.<option> grid
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +181,7 @@ def run_metrics(
     link_addrs: dict[str, str] | None = None,
     has_background: bool = False,
     path_links: dict[str, list[str]] | None = None,
+    variant: str = "",
 ) -> RunMetrics:
     """Metrics for one run. `event_times` are the events' actual times on the receiver's clock."""
     receiver, sender = (client, server) if direction == "download" else (server, client)
@@ -254,6 +256,7 @@ def run_metrics(
         latency_ms_median=statistics.median(latencies) if latencies else None,
         failover=fails,
         errors=errors,
+        variant=variant or stack,
     )
 
 
@@ -281,6 +284,7 @@ def summarize(runs: list[RunMetrics]) -> list[dict[str, Any]]:
             "point": point,
             "point_values": rs[0].point_values,
             "stack": stack,
+            "variant": rs[0].variant or stack,
             "repetitions": len(rs),
             "all_intact": all(r.intact for r in rs),
             "goodput_mbit": _stats([r.goodput_mbit for r in rs]),

@@ -51,7 +51,7 @@ def campaign_section(run_dir: Path) -> list[str]:
             or "-"
         )
         lines.append(
-            f"| {point} | {row['stack']} | {row['repetitions']} | "
+            f"| {point} | {row.get('variant') or row['stack']} | {row['repetitions']} | "
             f"{_ms(row['goodput_steady_mbit'])} | {_ms(row.get('goodput_vs_sum_of_rates'), pct=True)} | "
             f"{_ms(row.get('aggregation_benefit'))} | {_ms(row.get('failover_gap_s'))} | "
             f"{_ms(row.get('goodput_after_failure_mbit'))} | "

@@ -43,6 +43,7 @@ from analysis.events import run_entry, write_events
 from analysis.middlebox import outcome
 from analysis.report import write_report
 from experiments import provenance
+from experiments.campaign_report import write_campaign_report
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
 from experiments.metrics import RunMetrics, run_metrics, summarize
 from experiments.stacks import STACKS, Command, Stack
@@ -108,9 +109,11 @@ class Progress:
             eta = elapsed / self.done * (self.total - self.done)
         else:
             eta = expected_s * self.total
-        point = " ".join(f"{k}={v}" for k, v in spec.point_values.items())
+        point = " ".join(
+            f"{k}={v}" for k, v in spec.point_values.items() if not k.startswith("stack.")
+        )
         print(
-            f"{self._bar()} run {spec.index + 1}/{self.total}  {spec.stack}  "
+            f"{self._bar()} run {spec.index + 1}/{self.total}  {spec.variant or spec.stack}  "
             f"rep {spec.rep}/{reps}  {point}  elapsed {self._fmt(elapsed)}  "
             f"ETA {self._fmt(eta)}",
             file=self.stream,
@@ -282,7 +285,7 @@ class RunExecutor:
             nodes = {n: _node_pid(tb, n) for n in tb.topo.nodes}
             _write_json(logs / "nodes.json", nodes)
             try:
-                self._setup_stacks(tb, flows, logs)
+                self._setup_stacks(tb, flows, logs, spec)
                 cap = tb.capture(self.run_dir / "pcap" / label)
                 before = _mptcp_counters(tb, tb.topo.hosts)
                 results = self._traffic(tb, spec, flows, remote, logs, procs)
@@ -318,9 +321,11 @@ class RunExecutor:
                 run=spec.index,
                 receiver_start_wall=start_wall,
                 event_t_receiver=[round(t, 4) for t in ev_times],
-                stack=spec.stack,
+                stack=spec.variant or spec.stack,  # the analysis compares variants
                 rep=label.split("/", 1)[1],
-                point_values=spec.point_values,
+                point_values={
+                    k: v for k, v in spec.point_values.items() if not k.startswith("stack.")
+                },
                 capacities_mbit=[] if exp.background else list(path_rates.values()),
                 paths=[
                     {"name": n, "links": path_links[n], "rate_mbit": r}
@@ -331,6 +336,7 @@ class RunExecutor:
         m = run_metrics(
             label=label,
             stack=spec.stack,
+            variant=spec.variant or spec.stack,
             point=spec.point,
             point_values=spec.point_values,
             rep=spec.rep,
@@ -372,14 +378,18 @@ class RunExecutor:
             m.background = bg
         return m
 
-    def _setup_stacks(self, tb: Network, flows: list[tuple[FlowSpec, Stack]], logs: Path) -> None:
-        """Each stack configures the hosts once; what it did and the endpoints go to the logs."""
+    def _setup_stacks(
+        self, tb: Network, flows: list[tuple[FlowSpec, Stack]], logs: Path, spec: RunSpec
+    ) -> None:
+        """Each stack configures the hosts once; what it did and the endpoints go to the logs.
+        The run's own options (a variant from a stack.<stack>.<option> grid) win."""
         setups = {}
         for _, stack in flows:
             if stack.name not in setups:
-                setups[stack.name] = stack.setup(
-                    tb, self.exp.stack_options.get(stack.name, {}), tb.topo.hosts
-                )
+                opts = self.exp.stack_options.get(stack.name, {})
+                if stack.name == spec.stack and spec.stack_options is not None:
+                    opts = spec.stack_options
+                setups[stack.name] = stack.setup(tb, opts, tb.topo.hosts)
         _write_json(logs / "stack-setup.json", setups)
         for h in tb.topo.hosts:
             res = tb.host(h).run(["ip", "mptcp", "endpoint", "show"], check=False)
@@ -746,13 +756,19 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
 
 
 def _analyze(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> Path | None:
-    """The analysis package's report over the runs (pcap-level metrics, figures).
+    """The analysis package's report over the runs (pcap-level metrics, figures), then the
+    campaign's RUN/report.html (experiments/campaign_report.py: the comparisons and the
+    published claims they check, with the analysis report below).
 
     Guarded: our own metrics.json is complete without it, and a failing report must not turn a
     finished campaign into a failed one.
     """
     try:
-        return write_report(_analysis_views(run_dir, meta, runs))
+        write_report(_analysis_views(run_dir, meta, runs))
     except Exception:  # noqa: BLE001 - the run's data stays valid whatever the report does
         log.exception("analysis of %s failed", run_dir)
+    try:
+        return write_campaign_report(run_dir)
+    except Exception:  # noqa: BLE001
+        log.exception("campaign report of %s failed", run_dir)
         return None

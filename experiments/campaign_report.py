@@ -1,0 +1,801 @@
+"""The campaign's report.html: what a reader of the published comparisons expects to see, each
+figure next to the published claim it checks and whether our data agree, then the capture-level
+analysis report (analysis/) below it.
+
+Sections appear when the campaign has the data for them (read from RUN/metrics.json, the
+traffic tool's reports under RUN/traffic/ and the analysis' RUN/analysis/metrics.json):
+
+- schedulers: a grid over stack.<stack>.scheduler: CDF of completion time (per request for
+  request/response, per transfer for bulk), bars with 95% CIs of completion time, aggregation
+  benefit and reordering delay per scheduler, and the claims of Paasch et al. 2014, Ferlin et al.
+  2016 (BLEST) and Lim et al. 2017 (ECF).
+- bottleneck share: runs with background flows: the flow under test's share per variant
+  (controller) with the single-TCP reference line (RFC 6356's goal).
+- handover: runs with a link going down: gap and goodput per variant (mode), goodput over time
+  per subflow for each run (Paasch et al., CellNet 2012).
+
+A verdict is "agrees", "disagrees" or "not measured", always with the numbers it rests on;
+with one repetition it is one sample, and says so.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from analysis.report import _img, _page, combine_reports, mean_ci  # noqa: E402
+
+TOL_SHARE = 0.05  # bottleneck share: "no more than a single TCP" within this (absolute)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def load_runs(run_dir: Path) -> list[dict[str, Any]]:
+    """The runner's per-run metrics, each with its receiver's and client's traffic report and
+    the capture-level numbers (reordering delay) when the analysis ran."""
+    runs = (_json(run_dir / "metrics.json", {}) or {}).get("runs", [])
+    analysis = _json(run_dir / "analysis" / "metrics.json", {}) or {}
+    by_view: dict[str, dict[str, Any]] = {}
+    for row in analysis.get("rows", []):
+        by_view.setdefault(str(row.get("run")), row)  # the main connection comes first
+    for r in runs:
+        r.setdefault("variant", r["stack"])
+        tdir = run_dir / "traffic" / r["label"]
+        r["client_report"] = _json(tdir / "main-client.json", {}) or {}
+        r["server_report"] = _json(tdir / "main-server.json", {}) or {}
+        r["capture"] = by_view.get(r["label"].replace("/", "-"), {})
+    return runs
+
+
+def _point(r: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
+    """The run's grid point without the stack keys (and `drop`), as short words."""
+    items = [
+        (k, v) for k, v in r["point_values"].items() if not k.startswith("stack.") and k not in drop
+    ]
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in items) or "all"
+
+
+def _kind(r: dict[str, Any]) -> str:
+    return r["point_values"].get("traffic.kind") or (r["client_report"].get("spec") or {}).get(
+        "kind", "bulk"
+    )
+
+
+def _receiver(r: dict[str, Any]) -> dict[str, Any]:
+    spec = r["client_report"].get("spec") or {}
+    return r["server_report"] if spec.get("direction") == "upload" else r["client_report"]
+
+
+def _ci(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    return mean_ci([v for v in values if v is not None])
+
+
+def _fmt_ci(values: list[float | None], unit: str = "", scale: float = 1.0) -> str:
+    m, h, n = _ci(values)
+    if m is None:
+        return "–"
+    return f"{m * scale:.3g}" + ("" if h is None else f" ± {h * scale:.2g}") + unit + f" (n={n})"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th class='l'>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td class='l'>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _claim(text: str, verdict: str, evidence: str) -> str:
+    color = {"agrees": "#060", "disagrees": "#a00", "partly": "#a60", "inconclusive:": "#a60"}.get(
+        verdict.split()[0], "#555"
+    )
+    return (
+        f"<p class='claim'><b>Published claim</b>: {html.escape(text)}<br>"
+        f"<b>Ours</b>: <span style='color:{color}'>{html.escape(verdict)}</span> — "
+        f"{html.escape(evidence)}</p>"
+    )
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    """Both have a 95% interval (n >= 2) and the intervals overlap: a difference of means
+    between them is not established."""
+    ma, ha, na = _ci(a)
+    mb, hb, nb = _ci(b)
+    if ma is None or mb is None or na < 2 or nb < 2 or ha is None or hb is None:
+        return False
+    return ma - ha <= mb + hb and mb - hb <= ma + ha
+
+
+def _verdict(ok: bool | None, n: int) -> str:
+    if ok is None:
+        return "not measured"
+    word = "agrees" if ok else "disagrees"
+    return word + (" (one repetition: one sample, no confidence interval)" if n <= 1 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _bars(
+    groups: dict[str, dict[str, list[float | None]]],
+    path: Path,
+    ylabel: str,
+    title: str,
+    ref: tuple[float, str] | None = None,
+) -> Path:
+    """Bars (mean) with 95% CI whiskers (Student t): groups[x][hue] = values."""
+    xs = list(groups)
+    hues = list(dict.fromkeys(h for g in groups.values() for h in g))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(xs) * max(1, len(hues)) / 1.5), 4))
+    width = 0.8 / max(1, len(hues))
+    for j, h in enumerate(hues):
+        means, errs, pos = [], [], []
+        for i, x in enumerate(xs):
+            m, ci, _ = _ci(groups[x].get(h, []))
+            if m is None:
+                continue
+            means.append(m)
+            errs.append(ci or 0.0)
+            pos.append(i + (j - (len(hues) - 1) / 2) * width)
+        ax.bar(pos, means, width, yerr=errs, capsize=3, label=h if len(hues) > 1 else None)
+    if ref is not None:
+        ax.axhline(ref[0], color="k", ls="--", lw=1, label=ref[1])
+    ax.set_xticks(range(len(xs)), xs, rotation=30, ha="right")
+    ax.set(ylabel=ylabel, title=title)
+    if len(hues) > 1 or ref is not None:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _cdf(series: dict[str, list[float]], path: Path, xlabel: str, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, vals in series.items():
+        v = sorted(x for x in vals if x is not None and not math.isnan(x))
+        if not v:
+            continue
+        ys = [(i + 1) / len(v) for i in range(len(v))]
+        ax.step(v, ys, where="post", label=f"{name} (n={len(v)})")
+    ax.set(xlabel=xlabel, ylabel="CDF", title=title, ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _subflow_goodput(r: dict[str, Any], path: Path, events: list[float]) -> Path | None:
+    """Goodput over time per subflow (the receiver's per-subflow counters, 100 ms samples,
+    smoothed over 500 ms) and the connection's in-order goodput."""
+    rx = _receiver(r)
+    subs = rx.get("subflow_samples") or []
+    samples = rx.get("samples") or []
+    if len(samples) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+
+    def rate(ts: list[float], bs: list[float]) -> tuple[list[float], list[float]]:
+        out_t, out_r = [], []
+        for i in range(5, len(ts)):
+            dt = ts[i] - ts[i - 5]
+            if dt > 0:
+                out_t.append(ts[i])
+                out_r.append((bs[i] - bs[i - 5]) * 8 / dt / 1e6)
+        return out_t, out_r
+
+    t, b = [s[0] for s in samples], [s[1] for s in samples]
+    ax.plot(*rate(t, b), color="k", lw=1.5, label="connection (in order)")
+    names = list(dict.fromkeys(k for s in subs for k in s[1]))
+    for name in names:
+        ts = [s[0] for s in subs]
+        bs = [s[1].get(name, 0) for s in subs]
+        ax.plot(*rate(ts, bs), lw=1, label=name.split("->")[0])
+    for e in events:
+        ax.axvline(e, color="r", ls=":", lw=1)
+    ax.set(xlabel="seconds", ylabel="Mbit/s", title=f"{r['variant']} {r['label']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _sched_key(runs: list[dict[str, Any]]) -> str | None:
+    return next(
+        (k for r in runs for k in r["point_values"] if k.startswith("stack.") and "sched" in k),
+        None,
+    )
+
+
+def _by(runs: list[dict[str, Any]], key) -> dict[Any, list[dict[str, Any]]]:
+    out: dict[Any, list[dict[str, Any]]] = {}
+    for r in runs:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+def _median(v: list[float]) -> float | None:
+    v = sorted(v)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
+    key = _sched_key(runs)
+    if key is None:
+        return []
+    # the scheduler runs' points; other stacks (tcp, kernel MPTCP) at those points
+    points = list(
+        dict.fromkeys(_point(r, ("traffic.kind",)) for r in runs if key in r["point_values"])
+    )
+    runs = [r for r in runs if _point(r, ("traffic.kind",)) in points]
+    name = {r["variant"]: r["point_values"].get(key) for r in runs}
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    parts = [
+        "<h2>Schedulers on heterogeneous paths</h2>",
+        "<p>One variant per scheduler of our stack (grid over "
+        f"<code>{html.escape(key)}</code>), with kernel MPTCP (Linux's default scheduler) and "
+        "single-path TCP on the first path. Completion time: the receiver's transfer time "
+        "(bulk of a byte count; a timed bulk has none) or each exchange's time at the client "
+        "(request/response). Reordering delay: "
+        "per segment at the receiver, the wait until every lower data sequence number had "
+        "arrived (the captures; analysis/metrics.reordering_delay), p95 per run. Points: "
+        f"{html.escape('; '.join(points))}.</p>",
+    ]
+    bulk = [r for r in runs if _kind(r) == "bulk"]
+    rr = [r for r in runs if _kind(r) == "reqresp"]
+    # a timed bulk transfer has no completion time of its own: goodput instead
+    timed = bool(bulk) and all(
+        not (r["client_report"].get("spec") or {}).get("bytes") for r in bulk
+    )
+
+    # completion time CDFs
+    for kind, sel in (("reqresp", rr), ("bulk", [] if timed else bulk)):
+        for pt in points:
+            here = [r for r in sel if _point(r, ("traffic.kind",)) == pt]
+            if not here:
+                continue
+            series = {
+                v: [
+                    x / 1e3 if kind == "reqresp" else x
+                    for r in here
+                    if r["variant"] == v
+                    for x in (
+                        r["client_report"].get("latencies_ms") or []
+                        if kind == "reqresp"
+                        else [r["duration_s"]]
+                    )
+                ]
+                for v in variants
+            }
+            what = "per request (response time)" if kind == "reqresp" else "per transfer"
+            p = _cdf(
+                series,
+                fig_dir / f"sched-cdf-{kind}-{pt}.png".replace(" ", "").replace(",", "_"),
+                "completion time [s]",
+                f"{kind}: completion time {what}, {pt}",
+            )
+            parts.append(_img(p, f"CDF of completion time per scheduler: {kind}, {pt}"))
+
+    # bars with CIs: completion time per scheduler and point
+    def bar_groups(sel, value) -> dict[str, dict[str, list[float | None]]]:
+        return {
+            v: {
+                pt: [
+                    value(r)
+                    for r in sel
+                    if r["variant"] == v and _point(r, ("traffic.kind",)) == pt
+                ]
+                for pt in points
+            }
+            for v in variants
+            if any(r["variant"] == v for r in sel)
+        }
+
+    def mean_latency(r):
+        lat = r["client_report"].get("latencies_ms") or []
+        return sum(lat) / len(lat) / 1e3 if lat else None
+
+    if bulk and timed:
+        parts.append(
+            _img(
+                _bars(
+                    bar_groups(bulk, lambda r: r["goodput_steady_mbit"]),
+                    fig_dir / "sched-bulk-goodput.png",
+                    "Mbit/s",
+                    "bulk steady goodput (mean, 95% CI)",
+                ),
+                "bulk (timed) steady goodput per scheduler and point (mean ± 95% CI)",
+            )
+        )
+    elif bulk:
+        parts.append(
+            _img(
+                _bars(
+                    bar_groups(bulk, lambda r: r["duration_s"] or None),
+                    fig_dir / "sched-bulk-completion.png",
+                    "seconds",
+                    "bulk completion time (mean, 95% CI)",
+                ),
+                "bulk completion time per scheduler and point (mean ± 95% CI over repetitions)",
+            )
+        )
+    if bulk:
+        parts.append(
+            _img(
+                _bars(
+                    bar_groups(bulk, lambda r: r.get("aggregation_benefit")),
+                    fig_dir / "sched-benefit.png",
+                    "aggregation benefit",
+                    "aggregation benefit (Kaspar; 1 = sum of paths, 0 = best path)",
+                ),
+                "aggregation benefit per scheduler and point (bulk, mean ± 95% CI)",
+            )
+        )
+    if rr:
+        parts.append(
+            _img(
+                _bars(
+                    bar_groups(rr, mean_latency),
+                    fig_dir / "sched-rr-completion.png",
+                    "seconds",
+                    "request/response: mean response time per run (95% CI)",
+                ),
+                "request/response completion time per scheduler and point (mean ± 95% CI)",
+            )
+        )
+    reorder = bar_groups(bulk or runs, lambda r: r["capture"].get("reorder_p95_ms"))
+    if any(v is not None for g in reorder.values() for vs in g.values() for v in vs):
+        parts.append(
+            _img(
+                _bars(
+                    reorder,
+                    fig_dir / "sched-reorder.png",
+                    "ms",
+                    "receive-side reordering delay p95 (bulk, 95% CI)",
+                ),
+                "reordering delay (p95 per run) per scheduler and point, bulk transfers",
+            )
+        )
+
+    # headline table
+    rows = []
+    for v in variants:
+        for pt in points:
+            b = [r for r in bulk if r["variant"] == v and _point(r, ("traffic.kind",)) == pt]
+            q = [r for r in rr if r["variant"] == v and _point(r, ("traffic.kind",)) == pt]
+            if not b and not q:
+                continue
+            lat = [x for r in q for x in (r["client_report"].get("latencies_ms") or [])]
+            rows.append(
+                [
+                    v,
+                    pt,
+                    "timed" if timed else _fmt_ci([r["duration_s"] for r in b], " s"),
+                    _fmt_ci([r["goodput_steady_mbit"] for r in b], " Mbit/s"),
+                    _fmt_ci([r.get("aggregation_benefit") for r in b]),
+                    _fmt_ci([r["capture"].get("reorder_p95_ms") for r in b], " ms"),
+                    "–" if not lat else f"{_median(lat):.0f} ms",
+                    _fmt_ci([mean_latency(r) for r in q], " s"),
+                    "yes" if all(r["intact"] for r in b + q) else "NO",
+                ]
+            )
+    parts.append(
+        _table(
+            [
+                "variant",
+                "point",
+                "bulk completion",
+                "bulk steady goodput",
+                "benefit",
+                "reorder p95 (bulk)",
+                "req/resp median",
+                "req/resp mean per run",
+                "intact",
+            ],
+            rows,
+        )
+        + "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions;"
+        " n = runs</p>"
+    )
+    parts.append("<h3>Published claims checked</h3>")
+    parts += scheduler_claims(runs, name, points)
+    return parts
+
+
+def _delay(pt: str) -> float:
+    """The swept delay of a point's words (the slow path's one-way delay), 0 without one."""
+    for part in pt.split(", "):
+        k, _, v = part.partition("=")
+        if k == "delay_ms":
+            try:
+                return float(v)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+def scheduler_claims(
+    runs: list[dict[str, Any]], name: dict[str, Any], points: list[str]
+) -> list[str]:
+    # the largest RTT difference (the slow path's delay the largest) against the smallest
+    het = max(points, key=_delay, default=None)
+    homo = min(points, key=_delay, default=None) if len(points) > 1 else None
+    by = {v: [r for r in runs if name.get(r["variant"]) == v] for v in set(name.values())}
+
+    def at(sched: str, pt: str | None, kind: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in by.get(sched, [])
+            if _kind(r) == kind and (pt is None or _point(r, ("traffic.kind",)) == pt)
+        ]
+
+    def vals(sel, f) -> list[float]:
+        return [x for x in (f(r) for r in sel) if x is not None]
+
+    reord = lambda r: r["capture"].get("reorder_p95_ms")  # noqa: E731
+    lat = lambda sel: [x for r in sel for x in (r["client_report"].get("latencies_ms") or [])]  # noqa: E731
+    out = []
+
+    # 1. ECF and BLEST lower the reordering delay vs minRTT when RTTs differ
+    base = vals(at("minrtt", het, "bulk"), reord) or vals(at("default", het, "bulk"), reord)
+    base_name = "minrtt" if vals(at("minrtt", het, "bulk"), reord) else "default"
+    for s, paper in (("blest", "Ferlin et al. 2016 (BLEST)"), ("ecf", "Lim et al. 2017 (ECF)")):
+        mine = vals(at(s, het, "bulk"), reord)
+        if mine and base:
+            m, b = _ci(mine)[0], _ci(base)[0]
+            ok = m <= b
+            ev = (
+                f"at {het}: {s} reordering p95 {_fmt_ci(mine, ' ms')} vs {base_name} "
+                f"{_fmt_ci(base, ' ms')}"
+            )
+        else:
+            ok, ev = None, "no reordering delay for both (captures analysed?)"
+        verdict = _verdict(ok, min(len(mine), len(base)))
+        if ok is not None and _overlap(mine, base):
+            verdict = "inconclusive: the 95% intervals overlap (means " + (
+                "lower)" if ok else "higher)"
+            )
+        out.append(
+            _claim(
+                f"{paper}: on paths with different RTTs, {s.upper()} lowers the receive-side "
+                "reordering (head-of-line) delay compared with minRTT.",
+                verdict,
+                ev,
+            )
+        )
+    # 2. ECF/BLEST complete web-like transfers no later than minRTT when RTTs differ
+    base_l = lat(at("minrtt", het, "reqresp")) or lat(at("default", het, "reqresp"))
+    for s in ("blest", "ecf"):
+        mine = lat(at(s, het, "reqresp"))
+        if mine and base_l:
+            m, b = _median(mine), _median(base_l)
+            ok = m <= b * 1.05
+            ev = (
+                f"at {het}: median response time {s} {m:.0f} ms vs minRTT {b:.0f} ms (5% tolerance)"
+            )
+        else:
+            ok, ev = None, "no request/response runs for both"
+        out.append(
+            _claim(
+                f"Lim et al. 2017 / Ferlin et al. 2016: with heterogeneous RTTs {s.upper()} "
+                "completes short (web-like) transfers at least as fast as minRTT.",
+                _verdict(ok, len(at(s, het, "reqresp"))),
+                ev,
+            )
+        )
+    # 3. Paasch 2014: round-robin is worse than minRTT for application-limited/web-like flows
+    rr_l, mr_l = lat(at("roundrobin", het, "reqresp")), base_l
+    if rr_l and mr_l:
+        m, b = _median(rr_l), _median(mr_l)
+        ok, ev = (
+            m >= b,
+            f"at {het}: median response time roundrobin {m:.0f} ms vs minRTT {b:.0f} ms",
+        )
+    else:
+        ok, ev = None, "no request/response runs for both"
+    out.append(
+        _claim(
+            "Paasch et al. 2014: round-robin gives longer completion times than the lowest-RTT "
+            "scheduler for request/response traffic when the paths' RTTs differ.",
+            _verdict(ok, len(at("roundrobin", het, "reqresp"))),
+            ev,
+        )
+    )
+    # 4. aggregation: minRTT aggregates with similar RTTs; less so with very different ones
+    ben = lambda r: r.get("aggregation_benefit")  # noqa: E731
+    s0 = "minrtt" if at("minrtt", None, "bulk") else "default"
+    b_hom = vals(at(s0, homo, "bulk"), ben) if homo else []
+    b_het = vals(at(s0, het, "bulk"), ben)
+    if b_hom and b_het:
+        h, t = _ci(b_hom)[0], _ci(b_het)[0]
+        ok = h > 0 and t <= h
+        ev = f"{s0} benefit {h:.2f} at {homo}, {t:.2f} at {het}"
+    else:
+        ok, ev = None, "needs bulk runs at two RTT ratios"
+    out.append(
+        _claim(
+            "Paasch et al. 2014 (aggregation benefit, Kaspar): the lowest-RTT scheduler "
+            "aggregates the paths (benefit > 0) when their RTTs are similar, and the benefit "
+            "drops as the RTT ratio grows.",
+            _verdict(ok, min(len(b_hom), len(b_het))),
+            ev,
+        )
+    )
+    # 5. redundant does not aggregate
+    red = vals(at("redundant", None, "bulk"), ben)
+    if red:
+        m = _ci(red)[0]
+        ok, ev = m <= 0.1, f"redundant's mean benefit over the points {m:.2f}"
+    else:
+        ok, ev = None, "no redundant bulk runs"
+    out.append(
+        _claim(
+            "Redundant scheduling (Frommgen et al. 2016; Linux v0 mptcp_redundant) trades "
+            "throughput for latency: every byte on every path, so no aggregation (benefit ≤ 0).",
+            _verdict(ok, len(red)),
+            ev,
+        )
+    )
+    return out
+
+
+def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
+    with_bg = [r for r in runs if r.get("background")]
+    if not with_bg:
+        return []
+
+    def share(r) -> float | None:
+        other = sum(b.get("goodput_mbit") or 0 for b in r["background"])
+        tot = (r["goodput_mbit"] or 0) + other
+        return r["goodput_mbit"] / tot if tot else None
+
+    variants = list(dict.fromkeys(r["variant"] for r in with_bg))
+    shares = {v: [share(r) for r in with_bg if r["variant"] == v] for v in variants}
+    tcp_ref = _ci(shares.get("tcp", []))[0]
+    ref = (tcp_ref, f"single TCP (measured) {tcp_ref:.2f}") if tcp_ref is not None else (0.5, "0.5")
+    p = _bars(
+        {v: {"share": s} for v, s in shares.items()},
+        fig_dir / "bottleneck-share.png",
+        "share of the bottleneck",
+        "flow under test's share against one TCP flow (mean, 95% CI)",
+        ref=ref,
+    )
+    rows = [
+        [
+            v,
+            _fmt_ci(shares[v]),
+            _fmt_ci([r["goodput_mbit"] for r in with_bg if r["variant"] == v], " Mbit/s"),
+            _fmt_ci(
+                [
+                    sum(b.get("goodput_mbit") or 0 for b in r["background"])
+                    for r in with_bg
+                    if r["variant"] == v
+                ],
+                " Mbit/s",
+            ),
+            max((r["max_subflows"] for r in with_bg if r["variant"] == v), default=0),
+        ]
+        for v in variants
+    ]
+    parts = [
+        "<h2>Bottleneck share per congestion controller</h2>",
+        "<p>The flow under test (two subflows through the one bottleneck for the MPTCP stacks) "
+        "beside one kernel TCP flow; share = its goodput / (its + the TCP flow's). The dashed "
+        "line is what a single TCP flow took in the same place (the <code>tcp</code> stack as "
+        "the flow under test).</p>",
+        _img(p, "bottleneck share per controller with the single-TCP reference"),
+        _table(["variant", "share", "goodput", "competing TCP", "subflows"], rows),
+        "<h3>Published claims checked</h3>",
+    ]
+    limit = (tcp_ref if tcp_ref is not None else 0.5) + TOL_SHARE
+    for v in variants:
+        if v == "tcp":
+            continue
+        m, _, n = _ci(shares[v])
+        coupled = any(c in v for c in ("lia", "olia", "balia"))
+        if m is None:
+            parts.append(_claim(v, "not measured", "no goodput"))
+            continue
+        if coupled:
+            text = (
+                f"RFC 6356 (LIA) / Khalili et al. 2013 (OLIA) / Peng et al. 2016 (BALIA): a "
+                f"coupled multipath flow ({v}) takes no more of a shared bottleneck than a "
+                "single TCP flow would."
+            )
+            ok = m <= limit
+        else:
+            text = (
+                f"Uncoupled per-subflow congestion control ({v}) is unfair at a shared "
+                "bottleneck: with two subflows it takes more than a single TCP (about 2/3 "
+                "against one TCP flow; the motivation of RFC 6356)."
+            )
+            ok = m > limit
+        verdict = _verdict(ok, n)
+        if not coupled and _overlap(shares[v], shares.get("tcp", [])):
+            verdict = "inconclusive: the 95% intervals overlap (mean " + (
+                "higher)" if ok else "not higher)"
+            )
+        parts.append(
+            _claim(
+                text,
+                verdict,
+                f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(shares.get('tcp', []))}"
+                f" (means compared, +{TOL_SHARE} tolerance; overlapping intervals mean the "
+                "ordering is not yet established)",
+            )
+        )
+    return parts
+
+
+def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
+    with_fo = [r for r in runs if r.get("failover")]
+    if not with_fo:
+        return []
+    variants = list(dict.fromkeys(r["variant"] for r in with_fo))
+    gaps = {
+        v: [max(f["gap_s"] for f in r["failover"]) for r in with_fo if r["variant"] == v]
+        for v in variants
+    }
+    after = {
+        v: [r["failover"][0]["goodput_after_mbit"] for r in with_fo if r["variant"] == v]
+        for v in variants
+    }
+    before = {
+        v: [r["failover"][0]["goodput_before_mbit"] for r in with_fo if r["variant"] == v]
+        for v in variants
+    }
+    parts = [
+        "<h2>Handover: gap and goodput per mode</h2>",
+        "<p>gap: the longest pause in in-order delivery at the receiver around the link-down "
+        "event; goodput before (3 s before the event) and after (from 1 s after it to the next "
+        "event on that link).</p>",
+        _img(
+            _bars(
+                {v: {"gap": g} for v, g in gaps.items()},
+                fig_dir / "handover-gap.png",
+                "seconds",
+                "handover gap per mode (mean, 95% CI)",
+            ),
+            "handover gap per mode",
+        ),
+        _img(
+            _bars(
+                {v: {"before": before[v], "after": after[v]} for v in variants},
+                fig_dir / "handover-goodput.png",
+                "Mbit/s",
+                "goodput before / after the link goes down",
+            ),
+            "goodput before and after per mode",
+        ),
+        _table(
+            ["variant", "gap", "goodput before", "goodput after", "recovery", "cut path after"],
+            [
+                [
+                    v,
+                    _fmt_ci(gaps[v], " s"),
+                    _fmt_ci(before[v], " Mbit/s"),
+                    _fmt_ci(after[v], " Mbit/s"),
+                    _fmt_ci(
+                        [r["failover"][0].get("recovery_s") for r in with_fo if r["variant"] == v],
+                        " s",
+                    ),
+                    ", ".join(
+                        str(r["failover"][0].get("cut_path_bytes_after"))
+                        for r in with_fo
+                        if r["variant"] == v
+                    )
+                    + " B",
+                ]
+                for v in variants
+            ],
+        ),
+    ]
+    mode = {}
+    for v in variants:
+        low = v.lower()
+        if "full" in low:
+            mode["full"] = v
+        elif "single" in low or "break" in low:
+            mode["single"] = v
+        elif "backup" in low:
+            mode["backup"] = v
+    parts.append("<h3>Published claims checked</h3>")
+    if {"full", "backup", "single"} <= set(mode):
+        g = {k: _ci(gaps[v])[0] for k, v in mode.items()}
+        n = min(len(gaps[v]) for v in mode.values())
+        verdict = _verdict(g["full"] <= g["backup"] <= g["single"], n)
+        close = abs(g["single"] - g["backup"]) < max(0.05, 0.1 * g["single"])
+        if g["full"] <= min(g["backup"], g["single"]) and close:
+            verdict = "partly agrees: full-MPTCP shortest, backup and single-path within " + (
+                "50 ms / 10% of each other" + (" (one sample each)" if n <= 1 else "")
+            )
+        parts.append(
+            _claim(
+                "Paasch et al., CellNet 2012: full-MPTCP mode hands over with the shortest "
+                "interruption, backup mode next (its subflow is already established), "
+                "single-path mode the longest (a subflow must be set up after the loss).",
+                verdict,
+                f"gap full {_fmt_ci(gaps[mode['full']], ' s')}, backup "
+                f"{_fmt_ci(gaps[mode['backup']], ' s')}, single-path "
+                f"{_fmt_ci(gaps[mode['single']], ' s')}",
+            )
+        )
+    else:
+        parts.append(
+            _claim(
+                "Paasch et al., CellNet 2012: full-MPTCP < backup < single-path in handover gap.",
+                "not measured",
+                f"modes found: {', '.join(variants)}",
+            )
+        )
+    parts.append("<h3>Goodput over time per subflow</h3>")
+    for r in with_fo:
+        evs = [f["event_t"] for f in r["failover"]]
+        p = _subflow_goodput(r, fig_dir / f"subflows-{r['label'].replace('/', '-')}.png", evs)
+        if p is not None:
+            parts.append(_img(p, f"{r['variant']} ({r['label']}): goodput per subflow"))
+    return parts
+
+
+def sections(run_dir: Path) -> list[str]:
+    runs = load_runs(run_dir)
+    fig_dir = run_dir / "figures"
+    return (
+        scheduler_section(runs, fig_dir)
+        + share_section(runs, fig_dir)
+        + handover_section(runs, fig_dir)
+    )
+
+
+def write_campaign_report(run_dir: str | Path) -> Path:
+    """RUN/report.html: the sections above, then the analysis report (when it was made)."""
+    run_dir = Path(run_dir)
+    meta = _json(run_dir / "metadata.json", {}) or {}
+    intro = [
+        f"<p>{html.escape(meta.get('description', ''))}</p>",
+        f"<p>experiment file <code>{html.escape(str(meta.get('source', '')))}</code>, "
+        f"overrides {html.escape(str(meta.get('overrides') or 'none'))}, seed "
+        f"{meta.get('seed')}, {meta.get('runs_done')}/{meta.get('runs_total')} runs, git "
+        f"{html.escape(str((meta.get('git') or {}).get('commit', ''))[:10])}</p>",
+        *sections(run_dir),
+    ]
+    title = f"MPTCP campaign: {meta.get('experiment', run_dir.name)}"
+    out = run_dir / "report.html"
+    analysis = run_dir / "analysis" / "report.html"
+    if analysis.exists():
+        return combine_reports(
+            out, [("Capture-level analysis (analysis/)", analysis)], title, "".join(intro)
+        )
+    out.write_text(_page(title, intro))
+    return out
