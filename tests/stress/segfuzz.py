@@ -8,7 +8,8 @@ bytes, after encoding, in one of these ways:
               bad lengths, random bodies, plausible wrong values, duplicates, stripped options),
               TCP checksum recomputed: the receiver must parse and judge them.
 ``header``    ack, window, flags, urgent pointer, or the sequence number of a segment without
-              payload changed, checksum recomputed.
+              payload (not a SYN: a SYN/ACK with a forged ISN and the right ack shifts the whole
+              stream for any TCP) changed, checksum recomputed.
 ``corrupt``   1-8 payload bytes (header bytes if there is no payload) changed, inserted or
               removed, the checksum left as it was: the receiver must drop the segment (the
               mutation is redone in the rare case where it leaves the sum intact).
@@ -138,7 +139,8 @@ class SegmentMutator:
         elif f == 3:
             s.flags |= 0x20
             s.urgent = r.getrandbits(16)
-        elif not seg.payload:
+        elif not seg.payload and not seg.flags & 0x02:
+            # (not a SYN's: its sequence number is the ISN, which no TCP can check)
             s.seq = (s.seq + r.choice((1, -1, 1 << 16, r.getrandbits(32)))) & 0xFFFFFFFF
         else:
             return None
