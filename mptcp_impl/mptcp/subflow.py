@@ -183,6 +183,7 @@ class Subflow:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "reinjected": self.reinjected,
+            "retransmits": t.stats.retransmits,  # segments carrying retransmitted bytes
             "srtt_ms": round(t.srtt * 1000, 3) if t.srtt is not None else None,
             "cwnd": t.cwnd,
             "backup": self.backup or self.peer_backup,
