@@ -207,7 +207,7 @@ def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
         "segments": "fuzz: mutated segments",
         "conns": "many: concurrent connections per round (half Linux, half ours)",
         "kbytes": "many: KB per connection",
-        "rounds": "many: rounds against the same server",
+        "rounds": "many: rounds (a new server each)",
         "mbytes": "loss: MB per transfer",
         "loss": "loss: % random loss on both paths, each direction",
         "direction": "loss: both, ours->linux or linux->ours",

@@ -74,8 +74,8 @@ def case_fuzz(segments: int) -> dict:
 
 
 def case_many(conns: int, kbytes: float, rounds: int) -> dict:
-    """``rounds`` rounds of ``conns`` concurrent connections to one server (the same server
-    process throughout: what it holds must not grow from round to round)."""
+    """``rounds`` rounds of ``conns`` concurrent connections, each round to a new server
+    process (``run_many``: everything checked, the server left holding nothing)."""
     import tempfile
     from pathlib import Path
 
