@@ -51,6 +51,8 @@ async def _ours(a: argparse.Namespace) -> list[dict]:
             "subflows": len(subs),
             "fallback": res.get("mptcp", {}).get("fallback"),
             "error": res.get("error"),
+            "mib": {k: v for k, v in res.get("mptcp", {}).get("mib", {}).items() if v},
+            "subflow_info": subs,
         }
 
     return list(await asyncio.gather(*(one(k) for k in range(a.conns))))
