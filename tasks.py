@@ -117,7 +117,7 @@ def list_(c):
 
 @task(help={"results": "results root (default: results/)"})
 def demo(c, results=None):
-    """The flagship: two_path failover and aggregation, tcp vs kernel MPTCP, and their report."""
+    """The flagship: two_path failover and aggregation, tcp, kernel MPTCP and our userspace stack side by side, and their report."""
     from experiments.demo import run_demo
 
     sys.exit(run_demo(results_root=results))

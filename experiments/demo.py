@@ -2,7 +2,8 @@
 
 The shipped files are run as they are, with overrides recorded in metadata.json like any
 --set: failover with one repetition, aggregation with one repetition on two grid points (lte at
-10 Mbit/s with 10 ms and 40 ms one-way delay) and 8 s of traffic.
+10 Mbit/s with 10 ms and 40 ms one-way delay) and 8 s of traffic. Every stack the files name runs
+(tcp, kernel-mptcp, userspace), each through the same traffic tool, side by side in the report.
 """
 
 from __future__ import annotations

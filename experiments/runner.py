@@ -230,8 +230,8 @@ def _counters_delta(
 
 
 def _native_mib(report: dict[str, Any]) -> dict[str, int]:
-    """Our CLI's MIB from its JSON report (userspace stack), prefix dropped like nstat's."""
-    mib = ((report.get("native") or {}).get("mptcp") or {}).get("mib") or {}
+    """Our stack's MIB from the traffic tool's report (stack_info), prefix dropped like nstat's."""
+    mib = ((report.get("stack_info") or {}).get("mptcp") or {}).get("mib") or {}
     return {k.removeprefix("MPTcpExt"): v for k, v in mib.items() if isinstance(v, int)}
 
 
@@ -344,7 +344,7 @@ class RunExecutor:
             }
         m.mptcp_counters = counters
         m.middlebox = mbox_stats
-        native = main.client.get("native") or {}
+        native = main.client.get("stack_info") or {}
         m.outcome = outcome(
             counters=counters,
             fallback=(native.get("mptcp") or {}).get("fallback", m.mptcp_fallback),
@@ -413,8 +413,8 @@ class RunExecutor:
             FlowResult(
                 srv.flow.name,
                 srv.stack.name,
-                srv.stack.normalize(self._report(cli, logs), "client"),
-                srv.stack.normalize(self._report(srv, logs), "server"),
+                self._report(cli, logs),
+                self._report(srv, logs),
             )
             for srv, cli in zip(servers, clients, strict=True)
         ]

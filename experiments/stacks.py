@@ -1,15 +1,15 @@
 """The stacks an experiment compares, behind one small interface (the seam for new stacks).
 
 A stack knows three things: how to check it can run here, how to configure the hosts before a
-run (kernel MPTCP endpoints, limits, scheduler), and which command line runs its server and its
-client. `tcp` and `kernel-mptcp` both run our traffic tool (experiments/traffic.py) with a
-different socket protocol, so they are measured by identical code. `userspace` runs our own
-MPTCP implementation's CLI (python -m mptcp_impl) once it exists.
+run (MPTCP endpoints, limits, scheduler), and which command line runs its server and its client.
+Every shipped stack runs our traffic tool (experiments/traffic.py), so all of them move the same
+bytes and are measured by identical code: `tcp` and `kernel-mptcp` with a kernel socket
+(protocol 6 or 262), `userspace` with our own stack (mptcp_impl) on the tool's event loop.
+`kernel-mptcp` and `userspace` take the same options, in `ip mptcp`'s vocabulary.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from experiments.errors import ExperimentError
 from testbed.network import Network
 from testbed.topology import Topology
 
+REPO = Path(__file__).resolve().parent.parent
 ENDPOINT_FLAGS = ("subflow", "signal", "backup", "fullmesh")
 SCHEDULERS_FILE = Path("/proc/sys/net/mptcp/available_schedulers")
 
@@ -63,10 +64,6 @@ class Stack:
 
     def check_flow(self, source: str, where: str, flow: Any) -> None:
         """Refuse, at file-validation time, traffic this stack's programs cannot produce."""
-
-    def normalize(self, report: dict[str, Any], role: str) -> dict[str, Any]:
-        """The program's report in the traffic tool's schema (what metrics.py reads)."""
-        return report
 
     # ---- run time ----------------------------------------------------------------------------
 
@@ -146,21 +143,32 @@ class TcpStack(Stack):
     description = "plain kernel TCP on the primary path (single path)"
 
 
-class KernelMptcpStack(Stack):
-    """Linux MPTCP: per-host `ip mptcp limits` and `endpoint`s, optional scheduler.
+class MptcpOptions(Stack):
+    """The options an MPTCP stack takes ([stack.<name>] in the experiment file):
 
-    Options ([stack.kernel-mptcp] in the experiment file):
-      endpoints = "default" | [{host, link, flags = ["subflow", "backup", ...]}, ...]
-        "default" (the default): every multi-homed host gets each extra address as a
-        `subflow` endpoint on its device. With a list, hosts not named get an empty endpoint
-        list (so they only accept joins).
-      limits = {subflows = 8, add_addr_accepted = 8}
-      scheduler = "default"   (checked against /proc/sys/net/mptcp/available_schedulers)
+    endpoints = "default" | [{host, link, flags = ["subflow", "backup", ...]}, ...]
+      "default" (the default): every multi-homed host gets each extra address as a
+      `subflow` endpoint. With a list, hosts not named get an empty endpoint list (so they
+      only accept joins).
+    limits = {subflows = 8, add_addr_accepted = 8}
+    scheduler = "default"   (checked against the schedulers the stack offers)
     """
 
-    name = "kernel-mptcp"
-    proto = "mptcp"
-    description = "Linux kernel MPTCP (ip mptcp endpoints/limits, socket protocol 262)"
+    def available_schedulers(self) -> list[str]:
+        return []
+
+    def endpoints_of(
+        self, tb: Network, opts: dict[str, Any], host: str
+    ) -> list[tuple[str, str, str]]:
+        """(address, device, flags) of `host`'s endpoints, flags space-separated."""
+        eps = opts.get("endpoints", "default")
+        if eps in (None, "default"):
+            return tb.default_endpoints(host)
+        return [
+            (tb.addr(host, ep["link"]), tb.intf(host, ep["link"]), " ".join(ep["flags"]))
+            for ep in eps
+            if ep["host"] == host
+        ]
 
     def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
         allowed = {"endpoints", "limits", "scheduler"}
@@ -222,12 +230,13 @@ class KernelMptcpStack(Stack):
         if sched is not None:
             if not isinstance(sched, str):
                 raise ExperimentError(source, f"{where}.scheduler", "expected a string")
-            available = available_schedulers()
+            available = self.available_schedulers()
             if available and sched not in available:
                 raise ExperimentError(
                     source,
                     f"{where}.scheduler",
-                    f"{sched!r} is not offered by this kernel (available: {', '.join(available)})",
+                    f"{sched!r} is not offered by the {self.name} stack "
+                    f"(available: {', '.join(available)})",
                 )
             out["scheduler"] = sched
         return out
@@ -249,6 +258,18 @@ class KernelMptcpStack(Stack):
                     source, f"{w}.link", f"{ep['host']!r} has no link {ep['link']!r}"
                 )
 
+
+class KernelMptcpStack(MptcpOptions):
+    """Linux MPTCP: per-host `ip mptcp limits` and `endpoint`s (on their devices), optional
+    scheduler (checked against /proc/sys/net/mptcp/available_schedulers)."""
+
+    name = "kernel-mptcp"
+    proto = "mptcp"
+    description = "Linux kernel MPTCP (ip mptcp endpoints/limits, socket protocol 262)"
+
+    def available_schedulers(self) -> list[str]:
+        return available_schedulers()
+
     def check_available(self) -> None:
         try:
             enabled = Path("/proc/sys/net/mptcp/enabled").read_text().strip()
@@ -262,16 +283,8 @@ class KernelMptcpStack(Stack):
     def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         done: dict[str, Any] = {"limits": limits, "endpoints": {}}
-        eps = opts.get("endpoints", "default")
         for h in tb.topo.hosts:
-            if eps in (None, "default"):
-                mine = tb.default_endpoints(h)
-            else:
-                mine = [
-                    (tb.addr(h, ep["link"]), tb.intf(h, ep["link"]), " ".join(ep["flags"]))
-                    for ep in eps
-                    if ep["host"] == h
-                ]
+            mine = self.endpoints_of(tb, opts, h)
             tb.kernel_mptcp(h, limits=limits, endpoints=mine)
             done["endpoints"][h] = [list(e) for e in mine]
         sched = opts.get("scheduler")
@@ -282,114 +295,86 @@ class KernelMptcpStack(Stack):
         return done
 
 
-class UserspaceStack(Stack):
-    """Our own MPTCP implementation (mptcp_impl), driven through its CLI.
+class UserspaceStack(MptcpOptions):
+    """Our own MPTCP implementation (mptcp_impl), through the same traffic tool.
 
-    Its CLI (python -m mptcp_impl client|server ... --json) moves N bytes from the client to the
-    server and prints one JSON report; it does not speak our traffic tool's protocol, so with it
-    only bulk uploads of a fixed size are possible (checked when the file is validated), and
-    there are no 100 ms samples: goodput and integrity only.
+    The tool runs `--proto userspace`: it moves its bytes over mptcp_impl.api's streams on its
+    own event loop, and takes the host's endpoints, limits and scheduler on its command line
+    (our stack has no per-host state: setup() only resolves them per host). The tool imports
+    mptcp_impl from this checkout (--import-path), which a Mininet host shares; a real host
+    must have the project at the same path. Both ends run our stack: the server listens on its
+    own address (and on its `signal` endpoints), not on 0.0.0.0.
     """
 
     name = "userspace"
     proto = "userspace"
-    description = "our userspace MPTCP stack (python -m mptcp_impl)"
-    _flags: list[str] = []  # the research plug-ins of this run (experiments/plugin_options.py)
+    description = "our userspace MPTCP stack (mptcp_impl), same options as kernel-mptcp"
+
+    def __init__(self) -> None:
+        self._args: dict[str, list[str]] = {}  # host -> its --endpoint/--limits/plug-ins
+        self._host_of: dict[str, str] = {}  # address -> host
+        self._default_args = ["--import-path", str(REPO)]  # a host setup() did not see
 
     def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
-        return plugin_options.validate(source, where, opts)
-
-    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
-        self._flags = plugin_options.flags(opts)
-        return {"flags": self._flags}
+        """kernel-mptcp's endpoints and limits, and our research plug-ins (scheduler, cc, pm,
+        opportunistic: experiments/plugin_options.py)."""
+        plug = {k: v for k, v in opts.items() if k in plugin_options.KEYS}
+        rest = {k: v for k, v in opts.items() if k not in plugin_options.KEYS}
+        for k in rest:
+            if k not in ("endpoints", "limits"):
+                allowed = sorted(["endpoints", "limits", *plugin_options.KEYS])
+                raise ExperimentError(
+                    source, f"{where}.{k}", f"unknown key (allowed: {', '.join(allowed)})"
+                )
+        out = super().validate_options(source, where, rest)
+        del out["scheduler"]
+        out.update(plugin_options.validate(source, where, plug))
+        return out
 
     def check_available(self) -> None:
-        if importlib.util.find_spec("mptcp_impl.__main__") is None:
+        if importlib.util.find_spec("mptcp_impl.api") is None:
             raise StackUnavailable(
-                "userspace: not available yet (mptcp_impl/__main__.py, the "
-                "stack's command line, does not exist in this checkout)"
+                "userspace: mptcp_impl (our stack's package) is not importable here"
             )
 
-    def check_flow(self, source: str, where: str, flow: Any) -> None:
-        if flow.kind != "bulk" or flow.direction != "upload" or not flow.bytes:
-            raise ExperimentError(
-                source,
-                f"{where}.kind",
-                "the userspace stack's CLI only does bulk uploads of a fixed size: "
-                'kind = "bulk", direction = "upload", bytes = N',
-            )
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
+        plugins = plugin_options.flags(opts)
+        done: dict[str, Any] = {"limits": limits, "plugins": plugins, "endpoints": {}}
+        self._args, self._host_of = {}, {}
+        self._default_args = [*plugins, "--import-path", str(REPO)]
+        for h in tb.topo.hosts if tb is not None else []:
+            mine = self.endpoints_of(tb, opts, h)
+            done["endpoints"][h] = [list(e) for e in mine]
+            args = [
+                a
+                for addr, _, flags in mine
+                for a in ("--endpoint", f"{addr},{flags.replace(' ', ',')}")
+            ]
+            self._args[h] = [
+                *(args or ["--endpoint", "none"]),
+                "--limits",
+                ",".join(f"{k}={v}" for k, v in limits.items()),
+                *plugins,
+                "--import-path",
+                str(REPO),
+            ]
+            for lk in tb.topo.links_of(h):
+                self._host_of[lk.addr_of(h)] = h
+        return done
 
     def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
-        return Command(
-            [
-                python,
-                "-m",
-                "mptcp_impl",
-                "server",
-                "--listen",
-                f"{addr}:{port}",
-                "--once",
-                "--json",
-                *self._flags,
-            ],
-            None,
-            ready_pattern=r"^listening ",
-            ready_stream="stderr",
-        )
+        cmd = super().server(python, tool, addr, port, out)
+        cmd.argv[cmd.argv.index("--listen") + 1] = f"{addr}:{port}"
+        cmd.argv += self._args.get(self._host_of.get(addr, ""), self._default_args)
+        return cmd
 
     def client(
         self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
     ) -> Command:
-        return Command(
-            [
-                python,
-                "-m",
-                "mptcp_impl",
-                "client",
-                "--connect",
-                connect,
-                "--bytes",
-                str(flow.bytes),
-                "--seed",
-                str(seed),
-                "--json",
-                *self._flags,
-            ],
-            None,
-        )
-
-    def normalize(self, report: dict[str, Any], role: str) -> dict[str, Any]:
-        empty = hashlib.sha256(b"").hexdigest()
-        sha = report.get("sha256", "")
-        out = {
-            "role": role,
-            "proto": self.proto,
-            "error": report.get("error", ""),
-            "duration_s": report.get("duration_s", 0.0),
-            "samples": [],
-            "gaps": [],
-            "subflow_samples": [],
-            "max_subflows": 0,
-            "mptcp_fallback": None,
-            "native": report,
-        }
-        if role == "client":
-            out |= {
-                "bytes_sent": report.get("bytes_sent", 0),
-                "sent_sha256": sha,
-                "bytes_received": 0,
-                "received_sha256": empty,
-                "goodput_mbit": 0.0,
-            }
-        else:
-            out |= {
-                "bytes_received": report.get("bytes_received", 0),
-                "received_sha256": sha,
-                "bytes_sent": 0,
-                "sent_sha256": empty,
-                "goodput_mbit": report.get("goodput_mbit") or 0.0,
-            }
-        return out
+        cmd = super().client(python, tool, connect, flow, seed, out)
+        cmd.argv += self._args.get(getattr(flow, "client", ""), self._default_args)
+        return cmd
 
 
 STACKS: dict[str, Stack] = {s.name: s for s in (TcpStack(), KernelMptcpStack(), UserspaceStack())}

@@ -1,17 +1,25 @@
-"""The traffic tool every stack is measured with: one program, run in the hosts, for tcp and MPTCP.
+"""The traffic tool every stack is measured with: one program, run in the hosts, for every stack.
 
     python -m experiments.traffic server --listen 0.0.0.0:5201 --proto mptcp --once --out s.json
     python -m experiments.traffic client --connect 10.0.3.2:5201 --proto mptcp --kind bulk \
         --direction download --duration 10 --seed 7 --out c.json
 
 Why our own tool and not iperf3: the same code has to drive plain TCP, kernel MPTCP (socket
-protocol 262) and later our userspace stack, and we need what iperf3 does not give: the receiver's
-in-order progress every 100 ms (the failover gap), per-subflow byte counters from the kernel
-(which path carried the data), and a sha256 of exactly what arrived, so "data intact" is a fact.
+protocol 262) and our userspace stack, and we need what iperf3 does not give: the receiver's
+in-order progress every 100 ms (the failover gap), per-subflow byte counters (which path carried
+the data), and a sha256 of exactly what arrived, so "data intact" is a fact.
 
-The file is deliberately standalone (standard library only, no imports from this repository): the
-runner copies it to a host through the Host interface (put) and runs it there, which works the same
-in a Mininet namespace and on a real machine over SSH.
+One measurement code path: the tool is asyncio throughout and moves its bytes through stream
+reader/writer pairs. For `tcp` and `mptcp` they are asyncio's own over a kernel socket; for
+`userspace` they are mptcp_impl.api's (the same interface, our stack on the same event loop, no
+thread). Only opening the connection, the per-subflow counters (the kernel's MPTCP_TCPINFO and
+MPTCP_SUBFLOW_ADDRS, or our connection's own MPTCP view) and the fallback flag differ.
+
+The file is deliberately standalone (standard library only, no imports from this repository for
+tcp and mptcp): the runner copies it to a host through the Host interface (put) and runs it
+there, which works the same in a Mininet namespace and on a real machine over SSH. `--proto
+userspace` imports mptcp_impl, which must then be importable on the host: on PYTHONPATH, or
+named with --import-path (the runner passes its own checkout, which a Mininet host shares).
 
 Protocol: the client opens the connection and sends a header (4-byte big-endian length + JSON with
 the traffic parameters); then the data phase runs in the requested direction. Payload bytes are a
@@ -23,19 +31,21 @@ The server prints one line "listening HOST:PORT proto=P" on stdout once it accep
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import errno
 import hashlib
 import json
 import os
 import random
-import select
+import resource
 import signal
 import socket
 import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 IPPROTO_MPTCP = 262
 SOL_MPTCP = 284
@@ -47,7 +57,10 @@ MPTCP_INFO_FLAG_FALLBACK = 1
 SAMPLE_INTERVAL_S = 0.1
 GAP_THRESHOLD_S = 0.05  # pauses in in-order progress longer than this are recorded
 BLOCK = 64 * 1024
+READ_SIZE = 256 * 1024  # per read, and the stream reader's buffer limit
+CLOSE_TIMEOUT_S = 3.0  # our stack: wait this long for the subflows FINs after the data phase
 READY_PREFIX = "listening"
+PROTOS = ("tcp", "mptcp", "userspace")  # kernel TCP, kernel MPTCP, our stack (mptcp_impl)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +118,8 @@ class Report:
     latencies_ms: list = field(default_factory=list)  # reqresp: per exchange, client side
     max_subflows: int = 0
     mptcp_fallback: bool | None = None
+    cpu_s: float = 0.0  # this process's CPU time over the data phase (user + system)
+    stack_info: dict = field(default_factory=dict)  # userspace: final subflows, MIB, edge
     error: str = ""
 
 
@@ -201,90 +216,151 @@ def mptcp_fallback(sock: socket.socket) -> bool | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The data phase
+# Connections: what differs between the stacks (opening, per-subflow counters, fallback)
+
+
+class KernelConn:
+    """A kernel TCP or MPTCP socket behind asyncio streams; counters from getsockopt."""
+
+    def __init__(self, reader: Any, writer: Any, proto: str):
+        self.reader, self.writer, self.proto = reader, writer, proto
+        self.sock = writer.get_extra_info("socket")
+
+    def names(self) -> tuple[str, str]:
+        return _fmt_addr(self.sock.getsockname()), _fmt_addr(self.sock.getpeername())
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return subflow_counters(self.sock) if self.proto == "mptcp" else {}
+
+    def fallback(self) -> bool | None:
+        return mptcp_fallback(self.sock) if self.proto == "mptcp" else None
+
+    def info(self) -> dict:
+        return {}
+
+
+class UserspaceConn:
+    """Our stack's streams (mptcp_impl.api); counters from the connection's own MPTCP view
+    (writer.stats()["mptcp"], what `python -m mptcp_impl --json` prints)."""
+
+    def __init__(self, reader: Any, writer: Any):
+        self.reader, self.writer, self.proto = reader, writer, "userspace"
+
+    def names(self) -> tuple[str, str]:
+        local = self.writer.get_extra_info("sockname") or ("?", 0)
+        remote = self.writer.get_extra_info("peername") or ("?", 0)
+        return _fmt_addr(local), _fmt_addr(remote)
+
+    def _mptcp(self) -> dict:
+        return self.writer.stats().get("mptcp") or {}
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        m = self._mptcp()
+        if not m or m.get("fallback"):
+            return {}
+        out = {}
+        for s in m.get("subflows", []):
+            srtt = s.get("srtt_ms")
+            out[f"{s['local']}->{s['remote']}"] = {
+                # bytes handed to the subflow (the kernel's is bytes acked at the subflow level)
+                "bytes_acked": s.get("bytes_sent", 0),
+                "bytes_received": s.get("bytes_received", 0),
+                "rtt_us": int(srtt * 1000) if srtt is not None else 0,
+            }
+        return out
+
+    def fallback(self) -> bool | None:
+        m = self._mptcp()
+        return bool(m.get("fallback")) if m else None
+
+    def info(self) -> dict:
+        """The final MPTCP view (subflows with srtt, cwnd, reinjected; the MIB) and edge."""
+        st = self.writer.stats()
+        return {"mptcp": st.get("mptcp"), "edge": st.get("edge"), "sender": st.get("sender")}
+
+
+def _fmt_addr(addr: Any) -> str:
+    return "{}:{}".format(*addr[:2]) if addr else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The data phase (one code path for every stack)
 
 
 class Endpoint:
     """One end of a connection: hashes both directions, samples progress and subflows."""
 
-    def __init__(self, sock: socket.socket, report: Report, seed: int):
-        self.sock = sock
+    def __init__(self, conn: KernelConn | UserspaceConn, report: Report, seed: int):
+        self.conn = conn
+        self.reader, self.writer = conn.reader, conn.writer
         self.report = report
         self.payload = Payload(seed)
         self.sent_hash = hashlib.sha256()
         self.recv_hash = hashlib.sha256()
-        self.mptcp = report.proto == "mptcp"
+        self.multipath = report.proto in ("mptcp", "userspace")
         self.t0 = time.monotonic()
-        self.next_sample = self.t0 + SAMPLE_INTERVAL_S
         self.last_recv: float | None = None
-        self.buf = bytearray(256 * 1024)
+        self.cpu0 = _cpu()
+        self._sampler: asyncio.Task | None = None
 
     def start(self) -> None:
         self.t0 = time.monotonic()
         self.report.start_wall = time.time()
-        self.next_sample = self.t0 + SAMPLE_INTERVAL_S
+        self.cpu0 = _cpu()
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_every())
 
-    def maybe_sample(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now < self.next_sample:
-            return
-        while self.next_sample <= now:
-            self.next_sample += SAMPLE_INTERVAL_S
-        t = round(now - self.t0, 4)
+    async def _sample_every(self) -> None:
+        """A sample every 100 ms on the clock, whatever the transfer is waiting for."""
+        k = 1
+        while True:
+            await asyncio.sleep(max(0.0, self.t0 + k * SAMPLE_INTERVAL_S - time.monotonic()))
+            self.sample()
+            k = int((time.monotonic() - self.t0) / SAMPLE_INTERVAL_S) + 1
+
+    def sample(self) -> None:
+        t = round(time.monotonic() - self.t0, 4)
         self.report.samples.append([t, self.report.bytes_received])
-        if self.mptcp:
-            counters = subflow_counters(self.sock)
+        if self.multipath:
+            counters = self.conn.counters()
             if counters:
                 self.report.max_subflows = max(self.report.max_subflows, len(counters))
                 key = "bytes_received" if self.report.bytes_received else "bytes_acked"
                 self.report.subflow_samples.append([t, {k: v[key] for k, v in counters.items()}])
 
-    def send(self, n: int) -> None:
+    async def send(self, n: int) -> None:
         data = self.payload.take(n)
-        view = memoryview(data)
-        while view:
-            _, writable, _ = select.select([], [self.sock], [], SAMPLE_INTERVAL_S / 2)
-            if writable:
-                try:
-                    sent = self.sock.send(view, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                view = view[sent:]
-            self.maybe_sample()
+        self.writer.write(data)
+        await self.writer.drain()
         self.sent_hash.update(data)
         self.report.bytes_sent += n
 
-    def recv_some(self, limit: int) -> int:
-        """Receive up to limit bytes; returns 0 on EOF, -1 when nothing arrived in a while."""
-        readable, _, _ = select.select([self.sock], [], [], SAMPLE_INTERVAL_S / 2)
-        if not readable:
-            self.maybe_sample()
-            return -1
-        n = self.sock.recv_into(self.buf, min(limit, len(self.buf)))
-        now = time.monotonic()
-        if n > 0:
+    async def recv_some(self, limit: int) -> int:
+        """Receive up to limit bytes; returns 0 on EOF."""
+        data = await self.reader.read(min(limit, READ_SIZE))
+        n = len(data)
+        if n:
+            now = time.monotonic()
             if self.last_recv is not None and now - self.last_recv > GAP_THRESHOLD_S:
                 self.report.gaps.append(
                     [round(self.last_recv - self.t0, 4), round(now - self.last_recv, 4)]
                 )
             self.last_recv = now
-            self.recv_hash.update(memoryview(self.buf)[:n])
+            self.recv_hash.update(data)
             self.report.bytes_received += n
-        self.maybe_sample()
         return n
 
-    def recv_exact(self, n: int) -> None:
+    async def recv_exact(self, n: int) -> None:
         while n > 0:
-            got = self.recv_some(n)
+            got = await self.recv_some(n)
             if got == 0:
                 raise ConnectionError(f"peer closed with {n} bytes still expected")
-            n -= max(got, 0)
+            n -= got
 
-    def recv_to_eof(self) -> None:
-        while self.recv_some(len(self.buf)) != 0:
+    async def recv_to_eof(self) -> None:
+        while await self.recv_some(READ_SIZE):
             pass
 
-    def send_stream(self, spec: TrafficSpec) -> None:
+    async def send_stream(self, spec: TrafficSpec) -> None:
         """Bulk or paced sending until bytes or duration is reached, then a clean shutdown."""
         deadline = self.t0 + spec.duration_s if spec.duration_s > 0 else None
         limit = spec.bytes if spec.bytes > 0 else None
@@ -297,22 +373,25 @@ class Endpoint:
                 break
             n = BLOCK if limit is None else min(BLOCK, limit - self.report.bytes_sent)
             if rate_bps:
-                # Pace: never more than rate * elapsed; send in ~10 ms slices.
+                # Pace: never more than rate * elapsed; send in slices of ~5 ms of data (or the
+                # rest), so that the loop sleeps between them instead of spinning on crumbs.
                 allowed = rate_bps * (now - self.t0 + 0.01) - self.report.bytes_sent
-                if allowed < 1:
-                    time.sleep(0.005)
-                    self.maybe_sample()
+                if allowed < min(n, max(1.0, rate_bps * 0.005)):
+                    await asyncio.sleep(0.005)
                     continue
                 n = min(n, int(allowed))
-            self.send(n)
-        self.sock.shutdown(socket.SHUT_WR)
+            await self.send(n)
+        self.writer.write_eof()
         # Wait for the receiver to close: then every byte we sent has been read.
-        self.recv_to_eof()
+        await self.recv_to_eof()
 
     def finish(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
         now = time.monotonic()
         self.report.duration_s = round(now - self.t0, 4)
-        self.maybe_sample(force=True)
+        self.report.cpu_s = round(_cpu() - self.cpu0, 3)
+        self.sample()
         self.report.sent_sha256 = self.sent_hash.hexdigest()
         self.report.received_sha256 = self.recv_hash.hexdigest()
         if self.last_recv is not None and now - self.last_recv > GAP_THRESHOLD_S:
@@ -328,52 +407,90 @@ class Endpoint:
             self.report.goodput_mbit = round(
                 self.report.bytes_received * 8 / 1e6 / max(end, 1e-6), 3
             )
-        if self.mptcp:
-            self.report.mptcp_fallback = mptcp_fallback(self.sock)
+        if self.multipath:
+            self.report.mptcp_fallback = self.conn.fallback()
+            self.report.stack_info = self.conn.info()
 
 
-class Stopped(Exception):
-    """SIGTERM/SIGINT: stop the transfer but still report what got through until then."""
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
-def _on_signal(signum: int, frame: object) -> None:
-    raise Stopped(f"stopped by signal {signum}")
+class _Stop:
+    """SIGTERM/SIGINT stop the running transfers (each still reports what got through), or,
+    when none runs, the program."""
+
+    signum: int | None = None
+    phases: set = set()
+    main: asyncio.Task | None = None
+
+    @classmethod
+    def trigger(cls, signum: int) -> None:
+        cls.signum = signum
+        if cls.phases:
+            for t in list(cls.phases):
+                t.cancel()
+        elif cls.main is not None:
+            cls.main.cancel()
 
 
-def run_data_phase(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
+async def run_data_phase(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
     """The transfer; on error or a stop signal the report still gets its samples and hashes
     (the error says the transfer is incomplete)."""
+    task = asyncio.current_task()
+    _Stop.phases.add(task)
     ep.start()
     try:
-        _transfer(ep, spec, is_client)
-    except (OSError, ConnectionError, Stopped) as exc:
+        await _transfer(ep, spec, is_client)
+    except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
         ep.report.error = f"{type(exc).__name__}: {exc}"
+    except asyncio.CancelledError:
+        if _Stop.signum is None:
+            raise
+        task.uncancel()
+        ep.report.error = f"Stopped: stopped by signal {_Stop.signum}"
     finally:
+        _Stop.phases.discard(task)
         ep.finish()
 
 
-def _transfer(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
+async def _transfer(ep: Endpoint, spec: TrafficSpec, is_client: bool) -> None:
     if spec.kind in ("bulk", "stream"):
         sender = (spec.direction == "download") != is_client
         if sender:
-            ep.send_stream(spec)
+            await ep.send_stream(spec)
         else:
-            ep.recv_to_eof()
+            await ep.recv_to_eof()
     else:  # reqresp: the client asks, the server answers; direction is irrelevant
         for _ in range(spec.count):
             if is_client:
                 t = time.monotonic()
-                ep.send(spec.req_bytes)
-                ep.recv_exact(spec.resp_bytes)
+                await ep.send(spec.req_bytes)
+                await ep.recv_exact(spec.resp_bytes)
                 ep.report.latencies_ms.append(round((time.monotonic() - t) * 1000, 3))
             else:
-                ep.recv_exact(spec.req_bytes)
-                ep.send(spec.resp_bytes)
+                await ep.recv_exact(spec.req_bytes)
+                await ep.send(spec.resp_bytes)
         if is_client:
-            ep.sock.shutdown(socket.SHUT_WR)
-        ep.recv_to_eof()
+            ep.writer.write_eof()
+        await ep.recv_to_eof()
         if not is_client:
-            ep.sock.shutdown(socket.SHUT_WR)
+            ep.writer.write_eof()
+
+
+async def _close(conn: KernelConn | UserspaceConn) -> None:
+    """Close the connection; ours waits until both FINs are through (bounded). After a stop
+    signal: abort at once (the caller that sent it waits only so long)."""
+    w = conn.writer
+    try:
+        if _Stop.signum is not None:
+            w.transport.abort() if conn.proto != "userspace" else w.abort()
+            return
+        w.close()
+        await asyncio.wait_for(w.wait_closed(), CLOSE_TIMEOUT_S)
+    except (OSError, ConnectionError, TimeoutError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,20 +506,12 @@ def _proto_number(proto: str) -> int:
     return IPPROTO_MPTCP if proto == "mptcp" else socket.IPPROTO_TCP
 
 
-def _read_header(sock: socket.socket) -> TrafficSpec:
-    raw = b""
-    while len(raw) < 4:
-        chunk = sock.recv(4 - len(raw))
-        if not chunk:
-            raise ConnectionError("peer closed before sending the header")
-        raw += chunk
-    (length,) = struct.unpack("!I", raw)
-    body = b""
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            raise ConnectionError("peer closed inside the header")
-        body += chunk
+async def _read_header(reader: Any) -> TrafficSpec:
+    try:
+        (length,) = struct.unpack("!I", await reader.readexactly(4))
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ConnectionError("peer closed before the end of the header") from None
     spec = TrafficSpec(**json.loads(body))
     spec.validate()
     return spec
@@ -420,70 +529,203 @@ def _emit(report: Report, out: str | None) -> None:
         full = {
             k: v
             for k, v in full.items()
-            if k not in ("samples", "subflow_samples", "gaps", "latencies_ms")
+            if k not in ("samples", "subflow_samples", "gaps", "latencies_ms", "stack_info")
         }
     print(json.dumps(full), flush=True)
 
 
-def serve(listen: str, proto: str, once: bool, out: str | None) -> int:
+@dataclass
+class UserspaceOptions:
+    """--proto userspace: our stack's MPTCP settings, in `ip mptcp`'s vocabulary."""
+
+    endpoints: list[str] | None = None  # ADDR[,FLAG...]; None: the stack's default
+    limits: str = ""  # subflows=N,add_addr_accepted=N
+    scheduler: str = "default"  # research plug-ins: a name, or FILE.py:Class
+    import_path: str | None = None  # where mptcp_impl lives, if not on sys.path
+    cc: str = "uncoupled"
+    pm: str = "kernel"
+    opportunistic: str = "off"
+
+
+def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
+    """mptcp_impl.api and a StackConfig (imported only for --proto userspace)."""
+    if opts.import_path and opts.import_path not in sys.path:
+        sys.path.insert(0, opts.import_path)
+    from mptcp_impl import api
+    from mptcp_impl.mptcp.ctrl import Endpoint as MpEndpoint
+    from mptcp_impl.mptcp.ctrl import Limits, MptcpConfig
+    from mptcp_impl.netio.stack import StackConfig
+
+    eps = opts.endpoints
+    if eps is None:
+        endpoints = [] if server else None
+    else:
+        endpoints = [
+            MpEndpoint.parse(e, i + 1) for i, e in enumerate(e for e in eps if e != "none")
+        ]
+    limits = Limits.parse(opts.limits) if opts.limits else Limits()
+    cfg = MptcpConfig(
+        endpoints=endpoints,
+        limits=limits,
+        scheduler=opts.scheduler,
+        cc=opts.cc,
+        pm=opts.pm,
+        opportunistic=opts.opportunistic,
+    )
+    return api, StackConfig(mptcp=cfg)
+
+
+def _userspace_cleanup() -> None:
+    """Our stack's endpoints, port reservations and nft table go with the process."""
+    mod = sys.modules.get("mptcp_impl.api")
+    if mod is None:
+        return
+    try:
+        mod.close_stack()
+    finally:
+        from mptcp_impl.netio.firewall import process_fence
+
+        process_fence().close()
+
+
+async def serve(
+    listen: str, proto: str, once: bool, out: str | None, us: UserspaceOptions | None = None
+) -> int:
     host, port = _split(listen)
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, _proto_number(proto))
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((host, port))
-    lsock.listen(8)
-    print(f"{READY_PREFIX} {host}:{lsock.getsockname()[1]} proto={proto}", flush=True)
-    rc = 0
-    while True:
-        try:
-            conn, peer = lsock.accept()
-        except Stopped:
-            break
+    reports: asyncio.Queue[Report] = asyncio.Queue()
+
+    async def handle(reader: Any, writer: Any) -> None:
         report = Report(role="server", proto=proto, spec={})
+        conn = (
+            UserspaceConn(reader, writer)
+            if proto == "userspace"
+            else KernelConn(reader, writer, proto)
+        )
         try:
-            spec = _read_header(conn)
+            report.local, report.remote = conn.names()
+            spec = await _read_header(reader)
             report.spec = asdict(spec)
-            report.local = "{}:{}".format(*conn.getsockname()[:2])
-            report.remote = "{}:{}".format(*peer[:2])
-            run_data_phase(Endpoint(conn, report, spec.seed), spec, is_client=False)
-        except (OSError, ValueError, ConnectionError, Stopped) as exc:
+            await run_data_phase(Endpoint(conn, report, spec.seed), spec, is_client=False)
+        except (OSError, ValueError, TypeError, ConnectionError) as exc:
             report.error = f"{type(exc).__name__}: {exc}"
-            rc = 1
         finally:
-            conn.close()
-        _emit(report, out)
-        rc = 1 if report.error else rc
-        if once:
-            break
-    lsock.close()
+            # The report first: a stop signal during the close must not lose it.
+            reports.put_nowait(report)
+            await _close(conn)
+
+    if proto == "userspace":
+        api, config = _userspace(us or UserspaceOptions(), server=True)
+        server = await api.start_server(handle, host, port, limit=READ_SIZE, config=config)
+        bound = server.port
+    else:
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, _proto_number(proto))
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((host, port))
+        lsock.listen(8)
+        lsock.setblocking(False)
+        server = await asyncio.start_server(handle, sock=lsock, limit=READ_SIZE)
+        bound = lsock.getsockname()[1]
+    print(f"{READY_PREFIX} {host}:{bound} proto={proto}", flush=True)
+    rc = 0
+    try:
+        while True:
+            report = await reports.get()
+            _emit(report, out)
+            rc = 1 if report.error else rc
+            if once:
+                break
+        # Let the connection close (bounded) before the process and its stack go.
+        current = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not current]
+        if others:
+            await asyncio.wait(others, timeout=CLOSE_TIMEOUT_S + 1)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        server.close()
     return rc
 
 
-def connect(
-    target: str, proto: str, spec: TrafficSpec, bind: str | None, out: str | None, timeout: float
+async def _sock_connect(sock: socket.socket, addr: tuple[str, int]) -> None:
+    """Non-blocking connect (loop.sock_connect resolves the address with the socket's protocol,
+    and getaddrinfo knows no IPPROTO_MPTCP)."""
+    err = sock.connect_ex(addr)
+    if err == errno.EINPROGRESS:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_writer(sock.fileno())
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, f"connect to {addr[0]}:{addr[1]}: {os.strerror(err)}")
+
+
+async def connect(
+    target: str,
+    proto: str,
+    spec: TrafficSpec,
+    bind: str | None,
+    out: str | None,
+    timeout: float,
+    us: UserspaceOptions | None = None,
 ) -> int:
     spec.validate()
     host, port = _split(target)
     report = Report(role="client", proto=proto, spec=asdict(spec))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, _proto_number(proto))
-    rc = 0
+    conn: KernelConn | UserspaceConn | None = None
     try:
-        if bind:
-            sock.bind((bind, 0))
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-        sock.settimeout(None)
-        report.local = "{}:{}".format(*sock.getsockname()[:2])
+        if proto == "userspace":
+            api, config = _userspace(us or UserspaceOptions(), server=False)
+            reader, writer = await asyncio.wait_for(
+                api.open_connection(host, port, local_addr=bind, limit=READ_SIZE, config=config),
+                timeout,
+            )
+            conn = UserspaceConn(reader, writer)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, _proto_number(proto))
+            sock.setblocking(False)
+            try:
+                if bind:
+                    sock.bind((bind, 0))
+                await asyncio.wait_for(_sock_connect(sock, (host, port)), timeout)
+                reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+            except BaseException:
+                sock.close()
+                raise
+            conn = KernelConn(reader, writer, proto)
+        report.local, _ = conn.names()
         report.remote = f"{host}:{port}"
         header = json.dumps(asdict(spec)).encode()
-        sock.sendall(struct.pack("!I", len(header)) + header)
-        run_data_phase(Endpoint(sock, report, spec.seed), spec, is_client=True)
-    except (OSError, ValueError, ConnectionError, Stopped) as exc:
+        conn.writer.write(struct.pack("!I", len(header)) + header)
+        await run_data_phase(Endpoint(conn, report, spec.seed), spec, is_client=True)
+    except (OSError, ValueError, ConnectionError, TimeoutError) as exc:
         report.error = f"{type(exc).__name__}: {exc}"
-        rc = 1
-    finally:
-        sock.close()
+    except asyncio.CancelledError:
+        report.error = f"Stopped: stopped by signal {_Stop.signum}"
+    # The report first: a stop signal during the close must not lose it.
     _emit(report, out)
-    return 1 if report.error else rc
+    if conn is not None:
+        try:
+            await _close(conn)
+        except asyncio.CancelledError:
+            pass
+    return 1 if report.error else 0
+
+
+async def _amain(coro: Any) -> int:
+    loop = asyncio.get_running_loop()
+    _Stop.main = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _Stop.trigger, sig)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        return 1
+    finally:
+        _userspace_cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,14 +733,32 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m experiments.traffic", description=__doc__.split("\n")[0]
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("server", help="accept connections and run what each client asks")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--proto", choices=PROTOS, default="tcp")
+    common.add_argument("--out", help="also write the JSON report here")
+    us = common.add_argument_group("--proto userspace (our stack, python package mptcp_impl)")
+    us.add_argument(
+        "--endpoint",
+        action="append",
+        default=None,
+        metavar="ADDR[,FLAG...]",
+        help="an MPTCP endpoint (flags: subflow, signal, backup, fullmesh); repeatable; `none`: "
+        "no endpoint. Default: a client joins from every other local address, a server "
+        "announces nothing",
+    )
+    us.add_argument("--limits", default="", metavar="subflows=N,add_addr_accepted=N")
+    us.add_argument("--scheduler", default="default", metavar="NAME|FILE.py:Class")
+    us.add_argument("--cc", default="uncoupled", metavar="NAME|FILE.py:Class")
+    us.add_argument("--pm", default="kernel", metavar="NAME|FILE.py:Class")
+    us.add_argument("--opportunistic", default="off", choices=("off", "retransmit", "penalise"))
+    us.add_argument("--import-path", help="directory holding mptcp_impl, if not on PYTHONPATH")
+    s = sub.add_parser("server", parents=[common], help="accept connections and run what each asks")
     s.add_argument("--listen", default="0.0.0.0:5201")
-    s.add_argument("--proto", choices=["tcp", "mptcp"], default="tcp")
     s.add_argument("--once", action="store_true", help="exit after one connection")
-    s.add_argument("--out", help="also write the JSON report here")
-    c = sub.add_parser("client", help="connect, send the traffic header, run the data phase")
+    c = sub.add_parser(
+        "client", parents=[common], help="connect, send the header, run the data phase"
+    )
     c.add_argument("--connect", required=True, help="HOST:PORT")
-    c.add_argument("--proto", choices=["tcp", "mptcp"], default="tcp")
     c.add_argument("--bind", help="source address")
     c.add_argument("--kind", choices=["bulk", "reqresp", "stream"], default="bulk")
     c.add_argument("--direction", choices=["download", "upload"], default="download")
@@ -510,12 +770,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--count", type=int, default=10)
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--connect-timeout", type=float, default=10.0)
-    c.add_argument("--out", help="also write the JSON report here")
     a = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    if a.proto != "userspace" and (a.endpoint or a.limits or a.import_path):
+        ap.error("--endpoint, --limits and --import-path are for --proto userspace")
+    uopts = UserspaceOptions(
+        a.endpoint, a.limits, a.scheduler, a.import_path, a.cc, a.pm, a.opportunistic
+    )
     if a.cmd == "server":
-        return serve(a.listen, a.proto, a.once, a.out)
+        return asyncio.run(_amain(serve(a.listen, a.proto, a.once, a.out, uopts)))
     spec = TrafficSpec(
         kind=a.kind,
         direction=a.direction,
@@ -531,7 +793,9 @@ def main(argv: list[str] | None = None) -> int:
         spec.validate()
     except ValueError as exc:
         ap.error(str(exc))
-    return connect(a.connect, a.proto, spec, a.bind, a.out, a.connect_timeout)
+    return asyncio.run(
+        _amain(connect(a.connect, a.proto, spec, a.bind, a.out, a.connect_timeout, uopts))
+    )
 
 
 if __name__ == "__main__":

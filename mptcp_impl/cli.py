@@ -18,6 +18,17 @@ subflows=N,add_addr_accepted=N`` say otherwise, in ``ip mptcp``'s vocabulary; ``
 is plain TCP. Research plug-ins: ``--scheduler``, ``--cc`` and ``--pm`` take a shipped name or
 ``FILE.py:Class`` (mptcp_impl/mptcp/README.md, "Plug-ins"). A server serves MPTCP and plain TCP clients alike. With ``--json`` the result
 has ``"mptcp": {"fallback", "subflows": [...], "mib": {...}}``.
+
+Control plane: ``--checksum`` asks for DSS checksums (``net.mptcp.checksum_enabled``);
+``--add-addr-timeout S`` (``net.mptcp.add_addr_timeout``); ``--pm-events`` prints every
+path-manager event (created, established, announced, removed, sub_established, sub_closed,
+priority, closed: Linux's userspace-PM vocabulary) as a JSON line ``{"pm_event": {...}}`` on
+stdout as it happens; ``--at BYTES:ACTION`` (repeatable) acts once BYTES have been written
+(client) or read (server): ``backup=ADDR`` / ``nobackup=ADDR`` (MP_PRIO on the subflows from
+ADDR, as ``ip mptcp endpoint change ... backup``), ``remove=ADDR`` (REMOVE_ADDR, its subflows
+reset, as ``ip mptcp endpoint del``; the initial subflow's address is id 0), ``abort`` (reset
+the connection: MP_FASTCLOSE on RSTs, as Linux's close with unread data), ``abort_ack``
+(MP_FASTCLOSE on an ACK, RFC 8684's other form).
 """
 
 from __future__ import annotations
@@ -87,6 +98,65 @@ def _endpoint(s: str) -> str:
     return s
 
 
+AT_ACTIONS = ("abort", "abort_ack", "backup", "nobackup", "remove")
+NO_ARG = ("abort", "abort_ack")
+
+
+def _at(s: str) -> tuple[int, str, str]:
+    n, sep, act = s.partition(":")
+    name, _, arg = act.partition("=")
+    if not sep or not n.isdigit() or name not in AT_ACTIONS or (name not in NO_ARG) != bool(arg):
+        raise argparse.ArgumentTypeError(
+            f"expected BYTES:abort|abort_ack or BYTES:backup|nobackup|remove=ADDR, got {s!r}"
+        )
+    return int(n), name, arg
+
+
+def _do_at(writer: Any, name: str, arg: str) -> bool:
+    """One ``--at`` action on the connection behind ``writer``; False: not possible yet (the
+    subflow it names is not established)."""
+    conn = writer._h.conn
+    if name == "abort_ack" and hasattr(conn, "mconn"):
+        conn.abort(on_ack=True)
+        return True
+    if name in NO_ARG:
+        writer.abort()
+        return True
+    if not hasattr(conn, "mconn"):
+        print(f"--at {name}: not an MPTCP connection", file=sys.stderr, flush=True)
+        return True
+    if name == "remove":
+        return bool(conn.remove_address(arg))
+    return bool(conn.set_backup(arg, name == "backup"))
+
+
+def _acked(writer: Any, written: int) -> int:
+    """Bytes of ours the peer has acknowledged (the data level's DATA_ACK), else written."""
+    m = getattr(writer._h.conn, "mconn", None)
+    if m is None or m.fallback:
+        return written
+    return max(0, m.snd_una - m.local_idsn - 1)
+
+
+async def _run_at(writer: Any, at: list[tuple[int, str, str]], progress: Any, state: dict) -> None:
+    """Run the ``--at`` actions in order once ``progress()`` reaches each one's byte count; an
+    action not possible yet is tried again for up to 5 s."""
+    for nbytes, name, arg in sorted(at):
+        while progress() < nbytes:
+            await asyncio.sleep(0.005)
+        t_end = time.monotonic() + 5
+        while not _do_at(writer, name, arg) and time.monotonic() < t_end:
+            await asyncio.sleep(0.01)
+        print(f"at {nbytes}: {name} {arg}".rstrip(), file=sys.stderr, flush=True)
+        if name in NO_ARG:
+            state["aborted"] = progress()
+            return
+
+
+def _pm_printer(e: Any) -> None:
+    print(json.dumps({"pm_event": e.as_dict()}), flush=True)
+
+
 def _plugin(registry: dict[str, Any], kind: str) -> Any:
     def parse(s: str) -> str:
         try:
@@ -115,12 +185,19 @@ def _config(args: argparse.Namespace) -> StackConfig:
             endpoints=endpoints,
             limits=args.limits or Limits(),
             scheduler=args.scheduler,
+            checksum=args.checksum,
+            corrupt_checksum_at=args.corrupt_checksum_at,
             cc=args.cc,
             pm=args.pm,
             opportunistic=args.opportunistic,
         )
+        if args.add_addr_timeout is not None:
+            mptcp.add_addr_timeout = args.add_addr_timeout
     return StackConfig(
-        sender="raw" if args.no_gso else args.sender, mptcp=mptcp, seed=args.stack_seed
+        sender="raw" if args.no_gso else args.sender,
+        mptcp=mptcp,
+        seed=args.stack_seed,
+        on_pm_event=_pm_printer if args.pm_events else None,
     )
 
 
@@ -152,19 +229,39 @@ async def run_client(args: argparse.Namespace) -> dict[str, Any]:
     t_conn = time.monotonic()
     left = args.bytes
     err = None
+    state: dict[str, int] = {}
+    at_task = None
+    if args.at:
+        at_task = asyncio.ensure_future(
+            _run_at(writer, args.at, lambda: _acked(writer, args.bytes - left), state)
+        )
     try:
         while left > 0:
-            chunk = block[:left] if left < BLOCK else block
+            if "aborted" in state:
+                raise ConnectionAbortedError(f"aborted after {state['aborted']} bytes")
+            pos = (args.bytes - left) % BLOCK
+            chunk = block[pos : pos + min(left, BLOCK - pos, 1 << 18 if args.at else BLOCK)]
             h.update(chunk)
             writer.write(chunk)
             left -= len(chunk)
             await writer.drain()
+        while at_task is not None and not at_task.done() and "aborted" not in state:
+            await asyncio.sleep(0.01)  # the data is written: the actions still due go now
+            if _acked(writer, args.bytes) >= args.bytes:
+                break
+        if "aborted" in state:
+            raise ConnectionAbortedError(f"aborted after {state['aborted']} bytes")
         writer.close()
         # Our FIN is acknowledged and the peer has closed too: everything arrived.
         await reader.read()
         await writer.wait_closed()
     except OSError as e:
         err = f"{type(e).__name__}: {e}"
+        if "aborted" in state:
+            err = f"ConnectionAbortedError: aborted after {state['aborted']} bytes"
+            await asyncio.sleep(1.0)  # our reset subflows answer a challenge ACK meanwhile
+    if at_task is not None:
+        at_task.cancel()
     t1 = time.monotonic()
     dur = t1 - t_conn
     res = {
@@ -195,15 +292,23 @@ async def run_server(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         t_first: float | None = None
         err = None
+        at = sorted(args.at)
         try:
             while True:
-                data = await reader.read(1 << 20)
+                data = await reader.read(1 << 16 if at else 1 << 20)
                 if not data:
                     break
                 if t_first is None:
                     t_first = time.monotonic()
                 n += len(data)
                 h.update(data)
+                while at and n >= at[0][0]:
+                    _, name, arg = at.pop(0)
+                    _do_at(writer, name, arg)
+                    print(f"at {n}: {name} {arg}".rstrip(), file=sys.stderr, flush=True)
+                    if name in NO_ARG:
+                        await asyncio.sleep(1.0)  # a challenge ACK gets its RST meanwhile
+                        raise ConnectionAbortedError(f"aborted after {n} bytes")
             writer.close()
             await writer.wait_closed()
         except OSError as e:
@@ -317,6 +422,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="off",
         help="opportunistic retransmission when the peer's window blocks new data, "
         "optionally penalising the slow subflow (Raiciu et al., NSDI 2012)",
+    )
+    common.add_argument(
+        "--checksum", action="store_true", help="DSS checksums (net.mptcp.checksum_enabled)"
+    )
+    common.add_argument(
+        "--add-addr-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="resend an ADD_ADDR not echoed after S seconds (default 120, as Linux)",
+    )
+    common.add_argument(  # tests: a wrong DSS checksum on the mapping holding this offset
+        "--corrupt-checksum-at", type=int, default=None, help=argparse.SUPPRESS
+    )
+    common.add_argument(
+        "--pm-events", action="store_true", help='print path-manager events ({"pm_event": ...})'
+    )
+    common.add_argument(
+        "--at",
+        type=_at,
+        action="append",
+        default=[],
+        metavar="BYTES:ACTION",
+        help="after BYTES written (client) or read (server): abort, abort_ack, backup=ADDR, "
+        "nobackup=ADDR or remove=ADDR",
     )
     common.add_argument(
         "--stack-seed", type=int, default=None, help="seed of MPTCP keys and nonces"

@@ -39,7 +39,7 @@ from . import crypto
 from .coupled import make_cc
 from .ctrl import Endpoint, MptcpConfig
 from .opportunistic import opportunistic_retransmit
-from .options import AddAddr, MpCapable, MpPrio
+from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .pm import make_pm
 from .sched import Candidates, as_list, make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
@@ -47,6 +47,9 @@ from .token import TokenRegistry
 
 MASK64 = (1 << 64) - 1
 HALF64 = 1 << 63
+ADD_ADDR_RETRANS_MAX = 3  # Linux: an ADD_ADDR is resent at most 3 times (pm_kernel.c)
+RST_MIDDLEBOX = 6  # MP_TCPRST reason: middlebox interference (a checksum failure)
+FASTCLOSE_LINGER = 1.0  # seconds a reset subflow still answers (its RST may draw a challenge)
 
 
 @dataclass(slots=True)
@@ -60,6 +63,20 @@ class OpenSubflow:
     local_id: int
     remote_id: int
     backup: bool
+
+
+@dataclass(slots=True)
+class PmEvent:
+    """A path-manager event, as Linux's userspace PM reports them (``ip mptcp monitor``):
+    ``type`` is one of created, established, closed, announced, removed, sub_established,
+    sub_closed, priority; the rest are the attributes that event has (addresses, ids, flags).
+    Drained with ``MptcpConnection.next_pm_event`` (a stream apart from the application's)."""
+
+    type: str
+    attrs: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.attrs}
 
 
 @dataclass(slots=True)
@@ -145,12 +162,30 @@ class MptcpConnection:
         self._fin_acked = False
         self._fin_send = False
         self._fin_deadline: float | None = None
+        self._fin_tries = 0  # DATA_FIN retransmissions (each on the next usable subflow)
         self._subflows_closing = False
         # path manager state
         self._add_addr_accepted = 0
         self._joins = 0
         self._announced = False
         self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
+        # ADD_ADDRs we sent and the peer has not echoed yet: id -> [option, deadline, resent]
+        self._add_addr_pending: dict[int, list[Any]] = {}
+        self._removed_ids: set[int] = set()  # local address ids we removed (REMOVE_ADDR sent)
+        self._fastclosed = False
+        self._csum_corrupted = False  # (config.corrupt_checksum_at done)
+        self._mp_fail_sent = False
+        self._infinite_map_pending = False
+        self._mp_fail_answer = False
+        # subflows we reset with MP_FASTCLOSE: still answer what arrives (an RST at the ACK of
+        # a challenge ACK, RFC 5961, again with MP_FASTCLOSE) until ``linger_until``
+        self._lingering: list[Subflow] = []
+        self.linger_until: float | None = None
+        self._fastclose_carrier: Subflow | None = None  # MP_FASTCLOSE on an ACK sent there
+        self._aborting = False  # (abort(on_ack=True): no more data, DATA_FIN or joins)
+        self._pm_events: deque[PmEvent] = deque()
+        self._pm_created = False
+        self.pm_events_enabled = True  # False: none are kept (nobody listens)
 
     # ================================================================= opening
     def connect(self, local: tuple[str, int], remote: tuple[str, int], now: float) -> Subflow:
@@ -164,6 +199,27 @@ class MptcpConnection:
         if not self.fallback:
             self.mib.inc("MPCapableSYNTX")
         return sub
+
+    # ----------------------------------------------------------------- path-manager events
+    def next_pm_event(self) -> PmEvent | None:
+        return self._pm_events.popleft() if self._pm_events else None
+
+    def _pm_event(self, kind: str, sub: Subflow | None = None, **attrs: Any) -> None:
+        if not self.pm_events_enabled:
+            return
+        a: dict[str, Any] = {"token": f"{self.local_token:08x}"}
+        if sub is not None:
+            a.update(
+                saddr=sub.local[0],
+                sport=sub.local[1],
+                daddr=sub.remote[0],
+                dport=sub.remote[1],
+                loc_id=sub.local_id,
+                rem_id=sub.remote_id,
+                backup=int(sub.backup or sub.peer_backup),
+            )
+        a.update(attrs)
+        self._pm_events.append(PmEvent(kind, a))
 
     @classmethod
     def accept(
@@ -211,12 +267,16 @@ class MptcpConnection:
         self._now = now
         self.mib.inc("MPJoinSynRx")
         local_id = self._local_id_for(local[0])
-        sub = Subflow(self, local, remote, initial=False, active=False, local_id=local_id)
+        backup = any(ep.address == local[0] and "backup" in ep.flags for ep in self._endpoints())
+        sub = Subflow(
+            self, local, remote, initial=False, active=False, local_id=local_id, backup=backup
+        )
         refuse = (
             self.fallback
             or not self.fully_established
             or self._joins >= self.config.limits.subflows
             or self._close_requested
+            or self._aborting
         )
         if refuse:
             # Linux's subflow_check_req: MPJoinRejected, RST "administratively prohibited"
@@ -228,6 +288,8 @@ class MptcpConnection:
             )
             return sub
         self._joins += 1
+        if self.initial is not None and local[1] != self.initial.local[1]:
+            self.mib.inc("MPJoinPortSynRx")  # to a port we announced
         tcp = TcpConnection.accept_syn(self.tcp_config, syn, local, remote, now, hooks=sub)
         self._attach(sub, tcp)
         return sub
@@ -271,6 +333,8 @@ class MptcpConnection:
         self.enter_fallback("SYN without usable MP_CAPABLE")
 
     def on_synack_capable(self, mpc: MpCapable | None) -> None:
+        if self.fallback:
+            return  # our last SYN went without MP_CAPABLE (SYN retries)
         if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key is None:
             self.mib.inc("MPCapableSYNACKRX")
             self._set_remote_key(mpc.sender_key)
@@ -302,6 +366,7 @@ class MptcpConnection:
 
     def on_join_established(self, sub: Subflow) -> None:
         sub.arm_join_ack(self._now)
+        self._pm_event("sub_established", sub)
         self.pm.subflow_up(sub)
 
     def can_fallback(self) -> bool:
@@ -326,7 +391,7 @@ class MptcpConnection:
 
     # ================================================================= application side
     def send(self, data: bytes | memoryview) -> int:
-        if self._close_requested or self._closed:
+        if self._close_requested or self._closed or self._aborting:
             raise ConnectionError("cannot send after close")
         room = self.snd_buf - len(self._sbuf)
         n = min(len(data), max(room, 0))
@@ -350,11 +415,10 @@ class MptcpConnection:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
         if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
-            # the connection-level window reopened: tell the peer on one subflow
-            for s in self.subflows:
-                if s.usable:
-                    s.tcp.send_ack()
-                    break
+            # the connection-level window reopened: tell the peer on one (working) subflow
+            s = self._pm_subflow()
+            if s is not None:
+                s.tcp.send_ack()
         return data
 
     def close(self, now: float) -> None:
@@ -362,10 +426,34 @@ class MptcpConnection:
         self._now = now
         self._close_requested = True
 
-    def abort(self, now: float) -> None:
+    def abort(self, now: float, on_ack: bool = False) -> None:
+        """Reset the connection. Once fully established, every subflow's RST carries
+        MP_FASTCLOSE with the peer's key and MP_TCPRST (Linux's mptcp_do_fastclose, what a
+        close with unread data does). ``on_ack``: RFC 8684 3.5's other form, MP_FASTCLOSE on
+        an ACK of one subflow (RSTs on the others), that one reset when the peer's RST comes
+        or after ``FASTCLOSE_LINGER``."""
         self._now = now
-        for s in self.subflows:
+        fast = not self.fallback and self.fully_established and not self._closed
+        carrier = self._pm_subflow() if fast and on_ack else None
+        if carrier is not None:
+            self._aborting = True
+            carrier.queue_option(FastClose(receiver_key=self.remote_key))
+            self._fastclose_carrier = carrier
+            self.linger_until = now + FASTCLOSE_LINGER
+            for s in list(self.subflows):
+                if s is not carrier:
+                    s.tcp.abort(now)
+            self._unregister()
+            return
+        for s in list(self.subflows):
+            if fast:
+                s.fastclose = True
+                if s.rst_reason is None:
+                    s.rst_reason = 0
+                self._lingering.append(s)
             s.tcp.abort(now)
+        if fast:
+            self.linger_until = now + FASTCLOSE_LINGER
         self._unregister()
 
     def next_event(self) -> Any:
@@ -384,6 +472,12 @@ class MptcpConnection:
     # ================================================================= timers
     def get_timer(self) -> float | None:
         t = self._fin_deadline if not self._closed else None
+        if self._fastclose_carrier is not None and self.linger_until is not None:
+            t = self.linger_until if t is None else min(t, self.linger_until)
+        if not self._closed:
+            for ent in self._add_addr_pending.values():
+                if t is None or ent[1] < t:
+                    t = ent[1]
         for s in self.subflows:
             for d in (s.tcp.get_timer(), s.timer()):
                 if d is not None and (t is None or d < t):
@@ -397,10 +491,19 @@ class MptcpConnection:
             if d is not None and now >= d:
                 s.tcp.handle_timer(now)
             s.on_timer(now)
+        if self._add_addr_pending:
+            self._add_addr_timer(now)
+        fc = self._fastclose_carrier
+        if fc is not None and self.linger_until is not None and now >= self.linger_until:
+            self._fastclose_carrier = None  # no RST from the peer: reset it ourselves
+            if fc.tcp.state is not TcpState.CLOSED:
+                fc.fastclose = True
+                fc.tcp.abort(now)
         if self._fin_deadline is not None and now >= self._fin_deadline:
             self._fin_deadline = None
             if not self._fin_acked:
                 self._fin_send = True
+                self._fin_tries += 1
                 self._kick_fin()
 
     # ================================================================= the poll
@@ -411,6 +514,8 @@ class MptcpConnection:
         subs = list(self.subflows)
         self._process(now)
         subs += [s for s in self.subflows if s not in subs]
+        if self._lingering:
+            subs += [s for s in self._lingering if s not in subs]
         out: list[tuple[Subflow, TcpSegment]] = []
         for s in subs:
             for seg in s.tcp.segments_to_send(now):
@@ -421,6 +526,11 @@ class MptcpConnection:
                 s.tcp.send_ack()
                 for seg in s.tcp.segments_to_send(now):
                     out.append((s, seg))
+            if s._close_after_options and not s.has_queued_options():
+                s._close_after_options = False
+                self._remove_subflow(s)
+                for seg in s.tcp.segments_to_send(now):
+                    out.append((s, seg))
         self._subflow_events(now)
         return out
 
@@ -429,7 +539,7 @@ class MptcpConnection:
         self._failover(now)
         if self.fallback:
             self._fallback_io(now)
-        else:
+        elif not self._aborting:
             self._schedule(now)
             self._close_progress(now)
         self._check_closed()
@@ -483,6 +593,9 @@ class MptcpConnection:
                 s.established = True
             self._connected = True
             self._events.append(Connected())
+            if not self.fallback and not self._pm_created:
+                self._pm_created = True
+                self._pm_event("created", s)
         else:
             if s.active:
                 s.arm_join_ack(now)
@@ -492,6 +605,8 @@ class MptcpConnection:
         if s in self.subflows:
             self.subflows.remove(s)
             self._events.append(SubflowClosed(s))
+            if not self.fallback and not s.initial:
+                self._pm_event("sub_closed", s, error=reason)
             self._reinject_from(s)
             if not s.initial and self._joins > 0:
                 self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
@@ -519,6 +634,8 @@ class MptcpConnection:
                 self._closed = True
                 self._unregister()
                 self._events.append(Closed())
+                if self.fully_established:
+                    self._pm_event("closed")
 
     def _deliver_eof(self) -> None:
         if not self._eof:
@@ -652,7 +769,7 @@ class MptcpConnection:
     def _schedule(self, now: float) -> None:
         if not self._connected:
             return
-        usable = [s for s in self.subflows if s.usable]
+        usable = self._sendable([s for s in self.subflows if s.usable])
         if not usable:
             return
         max_map = self.config.max_mapping
@@ -818,13 +935,25 @@ class MptcpConnection:
             self._subflows_closing = True
             for s in list(self.subflows):
                 if s.tcp.state is not TcpState.CLOSED:
-                    s.tcp.close(now)
+                    if s.stale:
+                        s.tcp.abort(now)  # its FIN would wait for a path that is down
+                    else:
+                        s.tcp.close(now)
 
     def _kick_fin(self) -> None:
-        for s in self.subflows:
-            if s.usable:
-                s.tcp.send_ack()
-                return
+        # The first DATA_FIN on the best working subflow (the first usable one may be stale,
+        # its path cut); each retransmission on the next usable one, so that a path only the
+        # other end knows is dead (a receiver never sees its own RTOs) cannot hold the close.
+        usable = [s for s in self.subflows if s.usable]
+        if usable:
+            usable.sort(
+                key=lambda s: (
+                    s.stale,
+                    s.backup or s.peer_backup,
+                    s.srtt if s.srtt is not None else 1.0,
+                )
+            )
+            usable[self._fin_tries % len(usable)].tcp.send_ack()
 
     def data_fin_due(self, sub: Subflow) -> int | None:
         if self._fin_send and self._fin_dsn is not None and not self._fin_acked:
@@ -868,11 +997,18 @@ class MptcpConnection:
         return list(self.config.endpoints or ())
 
     def _pm_established(self) -> None:
-        """Fully established: the client joins from its subflow endpoints, the server
-        announces its signal endpoints (Linux's in-kernel path manager)."""
+        """Fully established: either side announces its signal endpoints, the client joins
+        from its subflow endpoints (Linux's in-kernel path manager)."""
         init = self.initial
         if init is None:
             return
+        if not self._pm_created:  # (a server: fully established on the third ACK)
+            self._pm_created = True
+            self._pm_event("created", init)
+        self._pm_event("established", init)
+        for ep in self._endpoints():
+            if "signal" in ep.flags and not self._announced:
+                self.announce(ep.address, ep.id, ep.port)
         if init.active:
             for ep in self._endpoints():
                 if "subflow" not in ep.flags or ep.address == init.local[0]:
@@ -880,12 +1016,6 @@ class MptcpConnection:
                 if _is_v6(ep.address) != _is_v6(init.remote[0]):
                     continue  # joins the peer's address only from one of its own family
                 self._request_subflow(ep.address, init.remote, ep.id, 0, "backup" in ep.flags)
-        else:
-            for ep in self._endpoints():
-                if "signal" in ep.flags and not self._announced:
-                    addr = ipaddress.ip_address(ep.address)
-                    h = add_addr_hmac(self.local_key, self.remote_key, ep.id, addr, ep.port)
-                    init.queue_option(AddAddr(addr_id=ep.id, address=addr, port=ep.port, hmac=h))
 
     def _request_subflow(
         self, local_addr: str, remote: tuple[str, int], local_id: int, remote_id: int, backup: bool
@@ -895,9 +1025,57 @@ class MptcpConnection:
         self._joins += 1
         self._events.append(OpenSubflow(local_addr, remote, local_id, remote_id, backup))
 
+    # ----------------------------------------------------------------- ADD_ADDR
+    def announce(self, address: str, addr_id: int, port: int | None = None) -> bool:
+        """Send ADD_ADDR (Linux: a signal endpoint), resent every ``add_addr_timeout`` until
+        the peer echoes it, at most ``ADD_ADDR_RETRANS_MAX`` times (pm_kernel.c's add timer).
+        False when it cannot be sent (fallback, no usable subflow)."""
+        sub = self._pm_subflow()
+        init = self.initial
+        if sub is None and init is not None and not init.closed:
+            sub = init  # fully established on the third ACK: the first ACK we send carries it
+        if sub is None or self.fallback or not self.remote_key:
+            return False
+        addr = ipaddress.ip_address(address)
+        h = add_addr_hmac(self.local_key, self.remote_key, addr_id, addr, port)
+        opt = AddAddr(addr_id=addr_id, address=addr, port=port, hmac=h)
+        self._removed_ids.discard(addr_id)
+        self._add_addr_pending[addr_id] = [opt, self._now + self.config.add_addr_timeout, 0]
+        sub.queue_option(opt)
+        return True
+
+    def _pm_subflow(self, avoid: Subflow | None = None) -> Subflow | None:
+        """The subflow that carries a control option (or the DATA_FIN): the first usable one
+        that is not stale, a non-backup one first; not ``avoid`` when there is another."""
+        subs = [s for s in self.subflows if s.usable]
+        subs.sort(key=lambda s: (s.stale, s.backup or s.peer_backup))
+        for s in subs:
+            if s is not avoid:
+                return s
+        return subs[0] if subs else None
+
+    def _add_addr_timer(self, now: float) -> None:
+        for addr_id, ent in list(self._add_addr_pending.items()):
+            opt, deadline, resent = ent
+            if now < deadline:
+                continue
+            if resent >= ADD_ADDR_RETRANS_MAX:
+                del self._add_addr_pending[addr_id]
+                continue
+            sub = self._pm_subflow()
+            ent[1] = now + self.config.add_addr_timeout
+            if sub is not None:
+                ent[2] += 1
+                sub.queue_option(opt)
+            if ent[2] >= ADD_ADDR_RETRANS_MAX:
+                del self._add_addr_pending[addr_id]
+
     def on_add_addr(self, sub: Subflow, o: AddAddr) -> None:
         if o.echo:
             self.mib.inc("EchoAdd")
+            ent = self._add_addr_pending.get(o.addr_id)
+            if ent is not None and ent[0].address == o.address:
+                del self._add_addr_pending[o.addr_id]  # echoed: no more resends
             return
         if o.hmac is None or o.hmac != add_addr_hmac(
             self.remote_key, self.local_key, o.addr_id, o.address, o.port
@@ -908,15 +1086,17 @@ class MptcpConnection:
         if o.port:
             self.mib.inc("PortAdd")
         sub.queue_option(AddAddr(addr_id=o.addr_id, address=o.address, port=o.port, echo=True))
+        self._pm_event("announced", rem_id=o.addr_id, daddr=str(o.address), dport=o.port)
         addr = o.address
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped  # (the HMAC above is over the address as sent)
         self.pm.address_announced(o.addr_id, str(addr), o.port)
 
     def _pm_add_addr(self, addr_id: int, address: str, port: int | None) -> None:
-        """The in-kernel path manager's answer to an ADD_ADDR (pm.KernelPathManager)."""
+        """The in-kernel path manager's answer to an ADD_ADDR (pm.KernelPathManager), on either
+        side, as Linux: joins within ``add_addr_accepted``."""
         init = self.initial
-        if init is None or not init.active:
+        if init is None:
             return
         known = (address, port or init.remote[1])
         if known in self._remote_addrs:
@@ -943,9 +1123,20 @@ class MptcpConnection:
         for ep in mesh:
             self._request_subflow(ep.address, remote, ep.id, addr_id, "backup" in ep.flags)
 
-    def on_remove_addr(self, sub: Subflow, o: Any) -> None:
-        self.mib.inc("RmAddr")
-        for addr_id in getattr(o, "addr_ids", ()):
+    # ----------------------------------------------------------------- REMOVE_ADDR
+    def on_remove_addr(self, sub: Subflow, o: RemoveAddr) -> None:
+        """The peer removed addresses (Linux's mptcp_pm_rm_addr_received): RmAddr per id, and
+        our subflows to each (the initial one for id 0) are reset, their data reinjected."""
+        for addr_id in o.addr_ids:
+            self.mib.inc("RmAddr")
+            self._pm_event("removed", rem_id=addr_id)
+            for s in list(self.subflows):
+                if s.remote_id == addr_id and (not s.initial or addr_id == 0):
+                    self._remove_subflow(s, deferred=True)
+            if self.initial is not None:
+                self._remote_addrs = {
+                    a for a in self._remote_addrs if not self._addr_has_id(a, addr_id)
+                }
             self.pm.address_removed(addr_id)
 
     def interface_up(self, address: str, now: float) -> None:
@@ -959,24 +1150,163 @@ class MptcpConnection:
         self._now = now
         self.pm.interface_down(address)
 
-    def on_fastclose(self, sub: Subflow, o: Any) -> None:
-        """RFC 8684 3.5: MP_FASTCLOSE with our key aborts the connection: every subflow is
-        reset. With any other key it is ignored (Linux: not even counted)."""
-        if o.receiver_key != self.local_key or self._closed:
+    def _addr_has_id(self, addr: tuple[str, int], addr_id: int) -> bool:
+        return any(s.remote_id == addr_id and s.remote == addr for s in self._seen_subflows)
+
+    def _remove_subflow(self, s: Subflow, deferred: bool = False) -> None:
+        """Reset a subflow, its data beyond the DATA_ACK reinjected; ``deferred``: from inside
+        a segment's processing (the reset happens in the connection's next pass)."""
+        if s.tcp is None or s.closed:
+            return
+        self._reinject_from(s)
+        s.bytes_sent -= s.tcp.take_unsent() if s.tcp.state is not TcpState.CLOSED else 0
+        s.rst_reason = 0
+        if deferred:
+            s.reset_pending = True
+        else:
+            s.tcp.abort(self._now)
+
+    def remove_addresses(self, addr_ids: list[int], now: float | None = None) -> bool:
+        """``ip mptcp endpoint del``/``flush``: REMOVE_ADDR for the ids (on a subflow that
+        stays, when there is one), then our subflows from those addresses are reset, each
+        counted as RmSubflow (Linux's mptcp_pm_nl_rm_subflow_received). An announced address
+        is no longer resent."""
+        if now is not None:
+            self._now = now
+        ids = tuple(dict.fromkeys(addr_ids))
+        if self.fallback or not ids or not self.fully_established:
+            return False
+        going = [s for s in self.subflows if s.local_id in ids]
+        carrier = next((s for s in self.subflows if s.usable and s not in going), None)
+        if carrier is None:
+            carrier = self._pm_subflow()
+        for i in range(0, len(ids), 8):  # Linux puts at most 8 ids in one option
+            opt = RemoveAddr(ids[i : i + 8])
+            if carrier is not None:
+                carrier.queue_option(opt)
+            else:
+                self.mib.inc("RmAddrTxDrop")
+        for addr_id in ids:
+            self._add_addr_pending.pop(addr_id, None)
+            self._removed_ids.add(addr_id)
+        for s in going:
+            if carrier is not None and s is carrier:
+                s._close_after_options = True  # (its own REMOVE_ADDR leaves first)
+            self.mib.inc("RmSubflow")
+            self._pm_event("sub_closed", s, error="removed")
+            if s is not carrier:
+                self._remove_subflow(s)
+        return True
+
+    def remove_address(self, address: str, now: float | None = None) -> bool:
+        """REMOVE_ADDR for a local address (its endpoint id, 0 for the initial subflow's)."""
+        return self.remove_addresses([self._local_id_for(address)], now)
+
+    # ----------------------------------------------------------------- MP_PRIO
+    def set_backup(self, sub: Subflow, backup: bool, now: float | None = None) -> bool:
+        """Our priority of one subflow (``ip mptcp endpoint change ... backup|nobackup``): we
+        stop (or start) sending on it unless nothing else is usable, and ask the peer the same
+        with MP_PRIO on that subflow (MPPrioTx)."""
+        if now is not None:
+            self._now = now
+        if self.fallback or sub not in self.subflows or not sub.usable:
+            return False
+        sub.backup = backup
+        sub.queue_option(MpPrio(backup=backup))
+        self._pm_event("priority", sub, local=True)
+        return True
+
+    def set_endpoint_backup(self, address: str, backup: bool, now: float | None = None) -> int:
+        """``set_backup`` for every subflow from a local address; how many."""
+        return sum(
+            self.set_backup(s, backup, now) for s in list(self.subflows) if s.local[0] == address
+        )
+
+    def on_mp_prio(self, sub: Subflow, o: MpPrio) -> None:
+        self.mib.inc("MPPrioRx")
+        sub.peer_backup = o.backup
+        self._pm_event("priority", sub, local=False)
+
+    def _sendable(self, usable: list[Subflow]) -> list[Subflow]:
+        """Linux's mptcp_subflow_get_send: a backup subflow (ours, or one the peer asked for
+        with MP_JOIN's or MP_PRIO's B flag) gets data only while no other subflow is active
+        (usable and not stale), however full the active ones are."""
+        if any(not (s.backup or s.peer_backup) and not s.stale for s in usable):
+            return [s for s in usable if not (s.backup or s.peer_backup)]
+        return usable
+
+    # ----------------------------------------------------------------- MP_FASTCLOSE
+    def on_fastclose(self, sub: Subflow, o: FastClose, rst: bool = False) -> None:
+        """MP_FASTCLOSE, on an ACK or an RST (RFC 8684 3.5): with our key (the receiver's) it
+        counts (MPFastcloseRx) and every subflow is reset (the one an RST came on is closed by
+        it), the connection with them; with any other key it is ignored (Linux: not even
+        counted)."""
+        if o.receiver_key != self.local_key or self.fallback or self._closed:
             return
         self.mib.inc("MPFastcloseRx")
+        self._fastclosed = True
         for s in self.subflows:
-            s.reset_pending = True
+            s.rst_reason = 0
+            s.reset_pending = True  # (an RST's own subflow is CLOSED by then: nothing sent)
         self._closed = True
         self._unregister()
         self._events.append(Reset("connection reset by peer (MP_FASTCLOSE)"))
         self._events.append(Closed())
+        self._pm_event("closed")
+
+    # ----------------------------------------------------------------- DSS checksums, MP_FAIL
+    def _infinite_fallback_allowed(self) -> bool:
+        """Linux's allow_infinite_fallback: no second subflow ever joined."""
+        return len(self._seen_subflows) == 1 and not self.fallback
+
+    def on_checksum_failure(self, sub: Subflow, dsn: int, length: int) -> bool:
+        """A mapping whose DSS checksum is wrong (DataCsumErr), as Linux's subflow.c: with a
+        single subflow, MP_FAIL and the data goes on (the peer answers with an infinite
+        mapping: plain TCP from there), True; otherwise the subflow is reset with MP_FAIL and
+        MP_TCPRST 'middlebox interference', its data dropped (the peer sends it again on the
+        others), False."""
+        self.mib.inc("DataCsumErr")
+        if sub.initial and not sub.csum_ok_seen and self._infinite_fallback_allowed():
+            # no checksum of the peer's ever passed: a middlebox from the start, plain TCP at
+            # once, no MP_FAIL (subflow_can_fallback)
+            self.enter_fallback("checksum failure before any valid checksum")
+            return True
+        if self._infinite_fallback_allowed():
+            if not self._mp_fail_sent:
+                self._mp_fail_sent = True
+                sub.queue_option(MpFail(dsn=dsn & MASK64))
+            return True
+        sub.mp_fail_dsn = dsn
+        sub.rst_reason = RST_MIDDLEBOX
+        self._reinject_from(sub)
+        sub.tcp.abort(self._now)
+        return False
+
+    def on_mp_fail(self, sub: Subflow, o: MpFail) -> None:
+        """The peer's MP_FAIL: with a single subflow, Linux's answer (MP_FAIL back and an
+        infinite mapping on the next data, then plain TCP); with several the peer resets the
+        subflow itself."""
+        self.mib.inc("MPFailRx")
+        if self.fallback or self._mp_fail_sent or not self._infinite_fallback_allowed():
+            return
+        self._mp_fail_sent = True
+        self._mp_fail_answer = True  # the infinite mapping follows it (note_option_sent)
+        sub.queue_option(MpFail(dsn=o.dsn))
 
     def note_option_sent(self, o: Any) -> None:
         if isinstance(o, AddAddr):
             self.mib.inc("EchoAddTx" if o.echo else "AddAddrTx")
         elif isinstance(o, MpPrio):
             self.mib.inc("MPPrioTx")
+        elif isinstance(o, RemoveAddr):
+            self.mib.inc("RmAddrTx")
+        elif isinstance(o, FastClose):
+            self.mib.inc("MPFastcloseTx")
+        elif isinstance(o, MpFail):
+            self.mib.inc("MPFailTx")
+            if self._mp_fail_answer:
+                self._mp_fail_answer = False
+                self._infinite_map_pending = True
 
     # ================================================================= introspection
     def info(self) -> dict[str, Any]:

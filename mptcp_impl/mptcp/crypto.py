@@ -150,6 +150,20 @@ def dss_checksum(dsn64: int, subflow_seq_rel: int, data_len: int, payload: bytes
     return ~s & 0xFFFF
 
 
+def payload_sum(payload: bytes | memoryview) -> int:
+    """The one's-complement sum of a mapping's payload alone (a sender keeps it with the
+    mapping, so that each segment carrying it needs only ``dss_checksum_of_sum``)."""
+    return _ones_complement_sum(bytes(payload))
+
+
+def dss_checksum_of_sum(dsn64: int, subflow_seq_rel: int, data_len: int, psum: int) -> int:
+    """``dss_checksum`` from the payload's ``payload_sum`` (the pseudo-header has an even
+    length, so the two sums add up)."""
+    v = _ones_complement_sum(_pseudo_header(dsn64, subflow_seq_rel, data_len, 0)) + psum
+    v = 0 if v == 0 else (v % 0xFFFF or 0xFFFF)
+    return ~v & 0xFFFF
+
+
 def dss_checksum_ok(
     dsn64: int, subflow_seq_rel: int, data_len: int, payload: bytes, checksum: int
 ) -> bool:

@@ -104,3 +104,8 @@ class MptcpConfig:
     snd_buf: int | None = None
     max_mapping: int = 64 * 1024 - 1024  # bytes per DSS mapping (data_len is 16 bits)
     add_addr_timeout: float = 120.0  # resend an ADD_ADDR not echoed (net.mptcp.add_addr_timeout)
+    # MP_CAPABLE SYNs lost before the next SYN goes without it
+    # (net.mptcp.syn_retrans_before_tcp_fallback)
+    syn_retrans_before_tcp_fallback: int = 2
+    # tests only: the DSS checksum of the mapping holding this data offset is wrong, once
+    corrupt_checksum_at: int | None = None

@@ -162,9 +162,11 @@ class PathManager:
         return True
 
     def set_backup(self, sub: Subflow, backup: bool = True) -> None:
-        """Local priority: our scheduler sends on a backup subflow only when no other is
-        usable (MP_PRIO is not sent: the peer keeps its own view)."""
-        sub.backup = backup
+        """Priority: our scheduler sends on a backup subflow only when no other is usable, and
+        MP_PRIO asks the peer the same (``MptcpConnection.set_backup``; before the subflow is
+        usable only our side changes)."""
+        if not self.conn.set_backup(sub, backup):
+            sub.backup = backup
 
 
 class KernelPathManager(PathManager):

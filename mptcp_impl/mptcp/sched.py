@@ -83,6 +83,12 @@ class Scheduler(Protocol):
     def pick(self, candidates: list[SubflowView]) -> SubflowView | list[SubflowView] | None: ...
 
 
+def is_backup(s: Any) -> bool:
+    """Backup when we asked for it (our endpoint's flag) or the peer did (MP_JOIN's B flag,
+    MP_PRIO), as Linux's ``subflow->backup || subflow->request_bkup``."""
+    return s.backup or getattr(s, "peer_backup", False)
+
+
 def as_list(choice: Any) -> list[Any]:
     """A scheduler's answer as a list of subflows (empty: wait)."""
     if choice is None:
@@ -95,7 +101,7 @@ def as_list(choice: Any) -> list[Any]:
 def _active(subs: list[Any]) -> list[Any]:
     """Linux's rule for backups: non-backup, non-stale subflows when there are any; otherwise
     the non-stale backups; otherwise whatever there is."""
-    act = [s for s in subs if not s.backup and not s.stale]
+    act = [s for s in subs if not is_backup(s) and not s.stale]
     if act:
         return act
     return [s for s in subs if not s.stale] or list(subs)
@@ -112,8 +118,12 @@ class DefaultScheduler:
     name = "default"
 
     def pick(self, candidates: list[SubflowView]) -> SubflowView | None:
-        active = [s for s in candidates if not s.backup and not s.stale]
-        if not active:
+        active = [s for s in candidates if not is_backup(s) and not s.stale]
+        every = getattr(candidates, "all", candidates)
+        working = any(not is_backup(s) and not s.stale for s in every)
+        if not active and (getattr(candidates, "reinjection", False) or not working):
+            # New data waits for a working non-backup subflow that is merely full; backups
+            # take reinjections, or everything once no other works (Linux's get_send/retrans).
             active = [s for s in candidates if not s.stale] or candidates
         best = None
         best_linger = 0.0
@@ -137,8 +147,8 @@ class MinRttScheduler:
 
     def pick(self, candidates: list[SubflowView]) -> SubflowView | None:
         every = getattr(candidates, "all", candidates)
-        if any(not s.backup and not s.stale for s in every):
-            pool = [s for s in candidates if not s.backup and not s.stale]
+        if any(not is_backup(s) and not s.stale for s in every):
+            pool = [s for s in candidates if not is_backup(s) and not s.stale]
         else:
             pool = [s for s in candidates if not s.stale]
         return min(pool, key=_srtt, default=None)

@@ -98,7 +98,13 @@ class Subflow:
         self.stale = False
         self.established = False  # usable for data (join: after the 4th ACK)
         self.closed = False
-        self.rst_reason: int | None = None  # MP_TCPRST on the RST we send
+        self.rst_reason: int | None = None  # MP_TCPRST on the RST we send (None: 0)
+        self.peer_rst_reason: int | None = None  # MP_TCPRST on the peer's RST
+        self.fastclose = False  # our RST carries MP_FASTCLOSE (the connection's abort)
+        self._close_after_options = False  # reset once the queued options left (REMOVE_ADDR)
+        self.mp_fail_dsn: int | None = None  # MP_FAIL on our RST (a checksum failure)
+        self.csum_ok_seen = False  # a mapping of the peer's passed its DSS checksum
+        self._tx_sums: dict[int, tuple[int, int]] = {}  # DSS checksums: dsn -> (sum, length)
         self.reset_pending = False  # a protocol error: the connection resets this subflow
         self._local_nonce = conn.rng.getrandbits(32)
         self._remote_nonce = 0
@@ -196,7 +202,28 @@ class Subflow:
         """Queue bytes of the connection on this subflow as one mapping starting at ``dsn``."""
         n = self.tcp.send(data, meta=dsn)
         self.bytes_sent += n
+        if n and self.conn.checksum:
+            sums = self._tx_sums
+            if len(sums) > 256:  # forget the mappings the peer has DATA_ACKed
+                una = self.conn.snd_una
+                for k in [k for k, (_s, ln) in sums.items() if k + ln <= una]:
+                    del sums[k]
+            sums[dsn] = (crypto.payload_sum(memoryview(data)[:n]), n)
         return n
+
+    def _tx_checksum(self, dsn: int, ssn_rel: int, length: int) -> int:
+        """The DSS checksum of our mapping at ``dsn`` (``corrupt_checksum_at``: a test's way to
+        make the peer see a checksum failure, once)."""
+        ps = self._tx_sums.get(dsn, (0, 0))[0]
+        c = crypto.dss_checksum_of_sum(dsn & MASK64, ssn_rel, length, ps)
+        conn = self.conn
+        bad = conn.config.corrupt_checksum_at
+        if bad is not None and not conn._csum_corrupted:
+            off = dsn - conn.local_idsn - 1
+            if off <= bad < off + length:
+                conn._csum_corrupted = True
+                c ^= 0x5A5A
+        return c
 
     def queue_option(self, opt: Any) -> None:
         if opt not in self._queued_opts:  # (an ADD_ADDR echoed twice before it left: once)
@@ -213,11 +240,30 @@ class Subflow:
             return []
         flags = seg.flags
         if flags & RST:
-            if self.rst_reason is not None:
-                conn.mib.inc("MPRstTx")
-                return [to_tcp_option(TcpRst(reason=self.rst_reason))]
-            return []
+            # Linux puts MP_TCPRST on every RST of an MPTCP subflow, after MP_FASTCLOSE when
+            # the connection is being reset (mptcp_established_options)
+            out = []
+            if self.fastclose and conn.remote_key:
+                conn.mib.inc("MPFastcloseTx")
+                out.append(to_tcp_option(FastClose(receiver_key=conn.remote_key)))
+            elif self.mp_fail_dsn is not None:
+                conn.mib.inc("MPFailTx")
+                out.append(to_tcp_option(MpFail(dsn=self.mp_fail_dsn & MASK64)))
+            conn.mib.inc("MPRstTx")
+            out.append(to_tcp_option(TcpRst(reason=self.rst_reason or 0)))
+            return out
         if flags & SYN:
+            if (
+                self.initial
+                and self.active
+                and not flags & ACK
+                and tcp.stats.rto_count >= conn.config.syn_retrans_before_tcp_fallback
+            ):
+                # Two MP_CAPABLE SYNs lost: a middlebox may drop them; the next SYN is plain
+                # TCP (Linux's mptcp_active_detect_blackhole, MPCapableSYNTXDrop)
+                conn.mib.inc("MPCapableSYNTXDrop")
+                conn.enter_fallback("MP_CAPABLE SYNs lost")
+                return []
             return [to_tcp_option(self._syn_option(flags))]
         if flags & ACK:
             # the window relative to the DATA_ACK, not what TCP made of it in subflow space
@@ -298,6 +344,7 @@ class Subflow:
                 sender_key=conn.local_key,
                 receiver_key=conn.remote_key,
                 data_len=m[1],
+                checksum=self._tx_checksum(m[2], 1, m[1]) if conn.checksum else None,
             )
         return None
 
@@ -309,15 +356,34 @@ class Subflow:
             if m is None:
                 return Dss(data_ack=ack, data_ack64=True)  # unmapped: cannot happen in MPTCP mode
             start, length, dsn = m
+            if conn._infinite_map_pending:
+                # after MP_FAIL with a single subflow: the infinite mapping, then plain TCP
+                # (Linux's mptcp_update_infinite_map)
+                conn._infinite_map_pending = False
+                conn.mib.inc("InfiniteMapTx")
+                d = Dss(
+                    data_ack=ack,
+                    data_ack64=True,
+                    dsn=(dsn + ((seg.seq - start) & MASK32)) & MASK64,
+                    dsn64=True,
+                    subflow_seq=0,
+                    data_len=0,
+                    checksum=0 if conn.checksum else None,
+                )
+                conn.enter_fallback("infinite mapping sent (MP_FAIL)")
+                return d
             fin = conn.data_fin_on_mapping(dsn, length)
+            ssn = (start - tcp.iss) & MASK32
+            dlen = length + (1 if fin else 0)
             return Dss(
                 data_ack=ack,
                 data_ack64=True,
                 dsn=dsn & MASK64,
                 dsn64=True,
-                subflow_seq=(start - tcp.iss) & MASK32,
-                data_len=length + (1 if fin else 0),
+                subflow_seq=ssn,
+                data_len=dlen,
                 data_fin=fin,
+                checksum=self._tx_checksum(dsn, ssn, dlen) if conn.checksum else None,
             )
         fin_dsn = conn.data_fin_due(self)
         if fin_dsn is not None:
@@ -329,6 +395,7 @@ class Subflow:
                 subflow_seq=0,
                 data_len=1,
                 data_fin=True,
+                checksum=crypto.dss_checksum(fin_dsn, 0, 1, b"") if conn.checksum else None,
             )
             if d.length <= space:
                 conn.data_fin_sent(self)
@@ -346,11 +413,16 @@ class Subflow:
             opts.append(o)
         flags = seg.flags
         if flags & RST:
+            if conn.fallback:
+                return None
             for o in opts:
                 if isinstance(o, TcpRst):
                     conn.mib.inc("MPRstRx")
+                    self.peer_rst_reason = o.reason
                 elif isinstance(o, FastClose):
-                    conn.on_fastclose(self, o)
+                    conn.on_fastclose(self, o, rst=True)
+                elif isinstance(o, MpFail):
+                    conn.on_mp_fail(self, o)  # (several subflows: the peer resets this one)
             return None
         if flags & SYN:
             if flags & ACK:
@@ -377,6 +449,8 @@ class Subflow:
         self._remote_nonce = join.nonce
         self.remote_id = join.addr_id
         self.peer_backup = join.backup
+        if join.backup:
+            conn.mib.inc("MPJoinSynBackupRx")
         return None
 
     def _on_synack(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | None:
@@ -394,6 +468,8 @@ class Subflow:
         self._remote_nonce = join.nonce
         self.remote_id = join.addr_id
         self.peer_backup = join.backup
+        if join.backup:
+            conn.mib.inc("MPJoinSynAckBackupRx")
         hm = _hmac(
             conn.remote_key,
             conn.local_key,
@@ -404,6 +480,8 @@ class Subflow:
             self.rst_reason = 1  # MPTCP-specific error
             return False
         conn.mib.inc("MPJoinSynAckRx")
+        if conn.initial is not None and self.remote[1] != conn.initial.remote[1]:
+            conn.mib.inc("MPJoinPortSynAckRx")  # from a port the peer announced
         self._join_ack_pending = True
         self._join_ack_deadline = None
         return None
@@ -425,6 +503,8 @@ class Subflow:
             self.rst_reason = 1
             return False
         conn.mib.inc("MPJoinAckRx")
+        if conn.initial is not None and self.local[1] != conn.initial.local[1]:
+            conn.mib.inc("MPJoinPortAckRx")
         self.established = True
         tcp.send_ack()  # the 4th ACK: Linux resets a joined subflow that never gets one
         conn.on_join_established(self)
@@ -442,7 +522,7 @@ class Subflow:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
                 if self.initial and not self.active and o.data_len and mpc_usable(o):
-                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64)
+                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64, o.checksum)
             elif t is MpJoinAck:
                 if not self.active:
                     tcp.send_ack()  # our 4th ACK was lost: the joiner repeats its third ACK
@@ -451,12 +531,11 @@ class Subflow:
             elif t is RemoveAddr:
                 conn.on_remove_addr(self, o)
             elif t is MpPrio:
-                conn.mib.inc("MPPrioRx")
-                self.peer_backup = o.backup
+                conn.on_mp_prio(self, o)
             elif t is MpFail:
-                conn.mib.inc("MPFailRx")
+                conn.on_mp_fail(self, o)
             elif t is FastClose:
-                conn.on_fastclose(self, o)
+                conn.on_fastclose(self, o, rst=False)
         if saw_dss:
             conn.data_ack_seen = True
             if self._mpc_pending:
@@ -537,9 +616,9 @@ class Subflow:
         else:
             length = d.data_len
         if length > 0:
-            self._add_map(d.subflow_seq, length, dsn)
+            self._add_map(d.subflow_seq, length, dsn, d.checksum)
 
-    def _add_map(self, ssn: int, length: int, dsn: int) -> None:
+    def _add_map(self, ssn: int, length: int, dsn: int, csum: int | None = None) -> None:
         """Remember a mapping; one that contradicts a mapping still in use is ignored and
         counted (Linux: DSSNotMatching)."""
         # relative subflow sequence numbers are 32-bit; unwrap near the next byte to pull
@@ -559,11 +638,11 @@ class Subflow:
         # overlap with a neighbour: must agree on the DSN of every shared byte
         for j in (i - 1, i):
             if 0 <= j < len(self._maps):
-                ms, ml, md = self._maps[j]
+                ms, ml, md = self._maps[j][:3]
                 if ms < end and ssn < ms + ml and md - ms != dsn - ssn:
                     self.conn.mib.inc("DSSNotMatching")
                     return
-        self._maps.insert(i, [ssn, length, dsn])
+        self._maps.insert(i, [ssn, length, dsn, csum])
         starts.insert(i, ssn)
 
     def pull(self) -> list[tuple[int, bytes]]:
@@ -577,7 +656,20 @@ class Subflow:
                 self._map_starts.pop(0)
             if not maps or maps[0][0] > self._rx_ssn:
                 break  # no mapping for the next byte yet (it may come on a later segment)
-            ms, ml, md = maps[0]
+            ms, ml, md, mc = maps[0]
+            if mc is not None and self.conn.checksum and self._rx_ssn == ms:
+                # DSS checksums: a mapping leaves whole, once all of it is here and checked
+                if tcp.readable < ml:
+                    break
+                data = tcp.read(ml)
+                self._rx_ssn += len(data)
+                if crypto.dss_checksum_ok(md & MASK64, ms & MASK32, ml, data, mc):
+                    self.csum_ok_seen = True
+                elif not self.conn.on_checksum_failure(self, md, ml):
+                    break  # this subflow is reset, its data dropped (sent again elsewhere)
+                out.append((md, data))
+                self.bytes_received += len(data)
+                continue
             want = ms + ml - self._rx_ssn
             data = tcp.read(want)
             if not data:
@@ -615,7 +707,7 @@ class Subflow:
                 o = decode(raw.data)
             except MptcpOptionError:
                 continue
-            if isinstance(o, (AddAddr, RemoveAddr, MpPrio)):
+            if isinstance(o, (AddAddr, RemoveAddr, MpPrio, MpFail, FastClose)):
                 self._queued_opts.appendleft(o)
             elif isinstance(o, Dss) and o.data_fin:
                 self.conn.data_fin_lost()

@@ -129,6 +129,8 @@ class MptcpConn:
         self.local = init.local
         self.remote = init.remote
         stack._mptcp_conns[id(mconn)] = self
+        self._on_pm_event = stack.config.on_pm_event
+        mconn.pm_events_enabled = self._on_pm_event is not None
         _watch_interfaces(stack)
 
     # The application side -------------------------------------------------------------------
@@ -152,10 +154,24 @@ class MptcpConn:
             self.mconn.close(self.stack.now())
             self.stack._mark(self)
 
-    def abort(self) -> None:
+    def abort(self, on_ack: bool = False) -> None:
+        """Reset the connection (MP_FASTCLOSE on RSTs; ``on_ack``: on an ACK, RFC 8684 3.5)."""
         if not self.closed:
-            self.mconn.abort(self.stack.now())
+            self.mconn.abort(self.stack.now(), on_ack=on_ack)
             self.stack._mark(self)
+
+    # The path manager's actions (``ip mptcp endpoint change/del`` on one connection) ----------
+    def set_backup(self, address: str, backup: bool) -> int:
+        """MP_PRIO on every subflow from ``address``; how many."""
+        n = self.mconn.set_endpoint_backup(address, backup, self.stack.now())
+        self.stack._mark(self)
+        return n
+
+    def remove_address(self, address: str) -> bool:
+        """REMOVE_ADDR for a local address (id 0: the initial subflow's); its subflows go."""
+        ok = self.mconn.remove_address(address, self.stack.now())
+        self.stack._mark(self)
+        return ok
 
     def stats(self) -> dict[str, Any]:
         """The first subflow's TCP counters (as a plain TCP connection reports them), plus
@@ -212,6 +228,8 @@ class MptcpConn:
         link = self.links.get(id(sub))
         if link is None or link.closed:
             return
+        if sub.fastclose:
+            return  # it answers a challenge ACK until the connection's linger ends
         if sub.tcp.state is TcpState.TIME_WAIT:
             return  # keep the 4-tuple until TIME-WAIT ends (the core's timer)
         link.closed = True
@@ -243,6 +261,10 @@ class MptcpConn:
     def _events(self, now: float) -> None:
         m = self.mconn
         h = self.handler
+        cb = self._on_pm_event
+        if cb is not None:
+            while (pe := m.next_pm_event()) is not None:
+                cb(pe)
         while True:
             ev = m.next_event()
             if ev is None:
@@ -283,8 +305,10 @@ class MptcpConn:
         self.close_exc = exc
         if self.handler:
             self.handler.on_closed(exc)
-        if not self.mconn.subflows or all(
-            s.tcp.state is TcpState.CLOSED for s in self.mconn.subflows
+        linger = self.mconn.linger_until
+        if (linger is None or self.stack.now() >= linger) and (
+            not self.mconn.subflows
+            or all(s.tcp.state is TcpState.CLOSED for s in self.mconn.subflows)
         ):
             self._release()
 
@@ -305,7 +329,10 @@ class MptcpConn:
         if self.closed:
             return
         at = self.mconn.get_timer()
-        if at is None and self._app_done:
+        linger = self.mconn.linger_until
+        if linger is not None and self.stack.now() < linger and (at is None or at > linger):
+            at = linger  # our fastclose: its subflows still answer until then
+        elif at is None and self._app_done:
             self._release()  # nothing left to wait for (TIME-WAITs over)
             return
         if at == self._timer_at:

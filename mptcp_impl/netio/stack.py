@@ -105,6 +105,8 @@ class StackConfig:
     # host's other addresses); None: plain TCP (a listener then serves TCP only)
     mptcp: MptcpConfig | None = field(default_factory=MptcpConfig)
     seed: int | None = None  # keys and nonces from random.Random(seed) instead of the OS
+    # called with each MPTCP path-manager event (mptcp.connection.PmEvent) of every connection
+    on_pm_event: Any = None
 
 
 class Conn:

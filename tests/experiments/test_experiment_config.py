@@ -5,7 +5,6 @@ No network needed: these run as any user, in well under a second.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -166,15 +165,30 @@ def test_shipped_experiment_files_are_valid():
         assert exp.description and resolve_runs(exp)
 
 
-def test_userspace_stack_seam(tmp_path):
-    # Its CLI only uploads N bytes: other traffic is refused when the file is read.
-    with pytest.raises(ExperimentError) as info:
-        load_experiment(write(tmp_path, GOOD.replace('["tcp", "kernel-mptcp"]', '["userspace"]')))
-    assert info.value.field == "traffic.kind" and "upload" in str(info.value)
-    # The stack's command line exists in this checkout: the stack is available, and the
-    # program its commands name really starts.
+def test_userspace_stack_takes_kernel_mptcps_options(tmp_path):
+    # Any traffic, as the other stacks: bulk download by duration, with the failover event.
+    text = GOOD.replace('["tcp", "kernel-mptcp"]', '["userspace"]')
+    exp = load_experiment(write(tmp_path, text))
+    assert {r.stack for r in resolve_runs(exp)} == {"userspace"}
+    opts = """
+[stack.userspace]
+endpoints = [{ host = "client", link = "lte", flags = ["subflow", "backup"] }]
+limits = { subflows = 2, add_addr_accepted = 0 }
+scheduler = "default"
+"""
+    exp = load_experiment(write(tmp_path, text + opts))
+    assert exp.stack_options["userspace"]["endpoints"][0]["flags"] == ["subflow", "backup"]
+    assert exp.stack_options["userspace"]["limits"] == {"subflows": 2, "add_addr_accepted": 0}
+    for old, new, field in [
+        ('"backup"]', '"bakup"]', "stack.userspace.endpoints[0].flags"),
+        ('scheduler = "default"', 'scheduler = "nosuch"', "stack.userspace.scheduler"),
+        ('host = "client"', 'host = "nobody"', "stack.userspace.endpoints[0].host"),
+    ]:
+        with pytest.raises(ExperimentError) as info:
+            load_experiment(write(tmp_path, text + opts.replace(old, new)))
+        assert info.value.field == field, info.value
+    # It runs the same traffic tool as the other stacks, with our stack's protocol.
     stacks.STACKS["userspace"].check_available()
-    argv = stacks.STACKS["userspace"].server(sys.executable, Path("unused"), "10.0.0.1", 1, None)
-    assert argv.argv[1:3] == ["-m", "mptcp_impl"]
-    done = subprocess.run([*argv.argv[:3], "--help"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "server" in done.stdout, done.stderr
+    cmd = stacks.STACKS["userspace"].server(sys.executable, Path("t.py"), "10.0.5.2", 1, None)
+    assert cmd.argv[1:3] == ["t.py", "server"] and "userspace" in cmd.argv
+    assert cmd.argv[cmd.argv.index("--listen") + 1] == "10.0.5.2:1"

@@ -43,6 +43,10 @@ duration_s = {duration}
 [stack.kernel-mptcp]
 endpoints = [{{ host = "client", link = "lte", flags = ["subflow"] }}]
 
+[stack.userspace]
+endpoints = [{{ host = "client", link = "lte", flags = ["subflow"] }}]
+limits = {{ subflows = 2, add_addr_accepted = 2 }}
+
 [metrics]
 warmup_s = 1.0
 """
@@ -259,3 +263,49 @@ def test_background_flow_runs_beside_the_main_one(tmp_path):
         "main-client.json",
         "main-server.json",
     ]
+
+
+def test_userspace_aggregates_over_both_paths(tmp_path):
+    # Our stack, 5 s of bulk download through the runner exactly as kernel-mptcp's run above.
+    exp = load_experiment(tiny(tmp_path, name="us", stacks='["userspace"]', duration=5))
+    res = run_experiment(exp, results_root=tmp_path / "results", progress=False, analyze=False)
+    (m,) = res.runs
+    assert m.ok and m.intact, m.errors
+    assert m.max_subflows == 2 and m.mptcp_fallback is False
+    by_addr = {k.split("->")[0].rsplit(":", 1)[0]: v for k, v in m.subflow_bytes.items()}
+    assert set(by_addr) == {"10.0.1.1", "10.0.2.1"}
+    assert all(v > 1_000_000 for v in by_addr.values()), by_addr
+    assert m.goodput_steady_mbit > 21, m.goodput_steady_mbit
+    d = res.run_dir / "traffic" / "userspace" / "rep1"
+    client = json.loads((d / "main-client.json").read_text())
+    server = json.loads((d / "main-server.json").read_text())
+    assert client["proto"] == server["proto"] == "userspace"
+    assert client["received_sha256"] == server["sent_sha256"]
+    assert client["bytes_received"] == server["bytes_sent"] > 10_000_000
+
+
+def test_userspace_failover_carries_on_over_lte(tmp_path):
+    # wifi silently blackholed at 3 s of 8: our stack must move the data to lte.
+    text = (
+        TINY.format(name="usfo", stacks='["userspace"]', duration=8)
+        + """
+[[events]]
+at = 3.0
+link = "wifi"
+action = "down"
+mode = "blackhole"
+"""
+    )
+    path = tmp_path / "usfo.toml"
+    path.write_text(text)
+    res = run_experiment(
+        load_experiment(path), results_root=tmp_path / "results", progress=False, analyze=False
+    )
+    (m,) = res.runs
+    assert m.ok and m.intact, m.errors
+    by_addr = {k.split("->")[0].rsplit(":", 1)[0]: v for k, v in m.subflow_bytes.items()}
+    assert all(v > 1_000_000 for v in by_addr.values()), by_addr
+    (f,) = m.failover
+    assert f.cut_path_bytes_after == 0, f.subflow_bytes_after
+    assert f.other_paths_bytes_after > 2_000_000, f.subflow_bytes_after
+    assert 0 < f.gap_s < 2.0 and f.goodput_after_mbit > 5, f

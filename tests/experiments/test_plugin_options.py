@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import stacks
-from experiments.config import ExperimentError, load_experiment
+from experiments.config import ExperimentError, FlowSpec, load_experiment
 
 EXP = """
 name = "plug"
@@ -54,20 +54,20 @@ def test_options_become_cli_flags_and_files_resolve_beside_the_experiment(tmp_pa
     opts = exp.stack_options["userspace"]
     assert opts["scheduler"] == f"{tmp_path / 'plug' / 'mine.py'}:Mine"
     st = stacks.STACKS["userspace"]
+    tool = Path(stacks.__file__).parent / "traffic.py"
     try:
         st.setup(None, opts, [])  # type: ignore[arg-type]
-        flow = type("F", (), {"bytes": 1000})()
-        cli = st.client(sys.executable, Path("unused"), "10.0.0.1:5000", flow, 1, Path("x"))
-        srv = st.server(sys.executable, Path("unused"), "10.0.0.1", 5000, Path("y"))
+        flow = FlowSpec(name="main", kind="bulk", direction="upload", bytes=1000)
+        cli = st.client(sys.executable, tool, "10.0.0.1:5000", flow, 1, Path("x"))
+        srv = st.server(sys.executable, tool, "10.0.0.1", 5000, Path("y"))
     finally:
         st.setup(None, {}, [])  # type: ignore[arg-type]
     for cmd in (cli, srv):
         a = cmd.argv
         assert a[a.index("--scheduler") + 1] == opts["scheduler"]
         assert a[a.index("--cc") + 1] == "lia" and a[a.index("--opportunistic") + 1] == "penalise"
-    # the CLI accepts exactly these flags
-    argv = [*cli.argv[:3], "client", "--connect", "1.2.3.4:1", "--bytes", "1", "--help"]
-    argv += cli.argv[cli.argv.index("--scheduler") :]
+    # the traffic tool, which runs our stack, accepts exactly these flags
+    argv = [*cli.argv, "--help"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 

@@ -20,7 +20,10 @@ from experiments.traffic import Payload, TrafficSpec
 from testbed.net import Testbed
 from testbed.topology import load_topology
 
-TOOL = Path(__file__).resolve().parents[2] / "experiments" / "traffic.py"
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "experiments" / "traffic.py"
+# Our stack through the same tool: mptcp_impl imported from this checkout.
+US = ["--import-path", str(REPO), "--limits", "subflows=2,add_addr_accepted=2"]
 
 
 def test_payload_is_deterministic_and_slicing_independent():
@@ -70,8 +73,16 @@ def testbed(tmp_path_factory):
         yield tb, work
 
 
-def exchange(tb, work: Path, name: str, proto: str, client_args: list[str]) -> tuple[dict, dict]:
+def exchange(
+    tb, work: Path, name: str, proto: str, client_args: list[str], extra: list[str] = ()
+) -> tuple[dict, dict]:
+    """extra: arguments for both ends (our stack's options)."""
     server, client = tb.host("server"), tb.host("client")
+    # Our stack listens on the server's own address (a packet endpoint, not a kernel socket).
+    listen = tb.addr("server", "server") if proto == "userspace" else "0.0.0.0"
+    # Its own port: the kernel tests' connections leave TIME-WAIT sockets on 5301, and our
+    # stack reserves its port with a kernel socket bound to it.
+    port = 5311 if proto == "userspace" else 5301
     tool_s, tool_c = work / name / "s" / "traffic.py", work / name / "c" / "traffic.py"
     server.put(TOOL, tool_s)
     client.put(TOOL, tool_c)
@@ -82,14 +93,16 @@ def exchange(tb, work: Path, name: str, proto: str, client_args: list[str]) -> t
             str(tool_s),
             "server",
             "--listen",
-            "0.0.0.0:5301",
+            f"{listen}:{port}",
             "--proto",
             proto,
             "--once",
             "--out",
             str(out_s),
+            *extra,
         ],
         stdout=subprocess.PIPE,
+        stderr=work / name / "server.stderr",
     )
     try:
         srv.wait_for_line(r"^listening ", stream="stdout", timeout=15)
@@ -99,12 +112,13 @@ def exchange(tb, work: Path, name: str, proto: str, client_args: list[str]) -> t
                 str(tool_c),
                 "client",
                 "--connect",
-                f"{tb.addr('server', 'server')}:5301",
+                f"{tb.addr('server', 'server')}:{port}",
                 "--proto",
                 proto,
                 "--out",
                 str(out_c),
                 *client_args,
+                *extra,
             ],
             timeout=60,
         )
@@ -180,3 +194,81 @@ def test_reqresp_and_stream_integrity(testbed):
     sent_mbit = s["bytes_sent"] * 8 / 1e6 / 2.0
     assert sent_mbit <= 4.0 * 2.01 / 2.0 + 1e-9, sent_mbit
     assert 0.75 * sent_mbit <= c["goodput_mbit"] <= 4.6, (c["goodput_mbit"], sent_mbit)
+
+
+def both_subflows(report: dict) -> dict[str, int]:
+    """The receiver's last per-subflow byte counts, by the client's address."""
+    _, last = report["subflow_samples"][-1]
+    by_addr: dict[str, int] = {}
+    for key, n in last.items():
+        a, b = (end.rsplit(":", 1)[0] for end in key.split("->"))
+        addr = a if a.startswith(("10.0.1.", "10.0.2.")) else b
+        by_addr[addr] = by_addr.get(addr, 0) + n
+    return by_addr
+
+
+@pytest.mark.net
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_userspace_bulk_integrity_over_both_paths(testbed, direction):
+    # Our stack at both ends, measured by the same code as the kernel's: 2 s each way, the
+    # client joining from lte on its own (the default: every other address). By duration, not
+    # by bytes: a few MB fit in our stack's buffers at once, the sender's close follows at
+    # once, and a connection that is closing refuses joins (as Linux's mptcp_finish_join).
+    tb, work = testbed
+    c, s = exchange(
+        tb,
+        work,
+        f"us-bulk-{direction}",
+        "userspace",
+        ["--kind", "bulk", "--direction", direction, "--duration", "2", "--seed", "6"],
+        US,
+    )
+    sender, receiver = (c, s) if direction == "upload" else (s, c)
+    n = sender["bytes_sent"]
+    expected = hashlib.sha256(Payload(6).take(n)).hexdigest()
+    assert not c["error"] and not s["error"], (c["error"], s["error"])
+    assert n > 2_000_000 and receiver["bytes_received"] == n
+    assert sender["sent_sha256"] == receiver["received_sha256"] == expected
+    assert receiver["mptcp_fallback"] is False and receiver["max_subflows"] == 2
+    assert receiver["samples"] and receiver["goodput_mbit"] > 1
+    by_addr = both_subflows(receiver)
+    assert set(by_addr) == {"10.0.1.1", "10.0.2.1"}, by_addr
+    # Every byte over one subflow or the other (the client's header rides along upstream, and
+    # data sent again on the other subflow is counted on both, as the kernel's counters do).
+    assert all(v > 50_000 for v in by_addr.values()), by_addr
+    assert n <= sum(by_addr.values()) <= n * 1.05 + 1000, by_addr
+    # The connection's own view rides along: the MIB of a real MP_CAPABLE + MP_JOIN.
+    mib = receiver["stack_info"]["mptcp"]["mib"]
+    assert mib.get("MPTcpExtMPJoinSynTx", 0) + mib.get("MPTcpExtMPJoinSynRx", 0) == 1, mib
+
+
+@pytest.mark.net
+def test_userspace_reqresp_and_stream_integrity(testbed):
+    tb, work = testbed
+    c, s = exchange(
+        tb,
+        work,
+        "us-rr",
+        "userspace",
+        ["--kind", "reqresp", "--req-bytes", "500", "--resp-bytes", "20000", "--count", "5"],
+        US,
+    )
+    creq, sresp = Payload(1), Payload(1)
+    assert c["sent_sha256"] == s["received_sha256"]
+    assert c["sent_sha256"] == hashlib.sha256(creq.take(2500)).hexdigest()
+    assert s["sent_sha256"] == c["received_sha256"]
+    assert c["received_sha256"] == hashlib.sha256(sresp.take(100_000)).hexdigest()
+    assert len(c["latencies_ms"]) == 5 and min(c["latencies_ms"]) >= 19
+
+    c, s = exchange(
+        tb,
+        work,
+        "us-stream",
+        "userspace",
+        ["--kind", "stream", "--rate-mbit", "4", "--duration", "2", "--direction", "upload"],
+        US,
+    )
+    assert c["sent_sha256"] == s["received_sha256"] and c["bytes_sent"] == s["bytes_received"]
+    sent_mbit = c["bytes_sent"] * 8 / 1e6 / 2.0
+    assert sent_mbit <= 4.0 * 2.01 / 2.0 + 1e-9, sent_mbit
+    assert 0.75 * sent_mbit <= s["goodput_mbit"] <= 4.6, (s["goodput_mbit"], sent_mbit)

@@ -131,3 +131,27 @@ def test_queued_option_leaves_in_the_same_flush_as_the_data_an_ack_released():
     assert any(seg.payload for seg in burst), "the ACK released no data: the test tests nothing"
     with_echo = [s for s in burst if any(o == echo for o in find_mptcp(s.options))]
     assert with_echo and not with_echo[0].payload, [len(s.payload) for s in burst]
+
+
+def test_peer_backup_subflow_carries_nothing_while_the_other_works():
+    # The client joins from C2 as a backup endpoint (MP_JOIN's B flag): the server, which
+    # sends here, must keep it idle while the initial subflow works (the handover experiment:
+    # our server sent 19 MB on the client's backup lte subflow, Linux's sent nothing).
+    net, client, server, p1, p2 = two_path_net(seed=5)
+    cfg = MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow", "backup"}), 1)])
+    conn = net.connect(client, C1, (S, 5001), cfg)
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(b"go")
+    net.flush(client, conn)
+    net.run(2.0, stop=lambda: server.accepted and len(server.accepted[0].subflows) == 2)
+    srv = server.accepted[0]
+    assert len(srv.subflows) == 2
+    data = bytes(range(256)) * 4000
+    srv.send(data)
+    net.flush(server, srv)
+    net.run(net.now + 20.0, stop=lambda: len(client.rx[id(conn)]) >= len(data))
+    assert bytes(client.rx[id(conn)]) == data
+    by_local = {s.local[0]: s.bytes_sent for s in srv.all_subflows()}
+    backup = [s for s in srv.all_subflows() if s.remote[0] == C2]
+    assert backup and backup[0].peer_backup, by_local
+    assert backup[0].bytes_sent == 0, [(s.remote, s.bytes_sent) for s in srv.all_subflows()]

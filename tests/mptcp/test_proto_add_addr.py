@@ -141,3 +141,56 @@ def test_server_announces_signal_endpoint_with_rightmost_hmac():
     assert not a.echo and a.addr_id == 4 and str(a.address) == "10.0.0.5"
     assert a.hmac == crypto.add_addr_hmac(conn.local_key, KEY, 4, a.address, None)
     assert conn.mib["AddAddrTx"] == 1
+
+
+def _signal_server(timeout: float = 1.0):
+    cfg = MptcpConfig(
+        endpoints=[Endpoint("10.0.0.5", frozenset({"signal"}), 4)], add_addr_timeout=timeout
+    )
+    return established_server(key=KEY, config=cfg)
+
+
+def _announced(box: Box) -> list[AddAddr]:
+    return [o for _, s in box.sent for o in [one(s, AddAddr)] if o is not None and not o.echo]
+
+
+def test_add_addr_resent_until_echoed():
+    """Linux's add_addr_timeout: not echoed, the ADD_ADDR goes again after the timeout."""
+    box, f = _signal_server()
+    conn = box.conn
+    box.advance(0.5)
+    assert len(_announced(box)) == 1
+    box.advance(0.6)  # 1.1 s: resent once
+    assert len(_announced(box)) == 2 and conn.mib["AddAddrTx"] == 2
+    a = _announced(box)[0]
+    box.feed(f, f.seg(ACK, AddAddr(a.addr_id, a.address, echo=True), data_ack(conn, 1)))
+    assert conn.mib["EchoAdd"] == 1
+    box.advance(5.0)
+    assert len(_announced(box)) == 2, "resent after its echo"
+
+
+def test_add_addr_resent_three_times_at_most():
+    """mptcp_join.sh 'signal address, ADD_ADDR timeout': 4 ADD_ADDRs in all, no echo."""
+    box, f = _signal_server()
+    conn = box.conn
+    box.advance(10.0)
+    assert len(_announced(box)) == 4 and conn.mib["AddAddrTx"] == 4
+    assert conn.get_timer() is None or conn.get_timer() > box.now  # nothing pending forever
+
+
+def test_add_addr_not_resent_after_remove():
+    box, f = _signal_server()
+    conn = box.conn
+    box.advance(0.5)
+    conn.remove_addresses([4], box.now)
+    box.advance(5.0)
+    assert len(_announced(box)) == 1 and conn.mib["RmAddrTx"] == 1
+
+
+def test_add_addr_echo_of_another_id_does_not_stop_resending():
+    box, f = _signal_server()
+    conn = box.conn
+    box.advance(0.2)
+    box.feed(f, f.seg(ACK, AddAddr(9, ADDR, echo=True), data_ack(conn, 1)))
+    box.advance(1.0)
+    assert len(_announced(box)) == 2

@@ -82,3 +82,24 @@ def test_restored_path_carries_data_again(seed):
     k = on_path1[0]
     assert after[k] > before.get(k, 0) + 100_000, "the restored path carries no new data"
     assert not any(s.stale for s in conn.subflows)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_close_completes_with_the_cut_path_still_down(seed):
+    # Both DATA_FINs must get through lte. The server (the receiver here) never sent data on
+    # the cut path, so only the client knows it is dead: a DATA_FIN resent on the same dead
+    # subflow, again and again, would hold the close for good.
+    net, client, server, conn, srv, data, marks, p1 = _app_limited_transfer(
+        seed, cut=1.0, restore=None, until=3.0
+    )
+    assert not p1.up and len(server.rx[id(srv)]) == len(data)
+    srv.close(net.now)
+    net.flush(server, srv)
+    net.run(net.now + 20.0, stop=lambda: "PeerClosed" in kinds(client.events[id(conn)]))
+    assert "PeerClosed" in kinds(client.events[id(conn)])
+    conn.close(net.now)
+    net.flush(client, conn)
+    net.run(net.now + 20.0, stop=lambda: "PeerClosed" in kinds(server.events[id(srv)]))
+    assert "PeerClosed" in kinds(server.events[id(srv)])
+    net.run(net.now + 20.0, stop=lambda: conn._fin_acked and srv._fin_acked)
+    assert conn._fin_acked and srv._fin_acked

@@ -139,3 +139,24 @@ def test_server_second_data_stripped_after_mpc_data_falls_back_in_order():
     box.advance(0.1)
     assert conn.fallback and conn.mib["DssFallback"] == 1
     assert conn.read() == b"1" * 100 + b"2" * 100 + b"3" * 100
+
+
+def test_syn_retries_without_mp_capable_after_two_lost():
+    """Linux (syn_retrans_before_tcp_fallback = 2, MPCapableSYNTXDrop): the first two SYNs
+    carry MP_CAPABLE; once both are lost the third goes without it, and the connection is
+    plain TCP from there (no MPCapableFallbackSYNACK for the answer without MP_CAPABLE)."""
+    from mptcp_impl.mptcp.options import MpCapable
+
+    from .peer import ACK, PORT, SYN, THEM, US, Box, Flow, one
+
+    box = Box()
+    f = Flow((THEM, PORT), (US, 40000), 0x77)
+    syn1 = box.connect(f)
+    syns = [syn1] + [s for s in box.advance(4.0) if s.flags & SYN]
+    assert len(syns) >= 3
+    assert [one(s, MpCapable) is not None for s in syns[:3]] == [True, True, False]
+    conn = box.conn
+    assert conn.fallback and conn.mib["MPCapableSYNTXDrop"] == 1
+    assert all(not s.options or one(s, MpCapable) is None for s in syns[2:])
+    box.feed(f, f.seg(SYN | ACK))
+    assert conn.mib["MPCapableFallbackSYNACK"] == 0 and "Connected" in box.kinds()

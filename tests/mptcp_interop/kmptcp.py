@@ -1,12 +1,15 @@
 """Linux-kernel MPTCP (or plain TCP) peers, run inside the testbed's namespaces.
 
     python -m tests.mptcp_interop.kmptcp server --listen IP:PORT [--tcp] [--progress MB]
+                                               [--close-unread MB]
     python -m tests.mptcp_interop.kmptcp client --connect IP:PORT --bytes N [--tcp] [--bind IP]
                                                [--progress MB]
 
 Both speak the stream of ``mptcp_impl.cli`` (``pattern_block``) so sha256s compare. A server
 prints "listening" on stderr once it listens and, with ``--progress MB``, "progress K" each time
-another MB megabytes have arrived (a client: have been written; so that tests can act mid-transfer without sleeping). Each
+another MB megabytes have arrived (a client: have been written; so that tests can act mid-transfer without sleeping). A server with ``--close-unread MB`` stops reading after MB megabytes
+and closes with data still unread: Linux's MPTCP then resets the connection with MP_FASTCLOSE
+(``__mptcp_close``). Each
 prints one JSON line on stdout at the end, with ``mptcp``: what the kernel says of the socket
 (TCP_IS_MPTCP and MPTCP_INFO, read before close).
 """
@@ -98,8 +101,14 @@ def server(a: argparse.Namespace) -> None:
     step = int(a.progress * 1_000_000) if a.progress else 0
     next_mark = step
     t0 = time.monotonic()
+    stop_at = int(a.close_unread * 1_000_000) if a.close_unread else 0
+    err = None
     while True:
-        d = c.recv(1 << 16)
+        try:
+            d = c.recv(1 << 16)
+        except OSError as e:  # reset by the peer (a test's fastclose)
+            err = f"{type(e).__name__}: {e}"
+            break
         if not d:
             break
         n += len(d)
@@ -107,6 +116,9 @@ def server(a: argparse.Namespace) -> None:
         while step and n >= next_mark:
             print(f"progress {next_mark // step}", file=sys.stderr, flush=True)
             next_mark += step
+        if stop_at and n >= stop_at:
+            time.sleep(0.3)  # more arrives and stays unread
+            break
     dur = time.monotonic() - t0
     view = kernel_view(c, a.tcp)
     c.close()
@@ -119,6 +131,8 @@ def server(a: argparse.Namespace) -> None:
         "peer": list(peer),
         "kernel": view,
     }
+    if err:
+        res["error"] = err
     print(json.dumps(res), flush=True)
 
 
@@ -166,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--listen", required=True)
     s.add_argument("--tcp", action="store_true", help="plain TCP instead of MPTCP")
     s.add_argument("--progress", type=float, default=0, help="report every N MB on stderr")
+    s.add_argument(
+        "--close-unread", type=float, default=0, help="close with unread data after N MB"
+    )
     c = sub.add_parser("client")
     c.add_argument("--connect", required=True)
     c.add_argument("--bytes", type=int, required=True)

@@ -1,0 +1,140 @@
+"""DSS checksums and MP_FAIL against a scripted peer (packetdrill dss/ with checksums, mp_fail):
+negotiated as Linux does (flag A from either side: both use them), every mapping of ours carries
+the right checksum, a wrong one from the peer with a single subflow draws MP_FAIL and the data
+goes on until the peer's infinite mapping makes the connection plain TCP; with two subflows the
+subflow is reset (MP_FAIL and MP_TCPRST 'middlebox interference'); the peer's MP_FAIL makes us
+answer with MP_FAIL and an infinite mapping."""
+
+from __future__ import annotations
+
+import random
+
+from mptcp_impl.mptcp import crypto
+from mptcp_impl.mptcp.ctrl import MptcpConfig
+from mptcp_impl.mptcp.options import Dss, MpCapable, MpFail, TcpRst
+
+from .peer import ACK, PORT, RST, SYN, THEM, US, Box, Flow, data_ack, dss_of, mapping, one
+from .test_proto_join import KEY
+from .test_proto_mp_prio import joined
+
+
+def csum_server(config: MptcpConfig | None = None, peer_asks: bool = True) -> tuple[Box, Flow]:
+    box = Box(config=config or MptcpConfig())
+    f = Flow((THEM, 40000), (US, PORT), KEY)
+    (synack,) = box.syn(f, f.seg(SYN, MpCapable(checksum_required=peer_asks)))
+    mpc = one(synack, MpCapable)
+    lk = mpc.sender_key
+    box.feed(f, f.seg(ACK, MpCapable(checksum_required=True, sender_key=KEY, receiver_key=lk)))
+    assert box.conn.fully_established and box.conn.checksum
+    assert mpc.checksum_required  # flag A back: both use them
+    return box, f
+
+
+def test_dss_checksum_of_sum_is_dss_checksum():
+    rng = random.Random(5)
+    for n in (0, 1, 2, 3, 1000, 1001, 65535):
+        data = rng.randbytes(n)
+        dsn, ssn = rng.getrandbits(64), rng.getrandbits(32)
+        assert crypto.dss_checksum_of_sum(dsn, ssn, n, crypto.payload_sum(data)) == (
+            crypto.dss_checksum(dsn, ssn, n, data)
+        )
+
+
+def test_checksum_negotiated_when_only_we_ask():
+    box, f = csum_server(MptcpConfig(checksum=True), peer_asks=False)
+    assert box.conn.checksum
+
+
+def test_our_mappings_carry_valid_checksums():
+    box, f = csum_server()
+    conn = box.conn
+    payload = random.Random(1).randbytes(20_000)
+    conn.send(payload)
+    segs = [s for s in box.out() if s.payload]
+    assert segs
+    maps = {}
+    for s in segs:
+        d = dss_of(s)
+        assert d.checksum is not None
+        assert d.subflow_seq <= f.rel_seq(s) < d.subflow_seq + d.data_len
+        maps[d.dsn] = d
+    for d in maps.values():
+        off = d.dsn - conn.local_idsn - 1
+        assert crypto.dss_checksum_ok(
+            d.dsn, d.subflow_seq, d.data_len, payload[off : off + d.data_len], d.checksum
+        )
+
+
+def test_peer_checksum_verified_and_wrong_one_draws_mp_fail_single_subflow():
+    box, f = csum_server()
+    conn = box.conn
+    a, b = b"a" * 500, b"b" * 500
+    good = crypto.dss_checksum(f.idsn + 1, 1, 500, a)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 500, checksum=good), payload=a))
+    assert conn.readable == 500 and conn.mib["DataCsumErr"] == 0
+    n = len(box.sent)
+    bad = crypto.dss_checksum(f.idsn + 501, 501, 500, b) ^ 1
+    box.feed(
+        f,
+        f.seg(ACK, data_ack(conn, 1), mapping(f, 501, 501, 500, checksum=bad), seq=501, payload=b),
+    )
+    assert conn.mib["DataCsumErr"] == 1
+    fails = [o for _, s in box.sent[n:] for o in [one(s, MpFail)] if o is not None]
+    assert [o.dsn for o in fails] == [f.idsn + 501] and conn.mib["MPFailTx"] == 1
+    assert conn.read() == a + b  # single subflow: the data goes on
+    # the peer's answer: its own MP_FAIL, then data with the infinite mapping -> plain TCP
+    box.feed(f, f.seg(ACK, MpFail(dsn=f.idsn + 501), data_ack(conn, 1), seq=1001))
+    c = b"c" * 300
+    inf = Dss(dsn=(f.idsn + 1001), dsn64=True, subflow_seq=0, data_len=0, checksum=0)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), inf, seq=1001, payload=c))
+    assert conn.mib["InfiniteMapRx"] == 1 and conn.fallback
+    box.feed(f, f.seg(ACK, seq=1301, payload=b"d" * 10))
+    assert conn.read() == c + b"d" * 10
+    assert conn.mib["MPFailRx"] == 1 and "Reset" not in box.kinds()
+
+
+def test_wrong_checksum_with_two_subflows_resets_that_subflow():
+    box, f = csum_server()
+    conn = box.conn
+    f2 = joined(box)
+    data = b"z" * 400
+    bad = crypto.dss_checksum(f.idsn + 1, 1, 400, data) ^ 0xFF
+    n = len(box.sent)
+    box.feed(f2, f2.seg(ACK, data_ack(conn, 1), mapping(f2, 1, 1, 400, checksum=bad), payload=data))
+    rst = [(sub, s) for sub, s in box.sent[n:] if s.flags & RST]
+    ((sub, seg),) = rst
+    assert sub is box.sub_for(f2)
+    assert one(seg, MpFail).dsn == f.idsn + 1 and one(seg, TcpRst).reason == 6
+    assert conn.mib["DataCsumErr"] == 1 and conn.mib["MPFailTx"] == 1
+    assert conn.readable == 0 and len(conn.subflows) == 1 and not conn.fallback
+
+
+def test_peer_mp_fail_we_answer_and_send_infinite_mapping():
+    box, f = csum_server()
+    conn = box.conn
+    conn.send(b"x" * 1000)
+    box.out()
+    box.feed(f, f.seg(ACK, MpFail(dsn=conn.local_idsn + 1), data_ack(conn, 1001), ack=1001))
+    assert conn.mib["MPFailRx"] == 1 and conn.mib["MPFailTx"] == 1
+    conn.send(b"y" * 1000)
+    segs = [s for s in box.out() if s.payload]
+    d = dss_of(segs[0])
+    assert d.data_len == 0 and d.subflow_seq == 0 and d.dsn == conn.local_idsn + 1001
+    assert conn.mib["InfiniteMapTx"] == 1 and conn.fallback
+    assert all(not s.options or one(s, Dss) is None for s in segs[1:])  # plain TCP after
+    assert b"".join(s.payload for s in segs) == b"y" * 1000
+
+
+def test_wrong_checksum_on_the_first_mapping_falls_back_at_once():
+    """Linux's subflow_can_fallback: no checksum of the peer's has passed yet, so a middlebox
+    changed the data from the start: plain TCP, no MP_FAIL."""
+    box, f = csum_server()
+    conn = box.conn
+    a = b"q" * 300
+    bad = crypto.dss_checksum(f.idsn + 1, 1, 300, a) ^ 3
+    n = len(box.sent)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 300, checksum=bad), payload=a))
+    assert conn.fallback and conn.mib["DataCsumErr"] == 1 and conn.mib["MPFailTx"] == 0
+    assert not [s for _, s in box.sent[n:] if one(s, MpFail) is not None]
+    box.feed(f, f.seg(ACK, seq=301, payload=b"r" * 10))
+    assert conn.read() == a + b"r" * 10
