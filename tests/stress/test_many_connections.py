@@ -6,7 +6,8 @@ ours (one process, one asyncio loop, a join from lte) all connect at once and se
 connection k the stream of seed k. Checks: the server's 100 sha256s are exactly those of the
 100 streams (each intact, none mixed with another), each connection had two subflows on both
 ends, both carried data and none fell back, and once all is done the server
-holds no connection, no token and no more file descriptors than before (SIGUSR1 dumps what it
+holds no connection, token, timer or endpoint but its listener, and no more file descriptors
+than before (SIGUSR1 dumps what it
 holds; /proc/PID/fd), and our MIB counted no error. Figures: connections/s, aggregate goodput,
 the server's CPU. Bigger numbers: ``./inv bench-stress --case many``.
 """
@@ -151,6 +152,7 @@ def run_many(tb: Testbed, work: Path, n_linux: int, n_ours: int, nbytes: int, po
     assert held["conns"] == [], f"{len(held['conns'])} connections left: {held['conns'][:3]}"
     assert held["tokens"] == 0 and held["mptcp_conns"] == 0, held
     assert held["endpoints"] == 1, held  # the listener's
+    assert held["timers"] == 0, held
     # (the one rtnetlink socket of the address watch opens with the first MPTCP connection)
     new = [f for f in fds1 if f not in fds0 and f not in netlink]
     assert not new, f"file descriptors {fds0} -> {fds1}"
