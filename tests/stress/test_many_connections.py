@@ -4,12 +4,12 @@ two_path (made faster), our CLI server without ``--once``; 50 Linux MPTCP client
 a thread each, the second subflow from an ``ip mptcp endpoint ... subflow`` on lte) and 50 of
 ours (one process, one asyncio loop, a join from lte) all connect at once and send 200 KB each,
 connection k the stream of seed k. Checks: the server's 100 sha256s are exactly those of the
-100 streams (each intact, none mixed with another), each connection had two subflows on both
-ends, both carried data and none fell back, and once all is done the server
-holds no connection, token, timer or endpoint but its listener, and no more file descriptors
-than before (SIGUSR1 dumps what it
-holds; /proc/PID/fd), and our MIB counted no error. Figures: connections/s, aggregate goodput,
-the server's CPU. Bigger numbers: ``./inv bench-stress --case many``.
+100 streams (each intact, none mixed with another); each connection had two subflows on both
+ends, both carried data, none fell back, our MIB counted no error; once all is done the server
+holds no connection, token, pending timer or endpoint but its listener (SIGUSR1's "held"
+line) and no new file descriptor but the address watch's rtnetlink socket (/proc/PID/fd).
+Figures: connections/s, aggregate goodput, the server's CPU. Bigger numbers: ``./inv
+bench-stress --case many``.
 """
 
 from __future__ import annotations
