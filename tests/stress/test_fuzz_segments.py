@@ -13,11 +13,11 @@ TARGET = 100_000
 
 
 def test_fuzz_100k_mutated_segments():
-    t0 = time.perf_counter()
-    t = fuzz(TARGET, budget_s=120)
-    dt = time.perf_counter() - t0
-    print(f"{t.mutated} mutated segments in {t.runs} connections, {dt:.1f} s: {t}")
-    assert t.mutated >= TARGET, f"only {t.mutated} in the time budget"
+    t0, c0 = time.perf_counter(), time.process_time()
+    t = fuzz(TARGET, budget_s=90)  # CPU seconds (about 25 when the machine is not loaded)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"{t.mutated} mutated segments in {t.runs} connections, {dt:.1f} s, CPU {cpu:.1f} s: {t}")
+    assert t.mutated >= TARGET, f"only {t.mutated} in the CPU budget"
     assert all(v > TARGET // 10 for v in t.by_kind.values()), t.by_kind
     assert t.bad_checksum_dropped > TARGET // 10
     assert t.completed >= t.runs // 4, "almost nothing completed: the fuzz tests little"
