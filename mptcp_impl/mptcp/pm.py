@@ -201,6 +201,12 @@ class KernelPathManager(PathManager):
             return
         if any(s.local[0] == address for s in self.subflows):
             return
+        init = self.conn.initial
+        if init is not None and init.local[0] == address:
+            # the first subflow's address is back (its subflow was closed when it went
+            # away): join from it again, or the connection stays on the others for good
+            self.open_subflow(address)
+            return
         for ep in self.conn.config.endpoints or ():
             if ep.address == address and "subflow" in ep.flags:
                 self.open_subflow(address, backup="backup" in ep.flags)

@@ -378,6 +378,22 @@ def test_backup_on_loss_and_kernel_interface_events():
     net2.flush(client, conn)
     net2.run(6.0)
     assert len(server.rx[id(server.accepted[0])]) == 200_001
+    # the first subflow's address too (handover: wifi down, then back): a subflow from it
+    # again, which carries data
+    conn.interface_down(C1, net2.now)
+    net2.flush(client, conn)
+    net2.run(7.0)
+    assert [s.local[0] for s in conn.subflows] == [C2]
+    conn.interface_up(C1, net2.now)
+    net2.flush(client, conn)
+    net2.run(8.0)
+    assert sorted(s.local[0] for s in conn.subflows) == [C1, C2]
+    back = next(s for s in conn.subflows if s.local[0] == C1)
+    conn.send(bytes(400_000))
+    net2.flush(client, conn)
+    net2.run(12.0)
+    assert len(server.rx[id(server.accepted[0])]) == 600_001
+    assert back.bytes_sent > 0
 
 
 def test_kernel_pm_closes_the_subflow_to_a_removed_address():
