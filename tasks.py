@@ -89,10 +89,23 @@ def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
         "set_": "override, e.g. links.lte.delay_ms=50 or traffic.duration_s=5 (repeatable)",
         "reps": "repetitions (overrides the file)",
         "results": "results root (default: results/)",
+        "inventory": "run on the real machines of this TOML file, over SSH (README: scaling out)",
+        "workers": "spread the runs over the workers of this TOML file (Fabric, over SSH)",
+        "accept_new_host_keys": "accept host keys not in known_hosts yet (and record them)",
     },
     iterable=["set_"],
 )
-def run(c, experiment, stack=None, set_=None, reps=None, results=None):
+def run(
+    c,
+    experiment,
+    stack=None,
+    set_=None,
+    reps=None,
+    results=None,
+    inventory=None,
+    workers=None,
+    accept_new_host_keys=False,
+):
     """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
     from experiments.__main__ import run_cli
 
@@ -103,6 +116,9 @@ def run(c, experiment, stack=None, set_=None, reps=None, results=None):
             sets=set_ or [],
             reps=int(reps) if reps is not None else None,
             results=results,
+            inventory=inventory,
+            workers=workers,
+            accept_new_host_keys=accept_new_host_keys,
         )
     )
 

@@ -43,22 +43,49 @@ def run_cli(
     results: str | None = None,
     quiet: bool = False,
     analyze: bool = True,
+    inventory: str | None = None,
+    workers: str | None = None,
+    accept_new_host_keys: bool = False,
+    only_runs: list[int] | None = None,
 ) -> int:
-    """Validate, run, print where the results are and the summary; exit status says it all."""
+    """Validate, run, print where the results are and the summary; exit status says it all.
+
+    inventory: run on the real machines of that file (testbed.sshnet); workers: spread the
+    campaign's runs over the workers of that file (experiments.workers)."""
     # Imported here, not at the top: the runner brings Mininet and the analysis package
     # (0.6-2 s measured on this machine), which `./inv list` and a file's validation errors
     # do not need.
+    from experiments.remote import RemoteError, open_network
     from experiments.runner import run_experiment
 
     try:
         exp = load_experiment(file, sets or [], stack=stack, reps=reps)
-        res = run_experiment(
-            exp,
-            results_root=Path(results) if results else None,
-            progress=not quiet,
-            analyze=analyze,
-        )
-    except (ExperimentError, StackUnavailable) as e:
+        if workers and inventory:
+            raise RemoteError(
+                "--inventory (the experiment's hosts are real machines) and --workers (each "
+                "run on a worker's own Mininet) are two different things: give one"
+            )
+        if workers:
+            from experiments.workers import run_on_workers
+
+            return run_on_workers(
+                exp,
+                workers,
+                results_root=Path(results) if results else None,
+                accept_new_host_keys=accept_new_host_keys,
+                progress=not quiet,
+                analyze=analyze,
+            )
+        with open_network(exp, inventory, accept_new_host_keys) as network:
+            res = run_experiment(
+                exp,
+                results_root=Path(results) if results else None,
+                progress=not quiet,
+                analyze=analyze,
+                network=network,
+                only_runs=only_runs,
+            )
+    except (ExperimentError, StackUnavailable, RemoteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = write_summary([res.run_dir], res.run_dir / "summary.md", title=exp.name)
@@ -96,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results", help="results root (default: results/)")
     r.add_argument("--quiet", action="store_true", help="no progress on stderr")
     r.add_argument("--no-analysis", action="store_true")
+    r.add_argument("--inventory", help="run on the real machines of this TOML file (over SSH)")
+    r.add_argument("--workers", help="spread the runs over the workers of this TOML file")
+    r.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="accept (and record in known_hosts) host keys not seen before",
+    )
+    r.add_argument("--runs", help="only these run indices (comma-separated; a worker's share)")
     sub.add_parser("list", help="experiments, topologies and stacks")
     a = ap.parse_args(argv)
     if a.cmd == "list":
@@ -109,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         results=a.results,
         quiet=a.quiet,
         analyze=not a.no_analysis,
+        inventory=a.inventory,
+        workers=a.workers,
+        accept_new_host_keys=a.accept_new_host_keys,
+        only_runs=[int(x) for x in a.runs.split(",")] if a.runs else None,
     )
 
 

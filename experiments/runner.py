@@ -170,6 +170,18 @@ def _path_rates(tb: Network, flow: FlowSpec) -> dict[str, float]:
     return out
 
 
+def _node_pid(tb: Network, node: str) -> int | None:
+    try:
+        return getattr(tb.host(node), "pid", None)
+    except KeyError:  # a node no host plays (the network of real machines)
+        return None
+
+
+def _python(tb: Network, host: str) -> str:
+    """The python a host runs our programs with (a network may say; else this one's)."""
+    return tb.python(host) if hasattr(tb, "python") else sys.executable
+
+
 def _server_addr(tb: Network, host: str) -> str:
     return tb.addr(host, tb.topo.links_of(host)[0].name)
 
@@ -267,27 +279,27 @@ class RunExecutor:
         workdir = self.run_dir / "logs" / "testbed" / label
         with self.network(topo, workdir=workdir, seed=spec.seed) as tb:
             # Each node's pid where it has one (a namespace on this machine): crash forensics.
-            nodes = {n: getattr(tb.host(n), "pid", None) for n in topo.nodes}
+            nodes = {n: _node_pid(tb, n) for n in tb.topo.nodes}
             _write_json(logs / "nodes.json", nodes)
             try:
                 self._setup_stacks(tb, flows, logs)
                 cap = tb.capture(self.run_dir / "pcap" / label)
-                before = _mptcp_counters(tb, topo.hosts)
+                before = _mptcp_counters(tb, tb.topo.hosts)
                 results = self._traffic(tb, spec, flows, remote, logs, procs)
-                counters = _counters_delta(before, _mptcp_counters(tb, topo.hosts))
+                counters = _counters_delta(before, _mptcp_counters(tb, tb.topo.hosts))
                 mbox_stats = tb.middlebox_stats() if hasattr(tb, "middlebox_stats") else {}
                 cap.stop()
             finally:
                 for p in procs:
                     if p.returncode is None:
                         p.stop(signal.SIGTERM, timeout=3)
-                for h in topo.hosts:
+                for h in tb.topo.hosts:
                     tb.host(h).run(["rm", "-rf", str(remote)], check=False)
             path_rates = _path_rates(tb, spec.traffic)
             path_links = {p.name: list(p.links) for p in tb.paths if p.name in path_rates}
             link_addrs = {
                 lk.name: lk.addr_of(spec.traffic.client)
-                for lk in topo.links_of(spec.traffic.client)
+                for lk in tb.topo.links_of(spec.traffic.client)
             }
         main = results["flows"][0]
         for fr in results["flows"]:
@@ -435,7 +447,9 @@ class RunExecutor:
         tool = remote / flow.server / "traffic.py"
         host.put(TOOL, tool)
         out = remote / flow.server / f"{flow.name}-server.json"
-        cmd = stack.server(sys.executable, tool, _server_addr(tb, flow.server), flow.port, out)
+        cmd = stack.server(
+            _python(tb, flow.server), tool, _server_addr(tb, flow.server), flow.port, out
+        )
         log.info("%s: start server on %s: %s", spec.label, flow.server, " ".join(cmd.argv))
         pipe_out = cmd.ready_stream == "stdout"
         p = host.start(
@@ -464,7 +478,7 @@ class RunExecutor:
         host.put(TOOL, tool)
         out = remote / flow.client / f"{flow.name}-client.json"
         connect = f"{_server_addr(tb, flow.server)}:{flow.port}"
-        cmd = stack.client(sys.executable, tool, connect, flow, seed, out)
+        cmd = stack.client(_python(tb, flow.client), tool, connect, flow, seed, out)
         log.info("%s: start client on %s: %s", spec.label, flow.client, " ".join(cmd.argv))
         p = host.start(
             cmd.argv,
@@ -575,6 +589,7 @@ def run_experiment(
     analyze: bool = True,
     stream: TextIO | None = None,
     network: NetworkFactory = Testbed,
+    only_runs: list[int] | None = None,
 ) -> CampaignResult:
     """Run every resolved run of `exp`; write results; return where they are.
 
@@ -585,12 +600,16 @@ def run_experiment(
     testbed has been torn down.
     """
     runs = resolve_runs(exp)
+    if only_runs is not None:  # a share of the campaign (a worker's): indices of resolve_runs
+        runs = [r for r in runs if r.index in set(only_runs)]
     for name in sorted({r.stack for r in runs} | {b.stack for b in exp.background}):
         STACKS[name].check_available()  # StackUnavailable before anything is created
     run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
     (run_dir / "logs").mkdir()
     (run_dir / "experiment.toml").write_text(exp.text)
     meta = _metadata(exp, run_id, runs)
+    if hasattr(network, "describe"):  # e.g. the machines of an inventory
+        meta["network"] = network.describe()
     _write_json(run_dir / "metadata.json", meta)
 
     handler = logging.FileHandler(run_dir / "logs" / "runner.log")

@@ -302,7 +302,7 @@ class UserspaceStack(MptcpOptions):
     own event loop, and takes the host's endpoints, limits and scheduler on its command line
     (our stack has no per-host state: setup() only resolves them per host). The tool imports
     mptcp_impl from this checkout (--import-path), which a Mininet host shares; a real host
-    must have the project at the same path. Both ends run our stack: the server listens on its
+    (testbed.sshnet) from the project's copy there (`project_dir`). Both ends run our stack: the server listens on its
     own address (and on its `signal` endpoints), not on 0.0.0.0.
     """
 
@@ -351,13 +351,15 @@ class UserspaceStack(MptcpOptions):
                 for addr, _, flags in mine
                 for a in ("--endpoint", f"{addr},{flags.replace(' ', ',')}")
             ]
+            # the project's copy on that host (real machines: testbed.sshnet), else ours
+            root = tb.project_dir(h) if hasattr(tb, "project_dir") else str(REPO)
             self._args[h] = [
                 *(args or ["--endpoint", "none"]),
                 "--limits",
                 ",".join(f"{k}={v}" for k, v in limits.items()),
                 *plugins,
                 "--import-path",
-                str(REPO),
+                root,
             ]
             for lk in tb.topo.links_of(h):
                 self._host_of[lk.addr_of(h)] = h

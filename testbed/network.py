@@ -2,7 +2,7 @@
 and the machines.
 
 `testbed.net.Testbed` (Mininet namespaces on this machine) is one implementation; a set of real
-machines reached over SSH (testbed.ssh.SshHost as their Host) is meant to be another. The runner
+machines reached over SSH (testbed.ssh.SshHost as their Host) is another (testbed.sshnet.SshNetwork, from an inventory). The runner
 only ever holds a `Network`, made by a `NetworkFactory` it is given.
 """
 

@@ -156,23 +156,42 @@ class SshHost:
         key_filename: str | None = None,
         connect_timeout: float = 10.0,
         known_hosts: str | None = None,
+        accept_new_host_key: bool = False,
+        env: dict[str, str] | None = None,
     ):
+        """known_hosts: the server's key must be in that file (a changed key is always
+        refused); an unknown one too, unless accept_new_host_key, which then records it there.
+        Without known_hosts (a lab machine we set up ourselves) the key is trusted on first use.
+        env: set for every process started here (e.g. PYTHONPATH of a copied project)."""
         self.name = name
+        self.env = dict(env or {})
         self.client = paramiko.SSHClient()
         if known_hosts:
-            self.client.load_host_keys(known_hosts)
-            self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            if Path(known_hosts).exists():
+                self.client.load_host_keys(known_hosts)
+            elif not accept_new_host_key:
+                raise FileNotFoundError(f"known_hosts file {known_hosts} does not exist")
+            if accept_new_host_key:  # recorded in known_hosts once connected
+                self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            else:
+                self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         else:  # a lab machine we set up ourselves: trust it on first use
             self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        self.client.connect(
-            hostname,
-            port=port,
-            username=username,
-            key_filename=key_filename,
-            timeout=connect_timeout,
-            allow_agent=False,
-            look_for_keys=False,
-        )
+        try:
+            self.client.connect(
+                hostname,
+                port=port,
+                username=username,
+                key_filename=key_filename,
+                timeout=connect_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except BaseException:
+            self.client.close()  # a refused key or host key leaves no half-open session
+            raise
+        if known_hosts and accept_new_host_key:
+            self.client.save_host_keys(known_hosts)
         self.processes: list[RemoteProcess] = []
 
     @property
@@ -207,9 +226,10 @@ class SshHost:
         stdin: int | None = None,
         env: dict[str, str] | None = None,
     ) -> RemoteProcess:
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        env = {**self.env, **(env or {})}
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         # setsid: its own process group, so stop() reaches everything it started
-        inner = f"echo $$; exec {exports + ' ' if exports else ''}{shlex.join(args)}"
+        inner = f"echo $$; exec {'env ' + exports + ' ' if exports else ''}{shlex.join(args)}"
         chan = self.client.get_transport().open_session()
         no_input = "" if stdin == subprocess.PIPE else " </dev/null"
         chan.exec_command(f"exec setsid -w sh -c {shlex.quote(inner)}{no_input}")

@@ -164,6 +164,7 @@ class MptcpConnection:
         self._fin_deadline: float | None = None
         self._fin_tries = 0  # DATA_FIN retransmissions (each on the next usable subflow)
         self._subflows_closing = False
+        self._linger_deadline: float | None = None  # subflow FINs unanswered by then: reset
         # path manager state
         self._add_addr_accepted = 0
         self._joins = 0
@@ -475,6 +476,8 @@ class MptcpConnection:
         t = self._fin_deadline if not self._closed else None
         if self._fastclose_carrier is not None and self.linger_until is not None:
             t = self.linger_until if t is None else min(t, self.linger_until)
+        if self._linger_deadline is not None and not self._closed:
+            t = self._linger_deadline if t is None else min(t, self._linger_deadline)
         if not self._closed:
             for ent in self._add_addr_pending.values():
                 if t is None or ent[1] < t:
@@ -500,6 +503,11 @@ class MptcpConnection:
             if fc.tcp.state is not TcpState.CLOSED:
                 fc.fastclose = True
                 fc.tcp.abort(now)
+        if self._linger_deadline is not None and now >= self._linger_deadline:
+            self._linger_deadline = None
+            for s in list(self.subflows):
+                if s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
+                    s.tcp.abort(now)
         if self._fin_deadline is not None and now >= self._fin_deadline:
             self._fin_deadline = None
             if not self._fin_acked:
@@ -936,10 +944,14 @@ class MptcpConnection:
             self._subflows_closing = True
             for s in list(self.subflows):
                 if s.tcp.state is not TcpState.CLOSED:
-                    if s.stale:
+                    if s.stale or s._rto_streak or not s.usable:
                         s.tcp.abort(now)  # its FIN would wait for a path that is down
                     else:
                         s.tcp.close(now)
+            # The data are all through both ways: a subflow FIN that a path cut (one not yet
+            # known to be dead) keeps unanswered must not hold the connection for minutes.
+            srtt = max((s.srtt or 0.0 for s in self.subflows), default=0.0)
+            self._linger_deadline = now + max(2.0, 8 * srtt)
 
     def _kick_fin(self) -> None:
         # The first DATA_FIN on the best working subflow (the first usable one may be stale,

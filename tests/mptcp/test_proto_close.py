@@ -203,3 +203,25 @@ def test_data_fin_riding_on_the_last_data_segment():
     assert "PeerClosed" in box.kinds()
     assert dss_of(out[-1]).data_ack == f.idsn + 102
     assert conn.mib["DSSNotMatching"] == 0
+
+
+def test_close_with_a_path_cut_just_before_does_not_wait_for_its_subflow():
+    """Both DATA_FINs go through on the working path while the other path was cut a moment
+    before (no RTO has told us yet): the connection closes within seconds, the cut subflow's
+    FIN is not retransmitted for minutes (a client process would hang on exit)."""
+    net, client, server, p1, p2 = two_path_net(seed=5)
+    conn = net.connect(client, C1, (S, 5001), client_cfg())
+    up = _transfer(net, client, conn, 200_000)
+    net.run(5.0, stop=lambda: server.accepted and len(server.rx[id(server.accepted[0])]) >= len(up))
+    srv = server.accepted[0]
+    assert len(conn.subflows) == 2
+    p2.up = False
+    t_cut = net.now
+    conn.close(net.now)
+    srv.close(net.now)
+    net.flush(client, conn)
+    net.flush(server, srv)
+    net.run(net.now + 60.0, stop=lambda: conn.state == "CLOSED" and srv.state == "CLOSED")
+    assert conn.state == "CLOSED" and srv.state == "CLOSED"
+    assert net.now - t_cut < 10.0, net.now - t_cut
+    assert hashlib.sha256(bytes(server.rx[id(srv)])).digest() == hashlib.sha256(up).digest()

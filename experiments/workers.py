@@ -1,0 +1,494 @@
+"""A campaign spread over worker machines with Fabric: `./inv run FILE --workers hosts.toml`.
+
+Each worker (a `[workers.X]` of an inventory, testbed.inventory) gets a copy of the project
+through SFTP and runs runs of the campaign, one at a time, as `python -m experiments run FILE
+--runs I` on its own Mininet testbed; each finished run's results folder is fetched back and
+merged into one results tree on this machine (`results/<experiment>/<run-id>/`, the same layout
+as a local campaign: pcap/, traffic/, logs/, events.json, metrics.json, one analysis report and
+one summary.md). The runs are handed out from one queue, so a fast worker takes more of them.
+
+Nothing is lost silently: a worker whose connection breaks is dropped and the run it had goes
+back into the queue for the others; a run that fails on a worker (no results) is retried on
+another (up to `max_attempts`); every attempt, its worker and what happened are in
+metadata.json (`attempts`, `workers`) and in summary.md. Runs already fetched stay where they
+are whatever happens later; runs no worker could finish are listed as `not_run` and the campaign
+is marked incomplete.
+
+Before the first run every worker is checked (reachable, host key known, key accepted, root,
+the commands and Python packages a Mininet testbed needs): one error names each worker and what
+it lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import shlex
+import shutil
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from fabric import Connection
+
+from analysis.events import read_events, write_events
+from experiments.config import Experiment, RunSpec, resolve_runs
+from experiments.metrics import FailoverMetrics, RunMetrics, summarize
+from experiments.remote import RemoteError
+from experiments.report import write_summary
+from experiments.runner import (
+    RESULTS_DIR,
+    _analyze,
+    _metadata,
+    _now,
+    _write_json,
+    new_run_dir,
+)
+from testbed.inventory import InventoryError, Machine, MachineError, check_machines, load_inventory
+from testbed.sshnet import REPO, project_tarball
+
+log = logging.getLogger("experiments.workers")
+
+
+class WorkerLost(RuntimeError):
+    """The connection to a worker broke (or it cannot be reached any more)."""
+
+
+def _connection(m: Machine, known_hosts: str, timeout: float = 15.0) -> Connection:
+    """A Fabric connection that checks the host key against known_hosts (Fabric's default
+    would add unknown keys silently)."""
+    c = Connection(
+        host=m.address,
+        user=m.user,
+        port=m.port,
+        connect_timeout=timeout,
+        connect_kwargs={
+            "key_filename": m.key,
+            "allow_agent": False,
+            "look_for_keys": False,
+        },
+    )
+    c.client.load_host_keys(known_hosts)
+    c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    c.open()
+    c.transport.set_keepalive(5)
+    return c
+
+
+def _metrics_from_dict(d: dict[str, Any]) -> RunMetrics:
+    return RunMetrics(**{**d, "failover": [FailoverMetrics(**f) for f in d.get("failover", [])]})
+
+
+class Worker:
+    """One worker machine: its connection, its copy of the project, what it ran."""
+
+    def __init__(self, m: Machine, known_hosts: str):
+        self.m = m
+        self.name = m.name
+        self.known_hosts = known_hosts
+        self.conn: Connection | None = None
+        self.project = ""
+        self.lost: str | None = None
+        self.done: list[str] = []
+
+    def open(self, tarball: Path, stamp: str) -> None:
+        self.conn = _connection(self.m, self.known_hosts)
+        self.project = f"{self.m.workdir}/project-{stamp}-{self.name}"
+        self.conn.run(f"mkdir -p {shlex.quote(self.project)}", hide=True, in_stream=False)
+        self.conn.put(str(tarball), f"{self.project}.tar.gz")
+        self.conn.run(
+            f"tar -xzf {shlex.quote(self.project)}.tar.gz -C {shlex.quote(self.project)} "
+            f"&& rm -f {shlex.quote(self.project)}.tar.gz",
+            hide=True,
+            in_stream=False,
+        )
+
+    def close(self, clean: bool = True) -> None:
+        if self.conn is None:
+            return
+        try:
+            if clean and self.lost is None and self.conn.is_connected:
+                self.conn.run(
+                    f"rm -rf {shlex.quote(self.project)}", hide=True, in_stream=False, warn=True
+                )
+        except Exception as e:  # noqa: BLE001 - closing goes on
+            log.warning("worker %s: cleaning up failed: %s", self.name, e)
+        self.conn.close()
+
+
+class Campaign:
+    """The coordinator: a queue of runs, a thread per worker, one merged results tree."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        workers: list[Worker],
+        run_dir: Path,
+        meta: dict[str, Any],
+        *,
+        max_attempts: int = 2,
+        progress: bool = True,
+        on_dispatch: Callable[[str, RunSpec], None] | None = None,
+    ):
+        self.exp = exp
+        self.workers = workers
+        self.run_dir = run_dir
+        self.meta = meta
+        self.max_attempts = max_attempts
+        self.progress = progress
+        self.on_dispatch = on_dispatch  # called when a run is handed to a worker (tests)
+        self.runs = {r.index: r for r in resolve_runs(exp)}
+        self.todo: queue.Queue[int] = queue.Queue()
+        for i in self.runs:
+            self.todo.put(i)
+        self.attempts: dict[int, int] = dict.fromkeys(self.runs, 0)
+        self.failed_on: dict[int, set[str]] = {i: set() for i in self.runs}
+        self.finished: dict[int, RunMetrics] = {}
+        self.events: dict[int, list[dict[str, Any]]] = {}
+        self.failed: dict[int, str] = {}  # gave up: the last reason
+        self.lock = threading.Lock()
+        self.remote_file = self._remote_experiment_path()
+
+    def say(self, line: str) -> None:
+        log.info(line)
+        if self.progress:
+            print(line, file=sys.stderr, flush=True)
+
+    def _remote_experiment_path(self) -> str:
+        """Where the experiment file goes in a worker's copy: its place in the repository
+        when it is one of ours (relative references keep working), else campaign/."""
+        src = Path(self.exp.source).resolve()
+        try:
+            return str(src.relative_to(REPO))
+        except ValueError:
+            return f"campaign/{src.name}"
+
+    def _record(self, **attempt: Any) -> None:
+        with self.lock:
+            self.meta.setdefault("attempts", []).append({"time": _now(), **attempt})
+            self._save_meta()
+
+    def _save_meta(self) -> None:
+        self.meta["workers"] = {
+            w.name: {"address": w.m.address, "user": w.m.user, "runs": w.done, "lost": w.lost}
+            for w in self.workers
+        }
+        self.meta["runs_done"] = len(self.finished)
+        _write_json(self.run_dir / "metadata.json", self.meta)
+
+    # ---- a worker's loop ---------------------------------------------------------------------
+
+    def serve(self, w: Worker) -> None:
+        assert w.conn is not None
+        exp_text = self.exp.text
+        w.conn.run(
+            f"mkdir -p {shlex.quote(str(Path(w.project, self.remote_file).parent))}",
+            hide=True,
+            in_stream=False,
+        )
+        with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+            f.write(exp_text)
+            f.flush()
+            w.conn.put(f.name, f"{w.project}/{self.remote_file}")
+        while True:
+            try:
+                idx = self.todo.get_nowait()
+            except queue.Empty:
+                if self._all_settled():
+                    return
+                time.sleep(0.5)  # a run another worker holds may come back
+                continue
+            spec = self.runs[idx]
+            with self.lock:  # a run that failed here goes elsewhere while elsewhere exists
+                others = [
+                    o
+                    for o in self.workers
+                    if o is not w and not o.lost and o.name not in self.failed_on[idx]
+                ]
+                if w.name in self.failed_on[idx] and others:
+                    self.todo.put(idx)
+                    idx = -1
+            if idx < 0:
+                time.sleep(0.5)
+                continue
+            with self.lock:
+                self.attempts[idx] += 1
+                attempt = self.attempts[idx]
+            self.say(f"[{w.name}] run {idx + 1}/{len(self.runs)} {spec.label} (attempt {attempt})")
+            if self.on_dispatch:
+                self.on_dispatch(w.name, spec)
+            try:
+                self._run_one(w, spec, attempt)
+            except WorkerLost as e:
+                w.lost = str(e)
+                self._record(
+                    run=idx, label=spec.label, worker=w.name, outcome="worker lost", error=str(e)
+                )
+                self.say(f"[{w.name}] LOST ({e}); {spec.label} goes back to the queue")
+                self._retry_or_give_up(idx, f"worker {w.name} lost: {e}", count=False)
+                return
+            except Exception as e:  # noqa: BLE001 - a run's failure is recorded, then retried
+                self._record(
+                    run=idx,
+                    label=spec.label,
+                    worker=w.name,
+                    outcome="failed",
+                    error=f"{type(e).__name__}: {e}",
+                )
+                self.say(f"[{w.name}] {spec.label} failed: {e}")
+                with self.lock:
+                    self.failed_on[idx].add(w.name)
+                self._retry_or_give_up(idx, f"failed on {w.name}: {e}")
+            else:
+                w.done.append(spec.label)
+                self._record(run=idx, label=spec.label, worker=w.name, outcome="done")
+                m = self.finished[idx]
+                self.say(
+                    f"[{w.name}] {spec.label} done: goodput {m.goodput_mbit:.1f} Mbit/s, "
+                    f"{'intact' if m.intact else 'DATA NOT INTACT'}"
+                )
+
+    def _all_settled(self) -> bool:
+        with self.lock:
+            return len(self.finished) + len(self.failed) == len(self.runs) or all(
+                w.lost for w in self.workers
+            )
+
+    def _retry_or_give_up(self, idx: int, reason: str, count: bool = True) -> None:
+        with self.lock:
+            if not count:  # a lost worker is not the run's fault: it gets another full chance
+                self.attempts[idx] -= 1
+            alive = [w for w in self.workers if not w.lost]
+            if self.attempts[idx] < self.max_attempts and alive:
+                self.todo.put(idx)
+            else:
+                self.failed[idx] = reason
+
+    def _run_one(self, w: Worker, spec: RunSpec, attempt: int) -> None:
+        assert w.conn is not None
+        res_dir = f"{w.project}/results-r{spec.index}-a{attempt}"
+        args = [
+            w.m.python,
+            "-m",
+            "experiments",
+            "run",
+            self.remote_file,
+            "--runs",
+            str(spec.index),
+            "--results",
+            res_dir,
+            "--no-analysis",
+        ]
+        for o in self.exp.overrides:
+            args += ["--set", o]
+        cmd = f"cd {shlex.quote(w.project)} && PYTHONPATH=. {shlex.join(args)}"
+        limit = (spec.traffic.duration_s or 10) + spec.traffic.timeout_s
+        logfile = self.run_dir / "logs" / "workers" / f"{w.name}-run{spec.index}-a{attempt}.log"
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            r = w.conn.run(
+                cmd, hide=True, in_stream=False, warn=True, timeout=max(300, 3 * limit + 120)
+            )
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise WorkerLost(f"{type(e).__name__}: {e}") from e
+        logfile.write_text(
+            f"$ {cmd}\nexit {r.exited}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
+        )
+        if r.exited == -1 or not w.conn.is_connected or not w.conn.transport.is_active():
+            raise WorkerLost("the connection closed during the run")
+        if r.exited not in (0, 1):  # 1: a finished run whose data or flows were not right
+            tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+            raise RuntimeError(f"exit {r.exited}: {tail}")
+        self._fetch(w, spec, res_dir)
+
+    def _fetch(self, w: Worker, spec: RunSpec, res_dir: str) -> None:
+        """The worker's campaign folder of this run, fetched (tar over SFTP) and merged."""
+        assert w.conn is not None
+        tgz = f"{res_dir}.tgz"
+        try:
+            w.conn.run(
+                f"tar -czf {shlex.quote(tgz)} -C {shlex.quote(res_dir)} .",
+                hide=True,
+                in_stream=False,
+            )
+            with tempfile.TemporaryDirectory() as d:
+                local = Path(d) / "r.tgz"
+                w.conn.get(tgz, str(local))
+                with tarfile.open(local) as tar:
+                    tar.extractall(Path(d) / "x", filter="data")
+                found = list((Path(d) / "x" / self.exp.name).glob("*/metrics.json"))
+                if len(found) != 1:
+                    raise RuntimeError(f"no results of {spec.label} on {w.name} ({res_dir})")
+                self._merge(w, spec, found[0].parent)
+            w.conn.run(
+                f"rm -rf {shlex.quote(res_dir)} {shlex.quote(tgz)}",
+                hide=True,
+                in_stream=False,
+                warn=True,
+            )
+        except (paramiko.SSHException, EOFError) as e:
+            raise WorkerLost(f"{type(e).__name__}: {e}") from e
+
+    def _merge(self, w: Worker, spec: RunSpec, src: Path) -> None:
+        meta = json.loads((src / "metadata.json").read_text())
+        labels = [r["label"] for r in meta["resolved_runs"]]
+        if labels != [spec.label]:
+            raise RuntimeError(f"{w.name} ran {labels}, not {spec.label}: do the files differ?")
+        metrics = json.loads((src / "metrics.json").read_text())["runs"]
+        if len(metrics) != 1:
+            raise RuntimeError(f"{w.name}: {spec.label} did not finish ({meta.get('error')})")
+        label = spec.label
+        for sub in ("pcap", "traffic", "logs", "logs/testbed"):
+            if (src / sub / label).is_dir():
+                shutil.copytree(src / sub / label, self.run_dir / sub / label, dirs_exist_ok=True)
+        keep = self.run_dir / "logs" / "workers" / label.replace("/", "-")
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / "metadata.json", keep / "metadata.json")
+        if (src / "logs" / "runner.log").exists():
+            shutil.copyfile(src / "logs" / "runner.log", keep / "runner.log")
+        m = _metrics_from_dict(metrics[0])
+        with self.lock:
+            self.finished[spec.index] = m
+            self.events[spec.index] = read_events(src / "events.json")
+            self._write_results()
+
+    def _write_results(self) -> None:
+        runs = [self.finished[i] for i in sorted(self.finished)]
+        _write_json(
+            self.run_dir / "metrics.json",
+            {"runs": [r.as_dict() for r in runs], "summary": summarize(runs)},
+        )
+        write_events(self.run_dir / "events.json", self.event_entries())
+        self._save_meta()
+
+    def event_entries(self) -> list[dict[str, Any]]:
+        return [e for i in sorted(self.events) for e in self.events[i]]
+
+
+def run_on_workers(
+    exp: Experiment,
+    workers_file: str,
+    *,
+    results_root: Path | None = None,
+    accept_new_host_keys: bool = False,
+    progress: bool = True,
+    analyze: bool = True,
+    max_attempts: int = 2,
+    on_dispatch: Callable[[str, RunSpec], None] | None = None,
+) -> int:
+    """Run the campaign on the workers; 0 when every run finished intact, 1 otherwise.
+    RemoteError (nothing has run) when the file or a worker is not usable."""
+    try:
+        inv = load_inventory(workers_file)
+    except InventoryError as e:
+        raise RemoteError(str(e)) from None
+    if not inv.workers:
+        raise RemoteError(f"{workers_file}: no [workers.NAME] in it")
+    try:  # every worker checked before anything runs (paramiko, the same checks as hosts)
+        for h in check_machines(
+            list(inv.workers.values()), inv.known_hosts, accept_new_host_keys=accept_new_host_keys
+        ).values():
+            h.close()
+    except MachineError as e:
+        raise RemoteError(str(e)) from None
+    runs = resolve_runs(exp)
+    run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
+    (run_dir / "logs").mkdir()
+    (run_dir / "experiment.toml").write_text(exp.text)
+    meta = _metadata(exp, run_id, runs)
+    meta["network"] = {"kind": "workers", **inv.describe()}
+    _write_json(run_dir / "metadata.json", meta)
+    workers = [Worker(m, inv.known_hosts) for m in inv.workers.values()]
+    campaign = Campaign(
+        exp,
+        workers,
+        run_dir,
+        meta,
+        max_attempts=max_attempts,
+        progress=progress,
+        on_dispatch=on_dispatch,
+    )
+    campaign.say(f"{exp.name}: {len(runs)} runs on {len(workers)} workers -> {run_dir}")
+    stamp = f"{int(time.time())}"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tarball = Path(d) / "project.tar.gz"
+            tarball.write_bytes(project_tarball())
+            for w in workers:
+                try:
+                    w.open(tarball, stamp)
+                except Exception as e:  # noqa: BLE001 - the others go on
+                    w.lost = f"could not set up: {type(e).__name__}: {e}"
+                    campaign.say(f"[{w.name}] LOST before its first run: {w.lost}")
+        threads = [
+            threading.Thread(target=campaign.serve, args=(w,), name=f"worker-{w.name}", daemon=True)
+            for w in workers
+            if not w.lost
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+        for idx in campaign.runs:  # anything left in the queue when the last worker went
+            if idx not in campaign.finished and idx not in campaign.failed:
+                campaign.failed[idx] = "no worker left to run it"
+        meta["not_run"] = [
+            {"run": i, "label": campaign.runs[i].label, "reason": r}
+            for i, r in sorted(campaign.failed.items())
+        ]
+        complete = not campaign.failed
+        meta["complete"] = complete
+        if analyze and campaign.finished:
+            campaign.say(f"analysing {len(campaign.finished)} runs' captures (analysis/)")
+            report = _analyze(run_dir, meta, campaign.event_entries())
+            if report:
+                campaign.say(f"report: {report}")
+    except BaseException as e:
+        meta["interrupted"] = isinstance(e, KeyboardInterrupt)
+        meta["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        meta["end"] = _now()
+        with campaign.lock:
+            campaign._write_results()
+        for w in workers:
+            w.close()
+    summary = write_summary([run_dir], run_dir / "summary.md", title=exp.name)
+    with summary.open("a") as f:
+        f.write(workers_section(meta))
+    campaign.say(f"results: {run_dir}  (summary: {summary.name})")
+    for line in workers_section(meta).strip().splitlines():
+        campaign.say(line)
+    runs_ok = all(m.ok and m.intact for m in campaign.finished.values())
+    return 0 if complete and runs_ok else 1
+
+
+def workers_section(meta: dict[str, Any]) -> str:
+    """summary.md's account of who ran what, every retry and every run not run."""
+    lines = ["## Workers", ""]
+    for name, w in meta.get("workers", {}).items():
+        state = f"LOST: {w['lost']}" if w.get("lost") else "ok"
+        lines.append(f"- {name} ({w['address']}): {len(w['runs'])} runs {w['runs']}; {state}")
+    retried = [a for a in meta.get("attempts", []) if a["outcome"] != "done"]
+    if retried:
+        lines += ["", "Attempts that did not finish (each run went back to the queue):", ""]
+        lines += [
+            f"- run {a['run']} {a['label']} on {a['worker']}: {a['outcome']} ({a.get('error')})"
+            for a in retried
+        ]
+        done = {a["label"]: a["worker"] for a in meta["attempts"] if a["outcome"] == "done"}
+        for a in retried:
+            if a["label"] in done:
+                lines.append(f"- {a['label']}: finished on {done[a['label']]} instead")
+    if meta.get("not_run"):
+        lines += ["", "NOT RUN (the campaign is incomplete):", ""]
+        lines += [f"- {r['label']}: {r['reason']}" for r in meta["not_run"]]
+    return "\n".join(lines) + "\n"
