@@ -218,6 +218,43 @@ def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
 
 @task(
     help={
+        "case": "fuzz (1M mutated segments, sans-I/O), many (concurrent connections), loss "
+        "(a big transfer through loss and jitter, both ways), or all",
+        "segments": "fuzz: mutated segments",
+        "conns": "many: concurrent connections per round (half Linux, half ours)",
+        "kbytes": "many: KB per connection",
+        "rounds": "many: rounds (a new server each)",
+        "mbytes": "loss: MB per transfer",
+        "loss": "loss: % random loss on both paths, each direction",
+        "direction": "loss: both, ours->linux or linux->ours",
+        "json": "print a JSON summary as the last line",
+    }
+)
+def bench_stress(
+    c,
+    case="all",
+    segments=1_000_000,
+    conns=100,
+    kbytes=1000.0,
+    rounds=3,
+    mbytes=1000.0,
+    loss=2.0,
+    direction="both",
+    json=False,
+):
+    """Stress: 1M-segment fuzz, 100+ concurrent MPTCP connections, 1 GB through 2% loss + jitter."""
+    from benchmarks.stress_bench import main as bench_main
+
+    args = ["--case", case, "--segments", str(segments), "--conns", str(conns)]
+    args += ["--kbytes", str(kbytes), "--rounds", str(rounds), "--mbytes", str(mbytes)]
+    args += ["--loss", str(loss), "--direction", direction]
+    if json:
+        args.append("--json")
+    sys.exit(bench_main(args))
+
+
+@task(
+    help={
         "mbytes": "MB per transfer",
         "reps": "transfers per case",
         "iperf_seconds": "iperf3's -t through the proxies",

@@ -355,8 +355,19 @@ def _dump_state() -> None:
     from .api import _STACKS
 
     for stack in _STACKS.values():
-        for d in stack.debug_state():
+        conns = stack.debug_state()
+        for d in conns:
             print("state " + json.dumps(d, default=str), file=sys.stderr, flush=True)
+        # what the stack holds, for leak checks: connections, MPTCP tokens and connections,
+        # endpoints, timers pending in the loop
+        held = {
+            "conns": [f"{d['local']}->{d['remote']} {d['state']}" for d in conns],
+            "tokens": len(stack.registry),
+            "mptcp_conns": len(stack._mptcp_conns),
+            "endpoints": len(stack._endpoints),
+            "timers": sum(1 for h in getattr(stack.loop, "_scheduled", ()) if not h.cancelled()),
+        }
+        print("held " + json.dumps(held, default=str), file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -274,6 +274,7 @@ class MptcpConnection:
         )
         refuse = (
             self.fallback
+            or self._mp_fail_sent  # Linux: after accepting a fail, no other subflow
             or not self.fully_established
             or self._joins >= self.config.limits.subflows
             or self._data_done()
@@ -1038,7 +1039,7 @@ class MptcpConnection:
     def _request_subflow(
         self, local_addr: str, remote: tuple[str, int], local_id: int, remote_id: int, backup: bool
     ) -> None:
-        if self._joins >= self.config.limits.subflows:
+        if self._joins >= self.config.limits.subflows or self._mp_fail_sent:
             return
         self._joins += 1
         self._events.append(OpenSubflow(local_addr, remote, local_id, remote_id, backup))

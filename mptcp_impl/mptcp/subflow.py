@@ -189,6 +189,7 @@ class Subflow:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "reinjected": self.reinjected,
+            "retransmits": t.stats.retransmits,  # segments carrying retransmitted bytes
             "srtt_ms": round(t.srtt * 1000, 3) if t.srtt is not None else None,
             "cwnd": t.cwnd,
             "backup": self.backup or self.peer_backup,
@@ -355,7 +356,14 @@ class Subflow:
             if m is None:
                 return Dss(data_ack=ack, data_ack64=True)  # unmapped: cannot happen in MPTCP mode
             start, length, dsn = m
-            if conn._infinite_map_pending:
+            if conn._infinite_map_pending and not conn.can_fallback():
+                # a subflow joined since the MP_FAIL: no fallback now (the other subflows'
+                # bytes would be misplaced); Linux's mptcp_update_infinite_map resets it
+                conn._infinite_map_pending = False
+                conn.mib.inc("FallbackFailed")
+                self.rst_reason = 1
+                self.reset_pending = True
+            elif conn._infinite_map_pending:
                 # after MP_FAIL with a single subflow: the infinite mapping, then plain TCP
                 # (Linux's mptcp_update_infinite_map)
                 conn._infinite_map_pending = False

@@ -163,7 +163,7 @@ class Net:
         key = ((dst, seg.dst_port), (src, seg.src_port))
         owner = h.conns.get(key)
         if owner is None:
-            if h.listen_port != seg.dst_port or not seg.flags & 0x02 or seg.flags & 0x10:
+            if h.listen_port != seg.dst_port or not seg.flags & 0x02 or seg.flags & 0x14:
                 return
             res = route_syn(
                 seg,
