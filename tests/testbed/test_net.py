@@ -71,7 +71,10 @@ def test_build_and_teardown_leave_nothing(tmp_path):
 
 
 RUNNER = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # A shell that starts a job in the background sets SIGINT to "ignore" for it and its
+    # children, and Python then keeps it ignored: restore the default the test relies on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from testbed.net import Testbed
     from testbed.topology import load_topology
     with Testbed(load_topology("two_path")) as tb:
