@@ -85,3 +85,42 @@ def _split(seg: TcpSegment) -> list[TcpSegment]:
             )
         )
     return out
+
+
+class AppEvents:
+    """The application side of both edges (``stack.Conn`` and ``MptcpConn``): a core event to
+    the handler's callback. The class using it has ``handler``, ``connected``, ``remote`` and
+    ``_finish(exc)``."""
+
+    handler: ConnectionHandler | None
+    connected: bool
+    remote: tuple[str, int]
+
+    def _finish(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _dispatch(self, ev: object) -> None:
+        name = type(ev).__name__
+        h = self.handler
+        if name == "Connected":
+            self.connected = True
+            if h:
+                h.on_connected()
+        elif name == "DataReceived":
+            if h:
+                h.on_data()
+        elif name == "SendBufferAvailable":
+            if h:
+                h.on_send_space()
+        elif name == "PeerClosed":
+            if h:
+                h.on_peer_closed()
+        elif name == "Reset":
+            reason = getattr(ev, "reason", "")
+            peer = f"{self.remote[0]}:{self.remote[1]}"
+            if self.connected:
+                self._finish(ConnectionReset(f"connection to {peer} reset ({reason})"))
+            else:
+                self._finish(ConnectionRefused(f"connection to {peer} failed ({reason})"))
+        elif name == "Closed":
+            self._finish(None)

@@ -23,9 +23,8 @@ from ..tcp.connection import TcpState
 from ..tcp.segment import TcpSegment, encode_segment
 from .addr import local_address_for, packed, unpacked
 from .base import (
+    AppEvents,
     ConnectionHandler,
-    ConnectionRefused,
-    ConnectionReset,
     EdgeStats,
     _split,
     gso_header,
@@ -109,7 +108,7 @@ class SubflowLink:
         self.edge.send_dropped = self.sender.dropped
 
 
-class MptcpConn:
+class MptcpConn(AppEvents):
     """The edge's handle on one MPTCP connection (same application side as ``stack.Conn``)."""
 
     def __init__(self, stack: TcpStack, mconn: MptcpConnection) -> None:
@@ -260,7 +259,6 @@ class MptcpConn:
 
     def _events(self, now: float) -> None:
         m = self.mconn
-        h = self.handler
         cb = self._on_pm_event
         if cb is not None:
             while (pe := m.next_pm_event()) is not None:
@@ -275,28 +273,8 @@ class MptcpConn:
             elif name == "SubflowClosed":
                 assert isinstance(ev, SubflowClosed)
                 self._drop_link(ev.subflow)
-            elif name == "Connected":
-                self.connected = True
-                if h:
-                    h.on_connected()
-            elif name == "DataReceived":
-                if h:
-                    h.on_data()
-            elif name == "SendBufferAvailable":
-                if h:
-                    h.on_send_space()
-            elif name == "PeerClosed":
-                if h:
-                    h.on_peer_closed()
-            elif name == "Reset":
-                reason = getattr(ev, "reason", "")
-                peer = f"{self.remote[0]}:{self.remote[1]}"
-                if self.connected:
-                    self._finish(ConnectionReset(f"connection to {peer} reset ({reason})"))
-                else:
-                    self._finish(ConnectionRefused(f"connection to {peer} failed ({reason})"))
-            elif name == "Closed":
-                self._finish(None)
+            else:
+                self._dispatch(ev)
 
     def _finish(self, exc: BaseException | None) -> None:
         if self._app_done:

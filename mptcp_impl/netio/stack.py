@@ -31,9 +31,8 @@ from ..tcp.errors import MalformedSegment
 from ..tcp.segment import ACK, RST, SYN, TcpSegment, decode_segment, encode_segment
 from .addr import ANY4, ANY6, local_address_for, normalize, packed, unpacked
 from .base import (
+    AppEvents,
     ConnectionHandler,
-    ConnectionRefused,
-    ConnectionReset,
     EdgeStats,
     _split,
     gso_header,
@@ -109,7 +108,7 @@ class StackConfig:
     on_pm_event: Any = None
 
 
-class Conn:
+class Conn(AppEvents):
     """The edge's handle on one TcpConnection."""
 
     def __init__(
@@ -226,32 +225,6 @@ class Conn:
 
     def _gso_header(self, seg: TcpSegment) -> bytes:
         return gso_header(seg, self.sender)
-
-    def _dispatch(self, ev: object) -> None:
-        name = type(ev).__name__
-        h = self.handler
-        if name == "Connected":
-            self.connected = True
-            if h:
-                h.on_connected()
-        elif name == "DataReceived":
-            if h:
-                h.on_data()
-        elif name == "SendBufferAvailable":
-            if h:
-                h.on_send_space()
-        elif name == "PeerClosed":
-            if h:
-                h.on_peer_closed()
-        elif name == "Reset":
-            reason = getattr(ev, "reason", "")
-            peer = f"{self.remote[0]}:{self.remote[1]}"
-            if self.connected:
-                self._finish(ConnectionReset(f"connection to {peer} reset ({reason})"))
-            else:
-                self._finish(ConnectionRefused(f"connection to {peer} failed ({reason})"))
-        elif name == "Closed":
-            self._finish(None)
 
     def _finish(self, exc: BaseException | None) -> None:
         if self.closed:
