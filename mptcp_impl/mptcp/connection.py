@@ -944,7 +944,7 @@ class MptcpConnection:
             self._subflows_closing = True
             for s in list(self.subflows):
                 if s.tcp.state is not TcpState.CLOSED:
-                    if s.stale or s._rto_streak or not s.usable:
+                    if s.stale:
                         s.tcp.abort(now)  # its FIN would wait for a path that is down
                     else:
                         s.tcp.close(now)
