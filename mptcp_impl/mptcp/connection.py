@@ -987,9 +987,6 @@ class MptcpConnection:
     def data_fin_lost(self) -> None:
         self._fin_send = True
 
-    def data_fin_on_mapping(self, dsn: int, length: int) -> bool:
-        return False  # DATA_FIN rides on pure ACKs only, so a mapping never changes
-
     # ================================================================= fallback
     def _fallback_io(self, now: float) -> None:
         s = self.initial

@@ -11,12 +11,11 @@ subflow.c, so a byte reaches the connection with its data sequence number or not
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..tcp.connection import TcpConnection, TcpState
-from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, UnknownOption, encoded_length
+from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, encoded_length
 from ..tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from . import crypto
 from .options import (
@@ -379,18 +378,16 @@ class Subflow:
                 )
                 conn.enter_fallback("infinite mapping sent (MP_FAIL)")
                 return d
-            fin = conn.data_fin_on_mapping(dsn, length)
+            # DATA_FIN rides on pure ACKs only, so a retransmitted mapping never changes
             ssn = (start - tcp.iss) & MASK32
-            dlen = length + (1 if fin else 0)
             return Dss(
                 data_ack=ack,
                 data_ack64=True,
                 dsn=dsn & MASK64,
                 dsn64=True,
                 subflow_seq=ssn,
-                data_len=dlen,
-                data_fin=fin,
-                checksum=self._tx_checksum(dsn, ssn, dlen) if conn.checksum else None,
+                data_len=length,
+                checksum=self._tx_checksum(dsn, ssn, length) if conn.checksum else None,
             )
         fin_dsn = conn.data_fin_due(self)
         if fin_dsn is not None:
@@ -733,10 +730,3 @@ class Subflow:
 
     def sent_range(self, tcp: TcpConnection, seq_start: int, length: int, meta: object) -> None:
         pass
-
-
-def address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return ipaddress.ip_address(text)
-
-
-__all__ = ["Subflow", "DSS_DATA_ROOM", "UnknownOption"]
