@@ -124,3 +124,41 @@ class AppEvents:
                 self._finish(ConnectionRefused(f"connection to {peer} failed ({reason})"))
         elif name == "Closed":
             self._finish(None)
+
+
+class EdgeTimer:
+    """One asyncio timer per connection at its core's next deadline (``core.get_timer()``).
+    A deadline that only moved later (the RTO after every ACK) keeps the earlier timer: it
+    fires, the core finds nothing due, and the timer moves on, instead of a cancel and a new
+    timer per ACK. The class using it has ``stack``, ``core``, ``closed`` and ``_flush(now)``."""
+
+    stack: Any
+    core: Any
+    closed: bool
+    _timer: Any = None
+    _timer_at: float | None = None
+
+    def _flush(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _set_timer(self, at: float | None) -> None:
+        if at == self._timer_at or (
+            at is not None
+            and self._timer is not None
+            and self._timer_at is not None
+            and self._timer_at < at
+        ):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self.stack.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.stack.now()
+        self.core.handle_timer(now)
+        self._flush(now)

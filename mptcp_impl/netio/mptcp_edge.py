@@ -26,6 +26,7 @@ from .base import (
     AppEvents,
     ConnectionHandler,
     EdgeStats,
+    EdgeTimer,
     _split,
     gso_header,
 )
@@ -108,12 +109,12 @@ class SubflowLink:
         self.edge.send_dropped = self.sender.dropped
 
 
-class MptcpConn(AppEvents):
+class MptcpConn(AppEvents, EdgeTimer):
     """The edge's handle on one MPTCP connection (same application side as ``stack.Conn``)."""
 
     def __init__(self, stack: TcpStack, mconn: MptcpConnection) -> None:
         self.stack = stack
-        self.mconn = mconn
+        self.mconn = self.core = mconn
         self.links: dict[int, SubflowLink] = {}
         self.handler: ConnectionHandler | None = None
         self.closed = False
@@ -313,21 +314,7 @@ class MptcpConn(AppEvents):
         elif at is None and self._app_done:
             self._release()  # nothing left to wait for (TIME-WAITs over)
             return
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self.stack.loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        now = self.stack.now()
-        self.mconn.handle_timer(now)
-        self._flush(now)
+        self._set_timer(at)
 
 
 def on_listener_syn(

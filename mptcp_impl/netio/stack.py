@@ -34,6 +34,7 @@ from .base import (
     AppEvents,
     ConnectionHandler,
     EdgeStats,
+    EdgeTimer,
     _split,
     gso_header,
 )
@@ -108,7 +109,7 @@ class StackConfig:
     on_pm_event: Any = None
 
 
-class Conn(AppEvents):
+class Conn(AppEvents, EdgeTimer):
     """The edge's handle on one TcpConnection."""
 
     def __init__(
@@ -121,7 +122,7 @@ class Conn(AppEvents):
     ) -> None:
         self.stack = stack
         self.endpoint = endpoint
-        self.tcp = tcp
+        self.tcp = self.core = tcp
         self.local = local
         self.remote = remote
         self.handler: ConnectionHandler | None = None
@@ -240,24 +241,8 @@ class Conn(AppEvents):
         self.endpoint._remove(self)
 
     def _reschedule_timer(self) -> None:
-        if self.closed:
-            return
-        at = self.tcp.get_timer()
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self.stack.loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        now = self.stack.now()
-        self.tcp.handle_timer(now)
-        self._flush(now)
+        if not self.closed:
+            self._set_timer(self.tcp.get_timer())
 
 
 class Endpoint:
