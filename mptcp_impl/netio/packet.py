@@ -428,7 +428,7 @@ class GsoPacketSender:
         self._ip_sum = ipv4_base_sum(self._src, self._dst) if not self.v6 else 0
         if self.v6:
             self.send = self._send6  # type: ignore[method-assign]
-        self._vnet_plain: dict[int, bytes] = {}
+        self._vnet_plain: dict[tuple[int, int], bytes] = {}
         self._ip_id = 0
         self.packets = 0
         self.dropped = 0
@@ -447,23 +447,7 @@ class GsoPacketSender:
             total = 0
         self._ip_id = ip_id = (self._ip_id + 1) & 0xFFFF
         ip = ipv4_header(self._ip_sum, total, ip_id, self._src, self._dst)
-        if gso_size and plen > gso_size:
-            vnet = VNET_HDR.pack(
-                VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 34 + hlen, gso_size, 34, 16
-            )
-        else:
-            vnet = self._vnet_plain.get(hlen)
-            if vnet is None:
-                vnet = self._vnet_plain[hlen] = VNET_HDR.pack(
-                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 34 + hlen, 0, 34, 16
-                )
-        try:
-            self.sock.sendmsg((vnet, self._eth, ip, header, payload))
-            self.packets += 1
-        except (BlockingIOError, InterruptedError):
-            self.dropped += 1
-        except OSError:
-            self.dropped += 1
+        self._emit(ip, header, payload, gso_size, VIRTIO_NET_HDR_GSO_TCPV4)
 
     def _send6(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
         """IPv6: a 40-byte header (hop limit 64); the same checksum offload and GSO."""
@@ -472,21 +456,28 @@ class GsoPacketSender:
         ip = (
             _IPV6_HEAD.pack(0x60000000, hlen + plen, socket.IPPROTO_TCP, 64) + self._src + self._dst
         )
-        if gso_size and plen > gso_size:
-            vnet = VNET_HDR.pack(
-                VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, 54 + hlen, gso_size, 54, 16
-            )
+        self._emit(ip, header, payload, gso_size, VIRTIO_NET_HDR_GSO_TCPV6)
+
+    def _emit(
+        self, ip: bytes, header: bytes, payload: bytes | memoryview, gso_size: int, gso_type: int
+    ) -> None:
+        """The virtio header (checksum offload, and GSO when the payload is longer than one
+        segment) in front of Ethernet, IP and TCP; one sendmsg. A full queue or a vanished
+        device counts a drop: TCP retransmits."""
+        l4 = 14 + len(ip)  # where TCP starts: Ethernet + IP header
+        hlen = len(header)
+        if gso_size and len(payload) > gso_size:
+            vnet = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, l4 + hlen, gso_size, l4, 16)
         else:
-            vnet = self._vnet_plain.get(hlen)
+            key = (l4, hlen)
+            vnet = self._vnet_plain.get(key)
             if vnet is None:
-                vnet = self._vnet_plain[hlen] = VNET_HDR.pack(
-                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 54 + hlen, 0, 54, 16
+                vnet = self._vnet_plain[key] = VNET_HDR.pack(
+                    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, l4 + hlen, 0, l4, 16
                 )
         try:
             self.sock.sendmsg((vnet, self._eth, ip, header, payload))
             self.packets += 1
-        except (BlockingIOError, InterruptedError):
-            self.dropped += 1
         except OSError:
             self.dropped += 1
 
