@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..tcp import segment as _segmod
 from ..tcp.options import encode_options
-from ..tcp.segment import TcpSegment
+from ..tcp.segment import TcpSegment, encode_segment
 
 _HDR = _segmod._HDR  # the core's header layout; reused so that the two encoders cannot drift
 
@@ -85,6 +85,27 @@ def _split(seg: TcpSegment) -> list[TcpSegment]:
             )
         )
     return out
+
+
+def send_segments(
+    segs: list[TcpSegment], sender: Any, edge: EdgeStats, src_b: bytes, dst_b: bytes
+) -> None:
+    """Put a core's segments on the wire for either edge: whole GSO segments where the sender
+    offloads segmentation, MSS pieces where it does not."""
+    edge.segments_out += len(segs)
+    send = sender.send
+    if sender.gso:
+        for seg in segs:
+            send(gso_header(seg, sender), seg.payload, seg.gso_size)
+    else:
+        for seg in segs:
+            if seg.gso_size and len(seg.payload) > seg.gso_size:
+                for piece in _split(seg):
+                    send(encode_segment(piece, src_b, dst_b), b"")
+            else:
+                send(encode_segment(seg, src_b, dst_b), b"")
+    edge.packets_out = sender.packets
+    edge.send_dropped = sender.dropped
 
 
 class AppEvents:

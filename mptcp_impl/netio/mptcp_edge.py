@@ -27,8 +27,7 @@ from .base import (
     ConnectionHandler,
     EdgeStats,
     EdgeTimer,
-    _split,
-    gso_header,
+    send_segments,
 )
 from .ifwatch import InterfaceWatch
 from .packet import raw_sender
@@ -92,21 +91,7 @@ class SubflowLink:
         self.mp._flush(now)
 
     def send_segments(self, segs: list[TcpSegment]) -> None:
-        self.edge.segments_out += len(segs)
-        send = self.sender.send
-        if self.sender.gso:
-            for seg in segs:
-                send(gso_header(seg, self.sender), seg.payload, seg.gso_size)
-        else:
-            src, dst = self._src_b, self._dst_b
-            for seg in segs:
-                if seg.gso_size and len(seg.payload) > seg.gso_size:
-                    for piece in _split(seg):
-                        send(encode_segment(piece, src, dst), b"")
-                else:
-                    send(encode_segment(seg, src, dst), b"")
-        self.edge.packets_out = self.sender.packets
-        self.edge.send_dropped = self.sender.dropped
+        send_segments(segs, self.sender, self.edge, self._src_b, self._dst_b)
 
 
 class MptcpConn(AppEvents, EdgeTimer):

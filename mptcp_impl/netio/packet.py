@@ -204,18 +204,17 @@ class PacketReceiver:
         self.sock.close()
 
 
-class RawIp6Sender:
-    """One IPv6 packet per segment through a raw IPv6 socket bound to the source address and
-    connected to the peer: the kernel routes (source rules included) and writes the IPv6
-    header; the TCP checksum is ours (``encode_segment``). The socket never receives: a drop-all
-    filter keeps the copies of every TCP packet a raw socket would get out of its queue."""
+class _RawSender:
+    """What both one-MSS-per-send senders share: a non-blocking raw socket bound to the source
+    address and connected to the peer, so the kernel's routing (source-based rules included)
+    picks the interface. A full send queue counts as a drop, which TCP repairs as after a loss."""
 
     gso = False
 
-    def __init__(self, src: str, dst: str) -> None:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    def _open(self, family: int, proto: int, src: str, dst: str, prepare) -> None:
+        s = socket.socket(family, socket.SOCK_RAW, proto)
         try:
-            attach_filter(s, drop_all_filter())
+            prepare(s)
             s.bind((src, 0))
             s.connect((dst, 0))
             try:
@@ -230,18 +229,34 @@ class RawIp6Sender:
         self.packets = 0
         self.dropped = 0
 
-    def send(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
-        """Send one segment: ``header`` is the TCP header with its checksum complete."""
+    def _sendmsg(self, parts: tuple) -> None:
         try:
-            self.sock.sendmsg((header, payload))
+            self.sock.sendmsg(parts)
             self.packets += 1
-        except (BlockingIOError, InterruptedError):
-            self.dropped += 1
-        except OSError:
+        except OSError:  # BlockingIOError (queue full) included
             self.dropped += 1
 
     def close(self) -> None:
         self.sock.close()
+
+
+class RawIp6Sender(_RawSender):
+    """One IPv6 packet per segment through a raw IPv6 socket: the kernel writes the IPv6
+    header; the TCP checksum is ours (``encode_segment``). The socket never receives: a drop-all
+    filter keeps the copies of every TCP packet a raw socket would get out of its queue."""
+
+    def __init__(self, src: str, dst: str) -> None:
+        self._open(
+            socket.AF_INET6,
+            socket.IPPROTO_TCP,
+            src,
+            dst,
+            lambda s: attach_filter(s, drop_all_filter()),
+        )
+
+    def send(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
+        """Send one segment: ``header`` is the TCP header with its checksum complete."""
+        self._sendmsg((header, payload))
 
 
 def raw_sender(src: str, dst: str) -> RawIpSender | RawIp6Sender:
@@ -249,39 +264,23 @@ def raw_sender(src: str, dst: str) -> RawIpSender | RawIp6Sender:
     return RawIp6Sender(src, dst) if is_v6(dst) else RawIpSender(src, dst)
 
 
-class RawIpSender:
-    """One IPv4 datagram per segment through a raw socket connected to the peer.
+class RawIpSender(_RawSender):
+    """One IPv4 datagram per segment through a raw socket: IP_HDRINCL lets us set DF while the
+    kernel fills in the checksum and the ID."""
 
-    Bound to the source address, so the kernel's routing (source-based rules included) picks
-    the interface; IP_HDRINCL lets us set DF while the kernel fills in the checksum and the ID.
-    """
-
-    gso = False
     # SO_MARK of every raw socket of this process (0: none). Raw IP packets pass the kernel's
     # netfilter OUTPUT hook (AF_PACKET ones do not): the proxy marks its own so that its nat
     # redirect of local TCP leaves them alone.
     fwmark = 0
 
     def __init__(self, src: str, dst: str) -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        try:
-            if self.fwmark:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.fwmark)
-            s.bind((src, 0))
-            s.connect((dst, 0))
-            try:
-                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
-            except OSError:
-                pass
-            s.setblocking(False)
-        except BaseException:
-            s.close()
-            raise
-        self.sock = s
+        self._open(socket.AF_INET, socket.IPPROTO_RAW, src, dst, self._mark)
         self._src = socket.inet_aton(src)
         self._dst = socket.inet_aton(dst)
-        self.packets = 0
-        self.dropped = 0
+
+    def _mark(self, s: socket.socket) -> None:
+        if self.fwmark:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.fwmark)
 
     def send(self, header: bytes, payload: bytes | memoryview, gso_size: int = 0) -> None:
         """Send one segment: ``header`` is the TCP header with its checksum complete."""
@@ -297,16 +296,7 @@ class RawIpSender:
             self._src,
             self._dst,
         )
-        try:
-            self.sock.sendmsg((ip, header, payload))
-            self.packets += 1
-        except (BlockingIOError, InterruptedError):
-            self.dropped += 1  # the queue is full: TCP will retransmit, as after a loss
-        except OSError:
-            self.dropped += 1
-
-    def close(self) -> None:
-        self.sock.close()
+        self._sendmsg((ip, header, payload))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,7 @@ from .base import (
     ConnectionHandler,
     EdgeStats,
     EdgeTimer,
-    _split,
-    gso_header,
+    send_segments,
 )
 from .firewall import KernelFence, process_fence, reserve_port
 from .mptcp_edge import MptcpConn, on_listener_syn
@@ -194,22 +193,7 @@ class Conn(AppEvents, EdgeTimer):
             self._dispatch(ev)
         segs = tcp.segments_to_send(now)
         if segs:
-            self.edge.segments_out += len(segs)
-            send = self.sender.send
-            if self.sender.gso:
-                for seg in segs:
-                    hdr = self._gso_header(seg)
-                    send(hdr, seg.payload, seg.gso_size)
-            else:
-                src, dst = self._src_b, self._dst_b
-                for seg in segs:
-                    if seg.gso_size and len(seg.payload) > seg.gso_size:
-                        for piece in _split(seg):
-                            send(encode_segment(piece, src, dst), b"")
-                    else:
-                        send(encode_segment(seg, src, dst), b"")
-            self.edge.packets_out = self.sender.packets
-            self.edge.send_dropped = self.sender.dropped
+            send_segments(segs, self.sender, self.edge, self._src_b, self._dst_b)
         # Sending may itself have produced events (e.g. send buffer space after a retransmit).
         while True:
             ev = tcp.next_event()
@@ -223,9 +207,6 @@ class Conn(AppEvents, EdgeTimer):
             if self.handler:
                 self.handler.on_closed(None)
         self._reschedule_timer()
-
-    def _gso_header(self, seg: TcpSegment) -> bytes:
-        return gso_header(seg, self.sender)
 
     def _finish(self, exc: BaseException | None) -> None:
         if self.closed:
