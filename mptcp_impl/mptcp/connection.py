@@ -410,12 +410,8 @@ class MptcpConnection:
     def read(self, max_bytes: int = -1) -> bytes:
         buf = self._rbuf
         before = self.rcv_window()
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data = bytes(buf)
-            self._rbuf = bytearray()
-        else:
-            data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
+        data = bytes(buf) if max_bytes < 0 else bytes(buf[:max_bytes])
+        del buf[: len(data)]
         if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one (working) subflow
             s = self._pm_subflow()

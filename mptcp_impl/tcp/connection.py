@@ -529,12 +529,8 @@ class TcpConnection(LossRecovery, Reassembly):
     def read(self, max_bytes: int = -1) -> bytes:
         """Take in-order data; a read that opens the window enough schedules a window update."""
         buf = self._rbuf
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data = bytes(buf)
-            self._rbuf = bytearray()
-        else:
-            data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
+        data = bytes(buf) if max_bytes < 0 else bytes(buf[:max_bytes])
+        del buf[: len(data)]
         st = self.state
         if data and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
             # Like Linux's tcp_cleanup_rbuf: a dedicated update only when the window the peer
