@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -69,10 +70,11 @@ def both_paths(conn: dict, key: str) -> list[dict]:
 
 
 def wait_conns(dep: Deployment, host: str, n: int, timeout: float = 20) -> None:
-    import time
-
+    """Poll the deployment's state until ``host`` holds ``n`` connections; raise if it never does."""
     deadline = time.monotonic() + timeout
-    while len(dep.read(host)["connections"]) < n and time.monotonic() < deadline:
+    while (held := len(dep.read(host)["connections"])) < n:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{host}: {held} connections after {timeout} s, waited for {n}")
         time.sleep(0.2)
 
 

@@ -143,8 +143,10 @@ def run_many(tb: Testbed, work: Path, n_linux: int, n_ours: int, nbytes: int, po
         assert all(x["subflows"] == 2 and not x["fallback"] for x in conns), (who, conns[:3])
     # nothing left behind in the server: connections, tokens, descriptors
     held = _dump(srv)
-    if held["conns"]:  # subflows in TIME-WAIT (our 2MSL is 1 s): they must go by themselves
-        time.sleep(1.5)
+    deadline = time.monotonic() + 5
+    while held["conns"] and time.monotonic() < deadline:
+        # subflows in TIME-WAIT (our 2MSL is 1 s): they must go by themselves
+        time.sleep(0.2)
         held = _dump(srv)
     fds1 = _fds(server, srv.pid)
     netlink = _netlink(srv.pid)
