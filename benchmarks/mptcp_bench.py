@@ -26,15 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from testbed.net import Testbed
 from testbed.topology import load_topology
-from testkit import ENV, PY, json_tail
+from testkit.transfer import client_server, counters_delta, nstat
 
 MIB = 1024 * 1024
 
@@ -101,16 +99,6 @@ else:
 """
 
 
-def _nstat(host) -> dict[str, int]:
-    out = host.run(["nstat", "-az"]).stdout
-    res = {}
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) >= 2 and parts[0].startswith("MPTcpExt"):
-            res[parts[0]] = int(parts[1])
-    return res
-
-
 def transfer(
     tb,
     work: Path,
@@ -134,8 +122,7 @@ def transfer(
         endpoints=[(a, tb.intf("client", "p2"), "subflow") for a in extra],
     )
     tb.kernel_mptcp("server", limits={"subflows": subflows - 1, "add_addr_accepted": 0})
-    before = {h: _nstat(tb.host(h)) for h in ("client", "server")}
-    s_out, c_out = work / f"{tag}.srv", work / f"{tag}.cli"
+    before = {h: nstat(tb.host(h), "MPTcpExt") for h in ("client", "server")}
     if receiver == "ours":
         sargs = [
             "-m",
@@ -150,8 +137,6 @@ def transfer(
         ]
     else:
         sargs = ["-c", KPEER, "server", dst, str(port)]
-    srv = s.start([PY, *sargs], stdout=s_out, stderr=subprocess.PIPE, env=ENV)
-    srv.wait_for_line("^listening", timeout=30)
     if sender == "ours":
         cargs = [
             "-m",
@@ -173,22 +158,9 @@ def transfer(
             cargs += ["--endpoint", f"{p1.src_addr},subflow"]  # no other endpoint: 1 subflow
     else:
         cargs = ["-c", KPEER, "client", dst, str(port), str(nbytes)]
-    t0 = time.monotonic()
-    cli = c.start([PY, *cargs], stdout=c_out, stderr=work / f"{tag}.cli.err", env=ENV)
-    try:
-        cli.wait(timeout)
-        srv.wait(60)
-    finally:
-        for p in (cli, srv):
-            if p.returncode is None:
-                p.stop()
-    wall = time.monotonic() - t0
-    cr, sr = json_tail(c_out), json_tail(s_out)
-    after = {h: _nstat(tb.host(h)) for h in ("client", "server")}
-    kdiff = {
-        h: {k: v - before[h].get(k, 0) for k, v in after[h].items() if v - before[h].get(k, 0)}
-        for h in after
-    }
+    cr, sr, wall = client_server(s, sargs, c, cargs, work / tag, timeout=timeout, server_timeout=60)
+    after = {h: nstat(tb.host(h), "MPTcpExt") for h in ("client", "server")}
+    kdiff = {h: counters_delta(before[h], after[h]) for h in after}
     ours = cr if sender == "ours" else sr if receiver == "ours" else None
     n_sub = None
     if ours is not None and "mptcp" in ours:

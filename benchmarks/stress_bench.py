@@ -144,27 +144,14 @@ to = "server"
 """
 
 
-def _nstat(host) -> dict[str, int]:
-    out = host.run(["nstat", "-asz"]).stdout
-    vals = {}
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) >= 2 and parts[1].isdigit():
-            vals[parts[0]] = int(parts[1])
-    return vals
-
-
 def _loss_one(tb, work, direction: str, nbytes: int, port: int, timeout: float) -> dict:
-    import subprocess
-
     from mptcp_impl.cli import pattern_sha256
-    from testkit import ENV, PY, json_tail
+    from testkit.transfer import client_server, counters_delta, nstat
 
     client, server = tb.host("client"), tb.host("server")
     wifi, srv_ip = tb.addr("client", "wifi"), tb.addr("server", "server")
     linux_host = "server" if direction == "ours->linux" else "client"
-    before = _nstat(tb.host(linux_host))
-    s_out, c_out = work / f"srv{port}.out", work / f"cli{port}.out"
+    before = nstat(tb.host(linux_host))
     if direction == "ours->linux":
         sargs = ["-m", "tests.mptcp_interop.kmptcp", "server", "--listen", f"{srv_ip}:{port}"]
         cargs = ["-m", "mptcp_impl", "client", "--connect", f"{srv_ip}:{port}", "--json"]
@@ -174,21 +161,11 @@ def _loss_one(tb, work, direction: str, nbytes: int, port: int, timeout: float) 
         sargs += ["--json"]
         cargs = ["-m", "tests.mptcp_interop.kmptcp", "client", "--connect", f"{srv_ip}:{port}"]
         cargs += ["--bytes", str(nbytes), "--bind", wifi]
-    srv = server.start([PY, *sargs], stdout=s_out, stderr=subprocess.PIPE, env=ENV)
-    srv.wait_for_line("^listening", timeout=30)
-    t0 = time.monotonic()
-    cli = client.start([PY, *cargs], stdout=c_out, stderr=work / f"cli{port}.err", env=ENV)
-    try:
-        cli.wait(timeout)
-        srv.wait(60)
-    finally:
-        for p in (cli, srv):
-            if p.returncode is None:
-                p.stop()
-    wall = time.monotonic() - t0
-    cr, sr = json_tail(c_out), json_tail(s_out)
-    after = _nstat(tb.host(linux_host))
-    delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    stem = work / f"loss-{port}"
+    cr, sr, wall = client_server(
+        server, sargs, client, cargs, stem, timeout=timeout, server_timeout=60
+    )
+    delta = counters_delta(before, nstat(tb.host(linux_host)))
     ours = cr if direction == "ours->linux" else sr
     mp = ours.get("mptcp", {})
     subs = mp.get("subflows", [])
