@@ -106,42 +106,15 @@ def case_many(conns: int, kbytes: float, rounds: int) -> dict:
 # ---------------------------------------------------------------- 1 GB through loss
 
 
-LOSSY = """description = "bench: two paths with loss and jitter"
-[nodes]
-client = "host"
-r1 = "router"
-r2 = "router"
-core = "router"
-server = "host"
-[links.wifi]
-ends = ["client", "r1"]
-rate_mbit = 100
-delay_ms = 3
-jitter_ms = 1.5
-loss_pct = {loss}
-queue_pkts = 400
-[links.lte]
-ends = ["client", "r2"]
-rate_mbit = 50
-delay_ms = 6
-jitter_ms = 3
-loss_pct = {loss}
-queue_pkts = 400
-[links.wifi-core]
-ends = ["r1", "core"]
-[links.lte-core]
-ends = ["r2", "core"]
-[links.server]
-ends = ["core", "server"]
-[paths.wifi]
-from = "client"
-link = "wifi"
-to = "server"
-[paths.lte]
-from = "client"
-link = "lte"
-to = "server"
-"""
+def _lossy(loss: float) -> dict:
+    """Overrides that make two_path (topologies/two_path.toml) the loss case's paths: faster
+    access links, delay jitter (reordering), ``loss`` % random loss, longer queues."""
+    over: dict = {}
+    for link, rate, delay, jitter in (("wifi", 100, 3, 1.5), ("lte", 50, 6, 3)):
+        model = dict(rate_mbit=rate, delay_ms=delay, jitter_ms=jitter, loss_pct=loss)
+        over |= {f"links.{link}.{k}": v for k, v in model.items()}
+        over[f"links.{link}.queue_pkts"] = 400
+    return over
 
 
 def _loss_one(tb, work, direction: str, nbytes: int, port: int, timeout: float) -> dict:
@@ -212,9 +185,7 @@ def case_loss(mbytes: float, loss: float, directions: list[str]) -> dict:
     nbytes = int(mbytes * 1e6)
     out = []
     with tempfile.TemporaryDirectory(prefix="bench-loss-") as d:
-        tf = Path(d) / "lossy.toml"
-        tf.write_text(LOSSY.format(loss=loss))
-        with Testbed(load_topology(tf), workdir=Path(d)) as tb:
+        with Testbed(load_topology("two_path", overrides=_lossy(loss)), workdir=Path(d)) as tb:
             tb.kernel_mptcp("client", endpoints=tb.default_endpoints("client"))
             tb.kernel_mptcp("server", endpoints=[])
             for i, direction in enumerate(directions):
