@@ -24,6 +24,7 @@ from ``nstat`` in the Linux host.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -189,6 +190,17 @@ def transfer(
 PAIRS = [("linux", "linux"), ("ours", "linux"), ("linux", "ours")]
 
 
+def each_pair(tb, work: Path, ports, reps: int, nbytes: int, subflows: int, timeout: float):
+    """(sender, receiver, its ``reps`` transfers) for every pair of PAIRS, each transfer on the
+    next port of ``ports``."""
+    for snd, rcv in PAIRS:
+        runs = [
+            transfer(tb, work, snd, rcv, nbytes, next(ports), subflows, timeout)
+            for _ in range(reps)
+        ]
+        yield snd, rcv, runs
+
+
 def simult(work: Path, reps: int) -> list[dict]:
     rows = []
     size = 16 * MIB
@@ -201,12 +213,7 @@ def simult(work: Path, reps: int) -> list[dict]:
             )
         )
         with Testbed(load_topology(str(topo)), workdir=work) as tb:
-            port = 7000
-            for snd, rcv in PAIRS:
-                runs = []
-                for _ in range(reps):
-                    port += 1
-                    runs.append(transfer(tb, work, snd, rcv, size, port, 2, 120))
+            for snd, rcv, runs in each_pair(tb, work, itertools.count(7001), reps, size, 2, 120):
                 t = statistics.median(x["time_s"] for x in runs)
                 row = {
                     "case": f"{r1}/{r2} Mbit/s",
@@ -236,13 +243,9 @@ def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
     topo = work / "cpu.toml"
     topo.write_text(TOPO.format(m1="", m2=""))
     with Testbed(load_topology(str(topo)), workdir=work, offload=True) as tb:
-        port = 8000
+        ports = itertools.count(8001)
         for subflows in (1, 2):
-            for snd, rcv in PAIRS:
-                runs = []
-                for _ in range(reps):
-                    port += 1
-                    runs.append(transfer(tb, work, snd, rcv, nbytes, port, subflows, 300))
+            for snd, rcv, runs in each_pair(tb, work, ports, reps, nbytes, subflows, 300):
                 med = {
                     k: statistics.median(x[k] for x in runs)
                     for k in ("goodput_mbit", "sender_cpu_s_per_gbit", "receiver_cpu_s_per_gbit")
