@@ -10,6 +10,16 @@ import sys
 
 from invoke import task
 
+JSON_HELP = "print a JSON summary as the last line"
+
+
+def _bench(module: str, args: list[str], json: bool) -> None:
+    """Run benchmarks.<module>'s main with ``args`` (and --json) and exit with its status."""
+    from importlib import import_module
+
+    bench_main = import_module(f"benchmarks.{module}").main
+    sys.exit(bench_main(args + (["--json"] if json else [])))
+
 
 @task(
     help={
@@ -54,7 +64,7 @@ def clean(c):
 @task(
     help={
         "topology": "topology name or file",
-        "json": "print a JSON summary as the last line",
+        "json": JSON_HELP,
         "set_": "override a topology parameter, e.g. links.wifi.delay_ms=20 (repeatable)",
     },
     iterable=["set_"],
@@ -144,19 +154,15 @@ def demo(c, results=None):
         "seconds": "iperf3 time per phase",
         "delay_ms": "one-way delay on the emulated link",
         "rate": "htb Mbit/s on the emulated link (default: none)",
-        "json": "print a JSON summary as the last line",
+        "json": JSON_HELP,
     }
 )
 def bench_linkem(c, seconds=10.0, delay_ms=10.0, rate=None, json=False):
     """How fast the delay emulator goes: h1 -- r1 -- h2 at 20 ms RTT, Mbit/s and its CPU use."""
-    from benchmarks.linkem_bench import main as bench_main
-
     args = ["--seconds", str(seconds), "--delay-ms", str(delay_ms)]
     if rate is not None:
         args += ["--rate", str(rate)]
-    if json:
-        args.append("--json")
-    sys.exit(bench_main(args))
+    _bench("linkem_bench", args, json)
 
 
 @task(
@@ -168,15 +174,13 @@ def bench_linkem(c, seconds=10.0, delay_ms=10.0, rate=None, json=False):
         "rate": "shaping in Mbit/s (default: none)",
         "reps": "repetitions per pair",
         "pairs": "sender:receiver list, e.g. ours:linux,linux:ours (default: all)",
-        "json": "print a JSON summary as the last line",
+        "json": JSON_HELP,
     }
 )
 def bench_tcp(
     c, mbytes=200.0, loss=0.0, rtt=0.0, jitter=0.0, rate=0.0, reps=3, pairs="", json=False
 ):
     """Goodput and CPU s/Gbit of our userspace TCP vs Linux TCP (clean veth, or loss and RTT)."""
-    from benchmarks.tcp_goodput_bench import main as bench_main
-
     args = [
         "--mbytes",
         str(mbytes),
@@ -193,9 +197,7 @@ def bench_tcp(
     ]
     if pairs:
         args += ["--pairs", pairs]
-    if json:
-        args.append("--json")
-    sys.exit(bench_main(args))
+    _bench("tcp_goodput_bench", args, json)
 
 
 @task(
@@ -203,17 +205,13 @@ def bench_tcp(
         "case": "simult (the Linux selftest's simult_flows bandwidth cases), cpu, or all",
         "reps": "repetitions per pair",
         "mbytes": "MB per CPU-case transfer",
-        "json": "print a JSON summary as the last line",
+        "json": JSON_HELP,
     }
 )
 def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
     """Our userspace MPTCP vs Linux MPTCP: simult_flows transfer times, CPU s/Gbit (1-2 subflows)."""
-    from benchmarks.mptcp_bench import main as bench_main
-
     args = ["--case", case, "--reps", str(reps), "--mbytes", str(mbytes)]
-    if json:
-        args.append("--json")
-    sys.exit(bench_main(args))
+    _bench("mptcp_bench", args, json)
 
 
 @task(
@@ -227,7 +225,7 @@ def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
         "mbytes": "loss: MB per transfer",
         "loss": "loss: % random loss on both paths, each direction",
         "direction": "loss: both, ours->linux or linux->ours",
-        "json": "print a JSON summary as the last line",
+        "json": JSON_HELP,
     }
 )
 def bench_stress(
@@ -243,14 +241,10 @@ def bench_stress(
     json=False,
 ):
     """Stress: 1M-segment fuzz, 100+ concurrent MPTCP connections, 1 GB through 2% loss + jitter."""
-    from benchmarks.stress_bench import main as bench_main
-
     args = ["--case", case, "--segments", str(segments), "--conns", str(conns)]
     args += ["--kbytes", str(kbytes), "--rounds", str(rounds), "--mbytes", str(mbytes)]
     args += ["--loss", str(loss), "--direction", direction]
-    if json:
-        args.append("--json")
-    sys.exit(bench_main(args))
+    _bench("stress_bench", args, json)
 
 
 @task(
@@ -258,17 +252,13 @@ def bench_stress(
         "mbytes": "MB per transfer",
         "reps": "transfers per case",
         "iperf_seconds": "iperf3's -t through the proxies",
-        "json": "print a JSON summary as the last line",
+        "json": JSON_HELP,
     }
 )
 def bench_proxy(c, mbytes=40.0, reps=2, iperf_seconds=15.0, json=False):
     """Unmodified TCP programs through the proxy vs our CLI on two_path, both ways; iperf3."""
-    from benchmarks.proxy_bench import main as bench_main
-
     args = ["--mbytes", str(mbytes), "--reps", str(reps), "--iperf-seconds", str(iperf_seconds)]
-    if json:
-        args.append("--json")
-    sys.exit(bench_main(args))
+    _bench("proxy_bench", args, json)
 
 
 @task(
@@ -289,9 +279,7 @@ def report(c, results_dir):
     sys.exit(report_main(results_dir))
 
 
-@task(help={"segments": "TCP segments in the generated capture", "json": "JSON summary last"})
+@task(help={"segments": "TCP segments in the generated capture", "json": JSON_HELP})
 def bench_parse(c, segments=1_000_000, json=False):
     """Our pcap parser vs tshark -T fields on a ~1M-segment real MPTCP capture."""
-    from benchmarks.analysis_parse_bench import main as bench_main
-
-    sys.exit(bench_main(["--segments", str(segments)] + (["--json"] if json else [])))
+    _bench("analysis_parse_bench", ["--segments", str(segments)], json)

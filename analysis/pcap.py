@@ -330,14 +330,6 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                     end = start + caplen
                     l4 = start + 34
                     payload = (iplen or orig - 14) - 20
-                    s = addr_cache.get(sb)
-                    if s is None:
-                        s = addr_cache[sb] = len(addr_names)
-                        addr_names.append(ntoa4(sb))
-                    d = addr_cache.get(db)
-                    if d is None:
-                        d = addr_cache[db] = len(addr_names)
-                        addr_names.append(ntoa4(db))
                     v = 4
             if not fast:
                 end = start + caplen
@@ -380,14 +372,6 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                     l4 = l3 + ihl
                     payload = iplen - ihl
                     sb, db = buf[l3 + 12 : l3 + 16], buf[l3 + 16 : l3 + 20]
-                    s = addr_cache.get(sb)
-                    if s is None:
-                        s = addr_cache[sb] = len(addr_names)
-                        addr_names.append(ntoa4(sb))
-                    d = addr_cache.get(db)
-                    if d is None:
-                        d = addr_cache[db] = len(addr_names)
-                        addr_names.append(ntoa4(db))
                     v = 4
                 elif et == 0x86DD:
                     if l3 + 40 > end:
@@ -401,17 +385,20 @@ def parse_buffer(buf: bytes, path: str = "<buffer>") -> pd.DataFrame:
                     if nh != 6:
                         continue
                     sb, db = buf[l3 + 8 : l3 + 24], buf[l3 + 24 : l3 + 40]
-                    s = addr_cache.get(sb)
-                    if s is None:
-                        s = addr_cache[sb] = len(addr_names)
-                        addr_names.append(ntop(socket.AF_INET6, sb))
-                    d = addr_cache.get(db)
-                    if d is None:
-                        d = addr_cache[db] = len(addr_names)
-                        addr_names.append(ntop(socket.AF_INET6, db))
                     v = 6
                 else:
                     continue
+            # address bytes -> category code, the text made once per address (4 or 16 bytes:
+            # the two families never share a key)
+            s = addr_cache.get(sb)
+            if s is None:
+                s = addr_cache[sb] = len(addr_names)
+                addr_names.append(ntoa4(sb) if v == 4 else ntop(socket.AF_INET6, sb))
+            d = addr_cache.get(db)
+            if d is None:
+                d = addr_cache[db] = len(addr_names)
+                addr_names.append(ntoa4(db) if v == 4 else ntop(socket.AF_INET6, db))
+            if not fast:
                 # -- TCP
                 if l4 + 20 > end:
                     continue

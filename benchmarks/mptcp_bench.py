@@ -24,17 +24,16 @@ from ``nstat`` in the Linux host.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from testbed.net import Testbed
 from testbed.topology import load_topology
-from testkit import ENV, PY, json_tail
+from testkit.transfer import client_server, counters_delta, nstat
 
 MIB = 1024 * 1024
 
@@ -101,16 +100,6 @@ else:
 """
 
 
-def _nstat(host) -> dict[str, int]:
-    out = host.run(["nstat", "-az"]).stdout
-    res = {}
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) >= 2 and parts[0].startswith("MPTcpExt"):
-            res[parts[0]] = int(parts[1])
-    return res
-
-
 def transfer(
     tb,
     work: Path,
@@ -134,8 +123,7 @@ def transfer(
         endpoints=[(a, tb.intf("client", "p2"), "subflow") for a in extra],
     )
     tb.kernel_mptcp("server", limits={"subflows": subflows - 1, "add_addr_accepted": 0})
-    before = {h: _nstat(tb.host(h)) for h in ("client", "server")}
-    s_out, c_out = work / f"{tag}.srv", work / f"{tag}.cli"
+    before = {h: nstat(tb.host(h), "MPTcpExt") for h in ("client", "server")}
     if receiver == "ours":
         sargs = [
             "-m",
@@ -150,8 +138,6 @@ def transfer(
         ]
     else:
         sargs = ["-c", KPEER, "server", dst, str(port)]
-    srv = s.start([PY, *sargs], stdout=s_out, stderr=subprocess.PIPE, env=ENV)
-    srv.wait_for_line("^listening", timeout=30)
     if sender == "ours":
         cargs = [
             "-m",
@@ -173,22 +159,9 @@ def transfer(
             cargs += ["--endpoint", f"{p1.src_addr},subflow"]  # no other endpoint: 1 subflow
     else:
         cargs = ["-c", KPEER, "client", dst, str(port), str(nbytes)]
-    t0 = time.monotonic()
-    cli = c.start([PY, *cargs], stdout=c_out, stderr=work / f"{tag}.cli.err", env=ENV)
-    try:
-        cli.wait(timeout)
-        srv.wait(60)
-    finally:
-        for p in (cli, srv):
-            if p.returncode is None:
-                p.stop()
-    wall = time.monotonic() - t0
-    cr, sr = json_tail(c_out), json_tail(s_out)
-    after = {h: _nstat(tb.host(h)) for h in ("client", "server")}
-    kdiff = {
-        h: {k: v - before[h].get(k, 0) for k, v in after[h].items() if v - before[h].get(k, 0)}
-        for h in after
-    }
+    cr, sr, wall = client_server(s, sargs, c, cargs, work / tag, timeout=timeout, server_timeout=60)
+    after = {h: nstat(tb.host(h), "MPTcpExt") for h in ("client", "server")}
+    kdiff = {h: counters_delta(before[h], after[h]) for h in after}
     ours = cr if sender == "ours" else sr if receiver == "ours" else None
     n_sub = None
     if ours is not None and "mptcp" in ours:
@@ -217,6 +190,17 @@ def transfer(
 PAIRS = [("linux", "linux"), ("ours", "linux"), ("linux", "ours")]
 
 
+def each_pair(tb, work: Path, ports, reps: int, nbytes: int, subflows: int, timeout: float):
+    """(sender, receiver, its ``reps`` transfers) for every pair of PAIRS, each transfer on the
+    next port of ``ports``."""
+    for snd, rcv in PAIRS:
+        runs = [
+            transfer(tb, work, snd, rcv, nbytes, next(ports), subflows, timeout)
+            for _ in range(reps)
+        ]
+        yield snd, rcv, runs
+
+
 def simult(work: Path, reps: int) -> list[dict]:
     rows = []
     size = 16 * MIB
@@ -229,12 +213,7 @@ def simult(work: Path, reps: int) -> list[dict]:
             )
         )
         with Testbed(load_topology(str(topo)), workdir=work) as tb:
-            port = 7000
-            for snd, rcv in PAIRS:
-                runs = []
-                for _ in range(reps):
-                    port += 1
-                    runs.append(transfer(tb, work, snd, rcv, size, port, 2, 120))
+            for snd, rcv, runs in each_pair(tb, work, itertools.count(7001), reps, size, 2, 120):
                 t = statistics.median(x["time_s"] for x in runs)
                 row = {
                     "case": f"{r1}/{r2} Mbit/s",
@@ -264,13 +243,9 @@ def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
     topo = work / "cpu.toml"
     topo.write_text(TOPO.format(m1="", m2=""))
     with Testbed(load_topology(str(topo)), workdir=work, offload=True) as tb:
-        port = 8000
+        ports = itertools.count(8001)
         for subflows in (1, 2):
-            for snd, rcv in PAIRS:
-                runs = []
-                for _ in range(reps):
-                    port += 1
-                    runs.append(transfer(tb, work, snd, rcv, nbytes, port, subflows, 300))
+            for snd, rcv, runs in each_pair(tb, work, ports, reps, nbytes, subflows, 300):
                 med = {
                     k: statistics.median(x[k] for x in runs)
                     for k in ("goodput_mbit", "sender_cpu_s_per_gbit", "receiver_cpu_s_per_gbit")

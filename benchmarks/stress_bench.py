@@ -106,65 +106,25 @@ def case_many(conns: int, kbytes: float, rounds: int) -> dict:
 # ---------------------------------------------------------------- 1 GB through loss
 
 
-LOSSY = """description = "bench: two paths with loss and jitter"
-[nodes]
-client = "host"
-r1 = "router"
-r2 = "router"
-core = "router"
-server = "host"
-[links.wifi]
-ends = ["client", "r1"]
-rate_mbit = 100
-delay_ms = 3
-jitter_ms = 1.5
-loss_pct = {loss}
-queue_pkts = 400
-[links.lte]
-ends = ["client", "r2"]
-rate_mbit = 50
-delay_ms = 6
-jitter_ms = 3
-loss_pct = {loss}
-queue_pkts = 400
-[links.wifi-core]
-ends = ["r1", "core"]
-[links.lte-core]
-ends = ["r2", "core"]
-[links.server]
-ends = ["core", "server"]
-[paths.wifi]
-from = "client"
-link = "wifi"
-to = "server"
-[paths.lte]
-from = "client"
-link = "lte"
-to = "server"
-"""
-
-
-def _nstat(host) -> dict[str, int]:
-    out = host.run(["nstat", "-asz"]).stdout
-    vals = {}
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) >= 2 and parts[1].isdigit():
-            vals[parts[0]] = int(parts[1])
-    return vals
+def _lossy(loss: float) -> dict:
+    """Overrides that make two_path (topologies/two_path.toml) the loss case's paths: faster
+    access links, delay jitter (reordering), ``loss`` % random loss, longer queues."""
+    over: dict = {}
+    for link, rate, delay, jitter in (("wifi", 100, 3, 1.5), ("lte", 50, 6, 3)):
+        model = dict(rate_mbit=rate, delay_ms=delay, jitter_ms=jitter, loss_pct=loss)
+        over |= {f"links.{link}.{k}": v for k, v in model.items()}
+        over[f"links.{link}.queue_pkts"] = 400
+    return over
 
 
 def _loss_one(tb, work, direction: str, nbytes: int, port: int, timeout: float) -> dict:
-    import subprocess
-
     from mptcp_impl.cli import pattern_sha256
-    from testkit import ENV, PY, json_tail
+    from testkit.transfer import client_server, counters_delta, nstat
 
     client, server = tb.host("client"), tb.host("server")
     wifi, srv_ip = tb.addr("client", "wifi"), tb.addr("server", "server")
     linux_host = "server" if direction == "ours->linux" else "client"
-    before = _nstat(tb.host(linux_host))
-    s_out, c_out = work / f"srv{port}.out", work / f"cli{port}.out"
+    before = nstat(tb.host(linux_host))
     if direction == "ours->linux":
         sargs = ["-m", "tests.mptcp_interop.kmptcp", "server", "--listen", f"{srv_ip}:{port}"]
         cargs = ["-m", "mptcp_impl", "client", "--connect", f"{srv_ip}:{port}", "--json"]
@@ -174,21 +134,11 @@ def _loss_one(tb, work, direction: str, nbytes: int, port: int, timeout: float) 
         sargs += ["--json"]
         cargs = ["-m", "tests.mptcp_interop.kmptcp", "client", "--connect", f"{srv_ip}:{port}"]
         cargs += ["--bytes", str(nbytes), "--bind", wifi]
-    srv = server.start([PY, *sargs], stdout=s_out, stderr=subprocess.PIPE, env=ENV)
-    srv.wait_for_line("^listening", timeout=30)
-    t0 = time.monotonic()
-    cli = client.start([PY, *cargs], stdout=c_out, stderr=work / f"cli{port}.err", env=ENV)
-    try:
-        cli.wait(timeout)
-        srv.wait(60)
-    finally:
-        for p in (cli, srv):
-            if p.returncode is None:
-                p.stop()
-    wall = time.monotonic() - t0
-    cr, sr = json_tail(c_out), json_tail(s_out)
-    after = _nstat(tb.host(linux_host))
-    delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    stem = work / f"loss-{port}"
+    cr, sr, wall = client_server(
+        server, sargs, client, cargs, stem, timeout=timeout, server_timeout=60
+    )
+    delta = counters_delta(before, nstat(tb.host(linux_host)))
     ours = cr if direction == "ours->linux" else sr
     mp = ours.get("mptcp", {})
     subs = mp.get("subflows", [])
@@ -235,9 +185,7 @@ def case_loss(mbytes: float, loss: float, directions: list[str]) -> dict:
     nbytes = int(mbytes * 1e6)
     out = []
     with tempfile.TemporaryDirectory(prefix="bench-loss-") as d:
-        tf = Path(d) / "lossy.toml"
-        tf.write_text(LOSSY.format(loss=loss))
-        with Testbed(load_topology(tf), workdir=Path(d)) as tb:
+        with Testbed(load_topology("two_path", overrides=_lossy(loss)), workdir=Path(d)) as tb:
             tb.kernel_mptcp("client", endpoints=tb.default_endpoints("client"))
             tb.kernel_mptcp("server", endpoints=[])
             for i, direction in enumerate(directions):

@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from testbed.net import Testbed
 from testbed.topology import load_topology
-from testkit import ENV, PY, json_tail
+from testkit.transfer import client_server
 
 CLEAN_TOPO = """description = "bench: client and server on one bare veth pair"
 [nodes]
@@ -88,24 +86,11 @@ def run_pair(
     path = tb.paths[0]
     dst, src = path.dst_addr, path.src_addr
     tag = f"{sender}-{receiver}-{port}"
-    s_out, c_out = work / f"{tag}.srv", work / f"{tag}.cli"
     sargs = [*RECEIVERS[receiver], "--listen", f"{dst}:{port}"]
-    srv = s.start([PY, *sargs], stdout=s_out, stderr=subprocess.PIPE, env=ENV)
-    srv.wait_for_line("^listening", timeout=30)
     cargs = [*SENDERS[sender], "--connect", f"{dst}:{port}", "--bytes", str(nbytes)]
     if sender.startswith("ours"):
         cargs += ["--bind", src]
-    t0 = time.monotonic()
-    cli = c.start([PY, *cargs], stdout=c_out, stderr=work / f"{tag}.cli.err", env=ENV)
-    try:
-        cli.wait(timeout)
-        srv.wait(30)
-    finally:
-        for p in (cli, srv):
-            if p.returncode is None:
-                p.stop()
-    wall = time.monotonic() - t0
-    cr, sr = json_tail(c_out), json_tail(s_out)
+    cr, sr, wall = client_server(s, sargs, c, cargs, work / tag, timeout=timeout, server_timeout=30)
     ok = cr.get("sha256") == sr.get("sha256") and sr.get("bytes_received") == nbytes
     gbit = nbytes * 8 / 1e9
     return {

@@ -31,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from analysis.plots import _save  # noqa: E402
 from analysis.report import _img, _page, combine_reports, mean_ci  # noqa: E402
 
 TOL_SHARE = 0.05  # bottleneck share: "no more than a single TCP" within this (absolute)
@@ -163,11 +164,7 @@ def _bars(
     ax.set(ylabel=ylabel, title=title)
     if len(hues) > 1 or ref is not None:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _cdf(series: dict[str, list[float]], path: Path, xlabel: str, title: str) -> Path:
@@ -180,11 +177,7 @@ def _cdf(series: dict[str, list[float]], path: Path, xlabel: str, title: str) ->
         ax.step(v, ys, where="post", label=f"{name} (n={len(v)})")
     ax.set(xlabel=xlabel, ylabel="CDF", title=title, ylim=(0, 1.02))
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _subflow_goodput(r: dict[str, Any], path: Path, events: list[float]) -> Path | None:
@@ -217,11 +210,7 @@ def _subflow_goodput(r: dict[str, Any], path: Path, events: list[float]) -> Path
         ax.axvline(e, color="r", ls=":", lw=1)
     ax.set(xlabel="seconds", ylabel="Mbit/s", title=f"{r['variant']} {r['label']}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------

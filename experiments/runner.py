@@ -189,6 +189,31 @@ def _server_addr(tb: Network, host: str) -> str:
     return tb.addr(host, tb.topo.links_of(host)[0].name)
 
 
+def _peer_command(
+    tb: Network,
+    spec: RunSpec,
+    flow: FlowSpec,
+    stack: Stack,
+    role: str,
+    remote: Path,
+    seed: int = 0,
+) -> tuple[Host, Command]:
+    """Copy the traffic tool to the flow's ``role`` ("client" or "server") host and build the
+    stack's command for that end (its report file next to the tool), logged."""
+    name = flow.client if role == "client" else flow.server
+    host = tb.host(name)
+    tool = remote / name / "traffic.py"
+    host.put(TOOL, tool)
+    out = remote / name / f"{flow.name}-{role}.json"
+    addr = _server_addr(tb, flow.server)
+    if role == "client":
+        cmd = stack.client(_python(tb, name), tool, f"{addr}:{flow.port}", flow, seed, out)
+    else:
+        cmd = stack.server(_python(tb, name), tool, addr, flow.port, out)
+    log.info("%s: start %s on %s: %s", spec.label, role, name, " ".join(cmd.argv))
+    return host, cmd
+
+
 def _background_results(results: list[FlowResult], specs: list[FlowSpec]) -> list[dict[str, Any]]:
     """Per background flow: its receiver's goodput and whether both directions arrived intact."""
     return [
@@ -453,14 +478,7 @@ class RunExecutor:
         procs: list[Process],
     ) -> _Peer:
         """Copy the tool, start the server, return once it says it listens."""
-        host = tb.host(flow.server)
-        tool = remote / flow.server / "traffic.py"
-        host.put(TOOL, tool)
-        out = remote / flow.server / f"{flow.name}-server.json"
-        cmd = stack.server(
-            _python(tb, flow.server), tool, _server_addr(tb, flow.server), flow.port, out
-        )
-        log.info("%s: start server on %s: %s", spec.label, flow.server, " ".join(cmd.argv))
+        host, cmd = _peer_command(tb, spec, flow, stack, "server", remote)
         pipe_out = cmd.ready_stream == "stdout"
         p = host.start(
             cmd.argv,
@@ -483,13 +501,7 @@ class RunExecutor:
         logs: Path,
         procs: list[Process],
     ) -> _Peer:
-        host = tb.host(flow.client)
-        tool = remote / flow.client / "traffic.py"
-        host.put(TOOL, tool)
-        out = remote / flow.client / f"{flow.name}-client.json"
-        connect = f"{_server_addr(tb, flow.server)}:{flow.port}"
-        cmd = stack.client(_python(tb, flow.client), tool, connect, flow, seed, out)
-        log.info("%s: start client on %s: %s", spec.label, flow.client, " ".join(cmd.argv))
+        host, cmd = _peer_command(tb, spec, flow, stack, "client", remote, seed)
         p = host.start(
             cmd.argv,
             stdout=logs / f"{flow.name}-client.stdout",

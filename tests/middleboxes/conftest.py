@@ -14,6 +14,7 @@ import pytest
 
 from mptcp_impl.cli import pattern_sha256
 from testkit import ENV, PY
+from testkit.transfer import nstat
 
 # Faster than two_path's defaults to keep runs short, same shape.
 RATES = {
@@ -51,13 +52,7 @@ def _mib(d: dict | None) -> dict[str, int]:
 
 
 def _nstat(host) -> dict[str, int]:
-    out = host.run(["nstat", "-asz"]).stdout
-    vals = {}
-    for ln in out.splitlines():
-        parts = ln.split()
-        if len(parts) >= 2 and parts[0].startswith("MPTcpExt") and parts[1].isdigit():
-            vals[parts[0].removeprefix("MPTcpExt")] = int(parts[1])
-    return vals
+    return {k.removeprefix("MPTcpExt"): v for k, v in nstat(host, "MPTcpExt").items()}
 
 
 def _last_json(path: Path) -> dict:

@@ -23,6 +23,7 @@ from testbed.capture import Capture
 from testbed.net import Testbed
 from testbed.topology import load_topology
 from testkit import ENV, PY  # how tests run a peer: this checkout on PYTHONPATH
+from testkit.transfer import nstat
 from testkit.tshark import MPTCP_ANALYSIS_PREFS
 
 HERE = Path(__file__).resolve().parent
@@ -127,13 +128,7 @@ class Bed:
 
     def nstat(self, host: str) -> dict[str, int]:
         """Absolute values of the host namespace's counters (``nstat -asz``: no history)."""
-        out = self.host(host).run(["nstat", "-asz"]).stdout
-        vals = {}
-        for ln in out.splitlines():
-            parts = ln.split()
-            if len(parts) >= 2 and parts[1].isdigit():
-                vals[parts[0]] = int(parts[1])
-        return vals
+        return nstat(self.host(host))
 
     def capture(self, name: str, hosts: list[str]) -> Capture:
         """tcpdump (immediate mode) on every interface of ``hosts``; returns once it listens."""
@@ -147,10 +142,6 @@ def _drain(proc) -> str:
     except (OSError, ValueError):
         pass
     return ""
-
-
-def counters_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
 def make_bed(topology: str | Path, overrides: dict, tmp_path_factory, name: str) -> Iterator[Bed]:

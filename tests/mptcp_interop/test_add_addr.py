@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 
 from mptcp_impl.cli import pattern_sha256
+from testkit.transfer import counters_delta
 
 from .conftest import (
     MB,
     Bed,
-    counters_delta,
     linux_client,
     linux_server,
     make_bed,

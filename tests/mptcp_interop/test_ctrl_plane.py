@@ -20,11 +20,11 @@ import subprocess
 import pytest
 
 from mptcp_impl.cli import pattern_sha256
+from testkit.transfer import counters_delta
 
 from .conftest import (
     MB,
     Bed,
-    counters_delta,
     linux_client,
     linux_server,
     make_bed,

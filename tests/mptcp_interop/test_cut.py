@@ -14,12 +14,12 @@ import time
 import pytest
 
 from mptcp_impl.cli import pattern_sha256
+from testkit.transfer import counters_delta
 
 from .conftest import (
     LINUX_BAD,
     MB,
     Bed,
-    counters_delta,
     linux_client,
     linux_server,
     make_bed,

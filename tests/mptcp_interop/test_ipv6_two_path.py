@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from testkit.transfer import counters_delta
+
 from .conftest import (
     Bed,
-    counters_delta,
     linux_client,
     linux_server,
     make_bed,

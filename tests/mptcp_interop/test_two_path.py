@@ -14,13 +14,13 @@ from __future__ import annotations
 import pytest
 
 from mptcp_impl.cli import pattern_sha256
+from testkit.transfer import counters_delta
 
 from .conftest import (
     LINUX_BAD,
     MB,
     OURS_BAD,
     Bed,
-    counters_delta,
     linux_client,
     linux_server,
     make_bed,
