@@ -26,28 +26,34 @@ class Capture:
         self.outdir.mkdir(parents=True, exist_ok=True)
         for host, intf in self.targets:
             path = self.outdir / f"{intf}.pcap"
-            # --immediate-mode: hand over each packet at once (otherwise libpcap holds up to a
-            # second of them in a ring block, and SIGINT loses that block); -U: write each
-            # packet at once; -Z root: tcpdump would otherwise drop to user tcpdump, who may
-            # not write here.
-            args = [
-                "tcpdump",
-                "-i",
-                intf,
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                str(self.snaplen),
-                "-Z",
-                "root",
-                "-w",
-                str(path),
-                "tcp or icmp",
-            ]
-            proc = host.start(args, stderr=subprocess.PIPE)
-            self.procs.append(proc)
+            self._tcpdump(host, intf, str(path))
             self.files.append(path)
+        self._wait_listening(timeout)
+
+    def _tcpdump(self, host: Host, intf: str, path: str) -> None:
+        """Start tcpdump on the host's interface, writing to path (a path on that host)."""
+        # --immediate-mode: hand over each packet at once (otherwise libpcap holds up to a
+        # second of them in a ring block, and SIGINT loses that block); -U: write each
+        # packet at once; -Z root: tcpdump would otherwise drop to user tcpdump, who may
+        # not write here.
+        args = [
+            "tcpdump",
+            "-i",
+            intf,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            str(self.snaplen),
+            "-Z",
+            "root",
+            "-w",
+            path,
+            "tcp or icmp",
+        ]
+        self.procs.append(host.start(args, stderr=subprocess.PIPE))
+
+    def _wait_listening(self, timeout: float) -> None:
         for proc in self.procs:
             proc.wait_for_line(r"listening on", stream="stderr", timeout=timeout)
 

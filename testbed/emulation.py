@@ -129,7 +129,109 @@ class EmulatedPort:
     model: LinkModel
 
 
-class RouterEmulator:
+class RouterQueues:
+    """What RouterEmulator and testbed.middlebox.RouterMiddlebox share: on one router, a
+    `python -m testbed.<WORKER>` process serving NFQUEUEs (testbed/linkem.py serve(): ready
+    line, then one JSON reply per command) and the iptables-nft tables that the queue rules
+    create, to be deleted again once empty. A subclass has _setup() (what start() does),
+    stop() and _config() (the process's configuration, its first argument)."""
+
+    WORKER = ""  # the testbed module the process runs: linkem, mangle
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        log_path: Path | None = None,
+        seed: int | None = None,
+        ready_timeout: float = 10.0,
+    ):
+        self.host = host
+        self.log_path = log_path
+        self.seed = seed
+        self.ready_timeout = ready_timeout
+        self.proc: Process | None = None
+        self._tables_before: set[str] = set()
+
+    def start(self) -> None:
+        """_setup(); if that fails half-way, stop() takes apart what it made."""
+        try:
+            self._setup()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception:  # noqa: BLE001 (the first error is the one to report)
+                pass
+            raise
+
+    def _log_file(self) -> Path | None:
+        """Where the process's stderr goes."""
+        return self.log_path
+
+    def _log_hint(self) -> str:
+        return f"see {self._log_file()}" if self.log_path else "no log_path given"
+
+    def _start_process(self) -> None:
+        log = self._log_file()
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = self.host.start(
+            [sys.executable, "-m", f"testbed.{self.WORKER}", json.dumps(self._config())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        )
+        reply = self._reply()
+        if not reply.get("ready"):
+            raise RuntimeError(f"{self.host.name}: {self.WORKER} said {reply} instead of ready")
+
+    def _reply(self) -> dict:
+        """The process's next JSON line, within ready_timeout (it answers every command)."""
+        assert self.proc is not None
+        try:
+            line = self.proc.wait_for_line(r"^\{", stream="stdout", timeout=self.ready_timeout)
+        except TimeoutError as e:
+            raise RuntimeError(
+                f"{self.host.name}: {self.WORKER}: {e} ({self._log_hint()})"
+            ) from None
+        return json.loads(line)
+
+    def _command(self, cmd: dict) -> dict:
+        assert self.proc is not None
+        self.proc.write_stdin((json.dumps(cmd) + "\n").encode())
+        reply = self._reply()
+        if not reply.get("ok"):
+            raise RuntimeError(f"{self.host.name}: {self.WORKER} refused {cmd}: {reply}")
+        return reply
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def pids(self) -> list[int]:
+        """Processes it started (for crash cleanup records)."""
+        return [self.proc.pid] if self.running else []
+
+    def _tables(self) -> set[str]:
+        out = _run(self.host, ["nft", "list", "tables"])
+        return {line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()}
+
+    def _remove_new_tables(self, only: str | None = None) -> None:
+        """iptables-nft tables (of those named `only`, if given) that exist only because of us
+        and are empty again."""
+        for family_table in sorted(self._tables() - self._tables_before):
+            family, table = family_table.split()
+            tool = dict(zip(("ip", "ip6"), IPTABLES, strict=True)).get(family)
+            if tool is None or only is not None and table != only:
+                continue
+            rules = _run(self.host, [tool, "-w", "-t", table, "-S"]).split("\n")
+            if all(not r or r.startswith("-P ") and r.endswith(" ACCEPT") for r in rules):
+                _run(self.host, ["nft", "-f", "-"], stdin=f"delete table {family_table}\n")
+
+
+class RouterEmulator(RouterQueues):
     """Delay, jitter, loss and blackholes for the links attached to one router, applied on its
     FORWARD path in both directions of each link: packets arriving on `intf` (iifname) and
     packets leaving by `intf` (oifname) each get the link's one-way delay/jitter/loss once.
@@ -137,29 +239,19 @@ class RouterEmulator:
     Port i uses NFQUEUE 2i for what arrives on its interface and 2i+1 for what leaves by it
     (queue numbers are per network namespace, so every router can use the same ones)."""
 
-    def __init__(
-        self,
-        host: Host,
-        ports: list[EmulatedPort],
-        *,
-        log_path: Path | None = None,
-        seed: int | None = None,
-        ready_timeout: float = 10.0,
-    ):
+    WORKER = "linkem"
+
+    def __init__(self, host: Host, ports: list[EmulatedPort], **kw):
+        """kw: log_path, seed, ready_timeout (RouterQueues)."""
         names = [p.link for p in ports]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate link names in {names}")
-        self.host = host
+        super().__init__(host, **kw)
         self.ports = {p.link: replace(p) for p in ports}
         self.index = {p.link: i for i, p in enumerate(ports)}
-        self.log_path = log_path
-        self.seed = seed
-        self.ready_timeout = ready_timeout
-        self.proc: Process | None = None
         self._starts = 0  # processes started so far (each restart gets its own log)
         self._table = False
         self._queues = False
-        self._tables_before: set[str] = set()
         self._down: set[str] = set()
 
     # -- nft (loss, blackholes) and iptables (queues) -------------------------------------
@@ -226,20 +318,9 @@ class RouterEmulator:
                     _run(self.host, [f"{tool}-restore", "-w", "--noflush"], stdin=script)
                 except RuntimeError as exc:
                     errors.append(exc)
-        for family_table in sorted(self._tables() - self._tables_before - {f"{FAMILY} {TABLE}"}):
-            family, table = family_table.split()
-            tool = {"ip": "iptables", "ip6": "ip6tables"}.get(family)
-            if tool is None:
-                continue
-            rules = _run(self.host, [tool, "-w", "-t", table, "-S"]).split("\n")
-            if all(not r or r.startswith("-P ") and r.endswith(" ACCEPT") for r in rules):
-                self._nft(f"delete table {family_table}\n")
+        self._remove_new_tables()
         if errors and len(errors) == len(IPTABLES) * len(QUEUE_CHAINS):
             raise errors[0]  # none of them was there: something else is wrong
-
-    def _tables(self) -> set[str]:
-        out = _run(self.host, ["nft", "list", "tables"])
-        return {line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()}
 
     # -- the emulator process ----------------------------------------------------------------
 
@@ -255,73 +336,30 @@ class RouterEmulator:
                 }
         return {"seed": self.seed, "queues": queues}
 
-    def _reply(self, timeout: float) -> dict:
-        """The process's next JSON line, within timeout (it answers every command)."""
-        assert self.proc is not None
-        try:
-            line = self.proc.wait_for_line(r"^\{", stream="stdout", timeout=timeout)
-        except TimeoutError as e:
-            raise RuntimeError(f"{self.host.name}: linkem: {e} ({self._log_hint()})") from None
-        return json.loads(line)
-
-    def _log_hint(self) -> str:
-        return f"see {self._log_file()}" if self.log_path else "no log_path given"
-
     def _log_file(self) -> Path | None:
         """linkem-<router>.log for the first process, .1.log, .2.log for restarts after it."""
         if self.log_path is None or self._starts <= 1:
             return self.log_path
         return self.log_path.with_suffix(f".{self._starts - 1}{self.log_path.suffix}")
 
-    def _command(self, cmd: dict) -> dict:
-        assert self.proc is not None
-        self.proc.write_stdin((json.dumps(cmd) + "\n").encode())
-        reply = self._reply(self.ready_timeout)
-        if not reply.get("ok"):
-            raise RuntimeError(f"{self.host.name}: linkem refused {cmd}: {reply}")
-        return reply
-
     def _start_process(self) -> None:
         self._stop_process()  # a crashed one: reap it first
         self._starts += 1
-        log = self._log_file()
-        if log is not None:
-            log.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = self.host.start(
-            [sys.executable, "-m", "testbed.linkem", json.dumps(self._config())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env={"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-        )
-        reply = self._reply(self.ready_timeout)
-        if not reply.get("ready"):
-            raise RuntimeError(f"{self.host.name}: linkem said {reply} instead of ready")
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        super()._start_process()
 
     # -- the API -------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _setup(self) -> None:
         """Create the nft table and the queue rules and, if some port has delay or jitter, the
         emulator process; returns once the process has bound its queues (it printed "ready").
         The process comes first so that no packet meets a queue rule without a listener."""
-        try:
-            if any(p.model.delayed for p in self.ports.values()):
-                self._start_process()
-            self._tables_before = self._tables()
-            self._table = True
-            self._nft(self._table_script())
-            self._queues = True
-            self._queue_rules(chain_decls=True)
-        except BaseException:
-            try:
-                self.stop()
-            except Exception:  # noqa: BLE001 (the first error is the one to report)
-                pass
-            raise
+        if any(p.model.delayed for p in self.ports.values()):
+            self._start_process()
+        self._tables_before = self._tables()
+        self._table = True
+        self._nft(self._table_script())
+        self._queues = True
+        self._queue_rules(chain_decls=True)
 
     def update(self, link: str, **changes) -> None:
         """Change delay_ms / jitter_ms / jitter_dist / loss_pct of one link at runtime."""
@@ -401,8 +439,3 @@ class RouterEmulator:
             # By pid; it releases the packets it holds and exits (SIGKILL if it does not).
             self.proc.stop(signal.SIGTERM, timeout=5)
             self.proc = None
-
-    @property
-    def pids(self) -> list[int]:
-        """Processes it started (for crash cleanup records)."""
-        return [self.proc.pid] if self.running else []

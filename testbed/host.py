@@ -93,7 +93,34 @@ class Process(Protocol):
     def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int: ...
 
 
-class LocalProcess:
+class BaseProcess:
+    """What a Process does the same way wherever it runs: wait for a line it prints, stop it.
+    A subclass has args, _lines (an empty dict to begin with), wait(), send_signal() and
+    _stream(name): the read function of that PIPE'd stream for a LineReader (ValueError if the
+    stream is not a pipe)."""
+
+    def wait_for_line(self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0) -> str:
+        """Block until the process prints a line matching `pattern` on a PIPE'd stream.
+
+        This is how we learn that a server listens or tcpdump captures: the process says so,
+        so nothing has to sleep and hope.
+        """
+        reader = self._lines.get(stream)
+        if reader is None:
+            reader = self._lines[stream] = LineReader(self._stream(stream), self)
+        return reader.wait_for(pattern, timeout)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int:
+        """Ask politely (SIGINT lets tcpdump flush), then insist."""
+        self.send_signal(sig)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send_signal(signal.SIGKILL)
+            return self.wait(timeout)
+
+
+class LocalProcess(BaseProcess):
     """A process on this machine (in a namespace or not), behind the Process protocol."""
 
     def __init__(
@@ -130,19 +157,11 @@ class LocalProcess:
         self.popen.stdin.write(data)
         self.popen.stdin.flush()
 
-    def wait_for_line(self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0) -> str:
-        """Block until the process prints a line matching `pattern` on a PIPE'd stream.
-
-        This is how we learn that a server listens or tcpdump captures: the process says so,
-        so nothing has to sleep and hope.
-        """
-        reader = self._lines.get(stream)
-        if reader is None:
-            pipe = self.popen.stderr if stream == "stderr" else self.popen.stdout
-            if pipe is None:
-                raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
-            reader = self._lines[stream] = LineReader(_fd_reader(pipe.fileno()), self)
-        return reader.wait_for(pattern, timeout)
+    def _stream(self, stream: str) -> Callable[[float], bytes | None]:
+        pipe = self.popen.stderr if stream == "stderr" else self.popen.stdout
+        if pipe is None:
+            raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
+        return _fd_reader(pipe.fileno())
 
     def send_signal(self, sig: int) -> None:
         """To the process group when the process leads one (so its children get it too),
@@ -156,17 +175,6 @@ class LocalProcess:
                 os.kill(self.pid, sig)
         except ProcessLookupError:
             pass
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int:
-        """Ask politely (SIGINT lets tcpdump flush), then insist."""
-        self.send_signal(sig)
-        try:
-            rc = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.send_signal(signal.SIGKILL)
-            rc = self.popen.wait(timeout)
-        self._release()
-        return rc
 
     def _release(self) -> None:
         for f in self._files:
@@ -183,15 +191,18 @@ class LocalProcess:
             self._token = None
 
 
-class Host(Protocol):
-    """What an experiment may do to a host."""
+class Host:
+    """What an experiment may do to a host. An implementation has name, processes (the ones
+    start() made), alive, put(), get(), and _run(args, timeout, input) and _start(args, stdout,
+    stderr, stdin, env), which run() and start() wrap."""
 
     name: str
+    processes: list
 
     @property
     def alive(self) -> bool:
         """False once the host (its namespace, its connection) is gone."""
-        ...
+        raise NotImplementedError
 
     def run(
         self,
@@ -200,7 +211,12 @@ class Host(Protocol):
         check: bool = True,
         timeout: float | None = 60,
         input: str | None = None,
-    ) -> subprocess.CompletedProcess: ...
+    ) -> subprocess.CompletedProcess:
+        """Run a command to its end (text output); HostCommandError if check and it failed."""
+        res = self._run(args, timeout, input)
+        if check and res.returncode != 0:
+            raise HostCommandError(self.name, args, res.returncode, res.stdout, res.stderr)
+        return res
 
     def start(
         self,
@@ -210,11 +226,30 @@ class Host(Protocol):
         stderr: Path | int | None = None,
         stdin: int | None = None,
         env: dict[str, str] | None = None,
-    ) -> Process: ...
+    ) -> Process:
+        """Start a process (stdout, stderr: a file, subprocess.PIPE or None for nothing;
+        stdin: subprocess.PIPE or None; env: added to the environment)."""
+        proc = self._start(args, stdout, stderr, stdin, env)
+        self.processes.append(proc)
+        return proc
 
-    def put(self, local: Path, remote: Path) -> None: ...
+    def stop_all(self) -> None:
+        """Stop every process started here that still runs (teardown)."""
+        for proc in self.processes:
+            if proc.returncode is None:
+                proc.stop(signal.SIGTERM, timeout=3)
+            else:
+                self._reap(proc)
+        self.processes.clear()
 
-    def get(self, remote: Path, local: Path) -> None: ...
+    def _reap(self, proc: Process) -> None:
+        """What stop_all() does with a process that ended by itself."""
+
+    def put(self, local: Path, remote: Path) -> None:
+        raise NotImplementedError
+
+    def get(self, remote: Path, local: Path) -> None:
+        raise NotImplementedError
 
 
 def _fd_reader(fd: int) -> Callable[[float], bytes | None]:
@@ -236,7 +271,7 @@ def _open(target: Path | int | None) -> tuple[IO | int | None, IO | None]:
     return (subprocess.DEVNULL if target is None else target), None
 
 
-class MininetHost:
+class MininetHost(Host):
     """A Mininet node seen through the Host interface (same machine, its own namespace)."""
 
     def __init__(self, node):
@@ -256,30 +291,14 @@ class MininetHost:
     def _argv(self, args: list[str]) -> list[str]:
         return ["mnexec", "-a", str(self.node.pid), *args]
 
-    def run(
-        self,
-        args: list[str],
-        *,
-        check: bool = True,
-        timeout: float | None = 60,
-        input: str | None = None,
+    def _run(
+        self, args: list[str], timeout: float | None, input: str | None
     ) -> subprocess.CompletedProcess:
-        res = subprocess.run(
+        return subprocess.run(
             self._argv(args), capture_output=True, text=True, timeout=timeout, input=input
         )
-        if check and res.returncode != 0:
-            raise HostCommandError(self.name, args, res.returncode, res.stdout, res.stderr)
-        return res
 
-    def start(
-        self,
-        args: list[str],
-        *,
-        stdout: Path | int | None = None,
-        stderr: Path | int | None = None,
-        stdin: int | None = None,
-        env: dict[str, str] | None = None,
-    ) -> LocalProcess:
+    def _start(self, args: list[str], stdout, stderr, stdin, env) -> LocalProcess:
         out, fo = _open(stdout)
         err, fe = _open(stderr)
         full_env = None if env is None else {**os.environ, **env}
@@ -290,18 +309,10 @@ class MininetHost:
             stdin=stdin if stdin is not None else subprocess.DEVNULL,
             env=full_env,
         )
-        proc = LocalProcess(self.name, args, popen, [f for f in (fo, fe) if f])
-        self.processes.append(proc)
-        return proc
+        return LocalProcess(self.name, args, popen, [f for f in (fo, fe) if f])
 
-    def stop_all(self) -> None:
-        """Stop every process started here that still runs (teardown)."""
-        for proc in self.processes:
-            if proc.returncode is None:
-                proc.stop(signal.SIGTERM, timeout=3)
-            else:
-                proc._release()
-        self.processes.clear()
+    def _reap(self, proc: LocalProcess) -> None:
+        proc._release()
 
     def put(self, local: Path, remote: Path) -> None:
         # Same machine and file system: a copy is all it takes.

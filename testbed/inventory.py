@@ -48,6 +48,7 @@ or a Python package missing.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import threading
@@ -367,30 +368,20 @@ def connect(
                 f"{known_hosts}, after checking the fingerprint; or pass --accept-new-host-keys)"
             ]
         )
+    lock = _known_hosts_lock if accept_new_host_keys else contextlib.nullcontext()
     try:
-        if accept_new_host_keys:
-            with _known_hosts_lock:
-                return SshHost(
-                    m.role or m.name,
-                    m.address,
-                    port=m.port,
-                    username=m.user,
-                    key_filename=m.key,
-                    connect_timeout=timeout,
-                    known_hosts=known_hosts,
-                    accept_new_host_key=True,
-                    env=env,
-                )
-        return SshHost(
-            m.role or m.name,
-            m.address,
-            port=m.port,
-            username=m.user,
-            key_filename=m.key,
-            connect_timeout=timeout,
-            known_hosts=known_hosts,
-            env=env,
-        )
+        with lock:
+            return SshHost(
+                m.role or m.name,
+                m.address,
+                port=m.port,
+                username=m.user,
+                key_filename=m.key,
+                connect_timeout=timeout,
+                known_hosts=known_hosts,
+                accept_new_host_key=accept_new_host_keys,
+                env=env,
+            )
     except paramiko.BadHostKeyException as e:
         problem = (
             f"host key CHANGED: the server offers {e.key.get_name()} "

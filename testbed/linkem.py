@@ -50,6 +50,7 @@ import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NETLINK_NETFILTER = 12
@@ -273,10 +274,38 @@ def kernel_drops() -> dict[int, int]:
     return drops
 
 
-class Emulator:
+class QueueWorker:
+    """What the NFQUEUE processes (this one, testbed/mangle.py) share besides the socket: JSON
+    command lines on a non-blocking stdin, each answered with one JSON line on stdout; EOF or
+    {"op": "stop"} sets `stopping`. A subclass has `queues` and bind(), run(), release_all(),
+    stats() and handle_command(line); serve() runs it."""
+
+    queues: dict
+
+    def __init__(self) -> None:
+        self.stdin_buf = b""
+        self.stopping = False
+
+    def reply(self, obj: dict) -> None:
+        os.write(1, (json.dumps(obj) + "\n").encode())
+
+    def read_stdin(self) -> None:
+        data = os.read(0, 65536)
+        if not data:
+            self.stopping = True
+            return
+        self.stdin_buf += data
+        while b"\n" in self.stdin_buf:
+            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
+            if line.strip():
+                self.handle_command(line)
+
+
+class Emulator(QueueWorker):
     """The event loop: pull packets, stamp their release times, accept what is due."""
 
     def __init__(self, config: dict):
+        super().__init__()
         seed = config.get("seed")
         self.maxlen = int(config.get("maxlen", 100000))
         self.queues: dict[int, Queue] = {}
@@ -288,16 +317,11 @@ class Emulator:
             )
             self.queues[num] = q
         self.nfq = NfQueueSocket()
-        self.stdin_buf = b""
-        self.stopping = False
         self.overshoot = 50e-6  # learnt timer overshoot, seconds
 
     def bind(self) -> None:
         for num in self.queues:
             self.nfq.bind(num, self.maxlen)
-
-    def reply(self, obj: dict) -> None:
-        os.write(1, (json.dumps(obj) + "\n").encode())
 
     def handle_command(self, line: bytes) -> None:
         try:
@@ -337,17 +361,6 @@ class Emulator:
             }
             for q in self.queues.values()
         }
-
-    def read_stdin(self) -> None:
-        data = os.read(0, 65536)
-        if not data:
-            self.stopping = True
-            return
-        self.stdin_buf += data
-        while b"\n" in self.stdin_buf:
-            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
-            if line.strip():
-                self.handle_command(line)
 
     def drain(self) -> None:
         """Pull queued packets (non-blocking) and stamp each with its release time."""
@@ -447,23 +460,30 @@ def _set_timer_slack(ns: int) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def serve(make: Callable[[dict], QueueWorker], argv: list[str] | None = None) -> int:
+    """A queue process's life: its config (JSON) from argv or stdin's first line, queues bound,
+    {"ready": ...} on stdout, run() until told to stop; on SIGTERM or SIGINT it releases what
+    it holds, and its last stats go to stderr whatever ended it."""
     argv = sys.argv[1:] if argv is None else argv
     config = json.loads(argv[0] if argv else sys.stdin.readline())
-    _set_timer_slack(1000)
-    emu = Emulator(config)
-    emu.bind()
+    worker = make(config)
+    worker.bind()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     os.set_blocking(0, False)
-    emu.reply({"ready": True, "pid": os.getpid(), "queues": sorted(emu.queues)})
+    worker.reply({"ready": True, "pid": os.getpid(), "queues": sorted(worker.queues)})
     try:
-        emu.run()
+        worker.run()
     except _Stop:
-        emu.release_all()
+        worker.release_all()
     finally:
-        print(json.dumps({"exit_stats": emu.stats()}), file=sys.stderr, flush=True)
+        print(json.dumps({"exit_stats": worker.stats()}), file=sys.stderr, flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _set_timer_slack(1000)
+    return serve(Emulator, argv)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ its middlebox ports, two per port (what arrives on the port's interface, what le
 
     python -m testbed.mangle '{"seed": 1, "queues": {"100": {"kind": "split", "port": 0}}}'
 
-Like testbed/linkem.py (whose raw-netlink NFQUEUE socket it uses, in copy-packet mode) it prints
-{"ready": true, ...} once its queues are bound, answers {"op": "stats"} and {"op": "stop"} on
-stdin with one JSON line each, and ends on EOF, SIGTERM or SIGINT, printing its counters on
-stderr. A packet it fails to understand goes on unchanged (counted as "errors"), never lost.
+Like testbed/linkem.py (whose raw-netlink NFQUEUE socket it uses, in copy-packet mode, and whose
+process life, serve(), it shares) it prints {"ready": true, ...} once its queues are bound,
+answers {"op": "stats"} and {"op": "stop"} on stdin with one JSON line each, and ends on EOF,
+SIGTERM or SIGINT, printing its counters on stderr. A packet it fails to understand goes on unchanged (counted as "errors"), never lost.
 
 What each kind does (IPv4 TCP only; the testbed has no IPv6):
 
@@ -38,10 +38,8 @@ What each kind does (IPv4 TCP only; the testbed has no IPv6):
 from __future__ import annotations
 
 import json
-import os
 import random
 import select
-import signal
 import socket
 import struct
 import sys
@@ -49,7 +47,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
-from testbed.linkem import NF_ACCEPT, NF_DROP, NfQueueSocket, _on_signal, _Stop
+from testbed.linkem import NF_ACCEPT, NF_DROP, NfQueueSocket, QueueWorker, serve
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 KIND_MPTCP, KIND_MSS, KIND_SACK = 30, 2, 5
@@ -175,8 +173,9 @@ class QueueState:
         self.stats[what] = self.stats.get(what, 0) + n
 
 
-class Mangler:
+class Mangler(QueueWorker):
     def __init__(self, config: dict):
+        super().__init__()
         self.seed = config.get("seed")
         self.maxlen = int(config.get("maxlen", 10000))
         self.after_bytes = int(config.get("after_bytes", 200_000))
@@ -196,8 +195,6 @@ class Mangler:
         self.offsets: dict[tuple, dict[tuple[bytes, int], int]] = {}
         # payload-rewrite: (port, direction key) -> payload bytes seen, or -1 once rewritten
         self.seen: dict[tuple, int] = {}
-        self.stdin_buf = b""
-        self.stopping = False
 
     def bind(self) -> None:
         for num in self.queues:
@@ -385,31 +382,19 @@ class Mangler:
             str(q.num): {"kind": q.kind, "port": q.port, **q.stats} for q in self.queues.values()
         }
 
-    def reply(self, obj: dict) -> None:
-        os.write(1, (json.dumps(obj) + "\n").encode())
-
-    def read_stdin(self) -> None:
-        data = os.read(0, 65536)
-        if not data:
-            self.stopping = True
+    def handle_command(self, line: bytes) -> None:
+        try:
+            op = json.loads(line).get("op")
+        except (ValueError, AttributeError) as exc:
+            self.reply({"ok": False, "error": repr(exc)})
             return
-        self.stdin_buf += data
-        while b"\n" in self.stdin_buf:
-            line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
-            if not line.strip():
-                continue
-            try:
-                op = json.loads(line).get("op")
-            except (ValueError, AttributeError) as exc:
-                self.reply({"ok": False, "error": repr(exc)})
-                continue
-            if op == "stats":
-                self.reply({"ok": True, "stats": self.stats()})
-            elif op == "stop":
-                self.stopping = True
-                self.reply({"ok": True})
-            else:
-                self.reply({"ok": False, "error": f"unknown op {op!r}"})
+        if op == "stats":
+            self.reply({"ok": True, "stats": self.stats()})
+        elif op == "stop":
+            self.stopping = True
+            self.reply({"ok": True})
+        else:
+            self.reply({"ok": False, "error": f"unknown op {op!r}"})
 
     def run(self) -> None:
         nfq_fd = self.nfq.fileno()
@@ -435,21 +420,7 @@ class Mangler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    config = json.loads(argv[0] if argv else sys.stdin.readline())
-    m = Mangler(config)
-    m.bind()
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    os.set_blocking(0, False)
-    m.reply({"ready": True, "pid": os.getpid(), "queues": sorted(m.queues)})
-    try:
-        m.run()
-    except _Stop:
-        m.release_all()
-    finally:
-        print(json.dumps({"exit_stats": m.stats()}), file=sys.stderr, flush=True)
-    return 0
+    return serve(Mangler, argv)
 
 
 if __name__ == "__main__":

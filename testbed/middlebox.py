@@ -28,16 +28,12 @@ go with the namespace that `./inv clean` removes.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from pathlib import Path
 
-from testbed.emulation import IPTABLES, REPO, _collect, _run
-from testbed.host import Host, Process
+from testbed.emulation import RouterQueues, _collect, _run
+from testbed.host import Host
 
 NAT_TABLE = "mptcplab_nat"
 CHAIN = "MPTCPLAB_MBOX"
@@ -54,29 +50,20 @@ class MiddleboxPort:
     subnet: IPv4Network  # the link's subnet (nat: what gets masqueraded)
 
 
-class RouterMiddlebox:
+class RouterMiddlebox(RouterQueues):
     """The middleboxes of the links attached to one router."""
 
+    WORKER = "mangle"
+
     def __init__(
-        self,
-        host: Host,
-        ports: list[MiddleboxPort],
-        *,
-        log_path: Path | None = None,
-        seed: int | None = None,
-        ready_timeout: float = 10.0,
-        options: dict | None = None,
+        self, host: Host, ports: list[MiddleboxPort], *, options: dict | None = None, **kw
     ):
-        self.host = host
+        """kw: log_path, seed, ready_timeout (RouterQueues)."""
+        super().__init__(host, **kw)
         self.ports = list(ports)
-        self.log_path = log_path
-        self.seed = seed
-        self.ready_timeout = ready_timeout
         self.options = dict(options or {})  # testbed.mangle settings: after_bytes, mss_clamp
-        self.proc: Process | None = None
         self._rules = False
         self._nat = False
-        self._tables_before: set[str] = set()
 
     @property
     def mangled(self) -> list[tuple[int, MiddleboxPort]]:
@@ -88,39 +75,12 @@ class RouterMiddlebox:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def _tables(self) -> set[str]:
-        out = _run(self.host, ["nft", "list", "tables"])
-        return {line.removeprefix("table ").strip() for line in out.splitlines() if line.strip()}
-
     def _config(self) -> dict:
         queues = {}
         for i, p in self.mangled:
             for q in self.queues(i):
                 queues[str(q)] = {"kind": p.kind, "port": i}
         return {"seed": self.seed, "queues": queues, **self.options}
-
-    def _start_process(self) -> None:
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = self.host.start(
-            [sys.executable, "-m", "testbed.mangle", json.dumps(self._config())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log_path,
-            env={"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-        )
-        reply = self._reply()
-        if not reply.get("ready"):
-            raise RuntimeError(f"{self.host.name}: mangle said {reply} instead of ready")
-
-    def _reply(self) -> dict:
-        assert self.proc is not None
-        try:
-            line = self.proc.wait_for_line(r"^\{", stream="stdout", timeout=self.ready_timeout)
-        except TimeoutError as e:
-            hint = f"see {self.log_path}" if self.log_path else "no log_path given"
-            raise RuntimeError(f"{self.host.name}: mangle: {e} ({hint})") from None
-        return json.loads(line)
 
     def _queue_rules(self) -> None:
         script = ["*security", f":{CHAIN} - [0:0]", f"-A FORWARD -j {CHAIN}"]
@@ -150,23 +110,16 @@ class RouterMiddlebox:
         lines += ["  }", "}"]
         return "\n".join(lines) + "\n"
 
-    def start(self) -> None:
+    def _setup(self) -> None:
         """The process first (so no packet meets a queue without a listener), then the rules."""
-        try:
-            self._tables_before = self._tables()
-            if self.mangled:
-                self._start_process()
-                self._rules = True
-                self._queue_rules()
-            if any(p.kind == "nat" for p in self.ports):
-                self._nat = True
-                _run(self.host, ["nft", "-f", "-"], stdin=self._nat_script())
-        except BaseException:
-            try:
-                self.stop()
-            except Exception:  # noqa: BLE001 (the first error is the one to report)
-                pass
-            raise
+        self._tables_before = self._tables()
+        if self.mangled:
+            self._start_process()
+            self._rules = True
+            self._queue_rules()
+        if any(p.kind == "nat" for p in self.ports):
+            self._nat = True
+            _run(self.host, ["nft", "-f", "-"], stdin=self._nat_script())
 
     # -- use -----------------------------------------------------------------------------------
 
@@ -178,9 +131,7 @@ class RouterMiddlebox:
         connections from outside dropped (inbound_refused)."""
         out: dict[str, dict] = {}
         if self.running:
-            assert self.proc is not None
-            self.proc.write_stdin(b'{"op": "stats"}\n')
-            raw = self._reply()["stats"]
+            raw = self._command({"op": "stats"})["stats"]
             for i, p in self.mangled:
                 q_in, q_out = self.queues(i)
                 out[p.link] = {"kind": p.kind, "in": raw[str(q_in)], "out": raw[str(q_out)]}
@@ -204,26 +155,11 @@ class RouterMiddlebox:
                 }
         return out
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
     # -- teardown ------------------------------------------------------------------------------
 
     def _remove_rules(self) -> None:
         script = f"*security\n-D FORWARD -j {CHAIN}\n-F {CHAIN}\n-X {CHAIN}\nCOMMIT\n"
         _run(self.host, ["iptables-restore", "-w", "--noflush"], stdin=script)
-
-    def _remove_new_tables(self) -> None:
-        """iptables-nft tables that exist only because of us and are empty again."""
-        for family_table in sorted(self._tables() - self._tables_before):
-            family, table = family_table.split()
-            tool = dict(zip(("ip", "ip6"), IPTABLES, strict=True)).get(family)
-            if tool is None or table != "security":
-                continue
-            rules = _run(self.host, [tool, "-w", "-t", table, "-S"]).split("\n")
-            if all(not r or r.startswith("-P ") and r.endswith(" ACCEPT") for r in rules):
-                _run(self.host, ["nft", "-f", "-"], stdin=f"delete table {family_table}\n")
 
     def stop(self) -> None:
         """Rules, process, tables; idempotent, every step runs (the first error is raised)."""
@@ -241,10 +177,6 @@ class RouterMiddlebox:
             if alive:
                 _collect(errors, _run, self.host, ["nft", "delete", "table", "ip", NAT_TABLE])
         if alive:
-            _collect(errors, self._remove_new_tables)
+            _collect(errors, self._remove_new_tables, "security")
         if errors:
             raise errors[0]
-
-    @property
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.running else []

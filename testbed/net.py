@@ -24,6 +24,7 @@ from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
 from testbed.events import EventRun, LinkEvent
 from testbed.host import Host, HostCommandError, MininetHost
 from testbed.middlebox import MiddleboxPort, RouterMiddlebox
+from testbed.network import NetworkBase
 from testbed.routing import ResolvedPath, host_default, host_tables, resolve_path, router_routes
 from testbed.signals import Interrupted, SignalGuard
 from testbed.topology import LinkModel, LinkSpec, Topology
@@ -31,7 +32,7 @@ from testbed.topology import LinkModel, LinkSpec, Topology
 log = logging.getLogger(__name__)
 
 
-class Testbed:
+class Testbed(NetworkBase):
     """A running topology. Use as a context manager; every exit path tears it down."""
 
     __test__ = False  # not a pytest test class, despite the name
@@ -385,27 +386,6 @@ class Testbed:
         self._captures.append(cap)
         cap.start()
         return cap
-
-    def kernel_mptcp(
-        self,
-        host: str,
-        *,
-        limits: dict[str, int] | None = None,
-        endpoints: list[tuple[str, str, str]] | None = None,
-    ) -> None:
-        """Configure Linux MPTCP in one host: limits, then its endpoint list replaced.
-
-        endpoints: (address, device, flags) with flags like "subflow", "signal", "backup",
-        "fullmesh" or combinations ("subflow backup").
-        """
-        limits = limits or {"subflows": 8, "add_addr_accepted": 8}
-        batch = [
-            "mptcp limits set " + " ".join(f"{k} {v}" for k, v in limits.items()),
-            "mptcp endpoint flush",
-        ]
-        for addr, dev, flags in endpoints or []:
-            batch.append(f"mptcp endpoint add {addr} dev {dev} {flags}")
-        self.hosts[host].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
 
     def default_endpoints(self, host: str, flags: str = "subflow") -> list[tuple[str, str, str]]:
         """A multi-homed host's extra addresses (all but the first, which the connection uses

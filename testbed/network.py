@@ -61,6 +61,34 @@ class Network(Protocol):
         ...
 
 
+class NetworkBase:
+    """What the Network implementations (testbed.net.Testbed, testbed.sshnet.SshNetwork) do
+    alike; they have `hosts`, host name -> Host."""
+
+    hosts: dict[str, Host]
+
+    def kernel_mptcp(
+        self,
+        host: str,
+        *,
+        limits: dict[str, int] | None = None,
+        endpoints: list[tuple[str, str, str]] | None = None,
+    ) -> None:
+        """Configure Linux MPTCP in one host: limits, then its endpoint list replaced.
+
+        endpoints: (address, device, flags) with flags like "subflow", "signal", "backup",
+        "fullmesh" or combinations ("subflow backup").
+        """
+        limits = limits or {"subflows": 8, "add_addr_accepted": 8}
+        batch = [
+            "mptcp limits set " + " ".join(f"{k} {v}" for k, v in limits.items()),
+            "mptcp endpoint flush",
+        ]
+        for addr, dev, flags in endpoints or []:
+            batch.append(f"mptcp endpoint add {addr} dev {dev} {flags}")
+        self.hosts[host].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+
+
 class NetworkFactory(Protocol):
     """How the runner gets a fresh network for one run (testbed.net.Testbed is one)."""
 

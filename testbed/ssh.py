@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import select
 import shlex
-import signal
 import subprocess
 import threading
 import time
@@ -19,10 +18,10 @@ from typing import IO
 
 import paramiko
 
-from testbed.host import HostCommandError, LineReader
+from testbed.host import BaseProcess, Host, HostCommandError, LineReader
 
 
-class RemoteProcess:
+class RemoteProcess(BaseProcess):
     """A process on an SSH host, behind the testbed.host.Process protocol."""
 
     def __init__(
@@ -93,7 +92,10 @@ class RemoteProcess:
         self._release()
         return self._chan.recv_exit_status()
 
-    def _reader(self, stream: str) -> Callable[[float], bytes | None]:
+    def _stream(self, stream: str) -> Callable[[float], bytes | None]:
+        if not self._pipe[stream]:
+            raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
+
         def read(left: float) -> bytes | None:
             deadline = time.monotonic() + left
             while True:
@@ -110,14 +112,6 @@ class RemoteProcess:
 
         return read
 
-    def wait_for_line(self, pattern: str, *, stream: str = "stderr", timeout: float = 10.0) -> str:
-        """Block until the remote process prints a matching line on a PIPE'd stream."""
-        if not self._pipe[stream]:
-            raise ValueError(f"{stream} of {self.args[0]} is not a pipe")
-        if stream not in self._lines:
-            self._lines[stream] = LineReader(self._reader(stream), self)
-        return self._lines[stream].wait_for(pattern, timeout)
-
     def write_stdin(self, data: bytes) -> None:
         if not self._stdin:
             raise ValueError(f"stdin of {self.args[0]} is not a pipe")
@@ -127,14 +121,6 @@ class RemoteProcess:
         if self.returncode is None:
             self._ssh.run(["kill", f"-{int(sig)}", "--", f"-{self.pid}"], check=False)
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int:
-        self.send_signal(sig)
-        try:
-            return self.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.send_signal(signal.SIGKILL)
-            return self.wait(timeout)
-
     def _release(self) -> None:
         self._read_ready()
         for f in self._sinks.values():
@@ -143,7 +129,7 @@ class RemoteProcess:
         self._sinks = {k: None for k in self._sinks}
 
 
-class SshHost:
+class SshHost(Host):
     """A real machine reached over SSH, seen through the Host interface."""
 
     def __init__(
@@ -199,13 +185,8 @@ class SshHost:
         transport = self.client.get_transport()
         return transport is not None and transport.is_active()
 
-    def run(
-        self,
-        args: list[str],
-        *,
-        check: bool = True,
-        timeout: float | None = 60,
-        input: str | None = None,
+    def _run(
+        self, args: list[str], timeout: float | None, input: str | None
     ) -> subprocess.CompletedProcess:
         stdin, stdout, stderr = self.client.exec_command(shlex.join(args), timeout=timeout)
         if input is not None:
@@ -213,19 +194,9 @@ class SshHost:
         stdin.channel.shutdown_write()
         out, err = stdout.read().decode(), stderr.read().decode()
         rc = stdout.channel.recv_exit_status()
-        if check and rc != 0:
-            raise HostCommandError(self.name, args, rc, out, err)
         return subprocess.CompletedProcess(args, rc, out, err)
 
-    def start(
-        self,
-        args: list[str],
-        *,
-        stdout: Path | int | None = None,
-        stderr: Path | int | None = None,
-        stdin: int | None = None,
-        env: dict[str, str] | None = None,
-    ) -> RemoteProcess:
+    def _start(self, args: list[str], stdout, stderr, stdin, env) -> RemoteProcess:
         env = {**self.env, **(env or {})}
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         # setsid: its own process group, so stop() reaches everything it started
@@ -233,9 +204,7 @@ class SshHost:
         chan = self.client.get_transport().open_session()
         no_input = "" if stdin == subprocess.PIPE else " </dev/null"
         chan.exec_command(f"exec setsid -w sh -c {shlex.quote(inner)}{no_input}")
-        proc = RemoteProcess(self, args, chan, stdout, stderr, stdin)
-        self.processes.append(proc)
-        return proc
+        return RemoteProcess(self, args, chan, stdout, stderr, stdin)
 
     def put(self, local: Path, remote: Path) -> None:
         self.run(["mkdir", "-p", str(Path(remote).parent)])
@@ -246,12 +215,6 @@ class SshHost:
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         with self.client.open_sftp() as sftp:
             sftp.get(str(remote), str(local))
-
-    def stop_all(self) -> None:
-        for proc in self.processes:
-            if proc.returncode is None:
-                proc.stop(signal.SIGTERM, timeout=3)
-        self.processes.clear()
 
     def close(self) -> None:
         self.stop_all()

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import io
 import logging
-import signal
-import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from testbed.capture import Capture
 from testbed.events import EventRun, LinkEvent
 from testbed.host import Host, Process
 from testbed.inventory import Inventory, Machine, check_machines
+from testbed.network import NetworkBase
 from testbed.routing import ResolvedPath
 from testbed.topology import Topology
 
@@ -84,18 +83,11 @@ class RemoteCapture(Capture):
         self.outdir.mkdir(parents=True, exist_ok=True)
         for (host, dev), name, d in zip(self.targets, self.names, self.dirs, strict=True):
             host.run(["mkdir", "-p", d])
-            remote = f"{d}/{name}"
-            args = ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-s", str(self.snaplen)]
-            args += ["-Z", "root", "-w", remote, "tcp or icmp"]
-            self.procs.append(host.start(args, stderr=subprocess.PIPE))
-        for proc in self.procs:
-            proc.wait_for_line(r"listening on", stream="stderr", timeout=timeout)
+            self._tcpdump(host, dev, f"{d}/{name}")
+        self._wait_listening(timeout)
 
     def stop(self) -> list[Path]:
-        for proc in self.procs:
-            if proc.returncode is None:
-                proc.stop(signal.SIGINT, timeout=5)
-        self.procs.clear()
+        super().stop()  # the tcpdumps; the files are fetched here
         for (host, _), name, d in zip(self.targets, self.names, self.dirs, strict=True):
             local = self.outdir / name
             if local in self.files:
@@ -110,7 +102,7 @@ class RemoteCapture(Capture):
         return list(self.files)
 
 
-class SshNetwork:
+class SshNetwork(NetworkBase):
     """The inventory's machines as a testbed.network.Network, for one run."""
 
     def __init__(
@@ -226,21 +218,6 @@ class SshNetwork:
         self._captures.append(cap)
         cap.start()
         return cap
-
-    def kernel_mptcp(
-        self,
-        host: str,
-        *,
-        limits: dict[str, int] | None = None,
-        endpoints: list[tuple[str, str, str]] | None = None,
-    ) -> None:
-        limits = limits or {"subflows": 8, "add_addr_accepted": 8}
-        batch = [
-            "mptcp limits set " + " ".join(f"{k} {v}" for k, v in limits.items()),
-            "mptcp endpoint flush",
-        ]
-        batch += [f"mptcp endpoint add {a} dev {d} {f}" for a, d, f in endpoints or []]
-        self.hosts[host].run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
 
     def default_endpoints(self, host: str, flags: str = "subflow") -> list[tuple[str, str, str]]:
         return [(i.ip, i.dev, flags) for i in self._m(host).interfaces[1:]]
