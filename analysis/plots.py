@@ -78,7 +78,10 @@ def goodput_plot(
         ax.plot(mid, smooth, color="black", lw=2, label="connection, 500 ms average")
     _events(ax, events)
     ax.set(xlabel="time [s]", ylabel="goodput [Mbit/s]", title=title or "Goodput")
-    ax.legend(fontsize=8, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper right")
+    else:  # a run that moved no data (a middlebox that blocked it): say so on the figure
+        ax.text(0.5, 0.5, "no data acknowledged", transform=ax.transAxes, ha="center")
     return _save(fig, path)
 
 
