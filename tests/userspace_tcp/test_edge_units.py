@@ -8,9 +8,9 @@ import socket
 import struct
 
 from mptcp_impl.cli import BLOCK, pattern_block, pattern_sha256
+from mptcp_impl.netio.base import _split
 from mptcp_impl.netio.bpf import BPF_JMP, BPF_RET, tcp_dst_filter
 from mptcp_impl.netio.packet import ipv4_base_sum, ipv4_header, ones_sum
-from mptcp_impl.netio.stack import _split
 from mptcp_impl.tcp.segment import ACK, FIN, PSH, TcpSegment
 
 
