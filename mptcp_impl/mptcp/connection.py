@@ -1340,6 +1340,60 @@ class MptcpConnection:
             },
         }
 
+    def debug_state(self) -> dict[str, Any]:
+        """The data level right now (for a state dump when a run stalls): where each side's
+        sequence stands, what waits for reinjection, how far the close has come, and each
+        subflow's view of its own path."""
+        return {
+            "snd_una": self.snd_una,
+            "snd_nxt": self.snd_nxt,
+            "snd_edge": self.snd_edge,
+            "unsent": self.snd_una + len(self._sbuf) - self.snd_nxt,
+            "sbuf": len(self._sbuf),
+            "chunks": len(self._chunks),
+            # the oldest chunks: [offset from snd_una, length, subflow, reinjected]
+            "chunks_head": [
+                [d - self.snd_una, n, sub.local[0], r] for d, n, sub, r in list(self._chunks)[:40]
+            ],
+            "mib": self.mib.snapshot(),
+            "reinject": [[d - self.snd_una, n, b.local[0]] for d, n, b in self._reinject],
+            "owed": len(self._owed),
+            "rcv_nxt": self.rcv_nxt,
+            "rbuf": len(self._rbuf),
+            "ooo_bytes": self._ooo_bytes,
+            "close": {
+                "requested": self._close_requested,
+                "fin_dsn": self._fin_dsn,
+                "fin_send": self._fin_send,
+                "fin_acked": self._fin_acked,
+                "fin_tries": self._fin_tries,
+                "fin_deadline": self._fin_deadline,
+                "peer_fin": self._peer_fin,
+                "eof": self._eof,
+                "subflows_closing": self._subflows_closing,
+            },
+            "subflows": [
+                {
+                    "local": s.local,
+                    "usable": s.usable,
+                    "stale": s.stale,
+                    "backup": s.backup or s.peer_backup,
+                    "space": s.space,
+                    "state": getattr(s.tcp.state, "name", None) if s.tcp else None,
+                    "snd_una": s.tcp.snd_una if s.tcp else None,
+                    "snd_nxt": s.tcp.snd_nxt if s.tcp else None,
+                    "rto_count": s.tcp.stats.rto_count if s.tcp else None,
+                    "rto_streak": s._rto_streak,
+                    "timer_in": (
+                        None
+                        if s.tcp is None or s.tcp.get_timer() is None
+                        else round(s.tcp.get_timer() - self._now, 4)
+                    ),
+                }
+                for s in self.subflows
+            ],
+        }
+
     def all_subflows(self) -> list[Subflow]:
         return list(self._seen_subflows)
 

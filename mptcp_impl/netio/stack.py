@@ -567,6 +567,9 @@ class TcpStack:
                     v = getattr(t, k, None)
                     d[k] = v() if callable(v) else v
                 d["stats"] = conn.stats()
+                mp = getattr(conn, "mp", None)  # a subflow: its MPTCP connection's data level
+                if mp is not None:
+                    d["data_level"] = mp.mconn.debug_state()
                 out.append(d)
         return out
 
