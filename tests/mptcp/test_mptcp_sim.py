@@ -8,23 +8,7 @@ import ipaddress
 from mptcp_impl.mptcp.connection import add_addr_hmac
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
 from mptcp_impl.mptcp.options import AddAddr, find_mptcp
-
-from .mptcp_sim import Net, kinds
-
-C1, C2, S = "10.0.1.1", "10.0.2.1", "10.0.5.2"
-
-
-def two_path_net(seed: int = 1, **path_kw):
-    net = Net(seed)
-    client = net.host("client", [C1, C2], seed=seed + 10)
-    server = net.host("server", [S], seed=seed + 20, listen_port=5001)
-    p1 = net.path(C1, S, delay=0.01, **path_kw)
-    p2 = net.path(C2, S, delay=0.02, **path_kw)
-    return net, client, server, p1, p2
-
-
-def client_cfg() -> MptcpConfig:
-    return MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+from testkit.mptcp_sim import C1, C2, Net, S, client_cfg, kinds, two_path_net
 
 
 def test_handshake_join_transfer_and_close():

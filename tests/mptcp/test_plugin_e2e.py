@@ -13,8 +13,7 @@ import pytest
 
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
 from mptcp_impl.tcp.connection import TcpConfig
-
-from .mptcp_sim import Link, Net
+from testkit.mptcp_sim import Link, Net
 
 C1, C2, T, S = "10.0.1.1", "10.0.2.1", "10.0.3.1", "10.0.5.2"
 

@@ -4,9 +4,7 @@ sides of a connection with a join, an announced address and a priority change, i
 from __future__ import annotations
 
 from mptcp_impl.mptcp.ctrl import Endpoint, Limits, MptcpConfig
-
-from .mptcp_sim import Net
-from .test_mptcp_sim import C1, C2, S
+from testkit.mptcp_sim import C1, C2, Net, S
 
 S2 = "10.0.6.2"
 

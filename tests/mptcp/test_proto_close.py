@@ -8,10 +8,9 @@ import hashlib
 import pytest
 
 from mptcp_impl.mptcp.options import Dss
+from testkit.mptcp_sim import C1, Net, S, client_cfg, kinds, two_path_net
 
-from .mptcp_sim import Net, kinds
 from .peer import ACK, FIN, Flow, data_ack, dss_of, established_server
-from .test_mptcp_sim import C1, S, client_cfg, two_path_net
 
 
 def data_fin(f: Flow, dsn_rel: int, ack: int) -> Dss:

@@ -7,8 +7,7 @@ import hashlib
 
 import pytest
 
-from .mptcp_sim import kinds
-from .test_mptcp_sim import C1, S, client_cfg, two_path_net
+from testkit.mptcp_sim import C1, S, client_cfg, kinds, two_path_net
 
 CHUNK = 40_000
 PERIOD = 0.1

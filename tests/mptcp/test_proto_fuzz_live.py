@@ -29,8 +29,7 @@ from mptcp_impl.mptcp.options import (
     to_tcp_option,
 )
 from mptcp_impl.tcp.options import UnknownOption, encoded_length
-
-from .test_mptcp_sim import C1, S, client_cfg, two_path_net
+from testkit.mptcp_sim import C1, S, client_cfg, two_path_net
 
 TARGET = 100_000
 BUDGET_S = 40.0

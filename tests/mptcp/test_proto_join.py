@@ -287,8 +287,7 @@ def test_a_sender_that_wrote_everything_and_closed_still_accepts_joins():
     closes at once, before the client's join arrives. The join is accepted (Linux does) and
     the second path carries part of the rest; only when both directions are done are joins
     refused."""
-    from .mptcp_sim import Net
-    from .test_mptcp_sim import C1, C2, S, client_cfg
+    from testkit.mptcp_sim import C1, C2, Net, S, client_cfg
 
     net = Net(7)
     client = net.host("client", [C1, C2], seed=17)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from mptcp_impl.mptcp.ctrl import MptcpConfig
 from mptcp_impl.mptcp.options import MpFail, find_mptcp
-
-from .test_mptcp_sim import C1, C2, S, two_path_net
+from testkit.mptcp_sim import C1, C2, S, two_path_net
 
 
 def test_a_join_after_an_accepted_mp_fail_is_refused_and_the_stream_stays_intact():

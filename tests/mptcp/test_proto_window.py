@@ -7,6 +7,7 @@ from __future__ import annotations
 from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.ctrl import MptcpConfig
 from mptcp_impl.mptcp.options import Dss, MpJoinAck, MpJoinSyn, MpJoinSynAck, find_mptcp
+from testkit.mptcp_sim import C1, S, client_cfg, two_path_net
 
 from .peer import (
     ACK,
@@ -22,7 +23,6 @@ from .peer import (
     mapping,
     one,
 )
-from .test_mptcp_sim import C1, S, client_cfg, two_path_net
 
 RBUF = 20_000
 

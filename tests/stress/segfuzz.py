@@ -46,8 +46,7 @@ from mptcp_impl.mptcp.options import Dss, MptcpOptionError, decode
 from mptcp_impl.tcp.errors import MalformedSegment
 from mptcp_impl.tcp.options import UnknownOption
 from mptcp_impl.tcp.segment import decode_segment, encode_segment
-from tests.mptcp.mptcp_sim import Net
-from tests.mptcp.test_mptcp_sim import C1, C2, S, client_cfg
+from testkit.mptcp_sim import C1, C2, Net, S, client_cfg
 from tests.mptcp.test_proto_fuzz_live import Mutator, _mappings
 
 KINDS = ("options", "header", "corrupt", "trim", "replay")

@@ -1,5 +1,6 @@
-"""A fake network and clock for sans-I/O MPTCP tests: two hosts, paths with delay and loss,
+"""A fake network and clock for the sans-I/O MPTCP stack: hosts, paths with delay and loss,
 optionally through a shared rate-limited drop-tail ``Link`` (a bottleneck) in one direction.
+Tests and benchmarks share it (the compound-fault harness drives it with seeded scenarios).
 
 Segments travel as encoded bytes (``encode_segment``/``decode_segment``), so every option goes
 through the real codecs. A path is chosen by the (source address, destination address) pair;
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mptcp_impl.mptcp.connection import MptcpConnection, OpenSubflow, SubflowClosed
-from mptcp_impl.mptcp.ctrl import MptcpConfig
+from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
 from mptcp_impl.mptcp.listener import route_syn
 from mptcp_impl.mptcp.token import TokenRegistry
 from mptcp_impl.tcp.connection import (
@@ -229,11 +230,34 @@ class Net:
         return list(seen.values())
 
 
+C1, C2, S = "10.0.1.1", "10.0.2.1", "10.0.5.2"  # two_path_net's addresses
+
+
+def two_path_net(seed: int = 1, **path_kw: Any) -> tuple[Net, Host, Host, Path, Path]:
+    """A client with two addresses, a single-homed server listening on 5001, 10 and 20 ms."""
+    net = Net(seed)
+    client = net.host("client", [C1, C2], seed=seed + 10)
+    server = net.host("server", [S], seed=seed + 20, listen_port=5001)
+    p1 = net.path(C1, S, delay=0.01, **path_kw)
+    p2 = net.path(C2, S, delay=0.02, **path_kw)
+    return net, client, server, p1, p2
+
+
+def client_cfg() -> MptcpConfig:
+    """The client's config: its second address is a subflow endpoint (id 1)."""
+    return MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+
+
 def kinds(events: list) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
 __all__ = [
+    "C1",
+    "C2",
+    "S",
+    "two_path_net",
+    "client_cfg",
     "Net",
     "Link",
     "Path",
