@@ -38,6 +38,7 @@ from ..tcp.segment import TcpSegment
 from . import crypto
 from .coupled import make_cc
 from .ctrl import Endpoint, MptcpConfig
+from .holes import note_progress, repair_hole, stall_limit
 from .opportunistic import opportunistic_retransmit
 from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .pm import make_pm
@@ -147,6 +148,11 @@ class MptcpConnection:
         self._chunks: deque[list[Any]] = deque()  # [dsn, len, subflow, reinjected]
         self._reinject: deque[list[Any]] = deque()  # [dsn, len, failed subflow]
         self._owed: dict[Subflow, int] = {}  # copies a subflow had no room for, from this DSN
+        # a stalled DATA_ACK (holes.py): since when it stands, when its hole is due for an
+        # early repair, and how far the last repair reached
+        self._una_moved_at = 0.0
+        self._repair_at: float | None = None
+        self._repaired_to = 0
         # receive side
         self.rcv_nxt = 0
         self._rbuf = bytearray()
@@ -474,6 +480,8 @@ class MptcpConnection:
             t = self.linger_until if t is None else min(t, self.linger_until)
         if self._linger_deadline is not None and not self._closed:
             t = self._linger_deadline if t is None else min(t, self._linger_deadline)
+        if self._repair_at is not None and not self._closed:
+            t = self._repair_at if t is None else min(t, self._repair_at)
         if not self._closed:
             for ent in self._add_addr_pending.values():
                 if t is None or ent[1] < t:
@@ -758,6 +766,7 @@ class MptcpConnection:
             if data_acked > 0:
                 del self._sbuf[:data_acked]
             self.snd_una = min(ack, self.snd_nxt)
+            self._una_moved_at = self._now
             ch = self._chunks
             while ch and ch[0][0] + ch[0][1] <= self.snd_una:
                 ch.popleft()
@@ -772,8 +781,11 @@ class MptcpConnection:
             self.snd_edge = edge
 
     def _schedule(self, now: float) -> None:
+        self._repair_at = None
         if not self._connected:
             return
+        for s in self.subflows:
+            note_progress(s, now)
         usable = self._sendable([s for s in self.subflows if s.usable])
         if not usable:
             return
@@ -819,11 +831,18 @@ class MptcpConnection:
                 rq.popleft()
             else:
                 rq[0] = [start + n, dsn + ln - start - n, bad]
+        if len(usable) > 1:
+            repair_hole(self, usable, now)
         if self._owed:
             self._send_owed_copies(usable)
         # new data
+        if self.snd_nxt == self.snd_una:
+            self._una_moved_at = now  # nothing outstanding: a stall can only start from here
+        cap = stall_limit(self, now)
         while self.snd_nxt < write_end:
             limit = min(write_end, self.snd_edge)
+            if cap is not None and cap < limit:
+                limit = max(cap, self.snd_nxt)
             if self.snd_nxt >= limit:
                 if self.config.opportunistic != "off":
                     opportunistic_retransmit(self, usable, now)
@@ -1358,6 +1377,9 @@ class MptcpConnection:
             "mib": self.mib.snapshot(),
             "reinject": [[d - self.snd_una, n, b.local[0]] for d, n, b in self._reinject],
             "owed": len(self._owed),
+            "una_still_for": round(self._now - self._una_moved_at, 4),
+            "repaired_to": self._repaired_to - self.snd_una,
+            "repair_in": None if self._repair_at is None else round(self._repair_at - self._now, 4),
             "rcv_nxt": self.rcv_nxt,
             "rbuf": len(self._rbuf),
             "ooo_bytes": self._ooo_bytes,

@@ -119,6 +119,8 @@ class Subflow:
         self._rto_seen = 0
         self._rto_streak = 0
         self._una_seen = 0
+        self._una_progress = 0  # (holes.py) its snd_una when it last made ACK progress, and when
+        self._progress_at = 0.0
         self.bytes_sent = 0  # payload handed to this subflow (reinjections included)
         self.bytes_received = 0  # payload pulled from it through mappings
         self.reinjected = 0

@@ -142,9 +142,10 @@ def longest_pause_after_cut(sched: str, pm: str = "kernel", lte_flags=("subflow"
 
 def test_redundant_rides_through_a_path_cut():
     """The copies on the other path arrive anyway: no pause beyond the 50 ms write period,
-    where a single-path choice waits for the retransmission timeout and reinjection."""
+    where a single-path choice waits until the cut subflow counts as silent and its hole is
+    repaired on the other one (0.15 s; 0.25 s, the RTO, before the early repair)."""
     assert longest_pause_after_cut("redundant") <= 0.051
-    assert longest_pause_after_cut("minrtt") >= 0.2
+    assert longest_pause_after_cut("minrtt") >= 0.1
 
 
 def test_minrtt_keeps_app_limited_traffic_on_the_fast_path():

@@ -1,0 +1,103 @@
+"""A hole at the DATA_ACK held by a path that went silent (issue 18, defect 4): the sender must
+keep the receiver's buffer from filling with data beyond the hole, and fill the hole before the
+silent subflow's RTO. Without both, a Linux receiver whose out-of-order queue reaches its
+receive buffer stops taking data from its subflows and the connection stalls for good (seen in
+test_link_failure); our own receiver just waits for the RTO."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
+from mptcp_impl.tcp.connection import TcpConfig
+from testkit.mptcp_sim import C1, C2, Link, Net, S
+
+MB = 1_000_000
+
+
+def _bulk_with_cut(rate: float, rcv_buf: int, cut_at: float, size: int = 8 * MB):
+    """Two equal bottlenecked paths (10 ms one way, 20 ms of queue), a bulk transfer from the
+    client; at ``cut_at`` the path that holds the byte at the DATA_ACK goes silent for good.
+    Returns what the server got, the sent data, the largest out-of-order backlog the server
+    held after the cut, the longest time the DATA_ACK stood still after it, and the client."""
+    net = Net(1)
+    client = net.host("client", [C1, C2], seed=11)
+    server = net.host(
+        "server", [S], seed=21, listen_port=5001, tcp_config=TcpConfig(rcv_buf=rcv_buf)
+    )
+    paths = {a: net.path(a, S, delay=0.01, link=Link(rate, int(rate / 8 * 0.02))) for a in (C1, C2)}
+    conn = net.connect(
+        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+    )
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 251 for i in range(size))
+    off = conn.send(data)
+    net.flush(client, conn)
+    t0 = net.now
+    cut = None
+    max_ooo = 0
+    longest = 0.0
+    una, moved = conn.snd_una, net.now
+    while net.now < t0 + 30:
+        if off < size:
+            off += conn.send(data[off:])
+            net.flush(client, conn)
+        net.run(net.now + 0.002)
+        srv = server.accepted[0]
+        if cut is None and net.now - t0 >= cut_at:
+            holder = next(ch[2] for ch in conn._chunks if ch[0] <= conn.snd_una < ch[0] + ch[1])
+            paths[holder.local[0]].up = False
+            cut = net.now
+        if cut is not None:
+            max_ooo = max(max_ooo, srv._ooo_bytes)
+        if conn.snd_una != una:
+            if cut is not None:
+                longest = max(longest, net.now - moved)
+            una, moved = conn.snd_una, net.now
+        if len(server.rx[id(srv)]) >= size:
+            break
+    assert cut is not None, "the transfer ended before the cut"
+    return bytes(server.rx[id(srv)]), data, max_ooo, longest, conn
+
+
+@pytest.mark.parametrize("rcv_buf", [1 * MB, 2 * MB])
+def test_silent_holder_hole_is_repaired_early_and_the_receiver_keeps_room(rcv_buf):
+    """Before: 95% of a 1 MB receive buffer out of order and the DATA_ACK still for 254 ms (the
+    holder's RTO). After: at most 3/4 of it (the cap leaves a quarter for the repair and what is
+    in flight), and the hole filled within a few RTTs of the path's silence."""
+    got, data, max_ooo, longest, conn = _bulk_with_cut(40e6, rcv_buf, cut_at=1.0)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert max_ooo <= 0.75 * rcv_buf, (max_ooo, rcv_buf)
+    assert longest < 0.15, longest  # the silent subflow's first RTO comes at about 0.25 s
+    assert conn.mib["MPTCPRetrans"] >= 1
+
+
+def test_no_repair_and_no_cap_without_a_fault():
+    """Paths of different RTTs and rates, a window that binds: the DATA_ACK waits for the slow
+    path all the time, yet nothing is sent twice (a repair only follows a silent holder)."""
+    net = Net(1)
+    client = net.host("client", [C1, C2], seed=11)
+    server = net.host(
+        "server", [S], seed=21, listen_port=5001, tcp_config=TcpConfig(rcv_buf=500_000)
+    )
+    net.path(C1, S, delay=0.005, link=Link(20e6, 125_000))
+    net.path(C2, S, delay=0.04, link=Link(10e6, 62_500))
+    conn = net.connect(
+        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+    )
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 251 for i in range(4 * MB))
+    off = conn.send(data)
+    net.flush(client, conn)
+    while net.now < 60:
+        off += conn.send(data[off:])
+        net.flush(client, conn)
+        net.run(net.now + 0.05)
+        srv = server.accepted[0]
+        if len(server.rx[id(srv)]) >= len(data):
+            break
+    assert bytes(server.rx[id(srv)]) == data
+    assert conn.mib["MPTCPRetrans"] == 0
+    assert all(s.bytes_sent > 0.15 * len(data) for s in conn.all_subflows())
