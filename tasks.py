@@ -249,6 +249,27 @@ def bench_stress(
 
 @task(
     help={
+        "families": "comma-separated: cut, cut_return, loss, loss_cut, loss_cut_return, "
+        "ifdown_return (default all)",
+        "pairs": "comma-separated: ours->linux, linux->ours, linux->linux (the control)",
+        "reps": "transfers per family and pair",
+        "mbytes": "MB per transfer",
+        "load": "busy processes running meanwhile",
+        "keep": "keep every run's files (and stall dumps) in this folder",
+        "json": JSON_HELP,
+    }
+)
+def bench_live_faults(c, families="", pairs="", reps=20, mbytes=8.0, load=2, keep=None, json=False):
+    """Compound faults live against Linux: completions and stalls per family, ours and Linux's."""
+    args = ["--reps", str(reps), "--mbytes", str(mbytes), "--load", str(load)]
+    args += ["--families", families] if families else []
+    args += ["--pairs", pairs] if pairs else []
+    args += ["--keep", keep] if keep else []
+    _bench("live_fault_bench", args, json)
+
+
+@task(
+    help={
         "mbytes": "MB per transfer",
         "reps": "transfers per case",
         "iperf_seconds": "iperf3's -t through the proxies",

@@ -293,6 +293,8 @@ async def run_server(args: argparse.Namespace) -> int:
         t_first: float | None = None
         err = None
         at = sorted(args.at)
+        step = int(args.progress * 1_000_000) if args.progress else 0
+        mark = step
         try:
             while True:
                 data = await reader.read(1 << 16 if at else 1 << 20)
@@ -302,6 +304,9 @@ async def run_server(args: argparse.Namespace) -> int:
                     t_first = time.monotonic()
                 n += len(data)
                 h.update(data)
+                while step and n >= mark:
+                    print(f"progress {mark // step}", file=sys.stderr, flush=True)
+                    mark += step
                 while at and n >= at[0][0]:
                     _, name, arg = at.pop(0)
                     _do_at(writer, name, arg)
@@ -470,6 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("server", parents=[common], help="receive streams and report")
     s.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
     s.add_argument("--once", action="store_true", help="exit after the first connection")
+    s.add_argument(
+        "--progress",
+        type=float,
+        default=0,
+        metavar="MB",
+        help='print "progress K" on stderr each time another MB megabytes have arrived (as the '
+        "kernel peer of the tests does), so that a test or a benchmark can act mid-transfer",
+    )
     x = sub.add_parser(
         "proxy",
         parents=[common],

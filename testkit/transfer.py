@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -55,3 +58,34 @@ def nstat(host, prefix: str = "") -> dict[str, int]:
 def counters_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """The counters that changed from ``before`` to ``after``, by how much."""
     return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def state_dump(proc, timeout: float = 5.0) -> str:
+    """SIGUSR1 (our CLI prints every connection's state, then a "held" line), and what the
+    process printed on stderr up to that line; a Linux peer prints nothing and we go on."""
+    proc.send_signal(signal.SIGUSR1)
+    pipe = proc.popen.stderr
+    if pipe is None or pipe.closed:
+        return ""
+    fd = pipe.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\nheld " not in b"\n" + buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace")
+
+
+def drain(proc) -> str:
+    """What is left on a (stopped) process's stderr pipe."""
+    try:
+        if proc.popen.stderr and not proc.popen.stderr.closed:
+            return proc.popen.stderr.read().decode(errors="replace")
+    except (OSError, ValueError):
+        pass
+    return ""

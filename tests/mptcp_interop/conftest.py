@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +23,7 @@ from testbed.capture import Capture
 from testbed.net import Testbed
 from testbed.topology import load_topology
 from testkit import ENV, PY  # how tests run a peer: this checkout on PYTHONPATH
-from testkit.transfer import nstat
+from testkit.transfer import drain, nstat, state_dump
 from testkit.tshark import MPTCP_ANALYSIS_PREFS
 
 HERE = Path(__file__).resolve().parent
@@ -113,13 +110,13 @@ class Bed:
         """Wait for the process to exit and return the last JSON line it printed."""
         try:
             rc = proc.popen.wait(timeout)
-            err = _drain(proc)
+            err = drain(proc)
             proc.wait(1)
         except subprocess.TimeoutExpired:
-            dump = _state_dump(proc)
+            dump = state_dump(proc)
             kernel = self._kernel_view()
             proc.stop()
-            err = dump + _drain(proc) + kernel
+            err = dump + drain(proc) + kernel
             path = self.workdir / f"{proc.name}.stalled.txt"
             path.write_text(err)
             pytest.fail(
@@ -155,36 +152,6 @@ class Bed:
     def capture(self, name: str, hosts: list[str]) -> Capture:
         """tcpdump (immediate mode) on every interface of ``hosts``; returns once it listens."""
         return self.tb.capture(self.workdir / self._unique(name), hosts=hosts)
-
-
-def _state_dump(proc, timeout: float = 5.0) -> str:
-    """SIGUSR1 (our CLI prints every connection's state, then a "held" line), and what the
-    process printed on stderr up to that line; a Linux peer prints nothing and we go on."""
-    proc.send_signal(signal.SIGUSR1)
-    pipe = proc.popen.stderr
-    if pipe is None or pipe.closed:
-        return ""
-    fd = pipe.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while b"\nheld " not in b"\n" + buf:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            break
-        buf += chunk
-    return buf.decode(errors="replace")
-
-
-def _drain(proc) -> str:
-    try:
-        if proc.popen.stderr and not proc.popen.stderr.closed:
-            return proc.popen.stderr.read().decode(errors="replace")
-    except (OSError, ValueError):
-        pass
-    return ""
 
 
 def make_bed(topology: str | Path, overrides: dict, tmp_path_factory, name: str) -> Iterator[Bed]:
