@@ -679,8 +679,8 @@ class MptcpConnection:
         n = len(data)
         if not n:
             return
+        dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)  # (after fallback: rcv_nxt itself)
         if not self.fallback:
-            dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
             fin = self._peer_fin
             if fin is not None and dsn + n > fin:
                 # the peer's DATA_FIN said where its stream ends: nothing comes after it

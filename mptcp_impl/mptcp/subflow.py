@@ -19,6 +19,8 @@ from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, encoded_length
 from ..tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from . import crypto
 from .options import (
+    RST_MIDDLEBOX,
+    RST_MPTCP_ERROR,
     AddAddr,
     Dss,
     FastClose,
@@ -111,9 +113,12 @@ class Subflow:
         self._join_ack_deadline: float | None = None
         self._mpc_pending = initial and active  # client: keys not yet confirmed by a DSS
         self._queued_opts: deque[Any] = deque()  # ADD_ADDR, MP_PRIO, ... on the next segments
-        # receive side: mappings (subflow seq relative, length, dsn) not yet consumed
-        self._maps: list[list[int]] = []
+        # receive side: the peer's mappings [subflow seq (relative, unwrapped), length, dsn,
+        # checksum], sorted by start; those before _map_head are consumed (dropped in batches, so
+        # taking the head is amortized O(1); a lookup is a bisect)
+        self._maps: list[list[Any]] = []
         self._map_starts: list[int] = []
+        self._map_head = 0
         self._rx_ssn = 1  # relative subflow sequence of the next byte to pull
         # failover bookkeeping
         self._rto_seen = 0
@@ -526,7 +531,7 @@ class Subflow:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
                 if self.initial and not self.active and o.data_len and mpc_usable(o):
-                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64, o.checksum)
+                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64, o.checksum, seg)
             elif t is MpJoinAck:
                 if not self.active:
                     tcp.send_ack()  # our 4th ACK was lost: the joiner repeats its third ACK
@@ -583,16 +588,32 @@ class Subflow:
             conn.enter_fallback("data without DSS before the first DATA_ACK")
         return None
 
+    def _unwrap_ssn(self, ssn: int) -> int:
+        """A 32-bit relative subflow sequence number, unwrapped near the next byte to pull."""
+        rx = self._rx_ssn
+        return rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
+
+    def _map_index(self, ssn: int) -> int:
+        """Index of a live mapping holding the (unwrapped) subflow byte ``ssn``, or -1."""
+        starts = self._map_starts
+        i = bisect.bisect_right(starts, ssn, self._map_head) - 1
+        while i >= self._map_head:
+            m = self._maps[i]
+            if ssn < m[0] + m[1]:
+                return i
+            if ssn - m[0] > 0xFFFF:  # mappings are at most 65535 bytes: none further back
+                break
+            i -= 1
+        return -1
+
     def _mapped(self, ssn: int, length: int) -> bool:
         """Whether the bytes at relative subflow sequence ``ssn`` already have a mapping (or
         were consumed: a retransmission)."""
+        ssn = self._unwrap_ssn(ssn)
         rx = self._rx_ssn
-        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
         if ssn + length <= rx:
             return True
-        ssn = max(ssn, rx)
-        i = bisect.bisect_right(self._map_starts, ssn) - 1
-        return i >= 0 and ssn < self._maps[i][0] + self._maps[i][1]
+        return self._map_index(max(ssn, rx)) >= 0
 
     def _on_dss(self, tcp: TcpConnection, seg: TcpSegment, d: Dss) -> None:
         conn = self.conn
@@ -620,47 +641,129 @@ class Subflow:
         else:
             length = d.data_len
         if length > 0:
-            self._add_map(d.subflow_seq, length, dsn, d.checksum)
+            self._add_map(d.subflow_seq, length, dsn, d.checksum, seg)
 
-    def _add_map(self, ssn: int, length: int, dsn: int, csum: int | None = None) -> None:
-        """Remember a mapping; one that contradicts a mapping still in use is ignored and
-        counted (Linux: DSSNotMatching)."""
-        # relative subflow sequence numbers are 32-bit; unwrap near the next byte to pull
-        rx = self._rx_ssn
-        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
-        end = ssn + length
-        if end <= rx:
-            return  # all consumed already (a retransmission's mapping)
-        starts = self._map_starts
-        i = bisect.bisect_left(starts, ssn)
-        if i < len(starts) and starts[i] == ssn:
-            m = self._maps[i]
-            if m[1] == length and m[2] == dsn:
-                return
-            self.conn.mib.inc("DSSNotMatching")
+    def _covers(self, seg: TcpSegment, ssn: int, length: int) -> bool:
+        """Linux's validate_mapping: a mapping must hold the first byte of the segment that
+        carries it. (Bytes of the segment past its end are unmapped, as a box that merges
+        segments leaves them: the next mapping may still cover them.)"""
+        rel = (seg.seq - self.tcp.irs) & MASK32
+        return ((rel - ssn) & MASK32) < length
+
+    def invalid_mapping(self, why: str, reason: int = RST_MPTCP_ERROR) -> None:
+        """A mapping Linux's get_mapping_status calls invalid (or data that can have none):
+        as its subflow_check_data_avail, plain TCP when the connection still may (the first
+        subflow, never another, nothing out of order at the data level: DssFallback),
+        otherwise this subflow is reset with MP_TCPRST ``reason`` and its data dropped (the
+        peer sends it again on the others)."""
+        conn = self.conn
+        if conn.fallback or self.reset_pending or self.closed:
             return
-        # overlap with a neighbour: must agree on the DSN of every shared byte
+        if self.initial and conn.can_fallback() and not conn._ooo:
+            conn.mib.inc("DssFallback")
+            conn.enter_fallback(why)
+            return
+        self.rst_reason = reason
+        self.reset_pending = True
+
+    def _add_map(
+        self,
+        ssn: int,
+        length: int,
+        dsn: int,
+        csum: int | None = None,
+        seg: TcpSegment | None = None,
+    ) -> None:
+        """Remember a mapping of the peer's (``seg``: the segment carrying it). Validated as
+        Linux's get_mapping_status does: it must hold the first byte of its segment
+        (DSSNoMatchTCP), and agree with every live mapping it overlaps (the same start: the
+        very same mapping; else the same DSN for each shared byte: DSSNotMatching); an invalid
+        one is a protocol error (``invalid_mapping``: fallback or reset)."""
+        # relative subflow sequence numbers are 32-bit; unwrap near the next byte to pull
+        rel = ssn
+        ssn = self._unwrap_ssn(ssn)
+        end = ssn + length
+        if end <= self._rx_ssn:
+            return  # all consumed already (a retransmission's mapping)
+        if seg is not None and seg.payload and not self._covers(seg, rel, length):
+            self.conn.mib.inc("DSSNoMatchTCP")
+            self.invalid_mapping("DSS mapping does not cover its segment")
+            return
+        starts = self._map_starts
+        maps = self._maps
+        head = self._map_head
+        n = len(starts)
+        if n == head or ssn > starts[-1]:
+            i = n  # the usual case: a new mapping after the others
+        else:
+            i = bisect.bisect_left(starts, ssn, head)
+            if i < n and starts[i] == ssn:
+                m = maps[i]
+                if m[1] == length and m[2] == dsn:
+                    return  # the same mapping again (every segment of it carries it)
+                self.conn.mib.inc("DSSNotMatching")
+                self.invalid_mapping("DSS mapping contradicts one in use")
+                return
+        # overlap with a neighbour: it must agree on the DSN of every shared byte
         for j in (i - 1, i):
-            if 0 <= j < len(self._maps):
-                ms, ml, md = self._maps[j][:3]
+            if head <= j < n:
+                ms, ml, md = maps[j][:3]
                 if ms < end and ssn < ms + ml and md - ms != dsn - ssn:
                     self.conn.mib.inc("DSSNotMatching")
+                    self.invalid_mapping("DSS mapping contradicts one in use")
                     return
-        self._maps.insert(i, [ssn, length, dsn, csum])
-        starts.insert(i, ssn)
+        if i == n:
+            maps.append([ssn, length, dsn, csum])
+            starts.append(ssn)
+        else:
+            maps.insert(i, [ssn, length, dsn, csum])
+            starts.insert(i, ssn)
+
+    def _consume_maps(self) -> None:
+        """Step the head over the mappings wholly consumed; compact the lists once the consumed
+        prefix is half of them (amortized O(1) per mapping)."""
+        maps = self._maps
+        head = self._map_head
+        rx = self._rx_ssn
+        n = len(maps)
+        while head < n and maps[head][0] + maps[head][1] <= rx:
+            head += 1
+        if head > 32 and 2 * head > n:
+            del maps[:head]
+            del self._map_starts[:head]
+            head = 0
+        self._map_head = head
+
+    def _no_mapping(self) -> None:
+        """The next byte to pull has no mapping. RFC 8684 3.3.1 lets it wait a little for a
+        mapping on a later segment, but not forever: when the bytes up to the next known
+        mapping are all here (the segments that could map them came and went) or the unmapped
+        bytes fill the window we advertised (nothing more can come), it never will: Linux's
+        MAPPING_NODSS (fallback, or reset with MP_TCPRST 'middlebox interference')."""
+        tcp = self.tcp
+        rx = self._rx_ssn
+        have = tcp.readable
+        head = self._map_head
+        nxt = self._map_starts[head] if head < len(self._map_starts) else None
+        conn = self.conn
+        window = max(conn._rcv_wnd_sent, conn.rcv_nxt + conn.rcv_window()) - conn.rcv_nxt
+        if (nxt is not None and rx + have >= nxt) or have >= max(window, 1):
+            self.invalid_mapping("data without a DSS mapping", RST_MIDDLEBOX)
 
     def pull(self) -> list[tuple[int, bytes]]:
         """Take the subflow's in-order bytes that have a mapping, as (dsn, bytes) pieces."""
         tcp = self.tcp
         out: list[tuple[int, bytes]] = []
         maps = self._maps
-        while tcp.readable:
-            while maps and maps[0][0] + maps[0][1] <= self._rx_ssn:
-                maps.pop(0)
-                self._map_starts.pop(0)
-            if not maps or maps[0][0] > self._rx_ssn:
-                break  # no mapping for the next byte yet (it may come on a later segment)
-            ms, ml, md, mc = maps[0]
+        conn = self.conn
+        while tcp.readable and not self.reset_pending and not conn.fallback:
+            self._consume_maps()
+            # the head mapping ends past the next byte; none after it starts earlier
+            i = self._map_head
+            if i == len(maps) or maps[i][0] > self._rx_ssn:
+                self._no_mapping()  # (it may come on a later segment, up to a point)
+                break
+            ms, ml, md, mc = maps[i]
             if mc is not None and self.conn.checksum and self._rx_ssn == ms:
                 # DSS checksums: a mapping leaves whole, once all of it is here and checked
                 if tcp.readable < ml:
@@ -681,6 +784,11 @@ class Subflow:
             out.append((md + (self._rx_ssn - ms), data))
             self._rx_ssn += len(data)
             self.bytes_received += len(data)
+        if self.reset_pending and not self.closed:
+            # a protocol error found here (not inside TCP's own processing): reset at once,
+            # so the RST leaves with this round's segments
+            self.reset_pending = False
+            self.tcp.abort(conn._now)
         return out
 
     def pull_fallback(self) -> bytes:
