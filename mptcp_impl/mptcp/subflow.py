@@ -530,7 +530,13 @@ class Subflow:
             elif t is MpCapable:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
-                if self.initial and not self.active and o.data_len and mpc_usable(o):
+                if (
+                    self.initial
+                    and not self.active
+                    and o.data_len
+                    and mpc_usable(o)
+                    and self._csum_presence_ok(o.checksum)
+                ):
                     self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64, o.checksum, seg)
             elif t is MpJoinAck:
                 if not self.active:
@@ -633,15 +639,31 @@ class Subflow:
                 self.rst_reason = 1
                 self.reset_pending = True
             return
+        fin_only = d.data_fin and d.subflow_seq == 0 and d.data_len == 1
+        if not fin_only and not self._csum_presence_ok(d.checksum):
+            return
         if d.data_fin:
             conn.on_data_fin(dsn + d.data_len - 1)
-            if d.subflow_seq == 0 and d.data_len == 1:
+            if fin_only:
                 return  # a DATA_FIN on an empty segment maps no data
             length = d.data_len - 1
         else:
             length = d.data_len
         if length > 0:
             self._add_map(d.subflow_seq, length, dsn, d.checksum, seg)
+
+    def _csum_presence_ok(self, checksum: int | None) -> bool:
+        """RFC 8684 3.3: once DSS checksums are negotiated, a mapping without one is not
+        valid and the receiver MUST reset the subflow; one with a checksum nobody asked for
+        is as invalid (Linux's get_mapping_status: map_csum_reqd != csum_reqd). Reset with
+        MP_TCPRST 'MPTCP-specific error', its data dropped (the peer sends it again on the
+        others). (Linux itself falls back to TCP instead while it still can.)"""
+        if (checksum is not None) == self.conn.checksum:
+            return True
+        if not self.closed:
+            self.rst_reason = RST_MPTCP_ERROR
+            self.reset_pending = True
+        return False
 
     def _covers(self, seg: TcpSegment, ssn: int, length: int) -> bool:
         """Linux's validate_mapping: a mapping must hold the first byte of the segment that
@@ -756,7 +778,7 @@ class Subflow:
         out: list[tuple[int, bytes]] = []
         maps = self._maps
         conn = self.conn
-        while tcp.readable and not self.reset_pending and not conn.fallback:
+        while tcp.readable and not self.reset_pending and not self.closed and not conn.fallback:
             self._consume_maps()
             # the head mapping ends past the next byte; none after it starts earlier
             i = self._map_head

@@ -138,3 +138,54 @@ def test_wrong_checksum_on_the_first_mapping_falls_back_at_once():
     assert not [s for _, s in box.sent[n:] if one(s, MpFail) is not None]
     box.feed(f, f.seg(ACK, seq=301, payload=b"r" * 10))
     assert conn.read() == a + b"r" * 10
+
+
+def rst_reasons(box: Box, n: int, flow: Flow) -> list[int]:
+    """MP_TCPRST reasons of the RSTs we sent on ``flow``'s subflow since ``box.sent[n]``."""
+    sub = box.sub_for(flow)
+    return [one(s, TcpRst).reason for x, s in box.sent[n:] if x is sub and s.flags & RST]
+
+
+def test_mapping_without_checksum_when_negotiated_resets_the_subflow():
+    """RFC 8684 3.3: with checksums negotiated, a mapping without one is not valid and the
+    receiver MUST reset the subflow. Before: taken and its bytes delivered unchecked."""
+    box, f = csum_server()
+    conn = box.conn
+    n = len(box.sent)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 500), payload=b"n" * 500))
+    assert rst_reasons(box, n, f) == [1]  # MP_TCPRST 'MPTCP-specific error'
+    assert conn.readable == 0 and conn.mib["MPRstTx"] == 1
+    assert conn.state == "CLOSED"  # it was the only subflow
+
+
+def test_mapping_without_checksum_on_a_join_resets_only_the_join():
+    box, f = csum_server()
+    conn = box.conn
+    f2 = joined(box)
+    n = len(box.sent)
+    box.feed(f2, f2.seg(ACK, data_ack(conn, 1), mapping(f2, 1, 1, 400), payload=b"j" * 400))
+    assert rst_reasons(box, n, f2) == [1] and box.sub_for(f2).closed
+    assert conn.readable == 0 and "Reset" not in box.kinds()
+    # the peer sends those bytes again, checksummed, on the first subflow
+    good = crypto.dss_checksum(f.idsn + 1, 1, 400, b"j" * 400)
+    box.feed(
+        f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 400, checksum=good), payload=b"j" * 400)
+    )
+    assert conn.read() == b"j" * 400 and conn.mib["DataCsumErr"] == 0
+
+
+def test_mapping_with_checksum_when_not_negotiated_resets_the_subflow():
+    """Linux's get_mapping_status: a checksum present when none was negotiated is as invalid
+    (map_csum_reqd != csum_reqd)."""
+    from .peer import established_server
+
+    box, f = established_server(key=KEY)
+    conn = box.conn
+    assert not conn.checksum
+    f2 = joined(box)
+    n = len(box.sent)
+    box.feed(
+        f2,
+        f2.seg(ACK, data_ack(conn, 1), mapping(f2, 1, 1, 300, checksum=0x1234), payload=b"k" * 300),
+    )
+    assert rst_reasons(box, n, f2) == [1] and conn.readable == 0
