@@ -1332,6 +1332,7 @@ class MptcpConnection:
             if not self._mp_fail_sent:
                 self._mp_fail_sent = True
                 sub.queue_option(MpFail(dsn=dsn & MASK64))
+                sub.arm_mp_fail(self._now)  # unanswered, the subflow is reset (Linux)
             return True
         sub.mp_fail_dsn = dsn
         sub.rst_reason = RST_MIDDLEBOX
@@ -1344,6 +1345,8 @@ class MptcpConnection:
         infinite mapping on the next data, then plain TCP); with several the peer resets the
         subflow itself."""
         self.mib.inc("MPFailRx")
+        if self._mp_fail_sent:
+            sub.mp_fail_deadline = None  # the answer to ours (Linux: "MP_FAIL response received")
         if self.fallback or self._mp_fail_sent or not self._infinite_fallback_allowed():
             return
         self._mp_fail_sent = True

@@ -21,6 +21,7 @@ from . import crypto
 from .options import (
     RST_MIDDLEBOX,
     RST_MPTCP_ERROR,
+    RST_UNSPECIFIED,
     AddAddr,
     Dss,
     FastClose,
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 MASK32 = 0xFFFFFFFF
 MASK64 = (1 << 64) - 1
 DSS_DATA_ROOM = 28  # DATA_ACK (64) + mapping (64-bit DSN), padded: what each data segment needs
+# Seconds our MP_FAIL waits for the peer's answer (its MP_FAIL or an infinite mapping) before
+# the subflow is reset: Linux's fail_tout, jiffies + TCP_RTO_MAX (mptcp_subflow_fail)
+MP_FAIL_TIMEOUT = 120.0
 
 
 def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
@@ -105,6 +109,7 @@ class Subflow:
         self._close_after_options = False  # reset once the queued options left (REMOVE_ADDR)
         self.mp_fail_dsn: int | None = None  # MP_FAIL on our RST (a checksum failure)
         self.csum_ok_seen = False  # a mapping of the peer's passed its DSS checksum
+        self.mp_fail_deadline: float | None = None  # our MP_FAIL unanswered: reset by then
         self._tx_sums: dict[int, tuple[int, int]] = {}  # DSS checksums: dsn -> (sum, length)
         self.reset_pending = False  # a protocol error: the connection resets this subflow
         self._local_nonce = conn.rng.getrandbits(32)
@@ -633,6 +638,7 @@ class Subflow:
             return  # Linux: a mapping on a segment without data maps nothing (DATA_FIN aside)
         if d.data_len == 0:
             conn.mib.inc("InfiniteMapRx")
+            self.mp_fail_deadline = None  # (the answer to our MP_FAIL, if we sent one)
             if conn.can_fallback():
                 conn.enter_fallback("infinite mapping")
             else:  # RFC 8684 3.7, Linux: a subflow that cannot fall back is reset
@@ -821,9 +827,28 @@ class Subflow:
 
     # ----------------------------------------------------------------- timers
     def timer(self) -> float | None:
-        return self._join_ack_deadline if self._join_ack_pending else None
+        t = self._join_ack_deadline if self._join_ack_pending else None
+        f = self.mp_fail_deadline
+        if f is not None and (t is None or f < t):
+            t = f
+        return t
+
+    def arm_mp_fail(self, now: float) -> None:
+        """Our MP_FAIL left (a checksum failure on the only subflow): the peer must answer with
+        its MP_FAIL or an infinite mapping within MP_FAIL_TIMEOUT (Linux: fail_tout)."""
+        if not self.closed:
+            self.mp_fail_deadline = now + MP_FAIL_TIMEOUT
 
     def on_timer(self, now: float) -> None:
+        f = self.mp_fail_deadline
+        if f is not None and now >= f:
+            # no answer: the peer cannot fall back with us, and data can no longer be trusted
+            # to be the peer's: reset, as Linux's mptcp_mp_fail_no_response (MP_TCPRST with its
+            # default reason, unspecified; MPRstTx)
+            self.mp_fail_deadline = None
+            if not self.closed:
+                self.rst_reason = RST_UNSPECIFIED
+                self.tcp.abort(now)
         if self._join_ack_pending and self._join_ack_deadline is not None:
             if now >= self._join_ack_deadline:
                 self.tcp.send_ack()  # repeat the third ACK until the 4th ACK comes

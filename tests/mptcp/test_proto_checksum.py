@@ -12,6 +12,7 @@ import random
 from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.ctrl import MptcpConfig
 from mptcp_impl.mptcp.options import Dss, MpCapable, MpFail, TcpRst
+from mptcp_impl.mptcp.subflow import MP_FAIL_TIMEOUT
 
 from .peer import ACK, PORT, RST, SYN, THEM, US, Box, Flow, data_ack, dss_of, mapping, one
 from .test_proto_join import KEY
@@ -189,3 +190,50 @@ def test_mapping_with_checksum_when_not_negotiated_resets_the_subflow():
         f2.seg(ACK, data_ack(conn, 1), mapping(f2, 1, 1, 300, checksum=0x1234), payload=b"k" * 300),
     )
     assert rst_reasons(box, n, f2) == [1] and conn.readable == 0
+
+
+def mp_fail_sent(box: Box, f: Flow) -> int:
+    """A good mapping, then one with a wrong checksum on the only subflow: our MP_FAIL leaves.
+    Returns the index in ``box.sent`` after it."""
+    conn = box.conn
+    a, b = b"a" * 500, b"b" * 500
+    good = crypto.dss_checksum(f.idsn + 1, 1, 500, a)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 500, checksum=good), payload=a))
+    bad = crypto.dss_checksum(f.idsn + 501, 501, 500, b) ^ 1
+    box.feed(
+        f,
+        f.seg(ACK, data_ack(conn, 1), mapping(f, 501, 501, 500, checksum=bad), seq=501, payload=b),
+    )
+    assert conn.mib["DataCsumErr"] == 1 and conn.mib["MPFailTx"] == 1
+    return len(box.sent)
+
+
+def test_unanswered_mp_fail_resets_the_subflow_after_the_fail_timeout():
+    """Linux's mptcp_subflow_fail arms fail_tout (TCP_RTO_MAX, 120 s); with no MP_FAIL or
+    infinite mapping back by then, mptcp_mp_fail_no_response resets the subflow. Before: the
+    MP_FAIL was sent once and the connection then waited for an answer for ever."""
+    box, f = csum_server()
+    conn = box.conn
+    n = mp_fail_sent(box, f)
+    box.advance(MP_FAIL_TIMEOUT - 1)
+    assert rst_reasons(box, n, f) == [] and not conn.fallback
+    box.advance(2)
+    assert rst_reasons(box, n, f) == [0]  # MP_TCPRST with Linux's default reason
+    assert conn.mib["MPRstTx"] == 1 and conn.state == "CLOSED"
+    assert conn.get_timer() is None
+
+
+def test_mp_fail_answered_by_mp_fail_or_infinite_mapping_stops_the_fail_timeout():
+    for answer in ("mp_fail", "infinite_mapping"):
+        box, f = csum_server()
+        conn = box.conn
+        n = mp_fail_sent(box, f)
+        if answer == "mp_fail":
+            box.feed(f, f.seg(ACK, MpFail(dsn=f.idsn + 501), data_ack(conn, 1), seq=1001))
+        else:  # its MP_FAIL was lost: the infinite mapping on its next data answers too
+            inf = Dss(dsn=f.idsn + 1001, dsn64=True, subflow_seq=0, data_len=0, checksum=0)
+            box.feed(f, f.seg(ACK, data_ack(conn, 1), inf, seq=1001, payload=b"c" * 100))
+            assert conn.fallback
+        box.advance(2 * MP_FAIL_TIMEOUT)
+        assert rst_reasons(box, n, f) == [], answer
+        assert conn.state != "CLOSED" and conn.mib["MPRstTx"] == 0, answer
