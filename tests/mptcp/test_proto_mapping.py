@@ -9,7 +9,10 @@ rest of the connection goes on. Consumed mappings leave in amortized O(1)."""
 from __future__ import annotations
 
 from mptcp_impl.mptcp.ctrl import MptcpConfig
-from mptcp_impl.mptcp.options import TcpRst
+from mptcp_impl.mptcp.options import Dss, TcpRst, find_mptcp, to_tcp_option
+from mptcp_impl.tcp.options import UnknownOption
+from mptcp_impl.tcp.segment import TcpSegment
+from testkit.mptcp_sim import C1, Link, S, client_cfg, two_path_net
 
 from .peer import ACK, RST, data_ack, established_server, mapping, one
 from .test_proto_join import KEY
@@ -180,3 +183,48 @@ def test_consumed_mappings_leave_in_amortized_constant_time():
     assert conn.read() == data
     assert CountingList.shifted <= 2 * 2 * count, CountingList.shifted
     assert len(sub._maps) - getattr(sub, "_map_head", 0) <= 1
+
+
+def test_sim_a_box_stripping_one_mapping_costs_a_subflow_not_the_transfer():
+    """In the simulator: a box on the second path strips the mapping (not the DATA_ACK) from
+    every segment of one mapping of the client's. Those bytes can never be mapped; before the
+    fix they waited for ever on a subflow that kept acknowledging them, so the DATA_ACK never
+    passed them and the upload stalled. Now the server resets that subflow (MP_TCPRST 6) once
+    the next mapping's bytes are in, and the client sends the bytes again on the first path."""
+    net, client, server, p1, p2 = two_path_net(seed=3)
+    dsns: list[int] = []
+    stripped: list[TcpSegment] = []
+
+    def strip_one_mapping(seg: TcpSegment) -> None:
+        if seg.src_port == 5001 or not seg.payload:
+            return
+        d = next((o for o in find_mptcp(seg.options) if isinstance(o, Dss)), None)
+        if d is None or d.dsn is None:
+            return
+        if d.dsn not in dsns:
+            dsns.append(d.dsn)
+        if len(dsns) >= 3 and d.dsn == dsns[2]:  # the third mapping sent on this path
+            seg.options = [
+                o for o in seg.options if not (isinstance(o, UnknownOption) and o.kind == 30)
+            ] + [to_tcp_option(Dss(data_ack=d.data_ack, data_ack64=d.data_ack64))]
+            stripped.append(seg)
+
+    p1.link, p2.link = Link(20e6, 64_000), Link(10e6, 64_000)  # both paths carry data
+    p2.mutate = strip_one_mapping
+    conn = net.connect(client, C1, (S, 5001), client_cfg())
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 241 for i in range(1_500_000))
+    conn.send(data)
+    conn.close(net.now)
+    net.flush(client, conn)
+    net.run(30.0, stop=lambda: len(server.rx[id(server.accepted[0])]) >= len(data))
+    srv = server.accepted[0]
+    assert stripped, "the box never acted"
+    assert bytes(server.rx[id(srv)]) == data
+    resets = [
+        one(seg, TcpRst).reason
+        for _t, src, _dst, seg in net.trace
+        if src == S and seg.flags & RST and one(seg, TcpRst) is not None
+    ]
+    assert resets == [6]  # that subflow, 'middlebox interference' (Linux: MAPPING_NODSS)
+    assert not srv.fallback and not conn.fallback
