@@ -7,12 +7,16 @@ answer with MP_FAIL and an infinite mapping."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.ctrl import MptcpConfig
-from mptcp_impl.mptcp.options import Dss, MpCapable, MpFail, TcpRst
+from mptcp_impl.mptcp.options import Dss, MpCapable, MpFail, TcpRst, find_mptcp, to_tcp_option
 from mptcp_impl.mptcp.subflow import MP_FAIL_TIMEOUT
+from mptcp_impl.tcp.options import UnknownOption
+from mptcp_impl.tcp.segment import TcpSegment
+from testkit.mptcp_sim import C1, Link, S, client_cfg, two_path_net
 
 from .peer import ACK, PORT, RST, SYN, THEM, US, Box, Flow, data_ack, dss_of, mapping, one
 from .test_proto_join import KEY
@@ -237,3 +241,79 @@ def test_mp_fail_answered_by_mp_fail_or_infinite_mapping_stops_the_fail_timeout(
         box.advance(2 * MP_FAIL_TIMEOUT)
         assert rst_reasons(box, n, f) == [], answer
         assert conn.state != "CLOSED" and conn.mib["MPRstTx"] == 0, answer
+
+
+def test_sim_mp_fail_lost_on_the_way_resets_after_the_fail_timeout():
+    """In the simulator: a checksum failure on the only subflow; the path loses every MP_FAIL
+    the client sends, so the server never answers. The client resets the subflow once
+    MP_FAIL_TIMEOUT has passed (before: the connection went on, unanswered, for ever)."""
+    net, client, server, p1, p2 = two_path_net(seed=4)
+    server.config = MptcpConfig(checksum=True, corrupt_checksum_at=50_000)
+    p1.drop = lambda seg: (
+        seg.src_port != 5001 and any(isinstance(o, MpFail) for o in find_mptcp(seg.options))
+    )
+    conn = net.connect(client, C1, (S, 5001), MptcpConfig(endpoints=[], checksum=True))
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(b"hello")
+    net.flush(client, conn)
+    net.run(net.now + 0.5, exact=True)
+    srv = server.accepted[0]
+    down = bytes(i % 233 for i in range(200_000))
+    srv.send(down)
+    net.flush(server, srv)
+    net.run(net.now + 5, exact=True)
+    assert conn.mib["DataCsumErr"] == 1 and conn.mib["MPFailTx"] == 1
+    assert srv.mib["MPFailRx"] == 0  # lost on the way
+    t_fail = net.now
+    net.run(t_fail + MP_FAIL_TIMEOUT - 10, exact=True)
+    assert conn.state != "CLOSED" and conn.mib["MPRstTx"] == 0
+    net.run(t_fail + MP_FAIL_TIMEOUT + 10, exact=True)
+    rsts = [
+        (t, one(seg, TcpRst).reason)
+        for t, src, _dst, seg in net.trace
+        if src == C1 and seg.flags & RST and one(seg, TcpRst) is not None
+    ]
+    assert [r for _t, r in rsts] == [0] and conn.mib["MPRstTx"] == 1
+    assert conn.state == "CLOSED"
+
+
+def test_sim_a_box_dropping_checksums_on_one_path_costs_that_subflow():
+    """In the simulator, checksums negotiated: a box on the second path re-encodes the
+    client's mappings without their checksum. The server resets that subflow (MP_TCPRST 1)
+    and the bytes come again on the first path, intact (before: taken unchecked)."""
+    net, client, server, p1, p2 = two_path_net(seed=6)
+    p1.link, p2.link = Link(20e6, 64_000), Link(10e6, 64_000)  # both paths carry data
+    server.config = MptcpConfig(checksum=True)
+    bare: list[TcpSegment] = []
+
+    def drop_checksum(seg: TcpSegment) -> None:
+        if seg.src_port == 5001 or not seg.payload:
+            return
+        d = next((o for o in find_mptcp(seg.options) if isinstance(o, Dss)), None)
+        if d is None or d.checksum is None:
+            return
+        seg.options = [
+            o for o in seg.options if not (isinstance(o, UnknownOption) and o.kind == 30)
+        ] + [to_tcp_option(dataclasses.replace(d, checksum=None))]
+        bare.append(seg)
+
+    p2.mutate = drop_checksum
+    cfg = client_cfg()
+    cfg.checksum = True
+    conn = net.connect(client, C1, (S, 5001), cfg)
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 229 for i in range(1_000_000))
+    conn.send(data)
+    conn.close(net.now)
+    net.flush(client, conn)
+    net.run(30.0, stop=lambda: len(server.rx[id(server.accepted[0])]) >= len(data))
+    srv = server.accepted[0]
+    assert bare, "the box never acted"
+    assert bytes(server.rx[id(srv)]) == data
+    reasons = [
+        one(seg, TcpRst).reason
+        for _t, src, _dst, seg in net.trace
+        if src == S and seg.flags & RST and one(seg, TcpRst) is not None
+    ]
+    assert reasons and set(reasons) == {1}
+    assert srv.mib["DataCsumErr"] == 0 and not srv.fallback
