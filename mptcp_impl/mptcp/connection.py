@@ -14,7 +14,6 @@ path manager wants a subflow from a local address: the edge picks a port and cal
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import hashlib
 import hmac
@@ -34,6 +33,7 @@ from ..tcp.connection import (
     TcpConnection,
     TcpState,
 )
+from ..tcp.rangeset import RangeSet
 from ..tcp.segment import TcpSegment
 from . import crypto
 from .coupled import make_cc
@@ -156,9 +156,10 @@ class MptcpConnection:
         # receive side
         self.rcv_nxt = 0
         self._rbuf = bytearray()
-        self._ooo: list[list[Any]] = []  # sorted [dsn, bytes]
-        self._ooo_starts: list[int] = []
-        self._ooo_bytes = 0
+        # out-of-order data above rcv_nxt: the ranges held and the chunks tiling them, keyed by
+        # their start (only bytes not held yet are stored, as tcp/reassembly.py does)
+        self._ooo = RangeSet()
+        self._ooo_data: dict[int, bytes] = {}
         self._rcv_wnd_sent = 0  # data-level right edge advertised (DATA_ACK + window)
         self._peer_fin: int | None = None
         self._eof = False
@@ -679,11 +680,15 @@ class MptcpConnection:
         return _unwrap64(dsn, self.rcv_nxt)
 
     def _rx(self, dsn: int, data: bytes) -> None:
+        """Bytes of a mapping at ``dsn`` (in order on their subflow): delivered if they reach
+        rcv_nxt, else held out of order. Only bytes not held yet are stored, so overlapping
+        pieces and resends cut at other points (a reinjection, another subflow's copy) cost no
+        memory twice and never shrink the window we advertise."""
         n = len(data)
         if not n:
             return
+        dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)  # (after fallback: rcv_nxt itself)
         if not self.fallback:
-            dsn = _unwrap64(dsn & MASK64, self.rcv_nxt)
             fin = self._peer_fin
             if fin is not None and dsn + n > fin:
                 # the peer's DATA_FIN said where its stream ends: nothing comes after it
@@ -698,47 +703,87 @@ class MptcpConnection:
         if dsn < self.rcv_nxt:
             data = data[self.rcv_nxt - dsn :]
             dsn = self.rcv_nxt
+        if not self.fallback:
+            # never past the window we advertised, in order or not (Linux: NoDSSInWindow,
+            # dropped; its subflows enforce the connection's window). Not after fallback: TCP
+            # has acknowledged these bytes and nobody would send them again.
+            limit = max(self._rcv_wnd_sent, self.rcv_nxt + self.rcv_window())
+            if end > limit:
+                self.mib.inc("NoDSSInWindow")
+                if dsn >= limit:
+                    return
+                end = limit
+                data = data[: end - dsn]
         if dsn == self.rcv_nxt:
             self._rbuf += data
             self.rcv_nxt = end
             delivered = len(data)
-            delivered += self._drain_ooo()
+            if self._ooo:
+                delivered += self._drain_ooo()
             self._data_event(delivered)
-        else:
-            limit = max(self._rcv_wnd_sent, self.rcv_nxt + self.rcv_window())
-            if end > limit:
-                # past the window we advertised (Linux: NoDSSInWindow, dropped)
-                self.mib.inc("NoDSSInWindow")
-                if dsn >= limit:
-                    return
-                data = data[: limit - dsn]
-                end = limit
-            ooo = self._ooo
-            i = bisect.bisect_left(self._ooo_starts, dsn)
-            if (i < len(ooo) and ooo[i][0] == dsn and len(ooo[i][1]) >= len(data)) or (
-                i > 0 and ooo[i - 1][0] + len(ooo[i - 1][1]) >= end
-            ):
-                self.mib.inc("DuplicateData")  # held already: kept once
-                return
-            self._ooo.insert(i, [dsn, data])
-            self._ooo_starts.insert(i, dsn)
-            self._ooo_bytes += len(data)
-            self.mib.inc("OFOQueue")
+            return
+        self._ooo_queue(dsn, data)
+
+    def _ooo_queue(self, dsn: int, data: bytes) -> None:
+        """Hold ``data`` (at ``dsn``, above rcv_nxt, within the window) out of order, counted as
+        Linux's mptcp_data_queue_ofo does: OFOQueue each time, OFOQueueTail at or past the
+        highest byte held, OFOMerge when it touches a range already held, DuplicateData when
+        every byte is held already.
+
+        Only the bytes not held yet are stored (as tcp/reassembly.py does), so the memory is
+        bounded by the window: everything held lies in [rcv_nxt, edge advertised), and
+        in-order bytes plus that span never exceed ``rcv_buf`` (plus the rounding of the
+        window to its scale), whatever the peer's split points or overlaps."""
+        ooo = self._ooo
+        mib = self.mib
+        mib.inc("OFOQueue")
+        end = dsn + len(data)
+        high = ooo.high
+        if high is not None and dsn >= high:
+            mib.inc("OFOQueueTail")
+        gaps = ooo.gaps(dsn, end)
+        if not gaps:
+            mib.inc("DuplicateData")  # held already: kept once
+            return
+        before = len(ooo)
+        chunks = self._ooo_data
+        for a, b in gaps:
+            if a == dsn and b == end:
+                chunks[a] = data
+            else:
+                # a copy: a view would keep the whole (mostly duplicate) piece alive
+                chunks[a] = bytes(memoryview(data)[a - dsn : b - dsn])
+            ooo.add(a, b)
+        if len(ooo) < before + len(gaps):
+            mib.inc("OFOMerge")  # it touched or filled in next to a range already held
 
     def _drain_ooo(self) -> int:
+        """Move the held data that rcv_nxt has reached into the receive buffer."""
         delivered = 0
         ooo = self._ooo
-        while ooo and ooo[0][0] <= self.rcv_nxt:
-            dsn, data = ooo.pop(0)
-            self._ooo_starts.pop(0)
-            self._ooo_bytes -= len(data)
-            end = dsn + len(data)
-            if end > self.rcv_nxt:
-                piece = data[self.rcv_nxt - dsn :]
-                self._rbuf += piece
-                delivered += len(piece)
-                self.rcv_nxt = end
+        chunks = self._ooo_data
+        starts = ooo.starts
+        rbuf = self._rbuf
+        while starts and starts[0] <= self.rcv_nxt:
+            x = starts[0]
+            bend = ooo.ends[0]
+            rcv = self.rcv_nxt
+            while x < bend:
+                chunk = chunks.pop(x)
+                nx = x + len(chunk)
+                if nx > rcv:
+                    rbuf += chunk if x >= rcv else memoryview(chunk)[rcv - x :]
+                x = nx
+            if bend > rcv:
+                delivered += bend - rcv
+                self.rcv_nxt = bend
+            ooo.remove_below(bend)
         return delivered
+
+    @property
+    def _ooo_bytes(self) -> int:
+        """Bytes held out of order (each byte once)."""
+        return self._ooo.total
 
     def _data_event(self, n: int) -> None:
         if n <= 0:
@@ -1306,6 +1351,7 @@ class MptcpConnection:
             if not self._mp_fail_sent:
                 self._mp_fail_sent = True
                 sub.queue_option(MpFail(dsn=dsn & MASK64))
+                sub.arm_mp_fail(self._now)  # unanswered, the subflow is reset (Linux)
             return True
         sub.mp_fail_dsn = dsn
         sub.rst_reason = RST_MIDDLEBOX
@@ -1318,6 +1364,8 @@ class MptcpConnection:
         infinite mapping on the next data, then plain TCP); with several the peer resets the
         subflow itself."""
         self.mib.inc("MPFailRx")
+        if self._mp_fail_sent:
+            sub.mp_fail_deadline = None  # the answer to ours (Linux: "MP_FAIL response received")
         if self.fallback or self._mp_fail_sent or not self._infinite_fallback_allowed():
             return
         self._mp_fail_sent = True

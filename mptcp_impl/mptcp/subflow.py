@@ -19,6 +19,9 @@ from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, encoded_length
 from ..tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from . import crypto
 from .options import (
+    RST_MIDDLEBOX,
+    RST_MPTCP_ERROR,
+    RST_UNSPECIFIED,
     AddAddr,
     Dss,
     FastClose,
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
 MASK32 = 0xFFFFFFFF
 MASK64 = (1 << 64) - 1
 DSS_DATA_ROOM = 28  # DATA_ACK (64) + mapping (64-bit DSN), padded: what each data segment needs
+# Seconds our MP_FAIL waits for the peer's answer (its MP_FAIL or an infinite mapping) before
+# the subflow is reset: Linux's fail_tout, jiffies + TCP_RTO_MAX (mptcp_subflow_fail)
+MP_FAIL_TIMEOUT = 120.0
 
 
 def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
@@ -103,6 +109,7 @@ class Subflow:
         self._close_after_options = False  # reset once the queued options left (REMOVE_ADDR)
         self.mp_fail_dsn: int | None = None  # MP_FAIL on our RST (a checksum failure)
         self.csum_ok_seen = False  # a mapping of the peer's passed its DSS checksum
+        self.mp_fail_deadline: float | None = None  # our MP_FAIL unanswered: reset by then
         self._tx_sums: dict[int, tuple[int, int]] = {}  # DSS checksums: dsn -> (sum, length)
         self.reset_pending = False  # a protocol error: the connection resets this subflow
         self._local_nonce = conn.rng.getrandbits(32)
@@ -111,9 +118,12 @@ class Subflow:
         self._join_ack_deadline: float | None = None
         self._mpc_pending = initial and active  # client: keys not yet confirmed by a DSS
         self._queued_opts: deque[Any] = deque()  # ADD_ADDR, MP_PRIO, ... on the next segments
-        # receive side: mappings (subflow seq relative, length, dsn) not yet consumed
-        self._maps: list[list[int]] = []
+        # receive side: the peer's mappings [subflow seq (relative, unwrapped), length, dsn,
+        # checksum], sorted by start; those before _map_head are consumed (dropped in batches, so
+        # taking the head is amortized O(1); a lookup is a bisect)
+        self._maps: list[list[Any]] = []
         self._map_starts: list[int] = []
+        self._map_head = 0
         self._rx_ssn = 1  # relative subflow sequence of the next byte to pull
         # failover bookkeeping
         self._rto_seen = 0
@@ -527,8 +537,14 @@ class Subflow:
             elif t is MpCapable:
                 # Client's first data (and a third ACK the server sees again): the mapping
                 # of the first data is implied, DSN = IDSN+1, subflow sequence 1.
-                if self.initial and not self.active and o.data_len and mpc_usable(o):
-                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64, o.checksum)
+                if (
+                    self.initial
+                    and not self.active
+                    and o.data_len
+                    and mpc_usable(o)
+                    and self._csum_presence_ok(o.checksum)
+                ):
+                    self._add_map(1, o.data_len, (conn.remote_idsn + 1) & MASK64, o.checksum, seg)
             elif t is MpJoinAck:
                 if not self.active:
                     tcp.send_ack()  # our 4th ACK was lost: the joiner repeats its third ACK
@@ -585,16 +601,32 @@ class Subflow:
             conn.enter_fallback("data without DSS before the first DATA_ACK")
         return None
 
+    def _unwrap_ssn(self, ssn: int) -> int:
+        """A 32-bit relative subflow sequence number, unwrapped near the next byte to pull."""
+        rx = self._rx_ssn
+        return rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
+
+    def _map_index(self, ssn: int) -> int:
+        """Index of a live mapping holding the (unwrapped) subflow byte ``ssn``, or -1."""
+        starts = self._map_starts
+        i = bisect.bisect_right(starts, ssn, self._map_head) - 1
+        while i >= self._map_head:
+            m = self._maps[i]
+            if ssn < m[0] + m[1]:
+                return i
+            if ssn - m[0] > 0xFFFF:  # mappings are at most 65535 bytes: none further back
+                break
+            i -= 1
+        return -1
+
     def _mapped(self, ssn: int, length: int) -> bool:
         """Whether the bytes at relative subflow sequence ``ssn`` already have a mapping (or
         were consumed: a retransmission)."""
+        ssn = self._unwrap_ssn(ssn)
         rx = self._rx_ssn
-        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
         if ssn + length <= rx:
             return True
-        ssn = max(ssn, rx)
-        i = bisect.bisect_right(self._map_starts, ssn) - 1
-        return i >= 0 and ssn < self._maps[i][0] + self._maps[i][1]
+        return self._map_index(max(ssn, rx)) >= 0
 
     def _on_dss(self, tcp: TcpConnection, seg: TcpSegment, d: Dss) -> None:
         conn = self.conn
@@ -608,61 +640,160 @@ class Subflow:
             return  # Linux: a mapping on a segment without data maps nothing (DATA_FIN aside)
         if d.data_len == 0:
             conn.mib.inc("InfiniteMapRx")
+            self.mp_fail_deadline = None  # (the answer to our MP_FAIL, if we sent one)
             if conn.can_fallback():
                 conn.enter_fallback("infinite mapping")
             else:  # RFC 8684 3.7, Linux: a subflow that cannot fall back is reset
                 self.rst_reason = 1
                 self.reset_pending = True
             return
+        fin_only = d.data_fin and d.subflow_seq == 0 and d.data_len == 1
+        if not fin_only and not self._csum_presence_ok(d.checksum):
+            return
         if d.data_fin:
             conn.on_data_fin(dsn + d.data_len - 1)
-            if d.subflow_seq == 0 and d.data_len == 1:
+            if fin_only:
                 return  # a DATA_FIN on an empty segment maps no data
             length = d.data_len - 1
         else:
             length = d.data_len
         if length > 0:
-            self._add_map(d.subflow_seq, length, dsn, d.checksum)
+            self._add_map(d.subflow_seq, length, dsn, d.checksum, seg)
 
-    def _add_map(self, ssn: int, length: int, dsn: int, csum: int | None = None) -> None:
-        """Remember a mapping; one that contradicts a mapping still in use is ignored and
-        counted (Linux: DSSNotMatching)."""
-        # relative subflow sequence numbers are 32-bit; unwrap near the next byte to pull
-        rx = self._rx_ssn
-        ssn = rx + ((ssn - rx + (1 << 31)) & MASK32) - (1 << 31)
-        end = ssn + length
-        if end <= rx:
-            return  # all consumed already (a retransmission's mapping)
-        starts = self._map_starts
-        i = bisect.bisect_left(starts, ssn)
-        if i < len(starts) and starts[i] == ssn:
-            m = self._maps[i]
-            if m[1] == length and m[2] == dsn:
-                return
-            self.conn.mib.inc("DSSNotMatching")
+    def _csum_presence_ok(self, checksum: int | None) -> bool:
+        """RFC 8684 3.3: once DSS checksums are negotiated, a mapping without one is not
+        valid and the receiver MUST reset the subflow; one with a checksum nobody asked for
+        is as invalid (Linux's get_mapping_status: map_csum_reqd != csum_reqd). Reset with
+        MP_TCPRST 'MPTCP-specific error', its data dropped (the peer sends it again on the
+        others). (Linux itself falls back to TCP instead while it still can.)"""
+        if (checksum is not None) == self.conn.checksum:
+            return True
+        if not self.closed:
+            self.rst_reason = RST_MPTCP_ERROR
+            self.reset_pending = True
+        return False
+
+    def _covers(self, seg: TcpSegment, ssn: int, length: int) -> bool:
+        """Linux's validate_mapping: a mapping must hold the first byte of the segment that
+        carries it. (Bytes of the segment past its end are unmapped, as a box that merges
+        segments leaves them: the next mapping may still cover them.)"""
+        rel = (seg.seq - self.tcp.irs) & MASK32
+        return ((rel - ssn) & MASK32) < length
+
+    def invalid_mapping(self, why: str, reason: int = RST_MPTCP_ERROR) -> None:
+        """A mapping Linux's get_mapping_status calls invalid (or data that can have none):
+        as its subflow_check_data_avail, plain TCP when the connection still may (the first
+        subflow, never another, nothing out of order at the data level: DssFallback),
+        otherwise this subflow is reset with MP_TCPRST ``reason`` and its data dropped (the
+        peer sends it again on the others)."""
+        conn = self.conn
+        if conn.fallback or self.reset_pending or self.closed:
             return
-        # overlap with a neighbour: must agree on the DSN of every shared byte
+        if self.initial and conn.can_fallback() and not conn._ooo:
+            conn.mib.inc("DssFallback")
+            conn.enter_fallback(why)
+            return
+        self.rst_reason = reason
+        self.reset_pending = True
+
+    def _add_map(
+        self,
+        ssn: int,
+        length: int,
+        dsn: int,
+        csum: int | None = None,
+        seg: TcpSegment | None = None,
+    ) -> None:
+        """Remember a mapping of the peer's (``seg``: the segment carrying it). Validated as
+        Linux's get_mapping_status does: it must hold the first byte of its segment
+        (DSSNoMatchTCP), and agree with every live mapping it overlaps (the same start: the
+        very same mapping; else the same DSN for each shared byte: DSSNotMatching); an invalid
+        one is a protocol error (``invalid_mapping``: fallback or reset)."""
+        # relative subflow sequence numbers are 32-bit; unwrap near the next byte to pull
+        rel = ssn
+        ssn = self._unwrap_ssn(ssn)
+        end = ssn + length
+        if end <= self._rx_ssn:
+            return  # all consumed already (a retransmission's mapping)
+        if seg is not None and seg.payload and not self._covers(seg, rel, length):
+            self.conn.mib.inc("DSSNoMatchTCP")
+            self.invalid_mapping("DSS mapping does not cover its segment")
+            return
+        starts = self._map_starts
+        maps = self._maps
+        head = self._map_head
+        n = len(starts)
+        if n == head or ssn > starts[-1]:
+            i = n  # the usual case: a new mapping after the others
+        else:
+            i = bisect.bisect_left(starts, ssn, head)
+            if i < n and starts[i] == ssn:
+                m = maps[i]
+                if m[1] == length and m[2] == dsn:
+                    return  # the same mapping again (every segment of it carries it)
+                self.conn.mib.inc("DSSNotMatching")
+                self.invalid_mapping("DSS mapping contradicts one in use")
+                return
+        # overlap with a neighbour: it must agree on the DSN of every shared byte
         for j in (i - 1, i):
-            if 0 <= j < len(self._maps):
-                ms, ml, md = self._maps[j][:3]
+            if head <= j < n:
+                ms, ml, md = maps[j][:3]
                 if ms < end and ssn < ms + ml and md - ms != dsn - ssn:
                     self.conn.mib.inc("DSSNotMatching")
+                    self.invalid_mapping("DSS mapping contradicts one in use")
                     return
-        self._maps.insert(i, [ssn, length, dsn, csum])
-        starts.insert(i, ssn)
+        if i == n:
+            maps.append([ssn, length, dsn, csum])
+            starts.append(ssn)
+        else:
+            maps.insert(i, [ssn, length, dsn, csum])
+            starts.insert(i, ssn)
+
+    def _consume_maps(self) -> None:
+        """Step the head over the mappings wholly consumed; compact the lists once the consumed
+        prefix is half of them (amortized O(1) per mapping)."""
+        maps = self._maps
+        head = self._map_head
+        rx = self._rx_ssn
+        n = len(maps)
+        while head < n and maps[head][0] + maps[head][1] <= rx:
+            head += 1
+        if head > 32 and 2 * head > n:
+            del maps[:head]
+            del self._map_starts[:head]
+            head = 0
+        self._map_head = head
+
+    def _no_mapping(self) -> None:
+        """The next byte to pull has no mapping. RFC 8684 3.3.1 lets it wait a little for a
+        mapping on a later segment, but not forever: when the bytes up to the next known
+        mapping are all here (the segments that could map them came and went) or the unmapped
+        bytes fill the window we advertised (nothing more can come), it never will: Linux's
+        MAPPING_NODSS (fallback, or reset with MP_TCPRST 'middlebox interference')."""
+        tcp = self.tcp
+        rx = self._rx_ssn
+        have = tcp.readable
+        head = self._map_head
+        nxt = self._map_starts[head] if head < len(self._map_starts) else None
+        conn = self.conn
+        window = max(conn._rcv_wnd_sent, conn.rcv_nxt + conn.rcv_window()) - conn.rcv_nxt
+        if (nxt is not None and rx + have >= nxt) or have >= max(window, 1):
+            self.invalid_mapping("data without a DSS mapping", RST_MIDDLEBOX)
 
     def pull(self) -> list[tuple[int, bytes]]:
         """Take the subflow's in-order bytes that have a mapping, as (dsn, bytes) pieces."""
         tcp = self.tcp
         out: list[tuple[int, bytes]] = []
         maps = self._maps
-        while tcp.readable:
-            while maps and maps[0][0] + maps[0][1] <= self._rx_ssn:
-                maps.pop(0)
-                self._map_starts.pop(0)
-            if not maps or maps[0][0] > self._rx_ssn:
-                break  # no mapping for the next byte yet (it may come on a later segment)
-            ms, ml, md, mc = maps[0]
+        conn = self.conn
+        while tcp.readable and not self.reset_pending and not self.closed and not conn.fallback:
+            self._consume_maps()
+            # the head mapping ends past the next byte; none after it starts earlier
+            i = self._map_head
+            if i == len(maps) or maps[i][0] > self._rx_ssn:
+                self._no_mapping()  # (it may come on a later segment, up to a point)
+                break
+            ms, ml, md, mc = maps[i]
             if mc is not None and self.conn.checksum and self._rx_ssn == ms:
                 # DSS checksums: a mapping leaves whole, once all of it is here and checked
                 if tcp.readable < ml:
@@ -683,6 +814,11 @@ class Subflow:
             out.append((md + (self._rx_ssn - ms), data))
             self._rx_ssn += len(data)
             self.bytes_received += len(data)
+        if self.reset_pending and not self.closed:
+            # a protocol error found here (not inside TCP's own processing): reset at once,
+            # so the RST leaves with this round's segments
+            self.reset_pending = False
+            self.tcp.abort(conn._now)
         return out
 
     def pull_fallback(self) -> bytes:
@@ -693,9 +829,28 @@ class Subflow:
 
     # ----------------------------------------------------------------- timers
     def timer(self) -> float | None:
-        return self._join_ack_deadline if self._join_ack_pending else None
+        t = self._join_ack_deadline if self._join_ack_pending else None
+        f = self.mp_fail_deadline
+        if f is not None and (t is None or f < t):
+            t = f
+        return t
+
+    def arm_mp_fail(self, now: float) -> None:
+        """Our MP_FAIL left (a checksum failure on the only subflow): the peer must answer with
+        its MP_FAIL or an infinite mapping within MP_FAIL_TIMEOUT (Linux: fail_tout)."""
+        if not self.closed:
+            self.mp_fail_deadline = now + MP_FAIL_TIMEOUT
 
     def on_timer(self, now: float) -> None:
+        f = self.mp_fail_deadline
+        if f is not None and now >= f:
+            # no answer: the peer cannot fall back with us, and data can no longer be trusted
+            # to be the peer's: reset, as Linux's mptcp_mp_fail_no_response (MP_TCPRST with its
+            # default reason, unspecified; MPRstTx)
+            self.mp_fail_deadline = None
+            if not self.closed:
+                self.rst_reason = RST_UNSPECIFIED
+                self.tcp.abort(now)
         if self._join_ack_pending and self._join_ack_deadline is not None:
             if now >= self._join_ack_deadline:
                 self.tcp.send_ack()  # repeat the third ACK until the 4th ACK comes

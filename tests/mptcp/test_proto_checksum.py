@@ -7,11 +7,16 @@ answer with MP_FAIL and an infinite mapping."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.ctrl import MptcpConfig
-from mptcp_impl.mptcp.options import Dss, MpCapable, MpFail, TcpRst
+from mptcp_impl.mptcp.options import Dss, MpCapable, MpFail, TcpRst, find_mptcp, to_tcp_option
+from mptcp_impl.mptcp.subflow import MP_FAIL_TIMEOUT
+from mptcp_impl.tcp.options import UnknownOption
+from mptcp_impl.tcp.segment import TcpSegment
+from testkit.mptcp_sim import C1, Link, S, client_cfg, two_path_net
 
 from .peer import ACK, PORT, RST, SYN, THEM, US, Box, Flow, data_ack, dss_of, mapping, one
 from .test_proto_join import KEY
@@ -138,3 +143,177 @@ def test_wrong_checksum_on_the_first_mapping_falls_back_at_once():
     assert not [s for _, s in box.sent[n:] if one(s, MpFail) is not None]
     box.feed(f, f.seg(ACK, seq=301, payload=b"r" * 10))
     assert conn.read() == a + b"r" * 10
+
+
+def rst_reasons(box: Box, n: int, flow: Flow) -> list[int]:
+    """MP_TCPRST reasons of the RSTs we sent on ``flow``'s subflow since ``box.sent[n]``."""
+    sub = box.sub_for(flow)
+    return [one(s, TcpRst).reason for x, s in box.sent[n:] if x is sub and s.flags & RST]
+
+
+def test_mapping_without_checksum_when_negotiated_resets_the_subflow():
+    """RFC 8684 3.3: with checksums negotiated, a mapping without one is not valid and the
+    receiver MUST reset the subflow. Before: taken and its bytes delivered unchecked."""
+    box, f = csum_server()
+    conn = box.conn
+    n = len(box.sent)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 500), payload=b"n" * 500))
+    assert rst_reasons(box, n, f) == [1]  # MP_TCPRST 'MPTCP-specific error'
+    assert conn.readable == 0 and conn.mib["MPRstTx"] == 1
+    assert conn.state == "CLOSED"  # it was the only subflow
+
+
+def test_mapping_without_checksum_on_a_join_resets_only_the_join():
+    box, f = csum_server()
+    conn = box.conn
+    f2 = joined(box)
+    n = len(box.sent)
+    box.feed(f2, f2.seg(ACK, data_ack(conn, 1), mapping(f2, 1, 1, 400), payload=b"j" * 400))
+    assert rst_reasons(box, n, f2) == [1] and box.sub_for(f2).closed
+    assert conn.readable == 0 and "Reset" not in box.kinds()
+    # the peer sends those bytes again, checksummed, on the first subflow
+    good = crypto.dss_checksum(f.idsn + 1, 1, 400, b"j" * 400)
+    box.feed(
+        f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 400, checksum=good), payload=b"j" * 400)
+    )
+    assert conn.read() == b"j" * 400 and conn.mib["DataCsumErr"] == 0
+
+
+def test_mapping_with_checksum_when_not_negotiated_resets_the_subflow():
+    """Linux's get_mapping_status: a checksum present when none was negotiated is as invalid
+    (map_csum_reqd != csum_reqd)."""
+    from .peer import established_server
+
+    box, f = established_server(key=KEY)
+    conn = box.conn
+    assert not conn.checksum
+    f2 = joined(box)
+    n = len(box.sent)
+    box.feed(
+        f2,
+        f2.seg(ACK, data_ack(conn, 1), mapping(f2, 1, 1, 300, checksum=0x1234), payload=b"k" * 300),
+    )
+    assert rst_reasons(box, n, f2) == [1] and conn.readable == 0
+
+
+def mp_fail_sent(box: Box, f: Flow) -> int:
+    """A good mapping, then one with a wrong checksum on the only subflow: our MP_FAIL leaves.
+    Returns the index in ``box.sent`` after it."""
+    conn = box.conn
+    a, b = b"a" * 500, b"b" * 500
+    good = crypto.dss_checksum(f.idsn + 1, 1, 500, a)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 500, checksum=good), payload=a))
+    bad = crypto.dss_checksum(f.idsn + 501, 501, 500, b) ^ 1
+    box.feed(
+        f,
+        f.seg(ACK, data_ack(conn, 1), mapping(f, 501, 501, 500, checksum=bad), seq=501, payload=b),
+    )
+    assert conn.mib["DataCsumErr"] == 1 and conn.mib["MPFailTx"] == 1
+    return len(box.sent)
+
+
+def test_unanswered_mp_fail_resets_the_subflow_after_the_fail_timeout():
+    """Linux's mptcp_subflow_fail arms fail_tout (TCP_RTO_MAX, 120 s); with no MP_FAIL or
+    infinite mapping back by then, mptcp_mp_fail_no_response resets the subflow. Before: the
+    MP_FAIL was sent once and the connection then waited for an answer for ever."""
+    box, f = csum_server()
+    conn = box.conn
+    n = mp_fail_sent(box, f)
+    box.advance(MP_FAIL_TIMEOUT - 1)
+    assert rst_reasons(box, n, f) == [] and not conn.fallback
+    box.advance(2)
+    assert rst_reasons(box, n, f) == [0]  # MP_TCPRST with Linux's default reason
+    assert conn.mib["MPRstTx"] == 1 and conn.state == "CLOSED"
+    assert conn.get_timer() is None
+
+
+def test_mp_fail_answered_by_mp_fail_or_infinite_mapping_stops_the_fail_timeout():
+    for answer in ("mp_fail", "infinite_mapping"):
+        box, f = csum_server()
+        conn = box.conn
+        n = mp_fail_sent(box, f)
+        if answer == "mp_fail":
+            box.feed(f, f.seg(ACK, MpFail(dsn=f.idsn + 501), data_ack(conn, 1), seq=1001))
+        else:  # its MP_FAIL was lost: the infinite mapping on its next data answers too
+            inf = Dss(dsn=f.idsn + 1001, dsn64=True, subflow_seq=0, data_len=0, checksum=0)
+            box.feed(f, f.seg(ACK, data_ack(conn, 1), inf, seq=1001, payload=b"c" * 100))
+            assert conn.fallback
+        box.advance(2 * MP_FAIL_TIMEOUT)
+        assert rst_reasons(box, n, f) == [], answer
+        assert conn.state != "CLOSED" and conn.mib["MPRstTx"] == 0, answer
+
+
+def test_sim_mp_fail_lost_on_the_way_resets_after_the_fail_timeout():
+    """In the simulator: a checksum failure on the only subflow; the path loses every MP_FAIL
+    the client sends, so the server never answers. The client resets the subflow once
+    MP_FAIL_TIMEOUT has passed (before: the connection went on, unanswered, for ever)."""
+    net, client, server, p1, p2 = two_path_net(seed=4)
+    server.config = MptcpConfig(checksum=True, corrupt_checksum_at=50_000)
+    p1.drop = lambda seg: (
+        seg.src_port != 5001 and any(isinstance(o, MpFail) for o in find_mptcp(seg.options))
+    )
+    conn = net.connect(client, C1, (S, 5001), MptcpConfig(endpoints=[], checksum=True))
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(b"hello")
+    net.flush(client, conn)
+    net.run(net.now + 0.5, exact=True)
+    srv = server.accepted[0]
+    down = bytes(i % 233 for i in range(200_000))
+    srv.send(down)
+    net.flush(server, srv)
+    net.run(net.now + 5, exact=True)
+    assert conn.mib["DataCsumErr"] == 1 and conn.mib["MPFailTx"] == 1
+    assert srv.mib["MPFailRx"] == 0  # lost on the way
+    t_fail = net.now
+    net.run(t_fail + MP_FAIL_TIMEOUT - 10, exact=True)
+    assert conn.state != "CLOSED" and conn.mib["MPRstTx"] == 0
+    net.run(t_fail + MP_FAIL_TIMEOUT + 10, exact=True)
+    rsts = [
+        (t, one(seg, TcpRst).reason)
+        for t, src, _dst, seg in net.trace
+        if src == C1 and seg.flags & RST and one(seg, TcpRst) is not None
+    ]
+    assert [r for _t, r in rsts] == [0] and conn.mib["MPRstTx"] == 1
+    assert conn.state == "CLOSED"
+
+
+def test_sim_a_box_dropping_checksums_on_one_path_costs_that_subflow():
+    """In the simulator, checksums negotiated: a box on the second path re-encodes the
+    client's mappings without their checksum. The server resets that subflow (MP_TCPRST 1)
+    and the bytes come again on the first path, intact (before: taken unchecked)."""
+    net, client, server, p1, p2 = two_path_net(seed=6)
+    p1.link, p2.link = Link(20e6, 64_000), Link(10e6, 64_000)  # both paths carry data
+    server.config = MptcpConfig(checksum=True)
+    bare: list[TcpSegment] = []
+
+    def drop_checksum(seg: TcpSegment) -> None:
+        if seg.src_port == 5001 or not seg.payload:
+            return
+        d = next((o for o in find_mptcp(seg.options) if isinstance(o, Dss)), None)
+        if d is None or d.checksum is None:
+            return
+        seg.options = [
+            o for o in seg.options if not (isinstance(o, UnknownOption) and o.kind == 30)
+        ] + [to_tcp_option(dataclasses.replace(d, checksum=None))]
+        bare.append(seg)
+
+    p2.mutate = drop_checksum
+    cfg = client_cfg()
+    cfg.checksum = True
+    conn = net.connect(client, C1, (S, 5001), cfg)
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 229 for i in range(1_000_000))
+    conn.send(data)
+    conn.close(net.now)
+    net.flush(client, conn)
+    net.run(30.0, stop=lambda: len(server.rx[id(server.accepted[0])]) >= len(data))
+    srv = server.accepted[0]
+    assert bare, "the box never acted"
+    assert bytes(server.rx[id(srv)]) == data
+    reasons = [
+        one(seg, TcpRst).reason
+        for _t, src, _dst, seg in net.trace
+        if src == S and seg.flags & RST and one(seg, TcpRst) is not None
+    ]
+    assert reasons and set(reasons) == {1}
+    assert srv.mib["DataCsumErr"] == 0 and not srv.fallback
