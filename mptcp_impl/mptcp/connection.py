@@ -34,6 +34,7 @@ from ..tcp.connection import (
     TcpConnection,
     TcpState,
 )
+from ..tcp.rangeset import RangeSet
 from ..tcp.segment import TcpSegment
 from . import crypto
 from .coupled import make_cc
@@ -144,8 +145,15 @@ class MptcpConnection:
         self.snd_edge = self.snd_una  # right edge the peer allows (DATA_ACK + window)
         self._sbuf = bytearray()
         self._snd_blocked = False
-        self._chunks: deque[list[Any]] = deque()  # [dsn, len, subflow, reinjected]
-        self._reinject: deque[list[Any]] = deque()  # [dsn, len, failed subflow]
+        # Every range handed to a subflow, in the order handed: [dsn, len, subflow, queued]
+        # (queued: already put in ``_reinject`` because its subflow failed). ``_held`` indexes
+        # the chunks of each subflow not yet queued, so a failing subflow's holdings are found
+        # without scanning everything (each chunk leaves it once: amortized O(1)).
+        self._chunks: deque[list[Any]] = deque()
+        self._held: dict[Subflow, deque[list[Any]]] = {}
+        # DSN ranges waiting to be resent on another subflow: a set, so a range two failing
+        # subflows both held is queued once; sent lowest first (what the receiver waits for)
+        self._reinject = RangeSet()
         self._owed: dict[Subflow, int] = {}  # copies a subflow had no room for, from this DSN
         # receive side
         self.rcv_nxt = 0
@@ -390,6 +398,8 @@ class MptcpConnection:
             del self._sbuf[:sent]
             self.snd_una = self.snd_nxt
             self._chunks.clear()
+            self._held.clear()
+            self._reinject.clear()
 
     # ================================================================= application side
     def send(self, data: bytes | memoryview) -> int:
@@ -613,6 +623,7 @@ class MptcpConnection:
             if not self.fallback and not s.initial:
                 self._pm_event("sub_closed", s, error=reason)
             self._reinject_from(s)
+            self._held.pop(s, None)
             if not s.initial and self._joins > 0:
                 self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
             if self.cc_group is not None:
@@ -782,13 +793,10 @@ class MptcpConnection:
         window = max(0, self.snd_edge - self.snd_una)
         # reinjections first: data a failing subflow holds goes out on another one
         rq = self._reinject
+        rq.remove_below(self.snd_una)
         while rq:
-            dsn, ln, bad = rq[0]
-            if dsn + ln <= self.snd_una:
-                rq.popleft()
-                continue
-            start = max(dsn, self.snd_una)
-            others = [s for s in usable if s is not bad and not s.stale]
+            start, end = rq.starts[0], rq.ends[0]
+            others = self._reinject_targets(usable)
             cands = Candidates(
                 [s for s in others if s.space > 0],
                 others,
@@ -803,7 +811,7 @@ class MptcpConnection:
             picked = self._picked(cands, usable)
             if not picked:
                 break
-            n = min(dsn + ln - start, max_map, picked[0].space)
+            n = min(end - start, max_map, picked[0].space)
             if n <= 0:
                 break
             off = start - self.snd_una
@@ -813,12 +821,9 @@ class MptcpConnection:
                     continue  # a copy of a reinjection goes only where there is room
                 s.push(start, data)
                 s.reinjected += n
-                self._chunks.append([start, n, s, True])
+                self._add_chunk(start, n, s)
             self.mib.inc("MPTCPRetrans")
-            if start + n >= dsn + ln:
-                rq.popleft()
-            else:
-                rq[0] = [start + n, dsn + ln - start - n, bad]
+            rq.remove_below(start + n)  # (the lowest range's first n bytes: exactly these)
         if self._owed:
             self._send_owed_copies(usable)
         # new data
@@ -854,7 +859,7 @@ class MptcpConnection:
                     self._owed.setdefault(s, self.snd_nxt)
                     continue
                 s.push(self.snd_nxt, data)
-                self._chunks.append([self.snd_nxt, n, s, i > 0])  # copies: not reinjected
+                self._add_chunk(self.snd_nxt, n, s)
             self.snd_nxt += n
 
     def _send_owed_copies(self, usable: list[Subflow]) -> None:
@@ -869,7 +874,7 @@ class MptcpConnection:
                 n = min(self.snd_nxt - start, s.space, self.config.max_mapping)
                 off = start - self.snd_una
                 s.push(start, bytes(self._sbuf[off : off + n]))
-                self._chunks.append([start, n, s, True])
+                self._add_chunk(start, n, s)
                 start += n
             if start >= self.snd_nxt:
                 del self._owed[s]
@@ -884,19 +889,58 @@ class MptcpConnection:
                 out.append(s)
         return out
 
+    def _add_chunk(self, dsn: int, n: int, s: Subflow) -> None:
+        """Record that ``s`` now carries [dsn, dsn + n): a copy, a reinjection or new data, it
+        is resent elsewhere if ``s`` fails before the DATA_ACK covers it."""
+        ch = [dsn, n, s, False]
+        self._chunks.append(ch)
+        held = self._held.get(s)
+        if held is None:
+            held = self._held[s] = deque()
+        else:
+            una = self.snd_una
+            while held and held[0][0] + held[0][1] <= una:
+                held.popleft()  # DATA_ACKed: nothing to resend (amortized O(1) a chunk)
+        held.append(ch)
+
     def _reinject_from(self, s: Subflow) -> None:
-        """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not)."""
+        """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not),
+        whoever carried it before: a reinjected copy is reinjected again when its new subflow
+        fails too (Linux's __mptcp_retransmit_pending_data resends from the data-level
+        snd_una), or those bytes would be on no live subflow and the DATA_ACK would stop. Each
+        chunk is queued once (its holder's later failures do not queue it again); a range
+        another failed subflow already queued is not queued twice (``_reinject`` is a set)."""
         if self.fallback:
             return
-        for ch in self._chunks:
-            if ch[2] is s and not ch[3] and ch[0] + ch[1] > self.snd_una:
-                ch[3] = True
-                self._reinject.append([ch[0], ch[1], s])
+        held = self._held.get(s)
+        una = self.snd_una
+        while held:
+            ch = held.popleft()
+            end = ch[0] + ch[1]
+            if ch[3] or end <= una:
+                continue
+            ch[3] = True
+            self._reinject.add(max(ch[0], una), end)
+
+    def _reinject_targets(self, usable: list[Subflow]) -> list[Subflow]:
+        """Where reinjected data may go: a subflow that is not stale and has had no
+        retransmission timeout since its last progress (the one data is taken from has)."""
+        return [s for s in usable if not s.stale and s._rto_streak == 0]
 
     def _failover(self, now: float) -> None:
         """A subflow whose retransmission timer fired has its data reinjected on the others;
         after ``stale_loss_cnt`` timeouts without progress it is stale (no new data) until it
         makes progress again (Linux's pm stale handling, with an earlier reinjection)."""
+        for s in self.subflows:
+            # progress, tracked whatever the number of subflows: the last one left must shed
+            # the streak it got beside others, or reinjections would never choose it
+            tcp = s.tcp
+            if tcp.snd_una != s._una_seen:
+                s._una_seen = tcp.snd_una
+                s._rto_streak = 0
+                if s.stale:
+                    s.stale = False
+                    self.mib.inc("SubflowRecover")
         if self.fallback or len(self.subflows) < 2:
             for s in self.subflows:
                 if s.tcp.stats.rto_count > s._rto_seen and not self.fallback:
@@ -905,12 +949,6 @@ class MptcpConnection:
             return
         for s in self.subflows:
             tcp = s.tcp
-            if tcp.snd_una != s._una_seen:
-                s._una_seen = tcp.snd_una
-                s._rto_streak = 0
-                if s.stale:
-                    s.stale = False
-                    self.mib.inc("SubflowRecover")
             rto = tcp.stats.rto_count
             if rto > s._rto_seen:
                 s._rto_seen = rto
@@ -1356,7 +1394,7 @@ class MptcpConnection:
                 [d - self.snd_una, n, sub.local[0], r] for d, n, sub, r in list(self._chunks)[:40]
             ],
             "mib": self.mib.snapshot(),
-            "reinject": [[d - self.snd_una, n, b.local[0]] for d, n, b in self._reinject],
+            "reinject": [[a - self.snd_una, b - a] for a, b in self._reinject],
             "owed": len(self._owed),
             "rcv_nxt": self.rcv_nxt,
             "rbuf": len(self._rbuf),
