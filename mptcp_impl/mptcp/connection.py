@@ -958,7 +958,9 @@ class MptcpConnection:
                 if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
                     s.stale = True
                     self.mib.inc("SubflowStale")
-                    # what it never sent goes elsewhere (already queued for reinjection)
+                    # The mappings it never sent are taken back (queued for reinjection just
+                    # above). One partly sent stays whole here, frozen: its tail goes out here
+                    # if the subflow recovers, and the receiver keeps whichever copy comes first.
                     s.bytes_sent -= tcp.take_unsent()
 
     # ----------------------------------------------------------------- DATA_FIN

@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
-from testkit.mptcp_sim import Link, Net
+from mptcp_impl.mptcp.options import Dss, find_mptcp
+from testkit.mptcp_sim import C1, C2, Link, Net, S, client_cfg, two_path_net
 
-C1, C2, C3, S = "10.0.1.1", "10.0.2.1", "10.0.3.1", "10.0.5.2"
+C3 = "10.0.3.1"  # a third client address, beside two_path_net's
 
 
 def _three_path_transfer(seed: int) -> tuple:
@@ -83,7 +84,74 @@ def test_reinjected_data_is_reinjected_again_when_its_new_subflow_goes():
     removed_at = net.now
     _run_until_delivered(net, server, srv, data, pump, limit=5.0)
     got = bytes(server.rx[id(srv)])
-    assert len(got) == len(data), f"{len(got)} of {len(data)} bytes by {net.now - removed_at:.1f}s"
+    n = len(got)
+    assert n == len(data), f"{n} of {len(data)} bytes by {net.now - removed_at:.1f}s"
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert srv.mib["DSSNotMatching"] == 0
     assert holders[0] not in conn.subflows and not p1.up  # all of it over the third path
+
+
+def _mappings_by_subflow_seq(net: Net, src: str, port: int) -> dict[int, set[tuple[int, int]]]:
+    """Every mapping a sender put on the wire from ``(src, port)``: relative subflow sequence
+    -> the (DSN, length) pairs declared for it."""
+    seen: dict[int, set[tuple[int, int]]] = {}
+    for _t, a, _b, seg in net.trace:
+        if a != src or seg.src_port != port or not seg.payload:
+            continue
+        for o in find_mptcp(seg.options):
+            if isinstance(o, Dss) and o.dsn is not None and o.data_len:
+                seen.setdefault(o.subflow_seq, set()).add((o.dsn, o.data_len))
+    return seen
+
+
+def test_partly_sent_mapping_stays_whole_when_its_subflow_goes_stale():
+    # After an idle period the subflow restarts from the initial window: a 50 KB mapping is
+    # handed over while only its first 14 KB may go out. Its path then loses everything that
+    # subflow sends until it is stale, which takes its unsent bytes back. The mapping had
+    # been declared whole on the wire: cutting it (as before the fix) makes its
+    # retransmissions, and the next mapping on the recovered subflow, contradict what the
+    # receiver holds (DSSNotMatching), and the bytes of that next mapping are never delivered.
+    net, client, server, p1, p2 = two_path_net(seed=1)
+    conn = net.connect(client, C1, (S, 5001), client_cfg())
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(b"start")
+    net.flush(client, conn)
+    net.run(2.0, stop=lambda: len(conn.subflows) == 2 and all(s.usable for s in conn.subflows))
+    srv = server.accepted[0]
+    data = b"start" + bytes((i * 13) % 251 for i in range(1_300_000))
+    sent = [5]
+
+    def send(n: int) -> None:
+        sent[0] += conn.send(data[sent[0] : sent[0] + n])
+        net.flush(client, conn)
+
+    send(1_000_000)
+    net.run(net.now + 5, stop=lambda: len(server.rx[id(srv)]) >= sent[0])
+    net.run(net.now + 3, exact=True)  # idle: longer than any RTO
+    send(50_000)
+    part = [s for s in conn.subflows if s.tcp.unsent > 0]
+    assert len(part) == 1, "no mapping was left partly sent"
+    h = part[0]
+    mapping = h.tcp.meta_at(h.tcp.snd_una)
+    assert mapping is not None and mapping[1] > h.tcp.snd_max - h.tcp.snd_una
+    path = p1 if h.local[0] == C1 else p2
+    blocked = [True]
+    path.drop = lambda seg: blocked[0] and seg.src_port == h.local[1] and bool(seg.payload)
+    net.run(net.now + 30, stop=lambda: h.stale)
+    assert h.stale and conn.mib["SubflowStale"] == 1
+    blocked[0] = False
+    net.run(net.now + 20, stop=lambda: not h.stale)
+    assert not h.stale and conn.mib["SubflowRecover"] == 1
+    send(250_000)
+    net.run(net.now + 30, stop=lambda: len(server.rx[id(srv)]) >= len(data))
+    got = bytes(server.rx[id(srv)])
+    assert sent[0] == len(data)
+    n = len(got)
+    assert n == len(data), f"{n} of {len(data)} bytes"
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert srv.mib["DSSNotMatching"] == 0
+    # on the wire: one mapping for each subflow sequence, however often it was sent
+    seen = _mappings_by_subflow_seq(net, h.local[0], h.local[1])
+    assert seen and all(len(v) == 1 for v in seen.values()), {
+        k: v for k, v in seen.items() if len(v) > 1
+    }
