@@ -42,6 +42,7 @@ from .ctrl import Endpoint, MptcpConfig
 from .opportunistic import opportunistic_retransmit
 from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .pm import make_pm
+from .retrans import DataRetransmitter
 from .sched import Candidates, as_list, make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
@@ -155,6 +156,8 @@ class MptcpConnection:
         # subflows both held is queued once; sent lowest first (what the receiver waits for)
         self._reinject = RangeSet()
         self._owed: dict[Subflow, int] = {}  # copies a subflow had no room for, from this DSN
+        self._rtx = DataRetransmitter()  # data-level retransmission timer and window probe
+        self._acked_tail = b"\0"  # the byte at snd_una - 1: a window probe's payload
         # receive side
         self.rcv_nxt = 0
         self._rbuf = bytearray()
@@ -488,6 +491,9 @@ class MptcpConnection:
             for ent in self._add_addr_pending.values():
                 if t is None or ent[1] < t:
                     t = ent[1]
+            rtx = self._rtx.deadline
+            if rtx is not None and (t is None or rtx < t):
+                t = rtx
         for s in self.subflows:
             for d in (s.tcp.get_timer(), s.timer()):
                 if d is not None and (t is None or d < t):
@@ -503,6 +509,9 @@ class MptcpConnection:
             s.on_timer(now)
         if self._add_addr_pending:
             self._add_addr_timer(now)
+        rtx = self._rtx.deadline
+        if rtx is not None and now >= rtx and not self._closed:
+            self._rtx.on_timer(self, now)
         fc = self._fastclose_carrier
         if fc is not None and self.linger_until is not None and now >= self.linger_until:
             self._fastclose_carrier = None  # no RST from the peer: reset it ourselves
@@ -557,6 +566,7 @@ class MptcpConnection:
         elif not self._aborting:
             self._schedule(now)
             self._close_progress(now)
+        self._rtx.rearm(self, now)
         self._check_closed()
 
     def _subflow_events(self, now: float) -> None:
@@ -767,6 +777,7 @@ class MptcpConnection:
         if ack > self.snd_una:
             data_acked = min(ack, self.snd_nxt) - self.snd_una
             if data_acked > 0:
+                self._acked_tail = bytes(self._sbuf[data_acked - 1 : data_acked])
                 del self._sbuf[:data_acked]
             self.snd_una = min(ack, self.snd_nxt)
             ch = self._chunks
@@ -1398,6 +1409,7 @@ class MptcpConnection:
             "mib": self.mib.snapshot(),
             "reinject": [[a - self.snd_una, b - a] for a, b in self._reinject],
             "owed": len(self._owed),
+            "rtx": {"deadline": self._rtx.deadline, "backoff": self._rtx.backoff},
             "rcv_nxt": self.rcv_nxt,
             "rbuf": len(self._rbuf),
             "ooo_bytes": self._ooo_bytes,

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import hashlib
 
+from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
-from mptcp_impl.mptcp.options import Dss, find_mptcp
+from mptcp_impl.mptcp.options import Dss, MpJoinAck, MpJoinSyn, MpJoinSynAck, find_mptcp
 from testkit.mptcp_sim import C1, C2, Link, Net, S, client_cfg, two_path_net
 
+from .peer import ACK, PORT, SYN, THEM2, US, Box, Flow, data_ack, dss_of, established_server, one
+
+MASK64 = (1 << 64) - 1
 C3 = "10.0.3.1"  # a third client address, beside two_path_net's
 
 
@@ -84,8 +88,8 @@ def test_reinjected_data_is_reinjected_again_when_its_new_subflow_goes():
     removed_at = net.now
     _run_until_delivered(net, server, srv, data, pump, limit=5.0)
     got = bytes(server.rx[id(srv)])
-    n = len(got)
-    assert n == len(data), f"{n} of {len(data)} bytes by {net.now - removed_at:.1f}s"
+    n, want = len(got), len(data)
+    assert n == want, f"{n} of {want} bytes by {net.now - removed_at:.1f}s"
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert srv.mib["DSSNotMatching"] == 0
     assert holders[0] not in conn.subflows and not p1.up  # all of it over the third path
@@ -146,8 +150,8 @@ def test_partly_sent_mapping_stays_whole_when_its_subflow_goes_stale():
     net.run(net.now + 30, stop=lambda: len(server.rx[id(srv)]) >= len(data))
     got = bytes(server.rx[id(srv)])
     assert sent[0] == len(data)
-    n = len(got)
-    assert n == len(data), f"{n} of {len(data)} bytes"
+    n, want = len(got), len(data)
+    assert n == want, f"{n} of {want} bytes"
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert srv.mib["DSSNotMatching"] == 0
     # on the wire: one mapping for each subflow sequence, however often it was sent
@@ -155,3 +159,101 @@ def test_partly_sent_mapping_stays_whole_when_its_subflow_goes_stale():
     assert seen and all(len(v) == 1 for v in seen.values()), {
         k: v for k, v in seen.items() if len(v) > 1
     }
+
+
+def test_lost_window_update_while_the_data_level_window_is_closed():
+    # A slow reader closes the data-level window; everything sent is acknowledged and the
+    # rest waits. The reader then empties its buffer and the one ACK that reopens the window
+    # is lost. No subflow has anything to send, so no subflow timer runs: before the fix the
+    # connection stayed there for good (33,585 of 300,005 bytes). The data-level timer sends
+    # a 1-byte probe (DSN snd_una - 1) and the answer reopens the window.
+    net, client, server, p1, p2 = two_path_net(seed=1)
+    server.config = MptcpConfig(rcv_buf=32_768)
+    server.auto_read = False
+    conn = net.connect(client, C1, (S, 5001), client_cfg())
+    net.run(1.0, stop=lambda: conn._connected)
+    conn.send(b"start")
+    net.flush(client, conn)
+    net.run(2.0, stop=lambda: len(conn.subflows) == 2 and all(s.usable for s in conn.subflows))
+    srv = server.accepted[0]
+    data = b"start" + bytes((i * 17) % 251 for i in range(300_000))
+    assert conn.send(data[5:]) == len(data) - 5
+    net.flush(client, conn)
+
+    def closed() -> bool:
+        waiting = conn.snd_nxt < conn.snd_una + len(conn._sbuf)
+        return waiting and conn.snd_una == conn.snd_nxt and conn.snd_edge <= conn.snd_nxt
+
+    net.run(net.now + 5, stop=closed)
+    assert closed()
+    dropped: list = []
+
+    def drop_window_update(seg) -> bool:
+        if not dropped and not seg.payload and seg.src_port == 5001:
+            dropped.append(seg)
+            return True
+        return False
+
+    p1.drop = p2.drop = drop_window_update
+    got = bytearray(srv.read())
+    net.flush(server, srv)
+    assert dropped, "the window update was not sent"
+    t0 = net.now
+    while net.now < t0 + 30 and len(got) < len(data):
+        before = net.now
+        net.run(net.now + 0.01)
+        got += srv.read()
+        net.flush(server, srv)
+        if net.now == before and not srv.readable:
+            break  # nothing in flight, no timer: stalled
+    n, want = len(got), len(data)
+    assert n == want, f"{n} of {want} bytes"
+    assert bytes(got) == data
+    assert conn.mib["WinProbe"] >= 1
+    assert net.now - t0 < 5.0
+
+
+def test_data_ack_stuck_with_every_subflow_idle_resends_the_head():
+    # The peer acknowledges our data at the TCP level but its DATA_ACK never moves (it
+    # dropped the bytes above the subflow, as a receiver out of memory may): no subflow holds
+    # anything, so only a data-level timer can send them again. After the largest subflow RTO
+    # the bytes at the DATA_ACK go again, on an idle subflow; a DATA_ACK of all of them stops
+    # the timer.
+    box, f = established_server()
+    conn = box.conn
+    f2 = _join(box, f)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1)))
+    box.feed(f2, f2.seg(ACK, data_ack(conn, 1)))
+    flows = {box.sub_for(f): f, box.sub_for(f2): f2}
+    conn.send(b"h" * 3000)
+    pairs = [(s, seg) for s, seg in box.out_pairs() if seg.payload]
+    assert sum(len(seg.payload) for _, seg in pairs) == 3000
+    for sub in {s for s, _ in pairs}:  # TCP-level ACKs of all of it, DATA_ACK unchanged
+        fl = flows[sub]
+        box.feed(fl, fl.seg(ACK, data_ack(conn, 1), ack=1 + sub.tcp.bytes_in_flight))
+    assert all(s.in_flight == 0 and s.queued == 0 for s in conn.subflows)
+    ival = max(s.tcp.rto for s in conn.subflows)
+    n = len(box.sent)
+    box.advance(ival * 0.9)
+    assert not [seg for _, seg in box.sent[n:] if seg.payload], "resent before the interval"
+    box.advance(ival * 0.2)
+    resent = [(s, seg) for s, seg in box.sent[n:] if seg.payload]
+    assert resent, "the bytes at the DATA_ACK were not sent again"
+    d = dss_of(resent[0][1])
+    assert d.dsn == (conn.local_idsn + 1) & MASK64 and d.data_len == 3000
+    assert conn.mib["MPTCPRetrans"] == 1
+    sub = resent[0][0]
+    fl = flows[sub]
+    box.feed(fl, fl.seg(ACK, data_ack(conn, 3001), ack=1 + sub.tcp.snd_max - sub.tcp.iss - 1))
+    assert conn.snd_una == conn.snd_nxt and conn._rtx.deadline is None
+
+
+def _join(box: Box, f: Flow) -> Flow:
+    """A second subflow from the scripted peer (its address THEM2), fully established."""
+    conn = box.conn
+    f2 = Flow((THEM2, 40001), (US, PORT), f.key, isn=0x30000000, win=f.win)
+    (synack,) = box.syn(f2, f2.seg(SYN, MpJoinSyn(token=conn.local_token, nonce=5, addr_id=1)))
+    ja = one(synack, MpJoinSynAck)
+    hm = crypto.join_ack_hmac(f.key, conn.local_key, 5, ja.nonce)
+    box.feed(f2, f2.seg(ACK, MpJoinAck(hm)))
+    return f2
