@@ -1222,7 +1222,10 @@ class MptcpConnection:
         if s.tcp is None or s.closed:
             return
         self._reinject_from(s)
-        s.bytes_sent -= s.tcp.take_unsent() if s.tcp.state is not TcpState.CLOSED else 0
+        if s.tcp.state is not TcpState.CLOSED:
+            # never sent and never will be: the whole mappings it had not started, and the
+            # unsent tail of one it had (kept whole by take_unsent, but reset with it)
+            s.bytes_sent -= s.tcp.take_unsent() + s.tcp.unsent
         s.rst_reason = 0
         if deferred:
             s.reset_pending = True
