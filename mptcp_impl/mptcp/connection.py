@@ -34,7 +34,6 @@ from ..tcp.connection import (
     TcpConnection,
     TcpState,
 )
-from ..tcp.rangeset import RangeSet
 from ..tcp.segment import TcpSegment
 from . import crypto
 from .coupled import make_cc
@@ -42,7 +41,7 @@ from .ctrl import Endpoint, MptcpConfig
 from .opportunistic import opportunistic_retransmit
 from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .pm import make_pm
-from .retrans import DataRetransmitter
+from .retrans import DataRetransmitter, Ranges
 from .sched import Candidates, as_list, make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
@@ -152,12 +151,13 @@ class MptcpConnection:
         # without scanning everything (each chunk leaves it once: amortized O(1)).
         self._chunks: deque[list[Any]] = deque()
         self._held: dict[Subflow, deque[list[Any]]] = {}
-        # DSN ranges waiting to be resent on another subflow: a set, so a range two failing
-        # subflows both held is queued once; sent lowest first (what the receiver waits for)
-        self._reinject = RangeSet()
+        # ranges waiting to be resent on another subflow: [dsn, len, subflow it failed on]
+        # (never sent back there), and the set of them all, so that a range two failing
+        # subflows both held is queued once
+        self._reinject: deque[list[Any]] = deque()
+        self._reinject_set = Ranges()
         self._owed: dict[Subflow, int] = {}  # copies a subflow had no room for, from this DSN
         self._rtx = DataRetransmitter()  # data-level retransmission timer and window probe
-        self._acked_tail = b"\0"  # the byte at snd_una - 1: a window probe's payload
         # receive side
         self.rcv_nxt = 0
         self._rbuf = bytearray()
@@ -403,6 +403,7 @@ class MptcpConnection:
             self._chunks.clear()
             self._held.clear()
             self._reinject.clear()
+            self._reinject_set.clear()
 
     # ================================================================= application side
     def send(self, data: bytes | memoryview) -> int:
@@ -777,7 +778,6 @@ class MptcpConnection:
         if ack > self.snd_una:
             data_acked = min(ack, self.snd_nxt) - self.snd_una
             if data_acked > 0:
-                self._acked_tail = bytes(self._sbuf[data_acked - 1 : data_acked])
                 del self._sbuf[:data_acked]
             self.snd_una = min(ack, self.snd_nxt)
             ch = self._chunks
@@ -804,10 +804,14 @@ class MptcpConnection:
         window = max(0, self.snd_edge - self.snd_una)
         # reinjections first: data a failing subflow holds goes out on another one
         rq = self._reinject
-        rq.remove_below(self.snd_una)
+        self._reinject_set.remove_below(self.snd_una)
         while rq:
-            start, end = rq.starts[0], rq.ends[0]
-            others = self._reinject_targets(usable)
+            dsn, ln, bad = rq[0]
+            if dsn + ln <= self.snd_una:
+                rq.popleft()
+                continue
+            start = max(dsn, self.snd_una)
+            others = [s for s in usable if s is not bad and not s.stale]
             cands = Candidates(
                 [s for s in others if s.space > 0],
                 others,
@@ -822,7 +826,7 @@ class MptcpConnection:
             picked = self._picked(cands, usable)
             if not picked:
                 break
-            n = min(end - start, max_map, picked[0].space)
+            n = min(dsn + ln - start, max_map, picked[0].space)
             if n <= 0:
                 break
             off = start - self.snd_una
@@ -834,7 +838,11 @@ class MptcpConnection:
                 s.reinjected += n
                 self._add_chunk(start, n, s)
             self.mib.inc("MPTCPRetrans")
-            rq.remove_below(start + n)  # (the lowest range's first n bytes: exactly these)
+            self._reinject_set.remove(start, start + n)
+            if start + n >= dsn + ln:
+                rq.popleft()
+            else:
+                rq[0] = [start + n, dsn + ln - start - n, bad]
         if self._owed:
             self._send_owed_copies(usable)
         # new data
@@ -920,31 +928,30 @@ class MptcpConnection:
         fails too (Linux's __mptcp_retransmit_pending_data resends from the data-level
         snd_una), or those bytes would be on no live subflow and the DATA_ACK would stop. Each
         chunk is queued once (its holder's later failures do not queue it again); a range
-        another failed subflow already queued is not queued twice (``_reinject`` is a set)."""
+        another failed subflow queued and that is still waiting is not queued twice."""
         if self.fallback:
             return
         held = self._held.get(s)
         una = self.snd_una
+        queued = self._reinject_set
         while held:
             ch = held.popleft()
             end = ch[0] + ch[1]
             if ch[3] or end <= una:
                 continue
             ch[3] = True
-            self._reinject.add(max(ch[0], una), end)
-
-    def _reinject_targets(self, usable: list[Subflow]) -> list[Subflow]:
-        """Where reinjected data may go: a subflow that is not stale and has had no
-        retransmission timeout since its last progress (the one data is taken from has)."""
-        return [s for s in usable if not s.stale and s._rto_streak == 0]
+            lo = max(ch[0], una)
+            for a, b in queued.gaps(lo, end):
+                self._reinject.append([a, b - a, s])
+            queued.add(lo, end)
 
     def _failover(self, now: float) -> None:
         """A subflow whose retransmission timer fired has its data reinjected on the others;
         after ``stale_loss_cnt`` timeouts without progress it is stale (no new data) until it
         makes progress again (Linux's pm stale handling, with an earlier reinjection)."""
         for s in self.subflows:
-            # progress, tracked whatever the number of subflows: the last one left must shed
-            # the streak it got beside others, or reinjections would never choose it
+            # progress, tracked whatever the number of subflows: the last one left must be
+            # able to leave "stale" (reinjections skip stale subflows: they would wait for good)
             tcp = s.tcp
             if tcp.snd_una != s._una_seen:
                 s._una_seen = tcp.snd_una
@@ -1410,7 +1417,7 @@ class MptcpConnection:
                 [d - self.snd_una, n, sub.local[0], r] for d, n, sub, r in list(self._chunks)[:40]
             ],
             "mib": self.mib.snapshot(),
-            "reinject": [[a - self.snd_una, b - a] for a, b in self._reinject],
+            "reinject": [[d - self.snd_una, n, b.local[0]] for d, n, b in self._reinject],
             "owed": len(self._owed),
             "rtx": {"deadline": self._rtx.deadline, "backoff": self._rtx.backoff},
             "rcv_nxt": self.rcv_nxt,

@@ -3,14 +3,19 @@ __mptcp_retrans, mptcp_subflow_get_retrans and the probe in mptcp_sendmsg_frag, 
 net/mptcp/protocol.c).
 
 Each subflow's own timers repair what that subflow holds. Two stalls are beyond them:
-- the DATA_ACK stops while no subflow holds the bytes it waits for any more (a subflow
+- the DATA_ACK stops while no live subflow holds the bytes it waits for (a subflow
   acknowledged them at the TCP level and was then reset, or they were never on a live subflow):
-  after the timer, the bytes at the DATA_ACK go again on an idle subflow;
+  after the timer, the bytes at the DATA_ACK go again on an idle subflow that never carried
+  them (Linux: any idle subflow);
 - the peer's data-level window is closed, everything sent is acknowledged, and the window
   update that reopens it is lost: no subflow has anything to send, so none probes. After the
-  timer a 1-byte probe goes out (DSN ``snd_una - 1``, a byte the receiver already has and
-  drops): its subflow's TCP sends it, or zero-window probes for it, and the answer carries the
-  current DATA_ACK and window (MIB WinProbe).
+  timer a probe goes out and the answer carries the current DATA_ACK and window (MIB
+  WinProbe). Linux sends one byte at DSN ``snd_una - 1``; ours is a pure ACK at subflow
+  sequence ``snd_una - 1``, which any TCP answers with an ACK: the same answer without using
+  subflow sequence space or putting on the wire a byte that a peer that fell back to plain TCP
+  unnoticed (a middlebox stripped our options) would take as data. For the same reason a
+  retransmission never goes on a subflow that already carried the bytes: a conforming peer
+  that acknowledged them at the TCP level has them.
 
 The interval is the largest RTO of the subflows that are not stale (Linux: the longest pending
 subflow timer, TCP_RTO_MIN when none), doubled after each expiry without progress and back to
@@ -19,13 +24,45 @@ it whenever the DATA_ACK moves; it runs while data is unacknowledged or waiting 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
+
+from ..tcp.rangeset import RangeSet
 
 if TYPE_CHECKING:
     from .connection import MptcpConnection
     from .subflow import Subflow
 
 BACKOFF_MAX = 16  # doublings kept (the interval is capped by TcpConfig.max_rto anyway)
+
+
+class Ranges(RangeSet):
+    """DSN ranges queued for reinjection: a range several failing subflows held is queued
+    once; a range leaves when it is sent again (``remove``) or DATA_ACKed (``remove_below``)."""
+
+    __slots__ = ()
+
+    def remove(self, start: int, end: int) -> None:
+        """Uncover [start, end) (O(log n) plus a slice move)."""
+        starts, ends = self.starts, self.ends
+        i = bisect_right(ends, start)  # first range ending after start
+        j = bisect_left(starts, end, i)  # ranges from i up to j overlap [start, end)
+        if i >= j:
+            return
+        gone = sum(min(e, end) - max(b, start) for b, e in zip(starts[i:j], ends[i:j], strict=True))
+        keep_s: list[int] = []
+        keep_e: list[int] = []
+        if starts[i] < start:
+            keep_s.append(starts[i])
+            keep_e.append(start)
+        if ends[j - 1] > end:
+            keep_s.append(end)
+            keep_e.append(ends[j - 1])
+        starts[i:j] = keep_s
+        ends[i:j] = keep_e
+        self.total -= gone
+        if len(self._cum) > i:
+            del self._cum[i:]
 
 
 class DataRetransmitter:
@@ -63,7 +100,7 @@ class DataRetransmitter:
         if conn.snd_una < conn.snd_nxt:
             retransmit_head(conn)
         elif conn.snd_edge <= conn.snd_nxt:
-            window_probe(conn)
+            window_probe(conn, now)
         self.backoff = min(self.backoff + 1, BACKOFF_MAX)
         self.deadline = now + interval(conn, self.backoff)
 
@@ -87,13 +124,17 @@ def interval(conn: MptcpConnection, backoff: int) -> float:
     return min(max(base, cfg.min_rto) * (1 << backoff), cfg.max_rto)
 
 
-def retrans_target(subflows: list[Subflow]) -> Subflow | None:
+def retrans_target(subflows: list[Subflow], carried: set[int]) -> Subflow | None:
     """Linux's mptcp_subflow_get_retrans: a usable subflow with nothing in flight and nothing
     queued (one with data outstanding has its own timer, and resent bytes would wait behind
     its queue), a non-backup one first, the lowest srtt among them; a backup one only when no
     non-backup subflow is progressing (each has had two RTOs or more since its last progress).
-    None: wait for the next expiry."""
-    idle = [s for s in subflows if s.usable and s.in_flight == 0 and s.queued == 0]
+    Not one whose id is in ``carried`` (it already carried the bytes). None: wait."""
+    idle = [
+        s
+        for s in subflows
+        if s.usable and s.in_flight == 0 and s.queued == 0 and id(s) not in carried
+    ]
     main = [s for s in idle if not (s.backup or s.peer_backup)]
     if not main:
         progressing = any(
@@ -106,10 +147,12 @@ def retrans_target(subflows: list[Subflow]) -> Subflow | None:
 def retransmit_head(conn: MptcpConnection) -> int:
     """Resend the bytes at the DATA_ACK (at most one mapping, and what the subflow's window
     lets out at once) on the subflow ``retrans_target`` picks; returns how many."""
-    s = retrans_target(conn.subflows)
+    una = conn.snd_una
+    # who carried the byte at the DATA_ACK (one scan of the chunks an expiry: rare)
+    carried = {id(ch[2]) for ch in conn._chunks if ch[0] <= una < ch[0] + ch[1]}
+    s = retrans_target(conn.subflows, carried)
     if s is None:
         return 0
-    una = conn.snd_una
     n = min(conn.snd_nxt - una, conn.config.max_mapping, max(s.space, s.mss))
     if n <= 0:
         return 0
@@ -117,24 +160,22 @@ def retransmit_head(conn: MptcpConnection) -> int:
     if n:
         s.reinjected += n
         conn._add_chunk(una, n, s)
-        conn._reinject.remove_below(una + n)  # (queued reinjections of these bytes: done)
+        conn._reinject_set.remove(una, una + n)  # (queued reinjections of these: done)
         conn.mib.inc("MPTCPRetrans")
     return n
 
 
-def window_probe(conn: MptcpConnection) -> bool:
-    """A 1-byte probe of a closed data-level window: DSN ``snd_una - 1`` (the last byte
-    acknowledged, which the receiver drops as old data and answers with its window), on the
-    best usable subflow that has nothing queued (one already holding a probe probes for it at
-    the TCP level). Linux's mptcp_sendmsg_frag does the same when nothing is pending."""
-    subs = [s for s in conn.subflows if s.usable and s.queued == 0]
+def window_probe(conn: MptcpConnection, now: float) -> bool:
+    """Probe a closed data-level window: a pure ACK with an old sequence number on the best
+    usable subflow (not stale, not backup, lowest srtt first), which the peer answers with its
+    DATA_ACK and window (see the module's docstring for why not Linux's 1-byte probe)."""
+    subs = [s for s in conn.subflows if s.usable]
     if not subs:
         return False
     s = min(
         subs,
         key=lambda s: (s.stale, s.backup or s.peer_backup, s.srtt if s.srtt is not None else 1.0),
     )
-    if not s.push(conn.snd_una - 1, conn._acked_tail):
-        return False
+    s.tcp.send_probe(now)
     conn.mib.inc("WinProbe")
     return True

@@ -593,6 +593,14 @@ class TcpConnection(LossRecovery, Reassembly):
         if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
             self._ack_now = True  # in SYN-RECEIVED it goes out once the handshake completes
 
+    def send_probe(self, now: float) -> None:
+        """Queue an ACK with an old sequence number (SND.UNA - 1), which the peer answers with
+        an ACK carrying its current window (RFC 9293 3.8.6.1; the form of a keep-alive or of
+        our persist probe): for a layer above that needs that answer while TCP itself has
+        nothing to send (MPTCP's data-level window probe)."""
+        if self.state in _SYNCHRONIZED:
+            self._queue_ctl(ACK, self.snd_una - 1, now)
+
     def note_malformed(self) -> None:
         """The edge failed to decode a segment for this connection: count it."""
         self._st.malformed_dropped += 1

@@ -171,7 +171,7 @@ def test_lost_window_update_while_the_data_level_window_is_closed():
     # rest waits. The reader then empties its buffer and the one ACK that reopens the window
     # is lost. No subflow has anything to send, so no subflow timer runs: before the fix the
     # connection stayed there for good (33,585 of 300,005 bytes). The data-level timer sends
-    # a 1-byte probe (DSN snd_una - 1) and the answer reopens the window.
+    # a probe (an ACK at an old subflow sequence) and the answer reopens the window.
     net, client, server, p1, p2 = two_path_net(seed=1)
     server.config = MptcpConfig(rcv_buf=32_768)
     server.auto_read = False
@@ -222,8 +222,8 @@ def test_data_ack_stuck_with_every_subflow_idle_resends_the_head():
     # The peer acknowledges our data at the TCP level but its DATA_ACK never moves (it
     # dropped the bytes above the subflow, as a receiver out of memory may): no subflow holds
     # anything, so only a data-level timer can send them again. After the largest subflow RTO
-    # the bytes at the DATA_ACK go again, on an idle subflow; a DATA_ACK of all of them stops
-    # the timer.
+    # the bytes at the DATA_ACK go again, on the idle subflow that never carried them; a
+    # DATA_ACK of all of them stops the timer.
     box, f = established_server()
     conn = box.conn
     f2 = _join(box, f)
@@ -233,7 +233,9 @@ def test_data_ack_stuck_with_every_subflow_idle_resends_the_head():
     conn.send(b"h" * 3000)
     pairs = [(s, seg) for s, seg in box.out_pairs() if seg.payload]
     assert sum(len(seg.payload) for _, seg in pairs) == 3000
-    for sub in {s for s, _ in pairs}:  # TCP-level ACKs of all of it, DATA_ACK unchanged
+    carriers = {s for s, _ in pairs}
+    assert len(carriers) == 1  # (3000 bytes: one chunk, one subflow)
+    for sub in carriers:  # TCP-level ACKs of all of it, DATA_ACK unchanged
         fl = flows[sub]
         box.feed(fl, fl.seg(ACK, data_ack(conn, 1), ack=1 + sub.tcp.bytes_in_flight))
     assert all(s.in_flight == 0 and s.queued == 0 for s in conn.subflows)
@@ -248,6 +250,7 @@ def test_data_ack_stuck_with_every_subflow_idle_resends_the_head():
     assert d.dsn == (conn.local_idsn + 1) & MASK64 and d.data_len == 3000
     assert conn.mib["MPTCPRetrans"] == 1
     sub = resent[0][0]
+    assert sub not in carriers
     fl = flows[sub]
     box.feed(fl, fl.seg(ACK, data_ack(conn, 3001), ack=1 + sub.tcp.snd_max - sub.tcp.iss - 1))
     assert conn.snd_una == conn.snd_nxt and conn._rtx.deadline is None
