@@ -160,7 +160,6 @@ def retransmit_head(conn: MptcpConnection) -> int:
     if n:
         s.reinjected += n
         conn._add_chunk(una, n, s)
-        conn._reinject_set.remove(una, una + n)  # (queued reinjections of these: done)
         conn.mib.inc("MPTCPRetrans")
     return n
 
