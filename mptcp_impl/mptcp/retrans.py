@@ -93,12 +93,15 @@ class DataRetransmitter:
 
     def on_timer(self, conn: MptcpConnection, now: float) -> None:
         """The timer expired without the DATA_ACK moving: resend the bytes at it, or probe a
-        closed window; then back off."""
+        closed window; then back off. When every idle subflow already carried the bytes at
+        the DATA_ACK (the peer acknowledged them at the TCP level: it has them), a probe asks
+        for the DATA_ACK again instead (the one that covers them may have been lost)."""
         self.deadline = None
         if not _pending(conn):
             return
         if conn.snd_una < conn.snd_nxt:
-            retransmit_head(conn)
+            if not retransmit_head(conn):
+                window_probe(conn, now)
         elif conn.snd_edge <= conn.snd_nxt:
             window_probe(conn, now)
         self.backoff = min(self.backoff + 1, BACKOFF_MAX)
@@ -165,9 +168,10 @@ def retransmit_head(conn: MptcpConnection) -> int:
 
 
 def window_probe(conn: MptcpConnection, now: float) -> bool:
-    """Probe a closed data-level window: a pure ACK with an old sequence number on the best
-    usable subflow (not stale, not backup, lowest srtt first), which the peer answers with its
-    DATA_ACK and window (see the module's docstring for why not Linux's 1-byte probe)."""
+    """Probe a closed data-level window (or a DATA_ACK that stopped): a pure ACK with an old
+    sequence number on the best usable subflow (not stale, not backup, lowest srtt first),
+    which the peer answers with its DATA_ACK and window (see the module's docstring for why
+    not Linux's 1-byte probe)."""
     subs = [s for s in conn.subflows if s.usable]
     if not subs:
         return False
@@ -176,5 +180,6 @@ def window_probe(conn: MptcpConnection, now: float) -> bool:
         key=lambda s: (s.stale, s.backup or s.peer_backup, s.srtt if s.srtt is not None else 1.0),
     )
     s.tcp.send_probe(now)
-    conn.mib.inc("WinProbe")
+    if conn.snd_edge <= conn.snd_nxt:
+        conn.mib.inc("WinProbe")  # (Linux counts its zero-window probes only)
     return True

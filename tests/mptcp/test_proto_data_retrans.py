@@ -266,3 +266,30 @@ def _join(box: Box, f: Flow) -> Flow:
     hm = crypto.join_ack_hmac(f.key, conn.local_key, 5, ja.nonce)
     box.feed(f2, f2.seg(ACK, MpJoinAck(hm)))
     return f2
+
+
+def test_data_ack_stuck_on_a_single_subflow_is_asked_for_again():
+    # One subflow, the peer acknowledges our data at the TCP level, then the segment with
+    # its DATA_ACK is lost (here: never sent). That subflow carried the bytes and the peer has
+    # them, so they are not resent; after the interval a probe (an ACK at our SND.UNA - 1,
+    # which any TCP answers) asks for the DATA_ACK and window again, and keeps asking, backing
+    # off, until it comes.
+    box, f = established_server()
+    conn = box.conn
+    box.feed(f, f.seg(ACK, data_ack(conn, 1)))
+    conn.send(b"p" * 3000)
+    assert sum(len(s.payload) for s in box.out()) == 3000
+    box.feed(f, f.seg(ACK, data_ack(conn, 1), ack=3001))
+    sub = box.sub_for(f)
+    assert sub.in_flight == 0 and sub.queued == 0
+    n = len(box.sent)
+    box.advance(max(s.tcp.rto for s in conn.subflows) * 1.1)
+    probes = [seg for _, seg in box.sent[n:] if not seg.payload and f.rel_seq(seg) == 3000]
+    assert probes, "no probe at SND.UNA - 1"
+    assert not [seg for _, seg in box.sent[n:] if seg.payload]  # nothing resent
+    assert conn.mib["MPTCPRetrans"] == 0 and conn.mib["WinProbe"] == 0  # (window is open)
+    box.advance(max(s.tcp.rto for s in conn.subflows) * 2.2)  # the next one, backed off
+    probes = [seg for _, seg in box.sent[n:] if not seg.payload and f.rel_seq(seg) == 3000]
+    assert len(probes) == 2
+    box.feed(f, f.seg(ACK, data_ack(conn, 3001), ack=3001))  # the answer
+    assert conn.snd_una == conn.snd_nxt and conn._rtx.deadline is None
