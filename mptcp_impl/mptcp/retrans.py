@@ -6,7 +6,8 @@ Each subflow's own timers repair what that subflow holds. Two stalls are beyond 
 - the DATA_ACK stops while no live subflow holds the bytes it waits for (a subflow
   acknowledged them at the TCP level and was then reset, or they were never on a live subflow):
   after the timer, the bytes at the DATA_ACK go again on an idle subflow that never carried
-  them (Linux: any idle subflow);
+  them (Linux: any idle subflow); when every idle subflow did (the peer acknowledged them at
+  the TCP level: it has them), the probe below asks for the DATA_ACK again;
 - the peer's data-level window is closed, everything sent is acknowledged, and the window
   update that reopens it is lost: no subflow has anything to send, so none probes. After the
   timer a probe goes out and the answer carries the current DATA_ACK and window (MIB
