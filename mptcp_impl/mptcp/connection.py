@@ -933,17 +933,21 @@ class MptcpConnection:
             return
         held = self._held.get(s)
         una = self.snd_una
-        queued = self._reinject_set
         while held:
             ch = held.popleft()
             end = ch[0] + ch[1]
             if ch[3] or end <= una:
                 continue
             ch[3] = True
-            lo = max(ch[0], una)
-            for a, b in queued.gaps(lo, end):
-                self._reinject.append([a, b - a, s])
-            queued.add(lo, end)
+            self._queue_reinject(max(ch[0], una), end, s)
+
+    def _queue_reinject(self, start: int, end: int, origin: Subflow) -> None:
+        """Queue [start, end) for a subflow other than ``origin``, except the parts already
+        queued (each range waits in the queue once)."""
+        queued = self._reinject_set
+        for a, b in queued.gaps(start, end):
+            self._reinject.append([a, b - a, origin])
+        queued.add(start, end)
 
     def _failover(self, now: float) -> None:
         """A subflow whose retransmission timer fired has its data reinjected on the others;
