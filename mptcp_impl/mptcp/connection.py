@@ -42,6 +42,7 @@ from .holes import note_progress, repair_hole, stall_limit
 from .opportunistic import opportunistic_retransmit
 from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .pm import make_pm
+from .retrans import DataRetransmitter, Ranges
 from .sched import Candidates, as_list, make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
@@ -145,14 +146,24 @@ class MptcpConnection:
         self.snd_edge = self.snd_una  # right edge the peer allows (DATA_ACK + window)
         self._sbuf = bytearray()
         self._snd_blocked = False
-        self._chunks: deque[list[Any]] = deque()  # [dsn, len, subflow, reinjected]
-        self._reinject: deque[list[Any]] = deque()  # [dsn, len, failed subflow]
+        # Every range handed to a subflow, in the order handed: [dsn, len, subflow, queued]
+        # (queued: already put in ``_reinject`` because its subflow failed). ``_held`` indexes
+        # the chunks of each subflow not yet queued, so a failing subflow's holdings are found
+        # without scanning everything (each chunk leaves it once: amortized O(1)).
+        self._chunks: deque[list[Any]] = deque()
+        self._held: dict[Subflow, deque[list[Any]]] = {}
+        # ranges waiting to be resent on another subflow: [dsn, len, subflow it failed on]
+        # (never sent back there), and the set of them all, so that a range two failing
+        # subflows both held is queued once
+        self._reinject: deque[list[Any]] = deque()
+        self._reinject_set = Ranges()
         self._owed: dict[Subflow, int] = {}  # copies a subflow had no room for, from this DSN
         # a stalled DATA_ACK (holes.py): since when it stands, when its hole is due for an
         # early repair, and how far the last repair reached
         self._una_moved_at = 0.0
         self._repair_at: float | None = None
         self._repaired_to = 0
+        self._rtx = DataRetransmitter()  # data-level retransmission timer and window probe
         # receive side
         self.rcv_nxt = 0
         self._rbuf = bytearray()
@@ -397,6 +408,9 @@ class MptcpConnection:
             del self._sbuf[:sent]
             self.snd_una = self.snd_nxt
             self._chunks.clear()
+            self._held.clear()
+            self._reinject.clear()
+            self._reinject_set.clear()
 
     # ================================================================= application side
     def send(self, data: bytes | memoryview) -> int:
@@ -487,6 +501,9 @@ class MptcpConnection:
             for ent in self._add_addr_pending.values():
                 if t is None or ent[1] < t:
                     t = ent[1]
+            rtx = self._rtx.deadline
+            if rtx is not None and (t is None or rtx < t):
+                t = rtx
         for s in self.subflows:
             for d in (s.tcp.get_timer(), s.timer()):
                 if d is not None and (t is None or d < t):
@@ -502,6 +519,9 @@ class MptcpConnection:
             s.on_timer(now)
         if self._add_addr_pending:
             self._add_addr_timer(now)
+        rtx = self._rtx.deadline
+        if rtx is not None and now >= rtx and not self._closed:
+            self._rtx.on_timer(self, now)
         fc = self._fastclose_carrier
         if fc is not None and self.linger_until is not None and now >= self.linger_until:
             self._fastclose_carrier = None  # no RST from the peer: reset it ourselves
@@ -556,6 +576,7 @@ class MptcpConnection:
         elif not self._aborting:
             self._schedule(now)
             self._close_progress(now)
+        self._rtx.rearm(self, now)
         self._check_closed()
 
     def _subflow_events(self, now: float) -> None:
@@ -622,6 +643,7 @@ class MptcpConnection:
             if not self.fallback and not s.initial:
                 self._pm_event("sub_closed", s, error=reason)
             self._reinject_from(s)
+            self._held.pop(s, None)
             if not s.initial and self._joins > 0:
                 self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
             if self.cc_group is not None:
@@ -839,6 +861,7 @@ class MptcpConnection:
         window = max(0, self.snd_edge - self.snd_una)
         # reinjections first: data a failing subflow holds goes out on another one
         rq = self._reinject
+        self._reinject_set.remove_below(self.snd_una)
         while rq:
             dsn, ln, bad = rq[0]
             if dsn + ln <= self.snd_una:
@@ -870,8 +893,9 @@ class MptcpConnection:
                     continue  # a copy of a reinjection goes only where there is room
                 s.push(start, data)
                 s.reinjected += n
-                self._chunks.append([start, n, s, True])
+                self._add_chunk(start, n, s)
             self.mib.inc("MPTCPRetrans")
+            self._reinject_set.remove(start, start + n)
             if start + n >= dsn + ln:
                 rq.popleft()
             else:
@@ -918,7 +942,7 @@ class MptcpConnection:
                     self._owed.setdefault(s, self.snd_nxt)
                     continue
                 s.push(self.snd_nxt, data)
-                self._chunks.append([self.snd_nxt, n, s, i > 0])  # copies: not reinjected
+                self._add_chunk(self.snd_nxt, n, s)
             self.snd_nxt += n
 
     def _send_owed_copies(self, usable: list[Subflow]) -> None:
@@ -933,7 +957,7 @@ class MptcpConnection:
                 n = min(self.snd_nxt - start, s.space, self.config.max_mapping)
                 off = start - self.snd_una
                 s.push(start, bytes(self._sbuf[off : off + n]))
-                self._chunks.append([start, n, s, True])
+                self._add_chunk(start, n, s)
                 start += n
             if start >= self.snd_nxt:
                 del self._owed[s]
@@ -948,19 +972,61 @@ class MptcpConnection:
                 out.append(s)
         return out
 
+    def _add_chunk(self, dsn: int, n: int, s: Subflow) -> None:
+        """Record that ``s`` now carries [dsn, dsn + n): a copy, a reinjection or new data, it
+        is resent elsewhere if ``s`` fails before the DATA_ACK covers it."""
+        ch = [dsn, n, s, False]
+        self._chunks.append(ch)
+        held = self._held.get(s)
+        if held is None:
+            held = self._held[s] = deque()
+        else:
+            una = self.snd_una
+            while held and held[0][0] + held[0][1] <= una:
+                held.popleft()  # DATA_ACKed: nothing to resend (amortized O(1) a chunk)
+        held.append(ch)
+
     def _reinject_from(self, s: Subflow) -> None:
-        """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not)."""
+        """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not),
+        whoever carried it before: a reinjected copy is reinjected again when its new subflow
+        fails too (Linux's __mptcp_retransmit_pending_data resends from the data-level
+        snd_una), or those bytes would be on no live subflow and the DATA_ACK would stop. Each
+        chunk is queued once (its holder's later failures do not queue it again); a range
+        another failed subflow queued and that is still waiting is not queued twice."""
         if self.fallback:
             return
-        for ch in self._chunks:
-            if ch[2] is s and not ch[3] and ch[0] + ch[1] > self.snd_una:
-                ch[3] = True
-                self._reinject.append([ch[0], ch[1], s])
+        held = self._held.get(s)
+        una = self.snd_una
+        while held:
+            ch = held.popleft()
+            end = ch[0] + ch[1]
+            if ch[3] or end <= una:
+                continue
+            ch[3] = True
+            self._queue_reinject(max(ch[0], una), end, s)
+
+    def _queue_reinject(self, start: int, end: int, origin: Subflow) -> None:
+        """Queue [start, end) for a subflow other than ``origin``, except the parts already
+        queued (each range waits in the queue once)."""
+        queued = self._reinject_set
+        for a, b in queued.gaps(start, end):
+            self._reinject.append([a, b - a, origin])
+        queued.add(start, end)
 
     def _failover(self, now: float) -> None:
         """A subflow whose retransmission timer fired has its data reinjected on the others;
         after ``stale_loss_cnt`` timeouts without progress it is stale (no new data) until it
         makes progress again (Linux's pm stale handling, with an earlier reinjection)."""
+        for s in self.subflows:
+            # progress, tracked whatever the number of subflows: the last one left must be
+            # able to leave "stale" (reinjections skip stale subflows: they would wait for good)
+            tcp = s.tcp
+            if tcp.snd_una != s._una_seen:
+                s._una_seen = tcp.snd_una
+                s._rto_streak = 0
+                if s.stale:
+                    s.stale = False
+                    self.mib.inc("SubflowRecover")
         if self.fallback or len(self.subflows) < 2:
             for s in self.subflows:
                 if s.tcp.stats.rto_count > s._rto_seen and not self.fallback:
@@ -969,12 +1035,6 @@ class MptcpConnection:
             return
         for s in self.subflows:
             tcp = s.tcp
-            if tcp.snd_una != s._una_seen:
-                s._una_seen = tcp.snd_una
-                s._rto_streak = 0
-                if s.stale:
-                    s.stale = False
-                    self.mib.inc("SubflowRecover")
             rto = tcp.stats.rto_count
             if rto > s._rto_seen:
                 s._rto_seen = rto
@@ -984,7 +1044,9 @@ class MptcpConnection:
                 if s._rto_streak >= self.config.stale_loss_cnt and not s.stale:
                     s.stale = True
                     self.mib.inc("SubflowStale")
-                    # what it never sent goes elsewhere (already queued for reinjection)
+                    # The mappings it never sent are taken back (queued for reinjection just
+                    # above). One partly sent stays whole here, frozen: its tail goes out here
+                    # if the subflow recovers, and the receiver keeps whichever copy comes first.
                     s.bytes_sent -= tcp.take_unsent()
 
     # ----------------------------------------------------------------- DATA_FIN
@@ -1235,7 +1297,10 @@ class MptcpConnection:
         if s.tcp is None or s.closed:
             return
         self._reinject_from(s)
-        s.bytes_sent -= s.tcp.take_unsent() if s.tcp.state is not TcpState.CLOSED else 0
+        if s.tcp.state is not TcpState.CLOSED:
+            # never sent and never will be: the whole mappings it had not started, and the
+            # unsent tail of one it had (kept whole by take_unsent, but reset with it)
+            s.bytes_sent -= s.tcp.take_unsent() + s.tcp.unsent
         s.rst_reason = 0
         if deferred:
             s.reset_pending = True
@@ -1428,6 +1493,7 @@ class MptcpConnection:
             "una_still_for": round(self._now - self._una_moved_at, 4),
             "repaired_to": self._repaired_to - self.snd_una,
             "repair_in": None if self._repair_at is None else round(self._repair_at - self._now, 4),
+            "rtx": {"deadline": self._rtx.deadline, "backoff": self._rtx.backoff},
             "rcv_nxt": self.rcv_nxt,
             "rbuf": len(self._rbuf),
             "ooo_bytes": self._ooo_bytes,

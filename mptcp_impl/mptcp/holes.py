@@ -125,7 +125,7 @@ def repair_hole(conn: MptcpConnection, usable: list[Subflow], now: float) -> int
         off = pos - una
         fast.push(pos, bytes(conn._sbuf[off : off + n]))
         fast.reinjected += n
-        conn._chunks.append([pos, n, fast, True])
+        conn._add_chunk(pos, n, fast)
         conn.mib.inc("MPTCPRetrans")
         pos += n
         sent += n

@@ -55,7 +55,7 @@ def opportunistic_retransmit(conn: MptcpConnection, usable: list[Subflow], now: 
         return 0
     fast.push(una, bytes(conn._sbuf[:n]))
     fast.reinjected += n
-    conn._chunks.append([una, n, fast, True])
+    conn._add_chunk(una, n, fast)  # (resent again elsewhere if ``fast`` fails in turn)
     conn.mib.inc("MPTCPRetrans")
     conn.ortx_bytes = getattr(conn, "ortx_bytes", 0) + n
     hook = getattr(conn.sched, "on_opportunistic", None)

@@ -21,7 +21,7 @@ import hashlib
 import os
 import random
 import weakref
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -593,6 +593,14 @@ class TcpConnection(LossRecovery, Reassembly):
         if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
             self._ack_now = True  # in SYN-RECEIVED it goes out once the handshake completes
 
+    def send_probe(self, now: float) -> None:
+        """Queue an ACK with an old sequence number (SND.UNA - 1), which the peer answers with
+        an ACK carrying its current window (RFC 9293 3.8.6.1; the form of a keep-alive or of
+        our persist probe): for a layer above that needs that answer while TCP itself has
+        nothing to send (MPTCP's data-level window probe)."""
+        if self.state in _SYNCHRONIZED:
+            self._queue_ctl(ACK, self.snd_una - 1, now)
+
     def note_malformed(self) -> None:
         """The edge failed to decode a segment for this connection: count it."""
         self._st.malformed_dropped += 1
@@ -727,22 +735,32 @@ class TcpConnection(LossRecovery, Reassembly):
     def take_unsent(self) -> int:
         """Remove the queued bytes that were never sent (and their metadata) and return how
         many: a scheduler takes data back from a subflow that stopped making progress, to send
-        it elsewhere instead of late on this one."""
-        keep = self.snd_max
-        if self._fin_queued or keep >= self._data_end():
+        it elsewhere instead of late on this one.
+
+        A metadata range any byte of which was sent stays whole, its unsent tail with it: the
+        segments already sent declared the range's full length (an MPTCP mapping), and
+        retransmissions must declare the same, or the receiver sees two mappings for the same
+        bytes (Linux freezes a mapping once sent). So with metadata only whole ranges that
+        start at or after ``snd_max`` go."""
+        end = self._data_end()
+        if self._fin_queued or self.snd_max >= end:
             return 0
-        cut = max(keep, self._sbuf_seq)
-        n = self._data_end() - cut
-        del self._sbuf[cut - self._sbuf_seq :]
+        cut = max(self.snd_max, self._sbuf_seq)
         metas, starts = self._metas, self._meta_starts
-        while len(metas) > self._meta_head and metas[-1][0] >= cut:
+        h = self._meta_head
+        if len(metas) > h:
+            i = bisect_left(starts, cut, h)
+            if i > h and metas[i - 1][1] > cut:
+                cut = metas[i - 1][1]  # partly sent: frozen, kept whole
+        if cut >= end:
+            return 0
+        del self._sbuf[cut - self._sbuf_seq :]
+        while len(metas) > h and metas[-1][0] >= cut:
             metas.pop()
             starts.pop()
-        if len(metas) > self._meta_head and metas[-1][1] > cut:
-            metas[-1][1] = cut
         if self._meta_high > cut:
             self._meta_high = cut
-        return n
+        return end - cut
 
     def _queue_ctl(self, flags: int, seq: int, now: float) -> None:
         """Queue a control segment (pure ACK, RST, FIN-less probe)."""

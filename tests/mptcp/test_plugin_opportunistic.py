@@ -55,6 +55,7 @@ def conn(chunks, mode="penalise"):
         mib=Mib(),
         sched=SimpleNamespace(),
     )
+    c._add_chunk = lambda dsn, n, s: c._chunks.append([dsn, n, s, False])
     return c
 
 
@@ -63,7 +64,7 @@ def test_fast_subflow_resends_what_a_4x_slower_one_holds_and_penalises_it():
     c = conn([[1000, 30_000, slow, False], [31_000, 10_000, fast, False]])
     n = opportunistic_retransmit(c, [fast, slow], now=5.0)
     assert n == 20 * MSS  # the fast one's room
-    assert fast.pushed == [(1000, 20_000)] and c._chunks[-1] == [1000, 20_000, fast, True]
+    assert fast.pushed == [(1000, 20_000)] and c._chunks[-1] == [1000, 20_000, fast, False]
     assert c.mib["MPTCPRetrans"] == 1 and c.ortx_bytes == n
     # penalised: cwnd halved, ssthresh to it (it was in congestion avoidance)
     assert slow.cwnd == 10 * MSS and slow.tcp.cc.ssthresh == 10 * MSS

@@ -176,14 +176,31 @@ def test_options_that_do_not_fit_are_reported_to_the_hook():
     assert ha.dropped and big in ha.dropped[-1]
 
 
-def test_take_unsent_returns_queued_bytes_and_their_metadata():
+def test_take_unsent_takes_only_whole_ranges_never_sent():
+    # A range any byte of which went out is frozen (its segments declared its length, as an
+    # MPTCP mapping): it stays whole, unsent tail included; only later ranges are taken back.
     w, ha, hb = established_pair()
     a = w.a
     a.send(b"a" * 100_000, meta="m0")
+    a.send(b"b" * 30_000, meta="m1")
+    a.send(b"c" * 20_000, meta="m2")
     sent = a.segments_to_send(w.now)
+    flight = a.snd_max - a.iss - 1
+    assert sent and 0 < flight < 100_000
+    assert a.take_unsent() == 50_000  # m1 and m2, whole
+    assert a.unsent == 100_000 - flight  # m0's tail stays
+    assert a.meta_at((a.snd_max - 1) & M)[1:] == (100_000, "m0")
+    assert a.meta_at((a.iss + 100_000) & M)[1:] == (100_000, "m0")  # its last byte
+    assert a.meta_at((a.iss + 100_001) & M) is None
+    assert a.take_unsent() == 0
+
+
+def test_take_unsent_without_metadata_cuts_at_snd_max():
+    w, ha, hb = established_pair()
+    a = w.a
+    a.send(b"a" * 100_000)
+    a.segments_to_send(w.now)
     flight = a.snd_max - a.iss - 1
     assert 0 < flight < 100_000
     assert a.take_unsent() == 100_000 - flight
     assert a.unsent == 0
-    assert a.meta_at((a.snd_max - 1) & M)[1] == flight  # the range now ends where data ends
-    assert sent
