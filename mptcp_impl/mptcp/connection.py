@@ -165,6 +165,11 @@ class MptcpConnection:
         self._fin_tries = 0  # DATA_FIN retransmissions (each on the next usable subflow)
         self._subflows_closing = False
         self._linger_deadline: float | None = None  # subflow FINs unanswered by then: reset
+        # Linux's close timeout (net.mptcp.close_timeout): no subflow can carry the connection
+        # (none left, or all on local addresses that are down) while its streams are not
+        # finished; a new subflow or a returning interface must come before this deadline
+        self._tout_deadline: float | None = None
+        self._down_addrs: set[str] = set()  # local addresses the edge reported down
         # path manager state
         self._add_addr_accepted = 0
         self._joins = 0
@@ -474,6 +479,8 @@ class MptcpConnection:
             t = self.linger_until if t is None else min(t, self.linger_until)
         if self._linger_deadline is not None and not self._closed:
             t = self._linger_deadline if t is None else min(t, self._linger_deadline)
+        if self._tout_deadline is not None and not self._closed:
+            t = self._tout_deadline if t is None else min(t, self._tout_deadline)
         if not self._closed:
             for ent in self._add_addr_pending.values():
                 if t is None or ent[1] < t:
@@ -510,6 +517,10 @@ class MptcpConnection:
                 self._fin_send = True
                 self._fin_tries += 1
                 self._kick_fin()
+        if self._tout_deadline is not None and now >= self._tout_deadline:
+            self._close_timeout_check(now)  # (a subflow may be back since)
+            if self._tout_deadline is not None and now >= self._tout_deadline:
+                self._close_timeout_expired(now)
 
     # ================================================================= the poll
     def segments_to_send(self, now: float) -> list[tuple[Subflow, TcpSegment]]:
@@ -547,6 +558,7 @@ class MptcpConnection:
         elif not self._aborting:
             self._schedule(now)
             self._close_progress(now)
+        self._close_timeout_check(now)
         self._check_closed()
 
     def _subflow_events(self, now: float) -> None:
@@ -623,15 +635,78 @@ class MptcpConnection:
                 self._events.append(Reset(reason))
             return
         if not self.subflows and not self._closed:
+            if self._keep_without_subflows():
+                return  # a new subflow may still come: the close timeout decides (_check_closed)
             graceful = self._fin_acked and (self._eof or self._peer_fin is not None)
             if not graceful and reason is not None:
                 self._events.append(Reset(reason))
             elif not graceful and not self._connected:
                 self._events.append(Reset("connection refused"))
 
+    def _keep_without_subflows(self) -> bool:
+        """Whether the connection outlives its last subflow (Linux's __mptcp_close_ssk: an
+        established connection starts its close timeout instead of closing): MPTCP, connected,
+        its streams not both finished, not being reset. Linux closes at once after the
+        application's close; we also wait then while data is outstanding, since a returning
+        path can still deliver it."""
+        return (
+            self._connected
+            and not self.fallback
+            and not self._data_done()
+            and not self._aborting
+            and not self._fastclosed
+            and self.config.close_timeout > 0
+        )
+
+    def _carriers(self) -> list[Subflow]:
+        """Subflows that can carry the connection now or once their handshake ends: not
+        closed, on a local address that is up, and (a join we answered) past its third ACK."""
+        down = self._down_addrs
+        return [
+            s
+            for s in self.subflows
+            if not s.closed
+            and s.tcp is not None
+            and s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT)
+            and s.local[0] not in down
+            and (s.initial or s.active or s.established)
+        ]
+
+    def _close_timeout_check(self, now: float) -> None:
+        """Start the close timeout when no subflow can carry the connection any more, stop it
+        when one can again (Linux: mptcp_start_tout_timer when the last subflow closes,
+        mptcp_stop_tout_timer when a subflow connects or joins)."""
+        if self._closed or not self._keep_without_subflows() or self._carriers():
+            self._tout_deadline = None
+        elif self._tout_deadline is None:
+            self._tout_deadline = now + self.config.close_timeout
+
+    def _close_timeout_expired(self, now: float) -> None:
+        """No subflow came back in time: the connection is reset (Linux's mptcp_worker on
+        close_tout_expired: mptcp_do_fastclose), and the application hears a Reset that says
+        what was left, never a clean close."""
+        self._tout_deadline = None
+        unacked = len(self._sbuf)  # written, not DATA_ACKed
+        parts = [f"no subflow for {self.config.close_timeout:g} s (close timeout)"]
+        if unacked:
+            parts.append(f"{unacked} bytes not acknowledged by the peer")
+        if self._fin_dsn is not None and not self._fin_acked:
+            parts.append("our DATA_FIN not acknowledged")
+        if not self._eof:
+            parts.append("the peer's stream not finished")
+        self.abort(now)  # MP_FASTCLOSE on whatever subflow is left (on a down interface)
+        self._closed = True
+        self._unregister()
+        self._events.append(Reset(", ".join(parts)))
+        self._events.append(Closed())
+        if self.fully_established:
+            self._pm_event("closed")
+
     def _check_closed(self) -> None:
         if self._closed:
             return
+        if not self.subflows and self._keep_without_subflows():
+            return  # waiting for a new subflow until the close timeout
         if not self.subflows or all(
             s.tcp.state in (TcpState.CLOSED, TcpState.TIME_WAIT) for s in self.subflows
         ):
@@ -1152,15 +1227,25 @@ class MptcpConnection:
             self.pm.address_removed(addr_id)
 
     def interface_up(self, address: str, now: float) -> None:
-        """A local address came up (for the edge or an experiment): the path manager hears."""
+        """A local address came up (for the edge or an experiment): the path manager hears,
+        and subflows kept on that address count as a way out again (close timeout)."""
         self._now = now
+        self._down_addrs.discard(address)
         self.pm.interface_up(address)
+        self._close_timeout_check(now)
 
     def interface_down(self, address: str, now: float) -> None:
         """A local address went away: the path manager hears (the kernel one closes its
-        subflows)."""
+        subflows while another path is up). Once no subflow is on an address that is up, the
+        close timeout runs."""
         self._now = now
+        self._down_addrs.add(address)
         self.pm.interface_down(address)
+        self._close_timeout_check(now)
+
+    @property
+    def down_addresses(self) -> frozenset[str]:
+        return frozenset(self._down_addrs)
 
     def _addr_has_id(self, addr: tuple[str, int], addr_id: int) -> bool:
         return any(s.remote_id == addr_id and s.remote == addr for s in self._seen_subflows)
@@ -1371,6 +1456,8 @@ class MptcpConnection:
                 "peer_fin": self._peer_fin,
                 "eof": self._eof,
                 "subflows_closing": self._subflows_closing,
+                "close_timeout_at": self._tout_deadline,
+                "down_addresses": sorted(self._down_addrs),
             },
             "subflows": [
                 {
