@@ -63,6 +63,9 @@ class OpenSubflow:
     local_id: int
     remote_id: int
     backup: bool
+    # settled: the edge opened it (``add_subflow``) or could not (``subflow_open_failed``);
+    # either way its subflow slot is accounted for once
+    settled: bool = False
 
 
 @dataclass(slots=True)
@@ -174,6 +177,9 @@ class MptcpConnection:
         self._add_addr_accepted = 0
         self._joins = 0
         self._announced = False
+        # the peer's MP_CAPABLE had flag C: no joins to its initial address and port (Linux's
+        # remote_deny_join_id0)
+        self.remote_deny_join_id0 = False
         self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
         # ADD_ADDRs we sent and the peer has not echoed yet: id -> [option, deadline, resent]
         self._add_addr_pending: dict[int, list[Any]] = {}
@@ -269,7 +275,13 @@ class MptcpConnection:
     def accept_join(
         self, syn: TcpSegment, local: tuple[str, int], remote: tuple[str, int], now: float
     ) -> Subflow:
-        """A Linux (or our) client joins: answer with MP_JOIN's SYN/ACK, or refuse with RST."""
+        """A Linux (or our) client joins: answer with MP_JOIN's SYN/ACK, or refuse with RST.
+
+        The SYN takes no subflow slot: its HMAC is checked only on the third ACK, and a
+        half-open join (a lost third ACK, a spoofed SYN) must not hold a slot until its SYN/ACK
+        retries run out. The slot is taken with the valid third ACK (``take_join_slot``, as
+        Linux's mptcp_finish_join); here only joins already complete count against the limit
+        (Linux's accept_subflow)."""
         self._now = now
         self.mib.inc("MPJoinSynRx")
         local_id = self._local_id_for(local[0])
@@ -284,6 +296,8 @@ class MptcpConnection:
             or self._joins >= self.config.limits.subflows
             or self._data_done()
             or self._aborting
+            or self._closed
+            or self._join_to_initial_denied(local)
         )
         if refuse:
             # Linux's subflow_check_req: MPJoinRejected, RST "administratively prohibited"
@@ -294,16 +308,55 @@ class MptcpConnection:
                 self.tcp_config, syn, local, remote, now, hooks=_Refuser(sub)
             )
             return sub
-        self._joins += 1
         if self.initial is not None and local[1] != self.initial.local[1]:
             self.mib.inc("MPJoinPortSynRx")  # to a port we announced
         tcp = TcpConnection.accept_syn(self.tcp_config, syn, local, remote, now, hooks=sub)
         self._attach(sub, tcp)
         return sub
 
+    def _join_to_initial_denied(self, local: tuple[str, int]) -> bool:
+        """Our MP_CAPABLE carried flag C (``allow_join_initial_addr_port`` off): a join to the
+        initial subflow's address and port is refused (joins to announced addresses, or to
+        another port, are not affected), as Linux's net.mptcp.allow_join_initial_addr_port."""
+        init = self.initial
+        return (
+            not self.config.allow_join_initial_addr_port
+            and init is not None
+            and local == init.local
+        )
+
+    def take_join_slot(self, sub: Subflow) -> bool:
+        """A join we answered has a valid third ACK: it takes a subflow slot now, if one is
+        left (Linux's mptcp_finish_join; otherwise MPJoinRejected and the subflow is reset)."""
+        if (
+            self._closed
+            or self.fallback
+            or self._aborting
+            or self._joins >= self.config.limits.subflows
+        ):
+            self.mib.inc("MPJoinRejected")
+            return False
+        self._joins += 1
+        sub.holds_slot = True
+        return True
+
+    def subflow_open_failed(self, req: OpenSubflow, now: float | None = None) -> None:
+        """The edge could not open the subflow an ``OpenSubflow`` asked for (no local port,
+        no route): its slot, taken when it was asked for, is free again (Linux's
+        __mptcp_subflow_connect error path, MPJoinSynTxBindErr). Once per request."""
+        if now is not None:
+            self._now = now
+        if req.settled:
+            return
+        req.settled = True
+        self.mib.inc("MPJoinSynTxBindErr")
+        if self._joins > 0:
+            self._joins -= 1
+
     def add_subflow(self, req: OpenSubflow, local: tuple[str, int], now: float) -> Subflow:
         """The edge has a local port for an ``OpenSubflow``: send the MP_JOIN SYN."""
         self._now = now
+        req.settled = True
         sub = Subflow(
             self,
             local,
@@ -314,6 +367,7 @@ class MptcpConnection:
             remote_id=req.remote_id,
             backup=req.backup,
         )
+        sub.holds_slot = True  # (taken by ``_request_subflow``)
         self._attach(sub, TcpConnection(self.tcp_config, local, req.remote, hooks=sub))
         sub.tcp.connect(now)
         self.mib.inc("MPJoinSynTx")
@@ -333,6 +387,7 @@ class MptcpConnection:
         if self.config.enabled and mpc_usable(mpc, syn=True) and mpc.sender_key is None:
             self.mib.inc("MPCapableSYNRX")
             self.checksum = self.config.checksum or mpc.checksum_required
+            self.remote_deny_join_id0 = mpc.no_join_source  # (Linux: on SYN receive too)
             self._register()
             return
         if mpc is not None:
@@ -345,6 +400,7 @@ class MptcpConnection:
         if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key is None:
             self.mib.inc("MPCapableSYNACKRX")
             self._set_remote_key(mpc.sender_key)
+            self.remote_deny_join_id0 = mpc.no_join_source
             self.checksum = self.config.checksum or mpc.checksum_required
             return
         self.mib.inc("MPCapableFallbackSYNACK")
@@ -625,7 +681,8 @@ class MptcpConnection:
             if not self.fallback and not s.initial:
                 self._pm_event("sub_closed", s, error=reason)
             self._reinject_from(s)
-            if not s.initial and self._joins > 0:
+            if s.holds_slot and self._joins > 0:
+                s.holds_slot = False
                 self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
             if self.cc_group is not None:
                 self.cc_group.discard(s.tcp.cc)
@@ -1106,11 +1163,19 @@ class MptcpConnection:
 
     def _request_subflow(
         self, local_addr: str, remote: tuple[str, int], local_id: int, remote_id: int, backup: bool
-    ) -> None:
+    ) -> bool:
+        """Ask the edge for a join (an ``OpenSubflow``); its slot is taken now, and given back
+        when the subflow closes or the edge cannot open it (``subflow_open_failed``). Never
+        to the peer's initial address and port when its MP_CAPABLE had flag C (RFC 8684 3.1:
+        it accepts no more subflows there; Linux's remote_deny_join_id0)."""
         if self._joins >= self.config.limits.subflows or self._mp_fail_sent:
-            return
+            return False
+        init = self.initial
+        if self.remote_deny_join_id0 and init is not None and tuple(remote) == init.remote:
+            return False
         self._joins += 1
         self._events.append(OpenSubflow(local_addr, remote, local_id, remote_id, backup))
+        return True
 
     # ----------------------------------------------------------------- ADD_ADDR
     def announce(self, address: str, addr_id: int, port: int | None = None) -> bool:

@@ -112,5 +112,8 @@ class MptcpConfig:
     # down) before it is reset: the time a returning interface or a new join has to take
     # the transfer on ("make-after-break"). 0: reset at once.
     close_timeout: float = 60.0
+    # net.mptcp.allow_join_initial_addr_port: False sends MP_CAPABLE's C flag ("no more
+    # subflows to this address and port") and refuses joins to the initial address and port
+    allow_join_initial_addr_port: bool = True
     # tests only: the DSS checksum of the mapping holding this data offset is wrong, once
     corrupt_checksum_at: int | None = None

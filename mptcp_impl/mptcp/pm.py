@@ -119,15 +119,17 @@ class PathManager:
         remote_id: int = 0,
     ) -> bool:
         """Ask the edge for a subflow (an ``OpenSubflow`` event); False when the connection is
-        not fully established, has fallen back, or ``limits.subflows`` is reached."""
+        not fully established, has fallen back, ``limits.subflows`` is reached, or it would go
+        to the peer's initial address and port after the peer's MP_CAPABLE said no (flag C)."""
         c = self.conn
         rem = remote or self.remote
         if rem is None or c.fallback or not c.fully_established or c._data_done():
             return False
         if c._joins >= c.config.limits.subflows:
             return False
-        c._request_subflow(local_address, rem, self._address_id(local_address), remote_id, backup)
-        return True
+        return c._request_subflow(
+            local_address, rem, self._address_id(local_address), remote_id, backup
+        )
 
     def _address_id(self, address: str) -> int:
         """The endpoint's id; 0 for the initial subflow's address; a new id (above every
