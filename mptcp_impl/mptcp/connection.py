@@ -699,6 +699,15 @@ class MptcpConnection:
                 self._events.append(Reset(reason))
             elif not graceful and not self._connected:
                 self._events.append(Reset("connection refused"))
+            elif (
+                not graceful
+                and not self.fallback
+                and self.config.close_timeout <= 0
+                and not (self._aborting or self._fastclosed or self.linger_until is not None)
+            ):
+                # no close timeout to wait for a new subflow: the streams are cut, which the
+                # application must hear as such, never as a clean close
+                self._events.append(Reset("last subflow closed with data outstanding"))
 
     def _keep_without_subflows(self) -> bool:
         """Whether the connection outlives its last subflow (Linux's __mptcp_close_ssk: an

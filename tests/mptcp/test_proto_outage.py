@@ -112,3 +112,15 @@ def test_connection_outlives_its_last_subflow_until_a_join_carries_on():
     assert hashlib.sha256(server.rx[id(srv)]).digest() == hashlib.sha256(data).digest()
     assert srv.mib["MPJoinAckRx"] == 1
     assert not any(isinstance(e, Reset) for e in client.events[id(conn)])
+
+
+def test_no_close_timeout_the_cut_is_a_reset():
+    """``close_timeout=0`` (no make-after-break): the last subflow closed locally with data
+    outstanding ends the connection at once, as a Reset, not a clean Closed."""
+    cfg = MptcpConfig(endpoints=[], limits=Limits(0, 0), pm=HardBreak, close_timeout=0)
+    net, client, server, p1, conn, data = single_path(cfg)
+    conn.interface_down(C1, net.now)
+    net.flush(client, conn)
+    net.run(net.now + 0.5)
+    app = [k for k in kinds(client.events[id(conn)]) if k not in ("SubflowClosed",)]
+    assert app == ["Connected", "Reset", "Closed"], app
