@@ -724,25 +724,24 @@ class MptcpConnection:
             and self.config.close_timeout > 0
         )
 
-    def _carriers(self) -> list[Subflow]:
-        """Subflows that can carry the connection now or once their handshake ends: not
-        closed, on a local address that is up, and (a join we answered) past its third ACK."""
+    def _has_carrier(self) -> bool:
+        """A subflow can carry the connection now or once its handshake ends: not closed, on
+        a local address that is up, and (a join we answered) past its third ACK."""
         down = self._down_addrs
-        return [
-            s
-            for s in self.subflows
-            if not s.closed
+        return any(
+            not s.closed
             and s.tcp is not None
             and s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT)
             and s.local[0] not in down
             and (s.initial or s.active or s.established)
-        ]
+            for s in self.subflows
+        )
 
     def _close_timeout_check(self, now: float) -> None:
         """Start the close timeout when no subflow can carry the connection any more, stop it
         when one can again (Linux: mptcp_start_tout_timer when the last subflow closes,
         mptcp_stop_tout_timer when a subflow connects or joins)."""
-        if self._closed or not self._keep_without_subflows() or self._carriers():
+        if self._closed or not self._keep_without_subflows() or self._has_carrier():
             self._tout_deadline = None
         elif self._tout_deadline is None:
             self._tout_deadline = now + self.config.close_timeout

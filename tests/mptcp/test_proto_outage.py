@@ -9,7 +9,18 @@ import hashlib
 
 from mptcp_impl.mptcp.ctrl import Limits, MptcpConfig
 from mptcp_impl.mptcp.pm import PathManager
-from testkit.mptcp_sim import C1, Closed, Reset, S, kinds, two_path_net
+from testkit.mptcp_sim import (
+    C1,
+    C2,
+    Closed,
+    Link,
+    Net,
+    Reset,
+    S,
+    client_cfg,
+    kinds,
+    two_path_net,
+)
 
 N = 3_000_000
 
@@ -124,3 +135,43 @@ def test_no_close_timeout_the_cut_is_a_reset():
     net.run(net.now + 0.5)
     app = [k for k in kinds(client.events[id(conn)]) if k not in ("SubflowClosed",)]
     assert app == ["Connected", "Reset", "Closed"], app
+
+
+def test_both_interfaces_down_then_the_other_one_returns():
+    """Two paths: lte (C2) goes down (its subflow closed: wifi still carries), then wifi (C1)
+    too (kept: the last path); lte comes back first: the kernel path manager joins from it
+    again and that join carries the rest while wifi is still down."""
+    net = Net(2)
+    client = net.host("client", [C1, C2], seed=12)
+    server = net.host("server", [S], seed=22, listen_port=5001)
+    # 10 Mbit/s each way up: 3 MB take over a second, so the outages hit mid-transfer
+    p1 = net.path(C1, S, delay=0.01, link=Link(10e6, 100_000))
+    p2 = net.path(C2, S, delay=0.02, link=Link(10e6, 100_000))
+    conn = net.connect(client, C1, (S, 5001), client_cfg())
+    data = payload()
+    assert conn.send(data) == len(data)
+    net.flush(client, conn)
+    net.run(0.4)
+    assert sorted(s.local[0] for s in conn.subflows) == [C1, C2]
+    assert conn.snd_una - conn.local_idsn < 1_500_000  # (half of it at most is through)
+    p2.up = False
+    conn.interface_down(C2, net.now)
+    net.flush(client, conn)
+    assert [s.local[0] for s in conn.subflows if not s.closed] == [C1]
+    p1.up = False
+    conn.interface_down(C1, net.now)
+    net.flush(client, conn)
+    net.run(net.now + 2.0, exact=True)
+    assert [s.local[0] for s in conn.subflows] == [C1], "the last path's subflow was closed"
+    p2.up = True
+    conn.interface_up(C2, net.now)
+    net.flush(client, conn)
+    conn.close(net.now)
+    net.flush(client, conn)
+    srv = server.accepted[0]
+    net.run(net.now + 30.0, stop=lambda: len(server.rx[id(srv)]) >= len(data))
+    assert hashlib.sha256(server.rx[id(srv)]).digest() == hashlib.sha256(data).digest()
+    assert not any(isinstance(e, Reset) for e in client.events[id(conn)])
+    rejoined = [s for s in conn.all_subflows() if s.local[0] == C2][-1]
+    assert len([s for s in conn.all_subflows() if s.local[0] == C2]) == 2
+    assert rejoined.bytes_sent > 1_000_000, rejoined.bytes_sent  # the rest went there
