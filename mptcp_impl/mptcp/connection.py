@@ -180,6 +180,7 @@ class MptcpConnection:
         # the peer's MP_CAPABLE had flag C: no joins to its initial address and port (Linux's
         # remote_deny_join_id0)
         self.remote_deny_join_id0 = False
+        self._c_flag_used = False  # (the one ADD_ADDR taken in Linux's C-flag case)
         self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
         # ADD_ADDRs we sent and the peer has not echoed yet: id -> [option, deadline, resent]
         self._add_addr_pending: dict[int, list[Any]] = {}
@@ -1263,6 +1264,7 @@ class MptcpConnection:
             return  # announced again (the echo was late or lost): echoed, no second subflow
         self._remote_addrs.add(known)
         if self._add_addr_accepted >= self.config.limits.add_addr_accepted:
+            self._c_flag_add_addr(addr_id, known)
             return
         self._add_addr_accepted += 1
         remote = known
@@ -1282,6 +1284,32 @@ class MptcpConnection:
             self._request_subflow("", remote, 0, addr_id, False)
         for ep in mesh:
             self._request_subflow(ep.address, remote, ep.id, addr_id, "backup" in ep.flags)
+
+    def _c_flag_add_addr(self, addr_id: int, remote: tuple[str, int]) -> None:
+        """Linux 6.18's C-flag case (mptcp_pm_add_addr_c_flag_case): a server that set flag C
+        and announces an address to a client that accepts no ADD_ADDR (add_addr_accepted 0,
+        Linux's default) would get no second subflow at all, the client's ``subflow``
+        endpoints being for the initial address only. So that one ADD_ADDR is taken, and each
+        ``subflow`` endpoint other than the initial address joins it, within
+        ``limits.subflows`` and once per connection."""
+        init = self.initial
+        if (
+            not self.remote_deny_join_id0
+            or self._c_flag_used
+            or self.config.limits.add_addr_accepted != 0
+            or self._joins >= self.config.limits.subflows
+            or init is None
+            or not init.active
+        ):
+            return
+        self._c_flag_used = True
+        for ep in self._endpoints():
+            if (
+                "subflow" in ep.flags
+                and ep.address != init.local[0]
+                and _is_v6(ep.address) == _is_v6(remote[0])
+            ):
+                self._request_subflow(ep.address, remote, ep.id, addr_id, "backup" in ep.flags)
 
     # ----------------------------------------------------------------- REMOVE_ADDR
     def on_remove_addr(self, sub: Subflow, o: RemoveAddr) -> None:

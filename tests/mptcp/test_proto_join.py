@@ -440,3 +440,36 @@ def test_our_server_sends_c_flag_and_refuses_joins_to_its_initial_address():
     box2 = Box()
     (synack,) = box2.syn(f, f.seg(SYN, MpCapable()))
     assert not one(synack, MpCapable).no_join_source
+
+
+def test_client_c_flag_case_takes_one_add_addr_for_its_subflow_endpoints():
+    """Linux 6.18's C-flag case: flag C from the server and add_addr_accepted 0 on our side
+    (Linux's default limits): the server's first ADD_ADDR is still taken, and our ``subflow``
+    endpoint joins it (not from the initial address); a second one is not. Without flag C,
+    add_addr_accepted 0 means no join."""
+    from mptcp_impl.mptcp.connection import add_addr_hmac
+    from mptcp_impl.mptcp.options import AddAddr
+
+    def run(deny: bool) -> list[tuple[str, tuple[str, int], int]]:
+        cfg = MptcpConfig(
+            endpoints=[Endpoint(US2, frozenset({"subflow"}), 2)],
+            limits=Limits(subflows=2, add_addr_accepted=0),
+        )
+        box = Box(config=cfg)
+        f = Flow((THEM, PORT), (US, 40000), KEY)
+        box.connect(f)
+        box.feed(f, f.seg(SYN | ACK, MpCapable(sender_key=KEY, no_join_source=deny)))
+        conn = box.conn
+        conn.send(b"x" * 10)
+        box.out()
+        box.feed(f, f.seg(ACK, Dss(data_ack=conn.local_idsn + 11, data_ack64=True), ack=11))
+        for addr_id, a in ((5, THEM2), (6, "10.0.0.9")):
+            addr = ipaddress.ip_address(a)
+            h = add_addr_hmac(KEY, conn.local_key, addr_id, addr, None)
+            box.feed(f, f.seg(ACK, AddAddr(addr_id=addr_id, address=addr, hmac=h), ack=11))
+        return [
+            (e.local_addr, e.remote, e.remote_id) for e in box.events if isinstance(e, OpenSubflow)
+        ]
+
+    assert run(True) == [(US2, (THEM2, PORT), 5)]
+    assert run(False) == [(US2, (THEM, PORT), 0)]  # (no ADD_ADDR taken: the limit is 0)

@@ -39,27 +39,37 @@ def pairs(res: dict) -> list[tuple[str, str]]:
     )
 
 
-@pytest.mark.parametrize("deny", [True, False], ids=["c_flag", "control"])
+@pytest.mark.parametrize("case", ["c_flag", "c_flag_no_add_addr", "control"])
 def test_linux_server_c_flag_our_client_joins_only_the_announced_address(
-    bed: Bed, deny: bool
+    bed: Bed, case: str
 ) -> None:
+    """``c_flag_no_add_addr``: our client accepts no ADD_ADDR (Linux's default limits): as in
+    Linux 6.18's C-flag case, that one announcement is taken anyway and our ``subflow``
+    endpoint (c2) joins it, since it may not join the initial address."""
     A = addrs(bed)
     n = 2 * MB
+    deny = case != "control"
+    port = 5690 + ["c_flag", "c_flag_no_add_addr", "control"].index(case)
+    extra = ["--limits", "subflows=2,add_addr_accepted=0"] if case == "c_flag_no_add_addr" else []
     h = bed.host("server")
     linux_pm(bed, "server", [("b", "signal")], subflows=2, accepted=2)
     h.run(["sysctl", "-qw", f"net.mptcp.allow_join_initial_addr_port={int(not deny)}"])
     try:
         srv, cli, before = run_ours_client(
-            bed, 5690 + deny, n, f"cflag{int(deny)}", "--endpoint", f"{A['c2']},subflow"
+            bed, port, n, case, "--endpoint", f"{A['c2']},subflow", *extra
         )
         c, s, d = finish(bed, "server", srv, cli, before)
     finally:
         h.run(["sysctl", "-qw", "net.mptcp.allow_join_initial_addr_port=1"])
-    print("our client, flag C" if deny else "control", pairs(c))
+    print("our client,", case, pairs(c))
     assert c["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), c.get("error")
     # the initial subflow and a join to b (from the initial address, as Linux's routing would
-    # pick it); the c2 subflow endpoint's join to a only without flag C
-    want = [(A["c1"], A["a"]), (A["c1"], A["b"])] + ([] if deny else [(A["c2"], A["a"])])
+    # pick it; from c2 in the C-flag case); the c2 endpoint's join to a only without flag C
+    want = {
+        "c_flag": [(A["c1"], A["a"]), (A["c1"], A["b"])],
+        "c_flag_no_add_addr": [(A["c1"], A["a"]), (A["c2"], A["b"])],
+        "control": [(A["c1"], A["a"]), (A["c1"], A["b"]), (A["c2"], A["a"])],
+    }[case]
     assert pairs(c) == sorted(want)
     joins = 1 if deny else 2
     linux(d, {"MPJoinSynRx": joins, "MPJoinAckRx": joins, "AddAddrTx": 1, "MPJoinRejected": 0})
@@ -75,10 +85,10 @@ def test_our_server_c_flag_linux_client_joins_only_the_announced_address(
     linux_pm(bed, "client", [("c2", "subflow")], subflows=2, accepted=2)
     before = bed.nstat("client")
     srv = ours_server(
-        bed, "server", A["a"], 5692 + deny, f"u_srv_cflag{int(deny)}",
+        bed, "server", A["a"], 5694 + deny, f"u_srv_cflag{int(deny)}",
         "--allow-join-initial-addr-port", str(int(not deny)), "--endpoint", f"{A['b']},signal",
     )  # fmt: skip
-    cli = linux_client(bed, "client", A["a"], 5692 + deny, n, f"k_cli_cflag{int(deny)}")
+    cli = linux_client(bed, "client", A["a"], 5694 + deny, n, f"k_cli_cflag{int(deny)}")
     c, s, d = finish(bed, "client", srv, cli, before)
     print("our server, flag C" if deny else "control", pairs(s))
     assert s["_rc"] == 0 and c["sha256"] == s["sha256"] == pattern_sha256(n), s.get("error")
