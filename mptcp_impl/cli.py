@@ -20,7 +20,9 @@ is plain TCP. Research plug-ins: ``--scheduler``, ``--cc`` and ``--pm`` take a s
 has ``"mptcp": {"fallback", "subflows": [...], "mib": {...}}``.
 
 Control plane: ``--checksum`` asks for DSS checksums (``net.mptcp.checksum_enabled``);
-``--add-addr-timeout S`` (``net.mptcp.add_addr_timeout``); ``--pm-events`` prints every
+``--add-addr-timeout S`` (``net.mptcp.add_addr_timeout``); ``--close-timeout S``
+(``net.mptcp.close_timeout``: how long a connection waits for a subflow when none can carry
+it); ``--allow-join-initial-addr-port 0`` (MP_CAPABLE flag C); ``--pm-events`` prints every
 path-manager event (created, established, announced, removed, sub_established, sub_closed,
 priority, closed: Linux's userspace-PM vocabulary) as a JSON line ``{"pm_event": {...}}`` on
 stdout as it happens; ``--at BYTES:ACTION`` (repeatable) acts once BYTES have been written
@@ -193,6 +195,9 @@ def _config(args: argparse.Namespace) -> StackConfig:
         )
         if args.add_addr_timeout is not None:
             mptcp.add_addr_timeout = args.add_addr_timeout
+        if args.close_timeout is not None:
+            mptcp.close_timeout = args.close_timeout
+        mptcp.allow_join_initial_addr_port = bool(args.allow_join_initial_addr_port)
     return StackConfig(
         sender="raw" if args.no_gso else args.sender,
         mptcp=mptcp,
@@ -439,6 +444,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="resend an ADD_ADDR not echoed after S seconds (default 120, as Linux)",
+    )
+    common.add_argument(
+        "--close-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how long a connection with data outstanding waits for a subflow when it has none "
+        "that can carry it (all closed, or on interfaces that are down) before it is reset "
+        "(default 60, as net.mptcp.close_timeout)",
+    )
+    common.add_argument(
+        "--allow-join-initial-addr-port",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        metavar="0|1",
+        help="0: MP_CAPABLE flag C, no joins to the initial address and port "
+        "(net.mptcp.allow_join_initial_addr_port; default 1)",
     )
     common.add_argument(  # tests: a wrong DSS checksum on the mapping holding this offset
         "--corrupt-checksum-at", type=int, default=None, help=argparse.SUPPRESS

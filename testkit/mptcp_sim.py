@@ -70,6 +70,9 @@ class Host:
     registry: TokenRegistry
     conns: dict[tuple, tuple[MptcpConnection, Any]] = field(default_factory=dict)
     accepted: list[MptcpConnection] = field(default_factory=list)
+    # connections this host opened: their timers run even when no subflow is left (the close
+    # timeout of a connection that lost its last subflow)
+    opened: list[MptcpConnection] = field(default_factory=list)
     events: dict[int, list] = field(default_factory=dict)
     rx: dict[int, bytearray] = field(default_factory=dict)
     listen_port: int | None = None
@@ -111,6 +114,7 @@ class Net:
         port = h.next_port
         h.next_port += 1
         sub = conn.connect((local, port), remote, self.now)
+        h.opened.append(conn)
         self._own(h, conn, sub)
         self.flush(h, conn)
         return conn
@@ -199,7 +203,7 @@ class Net:
                 return
             t_timer, timer_conn = None, None
             for h in {id(x): x for x in self.hosts.values()}.values():
-                for conn, _sub in list(h.conns.values()) + [(c, None) for c in h.accepted]:
+                for conn in self.all_conns(h):
                     t = conn.get_timer()
                     if t is not None and (t_timer is None or t < t_timer):
                         t_timer, timer_conn = t, (h, conn)
@@ -225,7 +229,7 @@ class Net:
         seen: dict[int, MptcpConnection] = {}
         for conn, _ in h.conns.values():
             seen[id(conn)] = conn
-        for c in h.accepted:
+        for c in h.accepted + h.opened:
             seen[id(c)] = c
         return list(seen.values())
 

@@ -65,6 +65,9 @@ class OpenSubflow:
     local_id: int
     remote_id: int
     backup: bool
+    # settled: the edge opened it (``add_subflow``) or could not (``subflow_open_failed``);
+    # either way its subflow slot is accounted for once
+    settled: bool = False
 
 
 @dataclass(slots=True)
@@ -183,10 +186,19 @@ class MptcpConnection:
         self._fin_tries = 0  # DATA_FIN retransmissions (each on the next usable subflow)
         self._subflows_closing = False
         self._linger_deadline: float | None = None  # subflow FINs unanswered by then: reset
+        # Linux's close timeout (net.mptcp.close_timeout): no subflow can carry the connection
+        # (none left, or all on local addresses that are down) while its streams are not
+        # finished; a new subflow or a returning interface must come before this deadline
+        self._tout_deadline: float | None = None
+        self._down_addrs: set[str] = set()  # local addresses the edge reported down
         # path manager state
         self._add_addr_accepted = 0
         self._joins = 0
         self._announced = False
+        # the peer's MP_CAPABLE had flag C: no joins to its initial address and port (Linux's
+        # remote_deny_join_id0)
+        self.remote_deny_join_id0 = False
+        self._c_flag_used = False  # (the one ADD_ADDR taken in Linux's C-flag case)
         self._remote_addrs: set[tuple[str, int]] = set()  # announced to us, already acted on
         # ADD_ADDRs we sent and the peer has not echoed yet: id -> [option, deadline, resent]
         self._add_addr_pending: dict[int, list[Any]] = {}
@@ -282,7 +294,13 @@ class MptcpConnection:
     def accept_join(
         self, syn: TcpSegment, local: tuple[str, int], remote: tuple[str, int], now: float
     ) -> Subflow:
-        """A Linux (or our) client joins: answer with MP_JOIN's SYN/ACK, or refuse with RST."""
+        """A Linux (or our) client joins: answer with MP_JOIN's SYN/ACK, or refuse with RST.
+
+        The SYN takes no subflow slot: its HMAC is checked only on the third ACK, and a
+        half-open join (a lost third ACK, a spoofed SYN) must not hold a slot until its SYN/ACK
+        retries run out. The slot is taken with the valid third ACK (``take_join_slot``, as
+        Linux's mptcp_finish_join); here only joins already complete count against the limit
+        (Linux's accept_subflow)."""
         self._now = now
         self.mib.inc("MPJoinSynRx")
         local_id = self._local_id_for(local[0])
@@ -297,6 +315,8 @@ class MptcpConnection:
             or self._joins >= self.config.limits.subflows
             or self._data_done()
             or self._aborting
+            or self._closed
+            or self._join_to_initial_denied(local)
         )
         if refuse:
             # Linux's subflow_check_req: MPJoinRejected, RST "administratively prohibited"
@@ -307,16 +327,55 @@ class MptcpConnection:
                 self.tcp_config, syn, local, remote, now, hooks=_Refuser(sub)
             )
             return sub
-        self._joins += 1
         if self.initial is not None and local[1] != self.initial.local[1]:
             self.mib.inc("MPJoinPortSynRx")  # to a port we announced
         tcp = TcpConnection.accept_syn(self.tcp_config, syn, local, remote, now, hooks=sub)
         self._attach(sub, tcp)
         return sub
 
+    def _join_to_initial_denied(self, local: tuple[str, int]) -> bool:
+        """Our MP_CAPABLE carried flag C (``allow_join_initial_addr_port`` off): a join to the
+        initial subflow's address and port is refused (joins to announced addresses, or to
+        another port, are not affected), as Linux's net.mptcp.allow_join_initial_addr_port."""
+        init = self.initial
+        return (
+            not self.config.allow_join_initial_addr_port
+            and init is not None
+            and local == init.local
+        )
+
+    def take_join_slot(self, sub: Subflow) -> bool:
+        """A join we answered has a valid third ACK: it takes a subflow slot now, if one is
+        left (Linux's mptcp_finish_join; otherwise MPJoinRejected and the subflow is reset)."""
+        if (
+            self._closed
+            or self.fallback
+            or self._aborting
+            or self._joins >= self.config.limits.subflows
+        ):
+            self.mib.inc("MPJoinRejected")
+            return False
+        self._joins += 1
+        sub.holds_slot = True
+        return True
+
+    def subflow_open_failed(self, req: OpenSubflow, now: float | None = None) -> None:
+        """The edge could not open the subflow an ``OpenSubflow`` asked for (no local port,
+        no route): its slot, taken when it was asked for, is free again (Linux's
+        __mptcp_subflow_connect error path, MPJoinSynTxBindErr). Once per request."""
+        if now is not None:
+            self._now = now
+        if req.settled:
+            return
+        req.settled = True
+        self.mib.inc("MPJoinSynTxBindErr")
+        if self._joins > 0:
+            self._joins -= 1
+
     def add_subflow(self, req: OpenSubflow, local: tuple[str, int], now: float) -> Subflow:
         """The edge has a local port for an ``OpenSubflow``: send the MP_JOIN SYN."""
         self._now = now
+        req.settled = True
         sub = Subflow(
             self,
             local,
@@ -327,6 +386,7 @@ class MptcpConnection:
             remote_id=req.remote_id,
             backup=req.backup,
         )
+        sub.holds_slot = True  # (taken by ``_request_subflow``)
         self._attach(sub, TcpConnection(self.tcp_config, local, req.remote, hooks=sub))
         sub.tcp.connect(now)
         self.mib.inc("MPJoinSynTx")
@@ -346,6 +406,7 @@ class MptcpConnection:
         if self.config.enabled and mpc_usable(mpc, syn=True) and mpc.sender_key is None:
             self.mib.inc("MPCapableSYNRX")
             self.checksum = self.config.checksum or mpc.checksum_required
+            self.remote_deny_join_id0 = mpc.no_join_source  # (Linux: on SYN receive too)
             self._register()
             return
         if mpc is not None:
@@ -358,6 +419,7 @@ class MptcpConnection:
         if mpc_usable(mpc) and mpc.sender_key is not None and mpc.receiver_key is None:
             self.mib.inc("MPCapableSYNACKRX")
             self._set_remote_key(mpc.sender_key)
+            self.remote_deny_join_id0 = mpc.no_join_source
             self.checksum = self.config.checksum or mpc.checksum_required
             return
         self.mib.inc("MPCapableFallbackSYNACK")
@@ -497,6 +559,8 @@ class MptcpConnection:
             t = self._linger_deadline if t is None else min(t, self._linger_deadline)
         if self._repair_at is not None and not self._closed:
             t = self._repair_at if t is None else min(t, self._repair_at)
+        if self._tout_deadline is not None and not self._closed:
+            t = self._tout_deadline if t is None else min(t, self._tout_deadline)
         if not self._closed:
             for ent in self._add_addr_pending.values():
                 if t is None or ent[1] < t:
@@ -539,6 +603,10 @@ class MptcpConnection:
                 self._fin_send = True
                 self._fin_tries += 1
                 self._kick_fin()
+        if self._tout_deadline is not None and now >= self._tout_deadline:
+            self._close_timeout_check(now)  # (a subflow may be back since)
+            if self._tout_deadline is not None and now >= self._tout_deadline:
+                self._close_timeout_expired(now)
 
     # ================================================================= the poll
     def segments_to_send(self, now: float) -> list[tuple[Subflow, TcpSegment]]:
@@ -577,6 +645,7 @@ class MptcpConnection:
             self._schedule(now)
             self._close_progress(now)
         self._rtx.rearm(self, now)
+        self._close_timeout_check(now)
         self._check_closed()
 
     def _subflow_events(self, now: float) -> None:
@@ -644,7 +713,8 @@ class MptcpConnection:
                 self._pm_event("sub_closed", s, error=reason)
             self._reinject_from(s)
             self._held.pop(s, None)
-            if not s.initial and self._joins > 0:
+            if s.holds_slot and self._joins > 0:
+                s.holds_slot = False
                 self._joins -= 1  # its slot is free again (Linux: mptcp_pm_close_subflow)
             if self.cc_group is not None:
                 self.cc_group.discard(s.tcp.cc)
@@ -654,15 +724,86 @@ class MptcpConnection:
                 self._events.append(Reset(reason))
             return
         if not self.subflows and not self._closed:
+            if self._keep_without_subflows():
+                return  # a new subflow may still come: the close timeout decides (_check_closed)
             graceful = self._fin_acked and (self._eof or self._peer_fin is not None)
             if not graceful and reason is not None:
                 self._events.append(Reset(reason))
             elif not graceful and not self._connected:
                 self._events.append(Reset("connection refused"))
+            elif (
+                not graceful
+                and not self.fallback
+                and self.config.close_timeout <= 0
+                and not (self._aborting or self._fastclosed or self.linger_until is not None)
+            ):
+                # no close timeout to wait for a new subflow: the streams are cut, which the
+                # application must hear as such, never as a clean close
+                self._events.append(Reset("last subflow closed with data outstanding"))
+
+    def _keep_without_subflows(self) -> bool:
+        """Whether the connection outlives its last subflow (Linux's __mptcp_close_ssk: an
+        established connection starts its close timeout instead of closing): MPTCP, connected,
+        its streams not both finished, not being reset. Linux closes at once after the
+        application's close; we also wait then while data is outstanding, since a returning
+        path can still deliver it."""
+        return (
+            self._connected
+            and not self.fallback
+            and not self._data_done()
+            and not self._aborting
+            and not self._fastclosed
+            and self.config.close_timeout > 0
+        )
+
+    def _has_carrier(self) -> bool:
+        """A subflow can carry the connection now or once its handshake ends: not closed, on
+        a local address that is up, and (a join we answered) past its third ACK."""
+        down = self._down_addrs
+        return any(
+            not s.closed
+            and s.tcp is not None
+            and s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT)
+            and s.local[0] not in down
+            and (s.initial or s.active or s.established)
+            for s in self.subflows
+        )
+
+    def _close_timeout_check(self, now: float) -> None:
+        """Start the close timeout when no subflow can carry the connection any more, stop it
+        when one can again (Linux: mptcp_start_tout_timer when the last subflow closes,
+        mptcp_stop_tout_timer when a subflow connects or joins)."""
+        if self._closed or not self._keep_without_subflows() or self._has_carrier():
+            self._tout_deadline = None
+        elif self._tout_deadline is None:
+            self._tout_deadline = now + self.config.close_timeout
+
+    def _close_timeout_expired(self, now: float) -> None:
+        """No subflow came back in time: the connection is reset (Linux's mptcp_worker on
+        close_tout_expired: mptcp_do_fastclose), and the application hears a Reset that says
+        what was left, never a clean close."""
+        self._tout_deadline = None
+        unacked = len(self._sbuf)  # written, not DATA_ACKed
+        parts = [f"no subflow for {self.config.close_timeout:g} s (close timeout)"]
+        if unacked:
+            parts.append(f"{unacked} bytes not acknowledged by the peer")
+        if self._fin_dsn is not None and not self._fin_acked:
+            parts.append("our DATA_FIN not acknowledged")
+        if not self._eof:
+            parts.append("the peer's stream not finished")
+        self.abort(now)  # MP_FASTCLOSE on whatever subflow is left (on a down interface)
+        self._closed = True
+        self._unregister()
+        self._events.append(Reset(", ".join(parts)))
+        self._events.append(Closed())
+        if self.fully_established:
+            self._pm_event("closed")
 
     def _check_closed(self) -> None:
         if self._closed:
             return
+        if not self.subflows and self._keep_without_subflows():
+            return  # waiting for a new subflow until the close timeout
         if not self.subflows or all(
             s.tcp.state in (TcpState.CLOSED, TcpState.TIME_WAIT) for s in self.subflows
         ):
@@ -1157,11 +1298,19 @@ class MptcpConnection:
 
     def _request_subflow(
         self, local_addr: str, remote: tuple[str, int], local_id: int, remote_id: int, backup: bool
-    ) -> None:
+    ) -> bool:
+        """Ask the edge for a join (an ``OpenSubflow``); its slot is taken now, and given back
+        when the subflow closes or the edge cannot open it (``subflow_open_failed``). Never
+        to the peer's initial address and port when its MP_CAPABLE had flag C (RFC 8684 3.1:
+        it accepts no more subflows there; Linux's remote_deny_join_id0)."""
         if self._joins >= self.config.limits.subflows or self._mp_fail_sent:
-            return
+            return False
+        init = self.initial
+        if self.remote_deny_join_id0 and init is not None and tuple(remote) == init.remote:
+            return False
         self._joins += 1
         self._events.append(OpenSubflow(local_addr, remote, local_id, remote_id, backup))
+        return True
 
     # ----------------------------------------------------------------- ADD_ADDR
     def announce(self, address: str, addr_id: int, port: int | None = None) -> bool:
@@ -1241,6 +1390,7 @@ class MptcpConnection:
             return  # announced again (the echo was late or lost): echoed, no second subflow
         self._remote_addrs.add(known)
         if self._add_addr_accepted >= self.config.limits.add_addr_accepted:
+            self._c_flag_add_addr(addr_id, known)
             return
         self._add_addr_accepted += 1
         remote = known
@@ -1261,6 +1411,32 @@ class MptcpConnection:
         for ep in mesh:
             self._request_subflow(ep.address, remote, ep.id, addr_id, "backup" in ep.flags)
 
+    def _c_flag_add_addr(self, addr_id: int, remote: tuple[str, int]) -> None:
+        """Linux 6.18's C-flag case (mptcp_pm_add_addr_c_flag_case): a server that set flag C
+        and announces an address to a client that accepts no ADD_ADDR (add_addr_accepted 0,
+        Linux's default) would get no second subflow at all, the client's ``subflow``
+        endpoints being for the initial address only. So that one ADD_ADDR is taken, and each
+        ``subflow`` endpoint other than the initial address joins it, within
+        ``limits.subflows`` and once per connection."""
+        init = self.initial
+        if (
+            not self.remote_deny_join_id0
+            or self._c_flag_used
+            or self.config.limits.add_addr_accepted != 0
+            or self._joins >= self.config.limits.subflows
+            or init is None
+            or not init.active
+        ):
+            return
+        self._c_flag_used = True
+        for ep in self._endpoints():
+            if (
+                "subflow" in ep.flags
+                and ep.address != init.local[0]
+                and _is_v6(ep.address) == _is_v6(remote[0])
+            ):
+                self._request_subflow(ep.address, remote, ep.id, addr_id, "backup" in ep.flags)
+
     # ----------------------------------------------------------------- REMOVE_ADDR
     def on_remove_addr(self, sub: Subflow, o: RemoveAddr) -> None:
         """The peer removed addresses (Linux's mptcp_pm_rm_addr_received): RmAddr per id, and
@@ -1278,15 +1454,25 @@ class MptcpConnection:
             self.pm.address_removed(addr_id)
 
     def interface_up(self, address: str, now: float) -> None:
-        """A local address came up (for the edge or an experiment): the path manager hears."""
+        """A local address came up (for the edge or an experiment): the path manager hears,
+        and subflows kept on that address count as a way out again (close timeout)."""
         self._now = now
+        self._down_addrs.discard(address)
         self.pm.interface_up(address)
+        self._close_timeout_check(now)
 
     def interface_down(self, address: str, now: float) -> None:
         """A local address went away: the path manager hears (the kernel one closes its
-        subflows)."""
+        subflows while another path is up). Once no subflow is on an address that is up, the
+        close timeout runs."""
         self._now = now
+        self._down_addrs.add(address)
         self.pm.interface_down(address)
+        self._close_timeout_check(now)
+
+    @property
+    def down_addresses(self) -> frozenset[str]:
+        return frozenset(self._down_addrs)
 
     def _addr_has_id(self, addr: tuple[str, int], addr_id: int) -> bool:
         return any(s.remote_id == addr_id and s.remote == addr for s in self._seen_subflows)
@@ -1507,6 +1693,8 @@ class MptcpConnection:
                 "peer_fin": self._peer_fin,
                 "eof": self._eof,
                 "subflows_closing": self._subflows_closing,
+                "close_timeout_at": self._tout_deadline,
+                "down_addresses": sorted(self._down_addrs),
             },
             "subflows": [
                 {

@@ -107,5 +107,13 @@ class MptcpConfig:
     # MP_CAPABLE SYNs lost before the next SYN goes without it
     # (net.mptcp.syn_retrans_before_tcp_fallback)
     syn_retrans_before_tcp_fallback: int = 2
+    # net.mptcp.close_timeout: how long a connection whose streams are not finished lives on
+    # with no subflow that can carry it (none left, or only ones on local addresses that are
+    # down) before it is reset: the time a returning interface or a new join has to take
+    # the transfer on ("make-after-break"). 0: reset at once.
+    close_timeout: float = 60.0
+    # net.mptcp.allow_join_initial_addr_port: False sends MP_CAPABLE's C flag ("no more
+    # subflows to this address and port") and refuses joins to the initial address and port
+    allow_join_initial_addr_port: bool = True
     # tests only: the DSS checksum of the mapping holding this data offset is wrong, once
     corrupt_checksum_at: int | None = None

@@ -16,7 +16,8 @@ A path manager is a class with event handlers; the connection creates one per co
 Handlers act through the base class: ``open_subflow(local_address, remote=None, backup=False)``
 (within ``limits.subflows``), ``close_subflow(sub)`` (its data goes on the others),
 ``announce(address, addr_id, port=None)`` (ADD_ADDR), ``set_backup(sub, flag)`` (local
-priority), and read ``subflows``, ``local_addresses``, ``remote``, ``is_client``, ``conn``.
+priority), and read ``subflows``, ``local_addresses``, ``down_addresses``, ``remote``,
+``is_client``, ``conn``.
 A manager that opens a backup path only after a loss (the whole class)::
 
     class BackupOnLoss(PathManager):
@@ -93,6 +94,11 @@ class PathManager:
         return init.remote if init is not None else None
 
     @property
+    def down_addresses(self) -> frozenset[str]:
+        """Local addresses the edge reported down (``interface_down``) and not back yet."""
+        return self.conn.down_addresses
+
+    @property
     def local_addresses(self) -> list[str]:
         """The initial subflow's address, then every configured endpoint's."""
         out: list[str] = []
@@ -113,15 +119,17 @@ class PathManager:
         remote_id: int = 0,
     ) -> bool:
         """Ask the edge for a subflow (an ``OpenSubflow`` event); False when the connection is
-        not fully established, has fallen back, or ``limits.subflows`` is reached."""
+        not fully established, has fallen back, ``limits.subflows`` is reached, or it would go
+        to the peer's initial address and port after the peer's MP_CAPABLE said no (flag C)."""
         c = self.conn
         rem = remote or self.remote
         if rem is None or c.fallback or not c.fully_established or c._data_done():
             return False
         if c._joins >= c.config.limits.subflows:
             return False
-        c._request_subflow(local_address, rem, self._address_id(local_address), remote_id, backup)
-        return True
+        return c._request_subflow(
+            local_address, rem, self._address_id(local_address), remote_id, backup
+        )
 
     def _address_id(self, address: str) -> int:
         """The endpoint's id; 0 for the initial subflow's address; a new id (above every
@@ -174,8 +182,9 @@ class KernelPathManager(PathManager):
     sets them. A client joins from each ``subflow`` endpoint once fully established and to
     each announced address (``add_addr_accepted``; ``fullmesh`` endpoints join it too); a
     server announces its ``signal`` endpoints. A REMOVE_ADDR closes the joined subflows to
-    that address; an interface going down closes the subflows on its address; one coming back
-    opens the endpoint's subflow again."""
+    that address; an interface going down closes the subflows on its address while another
+    path is up (the last path's subflows stay, as with Linux, and carry on when it returns);
+    one coming back opens the endpoint's subflow again."""
 
     name = "kernel"
 
@@ -192,9 +201,16 @@ class KernelPathManager(PathManager):
                 self.close_subflow(s)
 
     def interface_down(self, address: str) -> None:
-        for s in self.subflows:
-            if s.local[0] == address:
-                self.close_subflow(s)
+        going = [s for s in self.subflows if s.local[0] == address]
+        down = self.down_addresses
+        if not any(s.local[0] not in down and not s.closed for s in self.subflows):
+            # The last path: keep its subflows, as Linux keeps any TCP connection when an
+            # interface goes down (its PM does not even hear of it); they retransmit and carry
+            # on when the interface returns, which a join could not do when no slot is left
+            # (limits.subflows=0). The connection's close timeout bounds the wait.
+            return
+        for s in going:
+            self.close_subflow(s)
 
     def interface_up(self, address: str) -> None:
         if not self.is_client:

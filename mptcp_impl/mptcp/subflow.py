@@ -134,6 +134,7 @@ class Subflow:
         self.bytes_sent = 0  # payload handed to this subflow (reinjections included)
         self.bytes_received = 0  # payload pulled from it through mappings
         self.reinjected = 0
+        self.holds_slot = False  # a join counted in the connection's subflow limit
 
     # ----------------------------------------------------------------- scheduler's view
     @property
@@ -314,10 +315,15 @@ class Subflow:
 
     def _syn_option(self, flags: int) -> Any:
         conn = self.conn
+        deny = not conn.config.allow_join_initial_addr_port  # flag C, as Linux sets it
         if self.initial:
             if flags & ACK:
-                return MpCapable(checksum_required=conn.checksum, sender_key=conn.local_key)
-            return MpCapable(checksum_required=conn.config.checksum)
+                return MpCapable(
+                    checksum_required=conn.checksum,
+                    no_join_source=deny,
+                    sender_key=conn.local_key,
+                )
+            return MpCapable(checksum_required=conn.config.checksum, no_join_source=deny)
         if flags & ACK:
             hm = _hmac(
                 conn.local_key,
@@ -341,9 +347,11 @@ class Subflow:
         """Client, until the server's first DSS: the third ACK and the first data segment carry
         both keys (RFC 8684 3.1), so the server learns them even if the third ACK was lost."""
         conn = self.conn
+        deny = not conn.config.allow_join_initial_addr_port
         if not seg.payload:
             return MpCapable(
                 checksum_required=conn.checksum,
+                no_join_source=deny,
                 sender_key=conn.local_key,
                 receiver_key=conn.remote_key,
             )
@@ -352,6 +360,7 @@ class Subflow:
         if rel == 1 and m is not None and m[0] == seg.seq:
             return MpCapable(
                 checksum_required=conn.checksum,
+                no_join_source=deny,
                 sender_key=conn.local_key,
                 receiver_key=conn.remote_key,
                 data_len=m[1],
@@ -517,6 +526,9 @@ class Subflow:
         if ja is None or ja.hmac160 != expect:
             conn.mib.inc("MPJoinAckHMacFailure")
             self.rst_reason = 1
+            return False
+        if not conn.take_join_slot(self):
+            self.rst_reason = 3  # administratively prohibited: no slot left (MPJoinRejected)
             return False
         conn.mib.inc("MPJoinAckRx")
         if conn.initial is not None and self.local[1] != conn.initial.local[1]:

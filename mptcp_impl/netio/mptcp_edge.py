@@ -204,7 +204,7 @@ class MptcpConn(AppEvents, EdgeTimer):
             ep = self.stack.new_endpoint(local_addr, 0)
         except OSError as e:
             log.warning("no subflow from %s to %s: %s", local_addr or "*", req.remote[0], e)
-            self.mconn.mib.inc("MPJoinSynTxBindErr")
+            self.mconn.subflow_open_failed(req, now)  # its slot is free again
             return
         sub = self.mconn.add_subflow(req, (local_addr, ep.port), now)
         self.add_link(sub, ep)

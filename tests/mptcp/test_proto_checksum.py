@@ -160,7 +160,11 @@ def test_mapping_without_checksum_when_negotiated_resets_the_subflow():
     box.feed(f, f.seg(ACK, data_ack(conn, 1), mapping(f, 1, 1, 500), payload=b"n" * 500))
     assert rst_reasons(box, n, f) == [1]  # MP_TCPRST 'MPTCP-specific error'
     assert conn.readable == 0 and conn.mib["MPRstTx"] == 1
-    assert conn.state == "CLOSED"  # it was the only subflow
+    # it was the only subflow: the connection waits close_timeout for another (Linux's
+    # __mptcp_close_ssk starts its tout timer), then ends
+    assert conn.state == "ESTABLISHED"
+    box.advance(conn.config.close_timeout + 1)
+    assert conn.state == "CLOSED"
 
 
 def test_mapping_without_checksum_on_a_join_resets_only_the_join():
@@ -223,8 +227,9 @@ def test_unanswered_mp_fail_resets_the_subflow_after_the_fail_timeout():
     assert rst_reasons(box, n, f) == [] and not conn.fallback
     box.advance(2)
     assert rst_reasons(box, n, f) == [0]  # MP_TCPRST with Linux's default reason
-    assert conn.mib["MPRstTx"] == 1 and conn.state == "CLOSED"
-    assert conn.get_timer() is None
+    assert conn.mib["MPRstTx"] == 1
+    box.advance(conn.config.close_timeout + 1)  # (no other subflow came: the close timeout)
+    assert conn.state == "CLOSED" and conn.get_timer() is None
 
 
 def test_mp_fail_answered_by_mp_fail_or_infinite_mapping_stops_the_fail_timeout():
@@ -274,6 +279,7 @@ def test_sim_mp_fail_lost_on_the_way_resets_after_the_fail_timeout():
         if src == C1 and seg.flags & RST and one(seg, TcpRst) is not None
     ]
     assert [r for _t, r in rsts] == [0] and conn.mib["MPRstTx"] == 1
+    net.run(net.now + conn.config.close_timeout + 1, exact=True)
     assert conn.state == "CLOSED"
 
 

@@ -3,6 +3,8 @@ MP_TCPRST and counters, the joiner's wait for the 4th ACK."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from mptcp_impl.mptcp import crypto
 from mptcp_impl.mptcp.connection import OpenSubflow
 from mptcp_impl.mptcp.ctrl import Endpoint, Limits, MptcpConfig
@@ -121,15 +123,50 @@ def test_server_join_refused_before_fully_established():
     assert len(conn.subflows) == 1 and conn.mib["MPJoinRejected"] == 1
 
 
+def third_ack(box: Box, f2: Flow, synack, nonce: int = RA):
+    ja = one(synack, MpJoinSynAck)
+    hm = crypto.join_ack_hmac(KEY, box.conn.local_key, nonce, ja.nonce)
+    return box.feed(f2, f2.seg(ACK, MpJoinAck(hm)))
+
+
 def test_server_join_limit():
+    """Linux's rule: at the SYN only completed joins count (accept_subflow); the slot is taken
+    by the valid third ACK (mptcp_finish_join), so of two concurrent joins with one slot left
+    the second is refused at its third ACK (MPJoinRejected, RST 'administratively
+    prohibited'), and once the limit is reached a SYN is refused at once."""
     box, f = server(Limits(subflows=1))
     conn = box.conn
-    f2, (synack,) = join_syn(box, 40001)
-    assert synack.flags == SYN | ACK
-    f3, out = join_syn(box, 40002)
-    (rst,) = out
+    f2, (synack2,) = join_syn(box, 40001)
+    assert synack2.flags == SYN | ACK
+    f3, (synack3,) = join_syn(box, 40002)
+    assert synack3.flags == SYN | ACK, "a join without its third ACK took the only slot"
+    (fourth,) = third_ack(box, f2, synack2)
+    assert dss_of(fourth).data_ack is not None
+    (rst,) = third_ack(box, f3, synack3)
     assert rst.flags & RST and one(rst, TcpRst).reason == 3
-    assert len(conn.subflows) == 2 and conn.mib["MPJoinRejected"] == 1
+    assert conn.mib["MPJoinRejected"] == 1 and conn.mib["MPJoinAckRx"] == 1
+    f4, (rst4,) = join_syn(box, 40003)
+    assert rst4.flags & RST and one(rst4, TcpRst).reason == 3
+    assert conn.mib["MPJoinRejected"] == 2
+    assert len([s for s in conn.subflows if s.usable]) == 2
+
+
+def test_server_half_open_join_holds_no_slot():
+    """A join SYN whose third ACK never comes (lost, or a SYN with a guessed token) must not
+    keep the only slot for the minutes its SYN/ACK retries last: another join completes, and
+    the half-open one timing out frees nothing it never took."""
+    box, f = server(Limits(subflows=1))
+    conn = box.conn
+    f2, (synack2,) = join_syn(box, 40001)  # never completed
+    f3, (synack3,) = join_syn(box, 40002)
+    assert synack3.flags == SYN | ACK, "a half-open join holds the only slot"
+    (fourth,) = third_ack(box, f3, synack3)
+    assert box.sub_for(f3).usable
+    box.advance(300.0)  # the half-open join's SYN/ACK retries run out
+    assert all(s.local != f2.remote or s.remote != f2.local for s in conn.subflows)
+    assert box.sub_for(f3).usable
+    f4, (rst4,) = join_syn(box, 40003)  # the slot is still the completed join's
+    assert rst4.flags & RST and one(rst4, TcpRst).reason == 3
 
 
 def test_server_failed_join_does_not_use_up_the_limit():
@@ -308,3 +345,131 @@ def test_a_sender_that_wrote_everything_and_closed_still_accepts_joins():
     assert srv.mib["MPJoinRejected"] == 0 and srv.mib["MPJoinAckRx"] == 1
     joined = [s for s in srv.all_subflows() if not s.initial]
     assert joined and joined[0].bytes_sent > 0
+
+
+def test_client_open_failure_gives_the_slot_back():
+    """The edge could not open the subflow an OpenSubflow asked for (no port, no route):
+    ``subflow_open_failed`` frees its slot (once), so a later join still fits the limit."""
+    cfg = MptcpConfig(
+        endpoints=[Endpoint(US2, frozenset({"subflow"}), 2)], limits=Limits(subflows=1)
+    )
+    box = Box(config=cfg)
+    f = Flow((THEM, PORT), (US, 40000), KEY)
+    box.connect(f)
+    box.feed(f, f.seg(SYN | ACK, MpCapable(sender_key=KEY)))
+    conn = box.conn
+    conn.send(b"x" * 10)
+    box.out()
+    box.feed(f, f.seg(ACK, Dss(data_ack=conn.local_idsn + 11, data_ack64=True), ack=11))
+    (ev,) = [e for e in box.events if isinstance(e, OpenSubflow)]
+    assert not conn.pm.open_subflow(US2), "the limit (1) is taken by the pending request"
+    conn.subflow_open_failed(ev, box.now)
+    conn.subflow_open_failed(ev, box.now)  # (twice: freed once)
+    assert conn.mib["MPJoinSynTxBindErr"] == 1
+    assert conn.pm.open_subflow(US2), "the failed request still holds the only slot"
+    box.out()
+    assert len([e for e in box.events if isinstance(e, OpenSubflow)]) == 2
+    assert not conn.pm.open_subflow(US2)  # (and the new request holds it again)
+
+
+def client_with_c_flag(deny: bool) -> tuple[Box, Flow]:
+    """Our client with a subflow endpoint; the peer's SYN/ACK has MP_CAPABLE flag C or not."""
+    cfg = MptcpConfig(endpoints=[Endpoint(US2, frozenset({"subflow"}), 2)])
+    box = Box(config=cfg)
+    f = Flow((THEM, PORT), (US, 40000), KEY)
+    box.connect(f)
+    box.feed(f, f.seg(SYN | ACK, MpCapable(sender_key=KEY, no_join_source=deny)))
+    conn = box.conn
+    conn.send(b"x" * 10)
+    box.out()
+    box.feed(f, f.seg(ACK, Dss(data_ack=conn.local_idsn + 11, data_ack64=True), ack=11))
+    return box, f
+
+
+def test_client_honours_the_servers_c_flag():
+    """RFC 8684 3.1: flag C says the sender accepts no more subflows to its source address and
+    port. Our client then never joins the initial address (neither from a subflow endpoint nor
+    when an interface comes back), but joins an address the server announces (Linux's
+    remote_deny_join_id0). Without the flag it joins the initial address as before."""
+    from mptcp_impl.mptcp.connection import add_addr_hmac
+    from mptcp_impl.mptcp.options import AddAddr
+
+    box, f = client_with_c_flag(False)
+    assert [(e.local_addr, e.remote) for e in box.events if isinstance(e, OpenSubflow)] == [
+        (US2, (THEM, PORT))
+    ]
+    box, f = client_with_c_flag(True)
+    conn = box.conn
+    assert conn.remote_deny_join_id0
+    assert not [e for e in box.events if isinstance(e, OpenSubflow)], "joined the C address"
+    assert not conn.pm.open_subflow(US2)  # a path manager's own request is refused too
+    conn.interface_down(US2, box.now)
+    conn.interface_up(US2, box.now)
+    box.out()
+    assert not [e for e in box.events if isinstance(e, OpenSubflow)]
+    # an announced address is joined (another port of the initial address would be too)
+    addr = ipaddress.ip_address(THEM2)
+    h = add_addr_hmac(KEY, conn.local_key, 5, addr, None)
+    box.feed(f, f.seg(ACK, AddAddr(addr_id=5, address=addr, hmac=h), ack=11))
+    opens = [e for e in box.events if isinstance(e, OpenSubflow)]
+    assert [(e.remote, e.remote_id) for e in opens] == [((THEM2, PORT), 5)]
+
+
+def test_our_server_sends_c_flag_and_refuses_joins_to_its_initial_address():
+    """``allow_join_initial_addr_port=False`` (net.mptcp.allow_join_initial_addr_port=0): our
+    MP_CAPABLE carries flag C on the SYN/ACK, and a join to the initial address and port is
+    refused (RST 'administratively prohibited', MPJoinRejected); a join to another local
+    address of ours (an announced one) is accepted."""
+    box = Box(config=MptcpConfig(allow_join_initial_addr_port=False))
+    f = Flow((THEM, 40000), (US, PORT), KEY)
+    (synack,) = box.syn(f, f.seg(SYN, MpCapable()))
+    mpc = one(synack, MpCapable)
+    assert mpc.no_join_source and synack.options  # flag C on the wire
+    box.feed(f, f.seg(ACK, MpCapable(sender_key=KEY, receiver_key=mpc.sender_key)))
+    conn = box.conn
+    assert conn.fully_established
+    f2, (rst,) = join_syn(box, 40001)
+    assert rst.flags & RST and one(rst, TcpRst).reason == 3
+    assert conn.mib["MPJoinRejected"] == 1
+    f3 = Flow((THEM2, 40002), (US2, PORT), KEY, isn=0x30000000)
+    (synack3,) = box.syn(f3, f3.seg(SYN, MpJoinSyn(token=conn.local_token, nonce=RA, addr_id=1)))
+    assert synack3.flags == SYN | ACK
+    (fourth,) = third_ack(box, f3, synack3)
+    assert dss_of(fourth).data_ack is not None and box.sub_for(f3).usable
+    # the default: no flag C
+    box2 = Box()
+    (synack,) = box2.syn(f, f.seg(SYN, MpCapable()))
+    assert not one(synack, MpCapable).no_join_source
+
+
+def test_client_c_flag_case_takes_one_add_addr_for_its_subflow_endpoints():
+    """Linux 6.18's C-flag case: flag C from the server and add_addr_accepted 0 on our side
+    (Linux's default limits): the server's first ADD_ADDR is still taken, and our ``subflow``
+    endpoint joins it (not from the initial address); a second one is not. Without flag C,
+    add_addr_accepted 0 means no join."""
+    from mptcp_impl.mptcp.connection import add_addr_hmac
+    from mptcp_impl.mptcp.options import AddAddr
+
+    def run(deny: bool) -> list[tuple[str, tuple[str, int], int]]:
+        cfg = MptcpConfig(
+            endpoints=[Endpoint(US2, frozenset({"subflow"}), 2)],
+            limits=Limits(subflows=2, add_addr_accepted=0),
+        )
+        box = Box(config=cfg)
+        f = Flow((THEM, PORT), (US, 40000), KEY)
+        box.connect(f)
+        box.feed(f, f.seg(SYN | ACK, MpCapable(sender_key=KEY, no_join_source=deny)))
+        conn = box.conn
+        conn.send(b"x" * 10)
+        box.out()
+        box.feed(f, f.seg(ACK, Dss(data_ack=conn.local_idsn + 11, data_ack64=True), ack=11))
+        for addr_id, a in ((5, THEM2), (6, "10.0.0.9")):
+            addr = ipaddress.ip_address(a)
+            h = add_addr_hmac(KEY, conn.local_key, addr_id, addr, None)
+            box.feed(f, f.seg(ACK, AddAddr(addr_id=addr_id, address=addr, hmac=h), ack=11))
+        return [
+            (e.local_addr, e.remote, e.remote_id) for e in box.events if isinstance(e, OpenSubflow)
+        ]
+
+    assert run(True) == [(US2, (THEM2, PORT), 5)]
+    assert run(False) == [(US2, (THEM, PORT), 0)]  # (no ADD_ADDR taken: the limit is 0)

@@ -224,3 +224,31 @@ def test_gso_sender_builds_ipv6_frames(monkeypatch) -> None:
     # the checksum seed is the IPv6 pseudo-header sum (RFC 8200 8.1) without the data
     pseudo = ip[8:40] + struct.pack("!IxxxB", 3020, 6)
     assert s.tcp_checksum_field(3020) == ones_sum(pseudo)
+
+
+def test_mptcp_edge_gives_a_join_slot_back_when_it_cannot_bind() -> None:
+    """The path manager asked for a subflow (OpenSubflow, its slot taken) and the edge cannot
+    bind a port on that address (EADDRNOTAVAIL: the address went away meanwhile): the edge
+    tells the connection (``subflow_open_failed``), whose only slot is free again."""
+    import errno
+
+    from mptcp_impl.mptcp.connection import MptcpConnection, OpenSubflow
+    from mptcp_impl.mptcp.ctrl import Endpoint, Limits, MptcpConfig
+    from mptcp_impl.netio.mptcp_edge import MptcpConn
+
+    conn = MptcpConnection(MptcpConfig(endpoints=[Endpoint("10.0.2.1")], limits=Limits(subflows=1)))
+    conn.connect(("10.0.1.1", 40000), ("10.0.5.2", 5001), 0.0)
+    conn.fully_established = True  # (what the handshake would have done)
+    assert conn.pm.open_subflow("10.0.2.1")
+    req = conn.next_event()
+    assert isinstance(req, OpenSubflow) and not conn.pm.open_subflow("10.0.2.1")
+
+    class NoBind:
+        def new_endpoint(self, addr: str, port: int = 0) -> None:
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+
+    edge = MptcpConn.__new__(MptcpConn)  # (no stack, no sockets: only its _open_subflow)
+    edge.stack, edge.mconn, edge.links = NoBind(), conn, {}
+    edge._open_subflow(req, 0.1)
+    assert conn.mib["MPJoinSynTxBindErr"] == 1 and not edge.links
+    assert conn.pm.open_subflow("10.0.2.1"), "the slot of the subflow never opened is lost"
