@@ -38,7 +38,7 @@ from ..tcp.segment import TcpSegment
 from . import crypto
 from .coupled import make_cc
 from .ctrl import Endpoint, MptcpConfig
-from .holes import note_progress, repair_hole, stall_limit
+from .holes import is_silent, note_progress, repair_hole, stall_limit
 from .opportunistic import opportunistic_retransmit
 from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .pm import make_pm
@@ -1207,7 +1207,7 @@ class MptcpConnection:
             self._subflows_closing = True
             for s in list(self.subflows):
                 if s.tcp.state is not TcpState.CLOSED:
-                    if s.stale:
+                    if s.stale or is_silent(s, now):
                         s.tcp.abort(now)  # its FIN would wait for a path that is down
                     else:
                         s.tcp.close(now)
@@ -1223,14 +1223,17 @@ class MptcpConnection:
         return self._fin_acked and self._eof
 
     def _kick_fin(self) -> None:
-        # The first DATA_FIN on the best working subflow (the first usable one may be stale,
-        # its path cut); each retransmission on the next usable one, so that a path only the
-        # other end knows is dead (a receiver never sees its own RTOs) cannot hold the close.
+        # The first DATA_FIN on the best working subflow (the first usable one may be stale or
+        # silent, its path cut); each retransmission on the next usable one, so that a path
+        # only the other end knows is dead (a receiver never sees its own RTOs) cannot hold
+        # the close.
         usable = [s for s in self.subflows if s.usable]
         if usable:
+            now = self._now
             usable.sort(
                 key=lambda s: (
                     s.stale,
+                    is_silent(s, now),
                     s.backup or s.peer_backup,
                     s.srtt if s.srtt is not None else 1.0,
                 )

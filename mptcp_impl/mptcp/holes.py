@@ -50,6 +50,13 @@ def silence_bound(s: Subflow) -> float:
     return bound
 
 
+def is_silent(s: Subflow, now: float) -> bool:
+    """Data in flight and no ACK progress for longer than ``silence_bound``: its path is cut or
+    drops everything (before its RTOs make it stale). The close avoids it too: a DATA_FIN sent
+    there waits for the subflow's backed-off RTO, and its FIN would never be answered."""
+    return s.tcp.bytes_in_flight > 0 and now - s._progress_at >= silence_bound(s)
+
+
 def note_progress(s: Subflow, now: float) -> None:
     """Called on every pass: the subflow made ACK progress, or has nothing in flight (a subflow
     that just started sending is not silent since long ago)."""

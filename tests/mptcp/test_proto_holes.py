@@ -12,7 +12,7 @@ import pytest
 
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
 from mptcp_impl.tcp.connection import TcpConfig
-from testkit.mptcp_sim import C1, C2, Link, Net, S
+from testkit.mptcp_sim import C1, C2, Link, Net, S, kinds
 
 MB = 1_000_000
 
@@ -101,3 +101,37 @@ def test_no_repair_and_no_cap_without_a_fault():
     assert bytes(server.rx[id(srv)]) == data
     assert conn.mib["MPTCPRetrans"] == 0
     assert all(s.bytes_sent > 0.15 * len(data) for s in conn.all_subflows())
+
+
+def test_close_after_a_cut_avoids_the_silent_subflow():
+    """The wifi path is cut for good mid-transfer; once all the data is through, the DATA_FIN
+    goes on the subflow that still answers and the silent one is reset rather than sent a FIN:
+    our end is closed within a few RTTs of the peer's DATA_FIN. Before: the DATA_FIN went first
+    on the cut subflow (the lower srtt) and waited for its backed-off RTO, then its FIN for the
+    2 s linger: 2.2 s after the data."""
+    net = Net(1)
+    client = net.host("client", [C1, C2], seed=11)
+    server = net.host("server", [S], seed=21, listen_port=5001)
+    wifi = net.path(C1, S, delay=0.005, link=Link(40e6, 151_400))
+    net.path(C2, S, delay=0.015, link=Link(20e6, 151_400))
+    conn = net.connect(
+        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+    )
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 251 for i in range(4 * MB))
+    assert conn.send(data) == len(data)
+    conn.close(net.now)
+    net.flush(client, conn)
+    srv = server.accepted[0]
+    net.run(net.now + 5, stop=lambda: len(server.rx[id(srv)]) >= MB)
+    wifi.up = False
+    net.run(net.now + 30, stop=lambda: kinds(server.events[id(srv)]).count("PeerClosed"))
+    assert bytes(server.rx[id(srv)]) == data
+    srv.close(net.now)
+    net.flush(server, srv)
+    t_fin = net.now
+    net.run(net.now + 30, stop=lambda: "Closed" in kinds(client.events[id(conn)]))
+    assert "Closed" in kinds(client.events[id(conn)])
+    assert "Reset" not in kinds(client.events[id(conn)])
+    assert net.now - t_fin < 0.5, net.now - t_fin
+    assert conn._fin_tries == 0  # the first DATA_FIN went where it was answered
