@@ -71,9 +71,10 @@ INVARIANTS = (
 )
 SERVER = "10.0.9.2"
 PORT = 5001
-TICK = 0.01  # how often the applications write and the invariants are sampled (s)
+TICK = 0.02  # how often the applications write and the invariants are sampled (s)
 STALL_BOUND = 4.0  # s without DATA_ACK progress while a path is usable and data outstanding
 STALE_GRACE = 6.0  # a backup path carries data only once the others are stale (4 RTOs)
+GIVE_UP = 20.0  # s without progress in either direction, all faults over: stop the run
 MIB_ZERO = ("DSSNotMatching", "DataCsumErr", "DataAckInvalid", "InfiniteMapRx")
 
 
@@ -312,6 +313,9 @@ class _Run:
         self.longest_stall = 0.0
         self.stall_start: dict[str, float | None] = {"up": None, "down": None}
         self.last_mark: dict[str, int] = {"up": -1, "down": -1}
+        self.verified: dict[str, int] = {"up": 0, "down": 0}  # bytes compared with the sent
+        self.last_progress = 0.0
+        self.faults_over = max((f.t + f.duration for f in sc.faults), default=0.0)
         self.peak_rcv = self.peak_snd = 0
         self.failed: dict[str, str] = {}
         self.why: list[str] = []  # diagnose() of each direction that did not finish
@@ -459,8 +463,14 @@ class _Run:
         complete = srv is not None
         for name, snd, rcv, data, off in pairs:
             got = self._received(name)
-            if len(got) > len(data) or got != data[: len(got)]:
-                self._fail("data", f"{name}: {len(got)} bytes received differ from those sent")
+            seen = self.verified[name]
+            if len(got) > seen:  # only what arrived since the last tick is compared
+                if (
+                    len(got) > len(data)
+                    or memoryview(got)[seen:] != memoryview(data)[seen : len(got)]
+                ):
+                    self._fail("data", f"{name}: {len(got)} bytes received differ from those sent")
+                self.verified[name] = len(got)
             if len(got) < len(data) or (rcv is not None and not rcv._eof):
                 complete = False
             # the DATA_ACK never covers what the receiver does not have
@@ -492,6 +502,8 @@ class _Run:
                         f"{name}: no DATA_ACK progress for {stall:.2f}s with path(s) {usable} "
                         f"usable (snd_una {snd.snd_una - snd.local_idsn - 1} of {len(data)})",
                     )
+            if mark != self.last_mark[name]:
+                self.last_progress = now
             self.last_mark[name] = mark
         for c in (conn, srv):
             if c is not None:
@@ -499,6 +511,8 @@ class _Run:
         if complete and conn._fin_acked and srv is not None and srv._fin_acked:
             self.done = True
             self.finished_at = now
+        elif now - max(self.last_progress, self.faults_over) > GIVE_UP:
+            self.done = True  # stuck for good: the final checks tell what is missing
 
     def _memory(self, c: MptcpConnection) -> None:
         slack = c.config.max_mapping
@@ -537,7 +551,8 @@ class _Run:
             if len(got) < len(data):
                 self._fail(
                     "incomplete",
-                    f"{name}: {len(got)} of {len(data)} bytes delivered by {sc.deadline:.1f}s",
+                    f"{name}: {len(got)} of {len(data)} bytes delivered by {self.net.now:.1f}s "
+                    f"(deadline {sc.deadline:.1f}s; {GIVE_UP:.0f}s without progress stops a run)",
                 )
             elif hashlib.sha256(got).digest() != hashlib.sha256(data).digest():
                 self._fail("data", f"{name}: sha256 of the {len(got)} bytes delivered differs")
@@ -547,7 +562,7 @@ class _Run:
         ):
             if snd is not None and (len(self._received(name)) < len(data) or not snd._fin_acked):
                 self.why.append(f"{name}: {diagnose(snd, rcv)}")
-        if not self.done and "incomplete" not in self.failed:
+        if self.finished_at is None and "incomplete" not in self.failed:
             c, s = self.conn, self.srv
             self._fail(
                 "close",
@@ -597,6 +612,12 @@ def diagnose(snd: MptcpConnection, rcv: MptcpConnection | None) -> str:
             return "reinjection queued but not sent"
         if all(ch[2].stale for ch in alive):
             return "DATA_ACK hole held by stale subflows only"
+        idle = [
+            ch for ch in alive if ch[2].tcp.snd_una == ch[2].tcp.snd_max and not ch[2].tcp.unsent
+        ]
+        if len(idle) == len(alive):
+            # the chunk is booked on a subflow whose TCP holds nothing: it never took it
+            return "DATA_ACK hole booked on a subflow that never sent it (push truncated)"
         return "DATA_ACK hole on a live subflow, not repaired"
     if not snd._sbuf and snd._close_requested and not snd._fin_acked:
         return "DATA_FIN not acknowledged"
@@ -614,14 +635,21 @@ def _mib_summary(r: _Run) -> dict[str, int]:
 
 
 def run(
-    sc: Scenario, verbose: bool = False, families: tuple[str, ...] = FAMILIES, tamper: Any = None
+    sc: Scenario,
+    verbose: bool = False,
+    families: tuple[str, ...] = FAMILIES,
+    setup: Any = None,
+    tamper: Any = None,
 ) -> Result:
     """Play ``sc`` and check every invariant. ``verbose`` keeps a timeline and both ends'
-    ``debug_state()``; ``tamper(run)`` is called before the final checks (the harness's own
-    tests use it to break a delivered byte)."""
+    ``debug_state()``. The harness's own tests break things behind its back to show that it
+    can fail: ``setup(run)`` is called before the play (to add a fault the scenario does not
+    declare), ``tamper(run)`` before the final checks (to change a delivered byte)."""
     t0 = time.process_time()
     r = _Run(sc, verbose)
     try:
+        if setup is not None:
+            setup(r)
         r.schedule()
         r.net.run(sc.deadline, stop=lambda: r.done or "exception" in r.failed)
         if tamper is not None:
