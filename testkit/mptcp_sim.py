@@ -122,7 +122,7 @@ class Host:
 
 
 class Net:
-    def __init__(self, seed: int = 1, trace: bool = True) -> None:
+    def __init__(self, seed: int = 1, trace: bool = True, rst_unknown: bool = False) -> None:
         self.now = 0.0
         self.rng = random.Random(seed)
         self.paths: dict[tuple[str, str], Path] = {}
@@ -134,6 +134,9 @@ class Net:
         self.keep_trace = trace
         self.down_addrs: set[str] = set()  # interfaces that are down (nothing in or out)
         self._actions: list = []  # (time, n, callback): Net.at
+        # a segment for no connection is answered with an RST, as a real stack does (False:
+        # dropped silently, as the scripted tests expect)
+        self.rst_unknown = rst_unknown
 
     def host(self, name: str, addrs: list[str], seed: int, **kw: Any) -> Host:
         h = Host(name, TokenRegistry(random.Random(seed)), **kw)
@@ -232,6 +235,8 @@ class Net:
         owner = h.conns.get(key)
         if owner is None:
             if h.listen_port != seg.dst_port or not seg.flags & 0x02 or seg.flags & 0x14:
+                if self.rst_unknown and not seg.flags & 0x04:
+                    self._send(dst, src, _rst_for(seg))
                 return
             res = route_syn(
                 seg,
@@ -387,6 +392,14 @@ class Net:
         for c in h.accepted:
             seen[id(c)] = c
         return list(seen.values())
+
+
+def _rst_for(seg: TcpSegment) -> TcpSegment:
+    """The RST a TCP without a connection answers ``seg`` with (RFC 9293 3.10.7.1)."""
+    if seg.flags & 0x10:  # ACK: the RST takes its sequence number from it
+        return TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, 0x04, 0)
+    n = len(seg.payload) + (1 if seg.flags & 0x02 else 0) + (1 if seg.flags & 0x01 else 0)
+    return TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + n) & 0xFFFFFFFF, 0x14, 0)
 
 
 C1, C2, S = "10.0.1.1", "10.0.2.1", "10.0.5.2"  # two_path_net's addresses
