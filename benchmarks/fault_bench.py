@@ -71,11 +71,13 @@ def summarize(results: list[dict[str, Any]], families: tuple[str, ...]) -> dict[
             for lab in dict.fromkeys(labels):
                 by_diag[lab].append(r)
     failed = [r for r in results if not r["ok"]]
+    fallbacks = Counter(reason for r in results for reason in dict.fromkeys(r["fallback"]))
     return {
         "seeds": len(results),
         "failed": len(failed),
         "cpu_s": round(sum(r["cpu"] for r in results), 1),
         "sim_s": round(sum(r["sim_time"] for r in results), 1),
+        "fallbacks": dict(fallbacks),
         "families": {
             f: {"runs": fam_runs[f], "failed": fam_fail[f]} for f in FAMILIES if f in families
         },
@@ -116,6 +118,8 @@ def print_summary(s: dict[str, Any]) -> None:
     print("\nper invariant:")
     for inv, c in s["invariants"].items():
         print(f"  {inv:11s} {c['failed']:6d} failed  simplest seed {c['simplest']}")
+    for reason, n in s["fallbacks"].items():
+        print(f"  ({n} scenario(s) fell back to TCP, allowed: {reason})")
     print("\nper diagnosis:")
     for lab, c in s["diagnoses"].items():
         fams = ",".join(c["simplest_families"])
