@@ -15,8 +15,9 @@ reader, both ends sending) and a timeline of fault events. ``run`` plays it and 
   the deadline (every fault has ended long before: each path that was cut comes back);
 - ``stall``: the longest time with a usable path, data outstanding and no DATA_ACK progress
   stays within ``STALL_BOUND`` (a path counts as usable while it carries an established
-  subflow and has been back long enough for a backed-off RTO to fire, ``2 * outage + 1 s``; a
-  backup path only once the others have been gone long enough to turn stale);
+  subflow and has been back long enough for a backed-off RTO to fire, ``2 * outage + 1 s``,
+  a Bad state of bursty loss that lasts ``GE_OUTAGE`` counting as an outage; a backup path
+  only once the others have been gone long enough to turn stale);
 - ``rcv_memory`` / ``snd_memory``: bytes held stay within the buffers plus one mapping (the
   connection's reassembly counted from what is stored, each subflow's TCP queues, the send
   buffer), and the stored out-of-order bytes match their accounting;
@@ -75,7 +76,10 @@ PORT = 5001
 TICK = 0.02  # how often the applications write and the invariants are sampled (s)
 STALL_BOUND = 4.0  # s without DATA_ACK progress while a path is usable and data outstanding
 STALE_GRACE = 6.0  # a backup path carries data only once the others are stale (4 RTOs)
-GIVE_UP = 20.0  # s without progress in either direction, all faults over: stop the run
+GE_MAX_BAD = 0.5  # s: a burst of bursty loss ends by then (netem's could last for as long as
+# the flow sends little: see GilbertElliott.max_bad)
+GE_OUTAGE = 0.2  # s in a Gilbert-Elliott Bad state before the harness counts a path as cut
+GIVE_UP = 20.0  # s of stall (a usable path, no progress): stuck for good, stop the run
 MIB_ZERO = ("DSSNotMatching", "DataCsumErr", "DataAckInvalid", "InfiniteMapRx")
 
 
@@ -288,7 +292,7 @@ class _Run:
                     loss=ps.loss,
                     link=Link(rate, q),
                     rev_link=Link(rate, q),
-                    ge=GilbertElliott(*ps.ge) if ps.ge else None,
+                    ge=GilbertElliott(*ps.ge, max_bad=GE_MAX_BAD) if ps.ge else None,
                     reorder=ps.reorder,
                     reorder_delay=ps.reorder_ms / 1000,
                     dup=ps.dup,
@@ -307,6 +311,11 @@ class _Run:
         self.cut = [0] * n  # faults of the kind in force on each path (they may overlap)
         self.if_down = [0] * n
         self.backup = [0] * n
+        # a bursty path whose Gilbert-Elliott state stays Bad (it moves per packet: sparse
+        # traffic, as RTO backoff makes it, can keep it there for seconds) is a cut for as
+        # long; a burst seen for GE_OUTAGE s on is counted as one
+        self.ge_bad_since: list[float | None] = [None] * n
+        self.ge_down = [False] * n
         self.usable_from = [0.0] * n
         self.down_since: list[float | None] = [None] * n
         self.nonbackup_gone_since: float | None = None
@@ -315,8 +324,6 @@ class _Run:
         self.stall_start: dict[str, float | None] = {"up": None, "down": None}
         self.last_mark: dict[str, int] = {"up": -1, "down": -1}
         self.verified: dict[str, int] = {"up": 0, "down": 0}  # bytes compared with the sent
-        self.last_progress = 0.0
-        self.faults_over = max((f.t + f.duration for f in sc.faults), default=0.0)
         self.peak_rcv = self.peak_snd = 0
         self.failed: dict[str, str] = {}
         self.why: list[str] = []  # diagnose() of each direction that did not finish
@@ -341,7 +348,7 @@ class _Run:
             self.down_since[i] = self.net.now
 
     def _up(self, i: int) -> None:
-        if self.cut[i] or self.if_down[i]:
+        if self.cut[i] or self.if_down[i] or self.ge_down[i]:
             return
         since = self.down_since[i]
         outage = self.net.now - since if since is not None else 0.0
@@ -435,6 +442,26 @@ class _Run:
             self.failed[name] = f"t={self.net.now:.3f}s {why}"
             self._note(f"FAILED {name}: {why}")
 
+    def _bursts(self) -> None:
+        """Long Bad states of bursty paths, sampled every tick, as outages."""
+        now = self.net.now
+        for i, p in enumerate(self.paths):
+            if p.ge is None:
+                continue
+            if any(p.ge.bad.values()):
+                since = self.ge_bad_since[i]
+                if since is None:
+                    self.ge_bad_since[i] = now
+                elif not self.ge_down[i] and now - since >= GE_OUTAGE:
+                    self.ge_down[i] = True
+                    self._down(i)
+                    self.down_since[i] = min(self.down_since[i] or since, since)
+            else:
+                self.ge_bad_since[i] = None
+                if self.ge_down[i]:
+                    self.ge_down[i] = False
+                    self._up(i)
+
     def _usable_paths(self) -> list[int]:
         """The paths the connection can use now, as far as the scenario goes: up (not cut, the
         interface up) long enough for a backed-off RTO to have fired, and carrying an
@@ -446,7 +473,9 @@ class _Run:
         up = [
             i
             for i, a in enumerate(self.addrs)
-            if not (self.cut[i] or self.if_down[i]) and now >= self.usable_from[i] and a in joined
+            if not (self.cut[i] or self.if_down[i] or self.ge_down[i])
+            and now >= self.usable_from[i]
+            and a in joined
         ]
         if any(not self.backup[i] for i in up):
             self.nonbackup_gone_since = None
@@ -466,6 +495,7 @@ class _Run:
         pairs = [("up", conn, srv, self.up, self.up_off)]
         if srv is not None:
             pairs.append(("down", srv, conn, self.down, self.down_off))
+        self._bursts()
         usable = self._usable_paths()
         complete = srv is not None
         for name, snd, rcv, data, off in pairs:
@@ -509,8 +539,6 @@ class _Run:
                         f"{name}: no DATA_ACK progress for {stall:.2f}s with path(s) {usable} "
                         f"usable (snd_una {snd.snd_una - snd.local_idsn - 1} of {len(data)})",
                     )
-            if mark != self.last_mark[name]:
-                self.last_progress = now
             self.last_mark[name] = mark
         for c in (conn, srv):
             if c is not None:
@@ -518,7 +546,9 @@ class _Run:
         if complete and conn._fin_acked and srv is not None and srv._fin_acked:
             self.done = True
             self.finished_at = now
-        elif now - max(self.last_progress, self.faults_over) > GIVE_UP:
+        elif any(st is not None and now - st > GIVE_UP for st in self.stall_start.values()) or all(
+            c is None or (c.state == "CLOSED" and not c.readable) for c in (conn, srv)
+        ):
             self.done = True  # stuck for good: the final checks tell what is missing
 
     def _memory(self, c: MptcpConnection) -> None:
@@ -559,7 +589,7 @@ class _Run:
                 self._fail(
                     "incomplete",
                     f"{name}: {len(got)} of {len(data)} bytes delivered by {self.net.now:.1f}s "
-                    f"(deadline {sc.deadline:.1f}s; {GIVE_UP:.0f}s without progress stops a run)",
+                    f"(deadline {sc.deadline:.1f}s; a {GIVE_UP:.0f}s stall stops a run)",
                 )
             elif hashlib.sha256(got).digest() != hashlib.sha256(data).digest():
                 self._fail("data", f"{name}: sha256 of the {len(got)} bytes delivered differs")
@@ -599,9 +629,7 @@ def diagnose(snd: MptcpConnection, rcv: MptcpConnection | None) -> str:
     if snd.mib["DSSNotMatching"] or (rcv is not None and rcv.mib["DSSNotMatching"]):
         return "mapping changed on the wire (DSSNotMatching)"
     live = [x for x in snd.subflows if x.usable]
-    pending = snd.snd_una + len(snd._sbuf) > snd.snd_una or (
-        snd._close_requested and not snd._fin_acked
-    )
+    pending = bool(snd._sbuf) or not snd._close_requested or not snd._fin_acked
     if snd.state == "CLOSED":
         return "connection closed with data outstanding" if pending else "closed"
     if not snd.subflows:

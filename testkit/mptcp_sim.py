@@ -69,22 +69,31 @@ class GilbertElliott:
     packet first moves Good->Bad with probability ``p`` (Bad->Good with ``r``), then is lost
     with probability ``1 - k`` in Good and ``1 - h`` in Bad (``h`` and ``k``: the chances a
     packet gets through, as in the classic model; Gilbert's: ``h = 0``, ``k = 1``). One state
-    per direction of a path, as one netem qdisc per interface would keep."""
+    per direction of a path, as one netem qdisc per interface would keep.
+
+    netem's state moves only per packet, so a sparse flow (one retransmission per backed-off
+    RTO) can stay in Bad for many seconds: a cut, not a burst. ``max_bad`` (s), when set, ends
+    a Bad state at the first packet after it has lasted that long."""
 
     p: float
     r: float
     h: float = 0.0
     k: float = 1.0
+    max_bad: float | None = None
     bad: dict[tuple[str, str], bool] = field(default_factory=dict)
+    bad_since: dict[tuple[str, str], float] = field(default_factory=dict)
 
-    def lost(self, rng: random.Random, direction: tuple[str, str]) -> bool:
+    def lost(self, rng: random.Random, direction: tuple[str, str], now: float = 0.0) -> bool:
         """Advance the state of ``direction`` by one packet; whether that packet is lost."""
         bad = self.bad.get(direction, False)
         if bad:
-            if rng.random() < self.r:
+            if rng.random() < self.r or (
+                self.max_bad is not None and now - self.bad_since[direction] >= self.max_bad
+            ):
                 bad = False
         elif rng.random() < self.p:
             bad = True
+            self.bad_since[direction] = now
         self.bad[direction] = bad
         return rng.random() >= (self.h if bad else self.k)
 
@@ -204,7 +213,7 @@ class Net:
         if (
             not p.up
             or (p.loss and rng.random() < p.loss)
-            or (p.ge is not None and p.ge.lost(rng, (src, dst)))
+            or (p.ge is not None and p.ge.lost(rng, (src, dst), self.now))
             or (p.drop and p.drop(seg))
         ):
             p.lost += 1
