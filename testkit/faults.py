@@ -652,6 +652,11 @@ def diagnose(snd: MptcpConnection, rcv: MptcpConnection | None) -> str:
         idle = [
             ch for ch in alive if ch[2].tcp.snd_una == ch[2].tcp.snd_max and not ch[2].tcp.unsent
         ]
+        if rcv is not None and any(_acks_dropped_both_ways(ch[2], rcv) for ch in alive):
+            return (
+                "both ends rewound snd_nxt after RTOs: each drops the other's pure ACKs as old "
+                "(tcp core)"
+            )
         if len(idle) == len(alive):
             # the chunk is booked on a subflow whose TCP holds nothing: it never took it
             return "DATA_ACK hole booked on a subflow that never sent it (push truncated)"
@@ -659,6 +664,21 @@ def diagnose(snd: MptcpConnection, rcv: MptcpConnection | None) -> str:
     if not snd._sbuf and snd._close_requested and not snd._fin_acked:
         return "DATA_FIN not acknowledged"
     return "other"
+
+
+def _before(a: int, b: int) -> bool:
+    return a != b and ((b - a) & 0xFFFFFFFF) < (1 << 31)
+
+
+def _acks_dropped_both_ways(sub: Any, peer_conn: MptcpConnection) -> bool:
+    """Whether ``sub`` and its peer subflow each have a sequence number below what the other
+    already received: after go-back-N on both ends, their pure ACKs (sent at snd_nxt) are
+    old segments to the other, dropped with the ACK they carry (RFC 9293 3.10.7.4)."""
+    for p in peer_conn.subflows:
+        if p.local == sub.remote and p.remote == sub.local and p.tcp is not None:
+            a, b = sub.tcp, p.tcp
+            return _before(a.snd_nxt, b.rcv_nxt) and _before(b.snd_nxt, a.rcv_nxt)
+    return False
 
 
 def _mib_summary(r: _Run) -> dict[str, int]:

@@ -230,3 +230,28 @@ def test_a_cut_an_interface_down_and_a_queue_lose_packets() -> None:
     net.run(10.0)
     assert len(sent) == 5000 and len(got) == 3000 and p.lost == 2000
     assert not [t for t in got if 1.01 < t < 2.01 or 3.01 < t < 4.01]
+
+
+def test_a_bad_state_ends_after_max_bad_even_when_packets_are_sparse() -> None:
+    """netem's state moves per packet: one packet a second (backed-off RTOs) keeps a path in
+    Bad for as many seconds as packets it needs to leave. ``max_bad`` ends it in time."""
+    rng = random.Random(4)
+    ge = GilbertElliott(p=1.0, r=0.0, h=0.0, k=1.0)  # Bad at once, for good
+    assert all(ge.lost(rng, ("a", "b"), float(t)) for t in range(20))
+    ge = GilbertElliott(p=1.0, r=0.0, h=0.0, k=1.0, max_bad=0.5)
+    lost = [ge.lost(rng, ("a", "b"), t * 0.2) for t in range(20)]
+    assert lost[:3] == [True, True, True] and not all(lost)
+
+
+def test_a_segment_for_no_connection_is_answered_with_an_rst_when_asked() -> None:
+    for rst_unknown, expect in ((False, []), (True, [0x04])):
+        net = Net(5, trace=True, rst_unknown=rst_unknown)
+        net.host("a", ["10.0.0.1"], seed=1)
+        net.host("b", ["10.0.0.2"], seed=2)
+        net.path("10.0.0.1", "10.0.0.2", delay=0.01)
+        net._send("10.0.0.1", "10.0.0.2", TcpSegment(40000, 5001, 100, 777, 0x10, 1000))
+        net.run(1.0)
+        back = [seg for _t, src, _d, seg in net.trace if src == "10.0.0.2"]
+        assert [s.flags for s in back] == expect
+        if back:  # RFC 9293: the RST takes its sequence number from the ACK it answers
+            assert back[0].seq == 777 and (back[0].src_port, back[0].dst_port) == (5001, 40000)
