@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from testkit.faults import FAMILIES, INVARIANTS, Result, Scenario, run, run_seed
+from testkit.faults import FAMILIES, INVARIANTS, STALL_BOUND, Result, Scenario, run, run_seed
 
 
 def _batch(args: tuple[list[int], tuple[str, ...]]) -> list[dict[str, Any]]:
@@ -71,6 +71,11 @@ def summarize(results: list[dict[str, Any]], families: tuple[str, ...]) -> dict[
             for lab in dict.fromkeys(labels):
                 by_diag[lab].append(r)
     failed = [r for r in results if not r["ok"]]
+    stalls = sorted(r["longest_stall"] for r in results if r["ok"])
+
+    def pct(q: float) -> float:
+        return stalls[min(len(stalls) - 1, int(q * len(stalls)))] if stalls else 0.0
+
     fallbacks = Counter(reason for r in results for reason in dict.fromkeys(r["fallback"]))
     return {
         "seeds": len(results),
@@ -78,6 +83,8 @@ def summarize(results: list[dict[str, Any]], families: tuple[str, ...]) -> dict[
         "cpu_s": round(sum(r["cpu"] for r in results), 1),
         "sim_s": round(sum(r["sim_time"] for r in results), 1),
         "fallbacks": dict(fallbacks),
+        # the longest stall of each scenario that passed: how close to the bound they come
+        "stall_s": {"p50": pct(0.5), "p99": pct(0.99), "max": stalls[-1] if stalls else 0.0},
         "families": {
             f: {"runs": fam_runs[f], "failed": fam_fail[f]} for f in FAMILIES if f in families
         },
@@ -111,6 +118,11 @@ def print_summary(s: dict[str, Any]) -> None:
     print(
         f"{s['seeds']} scenarios, {s['failed']} failed; {s['cpu_s']} s CPU in the workers, "
         f"{s['sim_s']} s simulated"
+    )
+    st = s["stall_s"]
+    print(
+        f"longest stall of the scenarios that passed: p50 {st['p50']} s, p99 {st['p99']} s, "
+        f"max {st['max']} s (bound {STALL_BOUND} s)"
     )
     print("\nper family (scenarios holding it):")
     for f, c in s["families"].items():
