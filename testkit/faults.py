@@ -623,6 +623,13 @@ def diagnose(snd: MptcpConnection, rcv: MptcpConnection | None) -> str:
     """A short label for why one direction did not finish, read off the sender's data level
     (and the receiver's): what the bench and the report group failures by. A reading of the
     state, not a proof: ``debug_state()`` in a replay has the rest."""
+    if rcv is not None and any(
+        _acks_dropped_both_ways(x, rcv) for x in snd.subflows if x.tcp is not None
+    ):
+        return (
+            "both ends rewound snd_nxt after RTOs: each drops the other's pure ACKs as old "
+            "(tcp core)"
+        )
     if snd.fallback or (rcv is not None and rcv.fallback):
         c = snd if snd.fallback else rcv
         return f"fallback ({c.fallback_reason})"
@@ -652,11 +659,6 @@ def diagnose(snd: MptcpConnection, rcv: MptcpConnection | None) -> str:
         idle = [
             ch for ch in alive if ch[2].tcp.snd_una == ch[2].tcp.snd_max and not ch[2].tcp.unsent
         ]
-        if rcv is not None and any(_acks_dropped_both_ways(ch[2], rcv) for ch in alive):
-            return (
-                "both ends rewound snd_nxt after RTOs: each drops the other's pure ACKs as old "
-                "(tcp core)"
-            )
         if len(idle) == len(alive):
             # the chunk is booked on a subflow whose TCP holds nothing: it never took it
             return "DATA_ACK hole booked on a subflow that never sent it (push truncated)"
