@@ -28,8 +28,8 @@ from testkit.faults import (
 )
 from testkit.mptcp_sim import GilbertElliott, Net
 
-SUITE_SEEDS = range(0, 200)
-BATCH = 10
+SUITE_SEEDS = range(0, 300)
+BATCH = 15
 
 
 def _families() -> tuple[str, ...]:
