@@ -30,6 +30,16 @@ from testkit.mptcp_sim import GilbertElliott, Net
 
 SUITE_SEEDS = range(0, 300)
 BATCH = 15
+# Seeds of SUITE_SEEDS that failed when the harness was written (mptcp_impl as of 40f26c4),
+# by the diagnosis of the run (``--replay SEED`` shows the rest); none is marked xfail, so each
+# batch holding one fails until the stack is fixed:
+#   last subflow closed locally, connection gone (issue 18, defect 5):
+#       2 74 89 114 137 146 160 201 231 246 254
+#   Subflow.push's short count ignored, chunk never sent: 5 8 37 132 148 170 173 293
+#   reinjected data never reinjected again (defect 1): 12 47 124
+#   both ends' pure ACKs dropped as old after go-back-N (tcp core): 14 150 164 275
+#   data-level window closed, no probe (defect 3): 153 155 158 162
+#   hole held by stale subflows only: 217; DATA_FIN retransmitted late on stale subflows: 281
 
 
 def _families() -> tuple[str, ...]:
