@@ -270,6 +270,26 @@ def bench_live_faults(c, families="", pairs="", reps=20, mbytes=8.0, load=2, kee
 
 @task(
     help={
+        "seeds": "how many seeded scenarios",
+        "start": "the first seed",
+        "jobs": "worker processes (default: 2, both cores)",
+        "families": "comma-separated fault families to draw from (default: all)",
+        "replay": "play this one seed again with its timeline and state dump",
+        "json": JSON_HELP,
+    }
+)
+def bench_faults(c, seeds=10_000, start=0, jobs=2, families="", replay=None, json=False):
+    """Compound-fault harness: N seeded simulator scenarios, invariants checked, failures replayable."""
+    args = ["--seeds", str(seeds), "--start", str(start), "--jobs", str(jobs)]
+    if families:
+        args += ["--families", families]
+    if replay is not None:
+        args += ["--replay", str(replay)]
+    _bench("fault_bench", args, json)
+
+
+@task(
+    help={
         "mbytes": "MB per transfer",
         "reps": "transfers per case",
         "iperf_seconds": "iperf3's -t through the proxies",
