@@ -553,7 +553,7 @@ class _Run:
 
     def _memory(self, c: MptcpConnection) -> None:
         slack = c.config.max_mapping
-        stored = sum(len(d) for _dsn, d in c._ooo)
+        stored = sum(len(d) for d in c._ooo_data.values())
         if stored != c._ooo_bytes:
             self._fail(
                 "rcv_memory", f"out-of-order bytes stored {stored} but counted {c._ooo_bytes}"

@@ -175,8 +175,11 @@ class Subflow:
 
     @property
     def space(self) -> int:
+        """What it can take now without queueing: its window's room, and never more than its
+        send buffer holds (a push beyond that would be cut short: bytes recorded as carried
+        by a subflow that never had them)."""
         t = self.tcp
-        return min(t.cwnd, t.snd_wnd) - t.bytes_in_flight - t.unsent
+        return min(min(t.cwnd, t.snd_wnd) - t.bytes_in_flight - t.unsent, t.send_buffer_free)
 
     @property
     def usable(self) -> bool:

@@ -800,7 +800,11 @@ class TcpConnection(LossRecovery, Reassembly):
             ):
                 self._arm_tlp(now, self.snd_max > smax)
         if self._ack_now and (state is S.ESTABLISHED or self.state in _SYNCHRONIZED):
-            self._queue_ctl(ACK, self.snd_nxt, now)
+            # At the highest sequence sent (Linux's tcp_acceptable_seq), not at snd_nxt: after
+            # an RTO snd_nxt goes back to snd_una, and a pure ACK numbered there lies below
+            # what the peer has received, which drops it unread (RFC 9293 3.10.7.4). When both
+            # ends were sending, each dropped the other's ACKs for good.
+            self._queue_ctl(ACK, self.snd_max, now)
         out = self._out
         if out:
             self._out = []

@@ -157,8 +157,7 @@ def test_out_of_order_bytes_stored_beyond_their_count_fail_the_memory_check() ->
     def setup(r) -> None:
         def sneak() -> None:
             far = r.srv.rcv_nxt + 10_000_000
-            r.srv._ooo.append([far, bytes(400_000)])
-            r.srv._ooo_starts.append(far)
+            r.srv._ooo_data[far] = bytes(400_000)
 
         r.net.at(0.3, sneak)
 

@@ -135,3 +135,29 @@ def test_close_after_a_cut_avoids_the_silent_subflow():
     assert "Reset" not in kinds(client.events[id(conn)])
     assert net.now - t_fin < 0.5, net.now - t_fin
     assert conn._fin_tries == 0  # the first DATA_FIN went where it was answered
+
+
+def test_chunks_never_exceed_a_subflows_send_buffer():
+    """Subflows with a 64 KB TCP send buffer under a larger congestion window: the scheduler
+    gave a subflow its window's room, the subflow took what its buffer held, and the rest was
+    recorded as sent there but never was: a hole only the data-level timer (or a failure)
+    would fill (found by the compound-fault harness, seed 132). Now a subflow's room includes
+    its send buffer, and a clean transfer needs no data-level retransmission."""
+    net = Net(1)
+    tcp = TcpConfig(snd_buf=64 * 1024)
+    client = net.host("client", [C1, C2], seed=11, tcp_config=tcp)
+    server = net.host("server", [S], seed=21, listen_port=5001)
+    net.path(C1, S, delay=0.01, link=Link(100e6, 400_000))
+    net.path(C2, S, delay=0.02, link=Link(50e6, 400_000))
+    cfg = MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)], snd_buf=4 * MB)
+    conn = net.connect(client, C1, (S, 5001), cfg)
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 251 for i in range(3 * MB))
+    assert conn.send(data) == len(data)
+    net.flush(client, conn)
+    srv = server.accepted[0]
+    t0 = net.now
+    net.run(t0 + 30, stop=lambda: len(server.rx[id(srv)]) >= len(data))
+    assert bytes(server.rx[id(srv)]) == data
+    assert conn.mib["MPTCPRetrans"] == 0
+    assert net.now - t0 < 3.0, net.now - t0

@@ -230,6 +230,25 @@ def test_abort_after_rto_sends_rst_at_the_highest_sequence_sent():
     assert w.has("b", Reset)
 
 
+def test_both_ends_recover_when_their_acks_were_lost_across_an_rto():
+    """Both ends send; every pure ACK is lost until both have had an RTO, which rewinds
+    snd_nxt. Pure ACKs numbered at snd_nxt then lay below what the other end had received, so
+    each end dropped the other's ACKs unread (RFC 9293 3.10.7.4) and neither learnt its data
+    had arrived: stuck for good (found by the compound-fault harness, bidir + cut). They go
+    at the highest sequence sent (snd_max, Linux's tcp_acceptable_seq) and both recover."""
+    w = established()
+    a, b = w.a, w.b
+    no_acks = lambda _w, _d, seg, _i: [] if not seg.payload else [0.0]  # noqa: E731
+    w.filters["ab"] = w.filters["ba"] = no_acks
+    w.write("a", os.urandom(20_000))
+    w.write("b", os.urandom(20_000))
+    w.run(cond=lambda: a.stats.rto_count >= 1 and b.stats.rto_count >= 1)
+    assert a.snd_max == b.rcv_nxt and b.snd_max == a.rcv_nxt  # each has the other's data
+    w.filters["ab"] = w.filters["ba"] = None
+    w.run(until=w.now + 10, cond=lambda: a.snd_una == a.snd_max and b.snd_una == b.snd_max)
+    assert a.snd_una == a.snd_max and b.snd_una == b.snd_max
+
+
 # ---------------------------------------------------------------- 5. loss repaired by a TLP
 
 
