@@ -12,9 +12,9 @@ stacks do today, good or bad:
 | (wifi)                 | data without DSS (client), intact           |                                   |
 | strip-mptcp (lte)      | join refused (reset), intact on wifi        | join refused (reset), intact      |
 | seq-rewrite (wifi)     | transparent: MPTCP, 2 subflows, intact      | the same                          |
-| payload-rewrite (wifi) | no checksums: byte delivered changed;       | no checksums: the same (xfail     |
-|                        | checksums: DataCsumErr + MP_FAIL, then a    | strict); --checksum: DataCsumErr, |
-|                        | kernel deadlock (test run only on request)  | MP_FAIL, subflow reset, intact    |
+| payload-rewrite (wifi) | no checksums: byte delivered changed;       | no checksums: the same;           |
+|                        | checksums: DataCsumErr + MP_FAIL, then a    | --checksum: DataCsumErr, MP_FAIL, |
+|                        | kernel deadlock (test run only on request)  | subflow reset, intact             |
 | nat (lte)              | join from the NATed address, intact; an     | the same                          |
 |                        | ADD_ADDR of the private address: the        |                                   |
 |                        | server's join to it never gets in           |                                   |
@@ -31,7 +31,9 @@ import os
 
 import pytest
 
-from .conftest import MboxBed, Outcome
+from mptcp_impl.cli import pattern_sha256
+
+from .conftest import NBYTES, MboxBed, Outcome
 
 pytestmark = pytest.mark.net
 
@@ -64,9 +66,14 @@ OURS_BAD = (
 STALL_S = 10.0  # a 1.5 MB upload takes about 1 s here; still running after this = stalled
 
 
-def acted(o: Outcome, link: str, what: str) -> int:
-    st = o.middlebox[link]
+def counted(stats: dict, link: str, what: str) -> int:
+    """A middlebox counter of one link, both directions (since its testbed started)."""
+    st = stats[link]
     return st.get("in", {}).get(what, 0) + st.get("out", {}).get(what, 0)
+
+
+def acted(o: Outcome, link: str, what: str) -> int:
+    return counted(o.middlebox, link, what)
 
 
 def clean_mptcp(o: Outcome, bad: tuple[str, ...]) -> None:
@@ -166,8 +173,10 @@ def test_seq_rewrite_ours_transparent(make_mbox_bed):
 
 def test_payload_rewrite_kernel_without_checksums_delivers_the_change(make_mbox_bed):
     """Linux's default (net.mptcp.checksum_enabled=0): nothing can notice, like plain TCP."""
-    o = bed(make_mbox_bed, "payload-rewrite", "wifi").transfer("kernel")
-    assert acted(o, "wifi", "bytes_rewritten") == 1
+    b = bed(make_mbox_bed, "payload-rewrite", "wifi")
+    before = counted(b.tb.middlebox_stats(), "wifi", "bytes_rewritten")  # earlier transfers'
+    o = b.transfer("kernel")
+    assert acted(o, "wifi", "bytes_rewritten") - before == 1
     assert o.finished and o.server["bytes_received"] == o.client["bytes_sent"]
     assert not o.intact  # one byte differs
     assert o.s("DataCsumErr") == 0 and o.c("MPFailRx") == 0
@@ -196,25 +205,31 @@ def test_payload_rewrite_kernel_with_checksums_mp_fail(make_mbox_bed):
     assert not o.finished  # stalled; were it to finish one day, this test must be revisited
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="without DSS checksums (off by default, as Linux's net.mptcp.checksum_enabled) no "
-    "receiver can tell a rewritten byte: it is delivered (sha256 differs)",
-)
-def test_payload_rewrite_ours_without_checksums(make_mbox_bed):
-    o = bed(make_mbox_bed, "payload-rewrite", "wifi").transfer("ours")
-    assert acted(o, "wifi", "bytes_rewritten") == 1
-    assert o.intact
+def test_payload_rewrite_ours_without_checksums_delivers_the_change(make_mbox_bed):
+    """Without DSS checksums (off by default, as Linux's net.mptcp.checksum_enabled) no
+    receiver can tell a rewritten byte: the transfer completes, every byte arrives, and what
+    arrived is not what was sent."""
+    b = bed(make_mbox_bed, "payload-rewrite", "wifi")
+    before = counted(b.tb.middlebox_stats(), "wifi", "bytes_rewritten")  # earlier transfers'
+    o = b.transfer("ours")
+    assert acted(o, "wifi", "bytes_rewritten") - before == 1
+    assert o.finished, (o.client, o.server)
+    assert o.client["sha256"] == pattern_sha256(NBYTES)  # the sender sent the right stream
+    assert o.client["bytes_sent"] == o.server["bytes_received"] == NBYTES
+    assert o.server["sha256"] != pattern_sha256(NBYTES)  # one byte differs
+    assert not o.intact
+    assert o.client["mptcp"]["fallback"] is False and o.server["mptcp"]["fallback"] is False
+    assert o.s("DataCsumErr") == 0 and o.s("MPFailTx") == 0 and o.c("MPFailRx") == 0
 
 
 def test_payload_rewrite_ours_with_checksums(make_mbox_bed):
     """--checksum on both ends: the rewritten byte fails the DSS checksum, MP_FAIL follows and
     the bad subflow is reset (two subflows); the data arrive intact over the other."""
-    o = bed(make_mbox_bed, "payload-rewrite", "wifi").transfer(
-        "ours", client_extra=("--checksum",), server_extra=("--checksum",)
-    )
+    b = bed(make_mbox_bed, "payload-rewrite", "wifi")
+    before = counted(b.tb.middlebox_stats(), "wifi", "bytes_rewritten")  # earlier transfers'
+    o = b.transfer("ours", client_extra=("--checksum",), server_extra=("--checksum",))
     # once per flow and direction: the subflow that replaces the reset one may be hit too
-    assert acted(o, "wifi", "bytes_rewritten") >= 1
+    assert acted(o, "wifi", "bytes_rewritten") - before >= 1
     assert o.intact
     assert o.s("DataCsumErr") >= 1 and o.s("MPFailTx") >= 1
 

@@ -62,8 +62,13 @@ def test_pattern_sha256_matches_the_stream_the_client_writes() -> None:
 def test_packet_receiver_drains_what_slipped_in_before_its_filter(monkeypatch) -> None:
     """Packets that reach the packet socket before its BPF filter are drained; with
     PACKET_VNET_HDR on, a read shorter than the virtio header fails with EINVAL, which made a
-    join's endpoint fail now and then mid-transfer (MPJoinSynTxBindErr, "[Errno 22]")."""
+    join's endpoint fail now and then mid-transfer (MPJoinSynTxBindErr, "[Errno 22]").
+
+    On loopback: a UDP datagram to the receiver's port reaches the socket before its filter;
+    once the receiver exists, nothing of it is left, and of a UDP datagram, a SYN to another
+    port and a SYN to its port, sent in that order, only the last comes up."""
     import os
+    import select
 
     import pytest
 
@@ -71,18 +76,49 @@ def test_packet_receiver_drains_what_slipped_in_before_its_filter(monkeypatch) -
 
     if os.geteuid() != 0:
         pytest.skip("needs root (AF_PACKET)")
+    lo = socket.inet_aton("127.0.0.1")
+    # two TCP ports held (bound, never listening: a SYN to them is answered with a reset)
+    held = [socket.socket(), socket.socket()]
+    for h in held:
+        h.bind(("127.0.0.1", 0))
+    port, other = (h.getsockname()[1] for h in held)
     real = packet.attach_filter
+    before = []
 
     def slip_in_then_attach(sock, prog):
-        # a packet on loopback while the socket still sees everything
+        # a datagram on loopback while the socket still sees everything
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.sendto(b"x" * 100, ("127.0.0.1", 9))
+        u.sendto(b"x" * 100, ("127.0.0.1", port))
         u.close()
+        # the premise: it is queued on the socket before the filter (ready within 5 s)
+        assert select.select([sock], [], [], 5)[0], "nothing reached the unfiltered socket"
+        before.append(sock.recv(65535, socket.MSG_PEEK))
         real(sock, prog)
 
     monkeypatch.setattr(packet, "attach_filter", slip_in_then_attach)
-    rx = packet.PacketReceiver("127.0.0.1", 1)
-    rx.sock.close()
+    rx = packet.PacketReceiver("127.0.0.1", port)
+    socks = []
+    try:
+        assert before and len(before[0]) > packet.ETH_HLEN + 20
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        socks.append(u)
+        u.sendto(b"y" * 100, ("127.0.0.1", port))
+        for dport in (other, port):
+            t = socket.socket()
+            socks.append(t)
+            t.setblocking(False)
+            t.connect_ex(("127.0.0.1", dport))
+        assert select.select([rx], [], [], 5)[0], "the SYN to the receiver's port never came up"
+        segs = rx.recv_batch()
+        sport = socks[-1].getsockname()[1]
+        got = [(s.src, s.dst, struct.unpack("!HH", s.tcp[:4]), s.tcp[13] & 0x3F) for s in segs]
+        assert got == [(lo, lo, (sport, port), 0x02)]  # the SYN alone
+        assert (rx.packets, rx.bad_ip) == (1, 0)
+        assert rx.recv_batch() == []
+    finally:
+        rx.close()
+        for s in socks + held:
+            s.close()
 
 
 # ---------------------------------------------------------------- IPv6 at the edge
