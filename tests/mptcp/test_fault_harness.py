@@ -31,8 +31,8 @@ from testkit.mptcp_sim import GilbertElliott, Net
 SUITE_SEEDS = range(0, 300)
 BATCH = 15
 # Seeds of SUITE_SEEDS that failed when the harness was written (mptcp_impl as of 40f26c4),
-# by the diagnosis of the run (``--replay SEED`` shows the rest); none is marked xfail, so each
-# batch holding one fails until the stack is fixed:
+# by the diagnosis of the run (``--replay SEED`` shows the rest); none is marked xfail, and all
+# pass since the fixes of issue 18 (each with a regression test of its own):
 #   last subflow closed locally, connection gone (issue 18, defect 5):
 #       2 74 89 114 137 146 160 201 231 246 254
 #   Subflow.push's short count ignored, chunk never sent: 5 8 37 132 148 170 173 293
