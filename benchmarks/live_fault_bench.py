@@ -15,9 +15,12 @@ interface down and up) on ``two_path`` with faster links, run ``--reps`` times f
 - ``linux->linux``: the control.
 
 A run is ``intact`` (both ends exited, the server got the sha256 the client sent), ``corrupt``
-(it ended with other bytes), ``stalled`` (no end within ``--stall-s`` beyond the time the
-transfer needs: the state dumps of our end and the kernels' view are kept in the work folder)
-or ``error`` (an end exited with an error, a reset). ``--load N`` keeps N busy processes
+(it ended with other bytes), ``stalled`` (the data did not arrive within ``--stall-s`` beyond
+the time the transfer needs, or the ends did not exit within ``--stall-s`` after it: the state
+dumps of our end and the kernels' view are kept in the work folder) or ``error`` (an end exited
+with an error, a reset). Two times: until the receiver had every byte (its "progress" line for
+the last megabyte), and until both ends had closed and exited (a Linux client's close returns at
+once, the kernel finishing the close; ours waits for the peer's DATA_FIN). ``--load N`` keeps N busy processes
 running during the runs (a loaded machine is where the stalls were seen). Prints, per family,
 each pair's counts and median time.
 """
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = "; ".join(
                 f"{pair}: {d['intact']}/{a.reps} intact"
                 + "".join(f", {d[k]} {k}" for k in ("stalled", "corrupt", "error") if d[k])
-                + f" (median {d['median_s']} s)"
+                + f" (median: data {d['median_s']} s, exit {d['median_exit_s']} s)"
                 for pair, d in s.items()
             )
             print(f"{fam} ({FAMILIES[fam].doc}): {cells}", flush=True)

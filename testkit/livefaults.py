@@ -68,7 +68,8 @@ class Run:
     pair: str
     rep: int
     outcome: str  # intact, corrupt, stalled, error
-    time_s: float
+    time_s: float  # from the client's start until the receiver had every byte
+    exit_s: float | None = None  # until both ends had closed and exited
     detail: str = ""
 
 
@@ -137,11 +138,22 @@ def run_one(tb, work: Path, fam: str, pair: str, rep: int, nbytes: int, stall_s:
             else:
                 tb.link_up(link, mode=mode)
                 down.discard((link, mode))
-        if not _ended(cli, t0 + budget - time.monotonic()) or not _ended(
-            srv, max(t0 + budget - time.monotonic(), 5.0)
-        ):
+        last = f"^progress {nbytes // MB}$"
+        data_s = None
+        try:
+            srv.wait_for_line(last, timeout=max(t0 + budget - time.monotonic(), 0.1))
+            data_s = time.monotonic() - t_start
+        except TimeoutError:
+            pass  # (or the server ended early: a reset, told below)
+        if data_s is None and srv.returncode is None:
+            stalled = f"the data did not arrive within {budget:.0f} s"
+        elif not _ended(cli, stall_s) or not _ended(srv, 5.0):
+            stalled = f"no end within {stall_s:.0f} s of the data's arrival (the close)"
+        else:
+            stalled = ""
+        if stalled:
             outcome = "stalled"
-            view = [f"{fam} {pair} #{rep}: no end within {budget:.0f} s\n"]
+            view = [f"{fam} {pair} #{rep}: {stalled}\n"]
             for proc, who in ((cli, "client"), (srv, "server")):
                 if _ours(pair, who) and proc.returncode is None:
                     view.append(f"\n--- our {who}'s state\n{state_dump(proc)}")
@@ -149,26 +161,27 @@ def run_one(tb, work: Path, fam: str, pair: str, rep: int, nbytes: int, stall_s:
                 view.append(f"\n--- kernel {name}: {nstat(h, 'MPTcpExt')}\n")
                 view.append(h.run(["ss", "-tinM"], check=False).stdout)
             stem.with_name(stem.name + ".stalled.txt").write_text("".join(view))
-            detail = f"no end within {budget:.0f} s; {stem}.stalled.txt"
+            detail = f"{stalled}; {stem}.stalled.txt"
     finally:
         for link, mode in down:
             tb.link_up(link, mode=mode)
         for p in (cli, srv):
             if p.returncode is None:
                 p.stop()
-    wall = time.monotonic() - t_start
+    wall = round(time.monotonic() - t_start, 2)
+    took = round(data_s, 2) if data_s is not None else wall
     if outcome == "intact":
         try:
             c, s = json_tail(c_out), json_tail(s_out)
         except RuntimeError as e:
-            return Run(fam, pair, rep, "error", round(wall, 2), str(e)[:300])
+            return Run(fam, pair, rep, "error", took, wall, str(e)[:300])
         if c.get("error") or s.get("error") or cli.returncode or srv.returncode:
             outcome = "error"
             detail = str(c.get("error") or s.get("error") or (cli.returncode, srv.returncode))
         elif not (c.get("sha256") == s.get("sha256") == pattern_sha256(nbytes)):
             outcome = "corrupt"
             detail = f"server got {s.get('bytes_received')} bytes, sha256 {s.get('sha256')}"
-    return Run(fam, pair, rep, outcome, round(wall, 2), detail)
+    return Run(fam, pair, rep, outcome, took, wall, detail)
 
 
 def run_family(
@@ -197,13 +210,16 @@ def summary(runs: list[Run]) -> dict:
     out: dict = {}
     for r in runs:
         d = out.setdefault(r.family, {}).setdefault(
-            r.pair, {"intact": 0, "corrupt": 0, "stalled": 0, "error": 0, "times": []}
+            r.pair,
+            {"intact": 0, "corrupt": 0, "stalled": 0, "error": 0, "times": [], "exits": []},
         )
         d[r.outcome] += 1
         if r.outcome == "intact":
             d["times"].append(r.time_s)
+            d["exits"].append(r.exit_s)
     for fam in out.values():
         for d in fam.values():
-            t = d.pop("times")
+            t, e = d.pop("times"), d.pop("exits")
             d["median_s"] = round(statistics.median(t), 2) if t else None
+            d["median_exit_s"] = round(statistics.median(e), 2) if e else None
     return out
