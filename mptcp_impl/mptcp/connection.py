@@ -1238,7 +1238,12 @@ class MptcpConnection:
                     s.srtt if s.srtt is not None else 1.0,
                 )
             )
-            usable[self._fin_tries % len(usable)].tcp.send_ack()
+            sub = usable[self._fin_tries % len(usable)]
+            sub.tcp.send_ack()
+            if self._fin_deadline is None:
+                # (data_fin_sent sets it once the DATA_FIN is on a segment; should it not get
+                # there, the next try goes on the next subflow all the same)
+                self._fin_deadline = self._now + max(sub.tcp.rto or 1.0, 0.2)
 
     def data_fin_due(self, sub: Subflow) -> int | None:
         if self._fin_send and self._fin_dsn is not None and not self._fin_acked:

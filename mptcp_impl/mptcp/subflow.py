@@ -71,6 +71,14 @@ def _drop_tcp_options(seg: TcpSegment) -> int:
     return MAX_OPTIONS_LEN - encoded_length(seg.options)
 
 
+def _drop_sack(seg: TcpSegment) -> int:
+    """Take the SACK blocks off a pure ACK so that a DATA_FIN fits: a subflow that holds
+    out-of-order data (its path was cut amid losses) puts SACK blocks on every ACK, and a
+    DATA_FIN that never fits there never leaves. Returns the room left."""
+    seg.options[:] = [o for o in seg.options if type(o) is not Sack]
+    return MAX_OPTIONS_LEN - encoded_length(seg.options)
+
+
 def _hmac(key_a: int, key_b: int, msg: bytes) -> bytes:
     return crypto.hmac_sha256(key_a.to_bytes(8, "big") + key_b.to_bytes(8, "big"), msg)
 
@@ -425,6 +433,8 @@ class Subflow:
                 data_fin=True,
                 checksum=crypto.dss_checksum(fin_dsn, 0, 1, b"") if conn.checksum else None,
             )
+            if d.length > space and not seg.payload:
+                space = _drop_sack(seg)  # (Linux too gives MPTCP's options the room first)
             if d.length <= space:
                 conn.data_fin_sent(self)
                 return d

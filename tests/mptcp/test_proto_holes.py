@@ -161,3 +161,41 @@ def test_chunks_never_exceed_a_subflows_send_buffer():
     assert bytes(server.rx[id(srv)]) == data
     assert conn.mib["MPTCPRetrans"] == 0
     assert net.now - t0 < 3.0, net.now - t0
+
+
+@pytest.mark.parametrize("seed", [6, 18, 20])
+def test_server_data_fin_leaves_when_the_cut_subflow_puts_sack_blocks_on_its_acks(seed):
+    """1% loss on both paths, then the wifi path cut for good while the client sends. The
+    server's wifi subflow still holds out-of-order data, so its ACKs carry SACK blocks that
+    left no room for a DATA_FIN, and that subflow (the lower srtt) was picked for it every
+    time, with no timer to try another: the server's DATA_FIN never left and the close hung
+    for good (seen live against a Linux client, loss_cut family: 2 of 20). Now the SACK
+    blocks give way to the DATA_FIN, and an unsent DATA_FIN tries the next subflow."""
+    net = Net(seed)
+    client = net.host("client", [C1, C2], seed=seed + 10)
+    server = net.host("server", [S], seed=seed + 20, listen_port=5001)
+    wifi = net.path(C1, S, delay=0.005, link=Link(40e6, 151_400), loss=0.01)
+    net.path(C2, S, delay=0.015, link=Link(20e6, 151_400), loss=0.01)
+    conn = net.connect(
+        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+    )
+    net.run(1.0, stop=lambda: conn._connected)
+    data = bytes(i % 251 for i in range(4 * MB))
+    assert conn.send(data) == len(data)
+    conn.close(net.now)
+    net.flush(client, conn)
+    srv = server.accepted[0]
+    net.run(net.now + 10, stop=lambda: len(server.rx[id(srv)]) >= MB)
+    wifi.up = False
+    net.run(net.now + 60, stop=lambda: "PeerClosed" in kinds(server.events[id(srv)]))
+    assert bytes(server.rx[id(srv)]) == data
+    srv.close(net.now)
+    net.flush(server, srv)
+    t0 = net.now
+
+    def both() -> bool:
+        return all("Closed" in kinds(h.events[id(c)]) for h, c in ((client, conn), (server, srv)))
+
+    net.run(net.now + 60, stop=both)
+    assert both() and srv._fin_acked
+    assert net.now - t0 < 5.0, net.now - t0
