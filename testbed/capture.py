@@ -22,7 +22,7 @@ class Capture:
         bpf: str = "tcp or icmp",
     ):
         """bpf: what to keep (the experiments' TCP and pings by default; the link probes of
-        testkit/linkprobe.py are UDP)."""
+        testbed/probe.py are UDP)."""
         self.targets = targets
         self.bpf = bpf
         self.outdir = Path(outdir)

@@ -363,10 +363,10 @@ class RouterEmulator(RouterQueues):
     def _copy_rules(self, chain_decls: bool) -> list[str]:
         """Duplication, without netem. nft (_loss_rules) marks a share of a direction's
         packets DUP_IN/DUP_OUT; the queue rules above send a marked packet to a copy-packet
-        queue before its delay queue; the emulator sends a copy of it from the router (a raw
-        socket, marked COPY, with COPY_IN and the port for the arriving direction) and gives
-        the original back with NF_REPEAT, the bit cleared, so the hook runs again and the
-        original goes on to its delay queue. The copy leaves through OUTPUT, where these rules
+        queue instead of its delay queue; the emulator sends a copy of it from the router (a
+        raw socket, marked COPY, with COPY_IN and the port for the arriving direction) and holds
+        the original there for its direction's delay, in order with that direction's other
+        packets (testbed/linkem.py CopyQueue). The copy leaves through OUTPUT, where these rules
         put it through the same delay queues: the arriving port's in mangle OUTPUT (like
         mangle FORWARD), the leaving port's in filter OUTPUT (like filter FORWARD)."""
         (mangle, cin), (filt, cout) = COPY_CHAINS
@@ -421,7 +421,6 @@ class RouterEmulator(RouterQueues):
                 copies[str(COPY_BASE + q)] = {
                     "of": q,
                     "mark": COPY | (COPY_IN | i << PORT_SHIFT if arriving else 0),
-                    "clear": DUP_IN if arriving else DUP_OUT,
                 }
         return {"seed": self.seed, "queues": queues, "copies": copies}
 

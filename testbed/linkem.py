@@ -51,9 +51,9 @@ event, not per packet):
   geometrically; a lost packet gets NF_DROP at once.
 - delay distributions: uniform in +-jitter, or normal, Pareto, paretonormal with sigma = jitter.
 - duplication: the kernel marks a share of packets (nft numgen, testbed/emulation.py) and queues
-  them to a copy-packet queue first; here the copy leaves through a raw socket, marked so that
-  the router's OUTPUT rules put it through the delay queues its original meets, and the
-  original goes back with NF_REPEAT to meet its own.
+  them to a copy-packet queue instead; here the copy leaves through a raw socket, marked so
+  that the router's OUTPUT rules put it through the delay queues its original meets, and the
+  original is held in its direction's FIFO like the rest (see CopyQueue).
 """
 
 from __future__ import annotations
@@ -192,6 +192,8 @@ class Queue:
     held: deque | list = field(default_factory=deque)
     last_release: float = 0.0
     to_reorder: int = NEVER  # packets until the next one sent at once, this one included
+    copy_num: int = -1  # the copy queue holding this direction's duplicated originals
+    # (held entries with a negative id, -1 - id, are packets of that queue)
     packets: int = 0
     verdicts: int = 0
     reordered: int = 0
@@ -442,15 +444,16 @@ class QueueWorker:
 @dataclass
 class CopyQueue:
     """A copy-packet queue for duplication: the kernel marks a share of a direction's packets
-    (nft numgen in testbed/emulation.py) and queues them here before the delay queue. The copy
-    leaves through a raw socket with `mark` (so the router's OUTPUT rules put it through the
-    delay queues its original meets); the original is handed back with NF_REPEAT and the
-    `clear` bit taken off its mark, so that the hook runs again and it goes to its delay queue."""
+    (nft numgen in testbed/emulation.py) and queues them here instead of to the delay queue.
+    The copy leaves at once through a raw socket with `mark` (so that the router's OUTPUT
+    rules put it through the delay queues its original meets). The original is held here, but
+    in its delay queue's FIFO (or heap), in arrival order among that queue's packets, and gets
+    its own verdict on this queue when due: so duplication reorders nothing by itself (handing
+    it back to the delay queue would put it behind the packets that came meanwhile)."""
 
     num: int
-    of: int  # the delay queue whose direction this duplicates (for stats)
+    of: int  # the delay queue whose direction this duplicates
     mark: int
-    clear: int
     copies: int = 0
 
 
@@ -462,8 +465,6 @@ QUEUE_KEYS = (
     "reorder_pct",
     "reorder_gap",
 )
-NF_REPEAT = 4
-NFQA_MARK = 3
 VBUF_MSGS = 256  # verdicts gathered before one send
 
 
@@ -493,9 +494,12 @@ class Emulator(QueueWorker):
             )
             self.queues[num] = q
         self.copies: dict[int, CopyQueue] = {
-            int(key): CopyQueue(int(key), int(c["of"]), int(c["mark"]), int(c["clear"]))
+            int(key): CopyQueue(int(key), int(c["of"]), int(c["mark"]))
             for key, c in config.get("copies", {}).items()
         }
+        for c in self.copies.values():
+            if c.of in self.queues:
+                self.queues[c.of].copy_num = c.num
         self.nfq = NfQueueSocket(bufsize=1 << 17)
         self.raw: dict[tuple[int, int], socket.socket] = {}  # (family, mark) -> raw IP socket
         self.vbuf = bytearray(_VERDICT.size * VBUF_MSGS)
@@ -592,11 +596,12 @@ class Emulator(QueueWorker):
             self.vlen = 0
 
     def duplicate(self, c: CopyQueue, n: int) -> None:
-        """A packet of a copy queue (in self.nfq.buf): send its copy, repeat the original."""
+        """A packet of a copy queue (in self.nfq.buf): send its copy now, then hold the
+        original like any packet of its direction (flagged as this queue's)."""
         buf = self.nfq.buf
         (mlen,) = struct.unpack_from("=I", buf, 0)
         end = min(n, mlen)
-        off, pid, mark, payload = 20, -1, 0, b""
+        off, pid, payload = 20, -1, b""
         while off + 4 <= end:
             alen, atype = _ATTR.unpack_from(buf, off)
             if alen < 4:
@@ -604,22 +609,34 @@ class Emulator(QueueWorker):
             atype &= 0x7FFF
             if atype == NFQA_PACKET_HDR:
                 (pid,) = struct.unpack_from("!I", buf, off + 4)
-            elif atype == NFQA_MARK:
-                (mark,) = struct.unpack_from("!I", buf, off + 4)
             elif atype == NFQA_PAYLOAD:
                 payload = bytes(buf[off + 4 : off + alen])
             off += (alen + 3) & ~3
         if pid < 0:
             return
-        self.flush()  # verdicts in the order packets came
-        body = _ATTR.pack(12, NFQA_VERDICT_HDR) + struct.pack("!II", NF_REPEAT, pid)
-        body += _ATTR.pack(8, NFQA_MARK) + struct.pack("!I", mark & ~c.clear)
-        hdr = _NLMSG.pack(20 + len(body), (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT, 1, 0, 0)
-        self.nfq.sock.send(
-            hdr + struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(c.num)) + body
-        )
-        if len(payload) < 20:
+        q = self.queues.get(c.of)
+        if q is None:  # nothing to hold it for: let it go
+            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
             return
+        if len(payload) >= 20:
+            self._send_copy(c, payload)
+        q.packets += 1
+        if q.ge is not None and q.ge.lost(q.rng):
+            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_DROP)
+            return
+        q.to_reorder -= 1
+        if q.to_reorder <= 0:
+            q.to_reorder = q.next_reorder()
+            q.reordered += 1
+            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
+            return
+        entry = (q.release_time(time.monotonic()), -1 - pid)
+        if q.jitter_reorders:
+            heapq.heappush(q.held, entry)
+        else:
+            q.held.append(entry)
+
+    def _send_copy(self, c: CopyQueue, payload: bytes) -> None:
         v6 = payload[0] >> 4 == 6
         key = (6 if v6 else 4, c.mark)
         raw = self.raw.get(key)
@@ -701,12 +718,26 @@ class Emulator(QueueWorker):
                 q.verdicts += 1
                 if q.jitter_reorders:
                     while held and held[0][0] <= now:
-                        self._verdict(NFQNL_MSG_VERDICT, q.num, heappop(held)[1], NF_ACCEPT)
+                        pid = heappop(held)[1]
+                        if pid < 0:
+                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                        else:
+                            self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
                 else:
+                    # a batch verdict for this queue's run (ids only grow along the FIFO),
+                    # one verdict each for the duplicated originals held in the copy queue
                     last = -1
                     while held and held[0][0] <= now:
-                        last = held.popleft()[1]
-                    self._verdict(NFQNL_MSG_VERDICT_BATCH, q.num, last, NF_ACCEPT)
+                        pid = held.popleft()[1]
+                        if pid < 0:  # what came before it leaves before it
+                            if last >= 0:
+                                self._verdict(NFQNL_MSG_VERDICT_BATCH, q.num, last, NF_ACCEPT)
+                                last = -1
+                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                        else:
+                            last = pid
+                    if last >= 0:
+                        self._verdict(NFQNL_MSG_VERDICT_BATCH, q.num, last, NF_ACCEPT)
             if held and (nxt is None or held[0][0] < nxt):
                 nxt = held[0][0]
         self.flush()
@@ -716,7 +747,10 @@ class Emulator(QueueWorker):
         for q in self.queues.values():
             if q.held:
                 for _, pid in sorted(q.held):
-                    self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
+                    if pid < 0:
+                        self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                    else:
+                        self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
                 q.held.clear()
         self.flush()
 

@@ -1,6 +1,6 @@
 """The link conditions of issue 19 measured on the wire: numbered UDP probes from h1 to h2
 through a router whose emulator reorders, duplicates, loses in bursts or jitters them, captured
-with tcpdump at both hosts and read back with tshark (testkit/linkprobe.py).
+with tcpdump at both hosts and read back with tshark (testbed/probe.py).
 
 The bands are statistical, wide enough (5 sigma of the count's own spread, from the model's
 variance) that a correct emulator leaves them once in millions of runs, narrow enough that
@@ -18,8 +18,8 @@ from mininet.net import Mininet
 from testbed.capture import Capture
 from testbed.emulation import EmulatedPort, RouterEmulator
 from testbed.host import MininetHost
+from testbed.probe import binomial_band, observe, one_way_delays, read_probes, send_probes
 from testbed.topology import LinkModel, LossModel
-from testkit.linkprobe import binomial_band, observe, one_way_delays, read_probes, send_probes
 
 pytestmark = pytest.mark.net
 
@@ -203,6 +203,7 @@ def test_duplication_on_the_wire(probe, side):
         f"{seen.duplicates} copies of {n}, want [{lo:.0f}, {hi:.0f}]"
     )
     assert seen.lost == 0
+    assert seen.reordered == 0, "duplication alone must not reorder the originals"
     direction = "in" if side == "left" else "out"
     assert stats[side][direction]["duplicated"] == seen.duplicates
     # every copy took both links' delays: none arrives sooner than 10 ms after its original left

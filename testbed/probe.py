@@ -26,6 +26,8 @@ import socket, struct, sys, time
 dst, port, count, interval, burst, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
     float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
+if len(sys.argv) > 7:
+    s.bind((sys.argv[7], 0))
 pad = bytes(size - 4)
 t0 = time.monotonic()
 i = 0
@@ -48,8 +50,10 @@ def send_probes(
     burst: int = 4,
     size: int = 100,
     port: int = PROBE_PORT,
+    src: str | None = None,
 ) -> None:
-    """Send `count` numbered UDP probes from host to dst (returns when all are sent)."""
+    """Send `count` numbered UDP probes from host to dst (returns when all are sent); from
+    the address src if given (a multi-homed host routes by source address)."""
     host.run(
         [
             sys.executable,
@@ -61,6 +65,7 @@ def send_probes(
             str(interval),
             str(burst),
             str(size),
+            *([src] if src else []),
         ],
         timeout=count / burst * interval + 60,
     )
