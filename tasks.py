@@ -154,14 +154,28 @@ def demo(c, results=None):
         "seconds": "iperf3 time per phase",
         "delay_ms": "one-way delay on the emulated link",
         "rate": "htb Mbit/s on the emulated link (default: none)",
+        "reorder_pct": "netem-style reordering in % (issue 19's speed case: 1; default 0)",
+        "duplicate_pct": "duplication in %",
+        "parallel": "iperf3 streams per direction (default 1)",
         "json": JSON_HELP,
     }
 )
-def bench_linkem(c, seconds=10.0, delay_ms=10.0, rate=None, json=False):
+def bench_linkem(
+    c,
+    seconds=10.0,
+    delay_ms=10.0,
+    rate=None,
+    reorder_pct=0.0,
+    duplicate_pct=0.0,
+    parallel=1,
+    json=False,
+):
     """How fast the delay emulator goes: h1 -- r1 -- h2 at 20 ms RTT, Mbit/s and its CPU use."""
     args = ["--seconds", str(seconds), "--delay-ms", str(delay_ms)]
     if rate is not None:
         args += ["--rate", str(rate)]
+    args += ["--reorder-pct", str(reorder_pct), "--duplicate-pct", str(duplicate_pct)]
+    args += ["--parallel", str(parallel)]
     _bench("linkem_bench", args, json)
 
 

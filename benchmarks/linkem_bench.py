@@ -1,5 +1,8 @@
 """How fast the delay emulator goes: h1 -- r1 -- h2, 20 ms RTT, iperf3 through the router.
 
+With --reorder-pct 1 (issue 19's case; also --duplicate-pct, --loss-model) the link reorders
+too; the goal there is at least 1 Gbit/s per direction on one core with GSO.
+
 The delay sits on ONE link (h1 -- r1), delay_ms each way (default 10 ms, so RTT 20 ms), so every
 packet crosses the emulator once. The other link is plain. No rate limit unless --rate is given
 (htb on both ends of the h1 -- r1 link). Three phases: h1 -> h2, h2 -> h1 (iperf3 -R) and both
@@ -23,7 +26,7 @@ from mininet.net import Mininet
 
 from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
 from testbed.host import MininetHost
-from testbed.topology import LinkModel
+from testbed.topology import LinkModel, LossModel
 from testkit.iperf import iperf3_end
 
 H1_IP, H2_IP = "10.78.1.1", "10.78.2.1"
@@ -42,6 +45,10 @@ def build(prefix: str = "lb"):
     r1.cmd(f"ip addr add 10.78.1.254/24 dev {r1.name}-eth0")
     r1.cmd(f"ip addr add 10.78.2.254/24 dev {r1.name}-eth1")
     r1.cmd("sysctl -qw net.ipv4.ip_forward=1")
+    # Each phase is a new connection: it must not start from the ssthresh an earlier phase's
+    # losses or reordering left in the TCP metrics cache (that measured the cache, not us).
+    for h in (h1, h2):
+        h.cmd("sysctl -qw net.ipv4.tcp_no_metrics_save=1")
     return net, h1, r1, h2
 
 
@@ -56,9 +63,12 @@ def cpu_seconds(pid: int | None) -> tuple[float, float]:
     return int(fields[11]) / tck, int(fields[12]) / tck
 
 
-def iperf3(client, server, seconds: float, mode: str) -> dict[str, float]:
-    """Receiver-side Mbit/s per direction ("h1->h2", "h2->h1") of one TCP iperf3 run."""
+def iperf3(client, server, seconds: float, mode: str, parallel: int = 1) -> dict[str, float]:
+    """Receiver-side Mbit/s per direction ("h1->h2", "h2->h1") of one TCP iperf3 run (with
+    `parallel` streams per direction, summed)."""
     flag = {"forward": "", "reverse": "-R", "bidir": "--bidir"}[mode]
+    if parallel > 1:
+        flag += f" -P {parallel}"
     end = iperf3_end(client, server, H2_IP, seconds, flag=flag, port=PORT)
     rtts = [
         st["sender"]["mean_rtt"] / 1000
@@ -90,7 +100,10 @@ def run(
     log_path: Path | None,
     jitter_ms: float = 0.0,
     no_offload: bool = False,
+    conditions: dict | None = None,
+    parallel: int = 1,
 ) -> list[dict]:
+    """conditions: more LinkModel fields for the emulated link (reorder_pct, duplicate_pct, ...)."""
     net, h1, r1, h2 = build()
     emu = None
     results = []
@@ -100,7 +113,9 @@ def run(
                 node.cmd(f"ethtool -K {node.name}-eth0 tso off gso off gro off")
             for intf in ("eth0", "eth1"):
                 r1.cmd(f"ethtool -K {r1.name}-{intf} tso off gso off gro off")
-        model = LinkModel(delay_ms=delay_ms, jitter_ms=jitter_ms, rate_mbit=rate_mbit)
+        model = LinkModel(
+            delay_ms=delay_ms, jitter_ms=jitter_ms, rate_mbit=rate_mbit, **(conditions or {})
+        )
         if rate_mbit:
             shape_interface(MininetHost(h1), f"{h1.name}-eth0", model)
             shape_interface(MininetHost(r1), f"{r1.name}-eth0", model)
@@ -118,24 +133,24 @@ def run(
             flush=True,
         )
 
-        def counts() -> tuple[int, int]:
+        def counts() -> tuple[int, int, int, int]:
             st = emu.stats().get("left")
             if st is None:
-                return 0, 0
-            return (
-                sum(st[d]["packets"] for d in ("in", "out")),
-                sum(st[d]["kernel_dropped"] for d in ("in", "out")),
+                return 0, 0, 0, 0
+            return tuple(
+                sum(st[d][k] for d in ("in", "out"))
+                for k in ("packets", "kernel_dropped", "reordered", "duplicated")
             )
 
         for mode in modes:
-            pkts0, drops0 = counts()
+            pkts0, drops0, reo0, dup0 = counts()
             (u0, s0), t0 = cpu_seconds(pid), time.monotonic()
-            mbit = iperf3(h1, h2, seconds, mode)
+            mbit = iperf3(h1, h2, seconds, mode, parallel)
             elapsed = time.monotonic() - t0
             u1, s1 = cpu_seconds(pid)
             user, system = (u1 - u0) / elapsed * 100, (s1 - s0) / elapsed * 100
             cpu = user + system
-            pkts1, drops1 = counts()
+            pkts1, drops1, reo1, dup1 = counts()
             row = {
                 "mode": mode,
                 **{k: round(v, 1) for k, v in mbit.items()},
@@ -144,6 +159,8 @@ def run(
                 "system_pct": round(system, 1),
                 "queued_per_s": round((pkts1 - pkts0) / elapsed),
                 "kernel_dropped": drops1 - drops0,
+                "reordered": reo1 - reo0,
+                "duplicated": dup1 - dup0,
             }
             results.append(row)
             dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
@@ -152,7 +169,9 @@ def run(
                 f"{mode:8s} {dirs}   emulator CPU {cpu:5.1f}% of one core "
                 f"(user {user:.1f}%, system {system:.1f}%), "
                 f"{row['queued_per_s']} packets/s queued, "
-                f"{row['kernel_dropped']} dropped by a full queue",
+                f"{row['kernel_dropped']} dropped by a full queue"
+                + (f", {row['reordered']} reordered" if row["reordered"] else "")
+                + (f", {row['duplicated']} duplicated" if row["duplicated"] else ""),
                 flush=True,
             )
     finally:
@@ -160,6 +179,20 @@ def run(
             emu.stop()
         net.stop()
     return results
+
+
+def conditions(args: argparse.Namespace) -> dict:
+    out: dict = {}
+    if args.reorder_pct:
+        out["reorder_pct"] = args.reorder_pct
+    if args.duplicate_pct:
+        out["duplicate_pct"] = args.duplicate_pct
+    if args.loss_model:
+        nums = [float(x) for x in args.loss_model.split(",")]
+        out["loss_model"] = LossModel(*nums) if len(nums) > 1 else LossModel(nums[0], 100 - nums[0])
+    if out:
+        print(f"conditions on h1 -- r1: {out}", flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +207,23 @@ def main(argv: list[str] | None = None) -> int:
         help="TSO/GSO/GRO off on every interface: MTU-sized packets only",
     )
     ap.add_argument("--modes", default="forward,reverse,bidir")
+    ap.add_argument(
+        "--reorder-pct",
+        type=float,
+        default=0.0,
+        help="netem-style reordering on h1 -- r1, in %% of packets (issue 19's case: 1)",
+    )
+    ap.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="iperf3 streams per direction: under reordering one TCP stream's window often "
+        "collapses (spurious recovery), and then the figure is TCP's, not the emulator's",
+    )
+    ap.add_argument("--duplicate-pct", type=float, default=0.0, help="duplication, %%")
+    ap.add_argument(
+        "--loss-model", default=None, help="Gilbert-Elliott p,r[,h,k] in %% (e.g. 0.01,30)"
+    )
     ap.add_argument("--log", type=Path, default=None, help="emulator stderr log")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     args = ap.parse_args(argv)
@@ -185,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         args.log,
         jitter_ms=args.jitter_ms,
         no_offload=args.no_offload,
+        conditions=conditions(args),
+        parallel=args.parallel,
     )
     if args.json:
         print(json.dumps(results))

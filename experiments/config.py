@@ -72,9 +72,11 @@ from typing import Any
 from experiments.errors import ExperimentError
 from experiments.stacks import STACKS
 from testbed.topology import (
+    SET_FIELDS,
     TopologyError,
     describe_files,
     load_topology,
+    parse_conditions,
     parse_override,
     read_toml,
     toml_path,
@@ -112,8 +114,9 @@ FLOW_KEYS = {
     "timeout_s",
 }
 BACKGROUND_KEYS = FLOW_KEYS | {"name", "stack"}
-EVENT_KEYS = {"at", "link", "action", "mode", "rate_mbit", "delay_ms", "loss_pct", "jitter_ms"}
-SET_PARAMS = ("rate_mbit", "delay_ms", "loss_pct", "jitter_ms")
+SET_PARAMS = ("rate_mbit", "delay_ms", "loss_pct", "jitter_ms")  # numbers
+SET_CONDITIONS = tuple(f for f in SET_FIELDS if f not in SET_PARAMS and f != "queue_pkts")
+EVENT_KEYS = {"at", "link", "action", "mode", *SET_PARAMS, *SET_CONDITIONS}
 METRIC_KEYS = {"warmup_s", "gap_window_s"}
 
 
@@ -144,7 +147,7 @@ class EventSpec:
     link: str
     action: str
     mode: str = "blackhole"
-    params: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -475,13 +478,19 @@ def _event(source: str, where: str, e: dict[str, Any]) -> EventSpec:
         raise ExperimentError(
             source, f"{where}.mode", f"must be blackhole or interface, not {mode!r}"
         )
-    params = {
+    params: dict[str, Any] = {
         k: float(_typed(source, f"{where}.{k}", e[k], (int, float), lo=0))
         for k in SET_PARAMS
         if k in e
     }
+    try:  # the link conditions, checked as a topology file's (the values stay as written)
+        parse_conditions(source, where, e)
+    except TopologyError as exc:
+        raise ExperimentError(source, exc.field, exc.problem) from None
+    params.update({k: e[k] for k in SET_CONDITIONS if k in e})
     if action == "set" and not params:
-        raise ExperimentError(source, where, f"a set event needs one of {', '.join(SET_PARAMS)}")
+        known = ", ".join((*SET_PARAMS, *SET_CONDITIONS))
+        raise ExperimentError(source, where, f"a set event needs one of {known}")
     if action != "set" and params:
         raise ExperimentError(
             source, f"{where}.{next(iter(params))}", "only set events take link parameters"

@@ -13,8 +13,18 @@ class Capture:
     """tcpdump on (host, interface) pairs; files are named `<interface>.pcap`, and an interface
     is called `<host>-ethN`, so a file says both where and on which link it was taken."""
 
-    def __init__(self, targets: list[tuple[Host, str]], outdir: Path, *, snaplen: int = 128):
+    def __init__(
+        self,
+        targets: list[tuple[Host, str]],
+        outdir: Path,
+        *,
+        snaplen: int = 128,
+        bpf: str = "tcp or icmp",
+    ):
+        """bpf: what to keep (the experiments' TCP and pings by default; the link probes of
+        testbed/probe.py are UDP)."""
         self.targets = targets
+        self.bpf = bpf
         self.outdir = Path(outdir)
         self.snaplen = snaplen
         self.procs: list[Process] = []
@@ -49,7 +59,7 @@ class Capture:
             "root",
             "-w",
             path,
-            "tcp or icmp",
+            self.bpf,
         ]
         self.procs.append(host.start(args, stderr=subprocess.PIPE))
 

@@ -1,5 +1,5 @@
-"""The link model: rate and queue with htb on interfaces; delay, jitter, loss and blackholes on
-routers.
+"""The link model: rate and queue with htb on interfaces; delay, jitter, loss, reordering,
+duplication, Gilbert-Elliott loss and blackholes on routers.
 
 No netem on this kernel. Rate limiting is plain tc (htb, and a leaf that holds queue_pkts*1514
 bytes, see shape_interface) and may sit anywhere, endpoints included. Delay and jitter are added
@@ -11,9 +11,14 @@ In the router's namespace:
 
     nft table inet mptcplab, chain forward (priority -300):
         iifname @down drop; oifname @down drop          (blackholes: a set of interface names)
-        iifname X jump pN_in; oifname X jump pN_out     (pN_*: numgen random mod 10000 lt L drop)
-    iptables/ip6tables mangle FORWARD -> MPTCPLAB_IN:   -i X -j NFQUEUE --queue-num 2N
-    iptables/ip6tables filter FORWARD -> MPTCPLAB_OUT:  -o X -j NFQUEUE --queue-num 2N+1
+        iifname X jump pN_in; oifname X jump pN_out     (pN_*: numgen random mod 10000 lt L drop,
+                                                         then numgen ... meta mark set DUP_IN/OUT)
+    iptables/ip6tables mangle FORWARD -> MPTCPLAB_IN:   -i X [mark DUP_IN] -j NFQUEUE 1000+2N,
+                                                        -i X -j NFQUEUE --queue-num 2N
+    iptables/ip6tables filter FORWARD -> MPTCPLAB_OUT:  -o X [mark DUP_OUT] -j NFQUEUE 1000+2N+1,
+                                                        -o X -j NFQUEUE --queue-num 2N+1
+    iptables/ip6tables mangle/filter OUTPUT -> MPTCPLAB_CIN/COUT: the emulator's copies (marked
+                                                        COPY) to the same delay queues
 
 Why iptables for the queues: this kernel has no nft `queue` expression (CONFIG_NFT_QUEUE is off)
 but has the xtables NFQUEUE target through nft_compat, which iptables-nft uses. Why two hooks: a
@@ -49,6 +54,17 @@ IPTABLES = ("iptables", "ip6tables")
 # queue verdict resumes at the next hook, not at the next rule: a packet crossing two emulated
 # links of this router is held once for each.
 QUEUE_CHAINS = (("mangle", "MPTCPLAB_IN", "-i", 0), ("filter", "MPTCPLAB_OUT", "-o", 1))
+# Duplication (see _dup_rules): the same two hooks of OUTPUT, for the copies the emulator
+# sends from the router, so that a copy meets the delay queues its original meets.
+COPY_CHAINS = (("mangle", "MPTCPLAB_CIN"), ("filter", "MPTCPLAB_COUT"))
+COPY_BASE = 1000  # copy queue of delay queue q: COPY_BASE + q (middleboxes use 100..)
+# Mark bits (the router's own; marks do not cross namespaces):
+DUP_IN = 0x01000000  # nft: duplicate this packet in its arriving direction
+DUP_OUT = 0x02000000  # nft: duplicate it in its leaving direction
+COPY = 0x04000000  # a copy the emulator sent
+COPY_IN = 0x08000000  # ... of an arriving direction, port index in PORT_BITS
+PORT_SHIFT = 16
+PORT_BITS = 0xFF << PORT_SHIFT
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -118,6 +134,33 @@ def shape_interface(host: Host, intf: str, model: LinkModel) -> None:
             ["tc", "class", "change", "dev", intf, "parent", "1:", "classid", "1:1", "htb", *cls],
         )
     _run(host, ["tc", "qdisc", "replace", "dev", intf, "parent", "1:1", "handle", "10:", *leaf])
+
+
+# What the router's emulator (and its nft rules) carry out; rate and queue are tc's.
+EMULATED_FIELDS = (
+    "delay_ms",
+    "jitter_ms",
+    "delay_distribution",
+    "jitter_reorders",
+    "reorder_pct",
+    "reorder_gap",
+    "duplicate_pct",
+    "loss_model",
+    "loss_pct",
+)
+
+
+def queue_settings(m: LinkModel) -> dict:
+    """A link direction's settings as testbed/linkem.py takes them (config and update)."""
+    return {
+        "delay_ms": m.delay_ms,
+        "jitter_ms": m.jitter_ms,
+        "jitter_dist": m.delay_distribution,
+        "jitter_reorders": m.jitter_reorders,
+        "reorder_pct": m.reorder_pct,
+        "reorder_gap": m.reorder_gap,
+        "loss_model": m.loss_model.as_dict() if m.loss_model else None,
+    }
 
 
 @dataclass
@@ -260,13 +303,19 @@ class RouterEmulator(RouterQueues):
         """The per-port nft chains: random loss in the kernel, for each direction."""
         port, i = self.ports[link], self.index[link]
         lines = []
-        for chain in (f"p{i}_in", f"p{i}_out"):
+        for chain, bit in ((f"p{i}_in", DUP_IN), (f"p{i}_out", DUP_OUT)):
             lines.append(f"flush chain {FAMILY} {TABLE} {chain}")
             threshold = round(port.model.loss_pct * 100)
             if threshold > 0:
                 lines.append(
                     f"add rule {FAMILY} {TABLE} {chain} "
                     f"numgen random mod 10000 lt {threshold} counter drop"
+                )
+            dup = round(port.model.duplicate_pct * 10000)
+            if dup > 0:  # after loss, as netem; the copy is made by the emulator (_dup_rules)
+                lines.append(
+                    f"add rule {FAMILY} {TABLE} {chain} numgen random mod 1000000 lt {dup} "
+                    f"counter meta mark set meta mark | {bit:#x}"
                 )
         return "\n".join(lines) + "\n"
 
@@ -290,7 +339,7 @@ class RouterEmulator(RouterQueues):
         _run(self.host, ["nft", "-f", "-"], stdin=script)
 
     def _queue_rules(self, chain_decls: bool = False) -> None:
-        """(Re)write both queue chains atomically, for IPv4 and IPv6: declaring a chain in
+        """(Re)write the queue chains atomically, for IPv4 and IPv6: declaring a chain in
         iptables-restore --noflush empties it, so runtime changes never leave a gap."""
         for tool in IPTABLES:
             script = []
@@ -300,41 +349,80 @@ class RouterEmulator(RouterQueues):
                     script.append(f"-A FORWARD -j {chain}")
                 for link, i in self.index.items():
                     if self.ports[link].model.delayed:
+                        intf, q = self.ports[link].intf, 2 * i + offset
+                        bit = DUP_OUT if offset else DUP_IN
                         script.append(
-                            f"-A {chain} {flag} {self.ports[link].intf} "
-                            f"-j NFQUEUE --queue-num {2 * i + offset}"
+                            f"-A {chain} {flag} {intf} -m mark --mark {bit:#x}/{bit:#x} "
+                            f"-j NFQUEUE --queue-num {COPY_BASE + q}"
                         )
+                        script.append(f"-A {chain} {flag} {intf} -j NFQUEUE --queue-num {q}")
                 script.append("COMMIT")
+            script += self._copy_rules(chain_decls)
             _run(self.host, [f"{tool}-restore", "-w", "--noflush"], stdin="\n".join(script) + "\n")
+
+    def _copy_rules(self, chain_decls: bool) -> list[str]:
+        """Duplication, without netem. nft (_loss_rules) marks a share of a direction's
+        packets DUP_IN/DUP_OUT; the queue rules above send a marked packet to a copy-packet
+        queue instead of its delay queue; the emulator sends a copy of it from the router (a
+        raw socket, marked COPY, with COPY_IN and the port for the arriving direction) and holds
+        the original there for its direction's delay, in order with that direction's other
+        packets (testbed/linkem.py CopyQueue). The copy leaves through OUTPUT, where these rules
+        put it through the same delay queues: the arriving port's in mangle OUTPUT (like
+        mangle FORWARD), the leaving port's in filter OUTPUT (like filter FORWARD)."""
+        (mangle, cin), (filt, cout) = COPY_CHAINS
+        script = [f"*{mangle}", f":{cin} - [0:0]"]
+        if chain_decls:
+            script.append(f"-A OUTPUT -j {cin}")
+        mask = COPY | COPY_IN | PORT_BITS
+        for link, i in self.index.items():
+            if self.ports[link].model.delayed:
+                mark = COPY | COPY_IN | i << PORT_SHIFT
+                script.append(
+                    f"-A {cin} -m mark --mark {mark:#x}/{mask:#x} -j NFQUEUE --queue-num {2 * i}"
+                )
+        script += ["COMMIT", f"*{filt}", f":{cout} - [0:0]"]
+        if chain_decls:
+            script.append(f"-A OUTPUT -j {cout}")
+        for link, i in self.index.items():
+            if self.ports[link].model.delayed:
+                script.append(
+                    f"-A {cout} -o {self.ports[link].intf} -m mark --mark {COPY:#x}/{COPY:#x} "
+                    f"-j NFQUEUE --queue-num {2 * i + 1}"
+                )
+        script.append("COMMIT")
+        return script
 
     def _remove_queue_rules(self) -> None:
         """Remove our chains (each on its own, so a half-made setup still comes apart), then the
         iptables-nft tables that only exist because of us and are empty again."""
         errors = []
+        chains = [(t, c, "FORWARD") for t, c, _, _ in QUEUE_CHAINS]
+        chains += [(t, c, "OUTPUT") for t, c in COPY_CHAINS]
         for tool in IPTABLES:
-            for table, chain, _, _ in QUEUE_CHAINS:
-                script = f"*{table}\n-D FORWARD -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n"
+            for table, chain, hook in chains:
+                script = f"*{table}\n-D {hook} -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n"
                 try:
                     _run(self.host, [f"{tool}-restore", "-w", "--noflush"], stdin=script)
                 except RuntimeError as exc:
                     errors.append(exc)
         self._remove_new_tables()
-        if errors and len(errors) == len(IPTABLES) * len(QUEUE_CHAINS):
+        if errors and len(errors) == len(IPTABLES) * len(chains):
             raise errors[0]  # none of them was there: something else is wrong
 
     # -- the emulator process ----------------------------------------------------------------
 
     def _config(self) -> dict:
-        queues = {}
+        queues, copies = {}, {}
         for link, i in self.index.items():
             m = self.ports[link].model
             for q in (2 * i, 2 * i + 1):
-                queues[str(q)] = {
-                    "delay_ms": m.delay_ms,
-                    "jitter_ms": m.jitter_ms,
-                    "jitter_dist": m.jitter_dist,
+                queues[str(q)] = queue_settings(m)
+                arriving = q == 2 * i
+                copies[str(COPY_BASE + q)] = {
+                    "of": q,
+                    "mark": COPY | (COPY_IN | i << PORT_SHIFT if arriving else 0),
                 }
-        return {"seed": self.seed, "queues": queues}
+        return {"seed": self.seed, "queues": queues, "copies": copies}
 
     def _log_file(self) -> Path | None:
         """linkem-<router>.log for the first process, .1.log, .2.log for restarts after it."""
@@ -362,8 +450,8 @@ class RouterEmulator(RouterQueues):
         self._queue_rules(chain_decls=True)
 
     def update(self, link: str, **changes) -> None:
-        """Change delay_ms / jitter_ms / jitter_dist / loss_pct of one link at runtime."""
-        allowed = {"delay_ms", "jitter_ms", "jitter_dist", "loss_pct"}
+        """Change the emulated conditions of one link at runtime (not rate and queue)."""
+        allowed = set(EMULATED_FIELDS)
         if set(changes) - allowed:
             raise ValueError(f"update() takes {sorted(allowed)}, not {sorted(changes)}")
         self.set_model(link, replace(self.ports[link].model, **changes))
@@ -379,15 +467,13 @@ class RouterEmulator(RouterQueues):
         i = self.index[link]
         if model.delayed and not self.running:
             self._start_process()
-        timing = ("delay_ms", "jitter_ms", "jitter_dist")
-        if self.running and any(getattr(old, k) != getattr(model, k) for k in timing):
+        settings = queue_settings(model)
+        if self.running and settings != queue_settings(old):
             for q in (2 * i, 2 * i + 1):
-                self._command(
-                    {"op": "update", "queue": q, **{k: getattr(model, k) for k in timing}}
-                )
+                self._command({"op": "update", "queue": q, **settings})
         if model.delayed != old.delayed:
             self._queue_rules()
-        if model.loss_pct != old.loss_pct:
+        if (model.loss_pct, model.duplicate_pct) != (old.loss_pct, old.duplicate_pct):
             self._nft(self._loss_rules(link))
 
     def blackhole(self, link: str, on: bool) -> None:

@@ -1,4 +1,5 @@
-"""The delay/jitter emulator process: holds NFQUEUE verdicts until each packet's release time.
+"""The link emulator process: holds NFQUEUE verdicts until each packet's release time, and
+reorders, duplicates and loses packets in bursts as a link's model says (netem's conditions).
 
 There is no netem on this kernel, so a router's iptables rules (NFQUEUE target; the kernel has no
 nft queue expression) send the packets of a delayed link direction to an NFQUEUE (see
@@ -11,6 +12,7 @@ It prints {"ready": true, ...} on stdout once every queue is bound, then takes J
 each with one JSON line on stdout:
 
     {"op": "update", "queue": 0, "delay_ms": 20, "jitter_ms": 2}  -> {"ok": true}
+        (also jitter_dist, jitter_reorders, reorder_pct, reorder_gap, loss_model {p, r, h, k})
     {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
     {"op": "stop"}                                              -> {"ok": true}, then exits
 
@@ -35,12 +37,31 @@ would get it; the same small bias for every packet beats pings that look better 
 Fail-open is off on purpose: if userspace falls behind so far that the kernel queue (maxlen) or
 the socket buffer overflows, the kernel drops the packet. Passing it undelayed would reorder the
 flow and silently change the link model; a drop shows up in the stats ("kernel_dropped") instead.
+
+The conditions beyond delay, and why each stays cheap (verdicts of a loop turn go out in one
+netlink write; per-packet work is a couple of integer countdowns, random numbers are drawn per
+event, not per packet):
+
+- reorder_pct/reorder_gap, netem's meaning: after a packet sent ahead, gap - 1 packets are
+  delayed, then each is sent at once (its own verdict, ahead of everything held) with the
+  reorder chance; the countdown to the next one is drawn geometrically.
+- jitter_reorders: each packet keeps its own jittered release time (a heap, one verdict per
+  packet) instead of waiting for the one before it (a FIFO, batch verdicts: the default).
+- loss_model: Gilbert-Elliott (netem's gemodel) with its state and loss countdowns drawn
+  geometrically; a lost packet gets NF_DROP at once.
+- delay distributions: uniform in +-jitter, or normal, Pareto, paretonormal with sigma = jitter.
+- duplication: the kernel marks a share of packets (nft numgen, testbed/emulation.py) and queues
+  them to a copy-packet queue instead; here the copy leaves through a raw socket, marked so
+  that the router's OUTPUT rules put it through the delay queues its original meets, and the
+  original is held in its direction's FIFO like the rest (see CopyQueue).
 """
 
 from __future__ import annotations
 
 import ctypes
+import heapq
 import json
+import math
 import os
 import random
 import select
@@ -90,19 +111,92 @@ _ATTR = struct.Struct("=HH")
 _VERDICT = struct.Struct("=IHHIIBBHHHII")
 
 
+DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+NEVER = 1 << 62  # a countdown that does not run out
+# Pareto with shape 3 (netem's tables use the same shape): mean 1.5, variance 3/4.
+PARETO_A = 3.0
+PARETO_MEAN = PARETO_A / (PARETO_A - 1)
+PARETO_SD = (PARETO_A / ((PARETO_A - 1) ** 2 * (PARETO_A - 2))) ** 0.5
+# netem's paretonormal: a quarter normal, three quarters Pareto; rescaled to a unit sigma.
+PN_SD = (0.25**2 + 0.75**2) ** 0.5
+
+
+def geometric(rng: random.Random, p: float) -> int:
+    """Trials up to and including the first success, each with probability p (>= 1).
+
+    Why: a per-packet chance drawn per packet costs a random number per packet; the gap to the
+    next event, drawn once per event, costs one per event (1% reordering: one draw per 100
+    packets) and is the same process (Bernoulli trials)."""
+    if p >= 1.0:
+        return 1
+    if p <= 0.0:
+        return NEVER
+    return 1 + int(math.log(1.0 - rng.random()) / math.log(1.0 - p))
+
+
+@dataclass
+class GilbertElliott:
+    """netem's gemodel, probabilities in [0, 1]: p good->bad, r bad->good, h = chance a packet
+    survives in the bad state, k = in the good state. As in netem, each packet first moves
+    the chain, then is lost or not in the state it is now in. Drawn as countdowns: packets
+    left in this state (geometric with the chance of leaving it) and packets to the next loss
+    in it (geometric with the state's loss chance; memoryless, so redrawn on every entry)."""
+
+    p: float
+    r: float
+    h: float = 0.0
+    k: float = 1.0
+    bad: bool = False
+    left: int = 0  # packets still to spend in this state, this one included
+    to_loss: int = 0
+    losses: int = 0
+    bursts: int = 0  # bad states entered
+
+    def start(self, rng: random.Random) -> None:
+        self.bad = False
+        self.left = geometric(rng, self.p) - 1
+        self.to_loss = geometric(rng, 1.0 - self.k)
+
+    def lost(self, rng: random.Random) -> bool:
+        self.left -= 1
+        if self.left < 0:
+            self.bad = not self.bad
+            self.bursts += self.bad
+            self.left = geometric(rng, self.r if self.bad else self.p) - 1
+            self.to_loss = geometric(rng, 1.0 - (self.h if self.bad else self.k))
+        self.to_loss -= 1
+        if self.to_loss > 0:
+            return False
+        self.to_loss = geometric(rng, 1.0 - (self.h if self.bad else self.k))
+        self.losses += 1
+        return True
+
+
 @dataclass
 class Queue:
-    """One NFQUEUE: a link direction's delay/jitter and the packets it holds (FIFO)."""
+    """One NFQUEUE: a link direction's conditions and the packets it holds.
+
+    `held` is a FIFO of (release_time, packet_id) with non-decreasing release times (clean
+    jitter: one batch verdict releases a run of them), or, when jitter may reorder, a heap
+    ordered by release time (verdicts one by one, all sent in one message)."""
 
     num: int
     delay: float = 0.0  # seconds
     jitter: float = 0.0  # seconds
     dist: str = "uniform"
+    jitter_reorders: bool = False
+    reorder: float = 0.0  # chance that a packet (outside the gap) is sent at once
+    gap: int = 1  # netem's gap: after a reordered packet, gap - 1 packets are delayed
+    ge: GilbertElliott | None = None
     rng: random.Random = field(default_factory=random.Random)
-    held: deque = field(default_factory=deque)  # (release_time, packet_id), release-ordered
+    held: deque | list = field(default_factory=deque)
     last_release: float = 0.0
+    to_reorder: int = NEVER  # packets until the next one sent at once, this one included
+    copy_num: int = -1  # the copy queue holding this direction's duplicated originals
+    # (held entries with a negative id, -1 - id, are packets of that queue)
     packets: int = 0
     verdicts: int = 0
+    reordered: int = 0
     late_sum: float = 0.0  # sum over verdicts of (verdict time - release time of its oldest)
 
     def configure(
@@ -110,27 +204,73 @@ class Queue:
         delay_ms: float | None = None,
         jitter_ms: float | None = None,
         jitter_dist: str | None = None,
+        *,
+        jitter_reorders: bool | None = None,
+        reorder_pct: float | None = None,
+        reorder_gap: int | None = None,
+        loss_model: dict | None | bool = False,
     ) -> None:
+        """Change what is given (None: keep); loss_model None removes it, False keeps it."""
         if delay_ms is not None:
             self.delay = float(delay_ms) / 1000.0
         if jitter_ms is not None:
             self.jitter = float(jitter_ms) / 1000.0
         if jitter_dist is not None:
-            if jitter_dist not in ("uniform", "normal"):
+            if jitter_dist not in DISTRIBUTIONS:
                 raise ValueError(f"unknown jitter_dist {jitter_dist!r}")
             self.dist = jitter_dist
+        if jitter_reorders is not None and bool(jitter_reorders) != self.jitter_reorders:
+            self.jitter_reorders = bool(jitter_reorders)
+            items = sorted(self.held)
+            if self.jitter_reorders:
+                self.held = items  # sorted: already a heap
+            else:  # back to FIFO order: nothing leaves before what is ahead of it
+                self.held = deque(items)
+        if reorder_pct is not None or reorder_gap is not None:
+            if reorder_pct is not None:
+                self.reorder = float(reorder_pct) / 100.0
+            if reorder_gap is not None:
+                self.gap = max(1, int(reorder_gap))
+            self.to_reorder = self.next_reorder() if self.reorder > 0 else NEVER
+        if loss_model is not False:
+            if loss_model:
+                self.ge = GilbertElliott(
+                    **{key: float(loss_model[key]) / 100.0 for key in ("p", "r", "h", "k")}
+                )
+                self.ge.start(self.rng)
+            else:
+                self.ge = None
+
+    def next_reorder(self) -> int:
+        """Packets up to the next one sent ahead: netem delays gap - 1 after each, then sends
+        each at once with the reorder chance."""
+        return self.gap - 1 + geometric(self.rng, self.reorder)
+
+    def jitter_sample(self) -> float:
+        """One deviation from the delay, seconds: uniform in [-jitter, +jitter] (netem without
+        a table), else mean 0 and standard deviation `jitter` (normal, Pareto shape 3 shifted
+        to mean 0, or netem's paretonormal mix), all scaled to that sigma."""
+        j, dist, rng = self.jitter, self.dist, self.rng
+        if dist == "uniform":
+            return rng.uniform(-j, j)
+        if dist == "normal":
+            return rng.gauss(0.0, j)
+        par = ((1.0 - rng.random()) ** (-1.0 / PARETO_A) - PARETO_MEAN) / PARETO_SD
+        if dist == "pareto":
+            return j * par
+        return j * (0.25 * rng.gauss(0.0, 1.0) + 0.75 * par) / PN_SD
 
     def release_time(self, now: float) -> float:
-        """When a packet that arrived now leaves: never before the previous one (no reordering)."""
+        """When a packet that arrived now leaves. Clean jitter: never before the previous one
+        (no reordering); with jitter_reorders each packet keeps its own draw."""
         d = self.delay
         if self.jitter:
-            if self.dist == "uniform":
-                d += self.rng.uniform(-self.jitter, self.jitter)
-            else:
-                d += self.rng.gauss(0.0, self.jitter)
+            d += self.jitter_sample()
             if d < 0.0:
                 d = 0.0
         t = now + d
+        if self.jitter_reorders:
+            return t
         if t < self.last_release:
             t = self.last_release
         self.last_release = t
@@ -301,8 +441,39 @@ class QueueWorker:
                 self.handle_command(line)
 
 
+@dataclass
+class CopyQueue:
+    """A copy-packet queue for duplication: the kernel marks a share of a direction's packets
+    (nft numgen in testbed/emulation.py) and queues them here instead of to the delay queue.
+    The copy leaves at once through a raw socket with `mark` (so that the router's OUTPUT
+    rules put it through the delay queues its original meets). The original is held here, but
+    in its delay queue's FIFO (or heap), in arrival order among that queue's packets, and gets
+    its own verdict on this queue when due: so duplication reorders nothing by itself (handing
+    it back to the delay queue would put it behind the packets that came meanwhile)."""
+
+    num: int
+    of: int  # the delay queue whose direction this duplicates
+    mark: int
+    copies: int = 0
+
+
+QUEUE_KEYS = (
+    "delay_ms",
+    "jitter_ms",
+    "jitter_dist",
+    "jitter_reorders",
+    "reorder_pct",
+    "reorder_gap",
+)
+VBUF_MSGS = 256  # verdicts gathered before one send
+
+
 class Emulator(QueueWorker):
-    """The event loop: pull packets, stamp their release times, accept what is due."""
+    """The event loop: pull packets, stamp their release times, accept what is due.
+
+    Verdicts are gathered in one buffer and sent as one netlink write per loop turn (the kernel
+    handles every message of a write in order): the batch verdicts of in-order releases, and the
+    one-by-one verdicts of what reordering, Gilbert-Elliott loss and reordering jitter need."""
 
     def __init__(self, config: dict):
         super().__init__()
@@ -313,15 +484,33 @@ class Emulator(QueueWorker):
             num = int(key)
             q = Queue(num=num, rng=random.Random(None if seed is None else f"{seed}/{num}"))
             q.configure(
-                qc.get("delay_ms", 0.0), qc.get("jitter_ms", 0.0), qc.get("jitter_dist", "uniform")
+                qc.get("delay_ms", 0.0),
+                qc.get("jitter_ms", 0.0),
+                qc.get("jitter_dist", "uniform"),
+                jitter_reorders=qc.get("jitter_reorders", False),
+                reorder_pct=qc.get("reorder_pct", 0.0),
+                reorder_gap=qc.get("reorder_gap", 1),
+                loss_model=qc.get("loss_model"),
             )
             self.queues[num] = q
-        self.nfq = NfQueueSocket()
+        self.copies: dict[int, CopyQueue] = {
+            int(key): CopyQueue(int(key), int(c["of"]), int(c["mark"]))
+            for key, c in config.get("copies", {}).items()
+        }
+        for c in self.copies.values():
+            if c.of in self.queues:
+                self.queues[c.of].copy_num = c.num
+        self.nfq = NfQueueSocket(bufsize=1 << 17)
+        self.raw: dict[tuple[int, int], socket.socket] = {}  # (family, mark) -> raw IP socket
+        self.vbuf = bytearray(_VERDICT.size * VBUF_MSGS)
+        self.vlen = 0
         self.overshoot = 50e-6  # learnt timer overshoot, seconds
 
     def bind(self) -> None:
         for num in self.queues:
             self.nfq.bind(num, self.maxlen)
+        for num in self.copies:
+            self.nfq.bind(num, self.maxlen, copy_packet=True)
 
     def handle_command(self, line: bytes) -> None:
         try:
@@ -329,7 +518,15 @@ class Emulator(QueueWorker):
             op = cmd.get("op")
             if op == "update":
                 q = self.queues[int(cmd["queue"])]
-                q.configure(cmd.get("delay_ms"), cmd.get("jitter_ms"), cmd.get("jitter_dist"))
+                q.configure(
+                    cmd.get("delay_ms"),
+                    cmd.get("jitter_ms"),
+                    cmd.get("jitter_dist"),
+                    jitter_reorders=cmd.get("jitter_reorders"),
+                    reorder_pct=cmd.get("reorder_pct"),
+                    reorder_gap=cmd.get("reorder_gap"),
+                    loss_model=cmd["loss_model"] if "loss_model" in cmd else False,
+                )
                 self.reply({"ok": True})
             elif op == "stats":
                 self.reply(
@@ -349,6 +546,9 @@ class Emulator(QueueWorker):
 
     def stats(self) -> dict:
         dropped = kernel_drops()
+        copies = {q: 0 for q in self.queues}
+        for c in self.copies.values():
+            copies[c.of] = copies.get(c.of, 0) + c.copies
         return {
             str(q.num): {
                 "packets": q.packets,
@@ -358,61 +558,201 @@ class Emulator(QueueWorker):
                 "kernel_dropped": dropped.get(q.num, 0),
                 "delay_ms": q.delay * 1000,
                 "jitter_ms": q.jitter * 1000,
+                "reordered": q.reordered,
+                "ge_lost": q.ge.losses if q.ge else 0,
+                "ge_bursts": q.ge.bursts if q.ge else 0,
+                "duplicated": copies.get(q.num, 0),
             }
             for q in self.queues.values()
         }
 
+    # -- verdicts ------------------------------------------------------------------------------
+
+    def _verdict(self, msg: int, queue: int, packet_id: int, verdict: int) -> None:
+        """Add one verdict (msg: NFQNL_MSG_VERDICT, or _BATCH for every id up to packet_id)."""
+        _VERDICT.pack_into(
+            self.vbuf,
+            self.vlen,
+            32,
+            (NFNL_SUBSYS_QUEUE << 8) | msg,
+            NLM_F_REQUEST,
+            0,
+            0,
+            socket.AF_UNSPEC,
+            0,
+            socket.htons(queue),
+            12,
+            NFQA_VERDICT_HDR,
+            socket.htonl(verdict),
+            socket.htonl(packet_id),
+        )
+        self.vlen += 32
+        if self.vlen == len(self.vbuf):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.vlen:
+            self.nfq.sock.send(memoryview(self.vbuf)[: self.vlen])
+            self.vlen = 0
+
+    def duplicate(self, c: CopyQueue, n: int) -> None:
+        """A packet of a copy queue (in self.nfq.buf): send its copy now, then hold the
+        original like any packet of its direction (flagged as this queue's)."""
+        buf = self.nfq.buf
+        (mlen,) = struct.unpack_from("=I", buf, 0)
+        end = min(n, mlen)
+        off, pid, payload = 20, -1, b""
+        while off + 4 <= end:
+            alen, atype = _ATTR.unpack_from(buf, off)
+            if alen < 4:
+                break
+            atype &= 0x7FFF
+            if atype == NFQA_PACKET_HDR:
+                (pid,) = struct.unpack_from("!I", buf, off + 4)
+            elif atype == NFQA_PAYLOAD:
+                payload = bytes(buf[off + 4 : off + alen])
+            off += (alen + 3) & ~3
+        if pid < 0:
+            return
+        q = self.queues.get(c.of)
+        if q is None:  # nothing to hold it for: let it go
+            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
+            return
+        if len(payload) >= 20:
+            self._send_copy(c, payload)
+        q.packets += 1
+        if q.ge is not None and q.ge.lost(q.rng):
+            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_DROP)
+            return
+        q.to_reorder -= 1
+        if q.to_reorder <= 0:
+            q.to_reorder = q.next_reorder()
+            q.reordered += 1
+            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
+            return
+        entry = (q.release_time(time.monotonic()), -1 - pid)
+        if q.jitter_reorders:
+            heapq.heappush(q.held, entry)
+        else:
+            q.held.append(entry)
+
+    def _send_copy(self, c: CopyQueue, payload: bytes) -> None:
+        v6 = payload[0] >> 4 == 6
+        key = (6 if v6 else 4, c.mark)
+        raw = self.raw.get(key)
+        if raw is None:
+            raw = socket.socket(
+                socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW
+            )
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, c.mark)
+            self.raw[key] = raw
+        if v6:
+            dst = (socket.inet_ntop(socket.AF_INET6, payload[24:40]), 0, 0, 0)
+        else:
+            dst = (socket.inet_ntop(socket.AF_INET, payload[16:20]), 0)
+        try:
+            raw.sendto(payload, dst)
+            c.copies += 1
+        except OSError:
+            pass  # no route for the copy: as if it had not been made
+
+    # -- the loop ------------------------------------------------------------------------------
+
     def drain(self) -> None:
-        """Pull queued packets (non-blocking) and stamp each with its release time."""
+        """Pull queued packets (non-blocking) and stamp each with its release time; what is
+        lost (Gilbert-Elliott) or sent ahead (reordering) gets its verdict at once."""
         recv_into = self.nfq.sock.recv_into
         buf = self.nfq.buf
         queues = self.queues
         unpack_from = struct.unpack_from
         now_fn = time.monotonic
+        heappush = heapq.heappush
         for _ in range(MAX_DRAIN):
             try:
                 n = recv_into(buf, 0, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return
+                break
             if n < 28:
                 continue
             mtype, queue_be = unpack_from("=4xH12xH", buf, 0)
             if mtype != MSG_PACKET:
                 continue
-            q = queues.get(socket.ntohs(queue_be))
+            num = socket.ntohs(queue_be)
+            q = queues.get(num)
             if q is None:
+                c = self.copies.get(num)
+                if c is not None:
+                    self.duplicate(c, n)
                 continue
             alen, atype = unpack_from("=HH", buf, 20)
             if atype != NFQA_PACKET_HDR:  # the kernel puts the packet header first
                 continue
             (pid,) = unpack_from("!I", buf, 24)
             q.packets += 1
-            q.held.append((q.release_time(now_fn()), pid))
+            if q.ge is not None and q.ge.lost(q.rng):
+                self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_DROP)
+                continue
+            q.to_reorder -= 1
+            if q.to_reorder <= 0:  # netem's reordering: this one leaves now, ahead of the rest
+                q.to_reorder = q.next_reorder()
+                q.reordered += 1
+                self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_ACCEPT)
+                continue
+            if q.jitter_reorders:
+                heappush(q.held, (q.release_time(now_fn()), pid))
+            else:
+                q.held.append((q.release_time(now_fn()), pid))
+        self.flush()
 
     def release(self, now: float) -> float | None:
-        """Accept every due packet (one batch verdict per queue); return the next release time."""
+        """Accept every due packet (one batch verdict per in-order queue); return the next
+        release time."""
         nxt = None
+        heappop = heapq.heappop
         for q in self.queues.values():
             held = q.held
             if not held:
                 continue
-            last = None
             if held[0][0] <= now:
                 q.late_sum += now - held[0][0]
-            while held and held[0][0] <= now:
-                last = held.popleft()[1]
-            if last is not None:
-                self.nfq.accept_upto(q.num, last)
                 q.verdicts += 1
+                if q.jitter_reorders:
+                    while held and held[0][0] <= now:
+                        pid = heappop(held)[1]
+                        if pid < 0:
+                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                        else:
+                            self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
+                else:
+                    # a batch verdict for this queue's run (ids only grow along the FIFO),
+                    # one verdict each for the duplicated originals held in the copy queue
+                    last = -1
+                    while held and held[0][0] <= now:
+                        pid = held.popleft()[1]
+                        if pid < 0:  # what came before it leaves before it
+                            if last >= 0:
+                                self._verdict(NFQNL_MSG_VERDICT_BATCH, q.num, last, NF_ACCEPT)
+                                last = -1
+                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                        else:
+                            last = pid
+                    if last >= 0:
+                        self._verdict(NFQNL_MSG_VERDICT_BATCH, q.num, last, NF_ACCEPT)
             if held and (nxt is None or held[0][0] < nxt):
                 nxt = held[0][0]
+        self.flush()
         return nxt
 
     def release_all(self) -> None:
         for q in self.queues.values():
             if q.held:
-                self.nfq.accept_upto(q.num, q.held[-1][1])
+                for _, pid in sorted(q.held):
+                    if pid < 0:
+                        self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                    else:
+                        self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
                 q.held.clear()
+        self.flush()
 
     def run(self) -> None:
         """Sleep until a packet, a command or the next release. The kernel wakes us ~100 us

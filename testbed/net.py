@@ -20,14 +20,14 @@ from mininet.net import Mininet
 
 from testbed import registry
 from testbed.capture import Capture
-from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
+from testbed.emulation import EMULATED_FIELDS, EmulatedPort, RouterEmulator, shape_interface
 from testbed.events import EventRun, LinkEvent
 from testbed.host import Host, HostCommandError, MininetHost
 from testbed.middlebox import MiddleboxPort, RouterMiddlebox
 from testbed.network import NetworkBase
 from testbed.routing import ResolvedPath, host_default, host_tables, resolve_path, router_routes
 from testbed.signals import Interrupted, SignalGuard
-from testbed.topology import LinkModel, LinkSpec, Topology
+from testbed.topology import LinkModel, LinkSpec, Topology, check_model, parse_conditions
 
 log = logging.getLogger(__name__)
 
@@ -445,8 +445,12 @@ class Testbed(NetworkBase):
         spec = self.topo.links[link]
         if "middlebox" in changes:
             raise ValueError("a link's middlebox is set in the topology, not changed at run time")
+        # The conditions as a file states them (loss_model as a table): typed and checked
+        # like the file, and the result must make sense as a whole (reordering needs a delay).
+        changes = {**changes, **parse_conditions(self.topo.source, f"links.{link}", changes)}
         model = replace(self.models[link], **changes)
-        emulated = changes.keys() & {"delay_ms", "jitter_ms", "jitter_dist", "loss_pct"}
+        check_model(self.topo.source, f"links.{link}", model)
+        emulated = changes.keys() & set(EMULATED_FIELDS)
         router = self.link_router.get(link)
         if emulated and router is None:
             raise ValueError(f"link {link} has no router end to emulate on")

@@ -47,7 +47,25 @@ TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 NODE_KINDS = ("host", "router", "bridge")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # short: Mininet names interfaces <node>-ethN
 LINK_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-MODEL_FIELDS = {"rate_mbit", "delay_ms", "jitter_ms", "loss_pct", "queue_pkts", "middlebox"}
+MODEL_FIELDS = {
+    "rate_mbit",
+    "delay_ms",
+    "jitter_ms",
+    "loss_pct",
+    "queue_pkts",
+    "middlebox",
+    "delay_distribution",
+    "jitter_reorders",
+    "reorder_pct",
+    "reorder_gap",
+    "duplicate_pct",
+    "loss_model",
+}
+# The fields a `set` link event may change at run time (rate and queue with tc, the rest in the
+# router's emulator); the middlebox is fixed for a run.
+SET_FIELDS = tuple(sorted(MODEL_FIELDS - {"middlebox"}))
+DELAY_DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+GE_FIELDS = ("p", "r", "h", "k")
 # What a link's middlebox does to the TCP segments crossing its router end (testbed/middlebox.py):
 MIDDLEBOXES = {
     "none": "nothing",
@@ -75,21 +93,68 @@ class TopologyError(FieldError):
     """A topology file (or an override) is wrong; the message names the file and the field."""
 
 
+@dataclass(frozen=True)
+class LossModel:
+    """netem's Gilbert-Elliott model (gemodel), in percent: p = chance to go good -> bad per
+    packet, r = bad -> good, h = chance a packet gets through in the bad state, k = in the good
+    state (tc's command line takes 1-h and 1-k instead). Defaults as tc's: r = 100 - p (then it
+    is plain random loss), h = 0 (the bad state loses everything), k = 100."""
+
+    p: float
+    r: float
+    h: float = 0.0
+    k: float = 100.0
+
+    @property
+    def mean_loss_pct(self) -> float:
+        """The stationary loss rate: P(bad) (1 - h) + P(good) (1 - k)."""
+        if self.p + self.r == 0:
+            return 100.0 - self.k
+        bad = self.p / (self.p + self.r)
+        return bad * (100.0 - self.h) + (1 - bad) * (100.0 - self.k)
+
+    @property
+    def mean_burst(self) -> float | None:
+        """Mean length of a run of consecutive losses, known in closed form for the simple
+        Gilbert model (h = 0, k = 100: every bad-state packet lost, none in good): the bad
+        state's mean length, 100 / r. None otherwise."""
+        if self.h == 0 and self.k == 100 and self.r > 0:
+            return 100.0 / self.r
+        return None
+
+    def as_dict(self) -> dict[str, float]:
+        return {"p": self.p, "r": self.r, "h": self.h, "k": self.k}
+
+
 @dataclass
 class LinkModel:
     """One link's behaviour, the same in each direction."""
 
     rate_mbit: float | None = None  # htb rate; None = unshaped
     delay_ms: float = 0.0  # one-way delay added in each direction
-    jitter_ms: float = 0.0  # around delay_ms; never reorders packets of a direction
+    jitter_ms: float = 0.0  # around delay_ms; never reorders unless jitter_reorders
     loss_pct: float = 0.0  # random loss in each direction (nft numgen in the kernel)
     queue_pkts: int | None = None  # queue_pkts*1514 bytes at the rate limiter (None: 1000 pkts)
-    jitter_dist: str = "uniform"  # "uniform" in [-jitter, +jitter] or "normal" (sigma = jitter)
+    # the jitter's shape: "uniform" in [-jitter, +jitter] (netem without a table), or "normal",
+    # "pareto", "paretonormal" with sigma = jitter (netem's tables)
+    delay_distribution: str = "uniform"
     middlebox: str = "none"  # one of MIDDLEBOXES, on the link's router end
+    jitter_reorders: bool = False  # each packet keeps its own jittered delay (netem's jitter)
+    reorder_pct: float = 0.0  # netem reorder: a share of packets sent at once, ahead of the rest
+    reorder_gap: int = 1  # netem gap: gap - 1 packets delayed after each reordered one
+    duplicate_pct: float = 0.0  # a share of packets sent twice
+    loss_model: LossModel | None = None  # Gilbert-Elliott loss, beside loss_pct
 
     @property
     def delayed(self) -> bool:
-        return self.delay_ms > 0 or self.jitter_ms > 0
+        """Whether the link's packets go through the router's emulator process (a delay queue)."""
+        return (
+            self.delay_ms > 0
+            or self.jitter_ms > 0
+            or self.reorder_pct > 0
+            or self.duplicate_pct > 0
+            or self.loss_model is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -321,14 +386,97 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
             f"{prefix}.middlebox",
             f"unknown middlebox {middlebox!r} (known: {', '.join(MIDDLEBOXES)})",
         )
-    return LinkModel(
+    model = LinkModel(
         middlebox=middlebox,
         rate_mbit=rate,
         delay_ms=float(delay),
         jitter_ms=float(jitter),
         loss_pct=float(loss),
         queue_pkts=queue,
+        **parse_conditions(source, prefix, table),
     )
+    check_model(source, prefix, model)
+    return model
+
+
+def parse_conditions(source: str, prefix: str, table: dict[str, Any]) -> dict[str, Any]:
+    """The link conditions beyond rate, delay and random loss that `table` states, typed and
+    range-checked (shared by topology files, --set and `set` link events)."""
+    out: dict[str, Any] = {}
+    if "delay_distribution" in table:
+        dist = table["delay_distribution"]
+        if dist not in DELAY_DISTRIBUTIONS:
+            raise TopologyError(
+                source,
+                f"{prefix}.delay_distribution",
+                f"unknown distribution {dist!r} (known: {', '.join(DELAY_DISTRIBUTIONS)})",
+            )
+        out["delay_distribution"] = dist
+    if "jitter_reorders" in table:
+        value = table["jitter_reorders"]
+        if not isinstance(value, bool):
+            raise TopologyError(
+                source, f"{prefix}.jitter_reorders", f"expected true or false, got {value!r}"
+            )
+        out["jitter_reorders"] = value
+    for name in ("reorder_pct", "duplicate_pct"):
+        if name in table:
+            out[name] = float(_number(source, f"{prefix}.{name}", table[name], lo=0, hi=100))
+    if "reorder_gap" in table:
+        out["reorder_gap"] = int(
+            _number(
+                source, f"{prefix}.reorder_gap", table["reorder_gap"], lo=1, hi=1e6, integer=True
+            )
+        )
+    if "loss_model" in table:
+        out["loss_model"] = _loss_model(source, f"{prefix}.loss_model", table["loss_model"])
+    return out
+
+
+def _loss_model(source: str, where: str, value: Any) -> LossModel | None:
+    """`loss_model = { p = 1, r = 30 }` (netem gemodel, percent); `false` removes it (for a set
+    event or --set)."""
+    if value is False:
+        return None
+    if isinstance(value, LossModel):  # from Python (Testbed.set_link), already checked
+        return value
+    if not isinstance(value, dict):
+        raise TopologyError(source, where, f"expected a table {{ p, r, h, k }}, got {value!r}")
+    bad = set(value) - set(GE_FIELDS)
+    if bad:
+        raise TopologyError(
+            source, f"{where}.{sorted(bad)[0]}", f"unknown field (known: {', '.join(GE_FIELDS)})"
+        )
+    if "p" not in value:
+        raise TopologyError(source, f"{where}.p", "required: the good -> bad chance, in percent")
+    nums = {
+        key: float(_number(source, f"{where}.{key}", value[key], lo=0, hi=100))
+        for key in GE_FIELDS
+        if key in value
+    }
+    nums.setdefault("r", 100.0 - nums["p"])
+    return LossModel(**nums)
+
+
+def check_model(source: str, prefix: str, model: LinkModel) -> None:
+    """What single fields cannot say: combinations that would silently do nothing."""
+    if model.reorder_pct > 0 and model.delay_ms <= 0:
+        raise TopologyError(
+            source,
+            f"{prefix}.reorder_pct",
+            "reordering needs delay_ms > 0: a reordered packet is sent at once, ahead of the "
+            "delayed ones (netem's meaning); without a delay there is nothing to overtake",
+        )
+    if model.jitter_reorders and model.jitter_ms <= 0:
+        raise TopologyError(
+            source, f"{prefix}.jitter_reorders", "jitter_reorders needs jitter_ms > 0"
+        )
+    if model.delay_distribution != "uniform" and model.jitter_ms <= 0:
+        raise TopologyError(
+            source,
+            f"{prefix}.delay_distribution",
+            "a delay distribution shapes the jitter: it needs jitter_ms > 0",
+        )
 
 
 def _build_links(
@@ -488,13 +636,11 @@ def _link(
             f"{where}.middlebox",
             "a middlebox runs on a router: at least one end must be a router",
         )
-    if (model.delay_ms or model.jitter_ms or model.loss_pct) and not any(
-        nodes[e] == "router" for e in ends
-    ):
+    if (model.delayed or model.loss_pct) and not any(nodes[e] == "router" for e in ends):
         raise TopologyError(
             source,
             where,
-            "delay, jitter and loss are emulated on a router: "
+            "delay, jitter, loss, reordering and duplication are emulated on a router: "
             "at least one end must be a router (never on an endpoint)",
         )
     subnet = None

@@ -70,6 +70,9 @@ def test_good_file_loads(tmp_path):
         ('link = "wifi"', 'link = "wlan"', "events[0].link"),
         ('action = "down"', 'action = "off"', "events[0].action"),
         ('action = "down"', 'action = "down"\nmode = "cable"', "events[0].mode"),
+        ('action = "down"', 'action = "set"\nreorder_pct = 200', "events[0].reorder_pct"),
+        ('action = "down"', 'action = "set"\nloss_model = { p = -1 }', "events[0].loss_model.p"),
+        ('action = "down"', 'action = "down"\nduplicate_pct = 1', "events[0].duplicate_pct"),
         ("[10, 50, 100]", "[10, -5]", "grid.links.lte.delay_ms"),
         ("[10, 50, 100]", "10", "grid.links.lte.delay_ms"),
         ('name = "two_path"', 'name = "three_path"', "topology.name"),
@@ -95,6 +98,15 @@ def test_invalid_file_names_file_and_field(tmp_path, old, new, field):
         load_experiment(path)
     assert info.value.field == field
     assert str(path) in str(info.value) and field in str(info.value)
+
+
+def test_set_events_take_the_link_conditions(tmp_path):
+    text = GOOD.replace(
+        'action = "down"',
+        'action = "set"\nreorder_pct = 2\nduplicate_pct = 1\nloss_model = { p = 1, r = 30 }',
+    )
+    (ev,) = load_experiment(write(tmp_path, text)).events
+    assert ev.params == {"reorder_pct": 2, "duplicate_pct": 1, "loss_model": {"p": 1, "r": 30}}
 
 
 def test_syntax_error_and_missing_file(tmp_path):

@@ -243,3 +243,65 @@ def test_link_ipv6_must_be_a_boolean(tmp_path):
     with pytest.raises(TopologyError) as e:
         load_topology(f)
     assert e.value.field == "links.a.ipv6" and str(f) in str(e.value)
+
+
+def test_link_conditions_are_read():
+    topo = load_topology(
+        "two_path",
+        [
+            "links.wifi.reorder_pct=2",
+            "links.wifi.reorder_gap=3",
+            "links.wifi.duplicate_pct=0.5",
+            "links.lte.loss_model={p = 1, r = 20}",
+            "links.lte.jitter_ms=5",
+            "links.lte.delay_distribution=pareto",
+            "links.lte.jitter_reorders=true",
+        ],
+    )
+    wifi, lte = topo.links["wifi"].model, topo.links["lte"].model
+    assert (wifi.reorder_pct, wifi.reorder_gap, wifi.duplicate_pct) == (2.0, 3, 0.5)
+    assert lte.loss_model is not None
+    assert (lte.loss_model.p, lte.loss_model.r, lte.loss_model.h, lte.loss_model.k) == (
+        1.0,
+        20.0,
+        0.0,
+        100.0,
+    )
+    assert lte.loss_model.mean_burst == 5.0
+    assert lte.loss_model.mean_loss_pct == pytest.approx(100 / 21)
+    assert lte.delay_distribution == "pareto" and lte.jitter_reorders
+    # gemodel with only p: r = 100 - p, plain random loss of p percent
+    plain = load_topology("two_path", ["links.lte.loss_model={p = 3}"]).links["lte"].model
+    assert plain.loss_model.mean_loss_pct == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("sets", "field", "words"),
+    [
+        (["links.wifi.delay_ms=0", "links.wifi.reorder_pct=5"], "links.wifi.reorder_pct", "delay"),
+        (["links.wifi.reorder_pct=101"], "links.wifi.reorder_pct", "outside [0, 100]"),
+        (["links.wifi.reorder_gap=0"], "links.wifi.reorder_gap", "outside"),
+        (["links.wifi.reorder_gap=1.5"], "links.wifi.reorder_gap", "whole number"),
+        (["links.wifi.duplicate_pct=-1"], "links.wifi.duplicate_pct", "outside [0, 100]"),
+        (["links.wifi.loss_model={p = 120}"], "links.wifi.loss_model.p", "outside [0, 100]"),
+        (["links.wifi.loss_model={p = 1, r = -3}"], "links.wifi.loss_model.r", "outside"),
+        (["links.wifi.loss_model={p = 1, h = 'x'}"], "links.wifi.loss_model.h", "a number"),
+        (["links.wifi.loss_model={r = 10}"], "links.wifi.loss_model.p", "required"),
+        (["links.wifi.loss_model={p = 1, q = 2}"], "links.wifi.loss_model.q", "unknown"),
+        (["links.wifi.loss_model=5"], "links.wifi.loss_model", "a table"),
+        (["links.wifi.jitter_reorders=1"], "links.wifi.jitter_reorders", "true or false"),
+        (["links.wifi.jitter_reorders=true"], "links.wifi.jitter_reorders", "jitter_ms"),
+        (["links.wifi.delay_distribution=normal"], "links.wifi.delay_distribution", "jitter"),
+        (
+            ["links.wifi.jitter_ms=2", "links.wifi.delay_distribution=gamma"],
+            "links.wifi.delay_distribution",
+            "paretonormal",
+        ),
+    ],
+)
+def test_bad_link_conditions_name_the_field(sets, field, words):
+    with pytest.raises(TopologyError) as err:
+        load_topology("two_path", sets)
+    assert err.value.field == field, str(err.value)
+    assert words in err.value.problem
+    assert str(err.value).startswith(str(Path("topologies/two_path.toml").resolve()))
