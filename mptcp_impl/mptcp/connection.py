@@ -1207,8 +1207,10 @@ class MptcpConnection:
             self._subflows_closing = True
             for s in list(self.subflows):
                 if s.tcp.state is not TcpState.CLOSED:
-                    if s.stale or is_silent(s, now):
-                        s.tcp.abort(now)  # its FIN would wait for a path that is down
+                    if s.stale or (is_silent(s, now) and s._rto_streak):
+                        # its FIN would wait for a path that is down (silent and timed out
+                        # since its last progress: mere silence can be a busy peer's late ACKs)
+                        s.tcp.abort(now)
                     else:
                         s.tcp.close(now)
             # The data are all through both ways: a subflow FIN that a path cut (one not yet

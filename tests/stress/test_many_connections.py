@@ -128,7 +128,10 @@ def run_many(tb: Testbed, work: Path, n_linux: int, n_ours: int, nbytes: int, po
         mp = r["mptcp"]
         assert mp["fallback"] is False, mp.get("fallback_reason")
         assert len(mp["subflows"]) == 2, mp["subflows"]
-        assert all(sf["bytes_received"] > 0 for sf in mp["subflows"]), mp["subflows"]
+        # (what a subflow *delivered* may be nothing: when the 50 joins' first flights overflow
+        # lte's queue at once, the other subflow repairs the hole early and a 200 KB stream
+        # is through before lte's own retransmission; what each subflow was given is checked
+        # on our clients below, and lte's share of the whole)
         for sf in mp["subflows"]:
             total += sf["bytes_received"]
             if not sf["remote"].startswith(wifi + ":"):
@@ -141,6 +144,9 @@ def run_many(tb: Testbed, work: Path, n_linux: int, n_ours: int, nbytes: int, po
         conns = [x for x in lines if "seed" in x]
         assert len(conns) == (n_linux if who == "linux" else n_ours)
         assert all(x["subflows"] == 2 and not x["fallback"] for x in conns), (who, conns[:3])
+        if who == "ours":  # both subflows were given data
+            for x in conns:
+                assert all(sf["bytes_sent"] > 0 for sf in x["subflow_info"]), x["subflow_info"]
     # nothing left behind in the server: connections, tokens, descriptors
     held = _dump(srv)
     deadline = time.monotonic() + 5
