@@ -111,6 +111,25 @@ _ATTR = struct.Struct("=HH")
 _VERDICT = struct.Struct("=IHHIIBBHHHII")
 
 
+def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, bytes]:
+    """The packet id and the packet (from its IP header) of an NFQUEUE packet message of ``n``
+    bytes in ``buf``: (-1, b"") when it has none."""
+    (mlen,) = struct.unpack_from("=I", buf, 0)
+    end = min(n, mlen)
+    off, pid, payload = 20, -1, b""
+    while off + 4 <= end:
+        alen, atype = _ATTR.unpack_from(buf, off)
+        if alen < 4:
+            break
+        atype &= 0x7FFF
+        if atype == NFQA_PACKET_HDR:
+            (pid,) = struct.unpack_from("!I", buf, off + 4)
+        elif atype == NFQA_PAYLOAD:
+            payload = bytes(buf[off + 4 : off + alen])
+        off += (alen + 3) & ~3
+    return pid, payload
+
+
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 NEVER = 1 << 62  # a countdown that does not run out
 # Pareto with shape 3 (netem's tables use the same shape): mean 1.5, variance 3/4.
@@ -362,19 +381,7 @@ class NfQueueSocket:
         if mtype != MSG_PACKET:
             return (-1, -1, b"")
         queue = socket.ntohs(queue_be)
-        (mlen,) = struct.unpack_from("=I", buf, 0)
-        end = min(n, mlen)
-        off, pid, payload = 20, -1, b""
-        while off + 4 <= end:
-            alen, atype = _ATTR.unpack_from(buf, off)
-            if alen < 4:
-                break
-            atype &= 0x7FFF
-            if atype == NFQA_PACKET_HDR:
-                (pid,) = struct.unpack_from("!I", buf, off + 4)
-            elif atype == NFQA_PAYLOAD:
-                payload = bytes(buf[off + 4 : off + alen])
-            off += (alen + 3) & ~3
+        pid, payload = packet_attrs(buf, n)
         return (queue, pid, payload)
 
     def accept_upto(self, queue: int, packet_id: int) -> None:
@@ -598,20 +605,7 @@ class Emulator(QueueWorker):
     def duplicate(self, c: CopyQueue, n: int) -> None:
         """A packet of a copy queue (in self.nfq.buf): send its copy now, then hold the
         original like any packet of its direction (flagged as this queue's)."""
-        buf = self.nfq.buf
-        (mlen,) = struct.unpack_from("=I", buf, 0)
-        end = min(n, mlen)
-        off, pid, payload = 20, -1, b""
-        while off + 4 <= end:
-            alen, atype = _ATTR.unpack_from(buf, off)
-            if alen < 4:
-                break
-            atype &= 0x7FFF
-            if atype == NFQA_PACKET_HDR:
-                (pid,) = struct.unpack_from("!I", buf, off + 4)
-            elif atype == NFQA_PAYLOAD:
-                payload = bytes(buf[off + 4 : off + alen])
-            off += (alen + 3) & ~3
+        pid, payload = packet_attrs(self.nfq.buf, n)
         if pid < 0:
             return
         q = self.queues.get(c.of)

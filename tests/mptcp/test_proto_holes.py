@@ -17,21 +17,39 @@ from testkit.mptcp_sim import C1, C2, Link, Net, S, kinds
 MB = 1_000_000
 
 
+def _two_path(
+    wifi: tuple[float, float, int],
+    lte: tuple[float, float, int],
+    *,
+    seed: int = 1,
+    loss: float = 0.0,
+    client_tcp: TcpConfig | None = None,
+    server_tcp: TcpConfig | None = None,
+    snd_buf: int | None = None,
+):
+    """Client (two addresses) and server, each path (one-way delay, rate, queue bytes) a
+    bottleneck; the client's connection established, its join under way."""
+    net = Net(seed)
+    client = net.host("client", [C1, C2], seed=seed + 10, tcp_config=client_tcp)
+    server = net.host("server", [S], seed=seed + 20, listen_port=5001, tcp_config=server_tcp)
+    paths = [
+        net.path(a, S, delay=d, link=Link(r, q), loss=loss)
+        for a, (d, r, q) in ((C1, wifi), (C2, lte))
+    ]
+    cfg = MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)], snd_buf=snd_buf)
+    conn = net.connect(client, C1, (S, 5001), cfg)
+    net.run(1.0, stop=lambda: conn._connected)
+    return net, client, server, paths, conn
+
+
 def _bulk_with_cut(rate: float, rcv_buf: int, cut_at: float, size: int = 8 * MB):
     """Two equal bottlenecked paths (10 ms one way, 20 ms of queue), a bulk transfer from the
     client; at ``cut_at`` the path that holds the byte at the DATA_ACK goes silent for good.
     Returns what the server got, the sent data, the largest out-of-order backlog the server
     held after the cut, the longest time the DATA_ACK stood still after it, and the client."""
-    net = Net(1)
-    client = net.host("client", [C1, C2], seed=11)
-    server = net.host(
-        "server", [S], seed=21, listen_port=5001, tcp_config=TcpConfig(rcv_buf=rcv_buf)
-    )
-    paths = {a: net.path(a, S, delay=0.01, link=Link(rate, int(rate / 8 * 0.02))) for a in (C1, C2)}
-    conn = net.connect(
-        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
-    )
-    net.run(1.0, stop=lambda: conn._connected)
+    link = (0.01, rate, int(rate / 8 * 0.02))
+    net, client, server, made, conn = _two_path(link, link, server_tcp=TcpConfig(rcv_buf=rcv_buf))
+    paths = {C1: made[0], C2: made[1]}
     data = bytes(i % 251 for i in range(size))
     off = conn.send(data)
     net.flush(client, conn)
@@ -77,17 +95,9 @@ def test_silent_holder_hole_is_repaired_early_and_the_receiver_keeps_room(rcv_bu
 def test_no_repair_and_no_cap_without_a_fault():
     """Paths of different RTTs and rates, a window that binds: the DATA_ACK waits for the slow
     path all the time, yet nothing is sent twice (a repair only follows a silent holder)."""
-    net = Net(1)
-    client = net.host("client", [C1, C2], seed=11)
-    server = net.host(
-        "server", [S], seed=21, listen_port=5001, tcp_config=TcpConfig(rcv_buf=500_000)
+    net, client, server, _paths, conn = _two_path(
+        (0.005, 20e6, 125_000), (0.04, 10e6, 62_500), server_tcp=TcpConfig(rcv_buf=500_000)
     )
-    net.path(C1, S, delay=0.005, link=Link(20e6, 125_000))
-    net.path(C2, S, delay=0.04, link=Link(10e6, 62_500))
-    conn = net.connect(
-        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
-    )
-    net.run(1.0, stop=lambda: conn._connected)
     data = bytes(i % 251 for i in range(4 * MB))
     off = conn.send(data)
     net.flush(client, conn)
@@ -109,15 +119,9 @@ def test_close_after_a_cut_avoids_the_silent_subflow():
     our end is closed within a few RTTs of the peer's DATA_FIN. Before: the DATA_FIN went first
     on the cut subflow (the lower srtt) and waited for its backed-off RTO, then its FIN for the
     2 s linger: 2.2 s after the data."""
-    net = Net(1)
-    client = net.host("client", [C1, C2], seed=11)
-    server = net.host("server", [S], seed=21, listen_port=5001)
-    wifi = net.path(C1, S, delay=0.005, link=Link(40e6, 151_400))
-    net.path(C2, S, delay=0.015, link=Link(20e6, 151_400))
-    conn = net.connect(
-        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+    net, client, server, (wifi, _lte), conn = _two_path(
+        (0.005, 40e6, 151_400), (0.015, 20e6, 151_400)
     )
-    net.run(1.0, stop=lambda: conn._connected)
     data = bytes(i % 251 for i in range(4 * MB))
     assert conn.send(data) == len(data)
     conn.close(net.now)
@@ -143,15 +147,12 @@ def test_chunks_never_exceed_a_subflows_send_buffer():
     recorded as sent there but never was: a hole only the data-level timer (or a failure)
     would fill (found by the compound-fault harness, seed 132). Now a subflow's room includes
     its send buffer, and a clean transfer needs no data-level retransmission."""
-    net = Net(1)
-    tcp = TcpConfig(snd_buf=64 * 1024)
-    client = net.host("client", [C1, C2], seed=11, tcp_config=tcp)
-    server = net.host("server", [S], seed=21, listen_port=5001)
-    net.path(C1, S, delay=0.01, link=Link(100e6, 400_000))
-    net.path(C2, S, delay=0.02, link=Link(50e6, 400_000))
-    cfg = MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)], snd_buf=4 * MB)
-    conn = net.connect(client, C1, (S, 5001), cfg)
-    net.run(1.0, stop=lambda: conn._connected)
+    net, client, server, _paths, conn = _two_path(
+        (0.01, 100e6, 400_000),
+        (0.02, 50e6, 400_000),
+        client_tcp=TcpConfig(snd_buf=64 * 1024),
+        snd_buf=4 * MB,
+    )
     data = bytes(i % 251 for i in range(3 * MB))
     assert conn.send(data) == len(data)
     net.flush(client, conn)
@@ -171,15 +172,9 @@ def test_server_data_fin_leaves_when_the_cut_subflow_puts_sack_blocks_on_its_ack
     time, with no timer to try another: the server's DATA_FIN never left and the close hung
     for good (seen live against a Linux client, loss_cut family: 2 of 20). Now the SACK
     blocks give way to the DATA_FIN, and an unsent DATA_FIN tries the next subflow."""
-    net = Net(seed)
-    client = net.host("client", [C1, C2], seed=seed + 10)
-    server = net.host("server", [S], seed=seed + 20, listen_port=5001)
-    wifi = net.path(C1, S, delay=0.005, link=Link(40e6, 151_400), loss=0.01)
-    net.path(C2, S, delay=0.015, link=Link(20e6, 151_400), loss=0.01)
-    conn = net.connect(
-        client, C1, (S, 5001), MptcpConfig(endpoints=[Endpoint(C2, frozenset({"subflow"}), 1)])
+    net, client, server, (wifi, _lte), conn = _two_path(
+        (0.005, 40e6, 151_400), (0.015, 20e6, 151_400), seed=seed, loss=0.01
     )
-    net.run(1.0, stop=lambda: conn._connected)
     data = bytes(i % 251 for i in range(4 * MB))
     assert conn.send(data) == len(data)
     conn.close(net.now)
