@@ -323,6 +323,10 @@ class RunExecutor:
                         p.stop(signal.SIGTERM, timeout=3)
                 for h in tb.topo.hosts:
                     tb.host(h).run(["rm", "-rf", str(remote)], check=False)
+                    # (and the run's folder once its last label is gone)
+                    tb.host(h).run(
+                        ["rmdir", "--ignore-fail-on-non-empty", str(remote.parent)], check=False
+                    )
             path_rates = _path_rates(tb, spec.traffic)
             path_links = {p.name: list(p.links) for p in tb.paths if p.name in path_rates}
             link_addrs = {

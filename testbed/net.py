@@ -9,6 +9,7 @@ starts is recorded in testbed.registry, so `./inv clean` can remove it after a c
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -64,6 +65,8 @@ class Testbed(NetworkBase):
         self.seed = seed
         self.offload = offload
         self.tcp_cc = tcp_cc
+        # without a work folder of the caller's, a temporary one of ours, removed at stop
+        self._own_workdir = not workdir
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mptcplab-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.models: dict[str, LinkModel] = {n: lk.model for n, lk in topo.links.items()}
@@ -149,6 +152,8 @@ class Testbed(NetworkBase):
         self._captures.clear()
         self.emulators.clear()
         self.middleboxes.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ---- building ----------------------------------------------------------------------------
 
