@@ -34,6 +34,7 @@ from ..tcp.connection import (
     TcpState,
 )
 from ..tcp.rangeset import RangeSet
+from ..tcp.reassembly import drain_held
 from ..tcp.segment import TcpSegment
 from . import crypto
 from .coupled import make_cc
@@ -922,26 +923,9 @@ class MptcpConnection:
 
     def _drain_ooo(self) -> int:
         """Move the held data that rcv_nxt has reached into the receive buffer."""
-        delivered = 0
-        ooo = self._ooo
-        chunks = self._ooo_data
-        starts = ooo.starts
-        rbuf = self._rbuf
-        while starts and starts[0] <= self.rcv_nxt:
-            x = starts[0]
-            bend = ooo.ends[0]
-            rcv = self.rcv_nxt
-            while x < bend:
-                chunk = chunks.pop(x)
-                nx = x + len(chunk)
-                if nx > rcv:
-                    rbuf += chunk if x >= rcv else memoryview(chunk)[rcv - x :]
-                x = nx
-            if bend > rcv:
-                delivered += bend - rcv
-                self.rcv_nxt = bend
-            ooo.remove_below(bend)
-        return delivered
+        rcv = self.rcv_nxt
+        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rbuf, rcv)
+        return self.rcv_nxt - rcv
 
     @property
     def _ooo_bytes(self) -> int:

@@ -6,7 +6,7 @@ reassembly.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .segment import TcpSegment
 from .state import (
@@ -107,23 +107,25 @@ class Reassembly:
 
     def _drain_ooo(self) -> int:
         """Move the held data that rcv_nxt has reached into the receive buffer."""
-        delivered = 0
-        ooo = self._ooo
-        chunks = self._ooo_data
-        starts = ooo.starts
-        rbuf = self._rbuf
-        while starts and starts[0] <= self.rcv_nxt:
-            x = starts[0]
-            bend = ooo.ends[0]
-            rcv = self.rcv_nxt
-            while x < bend:
-                chunk = chunks.pop(x)
-                nx = x + len(chunk)
-                if nx > rcv:
-                    rbuf += chunk if x >= rcv else chunk[rcv - x :]
-                x = nx
-            if bend > rcv:
-                delivered += bend - rcv
-                self.rcv_nxt = bend
-            ooo.remove_below(bend)
-        return delivered
+        rcv = self.rcv_nxt
+        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rbuf, rcv)
+        return self.rcv_nxt - rcv
+
+
+def drain_held(ooo: Any, chunks: dict, rbuf: bytearray, rcv_nxt: int) -> int:
+    """Append to ``rbuf`` the held ranges (``ooo``, a RangeSet; ``chunks``, the pieces tiling
+    it by start) that ``rcv_nxt`` has reached, forget them, and return the new ``rcv_nxt``.
+    The same for TCP's reassembly and MPTCP's data-level one."""
+    starts = ooo.starts
+    while starts and starts[0] <= rcv_nxt:
+        x = starts[0]
+        bend = ooo.ends[0]
+        while x < bend:
+            chunk = chunks.pop(x)
+            nx = x + len(chunk)
+            if nx > rcv_nxt:
+                rbuf += chunk if x >= rcv_nxt else memoryview(chunk)[rcv_nxt - x :]
+            x = nx
+        rcv_nxt = max(rcv_nxt, bend)
+        ooo.remove_below(bend)
+    return rcv_nxt
