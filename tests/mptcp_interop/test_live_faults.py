@@ -4,8 +4,6 @@ runs every family 20 times, with Linux to Linux as the control)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from testkit.livefaults import run_family
@@ -13,7 +11,6 @@ from testkit.livefaults import run_family
 pytestmark = pytest.mark.net
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_loss_and_a_cut_both_directions_intact(tmp_path):
     runs = run_family("loss_cut", 1, 4_000_000, 30.0, ("ours->linux", "linux->ours"), tmp_path)
     assert [r.outcome for r in runs] == ["intact", "intact"], runs
