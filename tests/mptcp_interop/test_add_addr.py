@@ -38,6 +38,20 @@ RATES = {
 MP_CAPABLE, MP_JOIN, DSS, ADD_ADDR = 0, 1, 2, 3
 
 
+def carries_its_share(
+    subflows: list[dict], link_of: dict[str, str], n: int, addr_key: str, bytes_key: str
+) -> bool:
+    """Each subflow carried at least half of its path's rate share of the ``n`` bytes (a join
+    that came late or a scheduler that starves a path fails this; measured: 24-34% of 4 MB on
+    the 20 Mbit/s path, whose share is 1/3)."""
+    total = RATES["links.a.rate_mbit"] + RATES["links.b.rate_mbit"]
+    for x in subflows:
+        link = link_of[x[addr_key].rsplit(":", 1)[0]]
+        if x[bytes_key] < 0.5 * n * (RATES[f"links.{link}.rate_mbit"] / total):
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
     yield from make_bed("dual_homed_server", RATES, tmp_path_factory, "add_addr")
@@ -61,7 +75,9 @@ def test_linux_server_announces_ours_joins(bed: Bed) -> None:
     assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), s)
     assert c["sha256"] == s["sha256"] == pattern_sha256(n)
     assert {x["remote"].split(":")[0] for x in mp["subflows"]} == {a, b}, c["_stderr"]
-    assert all(x["bytes_sent"] >= n // 50 for x in mp["subflows"]), mp["subflows"]
+    assert carries_its_share(mp["subflows"], {a: "a", b: "b"}, n, "remote", "bytes_sent"), mp[
+        "subflows"
+    ]
     check_linux(
         delta,
         {
@@ -98,7 +114,9 @@ def test_ours_announces_linux_joins(bed: Bed) -> None:
     assert c["_rc"] == 0 and s["_rc"] == 0, (c, s.get("error"))
     assert c["sha256"] == s["sha256"] == pattern_sha256(n)
     assert {x["local"].split(":")[0] for x in mp["subflows"]} == {a, b}
-    assert all(x["bytes_received"] >= n // 50 for x in mp["subflows"]), mp["subflows"]
+    assert carries_its_share(mp["subflows"], {a: "a", b: "b"}, n, "local", "bytes_received"), mp[
+        "subflows"
+    ]
     check_linux(
         delta,
         {
