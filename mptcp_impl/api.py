@@ -75,6 +75,7 @@ class _StreamHandler:
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.close_requested = False
         self.exc: BaseException | None = None
+        self.write_exc: BaseException | None = None  # queued bytes lost at a clean close
         self.peer_eof = False  # the peer's FIN arrived (or the connection ended cleanly)
         self.eof_fed = False  # ... and the reader has been told, after the last byte
 
@@ -114,6 +115,12 @@ class _StreamHandler:
 
     def on_closed(self, exc: BaseException | None) -> None:
         self.exc = exc
+        if exc is None and self.pending_bytes:
+            # A clean end with bytes still queued here (e.g. aborted, or the connection ended
+            # before they fit): they were never sent, so drain() must not report success.
+            self.write_exc = ConnectionResetError(
+                f"connection closed with {self.pending_bytes} bytes not sent"
+            )
         if not self.connected.done():
             self.connected.set_exception(exc or ConnectionRefusedError("connection closed"))
         if exc is not None:
@@ -121,10 +128,11 @@ class _StreamHandler:
         else:
             self.peer_eof = True
             self.pull()
+        failed = exc or self.write_exc
         for w in self.drain_waiters:
             if not w.done():
-                if exc is not None:
-                    w.set_exception(exc)
+                if failed is not None:
+                    w.set_exception(failed)
                 else:
                     w.set_result(None)
         self.drain_waiters.clear()
@@ -167,6 +175,8 @@ class UserspaceStreamWriter:
             raise RuntimeError("write after close")
         if self._h.exc is not None:
             raise self._h.exc
+        if self._h.write_exc is not None:
+            raise self._h.write_exc
         if not data:
             return
         self._h.pending.append(
@@ -183,6 +193,8 @@ class UserspaceStreamWriter:
         h = self._h
         if h.exc is not None:
             raise h.exc
+        if h.write_exc is not None:
+            raise h.write_exc
         if h.pending_bytes <= self._high:
             return
         fut = h.loop.create_future()
