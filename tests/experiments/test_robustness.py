@@ -163,3 +163,72 @@ def test_reordering_split_by_hand():
     r = reordering_summary(s)
     assert (r["network_reordered"], r["scheduling_reordered"], r["loss_repairs"]) == (1, 1, 0)
     assert r["max_ms"] == pytest.approx(200)
+
+
+LIVE = """
+name = "reorder_split"
+seed = 2
+stacks = ["tcp", "kernel-mptcp"]
+[topology]
+name = "two_path"
+[traffic]
+kind = "bulk"
+direction = "download"
+duration_s = 2
+[grid]
+condition = ["clean", "reordering"]
+[conditions.clean]
+[conditions.reordering]   # on wifi only: the path TCP takes
+"links.wifi.reorder_pct" = 2
+[stack.kernel-mptcp]
+endpoints = [{ host = "client", link = "lte", flags = ["subflow"] }]
+[metrics]
+warmup_s = 0.5
+"""
+
+
+@pytest.mark.net
+def test_reordering_split_and_conditions_on_real_runs(tmp_path):
+    """TCP over a reordering wifi link: network reordering, no scheduling reordering; kernel
+    MPTCP over the clean paths (RTT 20 vs 80 ms): the opposite. The runs' links and what the
+    emulators counted are in metrics.json, summary.md and the reports."""
+    from experiments.runner import run_experiment
+
+    p = tmp_path / "e.toml"
+    p.write_text(LIVE)
+    exp = load_experiment(p)
+    # runs: 0 tcp clean, 1 kernel-mptcp clean, 2 tcp reordering, 3 kernel-mptcp reordering
+    res = run_experiment(exp, results_root=tmp_path / "r", progress=False, only_runs=[1, 2])
+    runs = {r["label"]: r for r in json.loads((res.run_dir / "metrics.json").read_text())["runs"]}
+    tcp, mp = runs["tcp/p1-rep1"], runs["kernel-mptcp/p0-rep1"]
+    assert tcp["intact"] and mp["intact"]
+    assert tcp["link_conditions"]["wifi"]["reorder_pct"] == "2 %"
+    assert "reorder_pct" not in mp["link_conditions"]["wifi"]
+    assert tcp["link_conditions"]["lte"]["delay_ms"] == "40 ms"
+    down = tcp["emulator"]["wifi"]["r1->client"]
+    assert down["packets"] > 100 and 0 < down["reordered"] < 0.1 * down["packets"]
+    assert mp["emulator"]["wifi"]["r1->client"]["reordered"] == 0
+
+    rows = {
+        r["run"]: r
+        for r in json.loads((res.run_dir / "analysis" / "metrics.json").read_text())["rows"]
+    }
+    t, m = rows["tcp-p1-rep1"], rows["kernel-mptcp-p0-rep1"]
+    assert t["network_reordered_pct"] > 0.5, t
+    assert t["sched_reordered_pct"] == 0 and t["reorder_p95_ms"] == 0, t
+    assert m["sched_reordered_pct"] > 5 and m["reorder_p95_ms"] > 10, m
+    assert m["network_reordered_pct"] < 0.1, m
+    # TCP's waits are all the network's: the reordering delay (scheduling) is 0 throughout,
+    # while segments did wait in its subflow's queue (the whole head-of-line wait did too)
+    view = json.loads((res.run_dir / "analysis" / "tcp-p1-rep1" / "metrics.json").read_text())
+    ro = view["groups"][0]["connections"][0]["reordering"]
+    assert ro["max_ms"] == 0 and ro["network_max_ms"] > 1, ro
+    assert ro["network_reordered"] >= 0.5 * down["reordered"] > 0, ro
+
+    page = (res.run_dir / "analysis" / "report.html").read_text()
+    assert "Link conditions per grid point" in page and "reorder_pct 2 %" in page
+    run_page = (res.run_dir / "analysis" / "tcp-p1-rep1" / "report.html").read_text()
+    assert "<h3>Link conditions</h3>" in run_page
+    assert f"packets {down['packets']}, reordered {down['reordered']} (" in run_page
+    md = write_summary([res.run_dir], res.run_dir / "summary.md").read_text()
+    assert "  - wifi: rate_mbit 20 Mbit/s, delay_ms 10 ms, queue_pkts 100 packets, " in md
