@@ -11,6 +11,7 @@ in-order byte samples).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Sequence
 
@@ -127,3 +128,62 @@ def surviving_capacity_mbit(paths: Sequence[dict], link: str | None) -> float | 
     if any(not isinstance(p.get("rate_mbit"), (int, float)) for p in left):
         return None
     return float(sum(p["rate_mbit"] for p in left))
+
+
+# ---- reordering: what the network did vs what multipath scheduling did ---------------------
+#
+# A multipath receiver reassembles twice: each subflow puts its own segments back in TCP
+# sequence order (its out-of-order queue), then the data level puts the subflows' in-order
+# streams back in data sequence (DSN) order. The two waits have different causes:
+#
+# - network reordering: a segment arrives below the highest sequence number its own subflow had
+#   delivered (RFC 4737's "reordered", per subflow): the link reordered it (the emulator's
+#   reorder_pct / jitter_reorders), or it repairs a loss (a retransmission, told apart with the
+#   sender's capture: `loss_repair`). Its wait, `network_s`: from its arrival until every lower
+#   byte of its subflow had arrived (time in the subflow's out-of-order queue).
+# - scheduling reordering: a segment that arrived in order within its subflow but below the
+#   highest DSN the connection had received (RFC 4737 at the data level): the scheduler sent
+#   lower data on a slower path. Its wait, `scheduling_s`: from the moment its subflow could
+#   hand it up (arrival + network_s) until every lower DSN had arrived: time in the data-level
+#   out-of-order queue. A loss on *another* subflow lands here too: the data level waits for it,
+#   as the stack's data-level queue does.
+#
+# total wait = network_s + scheduling_s (the head-of-line wait at the data level: every lower
+# DSN of a subflow is a lower subflow sequence number there). Single-path TCP has scheduling
+# 0 by construction (its DSN is its sequence number); a clean multipath run has network ~0.
+# The reordering-delay metric is `scheduling_s` (what the scheduler comparisons are about).
+
+
+def hol_waits(
+    times: Sequence[float], starts: Sequence[int], ends: Sequence[int]
+) -> list[float | None]:
+    """Byte ranges [start, end) in arrival order (each bringing new bytes): how long each
+    waited from its arrival until every byte below it (down to the lowest start) had arrived.
+    0 for a range that arrived in order, None if a hole below it never filled in the capture."""
+    out: list[float | None] = [0.0] * len(times)
+    if not times:
+        return out
+    nxt = min(starts)
+    pend: list[tuple[int, int, int]] = []
+    for i, (t, s, e) in enumerate(zip(times, starts, ends, strict=True)):
+        if s <= nxt:
+            nxt = max(nxt, e)
+            while pend and pend[0][0] <= nxt:
+                _, en, j = heapq.heappop(pend)
+                out[j] = t - times[j]
+                nxt = max(nxt, en)
+        else:
+            heapq.heappush(pend, (s, e, i))
+    for _, _, j in pend:
+        out[j] = None
+    return out
+
+
+def late_arrivals(starts: Sequence[int], ends: Sequence[int]) -> list[bool]:
+    """RFC 4737's reordered: a range that starts below the highest end seen before it."""
+    high = None
+    out = []
+    for s, e in zip(starts, ends, strict=True):
+        out.append(high is not None and s < high)
+        high = e if high is None else max(high, e)
+    return out

@@ -61,9 +61,21 @@ def receiver_data(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
     """Data segments of the main direction as they arrived at the receiver, in time order."""
     m = (df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["payload_len"] > 0)
     m &= (df["host"] == v.receiver_host) & df["dsn"].notna()
-    out = df.loc[m, ["time", "subflow", "intf", "dsn", "payload_len", "seq"]].copy()
+    cols = ["time", "subflow", "intf", "dsn", "payload_len", "seq"]
+    out = df.loc[m, cols + [c for c in ("ts_val",) if c in df]].copy()
     out["dsn"] = out["dsn"].astype("uint64")
     return out.sort_values("time", kind="stable")
+
+
+def sender_data(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
+    """Data segments of the main direction as the sender's capture saw them leave (time
+    order); empty when only one end was captured (then there is no telling a retransmission)."""
+    if v.sender_host == v.receiver_host:
+        return pd.DataFrame({"time": [], "subflow": [], "seq": [], "ts_val": []})
+    m = (df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["payload_len"] > 0)
+    m &= df["host"] == v.sender_host
+    cols = ["time", "subflow", "seq"] + [c for c in ("ts_val",) if c in df]
+    return df.loc[m, cols].sort_values("time", kind="stable")
 
 
 def data_acks(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
@@ -453,6 +465,134 @@ def subflow_stats(
 
 
 # ---- reordering ---------------------------------------------------------------------------------
+
+
+def subflow_seq(rx: pd.DataFrame) -> np.ndarray:
+    """Each segment's TCP sequence number relative to its subflow's first arrival, unwrapped
+    (arrival order; a segment arriving below the first one is negative)."""
+    out = np.zeros(len(rx), dtype=np.int64)
+    seq = rx["seq"].to_numpy().astype(np.int64)
+    sf = rx["subflow"].to_numpy()
+    for s in np.unique(sf):
+        rows = np.flatnonzero(sf == s)
+        step = (np.diff(seq[rows]) + (1 << 31)) % (1 << 32) - (1 << 31)
+        out[rows] = np.r_[0, np.cumsum(step)]
+    return out
+
+
+def _retransmitted(rx: pd.DataFrame, tx: pd.DataFrame | None) -> np.ndarray:
+    """Receiver segments that are a later copy of what the sender had sent before on the same
+    subflow (the same sequence number sent twice, and this copy's TCP timestamp is not the
+    first one's). Without the sender's capture or timestamps: all False."""
+    no = np.zeros(len(rx), dtype=bool)
+    if tx is None or tx.empty or "ts_val" not in tx or "ts_val" not in rx:
+        return no
+    g = tx.groupby(["subflow", "seq"], observed=True)["ts_val"]
+    sent = pd.DataFrame({"copies": g.size(), "first_ts": g.first()})
+    k = pd.MultiIndex.from_arrays([rx["subflow"], rx["seq"]])
+    copies = sent["copies"].reindex(k).to_numpy()
+    first_ts = sent["first_ts"].reindex(k).to_numpy(dtype=float, na_value=np.nan)
+    ts = pd.to_numeric(rx["ts_val"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    ok = ~np.isnan(ts) & ~np.isnan(first_ts)
+    return np.where(ok, (np.nan_to_num(copies) > 1) & (ts != first_ts), False).astype(bool)
+
+
+def reordering_split(rx: pd.DataFrame, tx: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Network reordering told apart from scheduling reordering (analysis/definitions.py), per
+    receiver data segment (`rx`, arrival order; `tx` the sender's data segments, to tell loss
+    repairs from reordering):
+
+    - new_subflow / new_data: it brought bytes new to its subflow / to the connection (DSN)
+    - network_reordered: arrived below its subflow's highest sequence so far, not a repair
+    - loss_repair: the same, but a retransmission (a loss, not a reordering)
+    - scheduling_reordered: in order within its subflow, below the connection's highest DSN
+    - network_s: wait in its subflow's out-of-order queue (NaN if not new to the subflow)
+    - total_s: head-of-line wait at the data level (NaN: not new data, or never unblocked)
+    - scheduling_s: total_s - network_s, the wait in the data-level out-of-order queue
+    """
+    n = len(rx)
+    cols = {
+        "time": rx["time"].to_numpy() if n else np.zeros(0),
+        "subflow": rx["subflow"].to_numpy() if n else np.zeros(0, dtype=int),
+    }
+    new_sf = np.zeros(n, dtype=bool)
+    late_sf = np.zeros(n, dtype=bool)
+    net_s = np.full(n, np.nan)
+    if n:
+        t = rx["time"].to_numpy()
+        plen = rx["payload_len"].to_numpy().astype(np.int64)
+        rel = subflow_seq(rx)
+        sf = rx["subflow"].to_numpy()
+        for s in np.unique(sf):
+            rows = np.flatnonzero(sf == s)
+            nb = new_bytes(rel[rows], rel[rows] + plen[rows])
+            rows = rows[nb > 0]
+            new_sf[rows] = True
+            st, en = rel[rows].tolist(), (rel[rows] + plen[rows]).tolist()
+            late_sf[rows] = D.late_arrivals(st, en)
+            w = D.hol_waits(t[rows].tolist(), st, en)
+            net_s[rows] = [np.nan if x is None else x for x in w]
+        dsn = rx["dsn"].astype("uint64").to_numpy()
+        d0 = (dsn - dsn.min()).astype(np.int64)
+        d1 = d0 + plen
+        new_data = new_bytes(d0, d1) > 0
+        rows = np.flatnonzero(new_data)
+        total = np.full(n, np.nan)
+        w = D.hol_waits(t[rows].tolist(), d0[rows].tolist(), d1[rows].tolist())
+        total[rows] = [np.nan if x is None else x for x in w]
+        late_dsn = np.zeros(n, dtype=bool)
+        late_dsn[rows] = D.late_arrivals(d0[rows].tolist(), d1[rows].tolist())
+    else:
+        new_data = late_dsn = np.zeros(0, dtype=bool)
+        total = np.zeros(0)
+    repair = _retransmitted(rx, tx) if n else np.zeros(0, dtype=bool)
+    sched = total - np.where(np.isnan(net_s), 0.0, net_s)
+    return pd.DataFrame(
+        {
+            **cols,
+            "new_subflow": new_sf,
+            "new_data": new_data,
+            "network_reordered": new_sf & late_sf & ~repair,
+            "loss_repair": new_sf & late_sf & repair,
+            "scheduling_reordered": new_data & late_dsn & ~(new_sf & late_sf),
+            "network_s": net_s,
+            "total_s": total,
+            "scheduling_s": np.clip(sched, 0.0, None),
+        }
+    )
+
+
+def reordering_summary(split: pd.DataFrame) -> dict:
+    """The split in numbers: counts and shares of each kind, and the waits. The reordering
+    delay (median/p95/max_ms) is the scheduling wait: what the multipath scheduler caused."""
+
+    def ms(x: pd.Series, q: float | None) -> float | None:
+        x = x.dropna()
+        if x.empty:
+            return None
+        return float((x.max() if q is None else x.quantile(q)) * 1e3)
+
+    data = split[split["new_data"]]
+    sub = split[split["new_subflow"]]
+    n, nsub = len(data), len(sub)
+    net, rep = int(split["network_reordered"].sum()), int(split["loss_repair"].sum())
+    sched = int(split["scheduling_reordered"].sum())
+    return {
+        "segments": n,
+        "unresolved": int(data["total_s"].isna().sum()),
+        "waits": "scheduling (data-level out-of-order queue); network_* the subflows' own",
+        "median_ms": ms(data["scheduling_s"], 0.5),
+        "p95_ms": ms(data["scheduling_s"], 0.95),
+        "max_ms": ms(data["scheduling_s"], None),
+        "scheduling_reordered": sched,
+        "scheduling_reordered_pct": 100 * sched / n if n else None,
+        "network_reordered": net,
+        "network_reordered_pct": 100 * net / nsub if nsub else None,
+        "loss_repairs": rep,
+        "network_p95_ms": ms(sub["network_s"], 0.95),
+        "network_max_ms": ms(sub["network_s"], None),
+        "total_p95_ms": ms(data["total_s"], 0.95),
+    }
 
 
 def reordering_delay(rx: pd.DataFrame) -> pd.DataFrame:

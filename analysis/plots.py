@@ -117,7 +117,11 @@ def reordering_cdf(delays: pd.DataFrame, path: Path, title: str = "") -> Path:
     if not delays.empty:
         d = delays.dropna(subset=["delay_s"]).assign(delay_ms=lambda x: x["delay_s"] * 1e3)
         sns.ecdfplot(d, x="delay_ms", hue="group" if "group" in d else None, ax=ax)
-    ax.set(xlabel="reordering delay [ms]", ylabel="CDF", title=title or "Reordering delay")
+    ax.set(
+        xlabel="reordering delay (scheduling: data-level queue) [ms]",
+        ylabel="CDF",
+        title=title or "Reordering delay",
+    )
     return _save(fig, path)
 
 

@@ -70,7 +70,10 @@ SUMMARY_METRICS = [  # (column, label, scale, unit)
     ("return_s", "path return", 1, "s"),
     ("reinjected_bytes", "reinjected", 1e-3, "kB"),
     ("retrans_bytes", "retransmitted", 1e-3, "kB"),
-    ("reorder_p95_ms", "reordering delay p95", 1, "ms"),
+    ("reorder_p95_ms", "reordering delay (scheduling) p95", 1, "ms"),
+    ("sched_reordered_pct", "scheduling reordered", 1, "%"),
+    ("network_reordered_pct", "network reordered", 1, "%"),
+    ("network_wait_p95_ms", "network reordering wait p95", 1, "ms"),
     ("mptcp_rtt_ms", "MPTCP-level RTT median", 1, "ms"),
 ]
 
@@ -107,6 +110,9 @@ def run_rows(result: dict, run_name: str = "") -> pd.DataFrame:
                     "reinjected_bytes": c["reinjection"]["bytes"],
                     "retrans_bytes": sum(s.get("retrans_bytes") or 0 for s in stats),
                     "reorder_p95_ms": c["reordering"]["p95_ms"],
+                    "sched_reordered_pct": c["reordering"].get("scheduling_reordered_pct"),
+                    "network_reordered_pct": c["reordering"].get("network_reordered_pct"),
+                    "network_wait_p95_ms": c["reordering"].get("network_p95_ms"),
                     "mptcp_rtt_ms": (c.get("mptcp_rtt") or {}).get("median_ms"),
                     "subflows": len(c["subflows"]),
                 }
@@ -321,6 +327,65 @@ MP_CAPABLE handshake and MP_JOIN and how it was answered, MP_FAIL / MP_TCPRST / 
 mappings seen, and what changed in a SYN between the client's and the server's capture.</p>"""
 
 
+# emulator counters that describe its own working, not what it did to packets
+_EMU_INTERNAL = {"held", "verdicts", "mean_late_us", "delay_ms", "jitter_ms", "port"}
+
+
+def _emulator_words(counts: dict) -> str:
+    """One direction's emulator counters in words: packets first, then every other count that
+    is not zero (reordered, duplicated, ge_lost, random_lost, and whatever a newer emulator
+    counts), each with its share of the packets."""
+    packets = counts.get("packets") or 0
+    parts = [f"packets {packets}"]
+    for k, v in counts.items():
+        if k == "packets" or k in _EMU_INTERNAL or not isinstance(v, int | float) or not v:
+            continue
+        share = f" ({100 * v / packets:.2g} %)" if packets and isinstance(v, int) else ""
+        parts.append(f"{k} {v:g}{share}")
+    return ", ".join(parts)
+
+
+def conditions_rows(meta: dict, run_name: str = "") -> pd.DataFrame:
+    """One row per link direction: the link's conditions as the run had them (the runner's
+    `link_conditions`: non-default fields with units, after overrides and the grid point) and
+    what the link emulator counted in that direction (`emulator`), when the metadata has them.
+    A link with conditions but no emulator counts gets one row."""
+    conds = meta.get("link_conditions") or {}
+    emu = meta.get("emulator") or {}
+    rows = []
+    for link in list(dict.fromkeys([*conds, *emu])):
+        words = ", ".join(f"{k} {v}" for k, v in (conds.get(link) or {}).items()) or "default"
+        dirs = emu.get(link) or {"–": None}
+        for i, (direction, counts) in enumerate(dirs.items()):
+            rows.append(
+                {
+                    **({"run": run_name} if run_name else {}),
+                    "link": link,
+                    "conditions": words if i == 0 else "″",
+                    "direction": direction,
+                    "emulator counted": _emulator_words(counts) if counts else "–",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+CONDITIONS_NOTE = """<p class='defs'><b>conditions</b>: each link's fields that differ from a
+default link, as the run had them (topology file, overrides, grid point). <b>emulator
+counted</b>: per direction (sender->receiver end), what the router's link emulator did over the
+whole run (testbed/linkem.py): packets it handled (GSO packets count once), reordered (sent
+ahead), duplicated, ge_lost (Gilbert-Elliott), random_lost (the loss_pct rule),
+kernel_dropped (the emulator fell behind). Links no emulator touched are left out.</p>"""
+
+REORDERING_NOTE = """<p class='defs'><b>network reordered</b>: share of segments that arrived
+below their own subflow's highest sequence number (the links reordered them; retransmissions
+that repair a loss are counted apart, from the sender's capture); its wait is the time in the
+subflow's out-of-order queue. <b>scheduling reordered</b>: share of segments that arrived in
+order within their subflow but below the connection's highest data sequence number (the
+scheduler sent lower data on a slower path). <b>reordering delay (scheduling)</b>: the wait in
+the data-level out-of-order queue, from when the subflow could hand the segment up until every
+lower DSN had arrived; it excludes the network wait. Definitions in analysis/definitions.py.</p>"""
+
+
 def _flat_versions(v) -> str:
     """{"python_packages": {...}, "debian_packages": {...}} or a flat {name: version}."""
     if not isinstance(v, dict):
@@ -410,13 +475,16 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
     parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir)]
     if result["events"]:
         parts += ["<h3>Link events</h3>", _table(events_table(result["events"]))]
+    cond = conditions_rows(meta)
+    if not cond.empty:
+        parts += ["<h3>Link conditions</h3>", _table(cond, left=4), CONDITIONS_NOTE]
     if result["errors"]:
         parts += ["<h2>Problems</h2>"] + [
             f"<p class='err'>{html.escape(e)}</p>" for e in result["errors"]
         ]
     parts.append("<h2>Stacks compared</h2>")
     parts.append(
-        _summary_html(summarize(rows, ["stack"]), ["stack"])
+        _summary_html(summarize(rows, ["stack"]), ["stack"]) + REORDERING_NOTE
         if not rows.empty
         else "<p>No MPTCP connection found in the captures.</p>"
     )
@@ -467,7 +535,9 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
                 f"({', '.join(f'sf{k}: {v}' for k, v in (re.get('by_subflow') or {}).items())}); "
                 f"MPTCP-level RTT median {_fmt(rtt.get('median_ms'))} ms, "
                 f"p95 {_fmt(rtt.get('p95_ms'))} ms ({rtt.get('samples', 0)} mappings); "
-                f"reordering delay p95 {_fmt(c['reordering']['p95_ms'])} ms</p>"
+                f"reordering delay (scheduling) p95 {_fmt(c['reordering']['p95_ms'])} ms; "
+                + _reordering_words(c["reordering"])
+                + "</p>"
             )
             parts.append(_table(pd.DataFrame(c["subflow_stats"])))
             for k in ("goodput", "dsn"):
@@ -478,6 +548,20 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
     title = f"MPTCP run: {meta.get('experiment', run_dir.name)}"
     out.write_text(_page(title, parts))
     return out
+
+
+def _reordering_words(r: dict) -> str:
+    """The reordering split of one connection in a sentence."""
+
+    def pct(k: str) -> str:
+        return "–" if r.get(k) is None else f"{r[k]:.2g} %"
+
+    return (
+        f"network reordered {r.get('network_reordered', 0)} segments ({pct('network_reordered_pct')}"
+        f", wait p95 {_fmt(r.get('network_p95_ms'))} ms), loss repairs {r.get('loss_repairs', 0)}, "
+        f"scheduling reordered {r.get('scheduling_reordered', 0)} ("
+        f"{pct('scheduling_reordered_pct')}) of {r.get('segments', 0)} segments"
+    )
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -495,6 +579,38 @@ def _swept(metas: dict[str, dict]) -> list[str]:
             if isinstance(v, (int, float, str)):
                 vals.setdefault(k, set()).add(v)
     return sorted(k for k, s in vals.items() if len(s) > 1)
+
+
+def _campaign_conditions(results: dict[str, dict], point_of) -> list[str]:
+    """The links' conditions once per grid point (they are the same for every stack and
+    repetition of a point), then every run's emulator counts, folded."""
+    per_point: dict[str, pd.DataFrame] = {}
+    counts = []
+    for name, res in results.items():
+        meta = res.get("metadata") or {}
+        rows = conditions_rows(meta, name)
+        if rows.empty:
+            continue
+        per_point.setdefault(point_of(name), rows[rows["conditions"] != "″"])
+        counts.append(rows.assign(stack=(meta.get("stack") or "")))
+    if not per_point:
+        return []
+    table = pd.concat(
+        [
+            r.drop(columns=["run", "direction", "emulator counted"]).assign(point=p)
+            for p, r in sorted(per_point.items())
+        ],
+        ignore_index=True,
+    )[["point", "link", "conditions"]]
+    every = pd.concat(counts, ignore_index=True)
+    every = every[["run", "stack", "link", "direction", "emulator counted"]]
+    return [
+        "<h2>Link conditions per grid point</h2>",
+        _table(table, left=3),
+        f"<details><summary>what the link emulators counted, per run ({len(counts)} runs)"
+        f"</summary>{_table(every, left=4)}</details>",
+        CONDITIONS_NOTE,
+    ]
 
 
 def write_campaign_report(root: Path) -> Path:
@@ -548,6 +664,8 @@ def write_campaign_report(root: Path) -> Path:
         parts.append("<h2>Per grid point and stack (over repetitions)</h2>")
         summary = summarize(rows, ["point", "stack"])
         parts.append(_summary_html(summary, ["point", "stack"]))
+        parts.append(REORDERING_NOTE)
+        parts += _campaign_conditions(results, rows_point)
         outcomes = pd.concat(
             [outcome_rows(v, k, rows_point(k)) for k, v in results.items()] or [pd.DataFrame()],
             ignore_index=True,

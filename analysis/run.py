@@ -139,8 +139,13 @@ def _conn_metrics(
             rx, labels, t0, rel_events, fig_dir / f"dsn-{tag}-c{c}.png", f"DSN vs time {tag}"
         ),
     }
-    delays = M.reordering_delay(rx)
-    d = delays["delay_s"].dropna()
+    # network reordering (what the links did) apart from scheduling reordering (what the
+    # multipath scheduler did); the reordering delay is the latter (analysis/definitions.py)
+    split = M.reordering_split(rx, M.sender_data(df, v))
+    new = split[split["new_data"]]
+    delays = pd.DataFrame(
+        {"time": new["time"], "subflow": new["subflow"], "delay_s": new["scheduling_s"]}
+    )
     out = {
         "conn": c,
         "kind": info["kind"],
@@ -193,13 +198,7 @@ def _conn_metrics(
         "reinjection": M.to_jsonable(M.reinjections(df, v)),
         "mptcp_rtt": M.to_jsonable(M.mptcp_rtt(df, v)),
         "subflow_stats": M.to_jsonable(M.subflow_stats(df, v, labels).to_dict("records")),
-        "reordering": {
-            "segments": int(len(delays)),
-            "unresolved": int(delays["delay_s"].isna().sum()),
-            "median_ms": float(d.median() * 1e3) if len(d) else None,
-            "p95_ms": float(d.quantile(0.95) * 1e3) if len(d) else None,
-            "max_ms": float(d.max() * 1e3) if len(d) else None,
-        },
+        "reordering": M.reordering_summary(split),
     }
     return out, {"figures": figs, "delays": delays}
 

@@ -13,6 +13,9 @@ traffic tool's reports under RUN/traffic/ and the analysis' RUN/analysis/metrics
   (controller) with the single-TCP reference line (RFC 6356's goal).
 - handover: runs with a link going down: gap and goodput per variant (mode), goodput over time
   per subflow for each run (Paasch et al., CellNet 2012).
+- robustness: a grid over named conditions ([conditions.*], grid key "condition"): a table
+  stack x condition with data intact (k of n runs) and goodput (mean, 95% CI), what each
+  condition set, and which stack kept its data intact at what goodput.
 
 A verdict is "agrees", "disagrees" or "not measured", always with the numbers it rests on;
 with one repetition it is one sample, and says so.
@@ -757,11 +760,91 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     return parts
 
 
+def _bundle_words(bundle: dict[str, Any]) -> str:
+    """What a named condition sets, briefly: "wifi.reorder_pct=2, lte.reorder_pct=2"."""
+    return (
+        ", ".join(
+            f"{k.removeprefix('links.')}={json.dumps(v) if isinstance(v, dict) else v}"
+            for k, v in bundle.items()
+        )
+        or "nothing (the topology as written)"
+    )
+
+
+def robustness_rows(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """condition -> variant -> {intact: k, n, goodput: [Mbit/s per run]} (file order)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        cond = r["point_values"].get("condition")
+        if cond is None:
+            continue
+        cell = out.setdefault(cond, {}).setdefault(r["variant"], {"intact": 0, "n": 0, "g": []})
+        cell["n"] += 1
+        cell["intact"] += bool(r.get("intact"))
+        cell["g"].append(r.get("goodput_mbit"))
+    return out
+
+
+def robustness_verdict(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Per stack, in words: intact everywhere or where not, and its goodput across conditions."""
+    variants = list(dict.fromkeys(v for row in table.values() for v in row))
+    lines = []
+    for v in variants:
+        cells = {c: row[v] for c, row in table.items() if v in row}
+        k = sum(c["intact"] for c in cells.values())
+        n = sum(c["n"] for c in cells.values())
+        means = {c: _ci(cell["g"])[0] for c, cell in cells.items()}
+        means = {c: m for c, m in means.items() if m is not None}
+        span = ""
+        if means:
+            lo, hi = min(means, key=means.get), max(means, key=means.get)
+            span = f", goodput from {means[lo]:.3g} Mbit/s ({lo}) to {means[hi]:.3g} Mbit/s ({hi})"
+        if k == n:
+            lines.append(f"{v} kept its data intact in all {n} runs{span}.")
+        else:
+            bad = ", ".join(
+                f"{c} ({cell['n'] - cell['intact']} of {cell['n']})"
+                for c, cell in cells.items()
+                if cell["intact"] < cell["n"]
+            )
+            lines.append(f"{v}: data NOT intact in {n - k} of {n} runs: {bad}{span}.")
+    return lines
+
+
+def robustness_section(runs: list[dict[str, Any]], conditions: dict[str, Any]) -> list[str]:
+    table = robustness_rows(runs)
+    if not table:
+        return []
+    variants = list(dict.fromkeys(v for row in table.values() for v in row))
+    rows = []
+    for cond, row in table.items():
+        cells = []
+        for v in variants:
+            c = row.get(v)
+            cells.append(
+                "–" if c is None else f"{c['intact']}/{c['n']} intact, {_fmt_ci(c['g'], ' Mbit/s')}"
+            )
+        rows.append([cond, _bundle_words(conditions.get(cond) or {}), *cells])
+    return [
+        "<h2>Robustness: data intact and goodput per stack and condition</h2>",
+        "<p>Each cell: runs whose received bytes hashed to what was sent (sha256 at both "
+        "ends) out of the runs, and goodput over the whole transfer (mean ± 95% CI, n runs). "
+        "The conditions column is what the condition sets on top of the topology; the "
+        "analysis report below lists each link's conditions and what the emulators counted, "
+        "and its MPTCP outcome table says per run what happened (fallback, MP_FAIL, ...).</p>",
+        _table(["condition", "sets", *variants], rows),
+        "<p class='verdict'>" + " ".join(html.escape(x) for x in robustness_verdict(table)),
+        "</p>",
+    ]
+
+
 def sections(run_dir: Path) -> list[str]:
     runs = load_runs(run_dir)
     fig_dir = run_dir / "figures"
+    meta = _json(run_dir / "metadata.json", {}) or {}
     return (
-        scheduler_section(runs, fig_dir)
+        robustness_section(runs, meta.get("conditions") or {})
+        + scheduler_section(runs, fig_dir)
         + share_section(runs, fig_dir)
         + handover_section(runs, fig_dir)
     )

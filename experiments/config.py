@@ -46,11 +46,22 @@ File format (see experiments/*.toml)::
     [grid]                                # parameter sweep: the product of these lists
     "links.lte.delay_ms" = [10, 50, 100]  # topology keys, or "traffic.<field>",
     "stack.userspace.scheduler" = ["default", "blest"]  # or "stack.<stack>.<option>"
+    condition = ["clean", "reordering"]   # or names of [conditions.*] bundles
+
+    [conditions.reordering]               # a named bundle of topology overrides (a grid value)
+    "links.wifi.reorder_pct" = 2          # dotted keys as in [topology.set]
+    topology = "two_path"                 # optional: the bundle's own topology file
 
 A grid key "stack.<stack>.<option>" makes each value a variant of that stack (named
 "<stack>-<value>", e.g. userspace-blest; a FILE.py:Class value is named by its class): its
 runs use [stack.<stack>] with that option replaced, and the other stacks run once per point of
 the remaining grid (not once per variant). Each value is checked as the option would be.
+
+The grid key "condition" takes names of [conditions.<name>] tables: each is one grid value that
+sets several topology parameters at once ("each condition alone and all together" is not a
+product of lists), and may name its own topology (`topology = "cellular_wifi"`), so one campaign
+can compare stacks across topologies. A bundle's keys win over [topology.set]; a --set
+topology override (a pin) wins over both. Runs and reports show the point as condition=<name>.
 
     [stack.kernel-mptcp]                  # per-stack options (see experiments.stacks)
     endpoints = [{ host = "client", link = "lte", flags = ["subflow", "backup"] }]
@@ -98,7 +109,9 @@ TOP_KEYS = {
     "grid",
     "stack",
     "metrics",
+    "conditions",
 }
+CONDITION_KEY = "condition"  # the grid key whose values name [conditions.*] bundles
 FLOW_KEYS = {
     "client",
     "server",
@@ -173,6 +186,27 @@ class Experiment:
     stack_raw: dict[str, dict[str, Any]] = field(default_factory=dict)  # [stack.*] as written
     gap_window_s: float = 10.0
     overrides: list[str] = field(default_factory=list)
+    # [conditions.<name>]: bundles of topology overrides a grid "condition" value names, each
+    # maybe with its own "topology"
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def point_topology(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The topology file and overrides of one grid point: [topology.set], then the grid's
+        topology keys and the point's condition bundle, then --set pins (which always win)."""
+        bundle = dict(self.conditions.get(values.get(CONDITION_KEY), {}))
+        name = bundle.pop("topology", self.topology)
+        pinned = {
+            parse_override(o, self.source, ExperimentError)[0].removeprefix("topology.set.")
+            for o in self.overrides
+        }
+        topo_keys = {
+            k: v
+            for k, v in values.items()
+            if not k.startswith(("traffic.", "stack.")) and k != CONDITION_KEY
+        }
+        merged = {**self.topology_set, **topo_keys, **bundle}
+        merged.update({k: v for k, v in self.topology_set.items() if k in pinned})
+        return name, merged
 
 
 @dataclass(frozen=True)
@@ -189,6 +223,7 @@ class RunSpec:
     traffic: FlowSpec
     variant: str = ""  # the stack, or "<stack>-<value>..." for a stack.<stack>.<option> grid
     stack_options: dict[str, Any] | None = None  # this run's [stack.<stack>] (None: the file's)
+    topology: str = ""  # this run's topology file ("": the experiment's; a condition may name one)
 
     @property
     def label(self) -> str:
@@ -390,7 +425,10 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         stack_opts[s] = STACKS[s].validate_options(
             source, f"stack.{s}", _table(source, f"stack.{s}", opts)
         )
-    grid = _grid(source, _table(source, "grid", raw.get("grid", {})), traffic, stack_raw)
+    conditions = _conditions(source, _table(source, "conditions", raw.get("conditions", {})))
+    grid = _grid(
+        source, _table(source, "grid", raw.get("grid", {})), traffic, stack_raw, conditions
+    )
 
     metrics = _table(source, "metrics", raw.get("metrics", {}))
     _unknown(source, "metrics", metrics, METRIC_KEYS)
@@ -418,6 +456,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         background=background,
         events=sorted(events, key=lambda ev: ev.at),
         grid=grid,
+        conditions=conditions,
         stack_options=stack_opts,
         stack_raw={k: dict(v) for k, v in stack_raw.items()},
         warmup_s=warmup,
@@ -498,16 +537,46 @@ def _event(source: str, where: str, e: dict[str, Any]) -> EventSpec:
     return EventSpec(at=at, link=link, action=action, mode=mode, params=params)
 
 
+def _conditions(source: str, table: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """[conditions.<name>] tables: dotted topology keys (checked per grid point against the
+    topology, like [topology.set]) and an optional "topology" file name."""
+    out = {}
+    for name, bundle in table.items():
+        where = f"conditions.{name}"
+        bundle = _table(source, where, bundle)
+        if "topology" in bundle:
+            _typed(source, f"{where}.topology", bundle["topology"], str)
+        for k in bundle:
+            if k != "topology" and (k.split(".")[0] not in ("links", "paths") or "." not in k):
+                raise ExperimentError(
+                    source,
+                    f"{where}.{k}",
+                    "a condition sets topology keys (links.<link>.<field>) or topology",
+                )
+        out[name] = dict(bundle)
+    return out
+
+
 def _grid(
     source: str,
     table: dict[str, Any],
     traffic: FlowSpec,
     stack_raw: dict[str, Any] | None = None,
+    conditions: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, list[Any]]:
     grid = {}
     for k, v in table.items():
         if not isinstance(v, list) or not v:
             raise ExperimentError(source, f"grid.{k}", f"expected a non-empty list, got {v!r}")
+        if k == CONDITION_KEY:
+            for j, name in enumerate(v):
+                if name not in (conditions or {}):
+                    raise ExperimentError(
+                        source,
+                        f"grid.{k}[{j}]",
+                        f"no [conditions.{name}] table (defined: "
+                        f"{', '.join(conditions or {}) or 'none'})",
+                    )
         if k.startswith("stack."):
             _stack_grid_key(source, k, v, stack_raw or {})
         if k.startswith("traffic."):
@@ -580,20 +649,35 @@ def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
 def check_against_topology(exp: Experiment) -> None:
     """Every grid point must give a valid topology, and hosts/links named must exist in it."""
     points = grid_points(exp)
+    topos = {}
     for values in points:
         topo_keys = {k: v for k, v in values.items() if not k.startswith(("traffic.", "stack."))}
+        name, overrides = exp.point_topology(values)
+        cond = values.get(CONDITION_KEY)
+        bundle = exp.conditions.get(cond, {})
         try:
-            topo = load_topology(exp.topology, {**exp.topology_set, **topo_keys})
+            topo = load_topology(name, overrides)
         except TopologyError as e:
             fld = e.field
             where = (
-                f"grid.{fld}"
+                f"conditions.{cond}.{fld}"
+                if fld in bundle
+                else f"conditions.{cond}.topology"
+                if "topology" in bundle and fld in ("(file)", "(syntax)")
+                else f"grid.{fld}"
                 if fld in topo_keys
                 else f"topology.set.{fld}"
                 if fld in exp.topology_set
                 else "topology.name"
             )
             raise ExperimentError(exp.source, where, str(e)) from None
+        topos[name] = topo
+    for topo in topos.values():
+        _check_names(exp, topo)
+
+
+def _check_names(exp: Experiment, topo: Any) -> None:
+    """The hosts, links and stack endpoints the experiment names exist in `topo`."""
     for where, flow in [("traffic", exp.traffic)] + [
         (f"background[{i}]", b) for i, b in enumerate(exp.background)
     ]:
@@ -603,14 +687,14 @@ def check_against_topology(exp: Experiment) -> None:
                 raise ExperimentError(
                     exp.source,
                     f"{where}.{role}",
-                    f"no host {h!r} in {exp.topology} (hosts: {', '.join(topo.hosts)})",
+                    f"no host {h!r} in {topo.name} (hosts: {', '.join(topo.hosts)})",
                 )
     for i, ev in enumerate(exp.events):
         if ev.link not in topo.links:
             raise ExperimentError(
                 exp.source,
                 f"events[{i}].link",
-                f"no link {ev.link!r} in {exp.topology} (links: {', '.join(topo.links)})",
+                f"no link {ev.link!r} in {topo.name} (links: {', '.join(topo.links)})",
             )
     for s, opts in exp.stack_options.items():
         STACKS[s].check_topology(exp.source, f"stack.{s}", opts, topo)
@@ -657,10 +741,7 @@ def resolve_runs(exp: Experiment) -> list[RunSpec]:
     runs: list[RunSpec] = []
     first = {k: v[0] for k, v in exp.grid.items() if k.startswith("stack.")}
     for p, values in enumerate(grid_points(exp)):
-        topo_set = {
-            **exp.topology_set,
-            **{k: v for k, v in values.items() if not k.startswith(("traffic.", "stack."))},
-        }
+        topo_name, topo_set = exp.point_topology(values)
         traffic_over = {
             k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("traffic.")
         }
@@ -693,6 +774,7 @@ def resolve_runs(exp: Experiment) -> list[RunSpec]:
                         traffic=traffic,
                         variant=variant_name(stack, values),
                         stack_options=opts,
+                        topology=topo_name if topo_name != exp.topology else "",
                     )
                 )
     if exp.shuffle:

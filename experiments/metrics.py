@@ -72,6 +72,12 @@ class RunMetrics:
     middlebox: dict[str, Any] = field(default_factory=dict)
     outcome: str = ""
     variant: str = ""  # the stack, or "<stack>-<value>" for a run of a stack.<stack>.<option> grid
+    # the links as the run had them: topology file, each link's non-default fields with units
+    # (LinkModel.conditions), and what the link emulators counted per link and direction
+    # (packets, reordered, duplicated, ge_lost, random_lost, ...; Testbed.emulator_stats)
+    topology: str = ""
+    link_conditions: dict[str, dict[str, str]] = field(default_factory=dict)
+    emulator: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

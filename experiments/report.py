@@ -57,6 +57,7 @@ def campaign_section(run_dir: Path) -> list[str]:
             f"{_ms(row.get('goodput_after_failure_mbit'))} | "
             f"{'yes' if row['all_intact'] else 'NO'} |"
         )
+    lines += _conditions_lines(metrics.get("runs", []))
     met = [r for r in metrics.get("runs", []) if r.get("middlebox") or r.get("mptcp_counters")]
     if any(r.get("middlebox") for r in met):
         lines += [
@@ -98,6 +99,38 @@ def campaign_section(run_dir: Path) -> list[str]:
                     f"{against}; {carried}"
                 )
     return lines + [""]
+
+
+def _conditions_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Each grid point's link conditions (non-default fields with units), once per point, and
+    what the link emulators counted in its first run."""
+    seen: dict[int, dict[str, Any]] = {}
+    for r in runs:
+        if r.get("link_conditions") or r.get("emulator"):
+            seen.setdefault(r["point"], r)
+    if not seen:
+        return []
+    lines = ["", "Link conditions per point (and what the emulators counted in its first run):", ""]
+    for r in seen.values():
+        point = ", ".join(f"{k}={v}" for k, v in r["point_values"].items()) or "-"
+        lines.append(f"- {point} ({r.get('topology') or 'topology'}, {r['label']}):")
+        for link, cond in (r.get("link_conditions") or {}).items():
+            words = ", ".join(f"{k} {v}" for k, v in cond.items())
+            counts = "; ".join(
+                f"{d}: "
+                + ", ".join(
+                    f"{k} {v}"
+                    for k, v in c.items()
+                    if k not in _INTERNAL and isinstance(v, int | float) and v
+                )
+                for d, c in ((r.get("emulator") or {}).get(link) or {}).items()
+            )
+            lines.append(f"  - {link}: {words}" + (f" — {counts}" if counts else ""))
+    return lines
+
+
+# the emulator's own bookkeeping, not something it did to packets
+_INTERNAL = {"held", "verdicts", "mean_late_us", "delay_ms", "jitter_ms"}
 
 
 def write_summary(run_dirs: list[Path], out: Path, title: str = "mptcp-lab report") -> Path:

@@ -299,7 +299,7 @@ class RunExecutor:
         label = spec.label
         logs = self.run_dir / "logs" / label
         logs.mkdir(parents=True, exist_ok=True)
-        topo = load_topology(exp.topology, spec.topology_set)
+        topo = load_topology(spec.topology or exp.topology, spec.topology_set)
         flows: list[tuple[FlowSpec, Stack]] = [(spec.traffic, STACKS[spec.stack])]
         flows += [(b, STACKS[b.stack]) for b in exp.background]
         remote = Path(tempfile.gettempdir()) / f"mptcp-lab-{self.run_id}" / label.replace("/", "-")
@@ -316,6 +316,7 @@ class RunExecutor:
                 results = self._traffic(tb, spec, flows, remote, logs, procs)
                 counters = _counters_delta(before, _mptcp_counters(tb, tb.topo.hosts))
                 mbox_stats = tb.middlebox_stats() if hasattr(tb, "middlebox_stats") else {}
+                emu_stats = tb.emulator_stats() if hasattr(tb, "emulator_stats") else {}
                 cap.stop()
             finally:
                 for p in procs:
@@ -391,6 +392,9 @@ class RunExecutor:
             }
         m.mptcp_counters = counters
         m.middlebox = mbox_stats
+        m.topology = topo.name
+        m.link_conditions = link_conditions(topo)
+        m.emulator = emu_stats
         native = main.client.get("stack_info") or {}
         m.outcome = outcome(
             counters=counters,
@@ -563,6 +567,12 @@ class RunExecutor:
             return {"error": str(e)}
 
 
+def link_conditions(topo: Any) -> dict[str, dict[str, str]]:
+    """Each link's conditions as the run had them (after overrides and the grid point): the
+    fields that differ from a default link, with units (LinkModel.conditions)."""
+    return {name: cond for name, lk in topo.links.items() if (cond := lk.model.conditions())}
+
+
 # ---------------------------------------------------------------------------------------------
 # A campaign
 
@@ -582,6 +592,7 @@ def _metadata(exp: Experiment, run_id: str, runs: list[RunSpec]) -> dict[str, An
         "topology": exp.topology,
         "topology_set": exp.topology_set,
         "grid": exp.grid,
+        "conditions": exp.conditions,
         "traffic": asdict(exp.traffic),
         "background": [asdict(b) for b in exp.background],
         "events": [asdict(e) for e in exp.events],
@@ -766,6 +777,10 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             view_meta["outcome"] = {
                 k: m.get(k) for k in ("outcome", "intact", "mptcp_counters", "middlebox")
             }
+        # the links as the run had them, and what the emulators counted on each
+        for k in ("topology", "link_conditions", "emulator"):
+            if m.get(k):
+                view_meta[k] = m[k]
         _write_json(view / "metadata.json", view_meta)
         write_events(view / "events.json", [run_entry(r["label"], r["t0_wall"], r["events"])])
     return base

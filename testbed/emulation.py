@@ -491,14 +491,40 @@ class RouterEmulator(RouterQueues):
 
     def stats(self) -> dict[str, dict]:
         """Per link and direction ("in": arriving on the router's interface, "out": leaving by
-        it): packets the emulator held and how many it still holds."""
+        it): packets the emulator held and how many it still holds, what it reordered,
+        duplicated and lost (Gilbert-Elliott), and `random_lost`: what the nft rule of
+        loss_pct dropped (its counter; random loss never reaches the emulator)."""
         if not self.running:
             return {}
         raw = self._command({"op": "stats"})["stats"]
+        dropped = self._nft_drops() if self._table else {}
         return {
-            link: {"in": raw[str(2 * i)], "out": raw[str(2 * i + 1)]}
+            link: {
+                "in": {**raw[str(2 * i)], "random_lost": dropped.get(f"p{i}_in", 0)},
+                "out": {**raw[str(2 * i + 1)], "random_lost": dropped.get(f"p{i}_out", 0)},
+            }
             for link, i in self.index.items()
         }
+
+    def _nft_drops(self) -> dict[str, int]:
+        """Packets dropped by each port chain's counter rule (the loss_pct rule), per chain."""
+        res = self.host.run(["nft", "-j", "list", "table", FAMILY, TABLE], check=False)
+        try:
+            items = json.loads(res.stdout).get("nftables", [])
+        except ValueError:
+            return {}
+        out: dict[str, int] = {}
+        for item in items:
+            rule = item.get("rule")
+            if not rule:
+                continue
+            exprs = rule.get("expr", [])
+            if any("drop" in e for e in exprs):
+                for e in exprs:
+                    if "counter" in e:
+                        chain = rule.get("chain", "")
+                        out[chain] = out.get(chain, 0) + int(e["counter"].get("packets", 0))
+        return out
 
     def stop(self) -> None:
         """Remove the queue rules, stop the process (it releases what it holds, so nothing

@@ -340,6 +340,20 @@ class Testbed(NetworkBase):
             self.middleboxes[router] = mbox
             mbox.start()
 
+    def emulator_stats(self) -> dict[str, dict[str, dict]]:
+        """What the link emulators did so far, per link and direction named by its ends
+        ("client->r1"): packets, reordered, duplicated, lost (RouterEmulator.stats). Links
+        whose packets never went through an emulator are left out."""
+        out: dict[str, dict[str, dict]] = {}
+        for router, emu in self.emulators.items():
+            for link, st in emu.stats().items():
+                spec = self.topo.links[link]
+                other = spec.other(router)
+                dirs = {f"{other}->{router}": st["in"], f"{router}->{other}": st["out"]}
+                if any(d.get("packets") or d.get("random_lost") for d in dirs.values()):
+                    out[link] = dirs
+        return out
+
     def middlebox_stats(self) -> dict[str, dict]:
         """What every middlebox did so far, per link (RouterMiddlebox.stats)."""
         out: dict[str, dict] = {}

@@ -37,7 +37,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,18 @@ class LinkModel:
     duplicate_pct: float = 0.0  # a share of packets sent twice
     loss_model: LossModel | None = None  # Gilbert-Elliott loss, beside loss_pct
 
+    def conditions(self) -> dict[str, str]:
+        """The fields that differ from a default link, each as "value unit" in words (for
+        reports: what the run's links did, after overrides and grid point). Generic over the
+        dataclass's fields, so a new field shows up without a change here; its unit comes from
+        its name's suffix (UNITS)."""
+        default = LinkModel()
+        return {
+            f.name: describe_value(f.name, getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
+
     @property
     def delayed(self) -> bool:
         """Whether the link's packets go through the router's emulator process (a delay queue)."""
@@ -155,6 +167,30 @@ class LinkModel:
             or self.duplicate_pct > 0
             or self.loss_model is not None
         )
+
+
+# A field's unit from its name's suffix (the file format's convention), for reports.
+UNITS = {"_mbit": "Mbit/s", "_ms": "ms", "_pct": "%", "_pkts": "packets"}
+
+
+def describe_value(name: str, value: Any) -> str:
+    """One LinkModel field's value with its unit: "2 %", "10 ms", "Gilbert-Elliott p=1 % ..."."""
+    if isinstance(value, LossModel):
+        extra = f", mean loss {value.mean_loss_pct:.3g} %"
+        if value.mean_burst is not None:
+            extra += f", mean burst {value.mean_burst:.3g} packets"
+        return (
+            f"Gilbert-Elliott p={value.p:g} % r={value.r:g} % h={value.h:g} % k={value.k:g} %"
+            + extra
+        )
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Path):
+        return value.name
+    if isinstance(value, float):
+        value = f"{value:g}"
+    unit = next((u for suffix, u in UNITS.items() if name.endswith(suffix)), "")
+    return f"{value} {unit}".strip()
 
 
 @dataclass(frozen=True)
