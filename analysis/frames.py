@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from analysis.pcap import CaptureError, parse_buffer, parse_pcap
 
-PARSER_VERSION = 1
+PARSER_VERSION = 2
 _META_KEY = b"mptcp_lab_cache"
 
 
