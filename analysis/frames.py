@@ -1,7 +1,9 @@
 """Parsed frames with a parquet cache beside each pcap, and discovery of a run's captures.
 
-Why a cache: reports are re-generated far more often than captures change; re-reading a parquet
-file is ~10x faster than parsing. The cache is keyed on the pcap's size and mtime plus our parser
+Why a cache: reports are re-generated far more often than captures change. Since the parser reads
+the common segment layouts with numpy, re-reading the parquet file is no faster than parsing a
+headers-only capture (about 1 s per million segments either way, analysis/README.md); the cache
+still spares the per-segment path on captures full of unusual layouts. The cache is keyed on the pcap's size and mtime plus our parser
 version, stored inside the parquet metadata, so a changed pcap (or parser) is parsed again.
 """
 
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 
 from analysis.pcap import CaptureError, parse_buffer, parse_pcap
 
-PARSER_VERSION = 1
+PARSER_VERSION = 2
 _META_KEY = b"mptcp_lab_cache"
 
 

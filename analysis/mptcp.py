@@ -70,12 +70,17 @@ def subflow_ids(df: pd.DataFrame) -> pd.DataFrame:
     a = s * 65536 + df["sport"].to_numpy().astype(np.int64)  # endpoint ids: address, port
     b = d * 65536 + df["dport"].to_numpy().astype(np.int64)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    uniq, first, inv = np.unique(
-        np.stack([lo, hi], 1), axis=0, return_index=True, return_inverse=True
-    )
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
-    codes = rank[inv.ravel()] if len(df) else np.zeros(0, dtype=np.int64)
+    span = int(hi.max()) + 1 if len(df) else 1
+    if span < 1 << 31:  # one integer per endpoint pair: a hash factorize, numbered as they appear
+        codes, uniq = pd.factorize(lo * span + hi)
+        codes = codes.astype(np.int64)
+    else:
+        uniq, first, inv = np.unique(
+            np.stack([lo, hi], 1), axis=0, return_index=True, return_inverse=True
+        )
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+        codes = rank[inv.ravel()] if len(df) else np.zeros(0, dtype=np.int64)
     out = df.copy(deep=False)  # new columns only: no need to copy the 60 we have
     out["subflow"] = codes
     n_sf = len(uniq)
@@ -207,8 +212,8 @@ def annotate(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     is_mp = conn_of >= 0
     from_client = np.where(from_init, client_init, ~client_init)
     out["conn"] = conn_of
-    out["role"] = pd.Categorical(
-        np.where(~is_mp, "", np.where(from_client, "client", "server")),
+    out["role"] = pd.Categorical.from_codes(
+        np.where(~is_mp, 0, np.where(from_client, 1, 2)).astype(np.int8),
         categories=["", "client", "server"],
     )
     dsn = np.zeros(n, dtype=np.uint64)
