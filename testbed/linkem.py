@@ -90,7 +90,7 @@ NFQNL_MSG_VERDICT_BATCH = 3
 NFQNL_MSG_CONFIG = 2
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
-NFQA_CAP_LEN = 9
+NFQA_CAP_LEN = 13
 NFQA_PAYLOAD = 10
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
@@ -624,7 +624,7 @@ class Emulator(QueueWorker):
                         "trace_departures": q.trace.departures,
                         "trace_dropped": q.trace.dropped,
                         "trace_bytes": q.trace.departed_bytes,
-                        "trace_backlog_bytes": q.trace.backlog,
+                        "trace_backlog_bytes": q.trace.settle(time.monotonic()),
                     }
                     if q.trace is not None
                     else {}

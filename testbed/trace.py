@@ -185,12 +185,17 @@ class TraceQueue:
             cycles, i = cycles + 1, 0
         return cycles * len(self.times) + i
 
-    def admit(self, now: float, size: int) -> float | None:
-        """Queue a packet of `size` IP bytes that arrives at `now`: its departure time, or None
-        if the queue's `limit` bytes cannot take it. Departures never go backwards."""
+    def settle(self, now: float) -> int:
+        """Forget the packets gone by `now`; the bytes still queued."""
         waiting = self.waiting
         while waiting and waiting[0][0] <= now:
             self.backlog -= waiting.popleft()[1]
+        return self.backlog
+
+    def admit(self, now: float, size: int) -> float | None:
+        """Queue a packet of `size` IP bytes that arrives at `now`: its departure time, or None
+        if the queue's `limit` bytes cannot take it. Departures never go backwards."""
+        self.settle(now)
         if self.backlog + size > self.limit:
             self.dropped += 1
             return None
@@ -207,7 +212,7 @@ class TraceQueue:
             self.left = more * OPPORTUNITY_BYTES - need
         departure = self.opportunity_time(self.k)
         self.last_departure = departure
-        waiting.append((departure, size))
+        self.waiting.append((departure, size))
         self.backlog += size
         self.departures += 1
         self.departed_bytes += size

@@ -5,7 +5,10 @@ ours computes each departure when the packet arrives, so the two must agree on e
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -15,7 +18,8 @@ from testbed.routing import resolve_path
 from testbed.topology import TopologyError, load_topology
 from testbed.trace import Trace, TraceError, TraceQueue, ip_bytes, read_trace
 
-SHIPPED = Path(__file__).resolve().parents[2] / "topologies" / "traces"
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "topologies" / "traces"
 
 TOPO = """
 description = "trace test"
@@ -230,3 +234,43 @@ def test_gso_packets_count_their_segments_headers():
     assert ip_bytes(52 + 10 * 1448, head) == 10 * 1500
     assert ip_bytes(52 + 10 * 1448 + 1, head) == 10 * 1500 + 53
     assert ip_bytes(5000, b"") == 5000  # no header known: the length as it is
+
+
+# -- refused before any namespace is made ------------------------------------------------------
+
+BUILD = """
+import sys
+from testbed.topology import load_topology
+from testbed.net import Testbed
+with Testbed(load_topology(sys.argv[1])):
+    pass
+"""
+
+
+def namespaces_made(tmp_path: Path, argv: list[str]) -> tuple[int, str, bool]:
+    """Run argv under strace: (exit status, stderr, whether any process of it made a network
+    namespace: mnexec's unshare(CLONE_NEWNET) for a Mininet node)."""
+    log = tmp_path / "strace.log"
+    res = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=unshare,setns,clone,clone3", "-o", str(log), *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    return res.returncode, res.stderr, "CLONE_NEWNET" in log.read_text()
+
+
+@pytest.mark.net
+def test_a_bad_trace_is_refused_before_any_namespace(tmp_path):
+    (tmp_path / "t.down").write_text("1\n2\n")
+    good = topo_file(tmp_path, 'trace_down = "t.down"\ndelay_ms = 1')
+    # the control: the same topology with a good trace builds nodes, and strace sees it
+    rc, err, made = namespaces_made(tmp_path, [sys.executable, "-c", BUILD, str(good)])
+    assert rc == 0 and made, err
+    (tmp_path / "t.down").write_text("1\n2\n1\n")
+    check = "import sys; from testbed.check import main; sys.exit(main(sys.argv[1]))"
+    rc, err, made = namespaces_made(tmp_path, [sys.executable, "-c", check, str(good)])
+    assert rc == 2 and not made, err
+    assert f"{good}: links.a.trace_down: {tmp_path / 't.down'}: line 3: " in err, err
