@@ -66,14 +66,15 @@ def clean(c):
         "topology": "topology name or file",
         "json": JSON_HELP,
         "set_": "override a topology parameter, e.g. links.wifi.delay_ms=20 (repeatable)",
+        "out": "where trace figures go (default results/testbed-check/<topology>/)",
     },
     iterable=["set_"],
 )
-def testbed_check(c, topology="two_path", json=False, set_=None):
+def testbed_check(c, topology="two_path", json=False, set_=None, out=None):
     """Build a topology, measure each path's RTT and throughput against what it should be."""
     from testbed.check import main as check_main
 
-    sys.exit(check_main(topology, overrides=set_ or [], as_json=json))
+    sys.exit(check_main(topology, overrides=set_ or [], as_json=json, out=out))
 
 
 @task(
