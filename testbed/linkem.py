@@ -54,6 +54,17 @@ event, not per packet):
   them to a copy-packet queue instead; here the copy leaves through a raw socket, marked so
   that the router's OUTPUT rules put it through the delay queues its original meets, and the
   original is held in its direction's FIFO like the rest (see CopyQueue).
+- trace (a queue's config "trace": a Mahimahi trace file, "trace_limit": bytes): a trace-driven
+  drop-tail bottleneck in front of the delay (testbed/trace.py TraceQueue). Each packet's
+  departure is computed when it arrives, from the opportunities still free (1500 bytes each,
+  partial packets carried over as Mahimahi does, unused ones lost on an empty queue), and its
+  release time is departure + delay: FIFO order, batch verdicts and the one-wakeup-per-release
+  loop are unchanged, and there is no timer per opportunity. The queue's NFQUEUE copies the
+  first TRACE_HEAD bytes of each packet (copy-packet mode with F_GSO: GSO packets stay whole,
+  NFQA_CAP_LEN gives their length, the headers their segment count). A full queue drops the
+  packet (NF_DROP; stats "trace_dropped"); "trace_departures", "trace_bytes" count what left or
+  is scheduled to, and "trace_epoch" in the stats reply is the wall-clock time of the traces'
+  time 0 (when the queues were bound).
 """
 
 from __future__ import annotations
