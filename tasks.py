@@ -66,14 +66,15 @@ def clean(c):
         "topology": "topology name or file",
         "json": JSON_HELP,
         "set_": "override a topology parameter, e.g. links.wifi.delay_ms=20 (repeatable)",
+        "out": "where trace figures go (default results/testbed-check/<topology>/)",
     },
     iterable=["set_"],
 )
-def testbed_check(c, topology="two_path", json=False, set_=None):
+def testbed_check(c, topology="two_path", json=False, set_=None, out=None):
     """Build a topology, measure each path's RTT and throughput against what it should be."""
     from testbed.check import main as check_main
 
-    sys.exit(check_main(topology, overrides=set_ or [], as_json=json))
+    sys.exit(check_main(topology, overrides=set_ or [], as_json=json, out=out))
 
 
 @task(
@@ -157,6 +158,8 @@ def demo(c, results=None):
         "reorder_pct": "netem-style reordering in % (issue 19's speed case: 1; default 0)",
         "duplicate_pct": "duplication in %",
         "parallel": "iperf3 streams per direction (default 1)",
+        "trace": "a Mahimahi trace file for both directions of the link (instead of --rate)",
+        "queue_pkts": "the trace queue's depth in 1500-byte packets (default 1000)",
         "json": JSON_HELP,
     }
 )
@@ -168,6 +171,8 @@ def bench_linkem(
     reorder_pct=0.0,
     duplicate_pct=0.0,
     parallel=1,
+    trace=None,
+    queue_pkts=None,
     json=False,
 ):
     """How fast the delay emulator goes: h1 -- r1 -- h2 at 20 ms RTT, Mbit/s and its CPU use."""
@@ -176,6 +181,10 @@ def bench_linkem(
         args += ["--rate", str(rate)]
     args += ["--reorder-pct", str(reorder_pct), "--duplicate-pct", str(duplicate_pct)]
     args += ["--parallel", str(parallel)]
+    if trace:
+        args += ["--trace", trace]
+    if queue_pkts:
+        args += ["--queue-pkts", str(queue_pkts)]
     _bench("linkem_bench", args, json)
 
 

@@ -3,6 +3,10 @@
 With --reorder-pct 1 (issue 19's case; also --duplicate-pct, --loss-model) the link reorders
 too; the goal there is at least 1 Gbit/s per direction on one core with GSO.
 
+With --trace FILE (a Mahimahi trace) both directions of the link follow it (trace_down and
+trace_up, a drop-tail queue of --queue-pkts) instead of a rate: the figures are then the
+trace's rate and what the emulator spends on it (a file of N lines "1" is N x 12 Mbit/s).
+
 The delay sits on ONE link (h1 -- r1), delay_ms each way (default 10 ms, so RTT 20 ms), so every
 packet crosses the emulator once. The other link is plain. No rate limit unless --rate is given
 (htb on both ends of the h1 -- r1 link). Three phases: h1 -> h2, h2 -> h1 (iperf3 -R) and both
@@ -27,6 +31,7 @@ from mininet.net import Mininet
 from testbed.emulation import EmulatedPort, RouterEmulator, shape_interface
 from testbed.host import MininetHost
 from testbed.topology import LinkModel, LossModel
+from testbed.trace import read_trace
 from testkit.iperf import iperf3_end
 
 H1_IP, H2_IP = "10.78.1.1", "10.78.2.1"
@@ -133,24 +138,24 @@ def run(
             flush=True,
         )
 
-        def counts() -> tuple[int, int, int, int]:
+        def counts() -> tuple[int, ...]:
             st = emu.stats().get("left")
             if st is None:
-                return 0, 0, 0, 0
+                return 0, 0, 0, 0, 0
             return tuple(
                 sum(st[d][k] for d in ("in", "out"))
                 for k in ("packets", "kernel_dropped", "reordered", "duplicated")
-            )
+            ) + (sum(st[d].get("trace_dropped", 0) for d in ("in", "out")),)
 
         for mode in modes:
-            pkts0, drops0, reo0, dup0 = counts()
+            pkts0, drops0, reo0, dup0, tdrop0 = counts()
             (u0, s0), t0 = cpu_seconds(pid), time.monotonic()
             mbit = iperf3(h1, h2, seconds, mode, parallel)
             elapsed = time.monotonic() - t0
             u1, s1 = cpu_seconds(pid)
             user, system = (u1 - u0) / elapsed * 100, (s1 - s0) / elapsed * 100
             cpu = user + system
-            pkts1, drops1, reo1, dup1 = counts()
+            pkts1, drops1, reo1, dup1, tdrop1 = counts()
             row = {
                 "mode": mode,
                 **{k: round(v, 1) for k, v in mbit.items()},
@@ -161,6 +166,7 @@ def run(
                 "kernel_dropped": drops1 - drops0,
                 "reordered": reo1 - reo0,
                 "duplicated": dup1 - dup0,
+                "trace_dropped": tdrop1 - tdrop0,
             }
             results.append(row)
             dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
@@ -171,7 +177,12 @@ def run(
                 f"{row['queued_per_s']} packets/s queued, "
                 f"{row['kernel_dropped']} dropped by a full queue"
                 + (f", {row['reordered']} reordered" if row["reordered"] else "")
-                + (f", {row['duplicated']} duplicated" if row["duplicated"] else ""),
+                + (f", {row['duplicated']} duplicated" if row["duplicated"] else "")
+                + (
+                    f", {row['trace_dropped']} dropped by the trace queue"
+                    if row["trace_dropped"]
+                    else ""
+                ),
                 flush=True,
             )
     finally:
@@ -187,11 +198,18 @@ def conditions(args: argparse.Namespace) -> dict:
         out["reorder_pct"] = args.reorder_pct
     if args.duplicate_pct:
         out["duplicate_pct"] = args.duplicate_pct
+    if args.trace:
+        trace = read_trace(args.trace)
+        out["trace_down"] = out["trace_up"] = trace
+        if args.queue_pkts:
+            out["queue_pkts"] = args.queue_pkts
+        print(f"trace on h1 -- r1: {trace.path}, mean {trace.mean_mbit:.1f} Mbit/s", flush=True)
     if args.loss_model:
         nums = [float(x) for x in args.loss_model.split(",")]
         out["loss_model"] = LossModel(*nums) if len(nums) > 1 else LossModel(nums[0], 100 - nums[0])
     if out:
-        print(f"conditions on h1 -- r1: {out}", flush=True)
+        shown = {k: v for k, v in out.items() if not k.startswith("trace")}
+        print(f"conditions on h1 -- r1: {shown}", flush=True)
     return out
 
 
@@ -224,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--loss-model", default=None, help="Gilbert-Elliott p,r[,h,k] in %% (e.g. 0.01,30)"
     )
+    ap.add_argument("--trace", default=None, help="a Mahimahi trace for both directions")
+    ap.add_argument("--queue-pkts", type=int, default=None, help="the trace queue's depth")
     ap.add_argument("--log", type=Path, default=None, help="emulator stderr log")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     args = ap.parse_args(argv)

@@ -165,11 +165,19 @@ def new_run_dir(results_root: Path, experiment: str) -> tuple[str, Path]:
 
 
 def _path_rates(tb: Network, flow: FlowSpec) -> dict[str, float]:
-    """Nominal capacity of each path between the flow's hosts (for aggregation metrics)."""
+    """Nominal capacity of each path between the flow's hosts (for aggregation metrics), in
+    the direction the flow's data goes (they differ on a trace-driven link)."""
     out = {}
     for p in tb.paths:
-        if {p.src, p.dst} == {flow.client, flow.server} and p.want_mbit:
-            out[p.name] = float(p.want_mbit)
+        if {p.src, p.dst} != {flow.client, flow.server}:
+            continue
+        # download: server -> client; upload: client -> server
+        data_from = flow.server if flow.direction == "download" else flow.client
+        rate = p.want_mbit
+        if data_from == p.dst:
+            rate = getattr(p, "want_mbit_back", None) or p.want_mbit
+        if rate:
+            out[p.name] = float(rate)
     return out
 
 

@@ -5,6 +5,11 @@ it, against the RTT (twice the one-way delays on the route) and rate (slowest li
 asks for. A path passes when throughput (as a wire rate: iperf3's goodput plus the per-segment
 header overhead) is within 10% of the rate, and RTT within max(2 ms, 10%) of the wanted RTT.
 
+A path with a trace-driven link (`trace_down`/`trace_up`) gets no iperf3 rate verdict: each
+traced direction is saturated with paced UDP instead and its rate, mean and over time, set
+against the trace's over the same span (testbed/tracecheck.py; a figure of both beside the
+check's output).
+
 A path whose links reorder, duplicate or lose in bursts (Gilbert-Elliott) also gets a stream
 of numbered UDP probes from its source to its destination, captured at both ends
 (testbed/probe.py): the reordered share, the duplicated share, the loss rate and the mean
@@ -30,6 +35,7 @@ from testbed.net import Testbed
 from testbed.probe import observe, read_probes, send_probes
 from testbed.routing import ResolvedPath
 from testbed.topology import LinkModel, TopologyError, load_topology
+from testbed.tracecheck import TraceCheck, check_trace, trace_rtt_ms, traced_directions
 
 RATE_TOLERANCE = 0.10
 RTT_TOLERANCE_MS = 2.0
@@ -59,8 +65,14 @@ def rate_ok(want: float | None, got: float) -> bool:
     return want is None or abs(got - want) <= RATE_TOLERANCE * want
 
 
-def measure_rtt(tb: Testbed, path: ResolvedPath, count: int = 20) -> tuple[float, float]:
-    """Median RTT (ms) and loss (%) of `count` pings from the path's source address.
+def measure_rtt(
+    tb: Testbed,
+    path: ResolvedPath,
+    count: int = 20,
+    samples: list[tuple[float, float]] | None = None,
+) -> tuple[float, float]:
+    """Median RTT (ms) and loss (%) of `count` pings from the path's source address; each
+    ping's (wall-clock send time, RTT in ms) appended to `samples` if given.
 
     The median, not the mean: one ping delayed by a busy CPU (two cores run the whole testbed)
     must not make a good path look off.
@@ -70,6 +82,7 @@ def measure_rtt(tb: Testbed, path: ResolvedPath, count: int = 20) -> tuple[float
         [
             "ping",
             "-n",
+            "-D",
             "-c",
             str(count),
             "-i",
@@ -85,6 +98,9 @@ def measure_rtt(tb: Testbed, path: ResolvedPath, count: int = 20) -> tuple[float
     )
     loss = re.search(r"([\d.]+)% packet loss", res.stdout)
     rtts = [float(t) for t in re.findall(r"time=([\d.]+) ms", res.stdout)]
+    if samples is not None:  # -D: each reply's wall-clock arrival, so sent = arrival - rtt
+        for stamp, rtt in re.findall(r"^\[([\d.]+)\].*time=([\d.]+) ms", res.stdout, re.M):
+            samples.append((float(stamp) - float(rtt) / 1000, float(rtt)))
     if not rtts:
         raise RuntimeError(f"ping on path {path.name} got no reply: {res.stdout}{res.stderr}")
     return statistics.median(rtts), float(loss.group(1)) if loss else 0.0
@@ -259,16 +275,26 @@ def _wait_released(tb: Testbed, path: ResolvedPath, timeout: float = 30.0) -> No
 def check_paths(tb: Testbed, *, seconds: float = 6.0) -> list[PathCheck]:
     out = []
     for path in tb.paths:
-        rtt, loss = measure_rtt(tb, path)
-        # Through a lossy path TCP's goodput is TCP's business, not the link's rate (and
+        samples: list[tuple[float, float]] = []
+        rtt, loss = measure_rtt(tb, path, samples=samples)
+        want_rtt = path.want_rtt_ms
+        traced = any(tb.models[link].traced for link in path.links)
+        if traced and samples:
+            # an idle trace link holds each packet until its next delivery opportunity: the
+            # RTT wanted is the median of what the traces give each ping at its send time
+            want_rtt = statistics.median(
+                trace_rtt_ms(tb, path, t) for t, _ in samples
+            )  # Through a lossy path TCP's goodput is TCP's business, not the link's rate (and
         # bursty loss can stall iperf3's own setup for seconds): no rate verdict there.
         lossy = any(tb.models[link].loss_pct or tb.models[link].loss_model for link in path.links)
         goodput = mbit = None
         why = []
-        if not rtt_ok(path.want_rtt_ms, rtt):
-            why.append(f"rtt {rtt:.1f} ms, want {path.want_rtt_ms:.1f}")
+        if not rtt_ok(want_rtt, rtt):
+            why.append(f"rtt {rtt:.1f} ms, want {want_rtt:.1f}")
         note = ""
-        if lossy:
+        if traced:
+            note = "rate: see the trace check"
+        elif lossy:
             note = "rate not checked: the path loses packets"
         else:
             goodput = measure_mbit(tb, path, seconds=seconds)
@@ -278,7 +304,7 @@ def check_paths(tb: Testbed, *, seconds: float = 6.0) -> list[PathCheck]:
         out.append(
             PathCheck(
                 name=path.name,
-                want_rtt_ms=path.want_rtt_ms,
+                want_rtt_ms=round(want_rtt, 3),
                 rtt_ms=round(rtt, 3),
                 want_mbit=path.want_mbit,
                 mbit=None if mbit is None else round(mbit, 2),
@@ -291,21 +317,36 @@ def check_paths(tb: Testbed, *, seconds: float = 6.0) -> list[PathCheck]:
     return out
 
 
+def check_traces(tb: Testbed, outdir: Path | None, seconds: float = 8.0) -> list[TraceCheck]:
+    """Each traced link direction once (on the first path that crosses it)."""
+    out, done = [], set()
+    for path in tb.paths:
+        for link, up, trace in traced_directions(tb, path):
+            if (link, up) not in done:
+                done.add((link, up))
+                out.append(check_trace(tb, path, link, up, trace, seconds=seconds, outdir=outdir))
+    return out
+
+
 def main(
     topology: str,
     overrides: list[str] | None = None,
     as_json: bool = False,
     seconds: float = 6.0,
     workdir: Path | None = None,
+    out: Path | None = None,
 ) -> int:
+    """out: where the trace figures go (default results/testbed-check/<topology>/)."""
     try:
         topo = load_topology(topology, overrides or [])
     except TopologyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    outdir = Path(out) if out else Path("results") / "testbed-check" / topo.name
     with Testbed(topo, workdir=workdir) as tb:
         results = check_paths(tb, seconds=seconds)
         conditions = [c for p in tb.paths for c in check_conditions(tb, p)]
+        traces = check_traces(tb, outdir)
     print(
         f"{'path':<12}{'want rtt':>10}{'rtt':>10}{'want Mbit/s':>13}{'Mbit/s':>10}"
         f"{'goodput':>10}  verdict"
@@ -325,6 +366,21 @@ def main(
             band = f"[{c.lo:.3f}, {c.hi:.3f}]"
             verdict = "ok" if c.ok else "OFF" + (f": {c.why}" if c.why else "")
             print(f"{c.path:<12}{c.condition:<16}{c.want:>9.3f}{band:>20}{got:>9}  {verdict}")
+    if traces:
+        print(f"{'path':<12}{'trace':<18}{'want Mbit/s':>12}{'band':>18}{'Mbit/s':>9}  verdict")
+        for t in traces:
+            got = "-" if t.got_mbit is None else f"{t.got_mbit:.2f}"
+            band = f"[{t.lo:.2f}, {t.hi:.2f}]"
+            verdict = ("ok" if t.ok else "OFF") + (f": {t.why}" if t.why else "")
+            print(
+                f"{t.path:<12}{t.link + ' ' + t.direction:<18}{t.want_mbit:>12.2f}{band:>18}"
+                f"{got:>9}  {verdict}"
+            )
+            print(
+                f"{'':<12}over time ({len(t.bins)} s, sent at {t.send_mbit} Mbit/s): "
+                + " ".join(f"{g:.1f}/{w:.1f}" for _, w, g in t.bins)
+                + (f"  figure: {t.figure}" if t.figure else "")
+            )
     if as_json:
         print(
             json.dumps(
@@ -348,10 +404,12 @@ def main(
                         for r in results
                     ],
                     "conditions": [asdict(c) for c in conditions],
+                    "traces": [asdict(t) for t in traces],
                 }
             )
         )
-    return 0 if all(r.ok for r in results) and all(c.ok for c in conditions) else 1
+    ok = all(r.ok for r in results) and all(c.ok for c in conditions)
+    return 0 if ok and all(t.ok for t in traces) else 1
 
 
 def sweep(topology: str, rates: list[float], rtts: list[float], seconds: float = 6.0) -> int:

@@ -150,9 +150,22 @@ EMULATED_FIELDS = (
 )
 
 
-def queue_settings(m: LinkModel) -> dict:
-    """A link direction's settings as testbed/linkem.py takes them (config and update)."""
+TRACE_MTU = 1500  # a trace queue's queue_pkts count packets of this many IP bytes
+
+
+def queue_settings(m: LinkModel, up: bool | None = None) -> dict:
+    """A link direction's settings as testbed/linkem.py takes them (config and update). `up`:
+    the direction (ends[0] -> ends[1]); its trace, if any, drives a drop-tail queue of
+    queue_pkts * 1500 bytes (the default depth when none is given) in front of the delay."""
+    trace = None if up is None else (m.trace_up if up else m.trace_down)
+    extra = {}
+    if trace is not None:
+        extra = {
+            "trace": trace.path,
+            "trace_limit": (m.queue_pkts or DEFAULT_QUEUE_PKTS) * TRACE_MTU,
+        }
     return {
+        **extra,
         "delay_ms": m.delay_ms,
         "jitter_ms": m.jitter_ms,
         "jitter_dist": m.delay_distribution,
@@ -170,6 +183,12 @@ class EmulatedPort:
     link: str  # link name (unique in the topology)
     intf: str  # the router's interface on that link
     model: LinkModel
+    router_first: bool = False  # the router is the link's ends[0] (a trace's direction)
+
+    def up(self, arriving: bool) -> bool:
+        """Whether a direction of this port carries the link's ends[0] -> ends[1] traffic
+        (trace_up): what arrives on the router's interface comes from the other end."""
+        return arriving != self.router_first
 
 
 class RouterQueues:
@@ -416,8 +435,8 @@ class RouterEmulator(RouterQueues):
         for link, i in self.index.items():
             m = self.ports[link].model
             for q in (2 * i, 2 * i + 1):
-                queues[str(q)] = queue_settings(m)
                 arriving = q == 2 * i
+                queues[str(q)] = queue_settings(m, self.ports[link].up(arriving))
                 copies[str(COPY_BASE + q)] = {
                     "of": q,
                     "mark": COPY | (COPY_IN | i << PORT_SHIFT if arriving else 0),
@@ -467,9 +486,11 @@ class RouterEmulator(RouterQueues):
         i = self.index[link]
         if model.delayed and not self.running:
             self._start_process()
-        settings = queue_settings(model)
-        if self.running and settings != queue_settings(old):
-            for q in (2 * i, 2 * i + 1):
+        for q in (2 * i, 2 * i + 1):
+            up = port.up(q == 2 * i)
+            settings = queue_settings(model, up)
+            if self.running and settings != queue_settings(old, up):
+                settings.pop("trace", None)  # fixed for the process's life (topology checks)
                 self._command({"op": "update", "queue": q, **settings})
         if model.delayed != old.delayed:
             self._queue_rules()
@@ -491,20 +512,31 @@ class RouterEmulator(RouterQueues):
 
     def stats(self) -> dict[str, dict]:
         """Per link and direction ("in": arriving on the router's interface, "out": leaving by
-        it): packets the emulator held and how many it still holds, what it reordered,
-        duplicated and lost (Gilbert-Elliott), and `random_lost`: what the nft rule of
-        loss_pct dropped (its counter; random loss never reaches the emulator)."""
+        it; each says which of the link's directions it is, "up" or "down"): packets the
+        emulator held and how many it still holds, what it reordered, duplicated and lost
+        (Gilbert-Elliott), a trace queue's departures and drops, and `random_lost`: what the
+        nft rule of loss_pct dropped (its counter; random loss never reaches the emulator)."""
         if not self.running:
             return {}
         raw = self._command({"op": "stats"})["stats"]
         dropped = self._nft_drops() if self._table else {}
-        return {
-            link: {
-                "in": {**raw[str(2 * i)], "random_lost": dropped.get(f"p{i}_in", 0)},
-                "out": {**raw[str(2 * i + 1)], "random_lost": dropped.get(f"p{i}_out", 0)},
-            }
-            for link, i in self.index.items()
-        }
+        out = {}
+        for link, i in self.index.items():
+            port = self.ports[link]
+            d_in, d_out = raw[str(2 * i)], raw[str(2 * i + 1)]
+            d_in["direction"] = "up" if port.up(True) else "down"
+            d_out["direction"] = "up" if port.up(False) else "down"
+            d_in["random_lost"] = dropped.get(f"p{i}_in", 0)
+            d_out["random_lost"] = dropped.get(f"p{i}_out", 0)
+            out[link] = {"in": d_in, "out": d_out}
+        return out
+
+    def trace_epoch(self) -> float | None:
+        """The wall-clock time (time.time(), as captures stamp packets) of its traces' time 0:
+        every trace of this router starts when its process has bound its queues."""
+        if not self.running:
+            return None
+        return self._command({"op": "stats"}).get("trace_epoch")
 
     def _nft_drops(self) -> dict[str, int]:
         """Packets dropped by each port chain's counter rule (the loss_pct rule), per chain."""

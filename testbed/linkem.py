@@ -54,6 +54,17 @@ event, not per packet):
   them to a copy-packet queue instead; here the copy leaves through a raw socket, marked so
   that the router's OUTPUT rules put it through the delay queues its original meets, and the
   original is held in its direction's FIFO like the rest (see CopyQueue).
+- trace (a queue's config "trace": a Mahimahi trace file, "trace_limit": bytes): a trace-driven
+  drop-tail bottleneck in front of the delay (testbed/trace.py TraceQueue). Each packet's
+  departure is computed when it arrives, from the opportunities still free (1500 bytes each,
+  partial packets carried over as Mahimahi does, unused ones lost on an empty queue), and its
+  release time is departure + delay: FIFO order, batch verdicts and the one-wakeup-per-release
+  loop are unchanged, and there is no timer per opportunity. The queue's NFQUEUE copies the
+  first TRACE_HEAD bytes of each packet (copy-packet mode with F_GSO: GSO packets stay whole,
+  NFQA_CAP_LEN gives their length, the headers their segment count). A full queue drops the
+  packet (NF_DROP; stats "trace_dropped"); "trace_departures", "trace_bytes" count what left or
+  is scheduled to, and "trace_epoch" in the stats reply is the wall-clock time of the traces'
+  time 0 (when the queues were bound).
 """
 
 from __future__ import annotations
@@ -74,6 +85,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from testbed.trace import TraceQueue, ip_bytes, read_trace
+
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_NO_ENOBUFS = 5
@@ -88,6 +101,7 @@ NFQNL_MSG_VERDICT_BATCH = 3
 NFQNL_MSG_CONFIG = 2
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
+NFQA_CAP_LEN = 13
 NFQA_PAYLOAD = 10
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
@@ -128,6 +142,30 @@ def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, byte
             payload = bytes(buf[off + 4 : off + alen])
         off += (alen + 3) & ~3
     return pid, payload
+
+
+TRACE_HEAD = 64  # bytes of each packet a trace queue copies: IP and TCP headers, for GSO sizes
+
+
+def packet_size(buf: bytes | bytearray | memoryview, n: int) -> int:
+    """The IP bytes of an NFQUEUE packet message of a queue that copies the packet's first
+    TRACE_HEAD bytes: its length (NFQA_CAP_LEN when the copy was cut short, else the copy's
+    own), a GSO super-packet counted as the segments it will be cut into (trace.ip_bytes)."""
+    (mlen,) = struct.unpack_from("=I", buf, 0)
+    end = min(n, mlen)
+    off, cap, head = 20, -1, b""
+    while off + 4 <= end:
+        alen, atype = _ATTR.unpack_from(buf, off)
+        if alen < 4:
+            break
+        atype &= 0x7FFF
+        if atype == NFQA_CAP_LEN:
+            (cap,) = struct.unpack_from("!I", buf, off + 4)
+        elif atype == NFQA_PAYLOAD:
+            head = bytes(buf[off + 4 : off + alen])
+        off += (alen + 3) & ~3
+    length = cap if cap >= 0 else len(head)
+    return ip_bytes(length, head)
 
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
@@ -213,6 +251,7 @@ class Queue:
     to_reorder: int = NEVER  # packets until the next one sent at once, this one included
     copy_num: int = -1  # the copy queue holding this direction's duplicated originals
     # (held entries with a negative id, -1 - id, are packets of that queue)
+    trace: TraceQueue | None = None  # a trace-driven bottleneck in front of the delay
     packets: int = 0
     verdicts: int = 0
     reordered: int = 0
@@ -228,8 +267,12 @@ class Queue:
         reorder_pct: float | None = None,
         reorder_gap: int | None = None,
         loss_model: dict | None | bool = False,
+        trace_limit: int | None = None,
     ) -> None:
-        """Change what is given (None: keep); loss_model None removes it, False keeps it."""
+        """Change what is given (None: keep); loss_model None removes it, False keeps it.
+        The trace itself is fixed for the process's life; its queue's byte limit is not."""
+        if trace_limit is not None and self.trace is not None:
+            self.trace.limit = int(trace_limit)
         if delay_ms is not None:
             self.delay = float(delay_ms) / 1000.0
         if jitter_ms is not None:
@@ -280,8 +323,9 @@ class Queue:
         return j * (0.25 * rng.gauss(0.0, 1.0) + 0.75 * par) / PN_SD
 
     def release_time(self, now: float) -> float:
-        """When a packet that arrived now leaves. Clean jitter: never before the previous one
-        (no reordering); with jitter_reorders each packet keeps its own draw."""
+        """When a packet that arrived now (or left the trace queue now) leaves. Clean jitter:
+        never before the previous one (no reordering); with jitter_reorders each packet keeps
+        its own draw."""
         d = self.delay
         if self.jitter:
             d += self.jitter_sample()
@@ -338,16 +382,19 @@ class NfQueueSocket:
                     raise OSError(-err, f"NFQUEUE config of queue {queue}: {os.strerror(-err)}")
                 return
 
-    def bind(self, queue: int, maxlen: int, copy_packet: bool = False) -> None:
+    def bind(self, queue: int, maxlen: int, copy_packet: bool = False, head: int = 0) -> None:
         """copy_packet: userspace gets every packet whole (up to 64 KB), one segment at a time
         (no F_GSO: the kernel segments GSO packets and completes partial checksums before
-        queueing them), so that it can hand back a changed packet with verdict()."""
+        queueing them), so that it can hand back a changed packet with verdict().
+        head: GSO packets stay whole, and userspace gets their first `head` bytes and their
+        length (NFQA_CAP_LEN; metadata alone carries no length): a trace queue's sizes."""
         self._config(queue, [(NFQA_CFG_CMD, struct.pack("!BBH", NFQNL_CFG_CMD_BIND, 0, 0))])
-        mode = NFQNL_COPY_PACKET if copy_packet else NFQNL_COPY_META
+        mode = NFQNL_COPY_PACKET if copy_packet or head else NFQNL_COPY_META
+        rng = 0xFFFF if copy_packet else head
         self._config(
             queue,
             [
-                (NFQA_CFG_PARAMS, struct.pack("!IB", 0xFFFF if copy_packet else 0, mode)),
+                (NFQA_CFG_PARAMS, struct.pack("!IB", rng, mode)),
                 (NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen)),
                 (NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO)),
                 (NFQA_CFG_FLAGS, struct.pack("!I", 0 if copy_packet else NFQA_CFG_F_GSO)),
@@ -471,6 +518,7 @@ QUEUE_KEYS = (
     "jitter_reorders",
     "reorder_pct",
     "reorder_gap",
+    "trace_limit",
 )
 VBUF_MSGS = 256  # verdicts gathered before one send
 
@@ -499,6 +547,10 @@ class Emulator(QueueWorker):
                 reorder_gap=qc.get("reorder_gap", 1),
                 loss_model=qc.get("loss_model"),
             )
+            if qc.get("trace"):  # checked when the topology was read; read again here
+                q.trace = TraceQueue(
+                    read_trace(qc["trace"]).times, start=0.0, limit=int(qc["trace_limit"])
+                )
             self.queues[num] = q
         self.copies: dict[int, CopyQueue] = {
             int(key): CopyQueue(int(key), int(c["of"]), int(c["mark"]))
@@ -512,10 +564,17 @@ class Emulator(QueueWorker):
         self.vbuf = bytearray(_VERDICT.size * VBUF_MSGS)
         self.vlen = 0
         self.overshoot = 50e-6  # learnt timer overshoot, seconds
+        self.trace_epoch: float | None = None  # wall-clock time of the traces' time 0
 
     def bind(self) -> None:
-        for num in self.queues:
-            self.nfq.bind(num, self.maxlen)
+        for num, q in self.queues.items():
+            self.nfq.bind(num, self.maxlen, head=TRACE_HEAD if q.trace else 0)
+        # every trace of this router starts now, together (the wall-clock time is in stats()
+        # so that a capture's timestamps can be set against the trace)
+        start, self.trace_epoch = time.monotonic(), time.time()
+        for q in self.queues.values():
+            if q.trace is not None:
+                q.trace.start = start
         for num in self.copies:
             self.nfq.bind(num, self.maxlen, copy_packet=True)
 
@@ -533,6 +592,7 @@ class Emulator(QueueWorker):
                     reorder_pct=cmd.get("reorder_pct"),
                     reorder_gap=cmd.get("reorder_gap"),
                     loss_model=cmd["loss_model"] if "loss_model" in cmd else False,
+                    trace_limit=cmd.get("trace_limit"),
                 )
                 self.reply({"ok": True})
             elif op == "stats":
@@ -541,6 +601,7 @@ class Emulator(QueueWorker):
                         "ok": True,
                         "stats": self.stats(),
                         "overshoot_us": round(self.overshoot * 1e6, 1),
+                        "trace_epoch": self.trace_epoch,
                     }
                 )
             elif op == "stop":
@@ -569,6 +630,16 @@ class Emulator(QueueWorker):
                 "ge_lost": q.ge.losses if q.ge else 0,
                 "ge_bursts": q.ge.bursts if q.ge else 0,
                 "duplicated": copies.get(q.num, 0),
+                **(
+                    {
+                        "trace_departures": q.trace.departures,
+                        "trace_dropped": q.trace.dropped,
+                        "trace_bytes": q.trace.departed_bytes,
+                        "trace_backlog_bytes": q.trace.settle(time.monotonic()),
+                    }
+                    if q.trace is not None
+                    else {}
+                ),
             }
             for q in self.queues.values()
         }
@@ -624,7 +695,14 @@ class Emulator(QueueWorker):
             q.reordered += 1
             self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
             return
-        entry = (q.release_time(time.monotonic()), -1 - pid)
+        now = time.monotonic()
+        if q.trace is not None:
+            left = q.trace.admit(now, len(payload))
+            if left is None:  # the trace queue is full: drop-tail
+                self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_DROP)
+                return
+            now = left
+        entry = (q.release_time(now), -1 - pid)
         if q.jitter_reorders:
             heapq.heappush(q.held, entry)
         else:
@@ -692,10 +770,17 @@ class Emulator(QueueWorker):
                 q.reordered += 1
                 self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_ACCEPT)
                 continue
+            if q.trace is None:
+                now = now_fn()
+            else:  # the trace's bottleneck first: the delay runs from the departure
+                now = q.trace.admit(now_fn(), packet_size(buf, n))
+                if now is None:  # the trace queue is full: drop-tail
+                    self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_DROP)
+                    continue
             if q.jitter_reorders:
-                heappush(q.held, (q.release_time(now_fn()), pid))
+                heappush(q.held, (q.release_time(now), pid))
             else:
-                q.held.append((q.release_time(now_fn()), pid))
+                q.held.append((q.release_time(now), pid))
         self.flush()
 
     def release(self, now: float) -> float | None:

@@ -303,7 +303,12 @@ class Testbed(NetworkBase):
                 continue
             self.link_router[link.name] = router
             ports.setdefault(router, []).append(
-                EmulatedPort(link=link.name, intf=self.intf(router, link.name), model=link.model)
+                EmulatedPort(
+                    link=link.name,
+                    intf=self.intf(router, link.name),
+                    model=link.model,
+                    router_first=router == link.a,
+                )
             )
         for k, (router, plist) in enumerate(sorted(ports.items())):
             emu = RouterEmulator(
@@ -464,6 +469,9 @@ class Testbed(NetworkBase):
         spec = self.topo.links[link]
         if "middlebox" in changes:
             raise ValueError("a link's middlebox is set in the topology, not changed at run time")
+        for name in ("trace_down", "trace_up"):
+            if name in changes:
+                raise ValueError(f"a link's {name} is set in the topology, not changed at run time")
         # The conditions as a file states them (loss_model as a table): typed and checked
         # like the file, and the result must make sense as a whole (reordering needs a delay).
         changes = {**changes, **parse_conditions(self.topo.source, f"links.{link}", changes)}

@@ -48,7 +48,8 @@ class ResolvedPath:
     dst_addr: str
     links: tuple[str, ...]
     want_rtt_ms: float
-    want_mbit: float | None
+    want_mbit: float | None  # the slowest link's capacity from src to dst (a trace's mean)
+    want_mbit_back: float | None = None  # ... from dst to src (differs on a trace-driven link)
 
 
 @dataclass(frozen=True)
@@ -202,14 +203,19 @@ def resolve_path(topo: Topology, name: str) -> ResolvedPath:
             raise ValueError(f"path {name}: no router on link {first.name}")
         nxt = first.segment.member_at(gw)
     links = _segment_links(topo, first.segment, spec.src, nxt)
+    ups = _ups(links, spec.src)
     node = nxt
     while node != spec.dst:
         if topo.nodes[node] != "router" or len(links) > len(topo.links):
             raise ValueError(f"path {name}: no route from {spec.src} to {spec.dst} via {node}")
         nxt, link = _next_hop(topo, node, dst_addr)
-        links += _segment_links(topo, link.segment, node, nxt)
+        chain = _segment_links(topo, link.segment, node, nxt)
+        links += chain
+        ups += _ups(chain, node)
         node = nxt
-    rates = [lk.model.rate_mbit for lk in links if lk.model.rate_mbit]
+    # each link's capacity in the path's direction (a trace's mean where a trace drives it)
+    rates = [r for lk, up in zip(links, ups, strict=True) if (r := lk.model.mbit(up))]
+    back = [r for lk, up in zip(links, ups, strict=True) if (r := lk.model.mbit(not up))]
     return ResolvedPath(
         name=name,
         src=spec.src,
@@ -219,4 +225,15 @@ def resolve_path(topo: Topology, name: str) -> ResolvedPath:
         links=tuple(lk.name for lk in links),
         want_rtt_ms=2 * sum(lk.model.delay_ms for lk in links),
         want_mbit=min(rates) if rates else None,
+        want_mbit_back=min(back) if back else None,
     )
+
+
+def _ups(chain: list[LinkSpec], start: str) -> list[bool]:
+    """For links crossed in order from `start`: whether each is crossed from its ends[0] to its
+    ends[1] ("up", the direction a link's trace_up drives)."""
+    out, node = [], start
+    for link in chain:
+        out.append(link.a == node)
+        node = link.other(node)
+    return out

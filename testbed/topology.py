@@ -14,7 +14,11 @@ File format (see topologies/*.toml)::
     delay_ms = 10            # optional: one-way delay each direction (emulated on a router end)
     jitter_ms = 0
     loss_pct = 0
-    queue_pkts = 100         # optional: queue limit at the rate limiter
+    queue_pkts = 100         # optional: queue limit at the rate limiter (or the trace queue)
+    trace_down = "traces/Verizon-LTE-short.down"  # optional, instead of rate_mbit: the
+    trace_up = "traces/Verizon-LTE-short.up"      # capacity of ends[1] -> ends[0] (down) and
+                             # ends[0] -> ends[1] (up) from a Mahimahi trace (testbed/trace.py);
+                             # a path relative to the topology file's folder, or absolute
     middlebox = "nat"        # optional: a middlebox on the router end (see MIDDLEBOXES)
     [paths.wifi]
     from = "client"
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import FieldError
+from testbed.trace import Trace, TraceError, read_trace
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 NODE_KINDS = ("host", "router", "bridge")
@@ -60,10 +65,16 @@ MODEL_FIELDS = {
     "reorder_gap",
     "duplicate_pct",
     "loss_model",
+    "trace_down",
+    "trace_up",
 }
 # The fields a `set` link event may change at run time (rate and queue with tc, the rest in the
-# router's emulator); the middlebox is fixed for a run.
-SET_FIELDS = tuple(sorted(MODEL_FIELDS - {"middlebox"}))
+# router's emulator); the middlebox and the traces are fixed for a run.
+FIXED_FIELDS = {"middlebox", "trace_down", "trace_up"}
+SET_FIELDS = tuple(sorted(MODEL_FIELDS - FIXED_FIELDS))
+# Trace directions: "down" carries what goes from ends[1] to ends[0] (toward the link's first
+# end: the mobile user, the client in our files), "up" what goes from ends[0] to ends[1].
+TRACE_FIELDS = ("trace_down", "trace_up")
 DELAY_DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 GE_FIELDS = ("p", "r", "h", "k")
 # What a link's middlebox does to the TCP segments crossing its router end (testbed/middlebox.py):
@@ -144,6 +155,9 @@ class LinkModel:
     reorder_gap: int = 1  # netem gap: gap - 1 packets delayed after each reordered one
     duplicate_pct: float = 0.0  # a share of packets sent twice
     loss_model: LossModel | None = None  # Gilbert-Elliott loss, beside loss_pct
+    # Mahimahi traces instead of rate_mbit: down = ends[1] -> ends[0], up = ends[0] -> ends[1]
+    trace_down: Trace | None = None
+    trace_up: Trace | None = None
 
     def conditions(self) -> dict[str, str]:
         """The fields that differ from a default link, each as "value unit" in words (for
@@ -166,7 +180,19 @@ class LinkModel:
             or self.reorder_pct > 0
             or self.duplicate_pct > 0
             or self.loss_model is not None
+            or self.trace_down is not None
+            or self.trace_up is not None
         )
+
+    @property
+    def traced(self) -> bool:
+        return self.trace_down is not None or self.trace_up is not None
+
+    def mbit(self, up: bool) -> float | None:
+        """The link's capacity in one direction (up: ends[0] -> ends[1]): rate_mbit, or the
+        mean of that direction's trace; None when unshaped."""
+        trace = self.trace_up if up else self.trace_down
+        return trace.mean_mbit if trace is not None else self.rate_mbit
 
 
 # A field's unit from its name's suffix (the file format's convention), for reports.
@@ -409,11 +435,23 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
     jitter = get("jitter_ms", 0, 10_000) or 0.0
     loss = get("loss_pct", 0, 100) or 0.0
     queue = get("queue_pkts", 1, 1_000_000, integer=True)
-    if queue is not None and rate is None:
+    traces = {
+        name: _trace(source, f"{prefix}.{name}", table[name]) if name in table else None
+        for name in TRACE_FIELDS
+    }
+    if queue is not None and rate is None and not any(traces.values()):
         raise TopologyError(
             source,
             f"{prefix}.queue_pkts",
-            "a queue limit needs rate_mbit: the queue is the one in front of the rate limiter",
+            "a queue limit needs rate_mbit or a trace: the queue is the one in front of the "
+            "rate limiter",
+        )
+    if rate is not None and any(traces.values()):
+        name = next(n for n in TRACE_FIELDS if traces[n])
+        raise TopologyError(
+            source,
+            f"{prefix}.{name}",
+            "a trace replaces rate_mbit (the trace is the link's capacity): give one or the other",
         )
     middlebox = table.get("middlebox", "none")
     if not isinstance(middlebox, str) or middlebox not in MIDDLEBOXES:
@@ -429,6 +467,7 @@ def parse_model(source: str, prefix: str, table: dict[str, Any]) -> LinkModel:
         jitter_ms=float(jitter),
         loss_pct=float(loss),
         queue_pkts=queue,
+        **{name: trace for name, trace in traces.items() if trace is not None},
         **parse_conditions(source, prefix, table),
     )
     check_model(source, prefix, model)
@@ -469,6 +508,23 @@ def parse_conditions(source: str, prefix: str, table: dict[str, Any]) -> dict[st
     return out
 
 
+def _trace(source: str, where: str, value: Any) -> Trace:
+    """A trace file named in a topology: relative to the topology file's folder (or absolute),
+    read and checked now, before any namespace is made; an error names the topology's field
+    and the trace file's line."""
+    if isinstance(value, Trace):  # from Python, already read
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise TopologyError(source, where, f"expected the path of a trace file, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        path = Path(source).parent / path
+    try:
+        return read_trace(path)
+    except TraceError as e:
+        raise TopologyError(source, where, str(e)) from None
+
+
 def _loss_model(source: str, where: str, value: Any) -> LossModel | None:
     """`loss_model = { p = 1, r = 30 }` (netem gemodel, percent); `false` removes it (for a set
     event or --set)."""
@@ -506,6 +562,12 @@ def check_model(source: str, prefix: str, model: LinkModel) -> None:
     if model.jitter_reorders and model.jitter_ms <= 0:
         raise TopologyError(
             source, f"{prefix}.jitter_reorders", "jitter_reorders needs jitter_ms > 0"
+        )
+    if model.traced and model.rate_mbit is not None:
+        raise TopologyError(
+            source,
+            f"{prefix}.rate_mbit",
+            "the link's capacity comes from its trace: rate_mbit cannot be set beside a trace",
         )
     if model.delay_distribution != "uniform" and model.jitter_ms <= 0:
         raise TopologyError(
@@ -676,7 +738,7 @@ def _link(
         raise TopologyError(
             source,
             where,
-            "delay, jitter, loss, reordering and duplication are emulated on a router: "
+            "delay, jitter, loss, reordering, duplication and traces are emulated on a router: "
             "at least one end must be a router (never on an endpoint)",
         )
     subnet = None

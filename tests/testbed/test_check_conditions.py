@@ -5,12 +5,15 @@ links carry is caught (the bands are narrow enough to tell)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from testbed.check import check_conditions
 from testbed.net import Testbed
 from testbed.topology import LossModel, load_topology
+from testbed.trace import Trace
+from testbed.tracecheck import check_trace
 
 pytestmark = pytest.mark.net
 
@@ -39,3 +42,20 @@ def test_conditions_measured_and_a_false_claim_caught(tmp_path):
         assert not false["duplicate_pct"].ok, false["duplicate_pct"]
         assert false["ge_loss_pct"].ok, false["ge_loss_pct"]  # same mean loss: 1/26 vs 2/52
         assert not false["ge_burst"].ok, false["ge_burst"]
+
+
+def test_a_trace_link_is_measured_and_a_false_trace_caught(tmp_path):
+    """cellular_wifi's lte link follows the recorded Verizon trace: saturated, the downlink
+    carries the trace's rate over the span (and the figure is written); told it carries twice
+    the opportunities (a claim made up here), the check sees the difference."""
+    topo = load_topology("cellular_wifi", ["links.wifi.loss_model=false"])
+    with Testbed(topo, workdir=tmp_path) as tb:
+        lte = next(p for p in tb.paths if p.name == "lte")
+        down = check_trace(tb, lte, "lte", False, tb.models["lte"].trace_down, seconds=3,
+                           outdir=tmp_path / "fig")  # fmt: skip
+        assert down.ok, down
+        assert len(down.bins) >= 2 and Path(down.figure).stat().st_size > 10_000
+        real = tb.models["lte"].trace_down
+        doubled = Trace("doubled", tuple(sorted(real.times * 2)))
+        false = check_trace(tb, lte, "lte", False, doubled, seconds=3)
+        assert not false.ok, false

@@ -20,6 +20,7 @@ from testbed.emulation import EmulatedPort, RouterEmulator
 from testbed.host import MininetHost
 from testbed.probe import binomial_band, observe, one_way_delays, read_probes, send_probes
 from testbed.topology import LinkModel, LossModel
+from testbed.trace import TraceQueue, read_trace
 
 pytestmark = pytest.mark.net
 
@@ -273,3 +274,85 @@ def test_delay_distribution(probe, dist):
         assert want_s - EARLY_S <= got <= want_s + LATE_S, (dist, quantiles(delays))
     if dist == "pareto":
         assert min(delays) >= delay - 0.578 * jitter - EARLY_S
+
+
+# -- trace-driven links ------------------------------------------------------------------------
+
+# A synthetic trace, made here (never a recording): a 60 ms period of a 10 ms burst of two
+# opportunities per millisecond (24 Mbit/s), 16 ms of nothing, 10 ms of one per millisecond,
+# then nothing up to the period's end but the period mark itself (Mahimahi's rule: the last
+# timestamp is the period, and an opportunity).
+BURSTS = [t for t in range(5, 15) for _ in (0, 1)] + list(range(31, 41)) + [60]
+
+
+def trace_run(tri, tmp_path, model: LinkModel, count: int, *, size: int = 1472):
+    """`count` full-size probes h1 -> h2 (IP 1500 bytes: one opportunity each) through r1 with
+    `model` on the h1 -- r1 link: (captures at h1 and h2, emulator stats, trace epoch)."""
+    emu = RouterEmulator(
+        MininetHost(tri.r1),
+        [EmulatedPort("left", tri.r1_h1, model), EmulatedPort("right", tri.r1_h2, LinkModel())],
+        seed=19,
+        log_path=tmp_path / "linkem.log",
+    )
+    emu.start()
+    try:
+        epoch = emu.trace_epoch()
+        cap = Capture(
+            [(MininetHost(tri.h1), tri.h1_if), (MininetHost(tri.h2), tri.h2_if)],
+            tmp_path / "cap",
+            snaplen=96,
+            bpf="udp",
+        )
+        cap.start()
+        try:
+            # bursts of 8 every 3 ms: 2667 packets/s, above the trace's peak (2000/s), so the
+            # trace queue never empties once the first probe is in
+            send_probes(MininetHost(tri.h1), H2, count, interval=0.003, burst=8, size=size)
+            stats = drained(emu)
+        finally:
+            files = cap.stop()
+    finally:
+        emu.stop()
+    sent, arrived = (read_probes(f) for f in files)
+    return sent, arrived, stats, epoch
+
+
+def test_trace_departures_follow_the_file(tri, tmp_path):
+    """Saturated, a trace-driven direction sends one 1500-byte packet per opportunity of the
+    file, at its time (plus the link's delay, which runs after the departure), drops what
+    its drop-tail queue cannot hold, and leaves the other direction alone."""
+    f = tmp_path / "bursts.up"
+    f.write_text("".join(f"{t}\n" for t in BURSTS))
+    trace = read_trace(f)
+    delay = 0.005
+    model = LinkModel(delay_ms=delay * 1000, trace_up=trace, queue_pkts=100)
+    n = 1500
+    sent, arrived, stats, epoch = trace_run(tri, tmp_path, model, n)
+    st = stats["left"]["in"]
+    assert st["direction"] == "up" and "trace_departures" not in stats["left"]["out"]
+    seqs = [s for _, s in arrived]
+    assert seqs == sorted(seqs), "a trace queue is FIFO"
+    assert len(seqs) == st["trace_departures"] and n - len(seqs) == st["trace_dropped"] > 0
+    q = TraceQueue(trace.times, start=epoch, limit=0)
+    k0 = q.first_after(sent[0][0])  # the first probe meets an empty queue
+    errors = [t - delay - q.opportunity_time(k0 + i) for i, (t, _) in enumerate(arrived)]
+    # every packet at its opportunity (+ the delay): never early, late by the emulator's
+    # wake-up only; a lost opportunity (the queue run dry) or a wrong count would pile up
+    assert min(errors) > -EARLY_S, min(errors)
+    assert statistics.median(errors) < 0.001, statistics.median(errors)
+    assert sum(e > LATE_S for e in errors) <= len(errors) // 100, sorted(errors)[-10:]
+    # per window of the file: the 24 Mbit/s bursts carry 20 packets, the slow ones 10, and
+    # nothing crosses during the gaps (phases of trace time, the delay taken off)
+    phase = [((t - delay - epoch) * 1000) % 60 for t, _ in arrived]
+    burst_a = sum(4 < p <= 15.5 for p in phase)
+    burst_b = sum(30 < p <= 41.5 for p in phase)
+    mark = sum(59 < p <= 60 or p <= 1 for p in phase)
+    periods = len(arrived) / 31
+    assert abs(burst_a - 20 * periods) <= 0.02 * len(arrived), (burst_a, periods)
+    assert abs(burst_b - 10 * periods) <= 0.02 * len(arrived), (burst_b, periods)
+    assert burst_a + burst_b + mark >= 0.99 * len(arrived), (burst_a, burst_b, mark)
+
+    # trace_down only: h1 -> h2 goes up, untouched (every probe through, at the sender's pace)
+    sent, arrived, stats, _ = trace_run(tri, tmp_path, LinkModel(trace_down=trace), 600)
+    assert len(arrived) == 600 and "trace_departures" not in stats["left"]["in"]
+    assert arrived[-1][0] - arrived[0][0] < sent[-1][0] - sent[0][0] + 0.02
