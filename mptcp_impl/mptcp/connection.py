@@ -53,6 +53,17 @@ HALF64 = 1 << 63
 ADD_ADDR_RETRANS_MAX = 3  # Linux: an ADD_ADDR is resent at most 3 times (pm_kernel.c)
 RST_MIDDLEBOX = 6  # MP_TCPRST reason: middlebox interference (a checksum failure)
 FASTCLOSE_LINGER = 1.0  # seconds a reset subflow still answers (its RST may draw a challenge)
+# Subflow states that show the peer has our DATA_ACK of its DATA_FIN once the subflows close:
+# our FIN (which carried it) acknowledged, or the peer's FIN (sent only after that DATA_ACK)
+_PEER_HAS_LAST_ACK = frozenset(
+    {
+        TcpState.FIN_WAIT_2,
+        TcpState.TIME_WAIT,
+        TcpState.CLOSING,
+        TcpState.CLOSE_WAIT,
+        TcpState.LAST_ACK,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -187,6 +198,8 @@ class MptcpConnection:
         self._fin_tries = 0  # DATA_FIN retransmissions (each on the next usable subflow)
         self._subflows_closing = False
         self._linger_deadline: float | None = None  # subflow FINs unanswered by then: reset
+        self._linger_cap: float | None = None  # ... unless the peer may lack our last DATA_ACK
+        self._graceful_subflow_end = False  # a subflow closed with FINs since the close began
         # Linux's close timeout (net.mptcp.close_timeout): no subflow can carry the connection
         # (none left, or all on local addresses that are down) while its streams are not
         # finished; a new subflow or a returning interface must come before this deadline
@@ -595,6 +608,10 @@ class MptcpConnection:
                 fc.tcp.abort(now)
         if self._linger_deadline is not None and now >= self._linger_deadline:
             self._linger_deadline = None
+            if not self._peer_has_last_ack() and self._linger_cap and now < self._linger_cap:
+                self._linger_deadline = min(self._linger_cap, now + 2.0)
+        if self._linger_deadline is None and self._linger_cap is not None:
+            self._linger_cap = None
             for s in list(self.subflows):
                 if s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
                     s.tcp.abort(now)
@@ -652,6 +669,8 @@ class MptcpConnection:
     def _subflow_events(self, now: float) -> None:
         for s in list(self.subflows):
             tcp = s.tcp
+            if self._subflows_closing and tcp.state in _PEER_HAS_LAST_ACK:
+                self._graceful_subflow_end = True  # seen before the subflow is gone
             if s.reset_pending and not s.closed:
                 s.reset_pending = False
                 tcp.abort(now)
@@ -741,6 +760,15 @@ class MptcpConnection:
                 # no close timeout to wait for a new subflow: the streams are cut, which the
                 # application must hear as such, never as a clean close
                 self._events.append(Reset("last subflow closed with data outstanding"))
+
+    def _peer_has_last_ack(self) -> bool:
+        """Whether the peer has our DATA_ACK of its DATA_FIN, as far as its subflows show: a
+        subflow FIN of ours acknowledged (it carried that DATA_ACK), a FIN of the peer's (a
+        peer closes subflows only once its DATA_FIN is acknowledged), or a subflow gone
+        that was in one of those states since the close began."""
+        return self._graceful_subflow_end or any(
+            s.tcp is not None and s.tcp.state in _PEER_HAS_LAST_ACK for s in self.subflows
+        )
 
     def _keep_without_subflows(self) -> bool:
         """Whether the connection outlives its last subflow (Linux's __mptcp_close_ssk: an
@@ -1201,6 +1229,10 @@ class MptcpConnection:
             # known to be dead) keeps unanswered must not hold the connection for minutes.
             srtt = max((s.srtt or 0.0 for s in self.subflows), default=0.0)
             self._linger_deadline = now + max(2.0, 8 * srtt)
+            # Our DATA_ACK of the peer's DATA_FIN rides on those FINs: until the peer shows it
+            # has it, a cut path's FIN is retried for as long as Linux retries an orphan's FIN
+            # (about a minute), or the peer waits out its close timeout and hears a reset.
+            self._linger_cap = now + max(self.config.close_timeout, 2.0)
 
     def _data_done(self) -> bool:
         """Both directions finished at the data level: no subflow can help any more. (Only a

@@ -224,3 +224,17 @@ def test_close_with_a_path_cut_just_before_does_not_wait_for_its_subflow():
     assert conn.state == "CLOSED" and srv.state == "CLOSED"
     assert net.now - t_cut < 10.0, net.now - t_cut
     assert hashlib.sha256(bytes(server.rx[id(srv)])).digest() == hashlib.sha256(up).digest()
+
+
+def test_our_last_data_ack_outlives_a_cut_on_the_path_that_carries_it():
+    """Compound-fault seed 8111: the client removes two of its three addresses and its last path
+    is cut just as the server acknowledges the client's DATA_FIN; that DATA_ACK (and the server's
+    subflow FINs carrying it) die in the cut, which ends 2.4 s later. The server must keep
+    retrying those FINs past the cut (Linux retries an orphan's FIN for about a minute), not
+    reset its subflow after 2 s: then the client, its DATA_FIN never acknowledged, would sit
+    out its 60 s close timeout and report a reset although every byte arrived."""
+    from testkit.faults import run_seed
+
+    r = run_seed(8111)
+    assert r.ok, (r.details, r.diagnosis)
+    assert r.sim_time < 10.0, r.sim_time  # closed soon after the cut ended (3.57 s)
