@@ -28,10 +28,13 @@ def test_robustness_file_loads_and_its_grid_validates():
     exp = load_experiment(SHIPPED / "robustness.toml")
     runs = resolve_runs(exp)
     conds = exp.grid["condition"]
-    assert conds == ["clean", "reordering", "duplication", "bursty_loss", "all"]
+    assert conds == ["clean", "reordering", "duplication", "bursty_loss", "all", "cellular_wifi"]
     assert {r.stack for r in runs} == {"kernel-mptcp", "userspace", "tcp"}
     assert len(runs) == len(conds) * 3 * exp.repetitions and exp.repetitions >= 3
     by = {r.point_values["condition"]: r.topology_set for r in runs}
+    topo = {r.point_values["condition"]: r.topology for r in runs}
+    assert topo["cellular_wifi"] == "cellular_wifi" and by["cellular_wifi"] == {}
+    assert {topo[c] for c in conds if c != "cellular_wifi"} <= {"", "two_path"}
     assert by["clean"] == {}
     assert by["all"]["links.lte.loss_model"] == {"p": 0.5, "r": 30}
     assert set(by["all"]) == set(by["reordering"]) | set(by["duplication"]) | set(by["bursty_loss"])
