@@ -21,6 +21,7 @@ def xdist_scope(nodeid: str) -> str:
     return nodeid.split("::")[0] if nodeid.startswith(SANS_IO) else "live"
 
 
+@pytest.hookimpl(optionalhook=True)  # (a hook of pytest-xdist: unknown without it)
 def pytest_xdist_make_scheduler(config, log):
     """Whatever --dist says, the live tests go to one worker as one unit (xdist's own
     ``loadgroup`` cannot be used: with pytest 9 its group marks no longer reach the node ids).
