@@ -26,11 +26,18 @@ def _bench(module: str, args: list[str], json: bool) -> None:
         "k": "pytest -k expression",
         "x": "stop at the first failure",
         "args": "more pytest arguments",
+        "serial": "one process, no pytest-xdist workers",
     }
 )
-def test(c, k="", x=False, args=""):
-    """Run the test suite (real namespaces, real kernel peers, real captures)."""
+def test(c, k="", x=False, args="", serial=False):
+    """Run the test suite (real namespaces, real kernel peers, real captures).
+
+    Two pytest-xdist workers: one runs every live test, one at a time in collection order, the
+    other the sans-I/O modules beside it (tests/conftest.py decides which is which). More
+    workers would not help: the live tests cannot overlap, and the machines have 2 cores."""
     cmd = [sys.executable, "-m", "pytest"]
+    if not serial:
+        cmd += ["-n", "2"]
     if k:
         cmd += ["-k", repr(k)]
     if x:

@@ -57,6 +57,13 @@ from testbed.topology import load_topology
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "results"
 TOOL = Path(__file__).resolve().parent / "traffic.py"
+# How long a server may take to end after its client has: 30 s when the client exited by itself
+# (the server still drains and reports), but only 3 s once a client was stopped: its FIN or RST
+# reaches the server within a round trip and a retransmission or two when the path works (its
+# report then follows at once), and never when the path is cut, where waiting longer only
+# delays the run (it was 10 s, most of a stuck run's time).
+SERVER_AFTER_CLIENT_S = 30.0
+SERVER_AFTER_STOPPED_CLIENT_S = 3.0
 log = logging.getLogger("experiments.runner")
 
 
@@ -549,7 +556,9 @@ class RunExecutor:
                 c.proc.stop(signal.SIGTERM, timeout=10)
         for s in servers:
             try:
-                s.proc.wait(timeout=10 if stopped else 30)
+                s.proc.wait(
+                    timeout=SERVER_AFTER_STOPPED_CLIENT_S if stopped else SERVER_AFTER_CLIENT_S
+                )
             except subprocess.TimeoutExpired:
                 stopped.append(f"{s.flow.name} server on {s.host.name} did not finish: stopped")
                 log.warning("%s: %s", spec.label, stopped[-1])

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from testbed.capture import Capture
 from testbed.net import Testbed
-from testbed.probe import observe, read_probes, send_probes
+from testbed.probe import Observed, observe, read_probes, send_probes
 from testbed.routing import ResolvedPath
 from testbed.topology import LinkModel, TopologyError, load_topology
 from testbed.tracecheck import TraceCheck, check_trace, trace_rtt_ms, traced_directions
@@ -187,12 +187,22 @@ def wanted_conditions(models: list[LinkModel]) -> list[str]:
     return out
 
 
-def check_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> list[ConditionCheck]:
-    """Send numbered probes along the path and compare what arrives with the links' models."""
-    models = [tb.models[link] for link in path.links]
-    wanted = wanted_conditions(models)
-    if not wanted:
-        return []
+@dataclass
+class ProbeRun:
+    """What the probes of one path did (``observe``'s view), and how they were sent: the
+    measurement that ``judge_conditions`` compares with the links' models."""
+
+    seen: Observed
+    probes: int
+    interval: float
+    burst: int
+
+
+def measure_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> ProbeRun | None:
+    """Send numbered probes along the path and capture what arrives (None: the links claim
+    no condition that probes could measure)."""
+    if not wanted_conditions([tb.models[link] for link in path.links]):
+        return None
     # probes must not meet the rate limiter's queue: at most a quarter of the path's rate
     interval, burst = 0.001, 4
     if path.want_mbit:
@@ -218,7 +228,23 @@ def check_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> l
         _wait_released(tb, path)
     finally:
         files = cap.stop()
-    seen = observe(read_probes(files[1]), probes)
+    return ProbeRun(observe(read_probes(files[1]), probes), probes, interval, burst)
+
+
+def check_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> list[ConditionCheck]:
+    """Send numbered probes along the path and compare what arrives with the links' models."""
+    run = measure_conditions(tb, path, probes)
+    return [] if run is None else judge_conditions(path, [tb.models[k] for k in path.links], run)
+
+
+def judge_conditions(
+    path: ResolvedPath, models: list[LinkModel], run: ProbeRun
+) -> list[ConditionCheck]:
+    """Each condition the models claim against what the probes saw: within SIGMAS standard
+    deviations of the claim, or not (a pure function: one measurement can be judged against
+    several claims)."""
+    wanted = wanted_conditions(models)
+    seen, interval, burst = run.seen, run.interval, run.burst
     out = []
 
     def add(cond: str, want: float, sd: float, got: float | None, why: str = "") -> None:
@@ -226,7 +252,7 @@ def check_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> l
         ok = got is not None and lo <= got <= hi and not why
         out.append(ConditionCheck(path.name, cond, want, lo, hi, got, ok, why))
 
-    n = probes
+    n = run.probes
     if "reorder_pct" in wanted:
         reo = [m for m in models if m.reorder_pct]
         m = reo[0]

@@ -71,10 +71,14 @@ class SshMachines:
         names: list[str],
         links: list[tuple[str, str, str]] = (),
         linger: float = 5.0,
+        rate_mbit: float | None = None,
     ):
         """linger: on exit, how long what runs in the namespaces (started through their sshd)
-        may take to end by itself before it is killed."""
+        may take to end by itself before it is killed. rate_mbit: each link's rate, both ways
+        (a tbf on each end), as a real machine's link has one; None: a veth's, several Gbit/s
+        (a bulk transfer then fills its captures with hundreds of MB to fetch and analyse)."""
         self.linger = linger
+        self.rate_mbit = rate_mbit
         self.tmp = Path(tmp)
         self.names = names
         self.links = list(links)
@@ -172,6 +176,11 @@ class SshMachines:
                 m.run("ip", "addr", "add", addr, "dev", dev)
                 m.run("ip", "link", "set", dev, "up")
                 m.run("ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off")
+                if self.rate_mbit:
+                    m.run(
+                        "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+                        "rate", f"{self.rate_mbit}mbit", "burst", "64kb", "latency", "100ms",
+                    )  # fmt: skip
                 m.interfaces[link] = (dev, addr)
 
     def source_route(self, name: str, link: str, via_peer: str, table: int) -> None:

@@ -54,19 +54,22 @@ PATHS = """
 from = "client"
 link = "wifi"
 to = "server"
-rate_mbit = 1000
+rate_mbit = 50
 [paths.lte]
 from = "client"
 link = "lte"
 to = "server"
-rate_mbit = 1000
+rate_mbit = 50
 """
 
 
 @pytest.fixture(scope="module")
 def machines(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("machines")
-    with SshMachines(tmp, ["c", "s"], links=[("wifi", "c", "s"), ("lte", "c", "s")]) as ms:
+    # 50 Mbit/s links, as PATHS says: a 4 s bulk transfer at a veth's several Gbit/s made
+    # captures of hundreds of MB, and fetching and analysing them took most of the test's 50 s
+    links = [("wifi", "c", "s"), ("lte", "c", "s")]
+    with SshMachines(tmp, ["c", "s"], links=links, rate_mbit=50) as ms:
         # the client's lte address reaches the server's (wifi) address through lte
         ms.source_route("c", "lte", "s", 102)
         yield ms

@@ -63,7 +63,9 @@ OURS_BAD = (
     "OptionMalformed",
     "MPRstRx",
 )
-STALL_S = 10.0  # a 1.5 MB upload takes about 1 s here; still running after this = stalled
+# A 1.5 MB upload takes about 1 s here; still running after 5 s (five times that, room for a
+# loaded machine) = stalled. It was 10 s, which only made a stalled transfer wait 5 s longer.
+STALL_S = 5.0
 
 
 def counted(stats: dict, link: str, what: str) -> int:

@@ -1,6 +1,7 @@
 """testbed-check's condition measurement (testbed/check.py check_conditions) on a real
 two_path testbed: what the links do passes, and a file that claims other values than the
-links carry is caught (the bands are narrow enough to tell)."""
+links carry is caught (the bands are narrow enough to tell). One measurement of each path,
+judged against the true claims and against the false ones (judge_conditions is pure)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.check import check_conditions
+from testbed.check import judge_conditions, measure_conditions
 from testbed.net import Testbed
 from testbed.topology import LossModel, load_topology
 from testbed.trace import Trace
@@ -29,15 +30,25 @@ def test_conditions_measured_and_a_false_claim_caught(tmp_path):
     )
     with Testbed(topo, workdir=tmp_path) as tb:
         wifi, lte = tb.paths
-        got = {c.condition: c for p in (wifi, lte) for c in check_conditions(tb, p)}
+        runs = {p.name: measure_conditions(tb, p) for p in (wifi, lte)}
+
+        def judged(models: dict) -> dict:
+            return {
+                c.condition: c
+                for p in (wifi, lte)
+                for c in judge_conditions(p, [models[k] for k in p.links], runs[p.name])
+            }
+
+        got = judged(tb.models)
         assert set(got) == {"reorder_pct", "duplicate_pct", "ge_loss_pct", "ge_burst"}
         assert all(c.ok for c in got.values()), got
         # Claims the links do not carry (the emulators keep the real ones): 1.2% reordering
         # and 2% duplication instead of 2% and 1%; bursts of 2 at the same mean loss (each claim
         # lies over 4 sigma of the measurement from the truth).
-        tb.models["wifi"] = replace(tb.models["wifi"], reorder_pct=1.2, duplicate_pct=2.0)
-        tb.models["lte"] = replace(tb.models["lte"], loss_model=LossModel(p=2, r=50))
-        false = {c.condition: c for p in (wifi, lte) for c in check_conditions(tb, p)}
+        claims = dict(tb.models)
+        claims["wifi"] = replace(claims["wifi"], reorder_pct=1.2, duplicate_pct=2.0)
+        claims["lte"] = replace(claims["lte"], loss_model=LossModel(p=2, r=50))
+        false = judged(claims)
         assert not false["reorder_pct"].ok, false["reorder_pct"]
         assert not false["duplicate_pct"].ok, false["duplicate_pct"]
         assert false["ge_loss_pct"].ok, false["ge_loss_pct"]  # same mean loss: 1/26 vs 2/52
