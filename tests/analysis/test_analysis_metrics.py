@@ -60,6 +60,26 @@ def test_failover_gap_and_regain():
     assert fo.first_new_data_s == pytest.approx(1.0, abs=0.011) and fo.surviving_subflows == [1]
 
 
+def test_a_backlog_released_at_once_is_not_a_regain():
+    """8 Mbit/s, a cut at 5 s; from 6 s one path carries 3 Mbit/s, and at 6.0 the data held
+    out of order behind the hole (2 MB) is acknowledged at once: that 100 ms bin alone lifts a
+    0.5 s window's mean over 90% of 8 Mbit/s, but the rate is not back."""
+    t = np.arange(0, 10, 0.01)
+    keep = (t < 5.0) | (t >= 6.0)
+    step = np.where(t < 5.0, 8e6 / 8 * 0.01, np.where(t >= 6.0, 3e6 / 8 * 0.01, 0.0))
+    step[np.searchsorted(t, 6.0)] += 2_000_000
+    level = np.cumsum(step).astype(np.uint64) + np.uint64(1000)
+    acks = pd.DataFrame({"time": t[keep], "data_ack": level[keep]})
+    g = connection_goodput(acks, 0.0, 10.0)
+    window = g["goodput_bps"].rolling(5).mean()[g["t"] > 5.0]
+    assert window.max() > 0.9 * 8e6  # what a mean alone would call a regain
+    rx = pd.DataFrame(
+        {"time": [6.0], "subflow": [1], "dsn": np.array([10**9], np.uint64), "payload_len": [1]}
+    )
+    fo = failover(rx, acks, event_time=5.0)
+    assert fo.resumed and fo.regain90_s is None, fo
+
+
 def test_failover_that_never_resumes():
     t = np.arange(0, 10, 0.01)
     acks = _acks(8e6, t, (5.0, 99.0))
