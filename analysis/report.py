@@ -210,7 +210,9 @@ def _summary_html(summary: pd.DataFrame, keys: list[str]) -> str:
 FAILOVER_DEFINITIONS = """<p class='defs'><b>gap</b>: the longest pause in the receiver's
 in-order data-level progress (DATA_ACK level at the receiver; TCP: its ACKs) that overlaps the
 event or starts within 10 s after it. <b>first new data</b>: from the event to the first data
-above everything delivered before it, arriving once progress had stopped.
+above everything delivered before it, arriving once progress had stopped; &ldquo;progress did not
+stop&rdquo; when the gap did not begin within 1 s of the event (the connection carried on through
+it; its gap is then a later pause).
 <b>recovery</b>: from the event until in-order goodput holds at &ge; 90% of what the surviving
 paths can carry (the sum of their configured rates, shown as <i>surviving</i>) for at least
 1 s: the first moment (10 ms steps) at which progress is moving and from which every 500 ms window
@@ -243,7 +245,11 @@ def failover_rows(result: dict, run_name: str = "") -> pd.DataFrame:
                         "link": f.get("link"),
                         "at_s": f.get("at_s"),
                         "gap_s": f.get("gap_s"),
-                        "first_new_data_s": f.get("first_new_data_s"),
+                        "first_new_data_s": (
+                            "progress did not stop"
+                            if f.get("progress_stopped") is False
+                            else f.get("first_new_data_s")
+                        ),
                         "recovery_s": (
                             f.get("recovery_s")
                             if f.get("recovery_s") is not None or cap is None
@@ -519,6 +525,7 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
                     "at_s",
                     "gap_s",
                     "first_new_data_s",
+                    "progress_stopped",
                     "recovery_s",
                     "efficiency",
                     "return_s",

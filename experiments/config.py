@@ -65,6 +65,11 @@ topology override (a pin) wins over both. Runs and reports show the point as con
 
     [stack.kernel-mptcp]                  # per-stack options (see experiments.stacks)
     endpoints = [{ host = "client", link = "lte", flags = ["subflow", "backup"] }]
+    tcp_rmem = 262144                     # socket buffers and congestion control
+    cc = "cubic"                          # (experiments/knobs.py)
+
+    [sysctl]                              # per-namespace sysctls of every host (knobs.py)
+    "net.mptcp.stale_loss_cnt" = 2        # grid key "sysctl.net.mptcp.stale_loss_cnt"
 
     [metrics]
     warmup_s = 1.0                        # steady-state goodput ignores the first seconds
@@ -81,6 +86,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ExperimentError
+from experiments.knobs import SYSCTL, check_checksum_path, sysctl_value, validate_sysctls
 from experiments.stacks import STACKS
 from testbed.topology import (
     SET_FIELDS,
@@ -110,6 +116,7 @@ TOP_KEYS = {
     "stack",
     "metrics",
     "conditions",
+    SYSCTL,
 }
 CONDITION_KEY = "condition"  # the grid key whose values name [conditions.*] bundles
 FLOW_KEYS = {
@@ -189,6 +196,19 @@ class Experiment:
     # [conditions.<name>]: bundles of topology overrides a grid "condition" value names, each
     # maybe with its own "topology"
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # [sysctl]: per-namespace sysctls set in every host, as the text written (knobs.py)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+    def point_sysctls(self, values: dict[str, Any]) -> dict[str, str]:
+        """[sysctl] with the grid point's "sysctl.<name>" values over it."""
+        grid = {
+            k.removeprefix(f"{SYSCTL}."): sysctl_value(
+                self.source, f"grid.{k}", k.removeprefix(f"{SYSCTL}."), v
+            )
+            for k, v in values.items()
+            if k.startswith(f"{SYSCTL}.")
+        }
+        return {**self.sysctls, **grid}
 
     def point_topology(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The topology file and overrides of one grid point: [topology.set], then the grid's
@@ -202,7 +222,7 @@ class Experiment:
         topo_keys = {
             k: v
             for k, v in values.items()
-            if not k.startswith(("traffic.", "stack.")) and k != CONDITION_KEY
+            if not k.startswith(("traffic.", "stack.", f"{SYSCTL}.")) and k != CONDITION_KEY
         }
         merged = {**self.topology_set, **topo_keys, **bundle}
         merged.update({k: v for k, v in self.topology_set.items() if k in pinned})
@@ -224,6 +244,7 @@ class RunSpec:
     variant: str = ""  # the stack, or "<stack>-<value>..." for a stack.<stack>.<option> grid
     stack_options: dict[str, Any] | None = None  # this run's [stack.<stack>] (None: the file's)
     topology: str = ""  # this run's topology file ("": the experiment's; a condition may name one)
+    sysctls: dict[str, str] = field(default_factory=dict)  # set in every host's namespace
 
     @property
     def label(self) -> str:
@@ -294,6 +315,11 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     head, _, rest = key.partition(".")
     if head == "grid" and rest:
         raw.setdefault("grid", {})[rest] = value
+    elif head == SYSCTL and rest:  # the sysctl's own dots are not tables; pinned, as below
+        raw.setdefault(SYSCTL, {})[rest] = value
+        grid = raw.get("grid")
+        if isinstance(grid, dict):
+            grid.pop(key, None)
     elif head == "topology" and rest.startswith("set.") and len(rest) > 4:
         raw.setdefault("topology", {}).setdefault("set", {})[rest[4:]] = value
     elif head in TOP_KEYS:
@@ -426,6 +452,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
             source, f"stack.{s}", _table(source, f"stack.{s}", opts)
         )
     conditions = _conditions(source, _table(source, "conditions", raw.get("conditions", {})))
+    sysctls = validate_sysctls(source, SYSCTL, _table(source, SYSCTL, raw.get(SYSCTL, {})))
     grid = _grid(
         source, _table(source, "grid", raw.get("grid", {})), traffic, stack_raw, conditions
     )
@@ -457,6 +484,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         events=sorted(events, key=lambda ev: ev.at),
         grid=grid,
         conditions=conditions,
+        sysctls=sysctls,
         stack_options=stack_opts,
         stack_raw={k: dict(v) for k, v in stack_raw.items()},
         warmup_s=warmup,
@@ -579,6 +607,9 @@ def _grid(
                     )
         if k.startswith("stack."):
             _stack_grid_key(source, k, v, stack_raw or {})
+        if k.startswith(f"{SYSCTL}."):
+            for j, val in enumerate(v):
+                sysctl_value(source, f"grid.{k}[{j}]", k.removeprefix(f"{SYSCTL}."), val)
         if k.startswith("traffic."):
             fld = k.split(".", 1)[1]
             if fld not in FLOW_KEYS or fld in ("client", "server"):
@@ -651,7 +682,9 @@ def check_against_topology(exp: Experiment) -> None:
     points = grid_points(exp)
     topos = {}
     for values in points:
-        topo_keys = {k: v for k, v in values.items() if not k.startswith(("traffic.", "stack."))}
+        topo_keys = {
+            k: v for k, v in values.items() if not k.startswith(("traffic.", "stack.", "sysctl."))
+        }
         name, overrides = exp.point_topology(values)
         cond = values.get(CONDITION_KEY)
         bundle = exp.conditions.get(cond, {})
@@ -672,6 +705,12 @@ def check_against_topology(exp: Experiment) -> None:
             )
             raise ExperimentError(exp.source, where, str(e)) from None
         topos[name] = topo
+        sysctls = exp.point_sysctls(values)
+        where = next(
+            (f"grid.{k}" for k in values if k == f"{SYSCTL}.net.mptcp.checksum_enabled"),
+            f"{SYSCTL}.net.mptcp.checksum_enabled",
+        )
+        check_checksum_path(exp.source, where, sysctls, topo)
     for topo in topos.values():
         _check_names(exp, topo)
 
@@ -775,6 +814,7 @@ def resolve_runs(exp: Experiment) -> list[RunSpec]:
                         variant=variant_name(stack, values),
                         stack_options=opts,
                         topology=topo_name if topo_name != exp.topology else "",
+                        sysctls=exp.point_sysctls(values),
                     )
                 )
     if exp.shuffle:

@@ -78,6 +78,11 @@ class RunMetrics:
     topology: str = ""
     link_conditions: dict[str, dict[str, str]] = field(default_factory=dict)
     emulator: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # the kernel's knobs (experiments/knobs.py): the sysctls the experiment set in every host's
+    # namespace, and per host the net.mptcp.* / net.ipv4.tcp_* values that differed from the
+    # root namespace's (metadata.json kernel.sysctls) when the traffic started
+    sysctls_set: dict[str, str] = field(default_factory=dict)
+    sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

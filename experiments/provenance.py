@@ -80,7 +80,16 @@ def kernel_info() -> dict[str, Any]:
             mptcp[name] = Path(f"/proc/sys/net/mptcp/{name}").read_text().strip()
         except OSError:
             mptcp[name] = None
-    return {"release": platform.release(), "version": platform.version(), "mptcp_sysctls": mptcp}
+    from experiments.knobs import root_sysctls
+
+    return {
+        "release": platform.release(),
+        "version": platform.version(),
+        "mptcp_sysctls": mptcp,
+        # every net.mptcp.* and net.ipv4.tcp_* of the root namespace; each run's metrics.json
+        # row has per host what differed from these (its namespaces)
+        "sysctls": root_sysctls(),
+    }
 
 
 def host_info() -> dict[str, Any]:

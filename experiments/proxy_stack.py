@@ -17,7 +17,8 @@ run's ``logs/``.
 
 Options ([stack.userspace-proxy]): the userspace stack's plug-ins (``scheduler``, ``cc``,
 ``pm``, ``opportunistic``: experiments/plugin_options.py), ``limits = {subflows = N,
-add_addr_accepted = N}`` (both ends), ``tcp_only = true`` (plain TCP: the proxy's overhead
+add_addr_accepted = N}`` (both ends), ``tcp_rmem``/``tcp_wmem`` (bytes: our stack's receive
+and send buffers at both proxies, ``--rcvbuf``/``--sndbuf``), ``tcp_only = true`` (plain TCP: the proxy's overhead
 alone), ``notsent_lowat`` (bytes; the hosts' ``net.ipv4.tcp_notsent_lowat``, 128 KiB: what an
 application may queue unsent in its loopback socket to the proxy).
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments import plugin_options
+from experiments import knobs, plugin_options
 from experiments.errors import ExperimentError
 from experiments.stacks import Command, Stack
 
@@ -72,12 +73,17 @@ class UserspaceProxyStack(Stack):
                 if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                     raise ExperimentError(source, f"{where}.{k}", "expected bytes > 0")
                 out[k] = v
+            elif k in ("tcp_rmem", "tcp_wmem"):
+                out[k] = knobs.userspace_buffer(source, f"{where}.{k}", v)
             elif k == "tcp_only":
                 if not isinstance(v, bool):
                     raise ExperimentError(source, f"{where}.tcp_only", "expected true or false")
                 out["tcp_only"] = v
             else:
-                allowed = sorted([*plugin_options.KEYS, "limits", "tcp_only", "notsent_lowat"])
+                allowed = sorted(
+                    [*plugin_options.KEYS, "limits", "tcp_only", "notsent_lowat"]
+                    + ["tcp_rmem", "tcp_wmem"]
+                )
                 raise ExperimentError(
                     source, f"{where}.{k}", f"unknown key (allowed: {', '.join(allowed)})"
                 )
@@ -108,6 +114,9 @@ class UserspaceProxyStack(Stack):
         if o.get("limits"):
             flags += ["--limits", ",".join(f"{k}={v}" for k, v in o["limits"].items())]
         flags += plugin_options.flags(o)
+        from experiments.stacks import buffer_flags
+
+        flags += buffer_flags(o)
         if o.get("tcp_only"):
             flags.append("--tcp-only")
         return flags

@@ -42,7 +42,7 @@ from typing import Any, TextIO
 from analysis.events import run_entry, write_events
 from analysis.middlebox import outcome
 from analysis.report import write_report
-from experiments import provenance
+from experiments import knobs, provenance
 from experiments.campaign_report import write_campaign_report
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
 from experiments.metrics import RunMetrics, run_metrics, summarize
@@ -325,11 +325,15 @@ class RunExecutor:
             nodes = {n: _node_pid(tb, n) for n in tb.topo.nodes}
             _write_json(logs / "nodes.json", nodes)
             try:
+                knobs.apply(tb, tb.topo.hosts, spec.sysctls)  # before the stacks: theirs win
                 self._setup_stacks(tb, flows, logs, spec)
                 cap = tb.capture(self.run_dir / "pcap" / label)
                 before = _mptcp_counters(tb, tb.topo.hosts)
+                sysctls = knobs.snapshot(tb, tb.topo.hosts)
                 results = self._traffic(tb, spec, flows, remote, logs, procs)
                 counters = _counters_delta(before, _mptcp_counters(tb, tb.topo.hosts))
+                sysctls_end = knobs.snapshot(tb, tb.topo.hosts)
+                _write_json(logs / "sysctls.json", {"start": sysctls, "end": sysctls_end})
                 mbox_stats = tb.middlebox_stats() if hasattr(tb, "middlebox_stats") else {}
                 emu_stats = tb.emulator_stats() if hasattr(tb, "emulator_stats") else {}
                 cap.stop()
@@ -410,6 +414,11 @@ class RunExecutor:
         m.topology = topo.name
         m.link_conditions = link_conditions(topo)
         m.emulator = emu_stats
+        m.sysctls_set = dict(spec.sysctls)
+        m.sysctls = knobs.snapshot_diff(sysctls, knobs.root_sysctls())
+        lost = knobs.not_in_force(spec.sysctls, sysctls_end)
+        m.errors += lost
+        m.ok = m.ok and not lost
         native = main.client.get("stack_info") or {}
         m.outcome = outcome(
             counters=counters,
@@ -795,9 +804,14 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
                 k: m.get(k) for k in ("outcome", "intact", "mptcp_counters", "middlebox")
             }
         # the links as the run had them, and what the emulators counted on each
-        for k in ("topology", "link_conditions", "emulator"):
+        for k in ("topology", "link_conditions", "emulator", "sysctls_set"):
             if m.get(k):
                 view_meta[k] = m[k]
+        try:  # the kernel's MPTCP and TCP sysctls of each host as the traffic started
+            snap = json.loads((run_dir / "logs" / r["label"] / "sysctls.json").read_text())
+            view_meta["sysctls"] = snap["start"]
+        except (OSError, ValueError, KeyError):
+            pass
         _write_json(view / "metadata.json", view_meta)
         write_events(view / "events.json", [run_entry(r["label"], r["t0_wall"], r["events"])])
     return base

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments import plugin_options
+from experiments import knobs, plugin_options
 from experiments.errors import ExperimentError
 from testbed.network import Network
+from testbed.sysctl import set_route_congctl, set_sysctls
 from testbed.topology import Topology
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,10 +138,70 @@ class Stack:
         raise ValueError("no JSON report in the program's output")
 
 
-class TcpStack(Stack):
+class KernelKnobs(Stack):
+    """The kernel stacks' socket buffers and congestion control (experiments/knobs.py):
+    ``tcp_rmem``/``tcp_wmem`` set as the hosts' net.ipv4.tcp_rmem/tcp_wmem (per namespace,
+    read back), ``cc`` pinned on the hosts' routes where they pin one (the Mininet testbed's
+    do: testbed.sysctl.set_route_congctl) and put on the traffic tool's sockets
+    (``--congestion``)."""
+
+    KNOBS = ("tcp_rmem", "tcp_wmem", "cc")
+    _cc: str | None = None  # setup() keeps it for server() and client()
+
+    def validate_knobs(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in ("tcp_rmem", "tcp_wmem"):
+            if k in opts:
+                out[k] = knobs.kernel_buffer(source, f"{where}.{k}", opts[k])
+        if "cc" in opts:
+            out["cc"] = knobs.congestion_control(source, f"{where}.cc", opts["cc"])
+        return out
+
+    def setup_knobs(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        """Buffers in every host's namespace (a run's other flows on those hosts share them)."""
+        want = {f"net.ipv4.{k}": opts[k] for k in ("tcp_rmem", "tcp_wmem") if opts.get(k)}
+        done: dict[str, Any] = {}
+        for h in hosts if want else []:
+            got = set_sysctls(tb.host(h), want)
+            if got != want:
+                raise RuntimeError(f"{self.name} on {h}: set {want}, the kernel has {got}")
+            done.setdefault("sysctls", {})[h] = got
+        self._cc = opts.get("cc")
+        if self._cc:  # the sockets' and the routes' (a pinned route wins over a socket's)
+            done["cc"] = self._cc
+            done["routes_changed"] = {h: set_route_congctl(tb.host(h), self._cc) for h in hosts}
+        return done
+
+    def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
+        cmd = super().server(python, tool, addr, port, out)
+        cmd.argv += ["--congestion", self._cc] if self._cc else []
+        return cmd
+
+    def client(
+        self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
+    ) -> Command:
+        cmd = super().client(python, tool, connect, flow, seed, out)
+        cmd.argv += ["--congestion", self._cc] if self._cc else []
+        return cmd
+
+
+class TcpStack(KernelKnobs):
+    """Plain kernel TCP; options: tcp_rmem, tcp_wmem, cc (KernelKnobs)."""
+
     name = "tcp"
     proto = "tcp"
     description = "plain kernel TCP on the primary path (single path)"
+
+    def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        for k in opts:
+            if k not in self.KNOBS:
+                raise ExperimentError(
+                    source, f"{where}.{k}", f"unknown key (allowed: {', '.join(self.KNOBS)})"
+                )
+        return self.validate_knobs(source, where, opts)
+
+    def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        return self.setup_knobs(tb, opts, hosts)
 
 
 class MptcpOptions(Stack):
@@ -259,9 +320,10 @@ class MptcpOptions(Stack):
                 )
 
 
-class KernelMptcpStack(MptcpOptions):
+class KernelMptcpStack(MptcpOptions, KernelKnobs):
     """Linux MPTCP: per-host `ip mptcp limits` and `endpoint`s (on their devices), optional
-    scheduler (checked against /proc/sys/net/mptcp/available_schedulers)."""
+    scheduler (checked against /proc/sys/net/mptcp/available_schedulers), and the kernel's
+    tcp_rmem, tcp_wmem and cc (KernelKnobs)."""
 
     name = "kernel-mptcp"
     proto = "mptcp"
@@ -280,9 +342,23 @@ class KernelMptcpStack(MptcpOptions):
         if enabled != "1":
             raise StackUnavailable("kernel-mptcp: net.mptcp.enabled is 0")
 
+    def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
+        rest = {k: v for k, v in opts.items() if k not in self.KNOBS}
+        try:
+            out = super().validate_options(source, where, rest)
+        except ExperimentError as e:
+            if e.problem.startswith("unknown key"):
+                allowed = sorted(["endpoints", "limits", "scheduler", *self.KNOBS])
+                raise ExperimentError(
+                    source, e.field, f"unknown key (allowed: {', '.join(allowed)})"
+                ) from None
+            raise
+        return {**out, **self.validate_knobs(source, where, opts)}
+
     def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         done: dict[str, Any] = {"limits": limits, "endpoints": {}}
+        done.update(self.setup_knobs(tb, opts, hosts))
         for h in tb.topo.hosts:
             mine = self.endpoints_of(tb, opts, h)
             tb.kernel_mptcp(h, limits=limits, endpoints=mine)
@@ -319,16 +395,20 @@ class UserspaceStack(MptcpOptions):
         """kernel-mptcp's endpoints and limits, and our research plug-ins (scheduler, cc, pm,
         opportunistic: experiments/plugin_options.py)."""
         plug = {k: v for k, v in opts.items() if k in plugin_options.KEYS}
-        rest = {k: v for k, v in opts.items() if k not in plugin_options.KEYS}
+        bufs = {k: v for k, v in opts.items() if k in BUFFER_KEYS}
+        rest = {
+            k: v for k, v in opts.items() if k not in plugin_options.KEYS and k not in BUFFER_KEYS
+        }
         for k in rest:
             if k not in ("endpoints", "limits"):
-                allowed = sorted(["endpoints", "limits", *plugin_options.KEYS])
+                allowed = sorted(["endpoints", "limits", *plugin_options.KEYS, *BUFFER_KEYS])
                 raise ExperimentError(
                     source, f"{where}.{k}", f"unknown key (allowed: {', '.join(allowed)})"
                 )
         out = super().validate_options(source, where, rest)
         del out["scheduler"]
         out.update(plugin_options.validate(source, where, plug))
+        out.update({k: knobs.userspace_buffer(source, f"{where}.{k}", v) for k, v in bufs.items()})
         return out
 
     def check_available(self) -> None:
@@ -339,7 +419,7 @@ class UserspaceStack(MptcpOptions):
 
     def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
-        plugins = plugin_options.flags(opts)
+        plugins = plugin_options.flags(opts) + buffer_flags(opts)
         done: dict[str, Any] = {"limits": limits, "plugins": plugins, "endpoints": {}}
         self._args, self._host_of = {}, {}
         self._default_args = [*plugins, "--import-path", str(REPO)]
@@ -377,6 +457,16 @@ class UserspaceStack(MptcpOptions):
         cmd = super().client(python, tool, connect, flow, seed, out)
         cmd.argv += self._args.get(getattr(flow, "client", ""), self._default_args)
         return cmd
+
+
+BUFFER_KEYS = ("tcp_rmem", "tcp_wmem")  # our stack's rcv_buf / snd_buf under the kernel's names
+
+
+def buffer_flags(opts: dict[str, Any]) -> list[str]:
+    """--rcvbuf/--sndbuf for our stack's tcp_rmem/tcp_wmem (the traffic tool's and
+    mptcp_impl's CLI alike)."""
+    flags = {"tcp_rmem": "--rcvbuf", "tcp_wmem": "--sndbuf"}
+    return [a for k, f in flags.items() if opts.get(k) for a in (f, str(opts[k]))]
 
 
 STACKS: dict[str, Stack] = {s.name: s for s in (TcpStack(), KernelMptcpStack(), UserspaceStack())}

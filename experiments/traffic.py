@@ -53,6 +53,7 @@ MPTCP_INFO = 1
 MPTCP_TCPINFO = 2
 MPTCP_SUBFLOW_ADDRS = 3
 MPTCP_INFO_FLAG_FALLBACK = 1
+TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
 
 SAMPLE_INTERVAL_S = 0.1
 GAP_THRESHOLD_S = 0.05  # pauses in in-order progress longer than this are recorded
@@ -120,6 +121,9 @@ class Report:
     mptcp_fallback: bool | None = None
     cpu_s: float = 0.0  # this process's CPU time over the data phase (user + system)
     stack_info: dict = field(default_factory=dict)  # userspace: final subflows, MIB, edge
+    # kernel sockets, at the end of the data phase: congestion control (TCP_CONGESTION; an
+    # MPTCP socket's is what it hands its subflows), SO_RCVBUF, SO_SNDBUF
+    socket: dict = field(default_factory=dict)
     error: str = ""
 
 
@@ -237,6 +241,25 @@ class KernelConn:
 
     def info(self) -> dict:
         return {}
+
+    def socket_info(self) -> dict:
+        """What the kernel says of the socket: its congestion control and buffer sizes."""
+        try:
+            cc = self.sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16)
+            return {
+                "congestion": cc.split(b"\0", 1)[0].decode(),
+                "rcvbuf": self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                "sndbuf": self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            }
+        except OSError as e:
+            return {"error": f"{type(e).__name__}: {e}"}
+
+
+def set_congestion(sock: socket.socket, name: str | None) -> None:
+    """Put `name` on a kernel socket (TCP_CONGESTION: a root process may use any of
+    tcp_available_congestion_control); an MPTCP socket passes it to its subflows."""
+    if name:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name.encode())
 
 
 class UserspaceConn:
@@ -410,6 +433,8 @@ class Endpoint:
         if self.multipath:
             self.report.mptcp_fallback = self.conn.fallback()
             self.report.stack_info = self.conn.info()
+        if isinstance(self.conn, KernelConn):
+            self.report.socket = self.conn.socket_info()
 
 
 def _cpu() -> float:
@@ -545,6 +570,8 @@ class UserspaceOptions:
     cc: str = "uncoupled"
     pm: str = "kernel"
     opportunistic: str = "off"
+    rcvbuf: int | None = None  # TcpConfig.rcv_buf / snd_buf (tcp_rmem / tcp_wmem)
+    sndbuf: int | None = None
 
 
 def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
@@ -555,6 +582,7 @@ def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
     from mptcp_impl.mptcp.ctrl import Endpoint as MpEndpoint
     from mptcp_impl.mptcp.ctrl import Limits, MptcpConfig
     from mptcp_impl.netio.stack import StackConfig
+    from mptcp_impl.tcp.connection import TcpConfig
 
     eps = opts.endpoints
     if eps is None:
@@ -572,7 +600,12 @@ def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
         pm=opts.pm,
         opportunistic=opts.opportunistic,
     )
-    return api, StackConfig(mptcp=cfg)
+    tcp = TcpConfig()
+    if opts.rcvbuf:
+        tcp.rcv_buf = opts.rcvbuf
+    if opts.sndbuf:
+        tcp.snd_buf = opts.sndbuf
+    return api, StackConfig(tcp=tcp, mptcp=cfg)
 
 
 def _userspace_cleanup() -> None:
@@ -589,7 +622,12 @@ def _userspace_cleanup() -> None:
 
 
 async def serve(
-    listen: str, proto: str, once: bool, out: str | None, us: UserspaceOptions | None = None
+    listen: str,
+    proto: str,
+    once: bool,
+    out: str | None,
+    us: UserspaceOptions | None = None,
+    congestion: str | None = None,
 ) -> int:
     host, port = _split(listen)
     reports: asyncio.Queue[Report] = asyncio.Queue()
@@ -602,6 +640,8 @@ async def serve(
             else KernelConn(reader, writer, proto)
         )
         try:
+            if isinstance(conn, KernelConn):  # (also inherited from the listener)
+                set_congestion(conn.sock, congestion)
             report.local, report.remote = conn.names()
             spec = await _read_header(reader)
             report.spec = asdict(spec)
@@ -620,6 +660,7 @@ async def serve(
     else:
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, _proto_number(proto))
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        set_congestion(lsock, congestion)
         lsock.bind((host, port))
         lsock.listen(8)
         lsock.setblocking(False)
@@ -671,6 +712,7 @@ async def connect(
     out: str | None,
     timeout: float,
     us: UserspaceOptions | None = None,
+    congestion: str | None = None,
 ) -> int:
     spec.validate()
     host, port = _split(target)
@@ -688,9 +730,11 @@ async def connect(
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, _proto_number(proto))
             sock.setblocking(False)
             try:
+                set_congestion(sock, congestion)
                 if bind:
                     sock.bind((bind, 0))
                 await asyncio.wait_for(_sock_connect(sock, (host, port)), timeout)
+                set_congestion(sock, congestion)  # a route's congctl replaced it at connect
                 reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
             except BaseException:
                 sock.close()
@@ -752,6 +796,14 @@ def main(argv: list[str] | None = None) -> int:
     us.add_argument("--pm", default="kernel", metavar="NAME|FILE.py:Class")
     us.add_argument("--opportunistic", default="off", choices=("off", "retransmit", "penalise"))
     us.add_argument("--import-path", help="directory holding mptcp_impl, if not on PYTHONPATH")
+    us.add_argument("--rcvbuf", type=int, default=None, metavar="BYTES", help="TcpConfig.rcv_buf")
+    us.add_argument("--sndbuf", type=int, default=None, metavar="BYTES", help="TcpConfig.snd_buf")
+    common.add_argument(
+        "--congestion",
+        default=None,
+        metavar="NAME",
+        help="--proto tcp|mptcp: the sockets' congestion control (TCP_CONGESTION)",
+    )
     s = sub.add_parser("server", parents=[common], help="accept connections and run what each asks")
     s.add_argument("--listen", default="0.0.0.0:5201")
     s.add_argument("--once", action="store_true", help="exit after one connection")
@@ -771,13 +823,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--connect-timeout", type=float, default=10.0)
     a = ap.parse_args(argv)
-    if a.proto != "userspace" and (a.endpoint or a.limits or a.import_path):
-        ap.error("--endpoint, --limits and --import-path are for --proto userspace")
+    if a.proto != "userspace" and (a.endpoint or a.limits or a.import_path or a.rcvbuf):
+        ap.error("--endpoint, --limits, --import-path, --rcvbuf are for --proto userspace")
+    if a.proto == "userspace" and a.congestion:
+        ap.error("--congestion is for --proto tcp and mptcp (our stack: --cc)")
     uopts = UserspaceOptions(
-        a.endpoint, a.limits, a.scheduler, a.import_path, a.cc, a.pm, a.opportunistic
+        a.endpoint,
+        a.limits,
+        a.scheduler,
+        a.import_path,
+        a.cc,
+        a.pm,
+        a.opportunistic,
+        a.rcvbuf,
+        a.sndbuf,
     )
     if a.cmd == "server":
-        return asyncio.run(_amain(serve(a.listen, a.proto, a.once, a.out, uopts)))
+        return asyncio.run(_amain(serve(a.listen, a.proto, a.once, a.out, uopts, a.congestion)))
     spec = TrafficSpec(
         kind=a.kind,
         direction=a.direction,
@@ -794,7 +856,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     return asyncio.run(
-        _amain(connect(a.connect, a.proto, spec, a.bind, a.out, a.connect_timeout, uopts))
+        _amain(
+            connect(a.connect, a.proto, spec, a.bind, a.out, a.connect_timeout, uopts, a.congestion)
+        )
     )
 
 

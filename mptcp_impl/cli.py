@@ -56,6 +56,7 @@ from .mptcp.sched import SCHEDULERS
 from .netio.addr import join_hostport
 from .netio.firewall import process_fence
 from .netio.stack import StackConfig
+from .tcp.connection import TcpConfig
 
 BLOCK = 1 << 20
 
@@ -198,7 +199,13 @@ def _config(args: argparse.Namespace) -> StackConfig:
         if args.close_timeout is not None:
             mptcp.close_timeout = args.close_timeout
         mptcp.allow_join_initial_addr_port = bool(args.allow_join_initial_addr_port)
+    tcp = TcpConfig()
+    if args.rcvbuf is not None:
+        tcp.rcv_buf = args.rcvbuf
+    if args.sndbuf is not None:
+        tcp.snd_buf = args.sndbuf
     return StackConfig(
+        tcp=tcp,
         sender="raw" if args.no_gso else args.sender,
         mptcp=mptcp,
         seed=args.stack_seed,
@@ -437,6 +444,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--checksum", action="store_true", help="DSS checksums (net.mptcp.checksum_enabled)"
+    )
+    common.add_argument(
+        "--rcvbuf",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="each subflow's receive buffer, the window it offers (TcpConfig.rcv_buf; "
+        "default 4 MiB, fixed: no autotuning)",
+    )
+    common.add_argument(
+        "--sndbuf",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="each subflow's send buffer (TcpConfig.snd_buf; default 4 MiB)",
     )
     common.add_argument(
         "--add-addr-timeout",

@@ -88,7 +88,7 @@ def test_good_file_loads(tmp_path):
             '[stack.kernel-mptcp]\nscheduler = "nonexistent"\n[grid]',
             "stack.kernel-mptcp.scheduler",
         ),
-        ("[grid]", '[stack.tcp]\ncc = "bbr"\n[grid]', "stack.tcp.cc"),
+        ("[grid]", '[stack.tcp]\nendpoints = "default"\n[grid]', "stack.tcp.endpoints"),
     ],
 )
 def test_invalid_file_names_file_and_field(tmp_path, old, new, field):
