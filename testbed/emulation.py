@@ -147,6 +147,8 @@ EMULATED_FIELDS = (
     "duplicate_pct",
     "loss_model",
     "loss_pct",
+    "corrupt_pct",
+    "corrupt_fix_checksum",
 )
 
 
@@ -160,6 +162,8 @@ def queue_settings(m: LinkModel) -> dict:
         "reorder_pct": m.reorder_pct,
         "reorder_gap": m.reorder_gap,
         "loss_model": m.loss_model.as_dict() if m.loss_model else None,
+        "corrupt_pct": m.corrupt_pct,
+        "corrupt_fix_checksum": m.corrupt_fix_checksum,
     }
 
 

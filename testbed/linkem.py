@@ -74,6 +74,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from testbed.packets import flip_payload_bit, tcp_payload
+
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_NO_ENOBUFS = 5
@@ -111,12 +113,13 @@ _ATTR = struct.Struct("=HH")
 _VERDICT = struct.Struct("=IHHIIBBHHHII")
 
 
-def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, bytes]:
-    """The packet id and the packet (from its IP header) of an NFQUEUE packet message of ``n``
-    bytes in ``buf``: (-1, b"") when it has none."""
+def packet_span(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int]:
+    """(packet id, start, end) of an NFQUEUE packet message of ``n`` bytes in ``buf``: the
+    packet (from its IP header) is buf[start:end], empty when the queue copies metadata only;
+    id -1 when the message has none."""
     (mlen,) = struct.unpack_from("=I", buf, 0)
     end = min(n, mlen)
-    off, pid, payload = 20, -1, b""
+    off, pid, start, stop = 20, -1, 0, 0
     while off + 4 <= end:
         alen, atype = _ATTR.unpack_from(buf, off)
         if alen < 4:
@@ -125,9 +128,16 @@ def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, byte
         if atype == NFQA_PACKET_HDR:
             (pid,) = struct.unpack_from("!I", buf, off + 4)
         elif atype == NFQA_PAYLOAD:
-            payload = bytes(buf[off + 4 : off + alen])
+            start, stop = off + 4, min(off + alen, end)
         off += (alen + 3) & ~3
-    return pid, payload
+    return pid, start, stop
+
+
+def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, bytes]:
+    """The packet id and the packet (from its IP header) of an NFQUEUE packet message of ``n``
+    bytes in ``buf``: (-1, b"") when it has none."""
+    pid, start, stop = packet_span(buf, n)
+    return pid, bytes(buf[start:stop])
 
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
@@ -211,12 +221,20 @@ class Queue:
     held: deque | list = field(default_factory=deque)
     last_release: float = 0.0
     to_reorder: int = NEVER  # packets until the next one sent at once, this one included
-    copy_num: int = -1  # the copy queue holding this direction's duplicated originals
-    # (held entries with a negative id, -1 - id, are packets of that queue)
+    corrupt: float = 0.0  # chance that a segment with TCP payload gets one bit flipped
+    corrupt_fix: bool = False  # recompute the TCP checksum of a corrupted segment
+    to_corrupt: int = NEVER  # segments with payload until the next corrupted one, this one in
+    copying: bool = False  # the kernel hands us whole packets, one segment each (corruption)
+    # Held entries with a negative id are packets with a verdict of their own: key ->
+    # (queue, packet id, the packet to hand back or None): a duplicated original (its copy
+    # queue's) or a corrupted segment (its bytes changed).
+    own: dict[int, tuple[int, int, bytes | None]] = field(default_factory=dict)
+    own_next: int = 0
     packets: int = 0
     verdicts: int = 0
     reordered: int = 0
     late_sum: float = 0.0  # sum over verdicts of (verdict time - release time of its oldest)
+    corrupted: int = 0
 
     def configure(
         self,
@@ -228,6 +246,8 @@ class Queue:
         reorder_pct: float | None = None,
         reorder_gap: int | None = None,
         loss_model: dict | None | bool = False,
+        corrupt_pct: float | None = None,
+        corrupt_fix_checksum: bool | None = None,
     ) -> None:
         """Change what is given (None: keep); loss_model None removes it, False keeps it."""
         if delay_ms is not None:
@@ -259,6 +279,42 @@ class Queue:
                 self.ge.start(self.rng)
             else:
                 self.ge = None
+        if corrupt_pct is not None:
+            self.corrupt = float(corrupt_pct) / 100.0
+            self.to_corrupt = geometric(self.rng, self.corrupt)
+        if corrupt_fix_checksum is not None:
+            self.corrupt_fix = bool(corrupt_fix_checksum)
+
+    def hold_own(self, now: float, queue: int, packet_id: int, packet: bytes | None) -> int:
+        """Hold a packet that needs a verdict of its own (see `own`); returns its key, the
+        negative id its held entry carries."""
+        key = -1 - self.own_next
+        self.own_next += 1
+        self.own[key] = (queue, packet_id, packet)
+        entry = (self.release_time(now), key)
+        if self.jitter_reorders:
+            heapq.heappush(self.held, entry)
+        else:
+            self.held.append(entry)
+        return key
+
+    def corrupted_copy(self, pkt: bytes | bytearray | memoryview) -> bytes | None:
+        """The segment with one bit of its TCP payload flipped if its turn has come, else None.
+        Only segments that carry TCP payload count (and only they are ever changed): a
+        corrupted header would be a different fault (a wrong port or sequence number is
+        another connection's segment, not a damaged one), and segments without payload, SYNs
+        and pure ACKs, have no payload bit to flip."""
+        span = tcp_payload(pkt)
+        if span is None or span[2] == 0:
+            return None
+        self.to_corrupt -= 1
+        if self.to_corrupt > 0:
+            return None
+        self.to_corrupt = geometric(self.rng, self.corrupt)
+        out = bytearray(pkt)
+        flip_payload_bit(out, self.rng.randrange(8 * span[2]), self.corrupt_fix)
+        self.corrupted += 1
+        return bytes(out)
 
     def next_reorder(self) -> int:
         """Packets up to the next one sent ahead: netem delays gap - 1 after each, then sends
@@ -317,18 +373,24 @@ class NfQueueSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def _config(self, queue: int, attrs: list[tuple[int, bytes]]) -> None:
-        """Send one NFQNL_MSG_CONFIG with an ACK request and raise on a netlink error."""
+    def _config(self, queue: int, attrs: list[tuple[int, bytes]], ack: bool = True) -> None:
+        """Send one NFQNL_MSG_CONFIG; with ack, wait for the kernel's answer and raise on a
+        netlink error. Without: for a queue that may already have packets on this socket
+        (waiting for the answer would swallow them, and a packet read and dropped here never
+        gets a verdict); an error then arrives later among the packets (see Emulator.drain)."""
         body = b""
         for atype, payload in attrs:
             alen = 4 + len(payload)
             body += _ATTR.pack(alen, atype) + payload + b"\0" * ((-alen) % 4)
         self.seq += 1
         msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
-        hdr = _NLMSG.pack(16 + 4 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
+        flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+        hdr = _NLMSG.pack(16 + 4 + len(body), msg_type, flags, self.seq, 0)
         self.sock.send(
             hdr + struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", queue) + body
         )
+        if not ack:
+            return
         while True:
             data = self.sock.recv(65536)
             _, mtype, _, seq, _ = _NLMSG.unpack_from(data, 0)
@@ -343,6 +405,11 @@ class NfQueueSocket:
         (no F_GSO: the kernel segments GSO packets and completes partial checksums before
         queueing them), so that it can hand back a changed packet with verdict()."""
         self._config(queue, [(NFQA_CFG_CMD, struct.pack("!BBH", NFQNL_CFG_CMD_BIND, 0, 0))])
+        self.set_mode(queue, maxlen, copy_packet)
+
+    def set_mode(self, queue: int, maxlen: int, copy_packet: bool, ack: bool = True) -> None:
+        """Metadata only with GSO packets whole, or whole packets one segment at a time (see
+        bind); a bound queue can switch at any time (ack=False then: see _config)."""
         mode = NFQNL_COPY_PACKET if copy_packet else NFQNL_COPY_META
         self._config(
             queue,
@@ -352,6 +419,7 @@ class NfQueueSocket:
                 (NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO)),
                 (NFQA_CFG_FLAGS, struct.pack("!I", 0 if copy_packet else NFQA_CFG_F_GSO)),
             ],
+            ack,
         )
 
     def verdict(
@@ -471,6 +539,8 @@ QUEUE_KEYS = (
     "jitter_reorders",
     "reorder_pct",
     "reorder_gap",
+    "corrupt_pct",
+    "corrupt_fix_checksum",
 )
 VBUF_MSGS = 256  # verdicts gathered before one send
 
@@ -498,15 +568,14 @@ class Emulator(QueueWorker):
                 reorder_pct=qc.get("reorder_pct", 0.0),
                 reorder_gap=qc.get("reorder_gap", 1),
                 loss_model=qc.get("loss_model"),
+                corrupt_pct=qc.get("corrupt_pct", 0.0),
+                corrupt_fix_checksum=qc.get("corrupt_fix_checksum", False),
             )
             self.queues[num] = q
         self.copies: dict[int, CopyQueue] = {
             int(key): CopyQueue(int(key), int(c["of"]), int(c["mark"]))
             for key, c in config.get("copies", {}).items()
         }
-        for c in self.copies.values():
-            if c.of in self.queues:
-                self.queues[c.of].copy_num = c.num
         self.nfq = NfQueueSocket(bufsize=1 << 17)
         self.raw: dict[tuple[int, int], socket.socket] = {}  # (family, mark) -> raw IP socket
         self.vbuf = bytearray(_VERDICT.size * VBUF_MSGS)
@@ -514,8 +583,9 @@ class Emulator(QueueWorker):
         self.overshoot = 50e-6  # learnt timer overshoot, seconds
 
     def bind(self) -> None:
-        for num in self.queues:
-            self.nfq.bind(num, self.maxlen)
+        for num, q in self.queues.items():
+            q.copying = q.corrupt > 0
+            self.nfq.bind(num, self.maxlen, copy_packet=q.copying)
         for num in self.copies:
             self.nfq.bind(num, self.maxlen, copy_packet=True)
 
@@ -533,7 +603,12 @@ class Emulator(QueueWorker):
                     reorder_pct=cmd.get("reorder_pct"),
                     reorder_gap=cmd.get("reorder_gap"),
                     loss_model=cmd["loss_model"] if "loss_model" in cmd else False,
+                    corrupt_pct=cmd.get("corrupt_pct"),
+                    corrupt_fix_checksum=cmd.get("corrupt_fix_checksum"),
                 )
+                if (q.corrupt > 0) != q.copying:  # corruption needs the packets' bytes
+                    q.copying = q.corrupt > 0
+                    self.nfq.set_mode(q.num, self.maxlen, q.copying, ack=False)
                 self.reply({"ok": True})
             elif op == "stats":
                 self.reply(
@@ -569,6 +644,7 @@ class Emulator(QueueWorker):
                 "ge_lost": q.ge.losses if q.ge else 0,
                 "ge_bursts": q.ge.bursts if q.ge else 0,
                 "duplicated": copies.get(q.num, 0),
+                "corrupted": q.corrupted,
             }
             for q in self.queues.values()
         }
@@ -602,9 +678,34 @@ class Emulator(QueueWorker):
             self.nfq.sock.send(memoryview(self.vbuf)[: self.vlen])
             self.vlen = 0
 
+    def _own_verdict(self, queue: int, packet_id: int, packet: bytes | None) -> None:
+        """Accept one packet, as it came or (packet given) as these bytes; a changed packet
+        goes in a message of its own, after everything gathered so far (order kept)."""
+        if packet is None:
+            self._verdict(NFQNL_MSG_VERDICT, queue, packet_id, NF_ACCEPT)
+        else:
+            self.flush()
+            self.nfq.verdict(queue, packet_id, NF_ACCEPT, packet)
+
+    def _release_own(self, q: Queue, key: int) -> None:
+        self._own_verdict(*q.own.pop(key))
+
+    def hold_or_send(self, q: Queue, queue: int, packet_id: int, packet: bytes | None) -> None:
+        """What happens to a packet that needs a verdict of its own once it survived loss:
+        sent ahead now if reordering says so, else held for its delay."""
+        q.to_reorder -= 1
+        if q.to_reorder <= 0:
+            q.to_reorder = q.next_reorder()
+            q.reordered += 1
+            self._own_verdict(queue, packet_id, packet)
+            return
+        q.hold_own(time.monotonic(), queue, packet_id, packet)
+
     def duplicate(self, c: CopyQueue, n: int) -> None:
         """A packet of a copy queue (in self.nfq.buf): send its copy now, then hold the
-        original like any packet of its direction (flagged as this queue's)."""
+        original like any packet of its direction (flagged as this queue's). The copy meets
+        this direction's queue itself (and its chance of corruption); the original gets its
+        chance here, as netem corrupts the original and lets the copy take its own chances."""
         pid, payload = packet_attrs(self.nfq.buf, n)
         if pid < 0:
             return
@@ -618,17 +719,8 @@ class Emulator(QueueWorker):
         if q.ge is not None and q.ge.lost(q.rng):
             self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_DROP)
             return
-        q.to_reorder -= 1
-        if q.to_reorder <= 0:
-            q.to_reorder = q.next_reorder()
-            q.reordered += 1
-            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
-            return
-        entry = (q.release_time(time.monotonic()), -1 - pid)
-        if q.jitter_reorders:
-            heapq.heappush(q.held, entry)
-        else:
-            q.held.append(entry)
+        changed = q.corrupted_copy(payload) if q.corrupt else None
+        self.hold_or_send(q, c.num, pid, changed)
 
     def _send_copy(self, c: CopyQueue, payload: bytes) -> None:
         v6 = payload[0] >> 4 == 6
@@ -670,6 +762,10 @@ class Emulator(QueueWorker):
                 continue
             mtype, queue_be = unpack_from("=4xH12xH", buf, 0)
             if mtype != MSG_PACKET:
+                if mtype == NLMSG_ERROR:  # a config sent without waiting (see set_mode)
+                    (err,) = unpack_from("=i", buf, 16)
+                    if err:
+                        print(f"netlink error: {os.strerror(-err)}", file=sys.stderr, flush=True)
                 continue
             num = socket.ntohs(queue_be)
             q = queues.get(num)
@@ -686,6 +782,12 @@ class Emulator(QueueWorker):
             if q.ge is not None and q.ge.lost(q.rng):
                 self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_DROP)
                 continue
+            if q.corrupt:  # as in netem: after loss, before the delay (and reordering)
+                _, start, stop = packet_span(buf, n)
+                changed = q.corrupted_copy(memoryview(buf)[start:stop])
+                if changed is not None:
+                    self.hold_or_send(q, num, pid, changed)
+                    continue
             q.to_reorder -= 1
             if q.to_reorder <= 0:  # netem's reordering: this one leaves now, ahead of the rest
                 q.to_reorder = q.next_reorder()
@@ -714,12 +816,13 @@ class Emulator(QueueWorker):
                     while held and held[0][0] <= now:
                         pid = heappop(held)[1]
                         if pid < 0:
-                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                            self._release_own(q, pid)
                         else:
                             self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
                 else:
                     # a batch verdict for this queue's run (ids only grow along the FIFO),
-                    # one verdict each for the duplicated originals held in the copy queue
+                    # one verdict each for the packets with their own (duplicated originals
+                    # held in the copy queue, corrupted segments)
                     last = -1
                     while held and held[0][0] <= now:
                         pid = held.popleft()[1]
@@ -727,7 +830,7 @@ class Emulator(QueueWorker):
                             if last >= 0:
                                 self._verdict(NFQNL_MSG_VERDICT_BATCH, q.num, last, NF_ACCEPT)
                                 last = -1
-                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                            self._release_own(q, pid)
                         else:
                             last = pid
                     if last >= 0:
@@ -742,7 +845,7 @@ class Emulator(QueueWorker):
             if q.held:
                 for _, pid in sorted(q.held):
                     if pid < 0:
-                        self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                        self._release_own(q, pid)
                     else:
                         self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
                 q.held.clear()

@@ -60,6 +60,8 @@ MODEL_FIELDS = {
     "reorder_gap",
     "duplicate_pct",
     "loss_model",
+    "corrupt_pct",
+    "corrupt_fix_checksum",
 }
 # The fields a `set` link event may change at run time (rate and queue with tc, the rest in the
 # router's emulator); the middlebox is fixed for a run.
@@ -144,6 +146,15 @@ class LinkModel:
     reorder_gap: int = 1  # netem gap: gap - 1 packets delayed after each reordered one
     duplicate_pct: float = 0.0  # a share of packets sent twice
     loss_model: LossModel | None = None  # Gilbert-Elliott loss, beside loss_pct
+    # A share of the TCP segments that carry payload get one random bit of their payload
+    # flipped on the router. Segments without payload (SYNs, pure ACKs) are never touched: a
+    # flipped header bit is another fault (a segment of another port or sequence number), and
+    # without payload there is nothing whose damage only a checksum could tell.
+    corrupt_pct: float = 0.0
+    # False: the TCP checksum is left as it was, so it is wrong and the receiving TCP drops
+    # the segment (netem's corrupt); True: recomputed, so TCP accepts the damaged data and
+    # only an end-to-end check, MPTCP's DSS checksum, can notice.
+    corrupt_fix_checksum: bool = False
 
     @property
     def delayed(self) -> bool:
@@ -154,6 +165,7 @@ class LinkModel:
             or self.reorder_pct > 0
             or self.duplicate_pct > 0
             or self.loss_model is not None
+            or self.corrupt_pct > 0
         )
 
 
@@ -412,14 +424,15 @@ def parse_conditions(source: str, prefix: str, table: dict[str, Any]) -> dict[st
                 f"unknown distribution {dist!r} (known: {', '.join(DELAY_DISTRIBUTIONS)})",
             )
         out["delay_distribution"] = dist
-    if "jitter_reorders" in table:
-        value = table["jitter_reorders"]
-        if not isinstance(value, bool):
-            raise TopologyError(
-                source, f"{prefix}.jitter_reorders", f"expected true or false, got {value!r}"
-            )
-        out["jitter_reorders"] = value
-    for name in ("reorder_pct", "duplicate_pct"):
+    for name in ("jitter_reorders", "corrupt_fix_checksum"):
+        if name in table:
+            value = table[name]
+            if not isinstance(value, bool):
+                raise TopologyError(
+                    source, f"{prefix}.{name}", f"expected true or false, got {value!r}"
+                )
+            out[name] = value
+    for name in ("reorder_pct", "duplicate_pct", "corrupt_pct"):
         if name in table:
             out[name] = float(_number(source, f"{prefix}.{name}", table[name], lo=0, hi=100))
     if "reorder_gap" in table:
@@ -640,7 +653,8 @@ def _link(
         raise TopologyError(
             source,
             where,
-            "delay, jitter, loss, reordering and duplication are emulated on a router: "
+            "delay, jitter, loss, reordering, duplication and corruption are emulated on a "
+            "router: "
             "at least one end must be a router (never on an endpoint)",
         )
     subnet = None
