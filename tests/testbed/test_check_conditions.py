@@ -39,3 +39,34 @@ def test_conditions_measured_and_a_false_claim_caught(tmp_path):
         assert not false["duplicate_pct"].ok, false["duplicate_pct"]
         assert false["ge_loss_pct"].ok, false["ge_loss_pct"]  # same mean loss: 1/26 vs 2/52
         assert not false["ge_burst"].ok, false["ge_burst"]
+
+
+def test_corruption_measured_switched_at_run_time_and_false_claims_caught(tmp_path):
+    """wifi corrupts 2% with checksums left wrong: measured as stated. A file claiming 1% with
+    checksums fixed up is caught on both counts. tb.set_link then makes that claim true while
+    the link runs (the emulator's queue switches modes under traffic), and corruption switched
+    off shows as no corruption at all against a claim of 1%."""
+    topo = load_topology("two_path", ["links.wifi.corrupt_pct=2"])
+    with Testbed(topo, workdir=tmp_path) as tb:
+        wifi = next(p for p in tb.paths if p.links[0] == "wifi")
+
+        def check() -> dict:
+            return {c.condition: c for c in check_conditions(tb, wifi)}
+
+        got = check()
+        assert set(got) == {"corrupt_pct", "corrupt_bad_csum_pct"}
+        assert all(c.ok for c in got.values()), got
+        assert got["corrupt_bad_csum_pct"].got == 100.0
+        claim = {"corrupt_pct": 1.0, "corrupt_fix_checksum": True}
+        tb.models["wifi"] = replace(tb.models["wifi"], **claim)
+        false = check()
+        assert not false["corrupt_pct"].ok and not false["corrupt_bad_csum_pct"].ok, false
+        tb.models["wifi"] = replace(tb.models["wifi"], corrupt_pct=2.0, corrupt_fix_checksum=False)
+        tb.set_link("wifi", **claim)
+        got = check()
+        assert all(c.ok for c in got.values()), got
+        assert got["corrupt_bad_csum_pct"].got == 0.0
+        tb.set_link("wifi", corrupt_pct=0)
+        tb.models["wifi"] = replace(tb.models["wifi"], corrupt_pct=1.0)
+        off = check()
+        assert off["corrupt_pct"].got == 0.0 and not off["corrupt_pct"].ok, off
