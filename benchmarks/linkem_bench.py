@@ -1,7 +1,9 @@
 """How fast the delay emulator goes: h1 -- r1 -- h2, 20 ms RTT, iperf3 through the router.
 
-With --reorder-pct 1 (issue 19's case; also --duplicate-pct, --loss-model) the link reorders
-too; the goal there is at least 1 Gbit/s per direction on one core with GSO.
+With --reorder-pct 1 (issue 19's case; also --duplicate-pct, --loss-model, --corrupt-pct) the
+link reorders too; the goal there is at least 1 Gbit/s per direction on one core with GSO.
+Corruption costs more: a corrupting direction's queue gets every packet whole, one segment at a
+time (the kernel cuts GSO packets for it), since each segment with payload has its own chance.
 
 The delay sits on ONE link (h1 -- r1), delay_ms each way (default 10 ms, so RTT 20 ms), so every
 packet crosses the emulator once. The other link is plain. No rate limit unless --rate is given
@@ -133,24 +135,24 @@ def run(
             flush=True,
         )
 
-        def counts() -> tuple[int, int, int, int]:
+        def counts() -> tuple[int, ...]:
             st = emu.stats().get("left")
             if st is None:
-                return 0, 0, 0, 0
+                return 0, 0, 0, 0, 0
             return tuple(
                 sum(st[d][k] for d in ("in", "out"))
-                for k in ("packets", "kernel_dropped", "reordered", "duplicated")
+                for k in ("packets", "kernel_dropped", "reordered", "duplicated", "corrupted")
             )
 
         for mode in modes:
-            pkts0, drops0, reo0, dup0 = counts()
+            pkts0, drops0, reo0, dup0, cor0 = counts()
             (u0, s0), t0 = cpu_seconds(pid), time.monotonic()
             mbit = iperf3(h1, h2, seconds, mode, parallel)
             elapsed = time.monotonic() - t0
             u1, s1 = cpu_seconds(pid)
             user, system = (u1 - u0) / elapsed * 100, (s1 - s0) / elapsed * 100
             cpu = user + system
-            pkts1, drops1, reo1, dup1 = counts()
+            pkts1, drops1, reo1, dup1, cor1 = counts()
             row = {
                 "mode": mode,
                 **{k: round(v, 1) for k, v in mbit.items()},
@@ -161,6 +163,7 @@ def run(
                 "kernel_dropped": drops1 - drops0,
                 "reordered": reo1 - reo0,
                 "duplicated": dup1 - dup0,
+                "corrupted": cor1 - cor0,
             }
             results.append(row)
             dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
@@ -171,7 +174,8 @@ def run(
                 f"{row['queued_per_s']} packets/s queued, "
                 f"{row['kernel_dropped']} dropped by a full queue"
                 + (f", {row['reordered']} reordered" if row["reordered"] else "")
-                + (f", {row['duplicated']} duplicated" if row["duplicated"] else ""),
+                + (f", {row['duplicated']} duplicated" if row["duplicated"] else "")
+                + (f", {row['corrupted']} corrupted" if row["corrupted"] else ""),
                 flush=True,
             )
     finally:
@@ -187,6 +191,9 @@ def conditions(args: argparse.Namespace) -> dict:
         out["reorder_pct"] = args.reorder_pct
     if args.duplicate_pct:
         out["duplicate_pct"] = args.duplicate_pct
+    if args.corrupt_pct:
+        out["corrupt_pct"] = args.corrupt_pct
+        out["corrupt_fix_checksum"] = args.corrupt_fix_checksum
     if args.loss_model:
         nums = [float(x) for x in args.loss_model.split(",")]
         out["loss_model"] = LossModel(*nums) if len(nums) > 1 else LossModel(nums[0], 100 - nums[0])
@@ -221,6 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         "collapses (spurious recovery), and then the figure is TCP's, not the emulator's",
     )
     ap.add_argument("--duplicate-pct", type=float, default=0.0, help="duplication, %%")
+    ap.add_argument(
+        "--corrupt-pct",
+        type=float,
+        default=0.0,
+        help="corruption, %% of the TCP segments with payload (checksum left wrong: TCP "
+        "drops them, so also a loss)",
+    )
+    ap.add_argument(
+        "--corrupt-fix-checksum", action="store_true", help="corrupted segments' checksum fixed"
+    )
     ap.add_argument(
         "--loss-model", default=None, help="Gilbert-Elliott p,r[,h,k] in %% (e.g. 0.01,30)"
     )

@@ -1,5 +1,5 @@
 """The link model: rate and queue with htb on interfaces; delay, jitter, loss, reordering,
-duplication, Gilbert-Elliott loss and blackholes on routers.
+duplication, corruption, Gilbert-Elliott loss and blackholes on routers.
 
 No netem on this kernel. Rate limiting is plain tc (htb, and a leaf that holds queue_pkts*1514
 bytes, see shape_interface) and may sit anywhere, endpoints included. Delay and jitter are added

@@ -1,5 +1,6 @@
 """The link emulator process: holds NFQUEUE verdicts until each packet's release time, and
-reorders, duplicates and loses packets in bursts as a link's model says (netem's conditions).
+reorders, duplicates, corrupts and loses packets in bursts as a link's model says (netem's
+conditions).
 
 There is no netem on this kernel, so a router's iptables rules (NFQUEUE target; the kernel has no
 nft queue expression) send the packets of a delayed link direction to an NFQUEUE (see
@@ -12,7 +13,8 @@ It prints {"ready": true, ...} on stdout once every queue is bound, then takes J
 each with one JSON line on stdout:
 
     {"op": "update", "queue": 0, "delay_ms": 20, "jitter_ms": 2}  -> {"ok": true}
-        (also jitter_dist, jitter_reorders, reorder_pct, reorder_gap, loss_model {p, r, h, k})
+        (also jitter_dist, jitter_reorders, reorder_pct, reorder_gap, loss_model {p, r, h, k},
+        corrupt_pct, corrupt_fix_checksum)
     {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
     {"op": "stop"}                                              -> {"ok": true}, then exits
 
@@ -54,6 +56,17 @@ event, not per packet):
   them to a copy-packet queue instead; here the copy leaves through a raw socket, marked so
   that the router's OUTPUT rules put it through the delay queues its original meets, and the
   original is held in its direction's FIFO like the rest (see CopyQueue).
+- corruption (corrupt_pct, corrupt_fix_checksum): one random bit of the TCP payload of a share
+  of the segments that carry payload (headers, SYNs and pure ACKs are never touched: see
+  Queue.corrupted_copy), counted down geometrically over those segments. The bytes are needed
+  here, so a corrupting direction's queue is the exception to COPY_META/F_GSO: it copies whole
+  packets without F_GSO, which makes the kernel cut GSO super-packets into wire-sized segments
+  (each gets its own chance, as on a real link) and complete their CHECKSUM_PARTIAL checksums
+  before we see them. A corrupted segment is held with its new bytes (Queue.own) and leaves
+  with a verdict of its own carrying them (the kernel then takes them as they are,
+  CHECKSUM_NONE): checksum left as it was, hence wrong (netem's corrupt), or recomputed
+  (testbed/packets.py). An update switches a queue's mode at run time; queues without
+  corruption keep the fast path, whose only extra work is one attribute test per packet.
 """
 
 from __future__ import annotations
