@@ -164,6 +164,8 @@ def demo(c, results=None):
         "rate": "htb Mbit/s on the emulated link (default: none)",
         "reorder_pct": "netem-style reordering in % (issue 19's speed case: 1; default 0)",
         "duplicate_pct": "duplication in %",
+        "corrupt_pct": "corruption in % of the TCP segments with payload (checksum left wrong)",
+        "corrupt_fix_checksum": "corrupted segments get a right checksum",
         "parallel": "iperf3 streams per direction (default 1)",
         "trace": "a Mahimahi trace file for both directions of the link (instead of --rate)",
         "queue_pkts": "the trace queue's depth in 1500-byte packets (default 1000)",
@@ -177,6 +179,8 @@ def bench_linkem(
     rate=None,
     reorder_pct=0.0,
     duplicate_pct=0.0,
+    corrupt_pct=0.0,
+    corrupt_fix_checksum=False,
     parallel=1,
     trace=None,
     queue_pkts=None,
@@ -187,6 +191,9 @@ def bench_linkem(
     if rate is not None:
         args += ["--rate", str(rate)]
     args += ["--reorder-pct", str(reorder_pct), "--duplicate-pct", str(duplicate_pct)]
+    args += ["--corrupt-pct", str(corrupt_pct)]
+    if corrupt_fix_checksum:
+        args.append("--corrupt-fix-checksum")
     args += ["--parallel", str(parallel)]
     if trace:
         args += ["--trace", trace]

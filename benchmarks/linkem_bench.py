@@ -1,7 +1,9 @@
 """How fast the delay emulator goes: h1 -- r1 -- h2, 20 ms RTT, iperf3 through the router.
 
-With --reorder-pct 1 (issue 19's case; also --duplicate-pct, --loss-model) the link reorders
-too; the goal there is at least 1 Gbit/s per direction on one core with GSO.
+With --reorder-pct 1 (issue 19's case; also --duplicate-pct, --loss-model, --corrupt-pct) the
+link reorders too; the goal there is at least 1 Gbit/s per direction on one core with GSO.
+Corruption costs more: a corrupting direction's queue gets every packet whole, one segment at a
+time (the kernel cuts GSO packets for it), since each segment with payload has its own chance.
 
 With --trace FILE (a Mahimahi trace) both directions of the link follow it (trace_down and
 trace_up, a drop-tail queue of --queue-pkts) instead of a rate: the figures are then the
@@ -144,18 +146,18 @@ def run(
                 return 0, 0, 0, 0, 0
             return tuple(
                 sum(st[d][k] for d in ("in", "out"))
-                for k in ("packets", "kernel_dropped", "reordered", "duplicated")
+                for k in ("packets", "kernel_dropped", "reordered", "duplicated", "corrupted")
             ) + (sum(st[d].get("trace_dropped", 0) for d in ("in", "out")),)
 
         for mode in modes:
-            pkts0, drops0, reo0, dup0, tdrop0 = counts()
+            pkts0, drops0, reo0, dup0, cor0, tdrop0 = counts()
             (u0, s0), t0 = cpu_seconds(pid), time.monotonic()
             mbit = iperf3(h1, h2, seconds, mode, parallel)
             elapsed = time.monotonic() - t0
             u1, s1 = cpu_seconds(pid)
             user, system = (u1 - u0) / elapsed * 100, (s1 - s0) / elapsed * 100
             cpu = user + system
-            pkts1, drops1, reo1, dup1, tdrop1 = counts()
+            pkts1, drops1, reo1, dup1, cor1, tdrop1 = counts()
             row = {
                 "mode": mode,
                 **{k: round(v, 1) for k, v in mbit.items()},
@@ -167,6 +169,7 @@ def run(
                 "reordered": reo1 - reo0,
                 "duplicated": dup1 - dup0,
                 "trace_dropped": tdrop1 - tdrop0,
+                "corrupted": cor1 - cor0,
             }
             results.append(row)
             dirs = "  ".join(f"{k}: {v:7.1f} Mbit/s" for k, v in mbit.items() if "->" in k)
@@ -183,6 +186,7 @@ def run(
                     if row["trace_dropped"]
                     else ""
                 ),
+                +(f", {row['corrupted']} corrupted" if row["corrupted"] else ""),
                 flush=True,
             )
     finally:
@@ -204,6 +208,9 @@ def conditions(args: argparse.Namespace) -> dict:
         if args.queue_pkts:
             out["queue_pkts"] = args.queue_pkts
         print(f"trace on h1 -- r1: {trace.path}, mean {trace.mean_mbit:.1f} Mbit/s", flush=True)
+    if args.corrupt_pct:
+        out["corrupt_pct"] = args.corrupt_pct
+        out["corrupt_fix_checksum"] = args.corrupt_fix_checksum
     if args.loss_model:
         nums = [float(x) for x in args.loss_model.split(",")]
         out["loss_model"] = LossModel(*nums) if len(nums) > 1 else LossModel(nums[0], 100 - nums[0])
@@ -239,6 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         "collapses (spurious recovery), and then the figure is TCP's, not the emulator's",
     )
     ap.add_argument("--duplicate-pct", type=float, default=0.0, help="duplication, %%")
+    ap.add_argument(
+        "--corrupt-pct",
+        type=float,
+        default=0.0,
+        help="corruption, %% of the TCP segments with payload (checksum left wrong: TCP "
+        "drops them, so also a loss)",
+    )
+    ap.add_argument(
+        "--corrupt-fix-checksum", action="store_true", help="corrupted segments' checksum fixed"
+    )
     ap.add_argument(
         "--loss-model", default=None, help="Gilbert-Elliott p,r[,h,k] in %% (e.g. 0.01,30)"
     )

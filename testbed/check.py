@@ -16,6 +16,12 @@ of numbered UDP probes from its source to its destination, captured at both ends
 loss burst against what the links state. The tolerance of each is statistical: 5 standard
 deviations of the count under the stated model for the number of probes sent (so a correct
 link fails once in millions of checks, and 20000 probes tell 1% from 1.2%).
+
+A path whose links corrupt gets TCP probes with known payload instead (corruption only touches
+TCP segments that carry payload), captured at the destination before its kernel drops a bad
+checksum: the share that arrives changed against corrupt_pct (5 sigma, binomial), and the share
+of those whose TCP checksum is wrong, which must be exactly 100% (checksum left wrong, netem's
+way) or 0% (corrupt_fix_checksum); each corrupted probe must differ in one bit.
 """
 
 from __future__ import annotations
@@ -32,7 +38,16 @@ from pathlib import Path
 
 from testbed.capture import Capture
 from testbed.net import Testbed
-from testbed.probe import Observed, observe, read_probes, send_probes
+from testbed.probe import (
+    TCP_PROBE_PORT,
+    Observed,
+    corruption_seen,
+    observe,
+    read_probes,
+    read_tcp_probes,
+    send_probes,
+    send_tcp_probes,
+)
 from testbed.routing import ResolvedPath
 from testbed.topology import LinkModel, TopologyError, load_topology
 from testbed.tracecheck import TraceCheck, check_trace, trace_rtt_ms, traced_directions
@@ -149,7 +164,8 @@ class ConditionCheck:
     model's value, the band it must fall in, what the capture showed."""
 
     path: str
-    condition: str  # reorder_pct, duplicate_pct, ge_loss_pct, ge_burst
+    # reorder_pct, duplicate_pct, ge_loss_pct, ge_burst, corrupt_pct, corrupt_bad_csum_pct
+    condition: str
     want: float
     lo: float
     hi: float
@@ -184,7 +200,21 @@ def wanted_conditions(models: list[LinkModel]) -> list[str]:
         out.append("duplicate_pct")
     if any(m.loss_model for m in models):
         out += ["ge_loss_pct", "ge_burst"]
+    if any(m.corrupt_pct for m in models):
+        out += ["corrupt_pct", "corrupt_bad_csum_pct"]
     return out
+
+
+def _pacing(path: ResolvedPath, probes: int, frame_bytes: int) -> tuple[float, int, int]:
+    """(interval, burst, probes): probes must not meet the rate limiter's queue, so at most a
+    quarter of the path's rate (and at most 10 s of them)."""
+    interval, burst = 0.001, 4
+    if path.want_mbit:
+        pps = min(4000.0, path.want_mbit * 1e6 / 4 / (frame_bytes * 8))
+        burst = max(1, int(pps // 1000))
+        interval = burst / pps
+        probes = min(probes, int(pps * 10))
+    return interval, burst, probes
 
 
 @dataclass
@@ -201,15 +231,10 @@ class ProbeRun:
 def measure_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> ProbeRun | None:
     """Send numbered probes along the path and capture what arrives (None: the links claim
     no condition that probes could measure)."""
-    if not wanted_conditions([tb.models[link] for link in path.links]):
+    wanted = wanted_conditions([tb.models[link] for link in path.links])
+    if not set(wanted) - {"corrupt_pct", "corrupt_bad_csum_pct"}:  # (check_corruption's)
         return None
-    # probes must not meet the rate limiter's queue: at most a quarter of the path's rate
-    interval, burst = 0.001, 4
-    if path.want_mbit:
-        pps = min(4000.0, path.want_mbit * 1e6 / 4 / ((PROBE_BYTES + 42) * 8))
-        burst = max(1, int(pps // 1000))
-        interval = burst / pps
-        probes = min(probes, int(pps * 10))
+    interval, burst, probes = _pacing(path, probes, PROBE_BYTES + 42)
     src_host, dst_host = tb.host(path.src), tb.host(path.dst)
     cap = Capture(
         [
@@ -233,8 +258,10 @@ def measure_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) ->
 
 def check_conditions(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> list[ConditionCheck]:
     """Send numbered probes along the path and compare what arrives with the links' models."""
+    models = [tb.models[link] for link in path.links]
+    out = check_corruption(tb, path, probes) if any(m.corrupt_pct for m in models) else []
     run = measure_conditions(tb, path, probes)
-    return [] if run is None else judge_conditions(path, [tb.models[k] for k in path.links], run)
+    return out if run is None else out + judge_conditions(path, models, run)
 
 
 def judge_conditions(
@@ -285,6 +312,59 @@ def judge_conditions(
     return out
 
 
+def check_corruption(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> list[ConditionCheck]:
+    """TCP probes along the path, captured at the destination: the corrupted share against the
+    links' corrupt_pct (one bit each), and their checksums against the checksum mode."""
+    models = [tb.models[link] for link in path.links if tb.models[link].corrupt_pct]
+    size = PROBE_BYTES
+    interval, burst, probes = _pacing(path, probes, size + 54)
+    dst_host = tb.host(path.dst)
+    cap = Capture(
+        [(dst_host, tb.intf(path.dst, path.links[-1]))],
+        tb.workdir / "check" / f"{path.name}-corrupt",
+        snaplen=size + 128,  # whole probes: tshark checks their checksums
+        bpf=f"tcp dst port {TCP_PROBE_PORT}",
+    )
+    cap.start()
+    try:
+        send_tcp_probes(
+            tb.host(path.src),
+            path.src_addr,
+            path.dst_addr,
+            probes,
+            interval=interval,
+            burst=burst,
+            size=size,
+        )
+        _wait_released(tb, path)
+    finally:
+        files = cap.stop()
+    seen = corruption_seen(read_tcp_probes(files[0]), probes, size)
+    n = seen.received
+    p = 1 - math.prod(1 - m.corrupt_pct / 100 for m in models)
+    sd = math.sqrt(n * p * (1 - p)) / n if n else 0.0
+    got = 100 * seen.corrupted / n if n else None
+    lo, hi = 100 * (p - SIGMAS * sd), 100 * (p + SIGMAS * sd)
+    why = "" if n else "no probe arrived"
+    if not seen.one_bit:
+        why = f"{sum(b != 1 for b in seen.bits)} corrupted probes differ in more than one bit"
+        if len(models) > 1:  # two links may hit one probe: then two bits are right
+            why = ""
+    ok = got is not None and lo <= got <= hi and not why
+    out = [ConditionCheck(path.name, "corrupt_pct", 100 * p, lo, hi, got, ok, why)]
+    modes = {m.corrupt_fix_checksum for m in models}
+    want = 0.0 if modes == {True} else 100.0
+    got = 100 * seen.bad_checksum_corrupted / seen.corrupted if seen.corrupted else None
+    why = "" if seen.corrupted else "no probe arrived corrupted"
+    if len(modes) > 1:
+        why = "links mix the checksum modes: no single expectation"
+    elif seen.bad_checksum_intact:
+        why = f"{seen.bad_checksum_intact} unchanged probes arrived with a wrong checksum"
+    ok = got == want and not why
+    out.append(ConditionCheck(path.name, "corrupt_bad_csum_pct", want, want, want, got, ok, why))
+    return out
+
+
 def _wait_released(tb: Testbed, path: ResolvedPath, timeout: float = 30.0) -> None:
     """Until the emulators on the path hold no packet (every probe released at its time)."""
     routers = {tb.link_router[link] for link in path.links if link in tb.link_router}
@@ -308,11 +388,14 @@ def check_paths(tb: Testbed, *, seconds: float = 6.0) -> list[PathCheck]:
         if traced and samples:
             # an idle trace link holds each packet until its next delivery opportunity: the
             # RTT wanted is the median of what the traces give each ping at its send time
-            want_rtt = statistics.median(
-                trace_rtt_ms(tb, path, t) for t, _ in samples
-            )  # Through a lossy path TCP's goodput is TCP's business, not the link's rate (and
-        # bursty loss can stall iperf3's own setup for seconds): no rate verdict there.
-        lossy = any(tb.models[link].loss_pct or tb.models[link].loss_model for link in path.links)
+            want_rtt = statistics.median(trace_rtt_ms(tb, path, t) for t, _ in samples)
+        # Through a lossy path TCP's goodput is TCP's business, not the link's rate (and
+        # bursty loss can stall iperf3's own setup for seconds): no rate verdict there. A
+        # segment corrupted with its checksum left wrong is a loss to TCP.
+        lossy = any(
+            m.loss_pct or m.loss_model or (m.corrupt_pct and not m.corrupt_fix_checksum)
+            for m in (tb.models[link] for link in path.links)
+        )
         goodput = mbit = None
         why = []
         if not rtt_ok(want_rtt, rtt):
@@ -386,12 +469,12 @@ def main(
             + ("ok" + (f" ({r.why})" if r.why else "") if r.ok else "OFF: " + r.why)
         )
     if conditions:
-        print(f"{'path':<12}{'condition':<16}{'want':>9}{'band':>20}{'got':>9}  verdict")
+        print(f"{'path':<12}{'condition':<22}{'want':>9}{'band':>20}{'got':>9}  verdict")
         for c in conditions:
             got = "-" if c.got is None else f"{c.got:.3f}"
             band = f"[{c.lo:.3f}, {c.hi:.3f}]"
             verdict = "ok" if c.ok else "OFF" + (f": {c.why}" if c.why else "")
-            print(f"{c.path:<12}{c.condition:<16}{c.want:>9.3f}{band:>20}{got:>9}  {verdict}")
+            print(f"{c.path:<12}{c.condition:<22}{c.want:>9.3f}{band:>20}{got:>9}  {verdict}")
     if traces:
         print(f"{'path':<12}{'trace':<18}{'want Mbit/s':>12}{'band':>18}{'Mbit/s':>9}  verdict")
         for t in traces:

@@ -1,5 +1,5 @@
 """The link model: rate and queue with htb on interfaces; delay, jitter, loss, reordering,
-duplication, Gilbert-Elliott loss and blackholes on routers.
+duplication, corruption, Gilbert-Elliott loss and blackholes on routers.
 
 No netem on this kernel. Rate limiting is plain tc (htb, and a leaf that holds queue_pkts*1514
 bytes, see shape_interface) and may sit anywhere, endpoints included. Delay and jitter are added
@@ -147,6 +147,8 @@ EMULATED_FIELDS = (
     "duplicate_pct",
     "loss_model",
     "loss_pct",
+    "corrupt_pct",
+    "corrupt_fix_checksum",
 )
 
 
@@ -173,6 +175,8 @@ def queue_settings(m: LinkModel, up: bool | None = None) -> dict:
         "reorder_pct": m.reorder_pct,
         "reorder_gap": m.reorder_gap,
         "loss_model": m.loss_model.as_dict() if m.loss_model else None,
+        "corrupt_pct": m.corrupt_pct,
+        "corrupt_fix_checksum": m.corrupt_fix_checksum,
     }
 
 

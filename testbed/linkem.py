@@ -1,5 +1,6 @@
 """The link emulator process: holds NFQUEUE verdicts until each packet's release time, and
-reorders, duplicates and loses packets in bursts as a link's model says (netem's conditions).
+reorders, duplicates, corrupts and loses packets in bursts as a link's model says (netem's
+conditions).
 
 There is no netem on this kernel, so a router's iptables rules (NFQUEUE target; the kernel has no
 nft queue expression) send the packets of a delayed link direction to an NFQUEUE (see
@@ -12,7 +13,8 @@ It prints {"ready": true, ...} on stdout once every queue is bound, then takes J
 each with one JSON line on stdout:
 
     {"op": "update", "queue": 0, "delay_ms": 20, "jitter_ms": 2}  -> {"ok": true}
-        (also jitter_dist, jitter_reorders, reorder_pct, reorder_gap, loss_model {p, r, h, k})
+        (also jitter_dist, jitter_reorders, reorder_pct, reorder_gap, loss_model {p, r, h, k},
+        corrupt_pct, corrupt_fix_checksum)
     {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
     {"op": "stop"}                                              -> {"ok": true}, then exits
 
@@ -54,6 +56,17 @@ event, not per packet):
   them to a copy-packet queue instead; here the copy leaves through a raw socket, marked so
   that the router's OUTPUT rules put it through the delay queues its original meets, and the
   original is held in its direction's FIFO like the rest (see CopyQueue).
+- corruption (corrupt_pct, corrupt_fix_checksum): one random bit of the TCP payload of a share
+  of the segments that carry payload (headers, SYNs and pure ACKs are never touched: see
+  Queue.corrupted_copy), counted down geometrically over those segments. The bytes are needed
+  here, so a corrupting direction's queue is the exception to COPY_META/F_GSO: it copies whole
+  packets without F_GSO, which makes the kernel cut GSO super-packets into wire-sized segments
+  (each gets its own chance, as on a real link) and complete their CHECKSUM_PARTIAL checksums
+  before we see them. A corrupted segment is held with its new bytes (Queue.own) and leaves
+  with a verdict of its own carrying them (the kernel then takes them as they are,
+  CHECKSUM_NONE): checksum left as it was, hence wrong (netem's corrupt), or recomputed
+  (testbed/packets.py). An update switches a queue's mode at run time; queues without
+  corruption keep the fast path, whose only extra work is one attribute test per packet.
 - trace (a queue's config "trace": a Mahimahi trace file, "trace_limit": bytes): a trace-driven
   drop-tail bottleneck in front of the delay (testbed/trace.py TraceQueue). Each packet's
   departure is computed when it arrives, from the opportunities still free (1500 bytes each,
@@ -85,6 +98,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from testbed.packets import flip_payload_bit, tcp_payload
 from testbed.trace import TraceQueue, ip_bytes, read_trace
 
 NETLINK_NETFILTER = 12
@@ -101,8 +115,8 @@ NFQNL_MSG_VERDICT_BATCH = 3
 NFQNL_MSG_CONFIG = 2
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
-NFQA_CAP_LEN = 13
 NFQA_PAYLOAD = 10
+NFQA_CAP_LEN = 13
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
 NFQA_CFG_QUEUE_MAXLEN = 3
@@ -125,12 +139,13 @@ _ATTR = struct.Struct("=HH")
 _VERDICT = struct.Struct("=IHHIIBBHHHII")
 
 
-def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, bytes]:
-    """The packet id and the packet (from its IP header) of an NFQUEUE packet message of ``n``
-    bytes in ``buf``: (-1, b"") when it has none."""
+def packet_span(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int]:
+    """(packet id, start, end) of an NFQUEUE packet message of ``n`` bytes in ``buf``: the
+    packet (from its IP header) is buf[start:end], empty when the queue copies metadata only;
+    id -1 when the message has none."""
     (mlen,) = struct.unpack_from("=I", buf, 0)
     end = min(n, mlen)
-    off, pid, payload = 20, -1, b""
+    off, pid, start, stop = 20, -1, 0, 0
     while off + 4 <= end:
         alen, atype = _ATTR.unpack_from(buf, off)
         if alen < 4:
@@ -139,9 +154,26 @@ def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, byte
         if atype == NFQA_PACKET_HDR:
             (pid,) = struct.unpack_from("!I", buf, off + 4)
         elif atype == NFQA_PAYLOAD:
-            payload = bytes(buf[off + 4 : off + alen])
+            start, stop = off + 4, min(off + alen, end)
         off += (alen + 3) & ~3
-    return pid, payload
+    return pid, start, stop
+
+
+def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, bytes]:
+    """The packet id and the packet (from its IP header) of an NFQUEUE packet message of ``n``
+    bytes in ``buf``: (-1, b"") when it has none."""
+    pid, start, stop = packet_span(buf, n)
+    return pid, bytes(buf[start:stop])
+
+
+DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+NEVER = 1 << 62  # a countdown that does not run out
+# Pareto with shape 3 (netem's tables use the same shape): mean 1.5, variance 3/4.
+PARETO_A = 3.0
+PARETO_MEAN = PARETO_A / (PARETO_A - 1)
+PARETO_SD = (PARETO_A / ((PARETO_A - 1) ** 2 * (PARETO_A - 2))) ** 0.5
+# netem's paretonormal: a quarter normal, three quarters Pareto; rescaled to a unit sigma.
+PN_SD = (0.25**2 + 0.75**2) ** 0.5
 
 
 TRACE_HEAD = 64  # bytes of each packet a trace queue copies: IP and TCP headers, for GSO sizes
@@ -249,13 +281,21 @@ class Queue:
     held: deque | list = field(default_factory=deque)
     last_release: float = 0.0
     to_reorder: int = NEVER  # packets until the next one sent at once, this one included
-    copy_num: int = -1  # the copy queue holding this direction's duplicated originals
-    # (held entries with a negative id, -1 - id, are packets of that queue)
+    corrupt: float = 0.0  # chance that a segment with TCP payload gets one bit flipped
+    corrupt_fix: bool = False  # recompute the TCP checksum of a corrupted segment
+    to_corrupt: int = NEVER  # segments with payload until the next corrupted one, this one in
+    copying: bool = False  # the kernel hands us whole packets, one segment each (corruption)
+    # Held entries with a negative id are packets with a verdict of their own: key ->
+    # (queue, packet id, the packet to hand back or None): a duplicated original (its copy
+    # queue's) or a corrupted segment (its bytes changed).
+    own: dict[int, tuple[int, int, bytes | None]] = field(default_factory=dict)
+    own_next: int = 0
     trace: TraceQueue | None = None  # a trace-driven bottleneck in front of the delay
     packets: int = 0
     verdicts: int = 0
     reordered: int = 0
     late_sum: float = 0.0  # sum over verdicts of (verdict time - release time of its oldest)
+    corrupted: int = 0
 
     def configure(
         self,
@@ -267,6 +307,8 @@ class Queue:
         reorder_pct: float | None = None,
         reorder_gap: int | None = None,
         loss_model: dict | None | bool = False,
+        corrupt_pct: float | None = None,
+        corrupt_fix_checksum: bool | None = None,
         trace_limit: int | None = None,
     ) -> None:
         """Change what is given (None: keep); loss_model None removes it, False keeps it.
@@ -302,6 +344,42 @@ class Queue:
                 self.ge.start(self.rng)
             else:
                 self.ge = None
+        if corrupt_pct is not None:
+            self.corrupt = float(corrupt_pct) / 100.0
+            self.to_corrupt = geometric(self.rng, self.corrupt)
+        if corrupt_fix_checksum is not None:
+            self.corrupt_fix = bool(corrupt_fix_checksum)
+
+    def hold_own(self, now: float, queue: int, packet_id: int, packet: bytes | None) -> int:
+        """Hold a packet that needs a verdict of its own (see `own`); returns its key, the
+        negative id its held entry carries."""
+        key = -1 - self.own_next
+        self.own_next += 1
+        self.own[key] = (queue, packet_id, packet)
+        entry = (self.release_time(now), key)
+        if self.jitter_reorders:
+            heapq.heappush(self.held, entry)
+        else:
+            self.held.append(entry)
+        return key
+
+    def corrupted_copy(self, pkt: bytes | bytearray | memoryview) -> bytes | None:
+        """The segment with one bit of its TCP payload flipped if its turn has come, else None.
+        Only segments that carry TCP payload count (and only they are ever changed): a
+        corrupted header would be a different fault (a wrong port or sequence number is
+        another connection's segment, not a damaged one), and segments without payload, SYNs
+        and pure ACKs, have no payload bit to flip."""
+        span = tcp_payload(pkt)
+        if span is None or span[2] == 0:
+            return None
+        self.to_corrupt -= 1
+        if self.to_corrupt > 0:
+            return None
+        self.to_corrupt = geometric(self.rng, self.corrupt)
+        out = bytearray(pkt)
+        flip_payload_bit(out, self.rng.randrange(8 * span[2]), self.corrupt_fix)
+        self.corrupted += 1
+        return bytes(out)
 
     def next_reorder(self) -> int:
         """Packets up to the next one sent ahead: netem delays gap - 1 after each, then sends
@@ -361,18 +439,24 @@ class NfQueueSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def _config(self, queue: int, attrs: list[tuple[int, bytes]]) -> None:
-        """Send one NFQNL_MSG_CONFIG with an ACK request and raise on a netlink error."""
+    def _config(self, queue: int, attrs: list[tuple[int, bytes]], ack: bool = True) -> None:
+        """Send one NFQNL_MSG_CONFIG; with ack, wait for the kernel's answer and raise on a
+        netlink error. Without: for a queue that may already have packets on this socket
+        (waiting for the answer would swallow them, and a packet read and dropped here never
+        gets a verdict); an error then arrives later among the packets (see Emulator.drain)."""
         body = b""
         for atype, payload in attrs:
             alen = 4 + len(payload)
             body += _ATTR.pack(alen, atype) + payload + b"\0" * ((-alen) % 4)
         self.seq += 1
         msg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG
-        hdr = _NLMSG.pack(16 + 4 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
+        flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+        hdr = _NLMSG.pack(16 + 4 + len(body), msg_type, flags, self.seq, 0)
         self.sock.send(
             hdr + struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", queue) + body
         )
+        if not ack:
+            return
         while True:
             data = self.sock.recv(65536)
             _, mtype, _, seq, _ = _NLMSG.unpack_from(data, 0)
@@ -389,6 +473,14 @@ class NfQueueSocket:
         head: GSO packets stay whole, and userspace gets their first `head` bytes and their
         length (NFQA_CAP_LEN; metadata alone carries no length): a trace queue's sizes."""
         self._config(queue, [(NFQA_CFG_CMD, struct.pack("!BBH", NFQNL_CFG_CMD_BIND, 0, 0))])
+        self.set_mode(queue, maxlen, copy_packet, head=head)
+
+    def set_mode(
+        self, queue: int, maxlen: int, copy_packet: bool, ack: bool = True, head: int = 0
+    ) -> None:
+        """Metadata only (or the first `head` bytes) with GSO packets whole, or whole packets
+        one segment at a time (see bind); a bound queue can switch at any time (ack=False then:
+        see _config)."""
         mode = NFQNL_COPY_PACKET if copy_packet or head else NFQNL_COPY_META
         rng = 0xFFFF if copy_packet else head
         self._config(
@@ -399,6 +491,7 @@ class NfQueueSocket:
                 (NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_GSO)),
                 (NFQA_CFG_FLAGS, struct.pack("!I", 0 if copy_packet else NFQA_CFG_F_GSO)),
             ],
+            ack,
         )
 
     def verdict(
@@ -518,6 +611,8 @@ QUEUE_KEYS = (
     "jitter_reorders",
     "reorder_pct",
     "reorder_gap",
+    "corrupt_pct",
+    "corrupt_fix_checksum",
     "trace_limit",
 )
 VBUF_MSGS = 256  # verdicts gathered before one send
@@ -546,6 +641,8 @@ class Emulator(QueueWorker):
                 reorder_pct=qc.get("reorder_pct", 0.0),
                 reorder_gap=qc.get("reorder_gap", 1),
                 loss_model=qc.get("loss_model"),
+                corrupt_pct=qc.get("corrupt_pct", 0.0),
+                corrupt_fix_checksum=qc.get("corrupt_fix_checksum", False),
             )
             if qc.get("trace"):  # checked when the topology was read; read again here
                 q.trace = TraceQueue(
@@ -556,9 +653,6 @@ class Emulator(QueueWorker):
             int(key): CopyQueue(int(key), int(c["of"]), int(c["mark"]))
             for key, c in config.get("copies", {}).items()
         }
-        for c in self.copies.values():
-            if c.of in self.queues:
-                self.queues[c.of].copy_num = c.num
         self.nfq = NfQueueSocket(bufsize=1 << 17)
         self.raw: dict[tuple[int, int], socket.socket] = {}  # (family, mark) -> raw IP socket
         self.vbuf = bytearray(_VERDICT.size * VBUF_MSGS)
@@ -568,15 +662,18 @@ class Emulator(QueueWorker):
 
     def bind(self) -> None:
         for num, q in self.queues.items():
-            self.nfq.bind(num, self.maxlen, head=TRACE_HEAD if q.trace else 0)
+            q.copying = q.corrupt > 0
+            self.nfq.bind(
+                num, self.maxlen, copy_packet=q.copying, head=TRACE_HEAD if q.trace else 0
+            )
+        for num in self.copies:
+            self.nfq.bind(num, self.maxlen, copy_packet=True)
         # every trace of this router starts now, together (the wall-clock time is in stats()
         # so that a capture's timestamps can be set against the trace)
         start, self.trace_epoch = time.monotonic(), time.time()
         for q in self.queues.values():
             if q.trace is not None:
                 q.trace.start = start
-        for num in self.copies:
-            self.nfq.bind(num, self.maxlen, copy_packet=True)
 
     def handle_command(self, line: bytes) -> None:
         try:
@@ -592,8 +689,14 @@ class Emulator(QueueWorker):
                     reorder_pct=cmd.get("reorder_pct"),
                     reorder_gap=cmd.get("reorder_gap"),
                     loss_model=cmd["loss_model"] if "loss_model" in cmd else False,
+                    corrupt_pct=cmd.get("corrupt_pct"),
+                    corrupt_fix_checksum=cmd.get("corrupt_fix_checksum"),
                     trace_limit=cmd.get("trace_limit"),
                 )
+                if (q.corrupt > 0) != q.copying:  # corruption needs the packets' bytes
+                    q.copying = q.corrupt > 0
+                    head = TRACE_HEAD if q.trace else 0
+                    self.nfq.set_mode(q.num, self.maxlen, q.copying, ack=False, head=head)
                 self.reply({"ok": True})
             elif op == "stats":
                 self.reply(
@@ -630,6 +733,7 @@ class Emulator(QueueWorker):
                 "ge_lost": q.ge.losses if q.ge else 0,
                 "ge_bursts": q.ge.bursts if q.ge else 0,
                 "duplicated": copies.get(q.num, 0),
+                "corrupted": q.corrupted,
                 **(
                     {
                         "trace_departures": q.trace.departures,
@@ -673,9 +777,44 @@ class Emulator(QueueWorker):
             self.nfq.sock.send(memoryview(self.vbuf)[: self.vlen])
             self.vlen = 0
 
+    def _own_verdict(self, queue: int, packet_id: int, packet: bytes | None) -> None:
+        """Accept one packet, as it came or (packet given) as these bytes; a changed packet
+        goes in a message of its own, after everything gathered so far (order kept)."""
+        if packet is None:
+            self._verdict(NFQNL_MSG_VERDICT, queue, packet_id, NF_ACCEPT)
+        else:
+            self.flush()
+            self.nfq.verdict(queue, packet_id, NF_ACCEPT, packet)
+
+    def _release_own(self, q: Queue, key: int) -> None:
+        self._own_verdict(*q.own.pop(key))
+
+    def hold_or_send(
+        self, q: Queue, queue: int, packet_id: int, packet: bytes | None, size: int
+    ) -> None:
+        """What happens to a packet that needs a verdict of its own once it survived loss:
+        sent ahead now if reordering says so, else held for its delay (behind the trace's
+        bottleneck, for `size` IP bytes, on a trace-driven link)."""
+        q.to_reorder -= 1
+        if q.to_reorder <= 0:
+            q.to_reorder = q.next_reorder()
+            q.reordered += 1
+            self._own_verdict(queue, packet_id, packet)
+            return
+        now = time.monotonic()
+        if q.trace is not None:  # the trace's bottleneck first: the delay runs from the departure
+            left = q.trace.admit(now, size)
+            if left is None:  # the trace queue is full: drop-tail
+                self._verdict(NFQNL_MSG_VERDICT, queue, packet_id, NF_DROP)
+                return
+            now = left
+        q.hold_own(now, queue, packet_id, packet)
+
     def duplicate(self, c: CopyQueue, n: int) -> None:
         """A packet of a copy queue (in self.nfq.buf): send its copy now, then hold the
-        original like any packet of its direction (flagged as this queue's)."""
+        original like any packet of its direction (flagged as this queue's). The copy meets
+        this direction's queue itself (and its chance of corruption); the original gets its
+        chance here, as netem corrupts the original and lets the copy take its own chances."""
         pid, payload = packet_attrs(self.nfq.buf, n)
         if pid < 0:
             return
@@ -689,24 +828,8 @@ class Emulator(QueueWorker):
         if q.ge is not None and q.ge.lost(q.rng):
             self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_DROP)
             return
-        q.to_reorder -= 1
-        if q.to_reorder <= 0:
-            q.to_reorder = q.next_reorder()
-            q.reordered += 1
-            self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
-            return
-        now = time.monotonic()
-        if q.trace is not None:
-            left = q.trace.admit(now, len(payload))
-            if left is None:  # the trace queue is full: drop-tail
-                self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_DROP)
-                return
-            now = left
-        entry = (q.release_time(now), -1 - pid)
-        if q.jitter_reorders:
-            heapq.heappush(q.held, entry)
-        else:
-            q.held.append(entry)
+        changed = q.corrupted_copy(payload) if q.corrupt else None
+        self.hold_or_send(q, c.num, pid, changed, len(payload))
 
     def _send_copy(self, c: CopyQueue, payload: bytes) -> None:
         v6 = payload[0] >> 4 == 6
@@ -748,6 +871,10 @@ class Emulator(QueueWorker):
                 continue
             mtype, queue_be = unpack_from("=4xH12xH", buf, 0)
             if mtype != MSG_PACKET:
+                if mtype == NLMSG_ERROR:  # a config sent without waiting (see set_mode)
+                    (err,) = unpack_from("=i", buf, 16)
+                    if err:
+                        print(f"netlink error: {os.strerror(-err)}", file=sys.stderr, flush=True)
                 continue
             num = socket.ntohs(queue_be)
             q = queues.get(num)
@@ -764,6 +891,12 @@ class Emulator(QueueWorker):
             if q.ge is not None and q.ge.lost(q.rng):
                 self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_DROP)
                 continue
+            if q.corrupt:  # as in netem: after loss, before the delay (and reordering)
+                _, start, stop = packet_span(buf, n)
+                changed = q.corrupted_copy(memoryview(buf)[start:stop])
+                if changed is not None:
+                    self.hold_or_send(q, num, pid, changed, len(changed))
+                    continue
             q.to_reorder -= 1
             if q.to_reorder <= 0:  # netem's reordering: this one leaves now, ahead of the rest
                 q.to_reorder = q.next_reorder()
@@ -799,12 +932,13 @@ class Emulator(QueueWorker):
                     while held and held[0][0] <= now:
                         pid = heappop(held)[1]
                         if pid < 0:
-                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                            self._release_own(q, pid)
                         else:
                             self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
                 else:
                     # a batch verdict for this queue's run (ids only grow along the FIFO),
-                    # one verdict each for the duplicated originals held in the copy queue
+                    # one verdict each for the packets with their own (duplicated originals
+                    # held in the copy queue, corrupted segments)
                     last = -1
                     while held and held[0][0] <= now:
                         pid = held.popleft()[1]
@@ -812,7 +946,7 @@ class Emulator(QueueWorker):
                             if last >= 0:
                                 self._verdict(NFQNL_MSG_VERDICT_BATCH, q.num, last, NF_ACCEPT)
                                 last = -1
-                            self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                            self._release_own(q, pid)
                         else:
                             last = pid
                     if last >= 0:
@@ -827,7 +961,7 @@ class Emulator(QueueWorker):
             if q.held:
                 for _, pid in sorted(q.held):
                     if pid < 0:
-                        self._verdict(NFQNL_MSG_VERDICT, q.copy_num, -1 - pid, NF_ACCEPT)
+                        self._release_own(q, pid)
                     else:
                         self._verdict(NFQNL_MSG_VERDICT, q.num, pid, NF_ACCEPT)
                 q.held.clear()

@@ -44,10 +44,10 @@ import socket
 import struct
 import sys
 import time
-from array import array
 from dataclasses import dataclass, field
 
 from testbed.linkem import NF_ACCEPT, NF_DROP, NfQueueSocket, QueueWorker, serve
+from testbed.packets import csum, set_tcp_checksum
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 KIND_MPTCP, KIND_MSS, KIND_SACK = 30, 2, 5
@@ -66,27 +66,13 @@ KINDS = (
 _LITTLE = sys.byteorder == "little"
 
 
-def csum(data: bytes | bytearray) -> int:
-    """The Internet checksum (RFC 1071) of data, as the 16-bit value to store in native byte
-    order (the one's complement sum does not care which order the words are summed in)."""
-    if len(data) % 2:
-        data = bytes(data) + b"\0"
-    s = sum(array("H", bytes(data)))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def fix_checksums(pkt: bytearray) -> None:
     """IP header and TCP checksums of an IPv4 TCP packet, its total length set from its size."""
     ihl = (pkt[0] & 0x0F) * 4
     struct.pack_into("!H", pkt, 2, len(pkt))
     pkt[10:12] = b"\0\0"
     struct.pack_into("=H", pkt, 10, csum(pkt[:ihl]))
-    tcp_len = len(pkt) - ihl
-    pkt[ihl + 16 : ihl + 18] = b"\0\0"
-    pseudo = bytes(pkt[12:20]) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, tcp_len)
-    struct.pack_into("=H", pkt, ihl + 16, csum(pseudo + bytes(pkt[ihl:])))
+    set_tcp_checksum(pkt, ihl)
 
 
 @dataclass

@@ -67,6 +67,8 @@ MODEL_FIELDS = {
     "loss_model",
     "trace_down",
     "trace_up",
+    "corrupt_pct",
+    "corrupt_fix_checksum",
 }
 # The fields a `set` link event may change at run time (rate and queue with tc, the rest in the
 # router's emulator); the middlebox and the traces are fixed for a run.
@@ -159,6 +161,16 @@ class LinkModel:
     trace_down: Trace | None = None
     trace_up: Trace | None = None
 
+    # A share of the TCP segments that carry payload get one random bit of their payload
+    # flipped on the router. Segments without payload (SYNs, pure ACKs) are never touched: a
+    # flipped header bit is another fault (a segment of another port or sequence number), and
+    # without payload there is nothing whose damage only a checksum could tell.
+    corrupt_pct: float = 0.0
+    # False: the TCP checksum is left as it was, so it is wrong and the receiving TCP drops
+    # the segment (netem's corrupt); True: recomputed, so TCP accepts the damaged data and
+    # only an end-to-end check, MPTCP's DSS checksum, can notice.
+    corrupt_fix_checksum: bool = False
+
     def conditions(self) -> dict[str, str]:
         """The fields that differ from a default link, each as "value unit" in words (for
         reports: what the run's links did, after overrides and grid point). Generic over the
@@ -182,6 +194,7 @@ class LinkModel:
             or self.loss_model is not None
             or self.trace_down is not None
             or self.trace_up is not None
+            or self.corrupt_pct > 0
         )
 
     @property
@@ -487,14 +500,15 @@ def parse_conditions(source: str, prefix: str, table: dict[str, Any]) -> dict[st
                 f"unknown distribution {dist!r} (known: {', '.join(DELAY_DISTRIBUTIONS)})",
             )
         out["delay_distribution"] = dist
-    if "jitter_reorders" in table:
-        value = table["jitter_reorders"]
-        if not isinstance(value, bool):
-            raise TopologyError(
-                source, f"{prefix}.jitter_reorders", f"expected true or false, got {value!r}"
-            )
-        out["jitter_reorders"] = value
-    for name in ("reorder_pct", "duplicate_pct"):
+    for name in ("jitter_reorders", "corrupt_fix_checksum"):
+        if name in table:
+            value = table[name]
+            if not isinstance(value, bool):
+                raise TopologyError(
+                    source, f"{prefix}.{name}", f"expected true or false, got {value!r}"
+                )
+            out[name] = value
+    for name in ("reorder_pct", "duplicate_pct", "corrupt_pct"):
         if name in table:
             out[name] = float(_number(source, f"{prefix}.{name}", table[name], lo=0, hi=100))
     if "reorder_gap" in table:
@@ -738,7 +752,8 @@ def _link(
         raise TopologyError(
             source,
             where,
-            "delay, jitter, loss, reordering, duplication and traces are emulated on a router: "
+            "delay, jitter, loss, reordering, duplication, corruption and traces are emulated on "
+            "a router: "
             "at least one end must be a router (never on an endpoint)",
         )
     subnet = None

@@ -73,6 +73,12 @@ def test_good_file_loads(tmp_path):
         ('action = "down"', 'action = "set"\nreorder_pct = 200', "events[0].reorder_pct"),
         ('action = "down"', 'action = "set"\nloss_model = { p = -1 }', "events[0].loss_model.p"),
         ('action = "down"', 'action = "down"\nduplicate_pct = 1', "events[0].duplicate_pct"),
+        ('action = "down"', 'action = "set"\ncorrupt_pct = 101', "events[0].corrupt_pct"),
+        (
+            'action = "down"',
+            'action = "set"\ncorrupt_fix_checksum = "yes"',
+            "events[0].corrupt_fix_checksum",
+        ),
         ("[10, 50, 100]", "[10, -5]", "grid.links.lte.delay_ms"),
         ("[10, 50, 100]", "10", "grid.links.lte.delay_ms"),
         ('name = "two_path"', 'name = "three_path"', "topology.name"),
@@ -103,10 +109,17 @@ def test_invalid_file_names_file_and_field(tmp_path, old, new, field):
 def test_set_events_take_the_link_conditions(tmp_path):
     text = GOOD.replace(
         'action = "down"',
-        'action = "set"\nreorder_pct = 2\nduplicate_pct = 1\nloss_model = { p = 1, r = 30 }',
+        'action = "set"\nreorder_pct = 2\nduplicate_pct = 1\nloss_model = { p = 1, r = 30 }\n'
+        "corrupt_pct = 0.5\ncorrupt_fix_checksum = true",
     )
     (ev,) = load_experiment(write(tmp_path, text)).events
-    assert ev.params == {"reorder_pct": 2, "duplicate_pct": 1, "loss_model": {"p": 1, "r": 30}}
+    assert ev.params == {
+        "reorder_pct": 2,
+        "duplicate_pct": 1,
+        "loss_model": {"p": 1, "r": 30},
+        "corrupt_pct": 0.5,
+        "corrupt_fix_checksum": True,
+    }
 
 
 def test_syntax_error_and_missing_file(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.check import judge_conditions, measure_conditions
+from testbed.check import check_conditions, judge_conditions, measure_conditions
 from testbed.net import Testbed
 from testbed.topology import LossModel, load_topology
 from testbed.trace import Trace
@@ -70,3 +70,34 @@ def test_a_trace_link_is_measured_and_a_false_trace_caught(tmp_path):
         doubled = Trace("doubled", tuple(sorted(real.times * 2)))
         false = check_trace(tb, lte, "lte", False, doubled, seconds=3)
         assert not false.ok, false
+
+
+def test_corruption_measured_switched_at_run_time_and_false_claims_caught(tmp_path):
+    """wifi corrupts 2% with checksums left wrong: measured as stated. A file claiming 1% with
+    checksums fixed up is caught on both counts. tb.set_link then makes that claim true while
+    the link runs (the emulator's queue switches modes under traffic), and corruption switched
+    off shows as no corruption at all against a claim of 1%."""
+    topo = load_topology("two_path", ["links.wifi.corrupt_pct=2"])
+    with Testbed(topo, workdir=tmp_path) as tb:
+        wifi = next(p for p in tb.paths if p.links[0] == "wifi")
+
+        def check() -> dict:
+            return {c.condition: c for c in check_conditions(tb, wifi)}
+
+        got = check()
+        assert set(got) == {"corrupt_pct", "corrupt_bad_csum_pct"}
+        assert all(c.ok for c in got.values()), got
+        assert got["corrupt_bad_csum_pct"].got == 100.0
+        claim = {"corrupt_pct": 1.0, "corrupt_fix_checksum": True}
+        tb.models["wifi"] = replace(tb.models["wifi"], **claim)
+        false = check()
+        assert not false["corrupt_pct"].ok and not false["corrupt_bad_csum_pct"].ok, false
+        tb.models["wifi"] = replace(tb.models["wifi"], corrupt_pct=2.0, corrupt_fix_checksum=False)
+        tb.set_link("wifi", **claim)
+        got = check()
+        assert all(c.ok for c in got.values()), got
+        assert got["corrupt_bad_csum_pct"].got == 0.0
+        tb.set_link("wifi", corrupt_pct=0)
+        tb.models["wifi"] = replace(tb.models["wifi"], corrupt_pct=1.0)
+        off = check()
+        assert off["corrupt_pct"].got == 0.0 and not off["corrupt_pct"].ok, off

@@ -1,6 +1,7 @@
 """The link conditions of issue 19 measured on the wire: numbered UDP probes from h1 to h2
 through a router whose emulator reorders, duplicates, loses in bursts or jitters them, captured
-with tcpdump at both hosts and read back with tshark (testbed/probe.py).
+with tcpdump at both hosts and read back with tshark (testbed/probe.py); numbered TCP probes
+with known payload for corruption.
 
 The bands are statistical, wide enough (5 sigma of the count's own spread, from the model's
 variance) that a correct emulator leaves them once in millions of runs, narrow enough that
@@ -8,8 +9,11 @@ a wrong model (another rate, independent instead of bursty loss) cannot pass."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -18,9 +22,20 @@ from mininet.net import Mininet
 from testbed.capture import Capture
 from testbed.emulation import EmulatedPort, RouterEmulator
 from testbed.host import MininetHost
-from testbed.probe import binomial_band, observe, one_way_delays, read_probes, send_probes
+from testbed.probe import (
+    TCP_PROBE_PORT,
+    binomial_band,
+    corruption_seen,
+    observe,
+    one_way_delays,
+    read_probes,
+    read_tcp_probes,
+    send_probes,
+    send_tcp_probes,
+)
 from testbed.topology import LinkModel, LossModel
 from testbed.trace import TraceQueue, read_trace
+from testkit.transfer import nstat
 
 pytestmark = pytest.mark.net
 
@@ -91,12 +106,12 @@ def tri():
 
 
 @pytest.fixture
-def probe(tri, tmp_path):
-    """probe(left, right, count, ...): the two links' models on r1, `count` probes h1 -> h2,
-    captured on h1 and h2; returns (sent captures, arrived captures, emulator stats)."""
+def through(tri, tmp_path):
+    """through(left, right, send, bpf=..., snaplen=...): the two links' models on r1, send()
+    run with captures on h1 and h2; returns (the two capture files, emulator stats)."""
     made: list[RouterEmulator] = []
 
-    def run(left: LinkModel, right: LinkModel, count: int, *, ipv6: bool = False, **kw):
+    def run(left: LinkModel, right: LinkModel, send, *, bpf: str = "udp", snaplen: int = 96):
         emu = RouterEmulator(
             MininetHost(tri.r1),
             [EmulatedPort("left", tri.r1_h1, left), EmulatedPort("right", tri.r1_h2, right)],
@@ -108,23 +123,37 @@ def probe(tri, tmp_path):
         cap = Capture(
             [(MininetHost(tri.h1), tri.h1_if), (MininetHost(tri.h2), tri.h2_if)],
             tmp_path / f"cap{len(made)}",
-            snaplen=96,
-            bpf="udp",
+            snaplen=snaplen,
+            bpf=bpf,
         )
         cap.start()
         try:
-            send_probes(MininetHost(tri.h1), H2_6 if ipv6 else H2, count, **kw)
+            send()
             stats = drained(emu)
             emu.stop()
         finally:
             files = cap.stop()
-        sent, arrived = (read_probes(f) for f in files)
-        assert len({s for _, s in sent}) == count, "h1's capture misses probes it sent"
-        return sent, arrived, stats
+        return files, stats
 
     yield run
     for emu in made:
         emu.stop()
+
+
+@pytest.fixture
+def probe(tri, through):
+    """probe(left, right, count, ...): `count` UDP probes h1 -> h2 through the two links'
+    models on r1, captured on h1 and h2; returns (sent captures, arrived captures, stats)."""
+
+    def run(left: LinkModel, right: LinkModel, count: int, *, ipv6: bool = False, **kw):
+        files, stats = through(
+            left, right, lambda: send_probes(MininetHost(tri.h1), H2_6 if ipv6 else H2, count, **kw)
+        )
+        sent, arrived = (read_probes(f) for f in files)
+        assert len({s for _, s in sent}) == count, "h1's capture misses probes it sent"
+        return sent, arrived, stats
+
+    return run
 
 
 def drained(emu: RouterEmulator, timeout: float = 10.0) -> dict:
@@ -356,3 +385,119 @@ def test_trace_departures_follow_the_file(tri, tmp_path):
     sent, arrived, stats, _ = trace_run(tri, tmp_path, LinkModel(trace_down=trace), 600)
     assert len(arrived) == 600 and "trace_departures" not in stats["left"]["in"]
     assert arrived[-1][0] - arrived[0][0] < sent[-1][0] - sent[0][0] + 0.02
+
+
+@pytest.mark.parametrize(
+    ("fix", "ipv6"), [(False, False), (True, True)], ids=["checksum-left-wrong", "checksum-fixed"]
+)
+def test_corruption_on_the_wire(tri, through, fix, ipv6):
+    """3% of the TCP segments with payload get one bit of it flipped on r1; every second probe
+    carries no payload and must pass untouched (and the 3% is of payload segments, not of all
+    segments: 6% would show). The sender's capture shows every probe intact (the damage is
+    done in the network), the receiver's shows the share in a 5-sigma band, one bit each,
+    anywhere in the payload, and tshark's own checksum check: wrong on every corrupted probe
+    (netem's corrupt), or right on every one (fixed up: TCP accepts the damage)."""
+    n, size, every = 12000, 100, 2
+    src, dst = (H1_6, H2_6) if ipv6 else (H1, H2)
+    model = LinkModel(delay_ms=2, corrupt_pct=3, corrupt_fix_checksum=fix)
+    files, stats = through(
+        model,
+        LinkModel(),
+        lambda: send_tcp_probes(
+            MininetHost(tri.h1), src, dst, n, interval=0.001, burst=4, empty_every=every
+        ),
+        bpf=f"tcp dst port {TCP_PROBE_PORT}",
+        snaplen=256,
+    )
+    sent, arrived = (corruption_seen(read_tcp_probes(f), n, size, every) for f in files)
+    with_payload, bare = n - n // every, n // every
+    assert (sent.received, sent.corrupted, sent.bad_checksum_intact) == (with_payload, 0, 0)
+    assert (arrived.empty_received, arrived.empty_changed) == (bare, 0)
+    assert arrived.received == with_payload
+    lo, hi = binomial_band(with_payload, 0.03)
+    assert lo <= arrived.corrupted <= hi, f"{arrived.corrupted} of {with_payload}: [{lo}, {hi}]"
+    assert arrived.one_bit, arrived.bits
+    # anywhere in the payload: the flipped bits reach both its first and its last eighth
+    assert min(arrived.positions) < size and max(arrived.positions) >= 7 * size
+    want_bad = 0 if fix else arrived.corrupted
+    assert arrived.bad_checksum_corrupted == want_bad
+    assert arrived.bad_checksum_intact == 0
+    assert stats["left"]["in"]["corrupted"] == arrived.corrupted
+
+
+# A Linux TCP transfer h1 -> h2 for test_corruption_of_kernel_tcp: the receiver prints
+# "listening" on stderr, then writes the sha256 of what it got and its length on stdout.
+RECEIVER = """
+import hashlib, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("listening", file=sys.stderr, flush=True)
+c, _ = s.accept()
+h, n = hashlib.sha256(), 0
+while chunk := c.recv(1 << 16):
+    h.update(chunk)
+    n += len(chunk)
+print(h.hexdigest(), n, flush=True)
+"""
+SENDER_TCP = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+c.setsockopt(socket.SOL_SOCKET, 47, 12_500_000)  # SO_MAX_PACING_RATE: 100 Mbit/s (see below)
+c.sendall(bytes(range(256)) * (int(sys.argv[3]) // 256))
+c.close()
+"""
+
+
+@pytest.mark.parametrize("fix", [False, True], ids=["checksum-left-wrong", "checksum-fixed"])
+def test_corruption_of_kernel_tcp(tri, through, tmp_path, fix):
+    """Linux TCP h1 -> h2 (TSO/GSO on: the router gets 64 KB super-packets with partial
+    checksums, which the kernel segments and completes before we see them) through 2%
+    corruption. Left wrong: h2's kernel counts each corrupted segment as a checksum error
+    (TcpInCsumErrors), drops it, TCP retransmits, the data arrive intact. Fixed: no checksum
+    error, h2's TCP takes the damaged segments and the data arrive changed. Either way the
+    capture on h2 (whole frames, tshark validating every TCP checksum) shows exactly as many bad
+    checksums as the receiving kernel counted. The sender is paced at 100 Mbit/s: unpaced, the
+    whole-frame capture on h2 missed a few of the segments (30 bad checksums seen of 32)."""
+    nbytes, port = 256 * 8000, 47100 + fix
+    model = LinkModel(delay_ms=1, corrupt_pct=2, corrupt_fix_checksum=fix)
+    h1, h2 = MininetHost(tri.h1), MininetHost(tri.h2)
+    before = nstat(h2, "TcpInCsumErrors").get("TcpInCsumErrors", 0)
+    out = tmp_path / f"received-{fix}.txt"
+
+    def transfer() -> None:
+        rx = h2.start(
+            [sys.executable, "-c", RECEIVER, H2, str(port)], stdout=out, stderr=subprocess.PIPE
+        )
+        rx.wait_for_line("listening", timeout=10)
+        h1.run([sys.executable, "-c", SENDER_TCP, H2, str(port), str(nbytes)], timeout=60)
+        assert rx.wait(30) == 0
+
+    files, stats = through(model, LinkModel(), transfer, bpf=f"tcp dst port {port}", snaplen=65535)
+    csum_errors = nstat(h2, "TcpInCsumErrors").get("TcpInCsumErrors", 0) - before
+    digest, got = out.read_text().split()
+    want = hashlib.sha256(bytes(range(256)) * (nbytes // 256)).hexdigest()
+    corrupted = stats["left"]["in"]["corrupted"]
+    assert int(got) == nbytes
+    assert corrupted >= 5, stats["left"]["in"]  # ~1400 segments with payload at 2%
+    bad = subprocess.run(
+        ["tshark", "-r", str(files[1]), "-o", "tcp.check_checksum:TRUE"]
+        + ["-Y", "tcp.checksum.status == 0 && tcp.len > 0", "-T", "fields", "-e", "frame.number"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    unverified = subprocess.run(
+        ["tshark", "-r", str(files[1]), "-o", "tcp.check_checksum:TRUE"]
+        + ["-Y", "tcp.checksum.status == 2 && tcp.len > 0", "-T", "fields", "-e", "frame.number"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not unverified, f"{len(unverified)} segments tshark could not check"
+    if fix:
+        assert csum_errors == 0 and not bad
+        assert digest != want, "the damaged segments were accepted: the data must differ"
+    else:
+        assert csum_errors == len(bad) == corrupted
+        assert digest == want, "TCP retransmits what it dropped: the data arrive intact"

@@ -256,10 +256,18 @@ def test_link_conditions_are_read():
             "links.lte.jitter_ms=5",
             "links.lte.delay_distribution=pareto",
             "links.lte.jitter_reorders=true",
+            "links.wifi.corrupt_pct=1.5",
+            "links.lte.corrupt_pct=2",
+            "links.lte.corrupt_fix_checksum=true",
         ],
     )
     wifi, lte = topo.links["wifi"].model, topo.links["lte"].model
     assert (wifi.reorder_pct, wifi.reorder_gap, wifi.duplicate_pct) == (2.0, 3, 0.5)
+    assert (wifi.corrupt_pct, wifi.corrupt_fix_checksum) == (1.5, False)  # netem's: left wrong
+    assert (lte.corrupt_pct, lte.corrupt_fix_checksum) == (2.0, True)
+    # corruption alone puts a link through the emulator
+    alone = load_topology("two_path", ["links.wifi.delay_ms=0", "links.wifi.corrupt_pct=1"])
+    assert alone.links["wifi"].model.delayed
     assert lte.loss_model is not None
     assert (lte.loss_model.p, lte.loss_model.r, lte.loss_model.h, lte.loss_model.k) == (
         1.0,
@@ -290,6 +298,11 @@ def test_link_conditions_are_read():
         (["links.wifi.loss_model={p = 1, q = 2}"], "links.wifi.loss_model.q", "unknown"),
         (["links.wifi.loss_model=5"], "links.wifi.loss_model", "a table"),
         (["links.wifi.jitter_reorders=1"], "links.wifi.jitter_reorders", "true or false"),
+        (["links.wifi.corrupt_pct=100.5"], "links.wifi.corrupt_pct", "outside [0, 100]"),
+        (["links.wifi.corrupt_pct=-0.1"], "links.wifi.corrupt_pct", "outside [0, 100]"),
+        (["links.wifi.corrupt_pct='1%'"], "links.wifi.corrupt_pct", "a number"),
+        (["links.wifi.corrupt_fix_checksum=1"], "links.wifi.corrupt_fix_checksum", "true or"),
+        (["links.wifi.corrupt_fix_checksum=yes"], "links.wifi.corrupt_fix_checksum", "true or"),
         (["links.wifi.jitter_reorders=true"], "links.wifi.jitter_reorders", "jitter_ms"),
         (["links.wifi.delay_distribution=normal"], "links.wifi.delay_distribution", "jitter"),
         (
