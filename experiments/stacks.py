@@ -396,12 +396,11 @@ class UserspaceStack(MptcpOptions):
         opportunistic: experiments/plugin_options.py)."""
         plug = {k: v for k, v in opts.items() if k in plugin_options.KEYS}
         bufs = {k: v for k, v in opts.items() if k in BUFFER_KEYS}
-        rest = {
-            k: v for k, v in opts.items() if k not in plugin_options.KEYS and k not in BUFFER_KEYS
-        }
+        own = (*plugin_options.KEYS, *BUFFER_KEYS, "checksum")
+        rest = {k: v for k, v in opts.items() if k not in own}
         for k in rest:
             if k not in ("endpoints", "limits"):
-                allowed = sorted(["endpoints", "limits", *plugin_options.KEYS, *BUFFER_KEYS])
+                allowed = sorted(["endpoints", "limits", *own])
                 raise ExperimentError(
                     source, f"{where}.{k}", f"unknown key (allowed: {', '.join(allowed)})"
                 )
@@ -409,6 +408,10 @@ class UserspaceStack(MptcpOptions):
         del out["scheduler"]
         out.update(plugin_options.validate(source, where, plug))
         out.update({k: knobs.userspace_buffer(source, f"{where}.{k}", v) for k, v in bufs.items()})
+        if "checksum" in opts:  # DSS checksums on our stack's ends (net.mptcp.checksum_enabled)
+            if not isinstance(opts["checksum"], bool):
+                raise ExperimentError(source, f"{where}.checksum", "expected true or false")
+            out["checksum"] = opts["checksum"]
         return out
 
     def check_available(self) -> None:
@@ -420,6 +423,7 @@ class UserspaceStack(MptcpOptions):
     def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         plugins = plugin_options.flags(opts) + buffer_flags(opts)
+        plugins += ["--checksum"] if opts.get("checksum") else []
         done: dict[str, Any] = {"limits": limits, "plugins": plugins, "endpoints": {}}
         self._args, self._host_of = {}, {}
         self._default_args = [*plugins, "--import-path", str(REPO)]

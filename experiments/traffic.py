@@ -572,6 +572,7 @@ class UserspaceOptions:
     opportunistic: str = "off"
     rcvbuf: int | None = None  # TcpConfig.rcv_buf / snd_buf (tcp_rmem / tcp_wmem)
     sndbuf: int | None = None
+    checksum: bool = False  # DSS checksums (MptcpConfig.checksum, net.mptcp.checksum_enabled)
 
 
 def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
@@ -599,6 +600,7 @@ def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
         cc=opts.cc,
         pm=opts.pm,
         opportunistic=opts.opportunistic,
+        checksum=opts.checksum,
     )
     tcp = TcpConfig()
     if opts.rcvbuf:
@@ -798,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     us.add_argument("--import-path", help="directory holding mptcp_impl, if not on PYTHONPATH")
     us.add_argument("--rcvbuf", type=int, default=None, metavar="BYTES", help="TcpConfig.rcv_buf")
     us.add_argument("--sndbuf", type=int, default=None, metavar="BYTES", help="TcpConfig.snd_buf")
+    us.add_argument("--checksum", action="store_true", help="DSS checksums (MptcpConfig.checksum)")
     common.add_argument(
         "--congestion",
         default=None,
@@ -823,8 +826,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--connect-timeout", type=float, default=10.0)
     a = ap.parse_args(argv)
-    if a.proto != "userspace" and (a.endpoint or a.limits or a.import_path or a.rcvbuf):
-        ap.error("--endpoint, --limits, --import-path, --rcvbuf are for --proto userspace")
+    if a.proto != "userspace" and (
+        a.endpoint or a.limits or a.import_path or a.rcvbuf or a.checksum
+    ):
+        ap.error(
+            "--endpoint, --limits, --import-path, --rcvbuf, --checksum are for --proto userspace"
+        )
     if a.proto == "userspace" and a.congestion:
         ap.error("--congestion is for --proto tcp and mptcp (our stack: --cc)")
     uopts = UserspaceOptions(
@@ -837,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
         a.opportunistic,
         a.rcvbuf,
         a.sndbuf,
+        a.checksum,
     )
     if a.cmd == "server":
         return asyncio.run(_amain(serve(a.listen, a.proto, a.once, a.out, uopts, a.congestion)))

@@ -28,7 +28,16 @@ def test_robustness_file_loads_and_its_grid_validates():
     exp = load_experiment(SHIPPED / "robustness.toml")
     runs = resolve_runs(exp)
     conds = exp.grid["condition"]
-    assert conds == ["clean", "reordering", "duplication", "bursty_loss", "all", "cellular_wifi"]
+    assert conds == [
+        "clean",
+        "reordering",
+        "duplication",
+        "bursty_loss",
+        "corruption",
+        "corruption_fixed",
+        "all",
+        "cellular_wifi",
+    ]
     assert {r.stack for r in runs} == {"kernel-mptcp", "userspace", "tcp"}
     assert len(runs) == len(conds) * 3 * exp.repetitions and exp.repetitions >= 3
     by = {r.point_values["condition"]: r.topology_set for r in runs}
@@ -37,7 +46,10 @@ def test_robustness_file_loads_and_its_grid_validates():
     assert {topo[c] for c in conds if c != "cellular_wifi"} <= {"", "two_path"}
     assert by["clean"] == {}
     assert by["all"]["links.lte.loss_model"] == {"p": 0.5, "r": 30}
-    assert set(by["all"]) == set(by["reordering"]) | set(by["duplication"]) | set(by["bursty_loss"])
+    assert set(by["all"]) == (
+        set(by["reordering"]) | set(by["duplication"]) | set(by["bursty_loss"])
+    ) | set(by["corruption"])
+    assert by["corruption_fixed"]["links.wifi.corrupt_fix_checksum"] is True
     # a --set pin wins over every condition
     pinned = load_experiment(SHIPPED / "robustness.toml", ["links.wifi.reorder_pct=0"])
     assert all(r.topology_set["links.wifi.reorder_pct"] == 0 for r in resolve_runs(pinned))
