@@ -1388,6 +1388,14 @@ class TcpConnection(LossRecovery, Reassembly):
                     if hystart is not None:
                         hystart(ack, self.snd_nxt, sample)
                 if self._is_cwnd_limited():
+                    k = seg.acks
+                    if k > 1:
+                        # one ACK standing for k (the edge coalesced a batch): growth as if each
+                        # had come, so slow start's per-ACK cap (2 MSS) applies k times
+                        part = acked // k
+                        for _ in range(k - 1):
+                            cc.on_ack(part, self.srtt, now)
+                        acked -= part * (k - 1)
                     cc.on_ack(acked, self.srtt, now)
             if self._high_rxt < ack:
                 self._high_rxt = ack
