@@ -167,6 +167,11 @@ class MptcpConnection:
         # without scanning everything (each chunk leaves it once: amortized O(1)).
         self._chunks: deque[list[Any]] = deque()
         self._held: dict[Subflow, deque[list[Any]]] = {}
+        # chunks recorded below the highest start recorded so far (copies, reinjections,
+        # repairs): the rest of ``_chunks`` is in DSN order (holes.chunks_at relies on it)
+        self._chunk_top = 0
+        self._late: list[list[Any]] = []
+        self._late_ids: set[int] = set()
         # ranges waiting to be resent on another subflow: [dsn, len, subflow it failed on]
         # (never sent back there), and the set of them all, so that a range two failing
         # subflows both held is queued once
@@ -485,6 +490,8 @@ class MptcpConnection:
             self.snd_una = self.snd_nxt
             self._chunks.clear()
             self._held.clear()
+            self._late.clear()
+            self._late_ids.clear()
             self._reinject.clear()
             self._reinject_set.clear()
 
@@ -990,6 +997,8 @@ class MptcpConnection:
             ch = self._chunks
             while ch and ch[0][0] + ch[0][1] <= self.snd_una:
                 ch.popleft()
+            if self._late:
+                self._prune_late()
             if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                 self._snd_blocked = False
                 self._events.append(SendBufferAvailable())
@@ -1130,6 +1139,11 @@ class MptcpConnection:
         is resent elsewhere if ``s`` fails before the DATA_ACK covers it."""
         ch = [dsn, n, s, False]
         self._chunks.append(ch)
+        if dsn < self._chunk_top:
+            self._late.append(ch)
+            self._late_ids.add(id(ch))
+        else:
+            self._chunk_top = dsn
         held = self._held.get(s)
         if held is None:
             held = self._held[s] = deque()
@@ -1138,6 +1152,18 @@ class MptcpConnection:
             while held and held[0][0] + held[0][1] <= una:
                 held.popleft()  # DATA_ACKed: nothing to resend (amortized O(1) a chunk)
         held.append(ch)
+
+    def _prune_late(self) -> None:
+        """Forget the out-of-order chunks the DATA_ACK has covered (their ids with them, once
+        they have also left ``_chunks``: an id is only unique while its chunk lives)."""
+        una = self.snd_una
+        keep = []
+        for ch in self._late:
+            if ch[0] + ch[1] > una:
+                keep.append(ch)
+        if len(keep) != len(self._late):
+            self._late = keep
+            self._late_ids = {id(ch) for ch in keep}
 
     def _reinject_from(self, s: Subflow) -> None:
         """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not),
