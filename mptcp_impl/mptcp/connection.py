@@ -1049,7 +1049,7 @@ class MptcpConnection:
             if n <= 0:
                 break
             off = start - self.snd_una
-            data = bytes(self._sbuf[off : off + n])
+            data = bytes(memoryview(self._sbuf)[off : off + n])
             for i, s in enumerate(picked):
                 if i and s.space < n:
                     continue  # a copy of a reinjection goes only where there is room
@@ -1096,7 +1096,8 @@ class MptcpConnection:
             if n <= 0:
                 break
             off = self.snd_nxt - self.snd_una
-            data = bytes(self._sbuf[off : off + n])
+            # one copy, into the subflow's buffer; the view is gone before _sbuf is resized
+            data = memoryview(self._sbuf)[off : off + n]
             for i, s in enumerate(picked):
                 if i and (s in self._owed or s.space < n):
                     # no room for the copy now: it catches up later from here, skipping
@@ -1105,6 +1106,7 @@ class MptcpConnection:
                     continue
                 s.push(self.snd_nxt, data)
                 self._add_chunk(self.snd_nxt, n, s)
+            data.release()
             self.snd_nxt += n
 
     def _send_owed_copies(self, usable: list[Subflow]) -> None:
@@ -1118,7 +1120,7 @@ class MptcpConnection:
             while start < self.snd_nxt and s.space > 0:
                 n = min(self.snd_nxt - start, s.space, self.config.max_mapping)
                 off = start - self.snd_una
-                s.push(start, bytes(self._sbuf[off : off + n]))
+                s.push(start, bytes(memoryview(self._sbuf)[off : off + n]))
                 self._add_chunk(start, n, s)
                 start += n
             if start >= self.snd_nxt:
