@@ -70,7 +70,7 @@ def plain_ack(tcp: bytes) -> tuple[int, int] | None:
     return int.from_bytes(tcp[8:12], "big"), int.from_bytes(tcp[24:28], "big")
 
 
-def coalesce_acks(keys: list[Any], tcps: list[bytes], una: Any) -> list[int]:
+def coalesce_acks(keys: list[Any], tcps: list[bytes], window: Any) -> list[int]:
     """For a batch of received segments (``keys[i]``: the connection of ``tcps[i]``), how many
     of the peer's ACKs each stands for: 0 for a pure ACK that a later one of the same
     connection in this batch supersedes (it need not be decoded at all), k > 1 for the one that
@@ -78,8 +78,10 @@ def coalesce_acks(keys: list[Any], tcps: list[bytes], una: Any) -> list[int]:
 
     A pure ACK (``plain_ack``) is superseded only by the next segment of its connection, when
     that is a pure ACK too with a higher cumulative ACK and a timestamp not older, and only if
-    it moves the ACK itself: ``una(key)`` is the connection's snd_una (wire value) when it may
-    coalesce (established, not in loss recovery), None otherwise. So no duplicate ACK, SACK
+    it moves the ACK itself and the later one acknowledges nothing beyond what was sent (it is
+    the one processed: were it invalid, the ACKs it replaced would be lost): ``window(key)`` is
+    the connection's (snd_una, snd_max) as wire values when it may coalesce (established, not
+    in loss recovery), None otherwise. So no duplicate ACK, SACK
     block, window probe or option other than a DATA_ACK is ever dropped; what the dropped
     ones said (a lower ACK and DATA_ACK, an older window and timestamp) the later one says
     again. The TCP core counts the k ACKs for congestion control (``TcpSegment.acks``), as
@@ -103,8 +105,8 @@ def coalesce_acks(keys: list[Any], tcps: list[bytes], una: Any) -> list[int]:
             if (
                 0 < (ack - pack) & _MASK32 < _HALF32
                 and (tsval - pts) & _MASK32 < _HALF32
-                and (u := una(key)) is not None
-                and 0 < (pack - u) & _MASK32 < _HALF32
+                and (w := window(key)) is not None
+                and 0 < (pack - w[0]) & _MASK32 <= (ack - w[0]) & _MASK32 <= (w[1] - w[0]) & _MASK32
             ):
                 out[i] = out[j] + 1
                 out[j] = 0

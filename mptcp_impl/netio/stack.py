@@ -264,7 +264,7 @@ class Endpoint:
         ]
         # pure ACKs that a later one in this batch supersedes are counted, not processed: at a
         # few hundred Mbit/s the peer's ACKs (one per two segments) are most of our CPU
-        counts = coalesce_acks(keys, [r.tcp for r in batch], self._coalescible_una)
+        counts = coalesce_acks(keys, [r.tcp for r in batch], self._coalescible)
         for i, r in enumerate(batch):
             tcp = r.tcp
             conn = conns.get(keys[i])
@@ -305,17 +305,17 @@ class Endpoint:
             if not conn.closed:
                 conn._flush(now)
 
-    def _coalescible_una(self, key: tuple[bytes, int, bytes]) -> int | None:
-        """The connection's snd_una (wire value) when its pure ACKs may be coalesced: it
-        exists, is established and not in loss recovery (where each ACK has a meaning of its
-        own: partial ACKs, window inflation)."""
+    def _coalescible(self, key: tuple[bytes, int, bytes]) -> tuple[int, int] | None:
+        """The connection's (snd_una, snd_max) as wire values when its pure ACKs may be
+        coalesced: it exists, is established and not in loss recovery (where each ACK has a
+        meaning of its own: partial ACKs, window inflation)."""
         conn = self.conns.get(key)
         if conn is None or conn.closed:
             return None
         t = conn.tcp
         if t.state is not TcpState.ESTABLISHED or t.in_recovery:
             return None
-        return t.snd_una & 0xFFFFFFFF
+        return t.snd_una & 0xFFFFFFFF, t.snd_max & 0xFFFFFFFF
 
     def _unknown(self, seg: TcpSegment, src: bytes, dst: bytes, now: float) -> None:
         if seg.flags & SYN and not seg.flags & (ACK | RST) and self.on_syn is not None:

@@ -312,19 +312,22 @@ def test_pure_acks_superseded_in_a_batch_are_coalesced_and_nothing_else() -> Non
     def da(n, **kw):
         return Dss(data_ack=n, data_ack64=True, **kw)
 
-    una = {"a": 1000, "b": 1000}.get
+    una = {"a": (1000, 9000), "b": (1000, 9000)}.get
     # a run of advancing pure ACKs (DATA_ACK only) of one subflow: the last stands for all
     run = [_wire(2000, dss=da(9)), _wire(3000, dss=da(10)), _wire(4000, ts=6, dss=da(11))]
     assert plain_ack(run[0]) == (2000, 5)
     assert coalesce_acks(["a"] * 3, run, una) == [0, 0, 3]
     # plain TCP (timestamps only) and 32-bit DATA_ACKs too; acks wrapping past 2**32
     w = [_wire(0xFFFFFF00), _wire(0x100), _wire(0x300, dss=Dss(data_ack=3))]
-    assert coalesce_acks(["a"] * 3, w, lambda k: 0xFFFFF000) == [0, 0, 3]
+    assert coalesce_acks(["a"] * 3, w, lambda k: (0xFFFFF000, 0x1000)) == [0, 0, 3]
     # two subflows interleaved: each its own run
     ab = [_wire(2000), _wire(2000), _wire(3000), _wire(3000)]
     assert coalesce_acks(["a", "b", "a", "b"], ab, una) == [0, 0, 2, 2]
-    # never: not allowed for the connection, one not above snd_una (a duplicate ACK), equal
-    # ACKs, an older timestamp, SACK blocks, a mapping, a DATA_FIN, data, a FIN
+    # never: not allowed for the connection, one not above snd_una (a duplicate ACK), a later
+    # one acking what was never sent, equal ACKs, an older timestamp, SACK blocks, a mapping,
+    # a DATA_FIN, data, a FIN
+    assert coalesce_acks(["a"] * 2, [_wire(2000), _wire(9001)], una) == [1, 1]
+    assert coalesce_acks(["a"] * 2, [_wire(2000), _wire(9000)], una) == [0, 2]
     assert coalesce_acks(["a"] * 2, run[:2], lambda k: None) == [1, 1]
     assert coalesce_acks(["a"] * 2, [_wire(1000), _wire(3000)], una) == [1, 1]
     assert coalesce_acks(["a"] * 2, [_wire(2000), _wire(2000)], una) == [1, 1]
