@@ -36,6 +36,7 @@ from ..tcp.connection import (
 from ..tcp.rangeset import RangeSet
 from ..tcp.reassembly import drain_held
 from ..tcp.segment import TcpSegment
+from ..tcp.sendbuf import SendBuffer
 from . import crypto
 from .coupled import make_cc
 from .ctrl import Endpoint, MptcpConfig
@@ -159,7 +160,7 @@ class MptcpConnection:
         # send side (data sequence numbers are unwrapped ints; & MASK64 on the wire)
         self.snd_una = self.snd_nxt = self.local_idsn + 1
         self.snd_edge = self.snd_una  # right edge the peer allows (DATA_ACK + window)
-        self._sbuf = bytearray()
+        self._sbuf = SendBuffer()  # written, not yet DATA_ACKed
         self._snd_blocked = False
         # Every range handed to a subflow, in the order handed: [dsn, len, subflow, queued]
         # (queued: already put in ``_reinject`` because its subflow failed). ``_held`` indexes
@@ -1049,7 +1050,7 @@ class MptcpConnection:
             if n <= 0:
                 break
             off = start - self.snd_una
-            data = bytes(memoryview(self._sbuf)[off : off + n])
+            data = self._sbuf[off : off + n]
             for i, s in enumerate(picked):
                 if i and s.space < n:
                     continue  # a copy of a reinjection goes only where there is room
@@ -1097,7 +1098,7 @@ class MptcpConnection:
                 break
             off = self.snd_nxt - self.snd_una
             # one copy, into the subflow's buffer; the view is gone before _sbuf is resized
-            data = memoryview(self._sbuf)[off : off + n]
+            data = self._sbuf.view(off, n)
             for i, s in enumerate(picked):
                 if i and (s in self._owed or s.space < n):
                     # no room for the copy now: it catches up later from here, skipping
@@ -1120,7 +1121,7 @@ class MptcpConnection:
             while start < self.snd_nxt and s.space > 0:
                 n = min(self.snd_nxt - start, s.space, self.config.max_mapping)
                 off = start - self.snd_una
-                s.push(start, bytes(memoryview(self._sbuf)[off : off + n]))
+                s.push(start, self._sbuf[off : off + n])
                 self._add_chunk(start, n, s)
                 start += n
             if start >= self.snd_nxt:

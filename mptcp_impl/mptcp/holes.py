@@ -159,7 +159,7 @@ def repair_hole(conn: MptcpConnection, usable: list[Subflow], now: float) -> int
         if n <= 0:
             break
         off = pos - una
-        fast.push(pos, bytes(memoryview(conn._sbuf)[off : off + n]))
+        fast.push(pos, bytes(conn._sbuf[off : off + n]))
         fast.reinjected += n
         conn._add_chunk(pos, n, fast)
         conn.mib.inc("MPTCPRetrans")

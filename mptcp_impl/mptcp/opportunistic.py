@@ -55,7 +55,7 @@ def opportunistic_retransmit(conn: MptcpConnection, usable: list[Subflow], now: 
     n = min(end - una, fast.space, conn.config.max_mapping)
     if n <= 0:
         return 0
-    fast.push(una, bytes(memoryview(conn._sbuf)[:n]))
+    fast.push(una, bytes(conn._sbuf[:n]))
     fast.reinjected += n
     conn._add_chunk(una, n, fast)  # (resent again elsewhere if ``fast`` fails in turn)
     conn.mib.inc("MPTCPRetrans")

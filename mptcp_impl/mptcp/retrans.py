@@ -161,7 +161,7 @@ def retransmit_head(conn: MptcpConnection) -> int:
     n = min(conn.snd_nxt - una, conn.config.max_mapping, max(s.space, s.mss))
     if n <= 0:
         return 0
-    n = s.push(una, bytes(memoryview(conn._sbuf)[:n]))
+    n = s.push(una, bytes(conn._sbuf[:n]))
     if n:
         s.reinjected += n
         conn._add_chunk(una, n, s)
