@@ -91,6 +91,7 @@ def coalesce_acks(keys: list[Any], tcps: list[bytes], window: Any) -> list[int]:
     if n < 2:
         return out
     pending: dict[Any, tuple[int, int, int]] = {}  # key -> (index, ack, tsval) of a pure ACK
+    windows: dict[Any, Any] = {}  # window(key), asked once per connection and batch
     for i in range(n):
         key = keys[i]
         p = plain_ack(tcps[i])
@@ -105,7 +106,8 @@ def coalesce_acks(keys: list[Any], tcps: list[bytes], window: Any) -> list[int]:
             if (
                 0 < (ack - pack) & _MASK32 < _HALF32
                 and (tsval - pts) & _MASK32 < _HALF32
-                and (w := window(key)) is not None
+                and (w := windows[key] if key in windows else windows.setdefault(key, window(key)))
+                is not None
                 and 0 < (pack - w[0]) & _MASK32 <= (ack - w[0]) & _MASK32 <= (w[1] - w[0]) & _MASK32
             ):
                 out[i] = out[j] + 1
