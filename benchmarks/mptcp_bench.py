@@ -16,6 +16,7 @@ as the reference.
 ``rate``: the aggregate at higher rates: both links shaped to the same rate (htb, no delay;
 ``--rates``, default 50 and 200 Mbit/s), a 64 MB transfer over both paths; goodput of each pair
 and ours over Linux -> Linux from the same run (the sender's ratio is what issue 22 tracks).
+``--rps`` spreads the routers' receive work over the CPUs first (``spread_router_rx``).
 
 ``cpu``: unshaped links, 200 MB, one subflow and two, CPU seconds per Gbit of each process
 (getrusage: user + system; a Linux peer's figure is its syscalls only, softirq work is not
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -243,22 +245,38 @@ def simult(work: Path, reps: int) -> list[dict]:
     return rows
 
 
-def rate(work: Path, reps: int, rates: list[float], mbytes: float) -> list[dict]:
+def spread_router_rx(tb) -> None:
+    """RPS on the routers' interfaces facing the client: their receive processing (forwarding,
+    htb, and what it triggers downstream) goes to any CPU instead of running in the softirq of
+    the CPU that sent the packet, i.e. in the sending process's context. Our sender sends from
+    its own process (a Linux sender mostly from softirq), so without it the testbed's
+    per-packet work is charged to, and competes with, our sender's core."""
+    mask = format((1 << (os.cpu_count() or 1)) - 1, "x")
+    for router, link in (("r1", "p1"), ("r2", "p2")):
+        dev = tb.intf(router, link)
+        tb.host(router).run(
+            ["sh", "-c", f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"], check=True
+        )
+
+
+def rate(work: Path, reps: int, rates: list[float], mbytes: float, rps: bool = False) -> list[dict]:
     """2 x ``r`` Mbit/s for each r in ``rates``: goodput of every pair, and its ratio to Linux
-    -> Linux measured on the same testbed just before."""
+    -> Linux measured on the same testbed just before (``rps``: ``spread_router_rx`` first)."""
     rows = []
     nbytes = int(mbytes * 1e6)
     for r in rates:
         topo = work / f"rate-{r:g}.toml"
         topo.write_text(TOPO.format(m1=f"rate_mbit = {r}", m2=f"rate_mbit = {r}"))
         with Testbed(load_topology(str(topo)), workdir=work) as tb:
+            if rps:
+                spread_router_rx(tb)
             ref = None
             for snd, rcv, runs in each_pair(tb, work, itertools.count(9001), reps, nbytes, 2, 120):
                 g = statistics.median(x["goodput_mbit"] for x in runs)
                 if snd == rcv == "linux":
                     ref = g
                 row = {
-                    "case": f"2 x {r:g} Mbit/s",
+                    "case": f"2 x {r:g} Mbit/s" + (" rps" if rps else ""),
                     "sender": snd,
                     "receiver": rcv,
                     "goodput_mbit": round(g, 1),
@@ -329,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rates", default="50,200", help="rate case: Mbit/s of each of the two links, a list"
     )
     ap.add_argument("--rate-mbytes", type=float, default=64, help="MB per rate-case transfer")
+    ap.add_argument(
+        "--rps",
+        action="store_true",
+        help="rate case: RPS on the routers' client-facing interfaces (spread_router_rx)",
+    )
     ap.add_argument("--pairs", default="", help="only these sender-receiver pairs, e.g. ours-linux")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     a = ap.parse_args(argv)
@@ -342,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         PAIRS[:] = [p for p in PAIRS if p in want or p == ("linux", "linux")]
     if a.case in ("rate", "all"):
         rates = [float(x) for x in a.rates.split(",")]
-        out["rate"] = rate(work, a.reps, rates, a.rate_mbytes)
+        out["rate"] = rate(work, a.reps, rates, a.rate_mbytes, a.rps)
     if a.case in ("cpu", "all"):
         out["cpu"] = cpu(work, a.reps, a.mbytes)
     if a.json:
