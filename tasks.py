@@ -239,15 +239,26 @@ def bench_tcp(
 
 @task(
     help={
-        "case": "simult (the Linux selftest's simult_flows bandwidth cases), cpu, or all",
+        "case": "simult (the Linux selftest's simult_flows bandwidth cases), rate (2 x N Mbit/s "
+        "aggregate, ours / Linux), cpu, or all",
         "reps": "repetitions per pair",
         "mbytes": "MB per CPU-case transfer",
+        "rates": "rate case: Mbit/s of each link, comma-separated",
+        "pairs": "only these sender-receiver pairs besides linux-linux, e.g. ours-linux",
+        "rps": "rate case: RPS on the routers' client-facing interfaces",
         "json": JSON_HELP,
     }
 )
-def bench_mptcp(c, case="all", reps=1, mbytes=200.0, json=False):
-    """Our userspace MPTCP vs Linux MPTCP: simult_flows transfer times, CPU s/Gbit (1-2 subflows)."""
-    args = ["--case", case, "--reps", str(reps), "--mbytes", str(mbytes)]
+def bench_mptcp(
+    c, case="all", reps=1, mbytes=200.0, rates="50,200", pairs="", rps=False, json=False
+):
+    """Our userspace MPTCP vs Linux MPTCP: simult_flows transfer times, the 2 x N Mbit/s
+    aggregate, CPU s/Gbit (1-2 subflows)."""
+    args = ["--case", case, "--reps", str(reps), "--mbytes", str(mbytes), "--rates", rates]
+    if pairs:
+        args += ["--pairs", pairs]
+    if rps:
+        args.append("--rps")
     _bench("mptcp_bench", args, json)
 
 

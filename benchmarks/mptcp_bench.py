@@ -1,6 +1,6 @@
 """Our userspace MPTCP against Linux MPTCP: the Linux selftest's simult_flows bound, and CPU.
 
-    python -m benchmarks.mptcp_bench [--case simult|cpu|all] [--reps 1] [--json]
+    python -m benchmarks.mptcp_bench [--case simult|rate|cpu|all] [--reps 1] [--json]
     ./inv bench-mptcp
 
 Topology: two_path's shape (a client with two links, each to its own router, both routers to
@@ -12,6 +12,11 @@ which must finish within the selftest's bound ``size*8*10/((r1+r2)*1024*1024*9) 
 (the selftest's own margin: 10% over the ideal, plus setup). Each case runs for every pair in
 which our stack moves the data either way (ours -> Linux, Linux -> ours), and Linux -> Linux
 as the reference.
+
+``rate``: the aggregate at higher rates: both links shaped to the same rate (htb, no delay;
+``--rates``, default 50 and 200 Mbit/s), a 64 MB transfer over both paths; goodput of each pair
+and ours over Linux -> Linux from the same run (the sender's ratio is what issue 22 tracks).
+``--rps`` spreads the routers' receive work over the CPUs first (``spread_router_rx``).
 
 ``cpu``: unshaped links, 200 MB, one subflow and two, CPU seconds per Gbit of each process
 (getrusage: user + system; a Linux peer's figure is its syscalls only, softirq work is not
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -183,6 +189,8 @@ def transfer(
         "goodput_mbit": nbytes * 8 / cr["duration_s"] / 1e6,
         "sender_cpu_s_per_gbit": cr.get("cpu_s", float("nan")) / gbit,
         "receiver_cpu_s_per_gbit": sr.get("cpu_s", float("nan")) / gbit,
+        # ours only: the kernel's share (syscalls, software GSO/checksums without offload)
+        "sender_sys_s_per_gbit": cr.get("cpu_sys_s", float("nan")) / gbit,
         "linux_counters": kdiff,
     }
 
@@ -237,6 +245,65 @@ def simult(work: Path, reps: int) -> list[dict]:
     return rows
 
 
+def spread_router_rx(tb) -> None:
+    """RPS on the routers' interfaces facing the client: their receive processing (forwarding,
+    htb, and what it triggers downstream) goes to any CPU instead of running in the softirq of
+    the CPU that sent the packet, i.e. in the sending process's context. Our sender sends from
+    its own process (a Linux sender mostly from softirq), so without it the testbed's
+    per-packet work is charged to, and competes with, our sender's core."""
+    mask = format((1 << (os.cpu_count() or 1)) - 1, "x")
+    for router, link in (("r1", "p1"), ("r2", "p2")):
+        dev = tb.intf(router, link)
+        tb.host(router).run(
+            ["sh", "-c", f"echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"], check=True
+        )
+
+
+def rate(work: Path, reps: int, rates: list[float], mbytes: float, rps: bool = False) -> list[dict]:
+    """2 x ``r`` Mbit/s for each r in ``rates``: goodput of every pair, and its ratio to Linux
+    -> Linux measured on the same testbed just before (``rps``: ``spread_router_rx`` first)."""
+    rows = []
+    nbytes = int(mbytes * 1e6)
+    for r in rates:
+        topo = work / f"rate-{r:g}.toml"
+        topo.write_text(TOPO.format(m1=f"rate_mbit = {r}", m2=f"rate_mbit = {r}"))
+        with Testbed(load_topology(str(topo)), workdir=work) as tb:
+            if rps:
+                spread_router_rx(tb)
+            ref = None
+            for snd, rcv, runs in each_pair(tb, work, itertools.count(9001), reps, nbytes, 2, 120):
+                g = statistics.median(x["goodput_mbit"] for x in runs)
+                if snd == rcv == "linux":
+                    ref = g
+                row = {
+                    "case": f"2 x {r:g} Mbit/s" + (" rps" if rps else ""),
+                    "sender": snd,
+                    "receiver": rcv,
+                    "goodput_mbit": round(g, 1),
+                    "ratio_to_linux": round(g / ref, 3) if ref else None,
+                    "sender_cpu_s_per_gbit": round(
+                        statistics.median(x["sender_cpu_s_per_gbit"] for x in runs), 3
+                    ),
+                    "sender_sys_s_per_gbit": round(
+                        statistics.median(x["sender_sys_s_per_gbit"] for x in runs), 3
+                    ),
+                    "all_ok": all(x["ok"] for x in runs),
+                    "subflows_used": runs[-1]["subflows_used"],
+                    "runs": runs,
+                }
+                rows.append(row)
+                print(
+                    f"rate {row['case']:>16}  {snd:>5} -> {rcv:<5}  {g:7.1f} Mbit/s  "
+                    f"ratio {row['ratio_to_linux'] or float('nan'):5.3f}  "
+                    f"sender cpu/Gbit {row['sender_cpu_s_per_gbit']:5.2f} s "
+                    f"(sys {row['sender_sys_s_per_gbit']:4.2f})  "
+                    f"subflows {row['subflows_used']}  "
+                    f"sha256 {'ok' if row['all_ok'] else 'MISMATCH'}",
+                    flush=True,
+                )
+    return rows
+
+
 def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
     rows = []
     nbytes = int(mbytes * 1e6)
@@ -273,9 +340,19 @@ def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", choices=("simult", "cpu", "all"), default="all")
+    ap.add_argument("--case", choices=("simult", "rate", "cpu", "all"), default="all")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--mbytes", type=float, default=200, help="MB per CPU-case transfer")
+    ap.add_argument(
+        "--rates", default="50,200", help="rate case: Mbit/s of each of the two links, a list"
+    )
+    ap.add_argument("--rate-mbytes", type=float, default=64, help="MB per rate-case transfer")
+    ap.add_argument(
+        "--rps",
+        action="store_true",
+        help="rate case: RPS on the routers' client-facing interfaces (spread_router_rx)",
+    )
+    ap.add_argument("--pairs", default="", help="only these sender-receiver pairs, e.g. ours-linux")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-mptcp-"))
@@ -283,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {}
     if a.case in ("simult", "all"):
         out["simult"] = simult(work, a.reps)
+    if a.pairs:
+        want = {tuple(p.split("-")) for p in a.pairs.split(",")}
+        PAIRS[:] = [p for p in PAIRS if p in want or p == ("linux", "linux")]
+    if a.case in ("rate", "all"):
+        rates = [float(x) for x in a.rates.split(",")]
+        out["rate"] = rate(work, a.reps, rates, a.rate_mbytes, a.rps)
     if a.case in ("cpu", "all"):
         out["cpu"] = cpu(work, a.reps, a.mbytes)
     if a.json:

@@ -36,6 +36,7 @@ from ..tcp.connection import (
 from ..tcp.rangeset import RangeSet
 from ..tcp.reassembly import drain_held
 from ..tcp.segment import TcpSegment
+from ..tcp.sendbuf import SendBuffer
 from . import crypto
 from .coupled import make_cc
 from .ctrl import Endpoint, MptcpConfig
@@ -159,7 +160,7 @@ class MptcpConnection:
         # send side (data sequence numbers are unwrapped ints; & MASK64 on the wire)
         self.snd_una = self.snd_nxt = self.local_idsn + 1
         self.snd_edge = self.snd_una  # right edge the peer allows (DATA_ACK + window)
-        self._sbuf = bytearray()
+        self._sbuf = SendBuffer()  # written, not yet DATA_ACKed
         self._snd_blocked = False
         # Every range handed to a subflow, in the order handed: [dsn, len, subflow, queued]
         # (queued: already put in ``_reinject`` because its subflow failed). ``_held`` indexes
@@ -167,6 +168,11 @@ class MptcpConnection:
         # without scanning everything (each chunk leaves it once: amortized O(1)).
         self._chunks: deque[list[Any]] = deque()
         self._held: dict[Subflow, deque[list[Any]]] = {}
+        # chunks recorded below the highest start recorded so far (copies, reinjections,
+        # repairs): the rest of ``_chunks`` is in DSN order (holes.chunks_at relies on it)
+        self._chunk_top = 0
+        self._late: list[list[Any]] = []
+        self._late_ids: set[int] = set()
         # ranges waiting to be resent on another subflow: [dsn, len, subflow it failed on]
         # (never sent back there), and the set of them all, so that a range two failing
         # subflows both held is queued once
@@ -485,6 +491,8 @@ class MptcpConnection:
             self.snd_una = self.snd_nxt
             self._chunks.clear()
             self._held.clear()
+            self._late.clear()
+            self._late_ids.clear()
             self._reinject.clear()
             self._reinject_set.clear()
 
@@ -990,6 +998,8 @@ class MptcpConnection:
             ch = self._chunks
             while ch and ch[0][0] + ch[0][1] <= self.snd_una:
                 ch.popleft()
+            if self._late:
+                self._prune_late()
             if self._snd_blocked and len(self._sbuf) < self.snd_buf:
                 self._snd_blocked = False
                 self._events.append(SendBufferAvailable())
@@ -1040,7 +1050,7 @@ class MptcpConnection:
             if n <= 0:
                 break
             off = start - self.snd_una
-            data = bytes(self._sbuf[off : off + n])
+            data = self._sbuf[off : off + n]
             for i, s in enumerate(picked):
                 if i and s.space < n:
                     continue  # a copy of a reinjection goes only where there is room
@@ -1087,7 +1097,8 @@ class MptcpConnection:
             if n <= 0:
                 break
             off = self.snd_nxt - self.snd_una
-            data = bytes(self._sbuf[off : off + n])
+            # one copy, into the subflow's buffer; the view is gone before _sbuf is resized
+            data = self._sbuf.view(off, n)
             for i, s in enumerate(picked):
                 if i and (s in self._owed or s.space < n):
                     # no room for the copy now: it catches up later from here, skipping
@@ -1096,6 +1107,7 @@ class MptcpConnection:
                     continue
                 s.push(self.snd_nxt, data)
                 self._add_chunk(self.snd_nxt, n, s)
+            data.release()
             self.snd_nxt += n
 
     def _send_owed_copies(self, usable: list[Subflow]) -> None:
@@ -1109,7 +1121,7 @@ class MptcpConnection:
             while start < self.snd_nxt and s.space > 0:
                 n = min(self.snd_nxt - start, s.space, self.config.max_mapping)
                 off = start - self.snd_una
-                s.push(start, bytes(self._sbuf[off : off + n]))
+                s.push(start, self._sbuf[off : off + n])
                 self._add_chunk(start, n, s)
                 start += n
             if start >= self.snd_nxt:
@@ -1130,6 +1142,11 @@ class MptcpConnection:
         is resent elsewhere if ``s`` fails before the DATA_ACK covers it."""
         ch = [dsn, n, s, False]
         self._chunks.append(ch)
+        if dsn < self._chunk_top:
+            self._late.append(ch)
+            self._late_ids.add(id(ch))
+        else:
+            self._chunk_top = dsn
         held = self._held.get(s)
         if held is None:
             held = self._held[s] = deque()
@@ -1138,6 +1155,18 @@ class MptcpConnection:
             while held and held[0][0] + held[0][1] <= una:
                 held.popleft()  # DATA_ACKed: nothing to resend (amortized O(1) a chunk)
         held.append(ch)
+
+    def _prune_late(self) -> None:
+        """Forget the out-of-order chunks the DATA_ACK has covered (their ids with them, once
+        they have also left ``_chunks``: an id is only unique while its chunk lives)."""
+        una = self.snd_una
+        keep = []
+        for ch in self._late:
+            if ch[0] + ch[1] > una:
+                keep.append(ch)
+        if len(keep) != len(self._late):
+            self._late = keep
+            self._late_ids = {id(ch) for ch in keep}
 
     def _reinject_from(self, s: Subflow) -> None:
         """Queue for other subflows what ``s`` holds beyond the DATA_ACK (sent or not),

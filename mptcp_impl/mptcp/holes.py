@@ -23,7 +23,7 @@ The repair is sent once per hole: the subflow carrying it is alive, so its own T
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .connection import MptcpConnection
@@ -79,16 +79,45 @@ def stall_limit(conn: MptcpConnection, now: float) -> int | None:
     return una + window - max(window // 4, 2 * conn.config.max_mapping)
 
 
+def chunks_at(conn: Any, dsn: int) -> list[list[Any]]:
+    """The chunks (``conn._chunks`` entries) holding the byte at ``dsn``: its first copy and
+    any reinjections. New data is recorded in DSN order, so of those chunks only a prefix can
+    hold ``dsn`` and the walk stops at the first one starting beyond it; the few recorded out
+    of order (copies, reinjections, repairs: ``conn._late``) are looked at apart. Called on
+    every scheduling pass, it was a scan of every chunk in flight (hundreds at high rates)."""
+    late = getattr(conn, "_late", None)
+    if late is None:  # (a stand-in without the index: scan)
+        return [ch for ch in conn._chunks if ch[0] <= dsn < ch[0] + ch[1]]
+    out = []
+    if late:
+        ids = conn._late_ids
+        for ch in conn._chunks:
+            if id(ch) in ids:
+                continue
+            if ch[0] > dsn:
+                break
+            if dsn < ch[0] + ch[1]:
+                out.append(ch)
+        out += [ch for ch in late if ch[0] <= dsn < ch[0] + ch[1]]
+    else:
+        for ch in conn._chunks:
+            if ch[0] > dsn:
+                break
+            if dsn < ch[0] + ch[1]:
+                out.append(ch)
+    return out
+
+
 def _holders(conn: MptcpConnection, dsn: int) -> list[Subflow]:
     """Every subflow that was given the byte at ``dsn`` (first copy and reinjections)."""
-    return [ch[2] for ch in conn._chunks if ch[0] <= dsn < ch[0] + ch[1]]
+    return [ch[2] for ch in chunks_at(conn, dsn)]
 
 
 def _chunk_end(conn: MptcpConnection, dsn: int, holders: list[Subflow]) -> int:
     """Where the run of bytes from ``dsn`` held by ``holders`` only ends (first piece)."""
     end = dsn
-    for ch in conn._chunks:
-        if ch[0] <= dsn < ch[0] + ch[1] and ch[2] in holders:
+    for ch in chunks_at(conn, dsn):
+        if ch[2] in holders:
             end = max(end, ch[0] + ch[1])
     return end
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .holes import chunks_at
+
 if TYPE_CHECKING:
     from .connection import MptcpConnection
     from .subflow import Subflow
@@ -27,7 +29,7 @@ def _srtt(s: Any) -> float:
 def opportunistic_retransmit(conn: MptcpConnection, usable: list[Subflow], now: float) -> int:
     """Called when the window blocks new data; returns the bytes sent again (0 if none)."""
     una = conn.snd_una
-    chunks = [ch for ch in conn._chunks if ch[0] <= una < ch[0] + ch[1]]
+    chunks = chunks_at(conn, una)
     if not chunks:
         return 0
     holders = {id(ch[2]): ch[2] for ch in chunks}

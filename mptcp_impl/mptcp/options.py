@@ -523,6 +523,17 @@ def encode(opt: MptcpOption) -> bytes:
     return out
 
 
+_DSS_ACK64_HEAD = bytes(((DSS << 4), DSS_A | DSS_a))
+
+
+def dss_option(d: Dss) -> UnknownOption:
+    """``to_tcp_option`` of a DSS, the DATA_ACK-only form (every pure ACK of a subflow, at a
+    few tens of thousands a second on a receiver) built without the generic encoder."""
+    if d.dsn is None and d.data_ack64 and not d.data_fin and d.data_ack is not None:
+        return UnknownOption(KIND_MPTCP, _DSS_ACK64_HEAD + d.data_ack.to_bytes(8, "big"))
+    return to_tcp_option(d)
+
+
 def to_tcp_option(opt: MptcpOption) -> UnknownOption:
     """The form the TCP core sends (and ``decode_options`` yields): ``UnknownOption(30, body)``."""
     return UnknownOption(KIND_MPTCP, encode(opt)[2:])
@@ -623,6 +634,33 @@ def _decode_mpc(body: bytes, version: int, olen: int) -> MpCapable:
     )
 
 
+def _dss_layout(flags: int, checksum: bool) -> struct.Struct:
+    """The fields after a DSS's flags byte, for the flag bits A, a, M, m (one unpack_from)."""
+    fmt = "!"
+    if flags & DSS_A:
+        fmt += "Q" if flags & DSS_a else "I"
+    if flags & DSS_M:
+        fmt += ("Q" if flags & DSS_m else "I") + "IH" + ("H" if checksum else "")
+    return struct.Struct(fmt)
+
+
+_new_dss = object.__new__
+_DSS_SLOTS = [
+    getattr(Dss, f).__set__
+    for f in (
+        "data_ack",
+        "data_ack64",
+        "dsn",
+        "dsn64",
+        "subflow_seq",
+        "data_len",
+        "checksum",
+        "data_fin",
+    )
+]
+_DSS_LAYOUT = {(f, c): _dss_layout(f, c) for f in range(16) for c in (False, True)}
+
+
 def _decode_dss(body: bytes, olen: int) -> Dss:
     if olen < 4:
         raise _bad(DSS, f"bad length {olen}: truncated before its flags")
@@ -641,28 +679,20 @@ def _decode_dss(body: bytes, olen: int) -> Dss:
             f"bad length {olen} for flags 0x{flags:02x} (expected {expected}"
             + (f" or {expected + 2} with checksum)" if has_map else ")"),
         )
-    i = 2
-    data_ack = dsn = checksum = None
-    ssn = dlen = 0
-    if has_ack:
-        if ack64:
-            data_ack = _Q.unpack_from(body, i)[0]
-            i += 8
-        else:
-            data_ack = _I.unpack_from(body, i)[0]
-            i += 4
+    vals = _DSS_LAYOUT[flags & 0x0F, checksum_present].unpack_from(body, 2)
+    data_ack = vals[0] if has_ack else None
     if has_map:
-        if dsn64:
-            dsn = _Q.unpack_from(body, i)[0]
-            i += 8
-        else:
-            dsn = _I.unpack_from(body, i)[0]
-            i += 4
-        ssn, dlen = struct.unpack_from("!IH", body, i)
-        i += 6
-        if checksum_present:
-            checksum = _H.unpack_from(body, i)[0]
-    return Dss(data_ack, ack64, dsn, dsn64, ssn, dlen, checksum, bool(flags & DSS_F))
+        m = 1 if has_ack else 0
+        dsn, ssn, dlen = vals[m], vals[m + 1], vals[m + 2]
+        checksum = vals[m + 3] if checksum_present else None
+    else:
+        dsn = checksum = None
+        ssn = dlen = 0
+    d = _new_dss(Dss)  # fields unpacked from fixed widths: in range, no __post_init__ check
+    vals = (data_ack, ack64, dsn, dsn64, ssn, dlen, checksum, bool(flags & DSS_F))
+    for put, v in zip(_DSS_SLOTS, vals, strict=True):
+        put(d, v)
+    return d
 
 
 # ADD_ADDR length -> (address bytes, port present), separately for echo and announcement.

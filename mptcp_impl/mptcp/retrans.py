@@ -29,6 +29,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 from ..tcp.rangeset import RangeSet
+from .holes import chunks_at
 
 if TYPE_CHECKING:
     from .connection import MptcpConnection
@@ -153,7 +154,7 @@ def retransmit_head(conn: MptcpConnection) -> int:
     lets out at once) on the subflow ``retrans_target`` picks; returns how many."""
     una = conn.snd_una
     # who carried the byte at the DATA_ACK (one scan of the chunks an expiry: rare)
-    carried = {id(ch[2]) for ch in conn._chunks if ch[0] <= una < ch[0] + ch[1]}
+    carried = {id(ch[2]) for ch in chunks_at(conn, una)}
     s = retrans_target(conn.subflows, carried)
     if s is None:
         return 0

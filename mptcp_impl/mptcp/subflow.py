@@ -35,6 +35,7 @@ from .options import (
     RemoveAddr,
     TcpRst,
     decode,
+    dss_option,
     expand32,
     find_mptcp,
     to_tcp_option,
@@ -126,6 +127,7 @@ class Subflow:
         self._join_ack_deadline: float | None = None
         self._mpc_pending = initial and active  # client: keys not yet confirmed by a DSS
         self._queued_opts: deque[Any] = deque()  # ADD_ADDR, MP_PRIO, ... on the next segments
+        self._ack_dss: Dss | None = None  # the last DATA_ACK-only DSS (immutable: reused)
         # receive side: the peer's mappings [subflow seq (relative, unwrapped), length, dsn,
         # checksum], sorted by start; those before _map_head are consumed (dropped in batches, so
         # taking the head is amortized O(1); a lookup is a bisect)
@@ -315,7 +317,7 @@ class Subflow:
                 if isinstance(o, AddAddr):
                     conn.mib.inc("EchoAddTxDrop" if o.echo else "AddAddrTxDrop")
         if dss is not None:
-            out.append(to_tcp_option(dss))
+            out.append(dss_option(dss))
             space -= dss.length
         while self._queued_opts and self._queued_opts[0].length <= space - (0 if not out else 0):
             o = self._queued_opts.popleft()
@@ -438,7 +440,10 @@ class Subflow:
             if d.length <= space:
                 conn.data_fin_sent(self)
                 return d
-        return Dss(data_ack=ack, data_ack64=True)
+        c = self._ack_dss
+        if c is None or c.data_ack != ack:  # (the same DATA_ACK on each segment of a flush)
+            c = self._ack_dss = Dss(data_ack=ack, data_ack64=True)
+        return c
 
     # ----------------------------------------------------------------- TcpHooks: incoming
     def incoming_options(self, tcp: TcpConnection, seg: TcpSegment) -> bool | None:

@@ -44,6 +44,76 @@ class EdgeStats:
     packets_out: int = 0
     malformed_dropped: int = 0
     send_dropped: int = 0
+    acks_coalesced: int = 0  # pure ACKs a later one of the same batch superseded (not decoded)
+
+
+_MASK32 = 0xFFFFFFFF
+_HALF32 = 1 << 31
+_TS_HEAD = b"\x01\x01\x08\x0a"  # NOP NOP timestamps: Linux's layout on every segment
+
+
+def plain_ack(tcp: bytes) -> tuple[int, int] | None:
+    """(ack, tsval) of a segment that is nothing but a cumulative ACK: flags ACK alone, no
+    payload, options NOP NOP timestamps and at most an MPTCP DSS carrying a DATA_ACK alone (no
+    mapping, no DATA_FIN, nothing else). None for anything else (SACK blocks, window probes'
+    data, FIN, other MPTCP options: those are never coalesced)."""
+    n = len(tcp)
+    if n < 32 or tcp[13] != 0x10 or n != (tcp[12] >> 4) * 4 or tcp[20:24] != _TS_HEAD:
+        return None
+    if n > 32:
+        # kind 30, length 8 or 12 (DATA_ACK 32 or 64 bits), subtype DSS, flags A (and a) only
+        if n - 32 != tcp[33] or tcp[32] != 30 or tcp[33] not in (8, 12) or tcp[34] != 0x20:
+            return None
+        flags = tcp[35]
+        if flags & ~0x03 or not flags & 0x01 or tcp[33] != (12 if flags & 0x02 else 8):
+            return None
+    return int.from_bytes(tcp[8:12], "big"), int.from_bytes(tcp[24:28], "big")
+
+
+def coalesce_acks(keys: list[Any], tcps: list[bytes], window: Any) -> list[int]:
+    """For a batch of received segments (``keys[i]``: the connection of ``tcps[i]``), how many
+    of the peer's ACKs each stands for: 0 for a pure ACK that a later one of the same
+    connection in this batch supersedes (it need not be decoded at all), k > 1 for the one that
+    takes the place of k, 1 for every other segment.
+
+    A pure ACK (``plain_ack``) is superseded only by the next segment of its connection, when
+    that is a pure ACK too with a higher cumulative ACK and a timestamp not older, and only if
+    it moves the ACK itself and the later one acknowledges nothing beyond what was sent (it is
+    the one processed: were it invalid, the ACKs it replaced would be lost): ``window(key)`` is
+    the connection's (snd_una, snd_max) as wire values when it may coalesce (established, not
+    in loss recovery), None otherwise. So no duplicate ACK, SACK
+    block, window probe or option other than a DATA_ACK is ever dropped; what the dropped
+    ones said (a lower ACK and DATA_ACK, an older window and timestamp) the later one says
+    again. The TCP core counts the k ACKs for congestion control (``TcpSegment.acks``), as
+    Linux's stretch-ACK handling does, so slow start grows as with every ACK processed."""
+    n = len(tcps)
+    out = [1] * n
+    if n < 2:
+        return out
+    pending: dict[Any, tuple[int, int, int]] = {}  # key -> (index, ack, tsval) of a pure ACK
+    windows: dict[Any, Any] = {}  # window(key), asked once per connection and batch
+    for i in range(n):
+        key = keys[i]
+        p = plain_ack(tcps[i])
+        prev = pending.get(key)
+        if p is None:
+            if prev is not None:
+                del pending[key]
+            continue
+        ack, tsval = p
+        if prev is not None:
+            j, pack, pts = prev
+            if (
+                0 < (ack - pack) & _MASK32 < _HALF32
+                and (tsval - pts) & _MASK32 < _HALF32
+                and (w := windows[key] if key in windows else windows.setdefault(key, window(key)))
+                is not None
+                and 0 < (pack - w[0]) & _MASK32 <= (ack - w[0]) & _MASK32 <= (w[1] - w[0]) & _MASK32
+            ):
+                out[i] = out[j] + 1
+                out[j] = 0
+        pending[key] = (i, ack, tsval)
+    return out
 
 
 def gso_header(seg: TcpSegment, sender: Any) -> bytes:

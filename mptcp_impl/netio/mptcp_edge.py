@@ -171,6 +171,7 @@ class MptcpConn(AppEvents, EdgeTimer):
             "packets_out": 0,
             "malformed_dropped": 0,
             "send_dropped": 0,
+            "acks_coalesced": 0,
         }
         for link in self.links.values():
             for k in edge:

@@ -5,7 +5,9 @@ a reserved kernel port and a fence rule; it demultiplexes segments to connection
 address, remote port) and hands SYNs to a listener. Each connection has one asyncio timer handle,
 rescheduled to ``conn.get_timer()`` after every interaction, and a "dirty" mark: whatever touches
 a connection (segments, timers, the application) marks it, and one flush per loop iteration
-drains its events and sends its segments. No thread, no per-packet task.
+drains its events and sends its segments. No thread, no per-packet task. Pure ACKs that a later
+ACK of the same connection in the same batch supersedes are counted, not processed
+(``base.coalesce_acks``): at a few hundred Mbit/s they were most of a sender's CPU.
 
 Time is ``loop.time()`` (monotonic) everywhere, so the core's timers and asyncio's agree.
 """
@@ -35,6 +37,7 @@ from .base import (
     ConnectionHandler,
     EdgeStats,
     EdgeTimer,
+    coalesce_acks,
     send_segments,
 )
 from .firewall import KernelFence, process_fence, reserve_port
@@ -258,10 +261,20 @@ class Endpoint:
         conns = self.conns
         ack_bytes = stack.config.flush_bytes
         touched: list[Conn] = []
-        for r in batch:
+        keys = [
+            (r.src, (r.tcp[0] << 8) | r.tcp[1] if len(r.tcp) >= 2 else -1, r.dst) for r in batch
+        ]
+        # pure ACKs that a later one in this batch supersedes are counted, not processed: at a
+        # few hundred Mbit/s the peer's ACKs (one per two segments) are most of our CPU
+        counts = coalesce_acks(keys, [r.tcp for r in batch], self._coalescible)
+        for i, r in enumerate(batch):
             tcp = r.tcp
-            sport = (tcp[0] << 8) | tcp[1] if len(tcp) >= 2 else -1
-            conn = conns.get((r.src, sport, r.dst))
+            conn = conns.get(keys[i])
+            k = counts[i]
+            if k == 0 and conn is not None:
+                conn.edge.segments_in += 1
+                conn.edge.acks_coalesced += 1
+                continue
             try:
                 seg = decode_segment(tcp, r.src, r.dst, verify_checksum=not r.csum_ok)
             except MalformedSegment as e:
@@ -275,6 +288,8 @@ class Endpoint:
                 self._unknown(seg, r.src, r.dst, now)
                 continue
             conn.edge.segments_in += 1
+            if k > 1:
+                seg.acks = k
             conn.tcp.receive_segment(seg, now)
             if not conn._dirty_in_batch:
                 conn._dirty_in_batch = True
@@ -291,6 +306,18 @@ class Endpoint:
             conn._dirty_in_batch = False
             if not conn.closed:
                 conn._flush(now)
+
+    def _coalescible(self, key: tuple[bytes, int, bytes]) -> tuple[int, int] | None:
+        """The connection's (snd_una, snd_max) as wire values when its pure ACKs may be
+        coalesced: it exists, is established and not in loss recovery (where each ACK has a
+        meaning of its own: partial ACKs, window inflation)."""
+        conn = self.conns.get(key)
+        if conn is None or conn.closed:
+            return None
+        t = conn.tcp
+        if t.state is not TcpState.ESTABLISHED or t.in_recovery:
+            return None
+        return t.snd_una & 0xFFFFFFFF, t.snd_max & 0xFFFFFFFF
 
     def _unknown(self, seg: TcpSegment, src: bytes, dst: bytes, now: float) -> None:
         if seg.flags & SYN and not seg.flags & (ACK | RST) and self.on_syn is not None:

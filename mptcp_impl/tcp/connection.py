@@ -41,6 +41,7 @@ from .rangeset import RangeSet
 from .reassembly import Reassembly
 from .recovery import LossRecovery
 from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
+from .sendbuf import SendBuffer
 from .state import (  # noqa: F401  (part of this module's API)
     _RECV_DATA_STATES,
     _SEND_DATA_STATES,
@@ -224,7 +225,7 @@ class TcpConnection(LossRecovery, Reassembly):
         self.snd_wnd = 0
         self.snd_wl1 = self.snd_wl2 = 0
         self.max_snd_wnd = 0
-        self._sbuf = bytearray()
+        self._sbuf = SendBuffer()
         self._sbuf_seq = 0  # sequence number of _sbuf[0]
         self._snd_blocked = False
         self._fin_queued = False
@@ -961,8 +962,7 @@ class TcpConnection(LossRecovery, Reassembly):
         n = data_stop - seq
         if n > 0:
             off = seq - self._sbuf_seq
-            # temporaries only: the views are gone before the buffer is resized again
-            payload = bytes(memoryview(self._sbuf)[off : off + n])
+            payload = self._sbuf[off : off + n]  # (bytes: one copy)
         else:
             payload = b""
         flags = ACK | (FIN if fin else 0) | (PSH if n and data_stop == self._data_end() else 0)
@@ -1388,6 +1388,14 @@ class TcpConnection(LossRecovery, Reassembly):
                     if hystart is not None:
                         hystart(ack, self.snd_nxt, sample)
                 if self._is_cwnd_limited():
+                    k = seg.acks
+                    if k > 1:
+                        # one ACK standing for k (the edge coalesced a batch): growth as if each
+                        # had come, so slow start's per-ACK cap (2 MSS) applies k times
+                        part = acked // k
+                        for _ in range(k - 1):
+                            cc.on_ack(part, self.srtt, now)
+                        acked -= part * (k - 1)
                     cc.on_ack(acked, self.srtt, now)
             if self._high_rxt < ack:
                 self._high_rxt = ack

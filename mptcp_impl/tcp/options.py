@@ -69,11 +69,19 @@ Option = MSS | WindowScale | SackPermitted | Sack | Timestamps | UnknownOption
 def decode_options(buf: bytes) -> list[Option]:
     """Parse the options area of a TCP header. EOL ends parsing; NOPs are dropped."""
     n = len(buf)
-    # Fast path: the data segments of a timestamp-enabled connection carry exactly this.
-    if n == 12 and buf[:4] == _TS_PREFIX:
-        return [Timestamps(*_TS.unpack_from(buf, 4))]
-    out: list[Option] = []
-    i = 0
+    # Fast path: the segments of a timestamp-enabled connection start with NOP NOP TS (Linux's
+    # layout); an MPTCP subflow's ACKs then carry one DSS after it.
+    if n >= 12 and buf[:4] == _TS_PREFIX:
+        ts = Timestamps(*_TS.unpack_from(buf, 4))
+        if n == 12:
+            return [ts]
+        if n >= 14 and buf[12] == KIND_MPTCP and buf[13] == n - 12:
+            return [ts, UnknownOption(KIND_MPTCP, bytes(buf[14:]))]
+        out: list[Option] = [ts]
+        i = 12
+    else:
+        out = []
+        i = 0
     while i < n:
         kind = buf[i]
         if kind == KIND_EOL:

@@ -46,6 +46,9 @@ class TcpSegment:
     ``gso_size``, when nonzero, tells the I/O edge that ``payload`` is longer than one segment
     and must be cut into pieces of that size (kernel GSO); the core only sets it when
     ``TcpConfig.max_segment_payload`` allows it.
+
+    ``acks``: how many of the peer's pure ACKs this received one stands for (the edge drops
+    those a later ACK of the same batch supersedes); congestion control counts that many.
     """
 
     src_port: int
@@ -58,6 +61,7 @@ class TcpSegment:
     payload: bytes | memoryview = b""
     urgent: int = 0
     gso_size: int = 0
+    acks: int = 1
 
     def __repr__(self) -> str:
         fl = "".join(c for bit, c in _FLAG_NAMES if self.flags & bit) or "-"

@@ -7,10 +7,12 @@ test_link_failure); our own receiver just waits for the RTO."""
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 
 import pytest
 
 from mptcp_impl.mptcp.ctrl import Endpoint, MptcpConfig
+from mptcp_impl.mptcp.holes import chunks_at
 from mptcp_impl.tcp.connection import TcpConfig
 from testkit.mptcp_sim import C1, C2, Link, Net, S, kinds
 
@@ -194,3 +196,53 @@ def test_server_data_fin_leaves_when_the_cut_subflow_puts_sack_blocks_on_its_ack
     net.run(net.now + 60, stop=both)
     assert both() and srv._fin_acked
     assert net.now - t0 < 5.0, net.now - t0
+
+
+class _CountingDeque(deque):
+    """A chunk list that counts the entries a lookup walks through."""
+
+    visited = 0
+
+    def __iter__(self):
+        for ch in super().__iter__():
+            _CountingDeque.visited += 1
+            yield ch
+
+
+def test_chunks_at_the_data_ack_are_found_without_walking_every_chunk_in_flight():
+    """``holes.chunks_at`` (called on every scheduling pass) agrees with a scan of every chunk,
+    through a cut that makes the other subflow reinject and repair (chunks out of DSN order),
+    and walks only a few of the hundreds in flight."""
+    link = (0.01, 50e6, int(50e6 / 8 * 0.02))
+    net, client, server, made, conn = _two_path(link, link)
+    conn._chunks = _CountingDeque(conn._chunks)
+    data = bytes(i % 251 for i in range(6 * MB))
+    off = conn.send(data)
+    net.flush(client, conn)
+    checks = walked = most = 0
+    late_seen = False
+    cut = False
+    while net.now < 20 and len(server.rx[id(server.accepted[0])]) < len(data):
+        if off < len(data):
+            off += conn.send(data[off:])
+            net.flush(client, conn)
+        net.run(net.now + 0.003)
+        if not cut and conn.snd_una - conn.local_idsn > 2 * MB:
+            made[0].up = False  # the holder's path goes silent: reinjection, early repair
+            cut = True
+        late_seen |= bool(conn._late)
+        most = max(most, len(conn._chunks))
+        for dsn in (conn.snd_una, (conn.snd_una + conn.snd_nxt) // 2):
+            if dsn >= conn.snd_nxt:
+                continue
+            want = [ch for ch in list(conn._chunks) if ch[0] <= dsn < ch[0] + ch[1]]
+            before = _CountingDeque.visited
+            got = chunks_at(conn, dsn)
+            if dsn == conn.snd_una:
+                walked += _CountingDeque.visited - before
+                checks += 1
+            assert sorted(map(id, got)) == sorted(map(id, want)), dsn
+    assert bytes(server.rx[id(server.accepted[0])]) == data
+    assert cut and late_seen and checks > 100 and most > 100
+    # the DATA_ACK's chunks lie at the front: a few entries walked, not the whole deque
+    assert walked / checks < most / 4, (walked / checks, most)

@@ -129,3 +129,39 @@ def test_connection_through_a_bottleneck(name, beta):
     assert w.now < 6_000_000 / 6.25e6 * 1.3  # the bottleneck stays busy
     cwnd_at_loss, ssthresh = first
     assert ssthresh == pytest.approx(beta * cwnd_at_loss, rel=0.1)
+
+
+def _acks_for_one_flight(acks_field: bool):
+    """A's first flight reaches B; B's ACKs come back one by one, or (``acks_field``) only the
+    last one, standing for all of them (``TcpSegment.acks``, as the edge coalesces a batch)."""
+    from mptcp_impl.tcp import TcpConnection
+
+    a_addr, b_addr = ("10.0.0.1", 40000), ("10.0.0.2", 5001)
+    cfg = TcpConfig()
+    a = TcpConnection(cfg, a_addr, b_addr)
+    a.connect(0.0)
+    b = TcpConnection.accept_syn(cfg, a.segments_to_send(0.0)[0], b_addr, a_addr, 0.0)
+    for s in b.segments_to_send(0.001):
+        a.receive_segment(s, 0.001)
+    for s in a.segments_to_send(0.001):
+        b.receive_segment(s, 0.001)
+    a.send(os.urandom(200_000))
+    acks = []
+    for s in a.segments_to_send(0.002):
+        b.receive_segment(s, 0.003)
+        acks += b.segments_to_send(0.003)  # B acks every second segment
+    assert len(acks) >= 4
+    cwnd0 = a.cwnd
+    if acks_field:
+        acks[-1].acks = len(acks)
+        acks = acks[-1:]
+    for s in acks:
+        a.receive_segment(s, 0.004)
+    return cwnd0, a.cwnd, a.snd_una
+
+
+def test_an_ack_standing_for_k_grows_slow_start_as_k_acks():
+    c0, each, una_each = _acks_for_one_flight(False)
+    c0b, last, una_last = _acks_for_one_flight(True)
+    assert c0 == c0b and una_each == una_last
+    assert last == each > c0 + 2 * 1448  # more than one ACK's cap of growth

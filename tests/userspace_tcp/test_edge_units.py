@@ -288,3 +288,59 @@ def test_mptcp_edge_gives_a_join_slot_back_when_it_cannot_bind() -> None:
     edge._open_subflow(req, 0.1)
     assert conn.mib["MPJoinSynTxBindErr"] == 1 and not edge.links
     assert conn.pm.open_subflow("10.0.2.1"), "the slot of the subflow never opened is lost"
+
+
+def _wire(ack: int, ts: int = 5, dss=None, flags: int = ACK, payload: bytes = b"", sack=None):
+    """A segment from the peer as it comes off the wire (Linux's option layout)."""
+    from mptcp_impl.mptcp.options import to_tcp_option
+    from mptcp_impl.tcp.options import Sack, Timestamps
+    from mptcp_impl.tcp.segment import encode_segment
+
+    opts = [Timestamps(ts, 1)]
+    if sack:
+        opts.append(Sack(sack))
+    if dss is not None:
+        opts.append(to_tcp_option(dss))
+    seg = TcpSegment(5001, 40000, 77, ack, flags, 500, opts, payload)
+    return encode_segment(seg, "10.0.0.2", "10.0.0.1")
+
+
+def test_pure_acks_superseded_in_a_batch_are_coalesced_and_nothing_else() -> None:
+    from mptcp_impl.mptcp.options import Dss
+    from mptcp_impl.netio.base import coalesce_acks, plain_ack
+
+    def da(n, **kw):
+        return Dss(data_ack=n, data_ack64=True, **kw)
+
+    una = {"a": (1000, 9000), "b": (1000, 9000)}.get
+    # a run of advancing pure ACKs (DATA_ACK only) of one subflow: the last stands for all
+    run = [_wire(2000, dss=da(9)), _wire(3000, dss=da(10)), _wire(4000, ts=6, dss=da(11))]
+    assert plain_ack(run[0]) == (2000, 5)
+    assert coalesce_acks(["a"] * 3, run, una) == [0, 0, 3]
+    # plain TCP (timestamps only) and 32-bit DATA_ACKs too; acks wrapping past 2**32
+    w = [_wire(0xFFFFFF00), _wire(0x100), _wire(0x300, dss=Dss(data_ack=3))]
+    assert coalesce_acks(["a"] * 3, w, lambda k: (0xFFFFF000, 0x1000)) == [0, 0, 3]
+    # two subflows interleaved: each its own run
+    ab = [_wire(2000), _wire(2000), _wire(3000), _wire(3000)]
+    assert coalesce_acks(["a", "b", "a", "b"], ab, una) == [0, 0, 2, 2]
+    # never: not allowed for the connection, one not above snd_una (a duplicate ACK), a later
+    # one acking what was never sent, equal ACKs, an older timestamp, SACK blocks, a mapping,
+    # a DATA_FIN, data, a FIN
+    assert coalesce_acks(["a"] * 2, [_wire(2000), _wire(9001)], una) == [1, 1]
+    assert coalesce_acks(["a"] * 2, [_wire(2000), _wire(9000)], una) == [0, 2]
+    assert coalesce_acks(["a"] * 2, run[:2], lambda k: None) == [1, 1]
+    assert coalesce_acks(["a"] * 2, [_wire(1000), _wire(3000)], una) == [1, 1]
+    assert coalesce_acks(["a"] * 2, [_wire(2000), _wire(2000)], una) == [1, 1]
+    assert coalesce_acks(["a"] * 2, [_wire(2000, ts=9), _wire(3000, ts=8)], una) == [1, 1]
+    others = [
+        _wire(2000, sack=[(5000, 6000)]),
+        _wire(2000, dss=da(9, dsn=5, dsn64=True, subflow_seq=1, data_len=10)),
+        _wire(2000, dss=da(9, dsn=5, dsn64=True, data_len=1, data_fin=True)),
+        _wire(2000, payload=b"x"),
+        _wire(2000, flags=ACK | FIN),
+    ]
+    for o in others:
+        assert plain_ack(o) is None
+        assert coalesce_acks(["a"] * 2, [o, _wire(3000)], una) == [1, 1]
+        # and one in between ends the run: the ACK before it is processed too
+        assert coalesce_acks(["a"] * 3, [_wire(1500), o, _wire(3000)], una) == [1, 1, 1]
