@@ -102,6 +102,8 @@ def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
         "inventory": "run on the real machines of this TOML file, over SSH (README: scaling out)",
         "workers": "spread the runs over the workers of this TOML file (Fabric, over SSH)",
         "accept_new_host_keys": "accept host keys not in known_hosts yet (and record them)",
+        "resume": "finish this campaign folder: keep its finished runs, rerun the rest",
+        "quarantine_after": "--workers: a worker failing this many runs in a row takes no more",
     },
     iterable=["set_"],
 )
@@ -115,6 +117,8 @@ def run(
     inventory=None,
     workers=None,
     accept_new_host_keys=False,
+    resume=None,
+    quarantine_after=3,
 ):
     """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
     from experiments.__main__ import run_cli
@@ -129,6 +133,8 @@ def run(
             inventory=inventory,
             workers=workers,
             accept_new_host_keys=accept_new_host_keys,
+            resume=resume,
+            quarantine_after=int(quarantine_after),
         )
     )
 

@@ -47,14 +47,19 @@ def run_cli(
     workers: str | None = None,
     accept_new_host_keys: bool = False,
     only_runs: list[int] | None = None,
+    resume: str | None = None,
+    quarantine_after: int = 3,
 ) -> int:
     """Validate, run, print where the results are and the summary; exit status says it all.
 
     inventory: run on the real machines of that file (testbed.sshnet); workers: spread the
-    campaign's runs over the workers of that file (experiments.workers)."""
+    campaign's runs over the workers of that file (experiments.workers); resume: a campaign
+    folder of this experiment to finish (its finished runs kept, the rest run again);
+    quarantine_after: a worker that fails this many runs in a row takes no more."""
     # Imported here, not at the top: the runner brings Mininet and the analysis package
     # (0.6-2 s measured on this machine), which `./inv list` and a file's validation errors
     # do not need.
+    from experiments.journal import ResumeError
     from experiments.remote import RemoteError, open_network
     from experiments.runner import run_experiment
 
@@ -75,6 +80,8 @@ def run_cli(
                 accept_new_host_keys=accept_new_host_keys,
                 progress=not quiet,
                 analyze=analyze,
+                resume=Path(resume) if resume else None,
+                quarantine_after=quarantine_after,
             )
         with open_network(exp, inventory, accept_new_host_keys) as network:
             res = run_experiment(
@@ -84,8 +91,9 @@ def run_cli(
                 analyze=analyze,
                 network=network,
                 only_runs=only_runs,
+                resume=Path(resume) if resume else None,
             )
-    except (ExperimentError, StackUnavailable, RemoteError) as e:
+    except (ExperimentError, StackUnavailable, RemoteError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = write_summary([res.run_dir], res.run_dir / "summary.md", title=exp.name)
@@ -131,6 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         help="accept (and record in known_hosts) host keys not seen before",
     )
     r.add_argument("--runs", help="only these run indices (comma-separated; a worker's share)")
+    r.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="finish this campaign folder: keep its finished runs (journal.jsonl), rerun the rest",
+    )
+    r.add_argument(
+        "--quarantine-after",
+        type=int,
+        default=3,
+        metavar="K",
+        help="--workers: a worker that fails K runs in a row takes no more (default 3)",
+    )
     sub.add_parser("list", help="experiments, topologies and stacks")
     a = ap.parse_args(argv)
     if a.cmd == "list":
@@ -148,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=a.workers,
         accept_new_host_keys=a.accept_new_host_keys,
         only_runs=[int(x) for x in a.runs.split(",")] if a.runs else None,
+        resume=a.resume,
+        quarantine_after=a.quarantine_after,
     )
 
 
