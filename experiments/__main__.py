@@ -1,4 +1,4 @@
-"""Command line of the experiment runner: python -m experiments run FILE | list.
+"""Command line of the experiment runner: python -m experiments run FILE | list | merge DIR...
 
 ./inv run and ./inv list are thin shells over this; the tests drive it as a subprocess too
 (e.g. to interrupt a real run with SIGTERM).
@@ -120,6 +120,31 @@ def run_cli(
     return 0 if all(r.intact and r.ok for r in res.runs) else 1
 
 
+def merge_cli(dirs: list[str], *, results: str | None = None, analyze: bool = True) -> int:
+    """Merge shards, print where and what; 0 when every run is there and intact, 1 when not,
+    2 when the shards cannot be merged (different files or commits, a run twice)."""
+    from experiments.merge import MergeError, merge_shards
+
+    try:
+        out, meta = merge_shards(
+            [Path(d) for d in dirs],
+            results_root=Path(results) if results else None,
+            analyze=analyze,
+        )
+    except MergeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = write_summary([out], out / "summary.md", title=meta["experiment"])
+    print(f"merged {len(dirs)} shards, {meta['runs_done']}/{meta['runs_total']} runs: {out}")
+    for r in meta["not_run"]:
+        print(f"  NOT RUN: {r['label']} ({r['reason']})")
+    print(f"summary: {summary}")
+    if (out / "report.html").exists():
+        print(f"report: {out / 'report.html'}")
+    runs = json.loads((out / "metrics.json").read_text())["runs"]
+    return 0 if meta["complete"] and all(r["ok"] and r["intact"] for r in runs) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -152,10 +177,21 @@ def main(argv: list[str] | None = None) -> int:
         help="--workers: a worker that fails K runs in a row takes no more (default 3)",
     )
     sub.add_parser("list", help="experiments, topologies and stacks")
+    g = sub.add_parser(
+        "merge",
+        help="merge shards (run FILE --runs I,J --results DIR) into one campaign folder",
+    )
+    g.add_argument(
+        "dirs", nargs="+", metavar="DIR", help="a shard's campaign folder or results root"
+    )
+    g.add_argument("--results", help="results root of the merged campaign (default: results/)")
+    g.add_argument("--no-analysis", action="store_true")
     a = ap.parse_args(argv)
     if a.cmd == "list":
         print_listing()
         return 0
+    if a.cmd == "merge":
+        return merge_cli(a.dirs, results=a.results, analyze=not a.no_analysis)
     return run_cli(
         a.file,
         stack=a.stack,
