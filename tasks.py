@@ -104,6 +104,7 @@ def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
         "accept_new_host_keys": "accept host keys not in known_hosts yet (and record them)",
         "resume": "finish this campaign folder: keep its finished runs, rerun the rest",
         "quarantine_after": "--workers: a worker failing this many runs in a row takes no more",
+        "allow_mixed": "--workers: run even when the workers' kernels differ",
     },
     iterable=["set_"],
 )
@@ -119,6 +120,7 @@ def run(
     accept_new_host_keys=False,
     resume=None,
     quarantine_after=3,
+    allow_mixed=False,
 ):
     """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
     from experiments.__main__ import run_cli
@@ -135,6 +137,7 @@ def run(
             accept_new_host_keys=accept_new_host_keys,
             resume=resume,
             quarantine_after=int(quarantine_after),
+            allow_mixed=allow_mixed,
         )
     )
 

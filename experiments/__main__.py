@@ -49,6 +49,7 @@ def run_cli(
     only_runs: list[int] | None = None,
     resume: str | None = None,
     quarantine_after: int = 3,
+    allow_mixed: bool = False,
 ) -> int:
     """Validate, run, print where the results are and the summary; exit status says it all.
 
@@ -82,6 +83,7 @@ def run_cli(
                 analyze=analyze,
                 resume=Path(resume) if resume else None,
                 quarantine_after=quarantine_after,
+                allow_mixed=allow_mixed,
             )
         with open_network(exp, inventory, accept_new_host_keys) as network:
             res = run_experiment(
@@ -176,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="K",
         help="--workers: a worker that fails K runs in a row takes no more (default 3)",
     )
+    r.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="--workers: run even when the workers' kernels differ (each run's is recorded)",
+    )
     sub.add_parser("list", help="experiments, topologies and stacks")
     g = sub.add_parser(
         "merge",
@@ -206,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         only_runs=[int(x) for x in a.runs.split(",")] if a.runs else None,
         resume=a.resume,
         quarantine_after=a.quarantine_after,
+        allow_mixed=a.allow_mixed,
     )
 
 

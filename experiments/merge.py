@@ -172,6 +172,7 @@ def merge_shards(
             }
             for s in shards
         ],
+        "machines": {k: v for s in shards for k, v in s.meta.get("machines", {}).items()},
         "not_run": [
             {"run": r.index, "label": r.label, "reason": "in no shard"}
             for r in runs

@@ -1,13 +1,17 @@
 """Run an experiment file: every run on a fresh testbed, every result traceable to what ran.
 
 Layout of one campaign (never overwritten: the run id is a timestamp plus a random suffix and
-the directory is created with exist_ok=False)::
+the directory is created with exist_ok=False; only --resume writes into an existing one, the
+same campaign's)::
 
     results/<experiment>/<run-id>/
       metadata.json        file as run, overrides, resolved runs, seed, git, kernel, versions,
                            host, start/end, complete true/false (false until the last run is in)
       experiment.toml      the experiment file exactly as read
-      logs/runner.log      everything; logs/<stack>/<rep>/ the traffic tools' output,
+      journal.jsonl        append-only: each run queued, started where, finished, failed
+                           and why (experiments/journal.py; what --resume reads)
+      logs/runner.log      everything; logs/<stack>/<rep>/ the traffic tools' output and
+                           machine.json (kernel, CPU, load before/after, MPTCP and TCP sysctls),
                            logs/testbed/<stack>/<rep>/ the testbed's own logs
       pcap/<stack>/<rep>/  the testbed's captures (<host>-ethN.pcap)
       traffic/<stack>/<rep>/<flow>-{client,server}.json   the traffic tool's reports
@@ -294,12 +298,14 @@ class RunExecutor:
         self.run_id = run_id
         self.events_log: list[dict[str, Any]] = []
         self.on_traffic = on_traffic  # called once the clients run (progress, tests)
+        self.machine: dict[str, Any] = {}  # the last run's (provenance.machine_info + load)
 
     def execute(self, spec: RunSpec) -> RunMetrics:
         exp = self.exp
         label = spec.label
         logs = self.run_dir / "logs" / label
         logs.mkdir(parents=True, exist_ok=True)
+        self.machine = {**provenance.machine_info(), "load_before": list(os.getloadavg())}
         topo = load_topology(spec.topology or exp.topology, spec.topology_set)
         flows: list[tuple[FlowSpec, Stack]] = [(spec.traffic, STACKS[spec.stack])]
         flows += [(b, STACKS[b.stack]) for b in exp.background]
@@ -335,6 +341,8 @@ class RunExecutor:
                 lk.name: lk.addr_of(spec.traffic.client)
                 for lk in tb.topo.links_of(spec.traffic.client)
             }
+        self.machine["load_after"] = list(os.getloadavg())
+        _write_json(logs / "machine.json", self.machine)
         main = results["flows"][0]
         for fr in results["flows"]:
             tdir = self.run_dir / "traffic" / label
@@ -722,6 +730,7 @@ def run_experiment(
                     raise
                 finished[spec.index] = m
                 events[spec.index] = executor.events_log
+                meta.setdefault("machines", {})[spec.label] = machine_summary(executor.machine)
                 save()
                 journal.write("finished", run=spec.index, label=spec.label, where=where)
                 bar.finish(_one_line(m))
@@ -746,6 +755,12 @@ def run_experiment(
         root.setLevel(old_level)
         handler.close()
     return result
+
+
+def machine_summary(machine: dict[str, Any]) -> dict[str, Any]:
+    """metadata.json's `machines` entry of a run (the sysctls stay in logs/<label>/machine.json)."""
+    keep = ("hostname", "kernel", "cpu_model", "cpus", "load_before", "load_after")
+    return {k: machine.get(k) for k in keep}
 
 
 def resume_metadata(meta: dict[str, Any]) -> dict[str, Any]:

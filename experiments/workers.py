@@ -61,6 +61,7 @@ from experiments.runner import (
 )
 from testbed.inventory import InventoryError, Machine, MachineError, check_machines, load_inventory
 from testbed.signals import Interrupted, SignalGuard
+from testbed.ssh import HostKeyPolicy
 from testbed.sshnet import REPO, project_tarball
 
 log = logging.getLogger("experiments.workers")
@@ -71,8 +72,9 @@ class WorkerLost(RuntimeError):
 
 
 def _connection(m: Machine, known_hosts: str, timeout: float = 15.0) -> Connection:
-    """A Fabric connection that checks the host key against known_hosts (Fabric's default
-    would add unknown keys silently)."""
+    """A Fabric connection whose host key is judged by testbed.ssh's HostKeyPolicy, the one
+    SshHost uses (Fabric's default would add unknown keys silently). New keys were accepted, if
+    at all, by check_machines before: here an unknown key is refused."""
     c = Connection(
         host=m.address,
         user=m.user,
@@ -84,8 +86,7 @@ def _connection(m: Machine, known_hosts: str, timeout: float = 15.0) -> Connecti
             "look_for_keys": False,
         },
     )
-    c.client.load_host_keys(known_hosts)
-    c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    HostKeyPolicy(known_hosts, accept_new=False).apply(c.client)
     c.open()
     c.transport.set_keepalive(5)
     return c
@@ -426,6 +427,7 @@ class Campaign:
             shutil.copyfile(src / "logs" / "runner.log", keep / "runner.log")
         m = metrics_from_dict(metrics[0])
         with self.lock:
+            self.meta.setdefault("machines", {}).update(meta.get("machines", {}))
             self.finished[spec.index] = m
             self.events[spec.index] = read_events(src / "events.json")
             self._write_results()
@@ -455,6 +457,7 @@ def run_on_workers(
     on_dispatch: Callable[[str, RunSpec], None] | None = None,
     resume: Path | None = None,
     quarantine_after: int = 3,
+    allow_mixed: bool = False,
 ) -> int:
     """Run the campaign on the workers; 0 when every run finished intact, 1 otherwise.
     RemoteError (nothing has run) when the file or a worker is not usable; ResumeError when
@@ -466,12 +469,23 @@ def run_on_workers(
     if not inv.workers:
         raise RemoteError(f"{workers_file}: no [workers.NAME] in it")
     try:  # every worker checked before anything runs (paramiko, the same checks as hosts)
-        for h in check_machines(
+        hosts = check_machines(
             list(inv.workers.values()), inv.known_hosts, accept_new_host_keys=accept_new_host_keys
-        ).values():
-            h.close()
+        )
     except MachineError as e:
         raise RemoteError(str(e)) from None
+    try:
+        kernels = {name: worker_kernel(hosts[name], m) for name, m in inv.workers.items()}
+    finally:
+        for h in hosts.values():
+            h.close()
+    if len(set(kernels.values())) > 1 and not allow_mixed:
+        raise RemoteError(
+            "the workers run different kernels: "
+            + ", ".join(f"worker {n}: {k}" for n, k in kernels.items())
+            + " (their results would not be one campaign's; --allow-mixed runs it anyway, each "
+            "run's kernel in metadata.json's machines)"
+        )
     runs = resolve_runs(exp)
     if resume is not None:
         run_dir = Path(resume)
@@ -485,6 +499,8 @@ def run_on_workers(
         resumed = Resumed({})
         meta = _metadata(exp, run_id, runs)
     meta["network"] = {"kind": "workers", **inv.describe()}
+    meta["worker_kernels"] = kernels
+    meta["mixed_kernels"] = len(set(kernels.values())) > 1
     _write_json(run_dir / "metadata.json", meta)
     journal.write("campaign", **campaign_line(resume is not None), runs=len(runs))
     workers = [Worker(m, inv.known_hosts) for m in inv.workers.values()]
@@ -565,9 +581,24 @@ def run_on_workers(
     return 0 if complete and runs_ok else 1
 
 
+KERNEL_PROBE = "import platform; print(platform.release())  # the worker's kernel"
+
+
+def worker_kernel(host: Any, m: Machine) -> str:
+    """The kernel release a worker runs (as its python sees it: the one the runs will see)."""
+    res = host.run([m.python, "-c", KERNEL_PROBE], check=False, timeout=60)
+    return res.stdout.strip() or f"unknown (exit {res.returncode})"
+
+
 def workers_section(meta: dict[str, Any]) -> str:
     """summary.md's account of who ran what, every retry and every run not run."""
     lines = ["## Workers", ""]
+    if meta.get("mixed_kernels"):
+        lines += [
+            "MIXED KERNELS (--allow-mixed): "
+            + ", ".join(f"{n} {k}" for n, k in meta["worker_kernels"].items()),
+            "",
+        ]
     for name, w in meta.get("workers", {}).items():
         state = "ok"
         if w.get("lost"):

@@ -7,6 +7,8 @@ of another experiment, or one another coordinator holds, is refused.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import signal
 import subprocess
 import sys
@@ -117,6 +119,14 @@ def test_an_interrupted_campaign_resumed_equals_an_uninterrupted_one(tmp_path):
         "started",
         "failed",
     ]
+    # each run records its machine: kernel, CPU, load before and after, the sysctls
+    for label in LABELS:
+        m = meta["machines"][label]
+        assert m["kernel"] == platform.release() and m["cpus"] == os.cpu_count()
+        assert m["cpu_model"] and len(m["load_before"]) == len(m["load_after"]) == 3
+        full = json.loads((run_dir / "logs" / label / "machine.json").read_text())
+        assert full["mptcp_sysctls"]["enabled"] in ("0", "1")
+        assert full["tcp_sysctls"]["tcp_congestion_control"]
     # the same folder as the campaign that was never interrupted (summary.md: the CLI's)
     assert files(run_dir) - {"summary.md"} == files(whole.run_dir)
 

@@ -5,18 +5,21 @@ on the other worker, recorded in metadata.json and summary.md, and no finished r
 """
 
 import json
+import platform
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from experiments.config import load_experiment
 from experiments.journal import finished_labels, read_journal
 from experiments.remote import RemoteError
-from experiments.workers import run_on_workers
+from experiments.workers import _connection, run_on_workers
+from testbed.inventory import load_inventory
 from testkit.sshmachines import SSHD, SshMachines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -262,3 +265,59 @@ def test_a_worker_campaign_interrupted_and_resumed(workers, tmp_path):
         ]
         assert (run_dir / "traffic" / label / "main-client.json").exists()
     assert [e["label"] for e in json.loads((run_dir / "events.json").read_text())] == SHORT_LABELS
+
+
+def test_workers_whose_kernels_differ_are_refused_unless_allowed(workers, tmp_path):
+    """w2 reports another kernel release (its python says so: the stand-in for a machine booted
+    on another kernel, as every namespace here shares this one): the campaign is refused before
+    anything runs, naming both; with --allow-mixed the check lets it through."""
+    exp_file = tmp_path / "short.toml"
+    exp_file.write_text(SHORT)
+    other = tmp_path / "other-kernel-python"
+    other.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"the worker\'s kernel"*) echo 9.9.9-other; exit 0;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    other.chmod(0o755)
+    inv = workers.inventory(tmp_path / "workers.toml", workers=["w1", "w2"], python=sys.executable)
+    inv.write_text(inv.read_text() + f'python = "{other}"\n')  # into [workers.w2], the last
+    exp = load_experiment(exp_file, ["repetitions=1"])
+    with pytest.raises(RemoteError) as e:
+        run_on_workers(exp, str(inv), results_root=tmp_path / "results", progress=False)
+    assert "the workers run different kernels" in str(e.value)
+    assert f"worker w1: {platform.release()}, worker w2: 9.9.9-other" in str(e.value)
+    assert "--allow-mixed" in str(e.value) and not (tmp_path / "results").exists()
+    rc = run_on_workers(
+        exp,
+        str(inv),
+        results_root=tmp_path / "results",
+        progress=False,
+        analyze=False,
+        allow_mixed=True,
+    )
+    assert rc == 0
+    (run_dir,) = (tmp_path / "results" / "short").iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["mixed_kernels"] and meta["worker_kernels"]["w2"] == "9.9.9-other"
+    assert "MIXED KERNELS" in (run_dir / "summary.md").read_text()
+    machine = meta["machines"]["tcp/rep1"]  # the run's own record, from the worker that ran it
+    assert machine["kernel"] == platform.release() and len(machine["load_after"]) == 3
+
+
+def test_the_workers_fabric_connection_judges_host_keys_by_the_one_policy(workers, tmp_path):
+    """Fabric's connection goes through testbed.ssh.HostKeyPolicy, as SshHost does: a known key
+    connects, an unknown one is refused, a missing known_hosts file is an error."""
+    inv = workers.inventory(tmp_path / "workers.toml", workers=["w1"], python=sys.executable)
+    m = load_inventory(str(inv)).workers["w1"]
+    c = _connection(m, str(workers.known_hosts))
+    try:
+        assert c.run("echo ok", hide=True, in_stream=False).stdout == "ok\n"
+    finally:
+        c.close()
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+        _connection(m, str(empty))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _connection(m, str(tmp_path / "nowhere"))
