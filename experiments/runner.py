@@ -824,6 +824,11 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             params["capacities_mbit"] = r["capacities_mbit"]
         if r.get("paths"):  # what survives a cut link (analysis.definitions)
             params["paths"] = r["paths"]
+        # the machine the run ran on (a worker's, a shard's), not the coordinator's; kernels
+        # mixed on purpose (--allow-mixed) make the kernel a factor the analysis groups by
+        machine = (meta.get("machines") or {}).get(r["label"]) or {}
+        if meta.get("mixed_kernels"):
+            params["kernel"] = machine.get("kernel") or "unknown"
         view_meta = {
             "experiment": meta["experiment"],
             "run_id": meta["run_id"],
@@ -834,8 +839,8 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             "parameters": params,
             "git_commit": meta["git"]["commit"],
             "git_dirty": meta["git"]["dirty"],
-            "kernel": meta["kernel"]["release"],
-            "host": meta["host"]["hostname"],
+            "kernel": machine.get("kernel") or meta["kernel"]["release"],
+            "host": machine.get("hostname") or meta["host"]["hostname"],
             "packages": meta["packages"],
             "start": r["t0_wall"],  # the traffic's start: event "at" times count from here
             "campaign": str(run_dir),

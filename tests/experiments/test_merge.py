@@ -142,3 +142,41 @@ def test_a_run_in_two_shards_and_a_folder_without_a_campaign_are_refused(tmp_pat
     with pytest.raises(MergeError, match="empty: expected one campaign folder"):
         merge_shards([tmp_path / "empty"], results_root=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_analysis_views_carry_each_runs_machine_and_mixed_kernels_as_a_factor(tmp_path):
+    """The per-run views analysis/ reads name the kernel and host the run had (a worker's or a
+    shard's, from metadata.json's machines), and with mixed kernels the kernel is a parameter."""
+    from experiments.runner import _analysis_views
+
+    meta = {
+        "experiment": "x",
+        "run_id": "r",
+        "seed": 1,
+        "git": {"commit": "c", "dirty": False},
+        "kernel": {"release": "coordinator-kernel"},
+        "host": {"hostname": "coordinator"},
+        "packages": {},
+        "machines": {"tcp/rep1": {"kernel": "6.1-a", "hostname": "w1"}},
+    }
+    runs = [
+        {
+            "label": label,
+            "stack": "tcp",
+            "rep": label.split("/")[1],
+            "t0_wall": 1.0e9,
+            "events": [],
+            "point_values": {},
+            "capacities_mbit": [],
+        }
+        for label in ("tcp/rep1", "tcp/rep2")
+    ]
+    views = _analysis_views(tmp_path, meta, runs)
+    one = json.loads((views / "tcp-rep1" / "metadata.json").read_text())
+    two = json.loads((views / "tcp-rep2" / "metadata.json").read_text())
+    assert (one["kernel"], one["host"]) == ("6.1-a", "w1")
+    assert (two["kernel"], two["host"]) == ("coordinator-kernel", "coordinator")  # none recorded
+    assert "kernel" not in one["parameters"]
+    _analysis_views(tmp_path, {**meta, "mixed_kernels": True}, runs)
+    one = json.loads((views / "tcp-rep1" / "metadata.json").read_text())
+    assert one["parameters"]["kernel"] == "6.1-a"
