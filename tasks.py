@@ -110,6 +110,9 @@ def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
         "inventory": "run on the real machines of this TOML file, over SSH (README: scaling out)",
         "workers": "spread the runs over the workers of this TOML file (Fabric, over SSH)",
         "accept_new_host_keys": "accept host keys not in known_hosts yet (and record them)",
+        "resume": "finish this campaign folder: keep its finished runs, rerun the rest",
+        "quarantine_after": "--workers: a worker failing this many runs in a row takes no more",
+        "allow_mixed": "--workers: run even when the workers' kernels differ",
     },
     iterable=["set_"],
 )
@@ -123,6 +126,9 @@ def run(
     inventory=None,
     workers=None,
     accept_new_host_keys=False,
+    resume=None,
+    quarantine_after=3,
+    allow_mixed=False,
 ):
     """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
     from experiments.__main__ import run_cli
@@ -137,6 +143,9 @@ def run(
             inventory=inventory,
             workers=workers,
             accept_new_host_keys=accept_new_host_keys,
+            resume=resume,
+            quarantine_after=int(quarantine_after),
+            allow_mixed=allow_mixed,
         )
     )
 

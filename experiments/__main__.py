@@ -1,4 +1,4 @@
-"""Command line of the experiment runner: python -m experiments run FILE | list.
+"""Command line of the experiment runner: python -m experiments run FILE | list | merge DIR...
 
 ./inv run and ./inv list are thin shells over this; the tests drive it as a subprocess too
 (e.g. to interrupt a real run with SIGTERM).
@@ -47,14 +47,20 @@ def run_cli(
     workers: str | None = None,
     accept_new_host_keys: bool = False,
     only_runs: list[int] | None = None,
+    resume: str | None = None,
+    quarantine_after: int = 3,
+    allow_mixed: bool = False,
 ) -> int:
     """Validate, run, print where the results are and the summary; exit status says it all.
 
     inventory: run on the real machines of that file (testbed.sshnet); workers: spread the
-    campaign's runs over the workers of that file (experiments.workers)."""
+    campaign's runs over the workers of that file (experiments.workers); resume: a campaign
+    folder of this experiment to finish (its finished runs kept, the rest run again);
+    quarantine_after: a worker that fails this many runs in a row takes no more."""
     # Imported here, not at the top: the runner brings Mininet and the analysis package
     # (0.6-2 s measured on this machine), which `./inv list` and a file's validation errors
     # do not need.
+    from experiments.journal import ResumeError
     from experiments.remote import RemoteError, open_network
     from experiments.runner import run_experiment
 
@@ -75,6 +81,9 @@ def run_cli(
                 accept_new_host_keys=accept_new_host_keys,
                 progress=not quiet,
                 analyze=analyze,
+                resume=Path(resume) if resume else None,
+                quarantine_after=quarantine_after,
+                allow_mixed=allow_mixed,
             )
         with open_network(exp, inventory, accept_new_host_keys) as network:
             res = run_experiment(
@@ -84,8 +93,9 @@ def run_cli(
                 analyze=analyze,
                 network=network,
                 only_runs=only_runs,
+                resume=Path(resume) if resume else None,
             )
-    except (ExperimentError, StackUnavailable, RemoteError) as e:
+    except (ExperimentError, StackUnavailable, RemoteError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = write_summary([res.run_dir], res.run_dir / "summary.md", title=exp.name)
@@ -112,6 +122,31 @@ def run_cli(
     return 0 if all(r.intact and r.ok for r in res.runs) else 1
 
 
+def merge_cli(dirs: list[str], *, results: str | None = None, analyze: bool = True) -> int:
+    """Merge shards, print where and what; 0 when every run is there and intact, 1 when not,
+    2 when the shards cannot be merged (different files or commits, a run twice)."""
+    from experiments.merge import MergeError, merge_shards
+
+    try:
+        out, meta = merge_shards(
+            [Path(d) for d in dirs],
+            results_root=Path(results) if results else None,
+            analyze=analyze,
+        )
+    except MergeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = write_summary([out], out / "summary.md", title=meta["experiment"])
+    print(f"merged {len(dirs)} shards, {meta['runs_done']}/{meta['runs_total']} runs: {out}")
+    for r in meta["not_run"]:
+        print(f"  NOT RUN: {r['label']} ({r['reason']})")
+    print(f"summary: {summary}")
+    if (out / "report.html").exists():
+        print(f"report: {out / 'report.html'}")
+    runs = json.loads((out / "metrics.json").read_text())["runs"]
+    return 0 if meta["complete"] and all(r["ok"] and r["intact"] for r in runs) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -131,11 +166,39 @@ def main(argv: list[str] | None = None) -> int:
         help="accept (and record in known_hosts) host keys not seen before",
     )
     r.add_argument("--runs", help="only these run indices (comma-separated; a worker's share)")
+    r.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="finish this campaign folder: keep its finished runs (journal.jsonl), rerun the rest",
+    )
+    r.add_argument(
+        "--quarantine-after",
+        type=int,
+        default=3,
+        metavar="K",
+        help="--workers: a worker that fails K runs in a row takes no more (default 3)",
+    )
+    r.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="--workers: run even when the workers' kernels differ (each run's is recorded)",
+    )
     sub.add_parser("list", help="experiments, topologies and stacks")
+    g = sub.add_parser(
+        "merge",
+        help="merge shards (run FILE --runs I,J --results DIR) into one campaign folder",
+    )
+    g.add_argument(
+        "dirs", nargs="+", metavar="DIR", help="a shard's campaign folder or results root"
+    )
+    g.add_argument("--results", help="results root of the merged campaign (default: results/)")
+    g.add_argument("--no-analysis", action="store_true")
     a = ap.parse_args(argv)
     if a.cmd == "list":
         print_listing()
         return 0
+    if a.cmd == "merge":
+        return merge_cli(a.dirs, results=a.results, analyze=not a.no_analysis)
     return run_cli(
         a.file,
         stack=a.stack,
@@ -148,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         workers=a.workers,
         accept_new_host_keys=a.accept_new_host_keys,
         only_runs=[int(x) for x in a.runs.split(",")] if a.runs else None,
+        resume=a.resume,
+        quarantine_after=a.quarantine_after,
+        allow_mixed=a.allow_mixed,
     )
 
 

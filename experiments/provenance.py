@@ -99,3 +99,51 @@ def host_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
+
+
+TCP_SYSCTLS = (
+    "tcp_congestion_control",
+    "tcp_available_congestion_control",
+    "tcp_rmem",
+    "tcp_wmem",
+    "tcp_sack",
+    "tcp_timestamps",
+    "tcp_window_scaling",
+    "tcp_ecn",
+    "tcp_mtu_probing",
+    "tcp_no_metrics_save",
+    "tcp_slow_start_after_idle",
+)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_model() -> str | None:
+    for line in (_read(Path("/proc/cpuinfo")) or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a run ran on, as one record per run: a campaign spread over workers (or
+    merged from shards) mixes machines, and a result is only comparable with what ran on the
+    same kernel, CPU and settings. The sysctls are this (root) namespace's: the defaults the
+    testbed's namespaces start from, before a stack sets its own."""
+    mptcp = Path("/proc/sys/net/mptcp")
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "mptcp_sysctls": {f.name: _read(f) for f in sorted(mptcp.iterdir()) if f.is_file()}
+        if mptcp.is_dir()
+        else {},
+        "tcp_sysctls": {n: _read(Path("/proc/sys/net/ipv4") / n) for n in TCP_SYSCTLS},
+    }

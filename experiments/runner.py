@@ -1,13 +1,17 @@
 """Run an experiment file: every run on a fresh testbed, every result traceable to what ran.
 
 Layout of one campaign (never overwritten: the run id is a timestamp plus a random suffix and
-the directory is created with exist_ok=False)::
+the directory is created with exist_ok=False; only --resume writes into an existing one, the
+same campaign's)::
 
     results/<experiment>/<run-id>/
       metadata.json        file as run, overrides, resolved runs, seed, git, kernel, versions,
                            host, start/end, complete true/false (false until the last run is in)
       experiment.toml      the experiment file exactly as read
-      logs/runner.log      everything; logs/<stack>/<rep>/ the traffic tools' output,
+      journal.jsonl        append-only: each run queued, started where, finished, failed
+                           and why (experiments/journal.py; what --resume reads)
+      logs/runner.log      everything; logs/<stack>/<rep>/ the traffic tools' output and
+                           machine.json (kernel, CPU, load before/after, MPTCP and TCP sysctls),
                            logs/testbed/<stack>/<rep>/ the testbed's own logs
       pcap/<stack>/<rep>/  the testbed's captures (<host>-ethN.pcap)
       traffic/<stack>/<rep>/<flow>-{client,server}.json   the traffic tool's reports
@@ -45,6 +49,7 @@ from analysis.report import write_report
 from experiments import knobs, provenance
 from experiments.campaign_report import write_campaign_report
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
+from experiments.journal import Journal, Resumed, campaign_line, open_for_resume
 from experiments.metrics import RunMetrics, run_metrics, summarize
 from experiments.stacks import STACKS, Command, Stack
 from testbed.events import LinkEvent
@@ -308,12 +313,14 @@ class RunExecutor:
         self.run_id = run_id
         self.events_log: list[dict[str, Any]] = []
         self.on_traffic = on_traffic  # called once the clients run (progress, tests)
+        self.machine: dict[str, Any] = {}  # the last run's (provenance.machine_info + load)
 
     def execute(self, spec: RunSpec) -> RunMetrics:
         exp = self.exp
         label = spec.label
         logs = self.run_dir / "logs" / label
         logs.mkdir(parents=True, exist_ok=True)
+        self.machine = {**provenance.machine_info(), "load_before": list(os.getloadavg())}
         topo = load_topology(spec.topology or exp.topology, spec.topology_set)
         flows: list[tuple[FlowSpec, Stack]] = [(spec.traffic, STACKS[spec.stack])]
         flows += [(b, STACKS[b.stack]) for b in exp.background]
@@ -353,6 +360,8 @@ class RunExecutor:
                 lk.name: lk.addr_of(spec.traffic.client)
                 for lk in tb.topo.links_of(spec.traffic.client)
             }
+        self.machine["load_after"] = list(os.getloadavg())
+        _write_json(logs / "machine.json", self.machine)
         main = results["flows"][0]
         for fr in results["flows"]:
             tdir = self.run_dir / "traffic" / label
@@ -653,6 +662,7 @@ def run_experiment(
     stream: TextIO | None = None,
     network: NetworkFactory = Testbed,
     only_runs: list[int] | None = None,
+    resume: Path | None = None,
 ) -> CampaignResult:
     """Run every resolved run of `exp`; write results; return where they are.
 
@@ -660,20 +670,31 @@ def run_experiment(
     another implementation of testbed.network.Network is given).
     Interrupted (Ctrl-C, SIGTERM) or failed campaigns keep what they wrote, are marked
     complete: false with the reason in metadata.json, and the exception propagates after the
-    testbed has been torn down.
+    testbed has been torn down. `resume`: a campaign folder of this same experiment; its
+    finished runs (journal.jsonl) are kept and the others run again into it.
     """
     runs = resolve_runs(exp)
     if only_runs is not None:  # a share of the campaign (a worker's): indices of resolve_runs
         runs = [r for r in runs if r.index in set(only_runs)]
     for name in sorted({r.stack for r in runs} | {b.stack for b in exp.background}):
         STACKS[name].check_available()  # StackUnavailable before anything is created
-    run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
-    (run_dir / "logs").mkdir()
-    (run_dir / "experiment.toml").write_text(exp.text)
-    meta = _metadata(exp, run_id, runs)
+    if resume is not None:
+        run_dir = Path(resume)
+        journal, old = open_for_resume(run_dir, exp, runs)
+        meta = resume_metadata(old.meta)
+        run_id = meta["run_id"]
+    else:
+        run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
+        (run_dir / "logs").mkdir()
+        (run_dir / "experiment.toml").write_text(exp.text)
+        journal = Journal(run_dir)
+        old = Resumed({})
+        meta = _metadata(exp, run_id, runs)
     if hasattr(network, "describe"):  # e.g. the machines of an inventory
         meta["network"] = network.describe()
     _write_json(run_dir / "metadata.json", meta)
+    journal.write("campaign", **campaign_line(resume is not None), runs=len(runs))
+    todo = [r for r in runs if r.index not in old.finished]
 
     handler = logging.FileHandler(run_dir / "logs" / "runner.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -681,7 +702,7 @@ def run_experiment(
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    bar = Progress(len(runs), stream=stream, enabled=progress)
+    bar = Progress(len(todo), stream=stream, enabled=progress)
     executor = RunExecutor(
         exp,
         run_dir,
@@ -689,47 +710,94 @@ def run_experiment(
         on_traffic=lambda s: bar.note(f"traffic running ({s.label})"),
         network=network,
     )
+    finished: dict[int, RunMetrics] = dict(old.finished)
+    events: dict[int, list[dict[str, Any]]] = dict(old.events)
     result = CampaignResult(run_dir=run_dir, complete=False)
+    result.runs = [finished[i] for i in sorted(finished)]
+
+    def save() -> None:
+        """metadata, events and metrics of the finished runs, in run order."""
+        result.runs = [finished[i] for i in sorted(finished)]
+        meta["runs_done"] = len(result.runs)
+        _write_json(run_dir / "metadata.json", meta)
+        write_events(run_dir / "events.json", [e for i in sorted(events) for e in events[i]])
+        _write_json(
+            run_dir / "metrics.json",
+            {"runs": [r.as_dict() for r in result.runs], "summary": summarize(result.runs)},
+        )
+
     if progress:
-        print(f"{exp.name}: {len(runs)} runs -> {run_dir}", file=bar.stream, flush=True)
+        kept = f" ({len(finished)} finished before, kept)" if resume is not None else ""
+        print(f"{exp.name}: {len(todo)} runs{kept} -> {run_dir}", file=bar.stream, flush=True)
+    for spec in todo:
+        journal.write("queued", run=spec.index, label=spec.label)
+    where = provenance.host_info().get("hostname", "local")
     try:
         # SIGTERM/SIGHUP unwind the whole campaign (not only a run's testbed) through the
         # finally blocks below.
         with SignalGuard():
-            for spec in runs:
+            for spec in todo:
                 bar.start(spec, exp.repetitions, _expected_run_s(exp))
                 log.info(
                     "run %d/%d: %s %s", spec.index + 1, len(runs), spec.label, spec.point_values
                 )
-                m = executor.execute(spec)
-                result.runs.append(m)
-                meta["runs_done"] = len(result.runs)
-                _write_json(run_dir / "metadata.json", meta)
-                write_events(run_dir / "events.json", executor.events_log)
-                _write_json(
-                    run_dir / "metrics.json",
-                    {"runs": [r.as_dict() for r in result.runs], "summary": summarize(result.runs)},
-                )
+                journal.write("started", run=spec.index, label=spec.label, where=where)
+                try:
+                    executor.events_log = []
+                    m = executor.execute(spec)
+                except BaseException as e:
+                    journal.write(
+                        "failed",
+                        run=spec.index,
+                        label=spec.label,
+                        where=where,
+                        error=f"{type(e).__name__}: {e}",
+                    )
+                    raise
+                finished[spec.index] = m
+                events[spec.index] = executor.events_log
+                meta.setdefault("machines", {})[spec.label] = machine_summary(executor.machine)
+                save()
+                journal.write("finished", run=spec.index, label=spec.label, where=where)
                 bar.finish(_one_line(m))
             result.summary = summarize(result.runs)
             result.complete = True
             if analyze:
                 bar.note(f"analysing {len(runs)} runs' captures (analysis/)")
-                result.report = _analyze(run_dir, meta, executor.events_log)
+                entries = [e for i in sorted(events) for e in events[i]]
+                result.report = _analyze(run_dir, meta, entries)
     except BaseException as e:
         meta["interrupted"] = isinstance(e, KeyboardInterrupt | Interrupted)
         meta["error"] = f"{type(e).__name__}: {e}"
+        journal.write("interrupted" if meta["interrupted"] else "stopped", error=meta["error"])
         log.exception("campaign stopped")
         raise
     finally:
         meta["complete"] = result.complete
         meta["end"] = _now()
-        write_events(run_dir / "events.json", executor.events_log)
-        _write_json(run_dir / "metadata.json", meta)
+        save()
+        journal.close()
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
     return result
+
+
+def machine_summary(machine: dict[str, Any]) -> dict[str, Any]:
+    """metadata.json's `machines` entry of a run (the sysctls stay in logs/<label>/machine.json)."""
+    keep = ("hostname", "kernel", "cpu_model", "cpus", "load_before", "load_after")
+    return {k: machine.get(k) for k in keep}
+
+
+def resume_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """A resumed campaign's metadata: the first start kept, each resume recorded, the last
+    outcome cleared until this one ends."""
+    meta = dict(meta)
+    meta.setdefault("resumed", []).append(
+        {"time": _now(), "command": sys.argv, "after_error": meta.get("error")}
+    )
+    meta.update(complete=False, interrupted=False, error=None, end=None)
+    return meta
 
 
 def _one_line(m: RunMetrics) -> str:
@@ -782,6 +850,11 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             params["capacities_mbit"] = r["capacities_mbit"]
         if r.get("paths"):  # what survives a cut link (analysis.definitions)
             params["paths"] = r["paths"]
+        # the machine the run ran on (a worker's, a shard's), not the coordinator's; kernels
+        # mixed on purpose (--allow-mixed) make the kernel a factor the analysis groups by
+        machine = (meta.get("machines") or {}).get(r["label"]) or {}
+        if meta.get("mixed_kernels"):
+            params["kernel"] = machine.get("kernel") or "unknown"
         view_meta = {
             "experiment": meta["experiment"],
             "run_id": meta["run_id"],
@@ -792,8 +865,8 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             "parameters": params,
             "git_commit": meta["git"]["commit"],
             "git_dirty": meta["git"]["dirty"],
-            "kernel": meta["kernel"]["release"],
-            "host": meta["host"]["hostname"],
+            "kernel": machine.get("kernel") or meta["kernel"]["release"],
+            "host": machine.get("hostname") or meta["host"]["hostname"],
             "packages": meta["packages"],
             "start": r["t0_wall"],  # the traffic's start: event "at" times count from here
             "campaign": str(run_dir),

@@ -40,7 +40,14 @@ from fabric import Connection
 
 from analysis.events import read_events, write_events
 from experiments.config import Experiment, RunSpec, resolve_runs
-from experiments.metrics import FailoverMetrics, RunMetrics, summarize
+from experiments.journal import (
+    Journal,
+    Resumed,
+    campaign_line,
+    metrics_from_dict,
+    open_for_resume,
+)
+from experiments.metrics import RunMetrics, summarize
 from experiments.remote import RemoteError
 from experiments.report import write_summary
 from experiments.runner import (
@@ -50,8 +57,11 @@ from experiments.runner import (
     _now,
     _write_json,
     new_run_dir,
+    resume_metadata,
 )
 from testbed.inventory import InventoryError, Machine, MachineError, check_machines, load_inventory
+from testbed.signals import Interrupted, SignalGuard
+from testbed.ssh import HostKeyPolicy
 from testbed.sshnet import REPO, project_tarball
 
 log = logging.getLogger("experiments.workers")
@@ -62,8 +72,9 @@ class WorkerLost(RuntimeError):
 
 
 def _connection(m: Machine, known_hosts: str, timeout: float = 15.0) -> Connection:
-    """A Fabric connection that checks the host key against known_hosts (Fabric's default
-    would add unknown keys silently)."""
+    """A Fabric connection whose host key is judged by testbed.ssh's HostKeyPolicy, the one
+    SshHost uses (Fabric's default would add unknown keys silently). New keys were accepted, if
+    at all, by check_machines before: here an unknown key is refused."""
     c = Connection(
         host=m.address,
         user=m.user,
@@ -75,15 +86,10 @@ def _connection(m: Machine, known_hosts: str, timeout: float = 15.0) -> Connecti
             "look_for_keys": False,
         },
     )
-    c.client.load_host_keys(known_hosts)
-    c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    HostKeyPolicy(known_hosts, accept_new=False).apply(c.client)
     c.open()
     c.transport.set_keepalive(5)
     return c
-
-
-def _metrics_from_dict(d: dict[str, Any]) -> RunMetrics:
-    return RunMetrics(**{**d, "failover": [FailoverMetrics(**f) for f in d.get("failover", [])]})
 
 
 class Worker:
@@ -96,7 +102,14 @@ class Worker:
         self.conn: Connection | None = None
         self.project = ""
         self.lost: str | None = None
+        self.quarantined: str | None = None
+        self.streak: list[int] = []  # the runs it failed in a row (since its last success)
         self.done: list[str] = []
+
+    @property
+    def out(self) -> bool:
+        """Takes no more runs: its connection broke or it was quarantined."""
+        return bool(self.lost or self.quarantined)
 
     def open(self, tarball: Path, stamp: str) -> None:
         self.conn = _connection(self.m, self.known_hosts)
@@ -136,6 +149,9 @@ class Campaign:
         max_attempts: int = 2,
         progress: bool = True,
         on_dispatch: Callable[[str, RunSpec], None] | None = None,
+        journal: Journal | None = None,
+        resumed: Resumed | None = None,
+        quarantine_after: int = 3,
     ):
         self.exp = exp
         self.workers = workers
@@ -144,14 +160,18 @@ class Campaign:
         self.max_attempts = max_attempts
         self.progress = progress
         self.on_dispatch = on_dispatch  # called when a run is handed to a worker (tests)
+        self.journal = journal
+        self.quarantine_after = quarantine_after
         self.runs = {r.index: r for r in resolve_runs(exp)}
+        self.finished: dict[int, RunMetrics] = dict(resumed.finished) if resumed else {}
+        self.events: dict[int, list[dict[str, Any]]] = dict(resumed.events) if resumed else {}
         self.todo: queue.Queue[int] = queue.Queue()
         for i in self.runs:
-            self.todo.put(i)
+            if i not in self.finished:
+                self.todo.put(i)
+                self._journal("queued", run=i, label=self.runs[i].label)
         self.attempts: dict[int, int] = dict.fromkeys(self.runs, 0)
         self.failed_on: dict[int, set[str]] = {i: set() for i in self.runs}
-        self.finished: dict[int, RunMetrics] = {}
-        self.events: dict[int, list[dict[str, Any]]] = {}
         self.failed: dict[int, str] = {}  # gave up: the last reason
         self.lock = threading.Lock()
         self.remote_file = self._remote_experiment_path()
@@ -170,16 +190,30 @@ class Campaign:
         except ValueError:
             return f"campaign/{src.name}"
 
+    def _journal(self, event: str, **fields: Any) -> None:
+        if self.journal is not None:
+            self.journal.write(event, **fields)
+
     def _record(self, **attempt: Any) -> None:
         with self.lock:
             self.meta.setdefault("attempts", []).append({"time": _now(), **attempt})
             self._save_meta()
 
     def _save_meta(self) -> None:
-        self.meta["workers"] = {
-            w.name: {"address": w.m.address, "user": w.m.user, "runs": w.done, "lost": w.lost}
-            for w in self.workers
+        workers = {  # a resumed campaign's earlier workers stay listed
+            **self.meta.get("workers", {}),
+            **{
+                w.name: {
+                    "address": w.m.address,
+                    "user": w.m.user,
+                    "runs": w.done,
+                    "lost": w.lost,
+                    "quarantined": w.quarantined,
+                }
+                for w in self.workers
+            },
         }
+        self.meta["workers"] = workers
         self.meta["runs_done"] = len(self.finished)
         _write_json(self.run_dir / "metadata.json", self.meta)
 
@@ -210,7 +244,7 @@ class Campaign:
                 others = [
                     o
                     for o in self.workers
-                    if o is not w and not o.lost and o.name not in self.failed_on[idx]
+                    if o is not w and not o.out and o.name not in self.failed_on[idx]
                 ]
                 if w.name in self.failed_on[idx] and others:
                     self.todo.put(idx)
@@ -222,6 +256,7 @@ class Campaign:
                 self.attempts[idx] += 1
                 attempt = self.attempts[idx]
             self.say(f"[{w.name}] run {idx + 1}/{len(self.runs)} {spec.label} (attempt {attempt})")
+            self._journal("started", run=idx, label=spec.label, where=w.name, attempt=attempt)
             if self.on_dispatch:
                 self.on_dispatch(w.name, spec)
             try:
@@ -232,6 +267,9 @@ class Campaign:
                     run=idx, label=spec.label, worker=w.name, outcome="worker lost", error=str(e)
                 )
                 self.say(f"[{w.name}] LOST ({e}); {spec.label} goes back to the queue")
+                self._journal(
+                    "failed", run=idx, label=spec.label, where=w.name, error=f"worker lost: {e}"
+                )
                 self._retry_or_give_up(idx, f"worker {w.name} lost: {e}", count=False)
                 return
             except Exception as e:  # noqa: BLE001 - a run's failure is recorded, then retried
@@ -243,11 +281,24 @@ class Campaign:
                     error=f"{type(e).__name__}: {e}",
                 )
                 self.say(f"[{w.name}] {spec.label} failed: {e}")
+                self._journal(
+                    "failed",
+                    run=idx,
+                    label=spec.label,
+                    where=w.name,
+                    error=f"{type(e).__name__}: {e}",
+                )
                 with self.lock:
                     self.failed_on[idx].add(w.name)
+                    w.streak.append(idx)
                 self._retry_or_give_up(idx, f"failed on {w.name}: {e}")
+                if len(w.streak) >= self.quarantine_after:
+                    self._quarantine(w, f"{type(e).__name__}: {e}")
+                    return
             else:
+                w.streak.clear()
                 w.done.append(spec.label)
+                self._journal("finished", run=idx, label=spec.label, where=w.name)
                 self._record(run=idx, label=spec.label, worker=w.name, outcome="done")
                 m = self.finished[idx]
                 self.say(
@@ -255,17 +306,38 @@ class Campaign:
                     f"{'intact' if m.intact else 'DATA NOT INTACT'}"
                 )
 
+    def _quarantine(self, w: Worker, last_error: str) -> None:
+        """The worker failed its last K runs: it takes no more, and those runs get back the
+        attempts it spent (the fault was the machine's, not theirs), back in the queue even
+        when they had been given up."""
+        with self.lock:
+            runs = [self.runs[i].label for i in w.streak]
+            w.quarantined = (
+                f"failed {len(w.streak)} runs in a row ({', '.join(runs)}); last: {last_error}"
+            )
+            alive = [o for o in self.workers if not o.out]
+            for idx in w.streak:
+                self.attempts[idx] -= 1
+                self.failed_on[idx].discard(w.name)
+                if idx in self.failed and alive:
+                    del self.failed[idx]
+                    self.todo.put(idx)
+            w.streak.clear()
+            self._save_meta()
+        self._journal("quarantined", worker=w.name, reason=w.quarantined)
+        self.say(f"[{w.name}] QUARANTINED: {w.quarantined}; its runs go back to the queue")
+
     def _all_settled(self) -> bool:
         with self.lock:
             return len(self.finished) + len(self.failed) == len(self.runs) or all(
-                w.lost for w in self.workers
+                w.out for w in self.workers
             )
 
     def _retry_or_give_up(self, idx: int, reason: str, count: bool = True) -> None:
         with self.lock:
             if not count:  # a lost worker is not the run's fault: it gets another full chance
                 self.attempts[idx] -= 1
-            alive = [w for w in self.workers if not w.lost]
+            alive = [w for w in self.workers if not w.out]
             if self.attempts[idx] < self.max_attempts and alive:
                 self.todo.put(idx)
             else:
@@ -353,8 +425,9 @@ class Campaign:
         shutil.copyfile(src / "metadata.json", keep / "metadata.json")
         if (src / "logs" / "runner.log").exists():
             shutil.copyfile(src / "logs" / "runner.log", keep / "runner.log")
-        m = _metrics_from_dict(metrics[0])
+        m = metrics_from_dict(metrics[0])
         with self.lock:
+            self.meta.setdefault("machines", {}).update(meta.get("machines", {}))
             self.finished[spec.index] = m
             self.events[spec.index] = read_events(src / "events.json")
             self._write_results()
@@ -382,9 +455,13 @@ def run_on_workers(
     analyze: bool = True,
     max_attempts: int = 2,
     on_dispatch: Callable[[str, RunSpec], None] | None = None,
+    resume: Path | None = None,
+    quarantine_after: int = 3,
+    allow_mixed: bool = False,
 ) -> int:
     """Run the campaign on the workers; 0 when every run finished intact, 1 otherwise.
-    RemoteError (nothing has run) when the file or a worker is not usable."""
+    RemoteError (nothing has run) when the file or a worker is not usable; ResumeError when
+    `resume` is not a campaign folder of this experiment."""
     try:
         inv = load_inventory(workers_file)
     except InventoryError as e:
@@ -392,19 +469,40 @@ def run_on_workers(
     if not inv.workers:
         raise RemoteError(f"{workers_file}: no [workers.NAME] in it")
     try:  # every worker checked before anything runs (paramiko, the same checks as hosts)
-        for h in check_machines(
+        hosts = check_machines(
             list(inv.workers.values()), inv.known_hosts, accept_new_host_keys=accept_new_host_keys
-        ).values():
-            h.close()
+        )
     except MachineError as e:
         raise RemoteError(str(e)) from None
+    try:
+        kernels = {name: worker_kernel(hosts[name], m) for name, m in inv.workers.items()}
+    finally:
+        for h in hosts.values():
+            h.close()
+    if len(set(kernels.values())) > 1 and not allow_mixed:
+        raise RemoteError(
+            "the workers run different kernels: "
+            + ", ".join(f"worker {n}: {k}" for n, k in kernels.items())
+            + " (their results would not be one campaign's; --allow-mixed runs it anyway, each "
+            "run's kernel in metadata.json's machines)"
+        )
     runs = resolve_runs(exp)
-    run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
-    (run_dir / "logs").mkdir()
-    (run_dir / "experiment.toml").write_text(exp.text)
-    meta = _metadata(exp, run_id, runs)
+    if resume is not None:
+        run_dir = Path(resume)
+        journal, resumed = open_for_resume(run_dir, exp, runs)
+        meta = resume_metadata(resumed.meta)
+    else:
+        run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
+        (run_dir / "logs").mkdir()
+        (run_dir / "experiment.toml").write_text(exp.text)
+        journal = Journal(run_dir)
+        resumed = Resumed({})
+        meta = _metadata(exp, run_id, runs)
     meta["network"] = {"kind": "workers", **inv.describe()}
+    meta["worker_kernels"] = kernels
+    meta["mixed_kernels"] = len(set(kernels.values())) > 1
     _write_json(run_dir / "metadata.json", meta)
+    journal.write("campaign", **campaign_line(resume is not None), runs=len(runs))
     workers = [Worker(m, inv.known_hosts) for m in inv.workers.values()]
     campaign = Campaign(
         exp,
@@ -414,10 +512,19 @@ def run_on_workers(
         max_attempts=max_attempts,
         progress=progress,
         on_dispatch=on_dispatch,
+        journal=journal,
+        resumed=resumed,
+        quarantine_after=quarantine_after,
     )
-    campaign.say(f"{exp.name}: {len(runs)} runs on {len(workers)} workers -> {run_dir}")
+    kept = f" ({len(resumed.finished)} finished before, kept)" if resume is not None else ""
+    campaign.say(
+        f"{exp.name}: {len(runs) - len(resumed.finished)} runs{kept} on {len(workers)} "
+        f"workers -> {run_dir}"
+    )
     stamp = f"{int(time.time())}"
+    guard = SignalGuard()  # SIGTERM/SIGHUP unwind through the finally below, like Ctrl-C
     try:
+        guard.__enter__()
         with tempfile.TemporaryDirectory() as d:
             tarball = Path(d) / "project.tar.gz"
             tarball.write_bytes(project_tarball())
@@ -452,15 +559,18 @@ def run_on_workers(
             if report:
                 campaign.say(f"report: {report}")
     except BaseException as e:
-        meta["interrupted"] = isinstance(e, KeyboardInterrupt)
+        meta["interrupted"] = isinstance(e, KeyboardInterrupt | Interrupted)
         meta["error"] = f"{type(e).__name__}: {e}"
+        journal.write("interrupted" if meta["interrupted"] else "stopped", error=meta["error"])
         raise
     finally:
+        guard.__exit__()
         meta["end"] = _now()
         with campaign.lock:
             campaign._write_results()
         for w in workers:
             w.close()
+        journal.close()
     summary = write_summary([run_dir], run_dir / "summary.md", title=exp.name)
     with summary.open("a") as f:
         f.write(workers_section(meta))
@@ -471,11 +581,30 @@ def run_on_workers(
     return 0 if complete and runs_ok else 1
 
 
+KERNEL_PROBE = "import platform; print(platform.release())  # the worker's kernel"
+
+
+def worker_kernel(host: Any, m: Machine) -> str:
+    """The kernel release a worker runs (as its python sees it: the one the runs will see)."""
+    res = host.run([m.python, "-c", KERNEL_PROBE], check=False, timeout=60)
+    return res.stdout.strip() or f"unknown (exit {res.returncode})"
+
+
 def workers_section(meta: dict[str, Any]) -> str:
     """summary.md's account of who ran what, every retry and every run not run."""
     lines = ["## Workers", ""]
+    if meta.get("mixed_kernels"):
+        lines += [
+            "MIXED KERNELS (--allow-mixed): "
+            + ", ".join(f"{n} {k}" for n, k in meta["worker_kernels"].items()),
+            "",
+        ]
     for name, w in meta.get("workers", {}).items():
-        state = f"LOST: {w['lost']}" if w.get("lost") else "ok"
+        state = "ok"
+        if w.get("lost"):
+            state = f"LOST: {w['lost']}"
+        elif w.get("quarantined"):
+            state = f"QUARANTINED: {w['quarantined']}"
         lines.append(f"- {name} ({w['address']}): {len(w['runs'])} runs {w['runs']}; {state}")
     retried = [a for a in meta.get("attempts", []) if a["outcome"] != "done"]
     if retried:

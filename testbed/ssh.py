@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -129,6 +130,39 @@ class RemoteProcess(BaseProcess):
         self._sinks = {k: None for k in self._sinks}
 
 
+@dataclass(frozen=True)
+class HostKeyPolicy:
+    """How a server's host key is judged, for every SSH connection of the project: SshHost
+    (paramiko) and the workers' Fabric connections (experiments/workers.py) apply this one
+    object to their paramiko client, so the rule cannot drift between two copies.
+
+    known_hosts: the server's key must be in that file (a changed key is always refused); an
+    unknown one too, unless accept_new, which then records it there (after_connect). Without
+    known_hosts (a lab machine we set up ourselves) the key is trusted on first use."""
+
+    known_hosts: str | None = None
+    accept_new: bool = False
+
+    def apply(self, client: paramiko.SSHClient) -> None:
+        """Load the known keys into `client` and set what happens to an unknown one."""
+        if not self.known_hosts:  # a lab machine we set up ourselves: trust it on first use
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            return
+        if Path(self.known_hosts).exists():
+            client.load_host_keys(self.known_hosts)
+        elif not self.accept_new:
+            raise FileNotFoundError(f"known_hosts file {self.known_hosts} does not exist")
+        if self.accept_new:  # recorded in known_hosts once connected
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+    def after_connect(self, client: paramiko.SSHClient) -> None:
+        """Record a newly accepted key."""
+        if self.known_hosts and self.accept_new:
+            client.save_host_keys(self.known_hosts)
+
+
 class SshHost(Host):
     """A real machine reached over SSH, seen through the Host interface."""
 
@@ -145,24 +179,13 @@ class SshHost(Host):
         accept_new_host_key: bool = False,
         env: dict[str, str] | None = None,
     ):
-        """known_hosts: the server's key must be in that file (a changed key is always
-        refused); an unknown one too, unless accept_new_host_key, which then records it there.
-        Without known_hosts (a lab machine we set up ourselves) the key is trusted on first use.
+        """known_hosts, accept_new_host_key: the HostKeyPolicy the server's key is judged by.
         env: set for every process started here (e.g. PYTHONPATH of a copied project)."""
         self.name = name
         self.env = dict(env or {})
         self.client = paramiko.SSHClient()
-        if known_hosts:
-            if Path(known_hosts).exists():
-                self.client.load_host_keys(known_hosts)
-            elif not accept_new_host_key:
-                raise FileNotFoundError(f"known_hosts file {known_hosts} does not exist")
-            if accept_new_host_key:  # recorded in known_hosts once connected
-                self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-            else:
-                self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        else:  # a lab machine we set up ourselves: trust it on first use
-            self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        policy = HostKeyPolicy(known_hosts, accept_new_host_key)
+        policy.apply(self.client)
         try:
             self.client.connect(
                 hostname,
@@ -176,8 +199,7 @@ class SshHost(Host):
         except BaseException:
             self.client.close()  # a refused key or host key leaves no half-open session
             raise
-        if known_hosts and accept_new_host_key:
-            self.client.save_host_keys(known_hosts)
+        policy.after_connect(self.client)
         self.processes: list[RemoteProcess] = []
 
     @property

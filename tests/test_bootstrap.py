@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEBS = (
     "mininet tcpdump tshark iperf3 iputils-ping iproute2 nftables iptables ethtool procps "
-    "chromium openssh-server python3-venv"
+    "chromium openssh-server python3-venv parallel"
 ).split()
 
 DPKG_QUERY = """#!/bin/sh
@@ -216,3 +216,29 @@ def test_everything_installed_adds_well_under_a_second(fresh, tmp_path):
     took = time.monotonic() - t
     assert r.returncode == 0 and r.stderr == "" and _log(fake, "apt-get") == []
     assert took < 0.5, took
+
+
+def test_task_help_is_help_not_a_positional_argument(fresh):
+    """`./inv run --help` asks invoke for the task's help (invoke alone would read --help as
+    the experiment file's name); a flag later on the line is left alone."""
+    repo, fake, env = fresh
+    (fake / "installed").write_text("\n".join(DEBS) + "\n")
+    for args in (["run", "--help"], ["analyze", "-h"], ["run", "x.toml", "--help"]):
+        assert _inv(repo, env, *args).returncode == 0
+    assert _log(fake, "invoke")[-3:] == ["--help run", "--help analyze", "run x.toml --help"]
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "invoke").exists(), reason="no .venv yet")
+def test_the_rewritten_help_prints_the_run_tasks_help():
+    """What ./inv hands invoke for `./inv run --help` (the test above) prints run's help. Not
+    through ./inv itself: a stale .venv stamp would make it reinstall the venv here."""
+    r = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "invoke"), "--help", "run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Usage: inv[oke] [--core-opts] run" in r.stdout and "--resume" in r.stdout
+    assert "no such experiment file" not in r.stdout + r.stderr

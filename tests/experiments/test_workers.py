@@ -5,15 +5,24 @@ on the other worker, recorded in metadata.json and summary.md, and no finished r
 """
 
 import json
+import platform
+import signal
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
+import paramiko
 import pytest
 
 from experiments.config import load_experiment
+from experiments.journal import finished_labels, read_journal
 from experiments.remote import RemoteError
-from experiments.workers import run_on_workers
+from experiments.workers import _connection, run_on_workers
+from testbed.inventory import load_inventory
 from testkit.sshmachines import SSHD, SshMachines
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.net,
@@ -136,3 +145,179 @@ def test_a_worker_without_the_packages_is_named_before_anything_runs(workers, tm
         )
     assert "pandas" in str(e.value)
     assert not (tmp_path / "results").exists()
+
+
+SHORT = """
+name = "short"
+description = "three 1 s TCP downloads on two_path"
+seed = 5
+repetitions = 3
+stacks = ["tcp"]
+[topology]
+name = "two_path"
+[traffic]
+kind = "bulk"
+direction = "download"
+duration_s = 1
+"""
+SHORT_LABELS = ["tcp/rep1", "tcp/rep2", "tcp/rep3"]
+
+
+def test_a_worker_that_fails_runs_in_a_row_is_quarantined(workers, tmp_path):
+    """w2's setup is broken (its python starts no run: a misconfigured worker that still
+    passes the checks); after 2 failures in a row it is quarantined, the runs it failed get
+    their attempts back (max_attempts=1: without that they would be given up) and w1 finishes
+    everything."""
+    exp_file = tmp_path / "short.toml"
+    exp_file.write_text(SHORT)
+    broken = tmp_path / "broken-python"
+    broken.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = run ] && { echo "broken setup: no testbed here" >&2; '
+        "exit 3; }; done\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    broken.chmod(0o755)
+    inv = workers.inventory(tmp_path / "workers.toml", workers=["w1", "w2"], python=sys.executable)
+    inv.write_text(inv.read_text() + f'python = "{broken}"\n')  # into [workers.w2], the last
+    rc = run_on_workers(
+        load_experiment(exp_file),
+        str(inv),
+        results_root=tmp_path / "results",
+        analyze=False,
+        max_attempts=1,
+        quarantine_after=2,
+        progress=False,
+    )
+    (run_dir,) = (tmp_path / "results" / "short").iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert rc == 0, meta.get("not_run")
+    assert meta["complete"] and meta["runs_done"] == 3 and meta["not_run"] == []
+    w2 = meta["workers"]["w2"]
+    assert w2["quarantined"].startswith("failed 2 runs in a row") and not w2["lost"]
+    assert "broken setup: no testbed here" in w2["quarantined"]
+    assert sorted(meta["workers"]["w1"]["runs"]) == SHORT_LABELS and w2["runs"] == []
+    failed = [a["label"] for a in meta["attempts"] if a["outcome"] == "failed"]
+    assert len(failed) == 2 and all(
+        a["worker"] == "w1" for a in meta["attempts"] if a["outcome"] == "done"
+    )
+    journal = read_journal(run_dir / "journal.jsonl")
+    assert [e["worker"] for e in journal if e["event"] == "quarantined"] == ["w2"]
+    assert finished_labels(journal) == set(SHORT_LABELS)
+    assert "w2" in (summary := (run_dir / "summary.md").read_text()) and "QUARANTINED" in summary
+
+
+def test_a_worker_campaign_interrupted_and_resumed(workers, tmp_path):
+    """The coordinator gets SIGTERM once a run is back; --resume finishes the campaign in the
+    same folder without running the finished runs again."""
+    exp_file = tmp_path / "short.toml"
+    exp_file.write_text(SHORT)
+    inv = workers.inventory(tmp_path / "workers.toml", workers=["w1", "w2"], python=sys.executable)
+    root = tmp_path / "results"
+    cmd = [sys.executable, "-m", "experiments", "run", str(exp_file), "--workers", str(inv)]
+    cmd += ["--no-analysis"]
+    proc = subprocess.Popen(
+        [*cmd, "--results", str(root)],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        seen = []
+        for line in proc.stderr:  # the coordinator says when a run is back: our event
+            seen.append(line)
+            if " done: goodput" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        else:
+            pytest.fail("no run finished: " + "".join(seen))
+        seen.append(proc.stderr.read())
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (run_dir,) = (root / "short").iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["interrupted"] and not meta["complete"], "".join(seen)
+    before = finished_labels(read_journal(run_dir / "journal.jsonl"))
+    assert 1 <= len(before) < 3
+
+    res = subprocess.run(
+        [*cmd, "--resume", str(run_dir)], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"({len(before)} finished before, kept)" in res.stderr
+    assert list((root / "short").iterdir()) == [run_dir]
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["complete"] and meta["runs_done"] == 3 and meta["not_run"] == []
+    runs = json.loads((run_dir / "metrics.json").read_text())["runs"]
+    assert [r["label"] for r in runs] == SHORT_LABELS and all(r["intact"] for r in runs)
+    journal = read_journal(run_dir / "journal.jsonl")
+    for label in before:  # kept, not run again
+        assert [e["event"] for e in journal if e.get("label") == label].count("started") == 1
+    for label in SHORT_LABELS:  # each run's files once, complete
+        assert sorted(p.name for p in (run_dir / "pcap" / label).iterdir()) == [
+            "client-eth0.pcap",
+            "client-eth1.pcap",
+            "server-eth0.pcap",
+        ]
+        assert (run_dir / "traffic" / label / "main-client.json").exists()
+    assert [e["label"] for e in json.loads((run_dir / "events.json").read_text())] == SHORT_LABELS
+
+
+def test_workers_whose_kernels_differ_are_refused_unless_allowed(workers, tmp_path):
+    """w2 reports another kernel release (its python says so: the stand-in for a machine booted
+    on another kernel, as every namespace here shares this one): the campaign is refused before
+    anything runs, naming both; with --allow-mixed the check lets it through."""
+    exp_file = tmp_path / "short.toml"
+    exp_file.write_text(SHORT)
+    other = tmp_path / "other-kernel-python"
+    other.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"the worker\'s kernel"*) echo 9.9.9-other; exit 0;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    other.chmod(0o755)
+    inv = workers.inventory(tmp_path / "workers.toml", workers=["w1", "w2"], python=sys.executable)
+    inv.write_text(inv.read_text() + f'python = "{other}"\n')  # into [workers.w2], the last
+    exp = load_experiment(exp_file, ["repetitions=1"])
+    with pytest.raises(RemoteError) as e:
+        run_on_workers(exp, str(inv), results_root=tmp_path / "results", progress=False)
+    assert "the workers run different kernels" in str(e.value)
+    assert f"worker w1: {platform.release()}, worker w2: 9.9.9-other" in str(e.value)
+    assert "--allow-mixed" in str(e.value) and not (tmp_path / "results").exists()
+    rc = run_on_workers(
+        exp,
+        str(inv),
+        results_root=tmp_path / "results",
+        progress=False,
+        analyze=False,
+        allow_mixed=True,
+    )
+    assert rc == 0
+    (run_dir,) = (tmp_path / "results" / "short").iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["mixed_kernels"] and meta["worker_kernels"]["w2"] == "9.9.9-other"
+    assert "MIXED KERNELS" in (run_dir / "summary.md").read_text()
+    machine = meta["machines"]["tcp/rep1"]  # the run's own record, from the worker that ran it
+    assert machine["kernel"] == platform.release() and len(machine["load_after"]) == 3
+
+
+def test_the_workers_fabric_connection_judges_host_keys_by_the_one_policy(workers, tmp_path):
+    """Fabric's connection goes through testbed.ssh.HostKeyPolicy, as SshHost does: a known key
+    connects, an unknown one is refused, a missing known_hosts file is an error."""
+    inv = workers.inventory(tmp_path / "workers.toml", workers=["w1"], python=sys.executable)
+    m = load_inventory(str(inv)).workers["w1"]
+    c = _connection(m, str(workers.known_hosts))
+    try:
+        assert c.run("echo ok", hide=True, in_stream=False).stdout == "ok\n"
+    finally:
+        c.close()
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+        _connection(m, str(empty))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _connection(m, str(tmp_path / "nowhere"))
