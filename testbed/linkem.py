@@ -139,13 +139,14 @@ _ATTR = struct.Struct("=HH")
 _VERDICT = struct.Struct("=IHHIIBBHHHII")
 
 
-def packet_span(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int]:
-    """(packet id, start, end) of an NFQUEUE packet message of ``n`` bytes in ``buf``: the
-    packet (from its IP header) is buf[start:end], empty when the queue copies metadata only;
-    id -1 when the message has none."""
+def _walk(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int, int]:
+    """(packet id, start, end, captured length) of an NFQUEUE packet message of ``n`` bytes in
+    ``buf``: the copied packet (from its IP header) is buf[start:end], empty when the queue
+    copies metadata only; id -1 when the message has none, length -1 without NFQA_CAP_LEN
+    (the copy is the whole packet)."""
     (mlen,) = struct.unpack_from("=I", buf, 0)
     end = min(n, mlen)
-    off, pid, start, stop = 20, -1, 0, 0
+    off, pid, start, stop, cap = 20, -1, 0, 0, -1
     while off + 4 <= end:
         alen, atype = _ATTR.unpack_from(buf, off)
         if alen < 4:
@@ -155,8 +156,15 @@ def packet_span(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, 
             (pid,) = struct.unpack_from("!I", buf, off + 4)
         elif atype == NFQA_PAYLOAD:
             start, stop = off + 4, min(off + alen, end)
+        elif atype == NFQA_CAP_LEN:
+            (cap,) = struct.unpack_from("!I", buf, off + 4)
         off += (alen + 3) & ~3
-    return pid, start, stop
+    return pid, start, stop, cap
+
+
+def packet_span(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int]:
+    """(packet id, start, end) of an NFQUEUE packet message (see _walk)."""
+    return _walk(buf, n)[:3]
 
 
 def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, bytes]:
@@ -183,21 +191,9 @@ def packet_size(buf: bytes | bytearray | memoryview, n: int) -> int:
     """The IP bytes of an NFQUEUE packet message of a queue that copies the packet's first
     TRACE_HEAD bytes: its length (NFQA_CAP_LEN when the copy was cut short, else the copy's
     own), a GSO super-packet counted as the segments it will be cut into (trace.ip_bytes)."""
-    (mlen,) = struct.unpack_from("=I", buf, 0)
-    end = min(n, mlen)
-    off, cap, head = 20, -1, b""
-    while off + 4 <= end:
-        alen, atype = _ATTR.unpack_from(buf, off)
-        if alen < 4:
-            break
-        atype &= 0x7FFF
-        if atype == NFQA_CAP_LEN:
-            (cap,) = struct.unpack_from("!I", buf, off + 4)
-        elif atype == NFQA_PAYLOAD:
-            head = bytes(buf[off + 4 : off + alen])
-        off += (alen + 3) & ~3
-    length = cap if cap >= 0 else len(head)
-    return ip_bytes(length, head)
+    _, start, stop, cap = _walk(buf, n)
+    head = bytes(buf[start:stop])
+    return ip_bytes(cap if cap >= 0 else len(head), head)
 
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
