@@ -653,6 +653,21 @@ def _expected_run_s(exp: Experiment) -> float:
     return (t.duration_s or 10.0) + 4.0
 
 
+def open_campaign(
+    exp: Experiment, runs: list[RunSpec], resume: str | Path | None, results_root: Path | None
+) -> tuple[Path, Journal, Resumed, dict[str, Any]]:
+    """A campaign's folder, journal, what an interrupted one had finished and its metadata:
+    a new folder under `results_root`, or `resume`'s (the same experiment) to finish."""
+    if resume is not None:
+        run_dir = Path(resume)
+        journal, old = open_for_resume(run_dir, exp, runs)
+        return run_dir, journal, old, resume_metadata(old.meta)
+    run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
+    (run_dir / "logs").mkdir()
+    (run_dir / "experiment.toml").write_text(exp.text)
+    return run_dir, Journal(run_dir), Resumed({}), _metadata(exp, run_id, runs)
+
+
 def run_experiment(
     exp: Experiment,
     *,
@@ -678,18 +693,8 @@ def run_experiment(
         runs = [r for r in runs if r.index in set(only_runs)]
     for name in sorted({r.stack for r in runs} | {b.stack for b in exp.background}):
         STACKS[name].check_available()  # StackUnavailable before anything is created
-    if resume is not None:
-        run_dir = Path(resume)
-        journal, old = open_for_resume(run_dir, exp, runs)
-        meta = resume_metadata(old.meta)
-        run_id = meta["run_id"]
-    else:
-        run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
-        (run_dir / "logs").mkdir()
-        (run_dir / "experiment.toml").write_text(exp.text)
-        journal = Journal(run_dir)
-        old = Resumed({})
-        meta = _metadata(exp, run_id, runs)
+    run_dir, journal, old, meta = open_campaign(exp, runs, resume, results_root)
+    run_id = meta["run_id"]
     if hasattr(network, "describe"):  # e.g. the machines of an inventory
         meta["network"] = network.describe()
     _write_json(run_dir / "metadata.json", meta)

@@ -45,19 +45,15 @@ from experiments.journal import (
     Resumed,
     campaign_line,
     metrics_from_dict,
-    open_for_resume,
 )
 from experiments.metrics import RunMetrics, summarize
 from experiments.remote import RemoteError
 from experiments.report import write_summary
 from experiments.runner import (
-    RESULTS_DIR,
     _analyze,
-    _metadata,
     _now,
     _write_json,
-    new_run_dir,
-    resume_metadata,
+    open_campaign,
 )
 from testbed.inventory import InventoryError, Machine, MachineError, check_machines, load_inventory
 from testbed.signals import Interrupted, SignalGuard
@@ -487,17 +483,7 @@ def run_on_workers(
             "run's kernel in metadata.json's machines)"
         )
     runs = resolve_runs(exp)
-    if resume is not None:
-        run_dir = Path(resume)
-        journal, resumed = open_for_resume(run_dir, exp, runs)
-        meta = resume_metadata(resumed.meta)
-    else:
-        run_id, run_dir = new_run_dir(results_root or RESULTS_DIR, exp.name)
-        (run_dir / "logs").mkdir()
-        (run_dir / "experiment.toml").write_text(exp.text)
-        journal = Journal(run_dir)
-        resumed = Resumed({})
-        meta = _metadata(exp, run_id, runs)
+    run_dir, journal, resumed, meta = open_campaign(exp, runs, resume, results_root)
     meta["network"] = {"kind": "workers", **inv.describe()}
     meta["worker_kernels"] = kernels
     meta["mixed_kernels"] = len(set(kernels.values())) > 1
