@@ -185,8 +185,8 @@ def run(
                     f", {row['trace_dropped']} dropped by the trace queue"
                     if row["trace_dropped"]
                     else ""
-                ),
-                +(f", {row['corrupted']} corrupted" if row["corrupted"] else ""),
+                )
+                + (f", {row['corrupted']} corrupted" if row["corrupted"] else ""),
                 flush=True,
             )
     finally:
