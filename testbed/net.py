@@ -69,6 +69,7 @@ class Testbed(NetworkBase):
         self._own_workdir = not workdir
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mptcplab-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._dir_token = registry.record_dir(self.workdir) if self._own_workdir else None
         self.models: dict[str, LinkModel] = {n: lk.model for n, lk in topo.links.items()}
         self.net: Mininet | None = None
         self.hosts: dict[str, MininetHost] = {}
@@ -154,6 +155,9 @@ class Testbed(NetworkBase):
         self.middleboxes.clear()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._dir_token is not None:
+                registry.forget_dir(self._dir_token)
+                self._dir_token = None
 
     # ---- building ----------------------------------------------------------------------------
 

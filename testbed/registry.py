@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -54,6 +55,7 @@ def _load() -> dict:
             "owner_start": start_ticks(os.getpid()),
             "pids": {},
             "netns": {},
+            "dirs": {},
         }
     return _state
 
@@ -62,7 +64,7 @@ def _save() -> None:
     assert _state is not None
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     f = _file()
-    if not _state["pids"] and not _state["netns"]:
+    if not _state["pids"] and not _state["netns"] and not _state["dirs"]:
         f.unlink(missing_ok=True)
         return
     tmp = f.with_suffix(".tmp")
@@ -104,6 +106,22 @@ def record_netns(label: str, pid: int) -> str | None:
 def forget_netns(token: str) -> None:
     with _lock:
         _load()["netns"].pop(token, None)
+        _save()
+
+
+def record_dir(path: Path) -> str:
+    """Remember a temporary folder we made (a Testbed's own work folder): a run killed before
+    it could remove it leaves it to ./inv clean. Returns a token for forget_dir."""
+    token = str(Path(path).resolve())
+    with _lock:
+        _load()["dirs"][token] = True
+        _save()
+    return token
+
+
+def forget_dir(token: str) -> None:
+    with _lock:
+        _load()["dirs"].pop(token, None)
         _save()
 
 
@@ -170,6 +188,10 @@ def clean_leftovers(state_dir: Path | None = None) -> list[str]:
             for pid in pids:
                 _kill(pid)
             report.append(f"removed namespace of {ns['label']} ({len(pids)} processes)")
+        for d in state.get("dirs", {}):
+            if Path(d).is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+                report.append(f"removed folder {d}")
         f.unlink(missing_ok=True)
     if not report:
         report.append("nothing left behind: clean")
