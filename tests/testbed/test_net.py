@@ -82,6 +82,7 @@ RUNNER = textwrap.dedent("""
         pids += [pid for emu in tb.emulators.values() for pid in emu.pids]
         pids.append(tb.host("server").start(["sleep", "600"]).pid)
         print(" ".join(map(str, pids)), flush=True)
+        print(tb.workdir, flush=True)
         time.sleep(600)
 """)
 
@@ -95,6 +96,8 @@ def start_runner() -> tuple[subprocess.Popen, list[int]]:
     )
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert pids, "the runner did not build its testbed"
+    proc.workdir = Path(proc.stdout.readline().strip())  # its own temporary work folder
+    assert proc.workdir.is_dir(), proc.workdir
     return proc, pids
 
 
@@ -107,6 +110,7 @@ def test_interrupted_run_tears_down(sig):
     proc.wait(120)
     for pid in pids:
         assert registry.start_ticks(pid) is None, f"node {pid} survived {sig!r}"
+    assert not proc.workdir.exists()
 
 
 def test_clean_removes_what_a_killed_run_left():
@@ -118,6 +122,7 @@ def test_clean_removes_what_a_killed_run_left():
     try:
         report = registry.clean_leftovers()
         assert f"killed process {pids[-1]}" in report, report  # the job outlived its owner
+        assert not proc.workdir.exists(), report  # its temporary work folder too
         for fd in fds:
             assert select.select([fd], [], [], 5)[0], "a node survived ./inv clean"
     finally:
@@ -197,7 +202,7 @@ MPTCP_CLIENT = textwrap.dedent("""
 
 
 def nstat(tb: Testbed, host: str) -> dict[str, int]:
-    out = tb.host(host).run(["nstat", "-az", "--json"]).stdout
+    out = tb.host(host).run(["nstat", "-asz", "--json"]).stdout
     return {k: int(v) for k, v in json.loads(out)["kernel"].items() if k.startswith("MPTcp")}
 
 
