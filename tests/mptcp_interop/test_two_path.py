@@ -47,9 +47,9 @@ RATES = {
 # netem-style reordering (2% sent ahead of ~10-25 ms of data), 1% duplicated, 1% lost
 ROUGH = {"reorder_pct": 2.0, "duplicate_pct": 1.0, "loss_pct": 1.0}
 SCENARIOS = {
-    "clean": ({}, {}, 4 * MB),
+    "clean": ({}, {}, 10 * MB),
     "loss1pct": ({"loss_pct": 1.0}, {"loss_pct": 1.0}, 3 * MB),
-    "jitter": ({"jitter_ms": 6.0}, {"jitter_ms": 15.0}, 4 * MB),
+    "jitter": ({"jitter_ms": 6.0}, {"jitter_ms": 15.0}, 10 * MB),
     # issue 19: a rough network, every direction of both access links at once
     "rough": (ROUGH, ROUGH, 3 * MB),
 }
@@ -120,21 +120,20 @@ def check_ours(mp: dict, expect: dict[str, int], dup: bool = False) -> None:
 
 # What each path carries against its rate: on the clean and jittered paths (rate-limited)
 # each path's share of the connection's bytes lies near its share of the capacity, rate / sum
-# of rates (wifi 40 of 60 Mbit/s: 0.67, lte 0.33). Measured over 7 runs of each test on this
-# 2-core machine while other developers' tests ran (load about 3.5), wifi's share: clean
-# 0.685-0.707 (ours -> Linux) and 0.695-0.772 (Linux -> ours); jitter 0.706-0.843 (both ways).
-# Always above its rate share, never below: the first subflow starts a round trip earlier and
-# wifi's slow start is faster (20 against 50 ms), and jitter slows lte's more. Hence a band
-# leaning the same way, with margin for a loaded machine: the faster path's share from 0.10
-# below its rate share to 0.15 above (clean: wifi 0.57-0.82, lte 0.18-0.43) or 0.22 above
-# (jitter: wifi 0.57-0.89), the slower path's the mirror of it. (lte at 4 Mbit/s instead of 20
-# gives wifi 0.885-0.889 clean, 0.867-0.889 with jitter: a 4 MB transfer is short, and the band
-# with jitter cannot tell that apart in every case.)
+# of rates (wifi 40 of 60 Mbit/s: 0.67, lte 0.33). The first subflow starts a round trip
+# earlier and wifi's slow start is faster (20 against 50 ms), so slow start leans the share
+# towards wifi; with 4 MB transfers (about 0.5 s, mostly slow start) Linux -> ours gave wifi
+# 0.70 or 0.82 depending on where Linux's HyStart left slow start on each path (CI failed on
+# 0.821). Hence 10 MB for clean and jitter: over 6 runs each (load ~1.5, 2026-12-07) wifi's
+# share was clean 0.673-0.712 (Linux -> ours) and 0.646-0.695 (ours -> Linux), jitter
+# 0.723-0.739. The band leans the same way with margin for a loaded machine: the faster
+# path's share from 0.10 below its rate share to 0.12 above (clean: wifi 0.57-0.79) or 0.17
+# above (jitter: wifi 0.57-0.84), the slower path's the mirror of it.
 # Under 1% loss the paths are loss-limited (rate ~ 1/(RTT sqrt(p))), not rate-limited, and 3 MB
 # see few losses: wifi's share varied 0.551-0.939; there each path must carry 2% of the data.
 PATH_RATES = {"wifi": RATES["links.wifi.rate_mbit"], "lte": RATES["links.lte.rate_mbit"]}
 SHARE_BELOW = 0.10  # the faster path's share at most this below its rate share
-SHARE_ABOVE = {"clean": 0.15, "jitter": 0.22}  # ... and at most this above it
+SHARE_ABOVE = {"clean": 0.12, "jitter": 0.17}  # ... and at most this above it
 LOSS_FLOOR = 0.02
 
 
