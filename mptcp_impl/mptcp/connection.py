@@ -472,9 +472,29 @@ class MptcpConnection:
         self.pm.subflow_up(sub)
 
     def can_fallback(self) -> bool:
-        """Linux's allow_infinite_fallback: only while the first subflow is the only one ever
-        (no join: the other subflows' bytes would be lost or misplaced)."""
-        return len(self._seen_subflows) <= 1
+        """Whether we can follow a fallback the peer chose (its infinite mapping, its answer
+        to our MP_FAIL, its plain-TCP ACKs): only while no join of ours was ever established
+        (Linux's allow_infinite_fallback), for only then is what the first subflow carried
+        the whole stream. A join still in its handshake never carried a byte of ours, and a
+        peer that falls back never sends on one."""
+        return sum(1 for s in self._seen_subflows if s.initial or s.established) <= 1
+
+    def on_peer_fell_back(self, sub: Subflow) -> None:
+        """The peer acknowledges our data on the first subflow as plain TCP (Subflow's
+        PLAIN_ACKS_FALLBACK): it fell back without telling us, as a receiver does after a
+        DSS checksum failure before any valid checksum. We follow while no join was ever
+        established (what the first subflow carried is the stream, in order); otherwise its
+        bytes and the joins' cannot be told apart: the connection is reset (Linux's
+        FallbackFailed) rather than left waiting for DATA_ACKs that never come."""
+        if self.fallback or self._closed:
+            return
+        if self.can_fallback():
+            self.mib.inc("DssFallback")
+            self.enter_fallback("the peer acknowledges data without DSS (it fell back)")
+            return
+        self.mib.inc("FallbackFailed")
+        self._events.append(Reset("the peer fell back with several subflows"))
+        self.abort(self._now)
 
     def enter_fallback(self, reason: str) -> None:
         if self.fallback:
@@ -844,6 +864,11 @@ class MptcpConnection:
         if not self.subflows or all(
             s.tcp.state in (TcpState.CLOSED, TcpState.TIME_WAIT) for s in self.subflows
         ):
+            if self._keep_without_subflows():
+                # every subflow is ending (reset, not yet gone) while the peer's stream is
+                # not finished: a new subflow may still bring the rest, as above (closing
+                # here on our own DATA_FIN acked left the peer's data cut without a word)
+                return
             if not self.subflows or self._fin_acked or self.fallback:
                 self._closed = True
                 self._unregister()
@@ -1638,7 +1663,11 @@ class MptcpConnection:
 
     # ----------------------------------------------------------------- DSS checksums, MP_FAIL
     def _infinite_fallback_allowed(self) -> bool:
-        """Linux's allow_infinite_fallback: no second subflow ever joined."""
+        """Whether a checksum failure we found may end in fallback (MP_FAIL on an ACK, or
+        silently before any valid checksum) rather than a reset of the subflow: only while
+        no join was ever started. The peer must come to the same answer, and it counts a
+        join from the moment its handshake began on its side, which we cannot see; with a
+        reset, the client opens the path again (KernelPathManager.subflow_down)."""
         return len(self._seen_subflows) == 1 and not self.fallback
 
     def on_checksum_failure(self, sub: Subflow, dsn: int, length: int) -> bool:
@@ -1665,14 +1694,19 @@ class MptcpConnection:
         sub.tcp.abort(self._now)
         return False
 
-    def on_mp_fail(self, sub: Subflow, o: MpFail) -> None:
+    def on_mp_fail(self, sub: Subflow, o: MpFail, rst: bool = False) -> None:
         """The peer's MP_FAIL: with a single subflow, Linux's answer (MP_FAIL back and an
         infinite mapping on the next data, then plain TCP); with several the peer resets the
-        subflow itself."""
+        subflow itself. On an RST (``rst``) it is that reset: the peer saw several subflows,
+        so it is not a request to fall back, even when this end has seen only one so far (a
+        join on its way): answering it would shut every later join out and leave nothing to
+        send on."""
         self.mib.inc("MPFailRx")
+        if rst:
+            return
         if self._mp_fail_sent:
             sub.mp_fail_deadline = None  # the answer to ours (Linux: "MP_FAIL response received")
-        if self.fallback or self._mp_fail_sent or not self._infinite_fallback_allowed():
+        if self.fallback or self._mp_fail_sent or not self.can_fallback():
             return
         self._mp_fail_sent = True
         self._mp_fail_answer = True  # the infinite mapping follows it (note_option_sent)

@@ -178,7 +178,14 @@ RcvPruned = "RcvPruned"  # receive buffer pruned (named by other kernels, not by
 OptionMalformed = "OptionMalformed"  # a kind-30 option that did not decode (dropped)
 DataAckInvalid = "DataAckInvalid"  # a DATA_ACK beyond what was sent (ignored)
 MPCapableFallbackSYN = "MPCapableFallbackSYN"  # server: SYN with an unusable MP_CAPABLE
-EXTRA_NAMES: tuple[str, ...] = (RcvPruned, OptionMalformed, DataAckInvalid, MPCapableFallbackSYN)
+MPRejoinMiddlebox = "MPRejoinMiddlebox"  # client: a path's subflow reopened after MP_TCPRST 6
+EXTRA_NAMES: tuple[str, ...] = (
+    RcvPruned,
+    OptionMalformed,
+    DataAckInvalid,
+    MPCapableFallbackSYN,
+    MPRejoinMiddlebox,
+)
 
 NAMES: tuple[str, ...] = LINUX_NAMES + EXTRA_NAMES
 _KNOWN = frozenset(NAMES)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from .options import AddAddr
+from .options import RST_MIDDLEBOX, AddAddr
 
 if TYPE_CHECKING:
     from .connection import MptcpConnection
@@ -199,6 +199,21 @@ class KernelPathManager(PathManager):
         for s in self.subflows:
             if s.remote_id == addr_id and not s.initial:
                 self.close_subflow(s)
+
+    def subflow_down(self, sub: Subflow, reason: str | None) -> None:
+        """A subflow reset for middlebox interference (a DSS checksum failed, MP_TCPRST 6,
+        sent by either end) is opened again on the same path. The box damaged one segment,
+        not the path: the reset only discards that subflow's unchecked data, which the
+        others carry again, and without a new subflow a connection whose every path saw one
+        damaged segment has nothing left to send on and stalls until its close timeout."""
+        if not self.is_client or RST_MIDDLEBOX not in (sub.rst_reason, sub.peer_rst_reason):
+            return
+        if sub.local[0] in self.down_addresses:
+            return
+        if any(s.local[0] == sub.local[0] and s.remote == sub.remote for s in self.subflows):
+            return
+        if self.open_subflow(sub.local[0], sub.remote, sub.backup, sub.remote_id or 0):
+            self.conn.mib.inc("MPRejoinMiddlebox")
 
     def interface_down(self, address: str) -> None:
         going = [s for s in self.subflows if s.local[0] == address]

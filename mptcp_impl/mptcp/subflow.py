@@ -50,6 +50,9 @@ DSS_DATA_ROOM = 28  # DATA_ACK (64) + mapping (64-bit DSN), padded: what each da
 # Seconds our MP_FAIL waits for the peer's answer (its MP_FAIL or an infinite mapping) before
 # the subflow is reset: Linux's fail_tout, jiffies + TCP_RTO_MAX (mptcp_subflow_fail)
 MP_FAIL_TIMEOUT = 120.0
+# ACKs of new data in a row without any MPTCP option on the first subflow: the peer fell back
+# (one could be a box's slip; three are a receiver that stopped speaking MPTCP)
+PLAIN_ACKS_FALLBACK = 3
 
 
 def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
@@ -118,6 +121,7 @@ class Subflow:
         self._close_after_options = False  # reset once the queued options left (REMOVE_ADDR)
         self.mp_fail_dsn: int | None = None  # MP_FAIL on our RST (a checksum failure)
         self.csum_ok_seen = False  # a mapping of the peer's passed its DSS checksum
+        self._plain_acks = 0  # ACKs of our data in a row with no MPTCP option (peer_fell_back)
         self.mp_fail_deadline: float | None = None  # our MP_FAIL unanswered: reset by then
         self._tx_sums: dict[int, tuple[int, int]] = {}  # DSS checksums: dsn -> (sum, length)
         self.reset_pending = False  # a protocol error: the connection resets this subflow
@@ -465,7 +469,9 @@ class Subflow:
                 elif isinstance(o, FastClose):
                     conn.on_fastclose(self, o, rst=True)
                 elif isinstance(o, MpFail):
-                    conn.on_mp_fail(self, o)  # (several subflows: the peer resets this one)
+                    conn.on_mp_fail(
+                        self, o, rst=True
+                    )  # (several subflows: the peer resets this one)
             return None
         if flags & SYN:
             if flags & ACK:
@@ -588,6 +594,15 @@ class Subflow:
                 conn.on_mp_fail(self, o)
             elif t is FastClose:
                 conn.on_fastclose(self, o, rst=False)
+        if opts:
+            self._plain_acks = 0
+        elif self.initial and self._acks_new_data(tcp, seg):
+            # The peer acknowledges our data as plain TCP: its receiver fell back on its own
+            # (Linux and we do so without a word on a DSS checksum failure before any valid
+            # one, RFC 8684 3.7). Without noticing, a pure sender waits for DATA_ACKs forever.
+            self._plain_acks += 1
+            if self._plain_acks >= PLAIN_ACKS_FALLBACK:
+                conn.on_peer_fell_back(self)
         if saw_dss:
             conn.data_ack_seen = True
             if self._mpc_pending:
@@ -630,6 +645,11 @@ class Subflow:
             conn.mib.inc("DssFallback")
             conn.enter_fallback("data without DSS before the first DATA_ACK")
         return None
+
+    @staticmethod
+    def _acks_new_data(tcp: TcpConnection, seg: TcpSegment) -> bool:
+        """``seg`` moves our send window's left edge (TCP has not processed it yet)."""
+        return bool(seg.flags & ACK) and 0 < ((seg.ack - tcp.snd_una) & MASK32) < 1 << 31
 
     def _unwrap_ssn(self, ssn: int) -> int:
         """A 32-bit relative subflow sequence number, unwrapped near the next byte to pull."""

@@ -10,14 +10,16 @@ starts on wifi and joins from lte.
   lte subflow reset, its data sent again over wifi, the stream intact. Without --checksum the
   stream arrives changed. 10% there: lte carries only ~10% of a short upload (~170 segments),
   and a run that corrupts nothing tests nothing. On lte, the joined subflow, because a failure
-  there always takes RFC 8684's reset path; on the first subflow, a failure before any checksum passed makes the
-  receiver fall back to plain TCP silently (as Linux's subflow_can_fallback does), and in a
-  pure upload the sender never learns of it (it would from the receiver's data without DSS):
-  the transfer stalls, as Linux does behind the coalescing middlebox
-  (tests/middleboxes/test_middleboxes.py).
+  there always takes RFC 8684's reset path.
+- Checksum fixed up on both links at once (the robustness campaign's corruption_fixed): each
+  damaged mapping resets its subflow, and the client opens that path again
+  (MPRejoinMiddlebox); before, once both paths had seen one damaged segment nothing was left
+  and the upload stalled until the close timeout. When the very first mapping is the damaged
+  one, the receiver falls back to plain TCP without a word (as Linux's subflow_can_fallback
+  does) and the sender follows from its plain-TCP ACKs; the change then passes, as over TCP.
   Linux MPTCP never meets this mode here with checksums on (net.mptcp.checksum_enabled=1):
   Linux 6.18 deadlocks after MP_FAIL and leaves its process in D state until reboot (see the
-  skipped test there).
+  skipped test in tests/middleboxes/test_middleboxes.py).
 """
 
 from __future__ import annotations
@@ -168,3 +170,27 @@ def test_fixed_checksums_without_dss_checksums_change_the_data(bed: Bed, corrupt
     sm = mib(s["mptcp"])
     assert not sm.get("DataCsumErr") and not sm.get("MPFailTx"), sm
     assert s["mptcp"]["fallback"] is False
+
+
+def test_fixed_checksums_on_both_paths_never_stall(bed: Bed, corrupt) -> None:
+    """Our stack on both ends with --checksum, 2% fixed-up corruption on wifi and on lte:
+    the upload completes and both ends agree. Without fallback (the usual case) the stream
+    is intact, the server counted the damaged mappings and the client joined again after
+    the resets; with fallback (the first mapping damaged) both ends fell back."""
+    hits = [corrupt("wifi", 2.0, fix=True), corrupt("lte", 2.0, fix=True)]
+    wifi, _, srv_ip = addrs(bed)
+    before = sum(h() for h in hits)
+    n = 4 * MB
+    srv = ours_server(bed, "server", srv_ip, 5405, "u_srv_both", "--checksum")
+    cli = ours_client(bed, "client", srv_ip, 5405, n, "u_cli_both", "--bind", wifi, "--checksum")
+    c, s = bed.result(cli, timeout=120), bed.result(srv, timeout=30)
+    hit = sum(h() for h in hits) - before
+    assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), s.get("error"))
+    assert hit >= 1, "nothing corrupted: not tested"
+    assert s["bytes_received"] == n
+    sm, cm = mib(s["mptcp"]), mib(c["mptcp"])
+    print("hit", hit, "fallback", s["mptcp"]["fallback"], "server", sm, "client", cm)
+    assert s["mptcp"]["fallback"] == c["mptcp"]["fallback"], (s["mptcp"], c["mptcp"])
+    if not s["mptcp"]["fallback"]:
+        assert c["sha256"] == s["sha256"] == pattern_sha256(n)
+        assert sm.get("DataCsumErr", 0) >= 1 and cm.get("MPRejoinMiddlebox", 0) >= 1, (sm, cm)
