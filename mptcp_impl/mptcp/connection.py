@@ -483,9 +483,10 @@ class MptcpConnection:
         """The peer acknowledges our data on the first subflow as plain TCP (Subflow's
         PLAIN_ACKS_FALLBACK): it fell back without telling us, as a receiver does after a
         DSS checksum failure before any valid checksum. We follow while no join was ever
-        established (what the first subflow carried is the stream, in order); otherwise its
-        bytes and the joins' cannot be told apart: the connection is reset (Linux's
-        FallbackFailed) rather than left waiting for DATA_ACKs that never come."""
+        established (what the first subflow carried is the stream, in order). With a join
+        established the peer cannot have fallen back (it saw the join before it could), so a
+        box strips this path's options: the subflow is reset (Linux's FallbackFailed), its
+        data going on the others, rather than left to wait for DATA_ACKs."""
         if self.fallback or self._closed:
             return
         if self.can_fallback():
@@ -493,8 +494,9 @@ class MptcpConnection:
             self.enter_fallback("the peer acknowledges data without DSS (it fell back)")
             return
         self.mib.inc("FallbackFailed")
-        self._events.append(Reset("the peer fell back with several subflows"))
-        self.abort(self._now)
+        sub.rst_reason = 1  # MPTCP-specific error
+        self._reinject_from(sub)
+        sub.tcp.abort(self._now)
 
     def enter_fallback(self, reason: str) -> None:
         if self.fallback:

@@ -151,3 +151,38 @@ def test_a_sender_follows_a_receiver_that_fell_back_without_a_word():
     assert conn.mib["DssFallback"] == 1
     assert len(got) == N and sum(a != b for a, b in zip(got, DATA, strict=True)) == 1
     assert conn.state == "CLOSED" and srv.state == "CLOSED"
+
+
+def test_a_box_stripping_the_first_paths_acks_after_a_join_costs_that_subflow_only():
+    """The other side of the plain-ACK rule: with a join established the peer cannot have
+    fallen back (it saw the join first), so ACKs of our data without options on the first
+    path mean a box strips them there. That subflow is reset (FallbackFailed) and the
+    upload goes on over the join, intact, no fallback."""
+    net, client, server, conn, _ = corrupting_net(3, 0.0)
+    conn.send(DATA[:100_000])
+    net.flush(client, conn)
+    net.run(net.now + 0.5)  # the join establishes
+    assert any(s.established and not s.initial for s in conn.subflows)
+    stripped = [0]
+
+    def strip(seg: TcpSegment) -> None:
+        if seg.src_port == 5001 and seg.options:
+            kept = [o for o in seg.options if getattr(o, "kind", None) != 30]
+            stripped[0] += len(kept) != len(seg.options)
+            seg.options = kept
+
+    net.paths[(C1, S)].mutate = strip
+    conn.send(DATA[100_000:])
+    conn.close(net.now)
+    net.flush(client, conn)
+    srv = server.accepted[0]
+    srv.close(net.now)
+    net.flush(server, srv)
+    net.run(
+        net.now + DEADLINE,
+        stop=lambda: conn.state == "CLOSED" and srv.state == "CLOSED",
+    )
+    assert stripped[0] > 0
+    assert bytes(server.rx[id(srv)]) == DATA and not conn.fallback and not srv.fallback
+    assert conn.mib["FallbackFailed"] == 1 and conn.mib["DssFallback"] == 0
+    assert conn.state == "CLOSED" and srv.state == "CLOSED"
