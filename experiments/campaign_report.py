@@ -17,8 +17,11 @@ traffic tool's reports under RUN/traffic/ and the analysis' RUN/analysis/metrics
   stack x condition with data intact (k of n runs) and goodput (mean, 95% CI), what each
   condition set, and which stack kept its data intact at what goodput.
 
-A verdict is "agrees", "disagrees" or "not measured", always with the numbers it rests on;
-with one repetition it is one sample, and says so.
+Every verdict comes from one rule (analysis/verdict.py, named once in the report): a two-sided
+95% Welch t interval of the difference of per-run means, "agrees" / "disagrees" when it lies
+wholly on one side of the claim's margin, "inconclusive" when it contains it or a group has
+fewer than 2 runs, "not measured" without data; each claim's effect and interval are in a table
+beside it. MPTCP runs in which fewer than two subflows carried data are listed and excluded.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.plots import _save  # noqa: E402
 from analysis.report import _img, _page, combine_reports, mean_ci  # noqa: E402
+from analysis.verdict import (  # noqa: E402
+    AGREES,
+    DISAGREES,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    RULE,
+    Verdict,
+    combine,
+    judge,
+)
 
 TOL_SHARE = 0.05  # bottleneck share: "no more than a single TCP" within this (absolute)
+# the metric definitions, from the report (RUN/report.html is results/<experiment>/<run-id>/)
+DEFINITIONS_URL = "../../../analysis/DEFINITIONS.md"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,32 +123,89 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _claim(text: str, verdict: str, evidence: str) -> str:
-    color = {"agrees": "#060", "disagrees": "#a00", "partly": "#a60", "inconclusive:": "#a60"}.get(
-        verdict.split()[0], "#555"
+@dataclass
+class Checked:
+    """One published claim as the report shows it: the paragraph and its row in the claims
+    table, both from one ``Verdict`` of the rule (analysis/verdict.py)."""
+
+    text: str  # the published claim, with its source
+    short: str  # the claim in a few words (the table's first column)
+    compared: str  # what was compared: 'blest vs minrtt, reordering p95 per run (ms)'
+    outcome: str  # AGREES / DISAGREES / INCONCLUSIVE / NOT_MEASURED
+    verdict: str  # the outcome in words (with why, when inconclusive)
+    effect: str  # the effect with its 95% interval
+    claimed: str  # what the claim needs of the effect: '< 0', '> 0.05'
+    n: str  # runs per group: '5 / 5'
+    evidence: str = ""  # more numbers (group means, parts of a compound claim)
+
+
+def _check(
+    text: str,
+    short: str,
+    compared: str,
+    parts: list[tuple[str, Verdict]],
+    unit: str = "",
+    evidence: str = "",
+) -> Checked:
+    """A claim from its parts (label, verdict): one part is the common case; several are a
+    compound claim (A < B < C), judged by ``combine``."""
+    if len(parts) == 1:
+        v = parts[0][1]
+        outcome, words = v.outcome, v.words()
+    else:
+        outcome = combine([v for _, v in parts])
+        words = outcome
+        if outcome == INCONCLUSIVE:
+            words += ": " + "; ".join(
+                f"{lab} {v.outcome}" for lab, v in parts if v.outcome != AGREES
+            )
+
+    def n_of(v: Verdict) -> str:
+        iv = v.interval
+        return str(iv.n_a) if iv.n_b is None else f"{iv.n_a} / {iv.n_b}"
+
+    def side(lab: str, v: Verdict) -> str:
+        return (lab + " " if lab else "") + f"{v.side} {v.margin:.3g}"
+
+    return Checked(
+        text=text,
+        short=short,
+        compared=compared,
+        outcome=outcome,
+        verdict=words,
+        effect="; ".join((lab + ": " if lab else "") + v.interval.words(unit) for lab, v in parts),
+        claimed="; ".join(side(lab, v) for lab, v in parts),
+        n="; ".join(n_of(v) for _, v in parts),
+        evidence=evidence,
+    )
+
+
+COLOURS = {AGREES: "#060", DISAGREES: "#a00", INCONCLUSIVE: "#a60", NOT_MEASURED: "#555"}
+
+
+def _claim(c: Checked) -> str:
+    ev = f"{c.compared}: effect {c.effect}, claimed {c.claimed}, n {c.n}" + (
+        f"; {c.evidence}" if c.evidence else ""
     )
     return (
-        f"<p class='claim'><b>Published claim</b>: {html.escape(text)}<br>"
-        f"<b>Ours</b>: <span style='color:{color}'>{html.escape(verdict)}</span> — "
-        f"{html.escape(evidence)}</p>"
+        f"<p class='claim'><b>Published claim</b>: {html.escape(c.text)}<br>"
+        f"<b>Ours</b>: <span style='color:{COLOURS.get(c.outcome, '#555')}'>"
+        f"{html.escape(c.verdict)}</span> — {html.escape(ev)}</p>"
     )
 
 
-def _overlap(a: list[float], b: list[float]) -> bool:
-    """Both have a 95% interval (n >= 2) and the intervals overlap: a difference of means
-    between them is not established."""
-    ma, ha, na = _ci(a)
-    mb, hb, nb = _ci(b)
-    if ma is None or mb is None or na < 2 or nb < 2 or ha is None or hb is None:
-        return False
-    return ma - ha <= mb + hb and mb - hb <= ma + ha
+def _claims_table(checked: list[Checked]) -> str:
+    """Every claim of a section in one table: effect and its 95% interval beside the verdict."""
+    if not checked:
+        return ""
+    return _table(
+        ["claim", "compared (one value per run)", "n", "effect [95% CI]", "claimed", "verdict"],
+        [[c.short, c.compared, c.n, c.effect, c.claimed, c.verdict] for c in checked],
+    )
 
 
-def _verdict(ok: bool | None, n: int) -> str:
-    if ok is None:
-        return "not measured"
-    word = "agrees" if ok else "disagrees"
-    return word + (" (one repetition: one sample, no confidence interval)" if n <= 1 else "")
+def _claims_html(checked: list[Checked]) -> list[str]:
+    return [_claims_table(checked)] + [_claim(c) for c in checked]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +461,6 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
             q = [r for r in rr if r["variant"] == v and _point(r, ("traffic.kind",)) == pt]
             if not b and not q:
                 continue
-            lat = [x for r in q for x in (r["client_report"].get("latencies_ms") or [])]
             rows.append(
                 [
                     v,
@@ -397,7 +469,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                     _fmt_ci([r["goodput_steady_mbit"] for r in b], " Mbit/s"),
                     _fmt_ci([r.get("aggregation_benefit") for r in b]),
                     _fmt_ci([r["capture"].get("reorder_p95_ms") for r in b], " ms"),
-                    "–" if not lat else f"{_median(lat):.0f} ms",
+                    _fmt_ci([_run_median_ms(r) for r in q], " ms"),
                     _fmt_ci([mean_latency(r) for r in q], " s"),
                     "yes" if all(r["intact"] for r in b + q) else "NO",
                 ]
@@ -411,7 +483,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                 "bulk steady goodput",
                 "benefit",
                 "reorder p95 (bulk)",
-                "req/resp median",
+                "req/resp median per run",
                 "req/resp mean per run",
                 "intact",
             ],
@@ -421,7 +493,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
         " n = runs</p>"
     )
     parts.append("<h3>Published claims checked</h3>")
-    parts += scheduler_claims(runs, name, points)
+    parts += _claims_html(scheduler_claims(runs, name, points))
     return parts
 
 
@@ -437,9 +509,19 @@ def _delay(pt: str) -> float:
     return 0.0
 
 
+def _run_median_ms(r: dict[str, Any]) -> float | None:
+    """A request/response run's one value: the median of its own response times (ms). Runs,
+    not requests, are the independent samples the rule compares."""
+    lat = r["client_report"].get("latencies_ms") or []
+    return _median([float(x) for x in lat]) if lat else None
+
+
+REL_MARGIN = 0.05  # "at least as fast": no more than 5% of the reference's mean slower
+
+
 def scheduler_claims(
     runs: list[dict[str, Any]], name: dict[str, Any], points: list[str]
-) -> list[str]:
+) -> list[Checked]:
     # the largest RTT difference (the slow path's delay the largest) against the smallest
     het = max(points, key=_delay, default=None)
     homo = min(points, key=_delay, default=None) if len(points) > 1 else None
@@ -456,72 +538,51 @@ def scheduler_claims(
         return [x for x in (f(r) for r in sel) if x is not None]
 
     reord = lambda r: r["capture"].get("reorder_p95_ms")  # noqa: E731
-    lat = lambda sel: [x for r in sel for x in (r["client_report"].get("latencies_ms") or [])]  # noqa: E731
-    out = []
+    out: list[Checked] = []
 
     # 1. ECF and BLEST lower the reordering delay vs minRTT when RTTs differ
-    base = vals(at("minrtt", het, "bulk"), reord) or vals(at("default", het, "bulk"), reord)
     base_name = "minrtt" if vals(at("minrtt", het, "bulk"), reord) else "default"
+    base = vals(at(base_name, het, "bulk"), reord)
     for s, paper in (("blest", "Ferlin et al. 2016 (BLEST)"), ("ecf", "Lim et al. 2017 (ECF)")):
         mine = vals(at(s, het, "bulk"), reord)
-        if mine and base:
-            m, b = _ci(mine)[0], _ci(base)[0]
-            ok = m <= b
-            ev = (
-                f"at {het}: {s} reordering p95 {_fmt_ci(mine, ' ms')} vs {base_name} "
-                f"{_fmt_ci(base, ' ms')}"
-            )
-        else:
-            ok, ev = None, "no reordering delay for both (captures analysed?)"
-        verdict = _verdict(ok, min(len(mine), len(base)))
-        if ok is not None and _overlap(mine, base):
-            verdict = "inconclusive: the 95% intervals overlap (means " + (
-                "lower)" if ok else "higher)"
-            )
         out.append(
-            _claim(
+            _check(
                 f"{paper}: on paths with different RTTs, {s.upper()} lowers the receive-side "
                 "reordering (head-of-line) delay compared with minRTT.",
-                verdict,
-                ev,
+                f"{s.upper()} lowers reordering delay",
+                f"{s} - {base_name} at {het}, reordering p95 per bulk run",
+                [("", judge(mine, base, "<"))],
+                " ms",
             )
         )
     # 2. ECF/BLEST complete web-like transfers no later than minRTT when RTTs differ
-    base_l = lat(at("minrtt", het, "reqresp")) or lat(at("default", het, "reqresp"))
+    base_name = "minrtt" if at("minrtt", het, "reqresp") else "default"
+    base_l = vals(at(base_name, het, "reqresp"), _run_median_ms)
+    margin = REL_MARGIN * (sum(base_l) / len(base_l)) if base_l else 0.0
     for s in ("blest", "ecf"):
-        mine = lat(at(s, het, "reqresp"))
-        if mine and base_l:
-            m, b = _median(mine), _median(base_l)
-            ok = m <= b * 1.05
-            ev = (
-                f"at {het}: median response time {s} {m:.0f} ms vs minRTT {b:.0f} ms (5% tolerance)"
-            )
-        else:
-            ok, ev = None, "no request/response runs for both"
+        mine = vals(at(s, het, "reqresp"), _run_median_ms)
         out.append(
-            _claim(
+            _check(
                 f"Lim et al. 2017 / Ferlin et al. 2016: with heterogeneous RTTs {s.upper()} "
-                "completes short (web-like) transfers at least as fast as minRTT.",
-                _verdict(ok, len(at(s, het, "reqresp"))),
-                ev,
+                "completes short (web-like) transfers at least as fast as minRTT (here: its "
+                f"mean per-run median response time no more than {REL_MARGIN:.0%} of minRTT's "
+                "above it).",
+                f"{s.upper()} at least as fast as minRTT",
+                f"{s} - {base_name} at {het}, median response time per run",
+                [("", judge(mine, base_l, "<", margin))],
+                " ms",
             )
         )
     # 3. Paasch 2014: round-robin is worse than minRTT for application-limited/web-like flows
-    rr_l, mr_l = lat(at("roundrobin", het, "reqresp")), base_l
-    if rr_l and mr_l:
-        m, b = _median(rr_l), _median(mr_l)
-        ok, ev = (
-            m >= b,
-            f"at {het}: median response time roundrobin {m:.0f} ms vs minRTT {b:.0f} ms",
-        )
-    else:
-        ok, ev = None, "no request/response runs for both"
+    rr_l = vals(at("roundrobin", het, "reqresp"), _run_median_ms)
     out.append(
-        _claim(
+        _check(
             "Paasch et al. 2014: round-robin gives longer completion times than the lowest-RTT "
             "scheduler for request/response traffic when the paths' RTTs differ.",
-            _verdict(ok, len(at("roundrobin", het, "reqresp"))),
-            ev,
+            "round-robin slower than minRTT",
+            f"roundrobin - {base_name} at {het}, median response time per run",
+            [("", judge(rr_l, base_l, ">"))],
+            " ms",
         )
     )
     # 4. aggregation: minRTT aggregates with similar RTTs; less so with very different ones
@@ -529,34 +590,29 @@ def scheduler_claims(
     s0 = "minrtt" if at("minrtt", None, "bulk") else "default"
     b_hom = vals(at(s0, homo, "bulk"), ben) if homo else []
     b_het = vals(at(s0, het, "bulk"), ben)
-    if b_hom and b_het:
-        h, t = _ci(b_hom)[0], _ci(b_het)[0]
-        ok = h > 0 and t <= h
-        ev = f"{s0} benefit {h:.2f} at {homo}, {t:.2f} at {het}"
-    else:
-        ok, ev = None, "needs bulk runs at two RTT ratios"
     out.append(
-        _claim(
+        _check(
             "Paasch et al. 2014 (aggregation benefit, Kaspar): the lowest-RTT scheduler "
             "aggregates the paths (benefit > 0) when their RTTs are similar, and the benefit "
-            "drops as the RTT ratio grows.",
-            _verdict(ok, min(len(b_hom), len(b_het))),
-            ev,
+            "drops as the RTT ratio grows (strictly: equal benefits do not agree).",
+            "minRTT aggregates; benefit drops with RTT ratio",
+            f"{s0}: benefit at {homo}; benefit at {homo} - at {het}",
+            [
+                ("benefit at similar RTTs", judge(b_hom, None, ">", 0.0)),
+                ("drop", judge(b_hom, b_het, ">", 0.0)),
+            ],
         )
     )
     # 5. redundant does not aggregate
     red = vals(at("redundant", None, "bulk"), ben)
-    if red:
-        m = _ci(red)[0]
-        ok, ev = m <= 0.1, f"redundant's mean benefit over the points {m:.2f}"
-    else:
-        ok, ev = None, "no redundant bulk runs"
     out.append(
-        _claim(
+        _check(
             "Redundant scheduling (Frommgen et al. 2016; Linux v0 mptcp_redundant) trades "
-            "throughput for latency: every byte on every path, so no aggregation (benefit ≤ 0).",
-            _verdict(ok, len(red)),
-            ev,
+            "throughput for latency: every byte on every path, so no aggregation (benefit < 0: "
+            "below the best single path).",
+            "redundant does not aggregate",
+            "redundant: aggregation benefit per bulk run (every point)",
+            [("", judge(red, None, "<", 0.0))],
         )
     )
     return out
@@ -610,43 +666,42 @@ def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
         _table(["variant", "share", "goodput", "competing TCP", "subflows"], rows),
         "<h3>Published claims checked</h3>",
     ]
-    limit = (tcp_ref if tcp_ref is not None else 0.5) + TOL_SHARE
+    tcp = shares.get("tcp", [])
+    ref_words = "single TCP (measured)" if tcp else "0.5 (no single-TCP run: the even split)"
+    checked: list[Checked] = []
     for v in variants:
         if v == "tcp":
             continue
-        m, _, n = _ci(shares[v])
         coupled = any(c in v for c in ("lia", "olia", "balia"))
-        if m is None:
-            parts.append(_claim(v, "not measured", "no goodput"))
-            continue
         if coupled:
             text = (
                 f"RFC 6356 (LIA) / Khalili et al. 2013 (OLIA) / Peng et al. 2016 (BALIA): a "
                 f"coupled multipath flow ({v}) takes no more of a shared bottleneck than a "
-                "single TCP flow would."
+                f"single TCP flow would (here: within {TOL_SHARE} of its share)."
             )
-            ok = m <= limit
+            side, margin = "<", TOL_SHARE
         else:
             text = (
                 f"Uncoupled per-subflow congestion control ({v}) is unfair at a shared "
                 "bottleneck: with two subflows it takes more than a single TCP (about 2/3 "
                 "against one TCP flow; the motivation of RFC 6356)."
             )
-            ok = m > limit
-        verdict = _verdict(ok, n)
-        if not coupled and _overlap(shares[v], shares.get("tcp", [])):
-            verdict = "inconclusive: the 95% intervals overlap (mean " + (
-                "higher)" if ok else "not higher)"
-            )
-        parts.append(
-            _claim(
+            side, margin = ">", 0.0
+        verdict = (
+            judge(shares[v], tcp, side, margin)
+            if tcp
+            else judge(shares[v], None, side, 0.5 + margin)
+        )
+        checked.append(
+            _check(
                 text,
-                verdict,
-                f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(shares.get('tcp', []))}"
-                f" (means compared, +{TOL_SHARE} tolerance; overlapping intervals mean the "
-                "ordering is not yet established)",
+                f"{v} {'no more than' if coupled else 'more than'} one TCP",
+                f"{v} share - {ref_words} share" if tcp else f"{v} share against {ref_words}",
+                [("", verdict)],
+                evidence=f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(tcp)}",
             )
         )
+    parts += _claims_html(checked)
     return parts
 
 
@@ -723,34 +778,38 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
         elif "backup" in low:
             mode["backup"] = v
     parts.append("<h3>Published claims checked</h3>")
+    text = (
+        "Paasch et al., CellNet 2012: full-MPTCP mode hands over with the shortest "
+        "interruption, backup mode next (its subflow is already established), "
+        "single-path mode the longest (a subflow must be set up after the loss)."
+    )
     if {"full", "backup", "single"} <= set(mode):
-        g = {k: _ci(gaps[v])[0] for k, v in mode.items()}
-        n = min(len(gaps[v]) for v in mode.values())
-        verdict = _verdict(g["full"] <= g["backup"] <= g["single"], n)
-        close = abs(g["single"] - g["backup"]) < max(0.05, 0.1 * g["single"])
-        if g["full"] <= min(g["backup"], g["single"]) and close:
-            verdict = "partly agrees: full-MPTCP shortest, backup and single-path within " + (
-                "50 ms / 10% of each other" + (" (one sample each)" if n <= 1 else "")
-            )
-        parts.append(
-            _claim(
-                "Paasch et al., CellNet 2012: full-MPTCP mode hands over with the shortest "
-                "interruption, backup mode next (its subflow is already established), "
-                "single-path mode the longest (a subflow must be set up after the loss).",
-                verdict,
-                f"gap full {_fmt_ci(gaps[mode['full']], ' s')}, backup "
-                f"{_fmt_ci(gaps[mode['backup']], ' s')}, single-path "
-                f"{_fmt_ci(gaps[mode['single']], ' s')}",
-            )
+        full, backup, single = (gaps[mode[k]] for k in ("full", "backup", "single"))
+        checked = _check(
+            text,
+            "handover gap full < backup < single-path",
+            "gap per run: full - backup; backup - single-path",
+            [
+                ("full - backup", judge(full, backup, "<")),
+                ("backup - single", judge(backup, single, "<")),
+            ],
+            " s",
+            evidence=f"gap full {_fmt_ci(full, ' s')}, backup {_fmt_ci(backup, ' s')}, "
+            f"single-path {_fmt_ci(single, ' s')}",
         )
     else:
-        parts.append(
-            _claim(
-                "Paasch et al., CellNet 2012: full-MPTCP < backup < single-path in handover gap.",
-                "not measured",
-                f"modes found: {', '.join(variants)}",
-            )
+        checked = Checked(
+            text,
+            "handover gap full < backup < single-path",
+            "gap per run",
+            NOT_MEASURED,
+            NOT_MEASURED,
+            "–",
+            "< 0",
+            "–",
+            f"modes found: {', '.join(variants)}",
         )
+    parts += _claims_html([checked])
     parts.append("<h3>Goodput over time per subflow</h3>")
     for r in with_fo:
         evs = [f["event_t"] for f in r["failover"]]
@@ -838,16 +897,67 @@ def robustness_section(runs: list[dict[str, Any]], conditions: dict[str, Any]) -
     ]
 
 
+MIN_DATA_BYTES = 1  # a subflow "carried data" when the receiver counted at least this on it
+
+
+def data_subflows(r: dict[str, Any]) -> int:
+    """How many subflows carried data in a run: the receiver's per-subflow byte counts over the
+    whole run (a subflow closed before the end, e.g. the lost path of a handover, counts), or
+    the run's final counts (metrics.json ``subflow_bytes``) without the traffic report."""
+    peak: dict[str, float] = {}
+    for _, counts in _receiver(r).get("subflow_samples") or []:
+        for k, v in counts.items():
+            peak[k] = max(peak.get(k, 0), v or 0)
+    for k, v in (r.get("subflow_bytes") or {}).items():
+        peak[k] = max(peak.get(k, 0), v or 0)
+    return sum(1 for v in peak.values() if v >= MIN_DATA_BYTES)
+
+
+def split_mptcp_runs(
+    runs: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs a claim may use, MPTCP runs it may not): a claim about MPTCP needs two subflows
+    that carried data; an MPTCP stack's run with fewer (the join refused, the second subflow
+    idle, a fallback to TCP) measured single-path TCP, and is excluded and listed."""
+    kept, out = [], []
+    for r in runs:
+        (out if r["stack"] != "tcp" and data_subflows(r) < 2 else kept).append(r)
+    return kept, out
+
+
+def _excluded_html(excluded: list[dict[str, Any]]) -> list[str]:
+    if not excluded:
+        return []
+    return [
+        "<h3>Runs excluded from the claims</h3>",
+        "<p>MPTCP runs in which fewer than two subflows carried data (they measured one "
+        "path): left out of every figure, table and claim below.</p>",
+        _table(
+            ["run", "variant", "subflows that carried data", "outcome"],
+            [[r["label"], r["variant"], data_subflows(r), r.get("outcome", "")] for r in excluded],
+        ),
+    ]
+
+
 def sections(run_dir: Path) -> list[str]:
     runs = load_runs(run_dir)
     fig_dir = run_dir / "figures"
     meta = _json(run_dir / "metadata.json", {}) or {}
-    return (
-        robustness_section(runs, meta.get("conditions") or {})
-        + scheduler_section(runs, fig_dir)
-        + share_section(runs, fig_dir)
-        + handover_section(runs, fig_dir)
+    # robustness states no claim about MPTCP: whether data stayed intact matters for every run
+    kept, excluded = split_mptcp_runs(runs)
+    claims = (
+        scheduler_section(kept, fig_dir)
+        + share_section(kept, fig_dir)
+        + handover_section(kept, fig_dir)
     )
+    head = []
+    if claims or excluded:
+        head = [
+            f"<p class='rule'><b>How verdicts are reached</b>: {html.escape(RULE)} Metric "
+            f"definitions: <a href='{DEFINITIONS_URL}'>analysis/DEFINITIONS.md</a>.</p>",
+            *_excluded_html(excluded),
+        ]
+    return robustness_section(runs, meta.get("conditions") or {}) + head + claims
 
 
 def write_campaign_report(run_dir: str | Path) -> Path:

@@ -100,6 +100,7 @@ def _run(label, variant, point, **kw):
         "goodput_mbit": 10.0,
         "goodput_steady_mbit": 10.0,
         "max_subflows": 2,
+        "subflow_bytes": {"a->b": 6000, "c->b": 4000},
         "aggregation_benefit": 0.3,
         "failover": [],
         "background": [],
@@ -195,7 +196,12 @@ def _campaign(tmp_path: Path) -> Path:
                 {
                     "spec": {"kind": "bulk", "direction": "download"},
                     "samples": [[i / 10, i * 1e5] for i in range(30)],
-                    "subflow_samples": [[i / 10, {"a->b": i * 6e4}] for i in range(30)],
+                    # wifi carried data until the cut, lte after it (the wifi subflow is gone
+                    # from the last samples: it still counts as one that carried data)
+                    "subflow_samples": [
+                        [i / 10, {"a->b": i * 6e4} if i < 15 else {"c->b": (i - 15) * 4e4}]
+                        for i in range(30)
+                    ],
                 }
             )
         )
@@ -204,7 +210,8 @@ def _campaign(tmp_path: Path) -> Path:
     return d
 
 
-ONE = " (one repetition: one sample, no confidence interval)"
+ONE = "inconclusive: 1 run in a group, no interval (needs 2)"
+ONE_EACH = "inconclusive: full - backup inconclusive; backup - single inconclusive"
 
 _CLAIM = re.compile(
     r"<p class='claim'><b>Published claim</b>: (.*?)<br><b>Ours</b>: "
@@ -236,8 +243,9 @@ def test_campaign_report_sections_render(tmp_path):
     ):
         assert heading in page
     # every claim with its exact verdict: the fixture is built to agree with the request/response
-    # claims, aggregation, redundant, LIA's fairness and the handover ordering (one sample each
-    # for the last three); it has no captures, so the reordering claims are not measured
+    # claims, aggregation and redundant (two runs each, identical: zero-width intervals); LIA's
+    # fairness, uncoupled unfairness and the handover ordering have one run each, so no interval
+    # (inconclusive); it has no captures, so the reordering claims are not measured
     expected = [
         ("BLEST lowers the receive-side reordering", "not measured"),
         ("ECF lowers the receive-side reordering", "not measured"),
@@ -246,15 +254,21 @@ def test_campaign_report_sections_render(tmp_path):
         ("round-robin gives longer completion times", "agrees"),
         ("(aggregation benefit, Kaspar)", "agrees"),
         ("Redundant scheduling", "agrees"),
-        ("(kernel-mptcp) is unfair", "agrees" + ONE),
-        ("coupled multipath flow (userspace-lia)", "agrees" + ONE),
-        ("CellNet 2012", "agrees" + ONE),
+        ("(kernel-mptcp) is unfair", ONE),
+        ("coupled multipath flow (userspace-lia)", ONE),
+        ("CellNet 2012", ONE_EACH),
     ]
     claims = _claims(page)
     assert page.count("<b>Published claim</b>") == len(claims) == len(expected)
     for (text, _, verdict, evidence), (fragment, want) in zip(claims, expected, strict=True):
         assert fragment in text and verdict == want, (text, verdict, evidence)
-    assert _verdict_of(page, "CellNet") == "agrees" + ONE
+    assert _verdict_of(page, "CellNet") == ONE_EACH
+    assert "Runs excluded from the claims" not in page
+    assert page.count("How verdicts are reached") == 1  # the rule, named once
+    assert "Welch t interval" in page and "analysis/DEFINITIONS.md" in page
+    # each claim's effect with its interval in the claims table: ECF - minRTT median response
+    # time per run at 50 ms, 54.5 - 64.5 ms in both runs: -10 [-10, -10] ms, margin 5% of 64.5
+    assert "<td class='l'>-10 [-10, -10] ms</td><td class='l'>&lt; 3.23</td>" in page
     assert "gap full 0.1 s (n=1), backup 0.3 s (n=1), single-path 0.8 s (n=1)" in page
     assert "aggregation benefit per scheduler" in page
     imgs = re.findall(r'src="data:image/png;base64,', page)
@@ -297,24 +311,30 @@ TCP3 = [0.50, 0.51, 0.49]  # 95% interval 0.475-0.525; the uncoupled claim's lim
         # uncoupled (kernel-mptcp): takes more than one TCP
         ({"tcp": TCP3, "kernel-mptcp": [0.66, 0.67, 0.65]}, "(kernel-mptcp)", "agrees"),
         ({"tcp": TCP3, "kernel-mptcp": [0.40, 0.41, 0.39]}, "(kernel-mptcp)", "disagrees"),
-        (
+        (  # 0.127 [-0.045, 0.30]: the interval contains 0
             {"tcp": TCP3, "kernel-mptcp": [0.56, 0.70, 0.62]},
             "(kernel-mptcp)",
-            "inconclusive: the 95% intervals overlap (mean higher)",
+            "inconclusive: the 95% interval contains 0 (estimate on the claimed side)",
         ),
         (
-            {"tcp": TCP3, "kernel-mptcp": [0.45, 0.60, 0.52]},
+            {"tcp": TCP3, "kernel-mptcp": [0.40, 0.58, 0.47]},
             "(kernel-mptcp)",
-            "inconclusive: the 95% intervals overlap (mean not higher)",
+            "inconclusive: the 95% interval contains 0 (estimate on the other side)",
         ),
-        ({"tcp": [0.5], "kernel-mptcp": [0.66]}, "(kernel-mptcp)", "agrees" + ONE),
-        ({"tcp": [0.5], "kernel-mptcp": [0.40]}, "(kernel-mptcp)", "disagrees" + ONE),
-        # coupled (LIA): no more than one TCP (+0.05); no interval test for it
+        ({"tcp": [0.5], "kernel-mptcp": [0.66]}, "(kernel-mptcp)", ONE),
+        ({"tcp": [0.5], "kernel-mptcp": [0.40]}, "(kernel-mptcp)", ONE),
+        # coupled (LIA): no more than one TCP + 0.05, by the same interval: -0.02 [-0.043, 0.003]
         ({"tcp": TCP3, "userspace-lia": [0.48, 0.49, 0.47]}, "(userspace-lia)", "agrees"),
         ({"tcp": TCP3, "userspace-lia": [0.70, 0.71, 0.69]}, "(userspace-lia)", "disagrees"),
-        ({"tcp": [0.5], "userspace-lia": [0.70]}, "(userspace-lia)", "disagrees" + ONE),
-        # no TCP run measured: the reference is 0.5
-        ({"userspace-lia": [0.56, 0.57]}, "(userspace-lia)", "disagrees"),
+        # the mean alone no longer agrees: 0.027 [-0.14, 0.20] contains the margin 0.05
+        (
+            {"tcp": TCP3, "userspace-lia": [0.45, 0.62, 0.51]},
+            "(userspace-lia)",
+            "inconclusive: the 95% interval contains 0.05 (estimate on the claimed side)",
+        ),
+        ({"tcp": [0.5], "userspace-lia": [0.70]}, "(userspace-lia)", ONE),
+        # no TCP run measured: against 0.5 + 0.05, 0.705 [0.64, 0.77]
+        ({"userspace-lia": [0.70, 0.71]}, "(userspace-lia)", "disagrees"),
     ],
 )
 def test_share_claim_verdicts(tmp_path, shares, fragment, verdict):
@@ -328,7 +348,21 @@ def test_share_claim_without_goodput_is_not_measured(tmp_path):
         _run("userspace-lia/rep1", "userspace-lia", {}, goodput_mbit=0, background=[{}])
     ]
     claims = _claims(_write(tmp_path, runs))
-    assert [(c[0], c[2], c[3]) for c in claims] == [("userspace-lia", "not measured", "no goodput")]
+    assert [c[2] for c in claims] == ["not measured"]
+
+
+def test_mptcp_run_without_a_second_data_subflow_is_listed_and_excluded(tmp_path):
+    """A coupled flow whose second subflow never carried data measured one TCP flow: it must
+    not make LIA 'agree'. Without it the claim has one run left: inconclusive."""
+    runs = _share_runs({"tcp": TCP3, "userspace-lia": [0.48, 0.49]})
+    runs[-1]["subflow_bytes"] = {"a->b": 9000, "c->b": 0}  # joined, never carried data
+    page = _write(tmp_path, runs)
+    assert _verdict_of(page, "(userspace-lia)") == ONE
+    excluded = page[page.index("Runs excluded from the claims") :]
+    assert "<td class='l'>userspace-lia/rep2</td><td class='l'>userspace-lia</td>" in excluded
+    assert "<td class='l'>1</td>" in excluded
+    # tcp runs need no second subflow
+    assert "tcp/rep1" not in excluded
 
 
 def _handover_runs(gaps: dict[str, list[float]]) -> list[dict]:
@@ -361,20 +395,20 @@ FULL, BACKUP, SINGLE = "userspace-FullMptcp", "userspace-Backup", "userspace-Sin
 @pytest.mark.parametrize(
     "gaps, verdict",
     [
+        # -0.2 [-0.26, -0.14] twice: both parts agree
         ({FULL: [0.1, 0.12], BACKUP: [0.3, 0.32], SINGLE: [0.8, 0.82]}, "agrees"),
-        ({FULL: [0.1], BACKUP: [0.3], SINGLE: [0.8]}, "agrees" + ONE),
+        ({FULL: [0.1], BACKUP: [0.3], SINGLE: [0.8]}, ONE_EACH),
         ({FULL: [0.8, 0.82], BACKUP: [0.3, 0.32], SINGLE: [0.1, 0.12]}, "disagrees"),
-        ({FULL: [0.8], BACKUP: [0.3], SINGLE: [0.1]}, "disagrees" + ONE),
-        # backup beyond single-path but within 50 ms of it: only the first part holds
+        ({FULL: [0.8], BACKUP: [0.3], SINGLE: [0.1]}, ONE_EACH),
+        # backup - single-path 0.03 [-0.03, 0.09]: the second part is not established
         (
             {FULL: [0.1, 0.12], BACKUP: [0.53, 0.55], SINGLE: [0.5, 0.52]},
-            "partly agrees: full-MPTCP shortest, backup and single-path within 50 ms / 10% of "
-            "each other",
+            "inconclusive: backup - single inconclusive",
         ),
+        # the means in order but the intervals not apart (full's upper bound in backup's range)
         (
-            {FULL: [0.1], BACKUP: [0.53], SINGLE: [0.5]},
-            "partly agrees: full-MPTCP shortest, backup and single-path within 50 ms / 10% of "
-            "each other (one sample each)",
+            {FULL: [0.1, 0.3], BACKUP: [0.28, 0.32], SINGLE: [0.8, 0.82]},
+            "inconclusive: full - backup inconclusive",
         ),
         ({FULL: [0.1], SINGLE: [0.8]}, "not measured"),
     ],
@@ -394,11 +428,11 @@ def test_handover_claim_verdicts(tmp_path, gaps, verdict):
             "agrees",
             "disagrees",
         ),
-        # two repetitions far apart: intervals overlap, the ordering of the means is not shown
+        # two repetitions far apart: the interval contains 0, the ordering is not shown
         (
             {"minrtt": (300, 301), "blest": (250, 340), "ecf": (290, 330)},
-            "inconclusive: the 95% intervals overlap (means lower)",
-            "inconclusive: the 95% intervals overlap (means higher)",
+            "inconclusive: the 95% interval contains 0 (estimate on the claimed side)",
+            "inconclusive: the 95% interval contains 0 (estimate on the other side)",
         ),
     ],
 )
