@@ -953,8 +953,7 @@ def sections(run_dir: Path) -> list[str]:
     head = []
     if claims or excluded:
         head = [
-            f"<p class='rule'><b>How verdicts are reached</b>: {html.escape(RULE)} Metric "
-            f"definitions: <a href='{DEFINITIONS_URL}'>analysis/DEFINITIONS.md</a>.</p>",
+            f"<p class='rule'><b>How verdicts are reached</b>: {html.escape(RULE)}</p>",
             *_excluded_html(excluded),
         ]
     return robustness_section(runs, meta.get("conditions") or {}) + head + claims
@@ -970,6 +969,8 @@ def write_campaign_report(run_dir: str | Path) -> Path:
         f"overrides {html.escape(str(meta.get('overrides') or 'none'))}, seed "
         f"{meta.get('seed')}, {meta.get('runs_done')}/{meta.get('runs_total')} runs, git "
         f"{html.escape(str((meta.get('git') or {}).get('commit', ''))[:10])}</p>",
+        f"<p>Metric definitions, with the publication each comes from: <a "
+        f"href='{DEFINITIONS_URL}'>analysis/DEFINITIONS.md</a> (in the project).</p>",
         *sections(run_dir),
     ]
     title = f"MPTCP campaign: {meta.get('experiment', run_dir.name)}"

@@ -3,7 +3,7 @@
 The receiver samples its in-order byte count every 100 ms and records every pause longer than
 50 ms; the kernel's per-subflow counters are sampled alongside. That is enough for goodput,
 the failover gap and which path carried the data, so a run has its headline numbers even when
-the pcap analysis (analysis/) is not run. Definitions follow /work/shared/REFERENCE.md.
+the pcap analysis (analysis/) is not run. Definitions: analysis/DEFINITIONS.md.
 """
 
 from __future__ import annotations
