@@ -492,9 +492,70 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
         + "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions;"
         " n = runs</p>"
     )
+    parts += _decisions_html(runs, points)
     parts.append("<h3>Published claims checked</h3>")
     parts += _claims_html(scheduler_claims(runs, name, points))
     return parts
+
+
+SCHED_COUNTERS = ("SchedWait", "SchedPickMinRtt", "SchedPickOther")
+
+
+def sched_decisions(r: dict[str, Any]) -> dict[str, int] | None:
+    """A run's scheduler decisions from our stack's MIB (both ends summed: each end schedules
+    what it sends), or None for a stack that does not count them (kernel MPTCP, TCP)."""
+    counters = r.get("mptcp_counters") or {}
+    if not str(r.get("stack", "")).startswith("userspace"):
+        return None
+    return {k: sum(int(c.get(k, 0)) for c in counters.values()) for k in SCHED_COUNTERS}
+
+
+def _decisions_html(runs: list[dict[str, Any]], points: list[str]) -> list[str]:
+    """Per variant, point and traffic kind, each run's decisions: did BLEST/ECF ever wait, how
+    often did a chunk go to the slower path."""
+    rows = []
+    for r in runs:
+        d = sched_decisions(r)
+        if d is None:
+            continue
+        picks = d["SchedPickMinRtt"] + d["SchedPickOther"]
+        rows.append(
+            [
+                r["variant"],
+                _point(r, ("traffic.kind",)),
+                _kind(r),
+                r["label"],
+                d["SchedWait"],
+                d["SchedPickMinRtt"],
+                d["SchedPickOther"],
+                "–" if not picks else f"{d['SchedPickOther'] / picks:.1%}",
+            ]
+        )
+    if not rows:
+        return []
+    rows.sort(key=lambda x: (x[0], x[1], x[2], x[3]))
+    return [
+        "<h3>Scheduler decisions (our stack's MIB)</h3>",
+        "<p>Per run, both ends summed: <code>MPTcpExtSchedWait</code> (data held back although "
+        "a subflow had room: BLEST's and ECF's waits for the fast subflow), "
+        "<code>MPTcpExtSchedPickMinRtt</code> (a chunk to the lowest-RTT subflow, the minRTT "
+        "choice) and <code>MPTcpExtSchedPickOther</code> (a chunk to a slower subflow), the "
+        "last two counted only when more than one subflow was usable "
+        "(analysis/DEFINITIONS.md).</p>",
+        _table(
+            [
+                "variant",
+                "point",
+                "traffic",
+                "run",
+                "waits",
+                "min-RTT picks",
+                "other picks",
+                "to slower path",
+            ],
+            rows,
+        ),
+    ]
 
 
 def _delay(pt: str) -> float:

@@ -178,7 +178,19 @@ RcvPruned = "RcvPruned"  # receive buffer pruned (named by other kernels, not by
 OptionMalformed = "OptionMalformed"  # a kind-30 option that did not decode (dropped)
 DataAckInvalid = "DataAckInvalid"  # a DATA_ACK beyond what was sent (ignored)
 MPCapableFallbackSYN = "MPCapableFallbackSYN"  # server: SYN with an unusable MP_CAPABLE
-EXTRA_NAMES: tuple[str, ...] = (RcvPruned, OptionMalformed, DataAckInvalid, MPCapableFallbackSYN)
+# The scheduler's decisions (Linux counts none): whether BLEST or ECF ever waited, and how often
+# a chunk went to the fastest subflow or a slower one, so a run shows what its scheduler did.
+SchedWait = "SchedWait"  # data held back although a subflow had room (BLEST's / ECF's wait)
+SchedPickMinRtt = "SchedPickMinRtt"  # a chunk to the lowest-RTT usable subflow (2+ usable)
+SchedPickOther = "SchedPickOther"  # a chunk to a slower subflow (2+ usable)
+SCHED_NAMES: tuple[str, ...] = (SchedWait, SchedPickMinRtt, SchedPickOther)
+EXTRA_NAMES: tuple[str, ...] = (
+    RcvPruned,
+    OptionMalformed,
+    DataAckInvalid,
+    MPCapableFallbackSYN,
+    *SCHED_NAMES,
+)
 
 NAMES: tuple[str, ...] = LINUX_NAMES + EXTRA_NAMES
 _KNOWN = frozenset(NAMES)

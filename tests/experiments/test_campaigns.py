@@ -466,3 +466,32 @@ def test_verdict_colours(tmp_path):
         ("#060", "agrees"),
         ("#a00", "disagrees"),
     ]
+
+
+def test_scheduler_decisions_per_run_from_the_mib(tmp_path):
+    """Each userspace run's scheduler counters (both ends summed) in the schedulers section;
+    kernel MPTCP counts none and has no row."""
+    d = _campaign(tmp_path)
+    runs = json.loads((d / "metrics.json").read_text())["runs"]
+    for r in runs:
+        if r["variant"] == "userspace-blest":
+            r["mptcp_counters"] = {
+                "client": {"SchedWait": 3},
+                "server": {"SchedWait": 4, "SchedPickMinRtt": 30, "SchedPickOther": 10},
+            }
+    runs.append(
+        _run(
+            "kernel-mptcp/p1-rep1",
+            "kernel-mptcp",
+            runs[0]["point_values"] | {"stack.userspace.scheduler": None},
+            mptcp_counters={"client": {"MPJoinSynTx": 1}},
+        )
+    )
+    page = _write(tmp_path, runs)
+    table = page[page.index("Scheduler decisions (our stack's MIB)") :]
+    table = table[: table.index("</table>")]
+    row = "<td class='l'>7</td><td class='l'>30</td><td class='l'>10</td><td class='l'>25.0%</td>"
+    assert table.count(row) == 8  # blest: 2 delays x 2 kinds x 2 repetitions
+    zero = "<td class='l'>0</td><td class='l'>0</td><td class='l'>0</td><td class='l'>–</td>"
+    assert table.count(zero) == 32  # the other four schedulers counted nothing
+    assert "kernel-mptcp" not in table
