@@ -315,16 +315,28 @@ def _median(v: list[float]) -> float | None:
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
-def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
+def _sched_frame(
+    runs: list[dict[str, Any]],
+) -> tuple[str, list[dict[str, Any]], dict[str, Any], list[str]] | None:
+    """(grid key, the runs at the scheduler runs' points, variant -> scheduler, points), or
+    None for a campaign without a scheduler grid."""
     key = _sched_key(runs)
     if key is None:
-        return []
+        return None
     # the scheduler runs' points; other stacks (tcp, kernel MPTCP) at those points
     points = list(
         dict.fromkeys(_point(r, ("traffic.kind",)) for r in runs if key in r["point_values"])
     )
     runs = [r for r in runs if _point(r, ("traffic.kind",)) in points]
     name = {r["variant"]: r["point_values"].get(key) for r in runs}
+    return key, runs, name, points
+
+
+def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
+    frame = _sched_frame(runs)
+    if frame is None:
+        return []
+    key, runs, name, points = frame
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     parts = [
         "<h2>Schedulers on heterogeneous paths</h2>",
@@ -679,18 +691,26 @@ def scheduler_claims(
     return out
 
 
+def _share(r: dict[str, Any]) -> float | None:
+    """The flow under test's share: its goodput over its own and the competing flows'."""
+    other = sum(b.get("goodput_mbit") or 0 for b in r["background"])
+    tot = (r["goodput_mbit"] or 0) + other
+    return r["goodput_mbit"] / tot if tot else None
+
+
+def _shares(runs: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """variant -> each run's share (runs with background flows only), in file order."""
+    with_bg = [r for r in runs if r.get("background")]
+    variants = list(dict.fromkeys(r["variant"] for r in with_bg))
+    return {v: [_share(r) for r in with_bg if r["variant"] == v] for v in variants}
+
+
 def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     with_bg = [r for r in runs if r.get("background")]
     if not with_bg:
         return []
-
-    def share(r) -> float | None:
-        other = sum(b.get("goodput_mbit") or 0 for b in r["background"])
-        tot = (r["goodput_mbit"] or 0) + other
-        return r["goodput_mbit"] / tot if tot else None
-
-    variants = list(dict.fromkeys(r["variant"] for r in with_bg))
-    shares = {v: [share(r) for r in with_bg if r["variant"] == v] for v in variants}
+    shares = _shares(runs)
+    variants = list(shares)
     tcp_ref = _ci(shares.get("tcp", []))[0]
     ref = (tcp_ref, f"single TCP (measured) {tcp_ref:.2f}") if tcp_ref is not None else (0.5, "0.5")
     p = _bars(
@@ -727,10 +747,15 @@ def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
         _table(["variant", "share", "goodput", "competing TCP", "subflows"], rows),
         "<h3>Published claims checked</h3>",
     ]
+    parts += _claims_html(share_claims(shares))
+    return parts
+
+
+def share_claims(shares: dict[str, list[float | None]]) -> list[Checked]:
     tcp = shares.get("tcp", [])
     ref_words = "single TCP (measured)" if tcp else "0.5 (no single-TCP run: the even split)"
     checked: list[Checked] = []
-    for v in variants:
+    for v in shares:
         if v == "tcp":
             continue
         coupled = any(c in v for c in ("lia", "olia", "balia"))
@@ -762,19 +787,15 @@ def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                 evidence=f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(tcp)}",
             )
         )
-    parts += _claims_html(checked)
-    return parts
+    return checked
 
 
 def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     with_fo = [r for r in runs if r.get("failover")]
     if not with_fo:
         return []
-    variants = list(dict.fromkeys(r["variant"] for r in with_fo))
-    gaps = {
-        v: [max(f["gap_s"] for f in r["failover"]) for r in with_fo if r["variant"] == v]
-        for v in variants
-    }
+    gaps = _gaps(runs)
+    variants = list(gaps)
     after = {
         v: [r["failover"][0]["goodput_after_mbit"] for r in with_fo if r["variant"] == v]
         for v in variants
@@ -829,6 +850,29 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
             ],
         ),
     ]
+    parts.append("<h3>Published claims checked</h3>")
+    parts += _claims_html(handover_claims(gaps))
+    parts.append("<h3>Goodput over time per subflow</h3>")
+    for r in with_fo:
+        evs = [f["event_t"] for f in r["failover"]]
+        p = _subflow_goodput(r, fig_dir / f"subflows-{r['label'].replace('/', '-')}.png", evs)
+        if p is not None:
+            parts.append(_img(p, f"{r['variant']} ({r['label']}): goodput per subflow"))
+    return parts
+
+
+def _gaps(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """variant -> each run's handover gap (the longest of its link-down events)."""
+    with_fo = [r for r in runs if r.get("failover")]
+    variants = list(dict.fromkeys(r["variant"] for r in with_fo))
+    return {
+        v: [max(f["gap_s"] for f in r["failover"]) for r in with_fo if r["variant"] == v]
+        for v in variants
+    }
+
+
+def handover_claims(gaps: dict[str, list[float]]) -> list[Checked]:
+    variants = list(gaps)
     mode = {}
     for v in variants:
         low = v.lower()
@@ -838,7 +882,6 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
             mode["single"] = v
         elif "backup" in low:
             mode["backup"] = v
-    parts.append("<h3>Published claims checked</h3>")
     text = (
         "Paasch et al., CellNet 2012: full-MPTCP mode hands over with the shortest "
         "interruption, backup mode next (its subflow is already established), "
@@ -870,14 +913,7 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
             "–",
             f"modes found: {', '.join(variants)}",
         )
-    parts += _claims_html([checked])
-    parts.append("<h3>Goodput over time per subflow</h3>")
-    for r in with_fo:
-        evs = [f["event_t"] for f in r["failover"]]
-        p = _subflow_goodput(r, fig_dir / f"subflows-{r['label'].replace('/', '-')}.png", evs)
-        if p is not None:
-            parts.append(_img(p, f"{r['variant']} ({r['label']}): goodput per subflow"))
-    return parts
+    return [checked]
 
 
 def _bundle_words(bundle: dict[str, Any]) -> str:
@@ -998,6 +1034,24 @@ def _excluded_html(excluded: list[dict[str, Any]]) -> list[str]:
             [[r["label"], r["variant"], data_subflows(r), r.get("outcome", "")] for r in excluded],
         ),
     ]
+
+
+def claims(run_dir: Path) -> tuple[list[Checked], list[dict[str, Any]]]:
+    """Every claim a campaign's report states, judged by the rule, and the MPTCP runs excluded
+    from them: what a record keeps and a rerun is compared on (no figures drawn)."""
+    kept, excluded = split_mptcp_runs(load_runs(run_dir))
+    out: list[Checked] = []
+    frame = _sched_frame(kept)
+    if frame is not None:
+        _, sruns, name, points = frame
+        out += scheduler_claims(sruns, name, points)
+    shares = _shares(kept)
+    if shares:
+        out += share_claims(shares)
+    gaps = _gaps(kept)
+    if gaps:
+        out += handover_claims(gaps)
+    return out, excluded
 
 
 def sections(run_dir: Path) -> list[str]:
