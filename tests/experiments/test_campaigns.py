@@ -73,7 +73,7 @@ def test_bad_stack_grid_keys_name_file_and_field(tmp_path, grid, field):
     assert e.value.field == field and str(tmp_path) in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["schedulers", "coupled_cc", "handover_modes"])
+@pytest.mark.parametrize("name", ["schedulers", "coupled_cc", "coupled_cc_reno", "handover_modes"])
 def test_tiny_campaign_files_parse(name):
     # a campaign that states claims runs 5 repetitions by default (the rule needs per-run values)
     assert load_experiment(SHIPPED / f"{name}.toml").repetitions >= 5
