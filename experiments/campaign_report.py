@@ -1143,11 +1143,32 @@ def _excluded_html(excluded: list[dict[str, Any]]) -> list[str]:
         "<h3>Runs excluded from the claims</h3>",
         "<p>MPTCP runs in which fewer than two subflows carried data (they measured one "
         "path): left out of every figure, table and claim below.</p>",
+        "<p>A scheduler that chose never to use the slower path (BLEST or ECF waiting for the "
+        "fast one, see its waits) is excluded too: its run says nothing about multipath "
+        "scheduling beyond that choice.</p>",
         _table(
-            ["run", "variant", "subflows that carried data", "outcome"],
-            [[r["label"], r["variant"], data_subflows(r), r.get("outcome", "")] for r in excluded],
+            ["run", "variant", "subflows that carried data", "scheduler decisions", "outcome"],
+            [
+                [
+                    r["label"],
+                    r["variant"],
+                    data_subflows(r),
+                    _decision_words(sched_decisions(r)),
+                    r.get("outcome", ""),
+                ]
+                for r in excluded
+            ],
         ),
     ]
+
+
+def _decision_words(d: dict[str, int] | None) -> str:
+    if d is None:
+        return "–"
+    return (
+        f"{d['SchedWait']} waits, {d['SchedPickMinRtt']} min-RTT / "
+        f"{d['SchedPickOther']} slower-path picks"
+    )
 
 
 def claims(run_dir: Path) -> tuple[list[Checked], list[dict[str, Any]]]:

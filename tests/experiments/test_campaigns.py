@@ -557,3 +557,21 @@ def test_scheduler_claims_in_their_papers_regime_under_each_queue(tmp_path):
         row = row[: row.index("</tr>")]
         assert f"{cond}, lte delay 50 ms, receive buffer 65536 B" in row
         assert "-100 [" in row and row.endswith("<td class='l'>agrees</td>")
+
+
+def test_a_scheduler_that_never_used_the_slow_path_is_excluded_with_its_waits(tmp_path):
+    """BLEST at a small window waited for the fast path every time (the smoke run: 903 waits,
+    lte 0 bytes): a single-path run, excluded, its waits shown beside it."""
+    d = _campaign(tmp_path)
+    runs = json.loads((d / "metrics.json").read_text())["runs"]
+    idle = next(r for r in runs if r["variant"] == "userspace-blest")
+    idle["subflow_bytes"] = {"a->b": 13107200, "c->b": 0}
+    idle["mptcp_counters"] = {"server": {"SchedWait": 903, "SchedPickMinRtt": 4077}}
+    tdir = d / "traffic" / idle["label"]
+    (tdir / "main-client.json").write_text(json.dumps({"spec": {"kind": "bulk"}}))
+    page = _write(tmp_path, runs)
+    excluded = page[page.index("Runs excluded from the claims") :]
+    excluded = excluded[: excluded.index("</table>")]
+    assert f"<td class='l'>{idle['label']}</td>" in excluded
+    assert "903 waits, 4077 min-RTT / 0 slower-path picks" in excluded
+    assert excluded.count("<tr>") == 2  # the header and that run
