@@ -806,8 +806,15 @@ def _scheduler_claims_at(
 
 
 def _share(r: dict[str, Any]) -> float | None:
-    """The flow under test's share: its goodput over its own and the competing flows'."""
-    other = sum(b.get("goodput_mbit") or 0 for b in r["background"])
+    """The flow under test's share: its goodput over its own and the competing flows', after
+    the warm-up (every flow past slow start: the steady goodputs) when the run recorded the
+    competitors' steady goodput, else over the whole transfers (older runs)."""
+    bg = r["background"]
+    mine = r.get("goodput_steady_mbit")
+    if mine is not None and bg and all(b.get("goodput_steady_mbit") is not None for b in bg):
+        tot = mine + sum(b["goodput_steady_mbit"] for b in bg)
+        return mine / tot if tot else None
+    other = sum(b.get("goodput_mbit") or 0 for b in bg)
     tot = (r["goodput_mbit"] or 0) + other
     return r["goodput_mbit"] / tot if tot else None
 
@@ -854,7 +861,8 @@ def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     parts = [
         "<h2>Bottleneck share per congestion controller</h2>",
         "<p>The flow under test (two subflows through the one bottleneck for the MPTCP stacks) "
-        "beside one kernel TCP flow; share = its goodput / (its + the TCP flow's). The dashed "
+        "beside one kernel TCP flow; share = its goodput / (its + the TCP flow's), both after "
+        "the warm-up (<code>metrics.warmup_s</code>: every flow past slow start). The dashed "
         "line is what a single TCP flow took in the same place (the <code>tcp</code> stack as "
         "the flow under test).</p>",
         _img(p, "bottleneck share per controller with the single-TCP reference"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.campaign_report import effective_rtts, write_campaign_report
+from experiments.campaign_report import _share, effective_rtts, write_campaign_report
 from experiments.config import ExperimentError, load_experiment, resolve_runs
 
 SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
@@ -575,3 +575,20 @@ def test_a_scheduler_that_never_used_the_slow_path_is_excluded_with_its_waits(tm
     assert f"<td class='l'>{idle['label']}</td>" in excluded
     assert "903 waits, 4077 min-RTT / 0 slower-path picks" in excluded
     assert excluded.count("<tr>") == 2  # the header and that run
+
+
+def test_share_over_the_steady_window_when_recorded(tmp_path):
+    """With the competitor's steady goodput recorded, the share is taken after the warm-up:
+    a flow that lost slow start's race (whole transfer 8 vs 12 Mbit/s: 0.4) but held an even
+    split afterwards (10 vs 10: 0.5)."""
+    run = _run(
+        "userspace-lia/rep1",
+        "userspace-lia",
+        {},
+        goodput_mbit=8.0,
+        goodput_steady_mbit=10.0,
+        background=[{"flow": "competitor", "goodput_mbit": 12.0, "goodput_steady_mbit": 10.0}],
+    )
+    assert _share(run) == 0.5
+    del run["background"][0]["goodput_steady_mbit"]  # an older run: whole transfers
+    assert _share(run) == 0.4
