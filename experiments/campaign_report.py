@@ -1209,7 +1209,7 @@ def sections(run_dir: Path) -> list[str]:
         + handover_section(kept, fig_dir)
     )
     head = []
-    if claims or excluded:
+    if claims:  # a campaign without claims (robustness) excludes nothing
         head = [
             f"<p class='rule'><b>How verdicts are reached</b>: {html.escape(RULE)}</p>",
             *_excluded_html(excluded),

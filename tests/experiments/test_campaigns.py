@@ -592,3 +592,20 @@ def test_share_over_the_steady_window_when_recorded(tmp_path):
     assert _share(run) == 0.5
     del run["background"][0]["goodput_steady_mbit"]  # an older run: whole transfers
     assert _share(run) == 0.4
+
+
+def test_a_campaign_without_claims_lists_no_exclusions(tmp_path):
+    """Robustness states no claim: an MPTCP run whose second subflow stayed idle is one of its
+    results (its goodput in the table), not a run excluded from claims."""
+    runs = [
+        _run("kernel-mptcp/p0-rep1", "kernel-mptcp", {"condition": "clean"}),
+        _run(
+            "kernel-mptcp/p1-rep1",
+            "kernel-mptcp",
+            {"condition": "reordering"},
+            subflow_bytes={"a->b": 9000},
+        ),
+    ]
+    page = _write(tmp_path, runs)
+    assert "Robustness: data intact" in page
+    assert "Runs excluded" not in page and "How verdicts are reached" not in page
