@@ -7,10 +7,12 @@ traffic tool's reports under RUN/traffic/ and the analysis' RUN/analysis/metrics
 
 - schedulers: a grid over stack.<stack>.scheduler: CDF of completion time (per request for
   request/response, per transfer for bulk), bars with 95% CIs of completion time, aggregation
-  benefit and reordering delay per scheduler, and the claims of Paasch et al. 2014, Ferlin et al.
-  2016 (BLEST) and Lim et al. 2017 (ECF).
+  benefit and reordering delay per scheduler, nominal and effective (full-queue) RTT per path,
+  the schedulers' decisions from our MIB, and the claims of Paasch et al. 2014, Ferlin et al.
+  2016 (BLEST) and Lim et al. 2017 (ECF), each in its paper's regime (our stack's smallest
+  swept receive buffer for BLEST/ECF, the largest for Paasch's) under each named condition.
 - bottleneck share: runs with background flows: the flow under test's share per variant
-  (controller) with the single-TCP reference line (RFC 6356's goal).
+  (controller, after the warm-up) with the single-TCP reference line (RFC 6356's goal 2).
 - handover: runs with a link going down: gap and goodput per variant (mode), goodput over time
   per subflow for each run (Paasch et al., CellNet 2012).
 - robustness: a grid over named conditions ([conditions.*], grid key "condition"): a table
