@@ -609,3 +609,37 @@ def test_a_campaign_without_claims_lists_no_exclusions(tmp_path):
     page = _write(tmp_path, runs)
     assert "Robustness: data intact" in page
     assert "Runs excluded" not in page and "How verdicts are reached" not in page
+
+
+def _benefit_campaign(tmp_path: Path, minrtt: dict[int, list[float]], redundant: list[float]):
+    """Bulk runs of minRTT at lte 10 and 50 ms and of redundant at 10 ms, with these benefits."""
+    runs = []
+    for delay, values in minrtt.items():
+        for rep, b in enumerate(values, 1):
+            pv = {"links.lte.delay_ms": delay, "traffic.kind": "bulk"}
+            pv["stack.userspace.scheduler"] = "minrtt"
+            runs.append(_run(f"m{delay}/rep{rep}", "userspace-minrtt", pv, aggregation_benefit=b))
+    for rep, b in enumerate(redundant, 1):
+        pv = {"links.lte.delay_ms": 10, "traffic.kind": "bulk"}
+        pv["stack.userspace.scheduler"] = "redundant"
+        runs.append(_run(f"r/rep{rep}", "userspace-redundant", pv, aggregation_benefit=b))
+    return _write(tmp_path, runs)
+
+
+def test_benefit_that_does_not_drop_does_not_agree(tmp_path):
+    """The same benefit at both RTT ratios is not 'the benefit drops' (the old rule accepted
+    equality): inconclusive, the drop's interval contains 0."""
+    page = _benefit_campaign(tmp_path, {10: [0.7, 0.72, 0.68], 50: [0.7, 0.72, 0.68]}, [])
+    assert _verdict_of(page, "(aggregation benefit, Kaspar)") == "inconclusive: drop inconclusive"
+    page = _benefit_campaign(tmp_path, {10: [0.7, 0.72, 0.68], 50: [0.5, 0.52, 0.48]}, [])
+    assert _verdict_of(page, "(aggregation benefit, Kaspar)") == "agrees"
+
+
+def test_redundant_claim_is_judged_by_the_threshold_its_text_states(tmp_path):
+    """'benefit < 0' in the text, 0 in the rule: a redundant scheduler that aggregates a little
+    (0.05, which the old 0.1 threshold let agree) disagrees."""
+    page = _benefit_campaign(tmp_path, {10: [0.7, 0.72]}, [0.05, 0.06, 0.04])
+    assert "benefit &lt; 0" in page or "benefit < 0" in page
+    assert _verdict_of(page, "Redundant scheduling") == "disagrees"
+    page = _benefit_campaign(tmp_path, {10: [0.7, 0.72]}, [-0.08, -0.07, -0.09])
+    assert _verdict_of(page, "Redundant scheduling") == "agrees"
