@@ -52,6 +52,7 @@ from analysis.verdict import (  # noqa: E402
     combine,
     judge,
 )
+from experiments.metrics import bottleneck_share  # noqa: E402
 
 TOL_SHARE = 0.05  # bottleneck share: "no more than a single TCP" within this (absolute)
 # the metric definitions, from the report (RUN/report.html is results/<experiment>/<run-id>/)
@@ -808,17 +809,9 @@ def _scheduler_claims_at(
 
 
 def _share(r: dict[str, Any]) -> float | None:
-    """The flow under test's share: its goodput over its own and the competing flows', after
-    the warm-up (every flow past slow start: the steady goodputs) when the run recorded the
-    competitors' steady goodput, else over the whole transfers (older runs)."""
-    bg = r["background"]
-    mine = r.get("goodput_steady_mbit")
-    if mine is not None and bg and all(b.get("goodput_steady_mbit") is not None for b in bg):
-        tot = mine + sum(b["goodput_steady_mbit"] for b in bg)
-        return mine / tot if tot else None
-    other = sum(b.get("goodput_mbit") or 0 for b in bg)
-    tot = (r["goodput_mbit"] or 0) + other
-    return r["goodput_mbit"] / tot if tot else None
+    """The flow under test's share (experiments.metrics.bottleneck_share: after the warm-up
+    when the run recorded the competitors' steady goodput, else over the whole transfers)."""
+    return bottleneck_share(r.get("goodput_steady_mbit"), r["goodput_mbit"], r["background"])
 
 
 def _shares(runs: list[dict[str, Any]]) -> dict[str, list[float | None]]:

@@ -81,3 +81,14 @@ def test_background_flows_steady_goodput_after_the_warm_up():
     assert bg["goodput_steady_mbit"] == pytest.approx(8.0)
     (bg,) = _background_results([fr], [spec], warmup_s=13.0)  # no window after the warm-up
     assert bg["goodput_steady_mbit"] is None
+
+
+def test_bottleneck_share_after_the_warm_up_in_the_summary_too():
+    """The summary's main_share and the report's share are one function: steady goodputs
+    when every competitor's was recorded, whole transfers otherwise."""
+    from experiments.metrics import bottleneck_share
+
+    steady = [{"goodput_mbit": 12.0, "goodput_steady_mbit": 10.0}]
+    assert bottleneck_share(10.0, 8.0, steady) == 0.5
+    assert bottleneck_share(10.0, 8.0, [{"goodput_mbit": 12.0}]) == 0.4
+    assert bottleneck_share(None, 0.0, [{"goodput_mbit": 0.0}]) is None
