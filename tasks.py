@@ -150,6 +150,41 @@ def run(
     )
 
 
+@task(help={"run_dir": "a finished campaign folder (results/<experiment>/<run-id>/)"})
+def record(c, run_dir):
+    """Write experiments/records/<experiment>/ (metrics, metadata, report.md) from a campaign."""
+    from experiments.records import RecordError, write_record
+
+    try:
+        out = write_record(run_dir)
+    except RecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"record: {out}")
+
+
+@task(
+    help={
+        "campaign": "a campaign with a record under experiments/records/ (e.g. schedulers)",
+        "run_dir": "compare this finished rerun instead of running the campaign again",
+    }
+)
+def reproduce(c, campaign, run_dir=None):
+    """Rerun a recorded campaign with today's code; say claim by claim whether its verdict is
+    the record's. Live (namespaces, traffic): wrap it in the live lock."""
+    from experiments.records import RecordError, comparison_lines, reproduce
+
+    try:
+        new_dir, rows = reproduce(campaign, run_dir)
+    except RecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"rerun: {new_dir}")
+    for line in comparison_lines(rows):
+        print(line)
+    sys.exit(0 if rows and all(r.same for r in rows) else 1)
+
+
 @task(name="list")
 def list_(c):
     """List experiment files, topologies and stacks with their descriptions."""

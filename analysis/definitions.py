@@ -1,8 +1,8 @@
 """Metric definitions shared by the experiment runner (on its traffic tool's 100 ms samples) and
 the analysis (on captures): plain Python, no pandas, so both compute the same thing.
 
-Definitions from /work/shared/REFERENCE.md where it gives one (aggregation benefit); the failover
-figures below answer what a reader comparing stacks needs after a path is cut (issue 13). A
+Each definition, with the publication it comes from, is in analysis/DEFINITIONS.md; the failover
+figures below answer what a reader comparing stacks needs after a path is cut. A
 "progress" series is the receiver's in-order byte count over time: sorted times and a
 non-decreasing cumulative level (the DATA_ACK level at the receiver, or the traffic tool's
 in-order byte samples).
@@ -23,7 +23,7 @@ EFFICIENCY_S = 3.0  # failover efficiency: the first seconds after the event
 
 
 def aggregation_benefit(goodput: float | None, capacities: Sequence[float | None]) -> float | None:
-    """Kaspar's aggregation benefit (REFERENCE.md), with g the goodput and C_i the paths'
+    """Kaspar's aggregation benefit (analysis/DEFINITIONS.md), with g the goodput and C_i the paths'
     capacities (same unit), C_max the largest:
     (g - C_max) / (sum C_i - C_max) if g >= C_max, else (g - C_max) / C_max.
 

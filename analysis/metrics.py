@@ -1,7 +1,7 @@
 """Metrics a researcher would otherwise read off Wireshark by hand, as plain functions on the
 annotated frame table (analysis.mptcp.annotate) returning dataclasses or DataFrames.
 
-Definitions follow shared/REFERENCE.md: goodput from data-level progress at the receiver (100 ms
+Definitions in analysis/DEFINITIONS.md: goodput from data-level progress at the receiver (100 ms
 bins), aggregation benefit after Kaspar, failover gap around a link event, reinjected bytes as DSN
 ranges sent on more than one subflow, reordering delay as time spent waiting for lower DSNs.
 Times are absolute (epoch seconds, as in the pcap) unless a name ends in `_s` (a duration).

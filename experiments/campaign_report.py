@@ -7,18 +7,23 @@ traffic tool's reports under RUN/traffic/ and the analysis' RUN/analysis/metrics
 
 - schedulers: a grid over stack.<stack>.scheduler: CDF of completion time (per request for
   request/response, per transfer for bulk), bars with 95% CIs of completion time, aggregation
-  benefit and reordering delay per scheduler, and the claims of Paasch et al. 2014, Ferlin et al.
-  2016 (BLEST) and Lim et al. 2017 (ECF).
+  benefit and reordering delay per scheduler, nominal and effective (full-queue) RTT per path,
+  the schedulers' decisions from our MIB, and the claims of Paasch et al. 2014, Ferlin et al.
+  2016 (BLEST) and Lim et al. 2017 (ECF), each in its paper's regime (our stack's smallest
+  swept receive buffer for BLEST/ECF, the largest for Paasch's) under each named condition.
 - bottleneck share: runs with background flows: the flow under test's share per variant
-  (controller) with the single-TCP reference line (RFC 6356's goal).
+  (controller, after the warm-up) with the single-TCP reference line (RFC 6356's goal 2).
 - handover: runs with a link going down: gap and goodput per variant (mode), goodput over time
   per subflow for each run (Paasch et al., CellNet 2012).
 - robustness: a grid over named conditions ([conditions.*], grid key "condition"): a table
   stack x condition with data intact (k of n runs) and goodput (mean, 95% CI), what each
   condition set, and which stack kept its data intact at what goodput.
 
-A verdict is "agrees", "disagrees" or "not measured", always with the numbers it rests on;
-with one repetition it is one sample, and says so.
+Every verdict comes from one rule (analysis/verdict.py, named once in the report): a two-sided
+95% Welch t interval of the difference of per-run means, "agrees" / "disagrees" when it lies
+wholly on one side of the claim's margin, "inconclusive" when it contains it or a group has
+fewer than 2 runs, "not measured" without data; each claim's effect and interval are in a table
+beside it. MPTCP runs in which fewer than two subflows carried data are listed and excluded.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +42,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.plots import _save  # noqa: E402
 from analysis.report import _img, _page, combine_reports, mean_ci  # noqa: E402
+from analysis.verdict import (  # noqa: E402
+    AGREES,
+    DISAGREES,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    RULE,
+    Verdict,
+    combine,
+    judge,
+)
+from experiments.metrics import bottleneck_share  # noqa: E402
 
 TOL_SHARE = 0.05  # bottleneck share: "no more than a single TCP" within this (absolute)
+# the metric definitions, from the report (RUN/report.html is results/<experiment>/<run-id>/)
+DEFINITIONS_URL = "../../../analysis/DEFINITIONS.md"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,32 +126,89 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _claim(text: str, verdict: str, evidence: str) -> str:
-    color = {"agrees": "#060", "disagrees": "#a00", "partly": "#a60", "inconclusive:": "#a60"}.get(
-        verdict.split()[0], "#555"
+@dataclass
+class Checked:
+    """One published claim as the report shows it: the paragraph and its row in the claims
+    table, both from one ``Verdict`` of the rule (analysis/verdict.py)."""
+
+    text: str  # the published claim, with its source
+    short: str  # the claim in a few words (the table's first column)
+    compared: str  # what was compared: 'blest vs minrtt, reordering p95 per run (ms)'
+    outcome: str  # AGREES / DISAGREES / INCONCLUSIVE / NOT_MEASURED
+    verdict: str  # the outcome in words (with why, when inconclusive)
+    effect: str  # the effect with its 95% interval
+    claimed: str  # what the claim needs of the effect: '< 0', '> 0.05'
+    n: str  # runs per group: '5 / 5'
+    evidence: str = ""  # more numbers (group means, parts of a compound claim)
+
+
+def _check(
+    text: str,
+    short: str,
+    compared: str,
+    parts: list[tuple[str, Verdict]],
+    unit: str = "",
+    evidence: str = "",
+) -> Checked:
+    """A claim from its parts (label, verdict): one part is the common case; several are a
+    compound claim (A < B < C), judged by ``combine``."""
+    if len(parts) == 1:
+        v = parts[0][1]
+        outcome, words = v.outcome, v.words()
+    else:
+        outcome = combine([v for _, v in parts])
+        words = outcome
+        if outcome == INCONCLUSIVE:
+            words += ": " + "; ".join(
+                f"{lab} {v.outcome}" for lab, v in parts if v.outcome != AGREES
+            )
+
+    def n_of(v: Verdict) -> str:
+        iv = v.interval
+        return str(iv.n_a) if iv.n_b is None else f"{iv.n_a} / {iv.n_b}"
+
+    def side(lab: str, v: Verdict) -> str:
+        return (lab + " " if lab else "") + f"{v.side} {v.margin:.3g}"
+
+    return Checked(
+        text=text,
+        short=short,
+        compared=compared,
+        outcome=outcome,
+        verdict=words,
+        effect="; ".join((lab + ": " if lab else "") + v.interval.words(unit) for lab, v in parts),
+        claimed="; ".join(side(lab, v) for lab, v in parts),
+        n="; ".join(n_of(v) for _, v in parts),
+        evidence=evidence,
+    )
+
+
+COLOURS = {AGREES: "#060", DISAGREES: "#a00", INCONCLUSIVE: "#a60", NOT_MEASURED: "#555"}
+
+
+def _claim(c: Checked) -> str:
+    ev = f"{c.compared}: effect {c.effect}, claimed {c.claimed}, n {c.n}" + (
+        f"; {c.evidence}" if c.evidence else ""
     )
     return (
-        f"<p class='claim'><b>Published claim</b>: {html.escape(text)}<br>"
-        f"<b>Ours</b>: <span style='color:{color}'>{html.escape(verdict)}</span> — "
-        f"{html.escape(evidence)}</p>"
+        f"<p class='claim'><b>Published claim</b>: {html.escape(c.text)}<br>"
+        f"<b>Ours</b>: <span style='color:{COLOURS.get(c.outcome, '#555')}'>"
+        f"{html.escape(c.verdict)}</span> — {html.escape(ev)}</p>"
     )
 
 
-def _overlap(a: list[float], b: list[float]) -> bool:
-    """Both have a 95% interval (n >= 2) and the intervals overlap: a difference of means
-    between them is not established."""
-    ma, ha, na = _ci(a)
-    mb, hb, nb = _ci(b)
-    if ma is None or mb is None or na < 2 or nb < 2 or ha is None or hb is None:
-        return False
-    return ma - ha <= mb + hb and mb - hb <= ma + ha
+def _claims_table(checked: list[Checked]) -> str:
+    """Every claim of a section in one table: effect and its 95% interval beside the verdict."""
+    if not checked:
+        return ""
+    return _table(
+        ["claim", "compared (one value per run)", "n", "effect [95% CI]", "claimed", "verdict"],
+        [[c.short, c.compared, c.n, c.effect, c.claimed, c.verdict] for c in checked],
+    )
 
 
-def _verdict(ok: bool | None, n: int) -> str:
-    if ok is None:
-        return "not measured"
-    word = "agrees" if ok else "disagrees"
-    return word + (" (one repetition: one sample, no confidence interval)" if n <= 1 else "")
+def _claims_html(checked: list[Checked]) -> list[str]:
+    return [_claims_table(checked)] + [_claim(c) for c in checked]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,16 +318,111 @@ def _median(v: list[float]) -> float | None:
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
-def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
+def _sched_frame(
+    runs: list[dict[str, Any]],
+) -> tuple[str, list[dict[str, Any]], dict[str, Any], list[str]] | None:
+    """(grid key, the runs at the scheduler runs' points, variant -> scheduler, points), or
+    None for a campaign without a scheduler grid."""
     key = _sched_key(runs)
     if key is None:
-        return []
-    # the scheduler runs' points; other stacks (tcp, kernel MPTCP) at those points
-    points = list(
-        dict.fromkeys(_point(r, ("traffic.kind",)) for r in runs if key in r["point_values"])
-    )
-    runs = [r for r in runs if _point(r, ("traffic.kind",)) in points]
+        return None
+    # the scheduler runs' points; other stacks (tcp, kernel MPTCP) at those points (without
+    # our stack's swept buffers, which they do not have: their points are listed apart)
+    sched = [r for r in runs if key in r["point_values"]]
+    points = list(dict.fromkeys(_spoint(r) for r in sched))
+    base = {_point(r, ("traffic.kind",)) for r in sched}
+    runs = [r for r in runs if _spoint(r) in points or _point(r, ("traffic.kind",)) in base]
+    points += [p for p in dict.fromkeys(_spoint(r) for r in runs) if p not in points]
     name = {r["variant"]: r["point_values"].get(key) for r in runs}
+    return key, runs, name, points
+
+
+QUEUE_PKT_BYTES = 1514  # the rate limiter's queue: queue_pkts x 1514 bytes (testbed/emulation)
+DEFAULT_QUEUE_PKTS = 1000  # a link without queue_pkts: the kernel's txqueuelen
+
+
+def _number(x: Any) -> float | None:
+    """10 from "10 ms" / "20 Mbit/s" / "100 packets" / 10 (link_conditions' words)."""
+    if isinstance(x, (int, float)):
+        return float(x)
+    try:
+        return float(str(x).split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def effective_rtts(conditions: dict[str, dict[str, Any]]) -> list[dict[str, float]]:
+    """Per rate-limited link: its nominal RTT (twice the one-way delay), the queueing a full
+    rate-limiter queue adds (queue_pkts x 1514 B at the link's rate) and the sum, the RTT a
+    bulk flow that fills the queue sees. A path's queue fills under load: what the schedulers
+    compare is the effective RTT, not the nominal one (analysis/DEFINITIONS.md)."""
+    out = []
+    for link, c in conditions.items():
+        rate = _number(c.get("rate_mbit"))
+        if not rate:
+            continue
+        delay = _number(c.get("delay_ms")) or 0.0
+        queue = _number(c.get("queue_pkts")) or DEFAULT_QUEUE_PKTS
+        q_ms = queue * QUEUE_PKT_BYTES * 8 / (rate * 1e6) * 1e3
+        out.append(
+            {
+                "link": link,
+                "nominal_ms": 2 * delay,
+                "queueing_ms": round(q_ms, 1),
+                "effective_ms": round(2 * delay + q_ms, 1),
+            }
+        )
+    return out
+
+
+def _rtt_html(runs: list[dict[str, Any]]) -> list[str]:
+    """Nominal and effective RTT per point and link, with the slow:fast ratios."""
+    rows = []
+    seen = set()
+    for r in runs:
+        pt = _point(r, ("traffic.kind",))
+        if pt in seen or not r.get("link_conditions"):
+            continue
+        seen.add(pt)
+        links = effective_rtts(r["link_conditions"])
+        for x in links:
+            rows.append([pt, x["link"], x["nominal_ms"], x["queueing_ms"], x["effective_ms"], ""])
+        if len(links) == 2 and all(x["nominal_ms"] > 0 for x in links):
+            fast, slow = sorted(links, key=lambda x: x["nominal_ms"])
+            rows[-1][-1] = (
+                f"{slow['nominal_ms'] / fast['nominal_ms']:.2f} nominal, "
+                f"{slow['effective_ms'] / fast['effective_ms']:.2f} effective"
+            )
+    if not rows:
+        return []
+    return [
+        "<h3>Nominal and effective RTT</h3>",
+        "<p>Nominal: twice the link's one-way delay. Effective: with the rate limiter's queue "
+        "full (queue_pkts x 1514 B at the link's rate), as a bulk transfer that fills it sees; "
+        "request/response exchanges see something in between.</p>",
+        _table(
+            ["point", "link", "nominal RTT ms", "full queue adds ms", "effective RTT ms", "ratio"],
+            rows,
+        ),
+    ]
+
+
+def _spoint(r: dict[str, Any]) -> str:
+    """A run's point in the schedulers section: the grid point without the traffic kind and
+    without which scheduler, but with our stack's other swept options (its buffers)."""
+    items = [
+        (k, v)
+        for k, v in r["point_values"].items()
+        if k != "traffic.kind" and not (k.startswith("stack.") and "sched" in k)
+    ]
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in items) or "all"
+
+
+def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
+    frame = _sched_frame(runs)
+    if frame is None:
+        return []
+    key, runs, name, points = frame
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     parts = [
         "<h2>Schedulers on heterogeneous paths</h2>",
@@ -264,6 +435,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
         "arrived (the captures; analysis/metrics.reordering_delay), p95 per run. Points: "
         f"{html.escape('; '.join(points))}.</p>",
     ]
+    parts += _rtt_html(runs)
     bulk = [r for r in runs if _kind(r) == "bulk"]
     rr = [r for r in runs if _kind(r) == "reqresp"]
     # a timed bulk transfer has no completion time of its own: goodput instead
@@ -274,7 +446,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     # completion time CDFs
     for kind, sel in (("reqresp", rr), ("bulk", [] if timed else bulk)):
         for pt in points:
-            here = [r for r in sel if _point(r, ("traffic.kind",)) == pt]
+            here = [r for r in sel if _spoint(r) == pt]
             if not here:
                 continue
             series = {
@@ -303,11 +475,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     def bar_groups(sel, value) -> dict[str, dict[str, list[float | None]]]:
         return {
             v: {
-                pt: [
-                    value(r)
-                    for r in sel
-                    if r["variant"] == v and _point(r, ("traffic.kind",)) == pt
-                ]
+                pt: [value(r) for r in sel if r["variant"] == v and _spoint(r) == pt]
                 for pt in points
             }
             for v in variants
@@ -384,11 +552,10 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     rows = []
     for v in variants:
         for pt in points:
-            b = [r for r in bulk if r["variant"] == v and _point(r, ("traffic.kind",)) == pt]
-            q = [r for r in rr if r["variant"] == v and _point(r, ("traffic.kind",)) == pt]
+            b = [r for r in bulk if r["variant"] == v and _spoint(r) == pt]
+            q = [r for r in rr if r["variant"] == v and _spoint(r) == pt]
             if not b and not q:
                 continue
-            lat = [x for r in q for x in (r["client_report"].get("latencies_ms") or [])]
             rows.append(
                 [
                     v,
@@ -397,7 +564,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                     _fmt_ci([r["goodput_steady_mbit"] for r in b], " Mbit/s"),
                     _fmt_ci([r.get("aggregation_benefit") for r in b]),
                     _fmt_ci([r["capture"].get("reorder_p95_ms") for r in b], " ms"),
-                    "–" if not lat else f"{_median(lat):.0f} ms",
+                    _fmt_ci([_run_median_ms(r) for r in q], " ms"),
                     _fmt_ci([mean_latency(r) for r in q], " s"),
                     "yes" if all(r["intact"] for r in b + q) else "NO",
                 ]
@@ -411,7 +578,7 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
                 "bulk steady goodput",
                 "benefit",
                 "reorder p95 (bulk)",
-                "req/resp median",
+                "req/resp median per run",
                 "req/resp mean per run",
                 "intact",
             ],
@@ -420,160 +587,246 @@ def scheduler_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
         + "<p>mean ± half-width of the 95% confidence interval (Student t) over repetitions;"
         " n = runs</p>"
     )
+    parts += _decisions_html(runs, points)
     parts.append("<h3>Published claims checked</h3>")
-    parts += scheduler_claims(runs, name, points)
+    parts += _claims_html(scheduler_claims(runs, name, points))
     return parts
 
 
-def _delay(pt: str) -> float:
-    """The swept delay of a point's words (the slow path's one-way delay), 0 without one."""
-    for part in pt.split(", "):
-        k, _, v = part.partition("=")
-        if k == "delay_ms":
-            try:
-                return float(v)
-            except ValueError:
-                return 0.0
-    return 0.0
+SCHED_COUNTERS = ("SchedWait", "SchedPickMinRtt", "SchedPickOther")
+
+
+def sched_decisions(r: dict[str, Any]) -> dict[str, int] | None:
+    """A run's scheduler decisions from our stack's MIB (both ends summed: each end schedules
+    what it sends), or None for a stack that does not count them (kernel MPTCP, TCP)."""
+    counters = r.get("mptcp_counters") or {}
+    if not str(r.get("stack", "")).startswith("userspace"):
+        return None
+    return {k: sum(int(c.get(k, 0)) for c in counters.values()) for k in SCHED_COUNTERS}
+
+
+def _decisions_html(runs: list[dict[str, Any]], points: list[str]) -> list[str]:
+    """Per variant, point and traffic kind, each run's decisions: did BLEST/ECF ever wait, how
+    often did a chunk go to the slower path."""
+    rows = []
+    for r in runs:
+        d = sched_decisions(r)
+        if d is None:
+            continue
+        picks = d["SchedPickMinRtt"] + d["SchedPickOther"]
+        rows.append(
+            [
+                r["variant"],
+                _spoint(r),
+                _kind(r),
+                r["label"],
+                d["SchedWait"],
+                d["SchedPickMinRtt"],
+                d["SchedPickOther"],
+                "–" if not picks else f"{d['SchedPickOther'] / picks:.1%}",
+            ]
+        )
+    if not rows:
+        return []
+    rows.sort(key=lambda x: (x[0], x[1], x[2], x[3]))
+    return [
+        "<h3>Scheduler decisions (our stack's MIB)</h3>",
+        "<p>Per run, both ends summed: <code>MPTcpExtSchedWait</code> (data held back although "
+        "a subflow had room: BLEST's and ECF's waits for the fast subflow), "
+        "<code>MPTcpExtSchedPickMinRtt</code> (a chunk to the lowest-RTT subflow, the minRTT "
+        "choice) and <code>MPTcpExtSchedPickOther</code> (a chunk to a slower subflow), the "
+        "last two counted only when more than one subflow was usable "
+        "(analysis/DEFINITIONS.md).</p>",
+        _table(
+            [
+                "variant",
+                "point",
+                "traffic",
+                "run",
+                "waits",
+                "min-RTT picks",
+                "other picks",
+                "to slower path",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _pv(r: dict[str, Any], suffix: str) -> Any:
+    """The value of the run's first grid key ending in ``suffix`` ("delay_ms", "tcp_rmem")."""
+    return next((v for k, v in r["point_values"].items() if k.endswith(suffix)), None)
+
+
+def _run_median_ms(r: dict[str, Any]) -> float | None:
+    """A request/response run's one value: the median of its own response times (ms). Runs,
+    not requests, are the independent samples the rule compares."""
+    lat = r["client_report"].get("latencies_ms") or []
+    return _median([float(x) for x in lat]) if lat else None
+
+
+REL_MARGIN = 0.05  # "at least as fast": no more than 5% of the reference's mean slower
 
 
 def scheduler_claims(
     runs: list[dict[str, Any]], name: dict[str, Any], points: list[str]
-) -> list[str]:
-    # the largest RTT difference (the slow path's delay the largest) against the smallest
-    het = max(points, key=_delay, default=None)
-    homo = min(points, key=_delay, default=None) if len(points) > 1 else None
-    by = {v: [r for r in runs if name.get(r["variant"]) == v] for v in set(name.values())}
+) -> list[Checked]:
+    """The scheduler claims, each in the regime its paper measured it in: BLEST's and ECF's
+    where the window is the limit (our stack's smallest swept receive buffer) and the RTTs
+    differ most; Paasch et al.'s and redundant's with the largest buffer. With a grid over
+    named conditions (queue lengths) every claim is checked under each."""
+    sruns = [r for r in runs if name.get(r["variant"]) is not None]
+    delays = sorted({float(d) for r in sruns if (d := _pv(r, "delay_ms")) is not None})
+    het = delays[-1] if delays else None  # the largest RTT difference
+    homo = delays[0] if len(delays) > 1 else None  # the smallest
+    bufs = sorted({int(b) for r in sruns if (b := _pv(r, "tcp_rmem")) is not None})
+    small = bufs[0] if bufs else None
+    large = bufs[-1] if bufs else None
+    conds = list(dict.fromkeys(r["point_values"].get("condition") for r in sruns)) or [None]
+    out: list[Checked] = []
+    for cond in conds:
+        out += _scheduler_claims_at(sruns, name, cond, len(conds) > 1, het, homo, small, large)
+    return out
 
-    def at(sched: str, pt: str | None, kind: str) -> list[dict[str, Any]]:
+
+def _scheduler_claims_at(
+    runs: list[dict[str, Any]],
+    name: dict[str, Any],
+    cond: Any,
+    tagged: bool,
+    het: float | None,
+    homo: float | None,
+    small: int | None,
+    large: int | None,
+) -> list[Checked]:
+    tag = f" [{cond}]" if tagged else ""
+
+    def at(sched: str, kind: str, delay: float | None, buf: int | None) -> list[dict[str, Any]]:
         return [
             r
-            for r in by.get(sched, [])
-            if _kind(r) == kind and (pt is None or _point(r, ("traffic.kind",)) == pt)
+            for r in runs
+            if name.get(r["variant"]) == sched
+            and _kind(r) == kind
+            and r["point_values"].get("condition") == cond
+            and (delay is None or float(_pv(r, "delay_ms") or 0) == delay)
+            and (buf is None or int(_pv(r, "tcp_rmem") or 0) == buf)
         ]
+
+    def where(delay: float | None, buf: int | None) -> str:
+        w = [f"{cond}"] if tagged else []
+        w += [] if delay is None else [f"lte delay {delay:g} ms"]
+        w += [] if buf is None or small == large else [f"receive buffer {buf} B"]
+        return ", ".join(w) or "every point"
 
     def vals(sel, f) -> list[float]:
         return [x for x in (f(r) for r in sel) if x is not None]
 
-    reord = lambda r: r["capture"].get("reorder_p95_ms")  # noqa: E731
-    lat = lambda sel: [x for r in sel for x in (r["client_report"].get("latencies_ms") or [])]  # noqa: E731
-    out = []
+    def base(kind: str, delay: float | None, buf: int | None) -> str:
+        return "minrtt" if at("minrtt", kind, delay, buf) else "default"
 
-    # 1. ECF and BLEST lower the reordering delay vs minRTT when RTTs differ
-    base = vals(at("minrtt", het, "bulk"), reord) or vals(at("default", het, "bulk"), reord)
-    base_name = "minrtt" if vals(at("minrtt", het, "bulk"), reord) else "default"
+    reord = lambda r: r["capture"].get("reorder_p95_ms")  # noqa: E731
+    out: list[Checked] = []
+
+    # 1. ECF and BLEST lower the reordering delay vs minRTT when RTTs differ (window-limited)
+    b1 = base("bulk", het, small)
+    ref = vals(at(b1, "bulk", het, small), reord)
     for s, paper in (("blest", "Ferlin et al. 2016 (BLEST)"), ("ecf", "Lim et al. 2017 (ECF)")):
-        mine = vals(at(s, het, "bulk"), reord)
-        if mine and base:
-            m, b = _ci(mine)[0], _ci(base)[0]
-            ok = m <= b
-            ev = (
-                f"at {het}: {s} reordering p95 {_fmt_ci(mine, ' ms')} vs {base_name} "
-                f"{_fmt_ci(base, ' ms')}"
-            )
-        else:
-            ok, ev = None, "no reordering delay for both (captures analysed?)"
-        verdict = _verdict(ok, min(len(mine), len(base)))
-        if ok is not None and _overlap(mine, base):
-            verdict = "inconclusive: the 95% intervals overlap (means " + (
-                "lower)" if ok else "higher)"
-            )
+        mine = vals(at(s, "bulk", het, small), reord)
         out.append(
-            _claim(
+            _check(
                 f"{paper}: on paths with different RTTs, {s.upper()} lowers the receive-side "
-                "reordering (head-of-line) delay compared with minRTT.",
-                verdict,
-                ev,
+                "reordering (head-of-line) delay compared with minRTT (where the window is "
+                "the limit).",
+                f"{s.upper()} lowers reordering delay{tag}",
+                f"{s} - {b1} at {where(het, small)}, reordering p95 per bulk run",
+                [("", judge(mine, ref, "<"))],
+                " ms",
             )
         )
     # 2. ECF/BLEST complete web-like transfers no later than minRTT when RTTs differ
-    base_l = lat(at("minrtt", het, "reqresp")) or lat(at("default", het, "reqresp"))
+    b2 = base("reqresp", het, small)
+    ref_l = vals(at(b2, "reqresp", het, small), _run_median_ms)
+    margin = REL_MARGIN * (sum(ref_l) / len(ref_l)) if ref_l else 0.0
     for s in ("blest", "ecf"):
-        mine = lat(at(s, het, "reqresp"))
-        if mine and base_l:
-            m, b = _median(mine), _median(base_l)
-            ok = m <= b * 1.05
-            ev = (
-                f"at {het}: median response time {s} {m:.0f} ms vs minRTT {b:.0f} ms (5% tolerance)"
-            )
-        else:
-            ok, ev = None, "no request/response runs for both"
+        mine = vals(at(s, "reqresp", het, small), _run_median_ms)
         out.append(
-            _claim(
+            _check(
                 f"Lim et al. 2017 / Ferlin et al. 2016: with heterogeneous RTTs {s.upper()} "
-                "completes short (web-like) transfers at least as fast as minRTT.",
-                _verdict(ok, len(at(s, het, "reqresp"))),
-                ev,
+                "completes short (web-like) transfers at least as fast as minRTT (here: its "
+                f"mean per-run median response time no more than {REL_MARGIN:.0%} of minRTT's "
+                "above it).",
+                f"{s.upper()} at least as fast as minRTT{tag}",
+                f"{s} - {b2} at {where(het, small)}, median response time per run",
+                [("", judge(mine, ref_l, "<", margin))],
+                " ms",
             )
         )
     # 3. Paasch 2014: round-robin is worse than minRTT for application-limited/web-like flows
-    rr_l, mr_l = lat(at("roundrobin", het, "reqresp")), base_l
-    if rr_l and mr_l:
-        m, b = _median(rr_l), _median(mr_l)
-        ok, ev = (
-            m >= b,
-            f"at {het}: median response time roundrobin {m:.0f} ms vs minRTT {b:.0f} ms",
-        )
-    else:
-        ok, ev = None, "no request/response runs for both"
+    b3 = base("reqresp", het, large)
+    rr_l = vals(at("roundrobin", "reqresp", het, large), _run_median_ms)
     out.append(
-        _claim(
+        _check(
             "Paasch et al. 2014: round-robin gives longer completion times than the lowest-RTT "
             "scheduler for request/response traffic when the paths' RTTs differ.",
-            _verdict(ok, len(at("roundrobin", het, "reqresp"))),
-            ev,
+            f"round-robin slower than minRTT{tag}",
+            f"roundrobin - {b3} at {where(het, large)}, median response time per run",
+            [("", judge(rr_l, vals(at(b3, "reqresp", het, large), _run_median_ms), ">"))],
+            " ms",
         )
     )
     # 4. aggregation: minRTT aggregates with similar RTTs; less so with very different ones
     ben = lambda r: r.get("aggregation_benefit")  # noqa: E731
-    s0 = "minrtt" if at("minrtt", None, "bulk") else "default"
-    b_hom = vals(at(s0, homo, "bulk"), ben) if homo else []
-    b_het = vals(at(s0, het, "bulk"), ben)
-    if b_hom and b_het:
-        h, t = _ci(b_hom)[0], _ci(b_het)[0]
-        ok = h > 0 and t <= h
-        ev = f"{s0} benefit {h:.2f} at {homo}, {t:.2f} at {het}"
-    else:
-        ok, ev = None, "needs bulk runs at two RTT ratios"
+    s0 = base("bulk", None, large)
+    b_hom = vals(at(s0, "bulk", homo, large), ben) if homo is not None else []
+    b_het = vals(at(s0, "bulk", het, large), ben)
     out.append(
-        _claim(
+        _check(
             "Paasch et al. 2014 (aggregation benefit, Kaspar): the lowest-RTT scheduler "
             "aggregates the paths (benefit > 0) when their RTTs are similar, and the benefit "
-            "drops as the RTT ratio grows.",
-            _verdict(ok, min(len(b_hom), len(b_het))),
-            ev,
+            "drops as the RTT ratio grows (strictly: equal benefits do not agree).",
+            f"minRTT aggregates; benefit drops with RTT ratio{tag}",
+            f"{s0}: benefit at {where(homo, large)}; benefit there - at lte delay "
+            f"{het if het is None else f'{het:g}'} ms",
+            [
+                ("benefit at similar RTTs", judge(b_hom, None, ">", 0.0)),
+                ("drop", judge(b_hom, b_het, ">", 0.0)),
+            ],
         )
     )
     # 5. redundant does not aggregate
-    red = vals(at("redundant", None, "bulk"), ben)
-    if red:
-        m = _ci(red)[0]
-        ok, ev = m <= 0.1, f"redundant's mean benefit over the points {m:.2f}"
-    else:
-        ok, ev = None, "no redundant bulk runs"
+    red = vals(at("redundant", "bulk", None, large), ben)
     out.append(
-        _claim(
+        _check(
             "Redundant scheduling (Frommgen et al. 2016; Linux v0 mptcp_redundant) trades "
-            "throughput for latency: every byte on every path, so no aggregation (benefit ≤ 0).",
-            _verdict(ok, len(red)),
-            ev,
+            "throughput for latency: every byte on every path, so no aggregation (benefit < 0: "
+            "below the best single path).",
+            f"redundant does not aggregate{tag}",
+            f"redundant: aggregation benefit per bulk run ({where(None, large)}, every delay)",
+            [("", judge(red, None, "<", 0.0))],
         )
     )
     return out
+
+
+def _share(r: dict[str, Any]) -> float | None:
+    """The flow under test's share (experiments.metrics.bottleneck_share: after the warm-up
+    when the run recorded the competitors' steady goodput, else over the whole transfers)."""
+    return bottleneck_share(r.get("goodput_steady_mbit"), r["goodput_mbit"], r["background"])
+
+
+def _shares(runs: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """variant -> each run's share (runs with background flows only), in file order."""
+    with_bg = [r for r in runs if r.get("background")]
+    variants = list(dict.fromkeys(r["variant"] for r in with_bg))
+    return {v: [_share(r) for r in with_bg if r["variant"] == v] for v in variants}
 
 
 def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     with_bg = [r for r in runs if r.get("background")]
     if not with_bg:
         return []
-
-    def share(r) -> float | None:
-        other = sum(b.get("goodput_mbit") or 0 for b in r["background"])
-        tot = (r["goodput_mbit"] or 0) + other
-        return r["goodput_mbit"] / tot if tot else None
-
-    variants = list(dict.fromkeys(r["variant"] for r in with_bg))
-    shares = {v: [share(r) for r in with_bg if r["variant"] == v] for v in variants}
+    shares = _shares(runs)
+    variants = list(shares)
     tcp_ref = _ci(shares.get("tcp", []))[0]
     ref = (tcp_ref, f"single TCP (measured) {tcp_ref:.2f}") if tcp_ref is not None else (0.5, "0.5")
     p = _bars(
@@ -603,62 +856,63 @@ def share_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     parts = [
         "<h2>Bottleneck share per congestion controller</h2>",
         "<p>The flow under test (two subflows through the one bottleneck for the MPTCP stacks) "
-        "beside one kernel TCP flow; share = its goodput / (its + the TCP flow's). The dashed "
+        "beside one kernel TCP flow; share = its goodput / (its + the TCP flow's), both after "
+        "the warm-up (<code>metrics.warmup_s</code>: every flow past slow start). The dashed "
         "line is what a single TCP flow took in the same place (the <code>tcp</code> stack as "
         "the flow under test).</p>",
         _img(p, "bottleneck share per controller with the single-TCP reference"),
         _table(["variant", "share", "goodput", "competing TCP", "subflows"], rows),
         "<h3>Published claims checked</h3>",
     ]
-    limit = (tcp_ref if tcp_ref is not None else 0.5) + TOL_SHARE
-    for v in variants:
+    parts += _claims_html(share_claims(shares))
+    return parts
+
+
+def share_claims(shares: dict[str, list[float | None]]) -> list[Checked]:
+    tcp = shares.get("tcp", [])
+    ref_words = "single TCP (measured)" if tcp else "0.5 (no single-TCP run: the even split)"
+    checked: list[Checked] = []
+    for v in shares:
         if v == "tcp":
             continue
-        m, _, n = _ci(shares[v])
         coupled = any(c in v for c in ("lia", "olia", "balia"))
-        if m is None:
-            parts.append(_claim(v, "not measured", "no goodput"))
-            continue
         if coupled:
             text = (
                 f"RFC 6356 (LIA) / Khalili et al. 2013 (OLIA) / Peng et al. 2016 (BALIA): a "
                 f"coupled multipath flow ({v}) takes no more of a shared bottleneck than a "
-                "single TCP flow would."
+                f"single TCP flow would (here: within {TOL_SHARE} of its share)."
             )
-            ok = m <= limit
+            side, margin = "<", TOL_SHARE
         else:
             text = (
                 f"Uncoupled per-subflow congestion control ({v}) is unfair at a shared "
                 "bottleneck: with two subflows it takes more than a single TCP (about 2/3 "
                 "against one TCP flow; the motivation of RFC 6356)."
             )
-            ok = m > limit
-        verdict = _verdict(ok, n)
-        if not coupled and _overlap(shares[v], shares.get("tcp", [])):
-            verdict = "inconclusive: the 95% intervals overlap (mean " + (
-                "higher)" if ok else "not higher)"
-            )
-        parts.append(
-            _claim(
+            side, margin = ">", 0.0
+        verdict = (
+            judge(shares[v], tcp, side, margin)
+            if tcp
+            else judge(shares[v], None, side, 0.5 + margin)
+        )
+        checked.append(
+            _check(
                 text,
-                verdict,
-                f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(shares.get('tcp', []))}"
-                f" (means compared, +{TOL_SHARE} tolerance; overlapping intervals mean the "
-                "ordering is not yet established)",
+                f"{v} {'no more than' if coupled else 'more than'} one TCP",
+                f"{v} share - {ref_words} share" if tcp else f"{v} share against {ref_words}",
+                [("", verdict)],
+                evidence=f"share {_fmt_ci(shares[v])} vs single TCP {_fmt_ci(tcp)}",
             )
         )
-    return parts
+    return checked
 
 
 def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
     with_fo = [r for r in runs if r.get("failover")]
     if not with_fo:
         return []
-    variants = list(dict.fromkeys(r["variant"] for r in with_fo))
-    gaps = {
-        v: [max(f["gap_s"] for f in r["failover"]) for r in with_fo if r["variant"] == v]
-        for v in variants
-    }
+    gaps = _gaps(runs)
+    variants = list(gaps)
     after = {
         v: [r["failover"][0]["goodput_after_mbit"] for r in with_fo if r["variant"] == v]
         for v in variants
@@ -713,6 +967,29 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
             ],
         ),
     ]
+    parts.append("<h3>Published claims checked</h3>")
+    parts += _claims_html(handover_claims(gaps))
+    parts.append("<h3>Goodput over time per subflow</h3>")
+    for r in with_fo:
+        evs = [f["event_t"] for f in r["failover"]]
+        p = _subflow_goodput(r, fig_dir / f"subflows-{r['label'].replace('/', '-')}.png", evs)
+        if p is not None:
+            parts.append(_img(p, f"{r['variant']} ({r['label']}): goodput per subflow"))
+    return parts
+
+
+def _gaps(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """variant -> each run's handover gap (the longest of its link-down events)."""
+    with_fo = [r for r in runs if r.get("failover")]
+    variants = list(dict.fromkeys(r["variant"] for r in with_fo))
+    return {
+        v: [max(f["gap_s"] for f in r["failover"]) for r in with_fo if r["variant"] == v]
+        for v in variants
+    }
+
+
+def handover_claims(gaps: dict[str, list[float]]) -> list[Checked]:
+    variants = list(gaps)
     mode = {}
     for v in variants:
         low = v.lower()
@@ -722,42 +999,38 @@ def handover_section(runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
             mode["single"] = v
         elif "backup" in low:
             mode["backup"] = v
-    parts.append("<h3>Published claims checked</h3>")
+    text = (
+        "Paasch et al., CellNet 2012: full-MPTCP mode hands over with the shortest "
+        "interruption, backup mode next (its subflow is already established), "
+        "single-path mode the longest (a subflow must be set up after the loss)."
+    )
     if {"full", "backup", "single"} <= set(mode):
-        g = {k: _ci(gaps[v])[0] for k, v in mode.items()}
-        n = min(len(gaps[v]) for v in mode.values())
-        verdict = _verdict(g["full"] <= g["backup"] <= g["single"], n)
-        close = abs(g["single"] - g["backup"]) < max(0.05, 0.1 * g["single"])
-        if g["full"] <= min(g["backup"], g["single"]) and close:
-            verdict = "partly agrees: full-MPTCP shortest, backup and single-path within " + (
-                "50 ms / 10% of each other" + (" (one sample each)" if n <= 1 else "")
-            )
-        parts.append(
-            _claim(
-                "Paasch et al., CellNet 2012: full-MPTCP mode hands over with the shortest "
-                "interruption, backup mode next (its subflow is already established), "
-                "single-path mode the longest (a subflow must be set up after the loss).",
-                verdict,
-                f"gap full {_fmt_ci(gaps[mode['full']], ' s')}, backup "
-                f"{_fmt_ci(gaps[mode['backup']], ' s')}, single-path "
-                f"{_fmt_ci(gaps[mode['single']], ' s')}",
-            )
+        full, backup, single = (gaps[mode[k]] for k in ("full", "backup", "single"))
+        checked = _check(
+            text,
+            "handover gap full < backup < single-path",
+            "gap per run: full - backup; backup - single-path",
+            [
+                ("full - backup", judge(full, backup, "<")),
+                ("backup - single", judge(backup, single, "<")),
+            ],
+            " s",
+            evidence=f"gap full {_fmt_ci(full, ' s')}, backup {_fmt_ci(backup, ' s')}, "
+            f"single-path {_fmt_ci(single, ' s')}",
         )
     else:
-        parts.append(
-            _claim(
-                "Paasch et al., CellNet 2012: full-MPTCP < backup < single-path in handover gap.",
-                "not measured",
-                f"modes found: {', '.join(variants)}",
-            )
+        checked = Checked(
+            text,
+            "handover gap full < backup < single-path",
+            "gap per run",
+            NOT_MEASURED,
+            NOT_MEASURED,
+            "–",
+            "< 0",
+            "–",
+            f"modes found: {', '.join(variants)}",
         )
-    parts.append("<h3>Goodput over time per subflow</h3>")
-    for r in with_fo:
-        evs = [f["event_t"] for f in r["failover"]]
-        p = _subflow_goodput(r, fig_dir / f"subflows-{r['label'].replace('/', '-')}.png", evs)
-        if p is not None:
-            parts.append(_img(p, f"{r['variant']} ({r['label']}): goodput per subflow"))
-    return parts
+    return [checked]
 
 
 def _bundle_words(bundle: dict[str, Any]) -> str:
@@ -838,16 +1111,105 @@ def robustness_section(runs: list[dict[str, Any]], conditions: dict[str, Any]) -
     ]
 
 
+MIN_DATA_BYTES = 1  # a subflow "carried data" when the receiver counted at least this on it
+
+
+def data_subflows(r: dict[str, Any]) -> int:
+    """How many subflows carried data in a run: the receiver's per-subflow byte counts over the
+    whole run (a subflow closed before the end, e.g. the lost path of a handover, counts), or
+    the run's final counts (metrics.json ``subflow_bytes``) without the traffic report."""
+    peak: dict[str, float] = {}
+    for _, counts in _receiver(r).get("subflow_samples") or []:
+        for k, v in counts.items():
+            peak[k] = max(peak.get(k, 0), v or 0)
+    for k, v in (r.get("subflow_bytes") or {}).items():
+        peak[k] = max(peak.get(k, 0), v or 0)
+    return sum(1 for v in peak.values() if v >= MIN_DATA_BYTES)
+
+
+def split_mptcp_runs(
+    runs: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs a claim may use, MPTCP runs it may not): a claim about MPTCP needs two subflows
+    that carried data; an MPTCP stack's run with fewer (the join refused, the second subflow
+    idle, a fallback to TCP) measured single-path TCP, and is excluded and listed."""
+    kept, out = [], []
+    for r in runs:
+        (out if r["stack"] != "tcp" and data_subflows(r) < 2 else kept).append(r)
+    return kept, out
+
+
+def _excluded_html(excluded: list[dict[str, Any]]) -> list[str]:
+    if not excluded:
+        return []
+    return [
+        "<h3>Runs excluded from the claims</h3>",
+        "<p>MPTCP runs in which fewer than two subflows carried data (they measured one "
+        "path): left out of every figure, table and claim below.</p>",
+        "<p>A scheduler that chose never to use the slower path (BLEST or ECF waiting for the "
+        "fast one, see its waits) is excluded too: its run says nothing about multipath "
+        "scheduling beyond that choice.</p>",
+        _table(
+            ["run", "variant", "subflows that carried data", "scheduler decisions", "outcome"],
+            [
+                [
+                    r["label"],
+                    r["variant"],
+                    data_subflows(r),
+                    _decision_words(sched_decisions(r)),
+                    r.get("outcome", ""),
+                ]
+                for r in excluded
+            ],
+        ),
+    ]
+
+
+def _decision_words(d: dict[str, int] | None) -> str:
+    if d is None:
+        return "–"
+    return (
+        f"{d['SchedWait']} waits, {d['SchedPickMinRtt']} min-RTT / "
+        f"{d['SchedPickOther']} slower-path picks"
+    )
+
+
+def claims(run_dir: Path) -> tuple[list[Checked], list[dict[str, Any]]]:
+    """Every claim a campaign's report states, judged by the rule, and the MPTCP runs excluded
+    from them: what a record keeps and a rerun is compared on (no figures drawn)."""
+    kept, excluded = split_mptcp_runs(load_runs(run_dir))
+    out: list[Checked] = []
+    frame = _sched_frame(kept)
+    if frame is not None:
+        _, sruns, name, points = frame
+        out += scheduler_claims(sruns, name, points)
+    shares = _shares(kept)
+    if shares:
+        out += share_claims(shares)
+    gaps = _gaps(kept)
+    if gaps:
+        out += handover_claims(gaps)
+    return out, excluded
+
+
 def sections(run_dir: Path) -> list[str]:
     runs = load_runs(run_dir)
     fig_dir = run_dir / "figures"
     meta = _json(run_dir / "metadata.json", {}) or {}
-    return (
-        robustness_section(runs, meta.get("conditions") or {})
-        + scheduler_section(runs, fig_dir)
-        + share_section(runs, fig_dir)
-        + handover_section(runs, fig_dir)
+    # robustness states no claim about MPTCP: whether data stayed intact matters for every run
+    kept, excluded = split_mptcp_runs(runs)
+    claims = (
+        scheduler_section(kept, fig_dir)
+        + share_section(kept, fig_dir)
+        + handover_section(kept, fig_dir)
     )
+    head = []
+    if claims:  # a campaign without claims (robustness) excludes nothing
+        head = [
+            f"<p class='rule'><b>How verdicts are reached</b>: {html.escape(RULE)}</p>",
+            *_excluded_html(excluded),
+        ]
+    return robustness_section(runs, meta.get("conditions") or {}) + head + claims
 
 
 def write_campaign_report(run_dir: str | Path) -> Path:
@@ -860,6 +1222,8 @@ def write_campaign_report(run_dir: str | Path) -> Path:
         f"overrides {html.escape(str(meta.get('overrides') or 'none'))}, seed "
         f"{meta.get('seed')}, {meta.get('runs_done')}/{meta.get('runs_total')} runs, git "
         f"{html.escape(str((meta.get('git') or {}).get('commit', ''))[:10])}</p>",
+        f"<p>Metric definitions, with the publication each comes from: <a "
+        f"href='{DEFINITIONS_URL}'>analysis/DEFINITIONS.md</a> (in the project).</p>",
         *sections(run_dir),
     ]
     title = f"MPTCP campaign: {meta.get('experiment', run_dir.name)}"

@@ -3,7 +3,7 @@
 The receiver samples its in-order byte count every 100 ms and records every pause longer than
 50 ms; the kernel's per-subflow counters are sampled alongside. That is enough for goodput,
 the failover gap and which path carried the data, so a run has its headline numbers even when
-the pcap analysis (analysis/) is not run. Definitions follow /work/shared/REFERENCE.md.
+the pcap analysis (analysis/) is not run. Definitions: analysis/DEFINITIONS.md.
 """
 
 from __future__ import annotations
@@ -271,6 +271,21 @@ def run_metrics(
     )
 
 
+def bottleneck_share(
+    steady_mbit: float | None, whole_mbit: float | None, background: list[dict[str, Any]]
+) -> float | None:
+    """The flow under test's share of a shared bottleneck: its goodput over its own and the
+    competing flows' (analysis/DEFINITIONS.md), after the warm-up when every competitor's
+    steady goodput was recorded (all flows past slow start), else over the whole transfers."""
+    if steady_mbit is not None and background:
+        others = [b.get("goodput_steady_mbit") for b in background]
+        if all(o is not None for o in others):
+            tot = steady_mbit + sum(others)  # type: ignore[arg-type]
+            return steady_mbit / tot if tot else None
+    tot = (whole_mbit or 0) + sum(b.get("goodput_mbit") or 0 for b in background)
+    return whole_mbit / tot if tot and whole_mbit is not None else None
+
+
 def _stats(values: list[float]) -> dict[str, Any]:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
@@ -320,11 +335,9 @@ def summarize(runs: list[RunMetrics]) -> list[dict[str, Any]]:
             )
         if any(r.background for r in rs):
             # Share of the bottleneck the flow under test took against the competing flows.
-            shares = []
-            for r in rs:
-                other = sum(b.get("goodput_mbit") or 0 for b in r.background)
-                total = r.goodput_mbit + other
-                shares.append(r.goodput_mbit / total if total else None)
+            shares = [
+                bottleneck_share(r.goodput_steady_mbit, r.goodput_mbit, r.background) for r in rs
+            ]
             row["main_share"] = _stats(shares)
             row["background_goodput_mbit"] = _stats(
                 [sum(b.get("goodput_mbit") or 0 for b in r.background) for r in rs]

@@ -50,7 +50,7 @@ from experiments import knobs, provenance
 from experiments.campaign_report import write_campaign_report
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
 from experiments.journal import Journal, Resumed, campaign_line, open_for_resume
-from experiments.metrics import RunMetrics, run_metrics, summarize
+from experiments.metrics import RunMetrics, _rate_between, run_metrics, summarize
 from experiments.stacks import STACKS, Command, Stack
 from testbed.events import LinkEvent
 from testbed.host import Host, Process
@@ -234,20 +234,30 @@ def _peer_command(
     return host, cmd
 
 
-def _background_results(results: list[FlowResult], specs: list[FlowSpec]) -> list[dict[str, Any]]:
-    """Per background flow: its receiver's goodput and whether both directions arrived intact."""
-    return [
-        {
-            "flow": fr.flow,
-            "stack": fr.stack,
-            "goodput_mbit": (fr.client if spec.direction == "download" else fr.server).get(
-                "goodput_mbit"
-            ),
-            "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
-            and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
-        }
-        for fr, spec in zip(results, specs, strict=True)
-    ]
+def _background_results(
+    results: list[FlowResult], specs: list[FlowSpec], warmup_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Per background flow: its receiver's goodput over the whole transfer and after the
+    warm-up (`metrics.warmup_s`, as the main flow's steady goodput: a bottleneck share over the
+    window where both flows are past slow start), and whether both directions arrived intact."""
+    out = []
+    for fr, spec in zip(results, specs, strict=True):
+        rx = fr.client if spec.direction == "download" else fr.server
+        samples = rx.get("samples") or []
+        end = samples[-1][0] if samples else 0.0
+        out.append(
+            {
+                "flow": fr.flow,
+                "stack": fr.stack,
+                "goodput_mbit": rx.get("goodput_mbit"),
+                "goodput_steady_mbit": (
+                    round(_rate_between(samples, warmup_s, end), 3) if end > warmup_s else None
+                ),
+                "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
+                and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
+            }
+        )
+    return out
 
 
 @dataclass
@@ -436,7 +446,7 @@ class RunExecutor:
             finished=not results["stopped"],
             intact=m.intact,
         )
-        bg = _background_results(results["flows"][1:], exp.background)
+        bg = _background_results(results["flows"][1:], exp.background, exp.warmup_s)
         m.errors += results["stopped"]
         m.ok = m.ok and not results["stopped"]
         if bg:

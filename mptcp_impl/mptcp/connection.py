@@ -45,7 +45,7 @@ from .opportunistic import opportunistic_retransmit
 from .options import AddAddr, FastClose, MpCapable, MpFail, MpPrio, RemoveAddr
 from .pm import make_pm
 from .retrans import DataRetransmitter, Ranges
-from .sched import Candidates, as_list, make_scheduler
+from .sched import Candidates, as_list, is_backup, make_scheduler
 from .subflow import DSS_DATA_ROOM, Subflow, mpc_usable
 from .token import TokenRegistry
 
@@ -1157,11 +1157,28 @@ class MptcpConnection:
                 self._owed[s] = start
 
     def _picked(self, cands: Candidates, usable: list[Subflow]) -> list[Subflow]:
-        """The scheduler's choice as a list of usable subflows, each once (empty: wait)."""
+        """The scheduler's choice as a list of usable subflows, each once (empty: wait).
+
+        Counted in the MIB (SchedWait, SchedPickMinRtt, SchedPickOther): a wait with a
+        candidate that had room is BLEST's or ECF's "wait for the fast subflow"; a pick is
+        classed by the first subflow chosen against the lowest smoothed RTT among the usable
+        non-stale (and, while there are others, non-backup) subflows, only when there was a
+        choice, so a run shows whether its
+        scheduler ever used the slow path or held back for the fast one."""
         out: list[Subflow] = []
         for s in as_list(self.sched.pick(cands)):  # type: ignore[arg-type]
             if s in usable and s not in out:
                 out.append(s)
+        if not out:
+            if cands:
+                self.mib.inc("SchedWait")
+            return out
+        live = [s for s in cands.all if not s.stale]
+        live = [s for s in live if not is_backup(s)] or live  # backups only count alone
+        if len(live) > 1:
+            best = min(s.srtt if s.srtt is not None else 0.1 for s in live)
+            mine = out[0].srtt if out[0].srtt is not None else 0.1
+            self.mib.inc("SchedPickMinRtt" if mine <= best else "SchedPickOther")
         return out
 
     def _add_chunk(self, dsn: int, n: int, s: Subflow) -> None:

@@ -179,12 +179,19 @@ OptionMalformed = "OptionMalformed"  # a kind-30 option that did not decode (dro
 DataAckInvalid = "DataAckInvalid"  # a DATA_ACK beyond what was sent (ignored)
 MPCapableFallbackSYN = "MPCapableFallbackSYN"  # server: SYN with an unusable MP_CAPABLE
 MPRejoinMiddlebox = "MPRejoinMiddlebox"  # client: a path's subflow reopened after MP_TCPRST 6
+# The scheduler's decisions (Linux counts none): whether BLEST or ECF ever waited, and how often
+# a chunk went to the fastest subflow or a slower one, so a run shows what its scheduler did.
+SchedWait = "SchedWait"  # data held back although a subflow had room (BLEST's / ECF's wait)
+SchedPickMinRtt = "SchedPickMinRtt"  # a chunk to the lowest-RTT usable subflow (2+ usable)
+SchedPickOther = "SchedPickOther"  # a chunk to a slower subflow (2+ usable)
+SCHED_NAMES: tuple[str, ...] = (SchedWait, SchedPickMinRtt, SchedPickOther)
 EXTRA_NAMES: tuple[str, ...] = (
     RcvPruned,
     OptionMalformed,
     DataAckInvalid,
     MPCapableFallbackSYN,
     MPRejoinMiddlebox,
+    *SCHED_NAMES,
 )
 
 NAMES: tuple[str, ...] = LINUX_NAMES + EXTRA_NAMES

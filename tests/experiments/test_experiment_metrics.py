@@ -63,3 +63,32 @@ def test_failover_recovery_and_efficiency():
     assert f.recovery_s == pytest.approx(1.1, abs=0.011)  # progress seen moving at the 6.1 sample
     assert f.efficiency == pytest.approx(2 / 3, abs=0.01)  # 2 s of 3 at the surviving rate
     assert f.gap_s == 0.0  # (the tool's own pause list is empty in this hand-made report)
+
+
+def test_background_flows_steady_goodput_after_the_warm_up():
+    """A competing flow's goodput after the warm-up, from its receiver's samples: 1 MB per
+    second from 2 s on (after a slow first second) is 8 Mbit/s; the whole transfer less."""
+    from experiments.config import FlowSpec
+    from experiments.runner import FlowResult, _background_results
+
+    samples = [[t / 10, 0.0 if t <= 10 else (t - 10) * 1e5] for t in range(0, 121)]
+    rx = {"samples": samples, "goodput_mbit": 6.7, "received_sha256": "a", "sent_sha256": "b"}
+    tx = {"received_sha256": "b", "sent_sha256": "a"}
+    fr = FlowResult("competitor", "tcp", client=rx, server=tx)
+    spec = FlowSpec(name="competitor", stack="tcp", direction="download")
+    (bg,) = _background_results([fr], [spec], warmup_s=2.0)
+    assert bg["goodput_mbit"] == 6.7 and bg["intact"]
+    assert bg["goodput_steady_mbit"] == pytest.approx(8.0)
+    (bg,) = _background_results([fr], [spec], warmup_s=13.0)  # no window after the warm-up
+    assert bg["goodput_steady_mbit"] is None
+
+
+def test_bottleneck_share_after_the_warm_up_in_the_summary_too():
+    """The summary's main_share and the report's share are one function: steady goodputs
+    when every competitor's was recorded, whole transfers otherwise."""
+    from experiments.metrics import bottleneck_share
+
+    steady = [{"goodput_mbit": 12.0, "goodput_steady_mbit": 10.0}]
+    assert bottleneck_share(10.0, 8.0, steady) == 0.5
+    assert bottleneck_share(10.0, 8.0, [{"goodput_mbit": 12.0}]) == 0.4
+    assert bottleneck_share(None, 0.0, [{"goodput_mbit": 0.0}]) is None

@@ -187,6 +187,32 @@ def test_blest_and_ecf_use_the_slow_path_when_the_window_allows(sched):
     assert r.conn.sched.waits > 0
 
 
+@pytest.mark.parametrize("sched", ["blest", "ecf"])
+def test_scheduler_waits_are_in_the_mib(sched):
+    """BLEST's and ECF's waits for the fast subflow reach the MIB (SchedWait), one per wait,
+    so a campaign run shows whether the scheduler ever waited; min-RTT never waits."""
+    r = transfer(scheduler=sched)
+    mib = r.conn.mib
+    assert mib["SchedWait"] == r.conn.sched.waits > 0
+    assert mib.snapshot()["MPTcpExtSchedWait"] == mib["SchedWait"]
+    # with this window every chunk went to the fast path: BLEST/ECF waited instead of min-RTT's
+    # slow-path sends (which the min-RTT run counts)
+    assert mib["SchedPickMinRtt"] > 0 and mib["SchedPickOther"] == 0
+    base = transfer(scheduler="minrtt")
+    assert base.conn.mib["SchedWait"] == 0 and base.conn.mib["SchedPickOther"] > 0
+
+
+def test_minrtt_choices_are_in_the_mib():
+    """App-limited writes under min-RTT: every chunk on the fast path (SchedPickMinRtt), none
+    on the slow one; round-robin sends about half of them to the slower path."""
+    r = transfer(scheduler="minrtt", nbytes=400_000, writes=(10_000, 0.05))
+    assert r.conn.mib["SchedPickMinRtt"] > 0
+    assert r.conn.mib["SchedPickOther"] == 0 and r.conn.mib["SchedWait"] == 0
+    rr = transfer(scheduler="roundrobin", nbytes=400_000, writes=(10_000, 0.05))
+    picks = rr.conn.mib["SchedPickMinRtt"] + rr.conn.mib["SchedPickOther"]
+    assert 0.3 <= rr.conn.mib["SchedPickOther"] / picks <= 0.7
+
+
 def test_opportunistic_retransmission_and_penalisation():
     """Small window, slow subflow holding the DATA_ACK: the fast subflow sends those bytes
     again (Raiciu et al. 2012), and with penalisation the slow one's cwnd is halved."""
