@@ -36,15 +36,27 @@ SILENCE_MIN = 0.01  # the floor of a tail loss probe's timeout (Linux's tcp_sche
 DELACK_MAX = 0.2  # a lone segment may wait this long for a delayed ACK (RFC 8985's WCDelAckT)
 
 
+SILENCE_CAP = 1.0  # s: the bound never exceeds this or SILENCE_CAP_RTTS min RTTs, if longer
+SILENCE_CAP_RTTS = 8
+
+
 def silence_bound(s: Subflow) -> float:
     """How long a subflow with data in flight may go without ACK progress before it counts as
     silent: ``max(2 srtt, srtt + 4 rttvar)`` (its RTO before the 200 ms floor), at least 10 ms,
     and a delayed ACK's worth more when a single segment is in flight (as a tail loss probe
-    waits); its RTO while it has no RTT sample."""
+    waits); its RTO while it has no RTT sample. At most ``max(SILENCE_CAP, SILENCE_CAP_RTTS
+    min RTTs)``: after an outage a duplicate's ACK echoes a timestamp from before it (RFC
+    7323 4.3), one sample of seconds that leaves srtt and rttvar inflated for many round
+    trips, and a hole held there waited that long to be repaired (fault seed 2222: 6.3 s
+    with a 40 ms path that had come back). A silence that long is worth a repair whatever
+    the estimate says: at worst a few mappings go twice."""
     srtt, var = s.srtt, s.rttvar
     if srtt is None:
         return s.tcp.rto
     bound = max(2 * srtt, srtt + 4 * (var or 0.0), SILENCE_MIN)
+    best = s.tcp.min_rtt
+    if best is not None:
+        bound = min(bound, max(SILENCE_CAP, SILENCE_CAP_RTTS * best))
     if s.in_flight <= s.mss:
         bound += DELACK_MAX
     return bound

@@ -267,6 +267,9 @@ class TcpConnection(LossRecovery, Reassembly):
         # RTT / RTO
         self.srtt: float | None = None
         self.rttvar: float | None = None
+        # the smallest RTT sample: what the path takes at best, untouched by the samples an
+        # outage inflates (a duplicate's ACK echoes an old timestamp, RFC 7323 4.3)
+        self.min_rtt: float | None = None
         self.rto = cfg.initial_rto
         self._rtt_seq: int | None = None  # Karn timing when timestamps are off
         self._rtt_time = 0.0

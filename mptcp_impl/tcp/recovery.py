@@ -251,6 +251,8 @@ class LossRecovery:
     def _rtt_sample(self, r: float) -> None:
         """RFC 6298 section 2."""
         cfg = self.config
+        if self.min_rtt is None or r < self.min_rtt:
+            self.min_rtt = r
         if self.srtt is None:
             self.srtt = r
             self.rttvar = r / 2

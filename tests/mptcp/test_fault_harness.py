@@ -264,3 +264,15 @@ def test_a_segment_for_no_connection_is_answered_with_an_rst_when_asked() -> Non
         assert [s.flags for s in back] == expect
         if back:  # RFC 9293: the RST takes its sequence number from the ACK it answers
             assert back[0].seq == 777 and (back[0].src_port, back[0].dst_port) == (5001, 40000)
+
+
+def test_bench_seed_2222_a_hole_behind_an_inflated_rtt_is_repaired_in_time() -> None:
+    """Found by the benchmark (3000 seeds): path 0 cut for 3.9 s; when it came back, the ACK of
+    a duplicate echoed a timestamp from before the cut (RFC 7323 4.3), one 6.3 s RTT sample
+    that left the subflow's srtt at 0.73 s and rttvar at 1.4 s. The tail of the upload went
+    there, behind a lost segment, and the hole was repaired only after the 6.3 s silence
+    bound that estimate gave: a 6.26 s stall with the other path working. The bound is now
+    capped by the path's best RTT (holes.silence_bound)."""
+    r = run_seed(2222)
+    assert r.ok, "\n" + _report([r])
+    assert r.longest_stall < 2.0
