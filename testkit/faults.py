@@ -12,7 +12,9 @@ reader, both ends sending) and a timeline of fault events. ``run`` plays it and 
 - ``data``: what each receiver got is a prefix of what its peer sent (no byte twice, none out of
   order, none changed; sha256 compared once complete);
 - ``incomplete`` / ``close``: everything delivered both ways, and both DATA_FINs through, by
-  the deadline (every fault has ended long before: each path that was cut comes back);
+  the deadline (every fault has ended long before: each path that was cut comes back; three
+  times the transfer's time over the paths left at the end, each loss-limited one at the
+  Mathis et al. rate of one TCP, plus 30 s);
 - ``stall``: the longest time with a usable path, data outstanding and no DATA_ACK progress
   stays within ``STALL_BOUND`` (a path counts as usable while it carries an established
   subflow and has been back long enough for a backed-off RTO to fire, ``2 * outage + 1 s``,
@@ -101,6 +103,27 @@ class PathSpec:
     reorder: float = 0.0
     reorder_ms: float = 0.0
     dup: float = 0.0
+
+    def loss_share(self) -> float:
+        """The share of packets this path loses on average: independent loss, then the
+        Gilbert-Elliott chain's (its Bad state ``p / (p + r)`` of the time)."""
+        lost = self.loss
+        if self.ge is not None:
+            p, r, h, k = self.ge
+            bad = p / (p + r) if p + r else 0.0
+            lost += (1 - lost) * (bad * (1 - h) + (1 - bad) * (1 - k))
+        return lost
+
+    def tcp_rate(self) -> float:
+        """What one TCP can carry here (bytes/s): the rate, or the Mathis et al. bound
+        ``MSS / RTT * 1.22 / sqrt(loss)`` when the path loses packets (a loss-limited path
+        is slower than its rate, whatever the stack)."""
+        rate = self.rate_mbit * 1e6 / 8
+        lost = self.loss_share()
+        if lost > 0:
+            rtt = 2 * self.delay_ms / 1000
+            rate = min(rate, 1420 / rtt * 1.22 / lost**0.5)
+        return rate
 
 
 @dataclass
@@ -219,7 +242,12 @@ class Scenario:
         end = max((f.t + f.duration for f in faults), default=0.0)
         total = max(up, down)
         slow_time = total / slow[1] if slow is not None else 0.0
-        deadline = round(end + 3 * span + 2 * slow_time + 30.0, 3)
+        # the whole transfer over what is left at the end (paths removed or reset for good
+        # are gone), each loss-limited path at what one TCP gets there (seed 1438: one path
+        # left losing ~12% in bursts carries ~0.4 Mbit/s, not its 6.3)
+        left = [p for i, p in enumerate(paths) if i not in gone]
+        carry = total / sum(p.tcp_rate() for p in left)
+        deadline = round(end + 3 * max(span, carry) + 2 * slow_time + 30.0, 3)
         return cls(seed, fams, paths, rcv_buf, snd_buf, up, down, slow, faults, deadline)
 
 

@@ -276,3 +276,22 @@ def test_bench_seed_2222_a_hole_behind_an_inflated_rtt_is_repaired_in_time() -> 
     r = run_seed(2222)
     assert r.ok, "\n" + _report([r])
     assert r.longest_stall < 2.0
+
+
+def test_bench_seed_1438_the_deadline_allows_for_a_loss_limited_last_path() -> None:
+    """Seed 1438 removes two of three paths early; the one left loses ~12% of its packets in
+    bursts, where one TCP carries ~0.4 Mbit/s (Mathis et al.), not its 6.3 Mbit/s rate. The
+    upload made steady progress (longest stall 0.22 s) and was judged incomplete at a
+    deadline computed from the nominal rates of all three paths (33.7 s); it completes at
+    36.6 s, inside a deadline from what is left."""
+    sc = Scenario.from_seed(1438)
+    (left,) = [
+        p
+        for i, p in enumerate(sc.paths)
+        if i not in {f.path for f in sc.faults if f.kind == "rmaddr"}
+    ]
+    assert 0.10 < left.loss_share() < 0.14
+    assert left.tcp_rate() * 8 / 1e6 < 1.0 < left.rate_mbit
+    r = run_seed(1438)
+    assert r.ok, "\n" + _report([r])
+    assert r.longest_stall < 1.0
