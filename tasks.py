@@ -153,7 +153,7 @@ def run(
 @task(help={"run_dir": "a finished campaign folder (results/<experiment>/<run-id>/)"})
 def record(c, run_dir):
     """Write experiments/records/<experiment>/ (metrics, metadata, report.md) from a campaign."""
-    from experiments.records import RecordError, write_record
+    from experiments.records import README, RecordError, update_readme, write_record
 
     try:
         out = write_record(run_dir)
@@ -161,6 +161,8 @@ def record(c, run_dir):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"record: {out}")
+    if update_readme():
+        print(f"tables of record regenerated in {README}")
 
 
 @task(

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.verdict import RULE, RULE_NAME
+from analysis.verdict import RULE, RULE_NAME, t_quantile
 from experiments.campaign_report import (
     Checked,
     _json,
@@ -225,6 +225,93 @@ def write_record(run_dir: str | Path, records: str | Path | None = None) -> Path
     (out / "metrics.json").write_text(json.dumps({"runs": rows, "claims": cl}, indent=1) + "\n")
     (out / "report.md").write_text(report_md(rmeta, cl, rows))
     return out
+
+
+# ---- the README's tables, generated from the records ----------------------------------------
+
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN = "<!-- records:begin (generated from experiments/records/ by ./inv record; do not edit) -->"
+END = "<!-- records:end -->"
+
+
+def _mean_ci(values: list[float]) -> str:
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return "-"
+    m = statistics.fmean(v)
+    if len(v) < 2:
+        return f"{m:.3g}"
+    half = t_quantile(0.975, len(v) - 1) * statistics.stdev(v) / len(v) ** 0.5
+    return f"{m:.3g} ± {half:.2g}"
+
+
+def record_section(rec: Path) -> str:
+    """One record as the README shows it: provenance, each variant's runs, each claim."""
+    meta = _json(rec / "metadata.json")
+    data = _json(rec / "metrics.json")
+    load = meta.get("load_during_run") or {}
+    out = [
+        f"### {meta['experiment']}: {meta.get('description') or ''}",
+        "",
+        f"{meta['runs_done']}/{meta['runs_total']} runs, {meta['repetitions']} repetitions, "
+        f"commit {str(meta['commit'])[:10]}, kernel {meta['kernel']['release']}, "
+        f"{(meta.get('host') or {}).get('cpus', '?')} CPUs, {str(meta['start'])[:10]}, load "
+        + (f"{load['min']}-{load['max']}" if load.get("n") else "not recorded")
+        + f" ([record]({rec.relative_to(rec.parent.parent).as_posix()}/report.md)).",
+        "",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in data["runs"]:
+        point = ", ".join(
+            f"{k}={v}" for k, v in sorted(r["point_values"].items()) if not k.startswith("stack.")
+        )
+        groups.setdefault((r["variant"], point), []).append(r)
+    has_gap = any(r.get("gap_s") is not None for r in data["runs"])
+    header = ["variant", "point", "runs", "intact", "steady goodput Mbit/s"]
+    header += ["failover gap s"] if has_gap else []
+    header += ["excluded"]
+    rows = []
+    for (variant, point), rs in groups.items():
+        row = [
+            variant,
+            point or "-",
+            len(rs),
+            f"{sum(1 for r in rs if r.get('intact'))}/{len(rs)}",
+            _mean_ci([r.get("goodput_steady_mbit") for r in rs]),
+        ]
+        if has_gap:
+            row.append(_mean_ci([r.get("gap_s") for r in rs]))
+        row.append(sum(1 for r in rs if r.get("excluded")))
+        rows.append(row)
+    out += [_md_table(header, rows), ""]
+    if data["claims"]:
+        out += [
+            _md_table(
+                ["claim", "effect [95% CI]", "verdict"],
+                [[c["short"], c["effect"], c["verdict"]] for c in data["claims"]],
+            ),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def readme_section(records: Path | None = None) -> str:
+    """Every record, in name order, between the README's markers."""
+    root = Path(records) if records is not None else RECORDS
+    recs = sorted(p for p in root.iterdir() if (p / "metrics.json").exists())
+    body = "\n".join(record_section(p) for p in recs)
+    return f"{BEGIN}\n\n{body}\n{END}"
+
+
+def update_readme(readme: Path = README, records: Path | None = None) -> bool:
+    """Put the generated section between the markers; False when the README has none."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        return False
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + readme_section(records) + tail)
+    return True
 
 
 # ---- comparing a rerun with the record ------------------------------------------------------

@@ -171,3 +171,15 @@ def test_reproduce_without_a_record_names_what_there_is(tmp_path):
     write_record(_finished_campaign(tmp_path, SHARES), tmp_path / "records")
     with pytest.raises(RecordError, match=r"no record of 'schedulers' .*\['coupled_cc'\]"):
         reproduce("schedulers", tmp_path, tmp_path / "records")
+
+
+def test_the_readme_tables_are_the_records():
+    """experiments/README.md shows the records' tables as generated from them (./inv record
+    rewrites the section), so a table there can never drift from its record."""
+    from experiments.records import BEGIN, END, README, RECORDS, readme_section
+
+    text = README.read_text()
+    shown = text[text.index(BEGIN) : text.index(END) + len(END)]
+    assert shown == readme_section()
+    for rec in (p for p in RECORDS.iterdir() if (p / "metrics.json").exists()):
+        assert f"### {rec.name}:" in shown
