@@ -4,7 +4,7 @@ The analysis of a campaign (analysis.report.write_campaign_report: every run's c
 its metrics, figures and report.html, then the campaign's tables) is done twice on fresh copies
 of one finished campaign's analysis views: once with one process (the serial path), once with
 every core (analysis.report.analyse_runs). Each copy starts without parquet caches, so both
-parse every capture; the captures are hard links, not copies.
+parse every capture (copying is not timed).
 
 Usage: .venv/bin/python -m benchmarks.analysis_pool_bench RUN_DIR [--runs N] [--jobs J] [--json]
 RUN_DIR: a campaign folder (results/<experiment>/<run-id>/, its analysis/ views are used) or a
@@ -26,7 +26,7 @@ from analysis.report import analysis_jobs, find_runs, write_report
 
 
 def fresh_copy(runs: list[Path], src_root: Path, dst: Path) -> None:
-    """The runs' inputs only (metadata, events, traffic reports, captures as hard links)."""
+    """The runs' inputs only (metadata, events, captures), copied."""
     for run in runs:
         for f in run.rglob("*"):
             if not f.is_file():
@@ -36,10 +36,7 @@ def fresh_copy(runs: list[Path], src_root: Path, dst: Path) -> None:
                 f.parent == run and f.name in ("metadata.json", "events.json")
             ):
                 (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(f, dst / rel)
-                except OSError:
-                    shutil.copyfile(f, dst / rel)
+                shutil.copyfile(f, dst / rel)  # (not linked: the source is left as it is)
 
 
 def bench(run_dir: Path, n_runs: int | None, jobs: int) -> dict:
