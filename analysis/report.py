@@ -476,12 +476,59 @@ def is_run(d: Path) -> bool:
     return (d / "metadata.json").exists() or (d / "pcap").is_dir()
 
 
+def min_rtt_s(result: dict) -> float | None:
+    """The run's smallest RTT as its captures show it: the lowest median RTT of any subflow
+    of its connections (the fastest path's round trip), seconds."""
+    rtts = [
+        s["rtt_ms_median"] / 1e3
+        for g in result.get("groups", [])
+        for c in g.get("connections", [])
+        for s in c.get("subflow_stats") or []
+        if isinstance(s.get("rtt_ms_median"), (int, float)) and s["rtt_ms_median"] > 0
+    ]
+    return min(rtts) if rtts else None
+
+
+def clock_problems(result: dict) -> list[str]:
+    """Each machine whose clock offset (measured before the run over its SSH connection,
+    testbed.clock; metadata clock_offsets) was larger than the run's smallest RTT: its
+    timestamps and the coordinator's can be out of order by more than a round trip."""
+    offsets = (result.get("metadata") or {}).get("clock_offsets") or {}
+    rtt = min_rtt_s(result)
+    return [
+        f"CLOCK OFFSET: {name} {o['offset_s'] * 1e3:+.1f} ms "
+        f"(\u00b1{o['uncertainty_s'] * 1e3:.1f} ms) against the coordinator, more than the "
+        f"run's smallest RTT ({rtt * 1e3:.1f} ms): times from the two clocks cannot be "
+        "lined up to within a round trip"
+        for name, o in sorted(offsets.items())
+        if "offset_s" in o and rtt is not None and abs(o["offset_s"]) > rtt
+    ]
+
+
+def _clock_html(meta: dict) -> str:
+    offsets = meta.get("clock_offsets") or {}
+    if not offsets:
+        return ""
+    words = [
+        f"{html.escape(n)} {o['offset_s'] * 1e3:+.2f} ms \u00b1{o['uncertainty_s'] * 1e3:.2f} ms"
+        if "offset_s" in o
+        else f"{html.escape(n)}: not measured ({html.escape(str(o.get('error')))})"
+        for n, o in sorted(offsets.items())
+    ]
+    return (
+        "<p>Clock offsets against the coordinator, measured before the run (NTP-style over "
+        "the SSH connection, best of several exchanges): " + "; ".join(words) + "</p>"
+    )
+
+
 def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
     """report.html for one run; `result` is analyze_run's, when the caller has it already."""
     result = result if result is not None else analyze_run(run_dir)
     meta = result["metadata"]
     rows = run_rows(result)
-    parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir)]
+    parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir), _clock_html(meta)]
+    for problem in clock_problems(result):
+        parts.append(f"<p class='err'>{html.escape(problem)}</p>")
     if result["events"]:
         parts += ["<h3>Link events</h3>", _table(events_table(result["events"]))]
     cond = conditions_rows(meta)
@@ -782,6 +829,7 @@ def write_campaign_report(root: Path, jobs: int | None = None) -> Path:
             if key.startswith("goodput-"):
                 parts.append(_img(root / name / rel, f"{name}: {key}"))
     errors = [e for v in results.values() for e in v["errors"]]
+    errors += [f"{name}: {p}" for name, v in results.items() for p in clock_problems(v)]
     if errors:
         parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>" for e in errors]
     (root / "metrics.json").write_text(
