@@ -113,6 +113,7 @@ def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
         "resume": "finish this campaign folder: keep its finished runs, rerun the rest",
         "quarantine_after": "--workers: a worker failing this many runs in a row takes no more",
         "allow_mixed": "--workers: run even when the workers' kernels differ",
+        "fetch_pcaps": "--workers: bring the captures back too (default: the workers' analysis)",
     },
     iterable=["set_"],
 )
@@ -129,6 +130,7 @@ def run(
     resume=None,
     quarantine_after=3,
     allow_mixed=False,
+    fetch_pcaps=False,
 ):
     """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
     from experiments.__main__ import run_cli
@@ -146,6 +148,7 @@ def run(
             resume=resume,
             quarantine_after=int(quarantine_after),
             allow_mixed=allow_mixed,
+            fetch_pcaps=fetch_pcaps,
         )
     )
 
