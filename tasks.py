@@ -415,6 +415,30 @@ def report(c, results_dir):
     sys.exit(report_main(results_dir))
 
 
+@task(
+    help={
+        "runs": "runs in the campaign (1 s TCP downloads)",
+        "workers": "namespace-worker counts, comma-separated",
+        "json": JSON_HELP,
+    }
+)
+def bench_workers(c, runs=8, workers="1,2,4", json=False):
+    """Campaign wall time on 1, 2, 4 namespace-workers, and the analysis pool's speedup."""
+    _bench("workers_bench", ["--runs", str(runs), "--workers", workers], json)
+
+
+@task(
+    help={
+        "run_dir": "a campaign folder (its analysis/ views) or a directory of runs",
+        "runs": "the first N runs only (0: all)",
+        "json": JSON_HELP,
+    }
+)
+def bench_analysis(c, run_dir, runs=0, json=False):
+    """A campaign's per-run analysis, serial vs on the process pool (every core)."""
+    _bench("analysis_pool_bench", [run_dir] + (["--runs", str(runs)] if int(runs) else []), json)
+
+
 @task(help={"segments": "TCP segments in the generated capture", "json": JSON_HELP})
 def bench_parse(c, segments=1_000_000, json=False):
     """Our pcap parser vs tshark -T fields on a ~1M-segment real MPTCP capture."""
