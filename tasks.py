@@ -113,6 +113,7 @@ def testbed_sweep(c, topology="two_path", rates="1,10,100", rtts="2,20,200"):
         "resume": "finish this campaign folder: keep its finished runs, rerun the rest",
         "quarantine_after": "--workers: a worker failing this many runs in a row takes no more",
         "allow_mixed": "--workers: run even when the workers' kernels differ",
+        "fetch_pcaps": "--workers: bring the captures back too (default: the workers' analysis)",
     },
     iterable=["set_"],
 )
@@ -129,6 +130,7 @@ def run(
     resume=None,
     quarantine_after=3,
     allow_mixed=False,
+    fetch_pcaps=False,
 ):
     """Run an experiment file; results/<experiment>/<run-id>/ gets data, metadata and metrics."""
     from experiments.__main__ import run_cli
@@ -146,6 +148,7 @@ def run(
             resume=resume,
             quarantine_after=int(quarantine_after),
             allow_mixed=allow_mixed,
+            fetch_pcaps=fetch_pcaps,
         )
     )
 
@@ -412,6 +415,30 @@ def report(c, results_dir):
     from analysis.cli import report_main
 
     sys.exit(report_main(results_dir))
+
+
+@task(
+    help={
+        "runs": "runs in the campaign (1 s TCP downloads)",
+        "workers": "namespace-worker counts, comma-separated",
+        "json": JSON_HELP,
+    }
+)
+def bench_workers(c, runs=8, workers="1,2,4", json=False):
+    """Campaign wall time on 1, 2, 4 namespace-workers, and the analysis pool's speedup."""
+    _bench("workers_bench", ["--runs", str(runs), "--workers", workers], json)
+
+
+@task(
+    help={
+        "run_dir": "a campaign folder (its analysis/ views) or a directory of runs",
+        "runs": "the first N runs only (0: all)",
+        "json": JSON_HELP,
+    }
+)
+def bench_analysis(c, run_dir, runs=0, json=False):
+    """A campaign's per-run analysis, serial vs on the process pool (every core)."""
+    _bench("analysis_pool_bench", [run_dir] + (["--runs", str(runs)] if int(runs) else []), json)
 
 
 @task(help={"segments": "TCP segments in the generated capture", "json": JSON_HELP})

@@ -11,8 +11,10 @@ import base64
 import html
 import json
 import math
+import multiprocessing
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pandas as pd
 
 from analysis import events as EV
 from analysis import plots
+from analysis.frames import find_pcaps
 from analysis.metrics import to_jsonable
 from analysis.middlebox import signals_words
 from analysis.run import analyze_run, epoch, failover_table, read_json
@@ -473,12 +476,59 @@ def is_run(d: Path) -> bool:
     return (d / "metadata.json").exists() or (d / "pcap").is_dir()
 
 
+def min_rtt_s(result: dict) -> float | None:
+    """The run's smallest RTT as its captures show it: the lowest median RTT of any subflow
+    of its connections (the fastest path's round trip), seconds."""
+    rtts = [
+        s["rtt_ms_median"] / 1e3
+        for g in result.get("groups", [])
+        for c in g.get("connections", [])
+        for s in c.get("subflow_stats") or []
+        if isinstance(s.get("rtt_ms_median"), (int, float)) and s["rtt_ms_median"] > 0
+    ]
+    return min(rtts) if rtts else None
+
+
+def clock_problems(result: dict) -> list[str]:
+    """Each machine whose clock offset (measured before the run over its SSH connection,
+    testbed.clock; metadata clock_offsets) was larger than the run's smallest RTT: its
+    timestamps and the coordinator's can be out of order by more than a round trip."""
+    offsets = (result.get("metadata") or {}).get("clock_offsets") or {}
+    rtt = min_rtt_s(result)
+    return [
+        f"CLOCK OFFSET: {name} {o['offset_s'] * 1e3:+.1f} ms "
+        f"(\u00b1{o['uncertainty_s'] * 1e3:.1f} ms) against the coordinator, more than the "
+        f"run's smallest RTT ({rtt * 1e3:.1f} ms): times from the two clocks cannot be "
+        "lined up to within a round trip"
+        for name, o in sorted(offsets.items())
+        if "offset_s" in o and rtt is not None and abs(o["offset_s"]) > rtt
+    ]
+
+
+def _clock_html(meta: dict) -> str:
+    offsets = meta.get("clock_offsets") or {}
+    if not offsets:
+        return ""
+    words = [
+        f"{html.escape(n)} {o['offset_s'] * 1e3:+.2f} ms \u00b1{o['uncertainty_s'] * 1e3:.2f} ms"
+        if "offset_s" in o
+        else f"{html.escape(n)}: not measured ({html.escape(str(o.get('error')))})"
+        for n, o in sorted(offsets.items())
+    ]
+    return (
+        "<p>Clock offsets against the coordinator, measured before the run (NTP-style over "
+        "the SSH connection, best of several exchanges): " + "; ".join(words) + "</p>"
+    )
+
+
 def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
     """report.html for one run; `result` is analyze_run's, when the caller has it already."""
     result = result if result is not None else analyze_run(run_dir)
     meta = result["metadata"]
     rows = run_rows(result)
-    parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir)]
+    parts = ["<h2>What ran</h2>", _meta_html(meta, run_dir), _clock_html(meta)]
+    for problem in clock_problems(result):
+        parts.append(f"<p class='err'>{html.escape(problem)}</p>")
     if result["events"]:
         parts += ["<h3>Link events</h3>", _table(events_table(result["events"]))]
     cond = conditions_rows(meta)
@@ -620,9 +670,65 @@ def _campaign_conditions(results: dict[str, dict], point_of) -> list[str]:
     ]
 
 
-def write_campaign_report(root: Path) -> Path:
+def analysed_elsewhere(run_dir: Path) -> dict | None:
+    """The analysis a worker made of this run and sent back without its captures (a results
+    folder of `--workers` without `--fetch-pcaps`): RUN/metrics.json as analyze_run wrote it,
+    read instead of redone, since without the captures there is nothing to redo it from. The
+    run's own metadata.json (the coordinator's view of it) replaces the worker's."""
+    if find_pcaps(run_dir / "pcap" if (run_dir / "pcap").is_dir() else run_dir):
+        return None
+    result = read_json(run_dir / "metrics.json", None)
+    if not isinstance(result, dict) or "groups" not in result:
+        return None
+    result["run"] = str(run_dir)
+    result["metadata"] = read_json(run_dir / "metadata.json", result.get("metadata") or {})
+    return result
+
+
+def analyse_one(run_dir: Path) -> tuple[dict, Path]:
+    """One run's whole analysis (captures parsed, metrics, figures, its report.html): the unit
+    a process of the pool does; a run a worker analysed is read (analysed_elsewhere)."""
+    result = analysed_elsewhere(run_dir)
+    if result is None:
+        result = analyze_run(run_dir)
+    return result, write_run_report(run_dir, result)
+
+
+def analysis_jobs() -> int:
+    """How many runs are analysed at once by default: every core this process may use
+    (MPTCP_LAB_ANALYSIS_JOBS overrides it; 1 is the serial path)."""
+    env = os.environ.get("MPTCP_LAB_ANALYSIS_JOBS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def analyse_runs(runs: list[Path], jobs: int | None = None) -> list[tuple[dict, Path]]:
+    """analyse_one for every run, in the runs' order, on a pool of `jobs` processes (default
+    analysis_jobs()): parsing captures is CPU-bound Python, so threads would not help, and the
+    runs are independent (each writes only into its own folder). The results are the serial
+    path's, pickled back. forkserver, not fork: the caller may hold threads (the workers'
+    coordinator with its SSH transports) that a forked child would inherit mid-lock."""
+    jobs = analysis_jobs() if jobs is None else jobs
+    if jobs <= 1 or len(runs) <= 1:
+        return [analyse_one(r) for r in runs]
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=ctx) as pool:
+        return list(pool.map(analyse_one, runs))
+
+
+def write_campaign_report(root: Path, jobs: int | None = None) -> Path:
+    """The campaign's report.html and metrics.json over every run under `root`; each run is
+    analysed (and gets its own report.html) on `jobs` processes (analyse_runs)."""
     runs = find_runs(root)
-    results = {str(r.relative_to(root)): analyze_run(r) for r in runs}
+    analysed = analyse_runs(runs, jobs)
+    results = {str(r.relative_to(root)): res for r, (res, _) in zip(runs, analysed, strict=True)}
+    run_reports = {
+        str(r.relative_to(root)): rep for r, (_, rep) in zip(runs, analysed, strict=True)
+    }
     metas = {k: v["metadata"] for k, v in results.items()}
     rows = pd.concat(
         [run_rows(v, k) for k, v in results.items()] or [pd.DataFrame()], ignore_index=True
@@ -714,7 +820,7 @@ def write_campaign_report(root: Path) -> Path:
     # the link events marked) and links to the rest, so a failover is visible from here.
     parts.append("<h2>Runs</h2>")
     for name, res in results.items():
-        run_report = write_run_report(root / name, res)
+        run_report = run_reports[name]
         parts.append(
             f"<h3>{html.escape(name)}</h3><p><a href='"
             f"{html.escape(str(run_report.relative_to(root)))}'>run report</a></p>"
@@ -723,6 +829,7 @@ def write_campaign_report(root: Path) -> Path:
             if key.startswith("goodput-"):
                 parts.append(_img(root / name / rel, f"{name}: {key}"))
     errors = [e for v in results.values() for e in v["errors"]]
+    errors += [f"{name}: {p}" for name, v in results.items() for p in clock_problems(v)]
     if errors:
         parts += ["<h2>Problems</h2>"] + [f"<p class='err'>{html.escape(e)}</p>" for e in errors]
     (root / "metrics.json").write_text(
@@ -777,12 +884,13 @@ def combine_reports(
     return Path(out)
 
 
-def write_report(directory: str | Path) -> Path:
-    """report.html (and metrics.json) for a run directory or a directory of runs."""
+def write_report(directory: str | Path, jobs: int | None = None) -> Path:
+    """report.html (and metrics.json) for a run directory or a directory of runs (those
+    analysed on `jobs` processes, default every core: analyse_runs)."""
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"{d}: not a directory")
-    return write_run_report(d) if is_run(d) else write_campaign_report(d)
+    return write_run_report(d) if is_run(d) else write_campaign_report(d, jobs)
 
 
 def load_metrics(directory: str | Path) -> dict:

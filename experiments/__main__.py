@@ -50,13 +50,15 @@ def run_cli(
     resume: str | None = None,
     quarantine_after: int = 3,
     allow_mixed: bool = False,
+    fetch_pcaps: bool = False,
 ) -> int:
     """Validate, run, print where the results are and the summary; exit status says it all.
 
     inventory: run on the real machines of that file (testbed.sshnet); workers: spread the
     campaign's runs over the workers of that file (experiments.workers); resume: a campaign
     folder of this experiment to finish (its finished runs kept, the rest run again);
-    quarantine_after: a worker that fails this many runs in a row takes no more."""
+    quarantine_after: a worker that fails this many runs in a row takes no more; fetch_pcaps:
+    the workers' captures come back too (by default only what their analysis made of them)."""
     # Imported here, not at the top: the runner brings Mininet and the analysis package
     # (0.6-2 s measured on this machine), which `./inv list` and a file's validation errors
     # do not need.
@@ -84,6 +86,7 @@ def run_cli(
                 resume=Path(resume) if resume else None,
                 quarantine_after=quarantine_after,
                 allow_mixed=allow_mixed,
+                fetch_pcaps=fetch_pcaps,
             )
         with open_network(exp, inventory, accept_new_host_keys) as network:
             res = run_experiment(
@@ -183,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--workers: run even when the workers' kernels differ (each run's is recorded)",
     )
+    r.add_argument(
+        "--fetch-pcaps",
+        action="store_true",
+        help="--workers: bring the captures back too (by default each worker analyses its "
+        "runs and sends back metrics, parquet and figures, not the pcaps)",
+    )
     sub.add_parser("list", help="experiments, topologies and stacks")
     g = sub.add_parser(
         "merge",
@@ -214,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         resume=a.resume,
         quarantine_after=a.quarantine_after,
         allow_mixed=a.allow_mixed,
+        fetch_pcaps=a.fetch_pcaps,
     )
 
 

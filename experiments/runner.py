@@ -338,6 +338,8 @@ class RunExecutor:
         procs: list[Process] = []
         workdir = self.run_dir / "logs" / "testbed" / label
         with self.network(topo, workdir=workdir, seed=spec.seed) as tb:
+            if hasattr(tb, "clock_offsets"):  # real machines: their clocks against ours, now
+                self.machine["clock_offsets"] = tb.clock_offsets()
             # Each node's pid where it has one (a namespace on this machine): crash forensics.
             nodes = {n: _node_pid(tb, n) for n in tb.topo.nodes}
             _write_json(logs / "nodes.json", nodes)
@@ -801,7 +803,10 @@ def run_experiment(
 def machine_summary(machine: dict[str, Any]) -> dict[str, Any]:
     """metadata.json's `machines` entry of a run (the sysctls stay in logs/<label>/machine.json)."""
     keep = ("hostname", "kernel", "cpu_model", "cpus", "load_before", "load_after")
-    return {k: machine.get(k) for k in keep}
+    out = {k: machine.get(k) for k in keep}
+    if machine.get("clock_offsets"):  # real machines (--inventory) and workers (--workers)
+        out["clock_offsets"] = machine["clock_offsets"]
+    return out
 
 
 def resume_metadata(meta: dict[str, Any]) -> dict[str, Any]:
@@ -886,6 +891,8 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
             "start": r["t0_wall"],  # the traffic's start: event "at" times count from here
             "campaign": str(run_dir),
         }
+        if machine.get("clock_offsets"):  # each machine's clock against the coordinator's
+            view_meta["clock_offsets"] = machine["clock_offsets"]
         m = measured.get(r["label"]) or {}
         if m.get("outcome"):
             view_meta["outcome"] = {

@@ -2,10 +2,14 @@
 
 Each worker (a `[workers.X]` of an inventory, testbed.inventory) gets a copy of the project
 through SFTP and runs runs of the campaign, one at a time, as `python -m experiments run FILE
---runs I` on its own Mininet testbed; each finished run's results folder is fetched back and
-merged into one results tree on this machine (`results/<experiment>/<run-id>/`, the same layout
-as a local campaign: pcap/, traffic/, logs/, events.json, metrics.json, one analysis report and
-one summary.md). The runs are handed out from one queue, so a fast worker takes more of them.
+--runs I` on its own Mininet testbed and analyses it there; each finished run's results folder
+is fetched back and merged into one results tree on this machine (`results/<experiment>/<run-id>/`,
+the same layout as a local campaign: traffic/, logs/, events.json, metrics.json, analysis/ with
+each run's analysis as its worker made it, one analysis report and one summary.md). The captures
+stay on the worker (the parquet files of their parsed frames come back) unless `fetch_pcaps`,
+or `analyze=False` (then nothing else records the packets). Before each run the worker's clock
+is measured against this one (testbed.clock) and recorded with the run. The runs are handed
+out from one queue, so a fast worker takes more of them.
 
 Nothing is lost silently: a worker whose connection breaks is dropped and the run it had goes
 back into the queue for the others; a run that fails on a worker (no results) is retried on
@@ -55,6 +59,7 @@ from experiments.runner import (
     _write_json,
     open_campaign,
 )
+from testbed.clock import measure_offset
 from testbed.inventory import InventoryError, Machine, MachineError, check_machines, load_inventory
 from testbed.signals import Interrupted, SignalGuard
 from testbed.ssh import HostKeyPolicy
@@ -148,6 +153,9 @@ class Campaign:
         journal: Journal | None = None,
         resumed: Resumed | None = None,
         quarantine_after: int = 3,
+        analyze: bool = True,
+        fetch_pcaps: bool = False,
+        clock_skew: dict[str, float] | None = None,
     ):
         self.exp = exp
         self.workers = workers
@@ -158,6 +166,11 @@ class Campaign:
         self.on_dispatch = on_dispatch  # called when a run is handed to a worker (tests)
         self.journal = journal
         self.quarantine_after = quarantine_after
+        # the workers analyse their own runs; their captures come back only when asked (or
+        # when nothing analyses them: then they are the run's only record of the packets)
+        self.analyze = analyze
+        self.fetch_pcaps = fetch_pcaps or not analyze
+        self.clock_skew = clock_skew or {}  # test hook: a fake offset added by a worker's probe
         self.runs = {r.index: r for r in resolve_runs(exp)}
         self.finished: dict[int, RunMetrics] = dict(resumed.finished) if resumed else {}
         self.events: dict[int, list[dict[str, Any]]] = dict(resumed.events) if resumed else {}
@@ -256,7 +269,7 @@ class Campaign:
             if self.on_dispatch:
                 self.on_dispatch(w.name, spec)
             try:
-                self._run_one(w, spec, attempt)
+                self._run_one(w, spec, attempt, self.clock_offset(w))
             except WorkerLost as e:
                 w.lost = str(e)
                 self._record(
@@ -323,6 +336,17 @@ class Campaign:
         self._journal("quarantined", worker=w.name, reason=w.quarantined)
         self.say(f"[{w.name}] QUARANTINED: {w.quarantined}; its runs go back to the queue")
 
+    def clock_offset(self, w: Worker) -> dict[str, Any]:
+        """The worker's clock against ours, measured now over its connection (testbed.clock);
+        a failed probe is recorded, not fatal (the run itself says whether the worker works)."""
+        assert w.conn is not None
+        try:
+            return measure_offset(
+                w.conn.client, w.m.python, add_s=self.clock_skew.get(w.name, 0.0)
+            ).as_dict()
+        except Exception as e:  # noqa: BLE001
+            return {"error": f"{type(e).__name__}: {e}"}
+
     def _all_settled(self) -> bool:
         with self.lock:
             return len(self.finished) + len(self.failed) == len(self.runs) or all(
@@ -339,7 +363,7 @@ class Campaign:
             else:
                 self.failed[idx] = reason
 
-    def _run_one(self, w: Worker, spec: RunSpec, attempt: int) -> None:
+    def _run_one(self, w: Worker, spec: RunSpec, attempt: int, clock: dict[str, Any]) -> None:
         assert w.conn is not None
         res_dir = f"{w.project}/results-r{spec.index}-a{attempt}"
         args = [
@@ -352,8 +376,9 @@ class Campaign:
             str(spec.index),
             "--results",
             res_dir,
-            "--no-analysis",
         ]
+        if not self.analyze:
+            args.append("--no-analysis")
         for o in self.exp.overrides:
             args += ["--set", o]
         cmd = f"cd {shlex.quote(w.project)} && PYTHONPATH=. {shlex.join(args)}"
@@ -374,15 +399,18 @@ class Campaign:
         if r.exited not in (0, 1):  # 1: a finished run whose data or flows were not right
             tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
             raise RuntimeError(f"exit {r.exited}: {tail}")
-        self._fetch(w, spec, res_dir)
+        self._fetch(w, spec, res_dir, clock)
 
-    def _fetch(self, w: Worker, spec: RunSpec, res_dir: str) -> None:
-        """The worker's campaign folder of this run, fetched (tar over SFTP) and merged."""
+    def _fetch(self, w: Worker, spec: RunSpec, res_dir: str, clock: dict[str, Any]) -> None:
+        """The worker's campaign folder of this run, fetched (tar over SFTP) and merged: its
+        analysis (metrics, figures, the parsed captures' parquet files) and, with fetch_pcaps,
+        its captures; without them a run's transfer is its metrics, not its packets."""
         assert w.conn is not None
         tgz = f"{res_dir}.tgz"
+        exclude = "" if self.fetch_pcaps else "--exclude='*.pcap' "
         try:
             w.conn.run(
-                f"tar -czf {shlex.quote(tgz)} -C {shlex.quote(res_dir)} .",
+                f"tar -czf {shlex.quote(tgz)} {exclude}-C {shlex.quote(res_dir)} .",
                 hide=True,
                 in_stream=False,
             )
@@ -394,7 +422,7 @@ class Campaign:
                 found = list((Path(d) / "x" / self.exp.name).glob("*/metrics.json"))
                 if len(found) != 1:
                     raise RuntimeError(f"no results of {spec.label} on {w.name} ({res_dir})")
-                self._merge(w, spec, found[0].parent)
+                self._merge(w, spec, found[0].parent, clock)
             w.conn.run(
                 f"rm -rf {shlex.quote(res_dir)} {shlex.quote(tgz)}",
                 hide=True,
@@ -404,7 +432,7 @@ class Campaign:
         except (paramiko.SSHException, EOFError) as e:
             raise WorkerLost(f"{type(e).__name__}: {e}") from e
 
-    def _merge(self, w: Worker, spec: RunSpec, src: Path) -> None:
+    def _merge(self, w: Worker, spec: RunSpec, src: Path, clock: dict[str, Any]) -> None:
         meta = json.loads((src / "metadata.json").read_text())
         labels = [r["label"] for r in meta["resolved_runs"]]
         if labels != [spec.label]:
@@ -416,14 +444,24 @@ class Campaign:
         for sub in ("pcap", "traffic", "logs", "logs/testbed"):
             if (src / sub / label).is_dir():
                 shutil.copytree(src / sub / label, self.run_dir / sub / label, dirs_exist_ok=True)
+        view = label.replace("/", "-")  # the worker's analysis of it (analysis/<view>/)
+        if (src / "analysis" / view).is_dir():
+            shutil.copytree(  # its captures (fetch_pcaps) are hard-linked in by _analyze
+                src / "analysis" / view,
+                self.run_dir / "analysis" / view,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.pcap"),
+            )
         keep = self.run_dir / "logs" / "workers" / label.replace("/", "-")
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / "metadata.json", keep / "metadata.json")
         if (src / "logs" / "runner.log").exists():
             shutil.copyfile(src / "logs" / "runner.log", keep / "runner.log")
         m = metrics_from_dict(metrics[0])
+        machines = meta.get("machines", {})
+        machines.setdefault(label, {})["clock_offsets"] = {w.name: clock}
         with self.lock:
-            self.meta.setdefault("machines", {}).update(meta.get("machines", {}))
+            self.meta.setdefault("machines", {}).update(machines)
             self.finished[spec.index] = m
             self.events[spec.index] = read_events(src / "events.json")
             self._write_results()
@@ -454,6 +492,8 @@ def run_on_workers(
     resume: Path | None = None,
     quarantine_after: int = 3,
     allow_mixed: bool = False,
+    fetch_pcaps: bool = False,
+    clock_skew: dict[str, float] | None = None,
 ) -> int:
     """Run the campaign on the workers; 0 when every run finished intact, 1 otherwise.
     RemoteError (nothing has run) when the file or a worker is not usable; ResumeError when
@@ -501,6 +541,9 @@ def run_on_workers(
         journal=journal,
         resumed=resumed,
         quarantine_after=quarantine_after,
+        analyze=analyze,
+        fetch_pcaps=fetch_pcaps,
+        clock_skew=clock_skew,
     )
     kept = f" ({len(resumed.finished)} finished before, kept)" if resume is not None else ""
     campaign.say(
@@ -520,6 +563,14 @@ def run_on_workers(
                 except Exception as e:  # noqa: BLE001 - the others go on
                     w.lost = f"could not set up: {type(e).__name__}: {e}"
                     campaign.say(f"[{w.name}] LOST before its first run: {w.lost}")
+                    continue
+                off = campaign.clock_offset(w)  # each worker's clock, once before any run
+                meta.setdefault("clock_offsets", {})[w.name] = off
+                if "offset_s" in off:
+                    campaign.say(
+                        f"[{w.name}] clock {off['offset_s'] * 1e3:+.2f} ms "
+                        f"(\u00b1{off['uncertainty_s'] * 1e3:.2f} ms) against this machine"
+                    )
         threads = [
             threading.Thread(target=campaign.serve, args=(w,), name=f"worker-{w.name}", daemon=True)
             for w in workers
@@ -540,7 +591,10 @@ def run_on_workers(
         complete = not campaign.failed
         meta["complete"] = complete
         if analyze and campaign.finished:
-            campaign.say(f"analysing {len(campaign.finished)} runs' captures (analysis/)")
+            campaign.say(
+                f"campaign report over {len(campaign.finished)} runs (analysis/: the workers' "
+                "analyses, and the captures fetched back, if any)"
+            )
             report = _analyze(run_dir, meta, campaign.event_entries())
             if report:
                 campaign.say(f"report: {report}")
@@ -583,6 +637,20 @@ def workers_section(meta: dict[str, Any]) -> str:
         lines += [
             "MIXED KERNELS (--allow-mixed): "
             + ", ".join(f"{n} {k}" for n, k in meta["worker_kernels"].items()),
+            "",
+        ]
+    clocks = meta.get("clock_offsets") or {}
+    if clocks:
+        lines += [
+            "Clock offsets against the coordinator before the first run (each run's own, "
+            "measured before it, is in metadata.json machines; a run whose offset exceeds its "
+            "smallest RTT says so in its report): "
+            + ", ".join(
+                f"{n} {o['offset_s'] * 1e3:+.2f} ms \u00b1{o['uncertainty_s'] * 1e3:.2f} ms"
+                if "offset_s" in o
+                else f"{n} not measured ({o.get('error')})"
+                for n, o in clocks.items()
+            ),
             "",
         ]
     for name, w in meta.get("workers", {}).items():

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.capture import Capture
+from testbed.clock import measure_offset
 from testbed.events import EventRun, LinkEvent
 from testbed.host import Host, Process
 from testbed.inventory import Inventory, Machine, check_machines
@@ -191,6 +192,18 @@ class SshNetwork(NetworkBase):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ssh", **self.inventory.describe()}
+
+    def clock_offsets(self) -> dict[str, dict[str, Any]]:
+        """Each machine's clock against this one (testbed.clock, over its SSH connection),
+        measured now: the run's captures are timestamped by their machines' clocks and its
+        events by ours. A machine whose probe fails says why instead."""
+        out: dict[str, dict[str, Any]] = {}
+        for role, h in self.hosts.items():
+            try:
+                out[role] = measure_offset(h.client, self.python(role)).as_dict()
+            except Exception as e:  # noqa: BLE001 - a run is not refused for it; it is recorded
+                out[role] = {"error": f"{type(e).__name__}: {e}"}
+        return out
 
     def _resolve(self, name: str) -> ResolvedPath:
         p = self.inventory.paths[name]

@@ -219,3 +219,35 @@ def test_combined_report_keeps_figures_and_links(campaign, runs, tmp_path):
         assert (out.parent / href).exists(), href
     ok, total, _ = rendered_images(out)
     assert total >= 2 and ok == total
+
+
+def _outputs(root) -> dict[str, bytes]:
+    """Every file the analysis wrote under a campaign folder (metrics, figures, run metrics),
+    with the folder's own path taken out of the JSON; the reports' HTML carries a generation
+    time, so those are compared by their figures and metrics instead."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.suffix in (".pcap", ".parquet", ".html"):
+            continue
+        if p.name in ("metadata.json", "events.json") or p.name.startswith("traffic-"):
+            continue  # inputs
+        data = p.read_bytes()
+        out[str(p.relative_to(root))] = data.replace(str(root).encode(), b"ROOT")
+    return out
+
+
+def test_campaign_analysed_on_a_process_pool_equals_the_serial_one(campaign, tmp_path):
+    """The pool (every core) and the serial path give the same files: metrics per run and of
+    the campaign, the same figures byte for byte."""
+    serial, pool = tmp_path / "serial", tmp_path / "pool"
+    for d in (serial, pool):
+        shutil.copytree(campaign, d, ignore=shutil.ignore_patterns("figures", "*.html"))
+        for m in d.rglob("metrics.json"):
+            m.unlink()
+    write_report(serial, jobs=1)
+    write_report(pool, jobs=2)
+    a, b = _outputs(serial), _outputs(pool)
+    assert len([k for k in a if k.endswith("metrics.json")]) == 5  # 4 runs + the campaign
+    assert sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []
+    assert all((pool / r / "report.html").exists() for r in ("r8-4", "r16-8"))

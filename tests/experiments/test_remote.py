@@ -128,6 +128,14 @@ def test_a_run_on_two_machines_end_to_end(machines, experiment, tmp_path, capsys
     assert [e["action"] for e in events[0]["events"]] == ["down", "up"]
     assert (run_dir / "analysis" / "report.html").stat().st_size > 10_000
     assert (run_dir / "summary.md").exists()
+    # each machine's clock, measured before each run over its SSH connection: the namespaces
+    # share this machine's clock, so ~0 within the bound; the run's report shows it, unflagged
+    for label in ("tcp/rep1", "kernel-mptcp/rep1"):
+        clocks = meta["machines"][label]["clock_offsets"]
+        assert sorted(clocks) == ["client", "server"]
+        assert all(abs(o["offset_s"]) <= o["uncertainty_s"] < 0.05 for o in clocks.values())
+        view = (run_dir / "analysis" / label.replace("/", "-") / "report.html").read_text()
+        assert "Clock offsets against the coordinator" in view and "CLOCK OFFSET" not in view
     # the machines are as they were: interface up, its routes back, no MPTCP endpoints left
     # (they had none), the project's copy gone
     assert "state UP" in c.run("ip", "link", "show", "dev", "wific")

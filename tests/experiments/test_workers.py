@@ -1,7 +1,9 @@
 """A campaign spread over two workers (network namespaces with their own sshd, reached with
-Fabric): each runs its share on its own Mininet testbed, results come back into one tree and one
-report. One worker's sshd is killed while it runs: its run goes back to the queue and finishes
-on the other worker, recorded in metadata.json and summary.md, and no finished run is lost.
+Fabric): each runs its share on its own Mininet testbed and analyses it, results come back into
+one tree and one report (the captures only with fetch_pcaps). One worker's sshd is killed while
+it runs: its run goes back to the queue and finishes on the other worker, recorded in
+metadata.json and summary.md, and no finished run is lost. Each worker's clock is measured
+against the coordinator's before every run (the namespaces share one clock: ~0).
 """
 
 import json
@@ -77,7 +79,14 @@ def test_a_campaign_on_two_workers_survives_losing_one(workers, tmp_path):
             lost.append(spec.label)
             threading.Timer(4.0, workers.machines["w2"].kill_sshd).start()
 
-    rc = run_on_workers(exp, str(inv), results_root=tmp_path / "results", on_dispatch=on_dispatch)
+    # w1's clock probe adds 5 s (the test hook): a wrong clock, on machines that share one
+    rc = run_on_workers(
+        exp,
+        str(inv),
+        results_root=tmp_path / "results",
+        on_dispatch=on_dispatch,
+        clock_skew={"w1": 5.0},
+    )
     assert rc == 0
     (run_dir,) = (tmp_path / "results" / "workers_failover").iterdir()
     meta = json.loads((run_dir / "metadata.json").read_text())
@@ -87,16 +96,29 @@ def test_a_campaign_on_two_workers_survives_losing_one(workers, tmp_path):
     outcomes = [(a["label"], a["worker"], a["outcome"]) for a in meta["attempts"]]
     assert (label, "w2", "worker lost") in outcomes
     assert (label, "w1", "done") in outcomes  # retried elsewhere
-    # every run once in the merged tree, each with its captures and reports
+    # every run once in the merged tree, each with the worker's analysis of it, no captures
     runs = json.loads((run_dir / "metrics.json").read_text())["runs"]
     assert sorted(r["label"] for r in runs) == sorted(f"{s}/rep1" for s in ("tcp", "kernel-mptcp"))
     assert all(r["intact"] for r in runs)
+    assert list(run_dir.rglob("*.pcap")) == []
+    clocks = meta["clock_offsets"]  # before the first run: w2 has the coordinator's clock
+    assert abs(clocks["w2"]["offset_s"]) <= clocks["w2"]["uncertainty_s"] < 0.05
+    assert abs(clocks["w1"]["offset_s"] - 5.0) <= clocks["w1"]["uncertainty_s"]
     for r in runs:
-        assert len(list((run_dir / "pcap" / r["label"]).glob("client-eth*.pcap"))) == 2
         assert (run_dir / "traffic" / r["label"] / "main-client.json").exists()
+        view = run_dir / "analysis" / r["label"].replace("/", "-")
+        analysed = json.loads((view / "metrics.json").read_text())  # by the worker
+        assert analysed["groups"] and analysed["groups"][0]["connections"]
+        assert list(view.rglob("*.pcap.parquet")) and list((view / "figures").glob("*.png"))
+        (clock,) = meta["machines"][r["label"]]["clock_offsets"].items()
+        assert clock[0] == "w1" and abs(clock[1]["offset_s"] - 5.0) <= clock[1]["uncertainty_s"]
+        assert "CLOCK OFFSET: w1 +" in (view / "report.html").read_text()
     events = json.loads((run_dir / "events.json").read_text())
     assert sorted(e["label"] for e in events) == sorted(r["label"] for r in runs)
-    assert (run_dir / "analysis" / "report.html").stat().st_size > 10_000
+    report = (run_dir / "analysis" / "report.html").read_text()  # read from what came back
+    assert len(report) > 10_000 and report.count("CLOCK OFFSET: w1") == 2
+    summary = json.loads((run_dir / "analysis" / "metrics.json").read_text())
+    assert len(summary["rows"]) >= 2 and all(r["goodput_mbps"] > 0 for r in summary["rows"])
     summary = (run_dir / "summary.md").read_text()
     assert "w2" in summary and "LOST" in summary and f"{label}: finished on w1 instead" in summary
 
@@ -117,7 +139,7 @@ def test_a_run_that_fails_on_a_worker_is_retried_on_another(workers, tmp_path):
                 broken.append(spec.label)
 
     rc = run_on_workers(
-        exp, str(inv), results_root=tmp_path / "results", on_dispatch=on_dispatch, analyze=False
+        exp, str(inv), results_root=tmp_path / "results", on_dispatch=on_dispatch, fetch_pcaps=True
     )
     assert rc == 0 and broken
     (run_dir,) = (tmp_path / "results" / "workers_failover").iterdir()
@@ -128,6 +150,12 @@ def test_a_run_that_fails_on_a_worker_is_retried_on_another(workers, tmp_path):
     done = {a["label"]: a["worker"] for a in meta["attempts"] if a["outcome"] == "done"}
     assert all(done[a["label"]] == "w1" for a in failed)
     assert f"{broken[0]}: finished on w1 instead" in (run_dir / "summary.md").read_text()
+    # fetch_pcaps: the captures came back beside the worker's analysis; no clock is off
+    for label, machine in meta["machines"].items():
+        assert len(list((run_dir / "pcap" / label).glob("client-eth*.pcap"))) == 2
+        ((worker, clock),) = machine["clock_offsets"].items()
+        assert worker == "w1" and abs(clock["offset_s"]) <= clock["uncertainty_s"] < 0.05
+    assert "CLOCK OFFSET" not in (run_dir / "analysis" / "report.html").read_text()
 
 
 def test_a_worker_without_the_packages_is_named_before_anything_runs(workers, tmp_path):
