@@ -637,6 +637,7 @@ def _metadata(exp: Experiment, run_id: str, runs: list[RunSpec]) -> dict[str, An
         "topology": exp.topology,
         "topology_set": exp.topology_set,
         "grid": exp.grid,
+        "sample": {**exp.sample_spec, "points": exp.samples} if exp.samples else None,
         "conditions": exp.conditions,
         "traffic": asdict(exp.traffic),
         "background": [asdict(b) for b in exp.background],
