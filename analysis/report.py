@@ -548,6 +548,8 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
             )
             parts.append(_table(pd.DataFrame(c["subflow_stats"])))
             parts.append(_both_ends(c))
+            if c is g["connections"][0]:
+                parts.append(_pm_events(g.get("pm_events") or []))
             for k in ("goodput", "dsn", "owd", "inflight"):
                 key = f"{k}-{tag}-c{c['conn']}"
                 if key in result["figures"]:
@@ -556,6 +558,23 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
     title = f"MPTCP run: {meta.get('experiment', run_dir.name)}"
     out.write_text(_page(title, parts))
     return out
+
+
+PM_EVENT_COLUMNS = ["t", "host", "type", "saddr", "sport", "daddr", "dport", "loc_id", "rem_id"]
+
+
+def _pm_events(events: list[dict]) -> str:
+    """The run's path-manager events, both hosts on one timeline (kernel MPTCP's from ``ip
+    mptcp monitor``, our stack's from its own; the same names)."""
+    if not events:
+        return ""
+    df = pd.DataFrame(events)
+    cols = [c for c in PM_EVENT_COLUMNS + ["backup", "error"] if c in df]
+    return (
+        "<h3>Path-manager events</h3><p>Both hosts, seconds from the run's start (kernel MPTCP: "
+        "<code>ip mptcp monitor</code>; our stack: its own events, the same names).</p>"
+        + _table(df[cols].fillna(""))
+    )
 
 
 def _both_ends(c: dict) -> str:

@@ -292,6 +292,9 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
             t0 = start
         evs = EV.absolute(entry) if entry else []
         grp["t0"] = t0
+        # both hosts' path-manager events (kernel: ip mptcp monitor; ours: --pm-events),
+        # seconds from the run's start, as the runner put them in events.json
+        grp["pm_events"] = list((entry or {}).get("pm_events") or [])
         # connections that matter: side connections (control channels) carry a few bytes
         volume = df[df["payload_len"] > 0].groupby("conn")["payload_len"].sum()
         grp["minor_connections"] = int((volume < 0.05 * volume.max()).sum()) if len(volume) else 0
