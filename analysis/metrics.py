@@ -78,6 +78,18 @@ def sender_data(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
     return df.loc[m, cols].sort_values("time", kind="stable")
 
 
+def sender_dsn(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
+    """Data segments of the main direction with their DSN as the sender's capture saw them
+    leave (for the DSN-vs-time picture from both ends); empty with one end captured."""
+    if v.sender_host == v.receiver_host:
+        return pd.DataFrame({"time": [], "subflow": [], "dsn": []})
+    m = (df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["payload_len"] > 0)
+    m &= (df["host"] == v.sender_host) & df["dsn"].notna()
+    out = df.loc[m, ["time", "subflow", "dsn"]].copy()
+    out["dsn"] = out["dsn"].astype("uint64")
+    return out.sort_values("time", kind="stable")
+
+
 def data_acks(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
     """DATA_ACKs the receiver sent for the main direction, as captured at the receiver."""
     m = (df["conn"] == v.conn) & (df["role"] != v.sender_role) & df["data_ack"].notna()
@@ -704,3 +716,188 @@ def mptcp_rtt(df: pd.DataFrame, v: Vantage) -> MptcpRtt:
     if len(rtt) == 0:
         return MptcpRtt(0, None, None)
     return MptcpRtt(len(rtt), float(np.median(rtt) * 1e3), float(np.percentile(rtt, 95) * 1e3))
+
+
+# ---- from both ends: one-way delay, reinjection qualification, bytes in flight -----------------
+
+OWD_PERCENTILES = (50, 95, 99)
+
+
+def one_way_delays(df: pd.DataFrame, v: Vantage) -> pd.DataFrame:
+    """Each segment of the connection seen at both ends' captures, with its one-way delay: the
+    receiver's sighting minus the sender's (data, sender -> receiver), and the sender's minus
+    the receiver's for what the receiver sends back ("ack"). A segment is matched by subflow,
+    sequence and acknowledgment numbers, length and TCP timestamp where captured, and only
+    when that key occurs once at each end (a retransmission or a repeated duplicate ACK is
+    ambiguous, so left out). Needs both ends captured; the clocks are taken as one (Mininet
+    hosts share the kernel's; ``clock_offset_s`` of the run's metadata says otherwise on real
+    machines). Columns: time (sent), subflow, direction, delay_s."""
+    cols = ["time", "subflow", "direction", "delay_s"]
+    if v.sender_host == v.receiver_host:
+        return pd.DataFrame({c: [] for c in cols})
+    c = df[df["conn"] == v.conn]
+    key = ["subflow", "seq", "ack", "payload_len"] + [k for k in ("ts_val",) if k in c]
+    out = []
+    for direction, role, src, dst in (
+        ("data", v.sender_role, v.sender_host, v.receiver_host),
+        ("ack", None, v.receiver_host, v.sender_host),
+    ):
+        m = c["role"] == role if role is not None else c["role"] != v.sender_role
+        if direction == "ack":
+            m &= c["payload_len"] == 0
+        d = c[m]
+        a, b = d[d["host"] == src], d[d["host"] == dst]
+        a = a.drop_duplicates(key, keep=False)[key + ["time"]]
+        b = b.drop_duplicates(key, keep=False)[key + ["time"]]
+        j = a.merge(b, on=key, suffixes=("_tx", "_rx"))
+        out.append(
+            pd.DataFrame(
+                {
+                    "time": j["time_tx"].to_numpy(),
+                    "subflow": j["subflow"].to_numpy(),
+                    "direction": direction,
+                    "delay_s": (j["time_rx"] - j["time_tx"]).to_numpy(),
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True).sort_values("time", kind="stable")
+
+
+def owd_summary(owd: pd.DataFrame, labels: dict[int, str] | None = None) -> list[dict]:
+    """Per subflow and direction: segments matched, min, percentiles and max of the one-way
+    delay in milliseconds."""
+    rows = []
+    for (sf, direction), g in owd.groupby(["subflow", "direction"], sort=True):
+        ms = g["delay_s"].to_numpy() * 1e3
+        rows.append(
+            {
+                "subflow": int(sf),
+                "label": (labels or {}).get(int(sf), f"sf{int(sf)}"),
+                "direction": direction,
+                "n": len(ms),
+                "min_ms": float(ms.min()),
+                **{f"p{p}_ms": float(np.percentile(ms, p)) for p in OWD_PERCENTILES},
+                "max_ms": float(ms.max()),
+            }
+        )
+    return rows
+
+
+@dataclass
+class ReinjectionQuality:
+    """Each reinjected segment (a DSN range sent on a subflow after another had sent it) by
+    what became of it at the receiver: ``useful`` (this copy arrived first: the first copy was
+    lost or later), ``wasted`` (a copy on another subflow had already arrived), ``lost`` (this
+    copy never arrived). For useful ones, how much earlier than the first copy it arrived
+    (``advance_s``; the first copy never arriving is not counted there)."""
+
+    segments: int = 0
+    useful_bytes: int = 0
+    wasted_bytes: int = 0
+    lost_bytes: int = 0
+    useful_first_lost: int = 0  # useful segments whose first copy never arrived
+    advance_s: dict[str, float | None] = field(default_factory=dict)  # median, max
+    by_subflow: dict[int, dict[str, int]] = field(default_factory=dict)
+
+
+def reinjection_quality(df: pd.DataFrame, v: Vantage) -> ReinjectionQuality:
+    """Qualifies the reinjections seen at the sender's capture against the receiver's (both
+    ends captured; otherwise an empty result): a segment is a reinjection when its first DSN
+    was sent before on another subflow; its copy at the receiver is found by subflow and
+    sequence number, the other copies by DSN range on any other subflow."""
+    q = ReinjectionQuality()
+    if v.sender_host == v.receiver_host:
+        return q
+    m = (df["conn"] == v.conn) & (df["role"] == v.sender_role) & (df["payload_len"] > 0)
+    m &= df["dsn"].notna()
+    tx = df[m & (df["host"] == v.sender_host)].sort_values("time", kind="stable")
+    rx = df[m & (df["host"] == v.receiver_host)].sort_values("time", kind="stable")
+    if tx.empty:
+        return q
+    first_sf: dict[int, int] = {}
+    reinj = []
+    for t, sf, dsn, n, seq in zip(
+        tx["time"].tolist(),
+        tx["subflow"].tolist(),
+        tx["dsn"].astype("uint64").tolist(),
+        tx["payload_len"].tolist(),
+        tx["seq"].tolist(),
+        strict=True,
+    ):
+        f = first_sf.setdefault(dsn, sf)
+        if f != sf:
+            reinj.append((t, int(sf), int(dsn), int(n), int(seq)))
+    if not reinj:
+        return q
+    # receiver copies: the first arrival per (subflow, seq), and per DSN range
+    arr = rx.groupby(["subflow", "seq"], observed=True)["time"].min()
+    base = np.uint64(min(int(tx["dsn"].min()), int(rx["dsn"].min()) if len(rx) else 2**64 - 1))
+    # DSNs relative to the smallest (64-bit values lose their low bits as floats)
+    r_start = (rx["dsn"].astype("uint64").to_numpy() - base).astype(np.int64)
+    r_end = r_start + rx["payload_len"].to_numpy().astype(np.int64)
+    r_sf = rx["subflow"].to_numpy()
+    r_t = rx["time"].to_numpy()
+    order = np.argsort(r_start, kind="stable")
+    r_start, r_end, r_sf, r_t = r_start[order], r_end[order], r_sf[order], r_t[order]
+    span = int((r_end - r_start).max()) if len(r_start) else 0
+    advances: list[float] = []
+    for _t, sf, dsn_abs, n, seq in reinj:
+        dsn = dsn_abs - int(base)
+        mine = arr.get((sf, seq))
+        lo = np.searchsorted(r_start, dsn - span, side="left")
+        hi = np.searchsorted(r_start, dsn, side="right")
+        cand = [r_t[i] for i in range(lo, hi) if r_sf[i] != sf and r_start[i] <= dsn < r_end[i]]
+        other = min(cand) if cand else None
+        per = q.by_subflow.setdefault(sf, {"useful": 0, "wasted": 0, "lost": 0})
+        q.segments += 1
+        if mine is None:
+            kind = "lost"
+        elif other is not None and other <= mine:
+            kind = "wasted"
+        else:
+            kind = "useful"
+            if other is None:
+                q.useful_first_lost += 1
+            else:
+                advances.append(float(other - mine))
+        setattr(q, f"{kind}_bytes", getattr(q, f"{kind}_bytes") + n)
+        per[kind] += n
+    q.advance_s = {
+        "median": float(np.median(advances)) if advances else None,
+        "max": float(max(advances)) if advances else None,
+    }
+    return q
+
+
+def in_flight(df: pd.DataFrame, v: Vantage, t0: float, bin_s: float = BIN_S) -> pd.DataFrame:
+    """Bytes in flight per subflow over time at the sender, from its capture: the highest
+    sequence sent minus the highest acknowledgment come back, sampled at every segment either
+    way, the largest value of each bin. From the receiver's capture when the sender's is
+    missing (what is in flight there is then only bounded from below). Columns: t (bin
+    start, from t0), subflow, bytes."""
+    host = v.sender_host
+    c = df[(df["conn"] == v.conn) & (df["host"] == host)]
+    rows = []
+    for sf, g in c.groupby("subflow", observed=True):
+        g = g.sort_values("time", kind="stable")
+        sent = (g["role"] == v.sender_role).to_numpy() & (g["payload_len"].to_numpy() > 0)
+        if not sent.any():
+            continue
+        seq = g["seq"].to_numpy().astype(np.int64)
+        ack = g["ack"].to_numpy().astype(np.int64)
+        base = int(seq[sent][0])
+        rel_end = ((seq - base) % (1 << 32)) + g["payload_len"].to_numpy()
+        rel_ack = (ack - base) % (1 << 32)
+        back = ~((g["role"] == v.sender_role).to_numpy()) & ((g["flags"].to_numpy() & 0x10) > 0)
+        # (a wrap of the 32-bit space is unwrapped against the last value: within 2 GB)
+        snd_max = np.maximum.accumulate(np.where(sent, rel_end, 0))
+        una = np.maximum.accumulate(np.where(back & (rel_ack < (1 << 31)), rel_ack, 0))
+        fl = np.maximum(snd_max - una, 0)
+        t = g["time"].to_numpy() - t0
+        b = np.floor(t / bin_s).astype(np.int64)
+        s = pd.Series(fl).groupby(b).max()
+        t_bin = np.round(s.index.to_numpy() * bin_s, 6)
+        rows.append(pd.DataFrame({"t": t_bin, "subflow": int(sf), "bytes": s.values}))
+    if not rows:
+        return pd.DataFrame({"t": [], "subflow": [], "bytes": []})
+    return pd.concat(rows, ignore_index=True)

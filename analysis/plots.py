@@ -92,22 +92,75 @@ def dsn_plot(
     events: list[dict],
     path: Path,
     title: str = "",
+    tx: pd.DataFrame | None = None,
 ) -> Path:
-    """Data sequence number vs time per subflow at the receiver (the mptcptrace picture)."""
+    """Data sequence number vs time per subflow at the receiver (the mptcptrace picture);
+    with ``tx`` (the sender's capture) what left the sender too, as hollow markers, so the
+    time between the two columns of a subflow is its one-way delay and a point sent but
+    never received is a loss."""
     fig, ax = plt.subplots(figsize=(9, 4))
     if not rx.empty:
         base = int(rx["dsn"].min())
-        d = pd.DataFrame(
-            {
-                "t": rx["time"].to_numpy() - t0,
-                "MB": (rx["dsn"].astype("uint64").to_numpy() - np.uint64(base)).astype(np.float64)
-                / 1e6,
-                "subflow": rx["subflow"].map(lambda s: labels.get(int(s), f"sf{s}")),
-            }
-        )
-        sns.scatterplot(d, x="t", y="MB", hue="subflow", s=6, linewidth=0, ax=ax)
+        if tx is not None and not tx.empty:
+            base = min(base, int(tx["dsn"].min()))
+
+        def frame(d: pd.DataFrame) -> pd.DataFrame:
+            return pd.DataFrame(
+                {
+                    "t": d["time"].to_numpy() - t0,
+                    "MB": (d["dsn"].astype("uint64").to_numpy() - np.uint64(base)).astype(
+                        np.float64
+                    )
+                    / 1e6,
+                    "subflow": d["subflow"].map(lambda s: labels.get(int(s), f"sf{s}")),
+                }
+            )
+
+        if tx is not None and not tx.empty:
+            sns.scatterplot(
+                frame(tx),
+                x="t",
+                y="MB",
+                hue="subflow",
+                s=10,
+                marker="$\\circ$",
+                ax=ax,
+                legend=False,
+                alpha=0.6,
+            )
+        sns.scatterplot(frame(rx), x="t", y="MB", hue="subflow", s=6, linewidth=0, ax=ax)
     _events(ax, events)
     ax.set(xlabel="time [s]", ylabel="data sequence [MB from first]", title=title or "DSN vs time")
+    return _save(fig, path)
+
+
+def owd_plot(owd: pd.DataFrame, labels: dict[int, str], path: Path, title: str = "") -> Path:
+    """CDF of the one-way delay (ms) per subflow and direction, from both ends' captures."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    d = owd.assign(
+        delay_ms=owd["delay_s"] * 1e3,
+        curve=[
+            f"{labels.get(int(s), f'sf{s}')} {dr}"
+            for s, dr in zip(owd["subflow"], owd["direction"], strict=True)
+        ],
+    )
+    sns.ecdfplot(d, x="delay_ms", hue="curve", ax=ax)
+    ax.set(xlabel="one-way delay [ms]", ylabel="CDF", title=title or "One-way delay")
+    return _save(fig, path)
+
+
+def in_flight_plot(
+    flight: pd.DataFrame, labels: dict[int, str], events: list[dict], path: Path, title: str = ""
+) -> Path:
+    """Bytes in flight per subflow over time at the sender (largest of each bin)."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    d = flight.assign(
+        kB=flight["bytes"] / 1e3,
+        subflow=flight["subflow"].map(lambda s: labels.get(int(s), f"sf{s}")),
+    )
+    sns.lineplot(d, x="t", y="kB", hue="subflow", drawstyle="steps-post", ax=ax)
+    _events(ax, events)
+    ax.set(xlabel="time [s]", ylabel="in flight [kB]", title=title or "Bytes in flight")
     return _save(fig, path)
 
 

@@ -597,7 +597,10 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
                 + "</p>"
             )
             parts.append(_table(pd.DataFrame(c["subflow_stats"])))
-            for k in ("goodput", "dsn"):
+            parts.append(_both_ends(c))
+            if c is g["connections"][0]:
+                parts.append(_pm_events(g.get("pm_events") or []))
+            for k in ("goodput", "dsn", "owd", "inflight"):
                 key = f"{k}-{tag}-c{c['conn']}"
                 if key in result["figures"]:
                     parts.append(_img(run_dir / result["figures"][key], key))
@@ -605,6 +608,42 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
     title = f"MPTCP run: {meta.get('experiment', run_dir.name)}"
     out.write_text(_page(title, parts))
     return out
+
+
+PM_EVENT_COLUMNS = ["t", "host", "type", "saddr", "sport", "daddr", "dport", "loc_id", "rem_id"]
+
+
+def _pm_events(events: list[dict]) -> str:
+    """The run's path-manager events, both hosts on one timeline (kernel MPTCP's from ``ip
+    mptcp monitor``, our stack's from its own; the same names)."""
+    if not events:
+        return ""
+    df = pd.DataFrame(events)
+    cols = [c for c in PM_EVENT_COLUMNS + ["backup", "error"] if c in df]
+    return (
+        "<h3>Path-manager events</h3><p>Both hosts, seconds from the run's start (kernel MPTCP: "
+        "<code>ip mptcp monitor</code>; our stack: its own events, the same names).</p>"
+        + _table(df[cols].fillna(""))
+    )
+
+
+def _both_ends(c: dict) -> str:
+    """One-way delays and the reinjections' fate: what needs both ends' captures."""
+    if not c.get("owd"):
+        return "<p>One-way delay, reinjection qualification: need both ends' captures.</p>"
+    owd = pd.DataFrame(c["owd"]).drop(columns=["subflow"])
+    q = c.get("reinjection_quality") or {}
+    adv = q.get("advance_s") or {}
+    words = (
+        f"<p>Reinjections ({q.get('segments', 0)} segments): useful {q.get('useful_bytes', 0)} "
+        f"bytes (this copy arrived first; {q.get('useful_first_lost', 0)} of them because the "
+        f"first copy never arrived), wasted {q.get('wasted_bytes', 0)} (a copy had arrived "
+        f"already), lost {q.get('lost_bytes', 0)}; a useful copy arrived "
+        f"{_fmt(None if adv.get('median') is None else adv['median'] * 1e3)} ms (median) "
+        f"before the first one. One-way delay from both captures, the hosts' clocks taken as "
+        f"one:</p>"
+    )
+    return "<h3>From both ends</h3>" + words + _table(owd)
 
 
 def _reordering_words(r: dict) -> str:

@@ -136,9 +136,30 @@ def _conn_metrics(
             g_sub, g_conn, labels, rel_events, fig_dir / f"goodput-{tag}-c{c}.png", f"Goodput {tag}"
         ),
         "dsn": plots.dsn_plot(
-            rx, labels, t0, rel_events, fig_dir / f"dsn-{tag}-c{c}.png", f"DSN vs time {tag}"
+            rx,
+            labels,
+            t0,
+            rel_events,
+            fig_dir / f"dsn-{tag}-c{c}.png",
+            f"DSN vs time {tag}",
+            tx=M.sender_dsn(df, v),  # what left the sender too, when both ends are captured
         ),
     }
+    # from both ends' captures: one-way delays, bytes in flight, the sender's DSNs
+    owd = M.one_way_delays(df, v)
+    flight = M.in_flight(df, v, t0)
+    if not owd.empty:
+        figs["owd"] = plots.owd_plot(
+            owd, labels, fig_dir / f"owd-{tag}-c{c}.png", f"One-way delay {tag}"
+        )
+    if not flight.empty:
+        figs["inflight"] = plots.in_flight_plot(
+            flight,
+            labels,
+            rel_events,
+            fig_dir / f"inflight-{tag}-c{c}.png",
+            f"Bytes in flight {tag}",
+        )
     # network reordering (what the links did) apart from scheduling reordering (what the
     # multipath scheduler did); the reordering delay is the latter (analysis/definitions.py)
     split = M.reordering_split(rx, M.sender_data(df, v))
@@ -196,6 +217,16 @@ def _conn_metrics(
             },
         },
         "reinjection": M.to_jsonable(M.reinjections(df, v)),
+        "reinjection_quality": M.to_jsonable(M.reinjection_quality(df, v)),
+        # both ends' clocks taken as one (namespaces share it; real machines: see metadata)
+        "owd": M.owd_summary(owd, labels),
+        "in_flight_series": {
+            "bin_s": M.BIN_S,
+            "subflows_bytes": {
+                str(sf): {"t": g["t"].tolist(), "bytes": g["bytes"].astype(int).tolist()}
+                for sf, g in flight.groupby("subflow")
+            },
+        },
         "mptcp_rtt": M.to_jsonable(M.mptcp_rtt(df, v)),
         "subflow_stats": M.to_jsonable(M.subflow_stats(df, v, labels).to_dict("records")),
         "reordering": M.reordering_summary(split),
@@ -261,6 +292,9 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
             t0 = start
         evs = EV.absolute(entry) if entry else []
         grp["t0"] = t0
+        # both hosts' path-manager events (kernel: ip mptcp monitor; ours: --pm-events),
+        # seconds from the run's start, as the runner put them in events.json
+        grp["pm_events"] = list((entry or {}).get("pm_events") or [])
         # connections that matter: side connections (control channels) carry a few bytes
         volume = df[df["payload_len"] > 0].groupby("conn")["payload_len"].sum()
         grp["minor_connections"] = int((volume < 0.05 * volume.max()).sum()) if len(volume) else 0

@@ -63,6 +63,17 @@ product of lists), and may name its own topology (`topology = "cellular_wifi"`),
 can compare stacks across topologies. A bundle's keys win over [topology.set]; a --set
 topology override (a pin) wins over both. Runs and reports show the point as condition=<name>.
 
+    [sample]                              # instead of (or beside) a grid: n points drawn
+    method = "lhs"                        # over ranges, "lhs" (Latin hypercube) or "random"
+    n = 8
+    seed = 7                              # optional: the experiment's seed
+    ranges = { "links.lte.delay_ms" = [5, 100], "links.lte.rate_mbit" = [2.0, 20.0] }
+
+Each [sample] point is crossed with every grid point (a key is gridded or sampled, not both);
+a Latin hypercube cuts each range into n equal strata and puts one point in each, so n runs
+cover every part of every range, which a grid of a few values per key does only with many
+more runs. A range of two integers gives integers. The points are recorded in metadata.json.
+
     [stack.kernel-mptcp]                  # per-stack options (see experiments.stacks)
     endpoints = [{ host = "client", link = "lte", flags = ["subflow", "backup"] }]
     tcp_rmem = 262144                     # socket buffers and congestion control
@@ -116,8 +127,11 @@ TOP_KEYS = {
     "stack",
     "metrics",
     "conditions",
+    "sample",
     SYSCTL,
 }
+SAMPLE_KEYS = {"method", "n", "seed", "ranges"}
+SAMPLE_METHODS = ("random", "lhs")
 CONDITION_KEY = "condition"  # the grid key whose values name [conditions.*] bundles
 FLOW_KEYS = {
     "client",
@@ -198,6 +212,9 @@ class Experiment:
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # [sysctl]: per-namespace sysctls set in every host, as the text written (knobs.py)
     sysctls: dict[str, str] = field(default_factory=dict)
+    # [sample]: points drawn over continuous ranges (each a {key: value}), crossed with the grid
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    sample_spec: dict[str, Any] = field(default_factory=dict)  # [sample] as resolved
 
     def point_sysctls(self, values: dict[str, Any]) -> dict[str, str]:
         """[sysctl] with the grid point's "sysctl.<name>" values over it."""
@@ -456,6 +473,9 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     grid = _grid(
         source, _table(source, "grid", raw.get("grid", {})), traffic, stack_raw, conditions
     )
+    sample_spec, samples = _sample(
+        source, _table(source, "sample", raw.get("sample", {})), seed, grid, traffic, stack_raw
+    )
 
     metrics = _table(source, "metrics", raw.get("metrics", {}))
     _unknown(source, "metrics", metrics, METRIC_KEYS)
@@ -485,6 +505,8 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         grid=grid,
         conditions=conditions,
         sysctls=sysctls,
+        samples=samples,
+        sample_spec=sample_spec,
         stack_options=stack_opts,
         stack_raw={k: dict(v) for k, v in stack_raw.items()},
         warmup_s=warmup,
@@ -622,6 +644,76 @@ def _grid(
     return grid
 
 
+def _sample(
+    source: str,
+    table: dict[str, Any],
+    exp_seed: int,
+    grid: dict[str, list[Any]],
+    traffic: FlowSpec,
+    stack_raw: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """[sample]: ``n`` points over continuous ``ranges`` ({key: [low, high]}), drawn at random
+    or as a Latin hypercube (each range cut in ``n`` equal strata, one point per stratum, the
+    strata of the keys paired by a seeded shuffle: every part of every range is covered with
+    few runs), with ``seed`` (default: the experiment's). A range of two integers gives
+    integers. Each point is crossed with the grid; a key is either gridded or sampled."""
+    if not table:
+        return {}, []
+    _unknown(source, "sample", table, SAMPLE_KEYS)
+    method = _typed(source, "sample.method", table.get("method", "lhs"), str)
+    if method not in SAMPLE_METHODS:
+        raise ExperimentError(
+            source, "sample.method", f"one of {', '.join(SAMPLE_METHODS)}, got {method!r}"
+        )
+    if "n" not in table:
+        raise ExperimentError(source, "sample.n", "missing (required): how many points")
+    n = _typed(source, "sample.n", table["n"], int, lo=1)
+    seed = _typed(source, "sample.seed", table.get("seed", exp_seed), int, lo=0)
+    ranges = _table(source, "sample.ranges", table.get("ranges", {}))
+    if not ranges:
+        raise ExperimentError(source, "sample.ranges", "missing: {key = [low, high], ...}")
+    bounds: dict[str, tuple[float, float, bool]] = {}
+    for k, v in ranges.items():
+        where = f"sample.ranges.{k}"
+        if k in grid:
+            raise ExperimentError(source, where, "also in [grid]: grid or sample it, not both")
+        if (
+            not isinstance(v, list)
+            or len(v) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        ):
+            raise ExperimentError(source, where, f"expected [low, high] numbers, got {v!r}")
+        lo, hi = v
+        if not lo < hi:
+            raise ExperimentError(source, where, f"low must be below high, got {v!r}")
+        bounds[k] = (float(lo), float(hi), isinstance(lo, int) and isinstance(hi, int))
+    rng = random.Random(derive_seed(seed, "sample", method, n))
+    columns: dict[str, list[float]] = {}
+    for k in bounds:  # (file order, so a seed gives the same points every time)
+        if method == "lhs":
+            u = [(i + rng.random()) / n for i in range(n)]
+            rng.shuffle(u)
+        else:
+            u = [rng.random() for _ in range(n)]
+        columns[k] = u
+    points = []
+    for i in range(n):
+        pt: dict[str, Any] = {}
+        for k, (lo, hi, ints) in bounds.items():
+            x = lo + columns[k][i] * (hi - lo)
+            pt[k] = min(int(hi), int(lo + columns[k][i] * (hi - lo + 1))) if ints else round(x, 3)
+        points.append(pt)
+    # each sampled value must be one the key would take in a grid
+    _grid(source, {k: [p[k] for p in points] for k in bounds}, traffic, stack_raw, {})
+    spec = {
+        "method": method,
+        "n": n,
+        "seed": seed,
+        "ranges": {k: list(v) for k, v in ranges.items()},
+    }
+    return spec, points
+
+
 def split_stack_key(key: str) -> tuple[str, str] | None:
     """("userspace", "scheduler") for the grid key "stack.userspace.scheduler", else None."""
     if not key.startswith("stack."):
@@ -697,6 +789,8 @@ def check_against_topology(exp: Experiment) -> None:
                 if fld in bundle
                 else f"conditions.{cond}.topology"
                 if "topology" in bundle and fld in ("(file)", "(syntax)")
+                else f"sample.ranges.{fld}"
+                if fld in topo_keys and fld in exp.sample_spec.get("ranges", {})
                 else f"grid.{fld}"
                 if fld in topo_keys
                 else f"topology.set.{fld}"
@@ -748,14 +842,16 @@ def _check_names(exp: Experiment, topo: Any) -> None:
 
 
 def grid_points(exp: Experiment) -> list[dict[str, Any]]:
-    """The parameter grid as a list of {key: value}, in file order (product of the lists)."""
-    if not exp.grid:
-        return [{}]
+    """The parameter grid as a list of {key: value}, in file order (product of the lists),
+    each crossed with every [sample] point when the file samples."""
     keys = list(exp.grid)
-    return [
+    grid = [
         dict(zip(keys, combo, strict=True))
         for combo in itertools.product(*(exp.grid[k] for k in keys))
     ]
+    if not exp.samples:
+        return grid
+    return [{**g, **s} for g in grid for s in exp.samples]
 
 
 def derive_seed(seed: int, *parts: Any) -> int:

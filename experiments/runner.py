@@ -209,6 +209,60 @@ def _server_addr(tb: Network, host: str) -> str:
     return tb.addr(host, tb.topo.links_of(host)[0].name)
 
 
+def pm_timeline(by_host: dict[str, list[dict[str, Any]]], t0_wall: float) -> list[dict[str, Any]]:
+    """Both hosts' path-manager events (kernel: testbed/pmmonitor.py; ours: the traffic
+    tool's --pm-events) on one timeline: seconds from the run's start, host, event."""
+    out = []
+    for h, evs in by_host.items():
+        for e in evs:
+            if not isinstance(e.get("time"), (int, float)):
+                continue
+            out.append(
+                {
+                    "t": round(e["time"] - t0_wall, 4),
+                    "host": h,
+                    **{k: v for k, v in e.items() if k != "time"},
+                }
+            )
+    return sorted(out, key=lambda e: e["t"])
+
+
+def _fetch_jsonl(host: Host, path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines file on ``host`` (none there: nothing), each line an object."""
+    with tempfile.TemporaryDirectory() as d:
+        local = Path(d) / "f.jsonl"
+        try:
+            host.get(path, local)
+        except OSError:
+            return []
+        return [json.loads(x) for x in local.read_text().splitlines() if x.strip()]
+
+
+def _start_pm_monitors(
+    tb: Network, hosts: list[str], remote: Path, procs: list[Process]
+) -> dict[str, Path]:
+    """Kernel MPTCP's path-manager events on each host (testbed/pmmonitor.py: ``ip mptcp
+    monitor``, stamped), from before the traffic; on this machine's namespaces only (a real
+    machine's project copy may not have it). Returns where each host writes them."""
+    if hasattr(tb, "project_dir"):
+        return {}
+    out = {}
+    for h in dict.fromkeys(hosts):
+        path = remote / h / "pm-kernel.jsonl"
+        host = tb.host(h)
+        host.run(["mkdir", "-p", str(path.parent)], check=False)
+        p = host.start(
+            [_python(tb, h), "-m", "testbed.pmmonitor", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"PYTHONPATH": str(REPO)},
+        )
+        procs.append(p)
+        p.wait_for_line("^monitoring", stream="stdout", timeout=15)
+        out[h] = path
+    return out
+
+
 def _peer_command(
     tb: Network,
     spec: RunSpec,
@@ -337,6 +391,7 @@ class RunExecutor:
         remote = Path(tempfile.gettempdir()) / f"mptcp-lab-{self.run_id}" / label.replace("/", "-")
         procs: list[Process] = []
         workdir = self.run_dir / "logs" / "testbed" / label
+        kernel_pm: dict[str, list[dict[str, Any]]] = {}
         with self.network(topo, workdir=workdir, seed=spec.seed) as tb:
             if hasattr(tb, "clock_offsets"):  # real machines: their clocks against ours, now
                 self.machine["clock_offsets"] = tb.clock_offsets()
@@ -349,7 +404,17 @@ class RunExecutor:
                 cap = tb.capture(self.run_dir / "pcap" / label)
                 before = _mptcp_counters(tb, tb.topo.hosts)
                 sysctls = knobs.snapshot(tb, tb.topo.hosts)
+                monitors = []
+                pm_files = {}
+                if spec.stack == "kernel-mptcp":
+                    pm_files = _start_pm_monitors(
+                        tb, [spec.traffic.client, spec.traffic.server], remote, monitors
+                    )
+                    procs += monitors
                 results = self._traffic(tb, spec, flows, remote, logs, procs)
+                for p in monitors:
+                    p.stop(signal.SIGTERM, timeout=5)
+                kernel_pm = {h: _fetch_jsonl(tb.host(h), f) for h, f in pm_files.items()}
                 counters = _counters_delta(before, _mptcp_counters(tb, tb.topo.hosts))
                 sysctls_end = knobs.snapshot(tb, tb.topo.hosts)
                 _write_json(logs / "sysctls.json", {"start": sysctls, "end": sysctls_end})
@@ -381,6 +446,11 @@ class RunExecutor:
             _write_json(tdir / f"{fr.flow}-server.json", fr.server)
         receiver = main.client if spec.traffic.direction == "download" else main.server
         start_wall = receiver.get("start_wall") or results["t0_wall"]
+        pm_by_host = kernel_pm or {
+            spec.traffic.client: main.client.get("pm_events") or [],
+            spec.traffic.server: main.server.get("pm_events") or [],
+        }
+        pm_events = pm_timeline(pm_by_host, results["t0_wall"])
         ev_log = results["events"]
         ev_times = [results["t0_wall"] + e["actual"] - start_wall for e in ev_log]
         self.events_log.append(
@@ -397,6 +467,7 @@ class RunExecutor:
                     k: v for k, v in spec.point_values.items() if not k.startswith("stack.")
                 },
                 capacities_mbit=[] if exp.background else list(path_rates.values()),
+                pm_events=pm_events,
                 paths=[
                     {"name": n, "links": path_links[n], "rate_mbit": r}
                     for n, r in path_rates.items()
@@ -605,7 +676,10 @@ class RunExecutor:
                     peer.host.get(peer.cmd.out_file, local)
                 except OSError as e:
                     return {"error": f"no report from {peer.host.name}: {e}"}
-                return json.loads(local.read_text())
+                report = json.loads(local.read_text())
+                if peer.cmd.pm_events_file is not None:
+                    report["pm_events"] = _fetch_jsonl(peer.host, peer.cmd.pm_events_file)
+                return report
         stdout_file = logs / f"{peer.flow.name}-{peer.role}.stdout"
         text = stdout_file.read_text() if stdout_file.exists() else ""
         try:
@@ -639,6 +713,7 @@ def _metadata(exp: Experiment, run_id: str, runs: list[RunSpec]) -> dict[str, An
         "topology": exp.topology,
         "topology_set": exp.topology_set,
         "grid": exp.grid,
+        "sample": {**exp.sample_spec, "points": exp.samples} if exp.samples else None,
         "conditions": exp.conditions,
         "traffic": asdict(exp.traffic),
         "background": [asdict(b) for b in exp.background],

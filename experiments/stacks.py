@@ -39,6 +39,9 @@ class Command:
     out_file: Path | None  # the JSON report the program writes on the host (None: stdout)
     ready_pattern: str | None = None  # servers: printed once listening
     ready_stream: str = "stdout"  # where the ready line appears (the other stream goes to a log)
+    pm_events_file: Path | None = (
+        None  # our stack: its path-manager events (JSON lines), on the host
+    )
 
 
 class Stack:
@@ -453,14 +456,22 @@ class UserspaceStack(MptcpOptions):
         cmd = super().server(python, tool, addr, port, out)
         cmd.argv[cmd.argv.index("--listen") + 1] = f"{addr}:{port}"
         cmd.argv += self._args.get(self._host_of.get(addr, ""), self._default_args)
-        return cmd
+        return _with_pm_events(cmd, out)
 
     def client(
         self, python: str, tool: Path, connect: str, flow: Any, seed: int, out: Path
     ) -> Command:
         cmd = super().client(python, tool, connect, flow, seed, out)
         cmd.argv += self._args.get(getattr(flow, "client", ""), self._default_args)
-        return cmd
+        return _with_pm_events(cmd, out)
+
+
+def _with_pm_events(cmd: Command, out: Path) -> Command:
+    """Our stack writes its path-manager events next to its report (the runner fetches them
+    and puts them on the run's timeline beside the kernel's, testbed/pmmonitor.py)."""
+    cmd.pm_events_file = out.with_suffix(".pm.jsonl")
+    cmd.argv += ["--pm-events", str(cmd.pm_events_file)]
+    return cmd
 
 
 BUFFER_KEYS = ("tcp_rmem", "tcp_wmem")  # our stack's rcv_buf / snd_buf under the kernel's names

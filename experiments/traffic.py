@@ -573,6 +573,7 @@ class UserspaceOptions:
     rcvbuf: int | None = None  # TcpConfig.rcv_buf / snd_buf (tcp_rmem / tcp_wmem)
     sndbuf: int | None = None
     checksum: bool = False  # DSS checksums (MptcpConfig.checksum, net.mptcp.checksum_enabled)
+    pm_events: str | None = None  # a file: each path-manager event as a JSON line with its time
 
 
 def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
@@ -607,7 +608,15 @@ def _userspace(opts: UserspaceOptions, server: bool) -> tuple[Any, Any]:
         tcp.rcv_buf = opts.rcvbuf
     if opts.sndbuf:
         tcp.snd_buf = opts.sndbuf
-    return api, StackConfig(tcp=tcp, mptcp=cfg)
+    on_pm = None
+    if opts.pm_events:
+        out = open(opts.pm_events, "a")  # noqa: SIM115 - open for the process's life
+
+        def on_pm(ev: Any) -> None:  # (testbed/pmmonitor.py writes the kernel's alike)
+            out.write(json.dumps({"time": time.time(), **ev.as_dict()}) + "\n")
+            out.flush()
+
+    return api, StackConfig(tcp=tcp, mptcp=cfg, on_pm_event=on_pm)
 
 
 def _userspace_cleanup() -> None:
@@ -801,6 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     us.add_argument("--rcvbuf", type=int, default=None, metavar="BYTES", help="TcpConfig.rcv_buf")
     us.add_argument("--sndbuf", type=int, default=None, metavar="BYTES", help="TcpConfig.snd_buf")
     us.add_argument("--checksum", action="store_true", help="DSS checksums (MptcpConfig.checksum)")
+    us.add_argument(
+        "--pm-events", default=None, metavar="FILE", help="path-manager events, JSON lines"
+    )
     common.add_argument(
         "--congestion",
         default=None,
@@ -827,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--connect-timeout", type=float, default=10.0)
     a = ap.parse_args(argv)
     if a.proto != "userspace" and (
-        a.endpoint or a.limits or a.import_path or a.rcvbuf or a.checksum
+        a.endpoint or a.limits or a.import_path or a.rcvbuf or a.checksum or a.pm_events
     ):
         ap.error(
             "--endpoint, --limits, --import-path, --rcvbuf, --checksum are for --proto userspace"
@@ -845,6 +857,7 @@ def main(argv: list[str] | None = None) -> int:
         a.rcvbuf,
         a.sndbuf,
         a.checksum,
+        a.pm_events,
     )
     if a.cmd == "server":
         return asyncio.run(_amain(serve(a.listen, a.proto, a.once, a.out, uopts, a.congestion)))

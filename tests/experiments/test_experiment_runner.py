@@ -102,7 +102,23 @@ def test_kernel_mptcp_two_subflows_on_two_path(tmp_path):
     assert client["received_sha256"] == server["sent_sha256"]
     metrics = json.loads((d / "metrics.json").read_text())
     assert metrics["summary"][0]["stack"] == "kernel-mptcp"
-    assert json.loads((d / "events.json").read_text())[0]["label"] == "kernel-mptcp/rep1"
+    (entry,) = json.loads((d / "events.json").read_text())
+    assert entry["label"] == "kernel-mptcp/rep1"
+    check_pm_timeline(entry["pm_events"])
+
+
+def check_pm_timeline(events: list[dict]) -> None:
+    """Both hosts' path-manager events on the run's timeline, in our vocabulary: the client's
+    and the server's connection created and established, the lte subflow established on
+    both, in time order, within the run."""
+    assert [e["t"] for e in events] == sorted(e["t"] for e in events)
+    assert all(-5 < e["t"] < 60 for e in events), events
+    for host in ("client", "server"):
+        kinds = [e["type"] for e in events if e["host"] == host]
+        assert "created" in kinds and "established" in kinds, (host, kinds)
+        assert kinds.index("created") < kinds.index("established"), kinds
+        joins = [e for e in events if e["host"] == host and e["type"] == "sub_established"]
+        assert any("10.0.2.1" in (e.get("saddr"), e.get("daddr")) for e in joins), joins
 
 
 def test_results_are_never_overwritten(tmp_path, monkeypatch):
@@ -282,6 +298,9 @@ def test_userspace_aggregates_over_both_paths(tmp_path):
     assert client["proto"] == server["proto"] == "userspace"
     assert client["received_sha256"] == server["sent_sha256"]
     assert client["bytes_received"] == server["bytes_sent"] > 10_000_000
+    # our stack's path-manager events, in the kernel's vocabulary, on the run's timeline
+    (entry,) = json.loads((res.run_dir / "events.json").read_text())
+    check_pm_timeline(entry["pm_events"])
 
 
 def test_userspace_failover_carries_on_over_lte(tmp_path):
