@@ -466,9 +466,12 @@ class UserspaceStack(MptcpOptions):
         return _with_pm_events(cmd, out)
 
 
-def _with_pm_events(cmd: Command, out: Path) -> Command:
+def _with_pm_events(cmd: Command, out: Path | None) -> Command:
     """Our stack writes its path-manager events next to its report (the runner fetches them
-    and puts them on the run's timeline beside the kernel's, testbed/pmmonitor.py)."""
+    and puts them on the run's timeline beside the kernel's, testbed/pmmonitor.py); no
+    report file, no events."""
+    if out is None:
+        return cmd
     cmd.pm_events_file = out.with_suffix(".pm.jsonl")
     cmd.argv += ["--pm-events", str(cmd.pm_events_file)]
     return cmd
