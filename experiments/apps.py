@@ -30,7 +30,8 @@ payload seed, ``{duration_s}`` the flow's duration.
 The programs' stdout and stderr are kept in the run's logs and their exit codes in metrics.json;
 a parser (``parse``) turns the client's stdout into the run's metrics: ``iperf3`` (its ``-J``
 report: goodput, retransmits, intervals), ``page_load`` (experiments/webclient.py's JSON: page
-load times), ``none`` (exit codes only).
+load times), ``video`` (webclient.py video: startup delay, rebuffering, mean bitrate), ``none``
+(exit codes only).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ PLACEHOLDERS = (
     "seed",
     "duration_s",
 )
-PARSERS = ("none", "iperf3", "page_load")
+PARSERS = ("none", "iperf3", "page_load", "video")
 # the keys of an app flow ([traffic] or [[background]] with kind = "app")
 APP_KEYS = {
     "kind",
@@ -147,6 +148,8 @@ def parse_output(parser: str, stdout: str) -> dict[str, Any]:
             return parse_iperf3(stdout)
         if parser == "page_load":
             return parse_page_load(stdout)
+        if parser == "video":
+            return parse_video(stdout)
     except (ValueError, KeyError, TypeError) as e:
         return {"error": f"{parser} output not understood: {type(e).__name__}: {e}"}
     raise ValueError(f"unknown parser {parser!r}")
@@ -213,6 +216,19 @@ def parse_page_load(text: str) -> dict[str, Any]:
         "connections": int(rep.get("connections", 0)),
         "complete": all(not ld.get("errors") for ld in loads),
     }
+
+
+def parse_video(text: str) -> dict[str, Any]:
+    """experiments/webclient.py video's report: startup delay, rebuffering, mean bitrate."""
+    v = _last_json(text)["video"]
+    keep = ("startup_delay_s", "rebuffer_s", "stalls", "mean_bitrate_kbit", "switches")
+    out: dict[str, Any] = {k: v[k] for k in keep}
+    out["bitrates_kbit"] = v["bitrates_kbit"]
+    out["throughput_kbit"] = v["throughput_kbit"]
+    out["complete"] = not v["errors"] and v["segments"] == v["segments_total"]
+    if v["errors"]:
+        out["errors"] = v["errors"]
+    return out
 
 
 def outages(events: list[dict[str, Any]], walls: list[float]) -> list[tuple[float, float]]:

@@ -285,6 +285,10 @@ APP_SCALARS = (
     "page_load_clean_s",
     "page_load_cut_s",
     "page_load_outage_s",
+    "startup_delay_s",
+    "rebuffer_s",
+    "stalls",
+    "mean_bitrate_kbit",
 )
 
 

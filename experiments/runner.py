@@ -939,6 +939,14 @@ def resume_metadata(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_line(m: RunMetrics) -> str:
+    if m.app:  # a real program: its own figures, not our tool's
+        figures = ", ".join(f"{k} {v}" for k, v in m.app.get("metrics", {}).items())
+        parts = [
+            figures or "no figures",
+            "complete" if m.intact else "NOT COMPLETE",
+            f"client exit {m.app['client'].get('exit_code')}",
+        ]
+        return ", ".join(parts + (["errors: " + "; ".join(m.errors)] if m.errors else []))
     parts = [
         f"goodput {m.goodput_mbit:.1f} Mbit/s (steady {m.goodput_steady_mbit:.1f})",
         "intact" if m.intact else "DATA NOT INTACT",

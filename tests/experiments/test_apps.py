@@ -193,3 +193,41 @@ def test_app_run_metrics_exit_codes_and_parsed_figures():
     assert m2.ok and m2.intact and m2.app["metrics"]["page_load_clean_s"] == 1.0
     row = summarize([m, m2])[0]
     assert row["app_page_load_s"]["n"] == 2 and row["app_page_load_s"]["mean"] == 1.75
+
+
+def test_video_report_from_a_real_run():
+    """webclient.py video against webserve.py's nginx on loopback (5 segments of 1 s)."""
+    rep = apps.parse_output("video", (DATA / "webclient-video.json").read_text())
+    assert rep["complete"] and rep["startup_delay_s"] == 0.0035 and rep["rebuffer_s"] == 0.0
+    assert rep["mean_bitrate_kbit"] == 16200.0 and rep["bitrates_kbit"][0] == 1000
+    short = json.loads((DATA / "webclient-video.json").read_text())
+    short["video"].update(segments=3, errors=["/video/20000.m4s?n=3: TimeoutError: timed out"])
+    rep = apps.parse_output("video", json.dumps(short))
+    assert not rep["complete"] and "TimeoutError" in rep["errors"][0]
+
+
+def test_webserve_page_is_seeded_and_weighs_what_it_says(tmp_path):
+    from experiments import webserve
+
+    sizes = webserve.object_sizes(1, 100, 2_000_000)
+    assert sum(sizes) == 2_000_000 and len(sizes) == 100 and min(sizes) >= 100
+    assert (
+        sizes
+        == webserve.object_sizes(1, 100, 2_000_000)
+        != webserve.object_sizes(2, 100, 2_000_000)
+    )
+    assert 2_000 < sorted(sizes)[50] < 20_000  # a web page's median object: some KB
+    objs = webserve.make_page(tmp_path, 1, 20, 300_000)
+    html = (tmp_path / "index.html").read_text()
+    assert all(f'"/{name}" data-size="{size}"' in html for name, size in objs.items())
+    assert sum(p.stat().st_size for p in (tmp_path / "o").iterdir()) == 300_000
+
+
+def test_summary_table_of_the_programs_figures():
+    from experiments.report import _app_lines
+
+    row = {"point_values": {}, "stack": "tcp", "app_page_load_s": {"mean": 0.94, "std": 0.01}}
+    lines = _app_lines([row, {"point_values": {}, "stack": "userspace"}])
+    assert "| point | stack | page_load_s |" in lines
+    assert "| - | tcp | 0.94 ± 0.01 |" in lines and "| - | userspace | - |" in lines
+    assert _app_lines([{"point_values": {}, "stack": "tcp"}]) == []  # not an app campaign
