@@ -154,3 +154,36 @@ def test_a_server_that_does_not_start_is_a_clear_error(tmp_path):
     (run_dir,) = (tmp_path / "results" / "bad").iterdir()
     err = (run_dir / "logs" / "tcp" / "rep1" / "main-server.stderr").read_text()
     assert "no-such-option" in err  # the program's own words are kept
+
+
+VIDEO = """
+[traffic]
+kind = "app"
+port = 8080
+duration_s = 3
+timeout_s = 15
+server = ["{{python}}", "{{repo}}/experiments/webserve.py", "--workdir", "{{workdir}}",
+          "--listen", "{{listen_addr}}", "--port", "{{port}}", "--seed", "{{seed}}",
+          "--objects", "1", "--total-bytes", "1000",
+          "--video", "--segments", "6", "--segment-s", "1"]
+client = ["{{python}}", "{{repo}}/experiments/webclient.py", "video",
+          "--base", "http://{{server_addr}}:{{port}}/video/", "--buffer-s", "3"]
+parse = "video"
+"""
+
+
+@pytest.mark.net
+@pytest.mark.parametrize("stack", STACKS)
+def test_video_over_each_stack(tmp_path, stack):
+    res, m = run(tmp_path, "video_live", stack, VIDEO)
+    assert m.ok and m.intact, m.errors
+    fig = m.app["metrics"]
+    print(stack, "video", fig)
+    assert 0 < fig["startup_delay_s"] < 1 and fig["rebuffer_s"] < 0.5, fig
+    # the first segment at the lowest rung, then what the path affords: wifi's 20 Mbit/s
+    # reaches the 10 Mbit/s rung (0.8 x 18 > 10), both paths the 20 Mbit/s one at best
+    rates = m.app["parsed"]["bitrates_kbit"]
+    assert rates[0] == 1000 and max(rates) >= 10000, rates
+    if stack == "tcp":
+        assert max(rates) == 10000, rates
+    check_carried(m, stack)
