@@ -50,7 +50,13 @@ from experiments import apps, knobs, provenance
 from experiments.campaign_report import write_campaign_report
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
 from experiments.journal import Journal, Resumed, campaign_line, open_for_resume
-from experiments.metrics import RunMetrics, app_run_metrics, run_metrics, summarize
+from experiments.metrics import (
+    APP_SCALARS,
+    RunMetrics,
+    app_run_metrics,
+    run_metrics,
+    summarize,
+)
 from experiments.stacks import STACKS, Command, Stack
 from testbed.events import LinkEvent
 from testbed.host import Host, Process
@@ -274,19 +280,36 @@ def _app_command(
 
 
 def _background_results(results: list[FlowResult], specs: list[FlowSpec]) -> list[dict[str, Any]]:
-    """Per background flow: its receiver's goodput and whether both directions arrived intact."""
-    return [
-        {
-            "flow": fr.flow,
-            "stack": fr.stack,
-            "goodput_mbit": (fr.client if spec.direction == "download" else fr.server).get(
-                "goodput_mbit"
-            ),
-            "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
-            and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
-        }
-        for fr, spec in zip(results, specs, strict=True)
-    ]
+    """Per background flow: its receiver's goodput and whether both directions arrived intact
+    (a real program's: what its parser read, and its own word: exit 0, a complete result)."""
+    out = []
+    for fr, spec in zip(results, specs, strict=True):
+        if spec.kind == "app":
+            parsed = fr.client.get("parsed") or {}
+            out.append(
+                {
+                    "flow": fr.flow,
+                    "stack": fr.stack,
+                    "goodput_mbit": parsed.get("goodput_mbit"),
+                    "intact": fr.client.get("exit_code") == 0
+                    and not parsed.get("error")
+                    and bool(parsed.get("complete", True)),
+                    "app": {k: v for k, v in parsed.items() if k in APP_SCALARS},
+                }
+            )
+            continue
+        out.append(
+            {
+                "flow": fr.flow,
+                "stack": fr.stack,
+                "goodput_mbit": (fr.client if spec.direction == "download" else fr.server).get(
+                    "goodput_mbit"
+                ),
+                "intact": fr.client.get("received_sha256") == fr.server.get("sent_sha256")
+                and fr.server.get("received_sha256") == fr.client.get("sent_sha256"),
+            }
+        )
+    return out
 
 
 @dataclass

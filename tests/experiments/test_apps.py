@@ -231,3 +231,16 @@ def test_summary_table_of_the_programs_figures():
     assert "| point | stack | page_load_s |" in lines
     assert "| - | tcp | 0.94 ± 0.01 |" in lines and "| - | userspace | - |" in lines
     assert _app_lines([{"point_values": {}, "stack": "tcp"}]) == []  # not an app campaign
+
+
+def test_a_background_program_is_judged_by_its_own_word():
+    from experiments.config import FlowSpec
+    from experiments.runner import FlowResult, _background_results
+
+    parsed = apps.parse_output("iperf3", (DATA / "iperf3-reverse.json").read_text())
+    spec = FlowSpec(kind="app", name="bg", stack="tcp", server_argv=("x",), client_argv=("y",))
+    ok = FlowResult("bg", "tcp", {"exit_code": 0, "parsed": parsed}, {"exit_code": 0})
+    bad = FlowResult("bg", "tcp", {"exit_code": 0, "parsed": {"error": "iperf3: x"}}, {})
+    (a, b) = _background_results([ok, bad], [spec, spec])
+    assert a["intact"] and 49 < a["goodput_mbit"] < 51 and a["app"]["retransmits"] == 0
+    assert not b["intact"] and b["goodput_mbit"] is None
