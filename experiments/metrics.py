@@ -341,6 +341,8 @@ def app_run_metrics(
         for r in client.get("proxy") or []
         if r.get("event") == "conn" and r.get("mptcp")
     ]
+    if fallback:  # a program opens many connections: say how many fell back
+        parsed["fallback_connections"] = f"{sum(fallback)} of {len(fallback)}"
     metrics = {k: parsed[k] for k in APP_SCALARS if parsed.get(k) is not None}
     return RunMetrics(
         label=label,
@@ -355,7 +357,7 @@ def app_run_metrics(
         goodput_mbit=float(parsed.get("goodput_mbit") or 0.0),
         goodput_steady_mbit=round(steady, 3),
         max_subflows=max(subflows, default=0),
-        mptcp_fallback=any(fallback) if fallback else None,
+        mptcp_fallback=all(fallback) if fallback else None,  # a few fell back: parsed says
         subflow_bytes={},
         path_rates_mbit=path_rates,
         aggregation_benefit=None,
@@ -370,6 +372,20 @@ def app_run_metrics(
             "parsed": {k: v for k, v in parsed.items() if k not in ("samples",)},
         },
     )
+
+
+def kernel_app_subflows(client_counters: dict[str, int]) -> tuple[bool | None, int]:
+    """Fallback and subflows per connection of a kernel MPTCP app run, from the client's
+    counter deltas (a program's sockets are not ours to ask, and it may open many): MPTCP when
+    the server answered MP_CAPABLE and none fell back; subflows = 1 + joins per connection
+    (rounded: the mean over the program's connections)."""
+    capable = client_counters.get("MPCapableSYNACKRX", 0)
+    if not capable:
+        return None, 0
+    fell = client_counters.get("MPCapableFallbackSYNACK", 0) + client_counters.get(
+        "MPCapableFallbackACK", 0
+    )
+    return fell >= capable, 1 + round(client_counters.get("MPJoinSynAckRx", 0) / capable)
 
 
 def _stats(values: list[float]) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from experiments.metrics import (
     APP_SCALARS,
     RunMetrics,
     app_run_metrics,
+    kernel_app_subflows,
     run_metrics,
     summarize,
 )
@@ -506,6 +507,10 @@ class RunExecutor:
                 )
             }
         m.mptcp_counters = counters
+        if spec.traffic.kind == "app" and spec.stack == "kernel-mptcp":
+            m.mptcp_fallback, m.max_subflows = kernel_app_subflows(
+                counters.get(spec.traffic.client, {})
+            )
         m.middlebox = mbox_stats
         m.topology = topo.name
         m.link_conditions = link_conditions(topo)

@@ -244,3 +244,36 @@ def test_a_background_program_is_judged_by_its_own_word():
     (a, b) = _background_results([ok, bad], [spec, spec])
     assert a["intact"] and 49 < a["goodput_mbit"] < 51 and a["app"]["retransmits"] == 0
     assert not b["intact"] and b["goodput_mbit"] is None
+
+
+def test_kernel_app_subflows_from_the_counters():
+    from experiments.metrics import kernel_app_subflows
+
+    # app_failover's kernel-mptcp run: 48 connections, each joined once
+    c = {"MPCapableSYNTX": 48, "MPCapableSYNACKRX": 48, "MPJoinSynAckRx": 48, "MPJoinSynTx": 48}
+    assert kernel_app_subflows(c) == (False, 2)
+    assert kernel_app_subflows({}) == (None, 0)  # no MPTCP handshake: not MPTCP
+    assert kernel_app_subflows({"MPCapableSYNACKRX": 2, "MPCapableFallbackACK": 2}) == (True, 1)
+
+
+def test_a_few_connections_falling_back_is_said_not_taken_for_the_run():
+    conn = {"event": "conn", "mptcp": {"fallback": False, "subflows": [{}, {}]}}
+    fell = {"event": "conn", "mptcp": {"fallback": True, "subflows": [{}]}}
+    client = {"exit_code": 0, "proxy": [conn, conn, fell], "parsed": {}}
+    m = app_run_metrics(
+        label="userspace/rep1",
+        stack="userspace",
+        point=0,
+        point_values={},
+        rep=1,
+        client=client,
+        server={"exit_code": 0},
+        direction="download",
+        events=[],
+        event_times=[],
+        path_rates={},
+        warmup_s=1.0,
+        window_s=10.0,
+    )
+    assert m.mptcp_fallback is False and m.max_subflows == 2
+    assert m.app["parsed"]["fallback_connections"] == "1 of 3"

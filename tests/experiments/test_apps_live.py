@@ -92,10 +92,13 @@ def check_carried(m, stack: str) -> None:
         client = m.mptcp_counters.get("client", {})
         assert client.get("MPCapableSYNACKRX", 0) >= 1, m.mptcp_counters
         assert client.get("MPJoinSynAckRx", 0) >= 1, m.mptcp_counters
+        assert (m.mptcp_fallback, m.max_subflows) == (False, 2), m.mptcp_counters
+        assert m.outcome.startswith("MPTCP, 2 subflows"), m.outcome
     elif stack == "userspace":
         conns = [r for r in m.app["client"]["proxy"] if r["event"] == "conn"]
         assert conns and all(not r["mptcp"]["fallback"] for r in conns), conns
         assert m.max_subflows == 2, m.max_subflows
+        assert m.outcome.startswith("MPTCP, 2 subflows"), m.outcome
     else:
         assert not m.mptcp_counters.get("client"), m.mptcp_counters
 
