@@ -118,6 +118,9 @@ def run_cli(
             line += (
                 f", failover gap {row['failover_gap_s']['mean']} ± {row['failover_gap_s']['std']} s"
             )
+        apps = [(k.removeprefix("app_"), v) for k, v in row.items() if k.startswith("app_")]
+        if apps:  # a real program's figures (kind = "app"), as its parser read them
+            line += ", " + ", ".join(f"{k} {v['mean']} ± {v['std']}" for k, v in apps)
         line += "" if row["all_intact"] else ", DATA NOT INTACT"
         print(line)
     if res.report:

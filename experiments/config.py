@@ -96,6 +96,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments import apps
 from experiments.errors import ExperimentError
 from experiments.knobs import SYSCTL, check_checksum_path, sysctl_value, validate_sysctls
 from experiments.stacks import STACKS
@@ -170,6 +171,13 @@ class FlowSpec:
     count: int = 10
     port: int = 5201
     timeout_s: float = 30.0  # after its duration the client gets this long, then is stopped
+    # kind = "app" (experiments/apps.py): the programs each end runs, and how the client's
+    # output becomes metrics; in the file they are the flow's `server` and `client` lists
+    # (the hosts then are `server_host` and `client_host`)
+    server_argv: tuple[str, ...] = ()
+    client_argv: tuple[str, ...] = ()
+    parse: str = "none"
+    ready_timeout_s: float = 15.0  # the app server must listen on its port within this
     # background flows only (they start with the main flow)
     name: str = "main"
     stack: str = ""
@@ -390,7 +398,54 @@ def _table(source: str, where: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _app_flow(source: str, where: str, raw: dict[str, Any], background: bool) -> FlowSpec:
+    """A flow of real programs (experiments/apps.py): `server`/`client` are argv lists, the
+    hosts `server_host`/`client_host`."""
+    allowed = apps.APP_KEYS | ({"name", "stack"} if background else set())
+    for k in raw:
+        if k not in allowed:
+            raise ExperimentError(
+                source,
+                f"{where}.{k}",
+                f"unknown key for an app flow (allowed: {', '.join(sorted(allowed))})",
+            )
+    for k in ("server", "client"):
+        if k not in raw:
+            raise ExperimentError(
+                source, f"{where}.{k}", f"missing (required): the {k} program's argv list"
+            )
+    rest = {
+        k: v
+        for k, v in raw.items()
+        if k not in ("server", "client", "server_host", "client_host", "parse", "ready_timeout_s")
+    }
+    for k in ("server_host", "client_host"):
+        if k in raw:
+            rest[k.removesuffix("_host")] = _typed(source, f"{where}.{k}", raw[k], str)
+    base = _flow(source, where, {**rest, "kind": "bulk", "duration_s": 1.0}, background)
+    timeout = _typed(
+        source, f"{where}.ready_timeout_s", raw.get("ready_timeout_s", 15.0), (int, float), lo=0
+    )
+    return FlowSpec(
+        **{
+            **asdict(base),
+            "kind": "app",
+            "duration_s": float(
+                _typed(
+                    source, f"{where}.duration_s", raw.get("duration_s", 0.0), (int, float), lo=0
+                )
+            ),
+            "server_argv": apps.check_argv(source, f"{where}.server", raw["server"]),
+            "client_argv": apps.check_argv(source, f"{where}.client", raw["client"]),
+            "parse": apps.check_parse(source, f"{where}.parse", raw.get("parse", "none")),
+            "ready_timeout_s": float(timeout),
+        }
+    )
+
+
 def _flow(source: str, where: str, raw: dict[str, Any], background: bool) -> FlowSpec:
+    if raw.get("kind") == "app":
+        return _app_flow(source, where, raw, background)
     _unknown(source, where, raw, BACKGROUND_KEYS if background else FLOW_KEYS)
     num = (int, float)
     kw: dict[str, Any] = {}
@@ -400,7 +455,7 @@ def _flow(source: str, where: str, raw: dict[str, Any], background: bool) -> Flo
             kw[k] = _typed(source, w, v, str)
         elif k == "kind":
             if v not in ("bulk", "reqresp", "stream"):
-                raise ExperimentError(source, w, f"must be bulk, reqresp or stream, not {v!r}")
+                raise ExperimentError(source, w, f"must be bulk, reqresp, stream or app, not {v!r}")
             kw[k] = v
         elif k == "direction":
             if v not in ("download", "upload"):
@@ -763,10 +818,23 @@ def _short(value: Any) -> str:
 
 
 def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
+    """The flow as a file would write it (to check a grid value in it)."""
     d = asdict(flow)
     for k in ("name", "stack"):
         d.pop(k)
-    return d
+    app = {k: d.pop(k) for k in ("server_argv", "client_argv", "parse", "ready_timeout_s")}
+    if flow.kind != "app":
+        return d
+    return {
+        "kind": "app",
+        "client_host": d["client"],
+        "server_host": d["server"],
+        "server": list(app["server_argv"]),
+        "client": list(app["client_argv"]),
+        "parse": app["parse"],
+        "ready_timeout_s": app["ready_timeout_s"],
+        **{k: d[k] for k in ("direction", "port", "duration_s", "timeout_s")},
+    }
 
 
 def check_against_topology(exp: Experiment) -> None:

@@ -19,6 +19,7 @@ from analysis.definitions import (
     recovery_time,
     surviving_capacity_mbit,
 )
+from experiments.apps import loads_around_events, outages
 
 
 @dataclass
@@ -83,6 +84,9 @@ class RunMetrics:
     # root namespace's (metadata.json kernel.sysctls) when the traffic started
     sysctls_set: dict[str, str] = field(default_factory=dict)
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
+    # kind = "app": each end's program (argv, exit code, where its output is) and the numbers
+    # the flow's parser read from the client's output (experiments/apps.py), under "metrics"
+    app: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,8 +197,10 @@ def run_metrics(
     has_background: bool = False,
     path_links: dict[str, list[str]] | None = None,
     variant: str = "",
+    event_walls: list[float] | None = None,
 ) -> RunMetrics:
-    """Metrics for one run. `event_times` are the events' actual times on the receiver's clock."""
+    """Metrics for one run. `event_times` are the events' actual times on the receiver's clock
+    (`event_walls`, the same on the wall clock, serve app flows: app_run_metrics)."""
     receiver, sender = (client, server) if direction == "download" else (server, client)
     errors = [f"{r.get('role')}: {r['error']}" for r in (client, server) if r.get("error")]
     intact = (
@@ -286,6 +292,117 @@ def bottleneck_share(
     return whole_mbit / tot if tot and whole_mbit is not None else None
 
 
+APP_SCALARS = (
+    "goodput_mbit",
+    "retransmits",
+    "page_load_s",
+    "page_load_max_s",
+    "page_load_clean_s",
+    "page_load_cut_s",
+    "page_load_outage_s",
+    "startup_delay_s",
+    "rebuffer_s",
+    "stalls",
+    "mean_bitrate_kbit",
+)
+
+
+def app_run_metrics(
+    *,
+    label: str,
+    stack: str,
+    point: int,
+    point_values: dict[str, Any],
+    rep: int,
+    client: dict[str, Any],
+    server: dict[str, Any],
+    direction: str,
+    events: list[dict[str, Any]],
+    event_times: list[float],
+    path_rates: dict[str, float],
+    warmup_s: float,
+    window_s: float,
+    variant: str = "",
+    event_walls: list[float] | None = None,
+    **_: Any,
+) -> RunMetrics:
+    """Metrics of a run of real programs: what the client's parser read (experiments/apps.py)
+    and both exit codes. `intact` is the program's own word: it exited 0 and its parser found
+    a complete result (every object of the page, an iperf3 report without error); `ok` also
+    needs the server to have ended cleanly (exit 0, or stopped by us after its client)."""
+    parsed = dict(client.get("parsed") or {})
+    errors = [f"client: {parsed['error']}"] if parsed.get("error") else []
+    if client.get("exit_code") != 0:
+        errors.append(f"client exited {client.get('exit_code')}: {client.get('stderr_tail')}")
+    # a server we stopped after its client ends by SIGTERM (-15, or 143 through a shell)
+    if server.get("exit_code") not in (0, -15, 143, None):
+        errors.append(f"server exited {server.get('exit_code')}: {server.get('stderr_tail')}")
+    if "loads" in parsed:
+        parsed.update(loads_around_events(parsed["loads"], outages(events, event_walls or [])))
+    intact = client.get("exit_code") == 0 and not parsed.get("error")
+    intact = intact and bool(parsed.get("complete", True))
+    samples = parsed.get("samples") or []
+    steady = 0.0
+    if samples and samples[-1][0] > warmup_s:
+        steady_end = min([t for t in event_times if t > warmup_s] + [samples[-1][0]])
+        steady = _rate_between(samples, warmup_s, steady_end) if steady_end > warmup_s else 0.0
+    subflows = [
+        len((r.get("mptcp") or {}).get("subflows") or [])
+        for r in client.get("proxy") or []
+        if r.get("event") == "conn"
+    ]
+    fallback = [
+        bool((r.get("mptcp") or {}).get("fallback"))
+        for r in client.get("proxy") or []
+        if r.get("event") == "conn" and r.get("mptcp")
+    ]
+    if fallback:  # a program opens many connections: say how many fell back
+        parsed["fallback_connections"] = f"{sum(fallback)} of {len(fallback)}"
+    metrics = {k: parsed[k] for k in APP_SCALARS if parsed.get(k) is not None}
+    return RunMetrics(
+        label=label,
+        stack=stack,
+        point=point,
+        point_values=point_values,
+        rep=rep,
+        ok=not errors,
+        intact=intact,
+        bytes=int(parsed.get("bytes") or 0),
+        duration_s=float(parsed.get("duration_s") or parsed.get("page_load_s") or 0.0),
+        goodput_mbit=float(parsed.get("goodput_mbit") or 0.0),
+        goodput_steady_mbit=round(steady, 3),
+        max_subflows=max(subflows, default=0),
+        mptcp_fallback=all(fallback) if fallback else None,  # a few fell back: parsed says
+        subflow_bytes={},
+        path_rates_mbit=path_rates,
+        aggregation_benefit=None,
+        goodput_vs_sum_of_rates=None,
+        latency_ms_median=None,
+        errors=errors,
+        variant=variant or stack,
+        app={
+            "metrics": metrics,
+            "client": {k: v for k, v in client.items() if k != "parsed"},
+            "server": server,
+            "parsed": {k: v for k, v in parsed.items() if k not in ("samples",)},
+        },
+    )
+
+
+def kernel_app_subflows(client_counters: dict[str, int]) -> tuple[bool | None, int]:
+    """Fallback and subflows per connection of a kernel MPTCP app run, from the client's
+    counter deltas (a program's sockets are not ours to ask, and it may open many): MPTCP when
+    the server answered MP_CAPABLE and none fell back; subflows = 1 + joins per connection
+    (rounded: the mean over the program's connections)."""
+    capable = client_counters.get("MPCapableSYNACKRX", 0)
+    if not capable:
+        return None, 0
+    fell = client_counters.get("MPCapableFallbackSYNACK", 0) + client_counters.get(
+        "MPCapableFallbackACK", 0
+    )
+    return fell >= capable, 1 + round(client_counters.get("MPJoinSynAckRx", 0) / capable)
+
+
 def _stats(values: list[float]) -> dict[str, Any]:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
@@ -344,5 +461,9 @@ def summarize(runs: list[RunMetrics]) -> list[dict[str, Any]]:
             )
         if any(r.latency_ms_median is not None for r in rs):
             row["latency_ms_median"] = _stats([r.latency_ms_median for r in rs])
+        for k in APP_SCALARS:  # a real program's figures (kind = "app"), as its parser read them
+            vals = [r.app.get("metrics", {}).get(k) for r in rs if r.app]
+            if any(v is not None for v in vals):
+                row[f"app_{k}"] = _stats(vals)
         out.append(row)
     return out

@@ -121,6 +121,20 @@ class UserspaceProxyStack(Stack):
             flags.append("--tcp-only")
         return flags
 
+    def app_listen(self, port: int) -> tuple[str, int]:
+        """Behind our stack the program listens on loopback; our stack takes the flow's port."""
+        return "127.0.0.1", app_port(port)
+
+    def app_command(self, role: str, argv: list[str], *, python: str, port: int) -> list[str]:
+        """The program under the proxy, as the traffic tool runs under it (without --annotate:
+        the program writes no report of our tool's schema)."""
+        proxy = [python, "-m", "mptcp_impl", "proxy", *self._flags()]
+        if role == "server":
+            proxy += ["--listen", f"0.0.0.0:{port}", "--to", f"127.0.0.1:{app_port(port)}"]
+        else:
+            proxy += ["--transparent", "--ports", str(port)]
+        return [*proxy, "--", *argv]
+
     def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
         inner = super().server(python, tool, addr, port, out)
         a = app_port(port)

@@ -57,6 +57,7 @@ def campaign_section(run_dir: Path) -> list[str]:
             f"{_ms(row.get('goodput_after_failure_mbit'))} | "
             f"{'yes' if row['all_intact'] else 'NO'} |"
         )
+    lines += _app_lines(metrics.get("summary", []))
     lines += _conditions_lines(metrics.get("runs", []))
     met = [r for r in metrics.get("runs", []) if r.get("middlebox") or r.get("mptcp_counters")]
     if any(r.get("middlebox") for r in met):
@@ -99,6 +100,27 @@ def campaign_section(run_dir: Path) -> list[str]:
                     f"{against}; {carried}"
                 )
     return lines + [""]
+
+
+def _app_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """A real program's figures per point and stack (kind = "app": page load time, iperf3's
+    goodput, the video's startup and rebuffering), mean ± std over the repetitions."""
+    keys = sorted({k for row in summary for k in row if k.startswith("app_")})
+    if not keys:
+        return []
+    names = [k.removeprefix("app_") for k in keys]
+    lines = [
+        "",
+        "The programs' own figures (kind = app; mean ± std over the repetitions):",
+        "",
+        "| point | stack | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for row in summary:
+        point = ", ".join(f"{k}={v}" for k, v in row["point_values"].items()) or "-"
+        cells = " | ".join(_ms(row.get(k)) for k in keys)
+        lines.append(f"| {point} | {row.get('variant') or row['stack']} | {cells} |")
+    return lines
 
 
 def _conditions_lines(runs: list[dict[str, Any]]) -> list[str]:

@@ -46,11 +46,19 @@ from typing import Any, TextIO
 from analysis.events import run_entry, write_events
 from analysis.middlebox import outcome
 from analysis.report import write_report
-from experiments import knobs, provenance
+from experiments import apps, knobs, provenance
 from experiments.campaign_report import write_campaign_report
 from experiments.config import Experiment, FlowSpec, RunSpec, resolve_runs
 from experiments.journal import Journal, Resumed, campaign_line, open_for_resume
-from experiments.metrics import RunMetrics, _rate_between, run_metrics, summarize
+from experiments.metrics import (
+    APP_SCALARS,
+    RunMetrics,
+    _rate_between,
+    app_run_metrics,
+    kernel_app_subflows,
+    run_metrics,
+    summarize,
+)
 from experiments.stacks import STACKS, Command, Stack
 from testbed.events import LinkEvent
 from testbed.host import Host, Process
@@ -69,6 +77,9 @@ TOOL = Path(__file__).resolve().parent / "traffic.py"
 # delays the run (it was 10 s, most of a stuck run's time).
 SERVER_AFTER_CLIENT_S = 30.0
 SERVER_AFTER_STOPPED_CLIENT_S = 3.0
+# An app server (nginx, iperf3 -s -1) need not end by itself: once its client has exited it
+# gets this long, then is stopped with SIGTERM, which is no error.
+APP_SERVER_GRACE_S = 3.0
 log = logging.getLogger("experiments.runner")
 
 
@@ -276,6 +287,8 @@ def _peer_command(
     stack's command for that end (its report file next to the tool), logged."""
     name = flow.client if role == "client" else flow.server
     host = tb.host(name)
+    if flow.kind == "app":
+        return host, _app_command(tb, spec, flow, stack, role, remote, seed)
     tool = remote / name / "traffic.py"
     host.put(TOOL, tool)
     out = remote / name / f"{flow.name}-{role}.json"
@@ -288,14 +301,63 @@ def _peer_command(
     return host, cmd
 
 
+def _app_command(
+    tb: Network,
+    spec: RunSpec,
+    flow: FlowSpec,
+    stack: Stack,
+    role: str,
+    remote: Path,
+    seed: int,
+) -> Command:
+    """A real program's command for one end (experiments/apps.py): placeholders filled in for
+    this host, then wrapped by the stack (mptcpize, our proxy). Its stdout and stderr go to the
+    run's logs; it writes no report of ours (out_file None)."""
+    name = flow.client if role == "client" else flow.server
+    host = tb.host(name)
+    workdir = remote / name / f"{flow.name}-{role}"
+    host.run(["mkdir", "-p", str(workdir)])
+    listen_addr, listen_port = stack.app_listen(flow.port)
+    values = apps.AppValues(
+        server_addr=_server_addr(tb, flow.server),
+        client_addr=_server_addr(tb, flow.client),
+        port=listen_port if role == "server" else flow.port,
+        listen_addr=listen_addr,
+        workdir=str(workdir),
+        python=_python(tb, name),
+        repo=tb.project_dir(name) if hasattr(tb, "project_dir") else str(REPO),
+        seed=seed,
+        duration_s=flow.duration_s,
+    )
+    argv = apps.expand(flow.client_argv if role == "client" else flow.server_argv, values)
+    wrapped = stack.app_command(role, argv, python=values.python, port=flow.port)
+    log.info("%s: start app %s on %s: %s", spec.label, role, name, " ".join(wrapped))
+    return Command(wrapped, None, workdir=workdir)
+
+
 def _background_results(
     results: list[FlowResult], specs: list[FlowSpec], warmup_s: float = 0.0
 ) -> list[dict[str, Any]]:
     """Per background flow: its receiver's goodput over the whole transfer and after the
     warm-up (`metrics.warmup_s`, as the main flow's steady goodput: a bottleneck share over the
-    window where both flows are past slow start), and whether both directions arrived intact."""
+    window where both flows are past slow start), and whether both directions arrived intact
+    (a real program's: what its parser read, and its own word: exit 0, a complete result)."""
     out = []
     for fr, spec in zip(results, specs, strict=True):
+        if spec.kind == "app":
+            parsed = fr.client.get("parsed") or {}
+            out.append(
+                {
+                    "flow": fr.flow,
+                    "stack": fr.stack,
+                    "goodput_mbit": parsed.get("goodput_mbit"),
+                    "intact": fr.client.get("exit_code") == 0
+                    and not parsed.get("error")
+                    and bool(parsed.get("complete", True)),
+                    "app": {k: v for k, v in parsed.items() if k in APP_SCALARS},
+                }
+            )
+            continue
         rx = fr.client if spec.direction == "download" else fr.server
         samples = rx.get("samples") or []
         end = samples[-1][0] if samples else 0.0
@@ -357,6 +419,27 @@ def _native_mib(report: dict[str, Any]) -> dict[str, int]:
     """Our stack's MIB from the traffic tool's report (stack_info), prefix dropped like nstat's."""
     mib = ((report.get("stack_info") or {}).get("mptcp") or {}).get("mib") or {}
     return {k.removeprefix("MPTcpExt"): v for k, v in mib.items() if isinstance(v, int)}
+
+
+def _wait_listening(host: Host, proc: Process, port: int, timeout: float, logs: Path) -> None:
+    """Until a TCP socket listens on `port` in the host's namespace (an unmodified server says
+    nothing we could wait for; the kernel's socket table does). Behind our proxy the program
+    starts after the proxy's own listener is up, so its port is the last thing to appear."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = host.run(["ss", "-Hltn", f"sport = :{port}"], check=False)
+        if res.stdout.strip():
+            return
+        if proc.returncode is not None or time.monotonic() > deadline:
+            why = (
+                f"exited with {proc.returncode}"
+                if proc.returncode is not None
+                else f"not listening after {timeout:g} s"
+            )
+            raise RuntimeError(
+                f"app server on {host.name}: {why} on port {port} (see {logs}/*-server.stderr)"
+            )
+        time.sleep(0.05)  # polling the socket table: the condition itself, not a guess
 
 
 class RunExecutor:
@@ -474,7 +557,8 @@ class RunExecutor:
                 ],
             )
         )
-        m = run_metrics(
+        metrics_of = app_run_metrics if spec.traffic.kind == "app" else run_metrics
+        m = metrics_of(
             label=label,
             stack=spec.stack,
             variant=spec.variant or spec.stack,
@@ -492,8 +576,11 @@ class RunExecutor:
             link_addrs=link_addrs,
             has_background=bool(exp.background),
             path_links=path_links,
+            event_walls=[results["t0_wall"] + e["actual"] for e in ev_log],
         )
-        if spec.stack == "userspace":  # our stack counts in its own MIB, not in the kernel's
+        if (
+            spec.stack == "userspace" and spec.traffic.kind != "app"
+        ):  # our stack counts in its own MIB, not in the kernel's
             counters = {
                 h: {k: v for k, v in mib.items() if v}
                 for h, mib in (
@@ -502,6 +589,10 @@ class RunExecutor:
                 )
             }
         m.mptcp_counters = counters
+        if spec.traffic.kind == "app" and spec.stack == "kernel-mptcp":
+            m.mptcp_fallback, m.max_subflows = kernel_app_subflows(
+                counters.get(spec.traffic.client, {})
+            )
         m.middlebox = mbox_stats
         m.topology = topo.name
         m.link_conditions = link_conditions(topo)
@@ -539,6 +630,8 @@ class RunExecutor:
                 if stack.name == spec.stack and spec.stack_options is not None:
                     opts = spec.stack_options
                 setups[stack.name] = stack.setup(tb, opts, tb.topo.hosts)
+                if any(f.kind == "app" for f, s in flows if s.name == stack.name):
+                    setups[stack.name]["app"] = stack.setup_app(tb, opts, tb.topo.hosts)
         _write_json(logs / "stack-setup.json", setups)
         for h in tb.topo.hosts:
             res = tb.host(h).run(["ip", "mptcp", "endpoint", "show"], check=False)
@@ -602,7 +695,16 @@ class RunExecutor:
         procs: list[Process],
     ) -> _Peer:
         """Copy the tool, start the server, return once it says it listens."""
-        host, cmd = _peer_command(tb, spec, flow, stack, "server", remote)
+        host, cmd = _peer_command(tb, spec, flow, stack, "server", remote, spec.seed)
+        if flow.kind == "app":
+            p = host.start(
+                cmd.argv,
+                stdout=logs / f"{flow.name}-server.stdout",
+                stderr=logs / f"{flow.name}-server.stderr",
+            )
+            procs.append(p)
+            _wait_listening(host, p, stack.app_listen(flow.port)[1], flow.ready_timeout_s, logs)
+            return _Peer(flow, stack, host, p, cmd, "server")
         pipe_out = cmd.ready_stream == "stdout"
         p = host.start(
             cmd.argv,
@@ -656,6 +758,13 @@ class RunExecutor:
                 log.warning("%s: %s", spec.label, stopped[-1])
                 c.proc.stop(signal.SIGTERM, timeout=10)
         for s in servers:
+            if s.flow.kind == "app":
+                try:
+                    s.proc.wait(timeout=APP_SERVER_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    log.info("%s: %s app server stopped (SIGTERM)", spec.label, s.flow.name)
+                    s.proc.stop(signal.SIGTERM, timeout=10)
+                continue
             try:
                 s.proc.wait(
                     timeout=SERVER_AFTER_STOPPED_CLIENT_S if stopped else SERVER_AFTER_CLIENT_S
@@ -669,6 +778,8 @@ class RunExecutor:
     @staticmethod
     def _report(peer: _Peer, logs: Path) -> dict[str, Any]:
         """Fetch a program's JSON report from the host (its --out file, else its stdout)."""
+        if peer.flow.kind == "app":
+            return _app_report(peer, logs)
         if peer.cmd.out_file is not None:
             with tempfile.TemporaryDirectory() as d:
                 local = Path(d) / "r.json"
@@ -686,6 +797,49 @@ class RunExecutor:
             return STACKS["tcp"].read_result(text)
         except ValueError as e:
             return {"error": str(e)}
+
+
+def _app_report(peer: _Peer, logs: Path) -> dict[str, Any]:
+    """A real program's record: its argv, exit code, where its output is, what the flow's
+    parser found in it (the client), and our proxy's JSON lines when it ran under it."""
+    base = f"{peer.flow.name}-{peer.role}"
+    out = (
+        (logs / f"{base}.stdout").read_text(errors="replace")
+        if (logs / f"{base}.stdout").exists()
+        else ""
+    )
+    err = (
+        (logs / f"{base}.stderr").read_text(errors="replace")
+        if (logs / f"{base}.stderr").exists()
+        else ""
+    )
+    rep: dict[str, Any] = {
+        "role": peer.role,
+        "argv": peer.cmd.argv,
+        "exit_code": peer.proc.returncode,
+        "stdout": f"logs/{base}.stdout",
+        "stderr": f"logs/{base}.stderr",
+        "stderr_tail": err.splitlines()[-5:],
+    }
+    if peer.role == "client":
+        rep["parsed"] = apps.parse_output(peer.flow.parse, out)
+    proxy = apps.proxy_records(err)
+    if proxy:
+        rep["proxy"] = proxy
+    if peer.cmd.workdir is not None:  # the program's own logs (nginx's), before the cleanup
+        found = peer.host.run(
+            ["find", str(peer.cmd.workdir), "-maxdepth", "1", "-name", "*.log", "-type", "f"],
+            check=False,
+        )
+        for f in sorted(found.stdout.split()):
+            dst = logs / f"{base}-{Path(f).name}"
+            try:
+                peer.host.get(Path(f), dst)
+            except OSError as e:
+                log.warning("app log %s: %s", f, e)
+            else:
+                rep.setdefault("logs", []).append(f"logs/{dst.name}")
+    return rep
 
 
 def link_conditions(topo: Any) -> dict[str, dict[str, str]]:
@@ -780,6 +934,12 @@ def run_experiment(
         runs = [r for r in runs if r.index in set(only_runs)]
     for name in sorted({r.stack for r in runs} | {b.stack for b in exp.background}):
         STACKS[name].check_available()  # StackUnavailable before anything is created
+    if exp.traffic.kind == "app":
+        for name in sorted({r.stack for r in runs}):
+            STACKS[name].check_app()
+    for b in exp.background:
+        if b.kind == "app":
+            STACKS[b.stack].check_app()
     run_dir, journal, old, meta = open_campaign(exp, runs, resume, results_root)
     run_id = meta["run_id"]
     if hasattr(network, "describe"):  # e.g. the machines of an inventory
@@ -896,6 +1056,14 @@ def resume_metadata(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_line(m: RunMetrics) -> str:
+    if m.app:  # a real program: its own figures, not our tool's
+        figures = ", ".join(f"{k} {v}" for k, v in m.app.get("metrics", {}).items())
+        parts = [
+            figures or "no figures",
+            "complete" if m.intact else "NOT COMPLETE",
+            f"client exit {m.app['client'].get('exit_code')}",
+        ]
+        return ", ".join(parts + (["errors: " + "; ".join(m.errors)] if m.errors else []))
     parts = [
         f"goodput {m.goodput_mbit:.1f} Mbit/s (steady {m.goodput_steady_mbit:.1f})",
         "intact" if m.intact else "DATA NOT INTACT",

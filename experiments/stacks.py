@@ -10,8 +10,11 @@ bytes and are measured by identical code: `tcp` and `kernel-mptcp` with a kernel
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +42,9 @@ class Command:
     out_file: Path | None  # the JSON report the program writes on the host (None: stdout)
     ready_pattern: str | None = None  # servers: printed once listening
     ready_stream: str = "stdout"  # where the ready line appears (the other stream goes to a log)
-    pm_events_file: Path | None = (
-        None  # our stack: its path-manager events (JSON lines), on the host
-    )
+    # our stack: its path-manager events (JSON lines), on the host
+    pm_events_file: Path | None = None
+    workdir: Path | None = None  # an app's own folder on the host ({workdir}; its *.log kept)
 
 
 class Stack:
@@ -131,6 +134,24 @@ class Stack:
                 str(flow.count),
             ]
         return Command(argv, out)
+
+    # ---- real applications (kind = "app", experiments/apps.py) ------------------------------
+
+    def check_app(self) -> None:
+        """Raise StackUnavailable when this stack cannot carry an unmodified program here."""
+
+    def setup_app(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        """What a run of real programs needs on the hosts beyond setup() (after it)."""
+        return {}
+
+    def app_listen(self, port: int) -> tuple[str, int]:
+        """Where an app server binds ({listen_addr}, {port}) for clients to reach it on `port`."""
+        return "0.0.0.0", port
+
+    def app_command(self, role: str, argv: list[str], *, python: str, port: int) -> list[str]:
+        """The program's argv wrapped so this stack carries its connections (plain TCP: as is).
+        `port` is the flow's port (the one the client connects to)."""
+        return list(argv)
 
     def read_result(self, text: str) -> dict[str, Any]:
         """The program's JSON report (the last JSON line of its output)."""
@@ -358,6 +379,20 @@ class KernelMptcpStack(MptcpOptions, KernelKnobs):
             raise
         return {**out, **self.validate_knobs(source, where, opts)}
 
+    def check_app(self) -> None:
+        if shutil.which("mptcpize") is None:
+            raise StackUnavailable(
+                "kernel-mptcp: an app flow runs its programs under `mptcpize run`, which is not "
+                "installed (Debian package mptcpize; ./inv installs it)"
+            )
+
+    def app_command(self, role: str, argv: list[str], *, python: str, port: int) -> list[str]:
+        """`mptcpize run` (LD_PRELOAD: the program's TCP sockets become MPTCP ones), or the
+        program's own MPTCP flag where it has one (iperf3 >= 3.16: --mptcp, client side)."""
+        if role == "client" and Path(argv[0]).name == "iperf3" and iperf3_has_mptcp(argv[0]):
+            return [*argv, "--mptcp"]
+        return ["mptcpize", "run", *argv]
+
     def setup(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         done: dict[str, Any] = {"limits": limits, "endpoints": {}}
@@ -452,6 +487,34 @@ class UserspaceStack(MptcpOptions):
                 self._host_of[lk.addr_of(h)] = h
         return done
 
+    # Real applications: our stack reaches an unmodified program only through its transparent
+    # proxy, so an app flow runs as the userspace-proxy stack would run it, with this stack's
+    # limits, plug-ins and buffers (its endpoints do not apply: the proxy's client opens a
+    # subflow from each of its host's other addresses).
+
+    def _proxy(self, opts: dict[str, Any] | None = None) -> Any:
+        from experiments.proxy_stack import UserspaceProxyStack
+
+        proxy = UserspaceProxyStack()
+        if opts is not None:
+            keep = {*plugin_options.KEYS, *BUFFER_KEYS, "limits"}
+            proxy._opts = {k: v for k, v in opts.items() if k in keep and v is not None}
+        return proxy
+
+    def setup_app(self, tb: Network, opts: dict[str, Any], hosts: list[str]) -> dict[str, Any]:
+        self._app_proxy = self._proxy(opts)
+        done = self._app_proxy.setup(tb, self._app_proxy._opts, hosts)
+        if opts.get("checksum"):
+            done["ignored"] = "checksum: the proxy has no DSS checksum option"
+        return done
+
+    def app_listen(self, port: int) -> tuple[str, int]:
+        return self._proxy().app_listen(port)
+
+    def app_command(self, role: str, argv: list[str], *, python: str, port: int) -> list[str]:
+        proxy = getattr(self, "_app_proxy", None) or self._proxy({})
+        return proxy.app_command(role, argv, python=python, port=port)
+
     def server(self, python: str, tool: Path, addr: str, port: int, out: Path) -> Command:
         cmd = super().server(python, tool, addr, port, out)
         cmd.argv[cmd.argv.index("--listen") + 1] = f"{addr}:{port}"
@@ -492,6 +555,16 @@ STACKS: dict[str, Stack] = {s.name: s for s in (TcpStack(), KernelMptcpStack(), 
 from experiments.proxy_stack import UserspaceProxyStack  # noqa: E402 (it builds on Stack)
 
 STACKS[UserspaceProxyStack.name] = UserspaceProxyStack()
+
+
+@functools.cache
+def iperf3_has_mptcp(program: str = "iperf3") -> bool:
+    """Whether this iperf3 takes --mptcp (3.16 and later; Debian 12's 3.12 does not)."""
+    try:
+        res = subprocess.run([program, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--mptcp" in res.stdout + res.stderr
 
 
 def available_schedulers() -> list[str]:

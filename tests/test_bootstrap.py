@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEBS = (
     "mininet tcpdump tshark iperf3 iputils-ping iproute2 nftables iptables ethtool procps "
-    "chromium openssh-server python3-venv parallel"
+    "chromium openssh-server python3-venv parallel mptcpize nginx"
 ).split()
 
 DPKG_QUERY = """#!/bin/sh
