@@ -88,7 +88,14 @@ def _connection(m: Machine, known_hosts: str, timeout: float = 15.0) -> Connecti
         },
     )
     HostKeyPolicy(known_hosts, accept_new=False).apply(c.client)
-    c.open()
+    try:
+        c.open()
+    except BaseException:
+        # a refused host key raises after the key exchange with the transport still open: the
+        # worker's sshd would keep that unauthenticated session until its LoginGraceTime.
+        # (c.close() would do nothing: Fabric sets c.transport only once open() succeeded)
+        c.client.close()
+        raise
     c.transport.set_keepalive(5)
     return c
 

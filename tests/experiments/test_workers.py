@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -55,6 +56,13 @@ link = "wifi"
 action = "up"
 mode = "interface"
 """
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
 
 
 @pytest.fixture
@@ -347,5 +355,13 @@ def test_the_workers_fabric_connection_judges_host_keys_by_the_one_policy(worker
     empty.write_text("")
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
         _connection(m, str(empty))
+    # and the refused connection is closed: no unauthenticated session is left on the worker
+    # (its sshd's pre-auth child for it ends as soon as our side closes; unclosed, it waited
+    # out sshd's LoginGraceTime and the fixture's 90 s linger on every suite run)
+    w1 = workers.machines["w1"]
+    deadline = time.monotonic() + 10
+    while w1.pids() != [w1.sshd.pid] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert w1.pids() == [w1.sshd.pid], [_cmdline(p) for p in w1.pids()]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _connection(m, str(tmp_path / "nowhere"))
