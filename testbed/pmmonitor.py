@@ -11,6 +11,7 @@ within a scheduling delay of the kernel's event (its stdout is a pipe read line 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -65,6 +66,12 @@ def parse_line(line: str) -> dict[str, Any] | None:
     return out
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when this monitor dies, however it dies (SIGKILL included), so
+    no ``ip mptcp monitor`` outlives a killed run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _wait_subscribed(pid: int, timeout: float = 5.0) -> None:
     """Until ``ip mptcp monitor`` holds its netlink socket (it joins the MPTCP events group
     right after opening it, and says nothing when it has): events from then on reach it."""
@@ -86,7 +93,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m testbed.pmmonitor OUT.jsonl", file=sys.stderr)
         return 2
     proc = subprocess.Popen(
-        ["ip", "mptcp", "monitor"], stdout=subprocess.PIPE, text=True, bufsize=1
+        ["ip", "mptcp", "monitor"],
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        preexec_fn=_die_with_parent,
     )
     stop = False
 

@@ -184,8 +184,10 @@ def test_interrupted_run_is_marked_and_cleaned(tmp_path):
     logs = run_dir / "logs" / "kernel-mptcp" / "rep1"
     nodes = json.loads((logs / "nodes.json").read_text())
     procs = json.loads((logs / "processes.json").read_text())["pids"]
-    assert set(nodes) == {"client", "r1", "r2", "core", "server"} and len(procs) == 2
-    # The testbed is gone: no node shell (namespace holder), no traffic tool, no tcpdump left.
+    # the traffic tool's two ends and, kernel MPTCP, the path-manager monitor on each host
+    assert set(nodes) == {"client", "r1", "r2", "core", "server"} and len(procs) == 4
+    # The testbed is gone: no node shell (namespace holder), no traffic tool, no tcpdump, no
+    # ip mptcp monitor left.
     assert [p for p in [*nodes.values(), *procs] if alive(p)] == []
     leftovers = []
     for d in Path("/proc").iterdir():
