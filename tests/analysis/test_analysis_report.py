@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 from chromium_check import rendered_images
+from conftest import FAILOVER_TOTAL
 
 from analysis.definitions import aggregation_benefit
 from analysis.events import read_events, run_entry, write_events
@@ -28,7 +29,7 @@ def test_failover_run_metrics(runs):
     assert json.loads((runs["failover"] / "metrics.json").read_text())["run"] == r["run"]
     c = _conn(r)
     traffic = json.loads((runs["failover"] / "traffic-kernel.json").read_text())
-    assert c["completion"]["bytes"] == traffic["server"]["received"] == 5_000_000
+    assert c["completion"]["bytes"] == traffic["server"]["received"] == FAILOVER_TOTAL
     [fo] = c["failover"]  # the "up" event is marked in the figures, not measured as a failover
     assert abs(fo["event_time"] - traffic["events"][0]["actual"]) < 1e-6
     # path 0 was cut: progress stalls noticeably, then resumes (first on the other subflow)
@@ -50,7 +51,7 @@ def test_failover_run_metrics(runs):
     # per-subflow goodput counts each DSN byte once, on the subflow that brought it first
     sub = c["goodput_series"]["subflows_bps"]
     delivered = sum(sum(v) for v in sub.values()) * c["goodput_series"]["bin_s"] / 8
-    assert abs(delivered - 5_000_000) < 1
+    assert abs(delivered - FAILOVER_TOTAL) < 1
     assert r["figures"]["failover"] and (runs["failover"] / r["figures"]["failover"]).exists()
     _check_path_return(c, fo, eth0)
 
