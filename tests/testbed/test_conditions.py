@@ -347,6 +347,7 @@ def trace_run(tri, tmp_path, model: LinkModel, count: int, *, size: int = 1472):
 
 
 @pytest.mark.xfail(
+    raises=AssertionError,  # the timing checks below, nothing else (a crash still fails)
     strict=False,
     reason="known emulator defect, open: in 2 of 3 CI-like runs on 2026-12-07 some trace "
     "departures came one 25 ms late (62 of 397 probes) or the median wake-up 1.05-1.11 ms; "
