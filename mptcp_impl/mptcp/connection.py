@@ -479,6 +479,16 @@ class MptcpConnection:
         peer that falls back never sends on one."""
         return sum(1 for s in self._seen_subflows if s.initial or s.established) <= 1
 
+    def reset_subflow(self, sub: Subflow, reason: int | None = None) -> None:
+        """Reset one subflow (RST, MP_TCPRST ``reason``); what it held beyond the DATA_ACK is
+        queued for the others first."""
+        if sub not in self.subflows or sub.tcp is None:
+            return
+        if reason is not None:
+            sub.rst_reason = reason
+        self._reinject_from(sub)
+        sub.tcp.abort(self._now)
+
     def on_peer_fell_back(self, sub: Subflow) -> None:
         """The peer acknowledges our data on the first subflow as plain TCP (Subflow's
         PLAIN_ACKS_FALLBACK): it fell back without telling us, as a receiver does after a
@@ -494,9 +504,7 @@ class MptcpConnection:
             self.enter_fallback("the peer acknowledges data without DSS (it fell back)")
             return
         self.mib.inc("FallbackFailed")
-        sub.rst_reason = 1  # MPTCP-specific error
-        self._reinject_from(sub)
-        sub.tcp.abort(self._now)
+        self.reset_subflow(sub, reason=1)  # MPTCP-specific error
 
     def enter_fallback(self, reason: str) -> None:
         if self.fallback:
@@ -1708,9 +1716,7 @@ class MptcpConnection:
                 sub.arm_mp_fail(self._now)  # unanswered, the subflow is reset (Linux)
             return True
         sub.mp_fail_dsn = dsn
-        sub.rst_reason = RST_MIDDLEBOX
-        self._reinject_from(sub)
-        sub.tcp.abort(self._now)
+        self.reset_subflow(sub, reason=RST_MIDDLEBOX)
         return False
 
     def on_mp_fail(self, sub: Subflow, o: MpFail, rst: bool = False) -> None:

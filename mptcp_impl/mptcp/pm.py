@@ -151,10 +151,7 @@ class PathManager:
 
     def close_subflow(self, sub: Subflow) -> None:
         """Reset the subflow (RST); what it held beyond the DATA_ACK goes on the others."""
-        c = self.conn
-        if sub in c.subflows and sub.tcp is not None:
-            c._reinject_from(sub)
-            sub.tcp.abort(c._now)
+        self.conn.reset_subflow(sub)
 
     def announce(self, address: str, addr_id: int, port: int | None = None) -> bool:
         """Send ADD_ADDR (on the first usable subflow); False before full establishment."""
