@@ -47,8 +47,10 @@ SANS_IO = (
 # sysctls and MPTCP counters are per namespace. They are one unit ("live-apart"), one test at a
 # time among themselves (the sshd users share /run/sshd, which each makes and removes when it
 # was missing), on the other worker beside the "live" unit, at the sans-I/O tests' nice: the
-# timing-bound live tests keep their CPU. (registry.clean_leftovers, which test_net calls,
-# leaves the records of a live owner alone.)
+# timing-bound live tests keep their CPU. What they do put in the root namespace, the SSH
+# machines' management links, test_net's root-namespace check leaves out by name
+# (testkit/sshmachines.py MGMT_LINK); registry.clean_leftovers, which test_net calls, leaves
+# the records of a live owner alone.
 LIVE_APART = (
     "tests/experiments/test_remote.py",  # campaigns on SSH machines: files, pcaps, intact
     "tests/experiments/test_workers.py",  # campaigns on workers: retries, journal, quarantine
@@ -59,6 +61,10 @@ LIVE_APART = (
     # bookkeeping of single runs: a new folder per run, a run's teardown on SIGTERM
     "tests/experiments/test_experiment_runner.py::test_results_are_never_overwritten",
     "tests/experiments/test_experiment_runner.py::test_interrupted_run_is_marked_and_cleaned",
+    # a flow cut for good is stopped at its timeout (its gap is the rest of the run: > 2 s by
+    # construction); a background flow's files and outcome (its goodput only > 0)
+    "tests/experiments/test_experiment_runner.py::test_flow_that_never_finishes_is_stopped",
+    "tests/experiments/test_experiment_runner.py::test_background_flow_runs_beside_the_main_one",
     # what the kernel had in the namespaces and the sockets (not the goodput test beside them)
     "tests/experiments/test_knobs.py::test_sysctl_grid_is_in_force_in_every_namespace",
     "tests/experiments/test_knobs.py::test_congestion_control_reaches_both_ends_sockets",
