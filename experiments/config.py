@@ -238,7 +238,7 @@ class Experiment:
     # [claims]: which published claims the campaign report checks (None: decided by the data,
     # as before: a bottleneck share with background flows, ...); check_against_topology adds
     # the client address of a congested_path's path ("addr"), by which the report tells its
-    # subflow from the others
+    # subflow from the others, and metrics.warmup_s (where the report's steady window starts)
     claims: dict[str, Any] | None = None
 
     def point_sysctls(self, values: dict[str, Any]) -> dict[str, str]:
@@ -560,6 +560,8 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         )
     )
     claims = _claims(source, raw.get("claims"), stacks)
+    if claims is not None:
+        claims["warmup_s"] = warmup  # the report's steady window starts there too
 
     return Experiment(
         name=name,
