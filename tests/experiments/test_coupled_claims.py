@@ -14,6 +14,8 @@ import pytest
 from experiments import coupled_claims as cc
 from experiments.campaign_report import claims, write_campaign_report
 from experiments.config import ExperimentError, load_experiment, resolve_runs
+from testbed.routing import resolve_path
+from testbed.topology import load_topology
 
 SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
 CONGESTED = "10.0.1.1"  # the client's address on the congested path (mp1's link, mpc1)
@@ -260,3 +262,12 @@ def test_shipped_campaigns_state_their_claims_at_5_repetitions(name, check, runs
     assert exp.repetitions == 5 and exp.claims["check"] == check
     assert len(resolve_runs(exp)) == runs
     assert {r.variant for r in resolve_runs(exp)} >= {"userspace-lia", "userspace-olia"}
+
+
+def test_two_bottlenecks_paths_cross_disjoint_bottlenecks():
+    """mp1 and the competitors' path share bottleneck a; mp2 crosses b alone."""
+    topo = load_topology("two_bottlenecks")
+    links = {p: resolve_path(topo, p).links for p in topo.paths}
+    assert "bn_a" in links["mp1"] and "bn_b" not in links["mp1"]
+    assert "bn_b" in links["mp2"] and "bn_a" not in links["mp2"]
+    assert "bn_a" in links["tcp"] and "bn_b" not in links["tcp"]
