@@ -86,7 +86,7 @@ more runs. A range of two integers gives integers. The points are recorded in me
     warmup_s = 1.0                        # steady-state goodput ignores the first seconds
 
     [claims]                              # which published claims the campaign report checks
-    check = "congested_path"              # share (default: runs with background flows),
+    check = "congested_path"              # or a list of them: share (default: runs with background flows),
                                           # best_path (RFC 6356 goal 1), congested_path (goal 3),
                                           # single_path_users (Khalili et al. 2013, OLIA vs LIA)
     path = "mp1"                          # congested_path: the flow under test's path through
@@ -600,13 +600,23 @@ def _claims(source: str, raw: Any, stacks: list[str]) -> dict[str, Any] | None:
     _unknown(source, "claims", table, CLAIM_KEYS)
     if "check" not in table:
         raise ExperimentError(source, "claims.check", "missing (required)")
-    check = _typed(source, "claims.check", table["check"], str)
-    if check not in CLAIM_CHECKS:
-        raise ExperimentError(
-            source, "claims.check", f"unknown check {check!r} (known: {', '.join(CLAIM_CHECKS)})"
-        )
-    out: dict[str, Any] = {"check": check}
-    if check == "congested_path":
+    raw_check = table["check"]
+    many = isinstance(raw_check, list)
+    checks = raw_check if many else [raw_check]
+    if many and not checks:
+        raise ExperimentError(source, "claims.check", "an empty list: name at least one check")
+    for i, c in enumerate(checks):
+        where = f"claims.check[{i}]" if many else "claims.check"
+        _typed(source, where, c, str)
+        if c not in CLAIM_CHECKS:
+            raise ExperimentError(
+                source, where, f"unknown check {c!r} (known: {', '.join(CLAIM_CHECKS)})"
+            )
+    if many and "share" in checks:
+        raise ExperimentError(source, "claims.check", "share is judged alone, not in a list")
+    check = " and ".join(checks)  # in the messages below
+    out: dict[str, Any] = {"check": list(checks) if many else raw_check}
+    if "congested_path" in checks:
         if "path" not in table:
             raise ExperimentError(
                 source, "claims.path", "missing: congested_path needs the congested path's name"
@@ -614,7 +624,7 @@ def _claims(source: str, raw: Any, stacks: list[str]) -> dict[str, Any] | None:
         out["path"] = _typed(source, "claims.path", table["path"], str)
     elif "path" in table:
         raise ExperimentError(source, "claims.path", f"only for congested_path, not {check}")
-    if check == "best_path":
+    if "best_path" in checks:
         if "tcp" not in stacks:
             raise ExperimentError(
                 source,

@@ -185,10 +185,19 @@ def single_path_claims(runs: list[dict[str, Any]]) -> list[Checked]:
     ]
 
 
+def checks(spec: dict[str, Any] | None) -> list[str]:
+    """The checks a [claims] table names: one ("best_path") or a list of them."""
+    check = (spec or {}).get("check")
+    return [check] if isinstance(check, str) else list(check or [])
+
+
 def claims_for(spec: dict[str, Any], runs: list[dict[str, Any]]) -> list[Checked]:
     """The claims a campaign's [claims] table names (metadata.json "claims"), judged on the
-    runs a claim may use (campaign_report.split_mptcp_runs)."""
-    check = spec.get("check")
+    runs a claim may use (campaign_report.split_mptcp_runs), in the table's order."""
+    return [c for check in checks(spec) for c in _claims_of(check, spec, runs)]
+
+
+def _claims_of(check: str, spec: dict[str, Any], runs: list[dict[str, Any]]) -> list[Checked]:
     if check == "best_path":
         return best_path_claims(runs, float(spec.get("tolerance", 0.05)))
     if check == "congested_path":
@@ -201,13 +210,13 @@ def claims_for(spec: dict[str, Any], runs: list[dict[str, Any]]) -> list[Checked
 
 def run_value(spec: dict[str, Any] | None, r: dict[str, Any]) -> dict[str, Any]:
     """The per-run value a record keeps for these claims (records.run_rows)."""
-    check = (spec or {}).get("check")
-    if check == "congested_path":
+    out: dict[str, Any] = {}
+    if "congested_path" in checks(spec):
         share = path_share(r, str(spec.get("addr")), float(spec.get("warmup_s", 0)))  # type: ignore[union-attr]
-        return {"congested_path_share": None if share is None else round(share, 4)}
-    if check == "single_path_users":
-        return {"single_path_steady_mbit": single_path_goodput(r)}
-    return {}
+        out["congested_path_share"] = None if share is None else round(share, 4)
+    if "single_path_users" in checks(spec):
+        out["single_path_steady_mbit"] = single_path_goodput(r)
+    return out
 
 
 # ---- the report's section -------------------------------------------------------------------
@@ -220,9 +229,15 @@ TITLES = {
 
 
 def section(spec: dict[str, Any], runs: list[dict[str, Any]], fig_dir: Path) -> list[str]:
-    """The campaign report's section for a [claims] check: per variant the value the claim
-    uses (bars, 95% CI) and a table, then the claims."""
-    check = spec.get("check")
+    """The campaign report's sections, one per [claims] check."""
+    return [p for check in checks(spec) for p in _section(check, spec, runs, fig_dir)]
+
+
+def _section(
+    check: str, spec: dict[str, Any], runs: list[dict[str, Any]], fig_dir: Path
+) -> list[str]:
+    """One check's section: per variant the value the claim uses (bars, 95% CI) and a table,
+    then the claims."""
     if check not in TITLES or not runs:
         return []
     variants = _variants(runs)
@@ -253,5 +268,5 @@ def section(spec: dict[str, Any], runs: list[dict[str, Any]], fig_dir: Path) -> 
         _img(fig, TITLES[check]),
         _table(["variant", label, "flow under test steady", "competing flows steady"], rows),
         "<h3>Published claims checked</h3>",
-        *_claims_html(claims_for(spec, runs)),
+        *_claims_html(_claims_of(check, spec, runs)),
     ]

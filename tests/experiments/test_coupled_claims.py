@@ -219,6 +219,10 @@ warmup_s = 0.5
         ('check = "single_path_users"\ntolerance = 0.1', "claims.tolerance", "only for"),
         ('check = "best_path"\npath = "mp1"', "claims.path", "only for congested_path"),
         ('check = "best_path"\nmargin = 1', "claims.margin", "unknown key"),
+        ('check = ["best_path", "goal2"]', "claims.check[1]", "unknown check 'goal2'"),
+        ("check = []", "claims.check", "empty list"),
+        ('check = ["share", "best_path"]', "claims.check", "judged alone"),
+        ('check = ["single_path_users", "congested_path"]', "claims.path", "missing"),
     ],
 )
 def test_bad_claims_name_the_field(tmp_path, claims_text, field, words):
@@ -254,7 +258,7 @@ def test_congested_path_resolves_the_paths_client_address(tmp_path):
     [
         ("coupled_cc_best_path", "best_path", 30),
         ("coupled_cc_congested", "congested_path", 20),
-        ("coupled_cc_khalili", "single_path_users", 20),
+        ("coupled_cc_khalili", ["single_path_users", "congested_path"], 20),
     ],
 )
 def test_shipped_campaigns_state_their_claims_at_5_repetitions(name, check, runs):
@@ -271,3 +275,26 @@ def test_two_bottlenecks_paths_cross_disjoint_bottlenecks():
     assert "bn_a" in links["mp1"] and "bn_b" not in links["mp1"]
     assert "bn_b" in links["mp2"] and "bn_a" not in links["mp2"]
     assert "bn_a" in links["tcp"] and "bn_b" not in links["tcp"]
+
+
+def test_a_list_of_checks_judges_each_in_its_order(tmp_path):
+    runs = _goal3_runs({"userspace-reno": [0.25, 0.26, 0.24], "userspace-olia": [0.1, 0.12, 0.11]})
+    runs += [
+        _run("userspace-lia", i, client_report={"subflow_samples": _samples(0.2)}) for i in range(3)
+    ]
+    spec = {
+        "check": ["single_path_users", "congested_path"],
+        "path": "mp1",
+        "addr": CONGESTED,
+        "warmup_s": 3.0,
+    }
+    shorts = [c.short for c in cc.claims_for(spec, runs)]
+    assert shorts == [
+        "single-path users get more beside OLIA than beside LIA",
+        "userspace-olia less on the congested path than uncoupled",
+        "userspace-lia less on the congested path than uncoupled",
+    ]
+    assert set(cc.run_value(spec, runs[0])) == {"congested_path_share", "single_path_steady_mbit"}
+    d = _campaign(tmp_path, spec, runs)
+    page = write_campaign_report(d).read_text()
+    assert "RFC 6356 goal 3" in page and "Khalili et al. 2013: what" in page
