@@ -32,9 +32,11 @@ def _bench(module: str, args: list[str], json: bool) -> None:
 def test(c, k="", x=False, args="", serial=False):
     """Run the test suite (real namespaces, real kernel peers, real captures).
 
-    Two pytest-xdist workers: one runs every live test, one at a time in collection order, the
-    other the sans-I/O modules beside it (tests/conftest.py decides which is which). More
-    workers would not help: the live tests cannot overlap, and the machines have 2 cores."""
+    Two pytest-xdist workers: one runs the timing-bound live tests, one at a time in collection
+    order, the other the sans-I/O modules and the live tests that check orchestration only
+    (campaigns over SSH and workers, merge, resume) beside it, at nice 10 (tests/conftest.py
+    decides which is which). More workers would not help: the timing-bound live tests cannot
+    overlap, and the machines have 2 cores."""
     cmd = [sys.executable, "-m", "pytest"]
     if not serial:
         cmd += ["-n", "2"]

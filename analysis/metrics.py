@@ -901,3 +901,22 @@ def in_flight(df: pd.DataFrame, v: Vantage, t0: float, bin_s: float = BIN_S) -> 
     if not rows:
         return pd.DataFrame({"t": [], "subflow": [], "bytes": []})
     return pd.concat(rows, ignore_index=True)
+
+
+def stack_cwnd(reports: list[dict], t0: float) -> pd.DataFrame:
+    """Congestion window per subflow over time as the sending stack itself reported it: the
+    traffic tool's 100 ms ``cwnd_samples`` (our stack: its TCP's cwnd; kernel MPTCP: tcp_info's
+    snd_cwnd x snd_mss), beside the in-flight bytes the captures show (`in_flight`): a window
+    far above what is in flight means the sender was limited by something else (the scheduler,
+    the data-level window, the application). Only ends that sent data report it. Columns: t
+    (seconds from t0, the capture's origin; the report's ``start_wall`` aligns the two clocks,
+    which Mininet hosts share), host, subflow ("laddr:port->raddr:port"), bytes."""
+    rows = []
+    for rep in reports:
+        start = rep.get("start_wall")
+        if not isinstance(start, int | float) or not start:
+            continue
+        for t, by_sf in rep.get("cwnd_samples") or []:
+            for sf, cwnd in by_sf.items():
+                rows.append((round(float(start) + float(t) - t0, 4), rep.get("role", ""), sf, cwnd))
+    return pd.DataFrame(rows, columns=["t", "host", "subflow", "bytes"])

@@ -164,6 +164,16 @@ def in_flight_plot(
     return _save(fig, path)
 
 
+def cwnd_plot(cwnd: pd.DataFrame, events: list[dict], path: Path, title: str = "") -> Path:
+    """Congestion window per subflow over time, as the sending stack reported it."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    d = cwnd.assign(kB=cwnd["bytes"] / 1e3, subflow=cwnd["host"] + " " + cwnd["subflow"])
+    sns.lineplot(d, x="t", y="kB", hue="subflow", drawstyle="steps-post", ax=ax)
+    _events(ax, events)
+    ax.set(xlabel="time [s]", ylabel="cwnd [kB]", title=title or "Congestion window")
+    return _save(fig, path)
+
+
 def reordering_cdf(delays: pd.DataFrame, path: Path, title: str = "") -> Path:
     """CDF of reordering delay (ms) at the receiver, one curve per group (e.g. stack)."""
     fig, ax = plt.subplots(figsize=(6, 4))

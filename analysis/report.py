@@ -600,6 +600,9 @@ def write_run_report(run_dir: Path, result: dict | None = None) -> Path:
             parts.append(_both_ends(c))
             if c is g["connections"][0]:
                 parts.append(_pm_events(g.get("pm_events") or []))
+                key = f"cwnd-{tag}"
+                if key in result["figures"]:
+                    parts.append(_img(run_dir / result["figures"][key], key))
             for k in ("goodput", "dsn", "owd", "inflight"):
                 key = f"{k}-{tag}-c{c['conn']}"
                 if key in result["figures"]:

@@ -36,6 +36,13 @@ def read_json(path: Path, default):
         return default
 
 
+def traffic_reports(run_dir: Path, stack: str, rep: str) -> list[dict]:
+    """The traffic tool's reports of one (stack, repetition): RUN/traffic/<stack>/<rep>/*.json,
+    as the experiment runner writes them (and links into each run's analysis view)."""
+    d = run_dir / "traffic" / stack / rep
+    return [r for p in sorted(d.glob("*.json")) if isinstance(r := read_json(p, None), dict)]
+
+
 def epoch(v) -> float | None:
     """Seconds since the epoch from a number or an ISO 8601 string (metadata's start/end)."""
     if v is None:
@@ -298,6 +305,21 @@ def analyze_run(run_dir: str | Path, figures: bool = True) -> dict:
         # connections that matter: side connections (control channels) carry a few bytes
         volume = df[df["payload_len"] > 0].groupby("conn")["payload_len"].sum()
         grp["minor_connections"] = int((volume < 0.05 * volume.max()).sum()) if len(volume) else 0
+        # the sending stack's own congestion windows (the traffic tool's reports, if the run
+        # kept them as RUN/traffic/<stack>/<rep>/*.json), on the captures' time axis
+        cwnd = M.stack_cwnd(traffic_reports(run_dir, stack, rep), t0)
+        if not cwnd.empty:
+            grp["cwnd_max_bytes"] = {
+                f"{h} {sf}": int(b)
+                for (h, sf), b in cwnd.groupby(["host", "subflow"])["bytes"].max().items()
+            }
+            p = plots.cwnd_plot(
+                cwnd,
+                [{**e, "t": e["time"] - t0} for e in evs],
+                fig_dir / f"cwnd-{tag}.png",
+                f"Congestion window per subflow {tag} (the sending stack's own figure)",
+            )
+            result["figures"][f"cwnd-{tag}"] = str(p.relative_to(run_dir))
         for c in range(len(conns)):
             if c not in volume.index or volume[c] < 0.05 * volume.max():
                 continue

@@ -721,8 +721,12 @@ def _scheduler_claims_at(
     def vals(sel, f) -> list[float]:
         return [x for x in (f(r) for r in sel) if x is not None]
 
+    has_minrtt = any(name.get(r["variant"]) == "minrtt" for r in runs)
+
     def base(kind: str, delay: float | None, buf: int | None) -> str:
-        return "minrtt" if at("minrtt", kind, delay, buf) else "default"
+        # the campaign's minRTT, even where its runs were all excluded (single-path): the
+        # claim is then "not measured", not compared with a scheduler the campaign lacks
+        return "minrtt" if has_minrtt or at("minrtt", kind, delay, buf) else "default"
 
     reord = lambda r: r["capture"].get("reorder_p95_ms")  # noqa: E731
     out: list[Checked] = []

@@ -63,6 +63,16 @@ product of lists), and may name its own topology (`topology = "cellular_wifi"`),
 can compare stacks across topologies. A bundle's keys win over [topology.set]; a --set
 topology override (a pin) wins over both. Runs and reports show the point as condition=<name>.
 
+    [[skip]]                              # grid points not to run (GitHub Actions' matrix
+    "stack.userspace.scheduler" = "blest" # `exclude`): a run is skipped when its point has
+    "links.lte.delay_ms" = [10]           # one of the listed values for every key of a table
+
+A [[skip]] table names grid keys and values (a value or a list of them); a run is left out when
+its point matches every key of one table. A stack option's key ("stack.<stack>.<option>")
+applies to that stack's runs only: the other stacks still run at the point. This keeps a
+campaign to the regimes its claims are judged in instead of the whole product. A --set that
+pins a grid key or narrows its values narrows the [[skip]] tables with it.
+
     [sample]                              # instead of (or beside) a grid: n points drawn
     method = "lhs"                        # over ranges, "lhs" (Latin hypercube) or "random"
     n = 8
@@ -138,6 +148,7 @@ TOP_KEYS = {
     "conditions",
     "sample",
     "claims",
+    "skip",
     SYSCTL,
 }
 SAMPLE_KEYS = {"method", "n", "seed", "ranges"}
@@ -240,6 +251,8 @@ class Experiment:
     # the client address of a congested_path's path ("addr"), by which the report tells its
     # subflow from the others, and metrics.warmup_s (where the report's steady window starts)
     claims: dict[str, Any] | None = None
+    # [[skip]]: each {grid key: values}; a run whose point matches every key of one is not run
+    skip: list[dict[str, list[Any]]] = field(default_factory=list)
 
     def point_sysctls(self, values: dict[str, Any]) -> dict[str, str]:
         """[sysctl] with the grid point's "sysctl.<name>" values over it."""
@@ -357,11 +370,13 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     head, _, rest = key.partition(".")
     if head == "grid" and rest:
         raw.setdefault("grid", {})[rest] = value
+        if isinstance(value, list):
+            _narrow_skip(raw, rest, value, source)
     elif head == SYSCTL and rest:  # the sysctl's own dots are not tables; pinned, as below
         raw.setdefault(SYSCTL, {})[rest] = value
         grid = raw.get("grid")
-        if isinstance(grid, dict):
-            grid.pop(key, None)
+        if isinstance(grid, dict) and grid.pop(key, None) is not None:
+            _narrow_skip(raw, key, None, source)
     elif head == "topology" and rest.startswith("set.") and len(rest) > 4:
         raw.setdefault("topology", {}).setdefault("set", {})[rest[4:]] = value
     elif head in TOP_KEYS:
@@ -378,8 +393,8 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
         # A topology parameter: pin it, and stop sweeping it.
         raw.setdefault("topology", {}).setdefault("set", {})[key] = value
         grid = raw.get("grid")
-        if isinstance(grid, dict):
-            grid.pop(key, None)
+        if isinstance(grid, dict) and grid.pop(key, None) is not None:
+            _narrow_skip(raw, key, None, source)
 
 
 def _unknown(source: str, where: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -548,6 +563,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
     sample_spec, samples = _sample(
         source, _table(source, "sample", raw.get("sample", {})), seed, grid, traffic, stack_raw
     )
+    skip = _skip(source, raw.get("skip", []), grid)
 
     metrics = _table(source, "metrics", raw.get("metrics", {}))
     _unknown(source, "metrics", metrics, METRIC_KEYS)
@@ -582,6 +598,7 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         sysctls=sysctls,
         samples=samples,
         sample_spec=sample_spec,
+        skip=skip,
         stack_options=stack_opts,
         stack_raw={k: dict(v) for k, v in stack_raw.items()},
         warmup_s=warmup,
@@ -731,6 +748,78 @@ def _conditions(source: str, table: dict[str, Any]) -> dict[str, dict[str, Any]]
                 )
         out[name] = dict(bundle)
     return out
+
+
+def _skip(source: str, tables: Any, grid: dict[str, list[Any]]) -> list[dict[str, list[Any]]]:
+    """[[skip]] tables, checked against the grid: every key a grid key, every value one of its
+    values (a typo would otherwise skip nothing, silently)."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ExperimentError(source, "skip", "expected [[skip]] tables of grid keys and values")
+    out = []
+    for i, table in enumerate(tables):
+        if not table:
+            raise ExperimentError(source, f"skip[{i}]", "an empty table would skip every run")
+        entry = {}
+        for k, v in table.items():
+            where = f"skip[{i}].{k}"
+            if k not in grid:
+                raise ExperimentError(
+                    source, where, f"not a grid key (grid: {', '.join(grid) or 'none'})"
+                )
+            values = v if isinstance(v, list) else [v]
+            for val in values:
+                if val not in grid[k]:
+                    raise ExperimentError(
+                        source, where, f"{val!r} is not one of the grid's values {grid[k]!r}"
+                    )
+            entry[k] = list(values)
+        out.append(entry)
+    return out
+
+
+def skipped(skip: list[dict[str, list[Any]]], point_values: dict[str, Any]) -> bool:
+    """Whether a run's point (its grid values, without other stacks' options) matches a
+    [[skip]] table: every key of the table present with one of the table's values."""
+    return any(
+        all(k in point_values and point_values[k] in vals for k, vals in entry.items())
+        for entry in skip
+    )
+
+
+def _narrow_skip(raw: dict[str, Any], key: str, allowed: list[Any] | None, source: str) -> None:
+    """A --set pinned grid key `key` (allowed None: it left the grid, at the value now in the
+    file) or narrowed its values (`allowed`): [[skip]] tables follow. A table whose values for
+    the key are all gone can match nothing any more and is dropped; a pinned key whose pinned
+    value the table lists is true of every run, so it leaves the table."""
+    tables = raw.get("skip")
+    if not isinstance(tables, list):
+        return
+    kept = []
+    for i, t in enumerate(tables):
+        if not isinstance(t, dict) or key not in t:
+            kept.append(t)
+            continue
+        values = t[key] if isinstance(t[key], list) else [t[key]]
+        if allowed is None:
+            pinned = _pinned_value(raw, key)
+            if pinned in values:
+                rest = {k: v for k, v in t.items() if k != key}
+                if not rest:
+                    raise ExperimentError(
+                        source, f"skip[{i}]", f"with {key} pinned to {pinned!r} it skips every run"
+                    )
+                kept.append(rest)
+            continue
+        left = [v for v in values if v in allowed]
+        if left:
+            kept.append({**t, key: left})
+    raw["skip"] = kept
+
+
+def _pinned_value(raw: dict[str, Any], key: str) -> Any:
+    if key.startswith(f"{SYSCTL}."):
+        return (raw.get(SYSCTL) or {}).get(key.removeprefix(f"{SYSCTL}."))
+    return ((raw.get("topology") or {}).get("set") or {}).get(key)
 
 
 def _grid(
@@ -1042,6 +1131,8 @@ def resolve_runs(exp: Experiment) -> list[RunSpec]:
                 # a grid over another stack's option: this stack runs at its first value only
                 other = {k for k in first if (split_stack_key(k) or ("",))[0] != stack}
                 if any(values[k] != first[k] for k in other):
+                    continue
+                if skipped(exp.skip, {k: v for k, v in values.items() if k not in other}):
                     continue
                 own = {
                     split_stack_key(k)[1]: v  # type: ignore[index]

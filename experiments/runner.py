@@ -1109,6 +1109,15 @@ def _analysis_views(run_dir: Path, meta: dict[str, Any], runs: list[dict[str, An
                     os.link(pcap, target)
                 except OSError:
                     shutil.copyfile(pcap, target)
+        # the traffic tool's reports (the sending stack's own cwnd samples, among the rest)
+        tdst = view / "traffic" / r["stack"] / r["rep"]
+        for rpt in sorted((run_dir / "traffic" / r["label"]).glob("*.json")):
+            tdst.mkdir(parents=True, exist_ok=True)
+            if not (tdst / rpt.name).exists():
+                try:
+                    os.link(rpt, tdst / rpt.name)
+                except OSError:
+                    shutil.copyfile(rpt, tdst / rpt.name)
         params: dict[str, Any] = dict(r["point_values"])
         if r["capacities_mbit"]:
             params["capacities_mbit"] = r["capacities_mbit"]

@@ -115,6 +115,9 @@ class Report:
     goodput_mbit: float = 0.0  # received bytes over the data phase (0 when this end only sent)
     samples: list = field(default_factory=list)  # [t, cumulative bytes received] every 100 ms
     subflow_samples: list = field(default_factory=list)  # [t, {"laddr->raddr": bytes}] (MPTCP)
+    # while this end sends: [t, {"laddr->raddr": congestion window in bytes}] (MPTCP), as the
+    # stack itself reports it (ours: its TCP's cwnd; the kernel: tcpi_snd_cwnd x tcpi_snd_mss)
+    cwnd_samples: list = field(default_factory=list)
     gaps: list = field(default_factory=list)  # [t_start, length] of pauses in in-order receiving
     latencies_ms: list = field(default_factory=list)  # reqresp: per exchange, client side
     max_subflows: int = 0
@@ -206,6 +209,10 @@ def subflow_counters(sock: socket.socket) -> dict[str, dict[str, int]]:
         rtt_us = struct.unpack_from("=I", t, 68)[0] if len(t) >= 72 else 0
         acked, received = struct.unpack_from("=QQ", t, 120) if len(t) >= 136 else (0, 0)
         out[key] = {"bytes_acked": acked, "bytes_received": received, "rtt_us": rtt_us}
+        if len(t) >= 84:  # tcpi_snd_cwnd is in segments of tcpi_snd_mss bytes
+            out[key]["cwnd"] = (
+                struct.unpack_from("=I", t, 80)[0] * struct.unpack_from("=I", t, 16)[0]
+            )
     return out
 
 
@@ -289,6 +296,7 @@ class UserspaceConn:
                 "bytes_acked": s.get("bytes_sent", 0),
                 "bytes_received": s.get("bytes_received", 0),
                 "rtt_us": int(srtt * 1000) if srtt is not None else 0,
+                "cwnd": int(s.get("cwnd") or 0),
             }
         return out
 
@@ -340,6 +348,15 @@ class Endpoint:
             self.sample()
             k = int((time.monotonic() - self.t0) / SAMPLE_INTERVAL_S) + 1
 
+    def sends_data(self) -> bool:
+        """This end carries the transfer (the header a bulk receiver sends does not count):
+        its congestion windows are worth sampling."""
+        spec = self.report.spec
+        if spec.get("kind", "bulk") == "reqresp":
+            return True
+        sender = "client" if spec.get("direction") == "upload" else "server"
+        return self.report.role == sender
+
     def sample(self) -> None:
         t = round(time.monotonic() - self.t0, 4)
         self.report.samples.append([t, self.report.bytes_received])
@@ -349,6 +366,10 @@ class Endpoint:
                 self.report.max_subflows = max(self.report.max_subflows, len(counters))
                 key = "bytes_received" if self.report.bytes_received else "bytes_acked"
                 self.report.subflow_samples.append([t, {k: v[key] for k, v in counters.items()}])
+                if self.sends_data():
+                    cwnd = {k: v["cwnd"] for k, v in counters.items() if "cwnd" in v}
+                    if cwnd:
+                        self.report.cwnd_samples.append([t, cwnd])
 
     async def send(self, n: int) -> None:
         data = self.payload.take(n)
@@ -554,7 +575,15 @@ def _emit(report: Report, out: str | None) -> None:
         full = {
             k: v
             for k, v in full.items()
-            if k not in ("samples", "subflow_samples", "gaps", "latencies_ms", "stack_info")
+            if k
+            not in (
+                "samples",
+                "subflow_samples",
+                "cwnd_samples",
+                "gaps",
+                "latencies_ms",
+                "stack_info",
+            )
         }
     print(json.dumps(full), flush=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -60,6 +61,14 @@ class Machine:
             except ProcessLookupError:
                 pass
         self.sshd.wait(10)
+
+
+# The root namespace's end of each machine's management link: "mr", the 4 hex digits of the
+# SshMachines' tag, the machine's name. The only links these machines put in the root namespace
+# (tests/testbed/test_net.py tells them from a testbed's, since ./inv test runs the SSH tests
+# beside it).
+MGMT_PREFIX = "mr"
+MGMT_LINK = re.compile(rf"^{MGMT_PREFIX}[0-9a-f]{{4}}")
 
 
 class SshMachines:
@@ -117,7 +126,7 @@ class SshMachines:
             m = Machine(name, ns, f"10.{self.octet}.{k}.2", self.tmp / f"hostkey-{name}")
             self.machines[name] = m
             sh("ip", "netns", "add", ns)
-            outer, inner = f"mr{self.tag}{name}"[:15], "mgmt0"
+            outer, inner = f"{MGMT_PREFIX}{self.tag}{name}"[:15], "mgmt0"
             sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
             sh("ip", "addr", "add", f"10.{self.octet}.{k}.1/24", "dev", outer)
             sh("ip", "link", "set", outer, "up")

@@ -1,10 +1,11 @@
 """Shared test setup. Network tests need root: the suite is meant to run as root (CI does).
 
 Under pytest-xdist (``./inv test`` runs ``-n 2``) the sans-I/O modules spread over the
-workers while every other test goes to one worker, in collection order: live tests never
+workers while the live tests go to one worker, in collection order: live tests never
 overlap, since namespaces, veth names, nft tables, sysctls and the kernel's counters are the
 machine's, not a test's. The sans-I/O tests (a fake clock, no namespace, no root) run beside
-them on the other core.
+them on the other core, and so does a second live unit (LIVE_APART): live tests that check
+orchestration, not timing, and share nothing of the machine with the first unit's.
 """
 
 import os
@@ -19,38 +20,110 @@ SANS_IO = (
     "tests/stress/test_fuzz_segments.py",
     "tests/test_bootstrap.py",  # ./inv in a copy, with stand-ins for dpkg, apt-get and pip
     "tests/test_suite_durations.py",
+    "tests/test_suite_units.py",  # which unit each test is in (this file's rules)
     "tests/analysis/test_verdict.py",  # the claims rule: plain arithmetic
+    # files in, files or values out (experiment files, metrics, reports from fixture rows)
+    "tests/experiments/test_apps.py",
+    "tests/experiments/test_campaigns.py",
+    "tests/experiments/test_demo_report.py",
+    "tests/experiments/test_experiment_config.py",
+    "tests/experiments/test_experiment_metrics.py",
+    "tests/experiments/test_experiment_sample.py",
+    "tests/experiments/test_path_rates.py",
+    "tests/experiments/test_records.py",
+    "tests/testbed/test_clock.py",
+    "tests/testbed/test_inventory.py",
+    "tests/testbed/test_packets.py",
+    "tests/testbed/test_pmmonitor.py",
+    "tests/testbed/test_topology.py",
 )
 
 
+# Live modules whose checks are orchestration and bookkeeping (what ran where, which files, the
+# journal, retries, refusals), never a rate or a delay that the other worker's load could move,
+# and which share no state of the machine with the other live tests: each builds its own
+# namespaces (SshMachines' random names and addresses, Mininet's unnamed ones), its sshd listens
+# inside them (test_ssh's on a free loopback port), its results go to tmp_path; nft tables,
+# sysctls and MPTCP counters are per namespace. They are one unit ("live-apart"), one test at a
+# time among themselves (the sshd users share /run/sshd, which each makes and removes when it
+# was missing), on the other worker beside the "live" unit, at the sans-I/O tests' nice: the
+# timing-bound live tests keep their CPU. What they do put in the root namespace, the SSH
+# machines' management links, test_net's root-namespace check leaves out by name
+# (testkit/sshmachines.py MGMT_LINK); registry.clean_leftovers, which test_net calls, leaves
+# the records of a live owner alone.
+LIVE_APART = (
+    "tests/experiments/test_remote.py",  # campaigns on SSH machines: files, pcaps, intact
+    "tests/experiments/test_workers.py",  # campaigns on workers: retries, journal, quarantine
+    "tests/experiments/test_merge.py",  # sharded campaign == whole one (folders compared)
+    "tests/experiments/test_resume.py",  # interrupted + resumed == uninterrupted
+    "tests/testbed/test_crosslink.py",  # a vxlan between two SSH machines (SshMachines too)
+    "tests/testbed/test_ssh.py",  # SshHost against a loopback sshd (/run/sshd, as above)
+    # bookkeeping of single runs: a new folder per run, a run's teardown on SIGTERM
+    "tests/experiments/test_experiment_runner.py::test_results_are_never_overwritten",
+    "tests/experiments/test_experiment_runner.py::test_interrupted_run_is_marked_and_cleaned",
+    # a flow cut for good is stopped at its timeout (its gap is the rest of the run: > 2 s by
+    # construction); a background flow's files and outcome (its goodput only > 0)
+    "tests/experiments/test_experiment_runner.py::test_flow_that_never_finishes_is_stopped",
+    "tests/experiments/test_experiment_runner.py::test_background_flow_runs_beside_the_main_one",
+    # what the kernel had in the namespaces and the sockets (not the goodput test beside them)
+    "tests/experiments/test_knobs.py::test_sysctl_grid_is_in_force_in_every_namespace",
+    "tests/experiments/test_knobs.py::test_congestion_control_reaches_both_ends_sockets",
+)
+LIVE, LIVE_APART_UNIT = "live", "live-apart"
+
+
 def xdist_scope(nodeid: str) -> str:
-    """The unit of work a worker takes: a sans-I/O module, or "live" (every other test)."""
-    return nodeid.split("::")[0] if nodeid.startswith(SANS_IO) else "live"
+    """The unit of work a worker takes: a sans-I/O module, "live-apart" or "live" (every
+    other test)."""
+    if nodeid.startswith(SANS_IO):
+        return nodeid.split("::")[0]
+    return LIVE_APART_UNIT if nodeid.startswith(LIVE_APART) else LIVE
+
+
+def unmatched_live_apart(nodeids: list[str]) -> list[str]:
+    """The LIVE_APART entries that match none of these tests although their module was
+    collected (a module not collected at all, as in a run of another folder, is no mistake)."""
+    modules = {n.split("::")[0] for n in nodeids}
+    return [
+        entry
+        for entry in LIVE_APART
+        if entry.split("::")[0] in modules and not any(n.startswith(entry) for n in nodeids)
+    ]
 
 
 @pytest.hookimpl(optionalhook=True)  # (a hook of pytest-xdist: unknown without it)
 def pytest_xdist_make_scheduler(config, log):
     """Whatever --dist says, the live tests go to one worker as one unit (xdist's own
     ``loadgroup`` cannot be used: with pytest 9 its group marks no longer reach the node ids).
-    Largest unit first (``loadscopereorder``): the live unit starts at once on one worker."""
+    The live unit first, then the live-apart one, so that both start at once, one on each
+    worker (a worker takes a next unit only when it has two tests left); then the rest,
+    largest first (``loadscopereorder``)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class LiveOnOneWorker(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_scope(nodeid)
 
+        def _assign_work_unit(self, node) -> None:
+            for scope in (LIVE_APART_UNIT, LIVE):  # (each moved to the front: live first)
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
     return LiveOnOneWorker(config, log)
 
 
-# A sans-I/O test beside a live one yields the CPU: the live test's processes (our stack, the
-# Python link emulator, tcpdump, Linux's peers) keep their timing as in a serial run (two
-# parallel runs at equal priority failed timing-bound live checks, 1 and 2 of ~990).
+# A sans-I/O or live-apart test beside a live one yields the CPU: the live test's processes
+# (our stack, the Python link emulator, tcpdump, Linux's peers) keep their timing as in a
+# serial run (two parallel runs at equal priority failed timing-bound live checks, 1 and 2 of
+# ~990). What a live-apart test starts (sshd, the runs through it) inherits the nice.
 SANS_IO_NICE = 10
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    if not (os.environ.get("PYTEST_XDIST_WORKER") and item.nodeid.startswith(SANS_IO)):
+    beside = item.nodeid.startswith(SANS_IO) or item.nodeid.startswith(LIVE_APART)
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and beside):
         yield
         return
     before = os.getpriority(os.PRIO_PROCESS, 0)
@@ -70,6 +143,12 @@ def pytest_collection_modifyitems(config, items):
     if wrong:
         raise pytest.UsageError(
             f"tests marked net in a sans-I/O folder (tests/conftest.py SANS_IO): {wrong}"
+        )
+    # a LIVE_APART entry that names no test (renamed, moved) would put nothing apart, silently
+    unmatched = unmatched_live_apart([i.nodeid for i in items])
+    if unmatched:
+        raise pytest.UsageError(
+            f"tests/conftest.py LIVE_APART names no collected test of its module: {unmatched}"
         )
     if os.geteuid() == 0:
         return

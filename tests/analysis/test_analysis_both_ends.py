@@ -178,6 +178,18 @@ def test_bytes_in_flight_per_subflow(frames):
     assert sf0.loc[0.15] == 14 * SEG
 
 
+def test_stack_cwnd_on_the_capture_clock():
+    reports = [
+        {"role": "server", "start_wall": 100.5, "cwnd_samples": [[0.1, {"x->y": 3000}]]},
+        {"role": "client", "start_wall": 100.0},  # a receiver: no samples
+        {"role": "client", "cwnd_samples": [[0.1, {"x->y": 1}]]},  # no clock to align: left out
+    ]
+    cw = M.stack_cwnd(reports, t0=100.25)
+    assert cw.to_dict("records") == [
+        {"t": 0.35, "host": "server", "subflow": "x->y", "bytes": 3000}
+    ]
+
+
 def test_the_run_analysis_and_report_show_them(tmp_path):
     import json
 
@@ -187,7 +199,17 @@ def test_the_run_analysis_and_report_show_them(tmp_path):
     run = tmp_path / "run"
     upload(run / "pcap" / "userspace" / "rep0")
     (run / "metadata.json").write_text(json.dumps({"experiment": "both-ends", "start": T}))
+    # the sending stack's own windows, as the traffic tool reports them (100 ms samples from
+    # its data phase's start, 0.05 s after the capture's first SYN here)
+    sent = run / "traffic" / "userspace" / "rep0"
+    sent.mkdir(parents=True)
+    cw = [[0.1, {"a->b": 10 * SEG, "c->d": 4 * SEG}], [0.2, {"a->b": 20 * SEG, "c->d": 2 * SEG}]]
+    (sent / "main-client.json").write_text(
+        json.dumps({"role": "client", "start_wall": T + 0.05, "cwnd_samples": cw})
+    )
+    (sent / "main-server.json").write_text(json.dumps({"role": "server", "start_wall": T}))
     [g] = analyze_run(run)["groups"]
+    assert g["cwnd_max_bytes"] == {"client a->b": 20 * SEG, "client c->d": 4 * SEG}
     [c] = g["connections"]
     q = c["reinjection_quality"]
     assert (q["useful_bytes"], q["wasted_bytes"], q["lost_bytes"]) == (2 * SEG, SEG, SEG)
@@ -204,5 +226,5 @@ def test_the_run_analysis_and_report_show_them(tmp_path):
     part = html[html.index("<h3>From both ends</h3>") :]
     assert "useful 2000 bytes" in part and "wasted 1000" in part and "lost 1000" in part
     assert "arrived 65 ms (median) before the first one" in part
-    for fig in ("owd-", "inflight-", "dsn-"):
+    for fig in ("owd-", "inflight-", "dsn-", "cwnd-"):
         assert fig in html, fig

@@ -217,3 +217,63 @@ scheduler = "default"
     cmd = stacks.STACKS["userspace"].server(sys.executable, Path("t.py"), "10.0.5.2", 1, None)
     assert cmd.argv[1:3] == ["t.py", "server"] and "userspace" in cmd.argv
     assert cmd.argv[cmd.argv.index("--listen") + 1] == "10.0.5.2:1"
+
+
+SKIPPING = (
+    GOOD.replace('stacks = ["tcp", "kernel-mptcp"]', 'stacks = ["tcp", "userspace"]')
+    + """"stack.userspace.scheduler" = ["minrtt", "blest"]
+
+[[skip]]
+"stack.userspace.scheduler" = "blest"
+"links.lte.delay_ms" = [10, 100]
+
+[[skip]]
+"links.lte.delay_ms" = 100
+"""
+)
+
+
+def _runs(exp) -> set[tuple[str, float | None]]:
+    return {(r.variant, r.point_values.get("links.lte.delay_ms")) for r in resolve_runs(exp)}
+
+
+def test_skip_leaves_out_the_points_it_names(tmp_path):
+    exp = load_experiment(write(tmp_path, SKIPPING), reps=1)
+    # blest only at 50 ms; nothing at 100 ms; a stack option's skip spares the other stacks
+    assert _runs(exp) == {
+        ("userspace-minrtt", 10),
+        ("userspace-minrtt", 50),
+        ("userspace-blest", 50),
+        ("tcp", 10),
+        ("tcp", 50),
+    }
+
+
+def test_skip_follows_overrides(tmp_path):
+    path = write(tmp_path, SKIPPING)
+    # pinned at 10 ms: "blest at 10 or 100" becomes "blest"; the 100 ms table can match nothing
+    exp = load_experiment(path, ["links.lte.delay_ms=10"], reps=1)
+    assert exp.skip == [{"stack.userspace.scheduler": ["blest"]}]
+    assert {v for v, _ in _runs(exp)} == {"userspace-minrtt", "tcp"}
+    # narrowed to [50, 100]: the first table keeps only 100
+    exp = load_experiment(path, ["grid.links.lte.delay_ms=[50, 100]"], reps=1)
+    assert exp.skip[0]["links.lte.delay_ms"] == [100]
+    assert _runs(exp) == {("userspace-minrtt", 50), ("userspace-blest", 50), ("tcp", 50)}
+    with pytest.raises(ExperimentError) as info:  # a table that would skip every run
+        load_experiment(path, ["links.lte.delay_ms=100"])
+    assert info.value.field == "skip[1]"
+
+
+@pytest.mark.parametrize(
+    ("table", "field", "words"),
+    [
+        ('"links.lte.rate_mbit" = 5', "skip[2].links.lte.rate_mbit", "not a grid key"),
+        ('"links.lte.delay_ms" = 20', "skip[2].links.lte.delay_ms", "not one of the grid"),
+        ('"stack.userspace.scheduler" = ["ecf"]', "skip[2].stack.userspace.scheduler", "ecf"),
+    ],
+)
+def test_a_bad_skip_names_its_field(tmp_path, table, field, words):
+    path = write(tmp_path, SKIPPING + f"\n[[skip]]\n{table}\n")
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert info.value.field == field and words in str(info.value)

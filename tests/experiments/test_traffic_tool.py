@@ -149,6 +149,7 @@ def test_bulk_upload_integrity(testbed, proto):
     assert s["samples"] and s["goodput_mbit"] > 1
     if proto == "mptcp":
         assert s["mptcp_fallback"] is False and s["max_subflows"] == 2
+        assert sender_cwnd(c) == 2 and not s["cwnd_samples"]  # the kernel's, per subflow
 
 
 @pytest.mark.net
@@ -196,6 +197,16 @@ def test_reqresp_and_stream_integrity(testbed):
     assert 0.75 * sent_mbit <= c["goodput_mbit"] <= 4.6, (c["goodput_mbit"], sent_mbit)
 
 
+def sender_cwnd(report: dict) -> int:
+    """How many subflows the sender's congestion-window samples show, checked to be windows
+    a TCP can have (at least one segment, at most the 64 MB no test here comes near)."""
+    samples = report["cwnd_samples"]
+    assert samples, "no cwnd sample from the sender"
+    for _, by_sf in samples:
+        assert all(1000 <= w <= 64 << 20 for w in by_sf.values()), by_sf
+    return max(len(by_sf) for _, by_sf in samples)
+
+
 def both_subflows(report: dict) -> dict[str, int]:
     """The receiver's last per-subflow byte counts, by the client's address."""
     _, last = report["subflow_samples"][-1]
@@ -240,6 +251,8 @@ def test_userspace_bulk_integrity_over_both_paths(testbed, direction):
     # The connection's own view rides along: the MIB of a real MP_CAPABLE + MP_JOIN.
     mib = receiver["stack_info"]["mptcp"]["mib"]
     assert mib.get("MPTcpExtMPJoinSynTx", 0) + mib.get("MPTcpExtMPJoinSynRx", 0) == 1, mib
+    # our stack's own congestion windows, per subflow, from the sender only
+    assert sender_cwnd(sender) == 2 and not receiver["cwnd_samples"]
 
 
 @pytest.mark.net

@@ -17,13 +17,17 @@ from testbed.host import Process
 from testbed.net import Testbed
 from testbed.network import Network
 from testbed.topology import load_topology
+from testkit.sshmachines import MGMT_LINK
 
 pytestmark = pytest.mark.net
 
 
 def root_links() -> set[str]:
+    """The root namespace's links, but the SSH machines' management links: ./inv test runs
+    the SSH tests (tests/conftest.py LIVE_APART) beside this module, and they come and go."""
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    return {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
+    links = {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
+    return {link for link in links if not MGMT_LINK.match(link)}
 
 
 def root_rules() -> str:
