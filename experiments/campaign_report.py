@@ -1178,6 +1178,13 @@ def _decision_words(d: dict[str, int] | None) -> str:
     )
 
 
+def _claims_spec(run_dir: Path) -> dict[str, Any] | None:
+    """The campaign's [claims] table (metadata.json), when it names a check other than the
+    shared bottleneck's share (experiments/coupled_claims.py judges those)."""
+    spec = (_json(run_dir / "metadata.json", {}) or {}).get("claims")
+    return spec if isinstance(spec, dict) and spec.get("check") not in (None, "share") else None
+
+
 def claims(run_dir: Path) -> tuple[list[Checked], list[dict[str, Any]]]:
     """Every claim a campaign's report states, judged by the rule, and the MPTCP runs excluded
     from them: what a record keeps and a rerun is compared on (no figures drawn)."""
@@ -1187,8 +1194,13 @@ def claims(run_dir: Path) -> tuple[list[Checked], list[dict[str, Any]]]:
     if frame is not None:
         _, sruns, name, points = frame
         out += scheduler_claims(sruns, name, points)
+    spec = _claims_spec(run_dir)
     shares = _shares(kept)
-    if shares:
+    if spec is not None:  # [claims] names them: not a shared bottleneck's share
+        from experiments import coupled_claims  # it imports this module
+
+        out += coupled_claims.claims_for(spec, kept)
+    elif shares:
         out += share_claims(shares)
     gaps = _gaps(kept)
     if gaps:
@@ -1202,11 +1214,14 @@ def sections(run_dir: Path) -> list[str]:
     meta = _json(run_dir / "metadata.json", {}) or {}
     # robustness states no claim about MPTCP: whether data stayed intact matters for every run
     kept, excluded = split_mptcp_runs(runs)
-    claims = (
-        scheduler_section(kept, fig_dir)
-        + share_section(kept, fig_dir)
-        + handover_section(kept, fig_dir)
-    )
+    spec = _claims_spec(run_dir)
+    if spec is not None:
+        from experiments import coupled_claims  # it imports this module
+
+        shared = coupled_claims.section(spec, kept, fig_dir)
+    else:
+        shared = share_section(kept, fig_dir)
+    claims = scheduler_section(kept, fig_dir) + shared + handover_section(kept, fig_dir)
     head = []
     if claims:  # a campaign without claims (robustness) excludes nothing
         head = [

@@ -94,6 +94,14 @@ more runs. A range of two integers gives integers. The points are recorded in me
 
     [metrics]
     warmup_s = 1.0                        # steady-state goodput ignores the first seconds
+
+    [claims]                              # which published claims the campaign report checks
+    check = "congested_path"              # or a list of them: share (default: runs with background flows),
+                                          # best_path (RFC 6356 goal 1), congested_path (goal 3),
+                                          # single_path_users (Khalili et al. 2013, OLIA vs LIA)
+    path = "mp1"                          # congested_path: the flow under test's path through
+                                          # the more congested bottleneck (a topology path)
+    tolerance = 0.05                      # best_path: "at least as well" within this fraction
 """
 
 from __future__ import annotations
@@ -139,6 +147,7 @@ TOP_KEYS = {
     "metrics",
     "conditions",
     "sample",
+    "claims",
     "skip",
     SYSCTL,
 }
@@ -164,6 +173,9 @@ SET_PARAMS = ("rate_mbit", "delay_ms", "loss_pct", "jitter_ms")  # numbers
 SET_CONDITIONS = tuple(f for f in SET_FIELDS if f not in SET_PARAMS and f != "queue_pkts")
 EVENT_KEYS = {"at", "link", "action", "mode", *SET_PARAMS, *SET_CONDITIONS}
 METRIC_KEYS = {"warmup_s", "gap_window_s"}
+CLAIM_KEYS = {"check", "path", "tolerance"}
+# what [claims] check may name: the claims experiments/campaign_report.py knows how to judge
+CLAIM_CHECKS = ("share", "best_path", "congested_path", "single_path_users")
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,11 @@ class Experiment:
     # [sample]: points drawn over continuous ranges (each a {key: value}), crossed with the grid
     samples: list[dict[str, Any]] = field(default_factory=list)
     sample_spec: dict[str, Any] = field(default_factory=dict)  # [sample] as resolved
+    # [claims]: which published claims the campaign report checks (None: decided by the data,
+    # as before: a bottleneck share with background flows, ...); check_against_topology adds
+    # the client address of a congested_path's path ("addr"), by which the report tells its
+    # subflow from the others, and metrics.warmup_s (where the report's steady window starts)
+    claims: dict[str, Any] | None = None
     # [[skip]]: each {grid key: values}; a run whose point matches every key of one is not run
     skip: list[dict[str, list[Any]]] = field(default_factory=list)
 
@@ -558,6 +575,9 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
             source, "metrics.gap_window_s", metrics.get("gap_window_s", 10.0), (int, float), lo=0
         )
     )
+    claims = _claims(source, raw.get("claims"), stacks)
+    if claims is not None:
+        claims["warmup_s"] = warmup  # the report's steady window starts there too
 
     return Experiment(
         name=name,
@@ -583,7 +603,58 @@ def parse_experiment(raw: dict[str, Any], *, source: str, text: str = "") -> Exp
         stack_raw={k: dict(v) for k, v in stack_raw.items()},
         warmup_s=warmup,
         gap_window_s=window,
+        claims=claims,
     )
+
+
+def _claims(source: str, raw: Any, stacks: list[str]) -> dict[str, Any] | None:
+    """[claims], checked: a known check, the keys it needs and no others. Why a table and not
+    guessed from the data: a campaign on two disjoint bottlenecks has background flows too, and
+    the shared-bottleneck claim ("no more than one TCP") would be judged where it means nothing."""
+    if raw is None:
+        return None
+    table = _table(source, "claims", raw)
+    _unknown(source, "claims", table, CLAIM_KEYS)
+    if "check" not in table:
+        raise ExperimentError(source, "claims.check", "missing (required)")
+    raw_check = table["check"]
+    many = isinstance(raw_check, list)
+    checks = raw_check if many else [raw_check]
+    if many and not checks:
+        raise ExperimentError(source, "claims.check", "an empty list: name at least one check")
+    for i, c in enumerate(checks):
+        where = f"claims.check[{i}]" if many else "claims.check"
+        _typed(source, where, c, str)
+        if c not in CLAIM_CHECKS:
+            raise ExperimentError(
+                source, where, f"unknown check {c!r} (known: {', '.join(CLAIM_CHECKS)})"
+            )
+    if many and "share" in checks:
+        raise ExperimentError(source, "claims.check", "share is judged alone, not in a list")
+    check = " and ".join(checks)  # in the messages below
+    out: dict[str, Any] = {"check": list(checks) if many else raw_check}
+    if "congested_path" in checks:
+        if "path" not in table:
+            raise ExperimentError(
+                source, "claims.path", "missing: congested_path needs the congested path's name"
+            )
+        out["path"] = _typed(source, "claims.path", table["path"], str)
+    elif "path" in table:
+        raise ExperimentError(source, "claims.path", f"only for congested_path, not {check}")
+    if "best_path" in checks:
+        if "tcp" not in stacks:
+            raise ExperimentError(
+                source,
+                "claims.check",
+                "best_path needs the tcp stack in stacks (the single TCP on the best path)",
+            )
+        tol = float(_typed(source, "claims.tolerance", table.get("tolerance", 0.05), (int, float)))
+        if not 0 <= tol < 1:
+            raise ExperimentError(source, "claims.tolerance", f"must be in [0, 1), got {tol}")
+        out["tolerance"] = tol
+    elif "tolerance" in table:
+        raise ExperimentError(source, "claims.tolerance", f"only for best_path, not {check}")
+    return out
 
 
 def _stacks(source: str, stacks: Any) -> list[str]:
@@ -986,6 +1057,22 @@ def _check_names(exp: Experiment, topo: Any) -> None:
                 f"events[{i}].link",
                 f"no link {ev.link!r} in {topo.name} (links: {', '.join(topo.links)})",
             )
+    if exp.claims and "path" in exp.claims:
+        path = topo.paths.get(exp.claims["path"])
+        if path is None:
+            raise ExperimentError(
+                exp.source,
+                "claims.path",
+                f"no path {exp.claims['path']!r} in {topo.name} (paths: {', '.join(topo.paths)})",
+            )
+        if path.src != exp.traffic.client:
+            raise ExperimentError(
+                exp.source,
+                "claims.path",
+                f"path {path.name!r} starts at {path.src}, not at the flow under test's client "
+                f"{exp.traffic.client}",
+            )
+        exp.claims["addr"] = topo.links[path.link].addr_of(path.src)
     for s, opts in exp.stack_options.items():
         STACKS[s].check_topology(exp.source, f"stack.{s}", opts, topo)
     for r in resolve_runs(exp):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.verdict import RULE, RULE_NAME, t_quantile
+from experiments import coupled_claims
 from experiments.campaign_report import (
     Checked,
     _json,
@@ -56,8 +57,11 @@ def _round(x: Any, digits: int = 4) -> Any:
     return round(x, digits) if isinstance(x, float) else x
 
 
-def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One compact row per run: the values the claims use, and whether it was excluded."""
+def run_rows(
+    runs: list[dict[str, Any]], claims_spec: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One compact row per run: the values the claims use (those of a [claims] check too:
+    metadata.json "claims"), and whether it was excluded."""
     _, excluded = split_mptcp_runs(runs)
     out_labels = {r["label"] for r in excluded}
     rows = []
@@ -89,6 +93,7 @@ def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         decisions = sched_decisions(r)
         if decisions is not None:
             row["sched_decisions"] = decisions
+        row.update(coupled_claims.run_value(claims_spec, r))
         rows.append({k: _round(v) for k, v in row.items()})
     return rows
 
@@ -215,7 +220,7 @@ def write_record(run_dir: str | Path, records: str | Path | None = None) -> Path
             f"{meta.get('runs_total')} runs; {meta.get('error') or 'interrupted'}): no record"
         )
     checked, _ = claims(run_dir)
-    rows = run_rows(load_runs(run_dir))
+    rows = run_rows(load_runs(run_dir), meta.get("claims"))
     rmeta = record_metadata(meta)
     out = Path(records) if records is not None else RECORDS
     out = out / str(meta["experiment"])

@@ -873,6 +873,7 @@ def _metadata(exp: Experiment, run_id: str, runs: list[RunSpec]) -> dict[str, An
         "background": [asdict(b) for b in exp.background],
         "events": [asdict(e) for e in exp.events],
         "stack_options": exp.stack_options,
+        "claims": exp.claims,
         "resolved_runs": [r.as_dict() for r in runs],
         "git": provenance.git_info(),
         "kernel": provenance.kernel_info(),
