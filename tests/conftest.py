@@ -25,6 +25,7 @@ SANS_IO = (
     # files in, files or values out (experiment files, metrics, reports from fixture rows)
     "tests/experiments/test_apps.py",
     "tests/experiments/test_campaigns.py",
+    "tests/experiments/test_coupled_claims.py",
     "tests/experiments/test_demo_report.py",
     "tests/experiments/test_experiment_config.py",
     "tests/experiments/test_experiment_metrics.py",
