@@ -82,6 +82,9 @@ LIVE_APART = (
     "tests/analysis/test_analysis_report.py::test_combined_report_keeps_figures_and_links",
     "tests/analysis/test_analysis_report.py::"
     "test_campaign_analysed_on_a_process_pool_equals_the_serial_one",
+    # our parser against tshark and its own two paths on those captures: files only
+    "tests/analysis/test_analysis_parse_real.py",
+    "tests/analysis/test_analysis_parse_paths.py",
 )
 LIVE, LIVE_APART_UNIT = "live", "live-apart"
 
