@@ -40,6 +40,7 @@ from testbed.capture import Capture
 from testbed.net import Testbed
 from testbed.probe import (
     TCP_PROBE_PORT,
+    CorruptionSeen,
     Observed,
     corruption_seen,
     observe,
@@ -315,7 +316,13 @@ def judge_conditions(
 def check_corruption(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> list[ConditionCheck]:
     """TCP probes along the path, captured at the destination: the corrupted share against the
     links' corrupt_pct (one bit each), and their checksums against the checksum mode."""
-    models = [tb.models[link] for link in path.links if tb.models[link].corrupt_pct]
+    models = [tb.models[link] for link in path.links]
+    return judge_corruption(path, models, measure_corruption(tb, path, probes))
+
+
+def measure_corruption(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> CorruptionSeen:
+    """Send numbered TCP probes of known payload along the path and compare what arrives at
+    the destination with what was sent (the measurement ``judge_corruption`` judges)."""
     size = PROBE_BYTES
     interval, burst, probes = _pacing(path, probes, size + 54)
     dst_host = tb.host(path.dst)
@@ -339,7 +346,15 @@ def check_corruption(tb: Testbed, path: ResolvedPath, probes: int = PROBES) -> l
         _wait_released(tb, path)
     finally:
         files = cap.stop()
-    seen = corruption_seen(read_tcp_probes(files[0]), probes, size)
+    return corruption_seen(read_tcp_probes(files[0]), probes, size)
+
+
+def judge_corruption(
+    path: ResolvedPath, models: list[LinkModel], seen: CorruptionSeen
+) -> list[ConditionCheck]:
+    """The corrupted share and the checksum mode the path's links claim against what the
+    probes showed (a pure function, as judge_conditions: one measurement, several claims)."""
+    models = [m for m in models if m.corrupt_pct]
     n = seen.received
     p = 1 - math.prod(1 - m.corrupt_pct / 100 for m in models)
     sd = math.sqrt(n * p * (1 - p)) / n if n else 0.0

@@ -29,6 +29,11 @@ def test_each_test_has_its_unit():
         "live"
     )
     assert scope("tests/testbed/test_conditions.py::test_loss") == "live"
+    # the analysis fixtures' reports apart; the metrics with bounds on what the runs achieved
+    # (goodput, failover gap) stay with the timing-bound tests
+    report = "tests/analysis/test_analysis_report.py::"
+    assert scope(report + "test_combined_report_keeps_figures_and_links") == "live-apart"
+    assert scope(report + "test_failover_run_metrics") == "live"
     assert scope("tests/mptcp_interop/test_two_path.py::test_a") == "live"
 
 

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from testbed.check import check_conditions, judge_conditions, measure_conditions
+from testbed.check import (
+    check_conditions,
+    judge_conditions,
+    judge_corruption,
+    measure_conditions,
+    measure_corruption,
+)
 from testbed.net import Testbed
 from testbed.topology import LossModel, load_topology
 from testbed.trace import Trace
@@ -74,9 +80,10 @@ def test_a_trace_link_is_measured_and_a_false_trace_caught(tmp_path):
 
 def test_corruption_measured_switched_at_run_time_and_false_claims_caught(tmp_path):
     """wifi corrupts 2% with checksums left wrong: measured as stated. A file claiming 1% with
-    checksums fixed up is caught on both counts. tb.set_link then makes that claim true while
-    the link runs (the emulator's queue switches modes under traffic), and corruption switched
-    off shows as no corruption at all against a claim of 1%."""
+    checksums fixed up is caught on both counts (the same measurement judged against that
+    claim: judge_corruption is pure, as judge_conditions). tb.set_link then makes that claim
+    true while the link runs (the emulator's queue switches modes under traffic), and
+    corruption switched off shows as no corruption at all against a claim of 1%."""
     topo = load_topology("two_path", ["links.wifi.corrupt_pct=2"])
     with Testbed(topo, workdir=tmp_path) as tb:
         wifi = next(p for p in tb.paths if p.links[0] == "wifi")
@@ -84,17 +91,18 @@ def test_corruption_measured_switched_at_run_time_and_false_claims_caught(tmp_pa
         def check() -> dict:
             return {c.condition: c for c in check_conditions(tb, wifi)}
 
-        got = check()
+        seen = measure_corruption(tb, wifi)
+        got = {c.condition: c for c in judge_corruption(wifi, [tb.models["wifi"]], seen)}
         assert set(got) == {"corrupt_pct", "corrupt_bad_csum_pct"}
         assert all(c.ok for c in got.values()), got
         assert got["corrupt_bad_csum_pct"].got == 100.0
         claim = {"corrupt_pct": 1.0, "corrupt_fix_checksum": True}
-        tb.models["wifi"] = replace(tb.models["wifi"], **claim)
-        false = check()
+        false_models = [replace(tb.models["wifi"], **claim)]
+        false = {c.condition: c for c in judge_corruption(wifi, false_models, seen)}
         assert not false["corrupt_pct"].ok and not false["corrupt_bad_csum_pct"].ok, false
-        tb.models["wifi"] = replace(tb.models["wifi"], corrupt_pct=2.0, corrupt_fix_checksum=False)
         tb.set_link("wifi", **claim)
-        got = check()
+        got = check()  # (check_conditions: corruption only, no UDP probes for it)
+        assert set(got) == {"corrupt_pct", "corrupt_bad_csum_pct"}
         assert all(c.ok for c in got.values()), got
         assert got["corrupt_bad_csum_pct"].got == 0.0
         tb.set_link("wifi", corrupt_pct=0)

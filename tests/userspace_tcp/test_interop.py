@@ -183,8 +183,15 @@ def lossy_bed(request, tmp_path_factory):
     )
 
 
+# 2 MB is ~1400 full segments: at 1% loss each way ~14 data segments lost (no loss at all has
+# a chance of ~e^-14), and at 40 ms one-way the transfer is many loss-recovery rounds long; the
+# checks are on integrity and on recovery having happened, not on a rate (4 MB took 14-18 s at
+# 40 ms for the same checks)
+LOSSY_BYTES = 2 * MB
+
+
 def test_lossy_userspace_sender(lossy_bed: Bed) -> None:
-    n = 4 * MB
+    n = LOSSY_BYTES
     srv = linux_server(lossy_bed, 5201, "k_srvL")
     cap = capture(lossy_bed, "capL1")
     cli = ours_client(lossy_bed, 5201, n, "u_cliL")
@@ -197,7 +204,7 @@ def test_lossy_userspace_sender(lossy_bed: Bed) -> None:
 
 
 def test_lossy_userspace_receiver(lossy_bed: Bed) -> None:
-    n = 4 * MB
+    n = LOSSY_BYTES
     srv = ours_server(lossy_bed, 5202, "u_srvL")
     cap = capture(lossy_bed, "capL2")
     cli = linux_client(lossy_bed, 5202, n, "k_cliL")
