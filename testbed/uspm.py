@@ -260,7 +260,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("out")
     args = ap.parse_args(argv)
     _die_with_parent()
-    manager = Handover(args.mode, args.addrs)
+    manager = Handover(args.mode, args.addr)
     stop = False
 
     def _term(*_: Any) -> None:
