@@ -14,7 +14,8 @@ In every mode, when an interface goes down while another subflow is alive, its a
 removed at once (MPTCP_PM_CMD_REMOVE: REMOVE_ADDR to the peer, our subflows from it closed),
 so the peer stops using the dead subflow instead of waiting for its retransmission timeouts
 (what the Python managers do, for the same reason). When an interface comes back, a subflow is
-opened from it again (backup mode: with the backup flag unless it is the first address).
+opened from it again (backup mode: with the backup flag unless it is the first address), once
+a route through a gateway on it is back (the testbed restores its routes just after the link).
 
     python -m testbed.uspm --mode backup --addr 10.0.1.1@client-eth0 --addr 10.0.2.1@client-eth1 OUT.jsonl
 
@@ -62,11 +63,8 @@ class Command:
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": f"cmd_{self.name}", "token": self.token}
         if self.name == "subflow_create":
-            out.update(
-                saddr=self.saddr, daddr=self.daddr, dport=self.dport, backup=int(self.backup)
-            )
-        else:
-            out.update(saddr=self.saddr, loc_id=self.loc_id)
+            out.update(daddr=self.daddr, dport=self.dport, backup=int(self.backup))
+        out.update(saddr=self.saddr, loc_id=self.loc_id)
         out["reason"] = self.reason
         return out
 
@@ -106,13 +104,24 @@ class Handover:
         return self.dev_of.get(addr) not in self.down
 
     def _create(self, c: _Conn, addr: str, reason: str, *, backup: bool = False) -> Command:
+        """A subflow from `addr` with an id of our choosing (its place in the address list;
+        the first address, whose id 0 went with its removal, comes back as len(addrs)): the
+        kernel reports a subflow it numbered itself as id 0, which REMOVE could not tell
+        from the initial subflow's."""
         c.pending.add(addr)
-        return Command("subflow_create", c.token, reason, addr, c.daddr, c.dport, backup=backup)
+        loc_id = self.addrs.index(addr) if addr != c.primary else len(self.addrs)
+        c.loc_ids[addr] = loc_id
+        return Command(
+            "subflow_create", c.token, reason, addr, c.daddr, c.dport, backup=backup, loc_id=loc_id
+        )
 
     def _remove(self, c: _Conn, addr: str, reason: str) -> Command | None:
-        loc_id = 0 if addr == c.primary else c.loc_ids.get(addr)
+        """REMOVE of `addr`'s id; its subflows are gone from then on (the kernel closes them
+        without a SUB_CLOSED event)."""
+        loc_id = c.loc_ids.pop(addr, 0 if addr == c.primary else None)
         if loc_id is None:
             return None
+        c.subflows = {(a, p) for a, p in c.subflows if a != addr}
         return Command("remove", c.token, reason, saddr=addr, loc_id=loc_id)
 
     def _open_elsewhere(self, c: _Conn, lost: set[str], reason: str) -> list[Command]:
@@ -150,8 +159,6 @@ class Handover:
             saddr = ev["saddr"]
             c.subflows.add((saddr, ev["sport"]))
             c.pending.discard(saddr)
-            if "loc_id" in ev:
-                c.loc_ids[saddr] = ev["loc_id"]
             out = []
             for addr in sorted(c.remove_when_up - {saddr}):
                 cmd = self._remove(c, addr, f"subflow from {saddr} up")
@@ -203,9 +210,14 @@ class Handover:
 # ---- rtnetlink: interfaces going up and down -----------------------------------------------
 
 RTM_NEWLINK = 16
+RTM_NEWROUTE = 24
 RTMGRP_LINK = 1
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
+RTA_OIF, RTA_GATEWAY = 4, 5
 IFF_UP = 0x1
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type, flags
 
 
 def parse_link(msg: genl.Message) -> tuple[int, bool] | None:
@@ -214,6 +226,18 @@ def parse_link(msg: genl.Message) -> tuple[int, bool] | None:
         return None
     _, _, index, flags, _ = _IFINFO.unpack_from(msg.payload)
     return index, bool(flags & IFF_UP)
+
+
+def parse_gateway_route(msg: genl.Message) -> int | None:
+    """The output interface of an RTM_NEWROUTE through a gateway (what a subflow to a remote
+    peer needs from an interface that came back: the testbed puts its routes back just after
+    the link is up, and a join tried before them fails); None for anything else."""
+    if msg.type != RTM_NEWROUTE or len(msg.payload) < _RTMSG.size:
+        return None
+    attrs = dict(genl.parse_nlas(msg.payload[_RTMSG.size :]))
+    if RTA_GATEWAY not in attrs or RTA_OIF not in attrs:
+        return None
+    return struct.unpack_from("=i", attrs[RTA_OIF])[0]
 
 
 # ---- the edge -------------------------------------------------------------------------------
@@ -235,7 +259,7 @@ def _issue(pm: genl.PmSocket, cmd: Command) -> str:
     try:
         if cmd.name == "subflow_create":
             flags = genl.FLAG_BACKUP if cmd.backup else 0
-            local = genl.Addr(cmd.saddr, flags=flags)
+            local = genl.Addr(cmd.saddr, id=cmd.loc_id, flags=flags)
             pm.request(genl.subflow_create, token, local, genl.Addr(cmd.daddr, port=cmd.dport))
         elif cmd.name == "remove":
             pm.request(genl.remove, token, cmd.loc_id)
@@ -273,7 +297,8 @@ def main(argv: list[str]) -> int:
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     rt = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    rt.bind((0, RTMGRP_LINK))
+    rt.bind((0, RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE))
+    waiting_route: set[str] = set()  # up again, no route through a gateway yet
     devs = {socket.if_nametoindex(d): d for _, d in args.addr}
     with genl.PmSocket() as pm, open(args.out, "a") as out:
         events = pm.subscribe()
@@ -304,14 +329,22 @@ def main(argv: list[str]) -> int:
                     run(manager.on_event(ev))
             if rt in ready:
                 for m in genl.parse_messages(rt.recv(65536)):
+                    oif = parse_gateway_route(m)
+                    if oif in devs and devs[oif] in waiting_route:
+                        waiting_route.discard(devs[oif])
+                        write({"type": "route_up", "dev": devs[oif]})
+                        run(manager.on_link(devs[oif], True))
                     link = parse_link(m)
                     if link is None or link[0] not in devs:
                         continue
                     dev, up = devs[link[0]], link[1]
-                    if (dev in manager.down) == (not up):
-                        continue
-                    write({"type": "link_up" if up else "link_down", "dev": dev})
-                    run(manager.on_link(dev, up))
+                    if up and dev in manager.down and dev not in waiting_route:
+                        write({"type": "link_up", "dev": dev})
+                        waiting_route.add(dev)  # acted on once a route through it is back
+                    elif not up and dev not in manager.down:
+                        waiting_route.discard(dev)
+                        write({"type": "link_down", "dev": dev})
+                        run(manager.on_link(dev, False))
     for s in (rt, wake_r, wake_w):
         s.close()
     return 0
