@@ -622,7 +622,7 @@ def _pm_events(events: list[dict]) -> str:
     if not events:
         return ""
     df = pd.DataFrame(events)
-    cols = [c for c in PM_EVENT_COLUMNS + ["backup", "error"] if c in df]
+    cols = [c for c in PM_EVENT_COLUMNS + ["backup", "error", "reason", "result"] if c in df]
     return (
         "<h3>Path-manager events</h3><p>Both hosts, seconds from the run's start (kernel MPTCP: "
         "<code>ip mptcp monitor</code>; our stack: its own events, the same names).</p>"

@@ -250,11 +250,17 @@ def _fetch_jsonl(host: Host, path: Path) -> list[dict[str, Any]]:
 
 
 def _start_pm_monitors(
-    tb: Network, hosts: list[str], remote: Path, procs: list[Process]
+    tb: Network,
+    hosts: list[str],
+    remote: Path,
+    procs: list[Process],
+    daemons: dict[str, list[str]] | None = None,
 ) -> dict[str, Path]:
     """Kernel MPTCP's path-manager events on each host (testbed/pmmonitor.py: ``ip mptcp
     monitor``, stamped), from before the traffic; on this machine's namespaces only (a real
-    machine's project copy may not have it). Returns where each host writes them."""
+    machine's project copy may not have it). A host in `daemons` runs the userspace PM daemon
+    (testbed/uspm.py, with those arguments) instead: it writes the same events and its own
+    commands. Returns where each host writes them."""
     if hasattr(tb, "project_dir"):
         return {}
     out = {}
@@ -262,8 +268,9 @@ def _start_pm_monitors(
         path = remote / h / "pm-kernel.jsonl"
         host = tb.host(h)
         host.run(["mkdir", "-p", str(path.parent)], check=False)
+        prog = ["testbed.uspm", *daemons[h]] if h in (daemons or {}) else ["testbed.pmmonitor"]
         p = host.start(
-            [_python(tb, h), "-m", "testbed.pmmonitor", str(path)],
+            [_python(tb, h), "-m", *prog, str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={"PYTHONPATH": str(REPO)},
@@ -491,7 +498,11 @@ class RunExecutor:
                 pm_files = {}
                 if spec.stack == "kernel-mptcp":
                     pm_files = _start_pm_monitors(
-                        tb, [spec.traffic.client, spec.traffic.server], remote, monitors
+                        tb,
+                        [spec.traffic.client, spec.traffic.server],
+                        remote,
+                        monitors,
+                        STACKS[spec.stack].pm_daemons(),
                     )
                     procs += monitors
                 results = self._traffic(tb, spec, flows, remote, logs, procs)
@@ -508,6 +519,8 @@ class RunExecutor:
                 for p in procs:
                     if p.returncode is None:
                         p.stop(signal.SIGTERM, timeout=3)
+                for st in dict.fromkeys(s for _, s in flows):
+                    st.teardown(tb)  # after the processes (a PM daemon) are gone
                 for h in tb.topo.hosts:
                     tb.host(h).run(["rm", "-rf", str(remote)], check=False)
                     # (and the run's folder once its last label is gone)

@@ -21,13 +21,15 @@ from typing import Any
 
 from experiments import knobs, plugin_options
 from experiments.errors import ExperimentError
+from testbed import uspm
 from testbed.network import Network
-from testbed.sysctl import set_route_congctl, set_sysctls
+from testbed.sysctl import read_sysctls, set_route_congctl, set_sysctls
 from testbed.topology import Topology
 
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINT_FLAGS = ("subflow", "signal", "backup", "fullmesh")
 SCHEDULERS_FILE = Path("/proc/sys/net/mptcp/available_schedulers")
+PM_TYPE_FILE = Path("/proc/sys/net/mptcp/pm_type")
 
 
 class StackUnavailable(RuntimeError):
@@ -68,6 +70,16 @@ class Stack:
 
     def check_available(self) -> None:
         """Raise StackUnavailable when this stack cannot run here."""
+
+    def pm_daemons(self) -> dict[str, list[str]]:
+        """host -> the arguments of a path-manager daemon (testbed/uspm.py) the last setup()
+        wants in that host's namespace for the run; the runner starts it in place of the
+        host's pmmonitor (it writes the same events, and its own commands)."""
+        return {}
+
+    def teardown(self, tb: Network) -> None:
+        """Undo what setup() changed beyond the run's processes (the runner calls it last,
+        also when the run failed)."""
 
     def check_flow(self, source: str, where: str, flow: Any) -> None:
         """Refuse, at file-validation time, traffic this stack's programs cannot produce."""
@@ -344,14 +356,31 @@ class MptcpOptions(Stack):
                 )
 
 
+PM_CHOICES = ("kernel", *(f"userspace-{m}" for m in uspm.MODES))
+
+
 class KernelMptcpStack(MptcpOptions, KernelKnobs):
     """Linux MPTCP: per-host `ip mptcp limits` and `endpoint`s (on their devices), optional
     scheduler (checked against /proc/sys/net/mptcp/available_schedulers), and the kernel's
-    tcp_rmem, tcp_wmem and cc (KernelKnobs)."""
+    tcp_rmem, tcp_wmem and cc (KernelKnobs).
+
+    ``pm = "userspace-full" | "userspace-backup" | "userspace-single-path"`` (default
+    ``"kernel"``): the hosts with endpoints get the kernel's userspace path manager
+    (net.mptcp.pm_type = 1, put back after the run) and our daemon (testbed/uspm.py) in their
+    namespace, which opens subflows from their endpoints' addresses in that handover mode
+    (the endpoints' flags do not apply: the mode decides; no endpoints are given to the
+    kernel). The other hosts keep the in-kernel PM, which accepts the joins."""
 
     name = "kernel-mptcp"
     proto = "mptcp"
     description = "Linux kernel MPTCP (ip mptcp endpoints/limits, socket protocol 262)"
+
+    def __init__(self) -> None:
+        self._daemons: dict[str, list[str]] = {}
+        self._pm_restore: dict[str, dict[str, str]] = {}  # host -> pm_type as it was
+
+    def pm_daemons(self) -> dict[str, list[str]]:
+        return dict(self._daemons)
 
     def available_schedulers(self) -> list[str]:
         return available_schedulers()
@@ -367,17 +396,33 @@ class KernelMptcpStack(MptcpOptions, KernelKnobs):
             raise StackUnavailable("kernel-mptcp: net.mptcp.enabled is 0")
 
     def validate_options(self, source: str, where: str, opts: dict[str, Any]) -> dict[str, Any]:
-        rest = {k: v for k, v in opts.items() if k not in self.KNOBS}
+        rest = {k: v for k, v in opts.items() if k not in (*self.KNOBS, "pm")}
         try:
             out = super().validate_options(source, where, rest)
         except ExperimentError as e:
             if e.problem.startswith("unknown key"):
-                allowed = sorted(["endpoints", "limits", "scheduler", *self.KNOBS])
+                allowed = sorted(["endpoints", "limits", "scheduler", "pm", *self.KNOBS])
                 raise ExperimentError(
                     source, e.field, f"unknown key (allowed: {', '.join(allowed)})"
                 ) from None
             raise
-        return {**out, **self.validate_knobs(source, where, opts)}
+        pm = opts.get("pm", "kernel")
+        if pm not in PM_CHOICES:
+            raise ExperimentError(
+                source, f"{where}.pm", f"expected one of {', '.join(PM_CHOICES)}, got {pm!r}"
+            )
+        if pm != "kernel" and not PM_TYPE_FILE.exists():
+            raise ExperimentError(
+                source, f"{where}.pm", f"{pm!r}: this kernel has no {PM_TYPE_FILE} (userspace PM)"
+            )
+        if pm != "kernel" and out["endpoints"] == "default":
+            raise ExperimentError(
+                source,
+                f"{where}.pm",
+                f"{pm!r} needs an endpoints list: its hosts get the daemon, their endpoints' "
+                "addresses its subflows",
+            )
+        return {**out, "pm": pm, **self.validate_knobs(source, where, opts)}
 
     def check_app(self) -> None:
         if shutil.which("mptcpize") is None:
@@ -397,8 +442,14 @@ class KernelMptcpStack(MptcpOptions, KernelKnobs):
         limits = opts.get("limits") or {"subflows": 8, "add_addr_accepted": 8}
         done: dict[str, Any] = {"limits": limits, "endpoints": {}}
         done.update(self.setup_knobs(tb, opts, hosts))
+        pm = opts.get("pm") or "kernel"
+        self._daemons = {}
         for h in tb.topo.hosts:
             mine = self.endpoints_of(tb, opts, h)
+            if pm != "kernel" and mine:
+                self._daemons[h] = self._userspace_pm(tb, h, pm, mine)
+                done.setdefault("userspace_pm", {})[h] = self._daemons[h]
+                mine = []  # the daemon opens the subflows
             tb.kernel_mptcp(h, limits=limits, endpoints=mine)
             done["endpoints"][h] = [list(e) for e in mine]
         sched = opts.get("scheduler")
@@ -407,6 +458,40 @@ class KernelMptcpStack(MptcpOptions, KernelKnobs):
                 tb.host(h).run(["sysctl", "-q", "-w", f"net.mptcp.scheduler={sched}"])
             done["scheduler"] = sched
         return done
+
+    def _userspace_pm(
+        self, tb: Network, host: str, pm: str, endpoints: list[tuple[str, str, str]]
+    ) -> list[str]:
+        """pm_type 1 in `host`'s namespace (the old value kept for teardown) and the daemon's
+        arguments: its first address (where connections start), then the endpoints'."""
+        if hasattr(tb, "project_dir"):
+            raise RuntimeError(
+                f"{self.name}: pm = {pm!r} runs its daemon in this machine's namespaces only"
+            )
+        key = "net.mptcp.pm_type"
+        h = tb.host(host)
+        before = read_sysctls(h).get(key)
+        if before is None:
+            raise StackUnavailable(f"{self.name}: this kernel has no {key} (userspace PM)")
+        self._pm_restore.setdefault(host, {key: before})
+        got = set_sysctls(h, {key: "1"})
+        if got != {key: "1"}:
+            raise RuntimeError(f"{self.name} on {host}: set {key}=1, the kernel has {got}")
+        first = tb.topo.links_of(host)[0].name
+        args = ["--mode", pm.removeprefix("userspace-")]
+        args += ["--addr", f"{tb.addr(host, first)}@{tb.intf(host, first)}"]
+        for addr, dev, _ in endpoints:
+            args += ["--addr", f"{addr}@{dev}"]
+        return args
+
+    def teardown(self, tb: Network) -> None:
+        """pm_type back to what it was in each host setup() changed (a namespace that is gone
+        needs nothing)."""
+        restore, self._pm_restore, self._daemons = self._pm_restore, {}, {}
+        for host, values in restore.items():
+            h = tb.host(host)
+            if h.alive:
+                set_sysctls(h, values)
 
 
 class UserspaceStack(MptcpOptions):
