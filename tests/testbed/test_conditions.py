@@ -318,8 +318,8 @@ BURSTS = [t for t in range(5, 15) for _ in (0, 1)] + list(range(31, 41)) + [60]
 # next, so that which one it meets does not hang on the microseconds (milliseconds, loaded)
 # of its way from h1's capture to the router's queue.
 GAP_PHASE_MS = 22.0
-# The median of the departures' lateness: the emulator's release wake-ups, ~20 us idle (its
-# timer overshoot is learnt), MEASURED with a busy loop beside it; the bound is half the 1 ms
+# The median of the departures' lateness: the emulator's release wake-ups, 8-25 us idle (its
+# timer overshoot is learnt), 9-22 us with a busy loop beside it; the bound is half the 1 ms
 # between the file's timestamps, since one opportunity too late for every packet (a lost one)
 # makes the median 1 ms.
 MEDIAN_LATE_S = 0.0005
