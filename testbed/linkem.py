@@ -30,11 +30,13 @@ queue's packets are released in arrival order (jitter never reorders: release ti
 max(previous release, arrival + delay + jitter)), and the kernel's batch verdict accepts all
 packets with an id up to the given one.
 
-A packet's arrival is when we read it: ~0.1 ms after the kernel queued it if we were asleep, so
-each emulated traversal adds about that much beyond its delay (timer overshoot is learnt and
-compensated, see run()). The kernel's NFQA_TIMESTAMP would be more exact, but TCP skbs carry
-their sender's monotonic departure time (EDT) instead of a receive stamp, so only pings and UDP
-would get it; the same small bias for every packet beats pings that look better than TCP.
+A delayed packet's arrival is when we read it: ~0.1 ms after the kernel queued it if we were
+asleep, so each emulated traversal adds about that much beyond its delay (timer overshoot is
+learnt and compensated, see run()). A trace queue's arrivals are the kernel's instead
+(NFQA_TIMESTAMP, see KernelStamps): there a late read does not add a little delay, it loses
+the opportunities that passed meanwhile. The kernel only stamps while some socket asks for
+receive timestamps, and then every packet, TCP's too (a TCP skb carrying its sender's
+departure time, EDT, is stamped with the time it was queued).
 
 Fail-open is off on purpose: if userspace falls behind so far that the kernel queue (maxlen) or
 the socket buffer overflows, the kernel drops the packet. Passing it undelayed would reorder the
@@ -72,8 +74,10 @@ event, not per packet):
   departure is computed when it arrives, from the opportunities still free (1500 bytes each,
   partial packets carried over as Mahimahi does, unused ones lost on an empty queue), and its
   release time is departure + delay: FIFO order, batch verdicts and the one-wakeup-per-release
-  loop are unchanged, and there is no timer per opportunity. The queue's NFQUEUE copies the
-  first TRACE_HEAD bytes of each packet (copy-packet mode with F_GSO: GSO packets stay whole,
+  loop are unchanged, and there is no timer per opportunity. "Arrives" is the kernel's stamp
+  of it, not our read (KernelStamps): a packet that came while we were asleep or off the CPU
+  meets the queue as it was then ("trace_unstamped" counts those timed at their read, for
+  want of a stamp). The queue's NFQUEUE copies the first TRACE_HEAD bytes of each packet (copy-packet mode with F_GSO: GSO packets stay whole,
   NFQA_CAP_LEN gives their length, the headers their segment count). A full queue drops the
   packet (NF_DROP; stats "trace_dropped"); "trace_departures", "trace_bytes" count what left or
   is scheduled to, and "trace_epoch" in the stats reply is the wall-clock time of the traces'
@@ -115,6 +119,7 @@ NFQNL_MSG_VERDICT_BATCH = 3
 NFQNL_MSG_CONFIG = 2
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
+NFQA_TIMESTAMP = 4
 NFQA_PAYLOAD = 10
 NFQA_CAP_LEN = 13
 NFQA_CFG_CMD = 1
@@ -128,6 +133,7 @@ NFQNL_COPY_PACKET = 2
 NFQA_CFG_F_GSO = 4
 NF_DROP = 0
 NF_ACCEPT = 1
+SO_TIMESTAMP = 29  # <asm-generic/socket.h>; Python's socket module does not name it
 
 MSG_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 EARLY_SLACK = 20e-6  # release packets due within this much of now
@@ -139,14 +145,15 @@ _ATTR = struct.Struct("=HH")
 _VERDICT = struct.Struct("=IHHIIBBHHHII")
 
 
-def _walk(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int, int]:
-    """(packet id, start, end, captured length) of an NFQUEUE packet message of ``n`` bytes in
-    ``buf``: the copied packet (from its IP header) is buf[start:end], empty when the queue
-    copies metadata only; id -1 when the message has none, length -1 without NFQA_CAP_LEN
-    (the copy is the whole packet)."""
+def _walk(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int, int, float]:
+    """(packet id, start, end, captured length, kernel stamp) of an NFQUEUE packet message of
+    ``n`` bytes in ``buf``: the copied packet (from its IP header) is buf[start:end], empty
+    when the queue copies metadata only; id -1 when the message has none, length -1 without
+    NFQA_CAP_LEN (the copy is the whole packet); the stamp is NFQA_TIMESTAMP (wall-clock
+    seconds, see KernelStamps), 0.0 without one."""
     (mlen,) = struct.unpack_from("=I", buf, 0)
     end = min(n, mlen)
-    off, pid, start, stop, cap = 20, -1, 0, 0, -1
+    off, pid, start, stop, cap, stamp = 20, -1, 0, 0, -1, 0.0
     while off + 4 <= end:
         alen, atype = _ATTR.unpack_from(buf, off)
         if alen < 4:
@@ -158,13 +165,17 @@ def _walk(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int, i
             start, stop = off + 4, min(off + alen, end)
         elif atype == NFQA_CAP_LEN:
             (cap,) = struct.unpack_from("!I", buf, off + 4)
+        elif atype == NFQA_TIMESTAMP and alen >= 20:
+            sec, usec = struct.unpack_from("!QQ", buf, off + 4)
+            stamp = sec + usec * 1e-6
         off += (alen + 3) & ~3
-    return pid, start, stop, cap
+    return pid, start, stop, cap, stamp
 
 
 def packet_span(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, int, int]:
     """(packet id, start, end) of an NFQUEUE packet message (see _walk)."""
-    return _walk(buf, n)[:3]
+    pid, start, stop, _, _ = _walk(buf, n)
+    return pid, start, stop
 
 
 def packet_attrs(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, bytes]:
@@ -187,13 +198,67 @@ PN_SD = (0.25**2 + 0.75**2) ** 0.5
 TRACE_HEAD = 64  # bytes of each packet a trace queue copies: IP and TCP headers, for GSO sizes
 
 
-def packet_size(buf: bytes | bytearray | memoryview, n: int) -> int:
+def packet_size(buf: bytes | bytearray | memoryview, n: int) -> tuple[int, float]:
     """The IP bytes of an NFQUEUE packet message of a queue that copies the packet's first
     TRACE_HEAD bytes: its length (NFQA_CAP_LEN when the copy was cut short, else the copy's
-    own), a GSO super-packet counted as the segments it will be cut into (trace.ip_bytes)."""
-    _, start, stop, cap = _walk(buf, n)
+    own), a GSO super-packet counted as the segments it will be cut into (trace.ip_bytes);
+    and the kernel's stamp of it (0.0 without one, see _walk)."""
+    _, start, stop, cap, stamp = _walk(buf, n)
     head = bytes(buf[start:stop])
-    return ip_bytes(cap if cap >= 0 else len(head), head)
+    return ip_bytes(cap if cap >= 0 else len(head), head), stamp
+
+
+STAMP_AGE_MAX = 60.0  # seconds: a kernel stamp older than this (or from the future) is not
+# an arrival time (a kernel that reported a sender's departure time, a clock stepped meanwhile)
+
+
+@dataclass
+class KernelStamps:
+    """Arrival times of queued packets as the kernel saw them, on our monotonic clock.
+
+    Why: a trace queue's schedule depends on when each packet arrived, and the time we read a
+    packet is later than that by however long we were asleep or off the CPU (0.1 ms idle,
+    milliseconds on a loaded machine). Timed at its read, a packet that came while the queue
+    still held another, or while we were descheduled, looks like one meeting an empty queue,
+    and the opportunities in between are lost: a burst's second packet one opportunity late,
+    and everything behind it (what the trace-departure check of test_conditions.py saw in
+    some runs on a loaded machine).
+
+    NFQUEUE puts NFQA_TIMESTAMP in a packet's message (its receive stamp, or the time it was
+    queued) only while the kernel stamps packets at all, which it does while some socket
+    asks for receive timestamps (net_enable_timestamp): `hold()` opens one such socket for
+    the process's life. Stamps are wall-clock microseconds; `arrival()` brings them onto the
+    monotonic clock the schedule uses, never later than the read nor earlier than the
+    queue's previous arrival (the kernel queues in arrival order), and falls back to the
+    read time when a stamp is missing or implausible."""
+
+    sock: socket.socket | None = None
+    offset: float = 0.0  # wall clock - monotonic clock, seconds, taken at each loop turn
+
+    def hold(self) -> None:
+        if self.sock is None:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def refresh(self) -> None:
+        """Take the clocks' offset again (a wall-clock step moves it)."""
+        now = time.monotonic()
+        self.offset = time.time() - now
+
+    def arrival(self, stamp: float, read: float, previous: float) -> tuple[float, bool]:
+        """The monotonic arrival time of a packet stamped `stamp` (0.0: none), read at `read`,
+        `previous` being its queue's previous arrival; and whether the stamp gave it (False:
+        the read did)."""
+        t = stamp - self.offset
+        stamped = stamp > 0.0 and read - STAMP_AGE_MAX <= t <= read + 0.001
+        if not stamped or t > read:
+            t = read
+        return (t if t > previous else previous), stamped
 
 
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
@@ -287,6 +352,8 @@ class Queue:
     own: dict[int, tuple[int, int, bytes | None]] = field(default_factory=dict)
     own_next: int = 0
     trace: TraceQueue | None = None  # a trace-driven bottleneck in front of the delay
+    trace_arrival: float = 0.0  # the arrival time (monotonic) of its last packet
+    trace_unstamped: int = 0  # its packets timed at their read, for want of a kernel stamp
     packets: int = 0
     verdicts: int = 0
     reordered: int = 0
@@ -655,6 +722,7 @@ class Emulator(QueueWorker):
         self.vlen = 0
         self.overshoot = 50e-6  # learnt timer overshoot, seconds
         self.trace_epoch: float | None = None  # wall-clock time of the traces' time 0
+        self.stamps = KernelStamps()  # trace queues time packets by their kernel arrival
 
     def bind(self) -> None:
         for num, q in self.queues.items():
@@ -669,7 +737,9 @@ class Emulator(QueueWorker):
         start, self.trace_epoch = time.monotonic(), time.time()
         for q in self.queues.values():
             if q.trace is not None:
-                q.trace.start = start
+                q.trace.start = q.trace_arrival = start
+                self.stamps.hold()
+        self.stamps.refresh()
 
     def handle_command(self, line: bytes) -> None:
         try:
@@ -736,6 +806,7 @@ class Emulator(QueueWorker):
                         "trace_dropped": q.trace.dropped,
                         "trace_bytes": q.trace.departed_bytes,
                         "trace_backlog_bytes": q.trace.settle(time.monotonic()),
+                        "trace_unstamped": q.trace_unstamped,
                     }
                     if q.trace is not None
                     else {}
@@ -785,12 +856,27 @@ class Emulator(QueueWorker):
     def _release_own(self, q: Queue, key: int) -> None:
         self._own_verdict(*q.own.pop(key))
 
+    def trace_admit(self, q: Queue, stamp: float, size: int) -> float | None:
+        """A packet of `size` IP bytes, stamped `stamp` by the kernel (0.0: none), into q's
+        trace queue as of its arrival: its departure (monotonic), None if the queue is full."""
+        assert q.trace is not None
+        at, stamped = self.stamps.arrival(stamp, time.monotonic(), q.trace_arrival)
+        q.trace_arrival = at
+        q.trace_unstamped += not stamped
+        return q.trace.admit(at, size)
+
     def hold_or_send(
-        self, q: Queue, queue: int, packet_id: int, packet: bytes | None, size: int
+        self,
+        q: Queue,
+        queue: int,
+        packet_id: int,
+        packet: bytes | None,
+        size: int,
+        stamp: float = 0.0,
     ) -> None:
         """What happens to a packet that needs a verdict of its own once it survived loss:
         sent ahead now if reordering says so, else held for its delay (behind the trace's
-        bottleneck, for `size` IP bytes, on a trace-driven link)."""
+        bottleneck, for `size` IP bytes as of its kernel `stamp`, on a trace-driven link)."""
         q.to_reorder -= 1
         if q.to_reorder <= 0:
             q.to_reorder = q.next_reorder()
@@ -799,7 +885,7 @@ class Emulator(QueueWorker):
             return
         now = time.monotonic()
         if q.trace is not None:  # the trace's bottleneck first: the delay runs from the departure
-            left = q.trace.admit(now, size)
+            left = self.trace_admit(q, stamp, size)
             if left is None:  # the trace queue is full: drop-tail
                 self._verdict(NFQNL_MSG_VERDICT, queue, packet_id, NF_DROP)
                 return
@@ -811,9 +897,10 @@ class Emulator(QueueWorker):
         original like any packet of its direction (flagged as this queue's). The copy meets
         this direction's queue itself (and its chance of corruption); the original gets its
         chance here, as netem corrupts the original and lets the copy take its own chances."""
-        pid, payload = packet_attrs(self.nfq.buf, n)
+        pid, start, stop, _, stamp = _walk(self.nfq.buf, n)
         if pid < 0:
             return
+        payload = bytes(self.nfq.buf[start:stop])
         q = self.queues.get(c.of)
         if q is None:  # nothing to hold it for: let it go
             self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_ACCEPT)
@@ -825,7 +912,7 @@ class Emulator(QueueWorker):
             self._verdict(NFQNL_MSG_VERDICT, c.num, pid, NF_DROP)
             return
         changed = q.corrupted_copy(payload) if q.corrupt else None
-        self.hold_or_send(q, c.num, pid, changed, len(payload))
+        self.hold_or_send(q, c.num, pid, changed, len(payload), stamp)
 
     def _send_copy(self, c: CopyQueue, payload: bytes) -> None:
         v6 = payload[0] >> 4 == 6
@@ -858,6 +945,8 @@ class Emulator(QueueWorker):
         unpack_from = struct.unpack_from
         now_fn = time.monotonic
         heappush = heapq.heappush
+        if self.stamps.sock is not None:
+            self.stamps.refresh()
         for _ in range(MAX_DRAIN):
             try:
                 n = recv_into(buf, 0, socket.MSG_DONTWAIT)
@@ -888,10 +977,10 @@ class Emulator(QueueWorker):
                 self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_DROP)
                 continue
             if q.corrupt:  # as in netem: after loss, before the delay (and reordering)
-                _, start, stop = packet_span(buf, n)
+                _, start, stop, _, stamp = _walk(buf, n)
                 changed = q.corrupted_copy(memoryview(buf)[start:stop])
                 if changed is not None:
-                    self.hold_or_send(q, num, pid, changed, len(changed))
+                    self.hold_or_send(q, num, pid, changed, len(changed), stamp)
                     continue
             q.to_reorder -= 1
             if q.to_reorder <= 0:  # netem's reordering: this one leaves now, ahead of the rest
@@ -902,7 +991,8 @@ class Emulator(QueueWorker):
             if q.trace is None:
                 now = now_fn()
             else:  # the trace's bottleneck first: the delay runs from the departure
-                now = q.trace.admit(now_fn(), packet_size(buf, n))
+                size, stamp = packet_size(buf, n)
+                now = self.trace_admit(q, stamp, size)
                 if now is None:  # the trace queue is full: drop-tail
                     self._verdict(NFQNL_MSG_VERDICT, num, pid, NF_DROP)
                     continue

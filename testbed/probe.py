@@ -35,15 +35,19 @@ PROBE_PORT = 47001
 TCP_PROBE_PORT = 47002  # destination port of the TCP probes (their source port: this + 1)
 REPO = Path(__file__).resolve().parents[1]
 # Sends COUNT probes to DST:PORT, BURST back to back every INTERVAL seconds (paced against the
-# clock, so a late wakeup sends the missed bursts at once instead of stretching the stream).
+# clock, so a late wakeup sends the missed bursts at once instead of stretching the stream),
+# from SRC if not empty, the first burst at the wall-clock time START if given.
 SENDER = """
 import socket, struct, sys, time
 dst, port, count, interval, burst, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
     float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
-if len(sys.argv) > 7:
+if len(sys.argv) > 7 and sys.argv[7]:
     s.bind((sys.argv[7], 0))
 pad = bytes(size - 4)
+if len(sys.argv) > 8:
+    while (wait := float(sys.argv[8]) - time.time()) > 0:
+        time.sleep(wait)
 t0 = time.monotonic()
 i = 0
 while i < count:
@@ -66,9 +70,12 @@ def send_probes(
     size: int = 100,
     port: int = PROBE_PORT,
     src: str | None = None,
+    start_at: float | None = None,
 ) -> None:
     """Send `count` numbered UDP probes from host to dst (returns when all are sent); from
-    the address src if given (a multi-homed host routes by source address)."""
+    the address src if given (a multi-homed host routes by source address); the first burst
+    at the wall-clock time start_at (time.time()) if given, so that a measurement can place
+    the stream against a schedule (a trace's opportunities) whatever the sender's start-up."""
     host.run(
         [
             sys.executable,
@@ -80,9 +87,10 @@ def send_probes(
             str(interval),
             str(burst),
             str(size),
-            *([src] if src else []),
+            src or "",
+            *([repr(start_at)] if start_at is not None else []),
         ],
-        timeout=count / burst * interval + 60,
+        timeout=count / burst * interval + 60 + max(0.0, (start_at or 0.0) - time.time()),
     )
 
 

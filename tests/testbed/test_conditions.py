@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -312,11 +314,44 @@ def test_delay_distribution(probe, dist):
 # then nothing up to the period's end but the period mark itself (Mahimahi's rule: the last
 # timestamp is the period, and an opportunity).
 BURSTS = [t for t in range(5, 15) for _ in (0, 1)] + list(range(31, 41)) + [60]
+# Where in BURSTS' period the first probe leaves: 8 ms after an opportunity, 9 ms before the
+# next, so that which one it meets does not hang on the microseconds (milliseconds, loaded)
+# of its way from h1's capture to the router's queue.
+GAP_PHASE_MS = 22.0
+# The median of the departures' lateness: the emulator's release wake-ups, 8-25 us idle (its
+# timer overshoot is learnt), 9-22 us with a busy loop beside it; the bound is half the 1 ms
+# between the file's timestamps, since one opportunity too late for every packet (a lost one)
+# makes the median 1 ms.
+MEDIAN_LATE_S = 0.0005
+# The share of departures allowed later than LATE_S: the emulator off a loaded CPU for a few
+# ms delays everything that falls due meanwhile, two packets per ms in the bursts (4 of 389
+# with other helpers' load ~1.3 on 2 cores; 15 of 389, 3.9%, in one of 6 runs with a busy
+# loop beside, load 1.5, both medians on time); a lost opportunity is caught by the medians,
+# which it shifts to the end, not by this count.
+LATE_SHARE = 0.05
+SENDER_START_S = 1.0  # more than a loaded machine takes to start the probe sender
+PORT_STOPPED, PORT_AFTER = 47011, 47012  # the two probe streams of the stopped-emulator test
 
 
-def trace_run(tri, tmp_path, model: LinkModel, count: int, *, size: int = 1472):
+def at_phase(epoch: float, period_ms: float, phase_ms: float, after: float) -> float:
+    """The first wall-clock time after `after` at `phase_ms` of a trace's period (the trace's
+    time 0 at `epoch`)."""
+    periods = math.ceil(((after - epoch) * 1000.0 - phase_ms) / period_ms)
+    return epoch + (periods * period_ms + phase_ms) / 1000.0
+
+
+def trace_run(
+    tri,
+    tmp_path,
+    model: LinkModel,
+    count: int,
+    *,
+    size: int = 1472,
+    phase_ms: float | None = None,
+):
     """`count` full-size probes h1 -> h2 (IP 1500 bytes: one opportunity each) through r1 with
-    `model` on the h1 -- r1 link: (captures at h1 and h2, emulator stats, trace epoch)."""
+    `model` on the h1 -- r1 link, the first at `phase_ms` of trace_up's period if given:
+    (captures at h1 and h2, emulator stats, trace epoch)."""
     emu = RouterEmulator(
         MininetHost(tri.r1),
         [EmulatedPort("left", tri.r1_h1, model), EmulatedPort("right", tri.r1_h2, LinkModel())],
@@ -334,9 +369,21 @@ def trace_run(tri, tmp_path, model: LinkModel, count: int, *, size: int = 1472):
         )
         cap.start()
         try:
+            start_at = None
+            if phase_ms is not None:
+                after = time.time() + SENDER_START_S
+                start_at = at_phase(epoch, model.trace_up.period_ms, phase_ms, after)
             # bursts of 8 every 3 ms: 2667 packets/s, above the trace's peak (2000/s), so the
             # trace queue never empties once the first probe is in
-            send_probes(MininetHost(tri.h1), H2, count, interval=0.003, burst=8, size=size)
+            send_probes(
+                MininetHost(tri.h1),
+                H2,
+                count,
+                interval=0.003,
+                burst=8,
+                size=size,
+                start_at=start_at,
+            )
             stats = drained(emu)
         finally:
             files = cap.stop()
@@ -346,13 +393,6 @@ def trace_run(tri, tmp_path, model: LinkModel, count: int, *, size: int = 1472):
     return sent, arrived, stats, epoch
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,  # the timing checks below, nothing else (a crash still fails)
-    strict=False,
-    reason="known emulator defect, open: in 2 of 3 CI-like runs on 2026-12-07 some trace "
-    "departures came one 25 ms late (62 of 397 probes) or the median wake-up 1.05-1.11 ms; "
-    "passes otherwise. Left for the next stop: a trace queue that misses opportunities",
-)
 def test_trace_departures_follow_the_file(tri, tmp_path):
     """Saturated, a trace-driven direction sends one 1500-byte packet per opportunity of the
     file, at its time (plus the link's delay, which runs after the departure), drops what
@@ -363,7 +403,9 @@ def test_trace_departures_follow_the_file(tri, tmp_path):
     delay = 0.005
     model = LinkModel(delay_ms=delay * 1000, trace_up=trace, queue_pkts=100)
     n = 1500
-    sent, arrived, stats, epoch = trace_run(tri, tmp_path, model, n)
+    sent, arrived, stats, epoch = trace_run(tri, tmp_path, model, n, phase_ms=GAP_PHASE_MS)
+    first = ((sent[0][0] - epoch) * 1000) % trace.period_ms
+    assert 15 < first < 30, f"the sender started late: first probe at phase {first:.1f} ms"
     st = stats["left"]["in"]
     assert st["direction"] == "up" and "trace_departures" not in stats["left"]["out"]
     seqs = [s for _, s in arrived]
@@ -373,27 +415,98 @@ def test_trace_departures_follow_the_file(tri, tmp_path):
     k0 = q.first_after(sent[0][0])  # the first probe meets an empty queue
     errors = [t - delay - q.opportunity_time(k0 + i) for i, (t, _) in enumerate(arrived)]
     # every packet at its opportunity (+ the delay): never early, late by the emulator's
-    # wake-up only; a lost opportunity (the queue run dry) or a wrong count would pile up
+    # wake-up only; a lost opportunity (one packet's arrival timed at its late read, the
+    # defect these checks caught) or a wrong count shifts every later packet by one
+    # opportunity, to the end: a median of 0.5-1 ms and a tenth of them 5-20 ms late. A late
+    # wake-up delays only what was due while the emulator was off the CPU, hence the median
+    # of the last two periods: on time whatever came before, unless an opportunity was lost
     assert min(errors) > -EARLY_S, min(errors)
-    # (the emulator's wake-ups have a millisecond's grain, the trace's own resolution as in
-    # Mahimahi: medians of 1.05 and 1.11 ms late measured on a loaded machine)
-    assert statistics.median(errors) < 0.0015, statistics.median(errors)
-    assert sum(e > LATE_S for e in errors) <= len(errors) // 100, sorted(errors)[-10:]
+    assert statistics.median(errors) < MEDIAN_LATE_S, statistics.median(errors)
+    assert statistics.median(errors[-62:]) < MEDIAN_LATE_S, errors[-62:]
+    assert sum(e > LATE_S for e in errors) <= len(errors) * LATE_SHARE, sorted(errors)[-10:]
     # per window of the file: the 24 Mbit/s bursts carry 20 packets, the slow ones 10, and
-    # nothing crosses during the gaps (phases of trace time, the delay taken off)
+    # nothing crosses during the gaps (phases of trace time, the delay taken off; a window
+    # ends LATE_S after its last opportunity, the wake-up grain allowed above)
+    late = LATE_S * 1000
     phase = [((t - delay - epoch) * 1000) % 60 for t, _ in arrived]
-    burst_a = sum(4 < p <= 15.5 for p in phase)
-    burst_b = sum(30 < p <= 41.5 for p in phase)
-    mark = sum(59 < p <= 60 or p <= 1 for p in phase)
+    burst_a = sum(4 < p <= 14 + late for p in phase)
+    burst_b = sum(30 < p <= 40 + late for p in phase)
+    mark = sum(59 < p <= 60 or p <= late for p in phase)
     periods = len(arrived) / 31
-    assert abs(burst_a - 20 * periods) <= 0.02 * len(arrived), (burst_a, periods)
-    assert abs(burst_b - 10 * periods) <= 0.02 * len(arrived), (burst_b, periods)
-    assert burst_a + burst_b + mark >= 0.99 * len(arrived), (burst_a, burst_b, mark)
+    assert abs(burst_a - 20 * periods) <= LATE_SHARE * len(arrived), (burst_a, periods)
+    assert abs(burst_b - 10 * periods) <= LATE_SHARE * len(arrived), (burst_b, periods)
+    assert burst_a + burst_b + mark >= (1 - LATE_SHARE) * len(arrived), (burst_a, burst_b, mark)
 
     # trace_down only: h1 -> h2 goes up, untouched (every probe through, at the sender's pace)
     sent, arrived, stats, _ = trace_run(tri, tmp_path, LinkModel(trace_down=trace), 600)
     assert len(arrived) == 600 and "trace_departures" not in stats["left"]["in"]
     assert arrived[-1][0] - arrived[0][0] < sent[-1][0] - sent[0][0] + 0.02
+
+
+def test_trace_keeps_its_opportunities_while_the_emulator_is_off_the_cpu(tri, tmp_path):
+    """A trace's opportunities belong to the link, not to the emulator's wake-ups: packets
+    that reach the router while its emulator does not run (stopped here, as a loaded machine
+    deschedules it for milliseconds) meet the queue as it was when they arrived. Spread out
+    at half the trace's rate, each found it empty and its opportunity passed while the
+    emulator was stopped: they all leave as soon as it runs again (late, it could not help
+    that), not one opportunity at a time from then on (200 ms for 200 packets, the queue
+    timing each at its late read), and the packets sent after them are on time again."""
+    f = tmp_path / "ms.up"
+    f.write_text("1\n")  # one 1500-byte opportunity per millisecond (12 Mbit/s)
+    trace = read_trace(f)
+    delay, n = 0.005, 200
+    model = LinkModel(delay_ms=delay * 1000, trace_up=trace, queue_pkts=1000)
+    emu = RouterEmulator(
+        MininetHost(tri.r1),
+        [EmulatedPort("left", tri.r1_h1, model), EmulatedPort("right", tri.r1_h2, LinkModel())],
+        seed=19,
+        log_path=tmp_path / "linkem.log",
+    )
+    h1 = MininetHost(tri.h1)
+    emu.start()
+    try:
+        epoch = emu.trace_epoch()
+        cap = Capture(
+            [(h1, tri.h1_if), (MininetHost(tri.h2), tri.h2_if)],
+            tmp_path / "cap",
+            snaplen=96,
+            bpf="udp",
+        )
+        cap.start()
+        try:
+            assert emu.proc is not None
+            os.kill(emu.proc.pid, signal.SIGSTOP)
+            try:  # one probe per 2 ms: half the trace's rate, the queue empty at each arrival
+                send_probes(h1, H2, n, interval=0.002, burst=1, size=1472, port=PORT_STOPPED)
+            finally:
+                resumed = time.time()  # (before: it may release at once, on the other core)
+                os.kill(emu.proc.pid, signal.SIGCONT)
+            send_probes(h1, H2, n, interval=0.002, burst=1, size=1472, port=PORT_AFTER)
+            stats = drained(emu)
+        finally:
+            files = cap.stop()
+    finally:
+        emu.stop()
+    st = stats["left"]["in"]
+    arrived_s = read_probes(files[1], PORT_STOPPED)
+    sent_a, arrived_a = (read_probes(f, PORT_AFTER) for f in files)
+    assert len(arrived_s) == len(arrived_a) == n and st["trace_dropped"] == 0
+    assert arrived_s[0][0] > resumed, "the emulator held nothing while stopped"
+    # all of the first stream out within the time the emulator takes to read and release
+    # 200 packets (a few ms; 20 allowed for a loaded machine) after it resumed, where timing
+    # them at their read spreads them over 200 ms
+    assert arrived_s[-1][0] - delay - resumed < 0.020, arrived_s[-1][0] - delay - resumed
+    # the second stream: each probe at the first opportunity after it was sent (the queue
+    # empty), never early, late by the emulator's wake-up (an opportunity, 1 ms, when one
+    # falls within the microseconds between h1's capture and the router's queue)
+    q = TraceQueue(trace.times, start=epoch, limit=1 << 30)
+    want = {seq: q.admit(t, 1500) for t, seq in sent_a}
+    errors = [t - delay - want[seq] for t, seq in arrived_a]
+    assert min(errors) > -EARLY_S, min(errors)
+    assert statistics.median(errors) < MEDIAN_LATE_S, statistics.median(errors)
+    assert sum(e > LATE_S for e in errors) <= len(errors) * LATE_SHARE, sorted(errors)[-10:]
+    # every packet timed by the kernel's stamp of its arrival, none by its read
+    assert st.get("trace_unstamped") == 0, st
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 import subprocess
 import sys
 from collections import deque
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed import linkem
 from testbed.routing import resolve_path
 from testbed.topology import TopologyError, load_topology
 from testbed.trace import Trace, TraceError, TraceQueue, ip_bytes, read_trace
@@ -274,3 +276,60 @@ def test_a_bad_trace_is_refused_before_any_namespace(tmp_path):
     rc, err, made = namespaces_made(tmp_path, [sys.executable, "-c", check, str(good)])
     assert rc == 2 and not made, err
     assert f"{good}: links.a.trace_down: {tmp_path / 't.down'}: line 3: " in err, err
+
+
+# -- the emulator's arrival times (testbed/linkem.py) ------------------------------------------
+
+
+def nfqueue_message(packet_id: int, head: bytes, length: int, stamp: float | None) -> bytes:
+    """An NFQUEUE packet message as the kernel writes it for a trace queue (nlmsghdr, nfgenmsg,
+    then the attributes: packet header, the kernel's stamp if any, captured length, payload)."""
+
+    def attr(atype: int, payload: bytes) -> bytes:
+        alen = 4 + len(payload)
+        return struct.pack("=HH", alen, atype) + payload + bytes(-alen % 4)
+
+    body = attr(linkem.NFQA_PACKET_HDR, struct.pack("!IHB", packet_id, 0x0800, 2))
+    if stamp is not None:
+        sec = int(stamp)
+        body += attr(linkem.NFQA_TIMESTAMP, struct.pack("!QQ", sec, round((stamp - sec) * 1e6)))
+    body += attr(linkem.NFQA_CAP_LEN, struct.pack("!I", length))
+    body += attr(linkem.NFQA_PAYLOAD, head)
+    return struct.pack("=IHHII", 20 + len(body), linkem.MSG_PACKET, 0, 0, 0) + bytes(4) + body
+
+
+def test_a_packet_is_timed_by_the_kernels_stamp_of_its_arrival_not_by_its_read():
+    """A trace queue's schedule hangs on arrival times: the second packet of a burst that
+    reached the router before the first one's opportunity, but was read after it, still meets
+    a busy queue and takes the next opportunity of the same millisecond; timed at its read it
+    met an empty queue and lost that opportunity (and every packet behind it was one late)."""
+    head = bytes([0x45]) + bytes(8) + bytes([17]) + bytes(10)
+    stamp = 1_800_000_000.25  # wall clock, microseconds in the message
+    size, got = linkem.packet_size(nfqueue_message(7, head, 1500, stamp), 4096)
+    assert size == 1500 and abs(got - stamp) < 1e-6
+    assert linkem.packet_size(nfqueue_message(7, head, 1500, None), 4096) == (1500, 0.0)
+
+    ks = linkem.KernelStamps()
+    ks.hold()  # the socket that has the kernel stamp packets (SO_TIMESTAMP accepted)
+    assert ks.sock is not None
+    ks.close()
+    ks = linkem.KernelStamps(offset=1000.0)  # wall clock = monotonic + 1000 s
+    q = TraceQueue([5, 5, 10], start=0.0, limit=10**9)  # two opportunities at 5 ms, period 10
+    first, stamped = ks.arrival(1000.004, read=0.0041, previous=0.0)
+    assert stamped and q.admit(first, 1500) == pytest.approx(0.005)
+    # arrived at 4.2 ms (in the kernel's queue behind the first), read at 5.3 ms
+    second, stamped = ks.arrival(1000.0042, read=0.0053, previous=first)
+    assert stamped and second == pytest.approx(0.0042)
+    assert q.admit(second, 1500) == pytest.approx(0.005)  # the 5 ms pair's second one
+    late = TraceQueue([5, 5, 10], start=0.0, limit=10**9)
+    late.admit(0.0041, 1500)
+    assert late.admit(0.0053, 1500) == pytest.approx(0.010)  # what reading time gave
+
+    # never after the read, never before the previous arrival (the kernel queues in order);
+    # no stamp, or one that cannot be an arrival, is timed at the read and counted
+    # (the clocks' offset is taken once per loop turn: a stamp may look a little later)
+    assert ks.arrival(1000.2005, read=0.2, previous=0.1) == (0.2, True)
+    assert ks.arrival(1000.05, read=0.2, previous=0.1) == (0.1, True)
+    assert ks.arrival(0.0, read=0.2, previous=0.1) == (0.2, False)
+    assert ks.arrival(500.0, read=0.2, previous=0.1) == (0.2, False)  # 500 s before the read
+    assert ks.arrival(1001.2, read=0.2, previous=0.1) == (0.2, False)  # a second after it
