@@ -37,6 +37,7 @@ SANS_IO = (
     "tests/testbed/test_packets.py",
     "tests/testbed/test_pmmonitor.py",
     "tests/testbed/test_topology.py",
+    "tests/testbed/test_uspm.py",  # the mptcp_pm codec and the daemon's decisions, no kernel
 )
 
 
