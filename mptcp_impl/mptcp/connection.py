@@ -499,6 +499,10 @@ class MptcpConnection:
         data going on the others, rather than left to wait for DATA_ACKs."""
         if self.fallback or self._closed:
             return
+        if self._mp_fail_sent or self._infinite_map_pending:
+            # an MP_FAIL exchange is under way: the peer's ACKs without DSS are its fallback in
+            # progress, and ours ends with the infinite mapping it expects (or MP_FAIL's timeout)
+            return
         if self.can_fallback():
             self.mib.inc("DssFallback")
             self.enter_fallback("the peer acknowledges data without DSS (it fell back)")

@@ -323,3 +323,21 @@ def test_sim_a_box_dropping_checksums_on_one_path_costs_that_subflow():
     ]
     assert reasons and set(reasons) == {1}
     assert srv.mib["DataCsumErr"] == 0 and not srv.fallback
+
+
+def test_plain_acks_after_the_peers_mp_fail_still_get_the_infinite_mapping():
+    """After its MP_FAIL the peer's ACKs carry no DSS (it is falling back): they are the
+    exchange under way, not a silent fallback (Subflow.PLAIN_ACKS_FALLBACK). With our next data
+    held back (a full local queue, TCP small queues) three of them acknowledged what was in
+    flight before it: the infinite mapping must still go out (Linux counts InfiniteMapRx), not
+    plain TCP without a word."""
+    box, f = csum_server()
+    conn = box.conn
+    conn.send(b"x" * 4000)
+    box.out()
+    box.feed(f, f.seg(ACK, MpFail(dsn=conn.local_idsn + 1), data_ack(conn, 1001), ack=1001))
+    for acked in (2001, 3001, 4001):
+        box.feed(f, f.seg(ACK, ack=acked))
+    # not followed as a silent fallback: the infinite mapping is still owed to the next data
+    assert conn.mib["DssFallback"] == 0 and not conn.fallback
+    assert conn.mib["MPFailTx"] == 1 and conn._infinite_map_pending
