@@ -230,8 +230,13 @@ mode = "interface"
     # After the cut, the wifi subflow carries nothing and lte carries on (10 Mbit/s for ~2 s).
     assert f.cut_path_bytes_after == 0
     assert f.other_paths_bytes_after > 1_000_000, f.subflow_bytes_after
-    # progress resumed within this run (the gap ended before the 5 s flow did)
-    assert 0 < f.gap_s < 5.0 - f.event_t and f.goodput_after_mbit > 5
+    # progress resumed within this run (the gap ended before the 5 s flow did), and once it
+    # had, lte carried at least half its 10 Mbit/s. (Not the goodput over the whole time after
+    # the cut: the kernel's own failover gap, 0.2-1 s, is not this test's subject, and a 1.03 s
+    # gap with lte's window still opening left 3.5 Mbit/s there in one CI-like run.)
+    assert 0 < f.gap_s < 5.0 - f.event_t
+    resumed_s = 5.0 - f.event_t - f.gap_s
+    assert f.other_paths_bytes_after * 8 / 1e6 / resumed_s > 5, (f.gap_s, f.goodput_after_mbit)
     events = json.loads((res.run_dir / "events.json").read_text())
     assert events[0]["events"][0]["action"] == "down"
 
