@@ -52,8 +52,15 @@ def files(run_dir: Path) -> set[str]:
 
 def interrupt_after(cmd: list[str], line: str, sig: int) -> str:
     """Start the campaign, send `sig` when stderr shows `line`, return its stderr."""
+    # Ctrl-C as in a terminal: a suite started in the background by a shell inherits SIGINT
+    # ignored, and a Python started with it ignored never raises KeyboardInterrupt
     proc = subprocess.Popen(
-        cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        cmd,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         seen = []
