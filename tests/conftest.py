@@ -57,6 +57,7 @@ LIVE_APART = (
     "tests/experiments/test_remote.py",  # campaigns on SSH machines: files, pcaps, intact
     "tests/experiments/test_workers.py",  # campaigns on workers: retries, journal, quarantine
     "tests/experiments/test_merge.py",  # sharded campaign == whole one (folders compared)
+    "tests/experiments/test_resume.py",  # interrupted + resumed == uninterrupted
     "tests/testbed/test_crosslink.py",  # a vxlan between two SSH machines (SshMachines too)
     "tests/testbed/test_ssh.py",  # SshHost against a loopback sshd (/run/sshd, as above)
     # bookkeeping of single runs: a new folder per run, a run's teardown on SIGTERM
