@@ -55,21 +55,25 @@ def recovery_time(
     event_t: float,
     capacity_bps: float | None,
     end_t: float | None = None,
+    resumed_t: float | None = None,
 ) -> float | None:
     """Seconds from the event until in-order goodput holds at >= 90% of `capacity_bps` (what
     the surviving paths can carry) for at least 1 s: the first moment t >= event (10 ms steps)
     at which progress is moving (the level rose within the 100 ms before t) and from which every
     500 ms window starting in [t, t + 0.5 s] (together they cover [t, t + 1 s]) delivers at
     least 90% of capacity x 0.5 s. None when that does not happen before `end_t` (the end of
-    the series by default) or the capacity is unknown."""
+    the series by default) or the capacity is unknown. With `resumed_t` (the end of the pause
+    the event caused) the search starts there: what was in flight before the cut, delivered
+    just after it, is no recovery when progress then stopped."""
     if not capacity_bps or not times:
         return None
     end_t = times[-1] if end_t is None else end_t
+    start_t = max(event_t, resumed_t) if resumed_t is not None else event_t
     need = RECOVERY_SHARE * capacity_bps / 8 * RECOVERY_WINDOW_S
     starts = round(RECOVERY_HOLD_S / 0.1 - RECOVERY_WINDOW_S / 0.1) + 1  # windows per hold
-    n = int((end_t - RECOVERY_HOLD_S - event_t) / RECOVERY_STEP_S + 1e-9) + 1
+    n = int((end_t - RECOVERY_HOLD_S - start_t) / RECOVERY_STEP_S + 1e-9) + 1
     for i in range(max(n, 0)):
-        t = event_t + i * RECOVERY_STEP_S
+        t = start_t + i * RECOVERY_STEP_S
         if level_at(times, levels, t) <= level_at(times, levels, t - 0.1):
             continue  # stalled: a burst of backlog after a stall is not a recovered rate
         ok = True

@@ -380,7 +380,7 @@ def failover(
             regain = float(hit["t"].iloc[0] + t0 + bin_s - event_time)
     tl, ll = t.tolist(), lvl.tolist()
     end = float(max(t[-1], rx["time"].max()))
-    recovery = D.recovery_time(tl, ll, event_time, capacity_bps, end)
+    recovery = D.recovery_time(tl, ll, event_time, capacity_bps, end, ge if stopped else None)
     got, eff = D.failover_efficiency(tl, ll, event_time, capacity_bps)
     ret = ret_bytes = None
     if up_time is not None:

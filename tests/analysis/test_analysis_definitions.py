@@ -93,3 +93,13 @@ def test_surviving_capacity():
     assert D.surviving_capacity_mbit(paths, "lte") == 20
     assert D.surviving_capacity_mbit(paths, "server") == 0
     assert D.surviving_capacity_mbit([], "wifi") is None
+
+
+def test_recovery_not_before_progress_resumed():
+    # what was in flight at the cut (5 s) arrives at 30 Mbit/s until 5.8 s, then nothing until
+    # 7.4 s, then 10 Mbit/s: the burst alone fills every window from the cut (recovery 0 by the
+    # event alone, as a CI-like run measured); from the pause's end it is 2.4 s
+    times, levels = _progress([(5, 30e6), (5.8, 30e6), (7.4, 0), (20, 10e6)])
+    assert D.recovery_time(times, levels, 5.0, 10e6) == 0.0
+    assert D.recovery_time(times, levels, 5.0, 10e6, resumed_t=7.4) == pytest.approx(2.4, abs=0.011)
+    assert D.recovery_time(times, levels, 5.0, 10e6, resumed_t=4.0) == 0.0
