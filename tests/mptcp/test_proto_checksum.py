@@ -328,8 +328,8 @@ def test_sim_a_box_dropping_checksums_on_one_path_costs_that_subflow():
 def test_plain_acks_after_the_peers_mp_fail_still_get_the_infinite_mapping():
     """After its MP_FAIL the peer's ACKs carry no DSS (it is falling back): they are the
     exchange under way, not a silent fallback (Subflow.PLAIN_ACKS_FALLBACK). With our next data
-    held back (a full local queue, TCP small queues) three of them acknowledged what was in
-    flight before it: the infinite mapping must still go out (Linux counts InfiniteMapRx), not
+    held back (a full window or local queue) three of them acknowledged what was in flight
+    before it: the infinite mapping must still go out (Linux counts InfiniteMapRx), not
     plain TCP without a word."""
     box, f = csum_server()
     conn = box.conn
