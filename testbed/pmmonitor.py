@@ -11,7 +11,6 @@ within a scheduling delay of the kernel's event (its stdout is a pipe read line 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -20,6 +19,8 @@ import subprocess
 import sys
 import time
 from typing import Any
+
+from testbed.signals import die_with_parent
 
 # ip mptcp monitor's names -> ours (MptcpConnection._pm_event kinds)
 EVENTS = {
@@ -66,12 +67,6 @@ def parse_line(line: str) -> dict[str, Any] | None:
     return out
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when this monitor dies, however it dies (SIGKILL included), so
-    no ``ip mptcp monitor`` outlives a killed run."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _wait_subscribed(pid: int, timeout: float = 5.0) -> None:
     """Until ``ip mptcp monitor`` holds its netlink socket (it joins the MPTCP events group
     right after opening it, and says nothing when it has): events from then on reach it."""
@@ -97,7 +92,7 @@ def main(argv: list[str]) -> int:
         stdout=subprocess.PIPE,
         text=True,
         bufsize=1,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     stop = False
 

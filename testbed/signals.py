@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import threading
 from typing import Any
@@ -35,3 +37,14 @@ class SignalGuard:
 
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(f"signal {signum}")
+
+
+def die_with_parent() -> None:
+    """SIGTERM to this process when the one that started it dies (SIGKILL included): no
+    monitor or path-manager daemon outlives a killed run. Called in the child (as a
+    ``preexec_fn`` or at its start); a parent already gone before the request took effect
+    is caught too."""
+    ppid = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != ppid:
+        os.kill(os.getpid(), signal.SIGTERM)

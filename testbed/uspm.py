@@ -30,9 +30,7 @@ The decisions are a sans-I/O class (`Handover`: events in, commands out); `main`
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
-import os
 import select
 import signal
 import socket
@@ -43,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed import mptcp_genl as genl
+from testbed.signals import die_with_parent
 
 MODES = ("full", "backup", "single-path")
 
@@ -243,15 +242,6 @@ def parse_gateway_route(msg: genl.Message) -> int | None:
 # ---- the edge -------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """SIGTERM when the process that started us dies (SIGKILL included), as pmmonitor's
-    ``ip mptcp monitor`` does: no daemon outlives a killed run."""
-    ppid = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != ppid:  # it died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _issue(pm: genl.PmSocket, cmd: Command) -> str:
     """Carry out one command; its result as the timeline shows it ("ok" or the kernel's
     refusal)."""
@@ -283,7 +273,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--addr", type=_parse_addr, action="append", required=True)
     ap.add_argument("out")
     args = ap.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     manager = Handover(args.mode, args.addr)
     stop = False
 
