@@ -76,6 +76,38 @@ def pattern_sha256(nbytes: int, seed: int = 0) -> str:
     return h.hexdigest()
 
 
+WRONG_BYTES_KEPT = 64  # --check-pattern: the first differing bytes a server reports
+
+
+class PatternCheck:
+    """Compares a received stream with the client's pattern (``--check-pattern``): where a
+    sha256 only says that the stream differs, this says which bytes, so a test can tell a
+    defect from what the DSS checksum cannot see (RFC 8684 3.3.1: a 16-bit ones' complement
+    sum, blind to changes that cancel out in it). A memcmp per read while the bytes match."""
+
+    def __init__(self, seed: int) -> None:
+        self.block = pattern_block(seed)
+        self.at = 0
+        self.wrong: list[tuple[int, int, int]] = []  # (offset, sent, received)
+        self.wrong_count = 0
+
+    def update(self, data: bytes) -> None:
+        block, at, i = self.block, self.at, 0
+        while i < len(data):
+            off = at % BLOCK
+            n = min(len(data) - i, BLOCK - off)
+            want, got = block[off : off + n], data[i : i + n]
+            if want != got:
+                for k in range(n):
+                    if want[k] != got[k]:
+                        self.wrong_count += 1
+                        if len(self.wrong) < WRONG_BYTES_KEPT:
+                            self.wrong.append((at + k, want[k], got[k]))
+            at += n
+            i += n
+        self.at = at
+
+
 def _hostport(s: str) -> tuple[str, int]:
     """``ADDR:PORT``, IPv6 as ``[ADDR]:PORT`` (``::`` listens on both families)."""
     host, _, port = s.rpartition(":")
@@ -306,6 +338,7 @@ async def run_server(args: argparse.Namespace) -> int:
 
     async def handle(reader: asyncio.StreamReader, writer: Any) -> None:
         h = hashlib.sha256()
+        check = PatternCheck(args.seed) if args.check_pattern else None
         n = 0
         cpu0, sys0 = _cpu(), _cpu_sys()
         t0 = time.monotonic()
@@ -323,6 +356,8 @@ async def run_server(args: argparse.Namespace) -> int:
                     t_first = time.monotonic()
                 n += len(data)
                 h.update(data)
+                if check is not None:
+                    check.update(data)
                 while step and n >= mark:
                     print(f"progress {mark // step}", file=sys.stderr, flush=True)
                     mark += step
@@ -348,6 +383,11 @@ async def run_server(args: argparse.Namespace) -> int:
             "cpu_s": round(_cpu() - cpu0, 4),
             "cpu_sys_s": round(_cpu_sys() - sys0, 4),
             "peer": list(writer.get_extra_info("peername") or []),
+            **(
+                {"wrong_bytes": check.wrong_count, "wrong": check.wrong}
+                if check is not None
+                else {}
+            ),
             "stats": writer.stats(),
         }
         if err:
@@ -528,6 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("server", parents=[common], help="receive streams and report")
     s.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
     s.add_argument("--once", action="store_true", help="exit after the first connection")
+    s.add_argument(
+        "--check-pattern",
+        action="store_true",
+        help="compare the stream with the client's pattern (--seed) and report the bytes that "
+        f"differ: wrong_bytes (how many) and wrong (the first {WRONG_BYTES_KEPT}: offset, sent, "
+        "received)",
+    )
     s.add_argument(
         "--progress",
         type=float,

@@ -25,6 +25,7 @@ import pytest
 
 from mptcp_impl.mptcp.ctrl import MptcpConfig
 from mptcp_impl.tcp.segment import TcpSegment
+from testkit.corruption import checksum_cannot_see, wrong_bytes
 from testkit.mptcp_sim import C1, Link, S, client_cfg, two_path_net
 
 N = 2_000_000
@@ -111,7 +112,10 @@ def test_one_percent_fixed_up_corruption_on_every_path_never_stalls(seed: int, u
     assert conn.state == "CLOSED" and srv.state == "CLOSED"
     assert conn.fallback == srv.fallback, (conn.fallback_reason, srv.fallback_reason)
     if not conn.fallback:
-        assert got == DATA
+        # intact, but for changes the DSS checksum cannot see (two flips cancelling out in
+        # one mapping: testkit/corruption.py; none with these seeds, one pair in 80 runs at 2%)
+        wrong = wrong_bytes(DATA, got)
+        assert checksum_cannot_see(wrong), wrong[:8]
         rx = srv if upload else conn
         assert rx.mib["DataCsumErr"] > 0 and client_rejoins(conn) > 0
     assert net.now < DEADLINE

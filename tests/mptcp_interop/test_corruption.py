@@ -27,6 +27,7 @@ from __future__ import annotations
 import pytest
 
 from mptcp_impl.cli import pattern_sha256
+from testkit.corruption import checksum_cannot_see
 from testkit.transfer import counters_delta
 
 from .conftest import (
@@ -181,7 +182,7 @@ def test_fixed_checksums_on_both_paths_never_stall(bed: Bed, corrupt) -> None:
     wifi, _, srv_ip = addrs(bed)
     before = sum(h() for h in hits)
     n = 4 * MB
-    srv = ours_server(bed, "server", srv_ip, 5405, "u_srv_both", "--checksum")
+    srv = ours_server(bed, "server", srv_ip, 5405, "u_srv_both", "--checksum", "--check-pattern")
     cli = ours_client(bed, "client", srv_ip, 5405, n, "u_cli_both", "--bind", wifi, "--checksum")
     c, s = bed.result(cli, timeout=120), bed.result(srv, timeout=30)
     hit = sum(h() for h in hits) - before
@@ -192,5 +193,12 @@ def test_fixed_checksums_on_both_paths_never_stall(bed: Bed, corrupt) -> None:
     print("hit", hit, "fallback", s["mptcp"]["fallback"], "server", sm, "client", cm)
     assert s["mptcp"]["fallback"] == c["mptcp"]["fallback"], (s["mptcp"], c["mptcp"])
     if not s["mptcp"]["fallback"]:
-        assert c["sha256"] == s["sha256"] == pattern_sha256(n)
+        # intact, but for changes the DSS checksum cannot see (two bit flips cancelling out
+        # in one mapping's ones' complement sum: testkit/corruption.py; seen once live)
+        assert c["sha256"] == pattern_sha256(n)
+        wrong = [tuple(w) for w in s["wrong"]]
+        assert s["wrong_bytes"] == len(wrong), "more changed bytes than reported"
+        assert checksum_cannot_see(wrong), wrong
+        if not wrong:
+            assert s["sha256"] == pattern_sha256(n)
         assert sm.get("DataCsumErr", 0) >= 1 and cm.get("MPRejoinMiddlebox", 0) >= 1, (sm, cm)
