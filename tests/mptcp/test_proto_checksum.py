@@ -341,3 +341,34 @@ def test_plain_acks_after_the_peers_mp_fail_still_get_the_infinite_mapping():
     # not followed as a silent fallback: the infinite mapping is still owed to the next data
     assert conn.mib["DssFallback"] == 0 and not conn.fallback
     assert conn.mib["MPFailTx"] == 1 and conn._infinite_map_pending
+
+
+def test_infinite_mapping_waits_for_a_mapping_none_of_whose_bytes_has_left():
+    """The infinite mapping starts a new mapping (Linux's mptcp_sendmsg_frag marks new data
+    only). A Linux receiver reads the rest of a mapping it holds without looking at the DSS of
+    the segments inside it: an infinite mapping there goes unseen, the segments after it carry
+    no DSS and Linux falls back on missing DSS (DssFallback, no InfiniteMapRx). Before: the
+    answer to MP_FAIL put it on the next segment with payload, here the RTO's retransmission
+    from the middle of a mapping (live, with TCP small queues: the rest of a mapping held back
+    by a full local queue)."""
+    box, f = csum_server()
+    conn = box.conn
+    conn.send(b"x" * 6000)
+    first = [s for s in box.out() if s.payload]
+    (mapped,) = {(d.dsn, d.data_len) for d in map(dss_of, first)}
+    assert mapped == (conn.local_idsn + 1, 6000) and len(first) > 2
+    # the peer acknowledges two segments and sends MP_FAIL; the rest of its ACKs are lost
+    upto = 1 + sum(len(s.payload) for s in first[:2])
+    box.feed(f, f.seg(ACK, MpFail(dsn=conn.local_idsn + 1), data_ack(conn, 1), ack=upto))
+    assert conn.mib["MPFailTx"] == 1 and conn._infinite_map_pending
+    rxt = [s for s in box.advance(1.5) if s.payload]  # the RTO
+    assert rxt and f.rel_seq(rxt[0]) == upto
+    assert all((dss_of(s).dsn, dss_of(s).data_len) == mapped for s in rxt)
+    assert conn.mib["InfiniteMapTx"] == 0 and not conn.fallback
+    box.feed(f, f.seg(ACK, data_ack(conn, 6001), ack=6001))
+    conn.send(b"y" * 3000)
+    new = [s for s in box.out() if s.payload]
+    d = dss_of(new[0])
+    assert d.data_len == 0 and d.dsn == conn.local_idsn + 6001 and f.rel_seq(new[0]) == 6001
+    assert conn.mib["InfiniteMapTx"] == 1 and conn.fallback
+    assert all(not s.options or one(s, Dss) is None for s in new[1:])
