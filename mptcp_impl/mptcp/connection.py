@@ -108,6 +108,17 @@ def _unwrap64(x: int, ref: int) -> int:
     return ref + ((x - ref + HALF64) & MASK64) - HALF64
 
 
+def _whole_bursts(s: Subflow, max_map: int) -> int:
+    """A full-size mapping for ``s``: ``max_map`` cut to whole segments as its TCP sends them
+    (GSO super-packets, else MSS). A segment never spans two mappings, so a mapping of 64512
+    bytes over 62480-byte super-packets left a 2032-byte tail: two sends a mapping instead of
+    one (and, without GSO, a short segment after every 45 full ones)."""
+    burst = s.tcp.max_burst
+    if burst >= max_map or burst <= 0:
+        return max_map
+    return max_map - max_map % burst
+
+
 def add_addr_hmac(
     key_sender: int, key_receiver: int, addr_id: int, address: Any, port: int | None
 ) -> int:
@@ -1132,7 +1143,10 @@ class MptcpConnection:
             picked = self._picked(cands, usable)
             if not picked:
                 break
-            n = min(limit - self.snd_nxt, max_map, picked[0].space)
+            room = min(limit - self.snd_nxt, picked[0].space)
+            n = min(room, max_map)
+            if room > max_map:
+                n = _whole_bursts(picked[0], max_map)
             if n <= 0:
                 break
             off = self.snd_nxt - self.snd_una

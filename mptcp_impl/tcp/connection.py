@@ -465,6 +465,14 @@ class TcpConnection(LossRecovery, Reassembly):
         """Largest payload of a single wire segment after our fixed options."""
         return self._mss_send - (12 if self.ts_ok else 0) - self._hook_reserve
 
+    @property
+    def max_burst(self) -> int:
+        """Largest payload of one segment handed to the edge: a whole number of MSS up to
+        ``max_segment_payload`` (a GSO super-packet), else one MSS."""
+        mss = self.mss
+        big = self.config.max_segment_payload
+        return mss if not big or big <= mss else (big // mss) * mss
+
     def send(self, data: bytes, meta: object | None = None) -> int:
         """Queue data; returns how much fitted in the send buffer (the rest is the caller's)."""
         if (
