@@ -560,7 +560,7 @@ class MptcpConnection:
     def read(self, max_bytes: int = -1) -> bytes:
         buf = self._rbuf
         before = self.rcv_window()
-        data = bytes(buf) if max_bytes < 0 else bytes(buf[:max_bytes])
+        data = bytes(buf) if max_bytes < 0 else bytes(memoryview(buf)[:max_bytes])
         del buf[: len(data)]
         if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one (working) subflow
@@ -1068,6 +1068,12 @@ class MptcpConnection:
             note_progress(s, now)
         usable = self._sendable([s for s in self.subflows if s.usable])
         if not usable:
+            return
+        if self.snd_nxt == self.snd_una and not self._sbuf and not self._reinject:
+            # nothing outstanding, nothing to send (a receiver, at every flush): no hole to
+            # repair, no copy owed (those are of data not yet DATA_ACKed), no stall to cap
+            self._una_moved_at = now
+            self._owed.clear()
             return
         max_map = self.config.max_mapping
         write_end = self.snd_una + len(self._sbuf)

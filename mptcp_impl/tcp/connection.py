@@ -541,7 +541,8 @@ class TcpConnection(LossRecovery, Reassembly):
     def read(self, max_bytes: int = -1) -> bytes:
         """Take in-order data; a read that opens the window enough schedules a window update."""
         buf = self._rbuf
-        data = bytes(buf) if max_bytes < 0 else bytes(buf[:max_bytes])
+        # one copy: bytes(buf[:n]) made two (the bytearray slice, then the bytes)
+        data = bytes(buf) if max_bytes < 0 else bytes(memoryview(buf)[:max_bytes])
         del buf[: len(data)]
         st = self.state
         if data and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
