@@ -557,11 +557,17 @@ class MptcpConnection:
     def readable(self) -> int:
         return len(self._rbuf)
 
-    def read(self, max_bytes: int = -1) -> bytes:
+    def read(self, max_bytes: int = -1) -> bytes | bytearray:
+        """In-order data, at most ``max_bytes`` (all of it: the buffer itself, a bytearray
+        handed over without a copy, a new one taking its place)."""
         buf = self._rbuf
         before = self.rcv_window()
-        data = bytes(buf) if max_bytes < 0 else bytes(memoryview(buf)[:max_bytes])
-        del buf[: len(data)]
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data: bytes | bytearray = buf
+            self._rbuf = bytearray()
+        else:
+            data = bytes(memoryview(buf)[:max_bytes])
+            del buf[: len(data)]
         if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one (working) subflow
             s = self._pm_subflow()

@@ -124,7 +124,7 @@ class MptcpConn(AppEvents, EdgeTimer):
         self.stack._mark(self)
         return n
 
-    def read(self, max_bytes: int = -1) -> bytes:
+    def read(self, max_bytes: int = -1) -> bytes | bytearray:
         data = self.mconn.read(max_bytes)
         if data:
             self.stack._mark(self)
