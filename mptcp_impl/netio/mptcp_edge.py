@@ -316,7 +316,7 @@ def on_listener_syn(
     now = stack.now()
     local = (unpacked(dst), syn.dst_port)
     remote = (unpacked(src), syn.src_port)
-    res = route_syn(syn, local, remote, now, stack.registry, config, stack.tcp_config())
+    res = route_syn(syn, local, remote, now, stack.registry, config, stack.subflow_tcp_config())
     if res.conn is None:
         assert res.refusal is not None
         segs = res.refusal.segments_to_send(now)

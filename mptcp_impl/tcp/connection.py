@@ -86,6 +86,11 @@ class TcpConfig:
     # If set (> mss), the edge can hand large segments to kernel GSO; the core never builds a
     # segment payload larger than max(mss, this).
     max_segment_payload: int | None = None
+    # True: a data segment's payload is a memoryview into the send buffer instead of a bytes
+    # copy, for an edge that sends each round's segments before the next call that can grow or
+    # cut that buffer (one copy less per byte sent; a view still alive then costs one copy of
+    # the buffer, see SendBuffer)
+    payload_views: bool = False
     # Additions beyond the shared API:
     max_retries: int = 15  # data RTOs in a row before giving up (Reset("timeout"))
     isn: int | None = None  # fixed ISS for tests (e.g. near 2**32); None = RFC 6528
@@ -974,7 +979,10 @@ class TcpConnection(LossRecovery, Reassembly):
         n = data_stop - seq
         if n > 0:
             off = seq - self._sbuf_seq
-            payload = self._sbuf[off : off + n]  # (bytes: one copy)
+            if self.config.payload_views:
+                payload = self._sbuf.view(off, n)
+            else:
+                payload = self._sbuf[off : off + n]  # (bytes: one copy)
         else:
             payload = b""
         flags = ACK | (FIN if fin else 0) | (PSH if n and data_stop == self._data_end() else 0)
