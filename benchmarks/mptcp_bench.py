@@ -116,7 +116,8 @@ def transfer(
     subflows: int,
     timeout: float,
 ) -> dict:
-    """One transfer client -> server; ``sender``/``receiver`` are "ours" or "linux"."""
+    """One transfer client -> server; ``sender``/``receiver`` are "ours" or "linux"; with
+    ``PROFILE_DIR`` set, our side(s) run under cProfile (a stats file per side and transfer)."""
     c, s = tb.host("client"), tb.host("server")
     p1, p2 = tb.path("p1"), tb.path("p2")
     dst = p1.dst_addr
@@ -142,6 +143,8 @@ def transfer(
             "--limits",
             f"subflows={subflows - 1},add_addr_accepted=0",
         ]
+        if PROFILE_DIR is not None:
+            sargs = ["-m", "cProfile", "-o", str(PROFILE_DIR / f"{tag}-receiver.prof"), *sargs]
     else:
         sargs = ["-c", KPEER, "server", dst, str(port)]
     if sender == "ours":
@@ -163,6 +166,8 @@ def transfer(
             cargs += ["--endpoint", f"{a},subflow"]
         if not extra:
             cargs += ["--endpoint", f"{p1.src_addr},subflow"]  # no other endpoint: 1 subflow
+        if PROFILE_DIR is not None:
+            cargs = ["-m", "cProfile", "-o", str(PROFILE_DIR / f"{tag}-sender.prof"), *cargs]
     else:
         cargs = ["-c", KPEER, "client", dst, str(port), str(nbytes)]
     cr, sr, wall = client_server(s, sargs, c, cargs, work / tag, timeout=timeout, server_timeout=60)
@@ -196,6 +201,7 @@ def transfer(
 
 
 PAIRS = [("linux", "linux"), ("ours", "linux"), ("linux", "ours")]
+PROFILE_DIR: Path | None = None  # --profile: our side(s) under cProfile, stats written here
 
 
 def each_pair(tb, work: Path, ports, reps: int, nbytes: int, subflows: int, timeout: float):
@@ -354,7 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--pairs", default="", help="only these sender-receiver pairs, e.g. ours-linux")
     ap.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        help="run our sender and receiver under cProfile, a stats file per side and transfer in "
+        "this folder (figures then include the profiler's own cost)",
+    )
     a = ap.parse_args(argv)
+    global PROFILE_DIR
+    if a.profile is not None:
+        a.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = a.profile.resolve()
     work = Path(tempfile.mkdtemp(prefix="bench-mptcp-"))
     print(f"work dir {work}", flush=True)
     out: dict = {}

@@ -108,6 +108,17 @@ def _unwrap64(x: int, ref: int) -> int:
     return ref + ((x - ref + HALF64) & MASK64) - HALF64
 
 
+def _whole_bursts(s: Subflow, max_map: int) -> int:
+    """A full-size mapping for ``s``: ``max_map`` cut to whole segments as its TCP sends them
+    (GSO super-packets, else MSS). A segment never spans two mappings, so a mapping of 64512
+    bytes over 62480-byte super-packets left a 2032-byte tail: two sends a mapping instead of
+    one (and, without GSO, a short segment after every 45 full ones)."""
+    burst = s.tcp.max_burst
+    if burst >= max_map or burst <= 0:
+        return max_map
+    return max_map - max_map % burst
+
+
 def add_addr_hmac(
     key_sender: int, key_receiver: int, addr_id: int, address: Any, port: int | None
 ) -> int:
@@ -546,11 +557,17 @@ class MptcpConnection:
     def readable(self) -> int:
         return len(self._rbuf)
 
-    def read(self, max_bytes: int = -1) -> bytes:
+    def read(self, max_bytes: int = -1) -> bytes | bytearray:
+        """In-order data, at most ``max_bytes`` (all of it: the buffer itself, a bytearray
+        handed over without a copy, a new one taking its place)."""
         buf = self._rbuf
         before = self.rcv_window()
-        data = bytes(buf) if max_bytes < 0 else bytes(buf[:max_bytes])
-        del buf[: len(data)]
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data: bytes | bytearray = buf
+            self._rbuf = bytearray()
+        else:
+            data = bytes(memoryview(buf)[:max_bytes])
+            del buf[: len(data)]
         if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one (working) subflow
             s = self._pm_subflow()
@@ -1058,6 +1075,12 @@ class MptcpConnection:
         usable = self._sendable([s for s in self.subflows if s.usable])
         if not usable:
             return
+        if self.snd_nxt == self.snd_una and not self._sbuf and not self._reinject:
+            # nothing outstanding, nothing to send (a receiver, at every flush): no hole to
+            # repair, no copy owed (those are of data not yet DATA_ACKed), no stall to cap
+            self._una_moved_at = now
+            self._owed.clear()
+            return
         max_map = self.config.max_mapping
         write_end = self.snd_una + len(self._sbuf)
         window = max(0, self.snd_edge - self.snd_una)
@@ -1132,7 +1155,10 @@ class MptcpConnection:
             picked = self._picked(cands, usable)
             if not picked:
                 break
-            n = min(limit - self.snd_nxt, max_map, picked[0].space)
+            room = min(limit - self.snd_nxt, picked[0].space)
+            n = min(room, max_map)
+            if room > max_map:
+                n = _whole_bursts(picked[0], max_map)
             if n <= 0:
                 break
             off = self.snd_nxt - self.snd_una

@@ -218,7 +218,11 @@ class Mib(Mapping[str, int]):
 
     def inc(self, name: str, n: int = 1) -> None:
         """Add ``n`` (negative for the one gauge, MPCurrEstab). Unknown names raise KeyError."""
-        self._c[self._name(name)] += n
+        c = self._c
+        if name in c:  # (a known name without the prefix: the checks below would pass)
+            c[name] += n
+        else:
+            c[self._name(name)] += n
 
     def dec(self, name: str, n: int = 1) -> None:
         self.inc(name, -n)

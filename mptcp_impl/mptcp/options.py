@@ -534,6 +534,21 @@ def dss_option(d: Dss) -> UnknownOption:
     return to_tcp_option(d)
 
 
+_DSS_MAP64 = struct.Struct("!BBQQIH")
+_DSS_MAP64_FLAGS = DSS_A | DSS_a | DSS_M | DSS_m
+
+
+def dss_map_option(data_ack: int, dsn: int, subflow_seq: int, data_len: int) -> UnknownOption:
+    """``to_tcp_option(Dss(data_ack, True, dsn, True, subflow_seq, data_len))``, the DSS of
+    every data segment (64-bit DATA_ACK and DSN, no checksum, no DATA_FIN), in one pack: no
+    dataclass, no validation, no generic encoder. The caller's values must be in range
+    (64, 64, 32 and 16 bits)."""
+    return UnknownOption(
+        KIND_MPTCP,
+        _DSS_MAP64.pack(DSS << 4, _DSS_MAP64_FLAGS, data_ack, dsn, subflow_seq, data_len),
+    )
+
+
 def to_tcp_option(opt: MptcpOption) -> UnknownOption:
     """The form the TCP core sends (and ``decode_options`` yields): ``UnknownOption(30, body)``."""
     return UnknownOption(KIND_MPTCP, encode(opt)[2:])

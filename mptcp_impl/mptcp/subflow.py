@@ -15,7 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..tcp.connection import TcpConnection, TcpState
-from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, encoded_length
+from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, UnknownOption, encoded_length
 from ..tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from . import crypto
 from .options import (
@@ -35,6 +35,7 @@ from .options import (
     RemoveAddr,
     TcpRst,
     decode,
+    dss_map_option,
     dss_option,
     expand32,
     find_mptcp,
@@ -132,6 +133,7 @@ class Subflow:
         self._mpc_pending = initial and active  # client: keys not yet confirmed by a DSS
         self._queued_opts: deque[Any] = deque()  # ADD_ADDR, MP_PRIO, ... on the next segments
         self._ack_dss: Dss | None = None  # the last DATA_ACK-only DSS (immutable: reused)
+        self._adv_win: int | None = None  # receive_window's answer for the segment being built
         # receive side: the peer's mappings [subflow seq (relative, unwrapped), length, dsn,
         # checksum], sorted by start; those before _map_head are consumed (dropped in batches, so
         # taking the head is amortized O(1); a lookup is a bisect)
@@ -296,7 +298,13 @@ class Subflow:
             return [to_tcp_option(self._syn_option(flags))]
         if flags & ACK:
             # the window relative to the DATA_ACK, not what TCP made of it in subflow space
-            seg.window = conn.adv_window(tcp.rcv_wscale, tcp.config.mss) >> tcp.rcv_wscale
+            # (TCP asked receive_window for this very segment: the same value, kept once)
+            w = self._adv_win
+            if w is None:
+                w = conn.adv_window(tcp.rcv_wscale, tcp.config.mss)
+            else:
+                self._adv_win = None
+            seg.window = w >> tcp.rcv_wscale
         out: list = []
         if self.initial and self.active and self._mpc_pending:
             mpc = self._third_ack_mpc(tcp, seg)
@@ -320,7 +328,10 @@ class Subflow:
                 o = q.popleft()
                 if isinstance(o, AddAddr):
                     conn.mib.inc("EchoAddTxDrop" if o.echo else "AddAddrTxDrop")
-        if dss is not None:
+        if type(dss) is UnknownOption:
+            out.append(dss)
+            space -= 2 + len(dss.data)
+        elif dss is not None:
             out.append(dss_option(dss))
             space -= dss.length
         while self._queued_opts and self._queued_opts[0].length <= space - (0 if not out else 0):
@@ -385,7 +396,9 @@ class Subflow:
             )
         return None
 
-    def _dss(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> Dss | None:
+    def _dss(self, tcp: TcpConnection, seg: TcpSegment, space: int) -> Dss | UnknownOption | None:
+        """The DSS for ``seg``: a ``Dss``, or (a data segment's usual mapping) its TCP option
+        already encoded."""
         conn = self.conn
         ack = conn.rcv_nxt & MASK64
         if seg.payload:
@@ -427,6 +440,8 @@ class Subflow:
                 return d
             # DATA_FIN rides on pure ACKs only, so a retransmitted mapping never changes
             ssn = (start - tcp.iss) & MASK32
+            if not conn.checksum and length <= 0xFFFF:
+                return dss_map_option(ack, dsn & MASK64, ssn, length)  # (every data segment)
             return Dss(
                 data_ack=ack,
                 data_ack64=True,
@@ -939,7 +954,8 @@ class Subflow:
             # plain TCP: the connection's buffer is the socket buffer; TCP's own rules (right
             # edge never back, SWS avoidance) apply to it
             return conn.rcv_window()
-        return conn.adv_window(tcp.rcv_wscale, tcp.config.mss)
+        w = self._adv_win = conn.adv_window(tcp.rcv_wscale, tcp.config.mss)
+        return w
 
     def received_range(self, tcp: TcpConnection, seq_start: int, data_len: int, seg: Any) -> None:
         pass

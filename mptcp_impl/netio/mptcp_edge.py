@@ -124,7 +124,7 @@ class MptcpConn(AppEvents, EdgeTimer):
         self.stack._mark(self)
         return n
 
-    def read(self, max_bytes: int = -1) -> bytes:
+    def read(self, max_bytes: int = -1) -> bytes | bytearray:
         data = self.mconn.read(max_bytes)
         if data:
             self.stack._mark(self)
@@ -316,7 +316,7 @@ def on_listener_syn(
     now = stack.now()
     local = (unpacked(dst), syn.dst_port)
     remote = (unpacked(src), syn.src_port)
-    res = route_syn(syn, local, remote, now, stack.registry, config, stack.tcp_config())
+    res = route_syn(syn, local, remote, now, stack.registry, config, stack.subflow_tcp_config())
     if res.conn is None:
         assert res.refusal is not None
         segs = res.refusal.segments_to_send(now)

@@ -437,6 +437,12 @@ class TcpStack:
             cfg = dataclasses.replace(cfg, max_segment_payload=self.config.gso_max_payload)
         return cfg
 
+    def subflow_tcp_config(self) -> TcpConfig:
+        """``tcp_config`` for MPTCP subflows: segment payloads are views into the send buffer
+        (``payload_views``; the MPTCP edge sends a round's segments before anything grows or
+        cuts a subflow's send buffer: the application writes into the connection's)."""
+        return dataclasses.replace(self.tcp_config(), payload_views=True)
+
     def _make_sender(self, src: str, dst: str) -> RawIpSender | RawIp6Sender | GsoPacketSender:
         if self.sender_kind() in ("gso", "packet"):
             try:
@@ -516,7 +522,7 @@ class TcpStack:
                 ],
             )
         try:
-            mconn = MptcpConnection(cfg, self.tcp_config(), self.registry)
+            mconn = MptcpConnection(cfg, self.subflow_tcp_config(), self.registry)
             sub = mconn.connect((laddr, ep.port), (host, port), self.now())
             mp = MptcpConn(self, mconn)
         except BaseException:

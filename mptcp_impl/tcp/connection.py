@@ -86,6 +86,11 @@ class TcpConfig:
     # If set (> mss), the edge can hand large segments to kernel GSO; the core never builds a
     # segment payload larger than max(mss, this).
     max_segment_payload: int | None = None
+    # True: a data segment's payload is a memoryview into the send buffer instead of a bytes
+    # copy, for an edge that sends each round's segments before the next call that can grow or
+    # cut that buffer (one copy less per byte sent; a view still alive then costs one copy of
+    # the buffer, see SendBuffer)
+    payload_views: bool = False
     # Additions beyond the shared API:
     max_retries: int = 15  # data RTOs in a row before giving up (Reset("timeout"))
     isn: int | None = None  # fixed ISS for tests (e.g. near 2**32); None = RFC 6528
@@ -465,6 +470,14 @@ class TcpConnection(LossRecovery, Reassembly):
         """Largest payload of a single wire segment after our fixed options."""
         return self._mss_send - (12 if self.ts_ok else 0) - self._hook_reserve
 
+    @property
+    def max_burst(self) -> int:
+        """Largest payload of one segment handed to the edge: a whole number of MSS up to
+        ``max_segment_payload`` (a GSO super-packet), else one MSS."""
+        mss = self.mss
+        big = self.config.max_segment_payload
+        return mss if not big or big <= mss else (big // mss) * mss
+
     def send(self, data: bytes, meta: object | None = None) -> int:
         """Queue data; returns how much fitted in the send buffer (the rest is the caller's)."""
         if (
@@ -533,7 +546,8 @@ class TcpConnection(LossRecovery, Reassembly):
     def read(self, max_bytes: int = -1) -> bytes:
         """Take in-order data; a read that opens the window enough schedules a window update."""
         buf = self._rbuf
-        data = bytes(buf) if max_bytes < 0 else bytes(buf[:max_bytes])
+        # one copy: bytes(buf[:n]) made two (the bytearray slice, then the bytes)
+        data = bytes(buf) if max_bytes < 0 else bytes(memoryview(buf)[:max_bytes])
         del buf[: len(data)]
         st = self.state
         if data and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
@@ -965,7 +979,10 @@ class TcpConnection(LossRecovery, Reassembly):
         n = data_stop - seq
         if n > 0:
             off = seq - self._sbuf_seq
-            payload = self._sbuf[off : off + n]  # (bytes: one copy)
+            if self.config.payload_views:
+                payload = self._sbuf.view(off, n)
+            else:
+                payload = self._sbuf[off : off + n]  # (bytes: one copy)
         else:
             payload = b""
         flags = ACK | (FIN if fin else 0) | (PSH if n and data_stop == self._data_end() else 0)

@@ -16,7 +16,8 @@ COMPACT_MIN = 1 << 18
 class SendBuffer:
     """The bytes a sender holds; ``len`` is what is held. Indexing is relative to the first
     byte held: ``buf[a:b]`` (bytes), ``buf.view(a, n)`` (a memoryview: release it before the
-    buffer changes), ``del buf[:n]`` (release the first n), ``del buf[n:]`` (drop the tail)."""
+    buffer changes, or the change copies the buffer once to leave the view its bytes),
+    ``del buf[:n]`` (release the first n), ``del buf[n:]`` (drop the tail)."""
 
     __slots__ = ("_b", "_h")
 
@@ -31,8 +32,17 @@ class SendBuffer:
         return len(self._b) > self._h
 
     def __iadd__(self, data: bytes | bytearray | memoryview) -> SendBuffer:
-        self._b += data
+        try:
+            self._b += data
+        except BufferError:
+            self._detach()
+            self._b += data
         return self
+
+    def _detach(self) -> None:
+        """A view handed out (``view``) is still alive and a bytearray with views cannot be
+        resized: go on with a copy; the views keep the old array, which no longer changes."""
+        self._b = bytearray(self._b)
 
     def __getitem__(self, key: slice) -> bytes:
         start, stop, _ = key.indices(len(self._b) - self._h)
@@ -49,6 +59,13 @@ class SendBuffer:
     def __delitem__(self, key: slice) -> None:
         if key.step is not None or (key.start is None) == (key.stop is None):
             raise TypeError("SendBuffer: only del buf[:n] and del buf[n:]")
+        try:
+            self._delete(key)
+        except BufferError:
+            self._detach()
+            self._delete(key)
+
+    def _delete(self, key: slice) -> None:
         b = self._b
         if key.start is None:  # release the first bytes
             held = len(b) - self._h

@@ -49,3 +49,36 @@ def test_send_buffer_refuses_deletions_it_does_not_implement():
         with pytest.raises(TypeError):
             del sb[key]
     assert bytes(sb) == b"abcdef"
+
+
+def test_views_still_alive_keep_their_bytes_through_appends_releases_and_cuts():
+    """A view handed out (a segment's payload with ``payload_views``) may outlive a change of
+    the buffer: the buffer goes on with a copy, the view keeps the bytes it was given, and
+    the buffer still matches a bytearray."""
+    rnd = random.Random(9)
+    ref = bytearray()
+    sb = SendBuffer()
+    views: list[tuple[memoryview, bytes]] = []
+    for _ in range(600):
+        op = rnd.random()
+        if op < 0.45:
+            d = rnd.randbytes(rnd.randrange(1, 40_000))
+            ref += d
+            sb += d
+        elif op < 0.75:
+            n = rnd.randrange(0, len(ref) + 10)
+            del ref[:n]
+            del sb[:n]
+        elif op < 0.8:
+            n = rnd.randrange(0, len(ref) + 10)
+            del ref[n:]
+            del sb[n:]
+        else:
+            a = rnd.randrange(0, len(ref) + 1)
+            n = rnd.randrange(0, len(ref) - a + 1)
+            views.append((sb.view(a, n), bytes(ref[a : a + n])))
+            if len(views) > 5:
+                views.pop(0)[0].release()
+        assert bytes(sb) == bytes(ref)
+        for v, want in views:
+            assert bytes(v) == want

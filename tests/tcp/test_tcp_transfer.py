@@ -373,3 +373,29 @@ def test_limited_transmit_rescues_a_small_window():
     transfer(w, 40 * w.a.mss)
     st = w.a.stats
     assert st.fast_retransmits == 1 and st.rto_count == 0
+
+
+def test_payload_views_carry_the_bytes_sent_while_segments_are_held():
+    """``payload_views``: data segments carry views into the send buffer. Held in flight here
+    (no codec: the receiver gets the very views), logged, lost and retransmitted while the
+    sender's buffer grows and is released, each still carries the bytes it was sent with."""
+    w = Wire(TcpConfig(payload_views=True, max_segment_payload=16_000), codec=False)
+    w.connect()
+    seen: list[int] = []
+
+    def drop(_w, _d, seg, _i):  # the first sending of the 3rd and the 12th data segment
+        if seg.payload and seg.seq not in seen:
+            seen.append(seg.seq)
+            if len(seen) in (3, 12):
+                return []
+        return [0.0]
+
+    w.filters["ab"] = drop
+    data = transfer(w, 600_000)
+    segs = [s for _, d, s in w.log if d == "ab" and s.payload]
+    assert any(type(s.payload) is memoryview for s in segs)
+    iss = w.a.iss
+    for s in segs:
+        off = (s.seq - iss - 1) & 0xFFFFFFFF
+        assert bytes(s.payload) == data[off : off + len(s.payload)]
+    assert w.a.stats.retransmits >= 2
