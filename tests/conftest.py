@@ -79,6 +79,12 @@ LIVE_APART = (
     # clear error naming it (nothing of the run's traffic is measured)
     "tests/testbed/test_trace.py::test_a_bad_trace_is_refused_before_any_namespace",
     "tests/experiments/test_apps_live.py::test_a_server_that_does_not_start_is_a_clear_error",
+    # kernel MPTCP's userspace path manager: the codec's replies (errnos, an ADD_ADDR seen),
+    # pm_type set and put back, no daemon left, and which subflow each mode's daemon opens
+    # before or after a link event (an order, no delay bounded: the join at ESTABLISHED, before
+    # the link goes down 1.5 s into the run, or at the event itself). pm_type, the genl PM
+    # events and the MPTCP counters are per namespace; each test builds its own two_path
+    "tests/testbed/test_uspm_live.py",
     # reports rendered from the analysis fixtures' captures (CPU-bound, and nice 10 here keeps
     # that off the live unit): which files, figures, links and metrics, the pool's files equal
     # to the serial ones; no bound on what the transfers achieved. Their session fixtures

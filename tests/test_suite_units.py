@@ -35,6 +35,9 @@ def test_each_test_has_its_unit():
     assert scope(report + "test_combined_report_keeps_figures_and_links") == "live-apart"
     assert scope(report + "test_failover_run_metrics") == "live"
     assert scope("tests/mptcp_interop/test_two_path.py::test_a") == "live"
+    # the userspace PM's live checks (replies, events' order, pm_type put back) apart
+    uspm = "tests/testbed/test_uspm_live.py::test_codec_against_the_kernel"
+    assert scope(uspm) == "live-apart"
 
 
 def test_live_apart_and_sans_io_do_not_overlap():
