@@ -22,6 +22,9 @@ SANS_IO = (
     "tests/test_suite_durations.py",
     "tests/test_suite_units.py",  # which unit each test is in (this file's rules)
     "tests/analysis/test_verdict.py",  # the claims rule: plain arithmetic
+    # the failover table's known answers: hand-built pcaps (mptcp_craft) analysed and reported
+    # in tmp_path, no namespace, no capture of its own
+    "tests/analysis/test_analysis_failover_known.py",
     # files in, files or values out (experiment files, metrics, reports from fixture rows)
     "tests/experiments/test_apps.py",
     "tests/experiments/test_campaigns.py",
@@ -97,6 +100,30 @@ LIVE_APART = (
     # our parser against tshark and its own two paths on those captures: files only
     "tests/analysis/test_analysis_parse_real.py",
     "tests/analysis/test_analysis_parse_paths.py",
+    # what a middlebox that acts at the handshake does to both stacks: the fallback counters,
+    # the bytes intact; and a rewritten byte without checksums: delivered changed, nothing
+    # counted. No join is expected (so no race between a join and the transfer's end), no
+    # rate or delay bounded; the stall timeout (30 s) is 30 times a transfer. The tests that
+    # want two subflows (clean_mptcp), a join refused or announced, the checksum's MP_FAIL
+    # and the coalescing box's 5 s stall stay live. make_mbox_bed builds each (box, link)
+    # testbed on the worker that needs it (Mininet's unnamed namespaces)
+    "tests/middleboxes/test_middleboxes.py::test_strip_syn_",
+    "tests/middleboxes/test_middleboxes.py::test_strip_after_syn_",
+    "tests/middleboxes/test_middleboxes.py::test_payload_rewrite_kernel_without_checksums",
+    "tests/middleboxes/test_middleboxes.py::test_payload_rewrite_ours_without_checksums",
+    # which subflows exist and what the counters say, over IPv6 and mixed families, and with
+    # MP_CAPABLE's flag C: exact counts and address pairs, the bytes intact; no rate, delay or
+    # gap bounded (a join takes a few round trips of 10-25 ms, the 2 MB transfers ~0.5 s or
+    # more). Each module builds its own testbed (module fixture), its ports and nft fences
+    # inside its namespaces
+    "tests/mptcp_interop/test_ipv6.py",
+    "tests/mptcp_interop/test_join_edges.py",
+    # our userspace TCP's API (echo, EOF after all bytes with a paused reader, the BPF filter,
+    # the fence removed on SIGTERM) and robustness (challenge ACKs, malformed segments dropped
+    # and counted): events awaited with timeouts of 10-60 s, no rate or delay bounded; its
+    # own two_path per module
+    "tests/userspace_tcp/test_api.py",
+    "tests/userspace_tcp/test_robustness.py",
 )
 LIVE, LIVE_APART_UNIT = "live", "live-apart"
 
