@@ -124,6 +124,15 @@ LIVE_APART = (
     # own two_path per module
     "tests/userspace_tcp/test_api.py",
     "tests/userspace_tcp/test_robustness.py",
+    # the control plane's tests that want no join at all: MP_FASTCLOSE from either side (the
+    # counters and the reset, each sets the PM it needs), one subflow's checksum failure
+    # (MP_FAIL, the infinite mapping) and a client at subflows=0. The others (a join made in
+    # a 1 MB transfer, ADD_ADDR timeouts of 1 s) stay live; each worker builds its ctrl_plane
+    "tests/mptcp_interop/test_ctrl_plane.py::test_fastclose_our_client",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_fastclose_linux_server",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_fastclose_our_server",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_checksum_failure_single_subflow",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_subflow_limits[ours0]",
 )
 LIVE, LIVE_APART_UNIT = "live", "live-apart"
 

@@ -46,6 +46,12 @@ def test_each_test_has_its_unit():
     assert scope(mbox + "test_seq_rewrite_kernel_transparent") == "live"
     assert scope(mbox + "test_payload_rewrite_ours_with_checksums") == "live"
     assert scope(mbox + "test_coalesce_kernel_never_delivers_merged_data_wrong") == "live"
+    ctrl = "tests/mptcp_interop/test_ctrl_plane.py::"
+    assert scope(ctrl + "test_fastclose_our_client") == "live-apart"
+    assert scope(ctrl + "test_subflow_limits[ours0]") == "live-apart"
+    assert scope(ctrl + "test_subflow_limits[linux_server0]") == "live"  # a join in 1 MB
+    assert scope(ctrl + "test_fastclose_on_ack_our_client") == "live"  # a join before 1 MB
+    assert scope(ctrl + "test_add_addr_timeout_echo_dropped") == "live"
     # the failover table's known answers: crafted pcaps, sans-I/O
     known = "tests/analysis/test_analysis_failover_known.py"
     assert scope(known + "::test_tcp_failover_known_answers") == known
