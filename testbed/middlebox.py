@@ -161,9 +161,11 @@ class RouterMiddlebox(RouterQueues):
         script = f"*security\n-D FORWARD -j {CHAIN}\n-F {CHAIN}\n-X {CHAIN}\nCOMMIT\n"
         _run(self.host, ["iptables-restore", "-w", "--noflush"], stdin=script)
 
-    def stop(self) -> None:
-        """Rules, process, tables; idempotent, every step runs (the first error is raised)."""
-        alive = self.host.alive
+    def stop(self, *, namespace_going: bool = False) -> None:
+        """Rules, process, tables; idempotent, every step runs (the first error is raised).
+        namespace_going: the caller deletes the router's namespace next, and the rules and
+        tables with it: only the process is stopped (as when the node is gone already)."""
+        alive = self.host.alive and not namespace_going
         errors: list[Exception] = []
         if self._rules:
             self._rules = False

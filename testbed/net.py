@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,11 @@ class Testbed(NetworkBase):
             ev.cancel()
         for cap in self._captures:
             _quietly(cap.stop)
+        # their processes only: the queue rules and tables go with the namespaces below
         for mbox in self.middleboxes.values():
-            _quietly(mbox.stop)
+            _quietly(partial(mbox.stop, namespace_going=True))
         for emu in self.emulators.values():
-            _quietly(emu.stop)
+            _quietly(partial(emu.stop, namespace_going=True))
         for host in self.hosts.values():
             _quietly(host.stop_all)
         if self.net is not None:

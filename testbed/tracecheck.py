@@ -72,6 +72,23 @@ def _send_rate(trace: Trace, seconds: float) -> float:
     return min(MAX_SEND_MBIT, max(1.3 * peak, 1.5 * trace.mean_mbit, 1.0))
 
 
+@dataclass
+class TraceRun:
+    """What crossed one traced direction of a path (measure_trace): each probe's departure
+    from the trace queue, the span measured, and the trace clock's time 0 (None: the emulator
+    gave none)."""
+
+    path: str
+    link: str
+    up: bool
+    departures: list[float]
+    t0: float  # the span: from when the queue is surely backlogged ...
+    t1: float  # ... to when the stream stopped
+    epoch: float | None
+    send_mbit: float
+    lossy: bool  # the link also loses packets
+
+
 def check_trace(
     tb: Testbed,
     path: ResolvedPath,
@@ -83,6 +100,14 @@ def check_trace(
     outdir: Path | None = None,
 ) -> TraceCheck:
     """Saturate one traced direction of the path for `seconds` and compare with the trace."""
+    return judge_trace(measure_trace(tb, path, link, up, trace, seconds=seconds), trace, outdir)
+
+
+def measure_trace(
+    tb: Testbed, path: ResolvedPath, link: str, up: bool, trace: Trace, *, seconds: float = 8.0
+) -> TraceRun:
+    """Saturate one traced direction of the path for `seconds` (paced above `trace`'s
+    busiest second) and date what departed from its trace queue."""
     spec = tb.topo.links[link]
     # the path goes from src to dst; this direction of the link is crossed from src to dst if
     # the path enters the link at the end that direction starts from
@@ -124,15 +149,30 @@ def check_trace(
         files = cap.stop()
     arrived = read_probes(files[0], port=TRACE_PROBE_PORT)
     one_way = path.want_rtt_ms / 2000
-    direction = "up" if up else "down"
-    name = dict(path=path.name, link=link, direction=direction, trace=trace.path)
-    if epoch is None or not arrived:
+    return TraceRun(
+        path=path.name,
+        link=link,
+        up=up,
+        departures=[t - one_way for t, _ in arrived],
+        t0=sent_at + SETTLE_S,
+        t1=ended_at,
+        epoch=epoch,
+        send_mbit=send_mbit,
+        lossy=bool(spec.model.loss_model or spec.model.loss_pct),
+    )
+
+
+def judge_trace(run: TraceRun, trace: Trace, outdir: Path | None = None) -> TraceCheck:
+    """A measurement (measure_trace) against what `trace` says the link carries over the same
+    span: pure but for the figure, so one measurement can be judged against several claims."""
+    direction = "up" if run.up else "down"
+    name = dict(path=run.path, link=run.link, direction=direction, trace=trace.path)
+    epoch, departures = run.epoch, run.departures
+    if epoch is None or not departures:
         why = "no trace clock from the emulator" if epoch is None else "nothing arrived"
         return TraceCheck(**name, want_mbit=trace.mean_mbit, got_mbit=None, lo=0, hi=0, ok=False,
                           why=why)  # fmt: skip
-    # the span: from when the queue is surely backlogged to when the stream stopped
-    t0, t1 = sent_at + SETTLE_S, ended_at
-    departures = [t - one_way for t, _ in arrived]
+    t0, t1 = run.t0, run.t1
     got = _mbit(departures, t0, t1)
     want = trace.mbit_between((t0 - epoch) * 1000, (t1 - epoch) * 1000)
     lo, hi = want * (1 - RATE_TOLERANCE), want * (1 + RATE_TOLERANCE)
@@ -149,7 +189,7 @@ def check_trace(
         lo=round(lo, 3),
         hi=round(hi, 3),
         ok=lo <= got <= hi,
-        send_mbit=round(send_mbit, 2),
+        send_mbit=round(run.send_mbit, 2),
         seconds=round(t1 - t0, 3),
         bins=bins,
     )
@@ -157,7 +197,7 @@ def check_trace(
         result.figure = str(plot_trace_check(result, outdir))
     if not result.ok:
         result.why = f"{got:.2f} Mbit/s crossed, the trace gives {want:.2f}"
-    if spec.model.loss_model or spec.model.loss_pct:
+    if run.lossy:
         result.why = (result.why + "; " if result.why else "") + "the link also loses packets"
     return result
 

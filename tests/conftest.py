@@ -22,6 +22,9 @@ SANS_IO = (
     "tests/test_suite_durations.py",
     "tests/test_suite_units.py",  # which unit each test is in (this file's rules)
     "tests/analysis/test_verdict.py",  # the claims rule: plain arithmetic
+    # the failover table's known answers: hand-built pcaps (mptcp_craft) analysed and reported
+    # in tmp_path, no namespace, no capture of its own
+    "tests/analysis/test_analysis_failover_known.py",
     # files in, files or values out (experiment files, metrics, reports from fixture rows)
     "tests/experiments/test_apps.py",
     "tests/experiments/test_campaigns.py",
@@ -79,6 +82,12 @@ LIVE_APART = (
     # clear error naming it (nothing of the run's traffic is measured)
     "tests/testbed/test_trace.py::test_a_bad_trace_is_refused_before_any_namespace",
     "tests/experiments/test_apps_live.py::test_a_server_that_does_not_start_is_a_clear_error",
+    # kernel MPTCP's userspace path manager: the codec's replies (errnos, an ADD_ADDR seen),
+    # pm_type set and put back, no daemon left, and which subflow each mode's daemon opens
+    # before or after a link event (an order, no delay bounded: the join at ESTABLISHED, before
+    # the link goes down 1.5 s into the run, or at the event itself). pm_type, the genl PM
+    # events and the MPTCP counters are per namespace; each test builds its own two_path
+    "tests/testbed/test_uspm_live.py",
     # reports rendered from the analysis fixtures' captures (CPU-bound, and nice 10 here keeps
     # that off the live unit): which files, figures, links and metrics, the pool's files equal
     # to the serial ones; no bound on what the transfers achieved. Their session fixtures
@@ -91,6 +100,39 @@ LIVE_APART = (
     # our parser against tshark and its own two paths on those captures: files only
     "tests/analysis/test_analysis_parse_real.py",
     "tests/analysis/test_analysis_parse_paths.py",
+    # what a middlebox that acts at the handshake does to both stacks: the fallback counters,
+    # the bytes intact; and a rewritten byte without checksums: delivered changed, nothing
+    # counted. No join is expected (so no race between a join and the transfer's end), no
+    # rate or delay bounded; the stall timeout (30 s) is 30 times a transfer. The tests that
+    # want two subflows (clean_mptcp), a join refused or announced, the checksum's MP_FAIL
+    # and the coalescing box's 5 s stall stay live. make_mbox_bed builds each (box, link)
+    # testbed on the worker that needs it (Mininet's unnamed namespaces)
+    "tests/middleboxes/test_middleboxes.py::test_strip_syn_",
+    "tests/middleboxes/test_middleboxes.py::test_strip_after_syn_",
+    "tests/middleboxes/test_middleboxes.py::test_payload_rewrite_kernel_without_checksums",
+    "tests/middleboxes/test_middleboxes.py::test_payload_rewrite_ours_without_checksums",
+    # which subflows exist and what the counters say, over IPv6 and mixed families, and with
+    # MP_CAPABLE's flag C: exact counts and address pairs, the bytes intact; no rate, delay or
+    # gap bounded (a join takes a few round trips of 10-25 ms, the 2 MB transfers ~0.5 s or
+    # more). Each module builds its own testbed (module fixture), its ports and nft fences
+    # inside its namespaces
+    "tests/mptcp_interop/test_ipv6.py",
+    "tests/mptcp_interop/test_join_edges.py",
+    # our userspace TCP's API (echo, EOF after all bytes with a paused reader, the BPF filter,
+    # the fence removed on SIGTERM) and robustness (challenge ACKs, malformed segments dropped
+    # and counted): events awaited with timeouts of 10-60 s, no rate or delay bounded; its
+    # own two_path per module
+    "tests/userspace_tcp/test_api.py",
+    "tests/userspace_tcp/test_robustness.py",
+    # the control plane's tests that want no join at all: MP_FASTCLOSE from either side (the
+    # counters and the reset, each sets the PM it needs), one subflow's checksum failure
+    # (MP_FAIL, the infinite mapping) and a client at subflows=0. The others (a join made in
+    # a 1 MB transfer, ADD_ADDR timeouts of 1 s) stay live; each worker builds its ctrl_plane
+    "tests/mptcp_interop/test_ctrl_plane.py::test_fastclose_our_client",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_fastclose_linux_server",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_fastclose_our_server",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_checksum_failure_single_subflow",
+    "tests/mptcp_interop/test_ctrl_plane.py::test_subflow_limits[ours0]",
 )
 LIVE, LIVE_APART_UNIT = "live", "live-apart"
 

@@ -35,6 +35,26 @@ def test_each_test_has_its_unit():
     assert scope(report + "test_combined_report_keeps_figures_and_links") == "live-apart"
     assert scope(report + "test_failover_run_metrics") == "live"
     assert scope("tests/mptcp_interop/test_two_path.py::test_a") == "live"
+    # the userspace PM's live checks (replies, events' order, pm_type put back) apart
+    uspm = "tests/testbed/test_uspm_live.py::test_codec_against_the_kernel"
+    assert scope(uspm) == "live-apart"
+    # the middleboxes that act at the handshake apart; those whose outcome needs a join made
+    # before the transfer ends (two subflows, a refused join) or a 5 s stall stay live
+    mbox = "tests/middleboxes/test_middleboxes.py::"
+    assert scope(mbox + "test_strip_syn_kernel_falls_back") == "live-apart"
+    assert scope(mbox + "test_strip_after_syn_ours_falls_back_both_ends") == "live-apart"
+    assert scope(mbox + "test_seq_rewrite_kernel_transparent") == "live"
+    assert scope(mbox + "test_payload_rewrite_ours_with_checksums") == "live"
+    assert scope(mbox + "test_coalesce_kernel_never_delivers_merged_data_wrong") == "live"
+    ctrl = "tests/mptcp_interop/test_ctrl_plane.py::"
+    assert scope(ctrl + "test_fastclose_our_client") == "live-apart"
+    assert scope(ctrl + "test_subflow_limits[ours0]") == "live-apart"
+    assert scope(ctrl + "test_subflow_limits[linux_server0]") == "live"  # a join in 1 MB
+    assert scope(ctrl + "test_fastclose_on_ack_our_client") == "live"  # a join before 1 MB
+    assert scope(ctrl + "test_add_addr_timeout_echo_dropped") == "live"
+    # the failover table's known answers: crafted pcaps, sans-I/O
+    known = "tests/analysis/test_analysis_failover_known.py"
+    assert scope(known + "::test_tcp_failover_known_answers") == known
 
 
 def test_live_apart_and_sans_io_do_not_overlap():

@@ -93,8 +93,10 @@ def test_iperf3(bed, direction: str) -> None:
     try:
         iperf_srv.wait_for_line("Server listening", stream="stdout", timeout=15)
         flag = ["-R"] if direction == "download" else []
+        # 5 s: the mean over the whole run, slow start and lte's join included, must beat
+        # wifi's 20 Mbit/s (measured: 25.4-26.7 Mbit/s over 8 s, 23.9-26.0 over 4 s)
         res = cli.run(
-            ["iperf3", "-c", srv_ip, "-p", "5201", "-t", "8", "-J", *flag], timeout=90, check=False
+            ["iperf3", "-c", srv_ip, "-p", "5201", "-t", "5", "-J", *flag], timeout=90, check=False
         )
         assert iperf_srv.wait(30) == 0
     finally:

@@ -20,7 +20,7 @@ from testbed.check import (
 from testbed.net import Testbed
 from testbed.topology import LossModel, load_topology
 from testbed.trace import Trace
-from testbed.tracecheck import check_trace
+from testbed.tracecheck import judge_trace, measure_trace
 
 pytestmark = pytest.mark.net
 
@@ -64,18 +64,21 @@ def test_conditions_measured_and_a_false_claim_caught(tmp_path):
 def test_a_trace_link_is_measured_and_a_false_trace_caught(tmp_path):
     """cellular_wifi's lte link follows the recorded Verizon trace: saturated, the downlink
     carries the trace's rate over the span (and the figure is written); told it carries twice
-    the opportunities (a claim made up here), the check sees the difference."""
+    the opportunities (a claim made up here, judged against the same measurement), the check
+    sees the difference."""
     topo = load_topology("cellular_wifi", ["links.wifi.loss_model=false"])
     with Testbed(topo, workdir=tmp_path) as tb:
         lte = next(p for p in tb.paths if p.name == "lte")
-        down = check_trace(tb, lte, "lte", False, tb.models["lte"].trace_down, seconds=3,
-                           outdir=tmp_path / "fig")  # fmt: skip
+        real = tb.models["lte"].trace_down
+        seen = measure_trace(tb, lte, "lte", False, real, seconds=3)
+        down = judge_trace(seen, real, outdir=tmp_path / "fig")
         assert down.ok, down
         assert len(down.bins) >= 2 and Path(down.figure).stat().st_size > 10_000
-        real = tb.models["lte"].trace_down
+        # the same measurement against the false trace (judge_trace is pure but for the figure)
         doubled = Trace("doubled", tuple(sorted(real.times * 2)))
-        false = check_trace(tb, lte, "lte", False, doubled, seconds=3)
+        false = judge_trace(seen, doubled)
         assert not false.ok, false
+        assert false.got_mbit == down.got_mbit and false.want_mbit > 1.8 * down.want_mbit, false
 
 
 def test_corruption_measured_switched_at_run_time_and_false_claims_caught(tmp_path):
