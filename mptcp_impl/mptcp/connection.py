@@ -935,7 +935,7 @@ class MptcpConnection:
     def unwrap_rx(self, dsn: int) -> int:
         return _unwrap64(dsn, self.rcv_nxt)
 
-    def _rx(self, dsn: int, data: bytes | bytearray) -> None:
+    def _rx(self, dsn: int, data: bytes) -> None:
         """Bytes of a mapping at ``dsn`` (in order on their subflow): delivered if they reach
         rcv_nxt, else held out of order. Only bytes not held yet are stored, so overlapping
         pieces and resends cut at other points (a reinjection, another subflow's copy) cost no
@@ -971,12 +971,7 @@ class MptcpConnection:
                 end = limit
                 data = data[: end - dsn]
         if dsn == self.rcv_nxt:
-            if not self._rbuf and type(data) is bytearray:
-                # a subflow's whole buffer, handed over by its read (nobody else holds it):
-                # it becomes ours as it is, no copy
-                self._rbuf = data
-            else:
-                self._rbuf += data
+            self._rbuf += data
             self.rcv_nxt = end
             delivered = len(data)
             if self._ooo:
