@@ -670,9 +670,30 @@ class MptcpConnection:
             if not self._peer_has_last_ack() and self._linger_cap and now < self._linger_cap:
                 self._linger_deadline = min(self._linger_cap, now + 2.0)
         if self._linger_deadline is None and self._linger_cap is not None:
-            self._linger_cap = None
+            # A subflow still delivering what it holds (ours in flight with its ACKs moving
+            # within its silence bound, or bytes still unsent: a loaded peer, spurious RTOs,
+            # a backed-off recovery of its tail) gets more time, up to the cap. Reset, it
+            # had every byte at the peer, so the RST landed on the peer's rcv_nxt and was
+            # taken (MP_TCPRST, the peer's MPRstRx: the 100-connection stress test under
+            # load). A silent or stale one, or one waiting only for the peer's FIN, is reset.
+            cap = self._linger_cap
+            alive = [
+                s
+                for s in self.subflows
+                if s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT)
+                and (s.tcp.bytes_in_flight > 0 or s.tcp.unsent > 0)
+                and not s.stale
+                and not is_silent(s, now)
+            ]
+            if alive and now < cap:
+                self._linger_deadline = min(
+                    cap, now + max(2.0, 8 * max(s.srtt or 0.0 for s in alive))
+                )
+            else:
+                self._linger_cap = None
+                alive = []
             for s in list(self.subflows):
-                if s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
+                if s not in alive and s.tcp.state not in (TcpState.CLOSED, TcpState.TIME_WAIT):
                     s.tcp.abort(now)
         if self._fin_deadline is not None and now >= self._fin_deadline:
             self._fin_deadline = None

@@ -10,7 +10,7 @@ import pytest
 from mptcp_impl.mptcp.options import Dss
 from testkit.mptcp_sim import C1, Net, S, client_cfg, kinds, two_path_net
 
-from .peer import ACK, FIN, Flow, data_ack, dss_of, established_server
+from .peer import ACK, FIN, RST, Flow, data_ack, dss_of, established_server
 
 
 def data_fin(f: Flow, dsn_rel: int, ack: int) -> Dss:
@@ -238,3 +238,51 @@ def test_our_last_data_ack_outlives_a_cut_on_the_path_that_carries_it():
     r = run_seed(8111)
     assert r.ok, (r.details, r.diagnosis)
     assert r.sim_time < 10.0, r.sim_time  # closed soon after the cut ended (3.57 s)
+
+
+def test_a_subflow_still_delivering_its_tail_is_not_reset_when_the_close_lingers():
+    """Both DATA_FINs are through, and one subflow still has its own copy of data the other
+    carried in flight, its ACKs coming slowly but steadily (a loaded peer, a backed-off
+    recovery). Before: at the linger deadline (2 s) it was reset anyway; the peer had every
+    byte of it, so our RST landed on its rcv_nxt and was taken: MP_TCPRST, the peer's MPRstRx
+    (the 100-connection stress test, 1 run in ~19 under load, our clients' RSTs). A subflow
+    making progress now finishes with its FIN; only a silent one is reset."""
+    from .test_proto_join import KEY
+    from .test_proto_mp_prio import joined
+
+    box, f = established_server(key=KEY)
+    f2 = joined(box)
+    conn = box.conn
+    s1, s2 = box.sub_for(f), box.sub_for(f2)
+    box.feed(f, f.seg(ACK, data_ack(conn, 1)))
+    s1.backup = True  # (the data goes on s2)
+    mss = s2.tcp.mss
+    n = 10 * mss
+    conn.send(bytes(n))
+    got = sum(len(seg.payload) for sub, seg in box.out_pairs() if sub is s2)
+    assert got == n
+    s1.backup = False
+    # the peer has it all at the data level, its DATA_FIN too; s2's ACKs lag behind
+    box.feed(f, f.seg(ACK, data_fin(f, 1, conn.local_idsn + 1 + n)))
+    conn.close(box.now)
+    box.out()
+    box.feed(f, f.seg(ACK, data_ack(conn, n + 2)))
+    assert conn._subflows_closing
+    box.feed(f, f.seg(ACK | FIN, data_ack(conn, n + 2), ack=2))  # s1 ends cleanly
+    assert s1.tcp.state.value == "TIME-WAIT"
+    # s2's path: 300 ms of RTT (a loaded peer), its ACKs one segment per 300 ms
+    s2.tcp.srtt, s2.tcp.rttvar = 0.3, 0.1
+    t0 = box.now
+    acked = 1
+    while acked < n + 1:
+        box.advance(0.3)
+        acked = min(n + 1, acked + mss)
+        box.feed(f2, f2.seg(ACK, data_ack(conn, n + 2), ack=acked))
+    assert box.now - t0 > 2.5  # well past the 2 s linger
+    box.advance(0.1)
+    box.feed(f2, f2.seg(ACK | FIN, data_ack(conn, n + 2), ack=n + 2))
+    box.advance(5.0)
+    rst2 = [seg for sub, seg in box.sent if sub is s2 and seg.flags & RST]
+    assert not rst2, rst2
+    assert "Reset" not in box.kinds() and "Closed" in box.kinds()
+    assert conn.mib["MPRstTx"] == 0
