@@ -422,8 +422,8 @@ class Subflow:
                 # (Linux's mptcp_update_infinite_map). Only on the first segment of a mapping
                 # none of whose bytes has left (Linux marks new data): a Linux receiver reads
                 # the rest of a mapping it holds without looking at the DSS inside it, so one
-                # there (a retransmission, or the rest of a mapping TCP small queues held
-                # back) goes unseen, the plain segments after it end the mapping on missing
+                # there (a retransmission, or the rest of a partly sent mapping) goes
+                # unseen, the plain segments after it end the mapping on missing
                 # DSS (its DssFallback, no InfiniteMapRx). Until then: the mapping as it was.
                 conn._infinite_map_pending = False
                 conn.mib.inc("InfiniteMapTx")
