@@ -1183,7 +1183,8 @@ class MptcpConnection:
             if n <= 0:
                 break
             off = self.snd_nxt - self.snd_una
-            # one copy, into the subflow's buffer; the view is gone before _sbuf is resized
+            # the subflow holds these bytes by reference when they came as bytes (else one
+            # copy); our view is released so that an open chunk of small writes may grow
             data = self._sbuf.view(off, n)
             for i, s in enumerate(picked):
                 if i and (s in self._owed or s.space < n):
