@@ -854,10 +854,10 @@ class Subflow:
         if (nxt is not None and rx + have >= nxt) or have >= max(window, 1):
             self.invalid_mapping("data without a DSS mapping", RST_MIDDLEBOX)
 
-    def pull(self) -> list[tuple[int, bytes]]:
+    def pull(self) -> list[tuple[int, bytes | bytearray]]:
         """Take the subflow's in-order bytes that have a mapping, as (dsn, bytes) pieces."""
         tcp = self.tcp
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, bytes | bytearray]] = []
         maps = self._maps
         conn = self.conn
         while tcp.readable and not self.reset_pending and not self.closed and not conn.fallback:
@@ -895,7 +895,7 @@ class Subflow:
             self.tcp.abort(conn._now)
         return out
 
-    def pull_fallback(self) -> bytes:
+    def pull_fallback(self) -> bytes | bytearray:
         data = self.tcp.read()
         self._rx_ssn += len(data)
         self.bytes_received += len(data)
