@@ -38,6 +38,46 @@ def close_stack() -> None:
         stack.close()
 
 
+class _Reader(asyncio.StreamReader):
+    """asyncio's StreamReader with fewer copies of each byte: an empty buffer takes a
+    connection's handed-over bytearray (its ``read()`` of everything) as it is, ``read(n)``
+    copies once (3.11 slices, then copies the slice), and ``read_buffer`` hands the whole
+    buffer over. The same bytes, the same flow control."""
+
+    def feed_data(self, data: bytes | bytearray) -> None:
+        if self._buffer or type(data) is not bytearray or not data or self._eof:
+            super().feed_data(data)
+            return
+        self._buffer = data  # nobody else holds it (the connection's read handed it over)
+        self._wakeup_waiter()
+        if self._transport is not None and not self._paused and len(data) > 2 * self._limit:
+            self._transport.pause_reading()
+            self._paused = True
+
+    async def read(self, n: int = -1) -> bytes:
+        if n <= 0 or self._exception is not None:
+            return await super().read(n)
+        if not self._buffer and not self._eof:
+            await self._wait_for_data("read")
+        buf = self._buffer
+        data = bytes(buf) if n >= len(buf) else bytes(memoryview(buf)[:n])
+        del buf[: len(data)]
+        self._maybe_resume_transport()
+        return data
+
+    async def read_buffer(self) -> bytearray:
+        """``read(n)`` for an ``n`` of at least what is buffered, without its copy: the
+        buffer itself (a new one takes its place); empty at EOF."""
+        if self._exception is not None:
+            raise self._exception
+        if not self._buffer and not self._eof:
+            await self._wait_for_data("read_buffer")
+        data = self._buffer
+        self._buffer = bytearray()
+        self._maybe_resume_transport()
+        return data
+
+
 class _ReaderTransport(asyncio.Transport):
     """What StreamReader calls pause_reading/resume_reading on."""
 
@@ -65,7 +105,7 @@ class _StreamHandler:
     def __init__(self, limit: int) -> None:
         self.loop = asyncio.get_running_loop()
         self.conn: Conn | None = None
-        self.reader = asyncio.StreamReader(limit=limit, loop=self.loop)
+        self.reader = _Reader(limit=limit, loop=self.loop)
         self.reader.set_transport(_ReaderTransport(self))
         self.paused = False
         self.connected: asyncio.Future[None] = self.loop.create_future()

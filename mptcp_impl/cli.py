@@ -347,9 +347,14 @@ async def run_server(args: argparse.Namespace) -> int:
         at = sorted(args.at)
         step = int(args.progress * 1_000_000) if args.progress else 0
         mark = step
+        # our stack's reader hands its buffer over (no copy); a kernel one reads a copy
+        read_buffer = getattr(reader, "read_buffer", None)
         try:
             while True:
-                data = await reader.read(1 << 16 if at else 1 << 20)
+                if at or read_buffer is None:
+                    data = await reader.read(1 << 16 if at else 1 << 20)
+                else:
+                    data = await read_buffer()
                 if not data:
                     break
                 if t_first is None:

@@ -956,7 +956,7 @@ class MptcpConnection:
     def unwrap_rx(self, dsn: int) -> int:
         return _unwrap64(dsn, self.rcv_nxt)
 
-    def _rx(self, dsn: int, data: bytes) -> None:
+    def _rx(self, dsn: int, data: bytes | bytearray) -> None:
         """Bytes of a mapping at ``dsn`` (in order on their subflow): delivered if they reach
         rcv_nxt, else held out of order. Only bytes not held yet are stored, so overlapping
         pieces and resends cut at other points (a reinjection, another subflow's copy) cost no
@@ -992,7 +992,12 @@ class MptcpConnection:
                 end = limit
                 data = data[: end - dsn]
         if dsn == self.rcv_nxt:
-            self._rbuf += data
+            if not self._rbuf and type(data) is bytearray:
+                # a subflow's whole buffer, handed over by its read (nobody else holds it):
+                # it becomes ours as it is, no copy
+                self._rbuf = data
+            else:
+                self._rbuf += data
             self.rcv_nxt = end
             delivered = len(data)
             if self._ooo:

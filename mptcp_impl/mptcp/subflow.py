@@ -19,11 +19,18 @@ from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, UnknownOption, enco
 from ..tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from . import crypto
 from .options import (
+    _DSS_LAYOUT,
+    DSS,
+    DSS_A,
+    DSS_M,
+    KIND_MPTCP,
     RST_MIDDLEBOX,
     RST_MPTCP_ERROR,
     RST_UNSPECIFIED,
     AddAddr,
     Dss,
+    DSS_a,
+    DSS_m,
     FastClose,
     MpCapable,
     MpFail,
@@ -54,6 +61,24 @@ MP_FAIL_TIMEOUT = 120.0
 # ACKs of new data in a row without any MPTCP option on the first subflow: the peer fell back
 # (one could be a box's slip; three are a receiver that stopped speaking MPTCP)
 PLAIN_ACKS_FALLBACK = 3
+
+
+def _fast_dss_table() -> dict[tuple[int, int], tuple[Any, bool, bool, bool]]:
+    """(first two body bytes as one int, body length) -> (layout, 64-bit DATA_ACK, mapping,
+    64-bit DSN) for the DSSs the receive fast path takes: a DATA_ACK, a mapping or none,
+    no checksum, no DATA_FIN (what a data segment or an ACK of an established subflow
+    carries); any other option goes through ``find_mptcp``."""
+    out = {}
+    for f in range(16):
+        if not f & DSS_A:
+            continue
+        ack64, has_map, dsn64 = bool(f & DSS_a), bool(f & DSS_M), bool(f & DSS_M and f & DSS_m)
+        blen = 2 + (8 if ack64 else 4) + ((14 if dsn64 else 10) if has_map else 0)
+        out[(DSS << 12) | f, blen] = (_DSS_LAYOUT[f, False], ack64, has_map, dsn64)
+    return out
+
+
+_FAST_DSS = _fast_dss_table()
 
 
 def mpc_usable(mpc: MpCapable | None, syn: bool = False) -> bool:
@@ -476,6 +501,21 @@ class Subflow:
     # ----------------------------------------------------------------- TcpHooks: incoming
     def incoming_options(self, tcp: TcpConnection, seg: TcpSegment) -> bool | None:
         conn = self.conn
+        options = seg.options
+        if (
+            len(options) == 2
+            and type(o := options[1]) is UnknownOption
+            and o.kind == KIND_MPTCP
+            and type(options[0]) is Timestamps
+            and not seg.flags & (RST | SYN)
+            and (fast := _FAST_DSS.get((int.from_bytes(o.data[:2], "big"), len(o.data))))
+            and not conn.fallback
+            and not conn.checksum
+            and not self._mpc_pending
+            and not self._join_ack_pending
+            and tcp.state is not TcpState.SYN_RECEIVED
+        ):
+            return self._fast_dss(tcp, seg, o.data, fast)
         opts = []
         for o in find_mptcp(seg.options) if seg.options else ():
             if isinstance(o, MptcpOptionError):
@@ -584,6 +624,29 @@ class Subflow:
         self.established = True
         tcp.send_ack()  # the 4th ACK: Linux resets a joined subflow that never gets one
         conn.on_join_established(self)
+        return None
+
+    def _fast_dss(self, tcp: TcpConnection, seg: TcpSegment, body: bytes, fast: tuple) -> None:
+        """``_on_established`` for the common segment of an established subflow: timestamps
+        and one DSS with a DATA_ACK and maybe a mapping (no checksum, no DATA_FIN), taken
+        straight from its bytes (no option list, no ``Dss``): the same checks and effects."""
+        conn = self.conn
+        layout, ack64, has_map, dsn64 = fast
+        vals = layout.unpack_from(body, 2)
+        ack = vals[0]
+        if not ack64:
+            ack = expand32(ack, conn.snd_una & MASK64)
+        conn.on_data_ack(ack, seg.window << tcp.snd_wscale)
+        if has_map and seg.payload:
+            dsn, ssn, dlen = vals[1], vals[2], vals[3]
+            if dlen == 0:  # an infinite mapping: the general path says what it means
+                self._on_dss(tcp, seg, Dss(dsn=dsn, dsn64=dsn64, subflow_seq=ssn, data_len=0))
+            else:
+                if not dsn64:
+                    dsn = expand32(dsn, conn.rcv_nxt & MASK64)
+                self._add_map(ssn, dlen, dsn, None, seg)
+        self._plain_acks = 0
+        conn.data_ack_seen = True
         return None
 
     def _on_established(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | None:
@@ -854,10 +917,10 @@ class Subflow:
         if (nxt is not None and rx + have >= nxt) or have >= max(window, 1):
             self.invalid_mapping("data without a DSS mapping", RST_MIDDLEBOX)
 
-    def pull(self) -> list[tuple[int, bytes]]:
+    def pull(self) -> list[tuple[int, bytes | bytearray]]:
         """Take the subflow's in-order bytes that have a mapping, as (dsn, bytes) pieces."""
         tcp = self.tcp
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, bytes | bytearray]] = []
         maps = self._maps
         conn = self.conn
         while tcp.readable and not self.reset_pending and not self.closed and not conn.fallback:
@@ -895,7 +958,7 @@ class Subflow:
             self.tcp.abort(conn._now)
         return out
 
-    def pull_fallback(self) -> bytes:
+    def pull_fallback(self) -> bytes | bytearray:
         data = self.tcp.read()
         self._rx_ssn += len(data)
         self.bytes_received += len(data)

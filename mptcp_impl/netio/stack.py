@@ -147,7 +147,7 @@ class Conn(AppEvents, EdgeTimer):
         self.stack._mark(self)
         return n
 
-    def read(self, max_bytes: int = -1) -> bytes:
+    def read(self, max_bytes: int = -1) -> bytes | bytearray:
         data = self.tcp.read(max_bytes)
         if data:
             self.stack._mark(self)  # the window may have opened: an update may be due

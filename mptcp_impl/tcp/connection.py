@@ -543,12 +543,18 @@ class TcpConnection(LossRecovery, Reassembly):
         """Bytes queued but never sent: what a scheduler has not yet seen go out."""
         return max(0, self._data_end() - self.snd_max)
 
-    def read(self, max_bytes: int = -1) -> bytes:
-        """Take in-order data; a read that opens the window enough schedules a window update."""
+    def read(self, max_bytes: int = -1) -> bytes | bytearray:
+        """Take in-order data; a read that opens the window enough schedules a window update.
+        A read of all of it hands the buffer itself over (a bytearray, no copy; a new one takes
+        its place), a shorter one returns a copy of its part."""
         buf = self._rbuf
-        # one copy: bytes(buf[:n]) made two (the bytearray slice, then the bytes)
-        data = bytes(buf) if max_bytes < 0 else bytes(memoryview(buf)[:max_bytes])
-        del buf[: len(data)]
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data: bytes | bytearray = buf
+            self._rbuf = bytearray()
+        else:
+            # one copy: bytes(buf[:n]) made two (the bytearray slice, then the bytes)
+            data = bytes(memoryview(buf)[:max_bytes])
+            del buf[:max_bytes]
         st = self.state
         if data and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
             # Like Linux's tcp_cleanup_rbuf: a dedicated update only when the window the peer

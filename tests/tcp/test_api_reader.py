@@ -1,0 +1,101 @@
+"""The application reader's hand-overs (mptcp_impl/api.py ``_Reader``): a bytearray that a
+connection's read handed over becomes the reader's buffer with no copy, ``read_buffer`` hands
+the buffer on; the bytes, their order and the flow control (pause above twice the limit,
+resume at the limit) are asyncio's StreamReader's. No network: the reader alone, in a loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mptcp_impl.api import _Reader
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+def _run(coro):  # one loop per test
+    return asyncio.run(coro)
+
+
+def test_an_empty_reader_takes_a_handed_over_bytearray_and_appends_to_it():
+    async def go():
+        r = _Reader(limit=8)
+        r.set_transport(_Transport())
+        a = bytearray(b"abc")
+        r.feed_data(a)
+        assert r._buffer is a  # adopted: no copy
+        r.feed_data(b"de")  # bytes are appended, a bytearray too once not empty
+        r.feed_data(bytearray(b"f"))
+        assert await r.read(4) == b"abcd"
+        assert await r.read(100) == b"ef"
+        r.feed_data(b"gh")  # bytes into an empty buffer: copied (not ours to keep)
+        assert type(r._buffer) is bytearray
+        r.feed_eof()
+        assert await r.read(-1) == b"gh"
+        assert await r.read(10) == b""
+
+    _run(go())
+
+
+def test_read_buffer_hands_the_buffer_over_and_waits_for_data():
+    async def go():
+        r = _Reader(limit=8)
+        r.set_transport(_Transport())
+        waiting = asyncio.ensure_future(r.read_buffer())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        a = bytearray(b"xyz")
+        r.feed_data(a)
+        got = await waiting
+        assert got is a and got == b"xyz"
+        r.feed_data(b"more")
+        r.feed_data(b"!")
+        assert await r.read_buffer() == b"more!"
+        r.feed_eof()
+        assert await r.read_buffer() == b""
+
+    _run(go())
+
+
+def test_flow_control_as_asyncio_for_an_adopted_buffer():
+    async def go():
+        r = _Reader(limit=4)
+        t = _Transport()
+        r.set_transport(t)
+        r.feed_data(bytearray(b"123456789"))  # adopted, over twice the limit: pause
+        assert t.calls == ["pause"]
+        assert await r.read(3) == b"123"  # 6 left, above the limit: still paused
+        assert t.calls == ["pause"]
+        assert await r.read(2) == b"45"  # 4 left: resume
+        assert t.calls == ["pause", "resume"]
+        r.feed_data(bytearray(b"x" * 20))  # appended: asyncio's own feed_data pauses
+        assert t.calls == ["pause", "resume", "pause"]
+        data = await r.read_buffer()
+        assert data == b"6789" + b"x" * 20
+        assert t.calls == ["pause", "resume", "pause", "resume"]
+
+    _run(go())
+
+
+def test_an_error_is_raised_as_asyncio_does():
+    async def go():
+        r = _Reader(limit=8)
+        r.set_exception(ConnectionResetError("gone"))
+        for read in (r.read(5), r.read_buffer()):
+            try:
+                await read
+            except ConnectionResetError:
+                pass
+            else:
+                raise AssertionError("no error")
+
+    _run(go())
