@@ -32,16 +32,14 @@ def _bench(module: str, args: list[str], json: bool) -> None:
 def test(c, k="", x=False, args="", serial=False):
     """Run the test suite (real namespaces, real kernel peers, real captures).
 
-    Three pytest-xdist workers: one runs the timing-bound live tests, one at a time in
-    collection order; the other two, at nice 10, the live tests that check correctness or
-    orchestration only (campaigns over SSH machines and workers on one, the rest on the other)
-    and the sans-I/O modules beside it (tests/conftest.py decides which is which). The third
-    worker is for waiting, not CPU (the machines have 2 cores): the campaigns over SSH spend
-    most of their time in runs of fixed length, so the sans-I/O modules fill the gaps. More
-    would not help: the timing-bound live tests cannot overlap."""
+    Two pytest-xdist workers: one runs the timing-bound live tests, one at a time in collection
+    order, the other the sans-I/O modules and the live tests that check orchestration only
+    (campaigns over SSH and workers, merge, resume) beside it, at nice 10 (tests/conftest.py
+    decides which is which). More workers would not help: the timing-bound live tests cannot
+    overlap, and the machines have 2 cores."""
     cmd = [sys.executable, "-m", "pytest"]
     if not serial:
-        cmd += ["-n", "3"]
+        cmd += ["-n", "2"]
     if k:
         cmd += ["-k", repr(k)]
     if x:

@@ -49,10 +49,10 @@ SANS_IO = (
 # and which share no state of the machine with the other live tests: each builds its own
 # namespaces (SshMachines' random names and addresses, Mininet's unnamed ones), its sshd listens
 # inside them (test_ssh's on a free loopback port), its results go to tmp_path; nft tables,
-# sysctls and MPTCP counters are per namespace. They are two units, "live-apart-ssh" (the sshd
-# users, LIVE_APART_SSH below) and "live-apart" (the rest), each one test at a time, on the two
-# other workers beside the "live" unit, at the sans-I/O tests' nice: the timing-bound live
-# tests keep their CPU. What they do put in the root namespace, the SSH
+# sysctls and MPTCP counters are per namespace. They are one unit ("live-apart"), one test at a
+# time among themselves (the sshd users share /run/sshd, which each makes and removes when it
+# was missing), on the other worker beside the "live" unit, at the sans-I/O tests' nice: the
+# timing-bound live tests keep their CPU. What they do put in the root namespace, the SSH
 # machines' management links, test_net's root-namespace check leaves out by name
 # (testkit/sshmachines.py MGMT_LINK); registry.clean_leftovers, which test_net calls, leaves
 # the records of a live owner alone.
@@ -133,44 +133,15 @@ LIVE_APART = (
     "tests/mptcp_interop/test_ctrl_plane.py::test_fastclose_our_server",
     "tests/mptcp_interop/test_ctrl_plane.py::test_checksum_failure_single_subflow",
     "tests/mptcp_interop/test_ctrl_plane.py::test_subflow_limits[ours0]",
-    # our userspace TCP against Linux TCP: the bytes intact, rc, a zero window advertised and
-    # probed, a reset and a half close seen, a retransmission / an out-of-order segment under
-    # 1% loss, captures tshark reads, no fence left; results awaited with timeouts of 30-150 s
-    # against transfers of ~1-12 s, no rate, delay or share bounded. Its two module testbeds
-    # (clean_bed, lossy_bed) are the same fixtures as test_api's, in Mininet's unnamed
-    # namespaces, their NFQUEUE and nft fences inside them
-    "tests/userspace_tcp/test_interop.py",
-    # compound faults against Linux (1% loss both ways, wifi cut for good 0.2 s in): both
-    # directions "intact" (every byte, in order, once), "stalled" only after 30 s without
-    # progress against a 4 MB transfer of ~8 s; no rate or gap bounded. Its own two_path
-    "tests/mptcp_interop/test_live_faults.py",
-    # one path each way (no join), its interface down 3 s mid-transfer and up: the bytes intact,
-    # the same subflow carried on; or never up: our client gives up with its close timeout's
-    # error, no sooner than that timeout (a lower bound: load only delays it; 20 s granted).
-    # The outage is wall time (the scenario), results awaited 120 s. Its own two_path
-    "tests/mptcp_interop/test_outage.py",
 )
-# The sshd users of LIVE_APART (they share /run/sshd, which each makes and removes when it was
-# missing): one unit of their own, one at a time among themselves, beside the rest of
-# LIVE_APART on a third worker (./inv test -n 3). The rest share no name with them: SshMachines'
-# namespaces, veths and addresses are random, their management links (MGMT_LINK) left out by
-# test_net's root-namespace check, registry.clean_leftovers leaves a live owner's records alone.
-LIVE_APART_SSH = (
-    "tests/experiments/test_remote.py",
-    "tests/experiments/test_workers.py",
-    "tests/testbed/test_crosslink.py",
-    "tests/testbed/test_ssh.py",
-)
-LIVE, LIVE_APART_UNIT, LIVE_APART_SSH_UNIT = "live", "live-apart", "live-apart-ssh"
+LIVE, LIVE_APART_UNIT = "live", "live-apart"
 
 
 def xdist_scope(nodeid: str) -> str:
-    """The unit of work a worker takes: a sans-I/O module, "live-apart-ssh", "live-apart"
-    or "live" (every other test)."""
+    """The unit of work a worker takes: a sans-I/O module, "live-apart" or "live" (every
+    other test)."""
     if nodeid.startswith(SANS_IO):
         return nodeid.split("::")[0]
-    if nodeid.startswith(LIVE_APART_SSH):
-        return LIVE_APART_SSH_UNIT
     return LIVE_APART_UNIT if nodeid.startswith(LIVE_APART) else LIVE
 
 
@@ -189,10 +160,9 @@ def unmatched_live_apart(nodeids: list[str]) -> list[str]:
 def pytest_xdist_make_scheduler(config, log):
     """Whatever --dist says, the live tests go to one worker as one unit (xdist's own
     ``loadgroup`` cannot be used: with pytest 9 its group marks no longer reach the node ids).
-    The live unit first, then the live-apart and live-apart-ssh ones, so that with three
-    workers all three start at once, one on each (a worker takes a next unit only when it has
-    two tests left); then the sans-I/O modules, largest first (``loadscopereorder``), on
-    whichever worker is free."""
+    The live unit first, then the live-apart one, so that both start at once, one on each
+    worker (a worker takes a next unit only when it has two tests left); then the rest,
+    largest first (``loadscopereorder``)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class LiveOnOneWorker(LoadScopeScheduling):
@@ -200,8 +170,7 @@ def pytest_xdist_make_scheduler(config, log):
             return xdist_scope(nodeid)
 
         def _assign_work_unit(self, node) -> None:
-            # (each moved to the front: live first, then the two apart units)
-            for scope in (LIVE_APART_SSH_UNIT, LIVE_APART_UNIT, LIVE):
+            for scope in (LIVE_APART_UNIT, LIVE):  # (each moved to the front: live first)
                 if scope in self.workqueue:
                     self.workqueue.move_to_end(scope, last=False)
             super()._assign_work_unit(node)

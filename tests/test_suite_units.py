@@ -21,16 +21,7 @@ def test_each_test_has_its_unit():
         "tests/experiments/test_campaigns.py"
     )
     # orchestration, apart from the timing-bound tests: a whole module, or single tests
-    assert scope("tests/experiments/test_workers.py::test_z") == "live-apart-ssh"
-    # the sshd users (/run/sshd) one at a time, in a unit of their own; the rest in the other
-    assert scope("tests/testbed/test_ssh.py::test_z") == "live-apart-ssh"
-    assert scope("tests/experiments/test_merge.py::test_z") == "live-apart"
-    # userspace TCP against Linux and the live compound faults: correctness only, apart
-    assert scope("tests/userspace_tcp/test_interop.py::test_lossy_userspace_sender[owd40ms]") == (
-        "live-apart"
-    )
-    assert scope("tests/mptcp_interop/test_live_faults.py::test_loss_and_a_cut") == "live-apart"
-    assert scope("tests/mptcp_interop/test_outage.py::test_interface_down") == "live-apart"
+    assert scope("tests/experiments/test_workers.py::test_z") == "live-apart"
     knobs = "tests/experiments/test_knobs.py::"
     assert scope(knobs + "test_congestion_control_reaches_both_ends_sockets") == "live-apart"
     # the goodput test beside them is timing-bound: with the other live tests, one at a time
@@ -69,12 +60,6 @@ def test_each_test_has_its_unit():
 def test_live_apart_and_sans_io_do_not_overlap():
     for entry in conftest.LIVE_APART:
         assert not entry.startswith(conftest.SANS_IO), entry
-
-
-def test_the_sshd_users_are_live_apart_entries():
-    # (so that the nice and the unmatched-entry check apply to them too)
-    for entry in conftest.LIVE_APART_SSH:
-        assert entry in conftest.LIVE_APART, entry
 
 
 def test_a_live_apart_entry_that_names_no_test_is_reported():
