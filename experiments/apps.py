@@ -69,6 +69,7 @@ APP_KEYS = {
     "duration_s",
     "timeout_s",
     "ready_timeout_s",
+    "server_grace_s",
 }
 
 

@@ -201,6 +201,10 @@ class FlowSpec:
     client_argv: tuple[str, ...] = ()
     parse: str = "none"
     ready_timeout_s: float = 15.0  # the app server must listen on its port within this
+    # once the client has exited, the app server gets this long to end by itself (iperf3 -s -1
+    # writes its report), then is stopped with SIGTERM (no error); 0 for a server that never
+    # ends by itself (nginx), which waiting only delays
+    server_grace_s: float = 3.0
     # background flows only (they start with the main flow)
     name: str = "main"
     stack: str = ""
@@ -449,7 +453,16 @@ def _app_flow(source: str, where: str, raw: dict[str, Any], background: bool) ->
     rest = {
         k: v
         for k, v in raw.items()
-        if k not in ("server", "client", "server_host", "client_host", "parse", "ready_timeout_s")
+        if k
+        not in (
+            "server",
+            "client",
+            "server_host",
+            "client_host",
+            "parse",
+            "ready_timeout_s",
+            "server_grace_s",
+        )
     }
     for k in ("server_host", "client_host"):
         if k in raw:
@@ -457,6 +470,9 @@ def _app_flow(source: str, where: str, raw: dict[str, Any], background: bool) ->
     base = _flow(source, where, {**rest, "kind": "bulk", "duration_s": 1.0}, background)
     timeout = _typed(
         source, f"{where}.ready_timeout_s", raw.get("ready_timeout_s", 15.0), (int, float), lo=0
+    )
+    grace = _typed(
+        source, f"{where}.server_grace_s", raw.get("server_grace_s", 3.0), (int, float), lo=0
     )
     return FlowSpec(
         **{
@@ -471,6 +487,7 @@ def _app_flow(source: str, where: str, raw: dict[str, Any], background: bool) ->
             "client_argv": apps.check_argv(source, f"{where}.client", raw["client"]),
             "parse": apps.check_parse(source, f"{where}.parse", raw.get("parse", "none")),
             "ready_timeout_s": float(timeout),
+            "server_grace_s": float(grace),
         }
     )
 
@@ -982,7 +999,10 @@ def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
     d = asdict(flow)
     for k in ("name", "stack"):
         d.pop(k)
-    app = {k: d.pop(k) for k in ("server_argv", "client_argv", "parse", "ready_timeout_s")}
+    app = {
+        k: d.pop(k)
+        for k in ("server_argv", "client_argv", "parse", "ready_timeout_s", "server_grace_s")
+    }
     if flow.kind != "app":
         return d
     return {
@@ -993,6 +1013,7 @@ def _flow_raw(flow: FlowSpec) -> dict[str, Any]:
         "client": list(app["client_argv"]),
         "parse": app["parse"],
         "ready_timeout_s": app["ready_timeout_s"],
+        "server_grace_s": app["server_grace_s"],
         **{k: d[k] for k in ("direction", "port", "duration_s", "timeout_s")},
     }
 

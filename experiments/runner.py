@@ -78,8 +78,8 @@ TOOL = Path(__file__).resolve().parent / "traffic.py"
 SERVER_AFTER_CLIENT_S = 30.0
 SERVER_AFTER_STOPPED_CLIENT_S = 3.0
 # An app server (nginx, iperf3 -s -1) need not end by itself: once its client has exited it
-# gets this long, then is stopped with SIGTERM, which is no error.
-APP_SERVER_GRACE_S = 3.0
+# gets its flow's traffic.server_grace_s (default 3 s), then is stopped with SIGTERM, which is
+# no error.
 log = logging.getLogger("experiments.runner")
 
 
@@ -773,7 +773,7 @@ class RunExecutor:
         for s in servers:
             if s.flow.kind == "app":
                 try:
-                    s.proc.wait(timeout=APP_SERVER_GRACE_S)
+                    s.proc.wait(timeout=s.flow.server_grace_s)
                 except subprocess.TimeoutExpired:
                     log.info("%s: %s app server stopped (SIGTERM)", spec.label, s.flow.name)
                     s.proc.stop(signal.SIGTERM, timeout=10)

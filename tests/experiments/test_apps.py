@@ -50,6 +50,10 @@ def test_app_flow_loads_and_resolves(tmp_path):
     assert t.client_argv[:2] == ("iperf3", "-c")
     runs = resolve_runs(exp)
     assert len(runs) == 4 and all(r.traffic.server_argv == t.server_argv for r in runs)
+    # the server's grace after its client: 3 s unless the file says (0: SIGTERM at once)
+    assert t.server_grace_s == 3.0
+    zero = load_experiment(write(tmp_path, GOOD.replace("duration_s = 3", "server_grace_s = 0")))
+    assert zero.traffic.server_grace_s == 0.0
 
 
 def test_app_flow_grid_over_traffic_field(tmp_path):
@@ -70,6 +74,7 @@ def test_app_flow_grid_over_traffic_field(tmp_path):
         ('client_host = "client"', 'client_host = "nosuch"', "traffic.client", "no host"),
         ('server_host = "server"', "server_host = 3", "traffic.server_host", "expected str"),
         ("duration_s = 3", "duration_s = -1", "traffic.duration_s", ">= 0"),
+        ("duration_s = 3", "duration_s = 3\nserver_grace_s = -1", "traffic.server_grace_s", ">= 0"),
         ('server = ["iperf3", "-s"', 'server = [""', "traffic.server[0]", "empty"),
     ],
 )

@@ -57,6 +57,7 @@ server = ["{{python}}", "{{repo}}/experiments/webserve.py", "--workdir", "{{work
 client = ["{{python}}", "{{repo}}/experiments/webclient.py", "page",
           "--url", "http://{{server_addr}}:{{port}}/index.html", "--connections", "6"]
 parse = "page_load"
+server_grace_s = 0
 """
 
 
@@ -172,6 +173,7 @@ server = ["{{python}}", "{{repo}}/experiments/webserve.py", "--workdir", "{{work
 client = ["{{python}}", "{{repo}}/experiments/webclient.py", "video",
           "--base", "http://{{server_addr}}:{{port}}/video/", "--buffer-s", "3"]
 parse = "video"
+server_grace_s = 0
 """
 
 

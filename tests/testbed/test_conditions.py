@@ -53,6 +53,10 @@ class Triangle:
         self.h1, self.r1, self.h2 = (
             self.net.addHost(f"{prefix}{n}", ip=None) for n in ("h1", "r1", "h2")
         )
+        # no duplicate address detection on the links made below (their link-local addresses
+        # would stay tentative for ~2 s, and IPv6 neighbour discovery with them)
+        for node in (self.h1, self.r1, self.h2):
+            node.cmd("sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0")
         self.net.addLink(self.h1, self.r1)
         self.net.addLink(self.r1, self.h2)
         self.net.build()
@@ -92,7 +96,9 @@ class Triangle:
             for cmd in cmds:
                 node.cmd(cmd)
         # neighbours resolved before any probe (an unresolved neighbour queues only 3 packets)
-        h1.cmd(f"ping -c 1 -W 2 {H2}; ping -6 -c 1 -W 2 {H2_6}")
+        for dst in (H2, H2_6):
+            out = h1.cmd(f"ping -c 1 -W 2 {dst}")
+            assert " 1 received" in out, out
 
     def stop(self) -> None:
         self.net.stop()
