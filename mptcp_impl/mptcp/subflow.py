@@ -218,9 +218,17 @@ class Subflow:
     def space(self) -> int:
         """What it can take now without queueing: its window's room, and never more than its
         send buffer holds (a push beyond that would be cut short: bytes recorded as carried
-        by a subflow that never had them)."""
+        by a subflow that never had them), nor more than the edge's local queue takes now
+        (``tx_room``, TCP small queues: what a subflow cannot send yet stays with the
+        connection for whichever subflow drains first, as Linux's scheduler skips a subflow
+        whose queue is full)."""
         t = self.tcp
-        return min(min(t.cwnd, t.snd_wnd) - t.bytes_in_flight - t.unsent, t.send_buffer_free)
+        unsent = t.unsent
+        room = min(min(t.cwnd, t.snd_wnd) - t.bytes_in_flight - unsent, t.send_buffer_free)
+        tx = t.tx_room
+        if tx is not None and tx - unsent < room:
+            return tx - unsent
+        return room
 
     @property
     def usable(self) -> bool:
@@ -255,10 +263,26 @@ class Subflow:
 
     # ----------------------------------------------------------------- sending
     def push(self, dsn: int, data: bytes | memoryview) -> int:
-        """Queue bytes of the connection on this subflow as one mapping starting at ``dsn``."""
-        n = self.tcp.send(data, meta=dsn)
+        """Queue bytes of the connection on this subflow as one mapping starting at ``dsn``,
+        or as more of the last mapping when that one continues at ``dsn``, was never sent and
+        stays within ``max_mapping`` (Linux's mptcp_sendmsg_frag grows an unsent mapping so;
+        each mapping bounds segments and GSO batches, and costs a DSS to encode and check).
+        Not with DSS checksums: the checksum covers the mapping as first recorded."""
+        tcp = self.tcp
+        conn = self.conn
+        if not conn.checksum:
+            last = tcp.last_unsent_meta()
+            if (
+                last is not None
+                and last[1] + last[0] == dsn  # type: ignore[operator]
+                and last[0] + len(data) <= conn.config.max_mapping
+            ):
+                n = tcp.extend_last_meta(data)
+                self.bytes_sent += n
+                return n
+        n = tcp.send(data, meta=dsn)
         self.bytes_sent += n
-        if n and self.conn.checksum:
+        if n and conn.checksum:
             sums = self._tx_sums
             if len(sums) > 256:  # forget the mappings the peer has DATA_ACKed
                 una = self.conn.snd_una

@@ -227,6 +227,11 @@ class MptcpConn(AppEvents, EdgeTimer):
             return
         m = self.mconn
         self._events(now)
+        limit = self.stack.config.tx_queue_bytes
+        if limit:
+            for link in self.links.values():
+                if not link.closed:
+                    link.tcp.tx_room = limit - link.sender.queued()
         pairs = m.segments_to_send(now)
         if pairs:
             by_link: dict[int, list[TcpSegment]] = {}

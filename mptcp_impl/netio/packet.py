@@ -20,6 +20,7 @@ header (GSO type TCPV6) or use a raw IPv6 socket that the kernel puts the header
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import socket
 import struct
@@ -39,6 +40,20 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
+SIOCOUTQ = 0x5411  # (TIOCOUTQ) a packet or raw socket's bytes not yet freed: in the qdisc
+_OUTQ_ARG = bytes(4)
+
+
+def queued_bytes(sock: socket.socket) -> int:
+    """Bytes this socket has handed to the kernel that the device has not taken yet (its
+    sk_wmem_alloc, mostly what waits in the interface's qdisc; skb overhead included): the
+    measure of Linux's TCP small queues. 0 if the socket cannot tell."""
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), SIOCOUTQ, _OUTQ_ARG), "little")
+    except OSError:
+        return 0
+
+
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 
@@ -235,6 +250,10 @@ class _RawSender:
             self.packets += 1
         except OSError:  # BlockingIOError (queue full) included
             self.dropped += 1
+
+    def queued(self) -> int:
+        """Bytes sent that still wait in the host's queues (``queued_bytes``)."""
+        return queued_bytes(self.sock)
 
     def close(self) -> None:
         self.sock.close()
@@ -470,6 +489,10 @@ class GsoPacketSender:
             self.packets += 1
         except OSError:
             self.dropped += 1
+
+    def queued(self) -> int:
+        """Bytes sent that still wait in the host's queues (``queued_bytes``)."""
+        return queued_bytes(self.sock)
 
     def close(self) -> None:
         self.sock.close()

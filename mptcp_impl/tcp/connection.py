@@ -245,8 +245,12 @@ class TcpConnection(LossRecovery, Reassembly):
         self.peer_mss = DEFAULT_PEER_MSS
         self._mss_send = DEFAULT_PEER_MSS
         self._hook_reserve = 0
-
-        # receive side
+        # Bytes the edge lets new transmissions put into the local queue now (TCP small
+        # queues, Linux's tcp_small_queue_check): the room left below its limit of bytes in the
+        # host's qdisc. None: no limit (sans-I/O use). Without it a sender fills a deep
+        # shaping queue (1000 packets), its RTT grows tenfold and the queue's tail drops cost
+        # long recoveries; the ACKs of what is queued bring the next chance to send.
+        self.tx_room: int | None = None
         self.irs = 0
         self.rcv_nxt = 0
         self._rbuf = bytearray()
@@ -496,6 +500,27 @@ class TcpConnection(LossRecovery, Reassembly):
         if meta is not None:
             self._metas.append([start, start + n, meta])
             self._meta_starts.append(start)
+        return n
+
+    def last_unsent_meta(self) -> tuple[int, object] | None:
+        """(length, meta) of the last metadata range when it ends the queued data and none of
+        its bytes was ever sent, so ``extend_last_meta`` may grow it; else None."""
+        metas = self._metas
+        if len(metas) <= self._meta_head or self._fin_queued:
+            return None
+        m = metas[-1]
+        if m[1] != self._data_end() or m[0] < self.snd_max:
+            return None
+        return m[1] - m[0], m[2]
+
+    def extend_last_meta(self, data: bytes | memoryview) -> int:
+        """Queue ``data`` as the continuation of the last metadata range (the caller checked
+        ``last_unsent_meta``): Linux grows an MPTCP mapping not yet sent in place, so bytes
+        scheduled in small steps still leave in full segments and GSO batches, each range
+        (mapping) being a boundary no segment crosses. Returns how much fitted."""
+        n = self.send(data)
+        if n:
+            self._metas[-1][1] += n
         return n
 
     def meta_at(self, wire_seq: int) -> tuple[int, int, object] | None:
@@ -951,6 +976,11 @@ class TcpConnection(LossRecovery, Reassembly):
             n = min(avail, usable, seg_cap)
             if n < mss and n < avail and usable < self.max_snd_wnd // 2:
                 break  # sender SWS avoidance: wait for a bigger window
+            room = self.tx_room
+            if room is not None:
+                if room <= 0:
+                    break  # the local queue is full enough: its ACKs bring the next chance
+                self.tx_room = room - n
             if cap is not None and nxt + n > cap:
                 n = cap - nxt
             end = nxt + n
