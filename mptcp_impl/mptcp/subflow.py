@@ -210,9 +210,7 @@ class Subflow:
     def pacing_rate(self) -> float:
         """Bytes per second, as Linux sets sk_pacing_rate: cwnd/srtt, times 2 in slow start
         and 1.2 after (no pacing is done here; schedulers read it)."""
-        t = self.tcp
-        cc = t.cc
-        return (2.0 if cc.cwnd < cc.ssthresh else 1.2) * cc.cwnd / (t.srtt or 0.1)
+        return self.tcp.pacing_rate
 
     @property
     def space(self) -> int:

@@ -458,6 +458,14 @@ class TcpConnection(LossRecovery, Reassembly):
         return self.snd_max - self.snd_una
 
     @property
+    def pacing_rate(self) -> float:
+        """Bytes per second, as Linux sets sk_pacing_rate: cwnd/srtt, times 2 in slow start
+        and 1.2 after (no pacing is done; TCP small queues at the edge and the MPTCP
+        schedulers read it)."""
+        cc = self.cc
+        return (2.0 if cc.cwnd < cc.ssthresh else 1.2) * cc.cwnd / (self.srtt or 0.1)
+
+    @property
     def send_buffer_free(self) -> int:
         return max(0, self.config.snd_buf - len(self._sbuf))
 
@@ -977,10 +985,8 @@ class TcpConnection(LossRecovery, Reassembly):
             if n < mss and n < avail and usable < self.max_snd_wnd // 2:
                 break  # sender SWS avoidance: wait for a bigger window
             room = self.tx_room
-            if room is not None:
-                if room <= 0:
-                    break  # the local queue is full enough: its ACKs bring the next chance
-                self.tx_room = room - n
+            if room is not None and room <= 0:
+                break  # the local queue is full enough: its ACKs bring the next chance
             if cap is not None and nxt + n > cap:
                 n = cap - nxt
             end = nxt + n
@@ -989,6 +995,11 @@ class TcpConnection(LossRecovery, Reassembly):
             self._xmit(nxt, end, now)
             if self.snd_nxt == nxt:  # nothing went out (cannot happen, but never spin)
                 break
+            if room is not None:
+                # what went out, not what was asked: a segment stops at a metadata range's
+                # end (MPTCP mapping), and counting the asked ``n`` spent the room of the
+                # next mapping on one that was not sent, stopping mid-mapping
+                self.tx_room = room - (self.snd_nxt - nxt)
         if (
             self.snd_nxt < data_end
             and self._persist_deadline is not None

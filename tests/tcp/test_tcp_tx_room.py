@@ -35,3 +35,20 @@ def test_tx_room_does_not_hold_back_pure_acks():
     w.a.send_ack()
     out = w.a.segments_to_send(w.now)
     assert out and all(not s.payload for s in out)
+
+
+def test_tx_room_counts_what_left_when_a_segment_stops_at_a_metadata_range():
+    """A segment never spans two metadata ranges (MPTCP mappings). Before: the room was charged
+    with the size asked for, the next range's bytes included, although the segment stopped at
+    the range's end: a small range spent the room of the next one, which then waited (live:
+    the rest of a mapping held back, data-level stalls, an infinite mapping in mid-mapping)."""
+    w = Wire()
+    w.connect()
+    w.run(until=w.now + 0.1)
+    a = w.a
+    assert a.send(b"a" * 500, meta=1) == 500
+    assert a.send(b"b" * 2000, meta=2) == 2000
+    a.tx_room = 2500
+    segs = a.segments_to_send(w.now)
+    assert len(segs[0].payload) == 500 and sum(len(s.payload) for s in segs) == 2500
+    assert a.tx_room == 0 and a.unsent == 0
