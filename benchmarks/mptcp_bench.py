@@ -166,6 +166,7 @@ def transfer(
             cargs += ["--endpoint", f"{a},subflow"]
         if not extra:
             cargs += ["--endpoint", f"{p1.src_addr},subflow"]  # no other endpoint: 1 subflow
+        cargs += OURS_ARGS
         if PROFILE_DIR is not None:
             cargs = ["-m", "cProfile", "-o", str(PROFILE_DIR / f"{tag}-sender.prof"), *cargs]
     else:
@@ -202,6 +203,7 @@ def transfer(
 
 PAIRS = [("linux", "linux"), ("ours", "linux"), ("linux", "ours")]
 PROFILE_DIR: Path | None = None  # --profile: our side(s) under cProfile, stats written here
+OURS_ARGS: list[str] = []  # --ours-args: more options of our sender's CLI
 
 
 def each_pair(tb, work: Path, ports, reps: int, nbytes: int, subflows: int, timeout: float):
@@ -366,8 +368,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run our sender and receiver under cProfile, a stats file per side and transfer in "
         "this folder (figures then include the profiler's own cost)",
     )
+    ap.add_argument(
+        "--ours-args",
+        default="",
+        help="more options for our sender's CLI, e.g. '--tx-queue-ms 2'",
+    )
     a = ap.parse_args(argv)
     global PROFILE_DIR
+    OURS_ARGS[:] = a.ours_args.split()
     if a.profile is not None:
         a.profile.mkdir(parents=True, exist_ok=True)
         PROFILE_DIR = a.profile.resolve()

@@ -242,13 +242,18 @@ def _config(args: argparse.Namespace) -> StackConfig:
         tcp.rcv_buf = args.rcvbuf
     if args.sndbuf is not None:
         tcp.snd_buf = args.sndbuf
-    return StackConfig(
+    cfg = StackConfig(
         tcp=tcp,
         sender="raw" if args.no_gso else args.sender,
         mptcp=mptcp,
         seed=args.stack_seed,
         on_pm_event=_pm_printer if args.pm_events else None,
     )
+    if args.tx_queue_ms is not None:
+        cfg.tx_queue_time = args.tx_queue_ms / 1000
+        if not args.tx_queue_ms:
+            cfg.tx_queue_bytes = 0
+    return cfg
 
 
 def _with_mptcp(res: dict[str, Any]) -> dict[str, Any]:
@@ -565,6 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
         "an IPPROTO_RAW socket, checksum in Python",
     )
     common.add_argument("--no-gso", action="store_true", help="the same as --sender raw")
+    common.add_argument(
+        "--tx-queue-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="TCP small queues: each connection or subflow keeps at most MS of its pacing "
+        "rate waiting in the host's queue (default 4; 0: no limit)",
+    )
     common.add_argument("--seed", type=int, default=0, help="seed of the pseudo-random stream")
     c = sub.add_parser("client", parents=[common], help="send N bytes and report")
     c.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")

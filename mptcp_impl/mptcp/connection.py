@@ -554,6 +554,14 @@ class MptcpConnection:
         return n
 
     @property
+    def to_schedule(self) -> int:
+        """Bytes the scheduler may still hand to subflows: written and given to none yet,
+        plus what waits for reinjection (the edge's TCP small queues ask each subflow's
+        room only then)."""
+        n = self.snd_una + len(self._sbuf) - self.snd_nxt
+        return n + 1 if self._reinject else n
+
+    @property
     def readable(self) -> int:
         return len(self._rbuf)
 

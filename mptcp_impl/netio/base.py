@@ -47,6 +47,47 @@ class EdgeStats:
     acks_coalesced: int = 0  # pure ACKs a later one of the same batch superseded (not decoded)
 
 
+class SmallQueue:
+    """TCP small queues for one socket of the edge (Linux's tcp_small_queue_check): the
+    connection (or subflow) on it sends new data only while the host's queues hold fewer than
+    ``limit`` of its bytes, ``limit`` being ``time`` seconds of its pacing rate, at least
+    ``floor`` and at most ``cap`` bytes (Linux: 1 ms, two skbs, tcp_limit_output_bytes; ours
+    reacts in a loop turn, not a TX completion, and needs more than 1 ms). Without it our
+    sender filled a 1000-packet shaping queue: RTT tenfold, tail drops, long recoveries.
+
+    What the queue holds is asked of the kernel (``sender.queued()``, SIOCOUTQ) only when it
+    may be past half the limit: the last answer plus the bytes TCP sent since bounds it
+    (payload only: the kernel counts headers and buffer overhead too, which the next answer
+    brings in). Unshaped, that is one ioctl per half a limit sent, not one per flush."""
+
+    __slots__ = ("sender", "tcp", "time", "floor", "cap", "_base", "_mark", "reads")
+
+    def __init__(self, sender: Any, tcp: Any, time: float, floor: int, cap: int) -> None:
+        self.sender = sender
+        self.tcp = tcp
+        self.time = time
+        self.floor = floor
+        self.cap = cap
+        self._base = 0
+        self._mark = 0
+        self.reads = 0  # ioctls done (tests, figures)
+
+    def limit(self) -> int:
+        n = int(self.tcp.pacing_rate * self.time)
+        return self.floor if n < self.floor else self.cap if n > self.cap else n
+
+    def room(self) -> int:
+        """Bytes of new data the socket may take now (<= 0: none)."""
+        limit = self.limit()
+        out = self.tcp.stats.bytes_out
+        est = self._base + out - self._mark
+        if est * 2 > limit:
+            est = self._base = self.sender.queued()
+            self._mark = out
+            self.reads += 1
+        return limit - est
+
+
 _MASK32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
 _TS_HEAD = b"\x01\x01\x08\x0a"  # NOP NOP timestamps: Linux's layout on every segment

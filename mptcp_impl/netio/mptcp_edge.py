@@ -76,6 +76,7 @@ class SubflowLink:
         self._src_b = packed(sub.local[0])
         self._dst_b = packed(sub.remote[0])
         self.sender = mp.stack._make_sender(sub.local[0], sub.remote[0])
+        self.tsq = mp.stack._small_queue(self.sender, sub.tcp)
 
     @property
     def handler(self) -> Any:
@@ -227,11 +228,17 @@ class MptcpConn(AppEvents, EdgeTimer):
             return
         m = self.mconn
         self._events(now)
-        limit = self.stack.config.tx_queue_bytes
-        if limit:
-            for link in self.links.values():
-                if not link.closed:
-                    link.tcp.tx_room = limit - link.sender.queued()
+        # TCP small queues: the room of each subflow that may send new data in this flush
+        # (data not yet given to a subflow, or on it unsent), and of one left without room
+        # (owed copies, hole repairs and opportunistic retransmissions also ask its space);
+        # a subflow with room and nothing to send is not asked (no ioctl)
+        waiting = m.to_schedule
+        for link in self.links.values():
+            tsq = link.tsq
+            if tsq is not None and not link.closed:
+                tcp = link.tcp
+                if waiting or tcp.unsent or (tcp.tx_room or 0) <= 0:
+                    tcp.tx_room = tsq.room()
         pairs = m.segments_to_send(now)
         if pairs:
             by_link: dict[int, list[TcpSegment]] = {}

@@ -37,6 +37,7 @@ from .base import (
     ConnectionHandler,
     EdgeStats,
     EdgeTimer,
+    SmallQueue,
     coalesce_acks,
     send_segments,
 )
@@ -103,10 +104,15 @@ class StackConfig:
     gso_max_payload: int = 62 * 1024
     batch: int = 128  # packets read per wake-up before the loop runs other callbacks
     flush_bytes: int = 8 * 1460  # received payload after which a connection flushes mid-batch
-    # TCP small queues: a connection (each subflow) sends new data only while fewer bytes than
-    # this wait in the host's queue for it (its socket's SIOCOUTQ); 0: no limit. It covers our
-    # reaction time (a loop turn takes a few ms at 400 Mbit/s) without filling a deep queue.
-    tx_queue_bytes: int = 256 * 1024
+    # TCP small queues (base.SmallQueue, Linux's tcp_small_queue_check): a connection (each
+    # subflow) sends new data only while the host's queue for its socket (SIOCOUTQ) holds less
+    # than tx_queue_time of its pacing rate, at least tx_queue_min and at most tx_queue_bytes
+    # bytes (tx_queue_bytes 0: no limit). The time covers our reaction (a loop turn, not
+    # Linux's TX completion) without filling a deep shaping queue; the floor is two GSO
+    # batches; the cap is Linux's tcp_limit_output_bytes here (4 MB).
+    tx_queue_time: float = 0.004
+    tx_queue_min: int = 2 * 62 * 1024
+    tx_queue_bytes: int = 4 * 1024 * 1024
     # MPTCP settings of new connections (the default: MPTCP, a client joins from each of the
     # host's other addresses); None: plain TCP (a listener then serves TCP only)
     mptcp: MptcpConfig | None = field(default_factory=MptcpConfig)
@@ -138,6 +144,7 @@ class Conn(AppEvents, EdgeTimer):
         self._src_b = packed(local[0])
         self._dst_b = packed(remote[0])
         self.sender = stack._make_sender(local[0], remote[0])
+        self.tsq = stack._small_queue(self.sender, tcp)
         self.closed = False
         self.close_exc: BaseException | None = None
         self.connected = False
@@ -198,9 +205,9 @@ class Conn(AppEvents, EdgeTimer):
             if ev is None:
                 break
             self._dispatch(ev)
-        limit = self.stack.config.tx_queue_bytes
-        if limit:
-            tcp.tx_room = limit - self.sender.queued()
+        tsq = self.tsq
+        if tsq is not None and tcp.unsent:
+            tcp.tx_room = tsq.room()
         segs = tcp.segments_to_send(now)
         if segs:
             send_segments(segs, self.sender, self.edge, self._src_b, self._dst_b)
@@ -462,6 +469,13 @@ class TcpStack:
             except OSError as e:
                 log.warning("no GSO sender for %s -> %s (%s); using a raw IP socket", src, dst, e)
         return raw_sender(src, dst)
+
+    def _small_queue(self, sender: Any, tcp: TcpConnection) -> SmallQueue | None:
+        """TCP small queues for a connection's or subflow's socket (None: no limit)."""
+        c = self.config
+        if not c.tx_queue_bytes:
+            return None
+        return SmallQueue(sender, tcp, c.tx_queue_time, c.tx_queue_min, c.tx_queue_bytes)
 
     def _mark(self, conn: Conn) -> None:
         if conn._dirty_in_batch or conn in self._dirty:
