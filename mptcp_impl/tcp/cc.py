@@ -77,8 +77,14 @@ class HyStartPP:
             cls.MIN_RTT_THRESH, min(last_round_min_rtt / cls.MIN_RTT_DIVISOR, cls.MAX_RTT_THRESH)
         )
 
-    def on_ack(self, ack: int, snd_nxt: int, rtt: float | None) -> bool:
-        """Returns True when CSS has run its CSS_ROUNDS rounds: time for congestion avoidance."""
+    def on_ack(self, ack: int, snd_nxt: int, rtt: float | None, acks: int = 1) -> bool:
+        """Returns True when CSS has run its CSS_ROUNDS rounds: time for congestion avoidance.
+        ``acks``: how many of the peer's ACKs this one stands for (the edge coalesces a batch's
+        pure ACKs and hands the last): each was an RTT sample of the round, and its RTT the
+        last's or more (the earlier ones were sent before it and echo an older timestamp), so
+        the round's minimum is this sample and its count grows by ``acks``. Counted as one, a
+        round at a few hundred Mbit/s (a hundred ACKs in a batch) never reached N_RTT_SAMPLE
+        processed samples and slow start never ended on delay."""
         if self.window_end is None or ack >= self.window_end:  # a new round
             self.window_end = snd_nxt
             self.last_min = self.cur_min
@@ -94,7 +100,7 @@ class HyStartPP:
             return False
         if rtt < self.cur_min:
             self.cur_min = rtt
-        self.samples += 1
+        self.samples += acks
         if self.samples < self.N_RTT_SAMPLE:
             return False
         if self.css_baseline is None:
@@ -132,10 +138,11 @@ class Reno:
         self._acc = 0
         self.hystart = HyStartPP()
 
-    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None) -> None:
-        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking)."""
+    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None, acks: int = 1) -> None:
+        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking;
+        ``acks``: the peer's ACKs it stands for, ``HyStartPP.on_ack``)."""
         hs = self.hystart
-        if hs.active and hs.on_ack(ack, snd_nxt, rtt):
+        if hs.active and hs.on_ack(ack, snd_nxt, rtt, acks):
             self.ssthresh = max(self.cwnd, 2 * self.mss)
 
     def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
@@ -191,10 +198,11 @@ class Cubic:
         self._cwnd_f = float(self.cwnd)  # bytes, fractional growth accumulates here
         self.hystart = HyStartPP()
 
-    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None) -> None:
-        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking)."""
+    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None, acks: int = 1) -> None:
+        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking;
+        ``acks``: the peer's ACKs it stands for, ``HyStartPP.on_ack``)."""
         hs = self.hystart
-        if hs.active and hs.on_ack(ack, snd_nxt, rtt):
+        if hs.active and hs.on_ack(ack, snd_nxt, rtt, acks):
             self.ssthresh = max(self.cwnd, 2 * self.mss)
 
     def _reduce(self, now: float) -> None:

@@ -1453,7 +1453,10 @@ class TcpConnection(LossRecovery, Reassembly):
                 if cc.cwnd < cc.ssthresh:
                     hystart = getattr(cc, "hystart_ack", None)  # RFC 9406 rounds and RTTs
                     if hystart is not None:
-                        hystart(ack, self.snd_nxt, sample)
+                        if seg.acks > 1:  # the samples of the ACKs coalesced into this one
+                            hystart(ack, self.snd_nxt, sample, seg.acks)
+                        else:
+                            hystart(ack, self.snd_nxt, sample)
                 if self._is_cwnd_limited():
                     k = seg.acks
                     if k > 1:

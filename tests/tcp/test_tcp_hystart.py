@@ -262,3 +262,28 @@ def test_a_timeout_during_recovery_does_not_reduce_again(cc):
     assert st.fast_retransmits == 1 and st.rto_count == 1 and len(seen) == 2
     assert [r[0] for r in red] == ["recovery"]
     assert w.a.cc.ssthresh == red[0][1]
+
+
+@pytest.mark.parametrize("cls", [Reno, Cubic])
+def test_a_coalesced_ack_counts_for_the_acks_it_stands_for(cls):
+    """The edge hands one ACK for a batch of the peer's pure ACKs (``TcpSegment.acks``): each
+    was an RTT sample of the round. Counted as one, a round of two such ACKs (a hundred ACKs
+    of a 200 Mbit/s subflow) stayed under N_RTT_SAMPLE and slow start never ended on delay
+    (live: cwnd 8 MB, srtt 50-66 ms through the whole 64 MB transfer, the queue's tail drops)."""
+
+    def two_rounds(acks):
+        cc = cls(MSS)
+        una, nxt = 0, 100 * MSS
+        for rtt in (0.001, 0.001 + HyStartPP.MIN_RTT_THRESH):
+            # a round: SND.NXT as of its start acked first, then one more ACK within it
+            for una in (nxt, nxt + 10 * MSS):
+                if acks > 1:
+                    cc.hystart_ack(una, nxt + 100 * MSS, rtt, acks)
+                else:
+                    cc.hystart_ack(una, nxt + 100 * MSS, rtt)
+            nxt += 100 * MSS
+        return cc.hystart
+
+    hs = two_rounds(20)  # two ACKs a round, each standing for 20: CSS
+    assert hs.css_baseline == pytest.approx(0.001 + HyStartPP.MIN_RTT_THRESH)
+    assert two_rounds(1).css_baseline is None  # two samples a round: too few to judge
