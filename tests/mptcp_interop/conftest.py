@@ -133,7 +133,9 @@ class Bed:
 
     def _kernel_view(self) -> str:
         """What the kernel of each host says during a stall: its MPTCP counters that are not
-        zero, its TCP sockets (subflows) and its MPTCP sockets (``ss -tin``, ``ss -Min``)."""
+        zero, its TCP sockets (subflows) and its MPTCP sockets with their memory (``ss -timn``,
+        ``ss -Mimn``: skmem r = receive memory in use, rb = receive buffer; an MPTCP socket whose
+        out-of-order data holds r > rb takes nothing more from its subflows)."""
         out = []
         for name in ("client", "server"):
             try:
@@ -141,7 +143,7 @@ class Bed:
             except KeyError:
                 continue
             mib = {k: v for k, v in nstat(host, "MPTcpExt").items() if v}
-            ss = "".join(host.run(["ss", o], check=False).stdout for o in ("-tin", "-Min"))
+            ss = "".join(host.run(["ss", o], check=False).stdout for o in ("-timn", "-Mimn"))
             out.append(f"\nkernel {name}: {json.dumps(mib)}\n{ss}")
         return "".join(out)
 
