@@ -257,6 +257,7 @@ class Subflow:
             "backup": self.backup or self.peer_backup,
             "stale": self.stale,
             "state": t.state.value if not self.closed else "CLOSED",
+            "peer_rst_reason": self.peer_rst_reason,  # MP_TCPRST on the peer's RST, if any
         }
 
     # ----------------------------------------------------------------- sending

@@ -138,7 +138,8 @@ def run_many(tb: Testbed, work: Path, n_linux: int, n_ours: int, nbytes: int, po
                 lte_bytes += sf["bytes_received"]
         mib = {k.removeprefix("MPTcpExt"): v for k, v in mp["mib"].items()}
         bad = {k: mib[k] for k in OURS_BAD if mib.get(k)}
-        assert not bad, bad
+        # which client (its address and port) and which subflow, with the reset's reason
+        assert not bad, (bad, r.get("peer"), mp["subflows"])
     assert lte_bytes > total // 50, f"lte carried {lte_bytes} of {total} bytes"
     for who, lines in clients.items():
         conns = [x for x in lines if "seed" in x]
