@@ -41,6 +41,7 @@ SANS_IO = (
     "tests/testbed/test_pmmonitor.py",
     "tests/testbed/test_topology.py",
     "tests/testbed/test_uspm.py",  # the mptcp_pm codec and the daemon's decisions, no kernel
+    "tests/userspace_tcp/test_api_reader.py",  # the application's stream reader alone, in a loop
 )
 
 
