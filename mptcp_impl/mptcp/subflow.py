@@ -225,7 +225,12 @@ class Subflow:
         room = min(min(t.cwnd, t.snd_wnd) - t.bytes_in_flight - unsent, t.send_buffer_free)
         tx = t.tx_room
         if tx is not None and tx - unsent < room:
-            return tx - unsent
+            # Less than two segments of room: wait for the queue to drain. A mapping of one
+            # segment, behind another mapping's last one, loses its only DSS to a middlebox
+            # that merges two segments into one (the peer then resets: data without a
+            # mapping); a mapping of two or more still has a segment that carries it.
+            r = tx - unsent
+            return r if r >= 2 * t.mss else 0
         return room
 
     @property
