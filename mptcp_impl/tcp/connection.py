@@ -251,6 +251,8 @@ class TcpConnection(LossRecovery, Reassembly):
         # shaping queue (1000 packets), its RTT grows tenfold and the queue's tail drops cost
         # long recoveries; the ACKs of what is queued bring the next chance to send.
         self.tx_room: int | None = None
+
+        # receive side
         self.irs = 0
         self.rcv_nxt = 0
         self._rbuf = bytearray()
