@@ -191,13 +191,33 @@ def start_capture(pair: Pair, ns: str, host: str, intf: str, out_dir: Path) -> s
         text=True,
     )
     pair.captures.append(p)
+    said: list[str] = []
     while True:
-        # a deadline, not a measurement: at a load of ~10 on two cores tcpdump took over 10 s
-        line = _readline(p, p.stderr, 30)
+        # a deadline, not a measurement: at a load of ~10 on two cores tcpdump took over 10 s,
+        # and once (CI, `-i any`) over 30 s; the error says where it was waiting
+        try:
+            line = _readline(p, p.stderr, 60)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; it said {said}; {_where_waiting(p.pid)}") from None
         if not line:
-            raise RuntimeError(f"tcpdump on {ns}/{intf} exited: rc={p.wait()}")
+            raise RuntimeError(f"tcpdump on {ns}/{intf} exited: rc={p.wait()}; it said {said}")
+        said.append(line.strip())
         if "listening on" in line:
             return p
+
+
+def _where_waiting(pid: int) -> str:
+    """A hung child's state, kernel wait channel and stack, and the load: enough to tell a
+    starved process from one blocked in the kernel."""
+    parts = []
+    for name in ("stat", "wchan", "stack"):
+        try:
+            text = Path(f"/proc/{pid}/{name}").read_text().strip()
+        except OSError as e:
+            text = f"unreadable ({e.strerror})"
+        parts.append(f"{name}: {text}")
+    parts.append(f"loadavg: {Path('/proc/loadavg').read_text().strip()}")
+    return "; ".join(parts)
 
 
 def wait_quiet(pair: Pair, timeout: float = 5.0) -> None:
