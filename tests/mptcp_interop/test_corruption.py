@@ -7,7 +7,8 @@ starts on wifi and joins from lte.
   stream arrives intact. Our stack against Linux MPTCP, both ways.
 - Checksum fixed up (corrupt_fix_checksum) on lte: TCP takes the damaged segment, only MPTCP's
   DSS checksum can notice. Our stack on both ends with --checksum: DataCsumErr, MP_FAIL, the
-  lte subflow reset, its data sent again over wifi, the stream intact. Without --checksum the
+  lte subflow reset, its data sent again over wifi, the stream intact but for pairs of
+  changes that cancel in one mapping's checksum (testkit/corruption.py). Without --checksum the
   stream arrives changed. 10% there: lte carries only ~10% of a short upload (~170 segments),
   and a run that corrupts nothing tests nothing. On lte, the joined subflow, because a failure
   there always takes RFC 8684's reset path.
@@ -134,19 +135,34 @@ def test_wrong_checksums_linux_to_ours(bed: Bed, corrupt) -> None:
 def test_fixed_checksums_caught_by_dss_checksums(bed: Bed, corrupt) -> None:
     """Our stack on both ends with --checksum: the damaged data pass TCP but fail the DSS
     checksum (DataCsumErr), the lte subflow is reset with MP_FAIL, its data go again over
-    wifi, and the stream arrives intact."""
+    wifi, and the stream arrives intact, but for changes the DSS checksum cannot see.
+
+    At 10% on lte, a mapping (10 segments there) sometimes takes two flips of one weight,
+    one bit set and one cleared, which cancel in its ones' complement sum
+    (testkit/corruption.py): no end can see them, Linux's included. Live, with two CPU hogs,
+    7 of 115 runs delivered such a pair and nothing else changed (e.g. offsets 195302 and
+    196884, bit 6 of the high byte set in one and cleared in the other, both in one lte
+    mapping of 14480 bytes at 186576 whose checksum passed); the sha256 alone called that a
+    defect. The server's pattern check names every changed byte instead, and a failure says
+    where."""
     count = corrupt("lte", 10.0, fix=True)
     wifi, _, srv_ip = addrs(bed)
     hit = count()
-    srv = ours_server(bed, "server", srv_ip, 5403, "u_srv_csum", "--checksum")
+    srv = ours_server(bed, "server", srv_ip, 5403, "u_srv_csum", "--checksum", "--check-pattern")
     cli = ours_client(bed, "client", srv_ip, 5403, N, "u_cli_csum", "--bind", wifi, "--checksum")
     c, s = bed.result(cli, timeout=120), bed.result(srv, timeout=30)
     hit = count() - hit
     assert c["_rc"] == 0 and s["_rc"] == 0, (c.get("error"), s.get("error"))
     assert hit >= 1, "nothing corrupted: not tested"
-    assert c["sha256"] == s["sha256"] == pattern_sha256(N) and s["bytes_received"] == N
-    assert s["stats"]["edge"]["malformed_dropped"] == 0, s["stats"]["edge"]  # TCP saw nothing wrong
+    assert c["sha256"] == pattern_sha256(N) and s["bytes_received"] == N
     sm, cm = mib(s["mptcp"]), mib(c["mptcp"])
+    wrong = [tuple(w) for w in s["wrong"]]
+    print("hit", hit, "wrong", wrong, "server", sm, "client", cm)
+    assert s["wrong_bytes"] == len(wrong), ("more changed bytes than reported", s["wrong_bytes"])
+    assert checksum_cannot_see(wrong), ("changed bytes the DSS checksum sees", wrong, sm, cm)
+    if not wrong:
+        assert s["sha256"] == pattern_sha256(N)
+    assert s["stats"]["edge"]["malformed_dropped"] == 0, s["stats"]["edge"]  # TCP saw nothing wrong
     assert sm.get("DataCsumErr", 0) >= 1 and sm.get("MPFailTx", 0) >= 1, sm
     assert cm.get("MPFailRx", 0) >= 1 and cm.get("MPRstRx", 0) >= 1, cm
     assert s["mptcp"]["fallback"] is False and c["mptcp"]["fallback"] is False
