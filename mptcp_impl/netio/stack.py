@@ -225,6 +225,8 @@ class Conn(AppEvents, EdgeTimer):
                 self.handler.on_closed(None)
         self._reschedule_timer()
 
+    _flush_data = _flush  # (a plain connection's mid-batch flush is the whole one)
+
     def _finish(self, exc: BaseException | None) -> None:
         if self.closed:
             return
@@ -314,7 +316,7 @@ class Endpoint:
             conn._rx_unflushed += len(seg.payload)
             if conn._rx_unflushed >= ack_bytes and not conn.closed:
                 conn._rx_unflushed = 0
-                conn._flush(now)
+                conn._flush_data(now)
         for conn in touched:
             conn._rx_unflushed = 0
             conn._dirty_in_batch = False
