@@ -80,6 +80,12 @@ class _Reader(asyncio.StreamReader):
             self._transport.pause_reading()
             self._paused = True
 
+    def _maybe_resume_transport(self) -> None:
+        # asyncio's, with the size counted, not the queued buffers joined to count it
+        if self._paused and len(self._head) + self._queued_bytes <= self._limit:
+            self._paused = False
+            self._transport.resume_reading()
+
     async def read(self, n: int = -1) -> bytes:
         if n <= 0 or self._exception is not None:
             return await super().read(n)

@@ -105,6 +105,24 @@ def test_a_handed_over_bytearray_behind_a_buffer_is_queued_not_copied():
     _run(go())
 
 
+def test_paused_the_queued_buffers_are_counted_not_joined():
+    async def go():
+        r = _Reader(limit=2)
+        t = _Transport()
+        r.set_transport(t)
+        a, b, c = bytearray(b"aaaa"), bytearray(b"bb"), bytearray(b"c")
+        for x in (a, b, c):
+            r.feed_data(x)
+        assert t.calls == ["pause"]
+        assert await r.read_buffer() is a
+        assert t.calls == ["pause"]  # 3 left, above the limit
+        assert await r.read_buffer() is b  # not b + c: counting them joined nothing
+        assert t.calls == ["pause", "resume"]
+        assert await asyncio.wait_for(r.read_buffer(), 5) is c  # (a deadline, not a delay)
+
+    _run(go())
+
+
 def test_an_error_is_raised_as_asyncio_does():
     async def go():
         r = _Reader(limit=8)
