@@ -25,6 +25,15 @@ SANS_IO = (
     # the failover table's known answers: hand-built pcaps (mptcp_craft) analysed and reported
     # in tmp_path, no namespace, no capture of its own
     "tests/analysis/test_analysis_failover_known.py",
+    # hand-built pcaps (mptcp_craft) too: both ends' analyses and their report; options against
+    # tshark's dissector (a subprocess on a file); the definitions, events files, metrics and
+    # middlebox signals on made-up frames. None is marked net: nothing here needs root
+    "tests/analysis/test_analysis_both_ends.py",
+    "tests/analysis/test_analysis_crafted.py",
+    "tests/analysis/test_analysis_definitions.py",
+    "tests/analysis/test_analysis_events.py",
+    "tests/analysis/test_analysis_metrics.py",
+    "tests/analysis/test_analysis_middlebox.py",
     # files in, files or values out (experiment files, metrics, reports from fixture rows)
     "tests/experiments/test_apps.py",
     "tests/experiments/test_campaigns.py",
@@ -101,6 +110,16 @@ LIVE_APART = (
     # our parser against tshark and its own two paths on those captures: files only
     "tests/analysis/test_analysis_parse_real.py",
     "tests/analysis/test_analysis_parse_paths.py",
+    # more of the same on this worker's `runs`: a run's report rendered in chromium (its
+    # images load), analysis of a run with pieces missing and a truncated capture (a clear
+    # error), the runner's events format read back (a cut's gap > 0.05 s, which a slower
+    # build only lengthens); the capture files' cache, pcapng, broken files, and a capture on
+    # `any` of a loopback transfer in a namespace named after the worker's pid ("an<pid>-any").
+    # The metrics that bound what the runs achieved (goodput, failover gap, recovery) stay live
+    "tests/analysis/test_analysis_files.py",
+    "tests/analysis/test_analysis_report.py::test_run_report_renders_in_chromium",
+    "tests/analysis/test_analysis_report.py::test_missing_pieces_and_a_broken_pcap",
+    "tests/analysis/test_analysis_report.py::test_runner_event_format",
     # what a middlebox that acts at the handshake does to both stacks: the fallback counters,
     # the bytes intact; and a rewritten byte without checksums: delivered changed, nothing
     # counted. No join is expected (so no race between a join and the transfer's end), no

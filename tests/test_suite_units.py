@@ -34,6 +34,11 @@ def test_each_test_has_its_unit():
     report = "tests/analysis/test_analysis_report.py::"
     assert scope(report + "test_combined_report_keeps_figures_and_links") == "live-apart"
     assert scope(report + "test_failover_run_metrics") == "live"
+    assert scope(report + "test_plain_tcp_gets_the_same_metrics") == "live"  # goodput bounds
+    assert scope(report + "test_run_report_renders_in_chromium") == "live-apart"
+    assert scope("tests/analysis/test_analysis_files.py::test_pcapng_reads_like_pcap") == (
+        "live-apart"
+    )
     assert scope("tests/mptcp_interop/test_two_path.py::test_a") == "live"
     # the userspace PM's live checks (replies, events' order, pm_type put back) apart
     uspm = "tests/testbed/test_uspm_live.py::test_codec_against_the_kernel"
@@ -55,6 +60,8 @@ def test_each_test_has_its_unit():
     # the failover table's known answers: crafted pcaps, sans-I/O
     known = "tests/analysis/test_analysis_failover_known.py"
     assert scope(known + "::test_tcp_failover_known_answers") == known
+    both = "tests/analysis/test_analysis_both_ends.py"
+    assert scope(both + "::test_the_run_analysis_and_report_show_them") == both
 
 
 def test_live_apart_and_sans_io_do_not_overlap():
