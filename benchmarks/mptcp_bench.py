@@ -197,6 +197,9 @@ def transfer(
         "receiver_cpu_s_per_gbit": sr.get("cpu_s", float("nan")) / gbit,
         # ours only: the kernel's share (syscalls, software GSO/checksums without offload)
         "sender_sys_s_per_gbit": cr.get("cpu_sys_s", float("nan")) / gbit,
+        # (the kernel work our receiver's ACKs set off runs in its context: the peer's
+        # reaction to each ACK, forwarded hop by hop, is charged here)
+        "receiver_sys_s_per_gbit": sr.get("cpu_sys_s", float("nan")) / gbit,
         "linux_counters": kdiff,
     }
 
@@ -312,6 +315,16 @@ def rate(work: Path, reps: int, rates: list[float], mbytes: float, rps: bool = F
     return rows
 
 
+def _sys(snd: str, rcv: str, med: dict) -> str:
+    """Our side's kernel share of its CPU, where it is ours (Linux's peers report none)."""
+    parts = [
+        f"{side} sys {med[f'{side}_sys_s_per_gbit']:.2f}"
+        for side, who in (("sender", snd), ("receiver", rcv))
+        if who == "ours"
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
     rows = []
     nbytes = int(mbytes * 1e6)
@@ -323,7 +336,13 @@ def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
             for snd, rcv, runs in each_pair(tb, work, ports, reps, nbytes, subflows, 300):
                 med = {
                     k: statistics.median(x[k] for x in runs)
-                    for k in ("goodput_mbit", "sender_cpu_s_per_gbit", "receiver_cpu_s_per_gbit")
+                    for k in (
+                        "goodput_mbit",
+                        "sender_cpu_s_per_gbit",
+                        "receiver_cpu_s_per_gbit",
+                        "sender_sys_s_per_gbit",
+                        "receiver_sys_s_per_gbit",
+                    )
                 }
                 row = {
                     "subflows": subflows,
@@ -339,7 +358,8 @@ def cpu(work: Path, reps: int, mbytes: float) -> list[dict]:
                     f"cpu {subflows} subflow(s)  {snd:>5} -> {rcv:<5}  "
                     f"{med['goodput_mbit']:8.1f} Mbit/s  cpu/Gbit sender "
                     f"{med['sender_cpu_s_per_gbit']:5.2f} s receiver "
-                    f"{med['receiver_cpu_s_per_gbit']:5.2f} s  used {row['subflows_used']}  "
+                    f"{med['receiver_cpu_s_per_gbit']:5.2f} s{_sys(snd, rcv, med)}  "
+                    f"used {row['subflows_used']}  "
                     f"sha256 {'ok' if row['all_ok'] else 'MISMATCH'}",
                     flush=True,
                 )

@@ -39,20 +39,52 @@ def close_stack() -> None:
 
 
 class _Reader(asyncio.StreamReader):
-    """asyncio's StreamReader with fewer copies of each byte: an empty buffer takes a
-    connection's handed-over bytearray (its ``read()`` of everything) as it is, ``read(n)``
-    copies once (3.11 slices, then copies the slice), and ``read_buffer`` hands the whole
-    buffer over. The same bytes, the same flow control."""
+    """asyncio's StreamReader with fewer copies of each byte: a connection's handed-over
+    bytearray (its ``read()`` of everything) is taken as it is, into an empty buffer or queued
+    behind a non-empty one (appending would copy it, and grow the buffer by reallocations
+    that copy all of it again), ``read(n)`` copies once (3.11 slices, then copies the slice),
+    and ``read_buffer`` hands the buffer over, then each queued one. The queued ones join the
+    buffer only when asyncio's own code reads it (``_buffer``). The same bytes, the same flow
+    control."""
+
+    @property  # type: ignore[override]
+    def _buffer(self) -> bytearray:
+        q = self._queued
+        if q:
+            head = self._head
+            for chunk in q:
+                head += chunk
+            q.clear()
+            self._queued_bytes = 0
+        return self._head
+
+    @_buffer.setter
+    def _buffer(self, value: bytearray) -> None:
+        self._head = value
+        self._queued: list[bytearray] = []
+        self._queued_bytes = 0
 
     def feed_data(self, data: bytes | bytearray) -> None:
-        if self._buffer or type(data) is not bytearray or not data or self._eof:
+        if type(data) is not bytearray or not data or self._eof:
             super().feed_data(data)
             return
-        self._buffer = data  # nobody else holds it (the connection's read handed it over)
+        # nobody else holds it (the connection's read handed it over)
+        if self._head:
+            self._queued.append(data)
+            self._queued_bytes += len(data)
+        else:
+            self._head = data
         self._wakeup_waiter()
-        if self._transport is not None and not self._paused and len(data) > 2 * self._limit:
+        size = len(self._head) + self._queued_bytes
+        if self._transport is not None and not self._paused and size > 2 * self._limit:
             self._transport.pause_reading()
             self._paused = True
+
+    def _maybe_resume_transport(self) -> None:
+        # asyncio's, with the size counted, not the queued buffers joined to count it
+        if self._paused and len(self._head) + self._queued_bytes <= self._limit:
+            self._paused = False
+            self._transport.resume_reading()
 
     async def read(self, n: int = -1) -> bytes:
         if n <= 0 or self._exception is not None:
@@ -70,10 +102,15 @@ class _Reader(asyncio.StreamReader):
         buffer itself (a new one takes its place); empty at EOF."""
         if self._exception is not None:
             raise self._exception
-        if not self._buffer and not self._eof:
+        if not self._head and not self._eof:
             await self._wait_for_data("read_buffer")
-        data = self._buffer
-        self._buffer = bytearray()
+        data = self._head
+        q = self._queued
+        if q:
+            self._head = q.pop(0)
+            self._queued_bytes -= len(self._head)
+        else:
+            self._head = bytearray()
         self._maybe_resume_transport()
         return data
 

@@ -131,6 +131,11 @@ class Host:
     tcp_config: TcpConfig | None = None
     next_port: int = 40000
     auto_read: bool = True  # False: the test reads (a slow reader, ``Net.slow_reader``)
+    # True: rounds as the packet edge does them (netio's Endpoint): a segment that arrives
+    # while others of the same instant wait is followed by the core's steady-state
+    # ``data_round`` for its subflow; the whole round runs once the instant's last one is in
+    batch_rounds: bool = False
+    data_rounds: int = 0  # steady-state rounds taken (batch_rounds)
 
 
 class Net:
@@ -149,6 +154,7 @@ class Net:
         # a segment for no connection is answered with an RST, as a real stack does (False:
         # dropped silently, as the scripted tests expect)
         self.rst_unknown = rst_unknown
+        self._batch: list[tuple[Host, MptcpConnection]] = []  # (batch_rounds) to round off
 
     def host(self, name: str, addrs: list[str], seed: int, **kw: Any) -> Host:
         h = Host(name, TokenRegistry(random.Random(seed)), **kw)
@@ -272,7 +278,22 @@ class Net:
             return
         conn, sub = owner
         sub.tcp.receive_segment(seg, self.now)
+        if h.batch_rounds and self._q and self._q[0][0] <= self.now:
+            segs = conn.data_round(sub, self.now)  # more of this instant's batch to come
+            if segs is not None:
+                h.data_rounds += 1
+                for out in segs:
+                    self._send(sub.local[0], sub.remote[0], out)
+                self._events(h, conn)
+                self._batch.append((h, conn))
+                return
         self.flush(h, conn)
+
+    def _end_batch(self) -> None:
+        """The whole round for each connection that had only steady-state rounds so far."""
+        batch, self._batch = self._batch, []
+        for h, conn in {id(c): (h, c) for h, c in batch}.values():
+            self.flush(h, conn)
 
     def at(self, t: float, callback: Any) -> None:
         """Run ``callback()`` at simulated time ``t`` (in order with packets and timers: at a
@@ -319,6 +340,8 @@ class Net:
                 t, _, src, dst, raw = heapq.heappop(self._q)
                 self.now = max(self.now, t)
                 self._deliver(src, dst, raw)
+                if self._batch and not (self._q and self._q[0][0] <= self.now):
+                    self._end_batch()
             else:
                 self.now = max(self.now, t_timer)
                 h, conn = timer_conn

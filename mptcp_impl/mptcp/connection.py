@@ -742,6 +742,47 @@ class MptcpConnection:
         self._subflow_events(now)
         return out
 
+    def data_round(self, s: Subflow, now: float) -> list[TcpSegment] | None:
+        """The round after in-order data on one subflow, in the steady state (Linux's header
+        prediction, for the data level): its bytes to the data level, then that subflow's
+        segments (the ACK and its DATA_ACK). None when anything else is pending on the
+        subflow or the connection, before or after its bytes moved: then ``segments_to_send``
+        does the whole round (the bytes already moved are simply not there to pull again). A
+        receiver spends most of its time here: the connection-wide work (scheduling, failover,
+        closing, timers) waits for the round that ends the batch."""
+        if not self._steady(s):
+            return None
+        s.tcp._events.clear()  # only data events (ignored in _subflow_events too)
+        self._now = now
+        if s.tcp.readable:
+            for dsn, data in s.pull():
+                self._rx(dsn, data)
+            if not self._steady(s):
+                return None
+        return s.tcp.segments_to_send(now)
+
+    def _steady(self, s: Subflow) -> bool:
+        """Nothing but data to deal with on ``s`` and the connection (see ``data_round``)."""
+        tcp = s.tcp
+        if (
+            self.fallback
+            or self._aborting
+            or self._peer_fin is not None
+            or self._subflows_closing
+            or s.closed
+            or s.reset_pending
+            or s._close_after_options
+            or tcp.state is not TcpState.ESTABLISHED
+            or tcp.unsent
+            or s.has_queued_options()
+            or s not in self.subflows
+        ):
+            return False
+        for e in tcp._events:
+            if type(e) is not DataReceived and type(e) is not SendBufferAvailable:
+                return False
+        return True
+
     def _process(self, now: float) -> None:
         self._subflow_events(now)
         self._failover(now)

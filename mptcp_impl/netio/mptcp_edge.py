@@ -73,6 +73,7 @@ class SubflowLink:
         self.closed = False
         self._dirty_in_batch = False
         self._rx_unflushed = 0
+        self._rx_packets = 0
         self._src_b = packed(sub.local[0])
         self._dst_b = packed(sub.remote[0])
         self.sender = mp.stack._make_sender(sub.local[0], sub.remote[0])
@@ -90,6 +91,9 @@ class SubflowLink:
 
     def _flush(self, now: float) -> None:
         self.mp._flush(now)
+
+    def _flush_data(self, now: float) -> None:
+        self.mp._flush_data(self, now)
 
     def send_segments(self, segs: list[TcpSegment]) -> None:
         send_segments(segs, self.sender, self.edge, self._src_b, self._dst_b)
@@ -255,6 +259,20 @@ class MptcpConn(AppEvents, EdgeTimer):
                 link.closed = True
                 link.endpoint._remove(link)  # type: ignore[arg-type]
         self._reschedule_timer()
+
+    def _flush_data(self, link: SubflowLink, now: float) -> None:
+        """The flush in the middle of a batch, after enough data on ``link``: the data level's
+        steady-state round for that subflow (its ACK), then the application's events; the
+        whole flush when the core says the round needs it. The batch ends with a whole flush."""
+        if self.closed:
+            return
+        segs = self.mconn.data_round(link.sub, now)
+        if segs is None:
+            self._flush(now)
+            return
+        if segs:
+            link.send_segments(segs)
+        self._events(now)
 
     def _events(self, now: float) -> None:
         m = self.mconn

@@ -53,6 +53,7 @@ from .packet import (
 )
 
 log = logging.getLogger(__name__)
+ACK_GRO_BYTES = 65536  # received payload that gets its ACK in the middle of a batch at once
 
 
 def local_addresses() -> list[str]:
@@ -150,6 +151,7 @@ class Conn(AppEvents, EdgeTimer):
         self.connected = False
         self._dirty_in_batch = False
         self._rx_unflushed = 0
+        self._rx_packets = 0
         self._app_done = False
 
     # The application side -------------------------------------------------------------------
@@ -224,6 +226,8 @@ class Conn(AppEvents, EdgeTimer):
             if self.handler:
                 self.handler.on_closed(None)
         self._reschedule_timer()
+
+    _flush_data = _flush  # (a plain connection's mid-batch flush is the whole one)
 
     def _finish(self, exc: BaseException | None) -> None:
         if self.closed:
@@ -310,13 +314,24 @@ class Endpoint:
                 touched.append(conn)
             # A batch can hold a hundred segments; flushing only at its end would send one ACK
             # per batch and starve the peer's ACK clock. Flush (ACK, window update, more data)
-            # once enough payload has come in, as a kernel receiver acks every few segments.
-            conn._rx_unflushed += len(seg.payload)
-            if conn._rx_unflushed >= ack_bytes and not conn.closed:
-                conn._rx_unflushed = 0
-                conn._flush(now)
+            # once enough payload has come in, as a kernel receiver acks every few segments:
+            # after ack_bytes in at least two packets (RFC 5681's every second segment, where
+            # a GRO packet stands for many), or one GRO packet of 64 KB. Linux acks each GRO
+            # packet when its reader keeps up; at a few Gbit/s one ACK for two halves the
+            # ACKs our CPU sends (and the peer's reaction to each, which runs in our context)
+            plen = len(seg.payload)
+            if plen:
+                conn._rx_unflushed += plen
+                conn._rx_packets += 1
+                if (
+                    conn._rx_unflushed >= ack_bytes
+                    and (conn._rx_packets >= 2 or conn._rx_unflushed >= ACK_GRO_BYTES)
+                    and not conn.closed
+                ):
+                    conn._rx_unflushed = conn._rx_packets = 0
+                    conn._flush_data(now)
         for conn in touched:
-            conn._rx_unflushed = 0
+            conn._rx_unflushed = conn._rx_packets = 0
             conn._dirty_in_batch = False
             if not conn.closed:
                 conn._flush(now)

@@ -140,6 +140,9 @@ def encode_segment(seg: TcpSegment, src_ip: str | bytes, dst_ip: str | bytes) ->
     return hdr + payload if payload else hdr
 
 
+_VIEW_MIN = 2048  # payload bytes from which decode_segment hands out a view, not a copy
+
+
 def decode_segment(
     data: bytes, src_ip: str | bytes, dst_ip: str | bytes, verify_checksum: bool = True
 ) -> TcpSegment:
@@ -160,4 +163,8 @@ def decode_segment(
         if (v + _pseudo_sum(src_ip, dst_ip) + n) % 0xFFFF:
             raise MalformedSegment("bad checksum")
     opts = decode_options(data[20:hlen]) if hlen > 20 else []
-    return TcpSegment(sport, dport, seqn, ackn, off_flags & 0x1FF, win, opts, data[hlen:], urg)
+    # a large payload stays a view of the received bytes (immutable, so nobody can change it
+    # under the view): a slice would copy up to 64 KB per GRO packet
+    big = n - hlen >= _VIEW_MIN and type(data) is bytes
+    payload = memoryview(data)[hlen:] if big else data[hlen:]
+    return TcpSegment(sport, dport, seqn, ackn, off_flags & 0x1FF, win, opts, payload, urg)

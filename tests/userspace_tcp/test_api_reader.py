@@ -77,11 +77,48 @@ def test_flow_control_as_asyncio_for_an_adopted_buffer():
         assert t.calls == ["pause"]
         assert await r.read(2) == b"45"  # 4 left: resume
         assert t.calls == ["pause", "resume"]
-        r.feed_data(bytearray(b"x" * 20))  # appended: asyncio's own feed_data pauses
+        r.feed_data(bytearray(b"x" * 20))  # queued: 24 bytes in all, pause
         assert t.calls == ["pause", "resume", "pause"]
-        data = await r.read_buffer()
-        assert data == b"6789" + b"x" * 20
+        assert await r.read_buffer() == b"6789"
+        assert t.calls == ["pause", "resume", "pause"]  # 20 left
+        assert await r.read_buffer() == b"x" * 20
         assert t.calls == ["pause", "resume", "pause", "resume"]
+
+    _run(go())
+
+
+def test_a_handed_over_bytearray_behind_a_buffer_is_queued_not_copied():
+    async def go():
+        r = _Reader(limit=1 << 20)
+        r.set_transport(_Transport())
+        a, b, c = bytearray(b"ab"), bytearray(b"cd"), bytearray(b"ef")
+        for x in (a, b, c):
+            r.feed_data(x)
+        assert await r.read_buffer() is a
+        assert await r.read_buffer() is b  # handed on as they came, none copied
+        r.feed_data(bytearray(b"gh"))
+        # asyncio's own reads see one buffer: the queued ones joined in order
+        assert await r.readexactly(3) == b"efg"
+        r.feed_data(bytearray(b"ij\n"))
+        assert await r.readline() == b"hij\n"
+
+    _run(go())
+
+
+def test_paused_the_queued_buffers_are_counted_not_joined():
+    async def go():
+        r = _Reader(limit=2)
+        t = _Transport()
+        r.set_transport(t)
+        a, b, c = bytearray(b"aaaa"), bytearray(b"bb"), bytearray(b"c")
+        for x in (a, b, c):
+            r.feed_data(x)
+        assert t.calls == ["pause"]
+        assert await r.read_buffer() is a
+        assert t.calls == ["pause"]  # 3 left, above the limit
+        assert await r.read_buffer() is b  # not b + c: counting them joined nothing
+        assert t.calls == ["pause", "resume"]
+        assert await asyncio.wait_for(r.read_buffer(), 5) is c  # (a deadline, not a delay)
 
     _run(go())
 
