@@ -752,7 +752,8 @@ class MptcpConnection:
         closing, timers) waits for the round that ends the batch."""
         if not self._steady(s):
             return None
-        s.tcp._events.clear()  # only data events (ignored in _subflow_events too)
+        while s.tcp.next_event() is not None:
+            pass  # only data events (ignored in _subflow_events too): the data is pulled here
         self._now = now
         if s.tcp.readable:
             for dsn, data in s.pull():
@@ -776,11 +777,9 @@ class MptcpConnection:
             or tcp.unsent
             or s.has_queued_options()
             or s not in self.subflows
+            or not tcp.only_data_events()
         ):
             return False
-        for e in tcp._events:
-            if type(e) is not DataReceived and type(e) is not SendBufferAvailable:
-                return False
         return True
 
     def _process(self, now: float) -> None:

@@ -633,6 +633,11 @@ class TcpConnection(LossRecovery, Reassembly):
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def only_data_events(self) -> bool:
+        """Whether every event waiting says only that data came or send space opened (a layer
+        above that reads and writes anyway may drop them; anything else must be handled)."""
+        return all(type(e) is DataReceived or type(e) is SendBufferAvailable for e in self._events)
+
     def get_timer(self) -> float | None:
         t = None
         for d in (
