@@ -126,7 +126,23 @@ def initial_window(mss: int) -> int:
     return min(10 * mss, max(2 * mss, 14600))
 
 
-class Reno:
+class _HyStartExit:
+    """What Reno and CUBIC share: HyStart++ ends the initial slow start (ssthresh = cwnd)."""
+
+    cwnd: int
+    ssthresh: int
+    mss: int
+    hystart: HyStartPP
+
+    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None, acks: int = 1) -> None:
+        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking;
+        ``acks``: the peer's ACKs it stands for, ``HyStartPP.on_ack``)."""
+        hs = self.hystart
+        if hs.active and hs.on_ack(ack, snd_nxt, rtt, acks):
+            self.ssthresh = max(self.cwnd, 2 * self.mss)
+
+
+class Reno(_HyStartExit):
     """Slow start with appropriate byte counting (L = 2 SMSS), then one SMSS per cwnd acked."""
 
     name = "reno"
@@ -137,13 +153,6 @@ class Reno:
         self.ssthresh = 1 << 30
         self._acc = 0
         self.hystart = HyStartPP()
-
-    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None, acks: int = 1) -> None:
-        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking;
-        ``acks``: the peer's ACKs it stands for, ``HyStartPP.on_ack``)."""
-        hs = self.hystart
-        if hs.active and hs.on_ack(ack, snd_nxt, rtt, acks):
-            self.ssthresh = max(self.cwnd, 2 * self.mss)
 
     def on_ack(self, bytes_acked: int, rtt: float | None, now: float) -> None:
         if self.cwnd < self.ssthresh:
@@ -178,7 +187,7 @@ class Reno:
             self._acc = 0
 
 
-class Cubic:
+class Cubic(_HyStartExit):
     """CUBIC: W(t) = C (t - K)^3 + W_max, with fast convergence and the Reno-friendly region."""
 
     name = "cubic"
@@ -197,13 +206,6 @@ class Cubic:
         self.w_prior = 0.0  # segments, cwnd before the last reduction (cwnd_prior)
         self._cwnd_f = float(self.cwnd)  # bytes, fractional growth accumulates here
         self.hystart = HyStartPP()
-
-    def hystart_ack(self, ack: int, snd_nxt: int, rtt: float | None, acks: int = 1) -> None:
-        """Every new ACK outside recovery while cwnd < ssthresh (HyStart++ round tracking;
-        ``acks``: the peer's ACKs it stands for, ``HyStartPP.on_ack``)."""
-        hs = self.hystart
-        if hs.active and hs.on_ack(ack, snd_nxt, rtt, acks):
-            self.ssthresh = max(self.cwnd, 2 * self.mss)
 
     def _reduce(self, now: float) -> None:
         seg = self.cwnd / self.mss

@@ -1459,11 +1459,8 @@ class TcpConnection(LossRecovery, Reassembly):
                 self._dupacks = 0
                 if cc.cwnd < cc.ssthresh:
                     hystart = getattr(cc, "hystart_ack", None)  # RFC 9406 rounds and RTTs
-                    if hystart is not None:
-                        if seg.acks > 1:  # the samples of the ACKs coalesced into this one
-                            hystart(ack, self.snd_nxt, sample, seg.acks)
-                        else:
-                            hystart(ack, self.snd_nxt, sample)
+                    if hystart is not None:  # (with the samples of the ACKs coalesced into it)
+                        hystart(ack, self.snd_nxt, sample, seg.acks)
                 if self._is_cwnd_limited():
                     k = seg.acks
                     if k > 1:
