@@ -22,14 +22,20 @@ class _Transport(asyncio.Transport):
         self.calls.append("resume")
 
 
+def _reader(limit: int) -> tuple[_Reader, _Transport]:
+    """A reader (made inside the running loop) on a transport that records pause/resume."""
+    r, t = _Reader(limit=limit), _Transport()
+    r.set_transport(t)
+    return r, t
+
+
 def _run(coro):  # one loop per test
     return asyncio.run(coro)
 
 
 def test_an_empty_reader_takes_a_handed_over_bytearray_and_appends_to_it():
     async def go():
-        r = _Reader(limit=8)
-        r.set_transport(_Transport())
+        r, _ = _reader(8)
         a = bytearray(b"abc")
         r.feed_data(a)
         assert r._buffer is a  # adopted: no copy
@@ -48,8 +54,7 @@ def test_an_empty_reader_takes_a_handed_over_bytearray_and_appends_to_it():
 
 def test_read_buffer_hands_the_buffer_over_and_waits_for_data():
     async def go():
-        r = _Reader(limit=8)
-        r.set_transport(_Transport())
+        r, _ = _reader(8)
         waiting = asyncio.ensure_future(r.read_buffer())
         await asyncio.sleep(0)
         assert not waiting.done()
@@ -68,9 +73,7 @@ def test_read_buffer_hands_the_buffer_over_and_waits_for_data():
 
 def test_flow_control_as_asyncio_for_an_adopted_buffer():
     async def go():
-        r = _Reader(limit=4)
-        t = _Transport()
-        r.set_transport(t)
+        r, t = _reader(4)
         r.feed_data(bytearray(b"123456789"))  # adopted, over twice the limit: pause
         assert t.calls == ["pause"]
         assert await r.read(3) == b"123"  # 6 left, above the limit: still paused
@@ -89,8 +92,7 @@ def test_flow_control_as_asyncio_for_an_adopted_buffer():
 
 def test_a_handed_over_bytearray_behind_a_buffer_is_queued_not_copied():
     async def go():
-        r = _Reader(limit=1 << 20)
-        r.set_transport(_Transport())
+        r, _ = _reader(1 << 20)
         a, b, c = bytearray(b"ab"), bytearray(b"cd"), bytearray(b"ef")
         for x in (a, b, c):
             r.feed_data(x)
@@ -107,9 +109,7 @@ def test_a_handed_over_bytearray_behind_a_buffer_is_queued_not_copied():
 
 def test_paused_the_queued_buffers_are_counted_not_joined():
     async def go():
-        r = _Reader(limit=2)
-        t = _Transport()
-        r.set_transport(t)
+        r, t = _reader(2)
         a, b, c = bytearray(b"aaaa"), bytearray(b"bb"), bytearray(b"c")
         for x in (a, b, c):
             r.feed_data(x)
