@@ -14,7 +14,7 @@ import bisect
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..tcp.connection import TcpConnection, TcpState
+from ..tcp.connection import DEFER, TcpConnection, TcpState
 from ..tcp.options import MAX_OPTIONS_LEN, Sack, Timestamps, UnknownOption, encoded_length
 from ..tcp.segment import ACK, FIN, RST, SYN, TcpSegment
 from . import crypto
@@ -527,7 +527,7 @@ class Subflow:
         return c
 
     # ----------------------------------------------------------------- TcpHooks: incoming
-    def incoming_options(self, tcp: TcpConnection, seg: TcpSegment) -> bool | None:
+    def incoming_options(self, tcp: TcpConnection, seg: TcpSegment) -> bool | str | None:
         conn = self.conn
         options = seg.options
         if (
@@ -573,7 +573,7 @@ class Subflow:
             return None
         if tcp.state is TcpState.SYN_RECEIVED:
             ok = self._on_third_ack(tcp, seg, opts)
-            if ok is False or conn.fallback:
+            if ok is not None or conn.fallback:
                 return ok
         return self._on_established(tcp, seg, opts)
 
@@ -627,10 +627,17 @@ class Subflow:
         self._join_ack_deadline = None
         return None
 
-    def _on_third_ack(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | None:
+    def _on_third_ack(self, tcp: TcpConnection, seg: TcpSegment, opts: list) -> bool | str | None:
         conn = self.conn
         if self.initial:
             mpc = next((o for o in opts if isinstance(o, MpCapable)), None)
+            if mpc is None and (seg.seq - tcp.irs) & MASK32 != 1:
+                # Data sent ahead of the third ACK and the first data overtook both (reordering,
+                # or both lost). Only those carry the keys, and whichever comes in order
+                # decides. Any answer now would be a plain ACK of the in-order byte, which the
+                # peer takes for our fallback (RFC 8684 3.1; Linux's check_fully_established).
+                # Linux's listener falls back on such a segment; we leave it to be resent.
+                return DEFER
             conn.on_third_ack_capable(self, mpc, seg)
             return None
         ja = next((o for o in opts if isinstance(o, MpJoinAck)), None)

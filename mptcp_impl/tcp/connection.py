@@ -117,6 +117,7 @@ class TcpStats:
     malformed_dropped: int = 0
     challenge_acks: int = 0
     paws_dropped: int = 0
+    handshake_deferred: int = 0  # segments the layer above left for later (DEFER), as if lost
     ooo_segments: int = 0
     lost_retransmits: int = 0  # retransmissions detected lost again during SACK recovery
     persist_probes: int = 0
@@ -130,6 +131,10 @@ class TcpStats:
     ssthresh: int = 0
 
 
+#: ``TcpHooks.incoming_options``' third answer during the handshake: not yet (see there).
+DEFER = "defer"
+
+
 class TcpHooks(Protocol):
     """What the MPTCP layer plugs in. Sequence numbers given to hooks are wire values (mod 2**32);
     subtract ``conn.iss``/``conn.irs`` for the relative numbers DSS mappings use.
@@ -137,13 +142,15 @@ class TcpHooks(Protocol):
     ``incoming_options`` sees only segments TCP accepts (after the RFC 5961 checks and the
     SYN-RECEIVED ACK check), RSTs included; returning False during the handshake refuses it:
     the connection answers with an RST carrying the hook's options and never reports
-    ``Connected``. ``receive_window`` (optional) gives the bytes the layer above can still take,
-    so that every subflow advertises the connection-level window.
+    ``Connected``. Returning ``DEFER`` in SYN-RECEIVED treats the segment as lost (nothing taken,
+    nothing answered, the handshake goes on): the layer above cannot decide on it yet, and any
+    answer would decide for it. ``receive_window`` (optional) gives the bytes the layer above can
+    still take, so that every subflow advertises the connection-level window.
     """
 
     def outgoing_options(self, conn: TcpConnection, seg: TcpSegment, space: int) -> list: ...
 
-    def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> bool | None: ...
+    def incoming_options(self, conn: TcpConnection, seg: TcpSegment) -> bool | str | None: ...
 
     # Optional: ``options_dropped(conn, seg, options)`` hears of hook options that did not fit
     # beside TCP's own on this segment; ``receive_window(conn) -> int`` (see above).
@@ -1310,9 +1317,14 @@ class TcpConnection(LossRecovery, Reassembly):
             if not (self.snd_una < ack <= self.snd_max):
                 self._rst_for(seg)
                 return
-            if self.hooks is not None and self.hooks.incoming_options(self, seg) is False:
-                self._refuse(self.snd_nxt, now)
-                return
+            if self.hooks is not None:
+                verdict = self.hooks.incoming_options(self, seg)
+                if verdict is False:
+                    self._refuse(self.snd_nxt, now)
+                    return
+                if verdict == DEFER:
+                    st.handshake_deferred += 1
+                    return
         elif self.hooks is not None:
             # RFC 5961 5.2 first: an ACK of data never sent, or far below snd_una, is dropped
             # (by _process_ack) and its options must not reach the layer above.

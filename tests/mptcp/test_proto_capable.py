@@ -87,6 +87,41 @@ def test_server_third_ack_lost_keys_come_from_first_data():
     assert d.data_ack == f.idsn + 1 + len(data)
 
 
+@pytest.mark.parametrize("decider", ["third_ack", "first_data"])
+def test_server_data_overtaking_the_third_ack_waits_for_it(decider):
+    """A data segment (DSS, no MP_CAPABLE) that overtook the third ACK and the first data, both
+    of which carry the keys: any answer would be a plain-TCP ACK at the peer's first in-order
+    byte, which a Linux client takes for our fallback (MPCapableDataFallback). The segment is
+    dropped as if lost, unanswered; whichever key-carrier comes next decides, and the
+    connection is MPTCP, the stream intact. (Found on a reordering link: issue 19's "rough".)"""
+    box = Box()
+    f = Flow((THEM, 40000), (US, PORT), KEY)
+    mpc = server_handshake(box, f, third_ack=False)
+    conn = box.conn
+    lk = mpc.sender_key
+    dack = (crypto.idsn(lk) + 1) & (2**64 - 1)
+    a, b = bytes(range(250)) * 4, bytes(range(50, 250)) * 5
+    mapping = Dss(
+        data_ack=dack, data_ack64=True, dsn=f.idsn + 1, dsn64=True, subflow_seq=1, data_len=2000
+    )
+    ahead = f.seg(ACK | PSH, mapping, seq=1001, payload=b)
+    assert box.feed(f, ahead) + box.advance(0.05) == []
+    assert not conn.fallback and not conn.fully_established and "Connected" not in box.kinds()
+    assert box.sub_for(f).tcp.stats.handshake_deferred == 1
+    if decider == "third_ack":
+        out = box.feed(f, f.seg(ACK, MpCapable(sender_key=KEY, receiver_key=lk)))
+        out += box.feed(f, f.seg(ACK | PSH, mapping, payload=a))
+    else:
+        first = MpCapable(sender_key=KEY, receiver_key=lk, data_len=2000)
+        out = box.feed(f, f.seg(ACK | PSH, first, payload=a))
+    assert conn.fully_established and not conn.fallback
+    out += box.feed(f, ahead) + box.advance(0.2)  # the peer resends it
+    assert conn.read() == a + b
+    assert out and all(dss_of(s) is not None for s in out), out
+    assert any(dss_of(s).data_ack == (f.idsn + 2001) & (2**64 - 1) for s in out)
+    assert conn.mib["MPCapableFallbackACK"] == conn.mib["DSSNotMatching"] == 0
+
+
 def test_server_sends_64bit_dsn_from_idsn_plus_1():
     box = Box()
     f = Flow((THEM, 40000), (US, PORT), KEY)
