@@ -40,10 +40,11 @@ def close_stack() -> None:
 
 class _Reader(asyncio.StreamReader):
     """asyncio's StreamReader with fewer copies of each byte: a connection's handed-over
-    bytearray (its ``read()`` of everything) is taken as it is, into an empty buffer or queued
-    behind a non-empty one (appending would copy it, and grow the buffer by reallocations
-    that copy all of it again), ``read(n)`` copies once (3.11 slices, then copies the slice),
-    and ``read_buffer`` hands the buffer over, then each queued one. The queued ones join the
+    bytearray (its ``read()`` of everything) or pieces (an MPTCP connection's
+    ``read_chunks()``) are taken as they are, a bytearray into an empty buffer, anything else
+    queued behind it (appending would copy it, and grow the buffer by reallocations that copy
+    all of it again), ``read(n)`` copies once (3.11 slices, then copies the slice), and
+    ``read_buffer`` hands the buffer over, then each queued piece. The queued ones join the
     buffer only when asyncio's own code reads it (``_buffer``). The same bytes, the same flow
     control."""
 
@@ -61,19 +62,30 @@ class _Reader(asyncio.StreamReader):
     @_buffer.setter
     def _buffer(self, value: bytearray) -> None:
         self._head = value
-        self._queued: list[bytearray] = []
+        self._queued: list[bytes | bytearray | memoryview] = []
         self._queued_bytes = 0
 
     def feed_data(self, data: bytes | bytearray) -> None:
         if type(data) is not bytearray or not data or self._eof:
             super().feed_data(data)
             return
-        # nobody else holds it (the connection's read handed it over)
-        if self._head:
-            self._queued.append(data)
-            self._queued_bytes += len(data)
-        else:
-            self._head = data
+        self.feed_chunks([data])
+
+    def feed_chunks(self, chunks: list) -> None:
+        """Pieces nobody else holds or changes (the connection handed them over)."""
+        if self._eof:
+            for c in chunks:
+                super().feed_data(c)
+            return
+        q = self._queued
+        for c in chunks:
+            if not c:
+                continue
+            if not self._head and not q and type(c) is bytearray:
+                self._head = c
+            else:
+                q.append(c)
+                self._queued_bytes += len(c)
         self._wakeup_waiter()
         size = len(self._head) + self._queued_bytes
         if self._transport is not None and not self._paused and size > 2 * self._limit:
@@ -97,20 +109,19 @@ class _Reader(asyncio.StreamReader):
         self._maybe_resume_transport()
         return data
 
-    async def read_buffer(self) -> bytearray:
+    async def read_buffer(self) -> bytes | bytearray | memoryview:
         """``read(n)`` for an ``n`` of at least what is buffered, without its copy: the
-        buffer itself (a new one takes its place); empty at EOF."""
+        buffer itself (a new one takes its place), else the next queued piece; empty at EOF."""
         if self._exception is not None:
             raise self._exception
-        if not self._head and not self._eof:
+        if not self._head and not self._queued and not self._eof:
             await self._wait_for_data("read_buffer")
-        data = self._head
-        q = self._queued
-        if q:
-            self._head = q.pop(0)
-            self._queued_bytes -= len(self._head)
-        else:
+        data: bytes | bytearray | memoryview = self._head
+        if data:
             self._head = bytearray()
+        elif self._queued:
+            data = self._queued.pop(0)
+            self._queued_bytes -= len(data)
         self._maybe_resume_transport()
         return data
 
@@ -174,9 +185,15 @@ class _StreamHandler:
         """Move received bytes into the StreamReader, then the EOF once all bytes are in."""
         if self.paused or self.conn is None or self.eof_fed:
             return
-        data = self.conn.read()
-        if data:
-            self.reader.feed_data(data)
+        chunks = getattr(self.conn, "read_chunks", None)
+        if chunks is not None:
+            pieces = chunks()
+            if pieces:
+                self.reader.feed_chunks(pieces)
+        else:
+            data = self.conn.read()
+            if data:
+                self.reader.feed_data(data)
         # The peer's FIN (or the end of the connection) may have been seen while the reader
         # was paused with bytes still in the connection: EOF only after the last of them.
         if self.peer_eof and not self.paused and not self.conn.readable:

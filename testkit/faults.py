@@ -551,7 +551,7 @@ class _Run:
             outstanding = (off < len(data) or snd.snd_una < snd.snd_nxt or len(snd._sbuf) > 0) or (
                 snd._close_requested and not snd._fin_acked
             )
-            room = rcv is None or len(rcv._rbuf) < rcv.rcv_buf // 2
+            room = rcv is None or rcv.readable < rcv.rcv_buf // 2
             if mark != self.last_mark[name] or not (outstanding and room and usable):
                 self.stall_start[name] = None
             elif self.stall_start[name] is None:
@@ -586,7 +586,10 @@ class _Run:
             self._fail(
                 "rcv_memory", f"out-of-order bytes stored {stored} but counted {c._ooo_bytes}"
             )
-        rcv = len(c._rbuf) + stored
+        queued = sum(len(x) for x in c._rq)
+        if queued != c.readable:
+            self._fail("rcv_memory", f"in-order pieces hold {queued} bytes but count {c.readable}")
+        rcv = queued + stored
         sub_rcv = 0
         snd = len(c._sbuf)
         for s in c.subflows:
@@ -601,7 +604,7 @@ class _Run:
         if rcv > c.rcv_buf + slack:
             self._fail(
                 "rcv_memory",
-                f"connection holds {rcv} received bytes (rbuf {len(c._rbuf)}, "
+                f"connection holds {rcv} received bytes (in order {queued}, "
                 f"out of order {stored}) with rcv_buf {c.rcv_buf}",
             )
         if len(c._sbuf) > c.snd_buf:

@@ -34,7 +34,7 @@ from ..tcp.connection import (
     TcpState,
 )
 from ..tcp.rangeset import RangeSet
-from ..tcp.reassembly import drain_held
+from ..tcp.reassembly import drain_held_chunks
 from ..tcp.segment import TcpSegment
 from ..tcp.sendbuf import SendBuffer
 from . import crypto
@@ -198,7 +198,11 @@ class MptcpConnection:
         self._rtx = DataRetransmitter()  # data-level retransmission timer and window probe
         # receive side
         self.rcv_nxt = 0
-        self._rbuf = bytearray()
+        # in-order data not read yet: the pieces as they came (a subflow's handed-over buffer,
+        # a held chunk), queued rather than appended, so no byte is copied on its way to the
+        # reader (``read_chunks``); ``read`` joins them only when there are several
+        self._rq: list[bytes | bytearray | memoryview] = []
+        self._rlen = 0
         # out-of-order data above rcv_nxt: the ranges held and the chunks tiling them, keyed by
         # their start (only bytes not held yet are stored, as tcp/reassembly.py does)
         self._ooo = RangeSet()
@@ -563,20 +567,52 @@ class MptcpConnection:
 
     @property
     def readable(self) -> int:
-        return len(self._rbuf)
+        return self._rlen
 
     def read(self, max_bytes: int = -1) -> bytes | bytearray:
-        """In-order data, at most ``max_bytes`` (all of it: the buffer itself, a bytearray
-        handed over without a copy, a new one taking its place)."""
-        buf = self._rbuf
-        before = self.rcv_window()
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data: bytes | bytearray = buf
-            self._rbuf = bytearray()
-        else:
-            data = bytes(memoryview(buf)[:max_bytes])
-            del buf[: len(data)]
-        if data and before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
+        """In-order data, at most ``max_bytes`` (all of it: one piece handed over as it is when
+        it is a bytearray, else the pieces joined)."""
+        q = self._rq
+        if max_bytes < 0 or max_bytes >= self._rlen:
+            if len(q) == 1 and type(q[0]) is bytearray:
+                data: bytes | bytearray = q[0]
+                q.clear()
+                self._rlen = 0
+                self._read_done(data)
+                return data
+            return bytearray().join(self.read_chunks())
+        out = bytearray()
+        while len(out) < max_bytes:
+            c = q[0]
+            want = max_bytes - len(out)
+            if len(c) <= want:
+                out += q.pop(0)
+            else:
+                out += memoryview(c)[:want]
+                q[0] = memoryview(c)[want:]
+        self._rlen -= len(out)
+        self._read_done(out)
+        return bytes(out)
+
+    def read_chunks(self) -> list[bytes | bytearray | memoryview]:
+        """All in-order data, as the pieces it arrived in (no copy): the edge hands them to
+        the application's reader one by one."""
+        q = self._rq
+        if not q:
+            return q
+        self._rq = []
+        n = self._rlen
+        self._rlen = 0
+        self._read_done(q, n)
+        return q
+
+    def _read_done(self, data: Any, n: int | None = None) -> None:
+        """``n`` bytes (``len(data)``) were read: a window that reopened is announced."""
+        n = len(data) if n is None else n
+        if not n:
+            return
+        before = max(0, self.rcv_window() - n)
+        if before * 2 <= self.rcv_buf and self.rcv_window() >= 2 * before:
             # the connection-level window reopened: tell the peer on one (working) subflow
             s = self._pm_subflow()
             if s is not None:
@@ -983,7 +1019,7 @@ class MptcpConnection:
 
     # ================================================================= receive
     def rcv_window(self) -> int:
-        return max(0, self.rcv_buf - len(self._rbuf) - self._ooo_bytes)
+        return max(0, self.rcv_buf - self._rlen - self._ooo_bytes)
 
     def adv_window(self, wscale: int, mss: int) -> int:
         """The window a subflow advertises, relative to the DATA_ACK (RFC 8684 3.3.4, Linux's
@@ -1040,14 +1076,11 @@ class MptcpConnection:
                 end = limit
                 data = data[: end - dsn]
         if dsn == self.rcv_nxt:
-            if not self._rbuf and type(data) is bytearray:
-                # a subflow's whole buffer, handed over by its read (nobody else holds it):
-                # it becomes ours as it is, no copy
-                self._rbuf = data
-            else:
-                self._rbuf += data
-            self.rcv_nxt = end
+            # (a subflow's whole buffer, handed over by its read: nobody else holds it)
+            self._rq.append(data)
             delivered = len(data)
+            self._rlen += delivered
+            self.rcv_nxt = end
             if self._ooo:
                 delivered += self._drain_ooo()
             self._data_event(delivered)
@@ -1090,8 +1123,10 @@ class MptcpConnection:
     def _drain_ooo(self) -> int:
         """Move the held data that rcv_nxt has reached into the receive buffer."""
         rcv = self.rcv_nxt
-        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rbuf, rcv)
-        return self.rcv_nxt - rcv
+        self.rcv_nxt = drain_held_chunks(self._ooo, self._ooo_data, self._rq, rcv)
+        n = self.rcv_nxt - rcv
+        self._rlen += n
+        return n
 
     @property
     def _ooo_bytes(self) -> int:
@@ -1900,7 +1935,7 @@ class MptcpConnection:
             "repair_in": None if self._repair_at is None else round(self._repair_at - self._now, 4),
             "rtx": {"deadline": self._rtx.deadline, "backoff": self._rtx.backoff},
             "rcv_nxt": self.rcv_nxt,
-            "rbuf": len(self._rbuf),
+            "rbuf": self._rlen,
             "ooo_bytes": self._ooo_bytes,
             "close": {
                 "requested": self._close_requested,

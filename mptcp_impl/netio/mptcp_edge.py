@@ -135,6 +135,13 @@ class MptcpConn(AppEvents, EdgeTimer):
             self.stack._mark(self)
         return data
 
+    def read_chunks(self) -> list:
+        """All in-order data as the pieces it arrived in (``MptcpConnection.read_chunks``)."""
+        data = self.mconn.read_chunks()
+        if data:
+            self.stack._mark(self)
+        return data
+
     @property
     def readable(self) -> int:
         return self.mconn.readable

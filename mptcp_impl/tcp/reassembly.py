@@ -129,3 +129,21 @@ def drain_held(ooo: Any, chunks: dict, rbuf: bytearray, rcv_nxt: int) -> int:
         rcv_nxt = max(rcv_nxt, bend)
         ooo.remove_below(bend)
     return rcv_nxt
+
+
+def drain_held_chunks(ooo: Any, chunks: dict, out: list, rcv_nxt: int) -> int:
+    """``drain_held`` that appends the held pieces themselves to the list ``out`` (the part of
+    one below ``rcv_nxt`` cut off by a view), copying nothing: for a receive queue of pieces."""
+    starts = ooo.starts
+    while starts and starts[0] <= rcv_nxt:
+        x = starts[0]
+        bend = ooo.ends[0]
+        while x < bend:
+            chunk = chunks.pop(x)
+            nx = x + len(chunk)
+            if nx > rcv_nxt:
+                out.append(chunk if x >= rcv_nxt else memoryview(chunk)[rcv_nxt - x :])
+            x = nx
+        rcv_nxt = max(rcv_nxt, bend)
+        ooo.remove_below(bend)
+    return rcv_nxt

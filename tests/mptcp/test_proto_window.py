@@ -157,7 +157,7 @@ def test_sim_small_rcv_buf_slow_reader():
             srv = server.accepted[0]
             got += srv.read(4096)
             net.flush(server, srv)
-            assert len(srv._rbuf) + srv._ooo_bytes <= 32_768 + 1460
+            assert srv.readable + srv._ooo_bytes <= 32_768 + 1460
     assert bytes(got) == data
     # the receiver's advertised edges, in the order sent
     wsc = {s.local[1]: s.tcp.rcv_wscale for s in srv.all_subflows()}

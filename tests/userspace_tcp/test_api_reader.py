@@ -136,3 +136,29 @@ def test_an_error_is_raised_as_asyncio_does():
                 raise AssertionError("no error")
 
     _run(go())
+
+
+def test_pieces_of_any_buffer_type_are_queued_and_handed_on_as_they_are():
+    """An MPTCP connection's ``read_chunks``: a subflow's bytearray, a held out-of-order piece
+    (bytes), the rest of one cut by a view: none copied on the way to ``read_buffer``."""
+
+    async def go():
+        r, t = _reader(4)
+        a, b = bytearray(b"ab"), b"cdefg"
+        c = memoryview(b"xxgh")[2:]
+        r.feed_chunks([a, b, c])
+        assert t.calls == ["pause"]  # 9 bytes: over twice the limit
+        got = [await r.read_buffer() for _ in range(3)]
+        assert got[0] is a and got[1] is b and got[2] is c
+        assert t.calls == ["pause", "resume"]
+        waiting = asyncio.ensure_future(r.read_buffer())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # nothing left: it waits for the next piece
+        r.feed_chunks([memoryview(b"ij")])
+        assert bytes(await waiting) == b"ij"
+        r.feed_chunks([b"kl", memoryview(b"mn")])
+        assert await r.readexactly(3) == b"klm"  # asyncio's own reads: the pieces joined
+        r.feed_eof()
+        assert await r.read() == b"n"
+
+    _run(go())
