@@ -34,7 +34,7 @@ from ..tcp.connection import (
     TcpState,
 )
 from ..tcp.rangeset import RangeSet
-from ..tcp.reassembly import drain_held_chunks
+from ..tcp.reassembly import drain_held
 from ..tcp.segment import TcpSegment
 from ..tcp.sendbuf import SendBuffer
 from . import crypto
@@ -1123,7 +1123,7 @@ class MptcpConnection:
     def _drain_ooo(self) -> int:
         """Move the held data that rcv_nxt has reached into the receive buffer."""
         rcv = self.rcv_nxt
-        self.rcv_nxt = drain_held_chunks(self._ooo, self._ooo_data, self._rq, rcv)
+        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rq.append, rcv)
         n = self.rcv_nxt - rcv
         self._rlen += n
         return n

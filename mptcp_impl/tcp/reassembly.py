@@ -108,14 +108,15 @@ class Reassembly:
     def _drain_ooo(self) -> int:
         """Move the held data that rcv_nxt has reached into the receive buffer."""
         rcv = self.rcv_nxt
-        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rbuf, rcv)
+        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rbuf.extend, rcv)
         return self.rcv_nxt - rcv
 
 
-def drain_held(ooo: Any, chunks: dict, rbuf: bytearray, rcv_nxt: int) -> int:
-    """Append to ``rbuf`` the held ranges (``ooo``, a RangeSet; ``chunks``, the pieces tiling
-    it by start) that ``rcv_nxt`` has reached, forget them, and return the new ``rcv_nxt``.
-    The same for TCP's reassembly and MPTCP's data-level one."""
+def drain_held(ooo: Any, chunks: dict, put: Any, rcv_nxt: int) -> int:
+    """Hand ``put`` the held ranges (``ooo``, a RangeSet; ``chunks``, the pieces tiling it by
+    start) that ``rcv_nxt`` has reached, in order (a piece partly below ``rcv_nxt`` cut by a
+    view), forget them, and return the new ``rcv_nxt``. TCP's reassembly puts them into its
+    buffer (``bytearray.extend``), MPTCP's data level queues the pieces themselves."""
     starts = ooo.starts
     while starts and starts[0] <= rcv_nxt:
         x = starts[0]
@@ -124,25 +125,7 @@ def drain_held(ooo: Any, chunks: dict, rbuf: bytearray, rcv_nxt: int) -> int:
             chunk = chunks.pop(x)
             nx = x + len(chunk)
             if nx > rcv_nxt:
-                rbuf += chunk if x >= rcv_nxt else memoryview(chunk)[rcv_nxt - x :]
-            x = nx
-        rcv_nxt = max(rcv_nxt, bend)
-        ooo.remove_below(bend)
-    return rcv_nxt
-
-
-def drain_held_chunks(ooo: Any, chunks: dict, out: list, rcv_nxt: int) -> int:
-    """``drain_held`` that appends the held pieces themselves to the list ``out`` (the part of
-    one below ``rcv_nxt`` cut off by a view), copying nothing: for a receive queue of pieces."""
-    starts = ooo.starts
-    while starts and starts[0] <= rcv_nxt:
-        x = starts[0]
-        bend = ooo.ends[0]
-        while x < bend:
-            chunk = chunks.pop(x)
-            nx = x + len(chunk)
-            if nx > rcv_nxt:
-                out.append(chunk if x >= rcv_nxt else memoryview(chunk)[rcv_nxt - x :])
+                put(chunk if x >= rcv_nxt else memoryview(chunk)[rcv_nxt - x :])
             x = nx
         rcv_nxt = max(rcv_nxt, bend)
         ooo.remove_below(bend)
