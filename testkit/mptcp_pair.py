@@ -157,11 +157,24 @@ def mptcp_pair(prefix: str, rates_mbit: tuple[int, int] = (20, 10)) -> Iterator[
 
 
 def _readline(p: subprocess.Popen, stream, timeout: float) -> str:
-    """Read one line from a child's pipe, with a deadline (a hung peer must fail the test)."""
-    ready, _, _ = select.select([stream], [], [], timeout)
-    if not ready:
-        raise TimeoutError(f"no output from {p.args} within {timeout}s")
-    return stream.readline()
+    """Read one line from a child's pipe, with a deadline (a hung peer must fail the test).
+
+    Byte by byte from the pipe itself, never through the file object's buffer: its readline()
+    takes whatever the pipe holds, so a second line written with the first (tcpdump -i any's
+    "data link type LINUX_SLL2" and "listening on", the server's "progress" lines) would wait
+    in that buffer where select() cannot see it, until the child wrote more or the deadline
+    passed. The file object is left with nothing buffered (communicate() reads the rest)."""
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise TimeoutError(f"no output from {p.args} within {timeout}s")
+        byte = os.read(fd, 1)
+        line += byte
+        if not byte or byte == b"\n":
+            return line.decode(errors="replace")
 
 
 def start_capture(pair: Pair, ns: str, host: str, intf: str, out_dir: Path) -> subprocess.Popen:

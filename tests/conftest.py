@@ -21,6 +21,7 @@ SANS_IO = (
     "tests/test_bootstrap.py",  # ./inv in a copy, with stand-ins for dpkg, apt-get and pip
     "tests/test_suite_durations.py",
     "tests/test_suite_units.py",  # which unit each test is in (this file's rules)
+    "tests/test_testkit_readline.py",  # testkit's line reader on a shell's pipe
     "tests/analysis/test_verdict.py",  # the claims rule: plain arithmetic
     # the failover table's known answers: hand-built pcaps (mptcp_craft) analysed and reported
     # in tmp_path, no namespace, no capture of its own
