@@ -578,7 +578,7 @@ class MptcpConnection:
                 data: bytes | bytearray = q[0]
                 q.clear()
                 self._rlen = 0
-                self._read_done(data)
+                self._read_done(len(data))
                 return data
             return bytearray().join(self.read_chunks())
         out = bytearray()
@@ -591,7 +591,7 @@ class MptcpConnection:
                 out += memoryview(c)[:want]
                 q[0] = memoryview(c)[want:]
         self._rlen -= len(out)
-        self._read_done(out)
+        self._read_done(len(out))
         return bytes(out)
 
     def read_chunks(self) -> list[bytes | bytearray | memoryview]:
@@ -603,12 +603,11 @@ class MptcpConnection:
         self._rq = []
         n = self._rlen
         self._rlen = 0
-        self._read_done(q, n)
+        self._read_done(n)
         return q
 
-    def _read_done(self, data: Any, n: int | None = None) -> None:
-        """``n`` bytes (``len(data)``) were read: a window that reopened is announced."""
-        n = len(data) if n is None else n
+    def _read_done(self, n: int) -> None:
+        """``n`` bytes were read: a window that reopened is announced."""
         if not n:
             return
         before = max(0, self.rcv_window() - n)
@@ -617,7 +616,6 @@ class MptcpConnection:
             s = self._pm_subflow()
             if s is not None:
                 s.tcp.send_ack()
-        return data
 
     def close(self, now: float) -> None:
         """Half-close: a DATA_FIN follows the last byte (plain TCP FIN after fallback)."""
