@@ -162,17 +162,9 @@ def decode_segment(
             v <<= 8
         if (v + _pseudo_sum(src_ip, dst_ip) + n) % 0xFFFF:
             raise MalformedSegment("bad checksum")
-    if type(data) is memoryview:
-        # a view of a received packet's bytes (the edge reads each into bytes of its own)
-        if not (data.readonly and type(data.obj) is bytes):
-            data = bytes(data)
-        elif n - hlen < _VIEW_MIN:
-            data = bytes(data)  # small: a copy is cheaper than a view that pins the packet
     opts = decode_options(data[20:hlen]) if hlen > 20 else []
     # a large payload stays a view of the received bytes (immutable, so nobody can change it
     # under the view): a slice would copy up to 64 KB per GRO packet
-    if n - hlen >= _VIEW_MIN and type(data) is not bytearray:
-        payload = memoryview(data)[hlen:] if type(data) is bytes else data[hlen:]
-    else:
-        payload = data[hlen:]
+    big = n - hlen >= _VIEW_MIN and type(data) is bytes
+    payload = memoryview(data)[hlen:] if big else data[hlen:]
     return TcpSegment(sport, dport, seqn, ackn, off_flags & 0x1FF, win, opts, payload, urg)
