@@ -39,9 +39,9 @@ def close_stack() -> None:
 
 
 class _Reader(asyncio.StreamReader):
-    """asyncio's StreamReader with fewer copies of each byte: a connection's handed-over
-    bytearray (its ``read()`` of everything) or pieces (an MPTCP connection's
-    ``read_chunks()``) are taken as they are, a bytearray into an empty buffer, anything else
+    """asyncio's StreamReader with fewer copies of each byte: the pieces a connection hands
+    over (``read_chunks(room())``: a TCP connection's buffer, an MPTCP connection's pieces) are
+    taken as they are, a bytearray into an empty buffer, anything else
     queued behind it (appending would copy it, and grow the buffer by reallocations that copy
     all of it again), ``read(n)`` copies once (3.11 slices, then copies the slice), and
     ``read_buffer`` hands the buffer over, then each queued piece. The queued ones join the
@@ -91,6 +91,14 @@ class _Reader(asyncio.StreamReader):
         if self._transport is not None and not self._paused and size > 2 * self._limit:
             self._transport.pause_reading()
             self._paused = True
+
+    def room(self) -> int:
+        """How much the connection may hand over now. asyncio pauses the transport above
+        2 x limit and resumes it at limit or less; one pull may overshoot the pause, but by less
+        than a limit, so a reader that took 2 x limit after a pause always resumes, and the rest
+        stays in the connection, where it closes the window (asyncio's own transports may
+        overshoot by a whole 256 KiB read)."""
+        return 3 * self._limit - len(self._head) - self._queued_bytes
 
     def _maybe_resume_transport(self) -> None:
         # asyncio's, with the size counted, not the queued buffers joined to count it
@@ -185,15 +193,11 @@ class _StreamHandler:
         """Move received bytes into the StreamReader, then the EOF once all bytes are in."""
         if self.paused or self.conn is None or self.eof_fed:
             return
-        chunks = getattr(self.conn, "read_chunks", None)
-        if chunks is not None:
-            pieces = chunks()
+        room = self.reader.room()
+        if room > 0:
+            pieces = self.conn.read_chunks(room)
             if pieces:
                 self.reader.feed_chunks(pieces)
-        else:
-            data = self.conn.read()
-            if data:
-                self.reader.feed_data(data)
         # The peer's FIN (or the end of the connection) may have been seen while the reader
         # was paused with bytes still in the connection: EOF only after the last of them.
         if self.peer_eof and not self.paused and not self.conn.readable:

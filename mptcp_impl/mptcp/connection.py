@@ -571,38 +571,36 @@ class MptcpConnection:
 
     def read(self, max_bytes: int = -1) -> bytes | bytearray:
         """In-order data, at most ``max_bytes`` (all of it: one piece handed over as it is when
-        it is a bytearray, else the pieces joined)."""
+        it is a bytearray, else the pieces joined, the one copy)."""
         q = self._rq
-        if max_bytes < 0 or max_bytes >= self._rlen:
-            if len(q) == 1 and type(q[0]) is bytearray:
-                data: bytes | bytearray = q[0]
-                q.clear()
-                self._rlen = 0
-                self._read_done(len(data))
-                return data
-            return bytearray().join(self.read_chunks())
-        out = bytearray()
-        while len(out) < max_bytes:
-            c = q[0]
-            want = max_bytes - len(out)
-            if len(c) <= want:
-                out += q.pop(0)
-            else:
-                out += memoryview(c)[:want]
-                q[0] = memoryview(c)[want:]
-        self._rlen -= len(out)
-        self._read_done(len(out))
-        return bytes(out)
+        if len(q) == 1 and type(q[0]) is bytearray and (max_bytes < 0 or max_bytes >= self._rlen):
+            return self.read_chunks()[0]
+        return bytearray().join(self.read_chunks(max_bytes))
 
-    def read_chunks(self) -> list[bytes | bytearray | memoryview]:
-        """All in-order data, as the pieces it arrived in (no copy): the edge hands them to
-        the application's reader one by one."""
+    def read_chunks(self, max_bytes: int = -1) -> list[bytes | bytearray | memoryview]:
+        """In-order data, at most ``max_bytes`` (all of it when negative), as the pieces it
+        arrived in, without copying: the edge hands them to the application's reader one by one.
+        A piece cut by ``max_bytes`` leaves as a view; the rest stays queued as another view."""
         q = self._rq
         if not q:
-            return q
-        self._rq = []
-        n = self._rlen
-        self._rlen = 0
+            return []
+        if max_bytes < 0 or max_bytes >= self._rlen:
+            self._rq = []
+            n = self._rlen
+            self._rlen = 0
+        else:
+            n, i, taken = max_bytes, 0, 0
+            while taken + len(q[i]) <= n:
+                taken += len(q[i])
+                i += 1
+            out = q[:i]
+            if taken < n:
+                view = memoryview(q[i])
+                out.append(view[: n - taken])
+                q[i] = view[n - taken :]
+            del q[:i]
+            self._rlen -= n
+            q = out
         self._read_done(n)
         return q
 

@@ -135,9 +135,9 @@ class MptcpConn(AppEvents, EdgeTimer):
             self.stack._mark(self)
         return data
 
-    def read_chunks(self) -> list:
-        """All in-order data as the pieces it arrived in (``MptcpConnection.read_chunks``)."""
-        data = self.mconn.read_chunks()
+    def read_chunks(self, max_bytes: int = -1) -> list:
+        """In-order data as the pieces it arrived in (``MptcpConnection.read_chunks``)."""
+        data = self.mconn.read_chunks(max_bytes)
         if data:
             self.stack._mark(self)
         return data

@@ -166,6 +166,11 @@ class Conn(AppEvents, EdgeTimer):
             self.stack._mark(self)  # the window may have opened: an update may be due
         return data
 
+    def read_chunks(self, max_bytes: int = -1) -> list:
+        """``read`` as a list, the form an MPTCP connection hands its pieces over in."""
+        data = self.read(max_bytes)
+        return [data] if data else []
+
     @property
     def readable(self) -> int:
         return self.tcp.readable

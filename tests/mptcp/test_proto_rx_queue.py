@@ -47,3 +47,14 @@ def test_read_joins_and_cuts_across_pieces():
     assert conn.readable == len(stream) - 1300
     assert conn.read() == stream[1300:]
     assert conn.readable == 0 and conn.read() == b""
+
+
+def test_read_chunks_up_to_a_count_cuts_with_views_and_keeps_the_rest():
+    """What the application's reader takes when it has room for less than is queued."""
+    conn, stream = _two_pieces_out_of_order()
+    window = conn.rcv_window()
+    pieces = conn.read_chunks(1500)  # all of one piece, a view of half the next
+    assert b"".join(pieces) == stream[:1500] and type(pieces[-1]) is memoryview
+    assert conn.readable == 500 and conn.rcv_window() == window + 1500
+    assert conn.read_chunks(0) == [] and conn.readable == 500
+    assert b"".join(conn.read_chunks(5000)) == stream[1500:] and conn.readable == 0

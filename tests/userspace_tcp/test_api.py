@@ -184,9 +184,10 @@ def test_streams_eof_after_all_bytes_when_reader_paused(clean_bed: Bed, listener
 
     Every step waits for the event on the wire (tcpdump -l, line by line), not for time."""
     port, limit, rcv_buf = {"tcp": 5406, "mptcp": 5407}[listener], 1 << 16, 1 << 18
-    # Unread: 2 * limit in the reader (then it pauses) + rcv_buf in the connection (then the
-    # window is 0). After the handler takes 2 * limit, the rest (< rcv_buf) and the FIN fit in
-    # the reopened window while the reader is paused again.
+    # Unread: 2 * limit to 3 * limit in the reader (then it pauses; the connection hands over at
+    # most 3 * limit, _Reader.room) + rcv_buf in the connection (then the window is 0). After the
+    # handler takes 2 * limit the reader resumes; the rest (< rcv_buf) and the FIN fit in the
+    # reopened window while the reader is paused again.
     n = 2 * limit + rcv_buf + rcv_buf // 2
     server_ip, client_ip = clean_bed.server_ip, clean_bed.client_ip
     link = clean_bed.tb.topo.links_of("server")[0].name

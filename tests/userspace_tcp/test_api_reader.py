@@ -162,3 +162,21 @@ def test_pieces_of_any_buffer_type_are_queued_and_handed_on_as_they_are():
         assert await r.read() == b"n"
 
     _run(go())
+
+
+def test_the_room_offered_to_the_connection_lets_a_reader_that_took_twice_the_limit_resume():
+    """The connection hands over at most ``room()``: whatever the reader held, taking 2 x limit
+    after the pause resumes it (with all of a 256 KiB receive buffer handed over at once, it
+    stayed paused, the rest of the stream stuck behind a closed window)."""
+
+    async def go():
+        r, t = _reader(4)
+        assert r.room() == 12
+        r.feed_chunks([bytearray(b"ab")])
+        assert r.room() == 10 and t.calls == []
+        r.feed_chunks([b"cdefghij", memoryview(b"kl")])  # exactly the room: over 2 x limit
+        assert t.calls == ["pause"] and r.room() == 0
+        assert await r.readexactly(8) == b"abcdefgh"
+        assert t.calls == ["pause", "resume"] and r.room() == 8
+
+    _run(go())
