@@ -32,9 +32,19 @@ def test_failover_run_metrics(runs):
     assert c["completion"]["bytes"] == traffic["server"]["received"] == FAILOVER_TOTAL
     [fo] = c["failover"]  # the "up" event is marked in the figures, not measured as a failover
     assert abs(fo["event_time"] - traffic["events"][0]["actual"]) < 1e-6
-    # path 0 was cut: progress stalls noticeably, then resumes (first on the other subflow)
+    # path 0 was cut: progress pauses noticeably (the longest pause from the cut on), resumes
     assert fo["gap_s"] is not None and 0.05 < fo["gap_s"] < 5 and fo["resumed"]
-    assert fo["first_new_data_s"] is not None and fo["first_new_data_s"] < 5
+    stopped = fo["progress_stopped"]
+    assert stopped == (fo["gap_start"] <= fo["event_time"] + 1.0), fo
+    if stopped:  # the usual run: the cut stopped progress; new data came on the other subflow
+        assert fo["first_new_data_s"] is not None and fo["first_new_data_s"] < 5
+    else:
+        # Linux carried on through the cut on path 1 (2 of 8 runs beside two CPU hogs), its
+        # longest pause came later (data left on the cut subflow, resent after the path's
+        # return): no first new data to measure, and the series shows progress in the second
+        # after the cut
+        assert fo["first_new_data_s"] is None, fo
+        assert _new_bytes(c, fo["event_time"], fo["event_time"] + 1.0) > 0
     eth0 = [int(s) for s, label in c["subflows"].items() if " eth0 " in label]
     eth1 = [int(s) for s, label in c["subflows"].items() if " eth1 " in label]
     assert len(eth0) == 1 and set(eth1) <= set(fo["surviving_subflows"])
@@ -45,7 +55,8 @@ def test_failover_run_metrics(runs):
     # was in flight)
     assert fo["surviving_capacity_bps"] == 10e6
     assert fo["recovery_s"] is not None, fo
-    assert fo["recovery_s"] >= fo["gap_end"] - fo["event_time"] - 0.11
+    if stopped:  # measured from the end of the pause the cut caused
+        assert fo["recovery_s"] >= fo["gap_end"] - fo["event_time"] - 0.11
     assert fo["event_time"] + fo["recovery_s"] + 1.0 <= c["completion"]["end"] + 0.3
     assert 0 <= fo["efficiency"] < 1.3 and fo["up_time"] is not None
     # per-subflow goodput counts each DSN byte once, on the subflow that brought it first
@@ -54,6 +65,19 @@ def test_failover_run_metrics(runs):
     assert abs(delivered - FAILOVER_TOTAL) < 1
     assert r["figures"]["failover"] and (runs["failover"] / r["figures"]["failover"]).exists()
     _check_path_return(c, fo, eth0)
+
+
+def _new_bytes(c: dict, lo: float, hi: float) -> float:
+    """First-seen DSN bytes of all subflows in the goodput series' bins wholly inside [lo, hi]
+    (absolute times)."""
+    gs = c["goodput_series"]
+    t0, bin_s = c["completion"]["start"], gs["bin_s"]
+    return sum(
+        b * bin_s / 8
+        for v in gs["subflows_bps"].values()
+        for t, b in zip(gs["t"], v, strict=True)
+        if t0 + t >= lo - 1e-9 and t0 + t + bin_s <= hi + 1e-9
+    )
 
 
 def _check_path_return(c: dict, fo: dict, cut: list[int]) -> None:
@@ -90,7 +114,7 @@ def _check_path_return(c: dict, fo: dict, cut: list[int]) -> None:
     # and a margin) only with the returning path; in between no claim is made
     pre, regain = fo["pre_goodput_bps"], fo["regain90_s"]
     assert pre is not None and pre > 0
-    if 0.9 * pre <= 9e6:
+    if 0.9 * pre <= 9e6 and fo["progress_stopped"]:
         assert regain is not None and fo["gap_s"] - 0.1 <= regain <= fo["recovery_s"] + 0.1, fo
     elif 0.9 * pre > 10.5e6 and not back:
         assert regain is None, fo
