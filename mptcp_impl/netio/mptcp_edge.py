@@ -73,7 +73,6 @@ class SubflowLink:
         self.closed = False
         self._dirty_in_batch = False
         self._rx_unflushed = 0
-        self._rx_packets = 0
         self._src_b = packed(sub.local[0])
         self._dst_b = packed(sub.remote[0])
         self.sender = mp.stack._make_sender(sub.local[0], sub.remote[0])

@@ -53,7 +53,6 @@ from .packet import (
 )
 
 log = logging.getLogger(__name__)
-ACK_GRO_BYTES = 65536  # received payload that gets its ACK in the middle of a batch at once
 
 
 def local_addresses() -> list[str]:
@@ -104,7 +103,7 @@ class StackConfig:
     sender: str = ""  # "", "gso", "packet" or "raw"; "" follows ``gso``
     gso_max_payload: int = 62 * 1024
     batch: int = 128  # packets read per wake-up before the loop runs other callbacks
-    flush_bytes: int = 8 * 1460  # received payload after which a connection flushes mid-batch
+    flush_bytes: int = 128 * 1024  # received payload after which a connection flushes mid-batch
     # TCP small queues (base.SmallQueue, Linux's tcp_small_queue_check): a connection (each
     # subflow) sends new data only while the host's queue for its socket (SIOCOUTQ) holds less
     # than tx_queue_time of its pacing rate, at least tx_queue_min and at most tx_queue_bytes
@@ -151,7 +150,6 @@ class Conn(AppEvents, EdgeTimer):
         self.connected = False
         self._dirty_in_batch = False
         self._rx_unflushed = 0
-        self._rx_packets = 0
         self._app_done = False
 
     # The application side -------------------------------------------------------------------
@@ -318,25 +316,22 @@ class Endpoint:
                 conn._dirty_in_batch = True
                 touched.append(conn)
             # A batch can hold a hundred segments; flushing only at its end would send one ACK
-            # per batch and starve the peer's ACK clock. Flush (ACK, window update, more data)
-            # once enough payload has come in, as a kernel receiver acks every few segments:
-            # after ack_bytes in at least two packets (RFC 5681's every second segment, where
-            # a GRO packet stands for many), or one GRO packet of 64 KB. Linux acks each GRO
-            # packet when its reader keeps up; at a few Gbit/s one ACK for two halves the
-            # ACKs our CPU sends (and the peer's reaction to each, which runs in our context)
+            # per batch and starve the peer's ACK clock while we work through it. Flush (ACK,
+            # window update, more data) once ack_bytes of payload have come in (two 64 KB GRO
+            # packets; the batch's end flushes whatever came after). Each ACK costs a sendmsg
+            # and, on a veth, the peer's whole reaction to it in our context: acking every two
+            # packets (~75 KB at 2 subflows) cost the 2-subflow receiver ~10% of its CPU per
+            # Gbit. A batch this large only comes at Gbit rates, where the peer's GRO/GSO
+            # packets each stand for many segments (stretch ACKs, as Linux's GRO receivers
+            # send); at testbed rates a batch holds a few packets, each batch end acks them.
             plen = len(seg.payload)
             if plen:
                 conn._rx_unflushed += plen
-                conn._rx_packets += 1
-                if (
-                    conn._rx_unflushed >= ack_bytes
-                    and (conn._rx_packets >= 2 or conn._rx_unflushed >= ACK_GRO_BYTES)
-                    and not conn.closed
-                ):
-                    conn._rx_unflushed = conn._rx_packets = 0
+                if conn._rx_unflushed >= ack_bytes and not conn.closed:
+                    conn._rx_unflushed = 0
                     conn._flush_data(now)
         for conn in touched:
-            conn._rx_unflushed = conn._rx_packets = 0
+            conn._rx_unflushed = 0
             conn._dirty_in_batch = False
             if not conn.closed:
                 conn._flush(now)
