@@ -594,7 +594,11 @@ class _Run:
         snd = len(c._sbuf)
         for s in c.subflows:
             t = s.tcp
-            held = len(t._rbuf) + sum(len(v) for v in t._ooo_data.values())
+            if sum(len(x) for x in t._rq) != t._rlen:
+                self._fail(
+                    "rcv_memory", f"subflow {s.name}'s in-order pieces disagree with its count"
+                )
+            held = t._rlen + sum(len(v) for v in t._ooo_data.values())
             sub_rcv += held
             if held > t.config.rcv_buf + slack:
                 self._fail("rcv_memory", f"subflow {s.name} holds {held} received bytes")

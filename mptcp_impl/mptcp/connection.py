@@ -34,7 +34,7 @@ from ..tcp.connection import (
     TcpState,
 )
 from ..tcp.rangeset import RangeSet
-from ..tcp.reassembly import drain_held
+from ..tcp.reassembly import drain_held, take_pieces
 from ..tcp.segment import TcpSegment
 from ..tcp.sendbuf import SendBuffer
 from . import crypto
@@ -589,18 +589,9 @@ class MptcpConnection:
             n = self._rlen
             self._rlen = 0
         else:
-            n, i, taken = max_bytes, 0, 0
-            while taken + len(q[i]) <= n:
-                taken += len(q[i])
-                i += 1
-            out = q[:i]
-            if taken < n:
-                view = memoryview(q[i])
-                out.append(view[: n - taken])
-                q[i] = view[n - taken :]
-            del q[:i]
+            n = max_bytes
+            q = take_pieces(q, n)
             self._rlen -= n
-            q = out
         self._read_done(n)
         return q
 

@@ -952,7 +952,7 @@ class Subflow:
         if (nxt is not None and rx + have >= nxt) or have >= max(window, 1):
             self.invalid_mapping("data without a DSS mapping", RST_MIDDLEBOX)
 
-    def pull(self) -> list[tuple[int, bytes | bytearray]]:
+    def pull(self) -> list[tuple[int, bytes | bytearray | memoryview]]:
         """Take the subflow's in-order bytes that have a mapping, as (dsn, bytes) pieces."""
         tcp = self.tcp
         out: list[tuple[int, bytes | bytearray]] = []
@@ -980,9 +980,12 @@ class Subflow:
                 self.bytes_received += len(data)
                 continue
             want = ms + ml - self._rx_ssn
-            data = tcp.read(want)
-            if not data:
+            pieces = tcp.read_chunks(want)
+            if not pieces:
                 break
+            # one piece (a GRO packet's payload, the usual case at speed) as it is; many small
+            # ones joined, one copy rather than a data-level step for each
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             out.append((md + (self._rx_ssn - ms), data))
             self._rx_ssn += len(data)
             self.bytes_received += len(data)

@@ -165,9 +165,11 @@ class Conn(AppEvents, EdgeTimer):
         return data
 
     def read_chunks(self, max_bytes: int = -1) -> list:
-        """``read`` as a list, the form an MPTCP connection hands its pieces over in."""
-        data = self.read(max_bytes)
-        return [data] if data else []
+        """In-order data as the pieces it arrived in (``TcpConnection.read_chunks``)."""
+        data = self.tcp.read_chunks(max_bytes)
+        if data:
+            self.stack._mark(self)  # the window may have opened: an update may be due
+        return data
 
     @property
     def readable(self) -> int:

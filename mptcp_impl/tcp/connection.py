@@ -38,7 +38,7 @@ from .options import (
     encoded_length,
 )
 from .rangeset import RangeSet
-from .reassembly import Reassembly
+from .reassembly import Reassembly, take_pieces
 from .recovery import LossRecovery
 from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
 from .sendbuf import SendBuffer
@@ -262,7 +262,9 @@ class TcpConnection(LossRecovery, Reassembly):
         # receive side
         self.irs = 0
         self.rcv_nxt = 0
-        self._rbuf = bytearray()
+        # in-order data not yet read, as the pieces it arrived in (a payload, a view of one)
+        self._rq: list[bytes | bytearray | memoryview] = []
+        self._rlen = 0
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._ooo = RangeSet()  # out-of-order data held above rcv_nxt
         self._ooo_data: dict[int, bytes | memoryview] = {}  # chunks tiling _ooo, by start
@@ -480,7 +482,7 @@ class TcpConnection(LossRecovery, Reassembly):
 
     @property
     def readable(self) -> int:
-        return len(self._rbuf)
+        return self._rlen
 
     @property
     def cwnd(self) -> int:
@@ -586,28 +588,40 @@ class TcpConnection(LossRecovery, Reassembly):
         return max(0, self._data_end() - self.snd_max)
 
     def read(self, max_bytes: int = -1) -> bytes | bytearray:
-        """Take in-order data; a read that opens the window enough schedules a window update.
-        A read of all of it hands the buffer itself over (a bytearray, no copy; a new one takes
-        its place), a shorter one returns a copy of its part."""
-        buf = self._rbuf
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data: bytes | bytearray = buf
-            self._rbuf = bytearray()
+        """Take in-order data, at most ``max_bytes`` (all when negative); a read that opens the
+        window enough schedules a window update. One piece is returned as it is, several are
+        joined (a copy)."""
+        pieces = self.read_chunks(max_bytes)
+        if len(pieces) == 1 and type(pieces[0]) is not memoryview:
+            return pieces[0]
+        return b"".join(pieces)
+
+    def read_chunks(self, max_bytes: int = -1) -> list[bytes | bytearray | memoryview]:
+        """``read`` without the join: the pieces as they arrived (a piece that ``max_bytes``
+        cuts leaves as a view), for a consumer that takes pieces (MPTCP's subflows, the
+        application's stream reader)."""
+        q = self._rq
+        if not q:
+            return []
+        if max_bytes < 0 or max_bytes >= self._rlen:
+            self._rq = []
+            n = self._rlen
+            self._rlen = 0
         else:
-            # one copy: bytes(buf[:n]) made two (the bytearray slice, then the bytes)
-            data = bytes(memoryview(buf)[:max_bytes])
-            del buf[:max_bytes]
+            n = max_bytes
+            q = take_pieces(q, n)
+            self._rlen -= n
         st = self.state
-        if data and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
+        if n and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
             # Like Linux's tcp_cleanup_rbuf: a dedicated update only when the window the peer
             # sees has fallen to half the buffer or less and this read at least doubles it;
             # otherwise the next ACK carries the new window anyway.
             cur = self._rcv_adv - self.rcv_nxt
-            new = self.config.rcv_buf - len(self._rbuf)
+            new = self.config.rcv_buf - self._rlen
             if 2 * cur <= self.config.rcv_buf and new >= 2 * cur and new - cur >= self._rcv_mss:
                 self._ack_now = True
                 self._st.window_updates += 1
-        return data
+        return q
 
     def close(self, now: float) -> None:
         """Half-close our direction: FIN goes out after everything queued."""
@@ -744,7 +758,7 @@ class TcpConnection(LossRecovery, Reassembly):
         min(rcv_buf/2, MSS) at a time (receiver SWS avoidance, RFC 9293 3.8.6.2.2)."""
         cfg = self.config
         rcv_nxt = self.rcv_nxt
-        avail = cfg.rcv_buf - len(self._rbuf)
+        avail = cfg.rcv_buf - self._rlen
         if self._rwin_hook is not None:
             avail = min(avail, self._rwin_hook(self))
         edge = rcv_nxt + (avail if avail > 0 else 0)

@@ -49,7 +49,7 @@ class Reassembly:
         start = 0
         if s < rcv_nxt:
             start = rcv_nxt - s
-        right = max(self._rcv_adv, rcv_nxt + self.config.rcv_buf - len(self._rbuf))
+        right = max(self._rcv_adv, rcv_nxt + self.config.rcv_buf - self._rlen)
         stop = plen
         if s + stop > right:
             stop = right - s
@@ -64,10 +64,13 @@ class Reassembly:
         if plen > self._rcv_mss and self._rcv_mss < self.config.mss:
             self._rcv_mss = min(plen, self.config.mss)  # GRO'd segments do not count as larger
         if first == rcv_nxt:
-            if start == 0 and stop == plen:
-                self._rbuf += payload
-            else:
-                self._rbuf += memoryview(payload)[start:stop]
+            # queued as it came (no copy): the payload, or a view of its part in the window;
+            # a copy only of a buffer that someone else may change (bytes are immutable)
+            piece = payload if start == 0 and stop == plen else memoryview(payload)[start:stop]
+            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
+                piece = bytes(piece)
+            self._rq.append(piece)
+            self._rlen += n
             self.rcv_nxt = rcv_nxt = first + n
             delivered = n
             if self._ooo:
@@ -106,17 +109,19 @@ class Reassembly:
         ooo.add(start, end)
 
     def _drain_ooo(self) -> int:
-        """Move the held data that rcv_nxt has reached into the receive buffer."""
+        """Move the held data that rcv_nxt has reached into the receive queue."""
         rcv = self.rcv_nxt
-        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rbuf.extend, rcv)
-        return self.rcv_nxt - rcv
+        self.rcv_nxt = drain_held(self._ooo, self._ooo_data, self._rq.append, rcv)
+        n = self.rcv_nxt - rcv
+        self._rlen += n
+        return n
 
 
 def drain_held(ooo: Any, chunks: dict, put: Any, rcv_nxt: int) -> int:
     """Hand ``put`` the held ranges (``ooo``, a RangeSet; ``chunks``, the pieces tiling it by
     start) that ``rcv_nxt`` has reached, in order (a piece partly below ``rcv_nxt`` cut by a
-    view), forget them, and return the new ``rcv_nxt``. TCP's reassembly puts them into its
-    buffer (``bytearray.extend``), MPTCP's data level queues the pieces themselves."""
+    view), forget them, and return the new ``rcv_nxt``. TCP's reassembly and MPTCP's data level
+    queue the pieces themselves."""
     starts = ooo.starts
     while starts and starts[0] <= rcv_nxt:
         x = starts[0]
@@ -130,3 +135,20 @@ def drain_held(ooo: Any, chunks: dict, put: Any, rcv_nxt: int) -> int:
         rcv_nxt = max(rcv_nxt, bend)
         ooo.remove_below(bend)
     return rcv_nxt
+
+
+def take_pieces(q: list, n: int) -> list:
+    """The first ``n`` bytes of the queued pieces ``q`` (which hold more than ``n``), taken out of
+    ``q``: whole pieces as they are, the one that ``n`` cuts split into two views (no copy).
+    The receive queues of TCP and of MPTCP's data level both read with it."""
+    i = taken = 0
+    while taken + len(q[i]) <= n:
+        taken += len(q[i])
+        i += 1
+    out = q[:i]
+    if taken < n:
+        view = memoryview(q[i])
+        out.append(view[: n - taken])
+        q[i] = view[n - taken :]
+    del q[:i]
+    return out

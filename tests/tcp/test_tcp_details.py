@@ -67,6 +67,29 @@ def test_out_of_order_overlapping_pieces_reassemble_and_ack_at_once():
     assert last.ack == b.rcv_nxt & M and not any(isinstance(o, Sack) for o in last.options)
 
 
+def test_in_order_data_is_queued_as_it_came_and_read_without_copies():
+    """The receive queue keeps each payload as it arrived (immutable bytes, or a view of them)
+    and hands it over as it is; a read that cuts a piece leaves two views; a buffer that the
+    sender of the segment may change is copied once."""
+    w = established()
+    b = w.b
+    window = b._window_field()
+    p1, p2 = os.urandom(3000), os.urandom(2000)
+    b.receive_segment(seg_to_b(w, 0, p1), w.now)
+    b.receive_segment(seg_to_b(w, 0, memoryview(p2)), w.now)  # a view of a packet's bytes
+    reused = bytearray(b"x" * 500)
+    b.receive_segment(seg_to_b(w, 0, reused), w.now)
+    reused[:] = b"y" * 500  # the edge's buffer, reused: what was queued must not change
+    assert b.readable == 5500
+    pieces = b.read_chunks(4000)  # all of p1, a view of half of p2
+    assert pieces[0] is p1 and type(pieces[1]) is memoryview and bytes(pieces[1]) == p2[:1000]
+    assert b.readable == 1500
+    rest = b.read_chunks()
+    assert b"".join(rest) == p2[1000:] + b"x" * 500 and b.readable == 0
+    assert b.read_chunks() == [] and b.read() == b""
+    assert b._window_field() >= window  # what was read is room again
+
+
 def test_duplicate_and_old_data_is_not_delivered_twice():
     w = established()
     b = w.b
