@@ -34,7 +34,7 @@ from ..tcp.connection import (
     TcpState,
 )
 from ..tcp.rangeset import RangeSet
-from ..tcp.reassembly import drain_held, take_pieces
+from ..tcp.reassembly import drain_held, joined, read_pieces
 from ..tcp.segment import TcpSegment
 from ..tcp.sendbuf import SendBuffer
 from . import crypto
@@ -570,28 +570,16 @@ class MptcpConnection:
         return self._rlen
 
     def read(self, max_bytes: int = -1) -> bytes | bytearray:
-        """In-order data, at most ``max_bytes`` (all of it: one piece handed over as it is when
-        it is a bytearray, else the pieces joined, the one copy)."""
-        q = self._rq
-        if len(q) == 1 and type(q[0]) is bytearray and (max_bytes < 0 or max_bytes >= self._rlen):
-            return self.read_chunks()[0]
-        return bytearray().join(self.read_chunks(max_bytes))
+        """In-order data, at most ``max_bytes`` (all when negative): one piece as it is, several
+        joined (the one copy)."""
+        return joined(self.read_chunks(max_bytes))
 
     def read_chunks(self, max_bytes: int = -1) -> list[bytes | bytearray | memoryview]:
         """In-order data, at most ``max_bytes`` (all of it when negative), as the pieces it
         arrived in, without copying: the edge hands them to the application's reader one by one.
         A piece cut by ``max_bytes`` leaves as a view; the rest stays queued as another view."""
-        q = self._rq
-        if not q:
-            return []
-        if max_bytes < 0 or max_bytes >= self._rlen:
-            self._rq = []
-            n = self._rlen
-            self._rlen = 0
-        else:
-            n = max_bytes
-            q = take_pieces(q, n)
-            self._rlen -= n
+        q, self._rq, n = read_pieces(self._rq, self._rlen, max_bytes)
+        self._rlen -= n
         self._read_done(n)
         return q
 

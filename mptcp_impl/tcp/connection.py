@@ -38,7 +38,7 @@ from .options import (
     encoded_length,
 )
 from .rangeset import RangeSet
-from .reassembly import Reassembly, take_pieces
+from .reassembly import Reassembly, joined, read_pieces
 from .recovery import LossRecovery
 from .segment import ACK, FIN, PSH, RST, SYN, TcpSegment, decode_segment
 from .sendbuf import SendBuffer
@@ -591,26 +591,14 @@ class TcpConnection(LossRecovery, Reassembly):
         """Take in-order data, at most ``max_bytes`` (all when negative); a read that opens the
         window enough schedules a window update. One piece is returned as it is, several are
         joined (a copy)."""
-        pieces = self.read_chunks(max_bytes)
-        if len(pieces) == 1 and type(pieces[0]) is not memoryview:
-            return pieces[0]
-        return b"".join(pieces)
+        return joined(self.read_chunks(max_bytes))
 
     def read_chunks(self, max_bytes: int = -1) -> list[bytes | bytearray | memoryview]:
         """``read`` without the join: the pieces as they arrived (a piece that ``max_bytes``
         cuts leaves as a view), for a consumer that takes pieces (MPTCP's subflows, the
         application's stream reader)."""
-        q = self._rq
-        if not q:
-            return []
-        if max_bytes < 0 or max_bytes >= self._rlen:
-            self._rq = []
-            n = self._rlen
-            self._rlen = 0
-        else:
-            n = max_bytes
-            q = take_pieces(q, n)
-            self._rlen -= n
+        q, self._rq, n = read_pieces(self._rq, self._rlen, max_bytes)
+        self._rlen -= n
         st = self.state
         if n and (st is S.ESTABLISHED or st in _RECV_DATA_STATES) and not self._ack_now:
             # Like Linux's tcp_cleanup_rbuf: a dedicated update only when the window the peer

@@ -152,3 +152,18 @@ def take_pieces(q: list, n: int) -> list:
         q[i] = view[n - taken :]
     del q[:i]
     return out
+
+
+def read_pieces(q: list, total: int, max_bytes: int) -> tuple[list, list, int]:
+    """A read of at most ``max_bytes`` (all when negative) from the queue ``q`` of ``total``
+    bytes: (the pieces read, the queue left, the bytes read)."""
+    if max_bytes < 0 or max_bytes >= total:
+        return q, [], total
+    return take_pieces(q, max_bytes), q, max_bytes
+
+
+def joined(pieces: list) -> bytes | bytearray:
+    """One piece as it is (unless a view: a read returns bytes), several joined (one copy)."""
+    if len(pieces) == 1 and type(pieces[0]) is not memoryview:
+        return pieces[0]
+    return b"".join(pieces)
