@@ -40,7 +40,7 @@ def close_stack() -> None:
 
 class _Reader(asyncio.StreamReader):
     """asyncio's StreamReader with fewer copies of each byte: the pieces a connection hands
-    over (``read_chunks(room())``: a TCP connection's buffer, an MPTCP connection's pieces) are
+    over (``read_chunks(room())``: its data as it arrived, TCP's or MPTCP's) are
     taken as they are, a bytearray into an empty buffer, anything else
     queued behind it (appending would copy it, and grow the buffer by reallocations that copy
     all of it again), ``read(n)`` copies once (3.11 slices, then copies the slice), and

@@ -955,7 +955,7 @@ class Subflow:
     def pull(self) -> list[tuple[int, bytes | bytearray | memoryview]]:
         """Take the subflow's in-order bytes that have a mapping, as (dsn, bytes) pieces."""
         tcp = self.tcp
-        out: list[tuple[int, bytes | bytearray]] = []
+        out: list[tuple[int, bytes | bytearray | memoryview]] = []
         maps = self._maps
         conn = self.conn
         while tcp.readable and not self.reset_pending and not self.closed and not conn.fallback:
