@@ -198,8 +198,8 @@ class MptcpConnection:
         self._rtx = DataRetransmitter()  # data-level retransmission timer and window probe
         # receive side
         self.rcv_nxt = 0
-        # in-order data not read yet: the pieces as they came (a subflow's handed-over buffer,
-        # a held chunk), queued rather than appended, so no byte is copied on its way to the
+        # in-order data not read yet: the pieces as they came (a subflow's piece, a held
+        # chunk), queued rather than appended, so no byte is copied on its way to the
         # reader (``read_chunks``); ``read`` joins them only when there are several
         self._rq: list[bytes | bytearray | memoryview] = []
         self._rlen = 0
@@ -1051,8 +1051,7 @@ class MptcpConnection:
                 end = limit
                 data = data[: end - dsn]
         if dsn == self.rcv_nxt:
-            # (a subflow's whole buffer, handed over by its read: nobody else holds it)
-            self._rq.append(data)
+            self._rq.append(data)  # a subflow's piece: immutable bytes, or a view of them
             delivered = len(data)
             self._rlen += delivered
             self.rcv_nxt = end

@@ -20,6 +20,7 @@ from ..mptcp.ctrl import MptcpConfig
 from ..mptcp.listener import route_syn
 from ..mptcp.subflow import Subflow
 from ..tcp.connection import TcpState
+from ..tcp.reassembly import joined
 from ..tcp.segment import TcpSegment, encode_segment
 from .addr import local_address_for, packed, unpacked
 from .base import (
@@ -129,10 +130,7 @@ class MptcpConn(AppEvents, EdgeTimer):
         return n
 
     def read(self, max_bytes: int = -1) -> bytes | bytearray:
-        data = self.mconn.read(max_bytes)
-        if data:
-            self.stack._mark(self)
-        return data
+        return joined(self.read_chunks(max_bytes))
 
     def read_chunks(self, max_bytes: int = -1) -> list:
         """In-order data as the pieces it arrived in (``MptcpConnection.read_chunks``)."""

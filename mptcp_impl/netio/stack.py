@@ -30,6 +30,7 @@ from ..mptcp.ctrl import MptcpConfig
 from ..mptcp.token import TokenRegistry
 from ..tcp.connection import TcpConfig, TcpConnection, TcpState
 from ..tcp.errors import MalformedSegment
+from ..tcp.reassembly import joined
 from ..tcp.segment import ACK, RST, SYN, TcpSegment, decode_segment, encode_segment
 from .addr import ANY4, ANY6, local_address_for, normalize, packed, unpacked
 from .base import (
@@ -159,10 +160,7 @@ class Conn(AppEvents, EdgeTimer):
         return n
 
     def read(self, max_bytes: int = -1) -> bytes | bytearray:
-        data = self.tcp.read(max_bytes)
-        if data:
-            self.stack._mark(self)  # the window may have opened: an update may be due
-        return data
+        return joined(self.read_chunks(max_bytes))
 
     def read_chunks(self, max_bytes: int = -1) -> list:
         """In-order data as the pieces it arrived in (``TcpConnection.read_chunks``)."""

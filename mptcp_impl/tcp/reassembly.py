@@ -63,13 +63,13 @@ class Reassembly:
             self.hooks.received_range(self, first & MASK, n, seg)
         if plen > self._rcv_mss and self._rcv_mss < self.config.mss:
             self._rcv_mss = min(plen, self.config.mss)  # GRO'd segments do not count as larger
+        if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
+            payload = bytes(payload)  # never keep a view into a buffer the edge reuses
         if first == rcv_nxt:
-            # queued as it came (no copy): the payload, or a view of its part in the window;
-            # a copy only of a buffer that someone else may change (bytes are immutable)
-            piece = payload if start == 0 and stop == plen else memoryview(payload)[start:stop]
-            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
-                piece = bytes(piece)
-            self._rq.append(piece)
+            # queued as it came (no copy): the payload, or a view of its part in the window
+            self._rq.append(
+                payload if start == 0 and stop == plen else memoryview(payload)[start:stop]
+            )
             self._rlen += n
             self.rcv_nxt = rcv_nxt = first + n
             delivered = n
@@ -89,8 +89,6 @@ class Reassembly:
                     self._delack_deadline = now + self.config.delayed_ack
         else:
             self._st.ooo_segments += 1
-            if type(payload) is not bytes and not isinstance(getattr(payload, "obj", None), bytes):
-                payload = bytes(payload)  # never keep a view into a buffer the edge reuses
             self._ooo_insert(first, memoryview(payload)[start:stop])
             hist = self._sack_hist
             hist.insert(0, first)
